@@ -1,0 +1,152 @@
+/**
+ * The authorization pipeline both doors run: size limits → JWT → virtual key → decide (pure core) →
+ * signed context. Returns synchronously when nothing needs I/O (a token verified before), so the Check
+ * hot path allocates no promise; throws only for infrastructure faults (the IdP unreachable), which
+ * the doors turn into errors, never into an allow.
+ */
+import { randomUUID } from 'node:crypto';
+import { decide, type Decision, type DecisionRules, type TeamRecord } from '../core/decide.js';
+import { classifyRoute, pathOnly, type RouteKind } from '../core/route.js';
+import type { ContextClaims, ContextSigner } from '../identity/context-token.js';
+import { CONTEXT_TTL_MS } from '../identity/context-token.js';
+import type { JwtResult, JwtVerifier } from '../identity/jwt.js';
+import { bearerKey, sha256Hex, type KeyDirectory, type KeyRecord } from '../identity/keys.js';
+import { timingSafeEqual } from 'node:crypto';
+
+/** The request as a door received it. Header names are lower-case. */
+export interface RequestFacts {
+  readonly method: string;
+  /** As sent, query included. */
+  readonly path: string;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly body: string | Uint8Array | undefined;
+  /** Envoy said the body was cut to its max_request_bytes (`x-envoy-auth-partial-body: true`). */
+  readonly partialBody: boolean;
+  readonly contextExtensions: Readonly<Record<string, string>>;
+}
+
+export interface Authorization {
+  readonly decision: Decision;
+  readonly route: RouteKind;
+  readonly requestId: string;
+  /** The signed x-tollgate-context of an allowed request. */
+  readonly context: string | undefined;
+}
+
+export interface AuthorizerDeps {
+  readonly rules: DecisionRules;
+  readonly keys: KeyDirectory;
+  readonly teams: ReadonlyMap<string, TeamRecord>;
+  readonly jwt: JwtVerifier | undefined;
+  readonly jwtHeader: string;
+  /** sha256 of the master key, when one is configured. */
+  readonly masterKeyHash: Buffer | undefined;
+  readonly maxBodyBytes: number;
+  readonly signer: ContextSigner;
+  readonly random: () => number;
+}
+
+const EMPTY_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
+
+export class Authorizer {
+  readonly #d: AuthorizerDeps;
+  #rules: DecisionRules;
+  constructor(deps: AuthorizerDeps) {
+    this.#d = deps;
+    this.#rules = deps.rules;
+  }
+
+  get rules(): DecisionRules {
+    return this.#rules;
+  }
+
+  /** Swaps rules atomically (models discovered later, a reloaded config); in-flight calls keep the old ones. */
+  updateRules(patch: Partial<DecisionRules>): void {
+    this.#rules = { ...this.#rules, ...patch };
+  }
+
+  authorize(facts: RequestFacts, nowMs: number): Authorization | Promise<Authorization> {
+    const requestId = validRequestId(facts.headers['x-request-id']) ?? randomUUID();
+    const path = pathOnly(facts.path);
+    const route = classifyRoute(facts.method, path);
+    if (tooLarge(facts, this.#d.maxBodyBytes)) {
+      return { decision: { allow: false, code: 'request_too_large', message: undefined, detail: undefined }, route, requestId, context: undefined };
+    }
+    const jwt = this.#d.jwt?.verify(facts.headers[this.#d.jwtHeader], nowMs);
+    if (jwt instanceof Promise) return jwt.then((r) => this.#finish(facts, path, route, requestId, r, nowMs));
+    return this.#finish(facts, path, route, requestId, jwt, nowMs);
+  }
+
+  #finish(facts: RequestFacts, path: string, route: RouteKind, requestId: string, jwt: JwtResult | undefined, nowMs: number): Authorization {
+    const d = this.#d;
+    const rules = this.#rules;
+    const key = this.#lookupKey(facts.headers['authorization']);
+    const teamId = typeof key === 'object' ? key.teamId : undefined;
+    const decision = decide(
+      {
+        route,
+        method: facts.method,
+        path,
+        headers: rules.policy.size > 0 ? policyHeaders(facts.headers, d.jwtHeader) : EMPTY_HEADERS,
+        contextExtensions: facts.contextExtensions,
+        body: facts.body,
+        jwt,
+        key,
+        team: teamId === undefined ? undefined : d.teams.get(teamId),
+      },
+      rules,
+      nowMs,
+      d.random(),
+    );
+    if (!decision.allow) return { decision, route, requestId, context: undefined };
+    const p = decision.principal;
+    const claims: ContextClaims = {
+      ...(p.keyId !== undefined && { k: p.keyId }),
+      ...(p.keyAlias !== undefined && { a: p.keyAlias }),
+      ...(p.userId !== undefined && { u: p.userId }),
+      ...(p.teamId !== undefined && { t: p.teamId }),
+      ...(p.email !== undefined && { e: p.email }),
+      ...(decision.body !== undefined && { m: decision.body.model }),
+      ...(decision.deployment !== undefined && { d: decision.deployment.id }),
+      ...(p.admin && { adm: 1 as const }),
+      r: requestId,
+      p: `${facts.method} ${path}`,
+      x: nowMs + CONTEXT_TTL_MS,
+    };
+    return { decision, route, requestId, context: d.signer.sign(claims) };
+  }
+
+  #lookupKey(header: string | undefined): KeyRecord | 'missing' | 'malformed' | 'unknown' | 'master' {
+    const key = bearerKey(header);
+    if (key === undefined) return 'missing';
+    if (key === null) return 'malformed';
+    const hash = sha256Hex(key);
+    const record = this.#d.keys.get(hash);
+    if (record !== undefined) return record;
+    const master = this.#d.masterKeyHash;
+    if (master !== undefined && timingSafeEqual(Buffer.from(hash, 'hex'), master)) return 'master';
+    return 'unknown';
+  }
+}
+
+/** Envoy's own `x-request-id` when it is sane, so logs line up; else a fresh one. */
+function validRequestId(v: string | undefined): string | undefined {
+  return v !== undefined && v.length > 0 && v.length <= 128 && /^[A-Za-z0-9._:-]+$/.test(v) ? v : undefined;
+}
+
+function tooLarge(facts: RequestFacts, max: number): boolean {
+  if (facts.partialBody) return true;
+  const size = facts.body === undefined ? 0 : typeof facts.body === 'string' ? Buffer.byteLength(facts.body) : facts.body.byteLength;
+  if (size > max) return true;
+  const declared = facts.headers['content-length'];
+  return declared !== undefined && Number(declared) > max;
+}
+
+/** Headers the policy may read: everything but the credentials. */
+function policyHeaders(headers: Readonly<Record<string, string>>, jwtHeader: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name in headers) {
+    if (name !== 'authorization' && name !== jwtHeader) out[name] = headers[name] as string;
+  }
+  return out;
+}

@@ -1,0 +1,63 @@
+/** Checks that span several places of a schema-valid config (references, duplicates, insecure URLs). */
+import type { ConfigIssue, PathSegment } from './issues.js';
+import { formatPath } from './issues.js';
+import type { Config } from './schema.js';
+
+export interface CrossIssue extends ConfigIssue {
+  readonly segments: readonly PathSegment[];
+}
+
+export function crossCheck(config: Config): CrossIssue[] {
+  const issues: CrossIssue[] = [];
+  const add = (segments: PathSegment[], message: string): void => {
+    issues.push({ path: formatPath(segments), message, segments });
+  };
+
+  const aliases = new Set(config.model_list.map((m) => m.model_name));
+  const ids = new Map<string, number>();
+  config.model_list.forEach((m, i) => {
+    const id = m.model_info.id;
+    if (id === undefined) return;
+    const first = ids.get(id);
+    if (first !== undefined) add(['model_list', i, 'model_info', 'id'], `duplicate deployment id (also model_list[${first}])`);
+    else ids.set(id, i);
+  });
+
+  config.router_settings.fallbacks.forEach((entry, i) => {
+    for (const [from, to] of Object.entries(entry)) {
+      if (!aliases.has(from)) add(['router_settings', 'fallbacks', i, from], `fallback from an unknown model: no model_list entry has model_name ${from}`);
+      to.forEach((alias, j) => {
+        if (!aliases.has(alias)) add(['router_settings', 'fallbacks', i, from, j], `fallback to an unknown model: no model_list entry has model_name ${alias}`);
+        if (alias === from) add(['router_settings', 'fallbacks', i, from, j], 'a model cannot fall back to itself');
+      });
+    }
+  });
+
+  const jwt = config.auth.jwt;
+  if (jwt && !jwt.allow_insecure_http) {
+    if (jwt.issuer.startsWith('http:')) add(['auth', 'jwt', 'issuer'], 'an http:// issuer: use https://, or set auth.jwt.allow_insecure_http: true (tests, loopback)');
+    if (jwt.jwks_uri?.startsWith('http:')) add(['auth', 'jwt', 'jwks_uri'], 'an http:// JWKS URL: use https://, or set auth.jwt.allow_insecure_http: true (tests, loopback)');
+  }
+
+  const hashes = new Map<string, number>();
+  config.keys.forEach((k, i) => {
+    const first = hashes.get(k.key);
+    if (first !== undefined) add(['keys', i, 'key'], `the same key is declared twice (also keys[${first}])`);
+    else hashes.set(k.key, i);
+  });
+
+  const teams = new Map<string, number>();
+  config.teams.forEach((t, i) => {
+    const first = teams.get(t.team_id);
+    if (first !== undefined) add(['teams', i, 'team_id'], `duplicate team_id (also teams[${first}])`);
+    else teams.set(t.team_id, i);
+  });
+
+  const rules = new Map<string, number>();
+  config.policy.rules.forEach((r, i) => {
+    const first = rules.get(r.name);
+    if (first !== undefined) add(['policy', 'rules', i, 'name'], `duplicate rule name (also policy.rules[${first}])`);
+    else rules.set(r.name, i);
+  });
+  return issues;
+}

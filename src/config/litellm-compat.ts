@@ -1,0 +1,105 @@
+/**
+ * A LiteLLM proxy config.yaml must keep loading. Keys that LiteLLM knows and tollgate does not use are set
+ * aside here, each reported as a warning (never silently); keys neither knows stay in place so the strict
+ * schema reports them as errors. A few litellm_settings have a tollgate equivalent and are moved there.
+ */
+import type { PathSegment } from './issues.js';
+import {
+  LITELLM_GENERAL_SETTINGS,
+  LITELLM_MODEL_INFO,
+  LITELLM_PARAMS,
+  LITELLM_ROUTER_SETTINGS,
+  LITELLM_SETTINGS,
+  LITELLM_TOP_LEVEL,
+} from './litellm-keys.js';
+import { configSchema, generalSettings, litellmParams, modelInfo, routerSettings } from './schema.js';
+
+export interface CompatResult {
+  readonly config: Record<string, unknown>;
+  readonly ignored: readonly PathSegment[][];
+  readonly environmentVariables: Readonly<Record<string, string>>;
+}
+
+const OURS = {
+  top: new Set(Object.keys(configSchema.shape)),
+  general: new Set(Object.keys(generalSettings.shape)),
+  router: new Set(Object.keys(routerSettings.shape)),
+  params: new Set(Object.keys(litellmParams.shape)),
+  info: new Set(Object.keys(modelInfo.shape)),
+};
+
+/** litellm_settings keys that mean the same as a router_settings key (LiteLLM applies them to its Router). */
+const SETTINGS_TO_ROUTER: Readonly<Record<string, string>> = {
+  num_retries: 'num_retries',
+  fallbacks: 'fallbacks',
+  request_timeout: 'timeout',
+};
+
+/** Returns a shallow-copied config with LiteLLM-only keys removed, and where they were. */
+export function setAsideLiteLlmKeys(raw: Record<string, unknown>): CompatResult {
+  const ignored: PathSegment[][] = [];
+  const config: Record<string, unknown> = {};
+  let environmentVariables: Record<string, string> = {};
+  for (const [k, v] of Object.entries(raw)) {
+    if (k === 'environment_variables' && isObject(v)) {
+      environmentVariables = Object.fromEntries(Object.entries(v).map(([name, val]) => [name, String(val)]));
+    } else if (!OURS.top.has(k) && LITELLM_TOP_LEVEL.has(k)) {
+      ignored.push([k]);
+    } else {
+      config[k] = v;
+    }
+  }
+  config['general_settings'] = strip(config['general_settings'], ['general_settings'], LITELLM_GENERAL_SETTINGS, OURS.general, ignored);
+  config['router_settings'] = strip(config['router_settings'], ['router_settings'], LITELLM_ROUTER_SETTINGS, OURS.router, ignored);
+  const settings = config['litellm_settings'];
+  if (isObject(settings)) {
+    const rest: Record<string, unknown> = {};
+    const router = isObject(config['router_settings']) ? { ...config['router_settings'] } : {};
+    for (const [k, v] of Object.entries(settings)) {
+      const target = SETTINGS_TO_ROUTER[k];
+      if (target !== undefined) {
+        if (!(target in router)) router[target] = v;
+      } else if (LITELLM_SETTINGS.has(k)) {
+        ignored.push(['litellm_settings', k]);
+      } else {
+        rest[k] = v;
+      }
+    }
+    if (Object.keys(router).length > 0) config['router_settings'] = router;
+    if (Object.keys(rest).length > 0) config['litellm_settings'] = rest;
+    else delete config['litellm_settings'];
+  }
+  const list = config['model_list'];
+  if (Array.isArray(list)) {
+    config['model_list'] = list.map((entry: unknown, i) => {
+      if (!isObject(entry)) return entry;
+      return {
+        ...entry,
+        litellm_params: strip(entry['litellm_params'], ['model_list', i, 'litellm_params'], LITELLM_PARAMS, OURS.params, ignored),
+        model_info: strip(entry['model_info'], ['model_list', i, 'model_info'], LITELLM_MODEL_INFO, OURS.info, ignored),
+      };
+    });
+  }
+  for (const k of Object.keys(config)) if (config[k] === undefined) delete config[k];
+  return { config, ignored, environmentVariables };
+}
+
+function strip(
+  section: unknown,
+  path: PathSegment[],
+  litellm: ReadonlySet<string>,
+  ours: ReadonlySet<string>,
+  ignored: PathSegment[][],
+): unknown {
+  if (!isObject(section)) return section;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(section)) {
+    if (!ours.has(k) && litellm.has(k)) ignored.push([...path, k]);
+    else out[k] = v;
+  }
+  return out;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}

@@ -1,0 +1,188 @@
+/**
+ * Loads a config file: YAML → LiteLLM compatibility pass → `os.environ/` references → schema → cross
+ * checks. Collects every issue with its YAML path and line instead of stopping at the first, so
+ * `tollgate config check` can print them all. Secrets from the environment never enter an issue.
+ */
+import { LineCounter, parseDocument, isMap, isScalar, type Document } from 'yaml';
+import type { z } from 'zod';
+import { configSchema, KEY_HASH_PATTERN, type Config } from './schema.js';
+import { formatPath, type ConfigIssue, type PathSegment } from './issues.js';
+import { setAsideLiteLlmKeys } from './litellm-compat.js';
+import { crossCheck } from './cross-check.js';
+import { sha256Hex } from '../identity/keys.js';
+
+export const ENV_PREFIX = 'os.environ/';
+
+export interface LoadResult {
+  readonly config: Config | undefined;
+  readonly issues: readonly ConfigIssue[];
+  /** Keys accepted for LiteLLM compatibility but not used by tollgate, and similar notices. */
+  readonly warnings: readonly ConfigIssue[];
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+/** Parses and validates config text. `env` is where `os.environ/NAME` is read (process.env at boot). */
+export function loadConfigText(text: string, env: Env): LoadResult {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  const locate = locator(doc, lineCounter);
+  if (doc.errors.length > 0) {
+    return {
+      config: undefined,
+      warnings: [],
+      issues: doc.errors.map((e) => {
+        const pos = lineCounter.linePos(e.pos[0]);
+        return { path: '', message: `not valid YAML: ${e.message.split('\n')[0] ?? e.code}`, line: pos.line, column: pos.col };
+      }),
+    };
+  }
+  const raw: unknown = doc.toJS({ maxAliasCount: 100 }) ?? {};
+  if (!isPlainObject(raw)) {
+    return { config: undefined, warnings: [], issues: [{ path: '', message: 'the file must hold a YAML mapping (model_list:, general_settings:, ...)' }] };
+  }
+  const issues: ConfigIssue[] = [];
+  const warnings: ConfigIssue[] = [];
+  const compat = setAsideLiteLlmKeys(raw);
+  for (const w of compat.ignored) warnings.push(locate({ path: formatPath(w), message: 'a LiteLLM setting that tollgate does not use; ignored' }, w));
+  const mergedEnv: Env = { ...compat.environmentVariables, ...env };
+
+  const resolved = resolveEnvRefs(compat.config, [], mergedEnv, issues, locate);
+  hashDeclaredKeys(compat.config, resolved, mergedEnv, issues, locate);
+
+  // Validate even after reference errors, so one run lists every problem; a path already reported
+  // (an unset variable) is not reported again as "required".
+  const parsed = configSchema.safeParse(resolved);
+  if (!parsed.success) {
+    const reported = new Set(issues.map((i) => i.path));
+    for (const i of parsed.error.issues.flatMap((z) => zodIssue(z, locate))) if (!reported.has(i.path)) issues.push(i);
+  }
+  if (!parsed.success || issues.length > 0) return { config: undefined, issues, warnings };
+  for (const issue of crossCheck(parsed.data)) issues.push(locate(issue, issue.segments));
+  if (issues.length > 0) return { config: undefined, issues, warnings };
+  return { config: deepFreeze(parsed.data), issues, warnings };
+}
+
+type Locate = (issue: ConfigIssue, path: readonly PathSegment[]) => ConfigIssue;
+
+/** Adds the line and column of the YAML node at `path` (or of its nearest existing parent). */
+function locator(doc: Document, lineCounter: LineCounter): Locate {
+  return (issue, path) => {
+    for (let n = path.length; n >= 0; n--) {
+      const prefix = path.slice(0, n);
+      const node: unknown = prefix.length === 0 ? doc.contents : doc.getIn(prefix, true);
+      const range = (node as { range?: [number, number, number] } | undefined)?.range;
+      if (range) {
+        const pos = lineCounter.linePos(range[0]);
+        return { ...issue, line: pos.line, column: pos.col };
+      }
+      // A key with no value node: point at the key itself.
+      if (n > 0) {
+        const parent: unknown = n === 1 ? doc.contents : doc.getIn(path.slice(0, n - 1), true);
+        if (isMap(parent)) {
+          const pair = parent.items.find((p) => isScalar(p.key) && p.key.value === path[n - 1]);
+          const keyRange = (pair?.key as { range?: [number, number, number] } | undefined)?.range;
+          if (keyRange) {
+            const pos = lineCounter.linePos(keyRange[0]);
+            return { ...issue, line: pos.line, column: pos.col };
+          }
+        }
+      }
+    }
+    return issue;
+  };
+}
+
+function resolveEnvRefs(value: unknown, path: PathSegment[], env: Env, issues: ConfigIssue[], locate: Locate): unknown {
+  if (typeof value === 'string') {
+    if (!value.startsWith(ENV_PREFIX)) return value;
+    const name = value.slice(ENV_PREFIX.length);
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) {
+      issues.push(locate({ path: formatPath(path), message: `"${ENV_PREFIX}" must be followed by an environment variable name` }, path));
+      return undefined;
+    }
+    const v = env[name];
+    if (v === undefined || v === '') {
+      issues.push(locate({ path: formatPath(path), message: `environment variable ${name} is not set` }, path));
+      return undefined;
+    }
+    return v;
+  }
+  if (Array.isArray(value)) return value.map((v, i) => resolveEnvRefs(v, [...path, i], env, issues, locate));
+  if (isPlainObject(value)) {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) out[k] = resolveEnvRefs(v, [...path, k], env, issues, locate);
+    return out;
+  }
+  return value;
+}
+
+/**
+ * `keys[].key` is `sha256:<hex>` in the file, or `os.environ/NAME` holding `sk-…`, which is hashed here
+ * so the clear key never reaches the config object. A clear key written in the file is refused.
+ */
+function hashDeclaredKeys(raw: Record<string, unknown>, resolved: unknown, env: Env, issues: ConfigIssue[], locate: Locate): void {
+  const rawKeys = raw['keys'];
+  const outKeys = isPlainObject(resolved) ? resolved['keys'] : undefined;
+  if (!Array.isArray(rawKeys) || !Array.isArray(outKeys)) return;
+  rawKeys.forEach((entry: unknown, i) => {
+    if (!isPlainObject(entry)) return;
+    const rawKey = entry['key'];
+    const out: unknown = outKeys[i];
+    if (typeof rawKey !== 'string' || !isPlainObject(out)) return;
+    const path: PathSegment[] = ['keys', i, 'key'];
+    if (rawKey.startsWith(ENV_PREFIX)) {
+      const value = env[rawKey.slice(ENV_PREFIX.length)];
+      if (value === undefined || value === '') return; // reported by resolveEnvRefs
+      if (!value.startsWith('sk-') || value.length < 8) {
+        issues.push(locate({ path: formatPath(path), message: `environment variable ${rawKey.slice(ENV_PREFIX.length)} does not hold an sk- key` }, path));
+        return;
+      }
+      out['key'] = `sha256:${sha256Hex(value)}`;
+    } else if (rawKey.startsWith('sk-')) {
+      issues.push(
+        locate(
+          {
+            path: formatPath(path),
+            message: 'a key in clear text: write its hash (tollgate keys hash sk-...) as sha256:<hex>, or os.environ/NAME',
+          },
+          path,
+        ),
+      );
+    } else if (!KEY_HASH_PATTERN.test(rawKey.toLowerCase())) {
+      return; // the schema reports it
+    } else {
+      out['key'] = rawKey.toLowerCase();
+    }
+  });
+}
+
+function zodIssue(issue: z.core.$ZodIssue, locate: Locate): ConfigIssue[] {
+  const path = issue.path.filter((p): p is PathSegment => typeof p === 'string' || typeof p === 'number');
+  if (issue.code === 'unrecognized_keys') {
+    return issue.keys.map((k) => locate({ path: formatPath([...path, k]), message: 'unknown key: remove it or check its spelling' }, [...path, k]));
+  }
+  if (issue.code === 'invalid_union' && path.length > 0) {
+    return [locate({ path: formatPath(path), message: 'not a valid value here' }, path)];
+  }
+  return [locate({ path: formatPath(path), message: humanMessage(issue) }, path)];
+}
+
+function humanMessage(issue: z.core.$ZodIssue): string {
+  if (issue.code === 'invalid_type') {
+    return issue.message.includes('received undefined') ? `required (${issue.expected})` : issue.message.replace(/^Invalid input: /, '');
+  }
+  return issue.message.replace(/^Invalid (option|input): /, '');
+}
+
+export function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function deepFreeze<T>(v: T): T {
+  if (typeof v === 'object' && v !== null && !Object.isFrozen(v)) {
+    Object.freeze(v);
+    for (const x of Object.values(v)) deepFreeze(x);
+  }
+  return v;
+}

@@ -1,0 +1,209 @@
+/**
+ * The configuration schema (../shared/CONTRACT.md, "Configuration"): LiteLLM proxy `config.yaml` keys as
+ * they are, plus tollgate's `auth`, `policy`, `keys` and `teams`. Validated once at boot; every object is
+ * strict, so a misspelt key is an error (LiteLLM keys tollgate does not implement are accepted with a
+ * warning by the loader before this schema runs, see litellm-compat.ts).
+ */
+import { z } from 'zod';
+
+const positiveInt = z.number().int().positive();
+const nonNegativeInt = z.number().int().nonnegative();
+const price = z.number().nonnegative().finite();
+
+/** `30d`, `12h`, `mo`, `1mo`: LiteLLM's budget_duration spellings. */
+export const DURATION_PATTERN = /^(\d+)?(s|m|h|d|mo)$/;
+const duration = z
+  .string()
+  .regex(DURATION_PATTERN, { error: 'not a duration: write a number and a unit s, m, h, d or mo (e.g. 30d, 1mo)' });
+
+const httpUrl = z.url({ protocol: /^https?$/, error: 'not a URL: write an http:// or https:// URL' });
+
+/** Providers whose servers speak the OpenAI API: vLLM, Ray Serve LLM, any OpenAI-compatible server. */
+export const SUPPORTED_PROVIDERS = ['openai', 'hosted_vllm'] as const;
+const providerModel = z.string().refine((m) => SUPPORTED_PROVIDERS.some((p) => m.startsWith(`${p}/`) && m.length > p.length + 1), {
+  error: `not a supported model: write openai/<backend model id> (or hosted_vllm/<id>); tollgate forwards to OpenAI-compatible servers such as vLLM and Ray Serve`,
+});
+
+export const litellmParams = z
+  .object({
+    model: providerModel,
+    api_base: httpUrl,
+    api_key: z.string().min(1).optional(),
+    rpm: positiveInt.optional(),
+    tpm: positiveInt.optional(),
+    weight: z.number().positive().finite().default(1),
+    timeout: z.number().positive().finite().default(600),
+    stream_timeout: z.number().positive().finite().optional(),
+    input_cost_per_token: price.optional(),
+    output_cost_per_token: price.optional(),
+  })
+  .strict();
+
+export const modelInfo = z
+  .object({
+    id: z.string().min(1).regex(/^[A-Za-z0-9._:-]+$/, { error: 'not a deployment id: use letters, digits, ".", "_", ":" or "-"' }).optional(),
+    input_cost_per_token: price.optional(),
+    output_cost_per_token: price.optional(),
+    max_tokens: positiveInt.optional(),
+    max_input_tokens: positiveInt.optional(),
+    max_output_tokens: positiveInt.optional(),
+    mode: z.enum(['chat', 'completion', 'embedding']).optional(),
+    base_model: z.string().optional(),
+  })
+  .strict();
+
+const modelEntry = z
+  .object({
+    model_name: z.string().min(1),
+    litellm_params: litellmParams,
+    model_info: modelInfo.default({}),
+  })
+  .strict();
+
+export const ROUTING_STRATEGIES = ['simple-shuffle', 'least-busy', 'latency-based-routing', 'usage-based-routing', 'usage-based-routing-v2'] as const;
+
+export const routerSettings = z
+  .object({
+    routing_strategy: z.enum(ROUTING_STRATEGIES).default('simple-shuffle'),
+    num_retries: nonNegativeInt.default(2),
+    fallbacks: z.array(z.record(z.string(), z.array(z.string()))).default([]),
+    allowed_fails: nonNegativeInt.default(3),
+    cooldown_time: z.number().nonnegative().finite().default(5),
+    timeout: z.number().positive().finite().optional(),
+  })
+  .strict();
+
+export const generalSettings = z
+  .object({
+    master_key: z
+      .string()
+      .startsWith('sk-', { error: 'not a master key: it must start with "sk-" (as in LiteLLM)' })
+      .min(19, { error: 'too short for a master key: use at least 16 random characters after "sk-"' })
+      .optional(),
+    database_url: z.string().regex(/^postgres(ql)?:\/\//, { error: 'not a PostgreSQL URL: write postgres://user@host:5432/db' }).optional(),
+    data_dir: z.string().min(1).optional(),
+    redis_url: z.string().regex(/^rediss?:\/\//, { error: 'not a Redis URL: write redis://host:6379' }).optional(),
+    failure_mode: z.enum(['closed', 'open']).default('closed'),
+    allowed_api_bases: z.array(z.string().min(1)).default([]),
+    default_max_tokens: positiveInt.default(4096),
+    max_request_size_mb: z.number().positive().finite().default(4),
+    /**
+     * tollgate's own: the secret that signs x-tollgate-context, shared by every replica (≥ 32 bytes).
+     * Absent: derived from master_key.
+     */
+    context_signing_key: z.string().min(32, { error: 'too short: use at least 32 random characters' }).optional(),
+  })
+  .strict();
+
+export const JWT_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const;
+
+const jwtSettings = z
+  .object({
+    header: z
+      .string()
+      .regex(/^[a-z0-9-]+$/, { error: 'not a header name: write it in lower case, e.g. x-cake-authorization' })
+      .default('x-cake-authorization'),
+    issuer: httpUrl,
+    audience: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
+    jwks_uri: httpUrl.optional(),
+    algorithms: z
+      .array(z.enum(JWT_ALGORITHMS, { error: `not an allowed algorithm: use asymmetric ones only (${JWT_ALGORITHMS.join(', ')})` }))
+      .min(1)
+      .default(['RS256']),
+    clock_tolerance_s: z.number().nonnegative().max(300).default(30),
+    allow_insecure_http: z.boolean().default(false),
+    claims: z
+      .object({
+        user: z.string().min(1).default('sub'),
+        email: z.string().min(1).default('email'),
+        groups: z.string().min(1).default('groups'),
+      })
+      .strict()
+      .default({ user: 'sub', email: 'email', groups: 'groups' }),
+    required: z.boolean().default(true),
+  })
+  .strict();
+
+const authSettings = z
+  .object({
+    jwt: jwtSettings.optional(),
+    admin_groups: z.array(z.string().min(1)).default([]),
+    keys: z.object({ required: z.boolean().default(true) }).strict().default({ required: true }),
+  })
+  .strict();
+
+const policyRule = z
+  .object({
+    name: z.string().min(1),
+    when: z.string().min(1),
+    deny: z.string().min(1).max(300),
+  })
+  .strict();
+
+const limits = {
+  max_budget: price.optional(),
+  budget_duration: duration.optional(),
+  rpm_limit: positiveInt.optional(),
+  tpm_limit: positiveInt.optional(),
+  max_parallel_requests: positiveInt.optional(),
+};
+
+/** `sha256:<64 hex>` after loading: the loader hashes keys that came from the environment. */
+export const KEY_HASH_PATTERN = /^sha256:[0-9a-f]{64}$/;
+
+const declaredKey = z
+  .object({
+    key: z.string().regex(KEY_HASH_PATTERN, {
+      error: 'not a key hash: write sha256:<hex> (tollgate keys hash sk-...) or os.environ/NAME holding the sk- key',
+    }),
+    key_alias: z.string().min(1).optional(),
+    models: z.array(z.string().min(1)).default([]),
+    ...limits,
+    user_id: z.string().min(1).optional(),
+    team_id: z.string().min(1).optional(),
+    expires: z.iso.datetime({ offset: true, error: 'not a date-time: write e.g. 2027-01-01T00:00:00Z' }).optional(),
+    blocked: z.boolean().default(false),
+    metadata: z.record(z.string(), z.unknown()).default({}),
+  })
+  .strict();
+
+const team = z
+  .object({
+    team_id: z.string().min(1),
+    team_alias: z.string().min(1).optional(),
+    models: z.array(z.string().min(1)).default([]),
+    ...limits,
+    blocked: z.boolean().default(false),
+    metadata: z.record(z.string(), z.unknown()).default({}),
+  })
+  .strict();
+
+/** The whole file, after os.environ/ references are resolved and LiteLLM-only keys set aside. */
+export const configSchema = z
+  .object({
+    model_list: z.array(modelEntry).default([]),
+    router_settings: routerSettings.default(() => routerSettings.parse({})),
+    general_settings: generalSettings.default(() => generalSettings.parse({})),
+    auth: authSettings.default(() => authSettings.parse({})),
+    policy: z.object({ rules: z.array(policyRule).default([]) }).strict().default({ rules: [] }),
+    keys: z.array(declaredKey).default([]),
+    teams: z.array(team).default([]),
+    /** LiteLLM's module settings: the loader honours num_retries, fallbacks and request_timeout and sets aside the rest. */
+    litellm_settings: z.object({}).strict().optional(),
+    /** LiteLLM's environment_variables: values for os.environ/ references that the environment does not set. */
+    environment_variables: z.record(z.string(), z.string()).optional(),
+  })
+  .strict();
+
+export type ConfigInput = z.input<typeof configSchema>;
+export type Config = z.output<typeof configSchema>;
+export type ModelEntry = Config['model_list'][number];
+export type DeclaredKey = Config['keys'][number];
+export type TeamConfig = Config['teams'][number];
+export type JwtSettings = NonNullable<Config['auth']['jwt']>;
+export type PolicyRule = Config['policy']['rules'][number];
+
+/** The JSON Schema of the config file, for editors and the Helm chart's values.schema.json. */
+export function configJsonSchema(): unknown {
+  return z.toJSONSchema(configSchema, { io: 'input', unrepresentable: 'any' });
+}

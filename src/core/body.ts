@@ -1,0 +1,43 @@
+/** The parts of an OpenAI request body that authorization needs. */
+
+export interface ModelBody {
+  readonly ok: true;
+  readonly model: string;
+  /** `max_tokens` / `max_completion_tokens` when present (token reservations use it). */
+  readonly maxTokens: number | undefined;
+  readonly stream: boolean;
+}
+
+export type BodyResult = ModelBody | { readonly ok: false; readonly code: 'invalid_body' | 'missing_model' };
+
+const INVALID: BodyResult = { ok: false, code: 'invalid_body' };
+const MISSING_MODEL: BodyResult = { ok: false, code: 'missing_model' };
+const decoder = new TextDecoder('utf-8', { fatal: true });
+
+/** Parses a JSON request body (string or bytes) and extracts `model`. Never throws. */
+export function parseModelBody(body: string | Uint8Array): BodyResult {
+  let text: string;
+  try {
+    text = typeof body === 'string' ? body : decoder.decode(body);
+  } catch {
+    return INVALID;
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return INVALID;
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return INVALID;
+  const o = value as Record<string, unknown>;
+  const model = o['model'];
+  if (model === undefined || model === null || model === '') return MISSING_MODEL;
+  if (typeof model !== 'string' || model.length > 256) return INVALID;
+  const mt = o['max_completion_tokens'] ?? o['max_tokens'];
+  return {
+    ok: true,
+    model,
+    maxTokens: typeof mt === 'number' && Number.isInteger(mt) && mt > 0 ? mt : undefined,
+    stream: o['stream'] === true,
+  };
+}

@@ -1,0 +1,191 @@
+/**
+ * The decision core shared by both doors (Envoy's Check and the standalone gateway): pure, given the
+ * request facts, the authenticated credentials, the configured rules and `now`. No I/O, no clock.
+ */
+import type { ErrorCode } from '../errors/codes.js';
+import type { JwtIdentity, JwtResult } from '../identity/jwt.js';
+import type { KeyRecord } from '../identity/keys.js';
+import type { Policy, PolicyInput } from '../policy/rules.js';
+import { weightedPick, type Deployment, type DeploymentHealth, type ModelCatalog } from '../routing/deployments.js';
+import { parseModelBody, type ModelBody } from './body.js';
+import type { RouteKind } from './route.js';
+import { jwtFailureMessage } from './messages.js';
+
+export interface TeamRecord {
+  readonly teamId: string;
+  readonly alias: string | undefined;
+  readonly models: readonly string[];
+  readonly blocked: boolean;
+  readonly metadata: Readonly<Record<string, unknown>>;
+}
+
+/** The request as a door saw it, credentials already looked up. */
+export interface DecisionInput {
+  readonly route: RouteKind;
+  readonly method: string;
+  readonly path: string;
+  /** Lower-case names; credentials are removed before the policy sees them. */
+  readonly headers: Readonly<Record<string, string>>;
+  readonly contextExtensions: Readonly<Record<string, string>>;
+  readonly body: string | Uint8Array | undefined;
+  /** JWT validation outcome; undefined when no JWT is configured. */
+  readonly jwt: JwtResult | undefined;
+  /** The key presented: a record, 'missing', 'malformed' (not `Bearer sk-…`), 'unknown', or 'master'. */
+  readonly key: KeyRecord | 'missing' | 'malformed' | 'unknown' | 'master';
+  readonly team: TeamRecord | undefined;
+}
+
+export interface DecisionRules {
+  readonly jwtRequired: boolean;
+  readonly keysRequired: boolean;
+  readonly adminGroups: readonly string[];
+  /** The master key is configured (so admin routes can be opened with it). */
+  readonly masterKeySet: boolean;
+  readonly policy: Policy;
+  readonly catalog: ModelCatalog;
+  readonly health: DeploymentHealth;
+}
+
+/** Who the caller is, as the allowed request will carry it. */
+export interface Principal {
+  readonly keyId: string | undefined;
+  readonly keyAlias: string | undefined;
+  readonly userId: string | undefined;
+  readonly teamId: string | undefined;
+  readonly email: string | undefined;
+  readonly groups: readonly string[];
+  readonly admin: boolean;
+  readonly key: KeyRecord | undefined;
+}
+
+export type Decision =
+  | {
+      readonly allow: true;
+      readonly principal: Principal;
+      /** Present on model routes. */
+      readonly body: ModelBody | undefined;
+      readonly deployment: Deployment | undefined;
+    }
+  | {
+      readonly allow: false;
+      readonly code: ErrorCode;
+      /** A more specific message than the table's; never echoes a secret. */
+      readonly message: string | undefined;
+      /** For logs only: the policy rule, or why a token failed. */
+      readonly detail: string | undefined;
+      /** The policy rule that failed while evaluating (and so denied, failing closed). */
+      readonly failedRule?: string;
+    };
+
+function deny(code: ErrorCode, message?: string, detail?: string): Decision {
+  return { allow: false, code, message, detail };
+}
+
+const EMPTY: Readonly<Record<string, never>> = Object.freeze({});
+
+export function decide(input: DecisionInput, rules: DecisionRules, nowMs: number, random: number): Decision {
+  // 1. The identity token.
+  let identity: JwtIdentity | undefined;
+  if (input.jwt !== undefined) {
+    if (input.jwt.ok) identity = input.jwt.identity;
+    else if (input.jwt.failure !== 'missing') return deny('invalid_jwt', jwtFailureMessage(input.jwt.failure), input.jwt.failure);
+    else if (rules.jwtRequired && input.route !== 'probe') return deny('missing_jwt');
+  }
+  if (input.route === 'probe') return allow(principalOf(identity, undefined, undefined, false), undefined, undefined);
+
+  // 2. The virtual key (or the master key, which LiteLLM also accepts on every route).
+  const key = input.key;
+  let record: KeyRecord | undefined;
+  const master = key === 'master';
+  if (key === 'malformed') return deny('invalid_api_key', 'The Authorization header must be "Bearer sk-..." with a virtual key.');
+  if (key === 'unknown') return deny('invalid_api_key');
+  if (typeof key === 'object') {
+    if (key.blocked) return deny('key_blocked');
+    if (key.expiresAt !== undefined && nowMs >= key.expiresAt) return deny('expired_api_key');
+    record = key;
+  }
+
+  // 3. Admin routes: the master key, or a JWT in an admin group. Nothing else, ever.
+  if (input.route === 'admin') {
+    const inAdminGroup = identity !== undefined && identity.groups.some((g) => rules.adminGroups.includes(g));
+    if (master || inAdminGroup) return allow(principalOf(identity, undefined, undefined, true), undefined, undefined);
+    if (!rules.masterKeySet && rules.adminGroups.length === 0) {
+      return deny('policy_denied', 'The admin API is disabled: configure general_settings.master_key or auth.admin_groups.');
+    }
+    if (key === 'missing' && identity === undefined) return deny('missing_api_key', 'The admin API needs "Authorization: Bearer <master key>" or a token in an admin group.');
+    return deny('policy_denied', 'The admin API needs the master key or a token in an admin group.');
+  }
+
+  if (key === 'missing' && rules.keysRequired) return deny('missing_api_key');
+  const team = input.team;
+  if (team?.blocked === true) return deny('key_blocked', "This key's team is blocked: ask your platform team.");
+
+  // 4. The model, from the body.
+  let body: ModelBody | undefined;
+  let model = '';
+  if (input.route === 'model') {
+    if (input.body === undefined || (typeof input.body === 'string' ? input.body.length : input.body.byteLength) === 0) return deny('invalid_body');
+    const parsed = parseModelBody(input.body);
+    if (!parsed.ok) return deny(parsed.code);
+    body = parsed;
+    model = parsed.model;
+    if (record !== undefined && !allows(record.models, model)) return deny('model_not_allowed');
+    if (team !== undefined && !allows(team.models, model)) return deny('model_not_allowed', "This key's team may not use the requested model.");
+    if (rules.catalog.group(model) === undefined) return deny('model_not_found');
+  }
+
+  // 5. The security team's rules.
+  const principal = principalOf(identity, record, team, false);
+  if (rules.policy.size > 0) {
+    const verdict = rules.policy.evaluate(policyInput(input, identity, record, team, model));
+    if (!verdict.allowed) {
+      if (verdict.error === undefined) return deny('policy_denied', verdict.message, `rule ${verdict.rule}`);
+      return { allow: false, code: 'policy_denied', message: verdict.message, detail: `rule ${verdict.rule} failed: ${verdict.error}`, failedRule: verdict.rule };
+    }
+  }
+
+  // 6. A routing hint: the deployment for the first attempt.
+  let deployment: Deployment | undefined;
+  if (body !== undefined) {
+    const group = rules.catalog.group(model);
+    deployment = group === undefined ? undefined : weightedPick(group, rules.health, nowMs, random);
+    if (deployment === undefined) return deny('no_healthy_deployment');
+  }
+  return allow(principal, body, deployment);
+}
+
+function allow(principal: Principal, body: ModelBody | undefined, deployment: Deployment | undefined): Decision {
+  return { allow: true, principal, body, deployment };
+}
+
+/** An empty allow-list allows every model; `*` too (LiteLLM's "all models"). */
+function allows(list: readonly string[], model: string): boolean {
+  return list.length === 0 || list.includes(model) || list.includes('*');
+}
+
+function principalOf(identity: JwtIdentity | undefined, key: KeyRecord | undefined, team: TeamRecord | undefined, admin: boolean): Principal {
+  return {
+    keyId: key?.id,
+    keyAlias: key?.alias,
+    // The authenticated caller when a token names one; else the key's owner.
+    userId: identity !== undefined && identity.user !== '' ? identity.user : key?.userId,
+    teamId: team?.teamId ?? key?.teamId,
+    email: identity?.email === '' ? undefined : identity?.email,
+    groups: identity?.groups ?? [],
+    admin,
+    key,
+  };
+}
+
+function policyInput(input: DecisionInput, identity: JwtIdentity | undefined, key: KeyRecord | undefined, team: TeamRecord | undefined, model: string): PolicyInput {
+  return {
+    jwt: identity === undefined ? EMPTY : { ...identity.claims, user: identity.user, email: identity.email, groups: identity.groups },
+    key:
+      key === undefined
+        ? EMPTY
+        : { id: key.id, alias: key.alias ?? '', user_id: key.userId ?? '', team_id: key.teamId ?? '', models: key.models, metadata: key.metadata },
+    team: team === undefined ? EMPTY : { team_id: team.teamId, alias: team.alias ?? '', models: team.models, metadata: team.metadata },
+    model,
+    request: { method: input.method, path: input.path, headers: input.headers, context_extensions: input.contextExtensions },
+  };
+}

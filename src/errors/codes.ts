@@ -1,0 +1,160 @@
+/**
+ * One table for every error tollgate answers with: the Envoy denial (DeniedHttpResponse), the gateway's
+ * OpenAI error JSON and the gRPC status code all render from it, so a code without a mapping fails to
+ * compile. Messages say what to do; they never echo a key, a token or a prompt.
+ */
+
+/** Every error code of the contract (../shared/CONTRACT.md, "Denials"). */
+export type ErrorCode =
+  | 'invalid_body'
+  | 'missing_model'
+  | 'missing_jwt'
+  | 'invalid_jwt'
+  | 'missing_api_key'
+  | 'invalid_api_key'
+  | 'expired_api_key'
+  | 'model_not_allowed'
+  | 'policy_denied'
+  | 'key_blocked'
+  | 'model_not_found'
+  | 'request_too_large'
+  | 'rate_limit_exceeded'
+  | 'budget_exceeded'
+  | 'store_unavailable'
+  | 'no_healthy_deployment';
+
+/** OpenAI's `error.type` values that tollgate uses. */
+export type OpenAiErrorType =
+  | 'invalid_request_error'
+  | 'authentication_error'
+  | 'permission_error'
+  | 'rate_limit_error'
+  | 'insufficient_quota'
+  | 'service_unavailable';
+
+/** gRPC status codes (grpc/status.proto numbering) used in CheckResponse.status of a denial. */
+export const GrpcCode = {
+  OK: 0,
+  INVALID_ARGUMENT: 3,
+  NOT_FOUND: 5,
+  PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
+  UNAVAILABLE: 14,
+  UNAUTHENTICATED: 16,
+} as const;
+export type GrpcCodeValue = (typeof GrpcCode)[keyof typeof GrpcCode];
+
+export interface ErrorSpec {
+  readonly status: 400 | 401 | 403 | 404 | 413 | 429 | 503;
+  readonly type: OpenAiErrorType;
+  readonly grpc: GrpcCodeValue;
+  /** Default message; a denial may carry a more specific one (still never echoing a secret). */
+  readonly message: string;
+}
+
+export const ERRORS: Readonly<Record<ErrorCode, ErrorSpec>> = {
+  invalid_body: {
+    status: 400,
+    type: 'invalid_request_error',
+    grpc: GrpcCode.INVALID_ARGUMENT,
+    message: 'The request body must be a JSON object.',
+  },
+  missing_model: {
+    status: 400,
+    type: 'invalid_request_error',
+    grpc: GrpcCode.INVALID_ARGUMENT,
+    message: 'The request body has no "model": set it to one of the models listed by GET /v1/models.',
+  },
+  missing_jwt: {
+    status: 401,
+    type: 'authentication_error',
+    grpc: GrpcCode.UNAUTHENTICATED,
+    message: 'No identity token: send an OAuth 2.0 access token in the X-Cake-Authorization header.',
+  },
+  invalid_jwt: {
+    status: 401,
+    type: 'authentication_error',
+    grpc: GrpcCode.UNAUTHENTICATED,
+    message: 'The identity token in X-Cake-Authorization is not valid: get a new token from your identity provider.',
+  },
+  missing_api_key: {
+    status: 401,
+    type: 'authentication_error',
+    grpc: GrpcCode.UNAUTHENTICATED,
+    message: 'No API key: send your virtual key as "Authorization: Bearer sk-...".',
+  },
+  invalid_api_key: {
+    status: 401,
+    type: 'authentication_error',
+    grpc: GrpcCode.UNAUTHENTICATED,
+    message: 'The API key is not valid: check the key you sent in the Authorization header.',
+  },
+  expired_api_key: {
+    status: 401,
+    type: 'authentication_error',
+    grpc: GrpcCode.UNAUTHENTICATED,
+    message: 'The API key has expired: ask your platform team for a new key.',
+  },
+  model_not_allowed: {
+    status: 403,
+    type: 'permission_error',
+    grpc: GrpcCode.PERMISSION_DENIED,
+    message: 'This key may not use the requested model: use one of the models listed by GET /v1/models.',
+  },
+  policy_denied: {
+    status: 403,
+    type: 'permission_error',
+    grpc: GrpcCode.PERMISSION_DENIED,
+    message: 'The request was denied by policy.',
+  },
+  key_blocked: {
+    status: 403,
+    type: 'permission_error',
+    grpc: GrpcCode.PERMISSION_DENIED,
+    message: 'This API key is blocked: ask your platform team to unblock it.',
+  },
+  model_not_found: {
+    status: 404,
+    type: 'invalid_request_error',
+    grpc: GrpcCode.NOT_FOUND,
+    message: 'The requested model does not exist: use one of the models listed by GET /v1/models.',
+  },
+  request_too_large: {
+    status: 413,
+    type: 'invalid_request_error',
+    grpc: GrpcCode.INVALID_ARGUMENT,
+    message: 'The request body is too large: send a smaller request.',
+  },
+  rate_limit_exceeded: {
+    status: 429,
+    type: 'rate_limit_error',
+    grpc: GrpcCode.RESOURCE_EXHAUSTED,
+    message: 'Rate limit exceeded: retry after the time given in the retry-after header.',
+  },
+  budget_exceeded: {
+    status: 429,
+    type: 'insufficient_quota',
+    grpc: GrpcCode.RESOURCE_EXHAUSTED,
+    message: 'The budget is exhausted: wait for the budget period to reset or ask for a higher budget.',
+  },
+  store_unavailable: {
+    status: 503,
+    type: 'service_unavailable',
+    grpc: GrpcCode.UNAVAILABLE,
+    message: 'tollgate cannot reach its state store right now: retry shortly.',
+  },
+  no_healthy_deployment: {
+    status: 503,
+    type: 'service_unavailable',
+    grpc: GrpcCode.UNAVAILABLE,
+    message: 'No deployment of the requested model is available right now: retry shortly.',
+  },
+};
+
+/** The OpenAI error body: `{"error": {"message", "type", "param", "code"}}`. */
+export function errorBody(code: ErrorCode, message?: string): string {
+  const spec = ERRORS[code];
+  return JSON.stringify({
+    error: { message: message ?? spec.message, type: spec.type, param: null, code },
+  });
+}

@@ -1,0 +1,75 @@
+/**
+ * `x-tollgate-context`: a short-lived token, HMAC-SHA256 signed with a secret every replica shares, that
+ * binds the identity authz established to one request (model, deployment, request id, method and path).
+ * The gateway trusts `x-tollgate-*` identity only through it.
+ *
+ * Format: `tgc1.<base64url(JSON claims)>.<base64url(HMAC-SHA256(secret, "tgc1." + claims))>`.
+ */
+import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto';
+
+export interface ContextClaims {
+  /** Key id (16 hex), absent without a key. */
+  readonly k?: string;
+  /** Key alias. */
+  readonly a?: string;
+  /** User. */
+  readonly u?: string;
+  /** Team. */
+  readonly t?: string;
+  /** Email from the JWT. */
+  readonly e?: string;
+  /** Model alias. */
+  readonly m?: string;
+  /** Deployment id picked by the router. */
+  readonly d?: string;
+  /** Request id. */
+  readonly r: string;
+  /** Method and path (without query) the token was issued for. */
+  readonly p: string;
+  /** Admin route authorized (master key or admin group). */
+  readonly adm?: 1;
+  /** Expiry, epoch milliseconds. */
+  readonly x: number;
+}
+
+const PREFIX = 'tgc1.';
+export const CONTEXT_TTL_MS = 30_000;
+
+export type ContextCheck = { readonly ok: true; readonly claims: ContextClaims } | { readonly ok: false; readonly reason: 'malformed' | 'bad_signature' | 'expired' };
+
+/** The signing secret: `context_signing_key` when set, else derived from the master key (HKDF-SHA256). */
+export function contextSecret(contextSigningKey: string | undefined, masterKey: string | undefined): Buffer | undefined {
+  if (contextSigningKey !== undefined) return Buffer.from(contextSigningKey, 'utf8');
+  if (masterKey === undefined) return undefined;
+  return Buffer.from(hkdfSync('sha256', masterKey, 'tollgate', 'x-tollgate-context v1', 32));
+}
+
+export class ContextSigner {
+  readonly #secret: Buffer;
+  constructor(secret: Buffer) {
+    if (secret.length < 32) throw new Error('the x-tollgate-context secret must be at least 32 bytes');
+    this.#secret = secret;
+  }
+
+  sign(claims: ContextClaims): string {
+    const payload = PREFIX + Buffer.from(JSON.stringify(claims), 'utf8').toString('base64url');
+    return `${payload}.${createHmac('sha256', this.#secret).update(payload).digest('base64url')}`;
+  }
+
+  verify(token: string, nowMs: number): ContextCheck {
+    const dot = token.lastIndexOf('.');
+    if (!token.startsWith(PREFIX) || dot <= PREFIX.length || token.length > 8192) return { ok: false, reason: 'malformed' };
+    const payload = token.slice(0, dot);
+    const given = Buffer.from(token.slice(dot + 1), 'base64url');
+    const expected = createHmac('sha256', this.#secret).update(payload).digest();
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) return { ok: false, reason: 'bad_signature' };
+    let claims: ContextClaims;
+    try {
+      claims = JSON.parse(Buffer.from(payload.slice(PREFIX.length), 'base64url').toString('utf8')) as ContextClaims;
+    } catch {
+      return { ok: false, reason: 'malformed' };
+    }
+    if (typeof claims.x !== 'number' || nowMs > claims.x) return { ok: false, reason: 'expired' };
+    return { ok: true, claims };
+  }
+}

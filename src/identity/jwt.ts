@@ -1,0 +1,327 @@
+/**
+ * OAuth 2.0 access-token (JWT) validation for the `X-Cake-Authorization` header.
+ *
+ * - Issuer discovery with openid-client (OpenID Connect Discovery 1.0 §4, issuer must match), or a
+ *   configured `jwks_uri`; the JWKS is fetched at boot, refreshed periodically, and refetched on an
+ *   unknown `kid` at most once per `KID_REFETCH_COOLDOWN_MS`.
+ * - jose verifies signature, `iss`, `aud`, `exp`, `nbf` with the configured clock tolerance and an
+ *   allow-list of asymmetric algorithms (never `none`; an HS* token against an RSA key is refused by the
+ *   allow-list and by jose's key-type check).
+ * - Verified tokens are cached by their exact text until they expire, so the hot path does one map probe
+ *   and a clock comparison; the cache is dropped whenever the key set changes (a removed key stops
+ *   validating at once).
+ */
+import { createPublicKey, type KeyObject } from 'node:crypto';
+import { errors as joseErrors, jwtVerify, type JWTPayload, type JWTHeaderParameters } from 'jose';
+import * as oidc from 'openid-client';
+import { request } from 'undici';
+import type { JwtSettings } from '../config/schema.js';
+
+/** The caller's identity from a valid token, with claims mapped as configured. */
+export interface JwtIdentity {
+  readonly claims: Readonly<Record<string, unknown>>;
+  readonly user: string;
+  readonly email: string;
+  readonly groups: readonly string[];
+  /** Epoch seconds, from `exp` (Infinity when the token has none). */
+  readonly exp: number;
+  readonly nbf: number;
+}
+
+/** Why a token was refused; selects the message shown to the caller (never the token itself). */
+export type JwtFailure =
+  | 'missing'
+  | 'malformed'
+  | 'expired'
+  | 'not_yet_valid'
+  | 'wrong_issuer'
+  | 'wrong_audience'
+  | 'bad_signature'
+  | 'unknown_key'
+  | 'algorithm_not_allowed'
+  | 'claims_invalid';
+
+export type JwtResult = { readonly ok: true; readonly identity: JwtIdentity } | { readonly ok: false; readonly failure: JwtFailure };
+
+/** The identity provider could not be reached: an outage, not a denial. */
+export class IdentityProviderUnavailable extends Error {
+  readonly code = 'IDP_UNAVAILABLE';
+  constructor(message: string, options?: { cause: unknown }) {
+    super(message, options);
+    this.name = 'IdentityProviderUnavailable';
+  }
+}
+
+export const KID_REFETCH_COOLDOWN_MS = 5_000;
+const JWKS_REFRESH_MS = 10 * 60_000;
+const FETCH_TIMEOUT_MS = 5_000;
+const VERIFIED_CACHE_MAX = 10_000;
+const MAX_TOKEN_LENGTH = 16_384;
+
+interface CachedToken {
+  readonly identity: JwtIdentity;
+}
+
+export class JwtVerifier {
+  readonly #settings: JwtSettings;
+  readonly #audience: string | string[];
+  #jwksUri: string | undefined;
+  #keys: ReadonlyMap<string, KeyObject> = new Map();
+  #lastFetch = -Infinity;
+  #inflight: Promise<void> | undefined;
+  #refreshTimer: NodeJS.Timeout | undefined;
+  readonly #verified = new Map<string, CachedToken>();
+
+  constructor(settings: JwtSettings) {
+    this.#settings = settings;
+    this.#audience = typeof settings.audience === 'string' ? settings.audience : [...settings.audience];
+    this.#jwksUri = settings.jwks_uri;
+  }
+
+  /** Discovery and the first JWKS fetch; throws IdentityProviderUnavailable when the IdP cannot be reached. */
+  async start(): Promise<void> {
+    await this.#refresh();
+    this.#refreshTimer = setInterval(() => {
+      this.#refresh().catch(() => {
+        /* kept keys stay valid; the next unknown kid or interval tries again */
+      });
+    }, JWKS_REFRESH_MS);
+    this.#refreshTimer.unref();
+  }
+
+  stop(): void {
+    if (this.#refreshTimer) clearInterval(this.#refreshTimer);
+  }
+
+  /** Number of keys currently known (for readiness and tests). */
+  get keyCount(): number {
+    return this.#keys.size;
+  }
+
+  /**
+   * Validates the header value (`<JWT>` or `Bearer <JWT>`). Returns synchronously when the token was
+   * verified before; a Promise when it must be verified (or the JWKS refetched).
+   */
+  verify(header: string | undefined, nowMs: number): JwtResult | Promise<JwtResult> {
+    const token = extractToken(header);
+    if (token === undefined) return MISSING;
+    if (token === null) return fail('malformed');
+    const cached = this.#verified.get(token);
+    if (cached !== undefined) return this.#timeCheck(cached.identity, nowMs);
+    return this.#verifyFresh(token, nowMs);
+  }
+
+  #timeCheck(identity: JwtIdentity, nowMs: number): JwtResult {
+    const now = nowMs / 1000;
+    const tol = this.#settings.clock_tolerance_s;
+    if (now - tol >= identity.exp) return fail('expired');
+    if (now + tol < identity.nbf) return fail('not_yet_valid');
+    return { ok: true, identity };
+  }
+
+  async #verifyFresh(token: string, nowMs: number): Promise<JwtResult> {
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(token, (header) => this.#keyFor(header), {
+        issuer: this.#settings.issuer,
+        audience: this.#audience,
+        algorithms: this.#settings.algorithms,
+        clockTolerance: this.#settings.clock_tolerance_s,
+        currentDate: new Date(nowMs),
+      }));
+    } catch (err) {
+      if (err instanceof IdentityProviderUnavailable) throw err;
+      return fail(joseFailure(err));
+    }
+    const identity = this.#identity(payload);
+    if (identity === undefined) return fail('claims_invalid');
+    if (this.#verified.size >= VERIFIED_CACHE_MAX) {
+      const oldest = this.#verified.keys().next();
+      if (!oldest.done) this.#verified.delete(oldest.value);
+    }
+    this.#verified.set(token, { identity });
+    return { ok: true, identity };
+  }
+
+  async #keyFor(header: JWTHeaderParameters): Promise<KeyObject> {
+    const pick = (): KeyObject | undefined => {
+      if (header.kid !== undefined) return this.#keys.get(header.kid);
+      // No kid: acceptable only when the set holds exactly one key (RFC 7517 §4.5 leaves kid optional).
+      return this.#keys.size === 1 ? this.#keys.values().next().value : undefined;
+    };
+    let key = pick();
+    if (key === undefined && performance.now() - this.#lastFetch >= KID_REFETCH_COOLDOWN_MS) {
+      await this.#refresh();
+      key = pick();
+    }
+    if (key === undefined) throw new joseErrors.JWKSNoMatchingKey();
+    return key;
+  }
+
+  /** One fetch at a time; concurrent callers share it. */
+  #refresh(): Promise<void> {
+    this.#inflight ??= this.#fetchKeys().finally(() => {
+      this.#inflight = undefined;
+    });
+    return this.#inflight;
+  }
+
+  async #fetchKeys(): Promise<void> {
+    this.#lastFetch = performance.now();
+    const jwksUri = this.#jwksUri ?? (await this.#discover());
+    let body: unknown;
+    try {
+      const res = await request(jwksUri, {
+        headers: { accept: 'application/jwk-set+json, application/json' },
+        headersTimeout: FETCH_TIMEOUT_MS,
+        bodyTimeout: FETCH_TIMEOUT_MS,
+        maxRedirections: 0,
+      } as Parameters<typeof request>[1]);
+      if (res.statusCode !== 200) {
+        await res.body.dump();
+        throw new Error(`JWKS answered HTTP ${res.statusCode}`);
+      }
+      body = await res.body.json();
+    } catch (err) {
+      throw new IdentityProviderUnavailable(`cannot fetch the JWKS at ${jwksUri}: ${errorText(err)}`, { cause: err });
+    }
+    const keys = parseJwks(body);
+    if (keys === undefined) throw new IdentityProviderUnavailable(`the JWKS at ${jwksUri} is not a JSON Web Key Set`);
+    if (!sameKeys(keys, this.#keys)) {
+      this.#keys = keys;
+      this.#verified.clear();
+    }
+  }
+
+  async #discover(): Promise<string> {
+    const s = this.#settings;
+    try {
+      const config = await oidc.discovery(new URL(s.issuer), 'tollgate', undefined, undefined, {
+        execute: s.allow_insecure_http ? [oidc.allowInsecureRequests] : [],
+        timeout: FETCH_TIMEOUT_MS / 1000,
+      });
+      const uri = config.serverMetadata().jwks_uri;
+      if (uri === undefined) throw new Error('the discovery document has no jwks_uri');
+      if (!s.allow_insecure_http && !uri.startsWith('https:')) throw new Error('the discovery document names an http:// jwks_uri');
+      this.#jwksUri = uri;
+      return uri;
+    } catch (err) {
+      throw new IdentityProviderUnavailable(`OIDC discovery for ${s.issuer} failed: ${errorText(err)}`, { cause: err });
+    }
+  }
+
+  #identity(payload: JWTPayload): JwtIdentity | undefined {
+    const c = this.#settings.claims;
+    const user = claimAt(payload, c.user);
+    const email = claimAt(payload, c.email);
+    const groups = claimAt(payload, c.groups);
+    if (user !== undefined && typeof user !== 'string') return undefined;
+    return {
+      claims: payload,
+      user: user ?? '',
+      email: typeof email === 'string' ? email : '',
+      groups: toGroups(groups),
+      exp: typeof payload.exp === 'number' ? payload.exp : Infinity,
+      nbf: typeof payload.nbf === 'number' ? payload.nbf : -Infinity,
+    };
+  }
+}
+
+const MISSING: JwtResult = { ok: false, failure: 'missing' };
+const FAILURES = new Map<JwtFailure, JwtResult>();
+function fail(failure: JwtFailure): JwtResult {
+  let r = FAILURES.get(failure);
+  if (r === undefined) FAILURES.set(failure, (r = { ok: false, failure }));
+  return r;
+}
+
+/** Raw JWT or `Bearer <JWT>`; `undefined` when absent or empty, `null` when not JWS compact form. */
+export function extractToken(header: string | undefined): string | undefined | null {
+  if (header === undefined) return undefined;
+  let v = header.trim();
+  if (v.length > 7 && v.slice(0, 7).toLowerCase() === 'bearer ') v = v.slice(7).trim();
+  if (v === '') return undefined;
+  if (v.length > MAX_TOKEN_LENGTH || !/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/.test(v)) return null;
+  return v;
+}
+
+/** jose errors by their stable `code` (never instanceof across packages). */
+function joseFailure(err: unknown): JwtFailure {
+  const e = err as { code?: unknown; claim?: unknown };
+  switch (e.code) {
+    case 'ERR_JWT_EXPIRED':
+      return 'expired';
+    case 'ERR_JWT_CLAIM_VALIDATION_FAILED':
+      if (e.claim === 'iss') return 'wrong_issuer';
+      if (e.claim === 'aud') return 'wrong_audience';
+      if (e.claim === 'nbf') return 'not_yet_valid';
+      if (e.claim === 'exp') return 'expired';
+      return 'claims_invalid';
+    case 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED':
+      return 'bad_signature';
+    case 'ERR_JWKS_NO_MATCHING_KEY':
+    case 'ERR_JWKS_MULTIPLE_MATCHING_KEYS':
+      return 'unknown_key';
+    case 'ERR_JOSE_ALG_NOT_ALLOWED':
+    case 'ERR_JOSE_NOT_SUPPORTED':
+      return 'algorithm_not_allowed';
+    default:
+      // ERR_JWS_INVALID, ERR_JWT_INVALID, key-type mismatches (an HS token against an RSA key) and the rest.
+      return err instanceof TypeError && /key/i.test(err.message) ? 'algorithm_not_allowed' : 'malformed';
+  }
+}
+
+/** Keys usable for signatures: RSA, EC and OKP public keys; symmetric (`oct`) keys are never imported. */
+function parseJwks(body: unknown): Map<string, KeyObject> | undefined {
+  const list = (body as { keys?: unknown } | null)?.keys;
+  if (!Array.isArray(list)) return undefined;
+  const keys = new Map<string, KeyObject>();
+  list.forEach((jwk: unknown, i) => {
+    if (typeof jwk !== 'object' || jwk === null) return;
+    const k = jwk as Record<string, unknown>;
+    if (k['use'] !== undefined && k['use'] !== 'sig') return;
+    if (k['kty'] !== 'RSA' && k['kty'] !== 'EC' && k['kty'] !== 'OKP') return;
+    try {
+      const { d: _private, ...pub } = k;
+      const key = createPublicKey({ key: pub as import('node:crypto').JsonWebKey, format: 'jwk' });
+      keys.set(typeof k['kid'] === 'string' ? k['kid'] : `#${i}`, key);
+    } catch {
+      /* a key this runtime cannot import is skipped, as jose's JWKS handling does */
+    }
+  });
+  return keys;
+}
+
+function sameKeys(a: ReadonlyMap<string, KeyObject>, b: ReadonlyMap<string, KeyObject>): boolean {
+  if (a.size !== b.size) return false;
+  for (const [kid, key] of a) {
+    const other = b.get(kid);
+    if (other === undefined || !other.equals(key)) return false;
+  }
+  return true;
+}
+
+/** `realm_access.roles` style dotted paths, for IdPs that nest group claims (Keycloak). */
+function claimAt(payload: JWTPayload, path: string): unknown {
+  if (path in payload) return payload[path];
+  let v: unknown = payload;
+  for (const part of path.split('.')) {
+    if (typeof v !== 'object' || v === null) return undefined;
+    v = (v as Record<string, unknown>)[part];
+  }
+  return v;
+}
+
+function toGroups(v: unknown): readonly string[] {
+  if (Array.isArray(v)) return v.filter((g): g is string => typeof g === 'string');
+  if (typeof v === 'string') return v.split(/[\s,]+/).filter((g) => g !== '');
+  return [];
+}
+
+function errorText(err: unknown): string {
+  if (err instanceof Error) {
+    const cause = (err as { cause?: unknown }).cause;
+    return cause instanceof Error ? `${err.message} (${cause.message})` : err.message;
+  }
+  return String(err);
+}

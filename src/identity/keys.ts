@@ -1,0 +1,99 @@
+/**
+ * Virtual keys (LiteLLM's `sk-…`): stored and looked up by their sha256, never kept in clear. A lookup is
+ * a hash-map probe on the sha256 of the presented key, so no secret-dependent comparison is made; where
+ * two secrets are compared directly (the master key) it is constant-time.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { DeclaredKey } from '../config/schema.js';
+
+/** What a budget or limit applies to, as configured on a key or team. */
+export interface Limits {
+  readonly maxBudget: number | undefined;
+  readonly budgetDuration: string | undefined;
+  readonly rpmLimit: number | undefined;
+  readonly tpmLimit: number | undefined;
+  readonly maxParallelRequests: number | undefined;
+}
+
+export interface KeyRecord {
+  /** sha256 hex of the key. */
+  readonly hash: string;
+  /** The key id of the contract: the first 16 hex characters of the hash. */
+  readonly id: string;
+  readonly alias: string | undefined;
+  /** Model aliases the key may use; empty means all. */
+  readonly models: readonly string[];
+  readonly userId: string | undefined;
+  readonly teamId: string | undefined;
+  /** Epoch milliseconds; undefined: never expires. */
+  readonly expiresAt: number | undefined;
+  readonly blocked: boolean;
+  readonly limits: Limits;
+  readonly metadata: Readonly<Record<string, unknown>>;
+  /** Keys from the config file are read-only through the admin API. */
+  readonly source: 'config' | 'api';
+}
+
+/** Where Check finds keys: synchronous, since the hot path never waits on a database. */
+export interface KeyDirectory {
+  get(hash: string): KeyRecord | undefined;
+}
+
+export function sha256Hex(value: string): string {
+  return createHash('sha256').update(value).digest('hex');
+}
+
+export function keyId(hash: string): string {
+  return hash.slice(0, 16);
+}
+
+/** `Authorization: Bearer sk-…` → the key; `undefined` when absent, `null` when present but malformed. */
+export function bearerKey(header: string | undefined): string | undefined | null {
+  if (header === undefined || header === '') return undefined;
+  const m = /^\s*bearer\s+(\S+)\s*$/i.exec(header);
+  const token = m?.[1];
+  if (token === undefined || !token.startsWith('sk-') || token.length < 8 || token.length > 512) return null;
+  return token;
+}
+
+/** Constant-time equality of two secrets (compares their sha256 so lengths do not leak either). */
+export function secretEquals(a: string, b: string): boolean {
+  return timingSafeEqual(createHash('sha256').update(a).digest(), createHash('sha256').update(b).digest());
+}
+
+export function keyFromConfig(k: DeclaredKey): KeyRecord {
+  const hash = k.key.slice('sha256:'.length);
+  return {
+    hash,
+    id: keyId(hash),
+    alias: k.key_alias,
+    models: k.models,
+    userId: k.user_id,
+    teamId: k.team_id,
+    expiresAt: k.expires === undefined ? undefined : Date.parse(k.expires),
+    blocked: k.blocked,
+    limits: {
+      maxBudget: k.max_budget,
+      budgetDuration: k.budget_duration,
+      rpmLimit: k.rpm_limit,
+      tpmLimit: k.tpm_limit,
+      maxParallelRequests: k.max_parallel_requests,
+    },
+    metadata: k.metadata,
+    source: 'config',
+  };
+}
+
+/** The keys declared in config, by hash. Later layers (generated keys) wrap or replace it. */
+export class StaticKeyDirectory implements KeyDirectory {
+  readonly #byHash: ReadonlyMap<string, KeyRecord>;
+  constructor(keys: readonly DeclaredKey[]) {
+    this.#byHash = new Map(keys.map((k) => {
+      const r = keyFromConfig(k);
+      return [r.hash, r] as const;
+    }));
+  }
+  get(hash: string): KeyRecord | undefined {
+    return this.#byHash.get(hash);
+  }
+}

@@ -1,0 +1,115 @@
+/**
+ * Composition root of the authz side: everything prepared at boot (protos, CEL, JWKS, key index,
+ * metric objects), then the gRPC server. Nothing imports main/.
+ */
+import { createHash } from 'node:crypto';
+import { Authorizer } from '../authorizer/authorizer.js';
+import { AuthzServer } from '../authz/server.js';
+import { loadProtos } from '../authz/protos.js';
+import type { Config } from '../config/schema.js';
+import type { TeamRecord } from '../core/decide.js';
+import { ContextSigner } from '../identity/context-token.js';
+import { JwtVerifier } from '../identity/jwt.js';
+import { StaticKeyDirectory, type KeyDirectory } from '../identity/keys.js';
+import type { Policy } from '../policy/rules.js';
+import { ALWAYS_HEALTHY, ModelCatalog } from '../routing/deployments.js';
+import type { Logger } from '../telemetry/logger.js';
+import type { Metrics } from '../telemetry/metrics.js';
+
+export interface AuthzParts {
+  readonly authorizer: Authorizer;
+  readonly verifier: JwtVerifier | undefined;
+  readonly jwtHeader: string;
+  readonly maxBodyBytes: number;
+}
+
+/** Builds the decision pipeline from a validated config (shared by the gRPC server and, later, the gateway). */
+export function buildAuthorizer(config: Config, policy: Policy, contextSecret: Buffer, opts: { catalog?: ModelCatalog; keys?: KeyDirectory } = {}): AuthzParts {
+  const jwtSettings = config.auth.jwt;
+  const verifier = jwtSettings === undefined ? undefined : new JwtVerifier(jwtSettings);
+  const master = config.general_settings.master_key;
+  const maxBodyBytes = Math.floor(config.general_settings.max_request_size_mb * 1024 * 1024);
+  const jwtHeader = jwtSettings?.header ?? 'x-cake-authorization';
+  const authorizer = new Authorizer({
+    rules: {
+      jwtRequired: jwtSettings?.required ?? false,
+      keysRequired: config.auth.keys.required,
+      adminGroups: config.auth.admin_groups,
+      masterKeySet: master !== undefined,
+      policy,
+      catalog: opts.catalog ?? ModelCatalog.fromConfig(config.model_list),
+      health: ALWAYS_HEALTHY,
+    },
+    keys: opts.keys ?? new StaticKeyDirectory(config.keys),
+    teams: teamsFromConfig(config),
+    jwt: verifier,
+    jwtHeader,
+    masterKeyHash: master === undefined ? undefined : createHash('sha256').update(master).digest(),
+    maxBodyBytes,
+    signer: new ContextSigner(contextSecret),
+    random: Math.random,
+  });
+  return { authorizer, verifier, jwtHeader, maxBodyBytes };
+}
+
+function teamsFromConfig(config: Config): Map<string, TeamRecord> {
+  return new Map(
+    config.teams.map((t) => [t.team_id, { teamId: t.team_id, alias: t.team_alias, models: t.models, blocked: t.blocked, metadata: t.metadata }] as const),
+  );
+}
+
+export interface AuthzApp {
+  readonly server: AuthzServer;
+  readonly parts: AuthzParts;
+  readonly port: number;
+  close(graceMs: number): Promise<void>;
+}
+
+const JWKS_RETRY_MS = 5_000;
+
+/**
+ * Starts the gRPC server. Health answers NOT_SERVING until the IdP's keys are loaded (retried in the
+ * background), so Envoy's health check and Kubernetes keep traffic away until Check can allow anything.
+ */
+export async function startAuthz(
+  parts: AuthzParts,
+  opts: { host: string; port: number; logger: Logger; metrics: Metrics },
+): Promise<AuthzApp> {
+  const protos = loadProtos();
+  const server = new AuthzServer({
+    protos,
+    authorizer: parts.authorizer,
+    jwtHeader: parts.jwtHeader,
+    logger: opts.logger,
+    metrics: opts.metrics,
+    maxMessageBytes: parts.maxBodyBytes * 2 + 1024 * 1024,
+  });
+  const port = await server.listen(opts.host, opts.port);
+  let retry: NodeJS.Timeout | undefined;
+  let closed = false;
+  const loadKeys = async (): Promise<void> => {
+    if (parts.verifier === undefined || closed) return;
+    try {
+      await parts.verifier.start();
+      opts.logger.info({ keys: parts.verifier.keyCount }, 'identity provider keys loaded');
+      server.setServing(true);
+    } catch (err) {
+      opts.logger.error({ err: (err as Error).message }, 'cannot load the identity provider keys; retrying');
+      retry = setTimeout(() => void loadKeys(), JWKS_RETRY_MS);
+      retry.unref();
+    }
+  };
+  if (parts.verifier === undefined) server.setServing(true);
+  else await loadKeys();
+  return {
+    server,
+    parts,
+    port,
+    async close(graceMs: number) {
+      closed = true;
+      if (retry) clearTimeout(retry);
+      parts.verifier?.stop();
+      await server.close(graceMs);
+    },
+  };
+}

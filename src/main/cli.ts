@@ -1,0 +1,245 @@
+/**
+ * The `tollgate` command (../shared/CONTRACT.md, "Command line"). A bad config or a port in use: one
+ * clear line per problem on stderr, exit code 1, nothing half-started. SIGTERM drains and exits 0.
+ */
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import type { Authorizer } from '../authorizer/authorizer.js';
+import { ConfigError, formatIssue } from '../config/issues.js';
+import { configJsonSchema } from '../config/schema.js';
+import { contextSecret } from '../identity/context-token.js';
+import { sha256Hex } from '../identity/keys.js';
+import { Policy } from '../policy/rules.js';
+import { ModelCatalog } from '../routing/deployments.js';
+import { createLogger, type Logger } from '../telemetry/logger.js';
+import { createMetrics } from '../telemetry/metrics.js';
+import { buildAuthorizer, startAuthz, type AuthzApp } from './authz-app.js';
+import { EMBEDDED, prepareConfigFile, type PreparedConfig } from './config-source.js';
+import { DEFAULT_DATA_DIR, DEFAULT_VLLM_BASE, discoverModels, embeddedConfig, embeddedModels, ensureMasterKey } from './embedded-default.js';
+
+const USAGE = `tollgate: a gateway for open-model LLM servers (Envoy ext_authz + OpenAI-compatible gateway)
+
+Usage:
+  tollgate serve   [--config F] [--host H] [--http-port 4000] [--grpc-port 9001]
+  tollgate authz   [--config F] [--host H] [--grpc-port 9001]
+  tollgate gateway [--config F] [--host H] [--http-port 4000]
+  tollgate config check F       validate a config; every error with its YAML path; exit 1 on error
+  tollgate config schema        print the config's JSON Schema
+  tollgate keys hash sk-...     print sha256:<hex> for a key declared in config ("-" reads stdin)
+
+--config falls back to TOLLGATE_CONFIG; with neither, serve starts on the embedded default.
+LOG_LEVEL sets the log level (info).`;
+
+const DRAIN_MS = 10_000;
+
+export interface Io {
+  out(line: string): void;
+  err(line: string): void;
+}
+
+const stdio: Io = {
+  out: (l) => process.stdout.write(`${l}\n`),
+  err: (l) => process.stderr.write(`${l}\n`),
+};
+
+/** Runs a command; resolves with the exit code for one-shot commands, or never settles for servers. */
+export async function main(argv: readonly string[], io: Io = stdio, env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'serve':
+    case 'authz':
+      return serve(command, rest, io, env);
+    case 'gateway':
+      io.err('tollgate gateway: not built yet (the HTTP gateway lands with its own issue); run "tollgate authz" for the ext_authz server');
+      return 1;
+    case 'config':
+      return configCommand(rest, io, env);
+    case 'keys':
+      return keysCommand(rest, io);
+    case '--help':
+    case '-h':
+    case 'help':
+      io.out(USAGE);
+      return 0;
+    case '--version':
+      io.out(version());
+      return 0;
+    default:
+      io.err(command === undefined ? USAGE : `tollgate: unknown command "${command}"\n\n${USAGE}`);
+      return 1;
+  }
+}
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+function configCommand(args: readonly string[], io: Io, env: NodeJS.ProcessEnv): number {
+  const [sub, file, ...extra] = args;
+  if (sub === 'schema' && file === undefined) {
+    io.out(JSON.stringify(configJsonSchema(), null, 2));
+    return 0;
+  }
+  if (sub !== 'check' || file === undefined || extra.length > 0) {
+    io.err('usage: tollgate config check FILE | tollgate config schema');
+    return 1;
+  }
+  try {
+    const prepared = prepareConfigFile(file, env);
+    for (const w of prepared.warnings) io.err(`warning: ${formatIssue(file, w)}`);
+    const c = prepared.config;
+    io.out(`${file}: ok (${c.model_list.length} deployments, ${c.keys.length} keys, ${c.teams.length} teams, ${c.policy.rules.length} policy rules)`);
+    return 0;
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    for (const issue of err.issues) io.err(formatIssue(err.source, issue));
+    io.err(`${file}: ${err.issues.length} error${err.issues.length === 1 ? '' : 's'}`);
+    return 1;
+  }
+}
+
+function keysCommand(args: readonly string[], io: Io): number {
+  const [sub, key, ...extra] = args;
+  if (sub !== 'hash' || key === undefined || extra.length > 0) {
+    io.err('usage: tollgate keys hash sk-...   (or "-" to read the key from stdin, keeping it out of shell history)');
+    return 1;
+  }
+  const value = key === '-' ? readFileSync(0, 'utf8').trim() : key;
+  if (!value.startsWith('sk-') || value.length < 8) {
+    io.err('tollgate keys hash: a virtual key starts with "sk-"');
+    return 1;
+  }
+  io.out(`sha256:${sha256Hex(value)}`);
+  return 0;
+}
+
+interface ServeOptions {
+  readonly config: string | undefined;
+  readonly host: string;
+  readonly grpcPort: number;
+  readonly httpPort: number;
+}
+
+function parseServeArgs(command: string, args: readonly string[], env: NodeJS.ProcessEnv): ServeOptions {
+  const { values } = parseArgs({
+    args: [...args],
+    options: {
+      config: { type: 'string' },
+      host: { type: 'string' },
+      'grpc-port': { type: 'string' },
+      'http-port': { type: 'string' },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  if (command === 'authz' && values['http-port'] !== undefined) throw new UsageError('tollgate authz takes --grpc-port, not --http-port');
+  return {
+    config: values.config ?? (env['TOLLGATE_CONFIG'] || undefined),
+    host: values.host ?? '0.0.0.0',
+    grpcPort: port(values['grpc-port'], 9001, '--grpc-port'),
+    httpPort: port(values['http-port'], 4000, '--http-port'),
+  };
+}
+
+class UsageError extends Error {}
+
+function port(v: string | undefined, fallback: number, flag: string): number {
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new UsageError(`${flag}: not a port number (0-65535)`);
+  return n;
+}
+
+async function serve(command: 'serve' | 'authz', args: readonly string[], io: Io, env: NodeJS.ProcessEnv): Promise<number> {
+  let opts: ServeOptions;
+  try {
+    opts = parseServeArgs(command, args, env);
+  } catch (err) {
+    io.err(`tollgate ${command}: ${(err as Error).message}`);
+    return 1;
+  }
+  const logger = createLogger(env['LOG_LEVEL']);
+  let prepared: PreparedConfig;
+  try {
+    if (opts.config !== undefined) {
+      prepared = prepareConfigFile(opts.config, env);
+    } else {
+      if (command !== 'serve') {
+        io.err(`tollgate ${command}: no config: pass --config F or set TOLLGATE_CONFIG (only "serve" has an embedded default)`);
+        return 1;
+      }
+      const master = ensureMasterKey(DEFAULT_DATA_DIR);
+      if (master.generated) io.out(`tollgate: generated the master key ${master.key} (kept in ${master.file}; shown only now)`);
+      const ids = await discoverModels(DEFAULT_VLLM_BASE);
+      const config = embeddedConfig(master.key, ids, DEFAULT_VLLM_BASE);
+      const compiled = Policy.compile([]);
+      if (compiled.policy === undefined) throw new Error('the empty policy did not compile');
+      prepared = { config, policy: compiled.policy, warnings: [], source: EMBEDDED };
+      logger.info({ models: ids, data_dir: DEFAULT_DATA_DIR, vllm: DEFAULT_VLLM_BASE }, 'embedded default config');
+    }
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    for (const issue of err.issues) io.err(formatIssue(err.source, issue));
+    return 1;
+  }
+  for (const w of prepared.warnings) logger.warn({ path: w.path, line: w.line }, `config: ${w.message}`);
+  const gs = prepared.config.general_settings;
+  let secret = contextSecret(gs.context_signing_key, gs.master_key);
+  if (secret === undefined) {
+    if (command === 'authz') {
+      io.err('tollgate authz: set general_settings.context_signing_key (or master_key) so the gateway can verify x-tollgate-context');
+      return 1;
+    }
+    secret = randomBytes(32); // one process: authz and gateway share it in memory
+  }
+  const metrics = createMetrics({ defaultMetrics: true });
+  const parts = buildAuthorizer(prepared.config, prepared.policy, secret);
+  let app: AuthzApp;
+  try {
+    app = await startAuthz(parts, { host: opts.host, port: opts.grpcPort, logger, metrics });
+  } catch (err) {
+    io.err(`tollgate ${command}: cannot listen on ${opts.host}:${opts.grpcPort} (gRPC): ${bindReason(err)}`);
+    return 1;
+  }
+  logger.info({ grpc: `${opts.host}:${app.port}`, config: prepared.source, deployments: prepared.config.model_list.length }, 'authz listening');
+  if (command === 'serve') logger.warn('the HTTP gateway is not built yet: serving the ext_authz gRPC side only');
+  if (prepared.source === EMBEDDED) startModelDiscovery(parts.authorizer, logger);
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (signal: string): void => {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ signal }, 'draining');
+      void app.close(DRAIN_MS).then(() => {
+        logger.info('stopped');
+        logger.flush();
+        resolve(0);
+      });
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+}
+
+/** The embedded default keeps asking vLLM's default port, so a server started later is picked up. */
+function startModelDiscovery(authorizer: Authorizer, logger: Logger): void {
+  let known = [...authorizer.rules.catalog.aliases()].sort().join('\n');
+  const tick = async (): Promise<void> => {
+    const ids = (await discoverModels(DEFAULT_VLLM_BASE)).sort();
+    if (ids.length === 0 || ids.join('\n') === known) return;
+    known = ids.join('\n');
+    authorizer.updateRules({ catalog: ModelCatalog.fromConfig(embeddedModels(ids, DEFAULT_VLLM_BASE)) });
+    logger.info({ models: ids }, 'deployments discovered');
+  };
+  const timer = setInterval(() => void tick(), 10_000);
+  timer.unref();
+}
+
+function bindReason(err: unknown): string {
+  const msg = err instanceof Error ? err.message : String(err);
+  if (/EADDRINUSE|address already in use/i.test(msg)) return 'the port is in use';
+  if (/EACCES/i.test(msg)) return 'permission denied';
+  return msg.split('\n')[0] ?? msg;
+}

@@ -1,0 +1,40 @@
+/**
+ * Where the config comes from: `--config`, `TOLLGATE_CONFIG`, or the embedded default (no file at all).
+ * Validation covers the schema and the policy (CEL compiles), so `config check` and boot agree.
+ */
+import { readFileSync } from 'node:fs';
+import { loadConfigText } from '../config/load.js';
+import { ConfigError, type ConfigIssue } from '../config/issues.js';
+import type { Config } from '../config/schema.js';
+import { Policy } from '../policy/rules.js';
+
+export interface PreparedConfig {
+  readonly config: Config;
+  readonly policy: Policy;
+  readonly warnings: readonly ConfigIssue[];
+  /** The file it came from, or `(embedded default)`. */
+  readonly source: string;
+}
+
+export const EMBEDDED = '(embedded default)';
+
+/** Reads and validates a config file; throws ConfigError listing every issue. */
+export function prepareConfigFile(file: string, env: NodeJS.ProcessEnv): PreparedConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'a directory, not a file' : 'cannot be read';
+    throw new ConfigError(file, [{ path: '', message: `${why}: pass a readable YAML file with --config or TOLLGATE_CONFIG` }]);
+  }
+  return prepareConfigText(text, file, env);
+}
+
+export function prepareConfigText(text: string, source: string, env: NodeJS.ProcessEnv): PreparedConfig {
+  const loaded = loadConfigText(text, env);
+  if (loaded.config === undefined) throw new ConfigError(source, loaded.issues);
+  const compiled = Policy.compile(loaded.config.policy.rules);
+  if (compiled.policy === undefined) throw new ConfigError(source, compiled.issues);
+  return { config: loaded.config, policy: compiled.policy, warnings: loaded.warnings, source };
+}

@@ -1,0 +1,141 @@
+/**
+ * Deployments (one `model_list` entry each) grouped by the alias clients send as `model`. Deployment ids
+ * come from `model_info.id` or are derived from the entry's content, so every replica names the same
+ * deployment the same way (authz picks one, the gateway routes to it).
+ */
+import { createHash } from 'node:crypto';
+import type { ModelEntry } from '../config/schema.js';
+
+export interface Deployment {
+  readonly id: string;
+  /** The alias clients send as `model`. */
+  readonly alias: string;
+  /** `openai` or `hosted_vllm`: both speak the OpenAI API. */
+  readonly provider: string;
+  /** The model id the backend serves (`meta-llama/Llama-3.1-8B-Instruct`, or Ray Serve's `base:adapter`). */
+  readonly backendModel: string;
+  /** Without a trailing slash, e.g. `http://vllm-llama:8000/v1`. */
+  readonly apiBase: string;
+  readonly apiKey: string | undefined;
+  readonly rpm: number | undefined;
+  readonly tpm: number | undefined;
+  readonly weight: number;
+  readonly timeoutMs: number;
+  readonly streamTimeoutMs: number | undefined;
+  readonly inputCostPerToken: number;
+  readonly outputCostPerToken: number;
+  readonly maxTokens: number | undefined;
+}
+
+export function deploymentFromEntry(entry: ModelEntry, indexInAlias: number): Deployment {
+  const p = entry.litellm_params;
+  const slash = p.model.indexOf('/');
+  const id =
+    entry.model_info.id ??
+    `${entry.model_name.replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 40)}-${createHash('sha256')
+      .update(`${entry.model_name}\n${p.model}\n${p.api_base}\n${indexInAlias}`)
+      .digest('hex')
+      .slice(0, 8)}`;
+  return {
+    id,
+    alias: entry.model_name,
+    provider: p.model.slice(0, slash),
+    backendModel: p.model.slice(slash + 1),
+    apiBase: p.api_base.replace(/\/+$/, ''),
+    apiKey: p.api_key,
+    rpm: p.rpm,
+    tpm: p.tpm,
+    weight: p.weight,
+    timeoutMs: p.timeout * 1000,
+    streamTimeoutMs: p.stream_timeout === undefined ? undefined : p.stream_timeout * 1000,
+    inputCostPerToken: entry.model_info.input_cost_per_token ?? p.input_cost_per_token ?? 0,
+    outputCostPerToken: entry.model_info.output_cost_per_token ?? p.output_cost_per_token ?? 0,
+    maxTokens: entry.model_info.max_output_tokens ?? entry.model_info.max_tokens,
+  };
+}
+
+/** An alias and its deployments, with cumulative weights for the weighted shuffle. */
+export interface ModelGroup {
+  readonly alias: string;
+  readonly deployments: readonly Deployment[];
+  readonly cumulativeWeights: readonly number[];
+}
+
+/** Which deployments may take traffic now (cooldowns arrive with the gateway's health tracking). */
+export interface DeploymentHealth {
+  isAvailable(deploymentId: string, nowMs: number): boolean;
+}
+
+export const ALWAYS_HEALTHY: DeploymentHealth = { isAvailable: () => true };
+
+export class ModelCatalog {
+  readonly #groups: ReadonlyMap<string, ModelGroup>;
+  readonly #byId: ReadonlyMap<string, Deployment>;
+
+  constructor(deployments: readonly Deployment[]) {
+    const groups = new Map<string, Deployment[]>();
+    for (const d of deployments) {
+      const list = groups.get(d.alias);
+      if (list) list.push(d);
+      else groups.set(d.alias, [d]);
+    }
+    this.#groups = new Map(
+      [...groups].map(([alias, ds]) => {
+        let sum = 0;
+        return [alias, { alias, deployments: ds, cumulativeWeights: ds.map((d) => (sum += d.weight)) }] as const;
+      }),
+    );
+    this.#byId = new Map(deployments.map((d) => [d.id, d] as const));
+  }
+
+  static fromConfig(entries: readonly ModelEntry[]): ModelCatalog {
+    const seen = new Map<string, number>();
+    return new ModelCatalog(
+      entries.map((e) => {
+        const n = seen.get(e.model_name) ?? 0;
+        seen.set(e.model_name, n + 1);
+        return deploymentFromEntry(e, n);
+      }),
+    );
+  }
+
+  group(alias: string): ModelGroup | undefined {
+    return this.#groups.get(alias);
+  }
+
+  deployment(id: string): Deployment | undefined {
+    return this.#byId.get(id);
+  }
+
+  aliases(): IterableIterator<string> {
+    return this.#groups.keys();
+  }
+
+  get size(): number {
+    return this.#byId.size;
+  }
+}
+
+/**
+ * LiteLLM's `simple-shuffle`: a random deployment, weighted by `weight`, among those available.
+ * `random` is in [0, 1) (injected so the choice is testable).
+ */
+export function weightedPick(group: ModelGroup, health: DeploymentHealth, nowMs: number, random: number): Deployment | undefined {
+  const { deployments, cumulativeWeights } = group;
+  const total = cumulativeWeights[cumulativeWeights.length - 1] ?? 0;
+  const target = random * total;
+  let idx = cumulativeWeights.findIndex((w) => target < w);
+  if (idx < 0) idx = deployments.length - 1;
+  const first = deployments[idx];
+  if (first !== undefined && health.isAvailable(first.id, nowMs)) return first;
+  // The pick is cooling down: weighted choice among the rest that are available.
+  const rest = deployments.filter((d) => health.isAvailable(d.id, nowMs));
+  if (rest.length === 0) return undefined;
+  const sum = rest.reduce((s, d) => s + d.weight, 0);
+  let t = random * sum;
+  for (const d of rest) {
+    t -= d.weight;
+    if (t < 0) return d;
+  }
+  return rest[rest.length - 1];
+}

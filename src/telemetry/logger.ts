@@ -1,0 +1,36 @@
+/** pino JSON logs; secrets redacted by path wherever they could appear. */
+import { pino, type Logger, type LevelWithSilent } from 'pino';
+
+export type { Logger };
+
+export const REDACT_PATHS = [
+  'authorization',
+  '*.authorization',
+  'headers.authorization',
+  '*.headers.authorization',
+  '"x-cake-authorization"',
+  '*["x-cake-authorization"]',
+  '*.headers["x-cake-authorization"]',
+  'api_key',
+  '*.api_key',
+  'master_key',
+  '*.master_key',
+  'key',
+  'token',
+  '*.token',
+  'context_signing_key',
+  '*.context_signing_key',
+];
+
+export function createLogger(level: string | undefined, destination?: pino.DestinationStream): Logger {
+  const lvl = (level ?? 'info') as LevelWithSilent;
+  return pino(
+    {
+      level: lvl,
+      base: { service: 'tollgate' },
+      redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+      timestamp: pino.stdTimeFunctions.isoTime,
+    },
+    destination ?? pino.destination({ dest: 1, sync: false }),
+  );
+}
