@@ -239,7 +239,7 @@ function fail(failure: JwtFailure): JwtResult {
 export function extractToken(header: string | undefined): string | undefined | null {
   if (header === undefined) return undefined;
   let v = header.trim();
-  if (v.length > 7 && v.slice(0, 7).toLowerCase() === 'bearer ') v = v.slice(7).trim();
+  if (v.length >= 6 && v.slice(0, 6).toLowerCase() === 'bearer' && (v.length === 6 || v[6] === ' ' || v[6] === '\t')) v = v.slice(6).trim();
   if (v === '') return undefined;
   if (v.length > MAX_TOKEN_LENGTH || !/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/.test(v)) return null;
   return v;
