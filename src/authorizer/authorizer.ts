@@ -70,14 +70,26 @@ export class Authorizer {
     const path = pathOnly(facts.path);
     const route = classifyRoute(facts.method, path);
     if (tooLarge(facts, this.#d.maxBodyBytes)) {
-      return { decision: { allow: false, code: 'request_too_large', message: undefined, detail: undefined }, route, requestId, context: undefined };
+      return {
+        decision: { allow: false, code: 'request_too_large', message: undefined, detail: undefined },
+        route,
+        requestId,
+        context: undefined,
+      };
     }
     const jwt = this.#d.jwt?.verify(facts.headers[this.#d.jwtHeader], nowMs);
     if (jwt instanceof Promise) return jwt.then((r) => this.#finish(facts, path, route, requestId, r, nowMs));
     return this.#finish(facts, path, route, requestId, jwt, nowMs);
   }
 
-  #finish(facts: RequestFacts, path: string, route: RouteKind, requestId: string, jwt: JwtResult | undefined, nowMs: number): Authorization {
+  #finish(
+    facts: RequestFacts,
+    path: string,
+    route: RouteKind,
+    requestId: string,
+    jwt: JwtResult | undefined,
+    nowMs: number,
+  ): Authorization {
     const d = this.#d;
     const rules = this.#rules;
     const key = this.#lookupKey(facts.headers['authorization']);

@@ -44,20 +44,21 @@ const utf8 = new TextDecoder();
 export function factsFromCheckRequest(message: unknown): RequestFacts {
   const http = (message as DecodedCheckRequest).attributes?.request?.http;
   if (http === undefined) throw new MalformedCheckRequest('CheckRequest has no attributes.request.http');
-  let headers: Record<string, string>;
+  let headers: Readonly<Record<string, string>>;
   const raw = http.header_map?.headers;
   if (raw !== undefined && raw.length > 0) {
-    headers = Object.create(null) as Record<string, string>;
+    const joined = Object.create(null) as Record<string, string>;
     for (const h of raw) {
       if (h.key === undefined || h.key === '') continue;
       const name = h.key.toLowerCase();
       const value = h.raw_value !== undefined && h.raw_value.length > 0 ? utf8.decode(h.raw_value) : (h.value ?? '');
-      const prev = headers[name];
+      const prev = joined[name];
       // Repeated headers arrive as separate entries; join them as Envoy does in the `headers` map.
-      headers[name] = prev === undefined ? value : `${prev},${value}`;
+      joined[name] = prev === undefined ? value : `${prev},${value}`;
     }
+    headers = joined;
   } else {
-    headers = http.headers ?? (EMPTY as Record<string, string>);
+    headers = http.headers ?? EMPTY;
   }
   const rawBody = http.raw_body;
   const body = rawBody !== undefined && rawBody.length > 0 ? rawBody : http.body !== undefined && http.body !== '' ? http.body : undefined;

@@ -196,7 +196,12 @@ export class AuthzServer {
     this.#deps.metrics.checkFaults.inc({ reason });
     this.#deps.logger.error({ err, reason }, 'check failed; Envoy applies status_on_error');
     cb({
-      code: reason === 'malformed_request' ? grpc.status.INVALID_ARGUMENT : reason === 'idp_unavailable' ? grpc.status.UNAVAILABLE : grpc.status.INTERNAL,
+      code:
+        reason === 'malformed_request'
+          ? grpc.status.INVALID_ARGUMENT
+          : reason === 'idp_unavailable'
+            ? grpc.status.UNAVAILABLE
+            : grpc.status.INTERNAL,
       details: reason === 'internal' ? 'internal error' : (err as Error).message,
     });
   }

@@ -25,9 +25,11 @@ export function crossCheck(config: Config): CrossIssue[] {
 
   config.router_settings.fallbacks.forEach((entry, i) => {
     for (const [from, to] of Object.entries(entry)) {
-      if (!aliases.has(from)) add(['router_settings', 'fallbacks', i, from], `fallback from an unknown model: no model_list entry has model_name ${from}`);
+      if (!aliases.has(from))
+        add(['router_settings', 'fallbacks', i, from], `fallback from an unknown model: no model_list entry has model_name ${from}`);
       to.forEach((alias, j) => {
-        if (!aliases.has(alias)) add(['router_settings', 'fallbacks', i, from, j], `fallback to an unknown model: no model_list entry has model_name ${alias}`);
+        if (!aliases.has(alias))
+          add(['router_settings', 'fallbacks', i, from, j], `fallback to an unknown model: no model_list entry has model_name ${alias}`);
         if (alias === from) add(['router_settings', 'fallbacks', i, from, j], 'a model cannot fall back to itself');
       });
     }
@@ -35,8 +37,10 @@ export function crossCheck(config: Config): CrossIssue[] {
 
   const jwt = config.auth.jwt;
   if (jwt && !jwt.allow_insecure_http) {
-    if (jwt.issuer.startsWith('http:')) add(['auth', 'jwt', 'issuer'], 'an http:// issuer: use https://, or set auth.jwt.allow_insecure_http: true (tests, loopback)');
-    if (jwt.jwks_uri?.startsWith('http:')) add(['auth', 'jwt', 'jwks_uri'], 'an http:// JWKS URL: use https://, or set auth.jwt.allow_insecure_http: true (tests, loopback)');
+    if (jwt.issuer.startsWith('http:'))
+      add(['auth', 'jwt', 'issuer'], 'an http:// issuer: use https://, or set auth.jwt.allow_insecure_http: true (tests, loopback)');
+    if (jwt.jwks_uri?.startsWith('http:'))
+      add(['auth', 'jwt', 'jwks_uri'], 'an http:// JWKS URL: use https://, or set auth.jwt.allow_insecure_http: true (tests, loopback)');
   }
 
   const hashes = new Map<string, number>();

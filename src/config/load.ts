@@ -39,12 +39,17 @@ export function loadConfigText(text: string, env: Env): LoadResult {
   }
   const raw: unknown = doc.toJS({ maxAliasCount: 100 }) ?? {};
   if (!isPlainObject(raw)) {
-    return { config: undefined, warnings: [], issues: [{ path: '', message: 'the file must hold a YAML mapping (model_list:, general_settings:, ...)' }] };
+    return {
+      config: undefined,
+      warnings: [],
+      issues: [{ path: '', message: 'the file must hold a YAML mapping (model_list:, general_settings:, ...)' }],
+    };
   }
   const issues: ConfigIssue[] = [];
   const warnings: ConfigIssue[] = [];
   const compat = setAsideLiteLlmKeys(raw);
-  for (const w of compat.ignored) warnings.push(locate({ path: formatPath(w), message: 'a LiteLLM setting that tollgate does not use; ignored' }, w));
+  for (const w of compat.ignored)
+    warnings.push(locate({ path: formatPath(w), message: 'a LiteLLM setting that tollgate does not use; ignored' }, w));
   const mergedEnv: Env = { ...compat.environmentVariables, ...env };
 
   const resolved = resolveEnvRefs(compat.config, [], mergedEnv, issues, locate);
@@ -135,7 +140,12 @@ function hashDeclaredKeys(raw: Record<string, unknown>, resolved: unknown, env: 
       const value = env[rawKey.slice(ENV_PREFIX.length)];
       if (value === undefined || value === '') return; // reported by resolveEnvRefs
       if (!value.startsWith('sk-') || value.length < 8) {
-        issues.push(locate({ path: formatPath(path), message: `environment variable ${rawKey.slice(ENV_PREFIX.length)} does not hold an sk- key` }, path));
+        issues.push(
+          locate(
+            { path: formatPath(path), message: `environment variable ${rawKey.slice(ENV_PREFIX.length)} does not hold an sk- key` },
+            path,
+          ),
+        );
         return;
       }
       out['key'] = `sha256:${sha256Hex(value)}`;
@@ -160,7 +170,9 @@ function hashDeclaredKeys(raw: Record<string, unknown>, resolved: unknown, env: 
 function zodIssue(issue: z.core.$ZodIssue, locate: Locate): ConfigIssue[] {
   const path = issue.path.filter((p): p is PathSegment => typeof p === 'string' || typeof p === 'number');
   if (issue.code === 'unrecognized_keys') {
-    return issue.keys.map((k) => locate({ path: formatPath([...path, k]), message: 'unknown key: remove it or check its spelling' }, [...path, k]));
+    return issue.keys.map((k) =>
+      locate({ path: formatPath([...path, k]), message: 'unknown key: remove it or check its spelling' }, [...path, k]),
+    );
   }
   if (issue.code === 'invalid_union' && path.length > 0) {
     return [locate({ path: formatPath(path), message: 'not a valid value here' }, path)];

@@ -41,7 +41,11 @@ export const litellmParams = z
 
 export const modelInfo = z
   .object({
-    id: z.string().min(1).regex(/^[A-Za-z0-9._:-]+$/, { error: 'not a deployment id: use letters, digits, ".", "_", ":" or "-"' }).optional(),
+    id: z
+      .string()
+      .min(1)
+      .regex(/^[A-Za-z0-9._:-]+$/, { error: 'not a deployment id: use letters, digits, ".", "_", ":" or "-"' })
+      .optional(),
     input_cost_per_token: price.optional(),
     output_cost_per_token: price.optional(),
     max_tokens: positiveInt.optional(),
@@ -60,7 +64,13 @@ const modelEntry = z
   })
   .strict();
 
-export const ROUTING_STRATEGIES = ['simple-shuffle', 'least-busy', 'latency-based-routing', 'usage-based-routing', 'usage-based-routing-v2'] as const;
+export const ROUTING_STRATEGIES = [
+  'simple-shuffle',
+  'least-busy',
+  'latency-based-routing',
+  'usage-based-routing',
+  'usage-based-routing-v2',
+] as const;
 
 export const routerSettings = z
   .object({
@@ -80,9 +90,15 @@ export const generalSettings = z
       .startsWith('sk-', { error: 'not a master key: it must start with "sk-" (as in LiteLLM)' })
       .min(19, { error: 'too short for a master key: use at least 16 random characters after "sk-"' })
       .optional(),
-    database_url: z.string().regex(/^postgres(ql)?:\/\//, { error: 'not a PostgreSQL URL: write postgres://user@host:5432/db' }).optional(),
+    database_url: z
+      .string()
+      .regex(/^postgres(ql)?:\/\//, { error: 'not a PostgreSQL URL: write postgres://user@host:5432/db' })
+      .optional(),
     data_dir: z.string().min(1).optional(),
-    redis_url: z.string().regex(/^rediss?:\/\//, { error: 'not a Redis URL: write redis://host:6379' }).optional(),
+    redis_url: z
+      .string()
+      .regex(/^rediss?:\/\//, { error: 'not a Redis URL: write redis://host:6379' })
+      .optional(),
     failure_mode: z.enum(['closed', 'open']).default('closed'),
     allowed_api_bases: z.array(z.string().min(1)).default([]),
     default_max_tokens: positiveInt.default(4096),
@@ -128,7 +144,10 @@ const authSettings = z
   .object({
     jwt: jwtSettings.optional(),
     admin_groups: z.array(z.string().min(1)).default([]),
-    keys: z.object({ required: z.boolean().default(true) }).strict().default({ required: true }),
+    keys: z
+      .object({ required: z.boolean().default(true) })
+      .strict()
+      .default({ required: true }),
   })
   .strict();
 
@@ -185,7 +204,10 @@ export const configSchema = z
     router_settings: routerSettings.default(() => routerSettings.parse({})),
     general_settings: generalSettings.default(() => generalSettings.parse({})),
     auth: authSettings.default(() => authSettings.parse({})),
-    policy: z.object({ rules: z.array(policyRule).default([]) }).strict().default({ rules: [] }),
+    policy: z
+      .object({ rules: z.array(policyRule).default([]) })
+      .strict()
+      .default({ rules: [] }),
     keys: z.array(declaredKey).default([]),
     teams: z.array(team).default([]),
     /** LiteLLM's module settings: the loader honours num_retries, fallbacks and request_timeout and sets aside the rest. */

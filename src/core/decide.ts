@@ -112,7 +112,8 @@ export function decide(input: DecisionInput, rules: DecisionRules, nowMs: number
     if (!rules.masterKeySet && rules.adminGroups.length === 0) {
       return deny('policy_denied', 'The admin API is disabled: configure general_settings.master_key or auth.admin_groups.');
     }
-    if (key === 'missing') return deny('missing_api_key', 'The admin API needs "Authorization: Bearer <master key>" or a token in an admin group.');
+    if (key === 'missing')
+      return deny('missing_api_key', 'The admin API needs "Authorization: Bearer <master key>" or a token in an admin group.');
     return deny('policy_denied', 'The admin API needs the master key or a token in an admin group.');
   }
 
@@ -124,13 +125,15 @@ export function decide(input: DecisionInput, rules: DecisionRules, nowMs: number
   let body: ModelBody | undefined;
   let model = '';
   if (input.route === 'model') {
-    if (input.body === undefined || (typeof input.body === 'string' ? input.body.length : input.body.byteLength) === 0) return deny('invalid_body');
+    if (input.body === undefined || (typeof input.body === 'string' ? input.body.length : input.body.byteLength) === 0)
+      return deny('invalid_body');
     const parsed = parseModelBody(input.body);
     if (!parsed.ok) return deny(parsed.code);
     body = parsed;
     model = parsed.model;
     if (record !== undefined && !allows(record.models, model)) return deny('model_not_allowed');
-    if (team !== undefined && !allows(team.models, model)) return deny('model_not_allowed', "This key's team may not use the requested model.");
+    if (team !== undefined && !allows(team.models, model))
+      return deny('model_not_allowed', "This key's team may not use the requested model.");
     if (rules.catalog.group(model) === undefined) return deny('model_not_found');
   }
 
@@ -140,7 +143,13 @@ export function decide(input: DecisionInput, rules: DecisionRules, nowMs: number
     const verdict = rules.policy.evaluate(policyInput(input, identity, record, team, model));
     if (!verdict.allowed) {
       if (verdict.error === undefined) return deny('policy_denied', verdict.message, `rule ${verdict.rule}`);
-      return { allow: false, code: 'policy_denied', message: verdict.message, detail: `rule ${verdict.rule} failed: ${verdict.error}`, failedRule: verdict.rule };
+      return {
+        allow: false,
+        code: 'policy_denied',
+        message: verdict.message,
+        detail: `rule ${verdict.rule} failed: ${verdict.error}`,
+        failedRule: verdict.rule,
+      };
     }
   }
 
@@ -163,7 +172,12 @@ function allows(list: readonly string[], model: string): boolean {
   return list.length === 0 || list.includes(model) || list.includes('*');
 }
 
-function principalOf(identity: JwtIdentity | undefined, key: KeyRecord | undefined, team: TeamRecord | undefined, admin: boolean): Principal {
+function principalOf(
+  identity: JwtIdentity | undefined,
+  key: KeyRecord | undefined,
+  team: TeamRecord | undefined,
+  admin: boolean,
+): Principal {
   return {
     keyId: key?.id,
     keyAlias: key?.alias,
@@ -177,13 +191,26 @@ function principalOf(identity: JwtIdentity | undefined, key: KeyRecord | undefin
   };
 }
 
-function policyInput(input: DecisionInput, identity: JwtIdentity | undefined, key: KeyRecord | undefined, team: TeamRecord | undefined, model: string): PolicyInput {
+function policyInput(
+  input: DecisionInput,
+  identity: JwtIdentity | undefined,
+  key: KeyRecord | undefined,
+  team: TeamRecord | undefined,
+  model: string,
+): PolicyInput {
   return {
     jwt: identity === undefined ? EMPTY : { ...identity.claims, user: identity.user, email: identity.email, groups: identity.groups },
     key:
       key === undefined
         ? EMPTY
-        : { id: key.id, alias: key.alias ?? '', user_id: key.userId ?? '', team_id: key.teamId ?? '', models: key.models, metadata: key.metadata },
+        : {
+            id: key.id,
+            alias: key.alias ?? '',
+            user_id: key.userId ?? '',
+            team_id: key.teamId ?? '',
+            models: key.models,
+            metadata: key.metadata,
+          },
     team: team === undefined ? EMPTY : { team_id: team.teamId, alias: team.alias ?? '', models: team.models, metadata: team.metadata },
     model,
     request: { method: input.method, path: input.path, headers: input.headers, context_extensions: input.contextExtensions },

@@ -6,7 +6,8 @@ const JWT_MESSAGES: Readonly<Record<JwtFailure, string>> = {
   malformed: 'The identity token in X-Cake-Authorization is not a JWT: send the access token as issued, raw or as "Bearer <token>".',
   expired: 'The identity token in X-Cake-Authorization has expired: get a new token from your identity provider.',
   not_yet_valid: 'The identity token in X-Cake-Authorization is not valid yet: check the clock of the machine that issued it.',
-  wrong_issuer: 'The identity token in X-Cake-Authorization was issued by another identity provider: get a token from the configured issuer.',
+  wrong_issuer:
+    'The identity token in X-Cake-Authorization was issued by another identity provider: get a token from the configured issuer.',
   wrong_audience: 'The identity token in X-Cake-Authorization is for another audience: request a token for this gateway.',
   bad_signature: 'The identity token in X-Cake-Authorization has an invalid signature: get a new token from your identity provider.',
   unknown_key: 'The identity token in X-Cake-Authorization is signed with an unknown key: get a new token from your identity provider.',

@@ -11,7 +11,14 @@ export type RouteKind =
   | 'plain';
 
 /** Paths as the OpenAI SDKs send them, with or without the `/v1` prefix (LiteLLM serves both). */
-const MODEL_PATHS = new Set(['/v1/chat/completions', '/chat/completions', '/v1/completions', '/completions', '/v1/embeddings', '/embeddings']);
+const MODEL_PATHS = new Set([
+  '/v1/chat/completions',
+  '/chat/completions',
+  '/v1/completions',
+  '/completions',
+  '/v1/embeddings',
+  '/embeddings',
+]);
 const PROBE_PATHS = new Set(['/health/liveliness', '/health/readiness', '/health/liveness']);
 const ADMIN_PREFIXES = ['/key/', '/team/', '/spend/', '/model/', '/global/'];
 const ADMIN_EXACT = new Set(['/health', '/metrics']);

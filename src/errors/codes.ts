@@ -25,12 +25,7 @@ export type ErrorCode =
 
 /** OpenAI's `error.type` values that tollgate uses. */
 export type OpenAiErrorType =
-  | 'invalid_request_error'
-  | 'authentication_error'
-  | 'permission_error'
-  | 'rate_limit_error'
-  | 'insufficient_quota'
-  | 'service_unavailable';
+  'invalid_request_error' | 'authentication_error' | 'permission_error' | 'rate_limit_error' | 'insufficient_quota' | 'service_unavailable';
 
 /** gRPC status codes (grpc/status.proto numbering) used in CheckResponse.status of a denial. */
 export const GrpcCode = {

@@ -35,7 +35,9 @@ export interface ContextClaims {
 const PREFIX = 'tgc1.';
 export const CONTEXT_TTL_MS = 30_000;
 
-export type ContextCheck = { readonly ok: true; readonly claims: ContextClaims } | { readonly ok: false; readonly reason: 'malformed' | 'bad_signature' | 'expired' };
+export type ContextCheck =
+  | { readonly ok: true; readonly claims: ContextClaims }
+  | { readonly ok: false; readonly reason: 'malformed' | 'bad_signature' | 'expired' };
 
 /** The signing secret: `context_signing_key` when set, else derived from the master key (HKDF-SHA256). */
 export function contextSecret(contextSigningKey: string | undefined, masterKey: string | undefined): Buffer | undefined {

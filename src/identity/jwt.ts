@@ -11,7 +11,7 @@
  *   and a clock comparison; the cache is dropped whenever the key set changes (a removed key stops
  *   validating at once).
  */
-import { createPublicKey, type KeyObject } from 'node:crypto';
+import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto';
 import { errors as joseErrors, jwtVerify, type JWTPayload, type JWTHeaderParameters } from 'jose';
 import * as oidc from 'openid-client';
 import { request } from 'undici';
@@ -283,7 +283,7 @@ function parseJwks(body: unknown): Map<string, KeyObject> | undefined {
     if (k['kty'] !== 'RSA' && k['kty'] !== 'EC' && k['kty'] !== 'OKP') return;
     try {
       const { d: _private, ...pub } = k;
-      const key = createPublicKey({ key: pub as import('node:crypto').JsonWebKey, format: 'jwk' });
+      const key = createPublicKey({ key: pub as JsonWebKey, format: 'jwk' });
       keys.set(typeof k['kid'] === 'string' ? k['kid'] : `#${i}`, key);
     } catch {
       /* a key this runtime cannot import is skipped, as jose's JWKS handling does */

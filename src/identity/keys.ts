@@ -88,10 +88,12 @@ export function keyFromConfig(k: DeclaredKey): KeyRecord {
 export class StaticKeyDirectory implements KeyDirectory {
   readonly #byHash: ReadonlyMap<string, KeyRecord>;
   constructor(keys: readonly DeclaredKey[]) {
-    this.#byHash = new Map(keys.map((k) => {
-      const r = keyFromConfig(k);
-      return [r.hash, r] as const;
-    }));
+    this.#byHash = new Map(
+      keys.map((k) => {
+        const r = keyFromConfig(k);
+        return [r.hash, r] as const;
+      }),
+    );
   }
   get(hash: string): KeyRecord | undefined {
     return this.#byHash.get(hash);

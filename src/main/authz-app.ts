@@ -24,7 +24,12 @@ export interface AuthzParts {
 }
 
 /** Builds the decision pipeline from a validated config (shared by the gRPC server and, later, the gateway). */
-export function buildAuthorizer(config: Config, policy: Policy, contextSecret: Buffer, opts: { catalog?: ModelCatalog; keys?: KeyDirectory } = {}): AuthzParts {
+export function buildAuthorizer(
+  config: Config,
+  policy: Policy,
+  contextSecret: Buffer,
+  opts: { catalog?: ModelCatalog; keys?: KeyDirectory } = {},
+): AuthzParts {
   const jwtSettings = config.auth.jwt;
   const verifier = jwtSettings === undefined ? undefined : new JwtVerifier(jwtSettings);
   const master = config.general_settings.master_key;
@@ -54,7 +59,9 @@ export function buildAuthorizer(config: Config, policy: Policy, contextSecret: B
 
 function teamsFromConfig(config: Config): Map<string, TeamRecord> {
   return new Map(
-    config.teams.map((t) => [t.team_id, { teamId: t.team_id, alias: t.team_alias, models: t.models, blocked: t.blocked, metadata: t.metadata }] as const),
+    config.teams.map(
+      (t) => [t.team_id, { teamId: t.team_id, alias: t.team_alias, models: t.models, blocked: t.blocked, metadata: t.metadata }] as const,
+    ),
   );
 }
 

@@ -16,7 +16,14 @@ import { createLogger, type Logger } from '../telemetry/logger.js';
 import { createMetrics } from '../telemetry/metrics.js';
 import { buildAuthorizer, startAuthz, type AuthzApp } from './authz-app.js';
 import { EMBEDDED, prepareConfigFile, type PreparedConfig } from './config-source.js';
-import { DEFAULT_DATA_DIR, DEFAULT_VLLM_BASE, discoverModels, embeddedConfig, embeddedModels, ensureMasterKey } from './embedded-default.js';
+import {
+  DEFAULT_DATA_DIR,
+  DEFAULT_VLLM_BASE,
+  discoverModels,
+  embeddedConfig,
+  embeddedModels,
+  ensureMasterKey,
+} from './embedded-default.js';
 
 const USAGE = `tollgate: a gateway for open-model LLM servers (Envoy ext_authz + OpenAI-compatible gateway)
 
@@ -65,6 +72,9 @@ export async function main(argv: readonly string[], io: Io = stdio, env: NodeJS.
     case '--version':
       io.out(version());
       return 0;
+    case undefined:
+      io.err(USAGE);
+      return 1;
     default:
       io.err(command === undefined ? USAGE : `tollgate: unknown command "${command}"\n\n${USAGE}`);
       return 1;
@@ -90,7 +100,9 @@ function configCommand(args: readonly string[], io: Io, env: NodeJS.ProcessEnv):
     const prepared = prepareConfigFile(file, env);
     for (const w of prepared.warnings) io.err(`warning: ${formatIssue(file, w)}`);
     const c = prepared.config;
-    io.out(`${file}: ok (${c.model_list.length} deployments, ${c.keys.length} keys, ${c.teams.length} teams, ${c.policy.rules.length} policy rules)`);
+    io.out(
+      `${file}: ok (${c.model_list.length} deployments, ${c.keys.length} keys, ${c.teams.length} teams, ${c.policy.rules.length} policy rules)`,
+    );
     return 0;
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
@@ -203,7 +215,10 @@ async function serve(command: 'serve' | 'authz', args: readonly string[], io: Io
     io.err(`tollgate ${command}: cannot listen on ${opts.host}:${opts.grpcPort} (gRPC): ${bindReason(err)}`);
     return 1;
   }
-  logger.info({ grpc: `${opts.host}:${app.port}`, config: prepared.source, deployments: prepared.config.model_list.length }, 'authz listening');
+  logger.info(
+    { grpc: `${opts.host}:${app.port}`, config: prepared.source, deployments: prepared.config.model_list.length },
+    'authz listening',
+  );
   if (command === 'serve') logger.warn('the HTTP gateway is not built yet: serving the ext_authz gRPC side only');
   if (prepared.source === EMBEDDED) startModelDiscovery(parts.authorizer, logger);
   return new Promise<number>((resolve) => {

@@ -25,7 +25,14 @@ export function prepareConfigFile(file: string, env: NodeJS.ProcessEnv): Prepare
     text = readFileSync(file, 'utf8');
   } catch (err) {
     const code = (err as { code?: unknown }).code;
-    const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'a directory, not a file' : 'cannot be read';
+    const why =
+      code === 'ENOENT'
+        ? 'no such file'
+        : code === 'EACCES'
+          ? 'permission denied'
+          : code === 'EISDIR'
+            ? 'a directory, not a file'
+            : 'cannot be read';
     throw new ConfigError(file, [{ path: '', message: `${why}: pass a readable YAML file with --config or TOLLGATE_CONFIG` }]);
   }
   return prepareConfigText(text, file, env);

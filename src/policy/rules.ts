@@ -66,7 +66,7 @@ export class Policy {
         return;
       }
       const parsed = env.parse(rule.when);
-      compiled.push({ name: rule.name, deny: rule.deny, evaluate: (ctx) => parsed(ctx as unknown as Record<string, unknown>) as unknown });
+      compiled.push({ name: rule.name, deny: rule.deny, evaluate: (ctx): unknown => parsed(ctx) });
     });
     return issues.length > 0 ? { policy: undefined, issues } : { policy: new Policy(compiled), issues: [] };
   }
@@ -84,7 +84,8 @@ export class Policy {
         return { allowed: false, rule: rule.name, message: rule.deny, error: celMessage(err) };
       }
       if (result === true) return { allowed: false, rule: rule.name, message: rule.deny, error: undefined };
-      if (result !== false) return { allowed: false, rule: rule.name, message: rule.deny, error: 'the rule did not evaluate to true or false' };
+      if (result !== false)
+        return { allowed: false, rule: rule.name, message: rule.deny, error: 'the rule did not evaluate to true or false' };
     }
     return ALLOWED;
   }
