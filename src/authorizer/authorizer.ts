@@ -6,7 +6,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { decide, type Decision, type DecisionRules, type TeamRecord } from '../core/decide.js';
-import { classifyRoute, pathOnly, type RouteKind } from '../core/route.js';
+import { classifyRoute, normalizePath, type RouteKind } from '../core/route.js';
 import type { ContextClaims, ContextSigner } from '../identity/context-token.js';
 import { CONTEXT_TTL_MS } from '../identity/context-token.js';
 import type { JwtResult, JwtVerifier } from '../identity/jwt.js';
@@ -67,7 +67,7 @@ export class Authorizer {
 
   authorize(facts: RequestFacts, nowMs: number): Authorization | Promise<Authorization> {
     const requestId = validRequestId(facts.headers['x-request-id']) ?? randomUUID();
-    const path = pathOnly(facts.path);
+    const path = normalizePath(facts.path);
     const route = classifyRoute(facts.method, path);
     if (tooLarge(facts, this.#d.maxBodyBytes)) {
       return {

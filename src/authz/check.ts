@@ -86,11 +86,13 @@ export function checkResponse(auth: Authorization, facts: RequestFacts, jwtHeade
   const decision = auth.decision;
   if (!decision.allow) {
     const spec = ERRORS[decision.code];
+    const headers = [set('content-type', 'application/json'), set('x-tollgate-request-id', auth.requestId)];
+    if (spec.headers !== undefined) for (const [k, v] of Object.entries(spec.headers)) headers.push(set(k, v));
     return {
       status: { code: spec.grpc, message: decision.code },
       denied_response: {
         status: { code: spec.status },
-        headers: [set('content-type', 'application/json'), set('x-tollgate-request-id', auth.requestId)],
+        headers,
         body: errorBody(decision.code, decision.message),
       },
     };

@@ -84,14 +84,16 @@ function deny(code: ErrorCode, message?: string, detail?: string): Decision {
 const EMPTY: Readonly<Record<string, never>> = Object.freeze({});
 
 export function decide(input: DecisionInput, rules: DecisionRules, nowMs: number, random: number): Decision {
+  // Probes need no credentials, and credentials sent to them are not judged.
+  if (input.route === 'probe') return allow(principalOf(undefined, undefined, undefined, false), undefined, undefined);
+
   // 1. The identity token.
   let identity: JwtIdentity | undefined;
   if (input.jwt !== undefined) {
     if (input.jwt.ok) identity = input.jwt.identity;
     else if (input.jwt.failure !== 'missing') return deny('invalid_jwt', jwtFailureMessage(input.jwt.failure), input.jwt.failure);
-    else if (rules.jwtRequired && input.route !== 'probe') return deny('missing_jwt');
+    else if (rules.jwtRequired) return deny('missing_jwt');
   }
-  if (input.route === 'probe') return allow(principalOf(identity, undefined, undefined, false), undefined, undefined);
 
   // 2. The virtual key (or the master key, which LiteLLM also accepts on every route).
   const key = input.key;

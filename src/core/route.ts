@@ -20,10 +20,11 @@ const MODEL_PATHS = new Set([
   '/embeddings',
 ]);
 const PROBE_PATHS = new Set(['/health/liveliness', '/health/readiness', '/health/liveness']);
-const ADMIN_PREFIXES = ['/key/', '/team/', '/spend/', '/model/', '/global/'];
+const ADMIN_PREFIXES = ['/key/', '/team/', '/spend/', '/model/', '/global/', '/user/'];
+/** `/metrics` is admin through Envoy; Prometheus scrapes the gateway's port directly. */
 const ADMIN_EXACT = new Set(['/health', '/metrics']);
 
-/** `path` without query string or fragment. */
+/** `path` as returned by normalizePath. */
 export function classifyRoute(method: string, path: string): RouteKind {
   if (method === 'POST' && MODEL_PATHS.has(path)) return 'model';
   if (PROBE_PATHS.has(path)) return 'probe';
@@ -31,12 +32,35 @@ export function classifyRoute(method: string, path: string): RouteKind {
   return 'plain';
 }
 
-/** Envoy's `:path` includes the query; policy and routing look at the path alone. */
-export function pathOnly(rawPath: string): string {
+/**
+ * The path a server would route on, so a spelling variant cannot turn a model route into a "plain" one
+ * (which skips the model allow-lists): query and fragment dropped, percent-escapes decoded, lower-cased,
+ * repeated slashes merged, `.` and `..` segments resolved (RFC 3986 §5.2.4), trailing slash dropped.
+ * The gateway dispatches on the same normalised path.
+ */
+export function normalizePath(rawPath: string): string {
   let end = rawPath.length;
   const q = rawPath.indexOf('?');
   if (q >= 0) end = q;
   const h = rawPath.indexOf('#');
   if (h >= 0 && h < end) end = h;
-  return end === rawPath.length ? rawPath : rawPath.slice(0, end);
+  let p = end === rawPath.length ? rawPath : rawPath.slice(0, end);
+  if (FAST_PATH.test(p)) return p;
+  if (p.includes('%')) {
+    try {
+      p = decodeURIComponent(p);
+    } catch {
+      /* an invalid escape stays as it is: it matches no known route */
+    }
+  }
+  const out: string[] = [];
+  for (const seg of p.toLowerCase().split('/')) {
+    if (seg === '' || seg === '.') continue;
+    if (seg === '..') out.pop();
+    else out.push(seg);
+  }
+  return `/${out.join('/')}`;
 }
+
+/** Already normal: lower-case segments, single slashes, no dots or escapes, no trailing slash. */
+const FAST_PATH = /^(\/[a-z0-9_\-][a-z0-9_\-.]*)+$/;

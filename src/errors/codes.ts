@@ -45,6 +45,8 @@ export interface ErrorSpec {
   readonly grpc: GrpcCodeValue;
   /** Default message; a denial may carry a more specific one (still never echoing a secret). */
   readonly message: string;
+  /** Headers every reply with this code carries (e.g. `x-should-retry: false`, obeyed by the OpenAI SDKs). */
+  readonly headers?: Readonly<Record<string, string>>;
 }
 
 export const ERRORS: Readonly<Record<ErrorCode, ErrorSpec>> = {
@@ -131,6 +133,8 @@ export const ERRORS: Readonly<Record<ErrorCode, ErrorSpec>> = {
     type: 'insufficient_quota',
     grpc: GrpcCode.RESOURCE_EXHAUSTED,
     message: 'The budget is exhausted: wait for the budget period to reset or ask for a higher budget.',
+    // The OpenAI SDKs retry 429 unless told not to; retrying cannot help until the period resets.
+    headers: { 'x-should-retry': 'false' },
   },
   store_unavailable: {
     status: 503,

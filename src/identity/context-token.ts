@@ -71,6 +71,7 @@ export class ContextSigner {
     } catch {
       return { ok: false, reason: 'malformed' };
     }
+    if (typeof claims !== 'object' || claims === null || Array.isArray(claims)) return { ok: false, reason: 'malformed' };
     if (typeof claims.x !== 'number' || nowMs > claims.x) return { ok: false, reason: 'expired' };
     return { ok: true, claims };
   }

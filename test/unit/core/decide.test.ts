@@ -1,0 +1,636 @@
+/**
+ * decide(input, rules, nowMs, random) as tables of (input, rules, now, random) → Decision. A real compiled
+ * Policy and a real ModelCatalog; deployment health is a cooldown stub driven by the injected `now`.
+ */
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  decide,
+  type Decision,
+  type DecisionInput,
+  type DecisionRules,
+  type Principal,
+  type TeamRecord,
+} from '../../../src/core/decide.js';
+import { jwtFailureMessage } from '../../../src/core/messages.js';
+import type { JwtFailure, JwtIdentity, JwtResult } from '../../../src/identity/jwt.js';
+import type { KeyRecord } from '../../../src/identity/keys.js';
+import { Policy } from '../../../src/policy/rules.js';
+import { ModelCatalog, type Deployment, type DeploymentHealth } from '../../../src/routing/deployments.js';
+
+const NOW = Date.UTC(2026, 0, 15, 12, 0, 0);
+
+function dep(id: string, alias: string, weight: number): Deployment {
+  return {
+    id,
+    alias,
+    provider: 'openai',
+    backendModel: `org/${alias}`,
+    apiBase: `http://${id}:8000/v1`,
+    apiKey: undefined,
+    rpm: undefined,
+    tpm: undefined,
+    weight,
+    timeoutMs: 600_000,
+    streamTimeoutMs: undefined,
+    inputCostPerToken: 0,
+    outputCostPerToken: 0,
+    maxTokens: undefined,
+  };
+}
+
+/** llama: llama-a (weight 1), llama-b (weight 3); qwen: qwen-a. */
+const CATALOG = new ModelCatalog([dep('llama-a', 'llama', 1), dep('llama-b', 'llama', 3), dep('qwen-a', 'qwen', 1)]);
+
+/** Deployments cooling down until the given epoch ms; available from then on. */
+function cooling(until: Readonly<Record<string, number>>): DeploymentHealth {
+  return { isAvailable: (id, nowMs) => nowMs >= (until[id] ?? -Infinity) };
+}
+const HEALTHY = cooling({});
+
+function key(over: Partial<KeyRecord> = {}): KeyRecord {
+  return {
+    hash: 'ab'.repeat(32),
+    id: 'abababababababab',
+    alias: 'ci-bot',
+    models: [],
+    userId: 'key-owner',
+    teamId: 'platform',
+    expiresAt: undefined,
+    blocked: false,
+    limits: { maxBudget: undefined, budgetDuration: undefined, rpmLimit: undefined, tpmLimit: undefined, maxParallelRequests: undefined },
+    metadata: { owner: 'platform-team' },
+    source: 'config',
+    ...over,
+  };
+}
+
+function team(over: Partial<TeamRecord> = {}): TeamRecord {
+  return { teamId: 'platform', alias: 'Platform', models: ['llama', 'qwen'], blocked: false, metadata: {}, ...over };
+}
+
+function identity(over: Partial<JwtIdentity> = {}): JwtIdentity {
+  return { claims: { sub: 'alice' }, user: 'alice', email: 'alice@example.com', groups: ['staff'], exp: Infinity, nbf: 0, ...over };
+}
+const jwtOk = (over: Partial<JwtIdentity> = {}): JwtResult => ({ ok: true, identity: identity(over) });
+const jwtFail = (failure: JwtFailure): JwtResult => ({ ok: false, failure });
+
+function compile(rules: { name: string; when: string; deny: string }[]): Policy {
+  const compiled = Policy.compile(rules);
+  assert.ok(compiled.policy, JSON.stringify(compiled.issues));
+  return compiled.policy;
+}
+
+const POLICY = compile([
+  { name: 'guests-llama-only', when: "has(jwt.groups) && 'guests' in jwt.groups && model != 'llama'", deny: 'guests may only use llama' },
+  // int('abc') throws at run time: the rule fails, so the request is denied (fail closed).
+  { name: 'tier-limit', when: 'has(jwt.tier) && int(jwt.tier) > 5', deny: 'tier too high' },
+]);
+
+const RULES: DecisionRules = {
+  jwtRequired: true,
+  keysRequired: true,
+  adminGroups: ['platform-admins'],
+  masterKeySet: true,
+  policy: POLICY,
+  catalog: CATALOG,
+  health: HEALTHY,
+};
+
+const MODEL_INPUT: DecisionInput = {
+  route: 'model',
+  method: 'POST',
+  path: '/v1/chat/completions',
+  headers: {},
+  contextExtensions: {},
+  body: '{"model":"llama"}',
+  jwt: jwtOk(),
+  key: key(),
+  team: team(),
+};
+const ADMIN_INPUT: DecisionInput = { ...MODEL_INPUT, route: 'admin', method: 'GET', path: '/key/info', body: undefined };
+const PLAIN_INPUT: DecisionInput = { ...MODEL_INPUT, route: 'plain', method: 'GET', path: '/v1/models', body: undefined };
+const PROBE_INPUT: DecisionInput = { ...MODEL_INPUT, route: 'probe', method: 'GET', path: '/health/readiness', body: undefined };
+
+type Expect =
+  | { allow: false; code: string; message?: string | undefined; detail?: string | undefined; failedRule?: string | undefined }
+  | { allow: true; model?: string | undefined; deployment?: string | undefined; principal?: Partial<Principal> };
+
+interface Case {
+  name: string;
+  input?: Partial<DecisionInput>;
+  base?: DecisionInput;
+  rules?: Partial<DecisionRules>;
+  now?: number;
+  random?: number;
+  expect: Expect;
+}
+
+function run(c: Case): Decision {
+  return decide({ ...(c.base ?? MODEL_INPUT), ...c.input }, { ...RULES, ...c.rules }, c.now ?? NOW, c.random ?? 0);
+}
+
+function check(c: Case): void {
+  const d = run(c);
+  const e = c.expect;
+  if (!e.allow) {
+    assert.equal(d.allow, false, `expected a denial ${e.code}, got ${JSON.stringify(d)}`);
+    if (d.allow) return;
+    assert.equal(d.code, e.code);
+    if ('message' in e) assert.equal(d.message, e.message);
+    if ('detail' in e) assert.equal(d.detail, e.detail);
+    assert.equal(d.failedRule, e.failedRule);
+    return;
+  }
+  assert.equal(d.allow, true, `expected an allow, got ${JSON.stringify(d)}`);
+  if (!d.allow) return;
+  if ('model' in e) assert.equal(d.body?.model, e.model);
+  if ('deployment' in e) assert.equal(d.deployment?.id, e.deployment);
+  if (e.principal !== undefined) {
+    for (const [k, v] of Object.entries(e.principal)) assert.deepEqual(d.principal[k as keyof Principal], v, `principal.${k}`);
+  }
+}
+
+function table(title: string, cases: Case[]): void {
+  describe(title, () => {
+    for (const c of cases) test(c.name, () => check(c));
+  });
+}
+
+const JWT_FAILURES: JwtFailure[] = [
+  'malformed',
+  'expired',
+  'not_yet_valid',
+  'wrong_issuer',
+  'wrong_audience',
+  'bad_signature',
+  'unknown_key',
+  'algorithm_not_allowed',
+  'claims_invalid',
+];
+
+describe('decide: identity token', () => {
+  for (const failure of JWT_FAILURES) {
+    test(`invalid_jwt (${failure}) with its own message`, () => {
+      check({
+        name: failure,
+        input: { jwt: jwtFail(failure) },
+        expect: { allow: false, code: 'invalid_jwt', message: jwtFailureMessage(failure), detail: failure },
+      });
+    });
+    test(`invalid_jwt (${failure}) even when the token is not required`, () => {
+      check({
+        name: failure,
+        input: { jwt: jwtFail(failure) },
+        rules: { jwtRequired: false },
+        expect: { allow: false, code: 'invalid_jwt' },
+      });
+    });
+  }
+  test('each failure has a distinct message that names the header and never is empty', () => {
+    const messages = JWT_FAILURES.map(jwtFailureMessage);
+    assert.equal(new Set(messages).size, messages.length);
+    for (const m of messages) assert.match(m, /X-Cake-Authorization/);
+  });
+});
+
+table('decide: required credentials', [
+  {
+    name: 'missing JWT, required → missing_jwt',
+    input: { jwt: jwtFail('missing') },
+    expect: { allow: false, code: 'missing_jwt', message: undefined },
+  },
+  {
+    name: 'missing JWT, not required → allowed as the key owner',
+    input: { jwt: jwtFail('missing') },
+    rules: { jwtRequired: false },
+    expect: { allow: true, principal: { userId: 'key-owner', email: undefined, groups: [] } },
+  },
+  {
+    name: 'no JWT configured (jwt undefined) → allowed',
+    input: { jwt: undefined },
+    expect: { allow: true, principal: { userId: 'key-owner' } },
+  },
+  {
+    name: 'missing key, keys required → missing_api_key',
+    input: { key: 'missing', team: undefined },
+    expect: { allow: false, code: 'missing_api_key', message: undefined },
+  },
+  {
+    name: 'missing key, keys not required → allowed without a key',
+    input: { key: 'missing', team: undefined },
+    rules: { keysRequired: false },
+    expect: {
+      allow: true,
+      deployment: 'llama-a',
+      principal: { keyId: undefined, keyAlias: undefined, userId: 'alice', teamId: undefined, key: undefined },
+    },
+  },
+  {
+    name: "malformed key → invalid_api_key saying 'Bearer sk-...'",
+    input: { key: 'malformed' },
+    expect: { allow: false, code: 'invalid_api_key', message: 'The Authorization header must be "Bearer sk-..." with a virtual key.' },
+  },
+  {
+    name: 'unknown key → invalid_api_key',
+    input: { key: 'unknown' },
+    expect: { allow: false, code: 'invalid_api_key', message: undefined },
+  },
+  {
+    name: 'malformed key even when keys are not required → invalid_api_key',
+    input: { key: 'malformed' },
+    rules: { keysRequired: false },
+    expect: { allow: false, code: 'invalid_api_key' },
+  },
+  {
+    name: 'blocked key → key_blocked',
+    input: { key: key({ blocked: true }) },
+    expect: { allow: false, code: 'key_blocked', message: undefined },
+  },
+  {
+    name: 'expired at exactly nowMs == expiresAt',
+    input: { key: key({ expiresAt: NOW }) },
+    expect: { allow: false, code: 'expired_api_key' },
+  },
+  { name: 'expired after expiresAt', input: { key: key({ expiresAt: NOW - 60_000 }) }, expect: { allow: false, code: 'expired_api_key' } },
+  { name: 'not expired 1 ms before expiresAt', input: { key: key({ expiresAt: NOW + 1 }) }, expect: { allow: true } },
+  {
+    name: 'the same key expires once now reaches it',
+    input: { key: key({ expiresAt: NOW + 1 }) },
+    now: NOW + 1,
+    expect: { allow: false, code: 'expired_api_key' },
+  },
+  {
+    name: "blocked team → key_blocked with the team's message",
+    input: { team: team({ blocked: true }) },
+    expect: { allow: false, code: 'key_blocked', message: "This key's team is blocked: ask your platform team." },
+  },
+  {
+    name: 'master key on a model route → allowed, no key principal',
+    input: { key: 'master', team: undefined, body: '{"model":"qwen"}' },
+    expect: { allow: true, deployment: 'qwen-a', principal: { keyId: undefined, admin: false } },
+  },
+]);
+
+table('decide: the body', [
+  { name: 'empty string body → invalid_body', input: { body: '' }, expect: { allow: false, code: 'invalid_body' } },
+  { name: 'empty bytes body → invalid_body', input: { body: new Uint8Array(0) }, expect: { allow: false, code: 'invalid_body' } },
+  { name: 'no body on a model route → invalid_body', input: { body: undefined }, expect: { allow: false, code: 'invalid_body' } },
+  { name: 'not JSON → invalid_body', input: { body: 'model=llama' }, expect: { allow: false, code: 'invalid_body' } },
+  { name: 'JSON array → invalid_body', input: { body: '[{"model":"llama"}]' }, expect: { allow: false, code: 'invalid_body' } },
+  { name: 'JSON string → invalid_body', input: { body: '"llama"' }, expect: { allow: false, code: 'invalid_body' } },
+  { name: 'model not a string → invalid_body', input: { body: '{"model":42}' }, expect: { allow: false, code: 'invalid_body' } },
+  { name: 'model an array → invalid_body', input: { body: '{"model":["llama"]}' }, expect: { allow: false, code: 'invalid_body' } },
+  { name: 'no model → missing_model', input: { body: '{"messages":[]}' }, expect: { allow: false, code: 'missing_model' } },
+  { name: 'model "" → missing_model', input: { body: '{"model":""}' }, expect: { allow: false, code: 'missing_model' } },
+  { name: 'model null → missing_model', input: { body: '{"model":null}' }, expect: { allow: false, code: 'missing_model' } },
+  {
+    name: 'UTF-8 bytes body → allowed',
+    input: { body: new TextEncoder().encode('{"model":"qwen","max_tokens":10}') },
+    expect: { allow: true, model: 'qwen', deployment: 'qwen-a' },
+  },
+]);
+
+table('decide: model allow-lists', [
+  {
+    name: 'key list excludes the model → model_not_allowed (table message)',
+    input: { key: key({ models: ['qwen'] }) },
+    expect: { allow: false, code: 'model_not_allowed', message: undefined },
+  },
+  { name: 'key list includes the model → allowed', input: { key: key({ models: ['llama'] }) }, expect: { allow: true, model: 'llama' } },
+  {
+    name: "key list ['*'] → all models",
+    input: { key: key({ models: ['*'] }), body: '{"model":"qwen"}' },
+    expect: { allow: true, model: 'qwen' },
+  },
+  {
+    name: 'key list [] → all models',
+    input: { key: key({ models: [] }), body: '{"model":"qwen"}' },
+    expect: { allow: true, model: 'qwen' },
+  },
+  {
+    name: "team list excludes the model → model_not_allowed with the team's message",
+    input: { team: team({ models: ['qwen'] }) },
+    expect: { allow: false, code: 'model_not_allowed', message: "This key's team may not use the requested model." },
+  },
+  { name: "team list ['*'] → all models", input: { team: team({ models: ['*'] }) }, expect: { allow: true } },
+  { name: 'team list [] → all models', input: { team: team({ models: [] }) }, expect: { allow: true } },
+  {
+    name: 'key list checked before the team list',
+    input: { key: key({ models: ['qwen'] }), team: team({ models: ['qwen'] }) },
+    expect: { allow: false, code: 'model_not_allowed', message: undefined },
+  },
+  {
+    name: 'unknown model, key allowed all, no team → model_not_found',
+    input: { team: undefined, body: '{"model":"gpt-4"}' },
+    expect: { allow: false, code: 'model_not_found' },
+  },
+  {
+    name: "unknown model, key ['*'] → model_not_found",
+    input: { key: key({ models: ['*'] }), team: undefined, body: '{"model":"gpt-4"}' },
+    expect: { allow: false, code: 'model_not_found' },
+  },
+  {
+    name: 'unknown model, team allowed all → model_not_found',
+    input: { team: team({ models: [] }), body: '{"model":"gpt-4"}' },
+    expect: { allow: false, code: 'model_not_found' },
+  },
+  {
+    name: 'unknown model, master key → model_not_found',
+    input: { key: 'master', team: undefined, body: '{"model":"gpt-4"}' },
+    expect: { allow: false, code: 'model_not_found' },
+  },
+  {
+    name: 'unknown model, restricted key → model_not_allowed (no catalogue probing)',
+    input: { key: key({ models: ['llama'] }), team: undefined, body: '{"model":"gpt-4"}' },
+    expect: { allow: false, code: 'model_not_allowed' },
+  },
+  {
+    name: 'unknown model, restricted team → model_not_allowed',
+    input: { body: '{"model":"gpt-4"}' },
+    expect: { allow: false, code: 'model_not_allowed', message: "This key's team may not use the requested model." },
+  },
+]);
+
+table('decide: policy', [
+  {
+    name: "a matching rule → policy_denied with the rule's message",
+    input: { jwt: jwtOk({ groups: ['guests'] }), body: '{"model":"qwen"}' },
+    expect: {
+      allow: false,
+      code: 'policy_denied',
+      message: 'guests may only use llama',
+      detail: 'rule guests-llama-only',
+      failedRule: undefined,
+    },
+  },
+  { name: 'a non-matching rule → allowed', input: { jwt: jwtOk({ groups: ['guests'] }) }, expect: { allow: true, model: 'llama' } },
+  {
+    name: 'a rule that throws at run time → policy_denied, failedRule set (fail closed)',
+    input: { jwt: jwtOk({ claims: { sub: 'alice', tier: 'abc' } }) },
+    expect: { allow: false, code: 'policy_denied', message: 'tier too high', failedRule: 'tier-limit' },
+  },
+  {
+    name: 'the same rule evaluating false → allowed',
+    input: { jwt: jwtOk({ claims: { sub: 'alice', tier: '3' } }) },
+    expect: { allow: true },
+  },
+  {
+    name: 'policy runs on plain routes (model is "")',
+    base: PLAIN_INPUT,
+    input: { jwt: jwtOk({ groups: ['guests'] }) },
+    expect: { allow: false, code: 'policy_denied', message: 'guests may only use llama' },
+  },
+  {
+    name: 'policy sees key.metadata and request.headers',
+    input: { key: key({ metadata: { owner: 'ml' } }), headers: { 'x-env': 'prod' } },
+    rules: {
+      policy: compile([
+        { name: 'ml-not-prod', when: "key.metadata.owner == 'ml' && request.headers['x-env'] == 'prod'", deny: 'ml keys stay out of prod' },
+      ]),
+    },
+    expect: { allow: false, code: 'policy_denied', message: 'ml keys stay out of prod', detail: 'rule ml-not-prod' },
+  },
+  {
+    name: 'policy sees team.models and request.context_extensions',
+    input: { contextExtensions: { listener: 'internal' } },
+    rules: {
+      policy: compile([{ name: 'int', when: "request.context_extensions.listener == 'internal' && 'qwen' in team.models", deny: 'no' }]),
+    },
+    expect: { allow: false, code: 'policy_denied', message: 'no' },
+  },
+  {
+    name: 'a rule over jwt.groups without a JWT fails closed (jwt is an empty map)',
+    input: { jwt: undefined },
+    rules: { policy: compile([{ name: 'g', when: "'guests' in jwt.groups", deny: 'no guests' }]) },
+    expect: { allow: false, code: 'policy_denied', message: 'no guests', failedRule: 'g' },
+  },
+  {
+    name: 'the policy is not consulted on admin routes for the master key',
+    base: ADMIN_INPUT,
+    input: { key: 'master', jwt: jwtOk({ groups: ['guests'] }) },
+    rules: { policy: compile([{ name: 'all', when: 'true', deny: 'everything' }]) },
+    expect: { allow: true, principal: { admin: true } },
+  },
+]);
+
+table('decide: no healthy deployment', [
+  {
+    name: 'every deployment of the alias cooling down → no_healthy_deployment',
+    rules: { health: cooling({ 'llama-a': NOW + 1000, 'llama-b': NOW + 1000 }) },
+    expect: { allow: false, code: 'no_healthy_deployment' },
+  },
+  {
+    name: 'the cooldown has passed at the injected now → allowed',
+    rules: { health: cooling({ 'llama-a': NOW + 1000, 'llama-b': NOW + 1000 }) },
+    now: NOW + 1000,
+    expect: { allow: true, deployment: 'llama-a' },
+  },
+  {
+    name: 'another alias is unaffected',
+    input: { body: '{"model":"qwen"}' },
+    rules: { health: cooling({ 'llama-a': NOW + 1000, 'llama-b': NOW + 1000 }) },
+    expect: { allow: true, deployment: 'qwen-a' },
+  },
+]);
+
+table('decide: probe, admin and plain routes', [
+  {
+    name: 'probe without any credentials → allowed',
+    base: PROBE_INPUT,
+    input: { jwt: jwtFail('missing'), key: 'missing', team: undefined },
+    expect: { allow: true, model: undefined, deployment: undefined, principal: { keyId: undefined, userId: undefined, admin: false } },
+  },
+  { name: 'probe with an unknown key → still allowed', base: PROBE_INPUT, input: { key: 'unknown' }, expect: { allow: true } },
+  {
+    name: 'admin: master key → allowed as admin',
+    base: ADMIN_INPUT,
+    input: { key: 'master', jwt: undefined, team: undefined },
+    expect: { allow: true, principal: { admin: true } },
+  },
+  {
+    name: 'admin: JWT in an admin group, no key → allowed as admin',
+    base: ADMIN_INPUT,
+    input: { key: 'missing', team: undefined, jwt: jwtOk({ user: 'root', groups: ['staff', 'platform-admins'] }) },
+    expect: { allow: true, principal: { admin: true, userId: 'root', groups: ['staff', 'platform-admins'] } },
+  },
+  {
+    name: 'admin: ordinary key → policy_denied',
+    base: ADMIN_INPUT,
+    expect: { allow: false, code: 'policy_denied', message: 'The admin API needs the master key or a token in an admin group.' },
+  },
+  {
+    name: 'admin: JWT outside the admin groups, no key → missing_api_key (send the master key)',
+    base: ADMIN_INPUT,
+    input: { key: 'missing', team: undefined },
+    expect: {
+      allow: false,
+      code: 'missing_api_key',
+      message: 'The admin API needs "Authorization: Bearer <master key>" or a token in an admin group.',
+    },
+  },
+  {
+    name: 'admin: neither master key nor admin groups configured → disabled',
+    base: ADMIN_INPUT,
+    rules: { masterKeySet: false, adminGroups: [] },
+    expect: {
+      allow: false,
+      code: 'policy_denied',
+      message: 'The admin API is disabled: configure general_settings.master_key or auth.admin_groups.',
+    },
+  },
+  {
+    name: 'admin: disabled even with no credentials at all',
+    base: ADMIN_INPUT,
+    input: { key: 'missing', jwt: undefined, team: undefined },
+    rules: { masterKeySet: false, adminGroups: [] },
+    expect: {
+      allow: false,
+      code: 'policy_denied',
+      message: 'The admin API is disabled: configure general_settings.master_key or auth.admin_groups.',
+    },
+  },
+  {
+    name: 'admin: no credentials at all → missing_api_key',
+    base: ADMIN_INPUT,
+    input: { key: 'missing', jwt: undefined, team: undefined },
+    expect: {
+      allow: false,
+      code: 'missing_api_key',
+      message: 'The admin API needs "Authorization: Bearer <master key>" or a token in an admin group.',
+    },
+  },
+  {
+    name: 'admin: only admin groups configured, ordinary key → policy_denied',
+    base: ADMIN_INPUT,
+    rules: { masterKeySet: false },
+    expect: { allow: false, code: 'policy_denied', message: 'The admin API needs the master key or a token in an admin group.' },
+  },
+  {
+    name: 'admin: unknown key → invalid_api_key',
+    base: ADMIN_INPUT,
+    input: { key: 'unknown' },
+    expect: { allow: false, code: 'invalid_api_key' },
+  },
+  {
+    name: 'admin: blocked key in an admin group → key_blocked',
+    base: ADMIN_INPUT,
+    input: { key: key({ blocked: true }), jwt: jwtOk({ groups: ['platform-admins'] }) },
+    expect: { allow: false, code: 'key_blocked' },
+  },
+  {
+    name: 'plain: GET /v1/models without a body → allowed, no model, no deployment',
+    base: PLAIN_INPUT,
+    expect: { allow: true, model: undefined, deployment: undefined, principal: { keyId: 'abababababababab', admin: false } },
+  },
+  {
+    name: 'plain: missing key → missing_api_key',
+    base: PLAIN_INPUT,
+    input: { key: 'missing', team: undefined },
+    expect: { allow: false, code: 'missing_api_key' },
+  },
+  {
+    name: 'plain: blocked team → key_blocked',
+    base: PLAIN_INPUT,
+    input: { team: team({ blocked: true }) },
+    expect: { allow: false, code: 'key_blocked' },
+  },
+]);
+
+table('decide: the principal', [
+  {
+    name: 'JWT user wins over the key owner; team from the team record; email from the JWT',
+    expect: {
+      allow: true,
+      principal: {
+        keyId: 'abababababababab',
+        keyAlias: 'ci-bot',
+        userId: 'alice',
+        teamId: 'platform',
+        email: 'alice@example.com',
+        groups: ['staff'],
+        admin: false,
+      },
+    },
+  },
+  {
+    name: "JWT with an empty user → the key's user_id",
+    input: { jwt: jwtOk({ user: '' }) },
+    expect: { allow: true, principal: { userId: 'key-owner' } },
+  },
+  {
+    name: "no JWT → the key's user_id, no email",
+    input: { jwt: undefined },
+    expect: { allow: true, principal: { userId: 'key-owner', email: undefined, groups: [] } },
+  },
+  {
+    name: 'JWT with an empty email → email undefined',
+    input: { jwt: jwtOk({ email: '' }) },
+    expect: { allow: true, principal: { email: undefined } },
+  },
+  {
+    name: "no team record → the key's team_id",
+    input: { team: undefined, key: key({ teamId: 'ml' }) },
+    expect: { allow: true, principal: { teamId: 'ml' } },
+  },
+  {
+    name: 'key without user or team, no JWT → both undefined',
+    input: { jwt: undefined, team: undefined, key: key({ userId: undefined, teamId: undefined }) },
+    expect: { allow: true, principal: { userId: undefined, teamId: undefined } },
+  },
+  {
+    name: 'the principal carries the key record',
+    input: { key: key({ alias: 'other' }) },
+    expect: { allow: true, principal: { keyAlias: 'other' } },
+  },
+]);
+
+table('decide: weighted routing hint (llama-a weight 1, llama-b weight 3)', [
+  { name: 'random 0 → llama-a', random: 0, expect: { allow: true, deployment: 'llama-a' } },
+  { name: 'random 0.2 → llama-a', random: 0.2, expect: { allow: true, deployment: 'llama-a' } },
+  { name: 'random 0.2499 → llama-a', random: 0.2499, expect: { allow: true, deployment: 'llama-a' } },
+  { name: 'random 0.25 → llama-b', random: 0.25, expect: { allow: true, deployment: 'llama-b' } },
+  { name: 'random 0.5 → llama-b', random: 0.5, expect: { allow: true, deployment: 'llama-b' } },
+  { name: 'random 0.9999 → llama-b', random: 0.9999, expect: { allow: true, deployment: 'llama-b' } },
+  {
+    name: 'random 0.2 with llama-a cooling down → llama-b',
+    random: 0.2,
+    rules: { health: cooling({ 'llama-a': NOW + 5000 }) },
+    expect: { allow: true, deployment: 'llama-b' },
+  },
+  {
+    name: 'random 0.5 with llama-b cooling down → llama-a',
+    random: 0.5,
+    rules: { health: cooling({ 'llama-b': NOW + 5000 }) },
+    expect: { allow: true, deployment: 'llama-a' },
+  },
+  {
+    name: 'random 0.2, llama-a cooled down until now → llama-a again',
+    random: 0.2,
+    now: NOW + 5000,
+    rules: { health: cooling({ 'llama-a': NOW + 5000 }) },
+    expect: { allow: true, deployment: 'llama-a' },
+  },
+  {
+    name: 'single deployment alias, any random → qwen-a',
+    random: 0.99,
+    input: { body: '{"model":"qwen"}' },
+    expect: { allow: true, deployment: 'qwen-a' },
+  },
+]);
+
+describe('decide: determinism', () => {
+  test('weights are honoured over a sweep of random values (1:3)', () => {
+    const picks = { 'llama-a': 0, 'llama-b': 0 } as Record<string, number>;
+    for (let i = 0; i < 1000; i++) {
+      const d = run({ name: 'sweep', random: i / 1000, expect: { allow: true } });
+      assert.ok(d.allow);
+      const id = d.deployment?.id ?? '';
+      picks[id] = (picks[id] ?? 0) + 1;
+    }
+    assert.deepEqual(picks, { 'llama-a': 250, 'llama-b': 750 });
+  });
+  test('the same input, rules, now and random give the same decision', () => {
+    assert.deepEqual(run({ name: 'a', random: 0.3, expect: { allow: true } }), run({ name: 'b', random: 0.3, expect: { allow: true } }));
+  });
+});

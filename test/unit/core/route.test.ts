@@ -1,0 +1,92 @@
+/** classifyRoute and normalizePath: what Check demands of a request, from its method and path. */
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { classifyRoute, normalizePath, type RouteKind } from '../../../src/core/route.js';
+
+const routes: Array<[method: string, path: string, kind: RouteKind]> = [
+  ['POST', '/v1/chat/completions', 'model'],
+  ['POST', '/chat/completions', 'model'],
+  ['POST', '/v1/completions', 'model'],
+  ['POST', '/completions', 'model'],
+  ['POST', '/v1/embeddings', 'model'],
+  ['POST', '/embeddings', 'model'],
+  ['GET', '/v1/chat/completions', 'plain'],
+  ['GET', '/v1/models', 'plain'],
+  ['GET', '/models', 'plain'],
+  ['POST', '/v1/models', 'plain'],
+  ['GET', '/', 'plain'],
+  ['GET', '/health/liveliness', 'probe'],
+  ['GET', '/health/readiness', 'probe'],
+  ['GET', '/health/liveness', 'probe'],
+  ['HEAD', '/health/readiness', 'probe'],
+  ['GET', '/health', 'admin'],
+  ['GET', '/metrics', 'admin'],
+  ['POST', '/key/generate', 'admin'],
+  ['GET', '/key/info', 'admin'],
+  ['GET', '/key/list', 'admin'],
+  ['POST', '/key/update', 'admin'],
+  ['POST', '/key/delete', 'admin'],
+  ['POST', '/key/block', 'admin'],
+  ['POST', '/key/unblock', 'admin'],
+  ['POST', '/key/regenerate', 'admin'],
+  ['POST', '/team/new', 'admin'],
+  ['GET', '/team/info', 'admin'],
+  ['POST', '/team/update', 'admin'],
+  ['GET', '/spend/keys', 'admin'],
+  ['GET', '/spend/logs', 'admin'],
+  ['GET', '/global/spend', 'admin'],
+  ['GET', '/model/info', 'admin'],
+  ['POST', '/model/new', 'admin'],
+  ['POST', '/model/delete', 'admin'],
+  // Not admin merely for sharing a prefix without the slash.
+  ['GET', '/keys', 'plain'],
+  ['GET', '/healthz', 'plain'],
+];
+
+describe('classifyRoute', () => {
+  for (const [method, path, kind] of routes) {
+    test(`${method} ${path} → ${kind}`, () => assert.equal(classifyRoute(method, path), kind));
+  }
+});
+
+const paths: Array<[raw: string, path: string]> = [
+  ['/v1/chat/completions', '/v1/chat/completions'],
+  ['/v1/models?limit=10', '/v1/models'],
+  ['/key/info?key=sk-abc', '/key/info'],
+  ['/spend/logs#frag', '/spend/logs'],
+  ['/a?b=1#c', '/a'],
+  ['/a#c?b=1', '/a'],
+  ['/?', '/'],
+  ['?x', '/'],
+  ['/', '/'],
+  ['', '/'],
+  // Spelling variants of a model route normalise to it, so they cannot skip the model allow-lists.
+  ['/v1/chat/completions/', '/v1/chat/completions'],
+  ['//v1//chat/completions', '/v1/chat/completions'],
+  ['/V1/Chat/Completions', '/v1/chat/completions'],
+  ['/v1/chat%2Fcompletions', '/v1/chat/completions'],
+  ['/v1/%63hat/completions', '/v1/chat/completions'],
+  ['/v1/./chat/completions', '/v1/chat/completions'],
+  ['/v1/models/../chat/completions', '/v1/chat/completions'],
+  ['/../../v1/embeddings', '/v1/embeddings'],
+  ['/v1/chat/completions%', '/v1/chat/completions%'],
+];
+
+describe('normalizePath', () => {
+  for (const [raw, path] of paths) {
+    test(`${JSON.stringify(raw)} → ${JSON.stringify(path)}`, () => assert.equal(normalizePath(raw), path));
+  }
+  test('the same string is returned when there is nothing to strip', () => {
+    const raw = '/v1/embeddings';
+    assert.equal(normalizePath(raw), raw);
+  });
+  test('a spelling variant of a model route is still a model route', () => {
+    for (const raw of ['/v1/chat/completions/', '//v1/chat/completions', '/V1/CHAT/COMPLETIONS', '/v1/chat%2fcompletions']) {
+      assert.equal(classifyRoute('POST', normalizePath(raw)), 'model', raw);
+    }
+  });
+  test('a query does not change the route kind', () => {
+    assert.equal(classifyRoute('POST', normalizePath('/v1/chat/completions?stream=true')), 'model');
+    assert.equal(classifyRoute('GET', normalizePath('/health/readiness?full=1')), 'probe');
+  });
+});
