@@ -1,14 +1,10 @@
 /** Checks that span several places of a schema-valid config (references, duplicates, insecure URLs). */
-import type { ConfigIssue, PathSegment } from './issues.js';
+import type { PathIssue, PathSegment } from './issues.js';
 import { formatPath } from './issues.js';
 import type { Config } from './schema.js';
 
-export interface CrossIssue extends ConfigIssue {
-  readonly segments: readonly PathSegment[];
-}
-
-export function crossCheck(config: Config): CrossIssue[] {
-  const issues: CrossIssue[] = [];
+export function crossCheck(config: Config): PathIssue[] {
+  const issues: PathIssue[] = [];
   const add = (segments: PathSegment[], message: string): void => {
     issues.push({ path: formatPath(segments), message, segments });
   };

@@ -9,6 +9,11 @@ export interface ConfigIssue {
 
 export type PathSegment = string | number;
 
+/** An issue that still knows its path as segments, so the loader can find its line. */
+export interface PathIssue extends ConfigIssue {
+  readonly segments: readonly PathSegment[];
+}
+
 /** `['model_list', 2, 'litellm_params']` → `model_list[2].litellm_params`. */
 export function formatPath(path: readonly PropertyKey[]): string {
   let out = '';

@@ -18,6 +18,8 @@ export interface CompatResult {
   readonly config: Record<string, unknown>;
   readonly ignored: readonly PathSegment[][];
   readonly environmentVariables: Readonly<Record<string, string>>;
+  /** router_settings keys that came from litellm_settings: router key → litellm_settings key. */
+  readonly moved: ReadonlyMap<string, string>;
 }
 
 const OURS = {
@@ -38,6 +40,7 @@ const SETTINGS_TO_ROUTER: Readonly<Record<string, string>> = {
 /** Returns a shallow-copied config with LiteLLM-only keys removed, and where they were. */
 export function setAsideLiteLlmKeys(raw: Record<string, unknown>): CompatResult {
   const ignored: PathSegment[][] = [];
+  const moved = new Map<string, string>();
   const config: Record<string, unknown> = {};
   let environmentVariables: Record<string, string> = {};
   for (const [k, v] of Object.entries(raw)) {
@@ -58,7 +61,10 @@ export function setAsideLiteLlmKeys(raw: Record<string, unknown>): CompatResult 
     for (const [k, v] of Object.entries(settings)) {
       const target = SETTINGS_TO_ROUTER[k];
       if (target !== undefined) {
-        if (!(target in router)) router[target] = v;
+        if (!(target in router)) {
+          router[target] = v;
+          moved.set(target, k);
+        }
       } else if (LITELLM_SETTINGS.has(k)) {
         ignored.push(['litellm_settings', k]);
       } else {
@@ -81,7 +87,7 @@ export function setAsideLiteLlmKeys(raw: Record<string, unknown>): CompatResult 
     });
   }
   for (const k of Object.keys(config)) if (config[k] === undefined) delete config[k];
-  return { config, ignored, environmentVariables };
+  return { config, ignored, environmentVariables, moved };
 }
 
 function strip(

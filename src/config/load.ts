@@ -9,12 +9,15 @@ import { configSchema, KEY_HASH_PATTERN, type Config } from './schema.js';
 import { formatPath, type ConfigIssue, type PathSegment } from './issues.js';
 import { setAsideLiteLlmKeys } from './litellm-compat.js';
 import { crossCheck } from './cross-check.js';
+import { Policy } from '../policy/rules.js';
 import { sha256Hex } from '../identity/keys.js';
 
 export const ENV_PREFIX = 'os.environ/';
 
 export interface LoadResult {
   readonly config: Config | undefined;
+  /** The compiled policy rules, present with `config`. */
+  readonly policy: Policy | undefined;
   readonly issues: readonly ConfigIssue[];
   /** Keys accepted for LiteLLM compatibility but not used by tollgate, and similar notices. */
   readonly warnings: readonly ConfigIssue[];
@@ -26,10 +29,11 @@ type Env = Readonly<Record<string, string | undefined>>;
 export function loadConfigText(text: string, env: Env): LoadResult {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
-  const locate = locator(doc, lineCounter);
+  const locateNode = locator(doc, lineCounter);
   if (doc.errors.length > 0) {
     return {
       config: undefined,
+      policy: undefined,
       warnings: [],
       issues: doc.errors.map((e) => {
         const pos = lineCounter.linePos(e.pos[0]);
@@ -41,13 +45,15 @@ export function loadConfigText(text: string, env: Env): LoadResult {
   if (!isPlainObject(raw)) {
     return {
       config: undefined,
+      policy: undefined,
       warnings: [],
-      issues: [{ path: '', message: 'the file must hold a YAML mapping (model_list:, general_settings:, ...)' }],
+      issues: [locateNode({ path: '', message: 'the file must hold a YAML mapping (model_list:, general_settings:, ...)' }, [])],
     };
   }
   const issues: ConfigIssue[] = [];
   const warnings: ConfigIssue[] = [];
   const compat = setAsideLiteLlmKeys(raw);
+  const locate = movedBack(locateNode, compat.moved);
   for (const w of compat.ignored)
     warnings.push(locate({ path: formatPath(w), message: 'a LiteLLM setting that tollgate does not use; ignored' }, w));
   const mergedEnv: Env = { ...compat.environmentVariables, ...env };
@@ -62,10 +68,26 @@ export function loadConfigText(text: string, env: Env): LoadResult {
     const reported = new Set(issues.map((i) => i.path));
     for (const i of parsed.error.issues.flatMap((z) => zodIssue(z, locate))) if (!reported.has(i.path)) issues.push(i);
   }
-  if (!parsed.success || issues.length > 0) return { config: undefined, issues, warnings };
+  if (!parsed.success || issues.length > 0) return { config: undefined, policy: undefined, issues, warnings };
   for (const issue of crossCheck(parsed.data)) issues.push(locate(issue, issue.segments));
-  if (issues.length > 0) return { config: undefined, issues, warnings };
-  return { config: deepFreeze(parsed.data), issues, warnings };
+  const compiled = Policy.compile(parsed.data.policy.rules);
+  for (const issue of compiled.issues) issues.push(locate(issue, issue.segments));
+  if (issues.length > 0 || compiled.policy === undefined) return { config: undefined, policy: undefined, issues, warnings };
+  return { config: deepFreeze(parsed.data), policy: compiled.policy, issues, warnings };
+}
+
+/**
+ * Issues about keys the compatibility pass moved from litellm_settings into router_settings point back
+ * at where the user wrote them.
+ */
+function movedBack(locate: Locate, moved: ReadonlyMap<string, string>): Locate {
+  if (moved.size === 0) return locate;
+  return (issue, path) => {
+    const origin = path[0] === 'router_settings' && typeof path[1] === 'string' ? moved.get(path[1]) : undefined;
+    if (origin === undefined) return locate(issue, path);
+    const back = ['litellm_settings', origin, ...path.slice(2)];
+    return locate({ ...issue, path: formatPath(back) }, back);
+  };
 }
 
 type Locate = (issue: ConfigIssue, path: readonly PathSegment[]) => ConfigIssue;

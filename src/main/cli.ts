@@ -3,6 +3,7 @@
  * clear line per problem on stderr, exit code 1, nothing half-started. SIGTERM drains and exits 0.
  */
 import { randomBytes } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { Authorizer } from '../authorizer/authorizer.js';
@@ -208,6 +209,16 @@ async function serve(command: 'serve' | 'authz', args: readonly string[], io: Io
   }
   const metrics = createMetrics({ defaultMetrics: true });
   const parts = buildAuthorizer(prepared.config, prepared.policy, secret);
+  routeGrpcLogs(logger);
+  // Signals are handled from here on, so a SIGTERM during start-up still ends in a clean exit 0.
+  let signalled: ((signal: string) => void) | undefined;
+  let pendingSignal: string | undefined;
+  const onSignal = (signal: string): void => {
+    if (signalled) signalled(signal);
+    else pendingSignal ??= signal;
+  };
+  process.once('SIGTERM', () => onSignal('SIGTERM'));
+  process.once('SIGINT', () => onSignal('SIGINT'));
   let app: AuthzApp;
   try {
     app = await startAuthz(parts, { host: opts.host, port: opts.grpcPort, logger, metrics });
@@ -215,15 +226,9 @@ async function serve(command: 'serve' | 'authz', args: readonly string[], io: Io
     io.err(`tollgate ${command}: cannot listen on ${opts.host}:${opts.grpcPort} (gRPC): ${bindReason(err)}`);
     return 1;
   }
-  logger.info(
-    { grpc: `${opts.host}:${app.port}`, config: prepared.source, deployments: prepared.config.model_list.length },
-    'authz listening',
-  );
-  if (command === 'serve') logger.warn('the HTTP gateway is not built yet: serving the ext_authz gRPC side only');
-  if (prepared.source === EMBEDDED) startModelDiscovery(parts.authorizer, logger);
-  return new Promise<number>((resolve) => {
+  const stopped = new Promise<number>((resolve) => {
     let stopping = false;
-    const stop = (signal: string): void => {
+    signalled = (signal) => {
       if (stopping) return;
       stopping = true;
       logger.info({ signal }, 'draining');
@@ -233,9 +238,24 @@ async function serve(command: 'serve' | 'authz', args: readonly string[], io: Io
         resolve(0);
       });
     };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
   });
+  if (pendingSignal !== undefined) signalled?.(pendingSignal);
+  logger.info(
+    { grpc: `${opts.host}:${app.port}`, config: prepared.source, deployments: prepared.config.model_list.length },
+    'authz listening',
+  );
+  if (command === 'serve') logger.warn('the HTTP gateway is not built yet: serving the ext_authz gRPC side only');
+  if (prepared.source === EMBEDDED) startModelDiscovery(parts.authorizer, logger);
+  return stopped;
+}
+
+/** grpc-js logs to stderr by itself; its lines go to the JSON log instead, so stderr holds only our one-line errors. */
+function routeGrpcLogs(logger: Logger): void {
+  grpc.setLogger({
+    error: (...args: unknown[]) => logger.warn({ source: 'grpc-js' }, args.map(String).join(' ')),
+    info: (...args: unknown[]) => logger.debug({ source: 'grpc-js' }, args.map(String).join(' ')),
+    debug: (...args: unknown[]) => logger.debug({ source: 'grpc-js' }, args.map(String).join(' ')),
+  } as Partial<Console> as Console);
 }
 
 /** The embedded default keeps asking vLLM's default port, so a server started later is picked up. */

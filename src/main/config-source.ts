@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { loadConfigText } from '../config/load.js';
 import { ConfigError, type ConfigIssue } from '../config/issues.js';
 import type { Config } from '../config/schema.js';
-import { Policy } from '../policy/rules.js';
+import type { Policy } from '../policy/rules.js';
 
 export interface PreparedConfig {
   readonly config: Config;
@@ -40,8 +40,6 @@ export function prepareConfigFile(file: string, env: NodeJS.ProcessEnv): Prepare
 
 export function prepareConfigText(text: string, source: string, env: NodeJS.ProcessEnv): PreparedConfig {
   const loaded = loadConfigText(text, env);
-  if (loaded.config === undefined) throw new ConfigError(source, loaded.issues);
-  const compiled = Policy.compile(loaded.config.policy.rules);
-  if (compiled.policy === undefined) throw new ConfigError(source, compiled.issues);
-  return { config: loaded.config, policy: compiled.policy, warnings: loaded.warnings, source };
+  if (loaded.config === undefined || loaded.policy === undefined) throw new ConfigError(source, loaded.issues);
+  return { config: loaded.config, policy: loaded.policy, warnings: loaded.warnings, source };
 }

@@ -6,7 +6,7 @@
  */
 import { Environment } from '@marcbachmann/cel-js';
 import type { PolicyRule } from '../config/schema.js';
-import type { ConfigIssue } from '../config/issues.js';
+import type { PathIssue } from '../config/issues.js';
 
 /** The variables a rule sees. Maps are plain objects; absent parts are empty maps, never undefined. */
 export interface PolicyInput {
@@ -50,19 +50,20 @@ export class Policy {
   }
 
   /** Compiles every rule; returns all compile errors with their YAML path instead of a policy. */
-  static compile(rules: readonly PolicyRule[]): { policy: Policy; issues: [] } | { policy: undefined; issues: ConfigIssue[] } {
+  static compile(rules: readonly PolicyRule[]): { policy: Policy; issues: [] } | { policy: undefined; issues: PathIssue[] } {
     const env = environment();
-    const issues: ConfigIssue[] = [];
+    const issues: PathIssue[] = [];
     const compiled: CompiledRule[] = [];
     rules.forEach((rule, i) => {
+      const segments = ['policy', 'rules', i, 'when'];
       const path = `policy.rules[${i}].when`;
       const checked = env.check(rule.when);
       if (!checked.valid) {
-        issues.push({ path, message: `rule "${rule.name}" does not compile: ${celMessage(checked.error)}` });
+        issues.push({ path, segments, message: `rule "${rule.name}" does not compile: ${celMessage(checked.error)}` });
         return;
       }
       if (checked.type !== 'bool' && checked.type !== 'dyn') {
-        issues.push({ path, message: `rule "${rule.name}" must be true or false, but its type is ${checked.type ?? 'unknown'}` });
+        issues.push({ path, segments, message: `rule "${rule.name}" must be true or false, but its type is ${checked.type ?? 'unknown'}` });
         return;
       }
       const parsed = env.parse(rule.when);

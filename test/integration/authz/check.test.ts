@@ -96,7 +96,10 @@ describe('ext_authz Check', () => {
   });
 
   const call = (input: CheckInput): Promise<EnvoyCheckResponse> => envoy.check(input);
-  const creds = (key = KEY, jwt = token): Record<string, string> => ({ authorization: `Bearer ${key}`, 'x-cake-authorization': `Bearer ${jwt}` });
+  const creds = (key = KEY, jwt = token): Record<string, string> => ({
+    authorization: `Bearer ${key}`,
+    'x-cake-authorization': `Bearer ${jwt}`,
+  });
 
   async function denied(input: CheckInput, status: number, code: string): Promise<{ message: string; headers: Record<string, string> }> {
     const res = await call(input);
@@ -201,7 +204,10 @@ describe('ext_authz Check', () => {
     await denied({ headers: creds(KEY_EXPIRED), body: CHAT_BODY }, 401, 'expired_api_key');
     await denied({ headers: creds(KEY_BLOCKED), body: CHAT_BODY }, 403, 'key_blocked');
     // raw JWT (no "Bearer ") is accepted as well
-    assert.equal((await call({ headers: { authorization: `Bearer ${KEY}`, 'x-cake-authorization': token }, body: CHAT_BODY })).status?.code, 0);
+    assert.equal(
+      (await call({ headers: { authorization: `Bearer ${KEY}`, 'x-cake-authorization': token }, body: CHAT_BODY })).status?.code,
+      0,
+    );
   });
 
   test('request denials: body, model, allow-lists, policy, size', async () => {
@@ -231,10 +237,12 @@ describe('ext_authz Check', () => {
     for (const r of responses) {
       const text = JSON.stringify(r.denied_response);
       assert.ok(r.denied_response, 'denied');
-      for (const secret of ['sk-leaky-key-123456', token.slice(20, 60), secretPrompt, KEY]) assert.ok(!text.includes(secret), `leaks ${secret.slice(0, 8)}`);
+      for (const secret of ['sk-leaky-key-123456', token.slice(20, 60), secretPrompt, KEY])
+        assert.ok(!text.includes(secret), `leaks ${secret.slice(0, 8)}`);
     }
     const logs = authz.logs.join('\n');
-    for (const secret of [KEY, KEY_LLAMA_ONLY, MASTER, token.slice(20, 60), 'sk-leaky-key-123456']) assert.ok(!logs.includes(secret), 'logs leak a secret');
+    for (const secret of [KEY, KEY_LLAMA_ONLY, MASTER, token.slice(20, 60), 'sk-leaky-key-123456'])
+      assert.ok(!logs.includes(secret), 'logs leak a secret');
   });
 
   test('admin routes: the master key or an admin group, nothing else', async () => {
@@ -281,7 +289,10 @@ describe('ext_authz Check', () => {
       assert.match(await reason(jwt), /algorithm|not a JWT/);
     });
     test('HS256 signed with the RSA public key', async () => {
-      const pem = createPublicKey({ key: idp.signingKey().publicJwk as import('node:crypto').JsonWebKey, format: 'jwk' }).export({ type: 'spki', format: 'pem' });
+      const pem = createPublicKey({ key: idp.signingKey().publicJwk as import('node:crypto').JsonWebKey, format: 'jwk' }).export({
+        type: 'spki',
+        format: 'pem',
+      });
       const now = Math.floor(Date.now() / 1000);
       const input = `${b64({ alg: 'HS256', typ: 'JWT', kid: idp.signingKey().kid })}.${b64({ iss: idp.issuer, aud: AUDIENCE, sub: 'x', exp: now + 60 })}`;
       const sig = createHmac('sha256', pem).update(input).digest('base64url');
@@ -334,12 +345,15 @@ describe('ext_authz Check', () => {
 
   test('grpc.health.v1.Health answers SERVING', async () => {
     const def = protoLoader.loadSync('grpc/health/v1/health.proto', { includeDirs: [PROTO_DIR], keepCase: true, enums: String });
-    const pkg = grpc.loadPackageDefinition(def) as unknown as { grpc: { health: { v1: { Health: new (a: string, c: grpc.ChannelCredentials) => grpc.Client } } } };
+    const pkg = grpc.loadPackageDefinition(def) as unknown as {
+      grpc: { health: { v1: { Health: new (a: string, c: grpc.ChannelCredentials) => grpc.Client } } };
+    };
     const client = new pkg.grpc.health.v1.Health(`127.0.0.1:${authz.port}`, grpc.credentials.createInsecure()) as unknown as {
       Check: (r: object, cb: (e: grpc.ServiceError | null, r: { status: string }) => void) => void;
       close(): void;
     };
-    const check = (service: string): Promise<{ status: string }> => new Promise((res, rej) => client.Check({ service }, (e, r) => (e ? rej(e) : res(r))));
+    const check = (service: string): Promise<{ status: string }> =>
+      new Promise((res, rej) => client.Check({ service }, (e, r) => (e ? rej(e) : res(r))));
     assert.equal((await check('')).status, 'SERVING');
     assert.equal((await check('envoy.service.auth.v3.Authorization')).status, 'SERVING');
     await assert.rejects(check('no.such.Service'), (e: grpc.ServiceError) => e.code === grpc.status.NOT_FOUND);

@@ -1,0 +1,563 @@
+/**
+ * The `tollgate` binary as users run it (CONTRACT.md, "Command line"): real child processes of
+ * `node bin/tollgate.js`, real ports on 127.0.0.1, every wait bounded so a hang fails instead of stalling.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createServer, connect, type AddressInfo, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+
+/** dist/test/integration/cli/cli.test.js → the repository root. */
+const ROOT = fileURLToPath(new URL('../../../../', import.meta.url));
+const BIN = path.join(ROOT, 'bin', 'tollgate.js');
+const HEALTH_PROTO = path.join(ROOT, 'protos', 'grpc', 'health', 'v1', 'health.proto');
+const WAIT_MS = 10_000;
+const TEST_OPTS = { timeout: 30_000 };
+
+const MASTER_KEY = 'sk-cli-test-master-0123456789abcdef';
+
+const GOOD = `model_list:
+  - model_name: llama
+    litellm_params:
+      model: openai/llama
+      api_base: http://127.0.0.1:9/v1
+  - model_name: qwen
+    litellm_params:
+      model: openai/qwen
+      api_base: http://127.0.0.1:9/v1
+general_settings:
+  master_key: ${MASTER_KEY}
+keys:
+  - key: sha256:${createHash('sha256').update('sk-cli-test-key-1').digest('hex')}
+    key_alias: one
+teams:
+  - team_id: platform
+policy:
+  rules:
+    - name: no-guests
+      when: "'guests' in jwt.groups"
+      deny: no guests
+`;
+
+/** Errors on lines 4, 5, 6 and 9. */
+const BAD = `model_list:
+  - model_name: llama
+    litellm_params:
+      model: bedrock/llama
+      api_base: not-a-url
+      weigth: 2
+general_settings:
+  master_key: ${MASTER_KEY}
+  failure_mode: sometimes
+`;
+
+const NO_SECRET = `model_list:
+  - model_name: llama
+    litellm_params:
+      model: openai/llama
+      api_base: http://127.0.0.1:9/v1
+`;
+
+const LITELLM = `${GOOD.replace('  master_key:', '  alerting: [slack]\n  master_key:')}litellm_settings:
+  drop_params: true
+`;
+
+let dir: string;
+const file = (name: string): string => path.join(dir, name);
+
+interface Finished {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+interface Running {
+  readonly proc: ChildProcess;
+  stdout(): string;
+  stderr(): string;
+  /** Resolves with the first stdout JSON log line whose msg is `msg`; rejects on exit or timeout. */
+  waitForLog(msg: string, ms?: number): Promise<Record<string, unknown>>;
+  /** Resolves when the process exits; rejects after `ms`. */
+  waitExit(ms?: number): Promise<Finished>;
+}
+
+const children = new Set<ChildProcess>();
+
+function childEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const name of ['TOLLGATE_CONFIG', 'LOG_LEVEL', 'GRPC_VERBOSITY', 'GRPC_NODE_VERBOSITY', 'DATABASE_URL', 'REDIS_URL'])
+    delete env[name];
+  return { ...env, ...extra };
+}
+
+function start(args: readonly string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string } = {}): Running {
+  const proc = spawn(process.execPath, [BIN, ...args], {
+    cwd: opts.cwd ?? ROOT,
+    env: childEnv(opts.env),
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  children.add(proc);
+  let out = '';
+  let err = '';
+  proc.stdout?.setEncoding('utf8').on('data', (d: string) => (out += d));
+  proc.stderr?.setEncoding('utf8').on('data', (d: string) => (err += d));
+  if (opts.input !== undefined) proc.stdin?.end(opts.input);
+  else proc.stdin?.end();
+  const exited = new Promise<Finished>((resolve) => {
+    proc.on('close', (code, signal) => {
+      children.delete(proc);
+      resolve({ code, signal, stdout: out, stderr: err });
+    });
+  });
+  return {
+    proc,
+    stdout: () => out,
+    stderr: () => err,
+    waitExit: (ms = WAIT_MS) =>
+      withTimeout(exited, ms, () => `tollgate ${args.join(' ')} did not exit within ${ms} ms\nstdout: ${out}\nstderr: ${err}`),
+    waitForLog: (msg, ms = WAIT_MS) =>
+      new Promise((resolve, reject) => {
+        const find = (): Record<string, unknown> | undefined => {
+          for (const line of out.split('\n')) {
+            if (!line.startsWith('{')) continue;
+            try {
+              const rec = JSON.parse(line) as Record<string, unknown>;
+              if (rec['msg'] === msg) return rec;
+            } catch {
+              // a partial line; the next chunk completes it
+            }
+          }
+          return undefined;
+        };
+        const done = (fn: () => void): void => {
+          clearTimeout(timer);
+          proc.stdout?.off('data', onData);
+          proc.off('close', onClose);
+          fn();
+        };
+        const onData = (): void => {
+          const rec = find();
+          if (rec) done(() => resolve(rec));
+        };
+        const onClose = (code: number | null): void =>
+          done(() => reject(new Error(`exited (${String(code)}) before logging "${msg}"\nstdout: ${out}\nstderr: ${err}`)));
+        const timer = setTimeout(
+          () => done(() => reject(new Error(`no "${msg}" log within ${ms} ms\nstdout: ${out}\nstderr: ${err}`))),
+          ms,
+        );
+        proc.stdout?.on('data', onData);
+        proc.on('close', onClose);
+        onData();
+      }),
+  };
+}
+
+async function run(args: readonly string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string } = {}): Promise<Finished> {
+  return start(args, opts).waitExit();
+}
+
+async function withTimeout<T>(p: Promise<T>, ms: number, why: () => string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(why())), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Non-empty lines. */
+const lines = (s: string): string[] => s.split('\n').filter((l) => l.trim() !== '');
+
+/** `config check`'s closing count line, `F: 3 errors`. */
+const isSummary = (l: string): boolean => /^\S+: \d+ errors?$/.test(l);
+
+function portOf(listening: Record<string, unknown>): number {
+  const where = listening['grpc'];
+  assert.equal(typeof where, 'string', `no grpc field in ${JSON.stringify(listening)}`);
+  const port = Number(/:(\d+)$/.exec(where as string)?.[1]);
+  assert.ok(Number.isInteger(port) && port > 0, `no port in ${String(where)}`);
+  return port;
+}
+
+type HealthCheck = (
+  req: { service: string },
+  meta: grpc.Metadata,
+  opts: grpc.CallOptions,
+  cb: (err: grpc.ServiceError | null, res?: { status: string }) => void,
+) => void;
+
+const healthPkg = grpc.loadPackageDefinition(
+  protoLoader.loadSync(HEALTH_PROTO, { keepCase: true, enums: String, defaults: true }),
+) as unknown as { grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } } };
+
+/** grpc.health.v1.Health/Check against 127.0.0.1:port; resolves with the status name. */
+async function health(port: number, service = ''): Promise<string> {
+  const client = new healthPkg.grpc.health.v1.Health(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+  try {
+    const check = (client['Check'] as HealthCheck).bind(client);
+    return await new Promise<string>((resolve, reject) => {
+      check({ service }, new grpc.Metadata(), { deadline: Date.now() + 5_000 }, (err, res) =>
+        err ? reject(err) : resolve(res?.status ?? ''),
+      );
+    });
+  } finally {
+    client.close();
+  }
+}
+
+async function listenNet(): Promise<{ server: Server; port: number; connections: () => number }> {
+  let n = 0;
+  const server = createServer((s) => {
+    n++;
+    s.destroy();
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  return { server, port: (server.address() as AddressInfo).port, connections: () => n };
+}
+
+async function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(port, '127.0.0.1');
+    const t = setTimeout(() => {
+      s.destroy();
+      resolve(false);
+    }, 2_000);
+    s.once('connect', () => {
+      clearTimeout(t);
+      s.end();
+      resolve(true);
+    });
+    s.once('error', () => {
+      clearTimeout(t);
+      resolve(false);
+    });
+  });
+}
+
+async function stop(r: Running): Promise<Finished> {
+  r.proc.kill('SIGTERM');
+  return r.waitExit(5_000);
+}
+
+before(() => {
+  assert.ok(existsSync(BIN), `${BIN} is missing`);
+  dir = mkdtempSync(path.join(tmpdir(), 'tollgate-cli-'));
+  writeFileSync(file('good.yaml'), GOOD);
+  writeFileSync(file('bad.yaml'), BAD);
+  writeFileSync(file('no-secret.yaml'), NO_SECRET);
+  writeFileSync(file('litellm.yaml'), LITELLM);
+});
+
+after(() => {
+  for (const c of children) c.kill('SIGKILL');
+  children.clear();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+describe('tollgate config check', () => {
+  test('a good file: exit 0 and one "ok" line', TEST_OPTS, async () => {
+    const r = await run(['config', 'check', file('good.yaml')]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(lines(r.stdout), [`${file('good.yaml')}: ok (2 deployments, 1 keys, 1 teams, 1 policy rules)`]);
+    assert.equal(r.stderr, '');
+  });
+
+  test('LiteLLM-only keys: exit 0, a warning line each on stderr', TEST_OPTS, async () => {
+    const r = await run(['config', 'check', file('litellm.yaml')]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /: ok \(/);
+    const warnings = lines(r.stderr);
+    assert.equal(warnings.length, 2, r.stderr);
+    for (const w of warnings)
+      assert.match(w, /^warning: .*litellm\.yaml:\d+:\d+ (general_settings\.alerting|litellm_settings\.drop_params): /);
+  });
+
+  test('a bad file: exit 1, every error on its own line as file:line:col path: message', TEST_OPTS, async () => {
+    const f = file('bad.yaml');
+    const r = await run(['config', 'check', f]);
+    assert.equal(r.code, 1);
+    assert.equal(r.stdout, '');
+    const errors = lines(r.stderr).filter((l) => !isSummary(l));
+    const expected: ReadonlyArray<readonly [number, string]> = [
+      [4, 'model_list[0].litellm_params.model'],
+      [5, 'model_list[0].litellm_params.api_base'],
+      [6, 'model_list[0].litellm_params.weigth'],
+      [9, 'general_settings.failure_mode'],
+    ];
+    assert.equal(errors.length, expected.length, r.stderr);
+    for (const l of errors) assert.match(l, /^.+:\d+:\d+ [\w.[\]]+: .+$/, `not file:line:col path: message: ${l}`);
+    for (const [line, p] of expected) {
+      const hit = errors.find((l) => l.startsWith(`${f}:${line}:`) && l.includes(` ${p}: `));
+      assert.ok(hit, `no line for ${p} at ${f}:${line}\n${r.stderr}`);
+    }
+    assert.ok(!r.stderr.includes(MASTER_KEY), 'the master key is echoed');
+  });
+
+  test('a missing file: exit 1 and one clear line', TEST_OPTS, async () => {
+    const f = file('does-not-exist.yaml');
+    const r = await run(['config', 'check', f]);
+    assert.equal(r.code, 1);
+    assert.equal(r.stdout, '');
+    const errors = lines(r.stderr).filter((l) => !isSummary(l));
+    assert.equal(errors.length, 1, r.stderr);
+    assert.ok(errors[0]?.includes(f), r.stderr);
+    assert.match(errors[0] ?? '', /no such file/);
+  });
+
+  test('no file given: exit 1 with usage', TEST_OPTS, async () => {
+    const r = await run(['config', 'check']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /usage/i);
+  });
+});
+
+describe('tollgate keys hash', () => {
+  const key = 'sk-abc123def456ghi789';
+  const hashed = `sha256:${createHash('sha256').update(key).digest('hex')}`;
+
+  test('prints sha256:<hex> of the key', TEST_OPTS, async () => {
+    const r = await run(['keys', 'hash', key]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, `${hashed}\n`);
+    assert.equal(r.stderr, '');
+  });
+
+  test('"-" reads the key from stdin', TEST_OPTS, async () => {
+    const r = await run(['keys', 'hash', '-'], { input: `${key}\n` });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, `${hashed}\n`);
+  });
+
+  test('the hash is what config accepts for that key', TEST_OPTS, async () => {
+    const r = await run(['keys', 'hash', key]);
+    const f = file('hashed.yaml');
+    writeFileSync(f, `keys:\n  - key: ${r.stdout.trim()}\n`);
+    const check = await run(['config', 'check', f]);
+    assert.equal(check.code, 0, check.stderr);
+  });
+
+  test('something that is not an sk- key: exit 1', TEST_OPTS, async () => {
+    const r = await run(['keys', 'hash', 'notakey']);
+    assert.equal(r.code, 1);
+    assert.equal(r.stdout, '');
+    assert.match(r.stderr, /sk-/);
+    assert.ok(!r.stderr.includes('sha256:'));
+  });
+});
+
+describe('other commands', () => {
+  test('config schema prints a JSON Schema with model_list', TEST_OPTS, async () => {
+    const r = await run(['config', 'schema']);
+    assert.equal(r.code, 0, r.stderr);
+    const schema = JSON.parse(r.stdout) as { $schema?: string; type?: string; properties?: Record<string, unknown> };
+    assert.match(schema.$schema ?? '', /json-schema\.org/);
+    assert.equal(schema.type, 'object');
+    assert.ok(schema.properties?.['model_list'], 'no model_list property');
+    assert.ok(schema.properties['general_settings']);
+  });
+
+  test('an unknown command: exit 1', TEST_OPTS, async () => {
+    const r = await run(['frobnicate']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /unknown command "frobnicate"/);
+  });
+
+  test('no command: exit 1 with usage', TEST_OPTS, async () => {
+    const r = await run([]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /Usage/);
+  });
+
+  test('gateway: exit 1, not built yet', TEST_OPTS, async () => {
+    const r = await run(['gateway', '--config', file('good.yaml')]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /not built yet/);
+  });
+});
+
+describe('tollgate authz', () => {
+  const args = (...extra: string[]): string[] => ['authz', '--config', file('good.yaml'), '--host', '127.0.0.1', ...extra];
+
+  test('starts, answers grpc health, exits 0 on SIGTERM', TEST_OPTS, async () => {
+    const a = start(args('--grpc-port', '0'));
+    try {
+      const port = portOf(await a.waitForLog('authz listening'));
+      assert.equal(await health(port), 'SERVING');
+      assert.equal(await health(port, 'envoy.service.auth.v3.Authorization'), 'SERVING');
+      await assert.rejects(health(port, 'no.such.Service'), (e: grpc.ServiceError) => e.code === grpc.status.NOT_FOUND);
+      const t0 = Date.now();
+      const done = await stop(a);
+      assert.equal(done.code, 0, done.stderr);
+      assert.ok(Date.now() - t0 < 5_000, 'took too long to stop');
+      assert.equal(await canConnect(port), false, 'still listening after exit');
+      assert.ok(!done.stdout.includes(MASTER_KEY) && !done.stderr.includes(MASTER_KEY), 'the master key is logged');
+    } finally {
+      a.proc.kill('SIGKILL');
+    }
+  });
+
+  test('TOLLGATE_CONFIG stands in for --config', TEST_OPTS, async () => {
+    const a = start(['authz', '--host', '127.0.0.1', '--grpc-port', '0'], { env: { TOLLGATE_CONFIG: file('good.yaml') } });
+    try {
+      const listening = await a.waitForLog('authz listening');
+      assert.equal(listening['config'], file('good.yaml'));
+      assert.equal(await health(portOf(listening)), 'SERVING');
+      assert.equal((await stop(a)).code, 0);
+    } finally {
+      a.proc.kill('SIGKILL');
+    }
+  });
+
+  test('SIGTERM right after the listening line still drains and exits 0', TEST_OPTS, async () => {
+    // A supervisor may stop the process as soon as it announces itself: the SIGTERM handler must be
+    // installed before "authz listening" is written, or the default action kills it (exit by signal).
+    for (let i = 0; i < 5; i++) {
+      const a = start(args('--grpc-port', '0'));
+      try {
+        await a.waitForLog('authz listening');
+        const done = await stop(a);
+        assert.deepEqual({ code: done.code, signal: done.signal }, { code: 0, signal: null }, `attempt ${i + 1}\n${done.stdout}`);
+        assert.match(done.stdout, /"msg":"stopped"/);
+      } finally {
+        a.proc.kill('SIGKILL');
+      }
+    }
+  });
+
+  test('a second authz on the same port: exit 1, one line saying the port is in use', TEST_OPTS, async () => {
+    const first = start(args('--grpc-port', '0'));
+    try {
+      const port = portOf(await first.waitForLog('authz listening'));
+      const second = await start(args('--grpc-port', String(port))).waitExit();
+      assert.equal(second.code, 1);
+      assert.ok(!second.stdout.includes('authz listening'), second.stdout);
+      const errs = lines(second.stderr);
+      assert.equal(errs.length, 1, `expected one line on stderr, got:\n${second.stderr}`);
+      assert.match(errs[0] ?? '', new RegExp(`${port}.*in use|in use.*${port}`));
+      // the first is untouched
+      assert.equal(await health(port), 'SERVING');
+      assert.equal((await stop(first)).code, 0);
+    } finally {
+      first.proc.kill('SIGKILL');
+    }
+  });
+
+  test('a port held by another server: exit 1, one line, nothing left listening', TEST_OPTS, async () => {
+    const held = await listenNet();
+    try {
+      const r = await start(args('--grpc-port', String(held.port))).waitExit();
+      assert.equal(r.code, 1);
+      assert.ok(!r.stdout.includes('authz listening'), r.stdout);
+      const errs = lines(r.stderr);
+      assert.equal(errs.length, 1, `expected one line on stderr, got:\n${r.stderr}`);
+      assert.match(errs[0] ?? '', new RegExp(`${held.port}`));
+      assert.match(errs[0] ?? '', /in use/);
+      // the port still belongs to the server that held it
+      const seen = held.connections();
+      assert.equal(await canConnect(held.port), true);
+      await withTimeout(
+        (async () => {
+          while (held.connections() === seen) await new Promise((r2) => setTimeout(r2, 20));
+        })(),
+        2_000,
+        () => 'the connection did not reach the holding server',
+      );
+    } finally {
+      await new Promise<void>((resolve) => held.server.close(() => resolve()));
+    }
+  });
+
+  test('a bad config: exit 1, errors on stderr, never listens', TEST_OPTS, async () => {
+    const r = await start(['authz', '--config', file('bad.yaml'), '--host', '127.0.0.1', '--grpc-port', '0']).waitExit();
+    assert.equal(r.code, 1);
+    assert.ok(!r.stdout.includes('authz listening'), r.stdout);
+    const errs = lines(r.stderr);
+    assert.ok(errs.length >= 4, r.stderr);
+    for (const l of errs) assert.match(l, /bad\.yaml:\d+:\d+ [\w.[\]]+: .+$/);
+    assert.ok(errs.some((l) => l.includes('model_list[0].litellm_params.weigth')));
+  });
+
+  test('a missing config file: exit 1, one line, never listens', TEST_OPTS, async () => {
+    const r = await start(['authz', '--config', file('nope.yaml'), '--host', '127.0.0.1', '--grpc-port', '0']).waitExit();
+    assert.equal(r.code, 1);
+    assert.ok(!r.stdout.includes('authz listening'));
+    assert.equal(lines(r.stderr).length, 1, r.stderr);
+    assert.match(r.stderr, /nope\.yaml.*no such file/);
+  });
+
+  test('no master_key nor context_signing_key: exit 1 with a clear line', TEST_OPTS, async () => {
+    const r = await start(['authz', '--config', file('no-secret.yaml'), '--host', '127.0.0.1', '--grpc-port', '0']).waitExit();
+    assert.equal(r.code, 1);
+    assert.ok(!r.stdout.includes('authz listening'));
+    const errs = lines(r.stderr);
+    assert.equal(errs.length, 1, r.stderr);
+    assert.match(errs[0] ?? '', /context_signing_key/);
+    assert.match(errs[0] ?? '', /master_key/);
+  });
+
+  test('no config at all: exit 1 (only serve has an embedded default)', TEST_OPTS, async () => {
+    const r = await start(['authz', '--host', '127.0.0.1', '--grpc-port', '0']).waitExit();
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /--config|TOLLGATE_CONFIG/);
+  });
+
+  test('a bad --grpc-port: exit 1', TEST_OPTS, async () => {
+    const r = await run(args('--grpc-port', '70000'));
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /--grpc-port/);
+  });
+});
+
+describe('tollgate serve with no config', () => {
+  test('generates a master key once, keeps it mode 0600, reuses it without printing it', TEST_OPTS, async () => {
+    const cwd = mkdtempSync(path.join(tmpdir(), 'tollgate-serve-'));
+    try {
+      const serveArgs = ['serve', '--host', '127.0.0.1', '--grpc-port', '0'];
+      const first = start(serveArgs, { cwd });
+      let key: string;
+      try {
+        assert.equal(await health(portOf(await first.waitForLog('authz listening'))), 'SERVING');
+        const printed = [...first.stdout().matchAll(/sk-[A-Za-z0-9_-]{16,}/g)].map((m) => m[0]);
+        assert.equal(printed.length, 1, `expected the key printed once:\n${first.stdout()}`);
+        key = printed[0] ?? '';
+        assert.ok(!first.stderr().includes(key));
+        const done = await stop(first);
+        assert.equal(done.code, 0, done.stderr);
+        assert.equal(done.stdout.split(key).length - 1, 1, 'the key is printed more than once');
+      } finally {
+        first.proc.kill('SIGKILL');
+      }
+
+      const keyFile = path.join(cwd, '.tollgate', 'master_key');
+      assert.ok(existsSync(keyFile), 'no .tollgate/master_key');
+      assert.equal(statSync(keyFile).mode & 0o777, 0o600);
+      assert.equal(readFileSync(keyFile, 'utf8').trim(), key);
+
+      const second = start(serveArgs, { cwd });
+      try {
+        const port = portOf(await second.waitForLog('authz listening'));
+        assert.equal(await health(port), 'SERVING');
+        const done = await stop(second);
+        assert.equal(done.code, 0, done.stderr);
+        assert.ok(!done.stdout.includes(key) && !done.stderr.includes(key), 'the kept key is printed again');
+        assert.ok(!/generated/i.test(done.stdout), done.stdout);
+      } finally {
+        second.proc.kill('SIGKILL');
+      }
+      assert.equal(readFileSync(keyFile, 'utf8').trim(), key, 'the key changed');
+    } finally {
+      rmSync(cwd, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,895 @@
+/**
+ * The config loader (CONTRACT.md, "Configuration"): LiteLLM keys accepted as they are, os.environ/
+ * references, defaults, and every error reported with its YAML path and line, all in one result.
+ */
+import { createHash } from 'node:crypto';
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { loadConfigText, type LoadResult } from '../../../src/config/load.js';
+import { ConfigError, type ConfigIssue } from '../../../src/config/issues.js';
+import type { Config } from '../../../src/config/schema.js';
+import { prepareConfigText } from '../../../src/main/config-source.js';
+
+const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
+
+const MASTER_KEY = 'sk-master-0123456789abcdefABCDEF';
+const VLLM_API_KEY = 'vllm-secret-token-7f3a9c';
+const DATABASE_URL = 'postgres://tollgate:db-pass-51e2@db.internal:5432/tollgate';
+const REDIS_URL = 'redis://:redis-pass-9d0c@redis.internal:6379';
+const CI_KEY = 'sk-ci-bot-key-3b8e2f1a';
+const DECLARED_KEY = 'sk-declared-key-0001';
+
+const ENV = {
+  VLLM_API_KEY,
+  TOLLGATE_MASTER_KEY: MASTER_KEY,
+  DATABASE_URL,
+  REDIS_URL,
+  CI_BOT_KEY: CI_KEY,
+} as const;
+
+/** The contract's example config, completed so every reference resolves. */
+const FULL = `model_list:
+  - model_name: llama-3.1-8b
+    litellm_params:
+      model: openai/meta-llama/Llama-3.1-8B-Instruct
+      api_base: http://vllm-llama:8000/v1
+      api_key: os.environ/VLLM_API_KEY
+      rpm: 600
+      tpm: 1000000
+      weight: 1
+      timeout: 600
+      stream_timeout: 60
+    model_info:
+      id: llama-a
+      input_cost_per_token: 1.0e-7
+      output_cost_per_token: 2.0e-7
+  - model_name: qwen3-8b
+    litellm_params:
+      model: hosted_vllm/Qwen/Qwen3-8B
+      api_base: https://vllm-qwen.models.svc/v1
+    model_info:
+      id: qwen-a
+      mode: chat
+router_settings:
+  routing_strategy: simple-shuffle
+  num_retries: 2
+  fallbacks: [{ llama-3.1-8b: [qwen3-8b] }]
+  allowed_fails: 3
+  cooldown_time: 30
+general_settings:
+  master_key: os.environ/TOLLGATE_MASTER_KEY
+  database_url: os.environ/DATABASE_URL
+  data_dir: ./.tollgate
+  redis_url: os.environ/REDIS_URL
+  failure_mode: closed
+  allowed_api_bases: [vllm-*.models.svc, 127.0.0.1]
+  default_max_tokens: 4096
+auth:
+  jwt:
+    header: x-cake-authorization
+    issuer: https://idp.example.com/realms/cake
+    audience: https://tollgate.internal
+    jwks_uri: https://idp.example.com/realms/cake/protocol/openid-connect/certs
+    algorithms: [RS256, ES256]
+    clock_tolerance_s: 30
+    allow_insecure_http: false
+    claims: { user: sub, email: email, groups: groups }
+    required: true
+  admin_groups: [platform-admins]
+  keys:
+    required: true
+policy:
+  rules:
+    - name: guests-small-models-only
+      when: "'guests' in jwt.groups && !model.startsWith('llama-3.1-8b')"
+      deny: guests may only use the 8B model
+keys:
+  - key: sha256:${sha256(DECLARED_KEY)}
+    key_alias: declared
+    models: [llama-3.1-8b]
+    max_budget: 10.0
+    budget_duration: 30d
+    rpm_limit: 60
+    tpm_limit: 100000
+    max_parallel_requests: 4
+    user_id: ci
+    team_id: platform
+    expires: 2027-01-01T00:00:00Z
+    metadata: { owner: platform-team }
+  - key: os.environ/CI_BOT_KEY
+    key_alias: ci-bot
+teams:
+  - team_id: platform
+    models: [llama-3.1-8b, qwen3-8b]
+    max_budget: 500
+    budget_duration: mo
+    rpm_limit: 1000
+    tpm_limit: 5000000
+`;
+
+/** A small valid file that error cases extend. */
+const MINIMAL = `model_list:
+  - model_name: llama
+    litellm_params:
+      model: openai/llama
+      api_base: http://127.0.0.1:8000/v1
+`;
+
+/** 1-based line of the first line containing `needle`. */
+function lineOf(text: string, needle: string): number {
+  const i = text.split('\n').findIndex((l) => l.includes(needle));
+  assert.notEqual(i, -1, `test bug: ${JSON.stringify(needle)} is not in the YAML`);
+  return i + 1;
+}
+
+function loaded(text: string, env: Record<string, string> = {}): Config {
+  const r = loadConfigText(text, env);
+  assert.deepEqual(r.issues, [], 'expected no issues');
+  assert.ok(r.config, 'expected a config');
+  return r.config;
+}
+
+function failed(text: string, env: Record<string, string> = {}): LoadResult {
+  const r = loadConfigText(text, env);
+  assert.equal(r.config, undefined, 'expected no config');
+  assert.ok(r.issues.length > 0, 'expected issues');
+  return r;
+}
+
+function issueAt(issues: readonly ConfigIssue[], path: string): ConfigIssue {
+  const found = issues.find((i) => i.path === path);
+  assert.ok(found, `no issue at ${path}; got ${JSON.stringify(issues)}`);
+  return found;
+}
+
+/** Asserts one issue at `path`, on the line holding `needle`, whose message matches `message`. */
+function assertIssue(text: string, issues: readonly ConfigIssue[], path: string, needle: string, message?: RegExp): ConfigIssue {
+  const issue = issueAt(issues, path);
+  assert.equal(issue.line, lineOf(text, needle), `line of ${path}: ${JSON.stringify(issue)}`);
+  assert.equal(typeof issue.column, 'number', `column of ${path}`);
+  if (message) assert.match(issue.message, message);
+  return issue;
+}
+
+/** prepareConfigText's issues (schema and CEL), or a failure if it accepted the text. */
+function prepareIssues(text: string, env: Record<string, string> = {}): readonly ConfigIssue[] {
+  try {
+    prepareConfigText(text, 'test.yaml', env);
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
+    return err.issues;
+  }
+  assert.fail('expected a ConfigError');
+}
+
+function assertDeepFrozen(v: unknown, path = 'config'): void {
+  if (typeof v !== 'object' || v === null) return;
+  assert.ok(Object.isFrozen(v), `${path} is not frozen`);
+  for (const [k, x] of Object.entries(v)) assertDeepFrozen(x, `${path}.${k}`);
+}
+
+function assertNoSecret(r: LoadResult | readonly ConfigIssue[], secrets: readonly string[]): void {
+  const all = Array.isArray(r) ? r : [...(r as LoadResult).issues, ...(r as LoadResult).warnings];
+  const text = JSON.stringify(all);
+  for (const s of secrets) assert.ok(!text.includes(s), `a secret value appears in an issue: ${text}`);
+}
+
+describe('loadConfigText: a full valid config', () => {
+  test('the contract example loads with env references resolved', () => {
+    const r = loadConfigText(FULL, ENV);
+    assert.deepEqual(r.issues, []);
+    assert.deepEqual(r.warnings, []);
+    const c = r.config;
+    assert.ok(c);
+    assert.equal(c.model_list.length, 2);
+    const [llama, qwen] = c.model_list;
+    assert.ok(llama && qwen);
+    assert.equal(llama.model_name, 'llama-3.1-8b');
+    assert.equal(llama.litellm_params.model, 'openai/meta-llama/Llama-3.1-8B-Instruct');
+    assert.equal(llama.litellm_params.api_key, VLLM_API_KEY);
+    assert.equal(llama.litellm_params.rpm, 600);
+    assert.equal(llama.litellm_params.stream_timeout, 60);
+    assert.equal(llama.model_info.id, 'llama-a');
+    assert.equal(llama.model_info.input_cost_per_token, 1e-7);
+    assert.equal(qwen.model_info.mode, 'chat');
+    assert.deepEqual(c.router_settings.fallbacks, [{ 'llama-3.1-8b': ['qwen3-8b'] }]);
+    assert.equal(c.general_settings.master_key, MASTER_KEY);
+    assert.equal(c.general_settings.database_url, DATABASE_URL);
+    assert.equal(c.general_settings.redis_url, REDIS_URL);
+    assert.deepEqual(c.general_settings.allowed_api_bases, ['vllm-*.models.svc', '127.0.0.1']);
+    assert.deepEqual(c.auth.jwt?.algorithms, ['RS256', 'ES256']);
+    assert.deepEqual(c.auth.admin_groups, ['platform-admins']);
+    assert.equal(c.policy.rules.length, 1);
+    assert.equal(c.keys.length, 2);
+    assert.equal(c.keys[0]?.key, `sha256:${sha256(DECLARED_KEY)}`);
+    assert.equal(c.keys[0]?.expires, '2027-01-01T00:00:00Z');
+    assert.deepEqual(c.keys[0]?.metadata, { owner: 'platform-team' });
+    assert.equal(c.teams[0]?.budget_duration, 'mo');
+  });
+
+  test('prepareConfigText accepts it and compiles its policy', () => {
+    const p = prepareConfigText(FULL, 'full.yaml', ENV);
+    assert.equal(p.source, 'full.yaml');
+    assert.equal(p.policy.size, 1);
+    assert.deepEqual(p.warnings, []);
+  });
+
+  test('defaults are applied', () => {
+    const c = loaded(`${MINIMAL}auth:
+  jwt:
+    issuer: https://idp.example.com
+    audience: tollgate
+keys:
+  - key: sha256:${sha256(DECLARED_KEY)}
+`);
+    assert.equal(c.router_settings.routing_strategy, 'simple-shuffle');
+    assert.equal(c.general_settings.failure_mode, 'closed');
+    assert.deepEqual(c.general_settings.allowed_api_bases, []);
+    assert.equal(c.general_settings.default_max_tokens, 4096);
+    assert.equal(c.auth.jwt?.required, true);
+    assert.equal(c.auth.jwt?.header, 'x-cake-authorization');
+    assert.deepEqual(c.auth.jwt?.claims, { user: 'sub', email: 'email', groups: 'groups' });
+    assert.deepEqual(c.auth.jwt?.algorithms, ['RS256']);
+    assert.equal(c.auth.jwt?.allow_insecure_http, false);
+    assert.equal(c.auth.keys.required, true);
+    assert.equal(c.model_list[0]?.litellm_params.weight, 1);
+    assert.deepEqual(c.keys[0]?.models, []);
+    assert.equal(c.keys[0]?.blocked, false);
+    assert.deepEqual(c.policy.rules, []);
+  });
+
+  test('partial claims get the other claim defaults', () => {
+    const c = loaded(`auth:
+  jwt:
+    issuer: https://idp.example.com
+    audience: tollgate
+    claims: { user: preferred_username }
+`);
+    assert.deepEqual(c.auth.jwt?.claims, { user: 'preferred_username', email: 'email', groups: 'groups' });
+  });
+
+  test('an empty file is a valid config with every default', () => {
+    const c = loaded('');
+    assert.deepEqual(c.model_list, []);
+    assert.equal(c.router_settings.routing_strategy, 'simple-shuffle');
+    assert.equal(c.general_settings.failure_mode, 'closed');
+    assert.equal(c.auth.keys.required, true);
+    assert.equal(c.auth.jwt, undefined);
+  });
+
+  test('the result is deep-frozen', () => {
+    const c = loaded(FULL, ENV);
+    assertDeepFrozen(c);
+    assert.throws(() => {
+      (c.general_settings as unknown as Record<string, unknown>)['failure_mode'] = 'open';
+    }, TypeError);
+    assert.throws(() => {
+      (c.model_list as unknown as unknown[]).push({});
+    }, TypeError);
+    assert.throws(() => {
+      (c.keys[0]?.metadata as Record<string, unknown>)['owner'] = 'someone';
+    }, TypeError);
+  });
+});
+
+describe('loadConfigText: os.environ/ references', () => {
+  test('a reference anywhere is replaced by the variable', () => {
+    const c = loaded(
+      `${MINIMAL}      api_key: os.environ/K
+router_settings:
+  routing_strategy: os.environ/STRATEGY
+`,
+      { K: 'abc', STRATEGY: 'least-busy' },
+    );
+    assert.equal(c.model_list[0]?.litellm_params.api_key, 'abc');
+    assert.equal(c.router_settings.routing_strategy, 'least-busy');
+  });
+
+  test('a missing variable is an issue naming the variable and the YAML path, on its line', () => {
+    const text = `${MINIMAL}      api_key: os.environ/MISSING_VLLM_KEY
+general_settings:
+  master_key: os.environ/MISSING_MASTER
+`;
+    const r = failed(text);
+    const a = assertIssue(text, r.issues, 'model_list[0].litellm_params.api_key', 'MISSING_VLLM_KEY');
+    assert.match(a.message, /MISSING_VLLM_KEY/);
+    const b = assertIssue(text, r.issues, 'general_settings.master_key', 'MISSING_MASTER');
+    assert.match(b.message, /MISSING_MASTER/);
+    assert.equal(r.issues.filter((i) => i.path === 'general_settings.master_key').length, 1, 'reported once');
+  });
+
+  test('an empty variable counts as missing', () => {
+    const text = `general_settings:\n  master_key: os.environ/MK\n`;
+    const r = failed(text, { MK: '' });
+    assertIssue(text, r.issues, 'general_settings.master_key', 'MK', /MK/);
+  });
+
+  test('os.environ/ without a valid variable name is an issue', () => {
+    const text = `${MINIMAL}      api_key: os.environ/not a name\n`;
+    const r = failed(text);
+    assertIssue(text, r.issues, 'model_list[0].litellm_params.api_key', 'os.environ/not a name', /environment variable name/);
+  });
+
+  test('environment_variables supplies values for references', () => {
+    const text = `environment_variables:
+  MK: ${MASTER_KEY}
+  VLLM_KEY: from-the-file
+${MINIMAL}      api_key: os.environ/VLLM_KEY
+general_settings:
+  master_key: os.environ/MK
+`;
+    const r = loadConfigText(text, {});
+    assert.deepEqual(r.issues, []);
+    assert.equal(r.config?.general_settings.master_key, MASTER_KEY);
+    assert.equal(r.config?.model_list[0]?.litellm_params.api_key, 'from-the-file');
+    assert.equal((r.config as unknown as Record<string, unknown>)['environment_variables'], undefined, 'not kept in the config');
+  });
+
+  test('the real environment wins over environment_variables', () => {
+    const text = `environment_variables:\n  VLLM_KEY: from-the-file\n${MINIMAL}      api_key: os.environ/VLLM_KEY\n`;
+    const c = loaded(text, { VLLM_KEY: 'from-the-env' });
+    assert.equal(c.model_list[0]?.litellm_params.api_key, 'from-the-env');
+  });
+
+  test('the value of a resolved variable never appears in an issue or warning', () => {
+    const secret = 'Super Secret:Value/42!';
+    const text = `general_settings:
+  database_url: os.environ/S
+  redis_url: os.environ/S
+  master_key: os.environ/S
+  context_signing_key: os.environ/S
+  failure_mode: os.environ/S
+  default_max_tokens: os.environ/S
+  alerting: [slack]
+auth:
+  jwt:
+    issuer: os.environ/S
+    audience: a
+    jwks_uri: os.environ/S
+    algorithms: [os.environ/S]
+    header: os.environ/S
+    clock_tolerance_s: os.environ/S
+model_list:
+  - model_name: a
+    litellm_params: {model: os.environ/S, api_base: os.environ/S, api_key: os.environ/S, rpm: os.environ/S, max_retries: 1}
+    model_info: {id: os.environ/S, mode: os.environ/S}
+keys:
+  - key: os.environ/S
+    expires: os.environ/S
+    budget_duration: os.environ/S
+    team_id: os.environ/S
+teams:
+  - team_id: t
+    budget_duration: os.environ/S
+router_settings: {routing_strategy: os.environ/S}
+`;
+    const r = failed(text, { S: secret });
+    assert.ok(r.issues.length >= 15, `expected an issue per bad field, got ${r.issues.length}`);
+    assertNoSecret(r, [secret]);
+  });
+
+  test('valid secrets do not appear in the issues of a file with other errors', () => {
+    const text = `${FULL}unknown_section: 1\n`;
+    const r = failed(text, ENV);
+    issueAt(r.issues, 'unknown_section');
+    assertNoSecret(r, Object.values(ENV));
+    assertNoSecret(r, [sha256(CI_KEY)]);
+  });
+
+  test('a secret that is almost a valid value does not appear either', () => {
+    const secrets = { MK: 'sk-short-9', DB: 'mysql://u:pw-7788@h/db', K: 'notsk-3e3e3e3e3e', CSK: 'short-signing-key-4455' };
+    const text = `general_settings:
+  master_key: os.environ/MK
+  database_url: os.environ/DB
+  context_signing_key: os.environ/CSK
+keys:
+  - key: os.environ/K
+`;
+    const r = failed(text, secrets);
+    assert.equal(r.issues.length, 4);
+    assertNoSecret(r, Object.values(secrets));
+  });
+});
+
+describe('loadConfigText: LiteLLM compatibility', () => {
+  test('LiteLLM-only keys are warnings with their path and line, not errors', () => {
+    const text = `${MINIMAL}      max_retries: 3
+    model_info:
+      mode: chat
+      base_model: llama
+      supports_vision: true
+general_settings:
+  alerting: [slack]
+litellm_settings:
+  drop_params: true
+  set_verbose: false
+router_settings:
+  redis_host: redis
+callback_settings: {}
+`;
+    const r = loadConfigText(text, {});
+    assert.deepEqual(r.issues, []);
+    assert.ok(r.config);
+    const paths = r.warnings.map((w) => w.path).sort();
+    assert.deepEqual(paths, [
+      'callback_settings',
+      'general_settings.alerting',
+      'litellm_settings.drop_params',
+      'litellm_settings.set_verbose',
+      'model_list[0].litellm_params.max_retries',
+      'model_list[0].model_info.supports_vision',
+      'router_settings.redis_host',
+    ]);
+    assertIssue(text, r.warnings, 'general_settings.alerting', 'alerting:');
+    assertIssue(text, r.warnings, 'litellm_settings.drop_params', 'drop_params:');
+    assertIssue(text, r.warnings, 'model_list[0].litellm_params.max_retries', 'max_retries:');
+    assert.equal(r.config.model_list[0]?.model_info.mode, 'chat', 'model_info.mode is ours');
+    assert.equal(r.config.model_list[0]?.model_info.base_model, 'llama', 'model_info.base_model is ours');
+    assert.equal(r.config.litellm_settings, undefined);
+  });
+
+  test('litellm_settings.num_retries, fallbacks and request_timeout move to router_settings', () => {
+    const text = `${MINIMAL}  - model_name: other
+    litellm_params: { model: openai/other, api_base: 'http://127.0.0.1:8001/v1' }
+litellm_settings:
+  num_retries: 5
+  fallbacks: [{ llama: [other] }]
+  request_timeout: 30
+`;
+    const r = loadConfigText(text, {});
+    assert.deepEqual(r.issues, []);
+    assert.deepEqual(r.warnings, []);
+    assert.equal(r.config?.router_settings.num_retries, 5);
+    assert.deepEqual(r.config?.router_settings.fallbacks, [{ llama: ['other'] }]);
+    assert.equal(r.config?.router_settings.timeout, 30);
+    assert.equal(r.config?.router_settings.routing_strategy, 'simple-shuffle', 'router defaults still apply');
+  });
+
+  test('router_settings wins over the same litellm_settings key', () => {
+    const c = loaded(`router_settings:\n  num_retries: 1\nlitellm_settings:\n  num_retries: 5\n`);
+    assert.equal(c.router_settings.num_retries, 1);
+  });
+
+  test('a bad value moved from litellm_settings is reported where it was written', () => {
+    const text = `${MINIMAL}litellm_settings:\n  num_retries: -1\n`;
+    const r = failed(text);
+    assertIssue(text, r.issues, 'litellm_settings.num_retries', 'num_retries: -1');
+  });
+
+  test('a key neither LiteLLM nor tollgate knows is an error, also inside litellm_settings', () => {
+    const text = `litellm_settings:\n  drop_parms: true\n`;
+    const r = failed(text);
+    assertIssue(text, r.issues, 'litellm_settings.drop_parms', 'drop_parms', /unknown key/);
+  });
+});
+
+describe('loadConfigText: declared keys', () => {
+  test('os.environ/ holding an sk- key is hashed; the key itself is nowhere in the config', () => {
+    const c = loaded(`keys:\n  - key: os.environ/CI_BOT_KEY\n`, { CI_BOT_KEY: CI_KEY });
+    assert.equal(c.keys[0]?.key, `sha256:${sha256(CI_KEY)}`);
+    assert.ok(!JSON.stringify(c).includes(CI_KEY));
+  });
+
+  test('a sha256: hash is kept, in lower case', () => {
+    const hex = sha256(DECLARED_KEY);
+    const c = loaded(`keys:\n  - key: SHA256:${hex.toUpperCase()}\n`);
+    assert.equal(c.keys[0]?.key, `sha256:${hex}`);
+  });
+
+  test('a clear-text sk- key in keys[] is refused without echoing it', () => {
+    const text = `${MINIMAL}keys:\n  - key: ${CI_KEY}\n`;
+    const r = failed(text);
+    assertIssue(text, r.issues, 'keys[0].key', CI_KEY, /clear text/);
+    assertNoSecret(r, [CI_KEY]);
+  });
+
+  test('a variable holding something other than an sk- key is refused without echoing it', () => {
+    const text = `keys:\n  - key: os.environ/K\n`;
+    const r = failed(text, { K: 'hunter2-not-a-key' });
+    assertIssue(text, r.issues, 'keys[0].key', 'os.environ/K', /\bK\b.*sk-/);
+    assertNoSecret(r, ['hunter2-not-a-key']);
+  });
+
+  test('a value that is neither a hash nor a reference is refused', () => {
+    const text = `keys:\n  - key: sha256:1234\n`;
+    const r = failed(text);
+    assertIssue(text, r.issues, 'keys[0].key', 'sha256:1234', /sha256:<hex>/);
+  });
+
+  test('the same key declared twice (once hashed, once from the environment) is a duplicate', () => {
+    const text = `keys:\n  - key: sha256:${sha256(CI_KEY)}\n  - key: os.environ/K\n`;
+    const r = failed(text, { K: CI_KEY });
+    assertIssue(text, r.issues, 'keys[1].key', 'os.environ/K', /twice/);
+  });
+});
+
+interface ErrorCase {
+  readonly name: string;
+  readonly text: string;
+  readonly env?: Record<string, string>;
+  readonly path: string;
+  /** Text on the line the issue must point at. */
+  readonly line: string;
+  readonly message?: RegExp;
+}
+
+const JWT = (extra: string): string => `auth:
+  jwt:
+    issuer: https://idp.example.com
+    audience: tollgate
+${extra}`;
+
+const ERROR_CASES: readonly ErrorCase[] = [
+  {
+    name: 'unknown key (typo weigth)',
+    text: `${MINIMAL}      weigth: 2\n`,
+    path: 'model_list[0].litellm_params.weigth',
+    line: 'weigth',
+    message: /unknown key/,
+  },
+  { name: 'unknown top-level key', text: `${MINIMAL}model_lists: []\n`, path: 'model_lists', line: 'model_lists', message: /unknown key/ },
+  {
+    name: 'bad URL',
+    text: MINIMAL.replace('http://127.0.0.1:8000/v1', 'vllm-llama:8000'),
+    path: 'model_list[0].litellm_params.api_base',
+    line: 'api_base',
+    message: /URL/,
+  },
+  {
+    name: 'non-http URL',
+    text: MINIMAL.replace('http://127.0.0.1:8000/v1', 'ftp://vllm/v1'),
+    path: 'model_list[0].litellm_params.api_base',
+    line: 'api_base',
+    message: /URL/,
+  },
+  {
+    name: 'unsupported provider',
+    text: MINIMAL.replace('openai/llama', 'bedrock/x'),
+    path: 'model_list[0].litellm_params.model',
+    line: 'bedrock/x',
+    message: /openai\//,
+  },
+  {
+    name: 'bad enum (routing_strategy)',
+    text: `${MINIMAL}router_settings:\n  routing_strategy: fastest\n`,
+    path: 'router_settings.routing_strategy',
+    line: 'fastest',
+    message: /simple-shuffle/,
+  },
+  {
+    name: 'bad enum (failure_mode)',
+    text: `general_settings:\n  failure_mode: maybe\n`,
+    path: 'general_settings.failure_mode',
+    line: 'maybe',
+    message: /closed/,
+  },
+  {
+    name: 'non-integer rpm',
+    text: `${MINIMAL}      rpm: 1.5\n`,
+    path: 'model_list[0].litellm_params.rpm',
+    line: 'rpm: 1.5',
+    message: /int/,
+  },
+  { name: 'string rpm', text: `${MINIMAL}      rpm: lots\n`, path: 'model_list[0].litellm_params.rpm', line: 'rpm: lots' },
+  {
+    name: 'negative price',
+    text: `${MINIMAL}    model_info:\n      input_cost_per_token: -0.1\n`,
+    path: 'model_list[0].model_info.input_cost_per_token',
+    line: '-0.1',
+  },
+  {
+    name: 'negative key budget',
+    text: `keys:\n  - key: sha256:${sha256(DECLARED_KEY)}\n    max_budget: -5\n`,
+    path: 'keys[0].max_budget',
+    line: 'max_budget',
+  },
+  {
+    name: 'bad duration',
+    text: `teams:\n  - team_id: t\n    budget_duration: 3w\n`,
+    path: 'teams[0].budget_duration',
+    line: '3w',
+    message: /duration/,
+  },
+  {
+    name: 'bad date',
+    text: `keys:\n  - key: sha256:${sha256(DECLARED_KEY)}\n    expires: next tuesday\n`,
+    path: 'keys[0].expires',
+    line: 'next tuesday',
+    message: /date/,
+  },
+  {
+    name: 'too-short master key',
+    text: `general_settings:\n  master_key: sk-1234\n`,
+    path: 'general_settings.master_key',
+    line: 'master_key',
+    message: /short/,
+  },
+  {
+    name: 'master key without sk-',
+    text: `general_settings:\n  master_key: 0123456789abcdef0123456789\n`,
+    path: 'general_settings.master_key',
+    line: 'master_key',
+    message: /sk-/,
+  },
+  {
+    name: 'HS256 algorithm refused',
+    text: JWT('    algorithms: [RS256, HS256]\n'),
+    path: 'auth.jwt.algorithms[1]',
+    line: 'HS256',
+    message: /asymmetric/,
+  },
+  {
+    name: 'http:// issuer without allow_insecure_http',
+    text: JWT('').replace('https://idp.example.com', 'http://idp.example.com'),
+    path: 'auth.jwt.issuer',
+    line: 'issuer',
+    message: /allow_insecure_http/,
+  },
+  {
+    name: 'http:// jwks_uri without allow_insecure_http',
+    text: JWT('    jwks_uri: http://idp.example.com/jwks\n'),
+    path: 'auth.jwt.jwks_uri',
+    line: 'jwks_uri',
+    message: /allow_insecure_http/,
+  },
+  {
+    name: 'upper-case JWT header name',
+    text: JWT('    header: X-Cake-Authorization\n'),
+    path: 'auth.jwt.header',
+    line: 'X-Cake',
+  },
+  {
+    name: 'duplicate deployment id',
+    text: `${MINIMAL}    model_info: { id: dep-a }
+  - model_name: llama
+    litellm_params: { model: openai/llama, api_base: 'http://127.0.0.1:8001/v1' }
+    model_info: { id: dep-a }
+`,
+    path: 'model_list[1].model_info.id',
+    line: '',
+    message: /duplicate deployment id.*model_list\[0\]/,
+  },
+  {
+    name: 'fallback to an unknown alias',
+    text: `${MINIMAL}router_settings:\n  fallbacks: [{ llama: [qwen-nope] }]\n`,
+    path: 'router_settings.fallbacks[0].llama[0]',
+    line: 'qwen-nope',
+    message: /unknown model.*qwen-nope/,
+  },
+  {
+    name: 'fallback from an unknown alias',
+    text: `${MINIMAL}router_settings:\n  fallbacks: [{ nope: [llama] }]\n`,
+    path: 'router_settings.fallbacks[0].nope',
+    line: 'nope',
+    message: /unknown model/,
+  },
+  {
+    name: 'duplicate key hash',
+    text: `keys:\n  - key: sha256:${sha256(DECLARED_KEY)}\n    key_alias: a\n  - key: sha256:${sha256(DECLARED_KEY)}\n    key_alias: b\n`,
+    path: 'keys[1].key',
+    line: '',
+    message: /twice.*keys\[0\]/,
+  },
+  {
+    name: 'duplicate team id',
+    text: `teams:\n  - team_id: platform\n  - team_id: research\n  - team_id: platform\n    max_budget: 1\n`,
+    path: 'teams[2].team_id',
+    line: '',
+    message: /duplicate team_id.*teams\[0\]/,
+  },
+  {
+    name: 'duplicate rule name',
+    text: `policy:
+  rules:
+    - name: r
+      when: "model == 'a'"
+      deny: no a
+    - name: r
+      when: "model == 'b'"
+      deny: no b
+`,
+    path: 'policy.rules[1].name',
+    line: '',
+    message: /duplicate rule name/,
+  },
+  {
+    name: 'missing required field',
+    text: `model_list:\n  - model_name: llama\n    litellm_params:\n      api_base: http://127.0.0.1:8000/v1\n`,
+    path: 'model_list[0].litellm_params.model',
+    // the mapping that lacks it
+    line: 'api_base',
+    message: /required/,
+  },
+];
+
+/** Lines that cannot be found by a unique needle: the Nth occurrence. */
+function nthLine(text: string, needle: string, n: number): number {
+  let seen = 0;
+  const lines = text.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    if (lines[i]?.includes(needle) && ++seen === n) return i + 1;
+  }
+  assert.fail(`test bug: occurrence ${n} of ${needle} not found`);
+}
+
+const LINE_OVERRIDES: Readonly<Record<string, (text: string) => number>> = {
+  'duplicate deployment id': (t) => nthLine(t, 'id: dep-a', 2),
+  'duplicate key hash': (t) => nthLine(t, '- key: sha256:', 2),
+  'duplicate team id': (t) => nthLine(t, 'team_id: platform', 2),
+  'duplicate rule name': (t) => nthLine(t, '- name: r', 2),
+};
+
+describe('loadConfigText: each kind of error, with its path and line', () => {
+  for (const c of ERROR_CASES) {
+    test(c.name, () => {
+      const r = failed(c.text, c.env);
+      const issue = issueAt(r.issues, c.path);
+      const override = LINE_OVERRIDES[c.name];
+      const line = override ? override(c.text) : lineOf(c.text, c.line);
+      assert.equal(issue.line, line, `line: ${JSON.stringify(issue)}`);
+      assert.equal(typeof issue.column, 'number');
+      if (c.message) assert.match(issue.message, c.message);
+    });
+  }
+
+  test('http:// issuer and JWKS are accepted with allow_insecure_http', () => {
+    const c = loaded(
+      JWT('    jwks_uri: http://127.0.0.1:9999/jwks\n    allow_insecure_http: true\n').replace(
+        'https://idp.example.com',
+        'http://127.0.0.1:9999',
+      ),
+    );
+    assert.equal(c.auth.jwt?.issuer, 'http://127.0.0.1:9999');
+    assert.equal(c.auth.jwt?.allow_insecure_http, true);
+  });
+
+  test('invalid YAML reports its line', () => {
+    const text = `model_list:\n  - model_name: a\n    litellm_params: [unclosed\ngeneral_settings:\n  master_key: x\n`;
+    const r = failed(text);
+    const issue = r.issues[0];
+    assert.ok(issue);
+    assert.match(issue.message, /YAML/);
+    const line = issue.line;
+    assert.ok(line !== undefined && line >= 3 && line <= 5, `line ${String(line)}`);
+  });
+
+  test('a key written twice is invalid YAML on the second one', () => {
+    const text = `general_settings:\n  failure_mode: open\n  failure_mode: closed\n`;
+    const r = failed(text);
+    assert.match(r.issues[0]?.message ?? '', /YAML.*unique/);
+    assert.equal(r.issues[0]?.line, 3);
+  });
+
+  test('a file holding a list, not a mapping, is one issue at line 1', () => {
+    const text = `- model_name: a\n- model_name: b\n`;
+    const r = failed(text);
+    assert.equal(r.issues.length, 1);
+    assert.match(r.issues[0]?.message ?? '', /mapping/);
+    assert.equal(r.issues[0]?.path, '');
+    assert.equal(r.issues[0]?.line, 1);
+  });
+
+  test('a file holding a scalar is refused too', () => {
+    const r = failed('just some text\n');
+    assert.match(r.issues[0]?.message ?? '', /mapping/);
+  });
+
+  test('several errors in one file are all reported in one result', () => {
+    const text = `model_list:
+  - model_name: a
+    litellm_params:
+      model: bedrock/x
+      api_base: not-a-url
+      weigth: 2
+      rpm: 1.5
+      api_key: os.environ/UNSET_VAR
+    model_info:
+      output_cost_per_token: -1
+router_settings:
+  routing_strategy: fastest
+general_settings:
+  master_key: sk-123
+keys:
+  - key: sk-clear-text-key-1
+    budget_duration: forever
+teams:
+  - team_id: t
+    expires: 2027-01-01T00:00:00Z
+`;
+    const r = failed(text);
+    const paths = r.issues.map((i) => i.path).sort();
+    assert.deepEqual(paths, [
+      'general_settings.master_key',
+      'keys[0].budget_duration',
+      'keys[0].key',
+      'model_list[0].litellm_params.api_base',
+      'model_list[0].litellm_params.api_key',
+      'model_list[0].litellm_params.model',
+      'model_list[0].litellm_params.rpm',
+      'model_list[0].litellm_params.weigth',
+      'model_list[0].model_info.output_cost_per_token',
+      'router_settings.routing_strategy',
+      'teams[0].expires',
+    ]);
+    for (const i of r.issues) assert.equal(typeof i.line, 'number', `no line for ${i.path}`);
+    assertNoSecret(r, ['sk-clear-text-key-1']);
+  });
+
+  test('several cross-reference errors are all reported in one result', () => {
+    const text = `${MINIMAL}    model_info: { id: x }
+  - model_name: b
+    litellm_params: { model: openai/b, api_base: 'http://127.0.0.1:8001/v1' }
+    model_info: { id: x }
+router_settings:
+  fallbacks: [{ llama: [nope] }]
+teams:
+  - team_id: t
+  - team_id: t
+`;
+    const r = failed(text);
+    assert.deepEqual(r.issues.map((i) => i.path).sort(), [
+      'model_list[1].model_info.id',
+      'router_settings.fallbacks[0].llama[0]',
+      'teams[1].team_id',
+    ]);
+  });
+});
+
+describe('prepareConfigText: CEL policy rules', () => {
+  test('a rule that does not compile names policy.rules[i].when, the rule and its line', () => {
+    const text = `${MINIMAL}policy:
+  rules:
+    - name: fine
+      when: "'guests' in jwt.groups"
+      deny: no guests
+    - name: broken-rule
+      when: "jwt.groups ++ 1"
+      deny: never
+`;
+    const issues = prepareIssues(text);
+    assert.equal(issues.length, 1);
+    const issue = issueAt(issues, 'policy.rules[1].when');
+    assert.match(issue.message, /broken-rule/);
+    assert.match(issue.message, /compile/);
+    assert.equal(issue.line, lineOf(text, 'jwt.groups ++ 1'));
+  });
+
+  test('a rule whose type is not bool is refused', () => {
+    const text = `policy:
+  rules:
+    - name: stringy
+      when: "model + '-x'"
+      deny: never
+    - name: numeric
+      when: "1 + 2"
+      deny: never
+`;
+    const issues = prepareIssues(text);
+    assert.equal(issues.length, 2);
+    assert.match(issueAt(issues, 'policy.rules[0].when').message, /stringy.*(true or false|bool).*string/);
+    assert.match(issueAt(issues, 'policy.rules[1].when').message, /numeric.*int/);
+  });
+
+  test('a rule over an unknown variable is refused', () => {
+    const issues = prepareIssues(`policy:\n  rules:\n    - name: typo\n      when: "jtw.groups.size() > 0"\n      deny: never\n`);
+    assert.match(issueAt(issues, 'policy.rules[0].when').message, /typo/);
+  });
+
+  test('schema issues come out of prepareConfigText as a ConfigError too', () => {
+    const issues = prepareIssues(`${MINIMAL}      weigth: 2\n`);
+    issueAt(issues, 'model_list[0].litellm_params.weigth');
+  });
+
+  test('the ConfigError message is one file:line:col line per issue', () => {
+    const text = `${MINIMAL}      weigth: 2\n      rpm: 1.5\n`;
+    try {
+      prepareConfigText(text, 'conf.yaml', {});
+      assert.fail('expected a ConfigError');
+    } catch (err) {
+      assert.ok(err instanceof ConfigError);
+      const lines = err.message.split('\n');
+      assert.equal(lines.length, 2);
+      for (const l of lines) assert.match(l, /^conf\.yaml:\d+:\d+ model_list\[0\]\.litellm_params\.(weigth|rpm): \S/);
+    }
+  });
+});
