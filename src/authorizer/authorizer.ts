@@ -112,15 +112,16 @@ export class Authorizer {
     );
     if (!decision.allow) return { decision, route, requestId, context: undefined };
     const p = decision.principal;
+    // JSON.stringify drops the undefined members.
     const claims: ContextClaims = {
-      ...(p.keyId !== undefined && { k: p.keyId }),
-      ...(p.keyAlias !== undefined && { a: p.keyAlias }),
-      ...(p.userId !== undefined && { u: p.userId }),
-      ...(p.teamId !== undefined && { t: p.teamId }),
-      ...(p.email !== undefined && { e: p.email }),
-      ...(decision.body !== undefined && { m: decision.body.model }),
-      ...(decision.deployment !== undefined && { d: decision.deployment.id }),
-      ...(p.admin && { adm: 1 as const }),
+      k: p.keyId,
+      a: p.keyAlias,
+      u: p.userId,
+      t: p.teamId,
+      e: p.email,
+      m: decision.body?.model,
+      d: decision.deployment?.id,
+      adm: p.admin ? 1 : undefined,
       r: requestId,
       p: `${facts.method} ${path}`,
       x: nowMs + CONTEXT_TTL_MS,

@@ -193,6 +193,35 @@ function principalOf(
   };
 }
 
+/** What rules see of a key or a team, built once per record (records are immutable; a change makes a new one). */
+const keyViews = new WeakMap<KeyRecord, Readonly<Record<string, unknown>>>();
+const teamViews = new WeakMap<TeamRecord, Readonly<Record<string, unknown>>>();
+
+function keyView(key: KeyRecord): Readonly<Record<string, unknown>> {
+  let v = keyViews.get(key);
+  if (v === undefined) {
+    v = Object.freeze({
+      id: key.id,
+      alias: key.alias ?? '',
+      user_id: key.userId ?? '',
+      team_id: key.teamId ?? '',
+      models: key.models,
+      metadata: key.metadata,
+    });
+    keyViews.set(key, v);
+  }
+  return v;
+}
+
+function teamView(team: TeamRecord): Readonly<Record<string, unknown>> {
+  let v = teamViews.get(team);
+  if (v === undefined) {
+    v = Object.freeze({ team_id: team.teamId, alias: team.alias ?? '', models: team.models, metadata: team.metadata });
+    teamViews.set(team, v);
+  }
+  return v;
+}
+
 function policyInput(
   input: DecisionInput,
   identity: JwtIdentity | undefined,
@@ -201,19 +230,9 @@ function policyInput(
   model: string,
 ): PolicyInput {
   return {
-    jwt: identity === undefined ? EMPTY : { ...identity.claims, user: identity.user, email: identity.email, groups: identity.groups },
-    key:
-      key === undefined
-        ? EMPTY
-        : {
-            id: key.id,
-            alias: key.alias ?? '',
-            user_id: key.userId ?? '',
-            team_id: key.teamId ?? '',
-            models: key.models,
-            metadata: key.metadata,
-          },
-    team: team === undefined ? EMPTY : { team_id: team.teamId, alias: team.alias ?? '', models: team.models, metadata: team.metadata },
+    jwt: identity === undefined ? EMPTY : identity.policyView,
+    key: key === undefined ? EMPTY : keyView(key),
+    team: team === undefined ? EMPTY : teamView(team),
     model,
     request: { method: input.method, path: input.path, headers: input.headers, context_extensions: input.contextExtensions },
   };

@@ -63,4 +63,4 @@ export function normalizePath(rawPath: string): string {
 }
 
 /** Already normal: lower-case segments, single slashes, no dots or escapes, no trailing slash. */
-const FAST_PATH = /^(\/[a-z0-9_\-][a-z0-9_\-.]*)+$/;
+const FAST_PATH = /^(\/[a-z0-9_-][a-z0-9_.-]*)+$/;

@@ -5,29 +5,29 @@
  *
  * Format: `tgc1.<base64url(JSON claims)>.<base64url(HMAC-SHA256(secret, "tgc1." + claims))>`.
  */
-import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto';
+import { createHmac, createSecretKey, hkdfSync, timingSafeEqual, type KeyObject } from 'node:crypto';
 
 export interface ContextClaims {
   /** Key id (16 hex), absent without a key. */
-  readonly k?: string;
+  readonly k?: string | undefined;
   /** Key alias. */
-  readonly a?: string;
+  readonly a?: string | undefined;
   /** User. */
-  readonly u?: string;
+  readonly u?: string | undefined;
   /** Team. */
-  readonly t?: string;
+  readonly t?: string | undefined;
   /** Email from the JWT. */
-  readonly e?: string;
+  readonly e?: string | undefined;
   /** Model alias. */
-  readonly m?: string;
+  readonly m?: string | undefined;
   /** Deployment id picked by the router. */
-  readonly d?: string;
+  readonly d?: string | undefined;
   /** Request id. */
   readonly r: string;
   /** Method and path (without query) the token was issued for. */
   readonly p: string;
   /** Admin route authorized (master key or admin group). */
-  readonly adm?: 1;
+  readonly adm?: 1 | undefined;
   /** Expiry, epoch milliseconds. */
   readonly x: number;
 }
@@ -47,10 +47,11 @@ export function contextSecret(contextSigningKey: string | undefined, masterKey: 
 }
 
 export class ContextSigner {
-  readonly #secret: Buffer;
+  /** A KeyObject: createHmac with it skips copying the key on every call. */
+  readonly #secret: KeyObject;
   constructor(secret: Buffer) {
     if (secret.length < 32) throw new Error('the x-tollgate-context secret must be at least 32 bytes');
-    this.#secret = secret;
+    this.#secret = createSecretKey(secret);
   }
 
   sign(claims: ContextClaims): string {

@@ -26,6 +26,8 @@ export interface JwtIdentity {
   /** Epoch seconds, from `exp` (Infinity when the token has none). */
   readonly exp: number;
   readonly nbf: number;
+  /** What policy rules see as `jwt`: the claims plus the mapped user, email and groups (built once per token). */
+  readonly policyView: Readonly<Record<string, unknown>>;
 }
 
 /** Why a token was refused; selects the message shown to the caller (never the token itself). */
@@ -103,12 +105,13 @@ export class JwtVerifier {
    * verified before; a Promise when it must be verified (or the JWKS refetched).
    */
   verify(header: string | undefined, nowMs: number): JwtResult | Promise<JwtResult> {
-    const token = extractToken(header);
-    if (token === undefined) return MISSING;
-    if (token === null) return fail('malformed');
-    const cached = this.#verified.get(token);
+    const candidate = stripBearer(header);
+    if (candidate === undefined) return MISSING;
+    // A token verified before needs no syntax check: probe the cache first.
+    const cached = this.#verified.get(candidate);
     if (cached !== undefined) return this.#timeCheck(cached.identity, nowMs);
-    return this.#verifyFresh(token, nowMs);
+    if (!isCompactJws(candidate)) return fail('malformed');
+    return this.#verifyFresh(candidate, nowMs);
   }
 
   #timeCheck(identity: JwtIdentity, nowMs: number): JwtResult {
@@ -216,13 +219,13 @@ export class JwtVerifier {
     const email = claimAt(payload, c.email);
     const groups = claimAt(payload, c.groups);
     if (user !== undefined && typeof user !== 'string') return undefined;
+    const mapped = { user: user ?? '', email: typeof email === 'string' ? email : '', groups: toGroups(groups) };
     return {
       claims: payload,
-      user: user ?? '',
-      email: typeof email === 'string' ? email : '',
-      groups: toGroups(groups),
+      ...mapped,
       exp: typeof payload.exp === 'number' ? payload.exp : Infinity,
       nbf: typeof payload.nbf === 'number' ? payload.nbf : -Infinity,
+      policyView: Object.freeze({ ...payload, ...mapped }),
     };
   }
 }
@@ -237,12 +240,20 @@ function fail(failure: JwtFailure): JwtResult {
 
 /** Raw JWT or `Bearer <JWT>`; `undefined` when absent or empty, `null` when not JWS compact form. */
 export function extractToken(header: string | undefined): string | undefined | null {
+  const v = stripBearer(header);
+  if (v === undefined) return undefined;
+  return isCompactJws(v) ? v : null;
+}
+
+function stripBearer(header: string | undefined): string | undefined {
   if (header === undefined) return undefined;
   let v = header.trim();
   if (v.length >= 6 && v.slice(0, 6).toLowerCase() === 'bearer' && (v.length === 6 || v[6] === ' ' || v[6] === '\t')) v = v.slice(6).trim();
-  if (v === '') return undefined;
-  if (v.length > MAX_TOKEN_LENGTH || !/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/.test(v)) return null;
-  return v;
+  return v === '' ? undefined : v;
+}
+
+function isCompactJws(v: string): boolean {
+  return v.length <= MAX_TOKEN_LENGTH && /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/.test(v);
 }
 
 /** jose errors by their stable `code` (never instanceof across packages). */

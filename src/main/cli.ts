@@ -255,7 +255,7 @@ function routeGrpcLogs(logger: Logger): void {
     error: (...args: unknown[]) => logger.warn({ source: 'grpc-js' }, args.map(String).join(' ')),
     info: (...args: unknown[]) => logger.debug({ source: 'grpc-js' }, args.map(String).join(' ')),
     debug: (...args: unknown[]) => logger.debug({ source: 'grpc-js' }, args.map(String).join(' ')),
-  } as Partial<Console> as Console);
+  });
 }
 
 /** The embedded default keeps asking vLLM's default port, so a server started later is picked up. */

@@ -25,7 +25,12 @@ export async function startTestAuthz(yaml: string, env: NodeJS.ProcessEnv = {}):
   const logs: string[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {
-      logs.push(...chunk.toString('utf8').split('\n').filter((l) => l !== ''));
+      logs.push(
+        ...chunk
+          .toString('utf8')
+          .split('\n')
+          .filter((l) => l !== ''),
+      );
       cb();
     },
   });

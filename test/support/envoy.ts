@@ -126,15 +126,20 @@ export function checkRequest(input: CheckInput): object {
  * HeaderValueOption by `append` when set (true appends, false overwrites), else by `append_action`
  * (default APPEND_IF_EXISTS_OR_ADD); then `headers_to_remove`.
  */
-export function applyOkResponse(request: Record<string, string>, ok: NonNullable<EnvoyCheckResponse['ok_response']>): Map<string, string[]> {
+export function applyOkResponse(
+  request: Record<string, string>,
+  ok: NonNullable<EnvoyCheckResponse['ok_response']>,
+): Map<string, string[]> {
   const out = new Map<string, string[]>();
   for (const [k, v] of Object.entries(request)) out.set(k.toLowerCase(), [v]);
   for (const opt of ok.headers) {
     const key = opt.header.key.toLowerCase();
-    const value = opt.header.raw_value !== undefined && opt.header.raw_value.length > 0 ? opt.header.raw_value.toString() : opt.header.value;
+    const value =
+      opt.header.raw_value !== undefined && opt.header.raw_value.length > 0 ? opt.header.raw_value.toString() : opt.header.value;
     const existing = out.get(key);
     let action = opt.append_action;
-    if (opt.append !== null && opt.append !== undefined) action = opt.append.value ? 'APPEND_IF_EXISTS_OR_ADD' : 'OVERWRITE_IF_EXISTS_OR_ADD';
+    if (opt.append !== null && opt.append !== undefined)
+      action = opt.append.value ? 'APPEND_IF_EXISTS_OR_ADD' : 'OVERWRITE_IF_EXISTS_OR_ADD';
     switch (action) {
       case 'APPEND_IF_EXISTS_OR_ADD':
         out.set(key, [...(existing ?? []), value]);

@@ -140,9 +140,7 @@ function audienceToResource(audience: string): string {
 }
 
 function resourceToAudience(resource: string): string {
-  return resource.startsWith(AUDIENCE_URN_PREFIX)
-    ? decodeURIComponent(resource.slice(AUDIENCE_URN_PREFIX.length))
-    : resource;
+  return resource.startsWith(AUDIENCE_URN_PREFIX) ? decodeURIComponent(resource.slice(AUDIENCE_URN_PREFIX.length)) : resource;
 }
 
 export async function startIdp(opts: { audience: string; clientId?: string; clientSecret?: string }): Promise<TestIdp> {
@@ -294,9 +292,7 @@ export async function startIdp(opts: { audience: string; clientId?: string; clie
           resource: audienceToResource(o.audience ?? defaultAudience),
         });
         if (o.scope !== undefined) body.set('scope', o.scope);
-        const basic = Buffer.from(
-          `${encodeURIComponent(clientId)}:${encodeURIComponent(clientSecret)}`,
-        ).toString('base64');
+        const basic = Buffer.from(`${encodeURIComponent(clientId)}:${encodeURIComponent(clientSecret)}`).toString('base64');
         const res = await fetch(tokenEndpoint, {
           method: 'POST',
           headers: {
@@ -308,8 +304,7 @@ export async function startIdp(opts: { audience: string; clientId?: string; clie
           body,
         });
         const json: unknown = await res.json();
-        const accessToken =
-          typeof json === 'object' && json !== null ? (json as Record<string, unknown>)['access_token'] : undefined;
+        const accessToken = typeof json === 'object' && json !== null ? (json as Record<string, unknown>)['access_token'] : undefined;
         if (!res.ok || typeof accessToken !== 'string') {
           throw new Error(`test IdP token request failed: HTTP ${res.status} ${JSON.stringify(json)}`);
         }

@@ -4,7 +4,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash, createHmac, createPublicKey, generateKeyPairSync } from 'node:crypto';
+import { createHash, createHmac, createPublicKey, generateKeyPairSync, type JsonWebKey } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { SignJWT, importJWK, type JWK } from 'jose';
@@ -289,7 +289,7 @@ describe('ext_authz Check', () => {
       assert.match(await reason(jwt), /algorithm|not a JWT/);
     });
     test('HS256 signed with the RSA public key', async () => {
-      const pem = createPublicKey({ key: idp.signingKey().publicJwk as import('node:crypto').JsonWebKey, format: 'jwk' }).export({
+      const pem = createPublicKey({ key: idp.signingKey().publicJwk as JsonWebKey, format: 'jwk' }).export({
         type: 'spki',
         format: 'pem',
       });

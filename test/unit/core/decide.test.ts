@@ -69,8 +69,9 @@ function team(over: Partial<TeamRecord> = {}): TeamRecord {
   return { teamId: 'platform', alias: 'Platform', models: ['llama', 'qwen'], blocked: false, metadata: {}, ...over };
 }
 
-function identity(over: Partial<JwtIdentity> = {}): JwtIdentity {
-  return { claims: { sub: 'alice' }, user: 'alice', email: 'alice@example.com', groups: ['staff'], exp: Infinity, nbf: 0, ...over };
+function identity(over: Partial<Omit<JwtIdentity, 'policyView'>> = {}): JwtIdentity {
+  const id = { claims: { sub: 'alice' }, user: 'alice', email: 'alice@example.com', groups: ['staff'], exp: Infinity, nbf: 0, ...over };
+  return { ...id, policyView: { ...id.claims, user: id.user, email: id.email, groups: id.groups } };
 }
 const jwtOk = (over: Partial<JwtIdentity> = {}): JwtResult => ({ ok: true, identity: identity(over) });
 const jwtFail = (failure: JwtFailure): JwtResult => ({ ok: false, failure });
