@@ -21,11 +21,23 @@ export type ErrorCode =
   | 'rate_limit_exceeded'
   | 'budget_exceeded'
   | 'store_unavailable'
-  | 'no_healthy_deployment';
+  | 'no_healthy_deployment'
+  // The gateway's own (contract extension): what a backend did, rendered in the same shape.
+  | 'not_found'
+  | 'upstream_invalid_request'
+  | 'upstream_error'
+  | 'upstream_timeout';
 
 /** OpenAI's `error.type` values that tollgate uses. */
 export type OpenAiErrorType =
-  'invalid_request_error' | 'authentication_error' | 'permission_error' | 'rate_limit_error' | 'insufficient_quota' | 'service_unavailable';
+  | 'invalid_request_error'
+  | 'authentication_error'
+  | 'permission_error'
+  | 'rate_limit_error'
+  | 'insufficient_quota'
+  | 'service_unavailable'
+  | 'api_error'
+  | 'timeout';
 
 /** gRPC status codes (grpc/status.proto numbering) used in CheckResponse.status of a denial. */
 export const GrpcCode = {
@@ -35,12 +47,14 @@ export const GrpcCode = {
   PERMISSION_DENIED: 7,
   RESOURCE_EXHAUSTED: 8,
   UNAVAILABLE: 14,
+  DEADLINE_EXCEEDED: 4,
+  INTERNAL: 13,
   UNAUTHENTICATED: 16,
 } as const;
 export type GrpcCodeValue = (typeof GrpcCode)[keyof typeof GrpcCode];
 
 export interface ErrorSpec {
-  readonly status: 400 | 401 | 403 | 404 | 413 | 429 | 503;
+  readonly status: 400 | 401 | 403 | 404 | 413 | 429 | 502 | 503 | 504;
   readonly type: OpenAiErrorType;
   readonly grpc: GrpcCodeValue;
   /** Default message; a denial may carry a more specific one (still never echoing a secret). */
@@ -147,6 +161,30 @@ export const ERRORS: Readonly<Record<ErrorCode, ErrorSpec>> = {
     type: 'service_unavailable',
     grpc: GrpcCode.UNAVAILABLE,
     message: 'No deployment of the requested model is available right now: retry shortly.',
+  },
+  not_found: {
+    status: 404,
+    type: 'invalid_request_error',
+    grpc: GrpcCode.NOT_FOUND,
+    message: 'No such endpoint: tollgate serves the OpenAI API under /v1 (chat/completions, completions, embeddings, models).',
+  },
+  upstream_invalid_request: {
+    status: 400,
+    type: 'invalid_request_error',
+    grpc: GrpcCode.INVALID_ARGUMENT,
+    message: 'The model server refused the request: check its parameters.',
+  },
+  upstream_error: {
+    status: 502,
+    type: 'api_error',
+    grpc: GrpcCode.INTERNAL,
+    message: 'The model server failed to answer: retry shortly.',
+  },
+  upstream_timeout: {
+    status: 504,
+    type: 'timeout',
+    grpc: GrpcCode.DEADLINE_EXCEEDED,
+    message: 'The model server did not answer in time: retry, or ask for fewer tokens.',
   },
 };
 

@@ -37,6 +37,8 @@ export interface KeyRecord {
 /** Where Check finds keys: synchronous, since the hot path never waits on a database. */
 export interface KeyDirectory {
   get(hash: string): KeyRecord | undefined;
+  /** By key id (the first 16 hex of the hash), as x-tollgate-context carries it. */
+  byId(id: string): KeyRecord | undefined;
 }
 
 export function sha256Hex(value: string): string {
@@ -87,15 +89,16 @@ export function keyFromConfig(k: DeclaredKey): KeyRecord {
 /** The keys declared in config, by hash. Later layers (generated keys) wrap or replace it. */
 export class StaticKeyDirectory implements KeyDirectory {
   readonly #byHash: ReadonlyMap<string, KeyRecord>;
+  readonly #byId: ReadonlyMap<string, KeyRecord>;
   constructor(keys: readonly DeclaredKey[]) {
-    this.#byHash = new Map(
-      keys.map((k) => {
-        const r = keyFromConfig(k);
-        return [r.hash, r] as const;
-      }),
-    );
+    const records = keys.map(keyFromConfig);
+    this.#byHash = new Map(records.map((r) => [r.hash, r] as const));
+    this.#byId = new Map(records.map((r) => [r.id, r] as const));
   }
   get(hash: string): KeyRecord | undefined {
     return this.#byHash.get(hash);
+  }
+  byId(id: string): KeyRecord | undefined {
+    return this.#byId.get(id);
   }
 }

@@ -18,6 +18,8 @@ import type { Metrics } from '../telemetry/metrics.js';
 
 export interface AuthzParts {
   readonly authorizer: Authorizer;
+  readonly keys: KeyDirectory;
+  readonly teams: ReadonlyMap<string, TeamRecord>;
   readonly verifier: JwtVerifier | undefined;
   readonly jwtHeader: string;
   readonly maxBodyBytes: number;
@@ -35,6 +37,8 @@ export function buildAuthorizer(
   const master = config.general_settings.master_key;
   const maxBodyBytes = Math.floor(config.general_settings.max_request_size_mb * 1024 * 1024);
   const jwtHeader = jwtSettings?.header ?? 'x-cake-authorization';
+  const keys = opts.keys ?? new StaticKeyDirectory(config.keys);
+  const teams = teamsFromConfig(config);
   const authorizer = new Authorizer({
     rules: {
       jwtRequired: jwtSettings?.required ?? false,
@@ -45,8 +49,8 @@ export function buildAuthorizer(
       catalog: opts.catalog ?? ModelCatalog.fromConfig(config.model_list),
       health: ALWAYS_HEALTHY,
     },
-    keys: opts.keys ?? new StaticKeyDirectory(config.keys),
-    teams: teamsFromConfig(config),
+    keys,
+    teams,
     jwt: verifier,
     jwtHeader,
     masterKeyHash: master === undefined ? undefined : createHash('sha256').update(master).digest(),
@@ -54,7 +58,7 @@ export function buildAuthorizer(
     signer: new ContextSigner(contextSecret),
     random: Math.random,
   });
-  return { authorizer, verifier, jwtHeader, maxBodyBytes };
+  return { authorizer, keys, teams, verifier, jwtHeader, maxBodyBytes };
 }
 
 function teamsFromConfig(config: Config): Map<string, TeamRecord> {
@@ -74,6 +78,34 @@ export interface AuthzApp {
 
 const JWKS_RETRY_MS = 5_000;
 
+/** Loads the IdP's keys, retrying in the background until they load; `onLoaded` runs once they do. */
+export async function loadIdentityKeys(parts: AuthzParts, logger: Logger, onLoaded: () => void): Promise<{ stop(): void }> {
+  let retry: NodeJS.Timeout | undefined;
+  let stopped = false;
+  const verifier = parts.verifier;
+  const attempt = async (): Promise<void> => {
+    if (verifier === undefined || stopped) return;
+    try {
+      await verifier.start();
+      logger.info({ keys: verifier.keyCount }, 'identity provider keys loaded');
+      onLoaded();
+    } catch (err) {
+      logger.error({ err: (err as Error).message }, 'cannot load the identity provider keys; retrying');
+      retry = setTimeout(() => void attempt(), JWKS_RETRY_MS);
+      retry.unref();
+    }
+  };
+  if (verifier === undefined) onLoaded();
+  else await attempt();
+  return {
+    stop() {
+      stopped = true;
+      if (retry) clearTimeout(retry);
+      verifier?.stop();
+    },
+  };
+}
+
 /**
  * Starts the gRPC server. Health answers NOT_SERVING until the IdP's keys are loaded (retried in the
  * background), so Envoy's health check and Kubernetes keep traffic away until Check can allow anything.
@@ -92,30 +124,13 @@ export async function startAuthz(
     maxMessageBytes: parts.maxBodyBytes * 2 + 1024 * 1024,
   });
   const port = await server.listen(opts.host, opts.port);
-  let retry: NodeJS.Timeout | undefined;
-  let closed = false;
-  const loadKeys = async (): Promise<void> => {
-    if (parts.verifier === undefined || closed) return;
-    try {
-      await parts.verifier.start();
-      opts.logger.info({ keys: parts.verifier.keyCount }, 'identity provider keys loaded');
-      server.setServing(true);
-    } catch (err) {
-      opts.logger.error({ err: (err as Error).message }, 'cannot load the identity provider keys; retrying');
-      retry = setTimeout(() => void loadKeys(), JWKS_RETRY_MS);
-      retry.unref();
-    }
-  };
-  if (parts.verifier === undefined) server.setServing(true);
-  else await loadKeys();
+  const keys = await loadIdentityKeys(parts, opts.logger, () => server.setServing(true));
   return {
     server,
     parts,
     port,
     async close(graceMs: number) {
-      closed = true;
-      if (retry) clearTimeout(retry);
-      parts.verifier?.stop();
+      keys.stop();
       await server.close(graceMs);
     },
   };

@@ -15,7 +15,9 @@ import { Policy } from '../policy/rules.js';
 import { ModelCatalog } from '../routing/deployments.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { createMetrics } from '../telemetry/metrics.js';
-import { buildAuthorizer, startAuthz, type AuthzApp } from './authz-app.js';
+import { buildAuthorizer, loadIdentityKeys, startAuthz, type AuthzApp } from './authz-app.js';
+import { startGateway, type GatewayApp } from './gateway-app.js';
+import { InMemorySpendLog } from '../store/spend.js';
 import { EMBEDDED, prepareConfigFile, type PreparedConfig } from './config-source.js';
 import {
   DEFAULT_DATA_DIR,
@@ -57,10 +59,8 @@ export async function main(argv: readonly string[], io: Io = stdio, env: NodeJS.
   switch (command) {
     case 'serve':
     case 'authz':
-      return serve(command, rest, io, env);
     case 'gateway':
-      io.err('tollgate gateway: not built yet (the HTTP gateway lands with its own issue); run "tollgate authz" for the ext_authz server');
-      return 1;
+      return serve(command, rest, io, env);
     case 'config':
       return configCommand(rest, io, env);
     case 'keys':
@@ -148,6 +148,8 @@ function parseServeArgs(command: string, args: readonly string[], env: NodeJS.Pr
     allowPositionals: false,
   });
   if (command === 'authz' && values['http-port'] !== undefined) throw new UsageError('tollgate authz takes --grpc-port, not --http-port');
+  if (command === 'gateway' && values['grpc-port'] !== undefined)
+    throw new UsageError('tollgate gateway takes --http-port, not --grpc-port');
   return {
     config: values.config ?? (env['TOLLGATE_CONFIG'] || undefined),
     host: values.host ?? '0.0.0.0',
@@ -165,7 +167,7 @@ function port(v: string | undefined, fallback: number, flag: string): number {
   return n;
 }
 
-async function serve(command: 'serve' | 'authz', args: readonly string[], io: Io, env: NodeJS.ProcessEnv): Promise<number> {
+async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly string[], io: Io, env: NodeJS.ProcessEnv): Promise<number> {
   let opts: ServeOptions;
   try {
     opts = parseServeArgs(command, args, env);
@@ -201,8 +203,10 @@ async function serve(command: 'serve' | 'authz', args: readonly string[], io: Io
   const gs = prepared.config.general_settings;
   let secret = contextSecret(gs.context_signing_key, gs.master_key);
   if (secret === undefined) {
-    if (command === 'authz') {
-      io.err('tollgate authz: set general_settings.context_signing_key (or master_key) so the gateway can verify x-tollgate-context');
+    if (command !== 'serve') {
+      io.err(
+        `tollgate ${command}: set general_settings.context_signing_key (or master_key) so authz and the gateway share the x-tollgate-context secret`,
+      );
       return 1;
     }
     secret = randomBytes(32); // one process: authz and gateway share it in memory
@@ -219,12 +223,39 @@ async function serve(command: 'serve' | 'authz', args: readonly string[], io: Io
   };
   process.once('SIGTERM', () => onSignal('SIGTERM'));
   process.once('SIGINT', () => onSignal('SIGINT'));
-  let app: AuthzApp;
-  try {
-    app = await startAuthz(parts, { host: opts.host, port: opts.grpcPort, logger, metrics });
-  } catch (err) {
-    io.err(`tollgate ${command}: cannot listen on ${opts.host}:${opts.grpcPort} (gRPC): ${bindReason(err)}`);
-    return 1;
+  // Start what the command runs; if a later part fails, the earlier ones are closed: nothing half-started.
+  const running: Array<{ close(graceMs: number): Promise<void> }> = [];
+  const closeAll = (graceMs: number): Promise<void> => Promise.all(running.map((r) => r.close(graceMs))).then(() => undefined);
+  const listening: Record<string, string> = {};
+  if (command !== 'gateway') {
+    let app: AuthzApp;
+    try {
+      app = await startAuthz(parts, { host: opts.host, port: opts.grpcPort, logger, metrics });
+    } catch (err) {
+      io.err(`tollgate ${command}: cannot listen on ${opts.host}:${opts.grpcPort} (gRPC): ${bindReason(err)}`);
+      return 1;
+    }
+    running.push(app);
+    listening['grpc'] = `${opts.host}:${app.port}`;
+  } else {
+    running.push(await loadIdentityKeys(parts, logger, () => undefined).then((k) => ({ close: () => Promise.resolve(k.stop()) })));
+  }
+  if (command !== 'authz') {
+    let gw: GatewayApp;
+    try {
+      gw = await startGateway(prepared.config, parts, secret, {
+        host: opts.host,
+        port: opts.httpPort,
+        logger,
+        spend: new InMemorySpendLog(),
+      });
+    } catch (err) {
+      await closeAll(0);
+      io.err(`tollgate ${command}: cannot listen on ${opts.host}:${opts.httpPort} (HTTP): ${bindReason(err)}`);
+      return 1;
+    }
+    running.push(gw);
+    listening['http'] = `${opts.host}:${gw.port}`;
   }
   const stopped = new Promise<number>((resolve) => {
     let stopping = false;
@@ -232,7 +263,7 @@ async function serve(command: 'serve' | 'authz', args: readonly string[], io: Io
       if (stopping) return;
       stopping = true;
       logger.info({ signal }, 'draining');
-      void app.close(DRAIN_MS).then(() => {
+      void closeAll(DRAIN_MS).then(() => {
         logger.info('stopped');
         logger.flush();
         resolve(0);
@@ -240,11 +271,7 @@ async function serve(command: 'serve' | 'authz', args: readonly string[], io: Io
     };
   });
   if (pendingSignal !== undefined) signalled?.(pendingSignal);
-  logger.info(
-    { grpc: `${opts.host}:${app.port}`, config: prepared.source, deployments: prepared.config.model_list.length },
-    'authz listening',
-  );
-  if (command === 'serve') logger.warn('the HTTP gateway is not built yet: serving the ext_authz gRPC side only');
+  logger.info({ ...listening, config: prepared.source, deployments: prepared.config.model_list.length }, `${command} listening`);
   if (prepared.source === EMBEDDED) startModelDiscovery(parts.authorizer, logger);
   return stopped;
 }

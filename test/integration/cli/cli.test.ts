@@ -179,6 +179,9 @@ const lines = (s: string): string[] => s.split('\n').filter((l) => l.trim() !== 
 /** `config check`'s closing count line, `F: 3 errors`. */
 const isSummary = (l: string): boolean => /^\S+: \d+ errors?$/.test(l);
 
+/** The log line `tollgate authz` writes once it listens. */
+const LISTENING = 'authz listening';
+
 function portOf(listening: Record<string, unknown>): number {
   const where = listening['grpc'];
   assert.equal(typeof where, 'string', `no grpc field in ${JSON.stringify(listening)}`);
@@ -379,10 +382,20 @@ describe('other commands', () => {
     assert.match(r.stderr, /Usage/);
   });
 
-  test('gateway: exit 1, not built yet', TEST_OPTS, async () => {
-    const r = await run(['gateway', '--config', file('good.yaml')]);
-    assert.equal(r.code, 1);
-    assert.match(r.stderr, /not built yet/);
+  test('gateway: starts on --http-port, answers its liveness probe, exits 0 on SIGTERM', TEST_OPTS, async () => {
+    const g = start(['gateway', '--config', file('good.yaml'), '--host', '127.0.0.1', '--http-port', '0']);
+    try {
+      const listening = await g.waitForLog('gateway listening');
+      const port = Number(/:(\d+)$/.exec(String(listening['http']))?.[1]);
+      assert.ok(port > 0, JSON.stringify(listening));
+      const res = await fetch(`http://127.0.0.1:${port}/health/liveliness`);
+      assert.equal(res.status, 200);
+      assert.equal(await res.json(), "I'm alive!");
+      g.proc.kill('SIGTERM');
+      assert.equal((await g.waitExit()).code, 0);
+    } finally {
+      g.proc.kill('SIGKILL');
+    }
   });
 });
 
@@ -392,7 +405,7 @@ describe('tollgate authz', () => {
   test('starts, answers grpc health, exits 0 on SIGTERM', TEST_OPTS, async () => {
     const a = start(args('--grpc-port', '0'));
     try {
-      const port = portOf(await a.waitForLog('authz listening'));
+      const port = portOf(await a.waitForLog(LISTENING));
       assert.equal(await health(port), 'SERVING');
       assert.equal(await health(port, 'envoy.service.auth.v3.Authorization'), 'SERVING');
       await assert.rejects(health(port, 'no.such.Service'), (e: grpc.ServiceError) => e.code === grpc.status.NOT_FOUND);
@@ -410,7 +423,7 @@ describe('tollgate authz', () => {
   test('TOLLGATE_CONFIG stands in for --config', TEST_OPTS, async () => {
     const a = start(['authz', '--host', '127.0.0.1', '--grpc-port', '0'], { env: { TOLLGATE_CONFIG: file('good.yaml') } });
     try {
-      const listening = await a.waitForLog('authz listening');
+      const listening = await a.waitForLog(LISTENING);
       assert.equal(listening['config'], file('good.yaml'));
       assert.equal(await health(portOf(listening)), 'SERVING');
       assert.equal((await stop(a)).code, 0);
@@ -425,7 +438,7 @@ describe('tollgate authz', () => {
     for (let i = 0; i < 5; i++) {
       const a = start(args('--grpc-port', '0'));
       try {
-        await a.waitForLog('authz listening');
+        await a.waitForLog(LISTENING);
         const done = await stop(a);
         assert.deepEqual({ code: done.code, signal: done.signal }, { code: 0, signal: null }, `attempt ${i + 1}\n${done.stdout}`);
         assert.match(done.stdout, /"msg":"stopped"/);
@@ -438,7 +451,7 @@ describe('tollgate authz', () => {
   test('a second authz on the same port: exit 1, one line saying the port is in use', TEST_OPTS, async () => {
     const first = start(args('--grpc-port', '0'));
     try {
-      const port = portOf(await first.waitForLog('authz listening'));
+      const port = portOf(await first.waitForLog(LISTENING));
       const second = await start(args('--grpc-port', String(port))).waitExit();
       assert.equal(second.code, 1);
       assert.ok(!second.stdout.includes('authz listening'), second.stdout);
@@ -523,11 +536,11 @@ describe('tollgate serve with no config', () => {
   test('generates a master key once, keeps it mode 0600, reuses it without printing it', TEST_OPTS, async () => {
     const cwd = mkdtempSync(path.join(tmpdir(), 'tollgate-serve-'));
     try {
-      const serveArgs = ['serve', '--host', '127.0.0.1', '--grpc-port', '0'];
+      const serveArgs = ['serve', '--host', '127.0.0.1', '--grpc-port', '0', '--http-port', '0'];
       const first = start(serveArgs, { cwd });
       let key: string;
       try {
-        assert.equal(await health(portOf(await first.waitForLog('authz listening'))), 'SERVING');
+        assert.equal(await health(portOf(await first.waitForLog('serve listening'))), 'SERVING');
         const printed = [...first.stdout().matchAll(/sk-[A-Za-z0-9_-]{16,}/g)].map((m) => m[0]);
         assert.equal(printed.length, 1, `expected the key printed once:\n${first.stdout()}`);
         key = printed[0] ?? '';
@@ -546,7 +559,7 @@ describe('tollgate serve with no config', () => {
 
       const second = start(serveArgs, { cwd });
       try {
-        const port = portOf(await second.waitForLog('authz listening'));
+        const port = portOf(await second.waitForLog('serve listening'));
         assert.equal(await health(port), 'SERVING');
         const done = await stop(second);
         assert.equal(done.code, 0, done.stderr);

@@ -25,10 +25,15 @@ const CONTRACT: Record<ErrorCode, [status: number, type: string, grpc: number]> 
   budget_exceeded: [429, 'insufficient_quota', GrpcCode.RESOURCE_EXHAUSTED],
   store_unavailable: [503, 'service_unavailable', GrpcCode.UNAVAILABLE],
   no_healthy_deployment: [503, 'service_unavailable', GrpcCode.UNAVAILABLE],
+  // The gateway's extension of the table (backend outcomes), in the same shape.
+  not_found: [404, 'invalid_request_error', GrpcCode.NOT_FOUND],
+  upstream_invalid_request: [400, 'invalid_request_error', GrpcCode.INVALID_ARGUMENT],
+  upstream_error: [502, 'api_error', GrpcCode.INTERNAL],
+  upstream_timeout: [504, 'timeout', GrpcCode.DEADLINE_EXCEEDED],
 };
 
 describe('ERRORS matches the contract', () => {
-  test('exactly the contract codes, no more, no fewer', () => {
+  test('exactly the contract codes and the gateway extension, no more, no fewer', () => {
     assert.deepEqual(Object.keys(ERRORS).sort(), Object.keys(CONTRACT).sort());
   });
   for (const [code, [status, type, grpc]] of Object.entries(CONTRACT) as Array<[ErrorCode, [number, string, number]]>) {

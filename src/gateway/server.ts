@@ -1,0 +1,218 @@
+/**
+ * The HTTP door: the OpenAI-compatible API (`/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`,
+ * `/v1/models`) and the health probes. Behind Envoy, identity comes only from a valid `x-tollgate-context`
+ * bound to this request (signature, expiry, method and path, model); any other request — no Envoy, or a
+ * forged, expired or mismatched context — is authorized here by the same decision pipeline, so the gateway
+ * is never an open door. Client-sent `x-tollgate-*` headers are never read otherwise.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Authorizer, RequestFacts } from '../authorizer/authorizer.js';
+import type { TeamRecord } from '../core/decide.js';
+import { normalizePath } from '../core/route.js';
+import type { ContextClaims, ContextSigner } from '../identity/context-token.js';
+import type { KeyDirectory, KeyRecord } from '../identity/keys.js';
+import type { ModelCatalog } from '../routing/deployments.js';
+import type { Logger } from '../telemetry/logger.js';
+import { sendError, type Caller, type Forwarder, type ForwardRequest } from './forward.js';
+
+export interface GatewayDeps {
+  readonly authorizer: Authorizer;
+  readonly signer: ContextSigner;
+  readonly forwarder: Forwarder;
+  readonly catalog: () => ModelCatalog;
+  readonly keys: KeyDirectory;
+  readonly teams: ReadonlyMap<string, TeamRecord>;
+  readonly maxBodyBytes: number;
+  readonly logger: Logger;
+}
+
+const ENDPOINTS: Readonly<Record<string, ForwardRequest['endpoint']>> = {
+  '/v1/chat/completions': 'chat/completions',
+  '/chat/completions': 'chat/completions',
+  '/v1/completions': 'completions',
+  '/completions': 'completions',
+  '/v1/embeddings': 'embeddings',
+  '/embeddings': 'embeddings',
+};
+
+interface Identity {
+  readonly caller: Caller;
+  readonly model: string | undefined;
+  readonly deployment: string | undefined;
+  readonly key: KeyRecord | undefined;
+  readonly teamId: string | undefined;
+}
+
+export function createGateway(deps: GatewayDeps): Server {
+  const server = createServer({ keepAliveTimeout: 65_000, requestTimeout: 0, headersTimeout: 60_000 }, (req, res) => {
+    handle(deps, req, res).catch((err: unknown) => {
+      deps.logger.error({ err }, 'gateway request failed');
+      if (!res.headersSent) sendError(res, 'upstream_error', 'tollgate failed to handle the request.', '-', 500);
+      else res.destroy();
+    });
+  });
+  return server;
+}
+
+async function handle(deps: GatewayDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const method = req.method ?? 'GET';
+  const path = normalizePath(req.url ?? '/');
+  if (path === '/health/liveliness' || path === '/health/liveness') return json(res, 200, "I'm alive!");
+  if (path === '/health/readiness') return json(res, 200, { status: 'healthy' });
+
+  const body = method === 'POST' || method === 'PUT' || method === 'PATCH' ? await readBody(req, deps.maxBodyBytes) : undefined;
+  if (body === null) return sendError(res, 'request_too_large', undefined, '-');
+  const id = identify(deps, req, method, path, body);
+  if (id instanceof Promise) return serve(deps, res, method, path, body, await id);
+  return serve(deps, res, method, path, body, id);
+}
+
+function serve(
+  deps: GatewayDeps,
+  res: ServerResponse,
+  method: string,
+  path: string,
+  body: Buffer | undefined,
+  id: Identity | { error: Parameters<typeof sendError>[1]; message: string | undefined; requestId: string },
+): Promise<void> | void {
+  if ('error' in id) return sendError(res, id.error, id.message, id.requestId);
+  const endpoint = method === 'POST' ? ENDPOINTS[path] : undefined;
+  if (endpoint !== undefined) {
+    let parsed: Record<string, unknown>;
+    try {
+      parsed = JSON.parse((body ?? Buffer.alloc(0)).toString('utf8')) as Record<string, unknown>;
+    } catch {
+      return sendError(res, 'invalid_body', undefined, id.caller.requestId);
+    }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+      return sendError(res, 'invalid_body', undefined, id.caller.requestId);
+    const alias = id.model ?? (typeof parsed['model'] === 'string' ? parsed['model'] : undefined);
+    if (alias === undefined) return sendError(res, 'missing_model', undefined, id.caller.requestId);
+    const abort = new AbortController();
+    // A client that goes away aborts the backend request at once (vLLM stops generating only then).
+    res.once('close', () => {
+      if (!res.writableFinished) abort.abort();
+    });
+    return deps.forwarder.forward({ endpoint, body: parsed, alias, hint: id.deployment, caller: id.caller, signal: abort.signal }, res);
+  }
+  if (method === 'GET' && (path === '/v1/models' || path === '/models')) return listModels(deps, res, id);
+  return sendError(res, 'not_found', undefined, id.caller.requestId);
+}
+
+type IdentifyResult = Identity | { error: Parameters<typeof sendError>[1]; message: string | undefined; requestId: string };
+
+/** A valid signed context, or the decision pipeline run here (standalone). */
+function identify(
+  deps: GatewayDeps,
+  req: IncomingMessage,
+  method: string,
+  path: string,
+  body: Buffer | undefined,
+): IdentifyResult | Promise<IdentifyResult> {
+  const now = Date.now();
+  const ctx = header(req, 'x-tollgate-context');
+  if (ctx !== undefined) {
+    const checked = deps.signer.verify(ctx, now);
+    if (checked.ok && bound(checked.claims, method, path, body)) return fromClaims(deps, checked.claims);
+    deps.logger.warn(
+      { reason: checked.ok ? 'not bound to this request' : checked.reason },
+      'x-tollgate-context refused; authorizing the request here',
+    );
+  }
+  const facts: RequestFacts = {
+    method,
+    path: req.url ?? '/',
+    headers: flatHeaders(req),
+    body,
+    partialBody: false,
+    contextExtensions: {},
+  };
+  const result = deps.authorizer.authorize(facts, now);
+  const finish = (auth: Awaited<typeof result>): IdentifyResult => {
+    const d = auth.decision;
+    if (!d.allow) return { error: d.code, message: d.message, requestId: auth.requestId };
+    const p = d.principal;
+    return {
+      caller: { requestId: auth.requestId, keyId: p.keyId, userId: p.userId, teamId: p.teamId },
+      model: d.body?.model,
+      deployment: d.deployment?.id,
+      key: p.key,
+      teamId: p.teamId,
+    };
+  };
+  return result instanceof Promise ? result.then(finish) : finish(result);
+}
+
+/** The context must have been issued for this method and path, and, on model routes, this model. */
+function bound(claims: ContextClaims, method: string, path: string, body: Buffer | undefined): boolean {
+  if (claims.p !== `${method} ${path}`) return false;
+  if (claims.m === undefined) return ENDPOINTS[path] === undefined || method !== 'POST';
+  try {
+    const parsed = JSON.parse((body ?? Buffer.alloc(0)).toString('utf8')) as { model?: unknown };
+    return parsed.model === claims.m;
+  } catch {
+    return false;
+  }
+}
+
+function fromClaims(deps: GatewayDeps, c: ContextClaims): Identity {
+  return {
+    caller: { requestId: c.r, keyId: c.k, userId: c.u, teamId: c.t },
+    model: c.m,
+    deployment: c.d,
+    key: c.k === undefined ? undefined : deps.keys.byId(c.k),
+    teamId: c.t,
+  };
+}
+
+/** `GET /v1/models`: only the aliases this caller may use (key and team allow-lists). */
+function listModels(deps: GatewayDeps, res: ServerResponse, id: Identity): void {
+  const team = id.teamId === undefined ? undefined : deps.teams.get(id.teamId);
+  const allowed = (list: readonly string[] | undefined, alias: string): boolean =>
+    list === undefined || list.length === 0 || list.includes(alias) || list.includes('*');
+  const created = Math.floor(Date.now() / 1000);
+  const data = [...deps.catalog().aliases()]
+    .filter((a) => allowed(id.key?.models, a) && allowed(team?.models, a))
+    .sort()
+    .map((a) => ({ id: a, object: 'model', created, owned_by: 'tollgate' }));
+  json(res, 200, { object: 'list', data }, id.caller.requestId);
+}
+
+function json(res: ServerResponse, status: number, value: unknown, requestId?: string): void {
+  const body = JSON.stringify(value);
+  const headers: Record<string, string | number> = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
+  if (requestId !== undefined) headers['x-tollgate-request-id'] = requestId;
+  res.writeHead(status, headers);
+  res.end(body);
+}
+
+/** The whole request body, or null when it exceeds `max` (the rest is drained, not buffered). */
+async function readBody(req: IncomingMessage, max: number): Promise<Buffer | null> {
+  const declared = Number(req.headers['content-length']);
+  if (Number.isFinite(declared) && declared > max) {
+    req.resume();
+    return null;
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > max) {
+      req.resume();
+      return null;
+    }
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
+
+function header(req: IncomingMessage, name: string): string | undefined {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function flatHeaders(req: IncomingMessage): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(req.headers)) if (v !== undefined) out[k] = Array.isArray(v) ? v.join(',') : v;
+  return out;
+}

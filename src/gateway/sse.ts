@@ -1,0 +1,132 @@
+/**
+ * Rewrites a backend's SSE stream (OpenAI / vLLM `data: <json>\n\n` events) on its way to the client,
+ * event by event, without buffering the reply:
+ * - learns `usage` from the usage chunk (`choices: []`, sent because tollgate adds
+ *   `stream_options.include_usage`), and drops that chunk when the client did not ask for it;
+ * - renders an in-stream error (`data: {"error": {...}}`, vLLM's failure after the 200) in OpenAI's shape;
+ * - counts content chunks, so a stream cut short is charged for what was streamed.
+ */
+
+export interface StreamUsage {
+  promptTokens: number;
+  completionTokens: number;
+}
+
+const DONE = 'data: [DONE]\n\n';
+
+export class SseRewriter {
+  readonly #keepUsage: boolean;
+  readonly #model: string;
+  #buffer = '';
+  usage: StreamUsage | undefined;
+  contentChunks = 0;
+  sawDone = false;
+  sawError = false;
+  readonly #decoder = new TextDecoder();
+
+  /** `keepUsage`: the client asked for `include_usage`. `model`: the alias the client sent, put back in every chunk. */
+  constructor(opts: { keepUsage: boolean; model: string }) {
+    this.#keepUsage = opts.keepUsage;
+    this.#model = opts.model;
+  }
+
+  /** Feeds backend bytes; returns the text to send to the client now ('' when nothing is complete yet). */
+  push(chunk: Uint8Array): string {
+    this.#buffer += this.#decoder.decode(chunk, { stream: true });
+    let out = '';
+    for (;;) {
+      const end = eventEnd(this.#buffer);
+      if (end === undefined) break;
+      const event = this.#buffer.slice(0, end.at);
+      this.#buffer = this.#buffer.slice(end.at + end.length);
+      out += this.#event(event);
+    }
+    if (this.#buffer.length > 1024 * 1024) {
+      // One event larger than a megabyte is not an OpenAI stream.
+      this.#buffer = '';
+      this.sawError = true;
+      out += errorEvent('The model server sent a malformed stream.');
+    }
+    return out;
+  }
+
+  /** The backend ended: what remains, and the error/[DONE] a well-formed OpenAI stream ends with. */
+  end(cutShort: boolean): string {
+    let out = this.#buffer.trim() === '' ? '' : this.#event(this.#buffer);
+    this.#buffer = '';
+    if (cutShort && !this.sawDone && !this.sawError) {
+      this.sawError = true;
+      out += errorEvent('The model server closed the stream before it finished.');
+    }
+    if (!this.sawDone) out += DONE;
+    return out;
+  }
+
+  #event(raw: string): string {
+    let data = '';
+    for (const line of raw.split(/\r?\n/)) {
+      if (line.startsWith('data:')) data += line.slice(line[5] === ' ' ? 6 : 5);
+      // Comments (`:`), `event:`, `id:` and `retry:` lines are not used by OpenAI streams.
+    }
+    if (data === '') return '';
+    if (data === '[DONE]') {
+      this.sawDone = true;
+      return DONE;
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(data);
+    } catch {
+      this.sawError = true;
+      return errorEvent('The model server sent a malformed stream.');
+    }
+    if (typeof parsed !== 'object' || parsed === null) return '';
+    const o = parsed as Record<string, unknown>;
+    if (o['error'] !== undefined || o['object'] === 'error') {
+      this.sawError = true;
+      return errorEvent(backendMessage(o) ?? 'The model server failed while generating.');
+    }
+    const usage = o['usage'];
+    if (typeof usage === 'object' && usage !== null) {
+      const u = usage as Record<string, unknown>;
+      this.usage = { promptTokens: num(u['prompt_tokens']), completionTokens: num(u['completion_tokens']) };
+    }
+    const choices = o['choices'];
+    if (Array.isArray(choices)) {
+      if (choices.length === 0 && !this.#keepUsage) return '';
+      for (const c of choices) {
+        const delta = (c as { delta?: { content?: unknown }; text?: unknown } | null)?.delta;
+        const text = delta === undefined ? (c as { text?: unknown } | null)?.text : delta.content;
+        if (typeof text === 'string' && text !== '') this.contentChunks++;
+      }
+    }
+    if (!this.#keepUsage && 'usage' in o) delete o['usage'];
+    o['model'] = this.#model;
+    return `data: ${JSON.stringify(o)}\n\n`;
+  }
+}
+
+function eventEnd(buf: string): { at: number; length: number } | undefined {
+  const lf = buf.indexOf('\n\n');
+  const crlf = buf.indexOf('\r\n\r\n');
+  if (lf < 0 && crlf < 0) return undefined;
+  if (crlf >= 0 && (lf < 0 || crlf < lf)) return { at: crlf, length: 4 };
+  return { at: lf, length: 2 };
+}
+
+/** An SSE event the OpenAI SDKs raise as an APIError. */
+export function errorEvent(message: string): string {
+  return `data: ${JSON.stringify({ error: { message, type: 'api_error', param: null, code: 'upstream_error' } })}\n\n`;
+}
+
+/** vLLM's nested `{"error": {"message"}}` or its older flat `{"object": "error", "message"}`. */
+export function backendMessage(o: Record<string, unknown>): string | undefined {
+  const err = o['error'];
+  const msg =
+    typeof err === 'object' && err !== null ? (err as Record<string, unknown>)['message'] : typeof err === 'string' ? err : o['message'];
+  return typeof msg === 'string' && msg !== '' ? msg.slice(0, 1000) : undefined;
+}
+
+function num(v: unknown): number {
+  return typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : 0;
+}

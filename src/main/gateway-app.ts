@@ -1,0 +1,81 @@
+/** Composition root of the HTTP gateway: forwarder, deployment tracking, spend recording, the server. */
+import type { Server } from 'node:http';
+import type { Config } from '../config/schema.js';
+import { createGateway } from '../gateway/server.js';
+import { Forwarder } from '../gateway/forward.js';
+import { ContextSigner } from '../identity/context-token.js';
+import { DeploymentTracker } from '../routing/health.js';
+import type { SpendRecorder } from '../store/spend.js';
+import type { Logger } from '../telemetry/logger.js';
+import type { AuthzParts } from './authz-app.js';
+
+export interface GatewayApp {
+  readonly server: Server;
+  readonly port: number;
+  readonly forwarder: Forwarder;
+  close(graceMs: number): Promise<void>;
+}
+
+export async function startGateway(
+  config: Config,
+  parts: AuthzParts,
+  contextSecret: Buffer,
+  opts: { host: string; port: number; logger: Logger; spend: SpendRecorder },
+): Promise<GatewayApp> {
+  const rs = config.router_settings;
+  const tracker = new DeploymentTracker({ allowedFails: rs.allowed_fails, cooldownSeconds: rs.cooldown_time });
+  // authz picks its routing hint with the same cooldown view in one process.
+  parts.authorizer.updateRules({ health: tracker });
+  const catalog = () => parts.authorizer.rules.catalog;
+  const forwarder = new Forwarder({
+    catalog,
+    tracker,
+    spend: opts.spend,
+    settings: {
+      strategy: rs.routing_strategy,
+      numRetries: rs.num_retries,
+      fallbacks: new Map(rs.fallbacks.flatMap((f) => Object.entries(f))),
+      defaultMaxTokens: config.general_settings.default_max_tokens,
+    },
+  });
+  const cat = catalog();
+  forwarder.warm([...cat.aliases()].flatMap((a) => cat.group(a)?.deployments ?? []));
+  const server = createGateway({
+    authorizer: parts.authorizer,
+    signer: new ContextSigner(contextSecret),
+    forwarder,
+    catalog,
+    keys: parts.keys,
+    teams: parts.teams,
+    maxBodyBytes: parts.maxBodyBytes,
+    logger: opts.logger,
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, opts.host, () => {
+      server.off('error', reject);
+      const addr = server.address();
+      resolve(typeof addr === 'object' && addr !== null ? addr.port : opts.port);
+    });
+  });
+  return {
+    server,
+    port,
+    forwarder,
+    async close(graceMs: number) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          server.closeAllConnections();
+          resolve();
+        }, graceMs);
+        timer.unref();
+        server.close(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+        server.closeIdleConnections();
+      });
+      await forwarder.close();
+    },
+  };
+}

@@ -1,0 +1,156 @@
+/**
+ * Per-deployment state the gateway keeps for routing: in-flight count (least-busy), latency EWMA
+ * (latency-based-routing), tokens and requests in the current minute (usage-based-routing), and
+ * failures leading to a cooldown (`allowed_fails` within a minute → out for `cooldown_time`), as
+ * LiteLLM's Router does. One replica's view; shared limits live in the store.
+ */
+import type { Deployment, DeploymentHealth, ModelGroup } from './deployments.js';
+
+interface State {
+  inFlight: number;
+  latencyMs: number | undefined;
+  minute: number;
+  requests: number;
+  tokens: number;
+  failMinute: number;
+  fails: number;
+  coolUntil: number;
+}
+
+export type RoutingStrategy = 'simple-shuffle' | 'least-busy' | 'latency-based-routing' | 'usage-based-routing' | 'usage-based-routing-v2';
+
+const EWMA = 0.3;
+
+export class DeploymentTracker implements DeploymentHealth {
+  readonly #states = new Map<string, State>();
+  readonly #allowedFails: number;
+  readonly #cooldownMs: number;
+
+  constructor(opts: { allowedFails: number; cooldownSeconds: number }) {
+    this.#allowedFails = opts.allowedFails;
+    this.#cooldownMs = opts.cooldownSeconds * 1000;
+  }
+
+  #state(id: string): State {
+    let s = this.#states.get(id);
+    if (s === undefined) {
+      s = { inFlight: 0, latencyMs: undefined, minute: 0, requests: 0, tokens: 0, failMinute: 0, fails: 0, coolUntil: 0 };
+      this.#states.set(id, s);
+    }
+    return s;
+  }
+
+  isAvailable(id: string, nowMs: number): boolean {
+    const s = this.#states.get(id);
+    return s === undefined || s.coolUntil <= nowMs;
+  }
+
+  cooling(id: string, nowMs: number): boolean {
+    return !this.isAvailable(id, nowMs);
+  }
+
+  inFlight(id: string): number {
+    return this.#states.get(id)?.inFlight ?? 0;
+  }
+
+  started(id: string, nowMs: number): void {
+    const s = this.#state(id);
+    s.inFlight++;
+    const minute = Math.floor(nowMs / 60_000);
+    if (s.minute !== minute) {
+      s.minute = minute;
+      s.requests = 0;
+      s.tokens = 0;
+    }
+    s.requests++;
+  }
+
+  finished(id: string): void {
+    const s = this.#state(id);
+    if (s.inFlight > 0) s.inFlight--;
+  }
+
+  /** Time to the response headers of a successful attempt (latency-based-routing). */
+  latency(id: string, latencyMs: number): void {
+    const s = this.#state(id);
+    s.latencyMs = s.latencyMs === undefined ? latencyMs : s.latencyMs * (1 - EWMA) + latencyMs * EWMA;
+  }
+
+  /** Tokens a request used on the deployment this minute (usage-based-routing). */
+  addTokens(id: string, tokens: number): void {
+    this.#state(id).tokens += tokens;
+  }
+
+  /** A failed attempt (connect error, 429, 5xx, timeout). Returns true when this put the deployment in cooldown. */
+  failed(id: string, nowMs: number): boolean {
+    const s = this.#state(id);
+    const minute = Math.floor(nowMs / 60_000);
+    if (s.failMinute !== minute) {
+      s.failMinute = minute;
+      s.fails = 0;
+    }
+    s.fails++;
+    if (s.fails >= this.#allowedFails && this.#cooldownMs > 0) {
+      s.coolUntil = nowMs + this.#cooldownMs;
+      s.fails = 0;
+      return true;
+    }
+    return false;
+  }
+
+  /**
+   * The deployment for an attempt: among available ones not yet tried, by strategy. `random` in [0, 1).
+   * `usage-based-routing` skips deployments past their rpm/tpm this minute and prefers the least used.
+   */
+  pick(group: ModelGroup, strategy: RoutingStrategy, exclude: ReadonlySet<string>, nowMs: number, random: number): Deployment | undefined {
+    const candidates = group.deployments.filter((d) => !exclude.has(d.id) && this.isAvailable(d.id, nowMs));
+    if (candidates.length <= 1) return candidates[0];
+    switch (strategy) {
+      case 'least-busy':
+        return minBy(candidates, (d) => this.inFlight(d.id), random);
+      case 'latency-based-routing':
+        // Untried deployments first (latency unknown = 0), so each gets measured.
+        return minBy(candidates, (d) => this.#states.get(d.id)?.latencyMs ?? 0, random);
+      case 'usage-based-routing':
+      case 'usage-based-routing-v2': {
+        const minute = Math.floor(nowMs / 60_000);
+        const usage = (d: Deployment): { requests: number; tokens: number } => {
+          const s = this.#states.get(d.id);
+          return s === undefined || s.minute !== minute ? { requests: 0, tokens: 0 } : s;
+        };
+        const under = candidates.filter((d) => {
+          const u = usage(d);
+          return (d.rpm === undefined || u.requests < d.rpm) && (d.tpm === undefined || u.tokens < d.tpm);
+        });
+        return minBy(under.length > 0 ? under : candidates, (d) => usage(d).tokens, random);
+      }
+      case 'simple-shuffle':
+        return weighted(candidates, random);
+    }
+  }
+}
+
+function minBy(list: readonly Deployment[], score: (d: Deployment) => number, random: number): Deployment | undefined {
+  let best: Deployment[] = [];
+  let bestScore = Infinity;
+  for (const d of list) {
+    const s = score(d);
+    if (s < bestScore) {
+      bestScore = s;
+      best = [d];
+    } else if (s === bestScore) {
+      best.push(d);
+    }
+  }
+  return best[Math.floor(random * best.length)] ?? best[0];
+}
+
+function weighted(list: readonly Deployment[], random: number): Deployment | undefined {
+  const total = list.reduce((s, d) => s + d.weight, 0);
+  let t = random * total;
+  for (const d of list) {
+    t -= d.weight;
+    if (t < 0) return d;
+  }
+  return list[list.length - 1];
+}

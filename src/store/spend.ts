@@ -1,0 +1,46 @@
+/**
+ * Where the gateway records what each request cost. The shared-state work backs this with Redis counters
+ * and a PostgreSQL spend log; until then an in-process log keeps the rows (one replica).
+ */
+
+export interface SpendEntry {
+  readonly requestId: string;
+  readonly keyId: string | undefined;
+  readonly userId: string | undefined;
+  readonly teamId: string | undefined;
+  /** The alias the client asked for (after a fallback, the alias that answered). */
+  readonly model: string;
+  readonly deployment: string | undefined;
+  readonly promptTokens: number;
+  readonly completionTokens: number;
+  /** USD: prompt × input_cost_per_token + completion × output_cost_per_token. */
+  readonly cost: number;
+  /** HTTP status sent to the client. */
+  readonly status: number;
+  readonly latencyMs: number;
+  /** True when the backend never reported usage (a stream cut short): tokens are counted from what was streamed. */
+  readonly estimated: boolean;
+  readonly at: number;
+}
+
+export interface SpendRecorder {
+  record(entry: SpendEntry): void;
+}
+
+/** Keeps the last `max` rows in memory and totals per key. */
+export class InMemorySpendLog implements SpendRecorder {
+  readonly rows: SpendEntry[] = [];
+  readonly #max: number;
+  readonly #byKey = new Map<string, number>();
+  constructor(max = 10_000) {
+    this.#max = max;
+  }
+  record(entry: SpendEntry): void {
+    this.rows.push(entry);
+    if (this.rows.length > this.#max) this.rows.shift();
+    if (entry.keyId !== undefined) this.#byKey.set(entry.keyId, (this.#byKey.get(entry.keyId) ?? 0) + entry.cost);
+  }
+  spendOfKey(keyId: string): number {
+    return this.#byKey.get(keyId) ?? 0;
+  }
+}

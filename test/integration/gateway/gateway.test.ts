@@ -1,0 +1,236 @@
+/**
+ * The HTTP gateway end to end: the official `openai` SDK as the client, fake vLLM servers as backends,
+ * standalone (the gateway authorizes itself) and behind an Envoy stand-in (Check, then forward with
+ * Envoy's header semantics).
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import OpenAI from 'openai';
+import { startFakeVllm, type FakeVllm } from '../../support/fake-vllm.js';
+import { prepareConfigText } from '../../../src/main/config-source.js';
+import { buildAuthorizer, startAuthz, type AuthzApp } from '../../../src/main/authz-app.js';
+import { startGateway, type GatewayApp } from '../../../src/main/gateway-app.js';
+import { contextSecret } from '../../../src/identity/context-token.js';
+import { InMemorySpendLog } from '../../../src/store/spend.js';
+import { createLogger } from '../../../src/telemetry/logger.js';
+import { createMetrics } from '../../../src/telemetry/metrics.js';
+import { applyOkResponse, EnvoyCheckClient } from '../../support/envoy.js';
+
+const KEY = 'sk-gateway-test-key-0001';
+const LLAMA_ONLY = 'sk-gateway-llama-only-02';
+const BACKEND_KEY = 'backend-secret-token';
+const SECRET = 'gateway-test-context-key-0123456789abcdef';
+const sha = (s: string): string => createHash('sha256').update(s).digest('hex');
+const MODEL = 'meta-llama/Llama-3.1-8B-Instruct';
+
+function config(a: FakeVllm, b: FakeVllm, q: FakeVllm): string {
+  return `
+model_list:
+  - model_name: llama
+    litellm_params: { model: openai/${MODEL}, api_base: "${a.apiBase}", api_key: ${BACKEND_KEY}, timeout: 5, stream_timeout: 2 }
+    model_info: { id: llama-a, input_cost_per_token: 0.001, output_cost_per_token: 0.002 }
+  - model_name: llama
+    litellm_params: { model: openai/${MODEL}, api_base: "${b.apiBase}", api_key: ${BACKEND_KEY}, timeout: 5, stream_timeout: 2 }
+    model_info: { id: llama-b, input_cost_per_token: 0.001, output_cost_per_token: 0.002 }
+  - model_name: qwen
+    litellm_params: { model: openai/${MODEL}, api_base: "${q.apiBase}" }
+    model_info: { id: qwen-a, input_cost_per_token: 0.01, output_cost_per_token: 0.02 }
+router_settings:
+  num_retries: 2
+  allowed_fails: 100
+  fallbacks: [{ llama: [qwen] }]
+general_settings:
+  context_signing_key: ${SECRET}
+  default_max_tokens: 321
+keys:
+  - key: sha256:${sha(KEY)}
+    user_id: ci
+  - key: sha256:${sha(LLAMA_ONLY)}
+    models: [llama]
+`;
+}
+
+describe('gateway', () => {
+  let a: FakeVllm;
+  let b: FakeVllm;
+  let q: FakeVllm;
+  let gw: GatewayApp;
+  let authz: AuthzApp;
+  let spend: InMemorySpendLog;
+  let client: OpenAI;
+  let base: string;
+
+  before(async () => {
+    [a, b, q] = await Promise.all([
+      startFakeVllm({ models: [MODEL], name: 'a' }),
+      startFakeVllm({ models: [MODEL], name: 'b' }),
+      startFakeVllm({ models: [MODEL], name: 'q' }),
+    ]);
+    const prepared = prepareConfigText(config(a, b, q), 'gw.yaml', {});
+    const secret = contextSecret(SECRET, undefined) as Buffer;
+    const parts = buildAuthorizer(prepared.config, prepared.policy, secret);
+    const logger = createLogger('silent');
+    spend = new InMemorySpendLog();
+    authz = await startAuthz(parts, { host: '127.0.0.1', port: 0, logger, metrics: createMetrics({ defaultMetrics: false }) });
+    gw = await startGateway(prepared.config, parts, secret, { host: '127.0.0.1', port: 0, logger, spend });
+    base = `http://127.0.0.1:${gw.port}`;
+    client = new OpenAI({ apiKey: KEY, baseURL: `${base}/v1`, maxRetries: 0 });
+  });
+  after(async () => {
+    await gw.close(500);
+    await authz.close(500);
+    await Promise.all([a.close(), b.close(), q.close()]);
+  });
+  const reset = (): void => {
+    for (const s of [a, b, q]) {
+      s.received.length = 0;
+      s.setFault(undefined);
+    }
+  };
+
+  test('chat completion through the openai SDK; the backend sees its own key, the backend model and the default max_tokens', async () => {
+    reset();
+    const before = spend.rows.length;
+    const res = await client.chat.completions.create({ model: 'llama', messages: [{ role: 'user', content: 'hi' }] }).withResponse();
+    assert.equal(res.data.model, 'llama');
+    assert.ok(res.data.choices[0]?.message.content);
+    const got = [...a.received, ...b.received];
+    assert.equal(got.length, 1);
+    const r = got[0];
+    assert.ok(r);
+    assert.equal(r.headers['authorization'], `Bearer ${BACKEND_KEY}`);
+    assert.equal((r.body as { model: string }).model, MODEL);
+    assert.equal((r.body as { max_tokens: number }).max_tokens, 321);
+    assert.ok(!Object.keys(r.headers).some((h) => h.startsWith('x-tollgate-')));
+    const row = spend.rows[before];
+    assert.ok(row);
+    const usage = res.data.usage;
+    assert.ok(usage);
+    assert.equal(row.cost, usage.prompt_tokens * 0.001 + usage.completion_tokens * 0.002);
+    assert.equal(Number(res.response.headers.get('x-tollgate-response-cost')), row.cost);
+    assert.equal(row.keyId, sha(KEY).slice(0, 16));
+  });
+
+  test('streaming: chunks end with [DONE]; the usage chunk reaches only a client that asked for it', async () => {
+    reset();
+    const plain = await client.chat.completions.create({ model: 'llama', messages: [{ role: 'user', content: 'hi' }], stream: true });
+    let text = '';
+    let sawUsage = false;
+    for await (const chunk of plain) {
+      text += chunk.choices[0]?.delta.content ?? '';
+      if (chunk.usage) sawUsage = true;
+    }
+    assert.ok(text.length > 0);
+    assert.equal(sawUsage, false);
+    const sent = [...a.received, ...b.received][0]?.body as { stream_options?: { include_usage?: boolean } };
+    assert.equal(sent.stream_options?.include_usage, true, 'tollgate asks the backend for usage');
+    const asked = await client.chat.completions.create({
+      model: 'llama',
+      messages: [{ role: 'user', content: 'hi' }],
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    let usage: unknown;
+    for await (const chunk of asked) if (chunk.usage) usage = chunk.usage;
+    assert.ok(usage);
+  });
+
+  test('a 500 is retried on the other deployment; when the group is exhausted the fallback alias answers', async () => {
+    reset();
+    a.setFault({ kind: 'status', status: 500 });
+    const r1 = await client.chat.completions.create({ model: 'llama', messages: [{ role: 'user', content: 'x' }] });
+    assert.ok(r1.choices[0]?.message.content?.includes('b'), 'answered by b');
+    b.setFault({ kind: 'status', status: 503 });
+    const r2 = await client.chat.completions.create({ model: 'llama', messages: [{ role: 'user', content: 'x' }] });
+    assert.equal(r2.model, 'qwen', 'the fallback alias answered');
+    assert.equal(q.received.length, 1);
+  });
+
+  test('no retry after the first byte: a stream cut mid-way ends with an error event, and is charged for what was streamed', async () => {
+    reset();
+    a.setFault({ kind: 'close-mid-stream', afterChunks: 2 });
+    b.setFault({ kind: 'close-mid-stream', afterChunks: 2 });
+    const before = spend.rows.length;
+    const stream = await client.chat.completions.create({ model: 'llama', messages: [{ role: 'user', content: 'x' }], stream: true });
+    await assert.rejects(async () => {
+      for await (const _ of stream) {
+        /* consume */
+      }
+    });
+    assert.equal(a.received.length + b.received.length, 1, 'not retried');
+    const row = spend.rows[before];
+    assert.ok(row);
+    assert.equal(row.estimated, true);
+    assert.ok(row.completionTokens >= 2);
+  });
+
+  test('a client that disconnects aborts the backend request', async () => {
+    reset();
+    a.setFault({ kind: 'delay-headers', ms: 3000 });
+    b.setFault({ kind: 'delay-headers', ms: 3000 });
+    const ctrl = new AbortController();
+    const p = fetch(`${base}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'llama', messages: [] }),
+      signal: ctrl.signal,
+    }).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 200));
+    ctrl.abort();
+    await p;
+    const aborted = await Promise.race([a.waitForAbort(2000), b.waitForAbort(2000)]);
+    assert.equal(aborted.aborted, true);
+  });
+
+  test('bad input: not JSON, no model, unknown alias, a model the key may not use, no key', async () => {
+    reset();
+    const post = (body: string, key = KEY): Promise<Response> =>
+      fetch(`${base}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body,
+      });
+    const code = async (r: Response): Promise<[number, string]> => [r.status, ((await r.json()) as { error: { code: string } }).error.code];
+    assert.deepEqual(await code(await post('nope')), [400, 'invalid_body']);
+    assert.deepEqual(await code(await post('{}')), [400, 'missing_model']);
+    assert.deepEqual(await code(await post('{"model":"gpt-9"}')), [404, 'model_not_found']);
+    assert.deepEqual(await code(await post('{"model":"qwen"}', LLAMA_ONLY)), [403, 'model_not_allowed']);
+    assert.deepEqual(await code(await fetch(`${base}/v1/models`)), [401, 'missing_api_key']);
+  });
+
+  test('GET /v1/models lists only the aliases the caller may use', async () => {
+    const limited = new OpenAI({ apiKey: LLAMA_ONLY, baseURL: `${base}/v1`, maxRetries: 0 });
+    const ids = [];
+    for await (const m of limited.models.list()) ids.push(m.id);
+    assert.deepEqual(ids, ['llama']);
+  });
+
+  test('behind Envoy: a valid context is trusted; a forged one is not, and the removed credentials leave the request unauthenticated', async () => {
+    reset();
+    const envoy = new EnvoyCheckClient(authz.port);
+    try {
+      const body = JSON.stringify({ model: 'llama', messages: [{ role: 'user', content: 'hi' }] });
+      const reqHeaders = { authorization: `Bearer ${KEY}`, 'content-type': 'application/json', 'x-tollgate-user': 'root' };
+      const check = await envoy.check({ headers: reqHeaders, body });
+      assert.equal(check.status?.code, 0);
+      const fwd = applyOkResponse(reqHeaders, check.ok_response as NonNullable<typeof check.ok_response>);
+      const headers: Record<string, string> = {};
+      for (const [k, v] of fwd) if (!k.startsWith(':')) headers[k] = v.join(',');
+      const ok = await fetch(`${base}/v1/chat/completions`, { method: 'POST', headers, body });
+      assert.equal(ok.status, 200);
+      const forged = { ...headers, 'x-tollgate-context': `${headers['x-tollgate-context']?.slice(0, -4)}AAAA` };
+      const bad = await fetch(`${base}/v1/chat/completions`, { method: 'POST', headers: forged, body });
+      assert.equal(bad.status, 401);
+      // The context is bound to its model: reusing it for another model is refused.
+      const other = await fetch(`${base}/v1/chat/completions`, {
+        method: 'POST',
+        headers,
+        body: JSON.stringify({ model: 'qwen', messages: [] }),
+      });
+      assert.equal(other.status, 401);
+    } finally {
+      envoy.close();
+    }
+  });
+});
