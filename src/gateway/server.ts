@@ -62,9 +62,21 @@ async function handle(deps: GatewayDeps, req: IncomingMessage, res: ServerRespon
 
   const body = method === 'POST' || method === 'PUT' || method === 'PATCH' ? await readBody(req, deps.maxBodyBytes) : undefined;
   if (body === null) return sendError(res, 'request_too_large', undefined, '-');
-  const id = identify(deps, req, method, path, body);
-  if (id instanceof Promise) return serve(deps, res, method, path, body, await id);
-  return serve(deps, res, method, path, body, id);
+  // Parsed once: the context binding and the forwarder both use it.
+  const endpoint = method === 'POST' ? ENDPOINTS[path] : undefined;
+  const parsed = endpoint === undefined || body === undefined ? undefined : parseObject(body);
+  const id = identify(deps, req, method, path, body, parsed);
+  if (id instanceof Promise) return serve(deps, res, method, path, endpoint, parsed, await id);
+  return serve(deps, res, method, path, endpoint, parsed, id);
+}
+
+function parseObject(body: Buffer): Record<string, unknown> | undefined {
+  try {
+    const v: unknown = JSON.parse(body.toString('utf8'));
+    return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function serve(
@@ -72,20 +84,13 @@ function serve(
   res: ServerResponse,
   method: string,
   path: string,
-  body: Buffer | undefined,
-  id: Identity | { error: Parameters<typeof sendError>[1]; message: string | undefined; requestId: string },
+  endpoint: ForwardRequest['endpoint'] | undefined,
+  parsed: Record<string, unknown> | undefined,
+  id: IdentifyResult,
 ): Promise<void> | void {
   if ('error' in id) return sendError(res, id.error, id.message, id.requestId);
-  const endpoint = method === 'POST' ? ENDPOINTS[path] : undefined;
   if (endpoint !== undefined) {
-    let parsed: Record<string, unknown>;
-    try {
-      parsed = JSON.parse((body ?? Buffer.alloc(0)).toString('utf8')) as Record<string, unknown>;
-    } catch {
-      return sendError(res, 'invalid_body', undefined, id.caller.requestId);
-    }
-    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
-      return sendError(res, 'invalid_body', undefined, id.caller.requestId);
+    if (parsed === undefined) return sendError(res, 'invalid_body', undefined, id.caller.requestId);
     const alias = id.model ?? (typeof parsed['model'] === 'string' ? parsed['model'] : undefined);
     if (alias === undefined) return sendError(res, 'missing_model', undefined, id.caller.requestId);
     const abort = new AbortController();
@@ -108,12 +113,13 @@ function identify(
   method: string,
   path: string,
   body: Buffer | undefined,
+  parsed: Record<string, unknown> | undefined,
 ): IdentifyResult | Promise<IdentifyResult> {
   const now = Date.now();
   const ctx = header(req, 'x-tollgate-context');
   if (ctx !== undefined) {
     const checked = deps.signer.verify(ctx, now);
-    if (checked.ok && bound(checked.claims, method, path, body)) return fromClaims(deps, checked.claims);
+    if (checked.ok && bound(checked.claims, method, path, parsed)) return fromClaims(deps, checked.claims);
     deps.logger.warn(
       { reason: checked.ok ? 'not bound to this request' : checked.reason },
       'x-tollgate-context refused; authorizing the request here',
@@ -144,15 +150,10 @@ function identify(
 }
 
 /** The context must have been issued for this method and path, and, on model routes, this model. */
-function bound(claims: ContextClaims, method: string, path: string, body: Buffer | undefined): boolean {
+function bound(claims: ContextClaims, method: string, path: string, parsed: Record<string, unknown> | undefined): boolean {
   if (claims.p !== `${method} ${path}`) return false;
   if (claims.m === undefined) return ENDPOINTS[path] === undefined || method !== 'POST';
-  try {
-    const parsed = JSON.parse((body ?? Buffer.alloc(0)).toString('utf8')) as { model?: unknown };
-    return parsed.model === claims.m;
-  } catch {
-    return false;
-  }
+  return parsed !== undefined && parsed['model'] === claims.m;
 }
 
 function fromClaims(deps: GatewayDeps, c: ContextClaims): Identity {

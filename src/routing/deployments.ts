@@ -16,6 +16,10 @@ export interface Deployment {
   readonly backendModel: string;
   /** Without a trailing slash, e.g. `http://vllm-llama:8000/v1`. */
   readonly apiBase: string;
+  /** `http://vllm-llama:8000`: one connection pool per origin. */
+  readonly origin: string;
+  /** `/v1`: the path requests are sent under. */
+  readonly basePath: string;
   readonly apiKey: string | undefined;
   readonly rpm: number | undefined;
   readonly tpm: number | undefined;
@@ -42,6 +46,8 @@ export function deploymentFromEntry(entry: ModelEntry, indexInAlias: number): De
     provider: p.model.slice(0, slash),
     backendModel: p.model.slice(slash + 1),
     apiBase: p.api_base.replace(/\/+$/, ''),
+    origin: new URL(p.api_base).origin,
+    basePath: new URL(p.api_base).pathname.replace(/\/+$/, ''),
     apiKey: p.api_key,
     rpm: p.rpm,
     tpm: p.tpm,

@@ -27,6 +27,8 @@ function dep(id: string, alias: string, weight: number): Deployment {
     provider: 'openai',
     backendModel: `org/${alias}`,
     apiBase: `http://${id}:8000/v1`,
+    origin: `http://${id}:8000`,
+    basePath: '/v1',
     apiKey: undefined,
     rpm: undefined,
     tpm: undefined,
