@@ -6,6 +6,7 @@
  * happen only before the first byte went to the client; then fallbacks to other aliases.
  */
 import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
 import type { ServerResponse } from 'node:http';
 import { Pool, type Dispatcher } from 'undici';
 import { ERRORS, errorBody, type ErrorCode } from '../errors/codes.js';
@@ -255,7 +256,11 @@ export class Forwarder {
     try {
       for await (const chunk of response.body) {
         const out = sse.push(chunk as Uint8Array);
-        if (out !== '' && !res.write(out)) await new Promise<void>((resolve) => res.once('drain', resolve));
+        if (out !== '' && !res.write(out)) {
+          // A client that stopped reading and then left never drains: stop on its abort instead of waiting.
+          if (res.destroyed || req.signal.aborted) break;
+          await once(res, 'drain', { signal: req.signal });
+        }
       }
     } catch {
       cutShort = true;

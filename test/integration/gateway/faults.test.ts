@@ -1,0 +1,575 @@
+/**
+ * The gateway under backend faults: fake vLLM servers with injected faults, the official `openai` SDK
+ * (maxRetries: 0) and fetch as clients. Every fault gets the contract's OpenAI error JSON
+ * (../shared/CONTRACT.md, "Denials"), promptly, and the gateway keeps serving afterwards.
+ *
+ * Deployment weights: where a test needs the first attempt to meet the fault, the faulty deployment has
+ * weight 1 and the healthy one 1e-9, so authz's weighted first pick is the faulty one with probability
+ * 1 - 1e-9, and the retry (which excludes what was tried) lands on the healthy one.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { createServer } from 'node:net';
+import OpenAI from 'openai';
+import { startFakeVllm, type FakeVllm } from '../../support/fake-vllm.js';
+import { prepareConfigText } from '../../../src/main/config-source.js';
+import { buildAuthorizer } from '../../../src/main/authz-app.js';
+import { startGateway, type GatewayApp } from '../../../src/main/gateway-app.js';
+import { contextSecret } from '../../../src/identity/context-token.js';
+import { InMemorySpendLog } from '../../../src/store/spend.js';
+import { createLogger } from '../../../src/telemetry/logger.js';
+
+const KEY = 'sk-faults-test-key-000001';
+const SECRET = 'faults-test-context-key-0123456789abcdef';
+const MODEL = 'meta-llama/Llama-3.1-8B-Instruct';
+/** Ray Serve LLM's LoRA model id: `base_model:adapter_name`. */
+const ADAPTER = `${MODEL}:my-adapter`;
+const sha = (s: string): string => createHash('sha256').update(s).digest('hex');
+/** Every test is bounded: a hang fails the test instead of the run. */
+const T = { timeout: 15_000 };
+const HI = [{ role: 'user' as const, content: 'hi' }];
+
+type Obj = Record<string, unknown>;
+interface OpenAiError {
+  message: string;
+  type: string;
+  param: unknown;
+  code: unknown;
+}
+
+interface Stack {
+  readonly gw: GatewayApp;
+  readonly base: string;
+  readonly client: OpenAI;
+  readonly spend: InMemorySpendLog;
+}
+
+async function startStack(yaml: string): Promise<Stack> {
+  const prepared = prepareConfigText(yaml, 'faults.yaml', {});
+  const secret = contextSecret(SECRET, undefined) as Buffer;
+  const parts = buildAuthorizer(prepared.config, prepared.policy, secret);
+  const spend = new InMemorySpendLog();
+  const gw = await startGateway(prepared.config, parts, secret, { host: '127.0.0.1', port: 0, logger: createLogger('silent'), spend });
+  const base = `http://127.0.0.1:${gw.port}`;
+  const client = new OpenAI({ apiKey: KEY, baseURL: `${base}/v1`, maxRetries: 0, timeout: 10_000 });
+  return { gw, base, client, spend };
+}
+
+/** A loopback port nothing listens on (bound, then closed). */
+async function closedPort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  const addr = srv.address();
+  assert.ok(typeof addr === 'object' && addr !== null);
+  await new Promise<void>((resolve) => srv.close(() => resolve()));
+  return addr.port;
+}
+
+function post(base: string, path: string, body: unknown, headers: Record<string, string> = {}): Promise<Response> {
+  return fetch(`${base}${path}`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+    signal: AbortSignal.timeout(10_000),
+  });
+}
+
+/** The contract's error: status, `content-type: application/json`, `{"error": {"message", "type", "param", "code"}}`. */
+async function expectError(res: Response, status: number, type: string, code: string): Promise<OpenAiError> {
+  const text = await res.text();
+  assert.equal(res.status, status, text);
+  assert.match(res.headers.get('content-type') ?? '', /^application\/json/);
+  const body = JSON.parse(text) as { error: OpenAiError };
+  assert.deepEqual(Object.keys(body), ['error']);
+  assert.deepEqual(Object.keys(body.error).sort(), ['code', 'message', 'param', 'type']);
+  assert.equal(body.error.type, type);
+  assert.equal(body.error.code, code);
+  assert.equal(body.error.param, null);
+  assert.equal(typeof body.error.message, 'string');
+  assert.ok(body.error.message.length > 0);
+  return body.error;
+}
+
+/** Runs `fn` and checks it finished within `ms`. */
+async function within<R>(ms: number, fn: () => Promise<R>): Promise<R> {
+  const t0 = performance.now();
+  const r = await fn();
+  const took = performance.now() - t0;
+  assert.ok(took < ms, `took ${Math.round(took)} ms, expected under ${ms} ms`);
+  return r;
+}
+
+/** SSE `data:` payloads of a whole stream. */
+function sseData(text: string): string[] {
+  return text
+    .split(/\r?\n\r?\n/)
+    .filter((e) => e.startsWith('data:'))
+    .map((e) => e.slice(5).trim());
+}
+const count = (text: string, needle: string): number => text.split(needle).length - 1;
+const sentBody = (s: FakeVllm, i = 0): Obj => s.received[i]?.body as Obj;
+
+describe('gateway faults', () => {
+  let a: FakeVllm;
+  let b: FakeVllm;
+  let s: FakeVllm;
+  let lora: FakeVllm;
+  let stack: Stack;
+  let fakes: FakeVllm[];
+
+  before(async () => {
+    [a, b, s, lora] = await Promise.all([
+      startFakeVllm({ models: [MODEL], name: 'a' }),
+      startFakeVllm({ models: [MODEL], name: 'b' }),
+      startFakeVllm({ models: [MODEL], name: 's' }),
+      startFakeVllm({ models: [MODEL], loras: { [ADAPTER]: MODEL }, name: 'lora' }),
+    ]);
+    fakes = [a, b, s, lora];
+    const [dead1, dead2] = [await closedPort(), await closedPort()];
+    stack = await startStack(`
+model_list:
+  - model_name: pair
+    litellm_params: { model: openai/${MODEL}, api_base: "${a.apiBase}", timeout: 5 }
+    model_info: { id: pair-a }
+  - model_name: pair
+    litellm_params: { model: openai/${MODEL}, api_base: "${b.apiBase}", timeout: 5, weight: 1.0e-9 }
+    model_info: { id: pair-b }
+  - model_name: dead-first
+    litellm_params: { model: openai/${MODEL}, api_base: "http://127.0.0.1:${dead1}/v1", timeout: 5 }
+    model_info: { id: dead-first-down }
+  - model_name: dead-first
+    litellm_params: { model: openai/${MODEL}, api_base: "${b.apiBase}", timeout: 5, weight: 1.0e-9 }
+    model_info: { id: dead-first-up }
+  - model_name: all-dead
+    litellm_params: { model: openai/${MODEL}, api_base: "http://127.0.0.1:${dead1}/v1", timeout: 5 }
+    model_info: { id: all-dead-1 }
+  - model_name: all-dead
+    litellm_params: { model: openai/${MODEL}, api_base: "http://127.0.0.1:${dead2}/v1", timeout: 5 }
+    model_info: { id: all-dead-2 }
+  - model_name: slow
+    litellm_params: { model: openai/${MODEL}, api_base: "${s.apiBase}", timeout: 0.6, stream_timeout: 0.3 }
+    model_info: { id: slow-1 }
+  - model_name: slow
+    litellm_params: { model: openai/${MODEL}, api_base: "${s.apiBase}", timeout: 0.6, stream_timeout: 0.3 }
+    model_info: { id: slow-2 }
+  - model_name: adapter
+    litellm_params: { model: "openai/${ADAPTER}", api_base: "${lora.apiBase}" }
+    model_info: { id: adapter-1 }
+router_settings:
+  num_retries: 2
+  allowed_fails: 1000
+  cooldown_time: 30
+general_settings:
+  context_signing_key: ${SECRET}
+  default_max_tokens: 321
+keys:
+  - key: sha256:${sha(KEY)}
+    user_id: ci
+`);
+  });
+  after(async () => {
+    await stack.gw.close(500);
+    await Promise.all(fakes.map((f) => f.close()));
+  });
+
+  const reset = (): void => {
+    for (const f of fakes) {
+      f.received.length = 0;
+      f.setFault(undefined);
+    }
+  };
+  /** After each fault: faults cleared, an ordinary request through the SDK succeeds. */
+  const stillServing = async (model = 'pair'): Promise<void> => {
+    reset();
+    const r = await stack.client.chat.completions.create({ model, messages: HI });
+    assert.equal(r.model, model);
+    assert.match(r.choices[0]?.message.content ?? '', /Hello from/);
+  };
+
+  test('backend down (closed port): the retry lands on the healthy deployment', T, async () => {
+    reset();
+    for (let i = 0; i < 3; i++) {
+      const r = await within(3000, () => stack.client.chat.completions.create({ model: 'dead-first', messages: HI }));
+      assert.equal(r.model, 'dead-first');
+      assert.match(r.choices[0]?.message.content ?? '', /Hello from b/);
+    }
+    assert.equal(b.received.length, 3);
+    await stillServing('dead-first');
+  });
+
+  test('every deployment down: 502 upstream_error, promptly', T, async () => {
+    reset();
+    const res = await within(3000, () => post(stack.base, '/v1/chat/completions', { model: 'all-dead', messages: HI }));
+    await expectError(res, 502, 'api_error', 'upstream_error');
+    const streamed = await within(3000, () => post(stack.base, '/v1/chat/completions', { model: 'all-dead', messages: HI, stream: true }));
+    await expectError(streamed, 502, 'api_error', 'upstream_error');
+    await stillServing();
+  });
+
+  test('every deployment answers 500: 502 after exactly num_retries + 1 attempts', T, async () => {
+    reset();
+    a.setFault({ kind: 'status', status: 500 });
+    b.setFault({ kind: 'status', status: 500 });
+    const res = await within(3000, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI }));
+    await expectError(res, 502, 'api_error', 'upstream_error');
+    assert.equal(a.received.length + b.received.length, 3, 'num_retries: 2 → three attempts');
+    assert.ok(a.received.length >= 1 && b.received.length >= 1, 'the retry went to the other deployment');
+    // The same before the first byte of a stream.
+    a.received.length = 0;
+    b.received.length = 0;
+    const streamed = await within(3000, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI, stream: true }));
+    await expectError(streamed, 502, 'api_error', 'upstream_error');
+    assert.equal(a.received.length + b.received.length, 3);
+    await stillServing();
+  });
+
+  test('a backend slower than stream_timeout (streaming) or timeout: 504 upstream_timeout, promptly', T, async () => {
+    reset();
+    s.setFault({ kind: 'delay-headers', ms: 10_000 });
+    // stream_timeout 0.3 s × 3 attempts.
+    const streamed = await within(3000, () => post(stack.base, '/v1/chat/completions', { model: 'slow', messages: HI, stream: true }));
+    await expectError(streamed, 504, 'timeout', 'upstream_timeout');
+    assert.equal(s.received.length, 3);
+    // timeout 0.6 s × 3 attempts.
+    s.received.length = 0;
+    const whole = await within(4000, () => post(stack.base, '/v1/chat/completions', { model: 'slow', messages: HI }));
+    await expectError(whole, 504, 'timeout', 'upstream_timeout');
+    assert.equal(s.received.length, 3);
+    await stillServing('slow');
+    await stillServing();
+  });
+
+  test("Ray Serve's 408 is retried on another deployment; 408 everywhere is a 504", T, async () => {
+    reset();
+    a.queueFaults({ kind: 'ray-timeout' });
+    const r = await within(3000, () => stack.client.chat.completions.create({ model: 'pair', messages: HI }));
+    assert.match(r.choices[0]?.message.content ?? '', /Hello from b/);
+    assert.equal(a.received.length, 1);
+    assert.equal(b.received.length, 1);
+    a.setFault({ kind: 'ray-timeout' });
+    b.setFault({ kind: 'ray-timeout' });
+    const res = await within(3000, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI }));
+    await expectError(res, 504, 'timeout', 'upstream_timeout');
+    await stillServing();
+  });
+
+  test("backend 400 (vLLM's nested error): 400 upstream_invalid_request with vLLM's message, not retried", T, async () => {
+    reset();
+    a.setFault({ kind: 'status', status: 400 });
+    b.setFault({ kind: 'status', status: 400 });
+    const res = await within(3000, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI }));
+    const err = await expectError(res, 400, 'invalid_request_error', 'upstream_invalid_request');
+    assert.match(err.message, /Injected error \(400\) from [ab]/);
+    assert.equal(a.received.length + b.received.length, 1, 'another deployment would refuse it too');
+    await stillServing();
+  });
+
+  test('backend 400 with the older flat error body: the same normalised shape (seen through the SDK)', T, async () => {
+    reset();
+    a.setFault({ kind: 'status', status: 400, flatError: true });
+    b.setFault({ kind: 'status', status: 400, flatError: true });
+    const res = await within(3000, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI }));
+    const err = await expectError(res, 400, 'invalid_request_error', 'upstream_invalid_request');
+    assert.match(err.message, /Injected error \(400\) from [ab]/);
+    assert.equal(a.received.length + b.received.length, 1);
+    await assert.rejects(stack.client.chat.completions.create({ model: 'pair', messages: HI }), (e: unknown) => {
+      assert.ok(e instanceof OpenAI.BadRequestError);
+      assert.equal(e.status, 400);
+      assert.equal(e.code, 'upstream_invalid_request');
+      assert.equal(e.type, 'invalid_request_error');
+      assert.match(e.message, /Injected error \(400\) from [ab]/);
+      return true;
+    });
+    await stillServing();
+  });
+
+  test('a non-JSON 200 reply is retried; garbage everywhere is a 502', T, async () => {
+    reset();
+    a.queueFaults({ kind: 'garbage' });
+    const r = await within(3000, () => stack.client.chat.completions.create({ model: 'pair', messages: HI }));
+    assert.match(r.choices[0]?.message.content ?? '', /Hello from b/);
+    assert.equal(a.received.length, 1);
+    assert.equal(b.received.length, 1);
+    a.setFault({ kind: 'garbage' });
+    b.setFault({ kind: 'garbage' });
+    a.received.length = 0;
+    b.received.length = 0;
+    const res = await within(3000, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI }));
+    await expectError(res, 502, 'api_error', 'upstream_error');
+    assert.equal(a.received.length + b.received.length, 3);
+    await stillServing();
+  });
+
+  test('a garbage stream after the 200 reaches the SDK as an APIError, not a hang', T, async () => {
+    reset();
+    a.setFault({ kind: 'garbage' });
+    b.setFault({ kind: 'garbage' });
+    const stream = await stack.client.chat.completions.create({ model: 'pair', messages: HI, stream: true });
+    await within(3000, () =>
+      assert.rejects(
+        async () => {
+          for await (const _ of stream) {
+            /* consume */
+          }
+        },
+        (e: unknown) => e instanceof OpenAI.APIError && !(e instanceof OpenAI.APIConnectionError),
+      ),
+    );
+    const raw = await (await post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI, stream: true })).text();
+    assert.ok(raw.endsWith('data: [DONE]\n\n'));
+    assert.equal(count(raw, 'data: [DONE]'), 1);
+    await stillServing();
+  });
+
+  test('an in-stream error event reaches the SDK stream consumer as a thrown APIError, and the SSE ends', T, async () => {
+    reset();
+    a.setFault({ kind: 'stream-error', afterChunks: 2, message: 'CUDA out of memory' });
+    b.setFault({ kind: 'stream-error', afterChunks: 2, message: 'CUDA out of memory' });
+    const stream = await stack.client.chat.completions.create({ model: 'pair', messages: HI, stream: true });
+    let text = '';
+    await within(3000, () =>
+      assert.rejects(
+        async () => {
+          for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? '';
+        },
+        (e: unknown) => {
+          assert.ok(e instanceof OpenAI.APIError);
+          assert.ok(!(e instanceof OpenAI.APIConnectionError), 'an error event, not a broken connection');
+          assert.match(e.message, /CUDA out of memory/);
+          return true;
+        },
+      ),
+    );
+    assert.match(text, /Hello from [ab]/, 'what came before the error was delivered');
+    assert.equal(a.received.length + b.received.length, 1, 'no retry after the first byte');
+
+    // On the wire: the error in OpenAI's shape, then exactly one [DONE] — with or without vLLM's own [DONE].
+    for (const done of [true, false]) {
+      reset();
+      a.setFault({ kind: 'stream-error', afterChunks: 1, message: 'engine died', done });
+      b.setFault({ kind: 'stream-error', afterChunks: 1, message: 'engine died', done });
+      const res = await within(3000, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI, stream: true }));
+      assert.equal(res.status, 200);
+      const raw = await res.text();
+      const data = sseData(raw);
+      assert.equal(data.at(-1), '[DONE]', `done: ${done}`);
+      assert.equal(count(raw, 'data: [DONE]'), 1, `done: ${done}`);
+      const errors = data.filter((d) => d.startsWith('{"error"')).map((d) => (JSON.parse(d) as { error: OpenAiError }).error);
+      assert.equal(errors.length, 1);
+      assert.deepEqual(Object.keys(errors[0] ?? {}).sort(), ['code', 'message', 'param', 'type']);
+      assert.match(errors[0]?.message ?? '', /engine died/);
+    }
+    await stillServing();
+  });
+
+  test('a connection closed before the headers is retried', T, async () => {
+    reset();
+    a.queueFaults({ kind: 'close-before-headers' });
+    const r = await within(3000, () => stack.client.chat.completions.create({ model: 'pair', messages: HI }));
+    assert.match(r.choices[0]?.message.content ?? '', /Hello from b/);
+    assert.equal(a.received.length, 1);
+    assert.equal(b.received.length, 1);
+    await stillServing();
+  });
+
+  test("a fresh x-request-id per attempt, never the client's", T, async () => {
+    reset();
+    a.queueFaults({ kind: 'status', status: 500 });
+    const res = await post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI }, { 'x-request-id': 'client-rid-0001' });
+    assert.equal(res.status, 200);
+    await res.text();
+    const ida = a.received[0]?.headers['x-request-id'];
+    const idb = b.received[0]?.headers['x-request-id'];
+    assert.equal(typeof ida, 'string');
+    assert.equal(typeof idb, 'string');
+    assert.notEqual(ida, idb);
+    assert.notEqual(ida, 'client-rid-0001');
+    assert.notEqual(idb, 'client-rid-0001');
+    await stillServing();
+  });
+
+  test("a LoRA alias passes Ray Serve's base:adapter model id through unchanged", T, async () => {
+    reset();
+    const r = await stack.client.chat.completions.create({ model: 'adapter', messages: HI });
+    assert.equal(r.model, 'adapter');
+    assert.equal(sentBody(lora)['model'], ADAPTER);
+    const stream = await stack.client.chat.completions.create({ model: 'adapter', messages: HI, stream: true });
+    let text = '';
+    for await (const chunk of stream) {
+      assert.equal(chunk.model, 'adapter');
+      text += chunk.choices[0]?.delta.content ?? '';
+    }
+    assert.match(text, /Hello from lora/);
+    assert.equal(sentBody(lora, 1)['model'], ADAPTER);
+    await stillServing('adapter');
+  });
+
+  test('/v1/completions and /v1/embeddings through the SDK', T, async () => {
+    reset();
+    const c = await stack.client.completions.create({ model: 'pair', prompt: 'Say hello' });
+    assert.equal(c.model, 'pair');
+    assert.match(c.choices[0]?.text ?? '', /Hello from/);
+    const first = a.received[0] ?? b.received[0];
+    assert.equal(first?.path, '/v1/completions');
+    assert.equal((first?.body as Obj)['max_tokens'], 321, 'the default cap');
+    assert.equal((first?.body as Obj)['model'], MODEL);
+
+    reset();
+    const e = await stack.client.embeddings.create({ model: 'pair', input: ['one', 'two'], encoding_format: 'float' });
+    assert.equal(e.model, 'pair');
+    assert.equal(e.data.length, 2);
+    assert.equal(e.data[0]?.embedding.length, 8);
+    const sent = a.received[0] ?? b.received[0];
+    assert.equal(sent?.path, '/v1/embeddings');
+    assert.equal((sent?.body as Obj)['max_tokens'], undefined, 'no max_tokens on embeddings');
+    assert.equal((sent?.body as Obj)['model'], MODEL);
+
+    // A streamed completion through the SDK too.
+    const stream = await stack.client.completions.create({ model: 'pair', prompt: 'Say hello', stream: true });
+    let text = '';
+    for await (const chunk of stream) text += chunk.choices[0]?.text ?? '';
+    assert.match(text, /Hello from/);
+    await stillServing();
+  });
+
+  test("the client's max_tokens (or max_completion_tokens) is kept", T, async () => {
+    reset();
+    await stack.client.chat.completions.create({ model: 'pair', messages: HI, max_tokens: 7 });
+    assert.equal(sentBody(a)['max_tokens'], 7);
+    reset();
+    await stack.client.chat.completions.create({ model: 'pair', messages: HI, max_completion_tokens: 9 });
+    assert.equal(sentBody(a)['max_completion_tokens'], 9);
+    assert.equal(sentBody(a)['max_tokens'], undefined);
+    reset();
+    await stack.client.completions.create({ model: 'pair', prompt: 'x', max_tokens: 5 });
+    assert.equal(sentBody(a)['max_tokens'], 5);
+  });
+
+  test('a client that stops reading a stream and goes away is still charged; the request does not stay stuck', T, async () => {
+    // Enough to fill every socket buffer between the backend and a client that does not read.
+    const big = await startFakeVllm({ models: [MODEL], name: 'big', chunks: 200_000 });
+    const bigStack = await startStack(`
+model_list:
+  - model_name: big
+    litellm_params: { model: openai/${MODEL}, api_base: "${big.apiBase}", timeout: 10 }
+    model_info: { id: big-1 }
+general_settings:
+  context_signing_key: ${SECRET}
+keys:
+  - key: sha256:${sha(KEY)}
+`);
+    try {
+      const ctrl = new AbortController();
+      const res = await fetch(`${bigStack.base}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'big', messages: HI, stream: true }),
+        signal: ctrl.signal,
+      });
+      assert.equal(res.status, 200);
+      // Never read the body: the gateway's writes back up. Then leave.
+      await new Promise((r) => setTimeout(r, 500));
+      ctrl.abort();
+      const deadline = Date.now() + 3000;
+      while (bigStack.spend.rows.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      assert.equal(bigStack.spend.rows.length, 1, 'the cut-short stream leaves its spend row');
+      const r = await bigStack.client.chat.completions.create({ model: 'big', messages: HI, max_tokens: 1 });
+      assert.equal(r.model, 'big');
+    } finally {
+      await bigStack.gw.close(200);
+      await big.close();
+    }
+  });
+});
+
+describe('gateway cooldowns and request size', () => {
+  let ca: FakeVllm;
+  let cb: FakeVllm;
+  let stack: Stack;
+
+  before(async () => {
+    [ca, cb] = await Promise.all([startFakeVllm({ models: [MODEL], name: 'ca' }), startFakeVllm({ models: [MODEL], name: 'cb' })]);
+    stack = await startStack(`
+model_list:
+  - model_name: cool
+    litellm_params: { model: openai/${MODEL}, api_base: "${ca.apiBase}", timeout: 5 }
+    model_info: { id: cool-a }
+  - model_name: cool
+    litellm_params: { model: openai/${MODEL}, api_base: "${cb.apiBase}", timeout: 5, weight: 1.0e-9 }
+    model_info: { id: cool-b }
+router_settings:
+  num_retries: 2
+  allowed_fails: 1
+  cooldown_time: 30
+general_settings:
+  context_signing_key: ${SECRET}
+  max_request_size_mb: 0.05
+keys:
+  - key: sha256:${sha(KEY)}
+`);
+  });
+  after(async () => {
+    await stack.gw.close(500);
+    await Promise.all([ca.close(), cb.close()]);
+  });
+
+  const stillServing = async (): Promise<void> => {
+    const r = await stack.client.chat.completions.create({ model: 'cool', messages: HI });
+    assert.equal(r.model, 'cool');
+  };
+
+  test('allowed_fails: 1 — after one failure on A, the next requests all go to B (A is cooling down)', T, async () => {
+    ca.queueFaults({ kind: 'status', status: 500 });
+    const first = await stack.client.chat.completions.create({ model: 'cool', messages: HI });
+    assert.match(first.choices[0]?.message.content ?? '', /Hello from cb/);
+    assert.equal(ca.received.length, 1);
+    assert.equal(cb.received.length, 1);
+    // A carries nearly all the weight: without the cooldown, these would go to A.
+    for (let i = 0; i < 5; i++) {
+      const r = await stack.client.chat.completions.create({ model: 'cool', messages: HI });
+      assert.match(r.choices[0]?.message.content ?? '', /Hello from cb/);
+    }
+    assert.equal(ca.received.length, 1, 'A received nothing while cooling down');
+    assert.equal(cb.received.length, 6);
+  });
+
+  test('a body over max_request_size_mb (content-length): 413 request_too_large', T, async () => {
+    const big = JSON.stringify({ model: 'cool', messages: [{ role: 'user', content: 'x'.repeat(100_000) }] });
+    const forwarded = ca.received.length + cb.received.length;
+    const res = await within(3000, () => post(stack.base, '/v1/chat/completions', big));
+    await expectError(res, 413, 'invalid_request_error', 'request_too_large');
+    assert.equal(ca.received.length + cb.received.length, forwarded, 'nothing forwarded');
+    await stillServing();
+  });
+
+  test('a body over max_request_size_mb sent chunked (no content-length): 413 request_too_large, not a reset connection', T, async () => {
+    const chunk = new TextEncoder().encode('x'.repeat(16 * 1024));
+    let sent = 0;
+    const body = new ReadableStream<Uint8Array>({
+      start(ctrl) {
+        ctrl.enqueue(new TextEncoder().encode('{"model":"cool","messages":[{"role":"user","content":"'));
+      },
+      pull(ctrl) {
+        if (sent >= 8) {
+          ctrl.enqueue(new TextEncoder().encode('"}]}'));
+          ctrl.close();
+          return;
+        }
+        sent++;
+        ctrl.enqueue(chunk);
+      },
+    });
+    const res = await within(3000, () =>
+      fetch(`${stack.base}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
+        body,
+        duplex: 'half',
+        signal: AbortSignal.timeout(10_000),
+      }),
+    );
+    await expectError(res, 413, 'invalid_request_error', 'request_too_large');
+    await stillServing();
+  });
+});

@@ -1,0 +1,271 @@
+/**
+ * SseRewriter: a backend's OpenAI/vLLM SSE stream rewritten event by event. Chunk boundaries are arbitrary
+ * (TCP), so every test that matters feeds the same bytes split at every position and compares.
+ * Wire shapes: vLLM chat_completion/serving.py (role chunk, content deltas, usage chunk with `choices: []`
+ * only with include_usage, then `data: [DONE]`; an in-stream failure is `data: {"error": {...}}`).
+ */
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { SseRewriter } from '../../../src/gateway/sse.js';
+
+type Obj = Record<string, unknown>;
+const enc = new TextEncoder();
+const MODEL = 'meta-llama/Llama-3.1-8B-Instruct';
+const USAGE = { prompt_tokens: 11, completion_tokens: 3, total_tokens: 14 };
+
+const chat = (delta: Obj, extra: Obj = {}): Obj => ({
+  id: 'chatcmpl-1',
+  object: 'chat.completion.chunk',
+  created: 1,
+  model: MODEL,
+  choices: [{ index: 0, delta, logprobs: null, finish_reason: null }],
+  ...extra,
+});
+const text = (t: string): Obj => ({
+  id: 'cmpl-1',
+  object: 'text_completion',
+  created: 1,
+  model: MODEL,
+  choices: [{ index: 0, text: t, logprobs: null, finish_reason: null, stop_reason: null }],
+});
+const usageChunk: Obj = { id: 'chatcmpl-1', object: 'chat.completion.chunk', created: 1, model: MODEL, choices: [], usage: USAGE };
+/** One SSE event, as vLLM writes it (Python's json.dumps separators do not matter to the parser). */
+const ev = (data: Obj | string, sep = '\n\n'): string => `data: ${typeof data === 'string' ? data : JSON.stringify(data)}${sep}`;
+
+/** A complete vLLM chat stream with multi-byte content (2-, 3- and 4-byte UTF-8 characters). */
+function chatStream(opts: { usage?: boolean; sep?: string } = {}): string {
+  const sep = opts.sep ?? '\n\n';
+  return [
+    ev(chat({ role: 'assistant', content: '' }), sep),
+    ev(chat({ content: 'Héllo' }), sep),
+    ev(chat({ content: ' 世界' }), sep),
+    ev(chat({ content: ' 😀' }), sep),
+    ev(chat({ content: '' }, { choices: [{ index: 0, delta: { content: '' }, finish_reason: 'stop' }] }), sep),
+    ...(opts.usage === false ? [] : [ev(usageChunk, sep)]),
+    ev('[DONE]', sep),
+  ].join('');
+}
+
+interface Run {
+  out: string;
+  rw: SseRewriter;
+}
+
+/** Feeds `bytes` cut at `cuts` (byte offsets), then end(cutShort). */
+function run(input: string | Uint8Array, cuts: number[] = [], opts: { keepUsage?: boolean; cutShort?: boolean } = {}): Run {
+  const bytes = typeof input === 'string' ? enc.encode(input) : input;
+  const rw = new SseRewriter({ keepUsage: opts.keepUsage ?? false, model: 'llama' });
+  let out = '';
+  let at = 0;
+  for (const c of [...cuts, bytes.length]) {
+    out += rw.push(bytes.subarray(at, c));
+    at = c;
+  }
+  out += rw.end(opts.cutShort ?? false);
+  return { out, rw };
+}
+
+/** The `data:` payloads of the rewritten stream; every event must be `data: …\n\n`. */
+function events(out: string): string[] {
+  assert.ok(out === '' || out.endsWith('\n\n'), `output ends mid-event: ${JSON.stringify(out.slice(-40))}`);
+  return out
+    .split('\n\n')
+    .filter((e) => e !== '')
+    .map((e) => {
+      assert.ok(e.startsWith('data: '), `not a data event: ${e}`);
+      return e.slice('data: '.length);
+    });
+}
+const parsed = (out: string): (Obj | '[DONE]')[] => events(out).map((d) => (d === '[DONE]' ? d : (JSON.parse(d) as Obj)));
+const count = (out: string, needle: string): number => out.split(needle).length - 1;
+
+function assertErrorEvent(data: Obj | '[DONE]' | undefined, message: RegExp): void {
+  assert.ok(data !== undefined && data !== '[DONE]', 'an error event');
+  const err = data['error'] as Obj;
+  assert.deepEqual(Object.keys(err).sort(), ['code', 'message', 'param', 'type']);
+  assert.match(String(err['message']), message);
+  assert.equal(err['param'], null);
+  assert.equal(typeof err['type'], 'string');
+  assert.equal(Object.keys(data).length, 1, 'only the error member');
+}
+
+describe('SseRewriter', () => {
+  test('a stream split at every byte offset (inside multi-byte characters, inside "\\n\\n") rewrites like the whole', () => {
+    const input = chatStream();
+    const bytes = enc.encode(input);
+    const whole = run(bytes);
+    const expected = whole.out;
+    assert.match(expected, /Héllo/);
+    assert.match(expected, / 世界/);
+    assert.match(expected, / 😀/);
+    for (let i = 0; i <= bytes.length; i++) {
+      const r = run(bytes, [i]);
+      assert.equal(r.out, expected, `cut at byte ${i}`);
+      assert.deepEqual(r.rw.usage, whole.rw.usage);
+      assert.equal(r.rw.contentChunks, whole.rw.contentChunks);
+    }
+    // Two cuts: every pair around the 4-byte emoji and its event separator.
+    const emoji = bytes.indexOf(0xf0);
+    assert.ok(emoji > 0);
+    for (let i = emoji - 3; i <= emoji + 8; i++) {
+      for (let j = i; j <= emoji + 40; j++) assert.equal(run(bytes, [i, j]).out, expected, `cuts at ${i}, ${j}`);
+    }
+  });
+
+  test('one byte at a time', () => {
+    const bytes = enc.encode(chatStream());
+    const cuts = Array.from({ length: bytes.length }, (_, i) => i);
+    assert.equal(run(bytes, cuts).out, run(bytes).out);
+  });
+
+  test('CRLF event separators (and CRLF split across chunks) give the same events as LF', () => {
+    const lf = run(chatStream()).out;
+    const crlfInput = enc.encode(chatStream({ sep: '\r\n\r\n' }));
+    assert.equal(run(crlfInput).out, lf);
+    for (let i = 0; i <= crlfInput.length; i++) assert.equal(run(crlfInput, [i]).out, lf, `cut at byte ${i}`);
+  });
+
+  test('the usage chunk is removed when the client did not ask for it; usage is learnt either way', () => {
+    const hidden = run(chatStream(), [], { keepUsage: false });
+    const chunks = parsed(hidden.out);
+    assert.ok(
+      chunks.every((c) => c === '[DONE]' || (c['choices'] as unknown[]).length > 0),
+      'no choices: [] chunk',
+    );
+    assert.ok(chunks.every((c) => c === '[DONE]' || !('usage' in c)));
+    assert.deepEqual(hidden.rw.usage, { promptTokens: 11, completionTokens: 3 });
+
+    const kept = run(chatStream(), [], { keepUsage: true });
+    const last = parsed(kept.out).at(-2);
+    assert.ok(last !== undefined && last !== '[DONE]');
+    assert.deepEqual(last['choices'], []);
+    assert.deepEqual(last['usage'], USAGE);
+    assert.equal(last['model'], 'llama');
+    assert.deepEqual(kept.rw.usage, { promptTokens: 11, completionTokens: 3 });
+  });
+
+  test('a "usage" member on content chunks (null, or continuous usage stats) is stripped unless the client asked for usage', () => {
+    const input =
+      ev(chat({ content: 'a' }, { usage: null })) +
+      ev(chat({ content: 'b' }, { usage: { prompt_tokens: 11, completion_tokens: 2, total_tokens: 13 } })) +
+      ev('[DONE]');
+    const hidden = run(input, [], { keepUsage: false });
+    for (const c of parsed(hidden.out)) if (c !== '[DONE]') assert.ok(!('usage' in c), JSON.stringify(c));
+    assert.deepEqual(hidden.rw.usage, { promptTokens: 11, completionTokens: 2 });
+    const kept = parsed(run(input, [], { keepUsage: true }).out);
+    assert.equal((kept[0] as Obj)['usage'], null);
+    assert.deepEqual((kept[1] as Obj)['usage'], { prompt_tokens: 11, completion_tokens: 2, total_tokens: 13 });
+  });
+
+  test('"model" is rewritten to the alias in every chunk; the rest of the chunk is unchanged', () => {
+    const { out } = run(chatStream(), [], { keepUsage: true });
+    const chunks = parsed(out);
+    const original = events(chatStream()).map((d) => (d === '[DONE]' ? d : (JSON.parse(d) as Obj)));
+    assert.equal(chunks.length, original.length);
+    chunks.forEach((c, i) => {
+      const o = original[i];
+      if (c === '[DONE]' || o === '[DONE]' || o === undefined) return assert.equal(c, o);
+      assert.equal(c['model'], 'llama');
+      assert.deepEqual({ ...c, model: MODEL }, o);
+    });
+  });
+
+  test("vLLM's in-stream error (nested) becomes an OpenAI error event carrying its message", () => {
+    const input =
+      ev(chat({ content: 'a' })) +
+      'data: {"error": {"message": "CUDA out of memory", "type": "InternalServerError", "param": null, "code": 500}}\n\n' +
+      ev('[DONE]');
+    const { out, rw } = run(input);
+    const chunks = parsed(out);
+    assert.equal(chunks.length, 3);
+    assertErrorEvent(chunks[1], /CUDA out of memory/);
+    assert.equal(chunks[2], '[DONE]');
+    assert.equal(rw.sawError, true);
+    assert.equal(count(out, 'data: [DONE]'), 1);
+  });
+
+  test('the older flat {"object": "error"} body is rendered the same way', () => {
+    const flat = { object: 'error', message: 'prompt too long', type: 'BadRequestError', param: null, code: 400 };
+    const { out } = run(ev(chat({ content: 'a' })) + ev(flat));
+    const chunks = parsed(out);
+    assertErrorEvent(chunks[1], /prompt too long/);
+    assert.equal(chunks.at(-1), '[DONE]', '[DONE] added after the error when the backend ended without it');
+    assert.equal(count(out, 'data: [DONE]'), 1);
+  });
+
+  test('an error event without a message still reads as an error', () => {
+    const chunks = parsed(run(ev({ error: {} })).out);
+    assertErrorEvent(chunks[0], /./);
+  });
+
+  test('a data line that is not JSON becomes an error event', () => {
+    const { out, rw } = run(ev(chat({ content: 'a' })) + 'data: {"id": "chatcmpl-broken", "choices": [{\n\n' + ev('[DONE]'));
+    const chunks = parsed(out);
+    assertErrorEvent(chunks[1], /./);
+    assert.equal(rw.sawError, true);
+    assert.equal(count(out, 'data: [DONE]'), 1);
+  });
+
+  test('comments, event:, id: and retry: lines produce nothing', () => {
+    const { out } = run(': keep-alive\n\nevent: ping\n\nid: 7\nretry: 1000\n\n' + ev(chat({ content: 'a' })) + ev('[DONE]'));
+    const chunks = parsed(out);
+    assert.equal(chunks.length, 2);
+  });
+
+  test('end(cutShort=true) appends an error event and data: [DONE]', () => {
+    const { out, rw } = run(ev(chat({ role: 'assistant', content: '' })) + ev(chat({ content: 'a' })), [], { cutShort: true });
+    const chunks = parsed(out);
+    assert.equal(chunks.length, 4);
+    assertErrorEvent(chunks[2], /./);
+    assert.equal(chunks[3], '[DONE]');
+    assert.equal(rw.sawError, true);
+  });
+
+  test('end(cutShort=true) in the middle of an event: one error event, one [DONE]', () => {
+    const { out } = run(ev(chat({ content: 'a' })) + 'data: {"id": "chatcmpl-1", "cho', [], { cutShort: true });
+    assert.equal(count(out, '"error"'), 1);
+    assert.equal(count(out, 'data: [DONE]'), 1);
+    assert.ok(out.endsWith('data: [DONE]\n\n'));
+  });
+
+  test('[DONE] is never duplicated: after the backend sent it, end() adds nothing, cut short or not', () => {
+    const input = chatStream();
+    for (const cutShort of [false, true]) {
+      const { out } = run(input, [], { cutShort });
+      assert.equal(count(out, 'data: [DONE]'), 1);
+      assert.ok(out.endsWith('data: [DONE]\n\n'));
+      assert.equal(count(out, '"error"'), 0);
+    }
+    // An error followed by the backend's [DONE], then the connection drops.
+    const err = run(ev({ error: { message: 'boom' } }) + ev('[DONE]'), [], { cutShort: true }).out;
+    assert.equal(count(err, 'data: [DONE]'), 1);
+    assert.equal(count(err, '"error"'), 1);
+    // The last event without its blank line (the backend ended right after "data: [DONE]\n").
+    const tail = run(ev(chat({ content: 'a' })) + 'data: [DONE]\n').out;
+    assert.equal(count(tail, 'data: [DONE]'), 1);
+  });
+
+  test('a stream that ends cleanly without [DONE] gets one', () => {
+    const { out } = run(ev(chat({ content: 'a' })));
+    assert.equal(count(out, 'data: [DONE]'), 1);
+    assert.equal(count(out, '"error"'), 0);
+  });
+
+  test('contentChunks counts non-empty chat deltas and completions text, not the role chunk or the usage chunk', () => {
+    assert.equal(run(chatStream()).rw.contentChunks, 3);
+    const completions = ev(text('Hello')) + ev(text(' world')) + ev(text('')) + ev(usageChunk) + ev('[DONE]');
+    const r = run(completions);
+    assert.equal(r.rw.contentChunks, 2);
+    const chunks = parsed(r.out);
+    assert.equal(chunks.length, 4, 'three text chunks and [DONE]; the usage chunk is dropped');
+    assert.equal((chunks[0] as Obj)['model'], 'llama');
+  });
+
+  test('a stream cut short counts what was streamed and has no usage', () => {
+    const { rw } = run(ev(chat({ role: 'assistant', content: '' })) + ev(chat({ content: 'a' })) + ev(chat({ content: 'b' })), [], {
+      cutShort: true,
+    });
+    assert.equal(rw.contentChunks, 2);
+    assert.equal(rw.usage, undefined);
+  });
+});

@@ -1,0 +1,229 @@
+/**
+ * DeploymentTracker: the gateway's per-deployment view for routing (strategies, cooldowns), with `now`
+ * and `random` injected — no sleeping, no Math.random.
+ */
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ModelCatalog, type Deployment, type ModelGroup } from '../../../src/routing/deployments.js';
+import { DeploymentTracker, type RoutingStrategy } from '../../../src/routing/health.js';
+
+const MIN = 60_000;
+/** An instant well inside minute 1000, far from its edges. */
+const T = 1000 * MIN + 10_000;
+
+function dep(id: string, extra: Partial<Deployment> = {}): Deployment {
+  return {
+    id,
+    alias: 'llama',
+    provider: 'openai',
+    backendModel: 'meta-llama/Llama-3.1-8B-Instruct',
+    apiBase: `http://${id}:8000/v1`,
+    origin: `http://${id}:8000`,
+    basePath: '/v1',
+    apiKey: undefined,
+    rpm: undefined,
+    tpm: undefined,
+    weight: 1,
+    timeoutMs: 600_000,
+    streamTimeoutMs: undefined,
+    inputCostPerToken: 0,
+    outputCostPerToken: 0,
+    maxTokens: undefined,
+    ...extra,
+  };
+}
+
+function group(...deployments: Deployment[]): ModelGroup {
+  const g = new ModelCatalog(deployments).group('llama');
+  assert.ok(g);
+  return g;
+}
+
+const NONE: ReadonlySet<string> = new Set();
+const tracker = (allowedFails = 3, cooldownSeconds = 30): DeploymentTracker => new DeploymentTracker({ allowedFails, cooldownSeconds });
+const pickId = (t: DeploymentTracker, g: ModelGroup, s: RoutingStrategy, now = T, random = 0, exclude = NONE): string | undefined =>
+  t.pick(g, s, exclude, now, random)?.id;
+
+describe('DeploymentTracker.pick: simple-shuffle', () => {
+  test('weighted by weight: the random number falls into each deployment by its share', () => {
+    const t = tracker();
+    const g = group(dep('a', { weight: 1 }), dep('b', { weight: 3 }));
+    assert.equal(pickId(t, g, 'simple-shuffle', T, 0), 'a');
+    assert.equal(pickId(t, g, 'simple-shuffle', T, 0.24), 'a');
+    assert.equal(pickId(t, g, 'simple-shuffle', T, 0.25), 'b');
+    assert.equal(pickId(t, g, 'simple-shuffle', T, 0.999_999), 'b');
+    const counts = { a: 0, b: 0 };
+    for (let i = 0; i < 1000; i++) counts[pickId(t, g, 'simple-shuffle', T, i / 1000) as 'a' | 'b']++;
+    assert.deepEqual(counts, { a: 250, b: 750 });
+  });
+
+  test('a single candidate is returned whatever the random number; none gives undefined', () => {
+    const t = tracker();
+    assert.equal(pickId(t, group(dep('a')), 'simple-shuffle', T, 0.9), 'a');
+    assert.equal(pickId(t, group(dep('a')), 'simple-shuffle', T, 0, new Set(['a'])), undefined);
+  });
+
+  test('excluded ids are never picked, and the weights are shared among the rest', () => {
+    const t = tracker();
+    const g = group(dep('a', { weight: 1 }), dep('b', { weight: 1 }), dep('c', { weight: 2 }));
+    const ex = new Set(['c']);
+    assert.equal(pickId(t, g, 'simple-shuffle', T, 0.49, ex), 'a');
+    assert.equal(pickId(t, g, 'simple-shuffle', T, 0.5, ex), 'b');
+    assert.equal(pickId(t, g, 'simple-shuffle', T, 0.99, ex), 'b');
+    assert.equal(pickId(t, g, 'simple-shuffle', T, 0, new Set(['a', 'b'])), 'c');
+    assert.equal(pickId(t, g, 'simple-shuffle', T, 0, new Set(['a', 'b', 'c'])), undefined);
+  });
+});
+
+describe('DeploymentTracker.pick: least-busy', () => {
+  test('the deployment with the fewest requests in flight; started/finished move the counts', () => {
+    const t = tracker();
+    const g = group(dep('a'), dep('b'), dep('c'));
+    t.started('a', T);
+    t.started('a', T);
+    t.started('b', T);
+    t.started('c', T);
+    assert.equal(t.inFlight('a'), 2);
+    assert.equal(pickId(t, g, 'least-busy', T, 0), 'b', 'tie between b and c, random 0 → first');
+    assert.equal(pickId(t, g, 'least-busy', T, 0.99), 'c', 'tie between b and c, random 0.99 → last');
+    t.finished('a');
+    t.finished('a');
+    assert.equal(t.inFlight('a'), 0);
+    assert.equal(pickId(t, g, 'least-busy', T, 0.99), 'a');
+    t.finished('a');
+    assert.equal(t.inFlight('a'), 0, 'never below zero');
+  });
+
+  test('excluded ids are skipped even when they are the least busy', () => {
+    const t = tracker();
+    const g = group(dep('a'), dep('b'));
+    t.started('b', T);
+    assert.equal(pickId(t, g, 'least-busy', T, 0, new Set(['a'])), 'b');
+  });
+});
+
+describe('DeploymentTracker.pick: latency-based-routing', () => {
+  test('untried deployments first, then the lowest latency EWMA', () => {
+    const t = tracker();
+    const g = group(dep('a'), dep('b'), dep('c'));
+    t.latency('a', 100);
+    t.latency('b', 50);
+    assert.equal(pickId(t, g, 'latency-based-routing', T, 0.99), 'c', 'c was never measured');
+    t.latency('c', 200);
+    assert.equal(pickId(t, g, 'latency-based-routing', T, 0.99), 'b');
+    // EWMA (α = 0.3): 50 × 0.7 + 250 × 0.3 = 110 > a's 100.
+    t.latency('b', 250);
+    assert.equal(pickId(t, g, 'latency-based-routing', T, 0.99), 'a');
+    // One fast sample does not erase the history: a = 100 × 0.7 + 10 × 0.3 = 73; b 110 × 0.7 + 0 × 0.3 = 77.
+    t.latency('a', 10);
+    t.latency('b', 0);
+    assert.equal(pickId(t, g, 'latency-based-routing', T, 0.99), 'a');
+    assert.equal(pickId(t, g, 'latency-based-routing', T, 0, new Set(['a'])), 'b');
+  });
+});
+
+describe('DeploymentTracker.pick: usage-based-routing', () => {
+  for (const strategy of ['usage-based-routing', 'usage-based-routing-v2'] as const) {
+    test(`${strategy}: skips a deployment past its rpm this minute; the minute rolls over`, () => {
+      const t = tracker();
+      const g = group(dep('a', { rpm: 2 }), dep('b'));
+      assert.equal(pickId(t, g, strategy, T, 0), 'a');
+      t.started('a', T);
+      t.finished('a');
+      assert.equal(pickId(t, g, strategy, T, 0), 'a', 'one request of two');
+      t.started('a', T + 1000);
+      t.finished('a');
+      assert.equal(pickId(t, g, strategy, T + 2000, 0), 'b', 'a is at its rpm');
+      assert.equal(pickId(t, g, strategy, T + 49_999, 0), 'b', 'still the same minute');
+      assert.equal(pickId(t, g, strategy, T + MIN, 0), 'a', 'next minute: a has room again');
+    });
+
+    test(`${strategy}: skips a deployment past its tpm this minute, and prefers the one with fewer tokens`, () => {
+      const t = tracker();
+      const g = group(dep('a', { tpm: 100 }), dep('b'), dep('c'));
+      t.started('a', T);
+      t.addTokens('a', 100);
+      t.finished('a');
+      t.started('b', T);
+      t.addTokens('b', 40);
+      t.finished('b');
+      t.started('c', T);
+      t.addTokens('c', 30);
+      t.finished('c');
+      assert.equal(pickId(t, g, strategy, T, 0), 'c', 'a is at its tpm; c used fewer tokens than b');
+      t.started('c', T);
+      t.addTokens('c', 20);
+      t.finished('c');
+      assert.equal(pickId(t, g, strategy, T, 0), 'b');
+      // Next minute: everyone starts from zero, a (first) wins the tie.
+      assert.equal(pickId(t, g, strategy, T + MIN, 0), 'a');
+      assert.equal(pickId(t, g, strategy, T + MIN, 0, new Set(['a'])), 'b');
+    });
+  }
+});
+
+describe('DeploymentTracker cooldowns', () => {
+  test('allowed_fails failures within a minute cool the deployment down for cooldown_time', () => {
+    const t = tracker(2, 30);
+    const g = group(dep('a', { weight: 1000 }), dep('b', { weight: 1 }));
+    assert.equal(t.failed('a', T), false, 'one failure of two allowed');
+    assert.equal(t.isAvailable('a', T), true);
+    assert.equal(pickId(t, g, 'simple-shuffle', T, 0), 'a');
+    assert.equal(t.failed('a', T + 1000), true, 'the second failure within the minute');
+    const cooled = T + 1000;
+    assert.equal(t.isAvailable('a', cooled), false);
+    assert.equal(t.cooling('a', cooled), true);
+    for (const strategy of ['simple-shuffle', 'least-busy', 'latency-based-routing', 'usage-based-routing'] as const) {
+      assert.equal(pickId(t, g, strategy, cooled + 1, 0), 'b', strategy);
+    }
+    assert.equal(t.isAvailable('a', cooled + 29_999), false);
+    assert.equal(pickId(t, g, 'simple-shuffle', cooled + 29_999, 0), 'b');
+    // The cooldown ends after cooldown_time.
+    assert.equal(t.isAvailable('a', cooled + 30_000), true);
+    assert.equal(t.cooling('a', cooled + 30_000), false);
+    assert.equal(pickId(t, g, 'simple-shuffle', cooled + 30_000, 0), 'a');
+    // The count starts over after a cooldown: one new failure does not cool it again.
+    assert.equal(t.failed('a', cooled + 31_000), false);
+    assert.equal(t.isAvailable('a', cooled + 31_000), true);
+  });
+
+  test('allowed_fails: 1 cools down at the first failure', () => {
+    const t = tracker(1, 30);
+    assert.equal(t.failed('a', T), true);
+    assert.equal(t.isAvailable('a', T), false);
+    assert.equal(t.isAvailable('b', T), true, 'other deployments are unaffected');
+  });
+
+  test('failures in different minutes do not add up', () => {
+    const t = tracker(2, 30);
+    const first = 1000 * MIN + 10_000;
+    assert.equal(t.failed('a', first), false);
+    // 65 s later: a new minute (and more than a minute after the first failure).
+    assert.equal(t.failed('a', first + 65_000), false);
+    assert.equal(t.isAvailable('a', first + 65_000), true);
+    assert.equal(t.failed('a', first + 66_000), true, 'two failures in the same minute');
+    assert.equal(t.isAvailable('a', first + 66_000), false);
+  });
+
+  test('cooldown_time 0 never cools a deployment down', () => {
+    const t = tracker(1, 0);
+    assert.equal(t.failed('a', T), false);
+    assert.equal(t.failed('a', T), false);
+    assert.equal(t.isAvailable('a', T), true);
+  });
+
+  test('every deployment cooling: pick gives undefined', () => {
+    const t = tracker(1, 30);
+    const g = group(dep('a'), dep('b'));
+    t.failed('a', T);
+    t.failed('b', T);
+    assert.equal(pickId(t, g, 'simple-shuffle', T, 0), undefined);
+    assert.equal(pickId(t, g, 'least-busy', T, 0), undefined);
+    assert.equal(pickId(t, g, 'simple-shuffle', T + 30_000, 0), 'a');
+  });
+
+  test('an unknown deployment is available', () => {
+    assert.equal(tracker().isAvailable('never-seen', T), true);
+    assert.equal(tracker().inFlight('never-seen'), 0);
+  });
+});
