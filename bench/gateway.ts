@@ -1,0 +1,541 @@
+/**
+ * Gateway overhead: non-streamed chat completions straight to a fake vLLM, through Portkey's gateway and
+ * through tollgate's gateway (standalone: a declared virtual key, no JWT), at 4 and 32 concurrent clients,
+ * all against the same backend in the same run; then time to first token of streamed chat, straight and
+ * through tollgate, and tollgate's resident memory after the 32-client run.
+ *
+ *   npm run bench:gateway                      (or: node dist/bench/gateway.js)
+ *   node dist/bench/gateway.js --cpu-prof      only direct and tollgate at 32 clients, tollgate's child
+ *                                              profiled, and where its time goes
+ *
+ * Each server runs in its own child process (the fake vLLM, tollgate, Portkey); the load generator here
+ * keeps N requests in flight over N keep-alive connections (undici Pool), warms up, then measures for a
+ * fixed time. Every answer must be 2xx.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { availableParallelism, tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Pool } from 'undici';
+import { summarizeCpuProfile } from './cpu-profile.js';
+import type { ToChild, ToParent } from './servers/ipc.js';
+
+const WARMUP_MS = 1_500;
+const MEASURE_MS = 5_000;
+const LOW = 4;
+const HIGH = 32;
+const TARGET_ADDED_P50_MS = 0.5;
+const TARGET_RATIO_DIRECT = 0.6;
+const TARGET_RATIO_PORTKEY = 10;
+const TARGET_TTFT_ADDED_MS = 1;
+const TARGET_RSS_MB = 150;
+const BACKEND_MODEL = 'meta-llama/Llama-3.1-8B-Instruct';
+const ALIAS = 'llama-3.1-8b-instruct';
+const PORTKEY_SCRIPT = fileURLToPath(new URL('../../node_modules/@portkey-ai/gateway/build/start-server.js', import.meta.url));
+
+const cpuProf = process.argv.includes('--cpu-prof');
+
+// ---------------------------------------------------------------------------------------------------
+// Server children
+
+interface ServerChild {
+  readonly name: string;
+  readonly child: ChildProcess;
+  readonly port: number;
+  stop(): Promise<void>;
+}
+
+/** Forks a bench server (servers/*.js), which reports its port over IPC (servers/ipc.ts). */
+async function startChild(name: string, script: string, opts: { env?: NodeJS.ProcessEnv; execArgv?: string[] }): Promise<ServerChild> {
+  const child = fork(new URL(script, import.meta.url), [], {
+    env: { ...process.env, ...opts.env },
+    execArgv: opts.execArgv ?? [],
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+  });
+  const tail = keepTail(child);
+  const port = await new Promise<number>((resolve, reject) => {
+    child.on('message', (m: ToParent) => {
+      if (m.type === 'ready') resolve(m.port);
+      else if (m.type === 'failed') reject(new Error(`${name} failed to start:\n${m.message}`));
+    });
+    child.once('exit', (code) => reject(new Error(`${name} exited (${code}) before listening:\n${tail()}`)));
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  return {
+    name,
+    child,
+    port,
+    async stop() {
+      if (child.exitCode === null && child.connected) child.send({ type: 'stop' } satisfies ToChild);
+      await exited;
+    },
+  };
+}
+
+/**
+ * Portkey's published Node server. build/start-server.js reads `--port=N` (default 8787; port 0 would not
+ * be reported back) and `--headless` (no log UI), and listens on every interface; readiness is polled.
+ */
+async function startPortkey(): Promise<ServerChild> {
+  const port = await freePort();
+  const child = fork(PORTKEY_SCRIPT, [`--port=${port}`, '--headless'], {
+    env: { ...process.env, NODE_ENV: 'production' },
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+  });
+  const tail = keepTail(child);
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const probe = new Pool(`http://127.0.0.1:${port}`, { connections: 1 });
+  try {
+    const deadline = performance.now() + 20_000;
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`portkey exited (${child.exitCode}) before listening:\n${tail()}`);
+      try {
+        const r = await probe.request({ path: '/', method: 'GET' });
+        await r.body.dump();
+        break;
+      } catch {
+        if (performance.now() > deadline) throw new Error(`portkey did not listen on ${port} within 20 s:\n${tail()}`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
+  } finally {
+    await probe.close();
+  }
+  return {
+    name: 'portkey',
+    child,
+    port,
+    async stop() {
+      if (child.exitCode === null) child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+/** Keeps the last output of a child for error messages and drains the rest (servers log to stdout). */
+function keepTail(child: ChildProcess): () => string {
+  let tail = '';
+  const keep = (chunk: Buffer): void => {
+    tail = (tail + chunk.toString('utf8')).slice(-4000);
+  };
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  return () => tail;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const addr = s.address();
+      const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Resident set size of a process in bytes (Linux /proc); NaN elsewhere. */
+function rssBytes(pid: number | undefined): number {
+  try {
+    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m?.[1] === undefined ? NaN : Number(m[1]) * 1024;
+  } catch {
+    return NaN;
+  }
+}
+
+/** CPU time a process has used, in microseconds (Linux /proc, USER_HZ = 100); NaN elsewhere. */
+function cpuMicros(pid: number | undefined): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * 10_000;
+  } catch {
+    return NaN;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The requests
+
+interface Target {
+  readonly name: string;
+  readonly origin: string;
+  readonly path: string;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly model: string;
+  /** The process whose CPU is charged to this path (the gateway); undefined for direct. */
+  readonly pid: number | undefined;
+}
+
+/** A chat-completions body of about 1 KB, as the OpenAI SDKs send it. */
+function chatBody(model: string, stream: boolean): string {
+  return JSON.stringify({
+    model,
+    messages: [
+      {
+        role: 'system',
+        content:
+          'You are a careful assistant for the platform team. Answer with short, correct statements, cite the runbook section when one ' +
+          'applies, and say so plainly when you do not know. Never invent configuration keys; prefer the documented defaults.',
+      },
+      { role: 'user', content: 'Our vLLM pods restart under load. Which settings should we look at first?' },
+      {
+        role: 'assistant',
+        content:
+          'Start with gpu_memory_utilization and max_num_seqs, then the pod memory limit and the liveness probe timeout; ' +
+          'a probe that times out while the engine is busy restarts a healthy pod.',
+      },
+      { role: 'user', content: 'The probe timeout is 1 s and we run max_num_seqs 256. What would you change first?' },
+    ],
+    temperature: 0.2,
+    max_tokens: 256,
+    ...(stream ? { stream: true } : {}),
+  });
+}
+
+const JSON_HEADERS = { 'content-type': 'application/json', accept: 'application/json', 'user-agent': 'OpenAI/Python 1.54.4' };
+
+/** One request: the measured milliseconds (whole answer, or first content token when streamed), or an error text. */
+type Op = (pool: Pool) => Promise<number | string>;
+
+function nonStreamed(target: Target): Op {
+  const body = chatBody(target.model, false);
+  const headers = { ...target.headers, 'content-length': String(Buffer.byteLength(body)) };
+  return async (pool) => {
+    const t0 = performance.now();
+    const r = await pool.request({ path: target.path, method: 'POST', headers, body });
+    const text = await r.body.text();
+    if (r.statusCode < 200 || r.statusCode >= 300) return `HTTP ${r.statusCode}: ${text.slice(0, 300)}`;
+    return performance.now() - t0;
+  };
+}
+
+/** Streamed chat: time to the first `data:` event carrying content; the rest is read to `[DONE]`. */
+function streamed(target: Target): Op {
+  const body = chatBody(target.model, true);
+  const headers = { ...target.headers, accept: 'text/event-stream', 'content-length': String(Buffer.byteLength(body)) };
+  const content = /"content":"[^"]/;
+  return async (pool) => {
+    const t0 = performance.now();
+    const r = await pool.request({ path: target.path, method: 'POST', headers, body });
+    if (r.statusCode < 200 || r.statusCode >= 300) return `HTTP ${r.statusCode}: ${(await r.body.text()).slice(0, 300)}`;
+    let ttft = NaN;
+    let seen = '';
+    for await (const chunk of r.body) {
+      seen += (chunk as Buffer).toString('utf8');
+      if (Number.isNaN(ttft)) {
+        for (const event of seen.split('\n\n').slice(0, -1)) {
+          if (event.startsWith('data:') && content.test(event)) {
+            ttft = performance.now() - t0;
+            break;
+          }
+        }
+      }
+    }
+    if (Number.isNaN(ttft)) return `no content event in: ${seen.slice(0, 300)}`;
+    if (!seen.trimEnd().endsWith('data: [DONE]')) return `stream did not end with [DONE]: ${seen.slice(-300)}`;
+    return ttft;
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Load
+
+interface Run {
+  readonly target: string;
+  readonly kind: 'chat' | 'stream';
+  readonly clients: number;
+  readonly throughput: number;
+  readonly p50: number;
+  readonly p99: number;
+  /** Gateway CPU per request in microseconds (NaN for direct). */
+  readonly cpuPerReq: number;
+  /** The fake backend's CPU per request in microseconds. */
+  readonly backendPerReq: number;
+  /** Non-2xx answers and transport errors, warm-up included. */
+  readonly failed: number;
+  readonly firstFailure: string | undefined;
+  /** Gateway RSS when the measurement ended. */
+  readonly rss: number;
+  /** Share of a core the rest of the machine (not the bench processes) used meanwhile; NaN when unknown. */
+  readonly other: number;
+}
+
+/** Keeps `clients` requests in flight: WARMUP_MS unrecorded, then MEASURE_MS recorded; resolves once drained. */
+async function drive(
+  target: Target,
+  kind: Run['kind'],
+  clients: number,
+  op: Op,
+  backendPid: number | undefined,
+  benchPids: readonly number[],
+): Promise<Run> {
+  const pool = new Pool(target.origin, { connections: clients, pipelining: 1, keepAliveTimeout: 30_000 });
+  const latencies = new Float64Array(2 * 1024 * 1024);
+  let phase: 'warmup' | 'measure' | 'done' = 'warmup';
+  let n = 0;
+  let failed = 0;
+  let firstFailure: string | undefined;
+  const worker = async (): Promise<void> => {
+    while (phase !== 'done') {
+      let result: number | string;
+      try {
+        result = await op(pool);
+      } catch (err) {
+        result = err instanceof Error ? `${(err as { code?: string }).code ?? err.name}: ${err.message}` : String(err);
+      }
+      if (typeof result === 'string') {
+        failed++;
+        firstFailure ??= result;
+      } else if (phase === 'measure') {
+        if (n < latencies.length) latencies[n] = result;
+        n++;
+      }
+    }
+  };
+  const workers = Array.from({ length: clients }, () => worker());
+  await sleep(WARMUP_MS);
+  phase = 'measure';
+  const cpu0 = cpuMicros(target.pid);
+  const backend0 = cpuMicros(backendPid);
+  const bench0 = benchPids.reduce((sum, pid) => sum + cpuMicros(pid), 0);
+  const machine0 = machineBusyMicros();
+  const t0 = performance.now();
+  await sleep(MEASURE_MS);
+  const seconds = (performance.now() - t0) / 1000;
+  const count = n;
+  phase = 'done';
+  const cpuUs = cpuMicros(target.pid) - cpu0;
+  const backendUs = cpuMicros(backendPid) - backend0;
+  const otherUs = machineBusyMicros() - machine0 - (benchPids.reduce((sum, pid) => sum + cpuMicros(pid), 0) - bench0);
+  const rss = rssBytes(target.pid);
+  await Promise.all(workers);
+  await pool.close();
+  const sorted = latencies.slice(0, Math.min(count, latencies.length)).sort();
+  return {
+    target: target.name,
+    kind,
+    clients,
+    throughput: count / seconds,
+    p50: percentile(sorted, 0.5),
+    p99: percentile(sorted, 0.99),
+    cpuPerReq: cpuUs / count,
+    backendPerReq: backendUs / count,
+    failed,
+    firstFailure,
+    rss,
+    other: Math.max(0, otherUs) / 1e6 / seconds,
+  };
+}
+
+/** CPU time the whole machine has spent busy, in microseconds (Linux /proc/stat, USER_HZ = 100); NaN elsewhere. */
+function machineBusyMicros(): number {
+  try {
+    const cpu = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]?.trim().split(/\s+/).slice(1).map(Number) ?? [];
+    // user nice system idle iowait irq softirq steal …: everything but idle and iowait.
+    return cpu.reduce((sum, v, i) => (i === 3 || i === 4 || i > 7 ? sum : sum + v), 0) * 10_000;
+  } catch {
+    return NaN;
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function percentile(sorted: Float64Array, p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] ?? NaN;
+}
+
+/** One request must succeed before a path is measured: a bench over errors measures nothing. */
+async function verify(target: Target): Promise<void> {
+  const pool = new Pool(target.origin, { connections: 1 });
+  try {
+    const body = chatBody(target.model, false);
+    const r = await pool.request({ path: target.path, method: 'POST', headers: target.headers, body });
+    const text = await r.body.text();
+    const content = (JSON.parse(text) as { choices?: Array<{ message?: { content?: unknown } }> }).choices?.[0]?.message?.content;
+    if (r.statusCode !== 200 || typeof content !== 'string' || content === '') {
+      throw new Error(`${target.name} does not answer the bench request: HTTP ${r.statusCode} ${text.slice(0, 500)}`);
+    }
+  } finally {
+    await pool.close();
+  }
+}
+
+function tollgateConfig(apiBase: string, keyHash: string): string {
+  return `
+model_list:
+  - model_name: ${ALIAS}
+    litellm_params: { model: hosted_vllm/${BACKEND_MODEL}, api_base: "${apiBase}" }
+    model_info: { id: fake-vllm-a }
+general_settings:
+  context_signing_key: bench-context-signing-key-0123456789abcdef
+keys:
+  - key: "${keyHash}"
+    key_alias: bench
+    models: [${ALIAS}]
+    user_id: alice
+`;
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+function row(r: Run): string {
+  const f = (v: number, d: number, w: number): string => (Number.isFinite(v) ? v.toFixed(d) : '-').padStart(w);
+  return (
+    `${r.target.padEnd(9)} ${(r.kind === 'chat' ? 'chat' : 'stream TTFT').padEnd(11)} ${String(r.clients).padStart(7)} ` +
+    `${f(r.throughput, 0, 8)} ${f(r.p50, 3, 8)} ${f(r.p99, 3, 8)} ${f(r.cpuPerReq, 0, 14)} ${f(r.backendPerReq, 0, 14)} ${String(r.failed).padStart(8)} ${f(100 * r.other, 0, 8)}`
+  );
+}
+
+async function main(): Promise<void> {
+  const began = performance.now();
+  const key = `sk-bench-${randomBytes(16).toString('hex')}`;
+  const keyHash = `sha256:${createHash('sha256').update(key).digest('hex')}`;
+  const profileDir = cpuProf ? mkdtempSync(path.join(tmpdir(), 'tollgate-gateway-prof-')) : undefined;
+  const servers: ServerChild[] = [];
+  try {
+    const backend = await startChild('fake-vllm', './servers/fake-vllm.js', {});
+    servers.push(backend);
+    const apiBase = `http://127.0.0.1:${backend.port}/v1`;
+    const [tollgate, portkey] = await Promise.all([
+      startChild('tollgate', './servers/tollgate-gateway.js', {
+        env: { TOLLGATE_BENCH_CONFIG: tollgateConfig(apiBase, keyHash) },
+        execArgv: profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir],
+      }),
+      cpuProf ? undefined : startPortkey(),
+    ]);
+    servers.push(tollgate);
+    if (portkey !== undefined) servers.push(portkey);
+
+    const direct: Target = {
+      name: 'direct',
+      origin: `http://127.0.0.1:${backend.port}`,
+      path: '/v1/chat/completions',
+      headers: JSON_HEADERS,
+      model: BACKEND_MODEL,
+      pid: undefined,
+    };
+    const viaTollgate: Target = {
+      name: 'tollgate',
+      origin: `http://127.0.0.1:${tollgate.port}`,
+      path: '/v1/chat/completions',
+      headers: { ...JSON_HEADERS, authorization: `Bearer ${key}` },
+      model: ALIAS,
+      pid: tollgate.child.pid,
+    };
+    const viaPortkey: Target | undefined =
+      portkey === undefined
+        ? undefined
+        : {
+            name: 'portkey',
+            origin: `http://127.0.0.1:${portkey.port}`,
+            path: '/v1/chat/completions',
+            headers: {
+              ...JSON_HEADERS,
+              authorization: 'Bearer x',
+              'x-portkey-provider': 'openai',
+              'x-portkey-custom-host': apiBase,
+            },
+            model: BACKEND_MODEL,
+            pid: portkey.child.pid,
+          };
+    const benchPids = [process.pid, ...servers.map((s) => s.child.pid ?? -1)];
+    const chatTargets = [direct, viaTollgate, ...(viaPortkey === undefined ? [] : [viaPortkey])];
+    for (const t of chatTargets) await verify(t);
+    const idleRss = rssBytes(tollgate.child.pid);
+    console.log(
+      `fake vLLM (chunkDelayMs 0) on ${apiBase}; ${chatTargets.map((t) => t.name).join(', ')} answer 200; ` +
+        `${WARMUP_MS / 1000} s warm-up + ${MEASURE_MS / 1000} s measured per row; ${availableParallelism()} CPUs; tollgate RSS at start ${(idleRss / 2 ** 20).toFixed(0)} MB`,
+    );
+
+    const runs: Run[] = [];
+    const measure = async (target: Target, kind: Run['kind'], clients: number): Promise<Run> => {
+      const run = await drive(
+        target,
+        kind,
+        clients,
+        kind === 'chat' ? nonStreamed(target) : streamed(target),
+        backend.child.pid,
+        benchPids,
+      );
+      runs.push(run);
+      console.log(`  ${row(run)}`);
+      return run;
+    };
+    console.log(
+      `  ${'path'.padEnd(9)} ${'request'.padEnd(11)} ${'clients'.padStart(7)} ${'req/s'.padStart(8)} ${'p50 ms'.padStart(8)} ` +
+        `${'p99 ms'.padStart(8)} ${'gw CPU µs/req'.padStart(14)} ${'vLLM CPU µs/r'.padStart(14)} ${'non-2xx'.padStart(8)} ${'other %'.padStart(8)}`,
+    );
+    const find = (name: string, kind: Run['kind'], clients: number): Run | undefined =>
+      runs.find((r) => r.target === name && r.kind === kind && r.clients === clients);
+
+    if (!cpuProf) {
+      for (const t of chatTargets) await measure(t, 'chat', LOW);
+      for (const t of chatTargets) await measure(t, 'chat', HIGH);
+      await measure(direct, 'stream', LOW);
+      await measure(viaTollgate, 'stream', LOW);
+    } else {
+      await measure(direct, 'chat', HIGH);
+      await measure(viaTollgate, 'chat', HIGH);
+    }
+
+    await Promise.all(servers.map((s) => s.stop()));
+    servers.length = 0;
+
+    if (profileDir !== undefined) {
+      const file = readdirSync(profileDir).find((f) => f.endsWith('.cpuprofile'));
+      console.log(`\ntollgate CPU profile (${file === undefined ? 'not written' : path.join(profileDir, file)}):`);
+      if (file !== undefined) {
+        const lines = summarizeCpuProfile(path.join(profileDir, file), 25);
+        console.log(lines.map((l) => `  ${l}`).join('\n'));
+      }
+    }
+
+    const busiest = Math.max(...runs.map((r) => r.other));
+    if (busiest > 0.15) {
+      console.log(
+        `WARNING: other processes used up to ${(100 * busiest).toFixed(0)} % of a core during a measurement; rerun on a quiet machine`,
+      );
+    }
+    const failed = runs.filter((r) => r.failed > 0);
+    for (const r of failed) console.log(`INVALID RUN: ${r.failed} failed requests via ${r.target} (first: ${r.firstFailure ?? '?'})`);
+    if (failed.length > 0) process.exitCode = 1;
+    console.log(
+      `(total ${((performance.now() - began) / 1000).toFixed(0)} s${cpuProf ? '; tollgate profiled, so slower than usual' : ''})`,
+    );
+
+    const tHigh = find('tollgate', 'chat', HIGH);
+    const dHigh = find('direct', 'chat', HIGH);
+    if (!cpuProf) {
+      const added = (find('tollgate', 'chat', LOW)?.p50 ?? NaN) - (find('direct', 'chat', LOW)?.p50 ?? NaN);
+      const vsPortkey = (tHigh?.throughput ?? NaN) / (find('portkey', 'chat', HIGH)?.throughput ?? NaN);
+      const ttft = (find('tollgate', 'stream', LOW)?.p50 ?? NaN) - (find('direct', 'stream', LOW)?.p50 ?? NaN);
+      const rssMb = (tHigh?.rss ?? NaN) / 2 ** 20;
+      console.log(`added p50 latency at ${LOW} clients (tollgate - direct): ${added.toFixed(3)} ms (target <= ${TARGET_ADDED_P50_MS} ms)`);
+      console.log(`throughput tollgate/Portkey at ${HIGH} clients: ${vsPortkey.toFixed(1)} (target >= ${TARGET_RATIO_PORTKEY})`);
+      console.log(`TTFT added at ${LOW} clients (p50, tollgate - direct): ${ttft.toFixed(3)} ms (target <= ${TARGET_TTFT_ADDED_MS} ms)`);
+      console.log(`tollgate RSS at the end of the ${HIGH}-client run: ${rssMb.toFixed(0)} MB (target <= ${TARGET_RSS_MB} MB)`);
+    }
+    const ratio = (tHigh?.throughput ?? NaN) / (dHigh?.throughput ?? NaN);
+    console.log(`ratio tollgate/direct throughput at ${HIGH} clients: ${ratio.toFixed(2)} (target >= ${TARGET_RATIO_DIRECT.toFixed(2)})`);
+  } finally {
+    await Promise.all(servers.map((s) => s.stop()));
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});

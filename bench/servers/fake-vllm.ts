@@ -1,0 +1,16 @@
+/**
+ * Bench child: the fake vLLM server of the gateway tests (test/support/fake-vllm.ts) with no delay between
+ * stream chunks, on 127.0.0.1:0, so the backend costs the same for every path the gateway bench measures.
+ */
+import { startFakeVllm } from '../../test/support/fake-vllm.js';
+import { failStartup, serveParent } from './ipc.js';
+
+async function main(): Promise<void> {
+  const fake = await startFakeVllm({ chunkDelayMs: 0 });
+  // The fake keeps every request for the tests' assertions; a bench sends hundreds of thousands.
+  const trim = setInterval(() => fake.received.splice(0), 250);
+  trim.unref();
+  serveParent(Number(new URL(fake.url).port), () => fake.close());
+}
+
+main().catch(failStartup);
