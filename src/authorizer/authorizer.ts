@@ -20,6 +20,10 @@ export interface RequestFacts {
   readonly path: string;
   readonly headers: Readonly<Record<string, string>>;
   readonly body: string | Uint8Array | undefined;
+  /** The body as the door already parsed it, if it did. */
+  readonly json?: unknown;
+  /** Sign an x-tollgate-context for the allowed request (Check: yes; the gateway authorizing itself: no). */
+  readonly signContext?: boolean;
   /** Envoy said the body was cut to its max_request_bytes (`x-envoy-auth-partial-body: true`). */
   readonly partialBody: boolean;
   readonly contextExtensions: Readonly<Record<string, string>>;
@@ -102,6 +106,7 @@ export class Authorizer {
         headers: rules.policy.size > 0 ? policyHeaders(facts.headers, d.jwtHeader) : EMPTY_HEADERS,
         contextExtensions: facts.contextExtensions,
         body: facts.body,
+        json: facts.json,
         jwt,
         key,
         team: teamId === undefined ? undefined : d.teams.get(teamId),
@@ -110,7 +115,7 @@ export class Authorizer {
       nowMs,
       d.random(),
     );
-    if (!decision.allow) return { decision, route, requestId, context: undefined };
+    if (!decision.allow || facts.signContext === false) return { decision, route, requestId, context: undefined };
     const p = decision.principal;
     // JSON.stringify drops the undefined members.
     const claims: ContextClaims = {

@@ -28,6 +28,11 @@ export function parseModelBody(body: string | Uint8Array): BodyResult {
   } catch {
     return INVALID;
   }
+  return modelBodyOf(value);
+}
+
+/** The same, for a body a door already parsed (the gateway parses once and shares it). */
+export function modelBodyOf(value: unknown): BodyResult {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return INVALID;
   const o = value as Record<string, unknown>;
   const model = o['model'];

@@ -7,7 +7,7 @@ import type { JwtIdentity, JwtResult } from '../identity/jwt.js';
 import type { KeyRecord } from '../identity/keys.js';
 import type { Policy, PolicyInput } from '../policy/rules.js';
 import { weightedPick, type Deployment, type DeploymentHealth, type ModelCatalog } from '../routing/deployments.js';
-import { parseModelBody, type ModelBody } from './body.js';
+import { modelBodyOf, parseModelBody, type ModelBody } from './body.js';
 import type { RouteKind } from './route.js';
 import { jwtFailureMessage } from './messages.js';
 
@@ -28,6 +28,8 @@ export interface DecisionInput {
   readonly headers: Readonly<Record<string, string>>;
   readonly contextExtensions: Readonly<Record<string, string>>;
   readonly body: string | Uint8Array | undefined;
+  /** The body already parsed as JSON by the door (undefined: parse `body` here). */
+  readonly json?: unknown;
   /** JWT validation outcome; undefined when no JWT is configured. */
   readonly jwt: JwtResult | undefined;
   /** The key presented: a record, 'missing', 'malformed' (not `Bearer sk-…`), 'unknown', or 'master'. */
@@ -129,7 +131,7 @@ export function decide(input: DecisionInput, rules: DecisionRules, nowMs: number
   if (input.route === 'model') {
     if (input.body === undefined || (typeof input.body === 'string' ? input.body.length : input.body.byteLength) === 0)
       return deny('invalid_body');
-    const parsed = parseModelBody(input.body);
+    const parsed = input.json !== undefined ? modelBodyOf(input.json) : parseModelBody(input.body);
     if (!parsed.ok) return deny(parsed.code);
     body = parsed;
     model = parsed.model;

@@ -147,8 +147,6 @@ export class Forwarder {
       'x-request-id': randomUUID(),
     };
     if (d.apiKey !== undefined) headers['authorization'] = `Bearer ${d.apiKey}`;
-    const timeout = new AttemptDeadline(d.timeoutMs, req.signal);
-    const signal = timeout.signal;
     this.#tracker.started(d.id, Date.now());
     const t0 = performance.now();
     let response: Dispatcher.ResponseData;
@@ -158,32 +156,32 @@ export class Forwarder {
         method: 'POST',
         headers,
         body: JSON.stringify(body),
-        signal,
+        // The client going away aborts the attempt; undici's own timers bound the wait for headers
+        // (`stream_timeout` on streams, else `timeout`) and each silence in the body.
+        signal: req.signal,
         headersTimeout: stream && d.streamTimeoutMs !== undefined ? d.streamTimeoutMs : d.timeoutMs,
         bodyTimeout: stream && d.streamTimeoutMs !== undefined ? d.streamTimeoutMs : d.timeoutMs,
       });
     } catch (err) {
       this.#tracker.finished(d.id);
-      timeout.dispose();
-      return { kind: 'retry', timeout: timeout.aborted || isTimeout(err), detail: errCode(err) };
+      return { kind: 'retry', timeout: isTimeout(err), detail: errCode(err) };
     }
     try {
-      if (response.statusCode < 200 || response.statusCode >= 300) return await this.#failure(response, timeout);
+      if (response.statusCode < 200 || response.statusCode >= 300) return await this.#failure(response);
       this.#tracker.latency(d.id, performance.now() - t0);
-      if (!stream) return await this.#whole(d, alias, req, res, response, started, timeout);
+      if (!stream) return await this.#whole(d, alias, req, res, response, started);
       await this.#stream(d, alias, req, res, response, clientWantsUsage, started);
       return { kind: 'done' };
     } finally {
       this.#tracker.finished(d.id);
-      timeout.dispose();
     }
   }
 
-  async #failure(response: Dispatcher.ResponseData, timeout: AttemptDeadline): Promise<Attempt> {
+  async #failure(response: Dispatcher.ResponseData): Promise<Attempt> {
     const status = response.statusCode;
     const text = await readCapped(response.body, MAX_ERROR_BODY).catch(() => '');
     if (status >= 500 || RETRYABLE.has(status))
-      return { kind: 'retry', timeout: status === 408 || status === 504 || timeout.aborted, detail: `HTTP ${status}` };
+      return { kind: 'retry', timeout: status === 408 || status === 504, detail: `HTTP ${status}` };
     let message: string | undefined;
     try {
       message = backendMessage(JSON.parse(text) as Record<string, unknown>);
@@ -200,13 +198,12 @@ export class Forwarder {
     res: ServerResponse,
     response: Dispatcher.ResponseData,
     started: number,
-    timeout: AttemptDeadline,
   ): Promise<Attempt> {
     let text: string;
     try {
       text = await readCapped(response.body, MAX_REPLY_BODY);
     } catch (err) {
-      return { kind: 'retry', timeout: timeout.aborted || isTimeout(err), detail: errCode(err) };
+      return { kind: 'retry', timeout: isTimeout(err), detail: errCode(err) };
     }
     let parsed: Record<string, unknown>;
     try {
@@ -222,8 +219,7 @@ export class Forwarder {
     const prompt = count(usage['prompt_tokens']);
     const completion = count(usage['completion_tokens']);
     const cost = prompt * d.inputCostPerToken + completion * d.outputCostPerToken;
-    parsed['model'] = alias;
-    const out = JSON.stringify(parsed);
+    const out = withModel(text, parsed, alias);
     res.writeHead(200, {
       'content-type': 'application/json',
       'content-length': Buffer.byteLength(out),
@@ -305,34 +301,20 @@ export class Forwarder {
 }
 
 /**
- * One attempt's abort signal: the deployment's whole-request `timeout`, or the client going away.
- * (A timer and a listener, removed when the attempt ends; cheaper than AbortSignal.any per request.)
+ * The reply with `model` set to the alias the client asked for. vLLM writes compact JSON with the model
+ * once near the start, so the value is replaced in the text; anything else is re-serialised.
  */
-class AttemptDeadline {
-  readonly #ctrl = new AbortController();
-  readonly #timer: NodeJS.Timeout;
-  readonly #client: AbortSignal;
-  readonly #onClientAbort = (): void => this.#ctrl.abort();
-  /** True once the deadline (not the client) aborted the attempt. */
-  aborted = false;
-
-  constructor(ms: number, client: AbortSignal) {
-    this.#client = client;
-    this.#timer = setTimeout(() => {
-      this.aborted = true;
-      this.#ctrl.abort();
-    }, ms);
-    client.addEventListener('abort', this.#onClientAbort, { once: true });
+function withModel(text: string, parsed: Record<string, unknown>, alias: string): string {
+  const model = parsed['model'];
+  if (model === alias) return text;
+  if (typeof model === 'string') {
+    const needle = `"model":${JSON.stringify(model)}`;
+    const at = text.indexOf(needle);
+    if (at >= 0 && text.indexOf(needle, at + needle.length) < 0) {
+      return `${text.slice(0, at)}"model":${JSON.stringify(alias)}${text.slice(at + needle.length)}`;
+    }
   }
-
-  get signal(): AbortSignal {
-    return this.#ctrl.signal;
-  }
-
-  dispose(): void {
-    clearTimeout(this.#timer);
-    this.#client.removeEventListener('abort', this.#onClientAbort);
-  }
+  return JSON.stringify({ ...parsed, model: alias });
 }
 
 /** Sends an error in OpenAI's shape (the one table), unless headers already went out. */

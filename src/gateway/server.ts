@@ -130,8 +130,10 @@ function identify(
     path: req.url ?? '/',
     headers: flatHeaders(req),
     body,
+    json: parsed,
     partialBody: false,
     contextExtensions: {},
+    signContext: false,
   };
   const result = deps.authorizer.authorize(facts, now);
   const finish = (auth: Awaited<typeof result>): IdentifyResult => {
