@@ -13,6 +13,7 @@ import { ERRORS, errorBody, type ErrorCode } from '../errors/codes.js';
 import type { Deployment, ModelCatalog } from '../routing/deployments.js';
 import type { DeploymentTracker, RoutingStrategy } from '../routing/health.js';
 import type { SpendRecorder } from '../store/spend.js';
+import { readCapped } from './read-capped.js';
 import { backendMessage, SseRewriter } from './sse.js';
 
 export interface RouterSettings {
@@ -179,7 +180,7 @@ export class Forwarder {
 
   async #failure(response: Dispatcher.ResponseData): Promise<Attempt> {
     const status = response.statusCode;
-    const text = await readCapped(response.body, MAX_ERROR_BODY).catch(() => '');
+    const text = await readText(response.body, MAX_ERROR_BODY).catch(() => '');
     if (status >= 500 || RETRYABLE.has(status))
       return { kind: 'retry', timeout: status === 408 || status === 504, detail: `HTTP ${status}` };
     let message: string | undefined;
@@ -201,7 +202,7 @@ export class Forwarder {
   ): Promise<Attempt> {
     let text: string;
     try {
-      text = await readCapped(response.body, MAX_REPLY_BODY);
+      text = await readText(response.body, MAX_REPLY_BODY);
     } catch (err) {
       return { kind: 'retry', timeout: isTimeout(err), detail: errCode(err) };
     }
@@ -332,18 +333,14 @@ export function sendError(res: ServerResponse, code: ErrorCode, message: string 
   res.end(body);
 }
 
-async function readCapped(body: Dispatcher.ResponseData['body'], max: number): Promise<string> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of body) {
-    size += (chunk as Buffer).length;
-    if (size > max) {
-      body.destroy();
-      throw new Error('reply too large');
-    }
-    chunks.push(chunk as Buffer);
+/** A backend body as text, at most `max` bytes (past that, an error: the reply is not usable). */
+async function readText(body: Dispatcher.ResponseData['body'], max: number): Promise<string> {
+  const buf = await readCapped(body, max);
+  if (buf === null) {
+    body.destroy();
+    throw new Error('reply too large');
   }
-  return Buffer.concat(chunks).toString('utf8');
+  return buf.toString('utf8');
 }
 
 /** undici errors by their stable `code`. */

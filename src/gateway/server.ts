@@ -14,6 +14,7 @@ import type { KeyDirectory, KeyRecord } from '../identity/keys.js';
 import type { ModelCatalog } from '../routing/deployments.js';
 import type { Logger } from '../telemetry/logger.js';
 import { sendError, type Caller, type Forwarder, type ForwardRequest } from './forward.js';
+import { readCapped } from './read-capped.js';
 
 export interface GatewayDeps {
   readonly authorizer: Authorizer;
@@ -190,23 +191,13 @@ function json(res: ServerResponse, status: number, value: unknown, requestId?: s
 }
 
 /** The whole request body, or null when it exceeds `max` (the rest is drained, not buffered). */
-async function readBody(req: IncomingMessage, max: number): Promise<Buffer | null> {
+function readBody(req: IncomingMessage, max: number): Promise<Buffer | null> {
   const declared = Number(req.headers['content-length']);
   if (Number.isFinite(declared) && declared > max) {
     req.resume();
-    return null;
+    return Promise.resolve(null);
   }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > max) {
-      req.resume();
-      return null;
-    }
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks);
+  return readCapped(req, max);
 }
 
 function header(req: IncomingMessage, name: string): string | undefined {
