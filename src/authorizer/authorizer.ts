@@ -52,6 +52,9 @@ export interface AuthorizerDeps {
 
 const EMPTY_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
 
+/** Shown for a path with encoded slashes or dots, or dot segments. */
+export const UNCLEAR_PATH = 'The path contains encoded slashes or dots, or "." / ".." segments: send the plain endpoint path.';
+
 export class Authorizer {
   readonly #d: AuthorizerDeps;
   #rules: DecisionRules;
@@ -72,6 +75,14 @@ export class Authorizer {
   authorize(facts: RequestFacts, nowMs: number): Authorization | Promise<Authorization> {
     const requestId = validRequestId(facts.headers['x-request-id']) ?? randomUUID();
     const path = normalizePath(facts.path);
+    if (path === null) {
+      return {
+        decision: { allow: false, code: 'not_found', message: UNCLEAR_PATH, detail: 'encoded or dot-segment path' },
+        route: 'plain',
+        requestId,
+        context: undefined,
+      };
+    }
     const route = classifyRoute(facts.method, path);
     if (tooLarge(facts, this.#d.maxBodyBytes)) {
       return {
@@ -126,6 +137,7 @@ export class Authorizer {
       e: p.email,
       m: decision.body?.model,
       d: decision.deployment?.id,
+      f: decision.fallbacks.length > 0 ? decision.fallbacks : undefined,
       adm: p.admin ? 1 : undefined,
       r: requestId,
       p: `${facts.method} ${path}`,

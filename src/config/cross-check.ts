@@ -33,9 +33,9 @@ export function crossCheck(config: Config): PathIssue[] {
 
   const jwt = config.auth.jwt;
   if (jwt && !jwt.allow_insecure_http) {
-    if (jwt.issuer.startsWith('http:'))
+    if (isHttp(jwt.issuer))
       add(['auth', 'jwt', 'issuer'], 'an http:// issuer: use https://, or set auth.jwt.allow_insecure_http: true (tests, loopback)');
-    if (jwt.jwks_uri?.startsWith('http:'))
+    if (jwt.jwks_uri !== undefined && isHttp(jwt.jwks_uri))
       add(['auth', 'jwt', 'jwks_uri'], 'an http:// JWKS URL: use https://, or set auth.jwt.allow_insecure_http: true (tests, loopback)');
   }
 
@@ -60,4 +60,13 @@ export function crossCheck(config: Config): PathIssue[] {
     else rules.set(r.name, i);
   });
   return issues;
+}
+
+/** By the parsed scheme: `HTTP://` is as insecure as `http://`. */
+function isHttp(url: string): boolean {
+  try {
+    return new URL(url).protocol === 'http:';
+  } catch {
+    return false;
+  }
 }

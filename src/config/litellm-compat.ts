@@ -18,6 +18,8 @@ export interface CompatResult {
   readonly config: Record<string, unknown>;
   readonly ignored: readonly PathSegment[][];
   readonly environmentVariables: Readonly<Record<string, string>>;
+  /** LiteLLM security settings tollgate does not implement: refused, since ignoring them would open a door. */
+  readonly refused: readonly PathSegment[][];
   /** router_settings keys that came from litellm_settings: router key → litellm_settings key. */
   readonly moved: ReadonlyMap<string, string>;
 }
@@ -30,6 +32,21 @@ const OURS = {
   info: new Set(Object.keys(modelInfo.shape)),
 };
 
+/**
+ * LiteLLM access-control settings. An operator migrating would believe they still apply, so they are errors
+ * rather than warnings: the same intent is written as policy rules or Envoy configuration.
+ */
+const SECURITY_SETTINGS = new Set([
+  'allowed_ips',
+  'admin_only_routes',
+  'allowed_routes',
+  'public_routes',
+  'enable_jwt_auth',
+  'litellm_jwtauth',
+  'custom_auth',
+  'custom_auth_settings',
+]);
+
 /** litellm_settings keys that mean the same as a router_settings key (LiteLLM applies them to its Router). */
 const SETTINGS_TO_ROUTER: Readonly<Record<string, string>> = {
   num_retries: 'num_retries',
@@ -40,6 +57,7 @@ const SETTINGS_TO_ROUTER: Readonly<Record<string, string>> = {
 /** Returns a shallow-copied config with LiteLLM-only keys removed, and where they were. */
 export function setAsideLiteLlmKeys(raw: Record<string, unknown>): CompatResult {
   const ignored: PathSegment[][] = [];
+  const refused: PathSegment[][] = [];
   const moved = new Map<string, string>();
   const config: Record<string, unknown> = {};
   let environmentVariables: Record<string, string> = {};
@@ -52,6 +70,8 @@ export function setAsideLiteLlmKeys(raw: Record<string, unknown>): CompatResult 
       config[k] = v;
     }
   }
+  const general = config['general_settings'];
+  if (isObject(general)) for (const k of Object.keys(general)) if (SECURITY_SETTINGS.has(k)) refused.push(['general_settings', k]);
   config['general_settings'] = strip(config['general_settings'], ['general_settings'], LITELLM_GENERAL_SETTINGS, OURS.general, ignored);
   config['router_settings'] = strip(config['router_settings'], ['router_settings'], LITELLM_ROUTER_SETTINGS, OURS.router, ignored);
   const settings = config['litellm_settings'];
@@ -87,7 +107,13 @@ export function setAsideLiteLlmKeys(raw: Record<string, unknown>): CompatResult 
     });
   }
   for (const k of Object.keys(config)) if (config[k] === undefined) delete config[k];
-  return { config, ignored, environmentVariables, moved };
+  return {
+    config,
+    ignored: ignored.filter((p) => !refused.some((r) => r.join('.') === p.join('.'))),
+    refused,
+    environmentVariables,
+    moved,
+  };
 }
 
 function strip(

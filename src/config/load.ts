@@ -54,12 +54,22 @@ export function loadConfigText(text: string, env: Env): LoadResult {
   const warnings: ConfigIssue[] = [];
   const compat = setAsideLiteLlmKeys(raw);
   const locate = movedBack(locateNode, compat.moved);
+  for (const r of compat.refused)
+    issues.push(
+      locate(
+        {
+          path: formatPath(r),
+          message: 'a LiteLLM access-control setting that tollgate does not implement: write it as policy.rules or in Envoy, and remove it',
+        },
+        r,
+      ),
+    );
   for (const w of compat.ignored)
     warnings.push(locate({ path: formatPath(w), message: 'a LiteLLM setting that tollgate does not use; ignored' }, w));
   const mergedEnv: Env = { ...compat.environmentVariables, ...env };
 
   const resolved = resolveEnvRefs(compat.config, [], mergedEnv, issues, locate);
-  hashDeclaredKeys(compat.config, resolved, mergedEnv, issues, locate);
+  hashDeclaredKeys(compat.config, resolved, env, mergedEnv, issues, locate);
 
   // Validate even after reference errors, so one run lists every problem; a path already reported
   // (an unset variable) is not reported again as "required".
@@ -148,7 +158,14 @@ function resolveEnvRefs(value: unknown, path: PathSegment[], env: Env, issues: C
  * `keys[].key` is `sha256:<hex>` in the file, or `os.environ/NAME` holding `sk-…`, which is hashed here
  * so the clear key never reaches the config object. A clear key written in the file is refused.
  */
-function hashDeclaredKeys(raw: Record<string, unknown>, resolved: unknown, env: Env, issues: ConfigIssue[], locate: Locate): void {
+function hashDeclaredKeys(
+  raw: Record<string, unknown>,
+  resolved: unknown,
+  processEnv: Env,
+  env: Env,
+  issues: ConfigIssue[],
+  locate: Locate,
+): void {
   const rawKeys = raw['keys'];
   const outKeys = isPlainObject(resolved) ? resolved['keys'] : undefined;
   if (!Array.isArray(rawKeys) || !Array.isArray(outKeys)) return;
@@ -159,8 +176,22 @@ function hashDeclaredKeys(raw: Record<string, unknown>, resolved: unknown, env: 
     if (typeof rawKey !== 'string' || !isPlainObject(out)) return;
     const path: PathSegment[] = ['keys', i, 'key'];
     if (rawKey.startsWith(ENV_PREFIX)) {
-      const value = env[rawKey.slice(ENV_PREFIX.length)];
+      const name = rawKey.slice(ENV_PREFIX.length);
+      const value = env[name];
       if (value === undefined || value === '') return; // reported by resolveEnvRefs
+      if (processEnv[name] === undefined) {
+        // Supplied by the file's own environment_variables: a clear key in the file after all.
+        issues.push(
+          locate(
+            {
+              path: formatPath(path),
+              message: `${name} comes from environment_variables in this file: a key in clear text; set it in the process environment or write sha256:<hex>`,
+            },
+            path,
+          ),
+        );
+        return;
+      }
       if (!value.startsWith('sk-') || value.length < 8) {
         issues.push(
           locate(

@@ -46,6 +46,8 @@ export interface DecisionRules {
   readonly policy: Policy;
   readonly catalog: ModelCatalog;
   readonly health: DeploymentHealth;
+  /** router_settings.fallbacks: alias → aliases tried when its group is exhausted. */
+  readonly fallbacks: ReadonlyMap<string, readonly string[]>;
 }
 
 /** Who the caller is, as the allowed request will carry it. */
@@ -67,6 +69,8 @@ export type Decision =
       /** Present on model routes. */
       readonly body: ModelBody | undefined;
       readonly deployment: Deployment | undefined;
+      /** The configured fallbacks of the model that this caller may use too (allow-lists and policy). */
+      readonly fallbacks: readonly string[];
     }
   | {
       readonly allow: false;
@@ -163,12 +167,26 @@ export function decide(input: DecisionInput, rules: DecisionRules, nowMs: number
     const group = rules.catalog.group(model);
     deployment = group === undefined ? undefined : weightedPick(group, rules.health, nowMs, random);
     if (deployment === undefined) return deny('no_healthy_deployment');
+    // A fallback is another model: the same allow-lists and rules apply to it, or it would be a way around them.
+    const configured = rules.fallbacks.get(model);
+    if (configured !== undefined) {
+      const fallbacks = configured.filter(
+        (alias) =>
+          rules.catalog.group(alias) !== undefined &&
+          (record === undefined || allows(record.models, alias)) &&
+          (team === undefined || allows(team.models, alias)) &&
+          (rules.policy.size === 0 || rules.policy.evaluate(policyInput(input, identity, record, team, alias)).allowed),
+      );
+      return { allow: true, principal, body, deployment, fallbacks };
+    }
   }
   return allow(principal, body, deployment);
 }
 
+const NONE: readonly string[] = Object.freeze([]);
+
 function allow(principal: Principal, body: ModelBody | undefined, deployment: Deployment | undefined): Decision {
-  return { allow: true, principal, body, deployment };
+  return { allow: true, principal, body, deployment, fallbacks: NONE };
 }
 
 /** An empty allow-list allows every model; `*` too (LiteLLM's "all models"). */

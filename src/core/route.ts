@@ -33,31 +33,35 @@ export function classifyRoute(method: string, path: string): RouteKind {
 }
 
 /**
- * The path a server would route on, so a spelling variant cannot turn a model route into a "plain" one
- * (which skips the model allow-lists): query and fragment dropped, percent-escapes decoded, lower-cased,
- * repeated slashes merged, `.` and `..` segments resolved (RFC 3986 §5.2.4), trailing slash dropped.
+ * The path tollgate routes on, so a spelling variant cannot turn a model route into a "plain" one (which
+ * skips the model allow-lists): query and fragment dropped, lower-cased, repeated slashes merged, trailing
+ * slash dropped. A path that hides its shape — percent-encoded `/`, `\` or `.`, a backslash, or a `.`/`..`
+ * segment — is refused (null) rather than decoded, since a proxy in front may route it differently
+ * (Envoy: `normalize_path`, `merge_slashes`, `path_with_escaped_slashes_action: REJECT_REQUEST`).
  * The gateway dispatches on the same normalised path.
  */
-export function normalizePath(rawPath: string): string {
+export function normalizePath(rawPath: string): string | null {
   let end = rawPath.length;
   const q = rawPath.indexOf('?');
   if (q >= 0) end = q;
   const h = rawPath.indexOf('#');
   if (h >= 0 && h < end) end = h;
-  let p = end === rawPath.length ? rawPath : rawPath.slice(0, end);
+  const p = end === rawPath.length ? rawPath : rawPath.slice(0, end);
   if (FAST_PATH.test(p)) return p;
+  if (p.includes('\\') || /%(2f|5c|2e)/i.test(p)) return null;
+  let decoded = p;
   if (p.includes('%')) {
     try {
-      p = decodeURIComponent(p);
+      decoded = decodeURIComponent(p);
     } catch {
-      /* an invalid escape stays as it is: it matches no known route */
+      return null;
     }
   }
   const out: string[] = [];
-  for (const seg of p.toLowerCase().split('/')) {
-    if (seg === '' || seg === '.') continue;
-    if (seg === '..') out.pop();
-    else out.push(seg);
+  for (const seg of decoded.toLowerCase().split('/')) {
+    if (seg === '') continue;
+    if (seg === '.' || seg === '..') return null;
+    out.push(seg);
   }
   return `/${out.join('/')}`;
 }

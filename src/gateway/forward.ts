@@ -19,7 +19,6 @@ import { backendMessage, SseRewriter } from './sse.js';
 export interface RouterSettings {
   readonly strategy: RoutingStrategy;
   readonly numRetries: number;
-  readonly fallbacks: ReadonlyMap<string, readonly string[]>;
   readonly defaultMaxTokens: number;
 }
 
@@ -38,6 +37,8 @@ export interface ForwardRequest {
   readonly alias: string;
   /** The deployment authz picked (signed context), used for the first attempt. */
   readonly hint: string | undefined;
+  /** Aliases to fall back to, already filtered to what the caller may use. */
+  readonly fallbacks: readonly string[];
   readonly caller: Caller;
   readonly signal: AbortSignal;
 }
@@ -88,7 +89,7 @@ export class Forwarder {
   /** Serves the request to `res`, through retries and fallbacks; never throws for backend faults. */
   async forward(req: ForwardRequest, res: ServerResponse): Promise<void> {
     const started = performance.now();
-    const aliases = [req.alias, ...(this.#settings.fallbacks.get(req.alias) ?? [])];
+    const aliases = [req.alias, ...req.fallbacks];
     let last: Attempt | undefined;
     let hint = req.hint;
     let triedAny = false;
@@ -97,7 +98,7 @@ export class Forwarder {
       if (group === undefined) continue;
       const tried = new Set<string>();
       for (let n = 0; n <= this.#settings.numRetries; n++) {
-        if (req.signal.aborted) return;
+        if (req.signal.aborted) break;
         const now = Date.now();
         let d: Deployment | undefined;
         if (hint !== undefined) {
@@ -122,10 +123,17 @@ export class Forwarder {
           this.#record(req, d, alias, last.status, started, 0, 0, 0, false);
           return;
         }
+        // A client that went away says nothing about the deployment.
+        if (req.signal.aborted) break;
         this.#tracker.failed(d.id, Date.now());
       }
+      if (req.signal.aborted) break;
     }
-    if (req.signal.aborted) return;
+    if (req.signal.aborted) {
+      // Every request leaves one spend row; 499 is the de-facto "client closed request" status.
+      this.#record(req, undefined, req.alias, 499, started, 0, 0, 0, false);
+      return;
+    }
     let code: ErrorCode = 'no_healthy_deployment';
     if (triedAny) code = last?.kind === 'retry' && last.timeout ? 'upstream_timeout' : 'upstream_error';
     sendError(res, code, undefined, req.caller.requestId);
@@ -138,7 +146,9 @@ export class Forwarder {
     const body: Record<string, unknown> = { ...req.body, model: d.backendModel };
     if (stream) body['stream_options'] = { ...(req.body['stream_options'] as object | undefined), include_usage: true };
     // vLLM generates to the end of the context without a cap (FIELD-NOTES): send the configured default.
-    if (req.endpoint !== 'embeddings' && body['max_tokens'] === undefined && body['max_completion_tokens'] === undefined) {
+    // `null` counts as absent (the OpenAI SDKs may send it).
+    if (req.endpoint !== 'embeddings' && body['max_tokens'] == null && body['max_completion_tokens'] == null) {
+      delete body['max_completion_tokens'];
       body['max_tokens'] =
         d.maxTokens === undefined ? this.#settings.defaultMaxTokens : Math.min(d.maxTokens, this.#settings.defaultMaxTokens);
     }

@@ -6,7 +6,7 @@
  * is never an open door. Client-sent `x-tollgate-*` headers are never read otherwise.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { Authorizer, RequestFacts } from '../authorizer/authorizer.js';
+import { UNCLEAR_PATH, type Authorizer, type RequestFacts } from '../authorizer/authorizer.js';
 import type { TeamRecord } from '../core/decide.js';
 import { normalizePath } from '../core/route.js';
 import type { ContextClaims, ContextSigner } from '../identity/context-token.js';
@@ -40,7 +40,9 @@ interface Identity {
   readonly caller: Caller;
   readonly model: string | undefined;
   readonly deployment: string | undefined;
-  readonly key: KeyRecord | undefined;
+  readonly fallbacks: readonly string[];
+  /** The caller's key; 'gone' when the context names a key the directory no longer has. */
+  readonly key: KeyRecord | undefined | 'gone';
   readonly teamId: string | undefined;
 }
 
@@ -58,6 +60,7 @@ export function createGateway(deps: GatewayDeps): Server {
 async function handle(deps: GatewayDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const method = req.method ?? 'GET';
   const path = normalizePath(req.url ?? '/');
+  if (path === null) return sendError(res, 'not_found', UNCLEAR_PATH, '-');
   if (path === '/health/liveliness' || path === '/health/liveness') return json(res, 200, "I'm alive!");
   if (path === '/health/readiness') return json(res, 200, { status: 'healthy' });
 
@@ -99,7 +102,10 @@ function serve(
     res.once('close', () => {
       if (!res.writableFinished) abort.abort();
     });
-    return deps.forwarder.forward({ endpoint, body: parsed, alias, hint: id.deployment, caller: id.caller, signal: abort.signal }, res);
+    return deps.forwarder.forward(
+      { endpoint, body: parsed, alias, hint: id.deployment, fallbacks: id.fallbacks, caller: id.caller, signal: abort.signal },
+      res,
+    );
   }
   if (method === 'GET' && (path === '/v1/models' || path === '/models')) return listModels(deps, res, id);
   return sendError(res, 'not_found', undefined, id.caller.requestId);
@@ -145,6 +151,7 @@ function identify(
       caller: { requestId: auth.requestId, keyId: p.keyId, userId: p.userId, teamId: p.teamId },
       model: d.body?.model,
       deployment: d.deployment?.id,
+      fallbacks: d.fallbacks,
       key: p.key,
       teamId: p.teamId,
     };
@@ -164,7 +171,8 @@ function fromClaims(deps: GatewayDeps, c: ContextClaims): Identity {
     caller: { requestId: c.r, keyId: c.k, userId: c.u, teamId: c.t },
     model: c.m,
     deployment: c.d,
-    key: c.k === undefined ? undefined : deps.keys.byId(c.k),
+    fallbacks: Array.isArray(c.f) ? c.f : [],
+    key: c.k === undefined ? undefined : (deps.keys.byId(c.k) ?? 'gone'),
     teamId: c.t,
   };
 }
@@ -175,8 +183,10 @@ function listModels(deps: GatewayDeps, res: ServerResponse, id: Identity): void 
   const allowed = (list: readonly string[] | undefined, alias: string): boolean =>
     list === undefined || list.length === 0 || list.includes(alias) || list.includes('*');
   const created = Math.floor(Date.now() / 1000);
+  // A key removed since authz signed the context may use nothing.
+  const keyModels = id.key === 'gone' ? [] : id.key?.models;
   const data = [...deps.catalog().aliases()]
-    .filter((a) => allowed(id.key?.models, a) && allowed(team?.models, a))
+    .filter((a) => id.key !== 'gone' && allowed(keyModels, a) && allowed(team?.models, a))
     .sort()
     .map((a) => ({ id: a, object: 'model', created, owned_by: 'tollgate' }));
   json(res, 200, { object: 'list', data }, id.caller.requestId);

@@ -22,6 +22,8 @@ export interface ContextClaims {
   readonly m?: string | undefined;
   /** Deployment id picked by the router. */
   readonly d?: string | undefined;
+  /** Fallback aliases this caller may use. */
+  readonly f?: readonly string[] | undefined;
   /** Request id. */
   readonly r: string;
   /** Method and path (without query) the token was issued for. */

@@ -205,7 +205,8 @@ export class JwtVerifier {
       });
       const uri = config.serverMetadata().jwks_uri;
       if (uri === undefined) throw new Error('the discovery document has no jwks_uri');
-      if (!s.allow_insecure_http && !uri.startsWith('https:')) throw new Error('the discovery document names an http:// jwks_uri');
+      if (!s.allow_insecure_http && new URL(uri).protocol !== 'https:')
+        throw new Error('the discovery document names a jwks_uri that is not https://');
       this.#jwksUri = uri;
       return uri;
     } catch (err) {

@@ -48,6 +48,7 @@ export function buildAuthorizer(
       policy,
       catalog: opts.catalog ?? ModelCatalog.fromConfig(config.model_list),
       health: ALWAYS_HEALTHY,
+      fallbacks: new Map(config.router_settings.fallbacks.flatMap((f) => Object.entries(f))),
     },
     keys,
     teams,

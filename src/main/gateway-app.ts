@@ -34,7 +34,6 @@ export async function startGateway(
     settings: {
       strategy: rs.routing_strategy,
       numRetries: rs.num_retries,
-      fallbacks: new Map(rs.fallbacks.flatMap((f) => Object.entries(f))),
       defaultMaxTokens: config.general_settings.default_max_tokens,
     },
   });

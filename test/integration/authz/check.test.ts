@@ -224,6 +224,8 @@ describe('ext_authz Check', () => {
     const big = JSON.stringify({ model: 'llama-3.1-8b', messages: [{ role: 'user', content: 'x'.repeat(20_000) }] });
     await denied({ headers: c, body: big }, 413, 'request_too_large');
     await denied({ headers: { ...c, 'x-envoy-auth-partial-body': 'true' }, body: CHAT_BODY }, 413, 'request_too_large');
+    // A path that hides its shape is refused, never decoded into a credential-free probe.
+    await denied({ path: '/v1/chat/completions/..%2F..%2F..%2Fhealth%2Fliveliness', body: CHAT_BODY }, 404, 'not_found');
   });
 
   test('no denial message echoes a key, a token or the prompt', async () => {

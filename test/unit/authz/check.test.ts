@@ -160,6 +160,7 @@ function allowed(p: Principal = principal(), model: string | null = 'llama', con
     principal: p,
     body: model === null ? undefined : { ok: true, model, maxTokens: undefined, stream: false },
     deployment: model === null ? undefined : DEPLOYMENT,
+    fallbacks: [],
   };
   return { decision, route: model === null ? 'plain' : 'model', requestId: 'req-1', context: context ?? undefined };
 }

@@ -893,3 +893,31 @@ describe('prepareConfigText: CEL policy rules', () => {
     }
   });
 });
+
+describe('review findings', () => {
+  test('an upper-case HTTP:// JWKS URL is as insecure as http://', () => {
+    const r = failed(`auth:\n  jwt:\n    issuer: https://idp.example.com\n    audience: a\n    jwks_uri: HTTP://idp.example.com/jwks\n`);
+    assert.ok(
+      r.issues.some((i) => i.path === 'auth.jwt.jwks_uri' && /http:\/\//.test(i.message)),
+      JSON.stringify(r.issues),
+    );
+  });
+  test('a key supplied by the file’s own environment_variables is a clear key in the file', () => {
+    const r = failed(`environment_variables:\n  K1: ${DECLARED_KEY}\nkeys:\n  - key: os.environ/K1\n`);
+    assert.ok(
+      r.issues.some((i) => i.path === 'keys[0].key' && /environment_variables/.test(i.message)),
+      JSON.stringify(r.issues),
+    );
+    for (const i of r.issues) assert.ok(!i.message.includes(DECLARED_KEY));
+    // From the process environment it is fine.
+    assert.ok(loaded(`keys:\n  - key: os.environ/K1\n`, { K1: DECLARED_KEY }).keys[0]?.key.startsWith('sha256:'));
+  });
+  test('LiteLLM access-control settings are refused, not ignored', () => {
+    const r = failed(`general_settings:\n  allowed_ips: [10.0.0.1]\n  alerting: [slack]\n`);
+    assert.ok(
+      r.issues.some((i) => i.path === 'general_settings.allowed_ips' && /policy/.test(i.message)),
+      JSON.stringify(r.issues),
+    );
+    assert.ok(!r.issues.some((i) => i.path === 'general_settings.alerting'));
+  });
+});

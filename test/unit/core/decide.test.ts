@@ -98,6 +98,7 @@ const RULES: DecisionRules = {
   policy: POLICY,
   catalog: CATALOG,
   health: HEALTHY,
+  fallbacks: new Map([['llama', ['qwen']]]),
 };
 
 const MODEL_INPUT: DecisionInput = {
@@ -635,5 +636,33 @@ describe('decide: determinism', () => {
   });
   test('the same input, rules, now and random give the same decision', () => {
     assert.deepEqual(run({ name: 'a', random: 0.3, expect: { allow: true } }), run({ name: 'b', random: 0.3, expect: { allow: true } }));
+  });
+});
+
+describe('fallbacks are filtered like the model itself', () => {
+  const body = JSON.stringify({ model: 'llama' });
+  const base = {
+    route: 'model' as const,
+    method: 'POST',
+    path: '/v1/chat/completions',
+    headers: {},
+    contextExtensions: {},
+    body,
+    team: undefined,
+  };
+  test('a key allowed both models keeps the fallback', () => {
+    const d = decide({ ...base, jwt: jwtOk(), key: key({ models: [] }) }, RULES, NOW, 0.1);
+    assert.ok(d.allow);
+    assert.deepEqual(d.fallbacks, ['qwen']);
+  });
+  test('a key limited to llama gets no fallback to qwen', () => {
+    const d = decide({ ...base, jwt: jwtOk(), key: key({ models: ['llama'] }) }, RULES, NOW, 0.1);
+    assert.ok(d.allow);
+    assert.deepEqual(d.fallbacks, []);
+  });
+  test('a policy rule denying qwen removes the fallback', () => {
+    const d = decide({ ...base, jwt: jwtOk({ groups: ['guests'] }), key: key({ models: [] }) }, RULES, NOW, 0.1);
+    assert.ok(d.allow);
+    assert.deepEqual(d.fallbacks, []);
   });
 });
