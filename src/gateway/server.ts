@@ -47,7 +47,7 @@ interface Identity {
 }
 
 export function createGateway(deps: GatewayDeps): Server {
-  const server = createServer({ keepAliveTimeout: 65_000, requestTimeout: 0, headersTimeout: 60_000 }, (req, res) => {
+  const server = createServer({ keepAliveTimeout: 65_000, requestTimeout: 120_000, headersTimeout: 30_000 }, (req, res) => {
     handle(deps, req, res).catch((err: unknown) => {
       deps.logger.error({ err }, 'gateway request failed');
       if (!res.headersSent) sendError(res, 'upstream_error', 'tollgate failed to handle the request.', '-', 500);
@@ -215,8 +215,10 @@ function header(req: IncomingMessage, name: string): string | undefined {
   return Array.isArray(v) ? v[0] : v;
 }
 
+/** The request's headers for the authorizer; a client reaching the gateway directly does not choose its request id. */
 function flatHeaders(req: IncomingMessage): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(req.headers)) if (v !== undefined) out[k] = Array.isArray(v) ? v.join(',') : v;
+  for (const [k, v] of Object.entries(req.headers))
+    if (v !== undefined && k !== 'x-request-id') out[k] = Array.isArray(v) ? v.join(',') : v;
   return out;
 }
