@@ -266,7 +266,7 @@ export class Forwarder {
         if (out !== '' && !res.write(out)) {
           // A client that stopped reading and then left never drains: stop on its abort instead of waiting.
           if (res.destroyed || req.signal.aborted) break;
-          await once(res, 'drain', { signal: req.signal });
+          if (!(await drained(res, req.signal, d.streamTimeoutMs ?? d.timeoutMs))) break;
         }
       }
     } catch {
@@ -326,6 +326,21 @@ function withModel(text: string, parsed: Record<string, unknown>, alias: string)
     }
   }
   return JSON.stringify({ ...parsed, model: alias });
+}
+
+/** Waits for the client to take more of the stream; false when it left or did not read for `ms`. */
+async function drained(res: ServerResponse, signal: AbortSignal, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const stalled = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([once(res, 'drain', { signal }).then(() => true as const), stalled]);
+  } catch {
+    return false;
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Sends an error in OpenAI's shape (the one table), unless headers already went out. */

@@ -25,6 +25,8 @@ export interface GatewayDeps {
   readonly teams: ReadonlyMap<string, TeamRecord>;
   readonly maxBodyBytes: number;
   readonly logger: Logger;
+  /** Ready to authorize (the IdP's keys are loaded, when a JWT is configured). */
+  readonly ready: () => boolean;
 }
 
 const ENDPOINTS: Readonly<Record<string, ForwardRequest['endpoint']>> = {
@@ -49,9 +51,11 @@ interface Identity {
 export function createGateway(deps: GatewayDeps): Server {
   const server = createServer({ keepAliveTimeout: 65_000, requestTimeout: 120_000, headersTimeout: 30_000 }, (req, res) => {
     handle(deps, req, res).catch((err: unknown) => {
-      deps.logger.error({ err }, 'gateway request failed');
-      if (!res.headersSent) sendError(res, 'upstream_error', 'tollgate failed to handle the request.', '-', 500);
-      else res.destroy();
+      const idpDown = (err as { code?: unknown }).code === 'IDP_UNAVAILABLE';
+      deps.logger.error({ err: idpDown ? (err as Error).message : err }, 'gateway request failed');
+      if (res.headersSent) res.destroy();
+      else if (idpDown) sendError(res, 'upstream_error', 'tollgate cannot reach the identity provider right now: retry shortly.', '-', 503);
+      else sendError(res, 'upstream_error', 'tollgate failed to handle the request.', '-', 500);
     });
   });
   return server;
@@ -62,7 +66,11 @@ async function handle(deps: GatewayDeps, req: IncomingMessage, res: ServerRespon
   const path = normalizePath(req.url ?? '/');
   if (path === null) return sendError(res, 'not_found', UNCLEAR_PATH, '-');
   if (path === '/health/liveliness' || path === '/health/liveness') return json(res, 200, "I'm alive!");
-  if (path === '/health/readiness') return json(res, 200, { status: 'healthy' });
+  if (path === '/health/readiness') {
+    return deps.ready()
+      ? json(res, 200, { status: 'healthy' })
+      : json(res, 503, { status: 'unhealthy', reason: 'identity provider keys not loaded' });
+  }
 
   const body = method === 'POST' || method === 'PUT' || method === 'PATCH' ? await readBody(req, deps.maxBodyBytes) : undefined;
   if (body === null) return sendError(res, 'request_too_large', undefined, '-');

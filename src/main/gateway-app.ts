@@ -48,6 +48,7 @@ export async function startGateway(
     teams: parts.teams,
     maxBodyBytes: parts.maxBodyBytes,
     logger: opts.logger,
+    ready: () => parts.verifier === undefined || parts.verifier.keyCount > 0,
   });
   const port = await new Promise<number>((resolve, reject) => {
     server.once('error', reject);
