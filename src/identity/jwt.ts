@@ -70,6 +70,8 @@ export class JwtVerifier {
   #jwksUri: string | undefined;
   #keys: ReadonlyMap<string, KeyObject> = new Map();
   #lastFetch = -Infinity;
+  /** The last fetch failed: an unknown kid then means "cannot tell", an outage, not a bad token. */
+  #lastFetchFailed: IdentityProviderUnavailable | undefined;
   #inflight: Promise<void> | undefined;
   #refreshTimer: NodeJS.Timeout | undefined;
   readonly #verified = new Map<string, CachedToken>();
@@ -157,15 +159,24 @@ export class JwtVerifier {
       await this.#refresh();
       key = pick();
     }
+    if (key === undefined && this.#lastFetchFailed !== undefined) throw this.#lastFetchFailed;
     if (key === undefined) throw new joseErrors.JWKSNoMatchingKey();
     return key;
   }
 
   /** One fetch at a time; concurrent callers share it. */
   #refresh(): Promise<void> {
-    this.#inflight ??= this.#fetchKeys().finally(() => {
-      this.#inflight = undefined;
-    });
+    this.#inflight ??= this.#fetchKeys().then(
+      () => {
+        this.#inflight = undefined;
+        this.#lastFetchFailed = undefined;
+      },
+      (err: unknown) => {
+        this.#inflight = undefined;
+        if (err instanceof IdentityProviderUnavailable) this.#lastFetchFailed = err;
+        throw err;
+      },
+    );
     return this.#inflight;
   }
 

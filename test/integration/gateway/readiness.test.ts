@@ -1,0 +1,59 @@
+/** The gateway while its identity provider cannot be reached: not ready, and 503 rather than a 500 or an allow. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer } from 'node:net';
+import { prepareConfigText } from '../../../src/main/config-source.js';
+import { buildAuthorizer, loadIdentityKeys } from '../../../src/main/authz-app.js';
+import { startGateway } from '../../../src/main/gateway-app.js';
+import { contextSecret } from '../../../src/identity/context-token.js';
+import { InMemorySpendLog } from '../../../src/store/spend.js';
+import { createLogger } from '../../../src/telemetry/logger.js';
+
+/** A port nothing listens on (bound, then released). */
+async function closedPort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  const port = (srv.address() as { port: number }).port;
+  await new Promise<void>((r) => srv.close(() => r()));
+  return port;
+}
+
+test('with the IdP unreachable: readiness is 503, and a request with a token gets 503, never an allow', async () => {
+  const idp = `http://127.0.0.1:${await closedPort()}`;
+  const yaml = `
+model_list:
+  - model_name: m
+    litellm_params: { model: openai/x, api_base: "http://127.0.0.1:9/v1" }
+general_settings:
+  context_signing_key: readiness-test-context-key-0123456789abcdef
+auth:
+  jwt: { issuer: "${idp}", jwks_uri: "${idp}/jwks", audience: a, allow_insecure_http: true }
+  keys: { required: false }
+`;
+  const prepared = prepareConfigText(yaml, 'r.yaml', {});
+  const secret = contextSecret('readiness-test-context-key-0123456789abcdef', undefined) as Buffer;
+  const parts = buildAuthorizer(prepared.config, prepared.policy, secret);
+  const logger = createLogger('silent');
+  const keys = await loadIdentityKeys(parts, logger, () => undefined);
+  const gw = await startGateway(prepared.config, parts, secret, { host: '127.0.0.1', port: 0, logger, spend: new InMemorySpendLog() });
+  try {
+    const base = `http://127.0.0.1:${gw.port}`;
+    assert.equal((await fetch(`${base}/health/liveliness`)).status, 200);
+    assert.equal((await fetch(`${base}/health/readiness`)).status, 503);
+    // A token whose key must be fetched: the IdP is down, so this is an outage (503), not a 401 and not an allow.
+    const b64 = (o: object): string => Buffer.from(JSON.stringify(o)).toString('base64url');
+    const token = `${b64({ alg: 'RS256', kid: 'k1' })}.${b64({ iss: idp, aud: 'a', exp: Math.floor(Date.now() / 1000) + 60 })}.c2ln`;
+    await new Promise((r) => setTimeout(r, 5_100)); // past the refetch cooldown the boot-time attempt started
+    const res = await fetch(`${base}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'x-cake-authorization': token, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'm', messages: [] }),
+    });
+    assert.equal(res.status, 503);
+    const body = (await res.json()) as { error: { message: string } };
+    assert.match(body.error.message, /identity provider/);
+  } finally {
+    keys.stop();
+    await gw.close(500);
+  }
+});
