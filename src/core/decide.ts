@@ -190,7 +190,7 @@ function allow(principal: Principal, body: ModelBody | undefined, deployment: De
 }
 
 /** An empty allow-list allows every model; `*` too (LiteLLM's "all models"). */
-function allows(list: readonly string[], model: string): boolean {
+export function allows(list: readonly string[], model: string): boolean {
   return list.length === 0 || list.includes(model) || list.includes('*');
 }
 

@@ -10,15 +10,26 @@ export type RouteKind =
   /** Everything else (`GET /v1/models`, …): JWT and key, no model. */
   | 'plain';
 
-/** Paths as the OpenAI SDKs send them, with or without the `/v1` prefix (LiteLLM serves both). */
-const MODEL_PATHS = new Set([
-  '/v1/chat/completions',
-  '/chat/completions',
-  '/v1/completions',
-  '/completions',
-  '/v1/embeddings',
-  '/embeddings',
+/** The OpenAI endpoints that name a model in their body, as forwarded to a backend under its api_base. */
+export type ModelEndpoint = 'chat/completions' | 'completions' | 'embeddings';
+
+/**
+ * Paths as the OpenAI SDKs send them, with or without the `/v1` prefix (LiteLLM serves both). One table
+ * for both doors: Check demands a model on exactly the POST paths the gateway forwards.
+ */
+const MODEL_ENDPOINTS: ReadonlyMap<string, ModelEndpoint> = new Map<string, ModelEndpoint>([
+  ['/v1/chat/completions', 'chat/completions'],
+  ['/chat/completions', 'chat/completions'],
+  ['/v1/completions', 'completions'],
+  ['/completions', 'completions'],
+  ['/v1/embeddings', 'embeddings'],
+  ['/embeddings', 'embeddings'],
 ]);
+
+/** The endpoint a normalised path forwards to, for a POST; undefined for any other route. */
+export function modelEndpoint(method: string, path: string): ModelEndpoint | undefined {
+  return method === 'POST' ? MODEL_ENDPOINTS.get(path) : undefined;
+}
 const PROBE_PATHS = new Set(['/health/liveliness', '/health/readiness', '/health/liveness']);
 const ADMIN_PREFIXES = ['/key/', '/team/', '/spend/', '/model/', '/global/', '/user/'];
 /** `/metrics` is admin through Envoy; Prometheus scrapes the gateway's port directly. */
@@ -26,7 +37,7 @@ const ADMIN_EXACT = new Set(['/health', '/metrics']);
 
 /** `path` as returned by normalizePath. */
 export function classifyRoute(method: string, path: string): RouteKind {
-  if (method === 'POST' && MODEL_PATHS.has(path)) return 'model';
+  if (modelEndpoint(method, path) !== undefined) return 'model';
   if (PROBE_PATHS.has(path)) return 'probe';
   if (ADMIN_EXACT.has(path) || ADMIN_PREFIXES.some((p) => path.startsWith(p))) return 'admin';
   return 'plain';

@@ -9,6 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import type { ServerResponse } from 'node:http';
 import { Pool, type Dispatcher } from 'undici';
+import type { ModelEndpoint } from '../core/route.js';
 import { ERRORS, errorBody, type ErrorCode } from '../errors/codes.js';
 import type { Deployment, ModelCatalog } from '../routing/deployments.js';
 import type { DeploymentTracker, RoutingStrategy } from '../routing/health.js';
@@ -32,7 +33,7 @@ export interface Caller {
 
 export interface ForwardRequest {
   /** `chat/completions`, `completions` or `embeddings`. */
-  readonly endpoint: 'chat/completions' | 'completions' | 'embeddings';
+  readonly endpoint: ModelEndpoint;
   readonly body: Record<string, unknown>;
   readonly alias: string;
   /** The deployment authz picked (signed context), used for the first attempt. */

@@ -8,7 +8,8 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { UNCLEAR_PATH, type Authorizer, type RequestFacts } from '../authorizer/authorizer.js';
 import type { TeamRecord } from '../core/decide.js';
-import { normalizePath } from '../core/route.js';
+import { allows } from '../core/decide.js';
+import { modelEndpoint, normalizePath } from '../core/route.js';
 import type { ContextClaims, ContextSigner } from '../identity/context-token.js';
 import type { KeyDirectory, KeyRecord } from '../identity/keys.js';
 import type { ModelCatalog } from '../routing/deployments.js';
@@ -28,15 +29,6 @@ export interface GatewayDeps {
   /** Ready to authorize (the IdP's keys are loaded, when a JWT is configured). */
   readonly ready: () => boolean;
 }
-
-const ENDPOINTS: Readonly<Record<string, ForwardRequest['endpoint']>> = {
-  '/v1/chat/completions': 'chat/completions',
-  '/chat/completions': 'chat/completions',
-  '/v1/completions': 'completions',
-  '/completions': 'completions',
-  '/v1/embeddings': 'embeddings',
-  '/embeddings': 'embeddings',
-};
 
 interface Identity {
   readonly caller: Caller;
@@ -75,7 +67,7 @@ async function handle(deps: GatewayDeps, req: IncomingMessage, res: ServerRespon
   const body = method === 'POST' || method === 'PUT' || method === 'PATCH' ? await readBody(req, deps.maxBodyBytes) : undefined;
   if (body === null) return sendError(res, 'request_too_large', undefined, '-');
   // Parsed once: the context binding and the forwarder both use it.
-  const endpoint = method === 'POST' ? ENDPOINTS[path] : undefined;
+  const endpoint = modelEndpoint(method, path);
   const parsed = endpoint === undefined || body === undefined ? undefined : parseObject(body);
   const id = identify(deps, req, method, path, body, parsed);
   if (id instanceof Promise) return serve(deps, res, method, path, endpoint, parsed, await id);
@@ -170,7 +162,7 @@ function identify(
 /** The context must have been issued for this method and path, and, on model routes, this model. */
 function bound(claims: ContextClaims, method: string, path: string, parsed: Record<string, unknown> | undefined): boolean {
   if (claims.p !== `${method} ${path}`) return false;
-  if (claims.m === undefined) return ENDPOINTS[path] === undefined || method !== 'POST';
+  if (claims.m === undefined) return modelEndpoint(method, path) === undefined;
   return parsed !== undefined && parsed['model'] === claims.m;
 }
 
@@ -188,13 +180,11 @@ function fromClaims(deps: GatewayDeps, c: ContextClaims): Identity {
 /** `GET /v1/models`: only the aliases this caller may use (key and team allow-lists). */
 function listModels(deps: GatewayDeps, res: ServerResponse, id: Identity): void {
   const team = id.teamId === undefined ? undefined : deps.teams.get(id.teamId);
-  const allowed = (list: readonly string[] | undefined, alias: string): boolean =>
-    list === undefined || list.length === 0 || list.includes(alias) || list.includes('*');
   const created = Math.floor(Date.now() / 1000);
   // A key removed since authz signed the context may use nothing.
-  const keyModels = id.key === 'gone' ? [] : id.key?.models;
+  const key = id.key;
   const data = [...deps.catalog().aliases()]
-    .filter((a) => id.key !== 'gone' && allowed(keyModels, a) && allowed(team?.models, a))
+    .filter((a) => key !== 'gone' && (key === undefined || allows(key.models, a)) && (team === undefined || allows(team.models, a)))
     .sort()
     .map((a) => ({ id: a, object: 'model', created, owned_by: 'tollgate' }));
   json(res, 200, { object: 'list', data }, id.caller.requestId);
