@@ -3,23 +3,16 @@
  * JWKS loaded, pino to stdout, prom-client with default metrics, in-process store), on 127.0.0.1:0.
  * The config YAML comes in TOLLGATE_BENCH_CONFIG; `os.environ/` references in it read this environment.
  */
-import { prepareConfigText } from '../../src/main/config-source.js';
-import { buildAuthorizer, startAuthz } from '../../src/main/authz-app.js';
-import { contextSecret } from '../../src/identity/context-token.js';
+import { startAuthz } from '../../src/main/authz-app.js';
 import { createLogger } from '../../src/telemetry/logger.js';
 import { createMetrics } from '../../src/telemetry/metrics.js';
+import { loadBenchConfig } from './bench-config.js';
 import { failStartup, serveParent } from './ipc.js';
 
 async function main(): Promise<void> {
-  const yaml = process.env['TOLLGATE_BENCH_CONFIG'];
-  if (yaml === undefined) throw new Error('TOLLGATE_BENCH_CONFIG is not set');
-  const prepared = prepareConfigText(yaml, 'bench.yaml', process.env);
-  const gs = prepared.config.general_settings;
-  const secret = contextSecret(gs.context_signing_key, gs.master_key);
-  if (secret === undefined) throw new Error('the bench config sets no context_signing_key');
+  const { parts } = loadBenchConfig();
   const logger = createLogger('info');
   const metrics = createMetrics({ defaultMetrics: true });
-  const parts = buildAuthorizer(prepared.config, prepared.policy, secret);
   const app = await startAuthz(parts, { host: '127.0.0.1', port: 0, logger, metrics });
   // startAuthz keeps retrying in the background when the IdP is down; a bench must not start that way.
   if (parts.verifier !== undefined && parts.verifier.keyCount === 0) throw new Error('the IdP keys did not load');
