@@ -1,20 +1,19 @@
 /**
  * Forwards one OpenAI request to a deployment and streams the answer back: one undici Pool per backend
- * origin (keep-alive), explicit timeouts (`stream_timeout` to the first byte, `timeout` for the whole
+ * origin (keep-alive), each request sent through undici's dispatch handler API (exchange.ts), explicit timeouts
  * request), a fresh X-Request-Id per attempt, the deployment's own `api_key` as Bearer — never the
  * client's credentials. Retries (connect errors, 408, 429, 5xx, a misconfigured deployment's 401/403/404)
  * happen only before the first byte went to the client; then fallbacks to other aliases.
  */
 import { randomUUID } from 'node:crypto';
-import { once } from 'node:events';
 import type { ServerResponse } from 'node:http';
-import { Pool, type Dispatcher } from 'undici';
+import { Pool } from 'undici';
 import type { ModelEndpoint } from '../core/route.js';
 import { ERRORS, errorBody, type ErrorCode } from '../errors/codes.js';
 import type { Deployment, ModelCatalog } from '../routing/deployments.js';
 import type { DeploymentTracker, RoutingStrategy } from '../routing/health.js';
 import type { SpendRecorder } from '../store/spend.js';
-import { readCapped } from './read-capped.js';
+import { codedError, Exchange, type ClientLink, type StreamSink } from './exchange.js';
 import { backendMessage, SseRewriter } from './sse.js';
 
 export interface RouterSettings {
@@ -41,7 +40,8 @@ export interface ForwardRequest {
   /** Aliases to fall back to, already filtered to what the caller may use. */
   readonly fallbacks: readonly string[];
   readonly caller: Caller;
-  readonly signal: AbortSignal;
+  /** The client's connection: leaving aborts the backend request at once (vLLM stops generating only then). */
+  readonly client: ClientLink;
 }
 
 type Attempt =
@@ -99,7 +99,7 @@ export class Forwarder {
       if (group === undefined) continue;
       const tried = new Set<string>();
       for (let n = 0; n <= this.#settings.numRetries; n++) {
-        if (req.signal.aborted) break;
+        if (req.client.gone) break;
         const now = Date.now();
         let d: Deployment | undefined;
         if (hint !== undefined) {
@@ -125,12 +125,12 @@ export class Forwarder {
           return;
         }
         // A client that went away says nothing about the deployment.
-        if (req.signal.aborted) break;
+        if (req.client.gone) break;
         this.#tracker.failed(d.id, Date.now());
       }
-      if (req.signal.aborted) break;
+      if (req.client.gone) break;
     }
-    if (req.signal.aborted) {
+    if (req.client.gone) {
       // Every request leaves one spend row; 499 is the de-facto "client closed request" status.
       this.#record(req, undefined, req.alias, 499, started, 0, 0, 0, false);
       return;
@@ -159,64 +159,38 @@ export class Forwarder {
       'x-request-id': randomUUID(),
     };
     if (d.apiKey !== undefined) headers['authorization'] = `Bearer ${d.apiKey}`;
+    // The wait for the head is `stream_timeout` on streams, else `timeout`; the same bounds each silence in the body.
+    const wait = stream && d.streamTimeoutMs !== undefined ? d.streamTimeoutMs : d.timeoutMs;
+    const relay = stream
+      ? new SseRelay(res, req.caller.requestId, new SseRewriter({ keepUsage: clientWantsUsage, model: alias }), wait)
+      : undefined;
+    const exchange = new Exchange({ client: req.client, sink: relay, replyCap: MAX_REPLY_BODY, errorCap: MAX_ERROR_BODY });
     this.#tracker.started(d.id, Date.now());
-    const t0 = performance.now();
-    let response: Dispatcher.ResponseData;
-    try {
-      response = await this.#pool(d).request({
-        path: `${d.basePath}/${req.endpoint}`,
-        method: 'POST',
-        headers,
-        body: JSON.stringify(body),
-        // The client going away aborts the attempt; undici's own timers bound the wait for headers
-        // (`stream_timeout` on streams, else `timeout`) and each silence in the body.
-        signal: req.signal,
-        headersTimeout: stream && d.streamTimeoutMs !== undefined ? d.streamTimeoutMs : d.timeoutMs,
-        bodyTimeout: stream && d.streamTimeoutMs !== undefined ? d.streamTimeoutMs : d.timeoutMs,
-      });
-    } catch (err) {
-      this.#tracker.finished(d.id);
-      return { kind: 'retry', timeout: isTimeout(err), detail: errCode(err) };
-    }
-    try {
-      if (response.statusCode < 200 || response.statusCode >= 300) return await this.#failure(response);
-      this.#tracker.latency(d.id, performance.now() - t0);
-      if (!stream) return await this.#whole(d, alias, req, res, response, started);
-      await this.#stream(d, alias, req, res, response, clientWantsUsage, started);
-      return { kind: 'done' };
-    } finally {
-      this.#tracker.finished(d.id);
+    const result = await exchange.send(this.#pool(d), {
+      path: `${d.basePath}/${req.endpoint}`,
+      method: 'POST',
+      headers,
+      body: JSON.stringify(body),
+      headersTimeout: wait,
+      bodyTimeout: wait,
+    });
+    this.#tracker.finished(d.id);
+    if (exchange.headMs !== undefined && (result.kind === 'streamed' || (result.kind === 'reply' && result.status < 300)))
+      this.#tracker.latency(d.id, exchange.headMs);
+    switch (result.kind) {
+      case 'failed':
+        return { kind: 'retry', timeout: isTimeout(result.err), detail: errCode(result.err) };
+      case 'reply':
+        if (result.status < 200 || result.status >= 300) return failure(result.status, result.body);
+        return this.#whole(d, alias, req, res, result.body, started);
+      case 'streamed':
+        this.#streamed(d, alias, req, res, relay as SseRelay, result.err, started);
+        return { kind: 'done' };
     }
   }
 
-  async #failure(response: Dispatcher.ResponseData): Promise<Attempt> {
-    const status = response.statusCode;
-    const text = await readText(response.body, MAX_ERROR_BODY).catch(() => '');
-    if (status >= 500 || RETRYABLE.has(status))
-      return { kind: 'retry', timeout: status === 408 || status === 504, detail: `HTTP ${status}` };
-    let message: string | undefined;
-    try {
-      message = backendMessage(JSON.parse(text) as Record<string, unknown>);
-    } catch {
-      message = undefined;
-    }
-    return { kind: 'client-error', status, message };
-  }
-
-  async #whole(
-    d: Deployment,
-    alias: string,
-    req: ForwardRequest,
-    res: ServerResponse,
-    response: Dispatcher.ResponseData,
-    started: number,
-  ): Promise<Attempt> {
-    let text: string;
-    try {
-      text = await readText(response.body, MAX_REPLY_BODY);
-    } catch (err) {
-      return { kind: 'retry', timeout: isTimeout(err), detail: errCode(err) };
-    }
+  #whole(d: Deployment, alias: string, req: ForwardRequest, res: ServerResponse, raw: Buffer, started: number): Attempt {
+    const text = raw.toString('utf8');
     let parsed: Record<string, unknown>;
     try {
       const v: unknown = JSON.parse(text);
@@ -232,51 +206,40 @@ export class Forwarder {
     const completion = count(usage['completion_tokens']);
     const cost = prompt * d.inputCostPerToken + completion * d.outputCostPerToken;
     const out = withModel(text, parsed, alias);
-    res.writeHead(200, {
-      'content-type': 'application/json',
-      'content-length': Buffer.byteLength(out),
-      'x-tollgate-request-id': req.caller.requestId,
-      'x-tollgate-response-cost': String(cost),
-    });
+    res.writeHead(200, [
+      'content-type',
+      'application/json',
+      'content-length',
+      String(Buffer.byteLength(out)),
+      'x-tollgate-request-id',
+      req.caller.requestId,
+      'x-tollgate-response-cost',
+      String(cost),
+    ]);
     res.end(out);
     this.#tracker.addTokens(d.id, prompt + completion);
     this.#record(req, d, alias, 200, started, prompt, completion, cost, false);
     return { kind: 'done' };
   }
 
-  async #stream(
+  /** The stream was relayed as it came; end it well-formed (unless the client left) and charge what was streamed. */
+  #streamed(
     d: Deployment,
     alias: string,
     req: ForwardRequest,
     res: ServerResponse,
-    response: Dispatcher.ResponseData,
-    keepUsage: boolean,
+    relay: SseRelay,
+    err: Error | undefined,
     started: number,
-  ): Promise<void> {
-    res.writeHead(200, {
-      'content-type': 'text/event-stream',
-      'cache-control': 'no-cache',
-      'x-tollgate-request-id': req.caller.requestId,
-    });
-    res.flushHeaders();
-    const sse = new SseRewriter({ keepUsage, model: alias });
-    let cutShort = false;
-    try {
-      for await (const chunk of response.body) {
-        const out = sse.push(chunk as Uint8Array);
-        if (out !== '' && !res.write(out)) {
-          // A client that stopped reading and then left never drains: stop on its abort instead of waiting.
-          if (res.destroyed || req.signal.aborted) break;
-          if (!(await drained(res, req.signal, d.streamTimeoutMs ?? d.timeoutMs))) break;
-        }
-      }
-    } catch {
-      cutShort = true;
-    }
-    if (!req.signal.aborted) res.end(sse.end(cutShort));
-    const usage = sse.usage;
+  ): void {
+    relay.finish();
+    const stalled = (err as { code?: unknown } | undefined)?.code === 'CLIENT_STALLED';
+    // A client that stopped reading gets no more: its connection is dropped rather than buffered into.
+    if (stalled) res.destroy();
+    else if (!req.client.gone) res.end(relay.sse.end(err !== undefined));
+    const usage = relay.sse.usage;
     const prompt = usage?.promptTokens ?? estimateTokens(req.body);
-    const completion = usage?.completionTokens ?? sse.contentChunks;
+    const completion = usage?.completionTokens ?? relay.sse.contentChunks;
     const cost = prompt * d.inputCostPerToken + completion * d.outputCostPerToken;
     this.#tracker.addTokens(d.id, prompt + completion);
     this.#record(req, d, alias, 200, started, prompt, completion, cost, usage === undefined);
@@ -329,19 +292,67 @@ function withModel(text: string, parsed: Record<string, unknown>, alias: string)
   return JSON.stringify({ ...parsed, model: alias });
 }
 
-/** Waits for the client to take more of the stream; false when it left or did not read for `ms`. */
-async function drained(res: ServerResponse, signal: AbortSignal, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const stalled = new Promise<false>((resolve) => {
-    timer = setTimeout(() => resolve(false), ms);
-  });
-  try {
-    return await Promise.race([once(res, 'drain', { signal }).then(() => true as const), stalled]);
-  } catch {
-    return false;
-  } finally {
-    clearTimeout(timer);
+/**
+ * Relays a backend's SSE reply to the client event by event. When the client's socket is full, the backend
+ * is paused until it drains; a client that takes nothing for `stallMs` is cut off.
+ */
+class SseRelay implements StreamSink {
+  readonly sse: SseRewriter;
+  readonly #res: ServerResponse;
+  readonly #requestId: string;
+  readonly #stallMs: number;
+  #exchange: Exchange | undefined;
+  #stall: NodeJS.Timeout | undefined;
+
+  constructor(res: ServerResponse, requestId: string, sse: SseRewriter, stallMs: number) {
+    this.#res = res;
+    this.#requestId = requestId;
+    this.sse = sse;
+    this.#stallMs = stallMs;
   }
+
+  start(exchange: Exchange): void {
+    this.#exchange = exchange;
+    this.#res.writeHead(200, ['content-type', 'text/event-stream', 'cache-control', 'no-cache', 'x-tollgate-request-id', this.#requestId]);
+    this.#res.flushHeaders();
+  }
+
+  data(chunk: Buffer): boolean {
+    const out = this.sse.push(chunk);
+    if (out === '' || this.#res.write(out)) return true;
+    if (this.#stall === undefined) {
+      this.#res.once('drain', this.#drained);
+      this.#stall = setTimeout(
+        () => this.#exchange?.abort(codedError('CLIENT_STALLED', `the client read nothing for ${this.#stallMs} ms`)),
+        this.#stallMs,
+      );
+    }
+    return false;
+  }
+
+  readonly #drained = (): void => {
+    clearTimeout(this.#stall);
+    this.#stall = undefined;
+    this.#exchange?.resume();
+  };
+
+  finish(): void {
+    clearTimeout(this.#stall);
+    this.#stall = undefined;
+    this.#res.off('drain', this.#drained);
+  }
+}
+
+/** A non-2xx reply: another deployment for faults (5xx, 408, 429, misconfiguration), the client's own fault otherwise. */
+function failure(status: number, body: Buffer): Attempt {
+  if (status >= 500 || RETRYABLE.has(status)) return { kind: 'retry', timeout: status === 408 || status === 504, detail: `HTTP ${status}` };
+  let message: string | undefined;
+  try {
+    message = backendMessage(JSON.parse(body.toString('utf8')) as Record<string, unknown>);
+  } catch {
+    message = undefined;
+  }
+  return { kind: 'client-error', status, message };
 }
 
 /** Sends an error in OpenAI's shape (the one table), unless headers already went out. */
@@ -357,16 +368,6 @@ export function sendError(res: ServerResponse, code: ErrorCode, message: string 
     'x-tollgate-request-id': requestId,
   });
   res.end(body);
-}
-
-/** A backend body as text, at most `max` bytes (past that, an error: the reply is not usable). */
-async function readText(body: Dispatcher.ResponseData['body'], max: number): Promise<string> {
-  const buf = await readCapped(body, max);
-  if (buf === null) {
-    body.destroy();
-    throw new Error('reply too large');
-  }
-  return buf.toString('utf8');
 }
 
 /** undici errors by their stable `code`. */

@@ -14,6 +14,7 @@ import type { ContextClaims, ContextSigner } from '../identity/context-token.js'
 import type { KeyDirectory, KeyRecord } from '../identity/keys.js';
 import type { ModelCatalog } from '../routing/deployments.js';
 import type { Logger } from '../telemetry/logger.js';
+import { ClientLink } from './exchange.js';
 import { sendError, type Caller, type Forwarder, type ForwardRequest } from './forward.js';
 import { readCapped } from './read-capped.js';
 
@@ -97,13 +98,8 @@ function serve(
     if (parsed === undefined) return sendError(res, 'invalid_body', undefined, id.caller.requestId);
     const alias = id.model ?? (typeof parsed['model'] === 'string' ? parsed['model'] : undefined);
     if (alias === undefined) return sendError(res, 'missing_model', undefined, id.caller.requestId);
-    const abort = new AbortController();
-    // A client that goes away aborts the backend request at once (vLLM stops generating only then).
-    res.once('close', () => {
-      if (!res.writableFinished) abort.abort();
-    });
     return deps.forwarder.forward(
-      { endpoint, body: parsed, alias, hint: id.deployment, fallbacks: id.fallbacks, caller: id.caller, signal: abort.signal },
+      { endpoint, body: parsed, alias, hint: id.deployment, fallbacks: id.fallbacks, caller: id.caller, client: new ClientLink(res) },
       res,
     );
   }

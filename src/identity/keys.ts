@@ -3,7 +3,7 @@
  * a hash-map probe on the sha256 of the presented key, so no secret-dependent comparison is made; where
  * two secrets are compared directly (the master key) it is constant-time.
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { hash, timingSafeEqual } from 'node:crypto';
 import type { DeclaredKey } from '../config/schema.js';
 
 /** What a budget or limit applies to, as configured on a key or team. */
@@ -41,8 +41,9 @@ export interface KeyDirectory {
   byId(id: string): KeyRecord | undefined;
 }
 
+/** One-shot `crypto.hash`: less than half the cost of createHash on the per-request key lookup. */
 export function sha256Hex(value: string): string {
-  return createHash('sha256').update(value).digest('hex');
+  return hash('sha256', value, 'hex');
 }
 
 export function keyId(hash: string): string {
@@ -60,7 +61,7 @@ export function bearerKey(header: string | undefined): string | undefined | null
 
 /** Constant-time equality of two secrets (compares their sha256 so lengths do not leak either). */
 export function secretEquals(a: string, b: string): boolean {
-  return timingSafeEqual(createHash('sha256').update(a).digest(), createHash('sha256').update(b).digest());
+  return timingSafeEqual(hash('sha256', a, 'buffer'), hash('sha256', b, 'buffer'));
 }
 
 export function keyFromConfig(k: DeclaredKey): KeyRecord {

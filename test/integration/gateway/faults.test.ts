@@ -10,7 +10,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { createServer } from 'node:net';
+import { once } from 'node:events';
+import { connect, createServer } from 'node:net';
 import OpenAI from 'openai';
 import { startFakeVllm, type FakeVllm } from '../../support/fake-vllm.js';
 import { prepareConfigText } from '../../../src/main/config-source.js';
@@ -481,6 +482,63 @@ keys:
       await big.close();
     }
   });
+
+  test(
+    'a client that stays connected but stops reading a stream is cut off after the timeout; the backend request ends and the spend is kept',
+    T,
+    async () => {
+      const big = await startFakeVllm({ models: [MODEL], name: 'big', chunks: 200_000 });
+      const bigStack = await startStack(`
+model_list:
+  - model_name: big
+    litellm_params: { model: openai/${MODEL}, api_base: "${big.apiBase}", timeout: 1 }
+    model_info: { id: big-1 }
+general_settings:
+  context_signing_key: ${SECRET}
+keys:
+  - key: sha256:${sha(KEY)}
+`);
+      const socket = connect(bigStack.gw.port, '127.0.0.1');
+      try {
+        const body = JSON.stringify({ model: 'big', messages: HI, stream: true });
+        await once(socket, 'connect');
+        const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+        // Read the first bytes (the head), then never again: the gateway's writes back up while the socket stays open.
+        socket.write(
+          `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${KEY}\r\ncontent-type: application/json\r\n` +
+            `content-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+        );
+        const [first] = (await once(socket, 'data')) as [Buffer];
+        assert.match(first.toString('latin1'), /^HTTP\/1\.1 200/);
+        socket.pause();
+        const started = Date.now();
+        assert.equal(big.inFlight(), 1);
+        // The fake writes its whole reply without waiting; the gateway stops taking it once the client's socket
+        // is full, and after a second without progress drops the client and the backend request, and charges.
+        const deadline = Date.now() + 5000;
+        while (bigStack.spend.rows.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+        const waited = Date.now() - started;
+        assert.equal(bigStack.spend.rows.length, 1, 'the cut-off stream leaves its spend row');
+        assert.ok(waited >= 900, `cut off after ${waited} ms, before the 1 s timeout`);
+        assert.ok((bigStack.spend.rows[0]?.completionTokens ?? 0) > 0, 'charged for what was streamed');
+        // The backend's connection went with it (the fake's reply could not have been flushed otherwise).
+        const until = Date.now() + 3000;
+        while (big.inFlight() > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+        assert.equal(big.inFlight(), 0, 'the backend request was aborted');
+        // What the kernel had buffered is readable, then the connection ends: the gateway closed it.
+        socket.on('data', () => undefined);
+        socket.on('error', () => undefined);
+        socket.resume();
+        await closed;
+        const r = await bigStack.client.chat.completions.create({ model: 'big', messages: HI, max_tokens: 1 });
+        assert.equal(r.model, 'big');
+      } finally {
+        socket.destroy();
+        await bigStack.gw.close(200);
+        await big.close();
+      }
+    },
+  );
 });
 
 describe('gateway cooldowns and request size', () => {

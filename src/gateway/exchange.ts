@@ -1,0 +1,159 @@
+/**
+ * One request to a backend over undici's `dispatch` handler API, and the client's side of it.
+ *
+ * The gateway used undici's `request()` with an AbortSignal: per request that built an AbortController,
+ * an EventTarget listener, a body Readable and its promise plumbing — a fifth of the gateway's CPU in a
+ * profile (bench/gateway.ts --cpu-prof). A handler object gets the same bytes with none of that: the
+ * reply is collected in place (or handed to a stream sink as it arrives), a client that leaves aborts the
+ * exchange through the controller, and backpressure is the controller's pause/resume. undici's own
+ * timers (`headersTimeout`, `bodyTimeout`) still bound every wait.
+ */
+import type { ServerResponse } from 'node:http';
+import type { Dispatcher } from 'undici';
+
+/** The client's side of one request: gone once its connection closed before the reply finished. */
+export class ClientLink {
+  gone = false;
+  #onGone: (() => void) | undefined;
+
+  constructor(res: ServerResponse) {
+    res.once('close', () => {
+      if (!res.writableFinished) this.leave();
+    });
+  }
+
+  leave(): void {
+    if (this.gone) return;
+    this.gone = true;
+    const hook = this.#onGone;
+    this.#onGone = undefined;
+    hook?.();
+  }
+
+  /** One watcher at a time: the exchange in flight. */
+  watch(hook: (() => void) | undefined): void {
+    this.#onGone = hook;
+  }
+}
+
+/** Where a 2xx streamed reply goes as it arrives. */
+export interface StreamSink {
+  /** The backend answered 2xx: send the head. */
+  start(exchange: Exchange): void;
+  /** A body chunk; false when the client is not taking more (the exchange pauses until `resume()`). */
+  data(chunk: Buffer): boolean;
+}
+
+export type ExchangeResult =
+  /** No reply: connect error, a timeout, an abort, a reply larger than allowed. */
+  | { readonly kind: 'failed'; readonly err: Error }
+  /** A whole reply (any non-2xx, or a 2xx without a sink). */
+  | { readonly kind: 'reply'; readonly status: number; readonly body: Buffer }
+  /** A 2xx handed to the sink; `err` when it broke off before its end. */
+  | { readonly kind: 'streamed'; readonly err: Error | undefined };
+
+/** Errors this module raises, with stable codes like undici's. */
+export function codedError(code: 'CLIENT_GONE' | 'REPLY_TOO_LARGE' | 'CLIENT_STALLED', message: string): Error {
+  return Object.assign(new Error(message), { code });
+}
+
+export class Exchange implements Dispatcher.DispatchHandler {
+  readonly done: Promise<ExchangeResult>;
+  /** ms from dispatch to the reply's head; undefined until then. */
+  headMs: number | undefined;
+  #resolve!: (r: ExchangeResult) => void;
+  #settled = false;
+  #controller: Dispatcher.DispatchController | undefined;
+  readonly #client: ClientLink;
+  readonly #sink: StreamSink | undefined;
+  readonly #replyCap: number;
+  readonly #errorCap: number;
+  readonly #t0 = performance.now();
+  #status = 0;
+  #streaming = false;
+  #chunks: Buffer[] = [];
+  #size = 0;
+  #cap = 0;
+
+  constructor(opts: { client: ClientLink; sink: StreamSink | undefined; replyCap: number; errorCap: number }) {
+    this.#client = opts.client;
+    this.#sink = opts.sink;
+    this.#replyCap = opts.replyCap;
+    this.#errorCap = opts.errorCap;
+    this.done = new Promise((resolve) => {
+      this.#resolve = resolve;
+    });
+    this.#client.watch(() => this.abort(codedError('CLIENT_GONE', 'the client closed its connection')));
+  }
+
+  /** Sends `opts` on `dispatcher` with this exchange as its handler. */
+  send(dispatcher: Dispatcher, opts: Dispatcher.DispatchOptions): Promise<ExchangeResult> {
+    if (this.#client.gone) this.#settle({ kind: 'failed', err: codedError('CLIENT_GONE', 'the client closed its connection') });
+    else dispatcher.dispatch(opts, this);
+    return this.done;
+  }
+
+  abort(err: Error): void {
+    // Before the request reached a connection there is no controller yet: onRequestStart aborts it.
+    this.#controller?.abort(err);
+    this.#broken(err);
+  }
+
+  resume(): void {
+    this.#controller?.resume();
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.#controller = controller;
+    if (this.#settled) controller.abort(codedError('CLIENT_GONE', 'the client closed its connection'));
+  }
+
+  onResponseStart(_controller: Dispatcher.DispatchController, status: number): void {
+    if (status < 200) return; // 1xx informational heads come before the real one
+    this.#status = status;
+    this.headMs = performance.now() - this.#t0;
+    const ok = status < 300;
+    if (ok && this.#sink !== undefined) {
+      this.#streaming = true;
+      this.#sink.start(this);
+    }
+    this.#cap = ok ? this.#replyCap : this.#errorCap;
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.#settled) return;
+    if (this.#streaming) {
+      if (!(this.#sink as StreamSink).data(chunk)) controller.pause();
+      return;
+    }
+    this.#size += chunk.length;
+    if (this.#size > this.#cap) {
+      this.#chunks = [];
+      this.abort(codedError('REPLY_TOO_LARGE', `the reply is larger than ${this.#cap} bytes`));
+      return;
+    }
+    this.#chunks.push(chunk);
+  }
+
+  onResponseEnd(): void {
+    if (this.#streaming) return this.#settle({ kind: 'streamed', err: undefined });
+    const body = this.#chunks.length === 1 ? (this.#chunks[0] as Buffer) : Buffer.concat(this.#chunks, this.#size);
+    this.#settle({ kind: 'reply', status: this.#status, body });
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController | undefined, err: Error): void {
+    this.#broken(err);
+  }
+
+  #broken(err: Error): void {
+    this.#settle(this.#streaming ? { kind: 'streamed', err } : { kind: 'failed', err });
+  }
+
+  #settle(r: ExchangeResult): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    this.#chunks = [];
+    this.#client.watch(undefined);
+    this.#resolve(r);
+  }
+}
