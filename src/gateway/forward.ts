@@ -2,8 +2,9 @@
  * Forwards one OpenAI request to a deployment and streams the answer back: one undici Pool per backend
  * origin (keep-alive), each request sent through undici's dispatch handler API (exchange.ts), explicit
  * timeouts (`stream_timeout` or `timeout` for the head and for each silence in the body), a fresh
- * X-Request-Id per attempt, the deployment's own `api_key` as Bearer — never the client's credentials. Retries (connect errors, 408, 429, 5xx, a misconfigured deployment's 401/403/404)
- * happen only before the first byte went to the client; then fallbacks to other aliases.
+ * X-Request-Id per attempt, the deployment's own `api_key` as Bearer — never the client's credentials.
+ * Retries (connect errors, 408, 429, 5xx, a misconfigured deployment's 401/403/404) happen only before
+ * the first byte went to the client; then fallbacks to other aliases.
  */
 import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
