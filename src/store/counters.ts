@@ -1,0 +1,157 @@
+/**
+ * Shared counters: rate-limit windows, parallel-request leases and budget spend — what every replica
+ * must see as one. Two implementations with the same semantics: in-process (one replica) and Redis
+ * (one atomic Lua round trip per admission).
+ *
+ * Semantics, for every subject (a key, user, team or deployment) that has a limit:
+ * - rpm / tpm: a sliding 60 s log, not fixed windows (which admit twice the limit at a boundary). A request
+ *   is admitted when the requests (tokens) admitted in the last 60 s, plus this one, fit the limit.
+ * - Tokens are reserved at admission (the request's max_tokens or the default cap, plus its prompt) and
+ *   settled with the real usage when the reply ends, so a burst cannot pass the tpm before usage is known.
+ * - max_parallel_requests: a lease per request, released when it ends, and expiring on its own
+ *   (LEASE_TTL_MS, renewed by the replica holding the request) when a replica dies.
+ * - Budgets: spend per period; a request is admitted while spend plus the cost reserved by requests in
+ *   flight is below the budget, so concurrency can push spend past it by one request at most.
+ * Admission is all-or-nothing across subjects: a request denied by its team takes nothing from its key.
+ */
+import type { Limits } from '../identity/keys.js';
+
+export const WINDOW_MS = 60_000;
+/** A lease not renewed for this long belongs to a replica that died. */
+export const LEASE_TTL_MS = 30_000;
+/** How often the replica holding a request renews its leases. */
+export const LEASE_RENEW_MS = 10_000;
+
+export interface BudgetPeriod {
+  readonly start: number;
+  readonly end: number;
+}
+
+export interface LimitSubject {
+  /** `key:<key id>`, `user:<id>`, `team:<id>`, `deployment:<id>`. */
+  readonly id: string;
+  readonly rpm: number | undefined;
+  readonly tpm: number | undefined;
+  readonly parallel: number | undefined;
+  readonly budget: { readonly max: number; readonly period: BudgetPeriod } | undefined;
+}
+
+export interface AdmitRequest {
+  readonly requestId: string;
+  readonly subjects: readonly LimitSubject[];
+  /** Tokens reserved for the tpm windows. */
+  readonly tokens: number;
+  /** USD reserved against budgets until the request settles. */
+  readonly cost: number;
+  readonly now: number;
+}
+
+export interface SettleRequest {
+  readonly requestId: string;
+  readonly subjects: readonly LimitSubject[];
+  /** What admission reserved (0 when the request was admitted without the store). */
+  readonly reservedTokens: number;
+  /** The real usage, and its cost. */
+  readonly tokens: number;
+  readonly cost: number;
+  readonly now: number;
+}
+
+/** The tightest request and token windows, for `x-ratelimit-*`. */
+export interface RateView {
+  readonly requests: { readonly limit: number; readonly remaining: number; readonly resetMs: number } | undefined;
+  readonly tokens: { readonly limit: number; readonly remaining: number; readonly resetMs: number } | undefined;
+}
+
+export type Admission =
+  | { readonly ok: true; readonly rate: RateView }
+  | {
+      readonly ok: false;
+      readonly code: 'rate_limit_exceeded' | 'budget_exceeded';
+      /** Which limit: `rpm`, `tpm`, `parallel` or `budget`, of which subject. */
+      readonly limit: 'rpm' | 'tpm' | 'parallel' | 'budget';
+      readonly subject: string;
+      /** The real time until the request would fit (a slot ages out, a lease is released, the period ends). */
+      readonly retryAfterMs: number;
+      readonly rate: RateView;
+    };
+
+export interface Counters {
+  /** 'memory' counts for this process alone; 'redis' for every replica. */
+  readonly kind: 'memory' | 'redis';
+  /** Checks and reserves, atomically across every subject. Rejects only on a store fault. */
+  admit(req: AdmitRequest): Promise<Admission>;
+  /** Replaces the reservation with the real usage, adds the cost, releases the lease. */
+  settle(req: SettleRequest): Promise<void>;
+  /** Keeps the leases of requests still in flight alive. */
+  renew(leases: readonly { readonly requestId: string; readonly subjects: readonly LimitSubject[] }[], now: number): Promise<void>;
+  /** Adds spend that settled while the counters could not be reached (replayed from the spend log). */
+  addSpend(items: readonly { readonly subject: string; readonly period: BudgetPeriod; readonly cost: number }[]): Promise<void>;
+  /** Spend counted in a period (budget checks, admin views, tests). */
+  spend(subject: string, period: BudgetPeriod): Promise<number>;
+  close(): Promise<void>;
+}
+
+export function hasLimits(s: LimitSubject): boolean {
+  return s.rpm !== undefined || s.tpm !== undefined || s.parallel !== undefined || s.budget !== undefined;
+}
+
+const UNIT_MS: Record<string, number> = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/**
+ * The budget period containing `now`. `Nmo` periods are calendar months (UTC) counted from the epoch;
+ * the others are N units long and aligned to the epoch, so every replica — and a restarted one — agrees
+ * on when a period resets without storing it. A `budget_duration` of `30d` resets every 30 days.
+ */
+export function budgetPeriod(duration: string | undefined, now: number): BudgetPeriod {
+  if (duration === undefined) return { start: 0, end: Number.MAX_SAFE_INTEGER };
+  const m = /^(\d+)?(s|m|h|d|mo)$/.exec(duration);
+  const n = Math.max(1, Number(m?.[1] ?? 1));
+  const unit = m?.[2] ?? 'd';
+  if (unit === 'mo') {
+    const d = new Date(now);
+    const months = d.getUTCFullYear() * 12 + d.getUTCMonth();
+    const first = months - (months % n);
+    return { start: Date.UTC(Math.floor(first / 12), first % 12, 1), end: Date.UTC(Math.floor((first + n) / 12), (first + n) % 12, 1) };
+  }
+  const len = n * (UNIT_MS[unit] ?? 86_400_000);
+  const start = now - (now % len);
+  return { start, end: start + len };
+}
+
+/** The subject of a key, user, team or deployment with its configured limits (undefined: no limits). */
+export function subjectOf(
+  id: string,
+  limits: Partial<Limits> & { rpm?: number | undefined; tpm?: number | undefined },
+  now: number,
+): LimitSubject {
+  return {
+    id,
+    rpm: limits.rpmLimit ?? limits.rpm,
+    tpm: limits.tpmLimit ?? limits.tpm,
+    parallel: limits.maxParallelRequests,
+    budget: limits.maxBudget === undefined ? undefined : { max: limits.maxBudget, period: budgetPeriod(limits.budgetDuration, now) },
+  };
+}
+
+/** `x-ratelimit-*` (OpenAI's names) for a RateView; reset as a duration like OpenAI's `6m0s` / `1.5s`. */
+export function rateHeaders(rate: RateView): [string, string][] {
+  const out: [string, string][] = [];
+  for (const [kind, w] of [
+    ['requests', rate.requests],
+    ['tokens', rate.tokens],
+  ] as const) {
+    if (w === undefined) continue;
+    out.push([`x-ratelimit-limit-${kind}`, String(w.limit)]);
+    out.push([`x-ratelimit-remaining-${kind}`, String(Math.max(0, w.remaining))]);
+    out.push([`x-ratelimit-reset-${kind}`, `${Math.max(0, Math.ceil(w.resetMs) / 1000)}s`]);
+  }
+  return out;
+}
+
+/** Keeps the tighter of two windows (least remaining). */
+export function tighter<T extends { remaining: number }>(a: T | undefined, b: T | undefined): T | undefined {
+  if (a === undefined) return b;
+  if (b === undefined) return a;
+  return b.remaining < a.remaining ? b : a;
+}

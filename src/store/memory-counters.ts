@@ -1,0 +1,230 @@
+/**
+ * The counters of one process (no `redis_url`): the same algorithm as the Redis Lua scripts
+ * (redis-counters.ts), over plain maps and arrays. Exact for one replica; said at startup.
+ */
+import {
+  LEASE_TTL_MS,
+  WINDOW_MS,
+  tighter,
+  type Admission,
+  type AdmitRequest,
+  type BudgetPeriod,
+  type Counters,
+  type LimitSubject,
+  type RateView,
+  type SettleRequest,
+} from './counters.js';
+
+interface TokenEntry {
+  readonly id: string;
+  readonly at: number;
+  tokens: number;
+}
+
+interface SubjectState {
+  /** Admission times in the request window, oldest first (from `head`). */
+  requests: number[];
+  requestsHead: number;
+  tokenLog: TokenEntry[];
+  tokenHead: number;
+  tokenById: Map<string, TokenEntry>;
+  tokenTotal: number;
+  /** Lease id → expiry. */
+  leases: Map<string, number>;
+  /** Lease id → reserved cost and its expiry. */
+  reserved: Map<string, { cost: number; until: number }>;
+  /** Period start → spend. */
+  spent: Map<number, number>;
+}
+
+type Window = { limit: number; remaining: number; resetMs: number };
+
+/** Retry-after when a lease or an in-flight reservation is in the way: nothing says when it ends. */
+const BUSY_RETRY_MS = 1_000;
+
+export class MemoryCounters implements Counters {
+  readonly kind = 'memory';
+  readonly #subjects = new Map<string, SubjectState>();
+
+  #state(id: string): SubjectState {
+    let s = this.#subjects.get(id);
+    if (s === undefined) {
+      s = {
+        requests: [],
+        requestsHead: 0,
+        tokenLog: [],
+        tokenHead: 0,
+        tokenById: new Map(),
+        tokenTotal: 0,
+        leases: new Map(),
+        reserved: new Map(),
+        spent: new Map(),
+      };
+      this.#subjects.set(id, s);
+    }
+    return s;
+  }
+
+  admit(req: AdmitRequest): Promise<Admission> {
+    return Promise.resolve(this.admitNow(req));
+  }
+
+  /** Synchronous admission (the in-process store needs no promise). */
+  admitNow(req: AdmitRequest): Admission {
+    const { now } = req;
+    let requests: Window | undefined;
+    let tokens: Window | undefined;
+    const states: SubjectState[] = [];
+    for (const sub of req.subjects) {
+      const s = this.#state(sub.id);
+      states.push(s);
+      if (sub.rpm !== undefined) {
+        prune(s, now);
+        const count = s.requests.length - s.requestsHead;
+        const reset = count > 0 ? (s.requests[s.requestsHead] as number) + WINDOW_MS - now : WINDOW_MS;
+        if (count + 1 > sub.rpm)
+          return denied('rpm', sub, reset, { requests: tighter(requests, { limit: sub.rpm, remaining: 0, resetMs: reset }), tokens });
+        requests = tighter(requests, { limit: sub.rpm, remaining: sub.rpm - count - 1, resetMs: reset });
+      }
+      if (sub.tpm !== undefined) {
+        pruneTokens(s, now);
+        const need = Math.min(req.tokens, sub.tpm);
+        const oldest = s.tokenLog[s.tokenHead];
+        const reset = oldest !== undefined ? oldest.at + WINDOW_MS - now : WINDOW_MS;
+        if (s.tokenTotal + need > sub.tpm) {
+          let freed = 0;
+          let retry = WINDOW_MS;
+          for (let i = s.tokenHead; i < s.tokenLog.length; i++) {
+            const e = s.tokenLog[i] as TokenEntry;
+            freed += e.tokens;
+            if (s.tokenTotal - freed + need <= sub.tpm) {
+              retry = e.at + WINDOW_MS - now;
+              break;
+            }
+          }
+          return denied('tpm', sub, retry, { requests, tokens: tighter(tokens, { limit: sub.tpm, remaining: 0, resetMs: reset }) });
+        }
+        tokens = tighter(tokens, { limit: sub.tpm, remaining: sub.tpm - s.tokenTotal - need, resetMs: reset });
+      }
+      if (sub.parallel !== undefined) {
+        for (const [id, until] of s.leases) if (until <= now) s.leases.delete(id);
+        if (s.leases.size >= sub.parallel) return denied('parallel', sub, BUSY_RETRY_MS, { requests, tokens });
+      }
+      if (sub.budget !== undefined) {
+        const spent = s.spent.get(sub.budget.period.start) ?? 0;
+        let inFlight = 0;
+        for (const [id, r] of s.reserved) {
+          if (r.until <= now) s.reserved.delete(id);
+          else inFlight += r.cost;
+        }
+        if (spent >= sub.budget.max) return denied('budget', sub, sub.budget.period.end - now, { requests, tokens });
+        if (spent + inFlight >= sub.budget.max) return denied('budget-in-flight', sub, BUSY_RETRY_MS, { requests, tokens });
+      }
+    }
+    // Every subject has room: take it everywhere at once.
+    for (let i = 0; i < req.subjects.length; i++) {
+      const sub = req.subjects[i] as LimitSubject;
+      const s = states[i] as SubjectState;
+      if (sub.rpm !== undefined) s.requests.push(now);
+      if (sub.tpm !== undefined) {
+        const e = { id: req.requestId, at: now, tokens: Math.min(req.tokens, sub.tpm) };
+        s.tokenLog.push(e);
+        s.tokenById.set(e.id, e);
+        s.tokenTotal += e.tokens;
+      }
+      if (sub.parallel !== undefined) s.leases.set(req.requestId, now + LEASE_TTL_MS);
+      if (sub.budget !== undefined) s.reserved.set(req.requestId, { cost: req.cost, until: now + LEASE_TTL_MS });
+    }
+    return { ok: true, rate: { requests, tokens } };
+  }
+
+  settle(req: SettleRequest): Promise<void> {
+    for (const sub of req.subjects) {
+      const s = this.#state(sub.id);
+      const e = s.tokenById.get(req.requestId);
+      if (e !== undefined) {
+        s.tokenTotal += req.tokens - e.tokens;
+        e.tokens = req.tokens;
+      }
+      s.leases.delete(req.requestId);
+      s.reserved.delete(req.requestId);
+      if (sub.budget !== undefined && req.cost > 0) addSpent(s, sub.budget.period, req.cost);
+    }
+    return Promise.resolve();
+  }
+
+  renew(leases: readonly { readonly requestId: string; readonly subjects: readonly LimitSubject[] }[], now: number): Promise<void> {
+    for (const l of leases) {
+      for (const sub of l.subjects) {
+        const s = this.#subjects.get(sub.id);
+        if (s === undefined) continue;
+        if (s.leases.has(l.requestId)) s.leases.set(l.requestId, now + LEASE_TTL_MS);
+        const r = s.reserved.get(l.requestId);
+        if (r !== undefined) r.until = now + LEASE_TTL_MS;
+      }
+    }
+    return Promise.resolve();
+  }
+
+  addSpend(items: readonly { readonly subject: string; readonly period: BudgetPeriod; readonly cost: number }[]): Promise<void> {
+    for (const it of items) addSpent(this.#state(it.subject), it.period, it.cost);
+    return Promise.resolve();
+  }
+
+  spend(subject: string, period: BudgetPeriod): Promise<number> {
+    return Promise.resolve(this.#subjects.get(subject)?.spent.get(period.start) ?? 0);
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+function addSpent(s: SubjectState, period: BudgetPeriod, cost: number): void {
+  // Only the current period matters for admission; older ones are dropped as periods pass.
+  for (const start of s.spent.keys()) if (start < period.start) s.spent.delete(start);
+  s.spent.set(period.start, (s.spent.get(period.start) ?? 0) + cost);
+}
+
+function prune(s: SubjectState, now: number): void {
+  const edge = now - WINDOW_MS;
+  while (s.requestsHead < s.requests.length && (s.requests[s.requestsHead] as number) <= edge) s.requestsHead++;
+  if (s.requestsHead > 1024 && s.requestsHead * 2 > s.requests.length) {
+    s.requests = s.requests.slice(s.requestsHead);
+    s.requestsHead = 0;
+  }
+}
+
+function pruneTokens(s: SubjectState, now: number): void {
+  const edge = now - WINDOW_MS;
+  while (s.tokenHead < s.tokenLog.length) {
+    const e = s.tokenLog[s.tokenHead] as TokenEntry;
+    if (e.at > edge) break;
+    s.tokenTotal -= e.tokens;
+    s.tokenById.delete(e.id);
+    s.tokenHead++;
+  }
+  if (s.tokenHead > 1024 && s.tokenHead * 2 > s.tokenLog.length) {
+    s.tokenLog = s.tokenLog.slice(s.tokenHead);
+    s.tokenHead = 0;
+  }
+}
+
+function denied(
+  limit: 'rpm' | 'tpm' | 'parallel' | 'budget' | 'budget-in-flight',
+  sub: LimitSubject,
+  retryAfterMs: number,
+  rate: RateView,
+): Admission {
+  // Spend past the budget waits for the next period; cost reserved by requests in flight frees up when they end.
+  return {
+    ok: false,
+    code: limit === 'budget' ? 'budget_exceeded' : 'rate_limit_exceeded',
+    limit: limit === 'budget-in-flight' ? 'budget' : limit,
+    subject: sub.id,
+    retryAfterMs: Math.max(0, retryAfterMs),
+    rate,
+  };
+}
+
+export { denied as admissionDenied };

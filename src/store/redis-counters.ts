@@ -1,0 +1,293 @@
+/**
+ * The counters of every replica, in Redis (or Valkey): each admission is one EVALSHA of a Lua script
+ * (ioredis `defineCommand`), atomic across every subject's windows, leases and budget — the same
+ * algorithm as memory-counters.ts, which the tests run side by side.
+ *
+ * Keys, per subject `S` under the prefix `P`: `P{S}:rq` (zset: lease id → admission time, the request
+ * window), `P{S}:tk` (zset: lease id → time) with `P{S}:tkr` (hash: lease id → tokens, `#total`),
+ * `P{S}:pl` (zset: lease id → lease expiry), `P{S}:br` (hash: lease id → `cost:expiry`, cost in flight),
+ * `P{S}:bg:<period start>` (spend in that budget period). The subject is a hash tag, so one subject's
+ * keys share a cluster slot.
+ *
+ * Faults: every call has a short timeout and there is no offline queue, so a Redis that is down fails the
+ * call at once (the caller applies `failure_mode`); ioredis reconnects in the background.
+ */
+import { Redis } from 'ioredis';
+import {
+  LEASE_TTL_MS,
+  WINDOW_MS,
+  type Admission,
+  type AdmitRequest,
+  type BudgetPeriod,
+  type Counters,
+  type LimitSubject,
+  type SettleRequest,
+} from './counters.js';
+import { admissionDenied } from './memory-counters.js';
+
+const KEYS_PER_SUBJECT = 6;
+const ARGS_PER_SUBJECT = 5;
+
+/** Returns {ok, limit, subject index, retry-after ms, req limit, req remaining, req reset, tok limit, tok remaining, tok reset}; -1 = none. */
+const ADMIT = `
+local now = tonumber(ARGV[1]); local lid = ARGV[2]; local tokens = tonumber(ARGV[3]); local cost = ARGV[4]
+local W = tonumber(ARGV[5]); local ttl = tonumber(ARGV[6])
+local n = #KEYS / ${KEYS_PER_SUBJECT}
+local rq = {-1, -1, -1}; local tk = {-1, -1, -1}
+local function deny(limit, i, retry) return {0, limit, i, retry, rq[1], rq[2], rq[3], tk[1], tk[2], tk[3]} end
+for i = 0, n - 1 do
+  local k = i * ${KEYS_PER_SUBJECT}; local a = 6 + i * ${ARGS_PER_SUBJECT}
+  local rpm = tonumber(ARGV[a + 1]); local tpm = tonumber(ARGV[a + 2]); local par = tonumber(ARGV[a + 3])
+  local bmax = tonumber(ARGV[a + 4]); local bend = tonumber(ARGV[a + 5])
+  if rpm >= 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[k + 1], '-inf', now - W)
+    local c = redis.call('ZCARD', KEYS[k + 1])
+    local reset = W
+    if c > 0 then reset = tonumber(redis.call('ZRANGE', KEYS[k + 1], 0, 0, 'WITHSCORES')[2]) + W - now end
+    if c + 1 > rpm then
+      if rq[1] < 0 or 0 < rq[2] then rq = {rpm, 0, reset} end
+      return deny('rpm', i, reset)
+    end
+    if rq[1] < 0 or rpm - c - 1 < rq[2] then rq = {rpm, rpm - c - 1, reset} end
+  end
+  if tpm >= 0 then
+    local old = redis.call('ZRANGEBYSCORE', KEYS[k + 2], '-inf', now - W)
+    if #old > 0 then
+      local gone = 0
+      for s = 1, #old, 500 do
+        local chunk = {unpack(old, s, math.min(s + 499, #old))}
+        local vals = redis.call('HMGET', KEYS[k + 3], unpack(chunk))
+        for j = 1, #vals do gone = gone + (tonumber(vals[j]) or 0) end
+        redis.call('HDEL', KEYS[k + 3], unpack(chunk))
+      end
+      redis.call('HINCRBY', KEYS[k + 3], '#total', -gone)
+      redis.call('ZREMRANGEBYSCORE', KEYS[k + 2], '-inf', now - W)
+    end
+    local total = tonumber(redis.call('HGET', KEYS[k + 3], '#total') or '0')
+    local need = math.min(tokens, tpm)
+    local first = redis.call('ZRANGE', KEYS[k + 2], 0, 0, 'WITHSCORES')
+    local reset = W
+    if #first > 0 then reset = tonumber(first[2]) + W - now end
+    if total + need > tpm then
+      local retry = W; local freed = 0
+      local log = redis.call('ZRANGE', KEYS[k + 2], 0, 999, 'WITHSCORES')
+      for j = 1, #log, 2 do
+        freed = freed + (tonumber(redis.call('HGET', KEYS[k + 3], log[j])) or 0)
+        if total - freed + need <= tpm then retry = tonumber(log[j + 1]) + W - now; break end
+      end
+      if tk[1] < 0 or 0 < tk[2] then tk = {tpm, 0, reset} end
+      return deny('tpm', i, retry)
+    end
+    if tk[1] < 0 or tpm - total - need < tk[2] then tk = {tpm, tpm - total - need, reset} end
+  end
+  if par >= 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[k + 4], '-inf', now)
+    if redis.call('ZCARD', KEYS[k + 4]) >= par then return deny('parallel', i, 1000) end
+  end
+  if bmax >= 0 then
+    local spent = tonumber(redis.call('GET', KEYS[k + 6]) or '0')
+    local inflight = 0
+    local res = redis.call('HGETALL', KEYS[k + 5])
+    for j = 1, #res, 2 do
+      local v = res[j + 1]; local sep = string.find(v, ':', 1, true)
+      if tonumber(string.sub(v, sep + 1)) <= now then redis.call('HDEL', KEYS[k + 5], res[j])
+      else inflight = inflight + tonumber(string.sub(v, 1, sep - 1)) end
+    end
+    if spent >= bmax then return deny('budget', i, bend - now) end
+    if spent + inflight >= bmax then return deny('budget-in-flight', i, 1000) end
+  end
+end
+for i = 0, n - 1 do
+  local k = i * ${KEYS_PER_SUBJECT}; local a = 6 + i * ${ARGS_PER_SUBJECT}
+  if tonumber(ARGV[a + 1]) >= 0 then
+    redis.call('ZADD', KEYS[k + 1], now, lid); redis.call('PEXPIRE', KEYS[k + 1], W + 60000)
+  end
+  local tpm = tonumber(ARGV[a + 2])
+  if tpm >= 0 then
+    local need = math.min(tokens, tpm)
+    redis.call('ZADD', KEYS[k + 2], now, lid); redis.call('HSET', KEYS[k + 3], lid, need)
+    redis.call('HINCRBY', KEYS[k + 3], '#total', need)
+    redis.call('PEXPIRE', KEYS[k + 2], W + 60000); redis.call('PEXPIRE', KEYS[k + 3], W + 60000)
+  end
+  if tonumber(ARGV[a + 3]) >= 0 then
+    redis.call('ZADD', KEYS[k + 4], now + ttl, lid); redis.call('PEXPIRE', KEYS[k + 4], ttl * 2)
+  end
+  if tonumber(ARGV[a + 4]) >= 0 then
+    redis.call('HSET', KEYS[k + 5], lid, cost .. ':' .. (now + ttl)); redis.call('PEXPIRE', KEYS[k + 5], ttl * 2)
+  end
+end
+return {1, '', -1, 0, rq[1], rq[2], rq[3], tk[1], tk[2], tk[3]}
+`;
+
+/** ARGV: now, lease id, real tokens, cost, then per subject: tpm on, parallel on, budget on, budget key expiry (ms, 0: none). */
+const SETTLE = `
+local now = tonumber(ARGV[1]); local lid = ARGV[2]; local tokens = tonumber(ARGV[3]); local cost = ARGV[4]
+local n = #KEYS / ${KEYS_PER_SUBJECT}
+for i = 0, n - 1 do
+  local k = i * ${KEYS_PER_SUBJECT}; local a = 4 + i * 4
+  if ARGV[a + 1] == '1' then
+    local held = redis.call('HGET', KEYS[k + 3], lid)
+    if held then
+      redis.call('HSET', KEYS[k + 3], lid, tokens)
+      redis.call('HINCRBY', KEYS[k + 3], '#total', tokens - tonumber(held))
+    end
+  end
+  if ARGV[a + 2] == '1' then redis.call('ZREM', KEYS[k + 4], lid) end
+  if ARGV[a + 3] == '1' then
+    redis.call('HDEL', KEYS[k + 5], lid)
+    if tonumber(cost) > 0 then
+      redis.call('INCRBYFLOAT', KEYS[k + 6], cost)
+      if tonumber(ARGV[a + 4]) > 0 then redis.call('PEXPIREAT', KEYS[k + 6], ARGV[a + 4]) end
+    end
+  end
+end
+return 1
+`;
+
+/** ARGV: new expiry, then lease ids, one per (parallel zset, reservation hash) pair of KEYS. */
+const RENEW = `
+local exp = tonumber(ARGV[1])
+for i = 1, #KEYS, 2 do
+  local lid = ARGV[(i + 1) / 2 + 1]
+  redis.call('ZADD', KEYS[i], 'XX', exp, lid)
+  local v = redis.call('HGET', KEYS[i + 1], lid)
+  if v then
+    local sep = string.find(v, ':', 1, true)
+    redis.call('HSET', KEYS[i + 1], lid, string.sub(v, 1, sep) .. exp)
+  end
+end
+return 1
+`;
+
+type CountersRedis = Redis & {
+  tgAdmit(...args: (string | number)[]): Promise<[number, string, number, number, number, number, number, number, number, number]>;
+  tgSettle(...args: (string | number)[]): Promise<number>;
+  tgRenew(...args: (string | number)[]): Promise<number>;
+};
+
+export interface RedisCountersOptions {
+  readonly url: string;
+  /** Prepended to every key: one deployment (or one test) per prefix. */
+  readonly prefix: string;
+  /** Each call fails after this long (ms). */
+  readonly commandTimeoutMs?: number;
+}
+
+/** Builds the ioredis client the way the hot path needs it: fail fast, reconnect in the background. */
+export function connectRedis(url: string, commandTimeoutMs: number): Redis {
+  return new Redis(url, {
+    commandTimeout: commandTimeoutMs,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    connectTimeout: Math.max(1000, commandTimeoutMs * 4),
+    // Keep trying, at most every 2 s; a Redis that comes back is used again without a restart.
+    retryStrategy: (n: number) => Math.min(100 * n, 2000),
+    lazyConnect: false,
+  });
+}
+
+export class RedisCounters implements Counters {
+  readonly kind = 'redis';
+  readonly redis: CountersRedis;
+  readonly #prefix: string;
+
+  constructor(opts: RedisCountersOptions) {
+    this.#prefix = opts.prefix;
+    const redis = connectRedis(opts.url, opts.commandTimeoutMs ?? 250);
+    redis.defineCommand('tgAdmit', { lua: ADMIT });
+    redis.defineCommand('tgSettle', { lua: SETTLE });
+    redis.defineCommand('tgRenew', { lua: RENEW });
+    // Errors surface on the calls; the connection's own error events are expected while Redis is down.
+    redis.on('error', () => undefined);
+    this.redis = redis as CountersRedis;
+  }
+
+  /** Resolves once connected (boot waits for it, so the first Check does not fail for nothing). */
+  async ready(timeoutMs: number): Promise<boolean> {
+    if (this.redis.status === 'ready') return true;
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.redis.off('ready', on);
+        resolve(false);
+      }, timeoutMs);
+      const on = (): void => {
+        clearTimeout(t);
+        resolve(true);
+      };
+      this.redis.once('ready', on);
+    });
+  }
+
+  #keys(sub: LimitSubject, out: string[], periodStart: number): void {
+    const base = `${this.#prefix}{${sub.id}}`;
+    out.push(`${base}:rq`, `${base}:tk`, `${base}:tkr`, `${base}:pl`, `${base}:br`, `${base}:bg:${periodStart}`);
+  }
+
+  async admit(req: AdmitRequest): Promise<Admission> {
+    const keys: string[] = [];
+    const args: (string | number)[] = [req.now, req.requestId, req.tokens, String(req.cost), WINDOW_MS, LEASE_TTL_MS];
+    for (const sub of req.subjects) {
+      this.#keys(sub, keys, sub.budget?.period.start ?? 0);
+      args.push(sub.rpm ?? -1, sub.tpm ?? -1, sub.parallel ?? -1, sub.budget?.max ?? -1, sub.budget?.period.end ?? 0);
+    }
+    const r = await this.redis.tgAdmit(keys.length, ...keys, ...args);
+    const rate = {
+      requests: r[4] < 0 ? undefined : { limit: r[4], remaining: r[5], resetMs: r[6] },
+      tokens: r[7] < 0 ? undefined : { limit: r[7], remaining: r[8], resetMs: r[9] },
+    };
+    if (r[0] === 1) return { ok: true, rate };
+    const sub = req.subjects[r[2]] as LimitSubject;
+    return admissionDenied(r[1] as 'rpm' | 'tpm' | 'parallel' | 'budget' | 'budget-in-flight', sub, r[3], rate);
+  }
+
+  async settle(req: SettleRequest): Promise<void> {
+    const keys: string[] = [];
+    const args: (string | number)[] = [req.now, req.requestId, req.tokens, String(req.cost)];
+    for (const sub of req.subjects) {
+      this.#keys(sub, keys, sub.budget?.period.start ?? 0);
+      args.push(
+        sub.tpm === undefined ? 0 : 1,
+        sub.parallel === undefined ? 0 : 1,
+        sub.budget === undefined ? 0 : 1,
+        sub.budget === undefined || sub.budget.period.end >= Number.MAX_SAFE_INTEGER ? 0 : sub.budget.period.end + 86_400_000,
+      );
+    }
+    await this.redis.tgSettle(keys.length, ...keys, ...args);
+  }
+
+  async renew(leases: readonly { readonly requestId: string; readonly subjects: readonly LimitSubject[] }[], now: number): Promise<void> {
+    const keys: string[] = [];
+    const ids: string[] = [];
+    for (const l of leases) {
+      for (const sub of l.subjects) {
+        if (sub.parallel === undefined && sub.budget === undefined) continue;
+        const base = `${this.#prefix}{${sub.id}}`;
+        keys.push(`${base}:pl`, `${base}:br`);
+        ids.push(l.requestId);
+      }
+    }
+    if (keys.length > 0) await this.redis.tgRenew(keys.length, ...keys, now + LEASE_TTL_MS, ...ids);
+  }
+
+  async addSpend(items: readonly { readonly subject: string; readonly period: BudgetPeriod; readonly cost: number }[]): Promise<void> {
+    if (items.length === 0) return;
+    const multi = this.redis.multi();
+    for (const it of items) multi.incrbyfloat(`${this.#prefix}{${it.subject}}:bg:${it.period.start}`, it.cost);
+    const results = await multi.exec();
+    const failed = results?.find(([err]) => err !== null);
+    if (results === null || failed !== undefined) throw failed?.[0] ?? new Error('redis transaction aborted');
+  }
+
+  async spend(subject: string, period: BudgetPeriod): Promise<number> {
+    const v = await this.redis.get(`${this.#prefix}{${subject}}:bg:${period.start}`);
+    return v === null ? 0 : Number(v);
+  }
+
+  async close(): Promise<void> {
+    try {
+      await this.redis.quit();
+    } catch {
+      this.redis.disconnect();
+    }
+  }
+}

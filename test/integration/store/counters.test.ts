@@ -1,0 +1,193 @@
+/**
+ * The counters' semantics, run against both implementations with injected clocks: the in-process one,
+ * and the Redis Lua scripts on the real redis-server at 127.0.0.1:6379 (each test its own key prefix).
+ */
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { budgetPeriod, LEASE_TTL_MS, rateHeaders, WINDOW_MS, type Counters, type LimitSubject } from '../../../src/store/counters.js';
+import { MemoryCounters } from '../../../src/store/memory-counters.js';
+import { RedisCounters } from '../../../src/store/redis-counters.js';
+
+const REDIS = process.env['TEST_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
+const T0 = Date.UTC(2026, 10, 23, 12, 0, 0);
+
+const subject = (id: string, l: Partial<Omit<LimitSubject, 'id'>>): LimitSubject => ({
+  id,
+  rpm: l.rpm,
+  tpm: l.tpm,
+  parallel: l.parallel,
+  budget: l.budget,
+});
+
+const opened: Counters[] = [];
+after(async () => {
+  await Promise.all(opened.map((c) => c.close()));
+});
+
+const kinds: [string, () => Promise<Counters>][] = [
+  ['memory', async () => new MemoryCounters()],
+  [
+    'redis',
+    async () => {
+      const c = new RedisCounters({ url: REDIS, prefix: `tg-test-${randomUUID()}:`, commandTimeoutMs: 2000 });
+      opened.push(c);
+      assert.equal(await c.ready(5000), true, `redis-server at ${REDIS}`);
+      return c;
+    },
+  ],
+];
+
+for (const [kind, make] of kinds) {
+  describe(`counters (${kind})`, () => {
+    let seq = 0;
+    const admit = (c: Counters, subjects: LimitSubject[], now: number, tokens = 0, cost = 0) =>
+      c.admit({ requestId: `r${++seq}`, subjects, tokens, cost, now });
+
+    test('rpm N: exactly N of a burst are admitted, the next is told the real wait', async () => {
+      const c = await make();
+      const s = [subject('key:a', { rpm: 5 })];
+      const results = [];
+      for (let i = 0; i < 8; i++) results.push(await admit(c, s, T0));
+      assert.equal(results.filter((r) => r.ok).length, 5);
+      const denied = results[5];
+      assert.ok(denied !== undefined && !denied.ok);
+      assert.equal(denied.code, 'rate_limit_exceeded');
+      assert.equal(denied.limit, 'rpm');
+      assert.equal(denied.retryAfterMs, WINDOW_MS);
+      assert.deepEqual(denied.rate.requests, { limit: 5, remaining: 0, resetMs: WINDOW_MS });
+      const first = results[0];
+      assert.ok(first?.ok === true);
+      assert.equal(first.rate.requests?.remaining, 4);
+    });
+
+    test('the window slides: when the oldest request ages out, exactly one more is admitted', async () => {
+      const c = await make();
+      const s = [subject('key:b', { rpm: 3 })];
+      for (let i = 0; i < 3; i++) assert.equal((await admit(c, s, T0 + i * 1000)).ok, true);
+      const early = await admit(c, s, T0 + WINDOW_MS - 1);
+      assert.ok(!early.ok);
+      assert.equal(early.retryAfterMs, 1, 'the oldest ages out 1 ms later');
+      assert.equal((await admit(c, s, T0 + WINDOW_MS)).ok, true);
+      assert.equal((await admit(c, s, T0 + WINDOW_MS)).ok, false);
+      assert.equal((await admit(c, s, T0 + WINDOW_MS + 1000)).ok, true, 'the second one ages out a second later');
+    });
+
+    test('tpm: tokens are reserved at admission and settled with the real usage', async () => {
+      const c = await make();
+      const s = [subject('key:c', { tpm: 1000 })];
+      const a = await c.admit({ requestId: 'a', subjects: s, tokens: 400, cost: 0, now: T0 });
+      const b = await c.admit({ requestId: 'b', subjects: s, tokens: 400, cost: 0, now: T0 + 10 });
+      assert.ok(a.ok && b.ok);
+      assert.equal(b.rate.tokens?.remaining, 200);
+      const third = await c.admit({ requestId: 'c', subjects: s, tokens: 400, cost: 0, now: T0 + 20 });
+      assert.ok(!third.ok);
+      assert.equal(third.limit, 'tpm');
+      assert.equal(third.retryAfterMs, WINDOW_MS - 20, 'the first reservation ages out then');
+      await c.settle({ requestId: 'a', subjects: s, reservedTokens: 400, tokens: 100, cost: 0, now: T0 + 30 });
+      assert.equal((await c.admit({ requestId: 'd', subjects: s, tokens: 400, cost: 0, now: T0 + 40 })).ok, true);
+      assert.equal(
+        (await c.admit({ requestId: 'e', subjects: s, tokens: 200, cost: 0, now: T0 + 50 })).ok,
+        false,
+        '100 + 400 + 400 + 200 > 1000',
+      );
+      assert.equal((await c.admit({ requestId: 'f', subjects: s, tokens: 100, cost: 0, now: T0 + 60 })).ok, true, 'exactly 1000');
+      // A reservation larger than the whole tpm is cut to it, so a big max_tokens is not refused forever.
+      const big = [subject('key:c2', { tpm: 50 })];
+      assert.equal((await c.admit({ requestId: 'g', subjects: big, tokens: 4096, cost: 0, now: T0 })).ok, true);
+      assert.equal((await c.admit({ requestId: 'h', subjects: big, tokens: 1, cost: 0, now: T0 })).ok, false);
+    });
+
+    test('parallel leases: released when the request ends, and expiring when nobody renews them', async () => {
+      const c = await make();
+      const s = [subject('key:d', { parallel: 2 })];
+      assert.equal((await c.admit({ requestId: 'p1', subjects: s, tokens: 0, cost: 0, now: T0 })).ok, true);
+      assert.equal((await c.admit({ requestId: 'p2', subjects: s, tokens: 0, cost: 0, now: T0 })).ok, true);
+      const third = await c.admit({ requestId: 'p3', subjects: s, tokens: 0, cost: 0, now: T0 });
+      assert.ok(!third.ok);
+      assert.equal(third.limit, 'parallel');
+      await c.settle({ requestId: 'p1', subjects: s, reservedTokens: 0, tokens: 0, cost: 0, now: T0 + 5 });
+      assert.equal((await c.admit({ requestId: 'p4', subjects: s, tokens: 0, cost: 0, now: T0 + 6 })).ok, true);
+      // p2 is renewed, p4 is not: only p4's lease expires.
+      await c.renew([{ requestId: 'p2', subjects: s }], T0 + LEASE_TTL_MS - 1000);
+      assert.equal((await c.admit({ requestId: 'p5', subjects: s, tokens: 0, cost: 0, now: T0 + LEASE_TTL_MS + 10 })).ok, true);
+      assert.equal((await c.admit({ requestId: 'p6', subjects: s, tokens: 0, cost: 0, now: T0 + LEASE_TTL_MS + 20 })).ok, false);
+    });
+
+    test('budget: in-flight cost counts, so concurrency passes the budget by one request at most; spend past it waits for the period', async () => {
+      const c = await make();
+      const period = budgetPeriod('30d', T0);
+      const s = [subject('key:e', { budget: { max: 1, period } })];
+      const admitted: string[] = [];
+      for (let i = 0; i < 6; i++) {
+        const r = await c.admit({ requestId: `b${i}`, subjects: s, tokens: 0, cost: 0.4, now: T0 });
+        if (r.ok) admitted.push(`b${i}`);
+        else {
+          assert.equal(r.code, 'rate_limit_exceeded', 'cost in flight is a wait, not an exhausted budget');
+          assert.equal(r.limit, 'budget');
+        }
+      }
+      assert.deepEqual(admitted, ['b0', 'b1', 'b2'], '0 + 0.4 + 0.4 < 1 admits the third; it may cross the budget');
+      for (const id of admitted) await c.settle({ requestId: id, subjects: s, reservedTokens: 0, tokens: 10, cost: 0.4, now: T0 + 1 });
+      assert.ok(Math.abs((await c.spend('key:e', period)) - 1.2) < 1e-9);
+      const over = await c.admit({ requestId: 'b9', subjects: s, tokens: 0, cost: 0, now: T0 + 2 });
+      assert.ok(!over.ok);
+      assert.equal(over.code, 'budget_exceeded');
+      assert.equal(over.retryAfterMs, period.end - (T0 + 2));
+      // The next period starts from zero.
+      const next = { ...s[0], budget: { max: 1, period: budgetPeriod('30d', period.end) } } as LimitSubject;
+      assert.equal((await c.admit({ requestId: 'b10', subjects: [next], tokens: 0, cost: 0.1, now: period.end })).ok, true);
+    });
+
+    test('all or nothing: a request denied by its team takes nothing from its key', async () => {
+      const c = await make();
+      const key = subject('key:f', { rpm: 10 });
+      const team = subject('team:f', { rpm: 1 });
+      assert.equal((await admit(c, [key, team], T0)).ok, true);
+      const r = await admit(c, [key, team], T0);
+      assert.ok(!r.ok);
+      assert.equal(r.subject, 'team:f');
+      const keyOnly = await admit(c, [key], T0);
+      assert.ok(keyOnly.ok);
+      assert.equal(keyOnly.rate.requests?.remaining, 8, 'the key counted two admissions, not three');
+    });
+
+    test('spend added from the log (replay) counts against the budget', async () => {
+      const c = await make();
+      const period = budgetPeriod('1d', T0);
+      await c.addSpend([{ subject: 'team:g', period, cost: 2 }]);
+      const r = await admit(c, [subject('team:g', { budget: { max: 2, period } })], T0);
+      assert.ok(!r.ok);
+      assert.equal(r.code, 'budget_exceeded');
+    });
+  });
+}
+
+describe('budget periods and headers', () => {
+  test('periods are aligned, so every replica and a restarted one agree', () => {
+    const day = 86_400_000;
+    const p = budgetPeriod('30d', T0);
+    assert.equal(p.start % (30 * day), 0);
+    assert.equal(p.end - p.start, 30 * day);
+    assert.ok(p.start <= T0 && T0 < p.end);
+    assert.deepEqual(budgetPeriod('mo', T0), { start: Date.UTC(2026, 10, 1), end: Date.UTC(2026, 11, 1) });
+    assert.deepEqual(budgetPeriod('1mo', Date.UTC(2026, 11, 31, 23)), { start: Date.UTC(2026, 11, 1), end: Date.UTC(2027, 0, 1) });
+    assert.deepEqual(budgetPeriod('3mo', T0), { start: Date.UTC(2026, 9, 1), end: Date.UTC(2027, 0, 1) });
+    assert.deepEqual(budgetPeriod('h', T0 + 1234), { start: T0, end: T0 + 3_600_000 });
+    assert.deepEqual(budgetPeriod(undefined, T0), { start: 0, end: Number.MAX_SAFE_INTEGER });
+  });
+
+  test('x-ratelimit headers in OpenAI names', () => {
+    assert.deepEqual(
+      rateHeaders({ requests: { limit: 60, remaining: 59, resetMs: 1500 }, tokens: { limit: 1000, remaining: -5, resetMs: 60000 } }),
+      [
+        ['x-ratelimit-limit-requests', '60'],
+        ['x-ratelimit-remaining-requests', '59'],
+        ['x-ratelimit-reset-requests', '1.5s'],
+        ['x-ratelimit-limit-tokens', '1000'],
+        ['x-ratelimit-remaining-tokens', '0'],
+        ['x-ratelimit-reset-tokens', '60s'],
+      ],
+    );
+  });
+});
