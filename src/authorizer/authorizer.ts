@@ -11,6 +11,7 @@ import type { ContextClaims, ContextSigner } from '../identity/context-token.js'
 import { CONTEXT_TTL_MS } from '../identity/context-token.js';
 import type { JwtResult, JwtVerifier } from '../identity/jwt.js';
 import { bearerKey, sha256Hex, type KeyDirectory, type KeyRecord } from '../identity/keys.js';
+import type { Admitted, Lease, Limiter } from '../store/limiter.js';
 import { timingSafeEqual } from 'node:crypto';
 
 /** The request as a door received it. Header names are lower-case. */
@@ -35,6 +36,10 @@ export interface Authorization {
   readonly requestId: string;
   /** The signed x-tollgate-context of an allowed request. */
   readonly context: string | undefined;
+  /** The admission's lease (limits apply), settled by the gateway when the reply ends. */
+  readonly lease?: Lease | undefined;
+  /** For the client's response: `x-ratelimit-*` when allowed; `retry-after` and the rest with a limit denial. */
+  readonly headers?: readonly (readonly [string, string])[];
 }
 
 export interface AuthorizerDeps {
@@ -48,6 +53,8 @@ export interface AuthorizerDeps {
   readonly maxBodyBytes: number;
   readonly signer: ContextSigner;
   readonly random: () => number;
+  /** Rate limits and budgets; absent: none are enforced (tests of the other stages). */
+  readonly limiter?: Limiter | undefined;
 }
 
 const EMPTY_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
@@ -104,7 +111,7 @@ export class Authorizer {
     requestId: string,
     jwt: JwtResult | undefined,
     nowMs: number,
-  ): Authorization {
+  ): Authorization | Promise<Authorization> {
     const d = this.#d;
     const rules = this.#rules;
     const key = this.#lookupKey(facts.headers['authorization']);
@@ -126,7 +133,44 @@ export class Authorizer {
       nowMs,
       d.random(),
     );
-    if (!decision.allow || facts.signContext === false) return { decision, route, requestId, context: undefined };
+    if (!decision.allow) return { decision, route, requestId, context: undefined };
+    const limiter = d.limiter;
+    if (limiter === undefined || decision.body === undefined) return this.#allowed(facts, path, route, requestId, decision, undefined, nowMs);
+    const p = decision.principal;
+    const bytes = facts.body === undefined ? 0 : typeof facts.body === 'string' ? facts.body.length : facts.body.byteLength;
+    const admitted = limiter.admit(p, decision.body.model, decision.deployment, { maxTokens: decision.body.maxTokens, bytes }, nowMs);
+    if (admitted instanceof Promise) return admitted.then((a) => this.#admitted(facts, path, route, requestId, decision, a, nowMs));
+    return this.#admitted(facts, path, route, requestId, decision, admitted, nowMs);
+  }
+
+  #admitted(
+    facts: RequestFacts,
+    path: string,
+    route: RouteKind,
+    requestId: string,
+    decision: Extract<Decision, { allow: true }>,
+    a: Admitted,
+    nowMs: number,
+  ): Authorization {
+    if (!a.ok) {
+      return { decision: { allow: false, code: a.code, message: a.message, detail: undefined }, route, requestId, context: undefined, headers: a.headers };
+    }
+    const admittedDecision = a.deployment === decision.deployment ? decision : { ...decision, deployment: a.deployment };
+    return this.#allowed(facts, path, route, requestId, admittedDecision, a, nowMs);
+  }
+
+  #allowed(
+    facts: RequestFacts,
+    path: string,
+    route: RouteKind,
+    requestId: string,
+    decision: Extract<Decision, { allow: true }>,
+    a: Extract<Admitted, { ok: true }> | undefined,
+    nowMs: number,
+  ): Authorization {
+    const lease = a?.lease;
+    const headers = a?.headers;
+    if (facts.signContext === false) return { decision, route, requestId, context: undefined, lease, headers };
     const p = decision.principal;
     // JSON.stringify drops the undefined members.
     const claims: ContextClaims = {
@@ -139,11 +183,13 @@ export class Authorizer {
       d: decision.deployment?.id,
       f: decision.fallbacks.length > 0 ? decision.fallbacks : undefined,
       adm: p.admin ? 1 : undefined,
+      l: lease?.id,
+      rt: lease?.reservedTokens,
       r: requestId,
       p: `${facts.method} ${path}`,
       x: nowMs + CONTEXT_TTL_MS,
     };
-    return { decision, route, requestId, context: d.signer.sign(claims) };
+    return { decision, route, requestId, context: this.#d.signer.sign(claims), lease, headers };
   }
 
   #lookupKey(header: string | undefined): KeyRecord | 'missing' | 'malformed' | 'unknown' | 'master' {

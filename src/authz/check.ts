@@ -88,6 +88,7 @@ export function checkResponse(auth: Authorization, facts: RequestFacts, jwtHeade
     const spec = ERRORS[decision.code];
     const headers = [set('content-type', 'application/json'), set('x-tollgate-request-id', auth.requestId)];
     if (spec.headers !== undefined) for (const [k, v] of Object.entries(spec.headers)) headers.push(set(k, v));
+    if (auth.headers !== undefined) for (const [k, v] of auth.headers) headers.push(set(k, v));
     return {
       status: { code: spec.grpc, message: decision.code },
       denied_response: {
@@ -110,7 +111,9 @@ export function checkResponse(auth: Authorization, facts: RequestFacts, jwtHeade
   for (const name in facts.headers) {
     if (name.startsWith('x-tollgate-') && !headers.some((h) => h.header.key === name)) remove.push(name);
   }
-  return { status: { code: 0 }, ok_response: { headers, headers_to_remove: remove } };
+  // x-ratelimit-* go on the client's response (OkHttpResponse.response_headers_to_add).
+  const toClient = auth.headers === undefined || auth.headers.length === 0 ? undefined : auth.headers.map(([k, v]) => set(k, v));
+  return { status: { code: 0 }, ok_response: { headers, headers_to_remove: remove, response_headers_to_add: toClient } };
 }
 
 /** Header values must not carry control characters (a claim could hold a newline). */

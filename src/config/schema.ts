@@ -99,6 +99,11 @@ export const generalSettings = z
       .string()
       .regex(/^rediss?:\/\//, { error: 'not a Redis URL: write redis://host:6379' })
       .optional(),
+    /** tollgate's own: prepended to every Redis key, so several deployments can share one Redis. */
+    redis_key_prefix: z
+      .string()
+      .regex(/^[A-Za-z0-9:_.-]{1,64}$/, { error: 'not a key prefix: use letters, digits and : _ . - (at most 64)' })
+      .default('tollgate:'),
     failure_mode: z.enum(['closed', 'open']).default('closed'),
     allowed_api_bases: z.array(z.string().min(1)).default([]),
     default_max_tokens: positiveInt.default(4096),
@@ -197,6 +202,15 @@ const team = z
   })
   .strict();
 
+/** Limits and budgets of a user (the JWT's user claim, or a key's user_id), as LiteLLM's /user/new sets them. */
+const user = z
+  .object({
+    user_id: z.string().min(1),
+    ...limits,
+    metadata: z.record(z.string(), z.unknown()).default({}),
+  })
+  .strict();
+
 /** The whole file, after os.environ/ references are resolved and LiteLLM-only keys set aside. */
 export const configSchema = z
   .object({
@@ -210,6 +224,7 @@ export const configSchema = z
       .default({ rules: [] }),
     keys: z.array(declaredKey).default([]),
     teams: z.array(team).default([]),
+    users: z.array(user).default([]),
     /** LiteLLM's module settings: the loader honours num_retries, fallbacks and request_timeout and sets aside the rest. */
     litellm_settings: z.object({}).strict().optional(),
     /** LiteLLM's environment_variables: values for os.environ/ references that the environment does not set. */
@@ -222,6 +237,7 @@ export type Config = z.output<typeof configSchema>;
 export type ModelEntry = Config['model_list'][number];
 export type DeclaredKey = Config['keys'][number];
 export type TeamConfig = Config['teams'][number];
+export type UserConfig = Config['users'][number];
 export type JwtSettings = NonNullable<Config['auth']['jwt']>;
 export type PolicyRule = Config['policy']['rules'][number];
 

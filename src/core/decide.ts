@@ -4,7 +4,7 @@
  */
 import type { ErrorCode } from '../errors/codes.js';
 import type { JwtIdentity, JwtResult } from '../identity/jwt.js';
-import type { KeyRecord } from '../identity/keys.js';
+import type { KeyRecord, Limits } from '../identity/keys.js';
 import type { Policy, PolicyInput } from '../policy/rules.js';
 import { weightedPick, type Deployment, type DeploymentHealth, type ModelCatalog } from '../routing/deployments.js';
 import { modelBodyOf, parseModelBody, type ModelBody } from './body.js';
@@ -16,6 +16,7 @@ export interface TeamRecord {
   readonly alias: string | undefined;
   readonly models: readonly string[];
   readonly blocked: boolean;
+  readonly limits: Limits;
   readonly metadata: Readonly<Record<string, unknown>>;
 }
 

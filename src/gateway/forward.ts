@@ -14,6 +14,7 @@ import { ERRORS, errorBody, type ErrorCode } from '../errors/codes.js';
 import type { Deployment, ModelCatalog } from '../routing/deployments.js';
 import type { DeploymentTracker, RoutingStrategy } from '../routing/health.js';
 import type { SpendRecorder } from '../store/spend.js';
+import type { Lease } from '../store/limiter.js';
 import { codedError, Exchange, type ClientLink, type StreamSink } from './exchange.js';
 import { backendMessage, SseRewriter } from './sse.js';
 
@@ -41,6 +42,10 @@ export interface ForwardRequest {
   /** Aliases to fall back to, already filtered to what the caller may use. */
   readonly fallbacks: readonly string[];
   readonly caller: Caller;
+  /** The limits admission (settled when the request is recorded). */
+  readonly lease: Lease | undefined;
+  /** `x-ratelimit-*` for the client's response (standalone; behind Envoy, Envoy adds them). */
+  readonly responseHeaders: readonly (readonly [string, string])[] | undefined;
   /** The client's connection: leaving aborts the backend request at once (vLLM stops generating only then). */
   readonly client: ClientLink;
 }
@@ -163,7 +168,7 @@ export class Forwarder {
     // The wait for the head is `stream_timeout` on streams, else `timeout`; the same bounds each silence in the body.
     const wait = stream && d.streamTimeoutMs !== undefined ? d.streamTimeoutMs : d.timeoutMs;
     const relay = stream
-      ? new SseRelay(res, req.caller.requestId, new SseRewriter({ keepUsage: clientWantsUsage, model: alias }), wait)
+      ? new SseRelay(res, req.caller.requestId, req.responseHeaders, new SseRewriter({ keepUsage: clientWantsUsage, model: alias }), wait)
       : undefined;
     const exchange = new Exchange({ client: req.client, sink: relay, replyCap: MAX_REPLY_BODY, errorCap: MAX_ERROR_BODY });
     this.#tracker.started(d.id, Date.now());
@@ -207,7 +212,7 @@ export class Forwarder {
     const completion = count(usage['completion_tokens']);
     const cost = prompt * d.inputCostPerToken + completion * d.outputCostPerToken;
     const out = withModel(text, parsed, alias);
-    res.writeHead(200, [
+    const head = [
       'content-type',
       'application/json',
       'content-length',
@@ -216,7 +221,9 @@ export class Forwarder {
       req.caller.requestId,
       'x-tollgate-response-cost',
       String(cost),
-    ]);
+    ];
+    if (req.responseHeaders !== undefined) for (const [k, v] of req.responseHeaders) head.push(k, v);
+    res.writeHead(200, head);
     res.end(out);
     this.#tracker.addTokens(d.id, prompt + completion);
     this.#record(req, d, alias, 200, started, prompt, completion, cost, false);
@@ -272,6 +279,7 @@ export class Forwarder {
       latencyMs: performance.now() - started,
       estimated,
       at: Date.now(),
+      lease: req.lease,
     });
   }
 }
@@ -301,20 +309,30 @@ class SseRelay implements StreamSink {
   readonly sse: SseRewriter;
   readonly #res: ServerResponse;
   readonly #requestId: string;
+  readonly #extra: readonly (readonly [string, string])[] | undefined;
   readonly #stallMs: number;
   #exchange: Exchange | undefined;
   #stall: NodeJS.Timeout | undefined;
 
-  constructor(res: ServerResponse, requestId: string, sse: SseRewriter, stallMs: number) {
+  constructor(
+    res: ServerResponse,
+    requestId: string,
+    extra: readonly (readonly [string, string])[] | undefined,
+    sse: SseRewriter,
+    stallMs: number,
+  ) {
     this.#res = res;
     this.#requestId = requestId;
+    this.#extra = extra;
     this.sse = sse;
     this.#stallMs = stallMs;
   }
 
   start(exchange: Exchange): void {
     this.#exchange = exchange;
-    this.#res.writeHead(200, ['content-type', 'text/event-stream', 'cache-control', 'no-cache', 'x-tollgate-request-id', this.#requestId]);
+    const head = ['content-type', 'text/event-stream', 'cache-control', 'no-cache', 'x-tollgate-request-id', this.#requestId];
+    if (this.#extra !== undefined) for (const [k, v] of this.#extra) head.push(k, v);
+    this.#res.writeHead(200, head);
     this.#res.flushHeaders();
   }
 
@@ -357,17 +375,24 @@ function failure(status: number, body: Buffer): Attempt {
 }
 
 /** Sends an error in OpenAI's shape (the one table), unless headers already went out. */
-export function sendError(res: ServerResponse, code: ErrorCode, message: string | undefined, requestId: string, status?: number): void {
+export function sendError(
+  res: ServerResponse,
+  code: ErrorCode,
+  message: string | undefined,
+  requestId: string,
+  status?: number,
+  extra?: readonly (readonly [string, string])[],
+): void {
   if (res.headersSent) {
     res.end();
     return;
   }
   const body = errorBody(code, message);
-  res.writeHead(status ?? ERRORS[code].status, {
-    'content-type': 'application/json',
-    'content-length': Buffer.byteLength(body),
-    'x-tollgate-request-id': requestId,
-  });
+  const head = ['content-type', 'application/json', 'content-length', String(Buffer.byteLength(body)), 'x-tollgate-request-id', requestId];
+  const table = ERRORS[code].headers;
+  if (table !== undefined) for (const [k, v] of Object.entries(table)) head.push(k, v);
+  if (extra !== undefined) for (const [k, v] of extra) head.push(k, v);
+  res.writeHead(status ?? ERRORS[code].status, head);
   res.end(body);
 }
 

@@ -13,6 +13,7 @@ import { modelEndpoint, normalizePath } from '../core/route.js';
 import type { ContextClaims, ContextSigner } from '../identity/context-token.js';
 import type { KeyDirectory, KeyRecord } from '../identity/keys.js';
 import type { ModelCatalog } from '../routing/deployments.js';
+import type { Lease } from '../store/limiter.js';
 import type { Logger } from '../telemetry/logger.js';
 import { ClientLink } from './exchange.js';
 import { sendError, type Caller, type Forwarder, type ForwardRequest } from './forward.js';
@@ -29,6 +30,8 @@ export interface GatewayDeps {
   readonly logger: Logger;
   /** Ready to authorize (the IdP's keys are loaded, when a JWT is configured). */
   readonly ready: () => boolean;
+  /** Told of each admitted request that starts here, so its lease is renewed until it is recorded. */
+  readonly leases?: { begin(lease: Lease): void } | undefined;
 }
 
 interface Identity {
@@ -39,6 +42,9 @@ interface Identity {
   /** The caller's key; 'gone' when the context names a key the directory no longer has. */
   readonly key: KeyRecord | undefined | 'gone';
   readonly teamId: string | undefined;
+  readonly lease: Lease | undefined;
+  /** `x-ratelimit-*` for the response (standalone: behind Envoy, Check's response_headers_to_add carry them). */
+  readonly headers: readonly (readonly [string, string])[] | undefined;
 }
 
 export function createGateway(deps: GatewayDeps): Server {
@@ -93,13 +99,24 @@ function serve(
   parsed: Record<string, unknown> | undefined,
   id: IdentifyResult,
 ): Promise<void> | void {
-  if ('error' in id) return sendError(res, id.error, id.message, id.requestId);
+  if ('error' in id) return sendError(res, id.error, id.message, id.requestId, undefined, id.headers);
   if (endpoint !== undefined) {
     if (parsed === undefined) return sendError(res, 'invalid_body', undefined, id.caller.requestId);
     const alias = id.model ?? (typeof parsed['model'] === 'string' ? parsed['model'] : undefined);
     if (alias === undefined) return sendError(res, 'missing_model', undefined, id.caller.requestId);
+    if (id.lease !== undefined) deps.leases?.begin(id.lease);
     return deps.forwarder.forward(
-      { endpoint, body: parsed, alias, hint: id.deployment, fallbacks: id.fallbacks, caller: id.caller, client: new ClientLink(res) },
+      {
+        endpoint,
+        body: parsed,
+        alias,
+        hint: id.deployment,
+        fallbacks: id.fallbacks,
+        caller: id.caller,
+        lease: id.lease,
+        responseHeaders: id.headers,
+        client: new ClientLink(res),
+      },
       res,
     );
   }
@@ -107,7 +124,14 @@ function serve(
   return sendError(res, 'not_found', undefined, id.caller.requestId);
 }
 
-type IdentifyResult = Identity | { error: Parameters<typeof sendError>[1]; message: string | undefined; requestId: string };
+type IdentifyResult =
+  | Identity
+  | {
+      error: Parameters<typeof sendError>[1];
+      message: string | undefined;
+      requestId: string;
+      headers: readonly (readonly [string, string])[] | undefined;
+    };
 
 /** A valid signed context, or the decision pipeline run here (standalone). */
 function identify(
@@ -141,7 +165,7 @@ function identify(
   const result = deps.authorizer.authorize(facts, now);
   const finish = (auth: Awaited<typeof result>): IdentifyResult => {
     const d = auth.decision;
-    if (!d.allow) return { error: d.code, message: d.message, requestId: auth.requestId };
+    if (!d.allow) return { error: d.code, message: d.message, requestId: auth.requestId, headers: auth.headers };
     const p = d.principal;
     return {
       caller: { requestId: auth.requestId, keyId: p.keyId, userId: p.userId, teamId: p.teamId },
@@ -150,6 +174,8 @@ function identify(
       fallbacks: d.fallbacks,
       key: p.key,
       teamId: p.teamId,
+      lease: auth.lease,
+      headers: auth.headers,
     };
   };
   return result instanceof Promise ? result.then(finish) : finish(result);
@@ -170,6 +196,11 @@ function fromClaims(deps: GatewayDeps, c: ContextClaims): Identity {
     fallbacks: Array.isArray(c.f) ? c.f : [],
     key: c.k === undefined ? undefined : (deps.keys.byId(c.k) ?? 'gone'),
     teamId: c.t,
+    lease:
+      c.l === undefined
+        ? undefined
+        : { id: c.l, reservedTokens: typeof c.rt === 'number' ? c.rt : 0, keyId: c.k, userId: c.u, teamId: c.t, deploymentId: c.d },
+    headers: undefined,
   };
 }
 

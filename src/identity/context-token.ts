@@ -24,6 +24,9 @@ export interface ContextClaims {
   readonly d?: string | undefined;
   /** Fallback aliases this caller may use. */
   readonly f?: readonly string[] | undefined;
+  /** Lease id of the limits admission, and the tokens it reserved (settled by the gateway). */
+  readonly l?: string | undefined;
+  readonly rt?: number | undefined;
   /** Request id. */
   readonly r: string;
   /** Method and path (without query) the token was issued for. */

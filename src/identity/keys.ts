@@ -64,6 +64,23 @@ export function secretEquals(a: string, b: string): boolean {
   return timingSafeEqual(hash('sha256', a, 'buffer'), hash('sha256', b, 'buffer'));
 }
 
+/** The limits of a config key, team or user. */
+export function limitsOf(c: {
+  max_budget?: number | undefined;
+  budget_duration?: string | undefined;
+  rpm_limit?: number | undefined;
+  tpm_limit?: number | undefined;
+  max_parallel_requests?: number | undefined;
+}): Limits {
+  return {
+    maxBudget: c.max_budget,
+    budgetDuration: c.budget_duration,
+    rpmLimit: c.rpm_limit,
+    tpmLimit: c.tpm_limit,
+    maxParallelRequests: c.max_parallel_requests,
+  };
+}
+
 export function keyFromConfig(k: DeclaredKey): KeyRecord {
   const hash = k.key.slice('sha256:'.length);
   return {
@@ -75,13 +92,7 @@ export function keyFromConfig(k: DeclaredKey): KeyRecord {
     teamId: k.team_id,
     expiresAt: k.expires === undefined ? undefined : Date.parse(k.expires),
     blocked: k.blocked,
-    limits: {
-      maxBudget: k.max_budget,
-      budgetDuration: k.budget_duration,
-      rpmLimit: k.rpm_limit,
-      tpmLimit: k.tpm_limit,
-      maxParallelRequests: k.max_parallel_requests,
-    },
+    limits: limitsOf(k),
     metadata: k.metadata,
     source: 'config',
   };

@@ -10,8 +10,9 @@ import type { Config } from '../config/schema.js';
 import type { TeamRecord } from '../core/decide.js';
 import { ContextSigner } from '../identity/context-token.js';
 import { JwtVerifier } from '../identity/jwt.js';
-import { StaticKeyDirectory, type KeyDirectory } from '../identity/keys.js';
+import { limitsOf, StaticKeyDirectory, type KeyDirectory } from '../identity/keys.js';
 import type { Policy } from '../policy/rules.js';
+import type { Limiter } from '../store/limiter.js';
 import { ALWAYS_HEALTHY, ModelCatalog } from '../routing/deployments.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { Metrics } from '../telemetry/metrics.js';
@@ -30,7 +31,7 @@ export function buildAuthorizer(
   config: Config,
   policy: Policy,
   contextSecret: Buffer,
-  opts: { catalog?: ModelCatalog; keys?: KeyDirectory } = {},
+  opts: { catalog?: ModelCatalog; keys?: KeyDirectory; teams?: ReadonlyMap<string, TeamRecord>; limiter?: Limiter } = {},
 ): AuthzParts {
   const jwtSettings = config.auth.jwt;
   const verifier = jwtSettings === undefined ? undefined : new JwtVerifier(jwtSettings);
@@ -38,7 +39,7 @@ export function buildAuthorizer(
   const maxBodyBytes = Math.floor(config.general_settings.max_request_size_mb * 1024 * 1024);
   const jwtHeader = jwtSettings?.header ?? 'x-cake-authorization';
   const keys = opts.keys ?? new StaticKeyDirectory(config.keys);
-  const teams = teamsFromConfig(config);
+  const teams = opts.teams ?? teamsFromConfig(config);
   const authorizer = new Authorizer({
     rules: {
       jwtRequired: jwtSettings?.required ?? false,
@@ -58,14 +59,19 @@ export function buildAuthorizer(
     maxBodyBytes,
     signer: new ContextSigner(contextSecret),
     random: Math.random,
+    limiter: opts.limiter,
   });
   return { authorizer, keys, teams, verifier, jwtHeader, maxBodyBytes };
 }
 
-function teamsFromConfig(config: Config): Map<string, TeamRecord> {
+export function teamsFromConfig(config: Config): Map<string, TeamRecord> {
   return new Map(
     config.teams.map(
-      (t) => [t.team_id, { teamId: t.team_id, alias: t.team_alias, models: t.models, blocked: t.blocked, metadata: t.metadata }] as const,
+      (t) =>
+        [
+          t.team_id,
+          { teamId: t.team_id, alias: t.team_alias, models: t.models, blocked: t.blocked, limits: limitsOf(t), metadata: t.metadata },
+        ] as const,
     ),
   );
 }

@@ -17,7 +17,7 @@ import { createLogger, type Logger } from '../telemetry/logger.js';
 import { createMetrics } from '../telemetry/metrics.js';
 import { buildAuthorizer, loadIdentityKeys, startAuthz, type AuthzApp } from './authz-app.js';
 import { startGateway, type GatewayApp } from './gateway-app.js';
-import { InMemorySpendLog } from '../store/spend.js';
+import { openStore, type StoreApp } from './store-app.js';
 import { EMBEDDED, prepareConfigFile, type PreparedConfig } from './config-source.js';
 import {
   DEFAULT_DATA_DIR,
@@ -212,7 +212,19 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
     secret = randomBytes(32); // one process: authz and gateway share it in memory
   }
   const metrics = createMetrics({ defaultMetrics: true });
-  const parts = buildAuthorizer(prepared.config, prepared.policy, secret);
+  let store: StoreApp;
+  try {
+    store = await openStore(prepared.config, {
+      logger,
+      withDb: command !== 'authz' || (gs.database_url ?? process.env['DATABASE_URL'] ?? '') !== '',
+      env: process.env,
+      catalog: () => parts.authorizer.rules.catalog,
+    });
+  } catch (err) {
+    io.err(`tollgate ${command}: cannot open the database: ${(err as Error).message.split('\n')[0] ?? ''}`);
+    return 1;
+  }
+  const parts = buildAuthorizer(prepared.config, prepared.policy, secret, { keys: store.keys, teams: store.teams, limiter: store.limiter });
   routeGrpcLogs(logger);
   // Signals are handled from here on, so a SIGTERM during start-up still ends in a clean exit 0.
   let signalled: ((signal: string) => void) | undefined;
@@ -225,13 +237,16 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
   process.once('SIGINT', () => onSignal('SIGINT'));
   // Start what the command runs; if a later part fails, the earlier ones are closed: nothing half-started.
   const running: Array<{ close(graceMs: number): Promise<void> }> = [];
-  const closeAll = (graceMs: number): Promise<void> => Promise.all(running.map((r) => r.close(graceMs))).then(() => undefined);
+  // The store closes last: in-flight requests settle and their spend rows are flushed after the servers drain.
+  const closeAll = (graceMs: number): Promise<void> =>
+    Promise.all(running.map((r) => r.close(graceMs))).then(() => store.close(graceMs));
   const listening: Record<string, string> = {};
   if (command !== 'gateway') {
     let app: AuthzApp;
     try {
       app = await startAuthz(parts, { host: opts.host, port: opts.grpcPort, logger, metrics });
     } catch (err) {
+      await store.close(0);
       io.err(`tollgate ${command}: cannot listen on ${opts.host}:${opts.grpcPort} (gRPC): ${bindReason(err)}`);
       return 1;
     }
@@ -247,7 +262,9 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
         host: opts.host,
         port: opts.httpPort,
         logger,
-        spend: new InMemorySpendLog(),
+        spend: store.accounting,
+        leases: store.accounting,
+        storeReady: store.ready,
       });
     } catch (err) {
       await closeAll(0);

@@ -5,6 +5,7 @@ import { createGateway } from '../gateway/server.js';
 import { Forwarder } from '../gateway/forward.js';
 import { ContextSigner } from '../identity/context-token.js';
 import { DeploymentTracker } from '../routing/health.js';
+import type { Lease } from '../store/limiter.js';
 import type { SpendRecorder } from '../store/spend.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { AuthzParts } from './authz-app.js';
@@ -20,7 +21,16 @@ export async function startGateway(
   config: Config,
   parts: AuthzParts,
   contextSecret: Buffer,
-  opts: { host: string; port: number; logger: Logger; spend: SpendRecorder },
+  opts: {
+    host: string;
+    port: number;
+    logger: Logger;
+    spend: SpendRecorder;
+    /** Renews the leases of admitted requests in flight (the store's accounting). */
+    leases?: { begin(lease: Lease): void };
+    /** The stores answer (readiness). */
+    storeReady?: () => boolean;
+  },
 ): Promise<GatewayApp> {
   const rs = config.router_settings;
   const tracker = new DeploymentTracker({ allowedFails: rs.allowed_fails, cooldownSeconds: rs.cooldown_time });
@@ -48,7 +58,8 @@ export async function startGateway(
     teams: parts.teams,
     maxBodyBytes: parts.maxBodyBytes,
     logger: opts.logger,
-    ready: () => parts.verifier === undefined || parts.verifier.keyCount > 0,
+    ready: () => (parts.verifier === undefined || parts.verifier.keyCount > 0) && (opts.storeReady?.() ?? true),
+    leases: opts.leases,
   });
   const port = await new Promise<number>((resolve, reject) => {
     server.once('error', reject);

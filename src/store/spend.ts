@@ -1,3 +1,5 @@
+import type { Lease } from './limiter.js';
+
 /**
  * Where the gateway records what each request cost. The shared-state work backs this with Redis counters
  * and a PostgreSQL spend log; until then an in-process log keeps the rows (one replica).
@@ -21,6 +23,8 @@ export interface SpendEntry {
   /** True when the backend never reported usage (a stream cut short): tokens are counted from what was streamed. */
   readonly estimated: boolean;
   readonly at: number;
+  /** The limits admission this request holds, settled with this entry's usage. */
+  readonly lease?: Lease | undefined;
 }
 
 export interface SpendRecorder {

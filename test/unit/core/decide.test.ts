@@ -68,7 +68,15 @@ function key(over: Partial<KeyRecord> = {}): KeyRecord {
 }
 
 function team(over: Partial<TeamRecord> = {}): TeamRecord {
-  return { teamId: 'platform', alias: 'Platform', models: ['llama', 'qwen'], blocked: false, metadata: {}, ...over };
+  return {
+    teamId: 'platform',
+    alias: 'Platform',
+    models: ['llama', 'qwen'],
+    blocked: false,
+    limits: { maxBudget: undefined, budgetDuration: undefined, rpmLimit: undefined, tpmLimit: undefined, maxParallelRequests: undefined },
+    metadata: {},
+    ...over,
+  };
 }
 
 function identity(over: Partial<Omit<JwtIdentity, 'policyView'>> = {}): JwtIdentity {

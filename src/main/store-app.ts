@@ -1,0 +1,137 @@
+/**
+ * Composition root of the shared state: the counters (Redis with `redis_url`, else in-process), the
+ * records database (PostgreSQL with `database_url`, else embedded PGlite) with its migrations, the spend
+ * log, the limiter, and the background work that keeps them consistent (budget seeding, spend replay).
+ */
+import type { Config } from '../config/schema.js';
+import type { TeamRecord } from '../core/decide.js';
+import { limitsOf, StaticKeyDirectory, type KeyDirectory, type Limits } from '../identity/keys.js';
+import type { ModelCatalog } from '../routing/deployments.js';
+import { Accounting, seedBudgets, startReplay, type BudgetSubject } from '../store/accounting.js';
+import type { Counters } from '../store/counters.js';
+import { openDb, type Db } from '../store/db.js';
+import { Limiter } from '../store/limiter.js';
+import { MemoryCounters } from '../store/memory-counters.js';
+import { migrate } from '../store/migrate.js';
+import { RedisCounters } from '../store/redis-counters.js';
+import type { SpendRecorder } from '../store/spend.js';
+import { SpendLog } from '../store/spend-log.js';
+import type { Logger } from '../telemetry/logger.js';
+import { teamsFromConfig } from './authz-app.js';
+
+export interface StoreApp {
+  readonly counters: Counters;
+  readonly db: Db | undefined;
+  readonly keys: KeyDirectory;
+  readonly teams: ReadonlyMap<string, TeamRecord>;
+  readonly limiter: Limiter;
+  readonly accounting: Accounting;
+  /** The counters answer (Redis connected, or in-process). */
+  ready(): boolean;
+  close(graceMs: number): Promise<void>;
+}
+
+export interface StoreOptions {
+  readonly logger: Logger;
+  /** Open the records database (the gateway writes the spend log; authz alone needs it only with database_url). */
+  readonly withDb: boolean;
+  /** The catalog the limiter reads deployment limits from (it may change: discovery, reload). */
+  readonly catalog: () => ModelCatalog;
+  /** `DATABASE_URL` and `REDIS_URL` are honoured when the config sets no URL, as LiteLLM does. */
+  readonly env?: Readonly<Record<string, string | undefined>>;
+  /** Tests: also record every spend entry here. */
+  readonly mirror?: SpendRecorder | undefined;
+}
+
+const REDIS_READY_MS = 3_000;
+
+export async function openStore(config: Config, opts: StoreOptions): Promise<StoreApp> {
+  const env = opts.env ?? {};
+  const gs = {
+    ...config.general_settings,
+    database_url: config.general_settings.database_url ?? nonEmpty(env['DATABASE_URL']),
+    redis_url: config.general_settings.redis_url ?? nonEmpty(env['REDIS_URL']),
+  };
+  const { logger } = opts;
+  const keys = new StaticKeyDirectory(config.keys);
+  const teams = teamsFromConfig(config);
+  const users = new Map<string, Limits>(config.users.map((u) => [u.user_id, limitsOf(u)]));
+  const budgetSubjects: BudgetSubject[] = [
+    ...config.keys.map((k) => ({ subject: `key:${keys.get(k.key.slice('sha256:'.length))?.id ?? ''}`, limits: limitsOf(k) })),
+    ...config.teams.map((t) => ({ subject: `team:${t.team_id}`, limits: limitsOf(t) })),
+    ...config.users.map((u) => ({ subject: `user:${u.user_id}`, limits: limitsOf(u) })),
+  ].filter((b) => b.limits.maxBudget !== undefined);
+  const budgetOf = (subject: string): Limits | undefined => budgetSubjects.find((b) => b.subject === subject)?.limits;
+
+  let db: Db | undefined;
+  if (opts.withDb) {
+    db = await openDb({ url: gs.database_url, dataDir: gs.data_dir === undefined ? undefined : `${gs.data_dir}/pglite` });
+    try {
+      const applied = await migrate(db);
+      if (applied.length > 0) logger.info({ applied, database: db.kind }, 'database migrated');
+    } catch (err) {
+      await db.close();
+      throw err;
+    }
+  }
+
+  const cleanups: (() => void)[] = [];
+  let counters: Counters;
+  if (gs.redis_url !== undefined) {
+    const redis = new RedisCounters({ url: gs.redis_url, prefix: gs.redis_key_prefix });
+    counters = redis;
+    if (db !== undefined) {
+      const seedDb = db;
+      // Redis without persistence restarts empty: the first replica to see that seeds the budgets from the log.
+      const onReady = (): void => {
+        void redis.redis
+          .set(`${gs.redis_key_prefix}seeded`, String(Date.now()), 'NX')
+          .then(async (won) => {
+            if (won !== 'OK') return;
+            const n = await seedBudgets(seedDb, redis, budgetSubjects, Date.now(), true);
+            if (n > 0) logger.info({ subjects: n }, 'budgets seeded into Redis from the spend log');
+          })
+          .catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'could not seed budgets into Redis'));
+      };
+      redis.redis.on('ready', onReady);
+      cleanups.push(() => redis.redis.off('ready', onReady));
+      cleanups.push(startReplay(db, redis, budgetOf, logger));
+    }
+    if (!(await redis.ready(REDIS_READY_MS))) {
+      logger.error({ failure_mode: gs.failure_mode }, 'Redis is not reachable yet; retrying in the background');
+    }
+  } else {
+    counters = new MemoryCounters();
+    logger.warn('no redis_url: rate limits and budgets are counted in this process only (run one replica, or set redis_url)');
+    if (db !== undefined) await seedBudgets(db, counters, budgetSubjects, Date.now(), false);
+  }
+
+  const limiter = new Limiter({
+    counters,
+    dirs: { keys, teams, users, catalog: opts.catalog },
+    failureMode: gs.failure_mode,
+    logger,
+    defaultMaxTokens: gs.default_max_tokens,
+  });
+  const log = db === undefined ? undefined : new SpendLog(db, logger);
+  const accounting = new Accounting({ limiter, log, mirror: opts.mirror, logger });
+  return {
+    counters,
+    db,
+    keys,
+    teams,
+    limiter,
+    accounting,
+    ready: () => !(counters instanceof RedisCounters) || counters.redis.status === 'ready',
+    async close(graceMs: number) {
+      for (const c of cleanups) c();
+      await accounting.close(graceMs);
+      await counters.close();
+      await db?.close();
+    },
+  };
+}
+
+function nonEmpty(v: string | undefined): string | undefined {
+  return v === undefined || v === '' ? undefined : v;
+}

@@ -1,0 +1,162 @@
+/**
+ * What happens when a request ends: its usage settles the counters (the lease is released, the token
+ * reservation replaced, the cost added to budgets) and its row goes to the spend log — marked `counted`
+ * or not, so spend that could not reach Redis is replayed into the counters when it returns, from the
+ * log in PostgreSQL. While requests are in flight their leases are renewed.
+ *
+ * Budgets also survive the counters losing their state (a restarted process with in-process counters, a
+ * Redis that restarted empty): they are seeded from the spend log.
+ */
+import type { Logger } from '../telemetry/logger.js';
+import { budgetPeriod, LEASE_RENEW_MS, type BudgetPeriod, type Counters } from './counters.js';
+import type { Db } from './db.js';
+import type { Lease, Limiter } from './limiter.js';
+import type { SpendEntry, SpendRecorder } from './spend.js';
+import type { SpendLog } from './spend-log.js';
+import type { Limits } from '../identity/keys.js';
+
+/** A subject with a budget, as `seedBudgets` and the replay need it. */
+export interface BudgetSubject {
+  /** `key:<id>`, `user:<id>`, `team:<id>`. */
+  readonly subject: string;
+  readonly limits: Limits;
+}
+
+const REPLAY_MS = 2_000;
+const COLUMN: Record<string, string> = { key: 'key_id', user: 'user_id', team: 'team_id' };
+
+export class Accounting implements SpendRecorder {
+  readonly #limiter: Limiter | undefined;
+  readonly #log: SpendLog | undefined;
+  readonly #mirror: SpendRecorder | undefined;
+  readonly #logger: Logger;
+  readonly #inFlight = new Set<Lease>();
+  readonly #renewTimer: NodeJS.Timeout;
+  /** Settlements still running (shutdown waits for them, so their rows reach the log). */
+  readonly #settling = new Set<Promise<void>>();
+
+  constructor(opts: { limiter: Limiter | undefined; log: SpendLog | undefined; mirror?: SpendRecorder | undefined; logger: Logger }) {
+    this.#limiter = opts.limiter;
+    this.#log = opts.log;
+    this.#mirror = opts.mirror;
+    this.#logger = opts.logger;
+    this.#renewTimer = setInterval(() => void this.#renew(), LEASE_RENEW_MS).unref();
+  }
+
+  /** A request with a lease started being served here: keep its lease alive until it is recorded. */
+  begin(lease: Lease): void {
+    this.#inFlight.add(lease);
+  }
+
+  record(entry: SpendEntry): void {
+    this.#mirror?.record(entry);
+    const lease = entry.lease;
+    if (lease === undefined || this.#limiter === undefined) {
+      this.#log?.add({ ...entry, counted: true });
+      return;
+    }
+    this.#inFlight.delete(lease);
+    const p = this.#limiter
+      .settle(lease, entry.promptTokens + entry.completionTokens, entry.cost, Date.now())
+      .then(
+        () => this.#log?.add({ ...entry, counted: true }),
+        (err: unknown) => {
+          this.#logger.warn({ err: (err as Error).message, request_id: entry.requestId }, 'counters unreachable: spend kept in the log for replay');
+          this.#log?.add({ ...entry, counted: false });
+        },
+      )
+      .finally(() => this.#settling.delete(p));
+    this.#settling.add(p);
+  }
+
+  async #renew(): Promise<void> {
+    if (this.#limiter === undefined || this.#inFlight.size === 0) return;
+    try {
+      await this.#limiter.renew(this.#inFlight, Date.now());
+    } catch (err) {
+      this.#logger.warn({ err: (err as Error).message }, 'could not renew leases of requests in flight');
+    }
+  }
+
+  /** Shutdown: waits for settlements, then flushes the spend log. Returns rows that could not be written. */
+  async close(deadlineMs: number): Promise<number> {
+    clearInterval(this.#renewTimer);
+    await Promise.race([Promise.all(this.#settling), new Promise((r) => setTimeout(r, deadlineMs).unref())]);
+    return this.#log === undefined ? 0 : this.#log.close(deadlineMs);
+  }
+}
+
+/** Spend in the log for a subject since `period.start` (only what was counted, or everything). */
+async function loggedSpend(db: Db, b: BudgetSubject, period: BudgetPeriod, countedOnly: boolean): Promise<number> {
+  const kind = b.subject.slice(0, b.subject.indexOf(':'));
+  const column = COLUMN[kind];
+  if (column === undefined) return 0;
+  const rows = await db.query<{ total: number | null }>(
+    `SELECT sum(cost) AS total FROM spend_logs WHERE ${column} = $1 AND created_at >= $2 AND created_at < $3${countedOnly ? ' AND counted' : ''}`,
+    [b.subject.slice(kind.length + 1), new Date(period.start).toISOString(), new Date(Math.min(period.end, 8.64e15)).toISOString()],
+  );
+  return Number(rows[0]?.total ?? 0);
+}
+
+/**
+ * Puts the current period's spend from the log into counters that lost it. In-process counters start
+ * empty at every boot; Redis when it restarted without persistence (`markerFresh`: this replica won the
+ * marker, so only it seeds). `countedOnly`: rows not yet counted are left to the replay.
+ */
+export async function seedBudgets(db: Db, counters: Counters, subjects: readonly BudgetSubject[], now: number, countedOnly: boolean): Promise<number> {
+  let seeded = 0;
+  for (const b of subjects) {
+    if (b.limits.maxBudget === undefined) continue;
+    const period = budgetPeriod(b.limits.budgetDuration, now);
+    const spent = await loggedSpend(db, b, period, countedOnly);
+    if (spent > 0) {
+      await counters.addSpend([{ subject: b.subject, period, cost: spent }]);
+      seeded++;
+    }
+  }
+  return seeded;
+}
+
+/**
+ * Adds the cost of rows that never reached the counters (Redis was down) and marks them counted, in one
+ * transaction that locks the rows (SKIP LOCKED: replicas replay different rows). Returns the rows replayed.
+ */
+export async function replayUncounted(db: Db, counters: Counters, budgets: (subject: string) => Limits | undefined): Promise<number> {
+  return db.transaction(async (tx) => {
+    const rows = await tx.query<{ id: string; key_id: string | null; user_id: string | null; team_id: string | null; cost: number; created_at: Date | string }>(
+      'SELECT id, key_id, user_id, team_id, cost, created_at FROM spend_logs WHERE NOT counted ORDER BY id LIMIT 500 FOR UPDATE SKIP LOCKED',
+    );
+    if (rows.length === 0) return 0;
+    const items: { subject: string; period: BudgetPeriod; cost: number }[] = [];
+    for (const r of rows) {
+      const at = new Date(r.created_at).getTime();
+      for (const subject of [r.key_id && `key:${r.key_id}`, r.user_id && `user:${r.user_id}`, r.team_id && `team:${r.team_id}`]) {
+        if (!subject || r.cost <= 0) continue;
+        const limits = budgets(subject);
+        if (limits?.maxBudget === undefined) continue;
+        items.push({ subject, period: budgetPeriod(limits.budgetDuration, at), cost: Number(r.cost) });
+      }
+    }
+    await counters.addSpend(items);
+    await tx.query('UPDATE spend_logs SET counted = true WHERE id = ANY($1::bigint[])', [rows.map((r) => r.id)]);
+    return rows.length;
+  });
+}
+
+/** Replays in the background every few seconds; stops with the returned function. */
+export function startReplay(db: Db, counters: Counters, budgets: (subject: string) => Limits | undefined, logger: Logger): () => void {
+  let running = false;
+  const timer = setInterval(() => {
+    if (running) return;
+    running = true;
+    replayUncounted(db, counters, budgets)
+      .then((n) => {
+        if (n > 0) logger.info({ rows: n }, 'spend replayed into the counters');
+      })
+      .catch(() => undefined) // counters or database still down: next round
+      .finally(() => {
+        running = false;
+      });
+  }, REPLAY_MS).unref();
+  return () => clearInterval(timer);
+}

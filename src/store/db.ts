@@ -1,0 +1,116 @@
+/**
+ * The records database: PostgreSQL (`database_url`, the `pg` package) or, without one, embedded PGlite
+ * (`@electric-sql/pglite`: real PostgreSQL compiled to WebAssembly, in memory or in `data_dir`). One small
+ * interface over both, so the same SQL and migrations run on each. SQL only with parameters.
+ */
+import { PGlite } from '@electric-sql/pglite';
+import pg from 'pg';
+
+export interface Queryable {
+  query<T = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<T[]>;
+  /** Several statements, no parameters (migrations). */
+  exec(sql: string): Promise<void>;
+}
+
+export interface Db extends Queryable {
+  readonly kind: 'postgres' | 'pglite';
+  /** The PostgreSQL schema the tables live in. */
+  readonly schema: string;
+  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+export interface DbOptions {
+  /** `postgres://…`; a Prisma-style `?schema=name` (as LiteLLM's DATABASE_URL may carry) picks the schema. */
+  readonly url?: string | undefined;
+  /** Embedded PGlite's directory; absent: in memory. */
+  readonly dataDir?: string | undefined;
+  /** Overrides the URL's schema (tests: one schema each). */
+  readonly schema?: string | undefined;
+}
+
+const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+
+export async function openDb(opts: DbOptions): Promise<Db> {
+  if (opts.url !== undefined) return openPostgres(opts.url, opts.schema);
+  const lite = new PGlite(opts.dataDir);
+  await lite.waitReady;
+  return {
+    kind: 'pglite',
+    schema: 'public',
+    async query<T>(sql: string, params?: readonly unknown[]): Promise<T[]> {
+      return (await lite.query<T>(sql, params as unknown[] | undefined)).rows;
+    },
+    async exec(sql: string): Promise<void> {
+      await lite.exec(sql);
+    },
+    transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
+      return lite.transaction((tx) =>
+        fn({
+          async query<R>(sql: string, params?: readonly unknown[]): Promise<R[]> {
+            return (await tx.query<R>(sql, params as unknown[] | undefined)).rows;
+          },
+          async exec(sql: string): Promise<void> {
+            await tx.exec(sql);
+          },
+        }),
+      );
+    },
+    async close(): Promise<void> {
+      await lite.close();
+    },
+  };
+}
+
+async function openPostgres(url: string, schemaOverride: string | undefined): Promise<Db> {
+  const u = new URL(url);
+  const schema = schemaOverride ?? u.searchParams.get('schema') ?? 'public';
+  u.searchParams.delete('schema');
+  if (!SCHEMA_NAME.test(schema)) throw new Error(`database_url: schema "${schema}" is not a plain PostgreSQL name (a-z, 0-9, _)`);
+  const pool = new pg.Pool({
+    connectionString: u.toString(),
+    max: 8,
+    connectionTimeoutMillis: 5_000,
+    idleTimeoutMillis: 30_000,
+    // Every connection works in the configured schema.
+    options: `-c search_path=${schema}`,
+  });
+  // An idle client's error (the server restarted) must not crash the process; the next query reconnects.
+  pool.on('error', () => undefined);
+  if (schema !== 'public') {
+    // Two replicas may create it at once: the loser's unique violation means it exists.
+    await pool.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`).catch((err: unknown) => {
+      if ((err as { code?: unknown }).code !== '23505') throw err;
+    });
+  }
+  const wrap = (c: pg.Pool | pg.PoolClient): Queryable => ({
+    async query<T>(sql: string, params?: readonly unknown[]): Promise<T[]> {
+      return (await c.query(sql, params as unknown[] | undefined)).rows as T[];
+    },
+    async exec(sql: string): Promise<void> {
+      await c.query(sql);
+    },
+  });
+  return {
+    kind: 'postgres',
+    schema,
+    ...wrap(pool),
+    async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
+      const client = await pool.connect();
+      try {
+        await client.query('BEGIN');
+        const out = await fn(wrap(client));
+        await client.query('COMMIT');
+        return out;
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        throw err;
+      } finally {
+        client.release();
+      }
+    },
+    async close(): Promise<void> {
+      await pool.end();
+    },
+  };
+}

@@ -1,0 +1,181 @@
+/**
+ * Limits and budgets around one model request: which subjects it counts against (its key, user, team
+ * and deployment), what it reserves (tokens and cost), the admission (one counters call), and the
+ * settlement with its real usage when the reply ends. `failure_mode` decides what a store fault means:
+ * `closed` denies with 503 store_unavailable, `open` admits without counting and says so in the log.
+ */
+import { randomUUID } from 'node:crypto';
+import type { TeamRecord } from '../core/decide.js';
+import type { ErrorCode } from '../errors/codes.js';
+import type { KeyDirectory, Limits } from '../identity/keys.js';
+import type { Deployment, ModelCatalog } from '../routing/deployments.js';
+import type { Logger } from '../telemetry/logger.js';
+import { hasLimits, rateHeaders, subjectOf, type Admission, type Counters, type LimitSubject } from './counters.js';
+import { MemoryCounters } from './memory-counters.js';
+
+/** What the request carries from admission to settlement (in the signed context, behind Envoy). */
+export interface Lease {
+  readonly id: string;
+  readonly reservedTokens: number;
+  readonly keyId: string | undefined;
+  readonly userId: string | undefined;
+  readonly teamId: string | undefined;
+  readonly deploymentId: string | undefined;
+}
+
+export type Admitted =
+  | {
+      readonly ok: true;
+      /** Undefined when nothing limits this request, or the store failed open. */
+      readonly lease: Lease | undefined;
+      /** The deployment admitted (another of the group when the hinted one was full). */
+      readonly deployment: Deployment | undefined;
+      readonly headers: readonly [string, string][];
+    }
+  | { readonly ok: false; readonly code: ErrorCode; readonly message: string; readonly headers: readonly [string, string][] };
+
+export interface LimitDirectories {
+  readonly keys: KeyDirectory;
+  readonly teams: ReadonlyMap<string, TeamRecord>;
+  readonly users: ReadonlyMap<string, Limits>;
+  readonly catalog: () => ModelCatalog;
+}
+
+interface Who {
+  readonly keyId: string | undefined;
+  readonly userId: string | undefined;
+  readonly teamId: string | undefined;
+}
+
+const NO_HEADERS: readonly [string, string][] = Object.freeze([]) as unknown as readonly [string, string][];
+const WHAT: Record<string, string> = { key: 'this key', user: 'this user', team: "this key's team", deployment: 'the model deployment' };
+
+export class Limiter {
+  readonly counters: Counters;
+  readonly #dirs: LimitDirectories;
+  readonly #failOpen: boolean;
+  readonly #logger: Logger;
+  readonly #defaultMaxTokens: number;
+  #lastFaultLog = 0;
+
+  constructor(opts: { counters: Counters; dirs: LimitDirectories; failureMode: 'open' | 'closed'; logger: Logger; defaultMaxTokens: number }) {
+    this.counters = opts.counters;
+    this.#dirs = opts.dirs;
+    this.#failOpen = opts.failureMode === 'open';
+    this.#logger = opts.logger;
+    this.#defaultMaxTokens = opts.defaultMaxTokens;
+  }
+
+  /** The subjects with limits that a request of `who` on `deployment` counts against. */
+  subjects(who: Who, deployment: Deployment | undefined, now: number): LimitSubject[] {
+    const out: LimitSubject[] = [];
+    const key = who.keyId === undefined ? undefined : this.#dirs.keys.byId(who.keyId);
+    if (key !== undefined) push(out, subjectOf(`key:${key.id}`, key.limits, now));
+    const user = who.userId === undefined ? undefined : this.#dirs.users.get(who.userId);
+    if (user !== undefined) push(out, subjectOf(`user:${who.userId}`, user, now));
+    const team = who.teamId === undefined ? undefined : this.#dirs.teams.get(who.teamId);
+    if (team !== undefined) push(out, subjectOf(`team:${team.teamId}`, team.limits, now));
+    if (deployment !== undefined) push(out, subjectOf(`deployment:${deployment.id}`, { rpm: deployment.rpm, tpm: deployment.tpm }, now));
+    return out;
+  }
+
+  /**
+   * Admits a model request: reserves `max_tokens` (or the default cap) plus an estimate of the prompt, and
+   * their cost on `deployment`. When the deployment itself is full, the other deployments of `alias` are tried.
+   */
+  admit(
+    who: Who,
+    alias: string,
+    deployment: Deployment | undefined,
+    body: { maxTokens: number | undefined; bytes: number },
+    now: number,
+    tried: ReadonlySet<string> = new Set(),
+  ): Admitted | Promise<Admitted> {
+    const subjects = this.subjects(who, deployment, now);
+    if (subjects.length === 0) return { ok: true, lease: undefined, deployment, headers: NO_HEADERS };
+    const maxTokens = body.maxTokens ?? Math.min(deployment?.maxTokens ?? Infinity, this.#defaultMaxTokens);
+    // About four bytes a token; the JSON around the messages makes this an overestimate, as a reservation should be.
+    const prompt = Math.ceil(body.bytes / 4);
+    const tokens = prompt + maxTokens;
+    const cost = deployment === undefined ? 0 : prompt * deployment.inputCostPerToken + maxTokens * deployment.outputCostPerToken;
+    const id = randomUUID();
+    const req = { requestId: id, subjects, tokens, cost, now };
+    const done = (a: Admission): Admitted | Promise<Admitted> => {
+      if (a.ok) {
+        const lease: Lease = { id, reservedTokens: tokens, ...who, deploymentId: deployment?.id };
+        return { ok: true, lease, deployment, headers: rateHeaders(a.rate) };
+      }
+      if (deployment !== undefined && a.subject === `deployment:${deployment.id}`) {
+        // That deployment is at its rpm/tpm: another of the group may have room.
+        const skip = new Set(tried).add(deployment.id);
+        const other = this.#dirs
+          .catalog()
+          .group(alias)
+          ?.deployments.find((d) => !skip.has(d.id));
+        if (other !== undefined) return this.admit(who, alias, other, body, now, skip);
+      }
+      return denial(a);
+    };
+    if (this.counters instanceof MemoryCounters) return done(this.counters.admitNow(req));
+    return this.counters.admit(req).then(done, (err: unknown) => this.#fault(err, deployment));
+  }
+
+  /** The request ended: real tokens and cost replace the reservation; the lease is released. Rejects on a store fault. */
+  async settle(lease: Lease, tokens: number, cost: number, now: number): Promise<void> {
+    const catalog = this.#dirs.catalog();
+    const deployment = lease.deploymentId === undefined ? undefined : catalog.deployment(lease.deploymentId);
+    const subjects = this.subjects(lease, deployment, now);
+    if (subjects.length === 0) return;
+    await this.counters.settle({ requestId: lease.id, subjects, reservedTokens: lease.reservedTokens, tokens, cost, now });
+  }
+
+  /** Keeps the leases of requests in flight alive (a replica that dies stops renewing, and its leases expire). */
+  async renew(leases: Iterable<Lease>, now: number): Promise<void> {
+    const catalog = this.#dirs.catalog();
+    const list = [...leases].map((l) => ({
+      requestId: l.id,
+      subjects: this.subjects(l, l.deploymentId === undefined ? undefined : catalog.deployment(l.deploymentId), now),
+    }));
+    if (list.length > 0) await this.counters.renew(list, now);
+  }
+
+  #fault(err: unknown, deployment: Deployment | undefined): Admitted {
+    const t = Date.now();
+    if (t - this.#lastFaultLog > 5_000) {
+      this.#lastFaultLog = t;
+      this.#logger.error(
+        { err: (err as Error).message, failure_mode: this.#failOpen ? 'open' : 'closed' },
+        this.#failOpen ? 'counters unreachable: admitting without limits (failure_mode: open)' : 'counters unreachable: denying (failure_mode: closed)',
+      );
+    }
+    if (this.#failOpen) return { ok: true, lease: undefined, deployment, headers: NO_HEADERS };
+    return {
+      ok: false,
+      code: 'store_unavailable',
+      message: 'tollgate cannot reach its rate-limit store right now: retry shortly.',
+      headers: [['retry-after', '1']],
+    };
+  }
+}
+
+function push(out: LimitSubject[], s: LimitSubject): void {
+  if (hasLimits(s)) out.push(s);
+}
+
+function denial(a: Exclude<Admission, { ok: true }>): Admitted {
+  const secs = Math.max(1, Math.ceil(a.retryAfterMs / 1000));
+  const what = WHAT[a.subject.slice(0, a.subject.indexOf(':'))] ?? 'this caller';
+  const headers: [string, string][] = [['retry-after', String(secs)], ['retry-after-ms', String(Math.ceil(a.retryAfterMs))], ...rateHeaders(a.rate)];
+  if (a.code === 'budget_exceeded') {
+    return { ok: false, code: 'budget_exceeded', message: `The budget of ${what} is spent for this period; it resets in ${secs} s.`, headers };
+  }
+  const message =
+    a.limit === 'rpm'
+      ? `Rate limit reached: ${what} may send no more requests per minute. Retry after ${secs} s.`
+      : a.limit === 'tpm'
+        ? `Rate limit reached: ${what} may use no more tokens per minute. Retry after ${secs} s.`
+        : a.limit === 'parallel'
+          ? `Too many requests in flight for ${what}: wait for one to finish.`
+          : `Requests in flight may use the rest of the budget of ${what}: retry when they finish.`;
+  return { ok: false, code: 'rate_limit_exceeded', message, headers };
+}
