@@ -2,7 +2,6 @@
  * The `tollgate` binary as users run it (CONTRACT.md, "Command line"): real child processes of
  * `node bin/tollgate.js`, real ports on 127.0.0.1, every wait bounded so a hang fails instead of stalling.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, connect, type AddressInfo, type Server } from 'node:net';
@@ -13,12 +12,12 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import { children, startTollgate, withTimeout, type Finished, type Running } from '../../support/process.js';
 
 /** dist/test/integration/cli/cli.test.js → the repository root. */
 const ROOT = fileURLToPath(new URL('../../../../', import.meta.url));
 const BIN = path.join(ROOT, 'bin', 'tollgate.js');
 const HEALTH_PROTO = path.join(ROOT, 'protos', 'grpc', 'health', 'v1', 'health.proto');
-const WAIT_MS = 10_000;
 const TEST_OPTS = { timeout: 30_000 };
 
 const MASTER_KEY = 'sk-cli-test-master-0123456789abcdef';
@@ -72,105 +71,12 @@ const LITELLM = `${GOOD.replace('  master_key:', '  alerting: [slack]\n  master_
 let dir: string;
 const file = (name: string): string => path.join(dir, name);
 
-interface Finished {
-  readonly code: number | null;
-  readonly signal: NodeJS.Signals | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-interface Running {
-  readonly proc: ChildProcess;
-  stdout(): string;
-  stderr(): string;
-  /** Resolves with the first stdout JSON log line whose msg is `msg`; rejects on exit or timeout. */
-  waitForLog(msg: string, ms?: number): Promise<Record<string, unknown>>;
-  /** Resolves when the process exits; rejects after `ms`. */
-  waitExit(ms?: number): Promise<Finished>;
-}
-
-const children = new Set<ChildProcess>();
-
-function childEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const name of ['TOLLGATE_CONFIG', 'LOG_LEVEL', 'GRPC_VERBOSITY', 'GRPC_NODE_VERBOSITY', 'DATABASE_URL', 'REDIS_URL'])
-    delete env[name];
-  return { ...env, ...extra };
-}
-
 function start(args: readonly string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string } = {}): Running {
-  const proc = spawn(process.execPath, [BIN, ...args], {
-    cwd: opts.cwd ?? ROOT,
-    env: childEnv(opts.env),
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-  children.add(proc);
-  let out = '';
-  let err = '';
-  proc.stdout?.setEncoding('utf8').on('data', (d: string) => (out += d));
-  proc.stderr?.setEncoding('utf8').on('data', (d: string) => (err += d));
-  if (opts.input !== undefined) proc.stdin?.end(opts.input);
-  else proc.stdin?.end();
-  const exited = new Promise<Finished>((resolve) => {
-    proc.on('close', (code, signal) => {
-      children.delete(proc);
-      resolve({ code, signal, stdout: out, stderr: err });
-    });
-  });
-  return {
-    proc,
-    stdout: () => out,
-    stderr: () => err,
-    waitExit: (ms = WAIT_MS) =>
-      withTimeout(exited, ms, () => `tollgate ${args.join(' ')} did not exit within ${ms} ms\nstdout: ${out}\nstderr: ${err}`),
-    waitForLog: (msg, ms = WAIT_MS) =>
-      new Promise((resolve, reject) => {
-        const find = (): Record<string, unknown> | undefined => {
-          for (const line of out.split('\n')) {
-            if (!line.startsWith('{')) continue;
-            try {
-              const rec = JSON.parse(line) as Record<string, unknown>;
-              if (rec['msg'] === msg) return rec;
-            } catch {
-              // a partial line; the next chunk completes it
-            }
-          }
-          return undefined;
-        };
-        const done = (fn: () => void): void => {
-          clearTimeout(timer);
-          proc.stdout?.off('data', onData);
-          proc.off('close', onClose);
-          fn();
-        };
-        const onData = (): void => {
-          const rec = find();
-          if (rec) done(() => resolve(rec));
-        };
-        const onClose = (code: number | null): void =>
-          done(() => reject(new Error(`exited (${String(code)}) before logging "${msg}"\nstdout: ${out}\nstderr: ${err}`)));
-        const timer = setTimeout(
-          () => done(() => reject(new Error(`no "${msg}" log within ${ms} ms\nstdout: ${out}\nstderr: ${err}`))),
-          ms,
-        );
-        proc.stdout?.on('data', onData);
-        proc.on('close', onClose);
-        onData();
-      }),
-  };
+  return startTollgate(args, { cwd: ROOT, ...opts });
 }
 
 async function run(args: readonly string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string } = {}): Promise<Finished> {
   return start(args, opts).waitExit();
-}
-
-async function withTimeout<T>(p: Promise<T>, ms: number, why: () => string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(why())), ms)))]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /** Non-empty lines. */
