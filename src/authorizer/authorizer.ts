@@ -135,7 +135,8 @@ export class Authorizer {
     );
     if (!decision.allow) return { decision, route, requestId, context: undefined };
     const limiter = d.limiter;
-    if (limiter === undefined || decision.body === undefined) return this.#allowed(facts, path, route, requestId, decision, undefined, nowMs);
+    if (limiter === undefined || decision.body === undefined)
+      return this.#allowed(facts, path, route, requestId, decision, undefined, nowMs);
     const p = decision.principal;
     const bytes = facts.body === undefined ? 0 : typeof facts.body === 'string' ? facts.body.length : facts.body.byteLength;
     const admitted = limiter.admit(p, decision.body.model, decision.deployment, { maxTokens: decision.body.maxTokens, bytes }, nowMs);
@@ -153,7 +154,13 @@ export class Authorizer {
     nowMs: number,
   ): Authorization {
     if (!a.ok) {
-      return { decision: { allow: false, code: a.code, message: a.message, detail: undefined }, route, requestId, context: undefined, headers: a.headers };
+      return {
+        decision: { allow: false, code: a.code, message: a.message, detail: undefined },
+        route,
+        requestId,
+        context: undefined,
+        headers: a.headers,
+      };
     }
     const admittedDecision = a.deployment === decision.deployment ? decision : { ...decision, deployment: a.deployment };
     return this.#allowed(facts, path, route, requestId, admittedDecision, a, nowMs);

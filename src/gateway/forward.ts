@@ -220,7 +220,8 @@ export class Forwarder {
       'x-tollgate-request-id',
       req.caller.requestId,
       'x-tollgate-response-cost',
-      String(cost),
+      // Twelve significant digits: 0.21, not 0.21000000000000002.
+      String(Number(cost.toPrecision(12))),
     ];
     if (req.responseHeaders !== undefined) for (const [k, v] of req.responseHeaders) head.push(k, v);
     res.writeHead(200, head);

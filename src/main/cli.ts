@@ -238,8 +238,7 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
   // Start what the command runs; if a later part fails, the earlier ones are closed: nothing half-started.
   const running: Array<{ close(graceMs: number): Promise<void> }> = [];
   // The store closes last: in-flight requests settle and their spend rows are flushed after the servers drain.
-  const closeAll = (graceMs: number): Promise<void> =>
-    Promise.all(running.map((r) => r.close(graceMs))).then(() => store.close(graceMs));
+  const closeAll = (graceMs: number): Promise<void> => Promise.all(running.map((r) => r.close(graceMs))).then(() => store.close(graceMs));
   const listening: Record<string, string> = {};
   if (command !== 'gateway') {
     let app: AuthzApp;
@@ -264,7 +263,7 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
         logger,
         spend: store.accounting,
         leases: store.accounting,
-        storeReady: store.ready,
+        storeReady: () => store.ready(),
       });
     } catch (err) {
       await closeAll(0);

@@ -50,18 +50,30 @@ export class Accounting implements SpendRecorder {
 
   record(entry: SpendEntry): void {
     this.#mirror?.record(entry);
-    const lease = entry.lease;
-    if (lease === undefined || this.#limiter === undefined) {
+    if (this.#limiter === undefined) {
       this.#log?.add({ ...entry, counted: true });
       return;
     }
+    // Admitted without a lease (nothing limited it, or the store failed open): its cost still counts toward
+    // budgets, through a settlement that has nothing to release.
+    const lease = entry.lease ?? {
+      id: `unleased:${entry.requestId}`,
+      reservedTokens: 0,
+      keyId: entry.keyId,
+      userId: entry.userId,
+      teamId: entry.teamId,
+      deploymentId: entry.deployment,
+    };
     this.#inFlight.delete(lease);
     const p = this.#limiter
       .settle(lease, entry.promptTokens + entry.completionTokens, entry.cost, Date.now())
       .then(
         () => this.#log?.add({ ...entry, counted: true }),
         (err: unknown) => {
-          this.#logger.warn({ err: (err as Error).message, request_id: entry.requestId }, 'counters unreachable: spend kept in the log for replay');
+          this.#logger.warn(
+            { err: (err as Error).message, request_id: entry.requestId },
+            'counters unreachable: spend kept in the log for replay',
+          );
           this.#log?.add({ ...entry, counted: false });
         },
       )
@@ -103,7 +115,13 @@ async function loggedSpend(db: Db, b: BudgetSubject, period: BudgetPeriod, count
  * empty at every boot; Redis when it restarted without persistence (`markerFresh`: this replica won the
  * marker, so only it seeds). `countedOnly`: rows not yet counted are left to the replay.
  */
-export async function seedBudgets(db: Db, counters: Counters, subjects: readonly BudgetSubject[], now: number, countedOnly: boolean): Promise<number> {
+export async function seedBudgets(
+  db: Db,
+  counters: Counters,
+  subjects: readonly BudgetSubject[],
+  now: number,
+  countedOnly: boolean,
+): Promise<number> {
   let seeded = 0;
   for (const b of subjects) {
     if (b.limits.maxBudget === undefined) continue;
@@ -123,7 +141,14 @@ export async function seedBudgets(db: Db, counters: Counters, subjects: readonly
  */
 export async function replayUncounted(db: Db, counters: Counters, budgets: (subject: string) => Limits | undefined): Promise<number> {
   return db.transaction(async (tx) => {
-    const rows = await tx.query<{ id: string; key_id: string | null; user_id: string | null; team_id: string | null; cost: number; created_at: Date | string }>(
+    const rows = await tx.query<{
+      id: string;
+      key_id: string | null;
+      user_id: string | null;
+      team_id: string | null;
+      cost: number;
+      created_at: Date | string;
+    }>(
       'SELECT id, key_id, user_id, team_id, cost, created_at FROM spend_logs WHERE NOT counted ORDER BY id LIMIT 500 FOR UPDATE SKIP LOCKED',
     );
     if (rows.length === 0) return 0;

@@ -47,7 +47,7 @@ interface Who {
   readonly teamId: string | undefined;
 }
 
-const NO_HEADERS: readonly [string, string][] = Object.freeze([]) as unknown as readonly [string, string][];
+const NO_HEADERS: readonly [string, string][] = Object.freeze([]);
 const WHAT: Record<string, string> = { key: 'this key', user: 'this user', team: "this key's team", deployment: 'the model deployment' };
 
 export class Limiter {
@@ -58,7 +58,13 @@ export class Limiter {
   readonly #defaultMaxTokens: number;
   #lastFaultLog = 0;
 
-  constructor(opts: { counters: Counters; dirs: LimitDirectories; failureMode: 'open' | 'closed'; logger: Logger; defaultMaxTokens: number }) {
+  constructor(opts: {
+    counters: Counters;
+    dirs: LimitDirectories;
+    failureMode: 'open' | 'closed';
+    logger: Logger;
+    defaultMaxTokens: number;
+  }) {
     this.counters = opts.counters;
     this.#dirs = opts.dirs;
     this.#failOpen = opts.failureMode === 'open';
@@ -145,7 +151,9 @@ export class Limiter {
       this.#lastFaultLog = t;
       this.#logger.error(
         { err: (err as Error).message, failure_mode: this.#failOpen ? 'open' : 'closed' },
-        this.#failOpen ? 'counters unreachable: admitting without limits (failure_mode: open)' : 'counters unreachable: denying (failure_mode: closed)',
+        this.#failOpen
+          ? 'counters unreachable: admitting without limits (failure_mode: open)'
+          : 'counters unreachable: denying (failure_mode: closed)',
       );
     }
     if (this.#failOpen) return { ok: true, lease: undefined, deployment, headers: NO_HEADERS };
@@ -165,9 +173,18 @@ function push(out: LimitSubject[], s: LimitSubject): void {
 function denial(a: Exclude<Admission, { ok: true }>): Admitted {
   const secs = Math.max(1, Math.ceil(a.retryAfterMs / 1000));
   const what = WHAT[a.subject.slice(0, a.subject.indexOf(':'))] ?? 'this caller';
-  const headers: [string, string][] = [['retry-after', String(secs)], ['retry-after-ms', String(Math.ceil(a.retryAfterMs))], ...rateHeaders(a.rate)];
+  const headers: [string, string][] = [
+    ['retry-after', String(secs)],
+    ['retry-after-ms', String(Math.ceil(a.retryAfterMs))],
+    ...rateHeaders(a.rate),
+  ];
   if (a.code === 'budget_exceeded') {
-    return { ok: false, code: 'budget_exceeded', message: `The budget of ${what} is spent for this period; it resets in ${secs} s.`, headers };
+    return {
+      ok: false,
+      code: 'budget_exceeded',
+      message: `The budget of ${what} is spent for this period; it resets in ${secs} s.`,
+      headers,
+    };
   }
   const message =
     a.limit === 'rpm'

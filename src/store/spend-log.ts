@@ -64,7 +64,8 @@ export class SpendLog {
       } catch (err) {
         this.#failures++;
         // One line per outage, not one per try.
-        if (this.#failures === 1) this.#logger.error({ err: (err as Error).message, pending: this.#buffer.length }, 'spend log write failed; retrying');
+        if (this.#failures === 1)
+          this.#logger.error({ err: (err as Error).message, pending: this.#buffer.length }, 'spend log write failed; retrying');
         this.#timer ??= setTimeout(() => void this.flush(), Math.min(5_000, FLUSH_MS * 2 ** Math.min(this.#failures, 4)));
         return;
       }

@@ -108,4 +108,3 @@ export async function withTimeout<T>(p: Promise<T>, ms: number, why: () => strin
     clearTimeout(timer);
   }
 }
-

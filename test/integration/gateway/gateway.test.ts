@@ -108,7 +108,9 @@ describe('gateway', () => {
     const usage = res.data.usage;
     assert.ok(usage);
     assert.equal(row.cost, usage.prompt_tokens * 0.001 + usage.completion_tokens * 0.002);
-    assert.equal(Number(res.response.headers.get('x-tollgate-response-cost')), row.cost);
+    // The header carries the cost to twelve significant digits (no float noise like 0.020999999999999998).
+    assert.equal(res.response.headers.get('x-tollgate-response-cost'), String(Number(row.cost.toPrecision(12))));
+    assert.ok(Math.abs(Number(res.response.headers.get('x-tollgate-response-cost')) - row.cost) < 1e-12);
     assert.equal(row.keyId, sha(KEY).slice(0, 16));
   });
 

@@ -14,7 +14,12 @@ import { children, startTollgate } from '../../support/process.js';
 
 const REDIS = process.env['TEST_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 const sha = (s: string): string => createHash('sha256').update(s).digest('hex');
-const KEYS = { rpm: 'sk-replicas-rpm-000001', tpm: 'sk-replicas-tpm-000001', par: 'sk-replicas-par-000001', budget: 'sk-replicas-bud-000001' };
+const KEYS = {
+  rpm: 'sk-replicas-rpm-000001',
+  tpm: 'sk-replicas-tpm-000001',
+  par: 'sk-replicas-par-000001',
+  budget: 'sk-replicas-bud-000001',
+};
 const BODY = JSON.stringify({ model: 'llama', messages: [{ role: 'user', content: 'hi' }], max_tokens: 100 });
 
 const config = (prefix: string): string => `

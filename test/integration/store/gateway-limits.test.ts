@@ -1,0 +1,135 @@
+/**
+ * Limits at the standalone gateway (the in-process counters): `x-ratelimit-*` on allowed replies, the
+ * contract's 429 with a real `retry-after`, and token reservations settled with the real usage, so a
+ * key gets the tokens it really used, not its max_tokens.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { prepareConfigText } from '../../../src/main/config-source.js';
+import { buildAuthorizer } from '../../../src/main/authz-app.js';
+import { startGateway, type GatewayApp } from '../../../src/main/gateway-app.js';
+import { openStore, type StoreApp } from '../../../src/main/store-app.js';
+import { contextSecret } from '../../../src/identity/context-token.js';
+import { createLogger } from '../../../src/telemetry/logger.js';
+import { startFakeVllm, type FakeVllm } from '../../support/fake-vllm.js';
+
+const MODEL = 'meta-llama/Llama-3.1-8B-Instruct';
+const RPM_KEY = 'sk-gateway-limits-rpm-01';
+const TPM_KEY = 'sk-gateway-limits-tpm-01';
+const BUDGET_KEY = 'sk-gateway-limits-bud-01';
+const sha = (s: string): string => createHash('sha256').update(s).digest('hex');
+
+describe('limits at the standalone gateway', { timeout: 30_000 }, () => {
+  let vllm: FakeVllm;
+  let store: StoreApp;
+  let gw: GatewayApp;
+
+  before(async () => {
+    // 11 prompt + 5 completion tokens per reply.
+    vllm = await startFakeVllm({ models: [MODEL] });
+    const prepared = prepareConfigText(
+      `
+model_list:
+  - model_name: llama
+    litellm_params: { model: openai/${MODEL}, api_base: "${vllm.apiBase}", input_cost_per_token: 0.01, output_cost_per_token: 0.02 }
+general_settings:
+  context_signing_key: gateway-limits-context-key-0123456789abcdef
+keys:
+  - key: sha256:${sha(RPM_KEY)}
+    rpm_limit: 2
+  - key: sha256:${sha(TPM_KEY)}
+    tpm_limit: 400
+  - key: sha256:${sha(BUDGET_KEY)}
+    max_budget: 0.5
+    budget_duration: 1d
+`,
+      'limits.yaml',
+      {},
+    );
+    const secret = contextSecret(prepared.config.general_settings.context_signing_key, undefined) as Buffer;
+    const logger = createLogger('silent');
+    store = await openStore(prepared.config, { logger, withDb: false, catalog: () => parts.authorizer.rules.catalog });
+    const parts = buildAuthorizer(prepared.config, prepared.policy, secret, {
+      keys: store.keys,
+      teams: store.teams,
+      limiter: store.limiter,
+    });
+    gw = await startGateway(prepared.config, parts, secret, {
+      host: '127.0.0.1',
+      port: 0,
+      logger,
+      spend: store.accounting,
+      leases: store.accounting,
+    });
+  });
+
+  after(async () => {
+    await gw.close(500);
+    await store.close(500);
+    await vllm.close();
+  });
+
+  const chat = (key: string, maxTokens: number): Promise<Response> =>
+    fetch(`http://127.0.0.1:${gw.port}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'llama', messages: [{ role: 'user', content: 'hi' }], max_tokens: maxTokens }),
+      signal: AbortSignal.timeout(10_000),
+    });
+
+  test('rpm: x-ratelimit-* on allowed replies, then 429 rate_limit_exceeded with a real retry-after', async () => {
+    const first = await chat(RPM_KEY, 5);
+    assert.equal(first.status, 200);
+    assert.equal(first.headers.get('x-ratelimit-limit-requests'), '2');
+    assert.equal(first.headers.get('x-ratelimit-remaining-requests'), '1');
+    await first.text();
+    const second = await chat(RPM_KEY, 5);
+    assert.equal(second.headers.get('x-ratelimit-remaining-requests'), '0');
+    await second.text();
+    const third = await chat(RPM_KEY, 5);
+    assert.equal(third.status, 429);
+    const retry = Number(third.headers.get('retry-after'));
+    assert.ok(retry >= 59 && retry <= 60, `retry-after ${retry}`);
+    assert.equal(third.headers.get('x-ratelimit-remaining-requests'), '0');
+    const body = (await third.json()) as { error: { type: string; code: string; message: string } };
+    assert.equal(body.error.type, 'rate_limit_error');
+    assert.equal(body.error.code, 'rate_limit_exceeded');
+    assert.doesNotMatch(body.error.message, /sk-/);
+  });
+
+  test('tpm: a reply settles its reservation to the real usage, so more requests fit than max_tokens suggests', async () => {
+    // Each request reserves ~15 + 150 tokens but uses 16: sequential requests keep fitting in 400.
+    let allowed = 0;
+    for (let i = 0; i < 10; i++) {
+      const r = await chat(TPM_KEY, 150);
+      if (r.status === 200) allowed++;
+      await r.text();
+    }
+    assert.equal(allowed, 10, 'settled usage (16 tokens each) leaves room; reservations alone would stop at 2');
+    // Concurrent requests hold their reservations at once: the tpm stops them.
+    const burst = await Promise.all(Array.from({ length: 6 }, () => chat(TPM_KEY, 150)));
+    const statuses = await Promise.all(burst.map(async (r) => (await r.text(), r.status)));
+    assert.ok(statuses.includes(429), `a concurrent burst past the tpm is refused: ${statuses.join(',')}`);
+  });
+
+  test('budget: spend of each reply counts; past the budget, 429 insufficient_quota with x-should-retry: false', async () => {
+    // 11 × 0.01 + 5 × 0.02 = 0.21 a reply: the third crosses 0.5 and the fourth is refused.
+    const statuses: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      const r = await chat(BUDGET_KEY, 5);
+      statuses.push(r.status);
+      if (r.status !== 200) {
+        assert.equal(r.headers.get('x-should-retry'), 'false');
+        const body = (await r.json()) as { error: { type: string; code: string } };
+        assert.deepEqual([body.error.type, body.error.code], ['insufficient_quota', 'budget_exceeded']);
+      } else {
+        assert.equal(r.headers.get('x-tollgate-response-cost'), '0.21');
+        await r.text();
+      }
+      // Settlement runs as the reply ends; give it the moment it takes.
+      await new Promise((res) => setTimeout(res, 20));
+    }
+    assert.deepEqual(statuses, [200, 200, 200, 429]);
+  });
+});

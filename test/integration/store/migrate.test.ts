@@ -1,0 +1,101 @@
+/**
+ * Migrations run the same on embedded PGlite and on the real PostgreSQL (a schema of this test's own), once
+ * each, also when two replicas start at once; the spend log writes its batches on both.
+ */
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { openDb, type Db } from '../../../src/store/db.js';
+import { migrate, readMigrations } from '../../../src/store/migrate.js';
+import { SpendLog } from '../../../src/store/spend-log.js';
+import { createLogger } from '../../../src/telemetry/logger.js';
+
+const PG = process.env['TEST_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
+const TABLES = ['keys', 'models', 'spend_logs', 'teams', 'tollgate_migrations', 'users'];
+
+async function tables(db: Db): Promise<string[]> {
+  const rows = await db.query<{ table_name: string }>(
+    "SELECT table_name FROM information_schema.tables WHERE table_schema = $1 AND table_type = 'BASE TABLE' ORDER BY table_name",
+    [db.schema],
+  );
+  return rows.map((r) => r.table_name);
+}
+
+async function spendLogRoundTrip(db: Db): Promise<void> {
+  const log = new SpendLog(db, createLogger('silent'));
+  for (let i = 0; i < 3; i++) {
+    log.add({
+      requestId: `r${i}`,
+      keyId: 'abcdef0123456789',
+      userId: undefined,
+      teamId: 'platform',
+      model: 'llama',
+      deployment: 'llama-1',
+      promptTokens: 10,
+      completionTokens: i,
+      cost: 0.5,
+      status: 200,
+      latencyMs: 12.5,
+      estimated: false,
+      at: Date.UTC(2026, 10, 23),
+      counted: i !== 2,
+    });
+  }
+  assert.equal(log.pending, 3);
+  assert.equal(await log.close(5000), 0);
+  const rows = await db.query<{ n: string; cost: number; uncounted: string }>(
+    'SELECT count(*) AS n, sum(cost) AS cost, count(*) FILTER (WHERE NOT counted) AS uncounted FROM spend_logs WHERE key_id = $1',
+    ['abcdef0123456789'],
+  );
+  assert.deepEqual(
+    rows.map((r) => [Number(r.n), Number(r.cost), Number(r.uncounted)]),
+    [[3, 1.5, 1]],
+  );
+}
+
+describe('migrations and the spend log', { timeout: 60_000 }, () => {
+  const schemas: string[] = [];
+  after(async () => {
+    const db = await openDb({ url: PG });
+    for (const s of schemas) await db.query(`DROP SCHEMA IF EXISTS ${s} CASCADE`);
+    await db.close();
+  });
+
+  test('PGlite: applied once, then nothing left to apply', async () => {
+    const db = await openDb({});
+    try {
+      assert.deepEqual(
+        await migrate(db),
+        readMigrations().map((m) => m.name),
+      );
+      assert.deepEqual(await migrate(db), []);
+      assert.deepEqual(await tables(db), TABLES);
+      await spendLogRoundTrip(db);
+    } finally {
+      await db.close();
+    }
+  });
+
+  test('PostgreSQL: two replicas migrating at once apply each migration exactly once', async () => {
+    const schema = `tg_migrate_${randomUUID().replaceAll('-', '').slice(0, 12)}`;
+    schemas.push(schema);
+    const [a, b] = await Promise.all([openDb({ url: `${PG}?schema=${schema}` }), openDb({ url: PG, schema })]);
+    try {
+      const [ra, rb] = await Promise.all([migrate(a), migrate(b)]);
+      assert.deepEqual(
+        [...ra, ...rb].sort(),
+        readMigrations().map((m) => m.name),
+      );
+      assert.deepEqual(await tables(a), TABLES);
+      const versions = await a.query<{ version: number }>('SELECT version FROM tollgate_migrations');
+      assert.equal(versions.length, readMigrations().length);
+      await spendLogRoundTrip(b);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  test('a schema name that is not a plain identifier is refused, not interpolated', async () => {
+    await assert.rejects(openDb({ url: `${PG}?schema=x;drop table y` }), /not a plain PostgreSQL name/);
+  });
+});
