@@ -45,6 +45,14 @@ const AUDIENCE = 'tollgate-bench';
 const MODEL = 'llama-3.1-8b-instruct';
 
 const cpuProf = process.argv.includes('--cpu-prof');
+/**
+ * `--redis [url]`: tollgate counts the bench key's rpm and tpm in Redis (one Lua call per Check), against
+ * the same no-op server; the target is then 0.5, and the Redis round trips per Check are reported.
+ */
+const redisAt = process.argv.indexOf('--redis');
+const redisUrl =
+  redisAt < 0 ? undefined : process.argv[redisAt + 1]?.startsWith('redis') ? process.argv[redisAt + 1] : 'redis://127.0.0.1:6379';
+const TARGET_RATIO_REDIS = 0.5;
 
 // ---------------------------------------------------------------------------------------------------
 // Server children
@@ -168,6 +176,14 @@ function benchHeaders(jwt: string, key: string, body: string): Record<string, st
 }
 
 function benchConfig(issuer: string): string {
+  const limits =
+    redisUrl === undefined
+      ? ''
+      : `    rpm_limit: 1000000000
+    tpm_limit: 1000000000000
+`;
+  const store =
+    redisUrl === undefined ? '' : `  redis_url: ${redisUrl}\n  redis_key_prefix: "tollgate-bench-${randomBytes(6).toString('hex')}:"\n`;
   return `
 model_list:
   - model_name: ${MODEL}
@@ -178,7 +194,7 @@ model_list:
     model_info: { id: llama-8b-b }
 general_settings:
   context_signing_key: bench-context-signing-key-0123456789abcdef
-auth:
+${store}auth:
   jwt:
     issuer: "${issuer}"
     audience: ${AUDIENCE}
@@ -193,7 +209,29 @@ keys:
     key_alias: bench
     models: [${MODEL}]
     user_id: alice
-`;
+${limits}`;
+}
+
+/**
+ * Redis's command counts so far (INFO commandstats), by a connection of its own: EVAL/EVALSHA calls (round
+ * trips from tollgate: it sends nothing else on the Check path) and every command, those run inside scripts included.
+ */
+async function redisCommands(url: string): Promise<{ scripts: number; all: number }> {
+  const { Redis } = await import('ioredis');
+  const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await r.connect();
+    const info = await r.info('commandstats');
+    let all = 0;
+    let scripts = 0;
+    for (const m of info.matchAll(/^cmdstat_(\w+):calls=(\d+)/gm)) {
+      all += Number(m[2]);
+      if (m[1] === 'evalsha' || m[1] === 'eval') scripts += Number(m[2]);
+    }
+    return { scripts, all };
+  } finally {
+    r.disconnect();
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -375,6 +413,17 @@ async function main(): Promise<void> {
         `${CONCURRENCY} in flight over ${CONNECTIONS} connections, ${FIRST_WARMUP_MS / 1000} s (then ${WARMUP_MS / 1000} s) warm-up + ${MEASURE_MS / 1000} s measured, ${ROUNDS} rounds`,
     );
 
+    if (redisUrl !== undefined) {
+      // Round trips per Check: Redis's command count over 500 sequential Checks (the INFO call itself counts one).
+      const before = await redisCommands(redisUrl);
+      for (let i = 0; i < 500; i++) await call(targets[0] as Target, frame);
+      const after = await redisCommands(redisUrl);
+      console.log(
+        `Redis round trips (EVALSHA) per Check: ${((after.scripts - before.scripts) / 500).toFixed(2)} (target: 1); ` +
+          `commands run inside the script per Check: ${((after.all - before.all - 1) / 500).toFixed(1)}`,
+      );
+    }
+
     const latencies = new Float64Array(4 * 1024 * 1024);
     const runs = new Map<string, Run[]>();
     for (let round = 1; round <= ROUNDS; round++) {
@@ -448,7 +497,10 @@ async function main(): Promise<void> {
     );
     const t = rows.find((r) => r.name === 'tollgate')?.throughput ?? NaN;
     const n = rows.find((r) => r.name === 'noop')?.throughput ?? NaN;
-    console.log(`ratio tollgate/noop throughput: ${(t / n).toFixed(2)} (target >= ${TARGET_RATIO.toFixed(2)})`);
+    const target = redisUrl === undefined ? TARGET_RATIO : TARGET_RATIO_REDIS;
+    console.log(
+      `ratio tollgate${redisUrl === undefined ? '' : ' (redis_url)'}/noop throughput: ${(t / n).toFixed(2)} (target >= ${target.toFixed(2)})`,
+    );
   } finally {
     for (const c of clients) c.close();
     await Promise.all(servers.map((s) => s.stop()));

@@ -37,6 +37,12 @@ const ALIAS = 'llama-3.1-8b-instruct';
 const PORTKEY_SCRIPT = fileURLToPath(new URL('../../node_modules/@portkey-ai/gateway/build/start-server.js', import.meta.url));
 
 const cpuProf = process.argv.includes('--cpu-prof');
+/**
+ * The spend log goes to PostgreSQL, as in a deployment (a schema of the bench's own, dropped after). Embedded
+ * PGlite — the default without database_url — runs PostgreSQL in WebAssembly inside the gateway process and
+ * costs it CPU and ~300 MB of memory; it is for one small install, not for this load.
+ */
+const BENCH_DATABASE_URL = `${process.env['TEST_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test'}?schema=tollgate_bench_${randomBytes(4).toString('hex')}`;
 
 // ---------------------------------------------------------------------------------------------------
 // Server children
@@ -381,6 +387,7 @@ model_list:
     model_info: { id: fake-vllm-a }
 general_settings:
   context_signing_key: bench-context-signing-key-0123456789abcdef
+  database_url: ${BENCH_DATABASE_URL}
 keys:
   - key: "${keyHash}"
     key_alias: bench

@@ -10,13 +10,16 @@ import { loadBenchConfig } from './bench-config.js';
 import { failStartup, serveParent } from './ipc.js';
 
 async function main(): Promise<void> {
-  const { parts } = loadBenchConfig();
   const logger = createLogger('info');
+  const { parts, store } = await loadBenchConfig(logger, false);
   const metrics = createMetrics({ defaultMetrics: true });
   const app = await startAuthz(parts, { host: '127.0.0.1', port: 0, logger, metrics });
   // startAuthz keeps retrying in the background when the IdP is down; a bench must not start that way.
   if (parts.verifier !== undefined && parts.verifier.keyCount === 0) throw new Error('the IdP keys did not load');
-  serveParent(app.port, () => app.close(2000));
+  serveParent(app.port, async () => {
+    await app.close(2000);
+    await store.close(2000);
+  });
 }
 
 main().catch(failStartup);
