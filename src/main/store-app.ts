@@ -5,14 +5,16 @@
  */
 import type { Config } from '../config/schema.js';
 import type { TeamRecord } from '../core/decide.js';
-import { limitsOf, StaticKeyDirectory, type KeyDirectory, type Limits } from '../identity/keys.js';
+import { keyId, limitsOf, StaticKeyDirectory, type KeyDirectory, type Limits } from '../identity/keys.js';
 import type { ModelCatalog } from '../routing/deployments.js';
 import { Accounting, seedBudgets, startReplay, type BudgetSubject } from '../store/accounting.js';
+import { LocalChangeBus, PgChangeBus, RedisChangeBus, type ChangeBus } from '../store/change-bus.js';
 import type { Counters } from '../store/counters.js';
 import { openDb, type Db } from '../store/db.js';
 import { Limiter } from '../store/limiter.js';
 import { MemoryCounters } from '../store/memory-counters.js';
 import { migrate } from '../store/migrate.js';
+import { RecordCache, RecordStore } from '../store/records.js';
 import { RedisCounters } from '../store/redis-counters.js';
 import type { SpendRecorder } from '../store/spend.js';
 import { SpendLog } from '../store/spend-log.js';
@@ -24,6 +26,8 @@ export interface StoreApp {
   readonly db: Db | undefined;
   readonly keys: KeyDirectory;
   readonly teams: ReadonlyMap<string, TeamRecord>;
+  /** Writes of keys, teams and users, broadcast to every replica (absent without a records database). */
+  readonly records: RecordStore | undefined;
   readonly limiter: Limiter;
   readonly accounting: Accounting;
   /** The counters answer (Redis connected, or in-process). */
@@ -53,15 +57,8 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
     redis_url: config.general_settings.redis_url ?? nonEmpty(env['REDIS_URL']),
   };
   const { logger } = opts;
-  const keys = new StaticKeyDirectory(config.keys);
-  const teams = teamsFromConfig(config);
-  const users = new Map<string, Limits>(config.users.map((u) => [u.user_id, limitsOf(u)]));
-  const budgetSubjects: BudgetSubject[] = [
-    ...config.keys.map((k) => ({ subject: `key:${keys.get(k.key.slice('sha256:'.length))?.id ?? ''}`, limits: limitsOf(k) })),
-    ...config.teams.map((t) => ({ subject: `team:${t.team_id}`, limits: limitsOf(t) })),
-    ...config.users.map((u) => ({ subject: `user:${u.user_id}`, limits: limitsOf(u) })),
-  ].filter((b) => b.limits.maxBudget !== undefined);
-  const budgetOf = (subject: string): Limits | undefined => budgetSubjects.find((b) => b.subject === subject)?.limits;
+  const configKeys = new StaticKeyDirectory(config.keys);
+  const configUsers = new Map<string, Limits>(config.users.map((u) => [u.user_id, limitsOf(u)]));
 
   let db: Db | undefined;
   if (opts.withDb) {
@@ -75,7 +72,48 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
     }
   }
 
-  const cleanups: (() => void)[] = [];
+  // Keys, teams and users: the config's, then the database's, cached here and kept current by the broadcast.
+  let bus: ChangeBus | undefined;
+  if (db !== undefined) {
+    const notifyDb = db;
+    bus =
+      gs.redis_url !== undefined
+        ? new RedisChangeBus(gs.redis_url, gs.redis_key_prefix)
+        : db.kind === 'postgres' && gs.database_url !== undefined
+          ? new PgChangeBus(gs.database_url, db.schema, async (channel, payload) => {
+              await notifyDb.query('SELECT pg_notify($1, $2)', [channel, payload]);
+            })
+          : new LocalChangeBus();
+  }
+  const cache = new RecordCache({ configKeys, configTeams: teamsFromConfig(config), configUsers, db, logger });
+  try {
+    await cache.start(bus);
+  } catch (err) {
+    await bus?.close();
+    await db?.close();
+    throw err;
+  }
+  const records = db === undefined || bus === undefined ? undefined : new RecordStore(db, bus);
+  const keys: KeyDirectory = cache;
+  const teams = cache.teams;
+  const users = cache.users;
+  /** Subjects with a budget, now (config and database records). */
+  const budgetSubjects = (): BudgetSubject[] =>
+    [
+      ...config.keys.map((k) => ({ subject: `key:${keyId(k.key.slice('sha256:'.length))}`, limits: limitsOf(k) })),
+      ...[...cache.apiKeys()].map((k) => ({ subject: `key:${k.id}`, limits: k.limits })),
+      ...[...teams.values()].map((t) => ({ subject: `team:${t.teamId}`, limits: t.limits })),
+      ...[...users].map(([id, limits]) => ({ subject: `user:${id}`, limits })),
+    ].filter((b) => b.limits.maxBudget !== undefined);
+  const budgetOf = (subject: string): Limits | undefined => {
+    const [kind, id = ''] = [subject.slice(0, subject.indexOf(':')), subject.slice(subject.indexOf(':') + 1)];
+    if (kind === 'key') return keys.byId(id)?.limits;
+    if (kind === 'team') return teams.get(id)?.limits;
+    if (kind === 'user') return users.get(id);
+    return undefined;
+  };
+
+  const cleanups: (() => void)[] = [() => cache.stop()];
   let counters: Counters;
   if (gs.redis_url !== undefined) {
     const redis = new RedisCounters({ url: gs.redis_url, prefix: gs.redis_key_prefix });
@@ -88,7 +126,7 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
           .set(`${gs.redis_key_prefix}seeded`, String(Date.now()), 'NX')
           .then(async (won) => {
             if (won !== 'OK') return;
-            const n = await seedBudgets(seedDb, redis, budgetSubjects, Date.now(), true);
+            const n = await seedBudgets(seedDb, redis, budgetSubjects(), Date.now(), true);
             if (n > 0) logger.info({ subjects: n }, 'budgets seeded into Redis from the spend log');
           })
           .catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'could not seed budgets into Redis'));
@@ -103,7 +141,7 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
   } else {
     counters = new MemoryCounters();
     logger.warn('no redis_url: rate limits and budgets are counted in this process only (run one replica, or set redis_url)');
-    if (db !== undefined) await seedBudgets(db, counters, budgetSubjects, Date.now(), false);
+    if (db !== undefined) await seedBudgets(db, counters, budgetSubjects(), Date.now(), false);
   }
 
   const limiter = new Limiter({
@@ -120,6 +158,7 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
     db,
     keys,
     teams,
+    records,
     limiter,
     accounting,
     ready: () => !(counters instanceof RedisCounters) || counters.redis.status === 'ready',
@@ -127,6 +166,7 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
       for (const c of cleanups) c();
       await accounting.close(graceMs);
       await counters.close();
+      await bus?.close();
       await db?.close();
     },
   };

@@ -1,0 +1,158 @@
+/**
+ * The broadcast that tells every replica a record changed (a key generated, blocked or deleted; a team or
+ * user updated), so its in-process cache reloads that record at once: Redis pub/sub with `redis_url`,
+ * else PostgreSQL LISTEN/NOTIFY, else (embedded PGlite: one process) in-process delivery. A subscriber
+ * that was disconnected may have missed messages, so it is told to reload everything when it reconnects.
+ */
+import { EventEmitter } from 'node:events';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+
+const SUBSCRIBE_WAIT_MS = 3_000;
+
+/** `p`, or nothing after `ms`. */
+async function bounded(p: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([p.catch(() => undefined), new Promise((r) => (timer = setTimeout(r, ms)))]);
+  clearTimeout(timer);
+}
+
+export interface RecordChange {
+  readonly kind: 'key' | 'team' | 'user' | 'model';
+  /** Key hash, team id, user id or model id. */
+  readonly id: string;
+}
+
+export interface ChangeBus {
+  publish(change: RecordChange): Promise<void>;
+  /**
+   * `onChange` for each change; `onResync` after a reconnect, when changes may have been missed. Resolves once
+   * the subscription is active (or after `SUBSCRIBE_WAIT_MS`, when the broker is down: `onResync` follows its return).
+   */
+  subscribe(onChange: (c: RecordChange) => void, onResync: () => void): Promise<void>;
+  close(): Promise<void>;
+}
+
+function parse(message: string): RecordChange | undefined {
+  try {
+    const v = JSON.parse(message) as Partial<RecordChange>;
+    if ((v.kind === 'key' || v.kind === 'team' || v.kind === 'user' || v.kind === 'model') && typeof v.id === 'string') {
+      return { kind: v.kind, id: v.id };
+    }
+  } catch {
+    // not ours
+  }
+  return undefined;
+}
+
+export class LocalChangeBus implements ChangeBus {
+  readonly #events = new EventEmitter();
+  publish(change: RecordChange): Promise<void> {
+    this.#events.emit('change', change);
+    return Promise.resolve();
+  }
+  subscribe(onChange: (c: RecordChange) => void): Promise<void> {
+    this.#events.on('change', onChange);
+    return Promise.resolve();
+  }
+  close(): Promise<void> {
+    this.#events.removeAllListeners();
+    return Promise.resolve();
+  }
+}
+
+export class RedisChangeBus implements ChangeBus {
+  readonly #channel: string;
+  readonly #pub: Redis;
+  readonly #sub: Redis;
+
+  constructor(url: string, prefix: string) {
+    this.#channel = `${prefix}changes`;
+    // Publishing may wait briefly for a reconnect; the subscriber lives on its own connection (subscriber mode).
+    this.#pub = new Redis(url, { maxRetriesPerRequest: 1, commandTimeout: 2_000, retryStrategy: (n: number) => Math.min(100 * n, 2000) });
+    this.#sub = new Redis(url, { retryStrategy: (n: number) => Math.min(100 * n, 2000) });
+    this.#pub.on('error', () => undefined);
+    this.#sub.on('error', () => undefined);
+  }
+
+  async publish(change: RecordChange): Promise<void> {
+    await this.#pub.publish(this.#channel, JSON.stringify(change));
+  }
+
+  async subscribe(onChange: (c: RecordChange) => void, onResync: () => void): Promise<void> {
+    let starting = true;
+    this.#sub.on('message', (_channel: string, message: string) => {
+      const c = parse(message);
+      if (c !== undefined) onChange(c);
+    });
+    // ioredis subscribes again by itself after a reconnect; what was published meanwhile is gone.
+    this.#sub.on('ready', () => {
+      if (!starting) onResync();
+    });
+    await bounded(this.#sub.subscribe(this.#channel), SUBSCRIBE_WAIT_MS);
+    starting = false;
+  }
+
+  async close(): Promise<void> {
+    this.#pub.disconnect();
+    this.#sub.disconnect();
+    return Promise.resolve();
+  }
+}
+
+/** LISTEN/NOTIFY on a dedicated connection, reconnected after a failure. */
+export class PgChangeBus implements ChangeBus {
+  readonly #url: string;
+  readonly #channel: string;
+  readonly #notify: (payload: string) => Promise<void>;
+  #client: pg.Client | undefined;
+  #closed = false;
+  #retry: NodeJS.Timeout | undefined;
+
+  /** `notify` runs `SELECT pg_notify($1, $2)` on the records pool. */
+  constructor(url: string, schema: string, notify: (channel: string, payload: string) => Promise<void>) {
+    this.#url = url;
+    this.#channel = `tollgate_changes_${schema}`;
+    this.#notify = (payload) => notify(this.#channel, payload);
+  }
+
+  publish(change: RecordChange): Promise<void> {
+    return this.#notify(JSON.stringify(change));
+  }
+
+  subscribe(onChange: (c: RecordChange) => void, onResync: () => void): Promise<void> {
+    const connect = async (again: boolean): Promise<void> => {
+      if (this.#closed) return;
+      const u = new URL(this.#url);
+      u.searchParams.delete('schema');
+      const client = new pg.Client({ connectionString: u.toString() });
+      const retry = (): void => {
+        client.removeAllListeners();
+        void client.end().catch(() => undefined);
+        if (this.#closed) return;
+        this.#retry = setTimeout(() => void connect(true), 1_000);
+        this.#retry.unref();
+      };
+      client.on('error', retry);
+      client.on('notification', (n) => {
+        const c = n.payload === undefined ? undefined : parse(n.payload);
+        if (c !== undefined) onChange(c);
+      });
+      try {
+        await client.connect();
+        await client.query(`LISTEN ${this.#channel}`);
+        this.#client = client;
+        if (again) onResync();
+      } catch {
+        retry();
+      }
+    };
+    return bounded(connect(false), SUBSCRIBE_WAIT_MS);
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    clearTimeout(this.#retry);
+    await this.#client?.end().catch(() => undefined);
+  }
+}

@@ -1,0 +1,263 @@
+/**
+ * Keys, teams and users kept in the records database (made through the admin API), and the in-process
+ * cache that Check reads: it never waits on the database. The cache is loaded at boot, reloads one record
+ * when the change bus says it changed (every replica within milliseconds), and reloads everything after a
+ * missed broadcast and every RELOAD_MS as a safety net. Records declared in the config file come first and
+ * are read-only.
+ */
+import type { TeamRecord } from '../core/decide.js';
+import { keyId, type KeyDirectory, type KeyRecord, type Limits } from '../identity/keys.js';
+import type { Logger } from '../telemetry/logger.js';
+import type { ChangeBus, RecordChange } from './change-bus.js';
+import type { Queryable } from './db.js';
+
+const RELOAD_MS = 30_000;
+
+interface LimitColumns {
+  max_budget: number | null;
+  budget_duration: string | null;
+  rpm_limit: number | null;
+  tpm_limit: number | null;
+  max_parallel_requests: number | null;
+}
+
+interface KeyRow extends LimitColumns {
+  key_hash: string;
+  key_alias: string | null;
+  models: unknown;
+  user_id: string | null;
+  team_id: string | null;
+  blocked: boolean;
+  expires_at: Date | string | null;
+  metadata: unknown;
+}
+
+interface TeamRow extends LimitColumns {
+  team_id: string;
+  team_alias: string | null;
+  models: unknown;
+  blocked: boolean;
+  metadata: unknown;
+}
+
+interface UserRow extends LimitColumns {
+  user_id: string;
+}
+
+const KEY_COLUMNS =
+  'key_hash, key_alias, models, user_id, team_id, blocked, expires_at, metadata, max_budget, budget_duration, rpm_limit, tpm_limit, max_parallel_requests';
+const TEAM_COLUMNS =
+  'team_id, team_alias, models, blocked, metadata, max_budget, budget_duration, rpm_limit, tpm_limit, max_parallel_requests';
+const USER_COLUMNS = 'user_id, max_budget, budget_duration, rpm_limit, tpm_limit, max_parallel_requests';
+
+function limitsFrom(r: LimitColumns): Limits {
+  return {
+    maxBudget: r.max_budget ?? undefined,
+    budgetDuration: r.budget_duration ?? undefined,
+    rpmLimit: r.rpm_limit ?? undefined,
+    tpmLimit: r.tpm_limit ?? undefined,
+    maxParallelRequests: r.max_parallel_requests ?? undefined,
+  };
+}
+
+const strings = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : []);
+const object = (v: unknown): Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
+
+export function keyFromRow(r: KeyRow): KeyRecord {
+  return {
+    hash: r.key_hash,
+    id: keyId(r.key_hash),
+    alias: r.key_alias ?? undefined,
+    models: strings(r.models),
+    userId: r.user_id ?? undefined,
+    teamId: r.team_id ?? undefined,
+    expiresAt: r.expires_at === null ? undefined : new Date(r.expires_at).getTime(),
+    blocked: r.blocked,
+    limits: limitsFrom(r),
+    metadata: object(r.metadata),
+    source: 'api',
+  };
+}
+
+function teamFromRow(r: TeamRow): TeamRecord {
+  return {
+    teamId: r.team_id,
+    alias: r.team_alias ?? undefined,
+    models: strings(r.models),
+    blocked: r.blocked,
+    limits: limitsFrom(r),
+    metadata: object(r.metadata),
+  };
+}
+
+/** Writes of records, each followed by the broadcast (the admin API's path; tests use it too). */
+export class RecordStore {
+  readonly #db: Queryable;
+  readonly #bus: ChangeBus;
+  constructor(db: Queryable, bus: ChangeBus) {
+    this.#db = db;
+    this.#bus = bus;
+  }
+
+  async putKey(k: KeyRecord): Promise<void> {
+    const l = k.limits;
+    await this.#db.query(
+      `INSERT INTO keys (key_hash, key_id, key_alias, models, user_id, team_id, blocked, expires_at, metadata,
+                         max_budget, budget_duration, rpm_limit, tpm_limit, max_parallel_requests)
+       VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14)
+       ON CONFLICT (key_hash) DO UPDATE SET key_alias = $3, models = $4::jsonb, user_id = $5, team_id = $6, blocked = $7,
+         expires_at = $8, metadata = $9::jsonb, max_budget = $10, budget_duration = $11, rpm_limit = $12, tpm_limit = $13,
+         max_parallel_requests = $14, updated_at = now()`,
+      [
+        k.hash,
+        k.id,
+        k.alias ?? null,
+        JSON.stringify(k.models),
+        k.userId ?? null,
+        k.teamId ?? null,
+        k.blocked,
+        k.expiresAt === undefined ? null : new Date(k.expiresAt).toISOString(),
+        JSON.stringify(k.metadata),
+        l.maxBudget ?? null,
+        l.budgetDuration ?? null,
+        l.rpmLimit ?? null,
+        l.tpmLimit ?? null,
+        l.maxParallelRequests ?? null,
+      ],
+    );
+    await this.#bus.publish({ kind: 'key', id: k.hash });
+  }
+
+  async deleteKey(hash: string): Promise<boolean> {
+    const rows = await this.#db.query('DELETE FROM keys WHERE key_hash = $1 RETURNING key_hash', [hash]);
+    await this.#bus.publish({ kind: 'key', id: hash });
+    return rows.length > 0;
+  }
+
+  async setKeyBlocked(hash: string, blocked: boolean): Promise<boolean> {
+    const rows = await this.#db.query('UPDATE keys SET blocked = $2, updated_at = now() WHERE key_hash = $1 RETURNING key_hash', [
+      hash,
+      blocked,
+    ]);
+    await this.#bus.publish({ kind: 'key', id: hash });
+    return rows.length > 0;
+  }
+}
+
+/**
+ * What Check reads: the config's keys, teams and users, then the database's. `teams` and `users` are live
+ * maps (updated in place), so holders of them see changes without being handed new ones.
+ */
+export class RecordCache implements KeyDirectory {
+  readonly teams = new Map<string, TeamRecord>();
+  readonly users = new Map<string, Limits>();
+  readonly #configKeys: KeyDirectory;
+  readonly #configTeams: ReadonlyMap<string, TeamRecord>;
+  readonly #configUsers: ReadonlyMap<string, Limits>;
+  #byHash = new Map<string, KeyRecord>();
+  #byId = new Map<string, KeyRecord>();
+  readonly #db: Queryable | undefined;
+  readonly #logger: Logger;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(opts: {
+    configKeys: KeyDirectory;
+    configTeams: ReadonlyMap<string, TeamRecord>;
+    configUsers: ReadonlyMap<string, Limits>;
+    db: Queryable | undefined;
+    logger: Logger;
+  }) {
+    this.#configKeys = opts.configKeys;
+    this.#configTeams = opts.configTeams;
+    this.#configUsers = opts.configUsers;
+    this.#db = opts.db;
+    this.#logger = opts.logger;
+    for (const [id, t] of this.#configTeams) this.teams.set(id, t);
+    for (const [id, u] of this.#configUsers) this.users.set(id, u);
+  }
+
+  get(hash: string): KeyRecord | undefined {
+    return this.#configKeys.get(hash) ?? this.#byHash.get(hash);
+  }
+
+  byId(id: string): KeyRecord | undefined {
+    return this.#configKeys.byId(id) ?? this.#byId.get(id);
+  }
+
+  /** Every database key (for budgets and admin views). */
+  apiKeys(): IterableIterator<KeyRecord> {
+    return this.#byHash.values();
+  }
+
+  /** Follows the bus, then loads everything (in that order, so no change falls between the two). */
+  async start(bus: ChangeBus | undefined): Promise<void> {
+    await bus?.subscribe(
+      (c) => void this.#reload(c).catch((err: unknown) => this.#failed(err)),
+      () => void this.reloadAll().catch((err: unknown) => this.#failed(err)),
+    );
+    await this.reloadAll();
+    this.#timer = setInterval(() => void this.reloadAll().catch((err: unknown) => this.#failed(err)), RELOAD_MS);
+    this.#timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+  }
+
+  async reloadAll(): Promise<void> {
+    const db = this.#db;
+    if (db === undefined) return;
+    const [keys, teams, users] = await Promise.all([
+      db.query<KeyRow>(`SELECT ${KEY_COLUMNS} FROM keys`),
+      db.query<TeamRow>(`SELECT ${TEAM_COLUMNS} FROM teams`),
+      db.query<UserRow>(`SELECT ${USER_COLUMNS} FROM users`),
+    ]);
+    const byHash = new Map<string, KeyRecord>();
+    const byId = new Map<string, KeyRecord>();
+    for (const r of keys) {
+      const k = keyFromRow(r);
+      byHash.set(k.hash, k);
+      byId.set(k.id, k);
+    }
+    // Swapped whole, so a Check never sees half a reload.
+    this.#byHash = byHash;
+    this.#byId = byId;
+    const seenTeams = new Set(teams.map((r) => r.team_id));
+    for (const r of teams) if (!this.#configTeams.has(r.team_id)) this.teams.set(r.team_id, teamFromRow(r));
+    for (const id of [...this.teams.keys()]) if (!this.#configTeams.has(id) && !seenTeams.has(id)) this.teams.delete(id);
+    const seenUsers = new Set(users.map((r) => r.user_id));
+    for (const r of users) if (!this.#configUsers.has(r.user_id)) this.users.set(r.user_id, limitsFrom(r));
+    for (const id of [...this.users.keys()]) if (!this.#configUsers.has(id) && !seenUsers.has(id)) this.users.delete(id);
+  }
+
+  async #reload(c: RecordChange): Promise<void> {
+    const db = this.#db;
+    if (db === undefined) return;
+    if (c.kind === 'key') {
+      const rows = await db.query<KeyRow>(`SELECT ${KEY_COLUMNS} FROM keys WHERE key_hash = $1`, [c.id]);
+      // Changed in place: one synchronous step, so a Check sees the old record or the new one.
+      const old = this.#byHash.get(c.id);
+      if (old !== undefined) this.#byId.delete(old.id);
+      this.#byHash.delete(c.id);
+      const row = rows[0];
+      if (row !== undefined) {
+        const k = keyFromRow(row);
+        this.#byHash.set(k.hash, k);
+        this.#byId.set(k.id, k);
+      }
+    } else if (c.kind === 'team' && !this.#configTeams.has(c.id)) {
+      const row = (await db.query<TeamRow>(`SELECT ${TEAM_COLUMNS} FROM teams WHERE team_id = $1`, [c.id]))[0];
+      if (row === undefined) this.teams.delete(c.id);
+      else this.teams.set(c.id, teamFromRow(row));
+    } else if (c.kind === 'user' && !this.#configUsers.has(c.id)) {
+      const row = (await db.query<UserRow>(`SELECT ${USER_COLUMNS} FROM users WHERE user_id = $1`, [c.id]))[0];
+      if (row === undefined) this.users.delete(c.id);
+      else this.users.set(c.id, limitsFrom(row));
+    }
+  }
+
+  #failed(err: unknown): void {
+    this.#logger.warn({ err: (err as Error).message }, 'could not reload records from the database; keeping the cached ones');
+  }
+}
