@@ -62,6 +62,7 @@ CREATE TABLE models (
 -- until the replay adds it (src/store/accounting.ts).
 CREATE TABLE spend_logs (
   id                    bigserial PRIMARY KEY,
+  lease_id              text NOT NULL UNIQUE,        -- one per request: a batch written twice inserts it once
   request_id            text NOT NULL,
   key_id                text,
   user_id               text,

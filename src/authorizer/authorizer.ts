@@ -139,7 +139,13 @@ export class Authorizer {
       return this.#allowed(facts, path, route, requestId, decision, undefined, nowMs);
     const p = decision.principal;
     const bytes = facts.body === undefined ? 0 : typeof facts.body === 'string' ? facts.body.length : facts.body.byteLength;
-    const admitted = limiter.admit(p, decision.body.model, decision.deployment, { maxTokens: decision.body.maxTokens, bytes }, nowMs);
+    const admitted = limiter.admit(
+      p,
+      decision.body.model,
+      decision.deployment,
+      { maxTokens: decision.body.maxTokens, choices: decision.body.choices, bytes },
+      nowMs,
+    );
     if (admitted instanceof Promise) return admitted.then((a) => this.#admitted(facts, path, route, requestId, decision, a, nowMs));
     return this.#admitted(facts, path, route, requestId, decision, admitted, nowMs);
   }

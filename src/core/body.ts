@@ -5,13 +5,22 @@ export interface ModelBody {
   readonly model: string;
   /** `max_tokens` / `max_completion_tokens` when present (token reservations use it). */
   readonly maxTokens: number | undefined;
+  /** `n`: completions generated, each up to maxTokens (1 when absent). */
+  readonly choices: number;
   readonly stream: boolean;
 }
 
-export type BodyResult = ModelBody | { readonly ok: false; readonly code: 'invalid_body' | 'missing_model' };
+export type BodyResult =
+  ModelBody | { readonly ok: false; readonly code: 'invalid_body' | 'missing_model'; readonly message?: string | undefined };
 
 const INVALID: BodyResult = { ok: false, code: 'invalid_body' };
 const MISSING_MODEL: BodyResult = { ok: false, code: 'missing_model' };
+const BAD_MAX_TOKENS: BodyResult = {
+  ok: false,
+  code: 'invalid_body',
+  message: 'max_tokens and max_completion_tokens must be positive integers.',
+};
+const BAD_N: BodyResult = { ok: false, code: 'invalid_body', message: 'n must be an integer from 1 to 128.' };
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
 /** Parses a JSON request body (string or bytes) and extracts `model`. Never throws. */
@@ -38,11 +47,16 @@ export function modelBodyOf(value: unknown): BodyResult {
   const model = o['model'];
   if (model === undefined || model === null || model === '') return MISSING_MODEL;
   if (typeof model !== 'string' || model.length > 256) return INVALID;
+  // Token reservations trust these, and vLLM would coerce "32000" or 1e5: only positive integers pass.
   const mt = o['max_completion_tokens'] ?? o['max_tokens'];
+  if (mt !== undefined && mt !== null && !(typeof mt === 'number' && Number.isInteger(mt) && mt > 0)) return BAD_MAX_TOKENS;
+  const n = o['n'];
+  if (n !== undefined && n !== null && !(typeof n === 'number' && Number.isInteger(n) && n >= 1 && n <= 128)) return BAD_N;
   return {
     ok: true,
     model,
-    maxTokens: typeof mt === 'number' && Number.isInteger(mt) && mt > 0 ? mt : undefined,
+    maxTokens: typeof mt === 'number' ? mt : undefined,
+    choices: typeof n === 'number' ? n : 1,
     stream: o['stream'] === true,
   };
 }

@@ -137,7 +137,7 @@ export function decide(input: DecisionInput, rules: DecisionRules, nowMs: number
     if (input.body === undefined || (typeof input.body === 'string' ? input.body.length : input.body.byteLength) === 0)
       return deny('invalid_body');
     const parsed = input.json !== undefined ? modelBodyOf(input.json) : parseModelBody(input.body);
-    if (!parsed.ok) return deny(parsed.code);
+    if (!parsed.ok) return deny(parsed.code, parsed.message);
     body = parsed;
     model = parsed.model;
     if (record !== undefined && !allows(record.models, model)) return deny('model_not_allowed');

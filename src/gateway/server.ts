@@ -31,7 +31,7 @@ export interface GatewayDeps {
   /** Ready to authorize (the IdP's keys are loaded, when a JWT is configured). */
   readonly ready: () => boolean;
   /** Told of each admitted request that starts here, so its lease is renewed until it is recorded. */
-  readonly leases?: { begin(lease: Lease): void } | undefined;
+  readonly leases?: { begin(lease: Lease): void; end(lease: Lease): void } | undefined;
 }
 
 interface Identity {
@@ -104,8 +104,9 @@ function serve(
     if (parsed === undefined) return sendError(res, 'invalid_body', undefined, id.caller.requestId);
     const alias = id.model ?? (typeof parsed['model'] === 'string' ? parsed['model'] : undefined);
     if (alias === undefined) return sendError(res, 'missing_model', undefined, id.caller.requestId);
-    if (id.lease !== undefined) deps.leases?.begin(id.lease);
-    return deps.forwarder.forward(
+    const lease = id.lease;
+    if (lease !== undefined) deps.leases?.begin(lease);
+    const forwarded = deps.forwarder.forward(
       {
         endpoint,
         body: parsed,
@@ -119,6 +120,8 @@ function serve(
       },
       res,
     );
+    // However the request ends (a fault included), its lease is no longer renewed; it expires if unsettled.
+    return lease === undefined ? forwarded : forwarded.finally(() => deps.leases?.end(lease));
   }
   if (method === 'GET' && (path === '/v1/models' || path === '/models')) return listModels(deps, res, id);
   return sendError(res, 'not_found', undefined, id.caller.requestId);

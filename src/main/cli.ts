@@ -218,6 +218,7 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
       logger,
       withDb: command !== 'authz' || (gs.database_url ?? process.env['DATABASE_URL'] ?? '') !== '',
       env: process.env,
+      split: command !== 'serve',
       catalog: () => parts.authorizer.rules.catalog,
     });
   } catch (err) {

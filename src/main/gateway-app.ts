@@ -27,7 +27,7 @@ export async function startGateway(
     logger: Logger;
     spend: SpendRecorder;
     /** Renews the leases of admitted requests in flight (the store's accounting). */
-    leases?: { begin(lease: Lease): void };
+    leases?: { begin(lease: Lease): void; end(lease: Lease): void };
     /** The stores answer (readiness). */
     storeReady?: () => boolean;
   },

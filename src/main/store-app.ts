@@ -43,6 +43,8 @@ export interface StoreOptions {
   readonly catalog: () => ModelCatalog;
   /** `DATABASE_URL` and `REDIS_URL` are honoured when the config sets no URL, as LiteLLM does. */
   readonly env?: Readonly<Record<string, string | undefined>>;
+  /** authz or gateway alone (`serve` runs both in one process). */
+  readonly split?: boolean;
   /** Tests: also record every spend entry here. */
   readonly mirror?: SpendRecorder | undefined;
 }
@@ -118,30 +120,21 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
   if (gs.redis_url !== undefined) {
     const redis = new RedisCounters({ url: gs.redis_url, prefix: gs.redis_key_prefix });
     counters = redis;
-    if (db !== undefined) {
-      const seedDb = db;
-      // Redis without persistence restarts empty: the first replica to see that seeds the budgets from the log.
-      const onReady = (): void => {
-        void redis.redis
-          .set(`${gs.redis_key_prefix}seeded`, String(Date.now()), 'NX')
-          .then(async (won) => {
-            if (won !== 'OK') return;
-            const n = await seedBudgets(seedDb, redis, budgetSubjects(), Date.now(), true);
-            if (n > 0) logger.info({ subjects: n }, 'budgets seeded into Redis from the spend log');
-          })
-          .catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'could not seed budgets into Redis'));
-      };
-      redis.redis.on('ready', onReady);
-      cleanups.push(() => redis.redis.off('ready', onReady));
-      cleanups.push(startReplay(db, redis, budgetOf, logger));
-    }
     if (!(await redis.ready(REDIS_READY_MS))) {
       logger.error({ failure_mode: gs.failure_mode }, 'Redis is not reachable yet; retrying in the background');
     }
+    // A fresh Redis is seeded from the spend log; spend that could not reach Redis is replayed.
+    cleanups.push(startReplay(db, redis, budgetSubjects, budgetOf, logger));
   } else {
     counters = new MemoryCounters();
-    logger.warn('no redis_url: rate limits and budgets are counted in this process only (run one replica, or set redis_url)');
-    if (db !== undefined) await seedBudgets(db, counters, budgetSubjects(), Date.now(), false);
+    if (opts.split === true) {
+      // authz admits and the gateway settles: in separate processes, in-process counters never meet.
+      logger.error(
+        'no redis_url: authz and the gateway each count limits in their own process, so leases taken at Check are never released ' +
+          'and spend never reaches authz — set redis_url, or run `tollgate serve`',
+      );
+    } else logger.warn('no redis_url: rate limits and budgets are counted in this process only (run one replica, or set redis_url)');
+    if (db !== undefined) await seedBudgets(db, counters, budgetSubjects(), Date.now());
   }
 
   const limiter = new Limiter({

@@ -7,9 +7,11 @@
  * Budgets also survive the counters losing their state (a restarted process with in-process counters, a
  * Redis that restarted empty): they are seeded from the spend log.
  */
+import { randomUUID } from 'node:crypto';
 import type { Logger } from '../telemetry/logger.js';
 import { budgetPeriod, LEASE_RENEW_MS, type BudgetPeriod, type Counters } from './counters.js';
-import type { Db } from './db.js';
+import type { Db, Queryable } from './db.js';
+import type { RedisCounters } from './redis-counters.js';
 import type { Lease, Limiter } from './limiter.js';
 import type { SpendEntry, SpendRecorder } from './spend.js';
 import type { SpendLog } from './spend-log.js';
@@ -48,16 +50,21 @@ export class Accounting implements SpendRecorder {
     this.#inFlight.add(lease);
   }
 
+  /** The request is over, recorded or not (a fault): stop renewing its lease. */
+  end(lease: Lease): void {
+    this.#inFlight.delete(lease);
+  }
+
   record(entry: SpendEntry): void {
     this.#mirror?.record(entry);
     if (this.#limiter === undefined) {
-      this.#log?.add({ ...entry, counted: true });
+      this.#log?.add({ ...entry, leaseId: entry.lease?.id ?? `unleased:${randomUUID()}`, counted: true });
       return;
     }
     // Admitted without a lease (nothing limited it, or the store failed open): its cost still counts toward
     // budgets, through a settlement that has nothing to release.
     const lease = entry.lease ?? {
-      id: `unleased:${entry.requestId}`,
+      id: `unleased:${randomUUID()}`,
       reservedTokens: 0,
       keyId: entry.keyId,
       userId: entry.userId,
@@ -68,13 +75,13 @@ export class Accounting implements SpendRecorder {
     const p = this.#limiter
       .settle(lease, entry.promptTokens + entry.completionTokens, entry.cost, Date.now())
       .then(
-        () => this.#log?.add({ ...entry, counted: true }),
+        () => this.#log?.add({ ...entry, leaseId: lease.id, counted: true }),
         (err: unknown) => {
           this.#logger.warn(
             { err: (err as Error).message, request_id: entry.requestId },
             'counters unreachable: spend kept in the log for replay',
           );
-          this.#log?.add({ ...entry, counted: false });
+          this.#log?.add({ ...entry, leaseId: lease.id, counted: false });
         },
       )
       .finally(() => this.#settling.delete(p));
@@ -98,41 +105,75 @@ export class Accounting implements SpendRecorder {
   }
 }
 
-/** Spend in the log for a subject since `period.start` (only what was counted, or everything). */
-async function loggedSpend(db: Db, b: BudgetSubject, period: BudgetPeriod, countedOnly: boolean): Promise<number> {
+/** Spend in the log for a subject in `period` (before `before`, when given). */
+async function loggedSpend(q: Queryable, b: BudgetSubject, period: BudgetPeriod, before: number | undefined): Promise<number> {
   const kind = b.subject.slice(0, b.subject.indexOf(':'));
   const column = COLUMN[kind];
   if (column === undefined) return 0;
-  const rows = await db.query<{ total: number | null }>(
-    `SELECT sum(cost) AS total FROM spend_logs WHERE ${column} = $1 AND created_at >= $2 AND created_at < $3${countedOnly ? ' AND counted' : ''}`,
-    [b.subject.slice(kind.length + 1), new Date(period.start).toISOString(), new Date(Math.min(period.end, 8.64e15)).toISOString()],
+  const end = Math.min(period.end, before ?? Infinity, 8.64e15);
+  const rows = await q.query<{ total: number | null }>(
+    `SELECT sum(cost) AS total FROM spend_logs WHERE ${column} = $1 AND created_at >= $2 AND created_at < $3`,
+    [b.subject.slice(kind.length + 1), new Date(period.start).toISOString(), new Date(end).toISOString()],
   );
   return Number(rows[0]?.total ?? 0);
 }
 
-/**
- * Puts the current period's spend from the log into counters that lost it. In-process counters start
- * empty at every boot; Redis when it restarted without persistence (`markerFresh`: this replica won the
- * marker, so only it seeds). `countedOnly`: rows not yet counted are left to the replay.
- */
-export async function seedBudgets(
-  db: Db,
-  counters: Counters,
+async function periodSpend(
+  q: Queryable,
   subjects: readonly BudgetSubject[],
   now: number,
-  countedOnly: boolean,
-): Promise<number> {
-  let seeded = 0;
+  before: number | undefined,
+): Promise<{ subject: string; period: BudgetPeriod; cost: number }[]> {
+  const out: { subject: string; period: BudgetPeriod; cost: number }[] = [];
   for (const b of subjects) {
     if (b.limits.maxBudget === undefined) continue;
     const period = budgetPeriod(b.limits.budgetDuration, now);
-    const spent = await loggedSpend(db, b, period, countedOnly);
-    if (spent > 0) {
-      await counters.addSpend([{ subject: b.subject, period, cost: spent }]);
-      seeded++;
-    }
+    const cost = await loggedSpend(q, b, period, before);
+    if (cost > 0) out.push({ subject: b.subject, period, cost });
   }
-  return seeded;
+  return out;
+}
+
+/** In-process counters start empty at every boot: they get the current periods' spend from the log. */
+export async function seedBudgets(db: Db, counters: Counters, subjects: readonly BudgetSubject[], now: number): Promise<number> {
+  const items = await periodSpend(db, subjects, now, undefined);
+  await counters.addSpend(items);
+  return items.length;
+}
+
+/**
+ * A Redis without persistence restarts empty. The first replica to notice seeds it with every row the log
+ * holds for the current periods, counted or not, and marks the uncounted ones counted in the same
+ * transaction. Nothing is counted twice: the new Redis refuses settlements until it is seeded (those rows
+ * are logged uncounted and replayed after). Rows settled into the old Redis but written to the log after the
+ * seed are the one gap (the log is flushed within a second). Without a database the seed is empty.
+ * Returns false when another replica holds the lock.
+ */
+export async function seedRedis(
+  db: Db | undefined,
+  redis: RedisCounters,
+  subjects: readonly BudgetSubject[],
+  logger: Logger,
+): Promise<boolean> {
+  if (!(await redis.trySeedLock())) return false;
+  try {
+    if (db === undefined) {
+      await redis.seed([]);
+      return true;
+    }
+    const items = await db.transaction(async (tx) => {
+      // No row is written while the seed is taken, so each row is either in it or written (and replayed) after.
+      await tx.query('LOCK TABLE spend_logs IN SHARE ROW EXCLUSIVE MODE');
+      await tx.query('UPDATE spend_logs SET counted = true WHERE NOT counted');
+      const found = await periodSpend(tx, subjects, Date.now(), undefined);
+      await redis.seed(found);
+      return found;
+    });
+    logger.info({ subjects: items.length }, 'Redis counters seeded with the spend log');
+    return true;
+  } finally {
+    await redis.releaseSeedLock().catch(() => undefined);
+  }
 }
 
 /**
@@ -168,20 +209,34 @@ export async function replayUncounted(db: Db, counters: Counters, budgets: (subj
   });
 }
 
-/** Replays in the background every few seconds; stops with the returned function. */
-export function startReplay(db: Db, counters: Counters, budgets: (subject: string) => Limits | undefined, logger: Logger): () => void {
+/** Seeds a fresh Redis, then replays uncounted spend, every few seconds; stops with the returned function. */
+export function startReplay(
+  db: Db | undefined,
+  redis: RedisCounters,
+  subjects: () => readonly BudgetSubject[],
+  budgets: (subject: string) => Limits | undefined,
+  logger: Logger,
+): () => void {
   let running = false;
-  const timer = setInterval(() => {
+  const tick = async (): Promise<void> => {
+    if (!(await redis.isSeeded())) {
+      await seedRedis(db, redis, subjects(), logger);
+      return;
+    }
+    if (db === undefined) return;
+    const n = await replayUncounted(db, redis, budgets);
+    if (n > 0) logger.info({ rows: n }, 'spend replayed into the counters');
+  };
+  const run = (): void => {
     if (running) return;
     running = true;
-    replayUncounted(db, counters, budgets)
-      .then((n) => {
-        if (n > 0) logger.info({ rows: n }, 'spend replayed into the counters');
-      })
-      .catch(() => undefined) // counters or database still down: next round
+    tick()
+      .catch(() => undefined) // Redis or the database still down: next round
       .finally(() => {
         running = false;
       });
-  }, REPLAY_MS).unref();
+  };
+  run();
+  const timer = setInterval(run, REPLAY_MS).unref();
   return () => clearInterval(timer);
 }

@@ -48,6 +48,8 @@ interface Who {
 }
 
 const NO_HEADERS: readonly [string, string][] = Object.freeze([]);
+/** Longer than any budget_duration period (decades): the budget has none. */
+const MAX_RESET_MS = 100 * 365 * 86_400_000;
 const WHAT: Record<string, string> = { key: 'this key', user: 'this user', team: "this key's team", deployment: 'the model deployment' };
 
 export class Limiter {
@@ -93,13 +95,14 @@ export class Limiter {
     who: Who,
     alias: string,
     deployment: Deployment | undefined,
-    body: { maxTokens: number | undefined; bytes: number },
+    body: { maxTokens: number | undefined; choices: number; bytes: number },
     now: number,
     tried: ReadonlySet<string> = new Set(),
   ): Admitted | Promise<Admitted> {
     const subjects = this.subjects(who, deployment, now);
     if (subjects.length === 0) return { ok: true, lease: undefined, deployment, headers: NO_HEADERS };
-    const maxTokens = body.maxTokens ?? Math.min(deployment?.maxTokens ?? Infinity, this.#defaultMaxTokens);
+    // `n` completions may each reach max_tokens.
+    const maxTokens = body.choices * (body.maxTokens ?? Math.min(deployment?.maxTokens ?? Infinity, this.#defaultMaxTokens));
     // About four bytes a token; the JSON around the messages makes this an overestimate, as a reservation should be.
     const prompt = Math.ceil(body.bytes / 4);
     const tokens = prompt + maxTokens;
@@ -132,7 +135,9 @@ export class Limiter {
     const deployment = lease.deploymentId === undefined ? undefined : catalog.deployment(lease.deploymentId);
     const subjects = this.subjects(lease, deployment, now);
     if (subjects.length === 0) return;
-    await this.counters.settle({ requestId: lease.id, subjects, reservedTokens: lease.reservedTokens, tokens, cost, now });
+    // Windows count whole tokens (a backend could report 10.5).
+    const whole = Number.isFinite(tokens) && tokens > 0 ? Math.round(tokens) : 0;
+    await this.counters.settle({ requestId: lease.id, subjects, reservedTokens: lease.reservedTokens, tokens: whole, cost, now });
   }
 
   /** Keeps the leases of requests in flight alive (a replica that dies stops renewing, and its leases expire). */
@@ -173,6 +178,10 @@ function push(out: LimitSubject[], s: LimitSubject): void {
 function denial(a: Exclude<Admission, { ok: true }>): Admitted {
   const secs = Math.max(1, Math.ceil(a.retryAfterMs / 1000));
   const what = WHAT[a.subject.slice(0, a.subject.indexOf(':'))] ?? 'this caller';
+  if (a.code === 'budget_exceeded' && a.retryAfterMs > MAX_RESET_MS) {
+    // A budget without budget_duration never resets: there is no retry-after to give.
+    return { ok: false, code: 'budget_exceeded', message: `The budget of ${what} is spent.`, headers: rateHeaders(a.rate) };
+  }
   const headers: [string, string][] = [
     ['retry-after', String(secs)],
     ['retry-after-ms', String(Math.ceil(a.retryAfterMs))],

@@ -7,7 +7,8 @@
  * window), `P{S}:tk` (zset: lease id → time) with `P{S}:tkr` (hash: lease id → tokens, `#total`),
  * `P{S}:pl` (zset: lease id → lease expiry), `P{S}:br` (hash: lease id → `cost:expiry`, cost in flight),
  * `P{S}:bg:<period start>` (spend in that budget period). The subject is a hash tag, so one subject's
- * keys share a cluster slot.
+ * keys share a cluster slot; a script over several subjects still spans slots, so Redis Cluster is not
+ * supported (one Redis or Valkey, with replicas for failover).
  *
  * Faults: every call has a short timeout and there is no offline queue, so a Redis that is down fails the
  * call at once (the caller applies `failure_mode`); ioredis reconnects in the background.
@@ -30,7 +31,7 @@ const ARGS_PER_SUBJECT = 5;
 
 /** Returns {ok, limit, subject index, retry-after ms, req limit, req remaining, req reset, tok limit, tok remaining, tok reset}; -1 = none. */
 const ADMIT = `
-local now = tonumber(ARGV[1]); local lid = ARGV[2]; local tokens = tonumber(ARGV[3]); local cost = ARGV[4]
+local now = tonumber(ARGV[1]); local lid = ARGV[2]; local tokens = math.floor(tonumber(ARGV[3])); local cost = ARGV[4]
 local W = tonumber(ARGV[5]); local ttl = tonumber(ARGV[6])
 local n = #KEYS / ${KEYS_PER_SUBJECT}
 local rq = {-1, -1, -1}; local tk = {-1, -1, -1}
@@ -60,7 +61,7 @@ for i = 0, n - 1 do
         for j = 1, #vals do gone = gone + (tonumber(vals[j]) or 0) end
         redis.call('HDEL', KEYS[k + 3], unpack(chunk))
       end
-      redis.call('HINCRBY', KEYS[k + 3], '#total', -gone)
+      if gone ~= 0 then redis.call('HINCRBY', KEYS[k + 3], '#total', -gone) end
       redis.call('ZREMRANGEBYSCORE', KEYS[k + 2], '-inf', now - W)
     end
     local total = tonumber(redis.call('HGET', KEYS[k + 3], '#total') or '0')
@@ -119,17 +120,24 @@ end
 return {1, '', -1, 0, rq[1], rq[2], rq[3], tk[1], tk[2], tk[3]}
 `;
 
-/** ARGV: now, lease id, real tokens, cost, then per subject: tpm on, parallel on, budget on, budget key expiry (ms, 0: none). */
+/**
+ * KEYS: six per subject, then the `seeded` marker. ARGV: now, lease id, real tokens, cost, then per subject:
+ * tpm on, parallel on, budget on, budget key expiry (ms, 0: none).
+ */
 const SETTLE = `
-local now = tonumber(ARGV[1]); local lid = ARGV[2]; local tokens = tonumber(ARGV[3]); local cost = ARGV[4]
-local n = #KEYS / ${KEYS_PER_SUBJECT}
+local now = tonumber(ARGV[1]); local lid = ARGV[2]; local tokens = math.floor(tonumber(ARGV[3]) or 0); local cost = ARGV[4]
+if tonumber(cost) == nil then return redis.error_reply('cost is not a number') end
+-- A Redis that restarted empty takes no spend until it is seeded from the log (the row is replayed after).
+if redis.call('EXISTS', KEYS[#KEYS]) == 0 then return redis.error_reply('UNSEEDED counters not seeded yet') end
+local n = (#KEYS - 1) / ${KEYS_PER_SUBJECT}
 for i = 0, n - 1 do
   local k = i * ${KEYS_PER_SUBJECT}; local a = 4 + i * 4
   if ARGV[a + 1] == '1' then
     local held = redis.call('HGET', KEYS[k + 3], lid)
     if held then
       redis.call('HSET', KEYS[k + 3], lid, tokens)
-      redis.call('HINCRBY', KEYS[k + 3], '#total', tokens - tonumber(held))
+      local delta = tokens - math.floor(tonumber(held))
+      if delta ~= 0 then redis.call('HINCRBY', KEYS[k + 3], '#total', delta) end
     end
   end
   if ARGV[a + 2] == '1' then redis.call('ZREM', KEYS[k + 4], lid) end
@@ -144,12 +152,15 @@ end
 return 1
 `;
 
-/** ARGV: new expiry, then lease ids, one per (parallel zset, reservation hash) pair of KEYS. */
+/** ARGV: new expiry, key TTL, then lease ids, one per (parallel zset, reservation hash) pair of KEYS. */
 const RENEW = `
-local exp = tonumber(ARGV[1])
+local exp = tonumber(ARGV[1]); local keyTtl = tonumber(ARGV[2])
 for i = 1, #KEYS, 2 do
-  local lid = ARGV[(i + 1) / 2 + 1]
+  local lid = ARGV[(i + 1) / 2 + 2]
   redis.call('ZADD', KEYS[i], 'XX', exp, lid)
+  -- The keys live as long as their longest lease: a stream longer than the first TTL keeps its lease.
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('PEXPIRE', KEYS[i], keyTtl) end
+  if redis.call('EXISTS', KEYS[i + 1]) == 1 then redis.call('PEXPIRE', KEYS[i + 1], keyTtl) end
   local v = redis.call('HGET', KEYS[i + 1], lid)
   if v then
     local sep = string.find(v, ':', 1, true)
@@ -252,6 +263,7 @@ export class RedisCounters implements Counters {
         sub.budget === undefined || sub.budget.period.end >= Number.MAX_SAFE_INTEGER ? 0 : sub.budget.period.end + 86_400_000,
       );
     }
+    keys.push(`${this.#prefix}seeded`);
     await this.redis.tgSettle(keys.length, ...keys, ...args);
   }
 
@@ -266,13 +278,45 @@ export class RedisCounters implements Counters {
         ids.push(l.requestId);
       }
     }
-    if (keys.length > 0) await this.redis.tgRenew(keys.length, ...keys, now + LEASE_TTL_MS, ...ids);
+    if (keys.length > 0) await this.redis.tgRenew(keys.length, ...keys, now + LEASE_TTL_MS, LEASE_TTL_MS * 2, ...ids);
   }
 
   async addSpend(items: readonly { readonly subject: string; readonly period: BudgetPeriod; readonly cost: number }[]): Promise<void> {
     if (items.length === 0) return;
     const multi = this.redis.multi();
-    for (const it of items) multi.incrbyfloat(`${this.#prefix}{${it.subject}}:bg:${it.period.start}`, it.cost);
+    for (const it of items) {
+      const key = `${this.#prefix}{${it.subject}}:bg:${it.period.start}`;
+      multi.incrbyfloat(key, it.cost);
+      if (it.period.end < Number.MAX_SAFE_INTEGER) multi.pexpireat(key, it.period.end + 86_400_000);
+    }
+    const results = await multi.exec();
+    const failed = results?.find(([err]) => err !== null);
+    if (results === null || failed !== undefined) throw failed?.[0] ?? new Error('redis transaction aborted');
+  }
+
+  /** Seeded once per Redis lifetime with the logged spend; until then it refuses settlements (SETTLE). */
+  async isSeeded(): Promise<boolean> {
+    return (await this.redis.exists(`${this.#prefix}seeded`)) === 1;
+  }
+
+  /** One replica seeds at a time; the lock expires if it dies while seeding. */
+  async trySeedLock(): Promise<boolean> {
+    return (await this.redis.set(`${this.#prefix}seeding`, '1', 'PX', 60_000, 'NX')) === 'OK';
+  }
+
+  async releaseSeedLock(): Promise<void> {
+    await this.redis.del(`${this.#prefix}seeding`);
+  }
+
+  /** Adds the seed and marks the counters seeded, in one transaction. */
+  async seed(items: readonly { readonly subject: string; readonly period: BudgetPeriod; readonly cost: number }[]): Promise<void> {
+    const multi = this.redis.multi();
+    for (const it of items) {
+      const key = `${this.#prefix}{${it.subject}}:bg:${it.period.start}`;
+      multi.incrbyfloat(key, it.cost);
+      if (it.period.end < Number.MAX_SAFE_INTEGER) multi.pexpireat(key, it.period.end + 86_400_000);
+    }
+    multi.set(`${this.#prefix}seeded`, String(Date.now()));
     const results = await multi.exec();
     const failed = results?.find(([err]) => err !== null);
     if (results === null || failed !== undefined) throw failed?.[0] ?? new Error('redis transaction aborted');

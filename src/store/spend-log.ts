@@ -8,6 +8,8 @@ import type { Db } from './db.js';
 import type { SpendEntry } from './spend.js';
 
 export interface SpendRow extends SpendEntry {
+  /** Unique per request (its lease, or a fresh id): a batch retried after an unknown outcome is not doubled. */
+  readonly leaseId: string;
   /** Its cost reached the shared counters (false while they could not be reached: replayed later). */
   readonly counted: boolean;
 }
@@ -16,9 +18,10 @@ const FLUSH_MS = 500;
 const MAX_BATCH = 500;
 
 const INSERT = `INSERT INTO spend_logs
-  (request_id, key_id, user_id, team_id, model, deployment, prompt_tokens, completion_tokens, cost, status, latency_ms, estimated, counted, created_at)
-  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::int[],
-                       $9::float8[], $10::int[], $11::float8[], $12::bool[], $13::bool[], $14::timestamptz[])`;
+  (lease_id, request_id, key_id, user_id, team_id, model, deployment, prompt_tokens, completion_tokens, cost, status, latency_ms, estimated, counted, created_at)
+  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int[], $9::int[],
+                       $10::float8[], $11::int[], $12::float8[], $13::bool[], $14::bool[], $15::timestamptz[])
+  ON CONFLICT (lease_id) DO NOTHING`;
 
 export class SpendLog {
   readonly #db: Db;
@@ -89,6 +92,7 @@ export class SpendLog {
 
 function columns(rows: readonly SpendRow[]): unknown[] {
   return [
+    rows.map((r) => r.leaseId),
     rows.map((r) => r.requestId),
     rows.map((r) => r.keyId ?? null),
     rows.map((r) => r.userId ?? null),

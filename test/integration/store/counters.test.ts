@@ -33,6 +33,7 @@ const kinds: [string, () => Promise<Counters>][] = [
       const c = new RedisCounters({ url: REDIS, prefix: `tg-test-${randomUUID()}:`, commandTimeoutMs: 2000 });
       opened.push(c);
       assert.equal(await c.ready(5000), true, `redis-server at ${REDIS}`);
+      await c.seed([]); // a fresh prefix is a fresh Redis: it takes settlements once seeded
       return c;
     },
   ],
@@ -152,6 +153,14 @@ for (const [kind, make] of kinds) {
       assert.equal(keyOnly.rate.requests?.remaining, 8, 'the key counted two admissions, not three');
     });
 
+    test('regression: reservations of 0 tokens that age out do not break the next admission (HINCRBY -0)', async () => {
+      const c = await make();
+      const s = [subject('key:h', { tpm: 100 })];
+      assert.equal((await c.admit({ requestId: 'z1', subjects: s, tokens: 0, cost: 0, now: T0 })).ok, true);
+      await c.settle({ requestId: 'z1', subjects: s, reservedTokens: 0, tokens: 0, cost: 0, now: T0 + 1 });
+      assert.equal((await c.admit({ requestId: 'z2', subjects: s, tokens: 10, cost: 0, now: T0 + WINDOW_MS + 5 })).ok, true);
+    });
+
     test('spend added from the log (replay) counts against the budget', async () => {
       const c = await make();
       const period = budgetPeriod('1d', T0);
@@ -162,6 +171,21 @@ for (const [kind, make] of kinds) {
     });
   });
 }
+
+describe('a Redis that has not been seeded', () => {
+  test('refuses settlements (they are logged uncounted and replayed once it is seeded)', async () => {
+    const c = new RedisCounters({ url: REDIS, prefix: `tg-test-${randomUUID()}:`, commandTimeoutMs: 2000 });
+    opened.push(c);
+    assert.equal(await c.ready(5000), true);
+    const s = [subject('key:u', { budget: { max: 1, period: budgetPeriod('1d', T0) } })];
+    await assert.rejects(c.settle({ requestId: 'u1', subjects: s, reservedTokens: 0, tokens: 1, cost: 0.5, now: T0 }), /UNSEEDED/);
+    assert.equal(await c.isSeeded(), false);
+    await c.seed([{ subject: 'key:u', period: budgetPeriod('1d', T0), cost: 0.25 }]);
+    assert.equal(await c.isSeeded(), true);
+    await c.settle({ requestId: 'u1', subjects: s, reservedTokens: 0, tokens: 1, cost: 0.5, now: T0 });
+    assert.equal(await c.spend('key:u', budgetPeriod('1d', T0)), 0.75);
+  });
+});
 
 describe('budget periods and headers', () => {
   test('periods are aligned, so every replica and a restarted one agree', () => {

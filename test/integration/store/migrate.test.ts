@@ -25,6 +25,7 @@ async function spendLogRoundTrip(db: Db): Promise<void> {
   const log = new SpendLog(db, createLogger('silent'));
   for (let i = 0; i < 3; i++) {
     log.add({
+      leaseId: `lease-${i}`,
       requestId: `r${i}`,
       keyId: 'abcdef0123456789',
       userId: undefined,

@@ -189,11 +189,13 @@ keys:
     try {
       await client.connect();
       const bg = `${PREFIX}{key:${KEY_ID}}:bg:${budgetPeriod('30d', Date.now()).start}`;
+      let seen = '';
       const counted = await until('the whole spend back in Redis (seeded + replayed)', 15_000, async () => {
         const v = Number((await client.get(bg)) ?? 0);
         const r = await rows();
+        seen = `redis ${v}, log ${JSON.stringify(r)}`;
         return r.uncounted === 0 && Math.abs(v - r.cost) < 1e-9 ? v : undefined;
-      });
+      }).catch((err: unknown) => assert.fail(`${(err as Error).message}: ${seen}\n${serveOpen.stdout()}`));
       assert.ok(Math.abs(counted - during.cost) < 1e-9, `redis ${counted} = logged ${during.cost}`);
       assert.ok(counted > 0);
     } finally {

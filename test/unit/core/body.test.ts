@@ -4,12 +4,15 @@ import assert from 'node:assert/strict';
 import { parseModelBody, type BodyResult } from '../../../src/core/body.js';
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
-const ok = (model: string, maxTokens: number | undefined = undefined, stream = false): BodyResult => ({
+const ok = (model: string, maxTokens: number | undefined = undefined, stream = false, choices = 1): BodyResult => ({
   ok: true,
   model,
   maxTokens,
+  choices,
   stream,
 });
+const BAD_MAX: BodyResult = { ok: false, code: 'invalid_body', message: 'max_tokens and max_completion_tokens must be positive integers.' };
+const BAD_N: BodyResult = { ok: false, code: 'invalid_body', message: 'n must be an integer from 1 to 128.' };
 const INVALID: BodyResult = { ok: false, code: 'invalid_body' };
 const MISSING: BodyResult = { ok: false, code: 'missing_model' };
 
@@ -46,10 +49,15 @@ const cases: Array<[name: string, body: string | Uint8Array, expected: BodyResul
     '{"model":"llama","max_tokens":128,"max_completion_tokens":null}',
     ok('llama', 128),
   ],
-  ['max_tokens 0 ignored', '{"model":"llama","max_tokens":0}', ok('llama')],
-  ['max_tokens negative ignored', '{"model":"llama","max_tokens":-5}', ok('llama')],
-  ['max_tokens fractional ignored', '{"model":"llama","max_tokens":1.5}', ok('llama')],
-  ['max_tokens a string ignored', '{"model":"llama","max_tokens":"100"}', ok('llama')],
+  // Token reservations rely on max_tokens, and vLLM would coerce "32000": anything but a positive integer is refused.
+  ['max_tokens 0 refused', '{"model":"llama","max_tokens":0}', BAD_MAX],
+  ['max_tokens negative refused', '{"model":"llama","max_tokens":-5}', BAD_MAX],
+  ['max_tokens fractional refused', '{"model":"llama","max_tokens":1.5}', BAD_MAX],
+  ['max_tokens a string refused', '{"model":"llama","max_tokens":"100"}', BAD_MAX],
+  ['max_completion_tokens a string refused', '{"model":"llama","max_completion_tokens":"100"}', BAD_MAX],
+  ['n counts the completions a reservation covers', '{"model":"llama","n":3,"max_tokens":10}', ok('llama', 10, false, 3)],
+  ['n 0 refused', '{"model":"llama","n":0}', BAD_N],
+  ['n a string refused', '{"model":"llama","n":"2"}', BAD_N],
   ['stream true', '{"model":"llama","stream":true}', ok('llama', undefined, true)],
   ['stream false', '{"model":"llama","stream":false}', ok('llama')],
   ['stream "true" (a string) is not streaming', '{"model":"llama","stream":"true"}', ok('llama')],
