@@ -72,8 +72,12 @@ export class Accounting implements SpendRecorder {
       deploymentId: entry.deployment,
     };
     this.#inFlight.delete(lease);
-    const p = this.#limiter
-      .settle(lease, entry.promptTokens + entry.completionTokens, entry.cost, Date.now())
+    const settled = this.#limiter.settle(lease, entry.promptTokens + entry.completionTokens, entry.cost, Date.now());
+    if (settled === undefined) {
+      this.#log?.add({ ...entry, leaseId: lease.id, counted: true });
+      return;
+    }
+    const p = settled
       .then(
         () => this.#log?.add({ ...entry, leaseId: lease.id, counted: true }),
         (err: unknown) => {

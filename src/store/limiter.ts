@@ -129,15 +129,23 @@ export class Limiter {
     return this.counters.admit(req).then(done, (err: unknown) => this.#fault(err, deployment));
   }
 
-  /** The request ended: real tokens and cost replace the reservation; the lease is released. Rejects on a store fault. */
-  async settle(lease: Lease, tokens: number, cost: number, now: number): Promise<void> {
+  /**
+   * The request ended: real tokens and cost replace the reservation; the lease is released. Synchronous
+   * (undefined) when nothing limits the request or the counters are in process; rejects on a store fault.
+   */
+  settle(lease: Lease, tokens: number, cost: number, now: number): Promise<void> | undefined {
     const catalog = this.#dirs.catalog();
     const deployment = lease.deploymentId === undefined ? undefined : catalog.deployment(lease.deploymentId);
     const subjects = this.subjects(lease, deployment, now);
-    if (subjects.length === 0) return;
+    if (subjects.length === 0) return undefined;
     // Windows count whole tokens (a backend could report 10.5).
     const whole = Number.isFinite(tokens) && tokens > 0 ? Math.round(tokens) : 0;
-    await this.counters.settle({ requestId: lease.id, subjects, reservedTokens: lease.reservedTokens, tokens: whole, cost, now });
+    const req = { requestId: lease.id, subjects, reservedTokens: lease.reservedTokens, tokens: whole, cost, now };
+    if (this.counters instanceof MemoryCounters) {
+      this.counters.settleNow(req);
+      return undefined;
+    }
+    return this.counters.settle(req);
   }
 
   /** Keeps the leases of requests in flight alive (a replica that dies stops renewing, and its leases expire). */

@@ -139,6 +139,11 @@ export class MemoryCounters implements Counters {
   }
 
   settle(req: SettleRequest): Promise<void> {
+    this.settleNow(req);
+    return Promise.resolve();
+  }
+
+  settleNow(req: SettleRequest): void {
     for (const sub of req.subjects) {
       const s = this.#state(sub.id);
       const e = s.tokenById.get(req.requestId);
@@ -150,7 +155,6 @@ export class MemoryCounters implements Counters {
       s.reserved.delete(req.requestId);
       if (sub.budget !== undefined && req.cost > 0) addSpent(s, sub.budget.period, req.cost);
     }
-    return Promise.resolve();
   }
 
   renew(leases: readonly { readonly requestId: string; readonly subjects: readonly LimitSubject[] }[], now: number): Promise<void> {

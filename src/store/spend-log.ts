@@ -90,22 +90,29 @@ export class SpendLog {
   }
 }
 
+/** The batch as one array per column (unnest), in one pass. */
 function columns(rows: readonly SpendRow[]): unknown[] {
-  return [
-    rows.map((r) => r.leaseId),
-    rows.map((r) => r.requestId),
-    rows.map((r) => r.keyId ?? null),
-    rows.map((r) => r.userId ?? null),
-    rows.map((r) => r.teamId ?? null),
-    rows.map((r) => r.model),
-    rows.map((r) => r.deployment ?? null),
-    rows.map((r) => Math.round(r.promptTokens)),
-    rows.map((r) => Math.round(r.completionTokens)),
-    rows.map((r) => r.cost),
-    rows.map((r) => r.status),
-    rows.map((r) => r.latencyMs),
-    rows.map((r) => r.estimated),
-    rows.map((r) => r.counted),
-    rows.map((r) => new Date(r.at).toISOString()),
-  ];
+  const cols: unknown[][] = Array.from({ length: 15 }, () => new Array<unknown>(rows.length));
+  for (let i = 0; i < rows.length; i++) {
+    const r = rows[i] as SpendRow;
+    const v = [
+      r.leaseId,
+      r.requestId,
+      r.keyId ?? null,
+      r.userId ?? null,
+      r.teamId ?? null,
+      r.model,
+      r.deployment ?? null,
+      Math.round(r.promptTokens),
+      Math.round(r.completionTokens),
+      r.cost,
+      r.status,
+      r.latencyMs,
+      r.estimated,
+      r.counted,
+      new Date(r.at).toISOString(),
+    ];
+    for (let c = 0; c < 15; c++) (cols[c] as unknown[])[i] = v[c];
+  }
+  return cols;
 }
