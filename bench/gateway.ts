@@ -42,6 +42,8 @@ const cpuProf = process.argv.includes('--cpu-prof');
  * PGlite — the default without database_url — runs PostgreSQL in WebAssembly inside the gateway process and
  * costs it CPU and ~300 MB of memory; it is for one small install, not for this load.
  */
+/** `--no-spend-log`: no records database at all (spend only settles the in-process counters), to see what the log costs. */
+const noSpendLog = process.argv.includes('--no-spend-log');
 const BENCH_DATABASE_URL = `${process.env['TEST_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test'}?schema=tollgate_bench_${randomBytes(4).toString('hex')}`;
 
 // ---------------------------------------------------------------------------------------------------
@@ -387,7 +389,7 @@ model_list:
     model_info: { id: fake-vllm-a }
 general_settings:
   context_signing_key: bench-context-signing-key-0123456789abcdef
-  database_url: ${BENCH_DATABASE_URL}
+${noSpendLog ? '' : `  database_url: ${BENCH_DATABASE_URL}`}
 keys:
   - key: "${keyHash}"
     key_alias: bench

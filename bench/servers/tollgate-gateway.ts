@@ -11,7 +11,10 @@ import { failStartup, serveParent } from './ipc.js';
 
 async function main(): Promise<void> {
   const logger = createLogger('info');
-  const { prepared, secret, parts, store } = await loadBenchConfig(logger, true);
+  const { prepared, secret, parts, store } = await loadBenchConfig(
+    logger,
+    process.env['TOLLGATE_BENCH_CONFIG']?.includes('database_url') === true,
+  );
   const app = await startGateway(prepared.config, parts, secret, {
     host: '127.0.0.1',
     port: 0,

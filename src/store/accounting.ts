@@ -58,7 +58,7 @@ export class Accounting implements SpendRecorder {
   record(entry: SpendEntry): void {
     this.#mirror?.record(entry);
     if (this.#limiter === undefined) {
-      this.#log?.add({ ...entry, leaseId: entry.lease?.id ?? `unleased:${randomUUID()}`, counted: true });
+      this.#log?.add(entry, entry.lease?.id ?? `unleased:${randomUUID()}`, true);
       return;
     }
     // Admitted without a lease (nothing limited it, or the store failed open): its cost still counts toward
@@ -74,18 +74,18 @@ export class Accounting implements SpendRecorder {
     this.#inFlight.delete(lease);
     const settled = this.#limiter.settle(lease, entry.promptTokens + entry.completionTokens, entry.cost, Date.now());
     if (settled === undefined) {
-      this.#log?.add({ ...entry, leaseId: lease.id, counted: true });
+      this.#log?.add(entry, lease.id, true);
       return;
     }
     const p = settled
       .then(
-        () => this.#log?.add({ ...entry, leaseId: lease.id, counted: true }),
+        () => this.#log?.add(entry, lease.id, true),
         (err: unknown) => {
           this.#logger.warn(
             { err: (err as Error).message, request_id: entry.requestId },
             'counters unreachable: spend kept in the log for replay',
           );
-          this.#log?.add({ ...entry, leaseId: lease.id, counted: false });
+          this.#log?.add(entry, lease.id, false);
         },
       )
       .finally(() => this.#settling.delete(p));

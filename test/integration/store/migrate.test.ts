@@ -24,23 +24,25 @@ async function tables(db: Db): Promise<string[]> {
 async function spendLogRoundTrip(db: Db): Promise<void> {
   const log = new SpendLog(db, createLogger('silent'));
   for (let i = 0; i < 3; i++) {
-    log.add({
-      leaseId: `lease-${i}`,
-      requestId: `r${i}`,
-      keyId: 'abcdef0123456789',
-      userId: undefined,
-      teamId: 'platform',
-      model: 'llama',
-      deployment: 'llama-1',
-      promptTokens: 10,
-      completionTokens: i,
-      cost: 0.5,
-      status: 200,
-      latencyMs: 12.5,
-      estimated: false,
-      at: Date.UTC(2026, 10, 23),
-      counted: i !== 2,
-    });
+    log.add(
+      {
+        requestId: `r${i}`,
+        keyId: 'abcdef0123456789',
+        userId: undefined,
+        teamId: 'platform',
+        model: 'llama',
+        deployment: 'llama-1',
+        promptTokens: 10,
+        completionTokens: i,
+        cost: 0.5,
+        status: 200,
+        latencyMs: 12.5,
+        estimated: false,
+        at: Date.UTC(2026, 10, 23),
+      },
+      `lease-${i}`,
+      i !== 2,
+    );
   }
   assert.equal(log.pending, 3);
   assert.equal(await log.close(5000), 0);
