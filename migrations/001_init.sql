@@ -60,9 +60,10 @@ CREATE TABLE models (
 
 -- One row per request. `counted`: its cost reached the shared counters; false while Redis was unreachable,
 -- until the replay adds it (src/store/accounting.ts).
+-- Written on every request, so it carries few indexes: BRIN for time (rows arrive in time order, and BRIN
+-- costs next to nothing on insert), b-trees for the per-key, per-user and per-team sums budgets need.
 CREATE TABLE spend_logs (
-  id                    bigserial PRIMARY KEY,
-  lease_id              text NOT NULL UNIQUE,        -- one per request: a batch written twice inserts it once
+  lease_id              text PRIMARY KEY,            -- one per request: a batch written twice inserts it once
   request_id            text NOT NULL,
   key_id                text,
   user_id               text,
@@ -81,5 +82,5 @@ CREATE TABLE spend_logs (
 CREATE INDEX spend_logs_key ON spend_logs (key_id, created_at);
 CREATE INDEX spend_logs_user ON spend_logs (user_id, created_at);
 CREATE INDEX spend_logs_team ON spend_logs (team_id, created_at);
-CREATE INDEX spend_logs_created ON spend_logs (created_at);
-CREATE INDEX spend_logs_uncounted ON spend_logs (id) WHERE NOT counted;
+CREATE INDEX spend_logs_created ON spend_logs USING brin (created_at);
+CREATE INDEX spend_logs_uncounted ON spend_logs (created_at) WHERE NOT counted;

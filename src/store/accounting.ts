@@ -187,14 +187,14 @@ export async function seedRedis(
 export async function replayUncounted(db: Db, counters: Counters, budgets: (subject: string) => Limits | undefined): Promise<number> {
   return db.transaction(async (tx) => {
     const rows = await tx.query<{
-      id: string;
+      lease_id: string;
       key_id: string | null;
       user_id: string | null;
       team_id: string | null;
       cost: number;
       created_at: Date | string;
     }>(
-      'SELECT id, key_id, user_id, team_id, cost, created_at FROM spend_logs WHERE NOT counted ORDER BY id LIMIT 500 FOR UPDATE SKIP LOCKED',
+      'SELECT lease_id, key_id, user_id, team_id, cost, created_at FROM spend_logs WHERE NOT counted ORDER BY created_at LIMIT 500 FOR UPDATE SKIP LOCKED',
     );
     if (rows.length === 0) return 0;
     const items: { subject: string; period: BudgetPeriod; cost: number }[] = [];
@@ -208,7 +208,7 @@ export async function replayUncounted(db: Db, counters: Counters, budgets: (subj
       }
     }
     await counters.addSpend(items);
-    await tx.query('UPDATE spend_logs SET counted = true WHERE id = ANY($1::bigint[])', [rows.map((r) => r.id)]);
+    await tx.query('UPDATE spend_logs SET counted = true WHERE lease_id = ANY($1::text[])', [rows.map((r) => r.lease_id)]);
     return rows.length;
   });
 }
