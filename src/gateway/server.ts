@@ -28,8 +28,8 @@ export interface GatewayDeps {
   readonly teams: ReadonlyMap<string, TeamRecord>;
   readonly maxBodyBytes: number;
   readonly logger: Logger;
-  /** Ready to authorize (the IdP's keys are loaded, when a JWT is configured). */
-  readonly ready: () => boolean;
+  /** Why the gateway is not ready, or undefined when it is. */
+  readonly notReady: () => string | undefined;
   /** Told of each admitted request that starts here, so its lease is renewed until it is recorded. */
   readonly leases?: { begin(lease: Lease): void; end(lease: Lease): void } | undefined;
 }
@@ -66,9 +66,8 @@ async function handle(deps: GatewayDeps, req: IncomingMessage, res: ServerRespon
   if (path === null) return sendError(res, 'not_found', UNCLEAR_PATH, '-');
   if (path === '/health/liveliness' || path === '/health/liveness') return json(res, 200, "I'm alive!");
   if (path === '/health/readiness') {
-    return deps.ready()
-      ? json(res, 200, { status: 'healthy' })
-      : json(res, 503, { status: 'unhealthy', reason: 'identity provider keys not loaded' });
+    const why = deps.notReady();
+    return why === undefined ? json(res, 200, { status: 'healthy' }) : json(res, 503, { status: 'unhealthy', reason: why });
   }
 
   const body = method === 'POST' || method === 'PUT' || method === 'PATCH' ? await readBody(req, deps.maxBodyBytes) : undefined;

@@ -58,7 +58,11 @@ export async function startGateway(
     teams: parts.teams,
     maxBodyBytes: parts.maxBodyBytes,
     logger: opts.logger,
-    ready: () => (parts.verifier === undefined || parts.verifier.keyCount > 0) && (opts.storeReady?.() ?? true),
+    notReady: () => {
+      if (parts.verifier !== undefined && parts.verifier.keyCount === 0) return 'identity provider keys not loaded';
+      if (opts.storeReady?.() === false) return 'a store is unreachable (Redis, or the database taking the spend log)';
+      return undefined;
+    },
     leases: opts.leases,
   });
   const port = await new Promise<number>((resolve, reject) => {

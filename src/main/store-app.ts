@@ -30,7 +30,7 @@ export interface StoreApp {
   readonly records: RecordStore | undefined;
   readonly limiter: Limiter;
   readonly accounting: Accounting;
-  /** The counters answer (Redis connected, or in-process). */
+  /** The stores answer: Redis connected (or in-process counters), the database taking the spend log. */
   ready(): boolean;
   close(graceMs: number): Promise<void>;
 }
@@ -154,7 +154,8 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
     records,
     limiter,
     accounting,
-    ready: () => !(counters instanceof RedisCounters) || counters.redis.status === 'ready',
+    // Readiness: Redis connected, and the spend log's last write reached the database.
+    ready: () => (!(counters instanceof RedisCounters) || counters.redis.status === 'ready') && (log?.healthy ?? true),
     async close(graceMs: number) {
       for (const c of cleanups) c();
       await accounting.close(graceMs);

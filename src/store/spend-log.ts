@@ -45,6 +45,11 @@ export class SpendLog {
     this.#logger = logger;
   }
 
+  /** The last write reached the database (readiness). */
+  get healthy(): boolean {
+    return this.#failures === 0;
+  }
+
   /** Rows waiting to be written. */
   get pending(): number {
     return this.#buffer.length;

@@ -168,7 +168,11 @@ keys:
     for (let i = 0; i < 3; i++) assert.equal((await chat()).status, 200);
     assert.ok((await check()).ok_response, 'allowed while Redis is up');
 
+    const readiness = async (): Promise<number> =>
+      (await fetch(`http://127.0.0.1:${gatewayPort}/health/readiness`, { signal: AbortSignal.timeout(5000) })).status;
+    assert.equal(await readiness(), 200);
     await stopRedis(redis);
+    await until('readiness 503 while Redis is down', 5000, async () => ((await readiness()) === 503 ? true : undefined));
     const denied = await check();
     assert.ok(denied.denied_response, 'closed: denied');
     assert.match(String(denied.denied_response.body), /store_unavailable/);
@@ -185,6 +189,7 @@ keys:
 
     redis = await startRedis(redisPort); // restarted empty: no persistence
     await until('Check allowed again once Redis is back', 10_000, async () => ((await check()).ok_response ? true : undefined));
+    await until('readiness 200 again', 10_000, async () => ((await readiness()) === 200 ? true : undefined));
     const client = new Redis(redisPort, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 1 });
     try {
       await client.connect();
