@@ -57,6 +57,25 @@ async function startStack(yaml: string): Promise<Stack> {
   return { gw, base, client, spend };
 }
 
+/**
+ * A backend streaming far more than every socket buffer between it and a client that does not read, behind
+ * a gateway whose deployment has `timeout` seconds.
+ */
+async function startBigStream(timeout: number): Promise<{ big: FakeVllm; bigStack: Stack }> {
+  const big = await startFakeVllm({ models: [MODEL], name: 'big', chunks: 200_000 });
+  const bigStack = await startStack(`
+model_list:
+  - model_name: big
+    litellm_params: { model: openai/${MODEL}, api_base: "${big.apiBase}", timeout: ${timeout} }
+    model_info: { id: big-1 }
+general_settings:
+  context_signing_key: ${SECRET}
+keys:
+  - key: sha256:${sha(KEY)}
+`);
+  return { big, bigStack };
+}
+
 /** A loopback port nothing listens on (bound, then closed). */
 async function closedPort(): Promise<number> {
   const srv = createServer();
@@ -448,18 +467,7 @@ keys:
   });
 
   test('a client that stops reading a stream and goes away is still charged; the request does not stay stuck', T, async () => {
-    // Enough to fill every socket buffer between the backend and a client that does not read.
-    const big = await startFakeVllm({ models: [MODEL], name: 'big', chunks: 200_000 });
-    const bigStack = await startStack(`
-model_list:
-  - model_name: big
-    litellm_params: { model: openai/${MODEL}, api_base: "${big.apiBase}", timeout: 10 }
-    model_info: { id: big-1 }
-general_settings:
-  context_signing_key: ${SECRET}
-keys:
-  - key: sha256:${sha(KEY)}
-`);
+    const { big, bigStack } = await startBigStream(10);
     try {
       const ctrl = new AbortController();
       const res = await fetch(`${bigStack.base}/v1/chat/completions`, {
@@ -487,17 +495,7 @@ keys:
     'a client that stays connected but stops reading a stream is cut off after the timeout; the backend request ends and the spend is kept',
     T,
     async () => {
-      const big = await startFakeVllm({ models: [MODEL], name: 'big', chunks: 200_000 });
-      const bigStack = await startStack(`
-model_list:
-  - model_name: big
-    litellm_params: { model: openai/${MODEL}, api_base: "${big.apiBase}", timeout: 1 }
-    model_info: { id: big-1 }
-general_settings:
-  context_signing_key: ${SECRET}
-keys:
-  - key: sha256:${sha(KEY)}
-`);
+      const { big, bigStack } = await startBigStream(1);
       const socket = connect(bigStack.gw.port, '127.0.0.1');
       try {
         const body = JSON.stringify({ model: 'big', messages: HI, stream: true });
