@@ -21,6 +21,7 @@ async function main(): Promise<void> {
     logger,
     spend: store.accounting,
     leases: store.accounting,
+    gate: { admit: (d, tokens, now) => store.limiter.admitDeployment(d, tokens, now) },
     storeReady: () => store.ready(),
   });
   serveParent(app.port, async () => {

@@ -18,6 +18,11 @@ import type { Lease } from '../store/limiter.js';
 import { codedError, Exchange, type ClientLink, type StreamSink } from './exchange.js';
 import { backendMessage, SseRewriter } from './sse.js';
 
+/** Admits an attempt on a deployment against its own rpm/tpm: a lease to settle, undefined (nothing to count), or false (full). */
+export interface DeploymentGate {
+  admit(d: Deployment, tokens: number, now: number): Lease | undefined | false | Promise<Lease | undefined | false>;
+}
+
 export interface RouterSettings {
   readonly strategy: RoutingStrategy;
   readonly numRetries: number;
@@ -44,6 +49,8 @@ export interface ForwardRequest {
   readonly caller: Caller;
   /** The limits admission (settled when the request is recorded). */
   readonly lease: Lease | undefined;
+  /** Admissions taken here for retries and fallbacks on deployments with limits of their own (settled with the request). */
+  readonly extraLeases?: Lease[];
   /** `x-ratelimit-*` for the client's response (standalone; behind Envoy, Envoy adds them). */
   readonly responseHeaders: readonly (readonly [string, string])[] | undefined;
   /** The client's connection: leaving aborts the backend request at once (vLLM stops generating only then). */
@@ -67,11 +74,20 @@ export class Forwarder {
   readonly #settings: RouterSettings;
   readonly #spend: SpendRecorder;
 
-  constructor(opts: { catalog: () => ModelCatalog; tracker: DeploymentTracker; settings: RouterSettings; spend: SpendRecorder }) {
+  readonly #gate: DeploymentGate | undefined;
+
+  constructor(opts: {
+    catalog: () => ModelCatalog;
+    tracker: DeploymentTracker;
+    settings: RouterSettings;
+    spend: SpendRecorder;
+    gate?: DeploymentGate | undefined;
+  }) {
     this.#catalog = opts.catalog;
     this.#tracker = opts.tracker;
     this.#settings = opts.settings;
     this.#spend = opts.spend;
+    this.#gate = opts.gate;
   }
 
   /** Creates the pools of every deployment now, so the first request pays no setup. */
@@ -94,8 +110,10 @@ export class Forwarder {
   }
 
   /** Serves the request to `res`, through retries and fallbacks; never throws for backend faults. */
-  async forward(req: ForwardRequest, res: ServerResponse): Promise<void> {
+  async forward(request: ForwardRequest, res: ServerResponse): Promise<void> {
     const started = performance.now();
+    const gate = this.#gate;
+    const req = gate === undefined ? request : { ...request, extraLeases: [] as Lease[] };
     const aliases = [req.alias, ...req.fallbacks];
     let last: Attempt | undefined;
     let hint = req.hint;
@@ -121,6 +139,12 @@ export class Forwarder {
         }
         if (d === undefined) break;
         tried.add(d.id);
+        // A deployment other than the one admitted at Check counts this attempt against its own rpm/tpm first.
+        if (gate !== undefined && d.id !== req.lease?.deploymentId && (d.rpm !== undefined || d.tpm !== undefined)) {
+          const admitted = await gate.admit(d, req.lease?.reservedTokens ?? 0, Date.now());
+          if (admitted === false) continue; // full: another deployment, or the next alias
+          if (admitted !== undefined) req.extraLeases?.push(admitted);
+        }
         triedAny = true;
         last = await this.#attempt(d, alias, req, res, started);
         if (last.kind === 'done') return;
@@ -281,6 +305,7 @@ export class Forwarder {
       estimated,
       at: Date.now(),
       lease: req.lease,
+      extraLeases: req.extraLeases?.length === 0 ? undefined : req.extraLeases,
     });
   }
 }

@@ -264,6 +264,7 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
         logger,
         spend: store.accounting,
         leases: store.accounting,
+        gate: { admit: (d, tokens, now) => store.limiter.admitDeployment(d, tokens, now) },
         storeReady: () => store.ready(),
       });
     } catch (err) {

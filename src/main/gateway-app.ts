@@ -2,7 +2,7 @@
 import type { Server } from 'node:http';
 import type { Config } from '../config/schema.js';
 import { createGateway } from '../gateway/server.js';
-import { Forwarder } from '../gateway/forward.js';
+import { Forwarder, type DeploymentGate } from '../gateway/forward.js';
 import { ContextSigner } from '../identity/context-token.js';
 import { DeploymentTracker } from '../routing/health.js';
 import type { Lease } from '../store/limiter.js';
@@ -28,6 +28,8 @@ export async function startGateway(
     spend: SpendRecorder;
     /** Renews the leases of admitted requests in flight (the store's accounting). */
     leases?: { begin(lease: Lease): void; end(lease: Lease): void };
+    /** Counts retries and fallbacks on deployments with rpm/tpm of their own (the store's limiter). */
+    gate?: DeploymentGate;
     /** The stores answer (readiness). */
     storeReady?: () => boolean;
   },
@@ -41,6 +43,7 @@ export async function startGateway(
     catalog,
     tracker,
     spend: opts.spend,
+    gate: opts.gate,
     settings: {
       strategy: rs.routing_strategy,
       numRetries: rs.num_retries,

@@ -72,6 +72,11 @@ export class Accounting implements SpendRecorder {
       deploymentId: entry.deployment,
     };
     this.#inFlight.delete(lease);
+    // Deployments tried on the way: the one that answered is charged the tokens, the others only the attempt.
+    for (const extra of entry.extraLeases ?? []) {
+      const used = extra.deploymentId === entry.deployment ? entry.promptTokens + entry.completionTokens : 0;
+      this.#limiter.settle(extra, used, 0, Date.now())?.catch(() => undefined); // unsettled, it ages out of the window
+    }
     const settled = this.#limiter.settle(lease, entry.promptTokens + entry.completionTokens, entry.cost, Date.now());
     if (settled === undefined) {
       this.#log?.add(entry, lease.id, true);

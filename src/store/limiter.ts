@@ -148,6 +148,24 @@ export class Limiter {
     return this.counters.settle(req);
   }
 
+  /**
+   * A retry or fallback on a deployment other than the one admitted at Check, against that deployment's own
+   * rpm/tpm: a lease, false when it is full (or the store is down and failure_mode is closed), undefined when
+   * nothing is counted.
+   */
+  admitDeployment(d: Deployment, tokens: number, now: number): Lease | undefined | false | Promise<Lease | undefined | false> {
+    const subject = subjectOf(`deployment:${d.id}`, { rpm: d.rpm, tpm: d.tpm }, now);
+    if (!hasLimits(subject)) return undefined;
+    const id = randomUUID();
+    const req = { requestId: id, subjects: [subject], tokens, cost: 0, now };
+    const lease: Lease = { id, reservedTokens: tokens, keyId: undefined, userId: undefined, teamId: undefined, deploymentId: d.id };
+    if (this.counters instanceof MemoryCounters) return this.counters.admitNow(req).ok ? lease : false;
+    return this.counters.admit(req).then(
+      (a) => (a.ok ? lease : false),
+      (err: unknown) => (this.#fault(err, d).ok ? undefined : false),
+    );
+  }
+
   /** Keeps the leases of requests in flight alive (a replica that dies stops renewing, and its leases expire). */
   async renew(leases: Iterable<Lease>, now: number): Promise<void> {
     const catalog = this.#dirs.catalog();

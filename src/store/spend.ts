@@ -25,6 +25,8 @@ export interface SpendEntry {
   readonly at: number;
   /** The limits admission this request holds, settled with this entry's usage. */
   readonly lease?: Lease | undefined;
+  /** Deployment admissions taken by the gateway for retries and fallbacks. */
+  readonly extraLeases?: readonly Lease[] | undefined;
 }
 
 export interface SpendRecorder {

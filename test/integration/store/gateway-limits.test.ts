@@ -20,6 +20,68 @@ const TPM_KEY = 'sk-gateway-limits-tpm-01';
 const BUDGET_KEY = 'sk-gateway-limits-bud-01';
 const sha = (s: string): string => createHash('sha256').update(s).digest('hex');
 
+describe('deployment limits on retries', { timeout: 30_000 }, () => {
+  test("a retry to another deployment counts against that deployment's own rpm", async () => {
+    const failing = await startFakeVllm({ models: [MODEL], name: 'failing' });
+    failing.setFault({ kind: 'status', status: 500 });
+    const spare = await startFakeVllm({ models: [MODEL], name: 'spare' });
+    const prepared = prepareConfigText(
+      `
+model_list:
+  - model_name: llama
+    litellm_params: { model: openai/${MODEL}, api_base: "${failing.apiBase}" }
+    model_info: { id: failing }
+  - model_name: llama
+    litellm_params: { model: openai/${MODEL}, api_base: "${spare.apiBase}", rpm: 1, weight: 1.0e-9 }
+    model_info: { id: spare }
+router_settings: { num_retries: 1, allowed_fails: 100 }
+general_settings:
+  context_signing_key: gateway-limits-context-key-0123456789abcdef
+keys:
+  - key: sha256:${sha(RPM_KEY)}
+    rpm_limit: 100
+`,
+      'retries.yaml',
+      {},
+    );
+    const secret = contextSecret(prepared.config.general_settings.context_signing_key, undefined) as Buffer;
+    const logger = createLogger('silent');
+    const store = await openStore(prepared.config, { logger, withDb: false, catalog: () => parts.authorizer.rules.catalog });
+    const parts = buildAuthorizer(prepared.config, prepared.policy, secret, {
+      keys: store.keys,
+      teams: store.teams,
+      limiter: store.limiter,
+    });
+    const gw = await startGateway(prepared.config, parts, secret, {
+      host: '127.0.0.1',
+      port: 0,
+      logger,
+      spend: store.accounting,
+      leases: store.accounting,
+      gate: { admit: (d, tokens, now) => store.limiter.admitDeployment(d, tokens, now) },
+    });
+    try {
+      const chat = async (): Promise<number> => {
+        const r = await fetch(`http://127.0.0.1:${gw.port}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${RPM_KEY}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ model: 'llama', messages: [{ role: 'user', content: 'hi' }], max_tokens: 5 }),
+          signal: AbortSignal.timeout(10_000),
+        });
+        await r.text();
+        return r.status;
+      };
+      assert.equal(await chat(), 200, 'the retry lands on the spare deployment');
+      assert.notEqual(await chat(), 200, 'the spare deployment has used its one request per minute');
+      assert.equal(spare.received.filter((r) => r.path === '/v1/chat/completions').length, 1);
+    } finally {
+      await gw.close(500);
+      await store.close(500);
+      await Promise.all([failing.close(), spare.close()]);
+    }
+  });
+});
+
 describe('limits at the standalone gateway', { timeout: 30_000 }, () => {
   let vllm: FakeVllm;
   let store: StoreApp;
