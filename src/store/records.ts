@@ -160,6 +160,8 @@ export class RecordCache implements KeyDirectory {
   readonly #db: Queryable | undefined;
   readonly #logger: Logger;
   #timer: NodeJS.Timeout | undefined;
+  /** Changes seen while full reloads are running (one list per reload). */
+  readonly #during = new Set<RecordChange[]>();
 
   constructor(opts: {
     configKeys: KeyDirectory;
@@ -208,6 +210,18 @@ export class RecordCache implements KeyDirectory {
   async reloadAll(): Promise<void> {
     const db = this.#db;
     if (db === undefined) return;
+    // Changes broadcast while the snapshot is read may be older in it than in the cache: they are applied again after.
+    const during: RecordChange[] = [];
+    this.#during.add(during);
+    try {
+      await this.#reloadAll(db);
+    } finally {
+      this.#during.delete(during);
+    }
+    for (const c of during) await this.#reload(c);
+  }
+
+  async #reloadAll(db: Queryable): Promise<void> {
     const [keys, teams, users] = await Promise.all([
       db.query<KeyRow>(`SELECT ${KEY_COLUMNS} FROM keys`),
       db.query<TeamRow>(`SELECT ${TEAM_COLUMNS} FROM teams`),
@@ -234,6 +248,7 @@ export class RecordCache implements KeyDirectory {
   async #reload(c: RecordChange): Promise<void> {
     const db = this.#db;
     if (db === undefined) return;
+    for (const list of this.#during) list.push(c);
     if (c.kind === 'key') {
       const rows = await db.query<KeyRow>(`SELECT ${KEY_COLUMNS} FROM keys WHERE key_hash = $1`, [c.id]);
       // Changed in place: one synchronous step, so a Check sees the old record or the new one.
