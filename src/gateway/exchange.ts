@@ -53,7 +53,7 @@ export type ExchangeResult =
   | { readonly kind: 'streamed'; readonly err: Error | undefined };
 
 /** Errors this module raises, with stable codes like undici's. */
-export function codedError(code: 'CLIENT_GONE' | 'REPLY_TOO_LARGE' | 'CLIENT_STALLED', message: string): Error {
+export function codedError(code: 'CLIENT_GONE' | 'REPLY_TOO_LARGE' | 'CLIENT_STALLED' | 'QUEUE_TIMEOUT', message: string): Error {
   return Object.assign(new Error(message), { code });
 }
 
@@ -74,6 +74,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   #chunks: Buffer[] = [];
   #size = 0;
   #cap = 0;
+  #queued: NodeJS.Timeout | undefined;
 
   constructor(opts: { client: ClientLink; sink: StreamSink | undefined; replyCap: number; errorCap: number }) {
     this.#client = opts.client;
@@ -86,10 +87,17 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#client.watch(() => this.abort(codedError('CLIENT_GONE', 'the client closed its connection')));
   }
 
-  /** Sends `opts` on `dispatcher` with this exchange as its handler. */
-  send(dispatcher: Dispatcher, opts: Dispatcher.DispatchOptions): Promise<ExchangeResult> {
-    if (this.#client.gone) this.#settle({ kind: 'failed', err: codedError('CLIENT_GONE', 'the client closed its connection') });
-    else dispatcher.dispatch(opts, this);
+  /**
+   * Sends `opts` on `dispatcher` with this exchange as its handler. undici's headersTimeout starts only once
+   * the request is on a socket; `queueMs` bounds the wait for one (every pooled connection busy on streams).
+   */
+  send(dispatcher: Dispatcher, opts: Dispatcher.DispatchOptions, queueMs: number): Promise<ExchangeResult> {
+    if (this.#client.gone) {
+      this.#settle({ kind: 'failed', err: codedError('CLIENT_GONE', 'the client closed its connection') });
+      return this.done;
+    }
+    this.#queued = setTimeout(() => this.abort(codedError('QUEUE_TIMEOUT', `no connection to the backend within ${queueMs} ms`)), queueMs);
+    dispatcher.dispatch(opts, this);
     return this.done;
   }
 
@@ -104,6 +112,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
+    clearTimeout(this.#queued);
     this.#controller = controller;
     if (this.#settled) controller.abort(codedError('CLIENT_GONE', 'the client closed its connection'));
   }
@@ -152,6 +161,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   #settle(r: ExchangeResult): void {
     if (this.#settled) return;
     this.#settled = true;
+    clearTimeout(this.#queued);
     this.#chunks = [];
     this.#client.watch(undefined);
     this.#resolve(r);

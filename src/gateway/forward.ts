@@ -60,7 +60,8 @@ export interface ForwardRequest {
 type Attempt =
   | { readonly kind: 'done' }
   | { readonly kind: 'retry'; readonly timeout: boolean; readonly detail: string }
-  | { readonly kind: 'client-error'; readonly status: number; readonly message: string | undefined };
+  | { readonly kind: 'client-error'; readonly status: number; readonly message: string | undefined }
+  | { readonly kind: 'too-large' };
 
 const MAX_ERROR_BODY = 64 * 1024;
 const MAX_REPLY_BODY = 64 * 1024 * 1024;
@@ -118,6 +119,9 @@ export class Forwarder {
     let last: Attempt | undefined;
     let hint = req.hint;
     let triedAny = false;
+    /** Deployments admitted here (gate); `full`: one was at its limits. */
+    const gated = new Set<string>();
+    let full = false;
     for (const alias of aliases) {
       const group = this.#catalog().group(alias);
       if (group === undefined) continue;
@@ -139,15 +143,26 @@ export class Forwarder {
         }
         if (d === undefined) break;
         tried.add(d.id);
-        // A deployment other than the one admitted at Check counts this attempt against its own rpm/tpm first.
-        if (gate !== undefined && d.id !== req.lease?.deploymentId && (d.rpm !== undefined || d.tpm !== undefined)) {
+        // A deployment other than the one admitted at Check counts this request against its own rpm/tpm
+        // first, once per request however often it is retried.
+        if (gate !== undefined && d.id !== req.lease?.deploymentId && (d.rpm !== undefined || d.tpm !== undefined) && !gated.has(d.id)) {
           const admitted = await gate.admit(d, req.lease?.reservedTokens ?? 0, Date.now());
-          if (admitted === false) continue; // full: another deployment, or the next alias
+          if (admitted === false) {
+            full = true;
+            continue; // another deployment, or the next alias
+          }
+          gated.add(d.id);
           if (admitted !== undefined) req.extraLeases?.push(admitted);
         }
         triedAny = true;
         last = await this.#attempt(d, alias, req, res, started);
         if (last.kind === 'done') return;
+        if (last.kind === 'too-large') {
+          // Another deployment would send as much: not a fault of this one, and not worth generating again.
+          sendError(res, 'upstream_error', "The model server's reply is larger than tollgate forwards.", req.caller.requestId, 502);
+          this.#record(req, d, alias, 502, started, 0, 0, 0, false);
+          return;
+        }
         if (last.kind === 'client-error') {
           // The backend refused this request itself (400, 413, 422): another deployment would too.
           sendError(res, 'upstream_invalid_request', last.message, req.caller.requestId, last.status);
@@ -163,6 +178,18 @@ export class Forwarder {
     if (req.client.gone) {
       // Every request leaves one spend row; 499 is the de-facto "client closed request" status.
       this.#record(req, undefined, req.alias, 499, started, 0, 0, 0, false);
+      return;
+    }
+    if (!triedAny && full) {
+      sendError(
+        res,
+        'rate_limit_exceeded',
+        'Every deployment of this model is at its rate limit: retry shortly.',
+        req.caller.requestId,
+        undefined,
+        [['retry-after', '1']],
+      );
+      this.#record(req, undefined, req.alias, 429, started, 0, 0, 0, false);
       return;
     }
     let code: ErrorCode = 'no_healthy_deployment';
@@ -196,19 +223,24 @@ export class Forwarder {
       : undefined;
     const exchange = new Exchange({ client: req.client, sink: relay, replyCap: MAX_REPLY_BODY, errorCap: MAX_ERROR_BODY });
     this.#tracker.started(d.id, Date.now());
-    const result = await exchange.send(this.#pool(d), {
-      path: `${d.basePath}/${req.endpoint}`,
-      method: 'POST',
-      headers,
-      body: JSON.stringify(body),
-      headersTimeout: wait,
-      bodyTimeout: wait,
-    });
+    const result = await exchange.send(
+      this.#pool(d),
+      {
+        path: `${d.basePath}/${req.endpoint}`,
+        method: 'POST',
+        headers,
+        body: JSON.stringify(body),
+        headersTimeout: wait,
+        bodyTimeout: wait,
+      },
+      wait,
+    );
     this.#tracker.finished(d.id);
     if (exchange.headMs !== undefined && (result.kind === 'streamed' || (result.kind === 'reply' && result.status < 300)))
       this.#tracker.latency(d.id, exchange.headMs);
     switch (result.kind) {
       case 'failed':
+        if ((result.err as { code?: unknown }).code === 'REPLY_TOO_LARGE') return { kind: 'too-large' };
         return { kind: 'retry', timeout: isTimeout(result.err), detail: errCode(result.err) };
       case 'reply':
         if (result.status < 200 || result.status >= 300) return failure(result.status, result.body);
@@ -426,6 +458,7 @@ export function sendError(
 function isTimeout(err: unknown): boolean {
   const code = (err as { code?: unknown; name?: unknown }).code;
   return (
+    code === 'QUEUE_TIMEOUT' ||
     code === 'UND_ERR_HEADERS_TIMEOUT' ||
     code === 'UND_ERR_BODY_TIMEOUT' ||
     code === 'UND_ERR_CONNECT_TIMEOUT' ||

@@ -77,7 +77,7 @@ export class Accounting implements SpendRecorder {
       const used = extra.deploymentId === entry.deployment ? entry.promptTokens + entry.completionTokens : 0;
       this.#limiter.settle(extra, used, 0, Date.now())?.catch(() => undefined); // unsettled, it ages out of the window
     }
-    const settled = this.#limiter.settle(lease, entry.promptTokens + entry.completionTokens, entry.cost, Date.now());
+    const settled = this.#limiter.settle(lease, entry.promptTokens + entry.completionTokens, entry.cost, Date.now(), entry.deployment);
     if (settled === undefined) {
       this.#log?.add(entry, lease.id, true);
       return;

@@ -70,7 +70,8 @@ export class RedisChangeBus implements ChangeBus {
     this.#channel = `${prefix}changes`;
     // Publishing may wait briefly for a reconnect; the subscriber lives on its own connection (subscriber mode).
     this.#pub = new Redis(url, { maxRetriesPerRequest: 1, commandTimeout: 2_000, retryStrategy: (n: number) => Math.min(100 * n, 2000) });
-    this.#sub = new Redis(url, { retryStrategy: (n: number) => Math.min(100 * n, 2000) });
+    // The subscriber's SUBSCRIBE waits for Redis however long it is down (no retry limit).
+    this.#sub = new Redis(url, { maxRetriesPerRequest: null, retryStrategy: (n: number) => Math.min(100 * n, 2000) });
     this.#pub.on('error', () => undefined);
     this.#sub.on('error', () => undefined);
   }
@@ -85,9 +86,14 @@ export class RedisChangeBus implements ChangeBus {
       const c = parse(message);
       if (c !== undefined) onChange(c);
     });
-    // ioredis subscribes again by itself after a reconnect; what was published meanwhile is gone.
+    // After a reconnect: subscribe again (ioredis does too, but only for a subscription that was confirmed;
+    // twice is harmless), then reload everything, since what was published meanwhile is gone.
     this.#sub.on('ready', () => {
-      if (!starting) onResync();
+      if (starting) return;
+      void this.#sub
+        .subscribe(this.#channel)
+        .catch(() => undefined)
+        .then(onResync);
     });
     await bounded(this.#sub.subscribe(this.#channel), SUBSCRIBE_WAIT_MS);
     starting = false;
@@ -125,9 +131,14 @@ export class PgChangeBus implements ChangeBus {
       if (this.#closed) return;
       const u = new URL(this.#url);
       u.searchParams.delete('schema');
-      const client = new pg.Client({ connectionString: u.toString() });
+      const client = new pg.Client({ connectionString: u.toString(), keepAlive: true, connectionTimeoutMillis: 5_000 });
+      let retried = false;
       const retry = (): void => {
+        // pg may both emit 'error' and reject the pending query for one failure: reconnect once.
+        if (retried) return;
+        retried = true;
         client.removeAllListeners();
+        client.on('error', () => undefined);
         void client.end().catch(() => undefined);
         if (this.#closed) return;
         this.#retry = setTimeout(() => void connect(true), 1_000);
@@ -141,6 +152,10 @@ export class PgChangeBus implements ChangeBus {
       try {
         await client.connect();
         await client.query(`LISTEN ${this.#channel}`);
+        if (this.#closed) {
+          await client.end().catch(() => undefined);
+          return;
+        }
         this.#client = client;
         if (again) onResync();
       } catch {

@@ -133,14 +133,32 @@ export class Limiter {
    * The request ended: real tokens and cost replace the reservation; the lease is released. Synchronous
    * (undefined) when nothing limits the request or the counters are in process; rejects on a store fault.
    */
-  settle(lease: Lease, tokens: number, cost: number, now: number): Promise<void> | undefined {
+  settle(lease: Lease, tokens: number, cost: number, now: number, servedBy?: string): Promise<void> | undefined {
     const catalog = this.#dirs.catalog();
-    const deployment = lease.deploymentId === undefined ? undefined : catalog.deployment(lease.deploymentId);
-    const subjects = this.subjects(lease, deployment, now);
-    if (subjects.length === 0) return undefined;
+    const admitted = lease.deploymentId === undefined ? undefined : catalog.deployment(lease.deploymentId);
     // Windows count whole tokens (a backend could report 10.5).
     const whole = Number.isFinite(tokens) && tokens > 0 ? Math.round(tokens) : 0;
-    const req = { requestId: lease.id, subjects, reservedTokens: lease.reservedTokens, tokens: whole, cost, now };
+    if (admitted !== undefined && servedBy !== undefined && servedBy !== admitted.id) {
+      // Another deployment answered (a retry or fallback, which settles its own lease): the admitted one
+      // gets its reservation back and no tokens; the key, user and team get the real usage.
+      const a = this.#settleSubjects(lease, this.subjects(lease, undefined, now), whole, cost, now);
+      const b = this.#settleSubjects(
+        lease,
+        this.subjects({ keyId: undefined, userId: undefined, teamId: undefined }, admitted, now),
+        0,
+        0,
+        now,
+      );
+      if (a === undefined) return b;
+      if (b === undefined) return a;
+      return Promise.all([a, b]).then(() => undefined);
+    }
+    return this.#settleSubjects(lease, this.subjects(lease, admitted, now), whole, cost, now);
+  }
+
+  #settleSubjects(lease: Lease, subjects: LimitSubject[], tokens: number, cost: number, now: number): Promise<void> | undefined {
+    if (subjects.length === 0) return undefined;
+    const req = { requestId: lease.id, subjects, reservedTokens: lease.reservedTokens, tokens, cost, now };
     if (this.counters instanceof MemoryCounters) {
       this.counters.settleNow(req);
       return undefined;

@@ -162,6 +162,8 @@ export class RecordCache implements KeyDirectory {
   #timer: NodeJS.Timeout | undefined;
   /** Changes seen while full reloads are running (one list per reload). */
   readonly #during = new Set<RecordChange[]>();
+  #running: Promise<void> | undefined;
+  #again = false;
 
   constructor(opts: {
     configKeys: KeyDirectory;
@@ -207,42 +209,69 @@ export class RecordCache implements KeyDirectory {
     clearInterval(this.#timer);
   }
 
-  async reloadAll(): Promise<void> {
+  /** Reloads everything; calls that overlap run one after the other, so an older snapshot never lands last. */
+  reloadAll(): Promise<void> {
     const db = this.#db;
-    if (db === undefined) return;
-    // Changes broadcast while the snapshot is read may be older in it than in the cache: they are applied again after.
+    if (db === undefined) return Promise.resolve();
+    if (this.#running !== undefined) {
+      this.#again = true;
+      return this.#running;
+    }
+    const run = async (): Promise<void> => {
+      do {
+        this.#again = false;
+        await this.#reloadOnce(db);
+      } while (this.#again);
+    };
+    this.#running = run().finally(() => {
+      this.#running = undefined;
+    });
+    return this.#running;
+  }
+
+  async #reloadOnce(db: Queryable): Promise<void> {
+    // A record changed while the snapshot was read keeps its cached state (the broadcast already applied
+    // it, or is applying it), and is read again after: the snapshot may be older.
     const during: RecordChange[] = [];
     this.#during.add(during);
     try {
-      await this.#reloadAll(db);
+      const [keys, teams, users] = await Promise.all([
+        db.query<KeyRow>(`SELECT ${KEY_COLUMNS} FROM keys`),
+        db.query<TeamRow>(`SELECT ${TEAM_COLUMNS} FROM teams`),
+        db.query<UserRow>(`SELECT ${USER_COLUMNS} FROM users`),
+      ]);
+      const changed = (kind: RecordChange['kind'], id: string): boolean => during.some((c) => c.kind === kind && c.id === id);
+      const byHash = new Map<string, KeyRecord>();
+      const byId = new Map<string, KeyRecord>();
+      for (const r of keys) {
+        if (changed('key', r.key_hash)) continue;
+        const k = keyFromRow(r);
+        byHash.set(k.hash, k);
+        byId.set(k.id, k);
+      }
+      for (const c of during) {
+        const current = c.kind === 'key' ? this.#byHash.get(c.id) : undefined;
+        if (current !== undefined) {
+          byHash.set(current.hash, current);
+          byId.set(current.id, current);
+        }
+      }
+      // Swapped whole, so a Check never sees half a reload.
+      this.#byHash = byHash;
+      this.#byId = byId;
+      const seenTeams = new Set(teams.map((r) => r.team_id));
+      for (const r of teams)
+        if (!this.#configTeams.has(r.team_id) && !changed('team', r.team_id)) this.teams.set(r.team_id, teamFromRow(r));
+      for (const id of [...this.teams.keys()])
+        if (!this.#configTeams.has(id) && !seenTeams.has(id) && !changed('team', id)) this.teams.delete(id);
+      const seenUsers = new Set(users.map((r) => r.user_id));
+      for (const r of users) if (!this.#configUsers.has(r.user_id) && !changed('user', r.user_id)) this.users.set(r.user_id, limitsFrom(r));
+      for (const id of [...this.users.keys()])
+        if (!this.#configUsers.has(id) && !seenUsers.has(id) && !changed('user', id)) this.users.delete(id);
     } finally {
       this.#during.delete(during);
     }
     for (const c of during) await this.#reload(c);
-  }
-
-  async #reloadAll(db: Queryable): Promise<void> {
-    const [keys, teams, users] = await Promise.all([
-      db.query<KeyRow>(`SELECT ${KEY_COLUMNS} FROM keys`),
-      db.query<TeamRow>(`SELECT ${TEAM_COLUMNS} FROM teams`),
-      db.query<UserRow>(`SELECT ${USER_COLUMNS} FROM users`),
-    ]);
-    const byHash = new Map<string, KeyRecord>();
-    const byId = new Map<string, KeyRecord>();
-    for (const r of keys) {
-      const k = keyFromRow(r);
-      byHash.set(k.hash, k);
-      byId.set(k.id, k);
-    }
-    // Swapped whole, so a Check never sees half a reload.
-    this.#byHash = byHash;
-    this.#byId = byId;
-    const seenTeams = new Set(teams.map((r) => r.team_id));
-    for (const r of teams) if (!this.#configTeams.has(r.team_id)) this.teams.set(r.team_id, teamFromRow(r));
-    for (const id of [...this.teams.keys()]) if (!this.#configTeams.has(id) && !seenTeams.has(id)) this.teams.delete(id);
-    const seenUsers = new Set(users.map((r) => r.user_id));
-    for (const r of users) if (!this.#configUsers.has(r.user_id)) this.users.set(r.user_id, limitsFrom(r));
-    for (const id of [...this.users.keys()]) if (!this.#configUsers.has(id) && !seenUsers.has(id)) this.users.delete(id);
   }
 
   async #reload(c: RecordChange): Promise<void> {

@@ -57,7 +57,8 @@ export class SpendLog {
 
   add(entry: SpendEntry, leaseId: string, counted: boolean): void {
     this.#buffer.push({ entry, leaseId, counted });
-    if (this.#buffer.length >= MAX_BATCH) void this.flush();
+    // A full batch goes at once, unless writes are failing: then the backoff timer decides.
+    if (this.#buffer.length >= MAX_BATCH && this.#failures === 0) void this.flush();
     else this.#timer ??= setTimeout(() => void this.flush(), FLUSH_MS);
   }
 

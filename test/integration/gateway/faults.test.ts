@@ -227,6 +227,19 @@ keys:
     await stillServing();
   });
 
+  test('a reply larger than tollgate forwards is a 502 at once, not retried on the other deployment', T, async () => {
+    reset();
+    // An error body past the 64 KiB read for errors; every deployment would send as much.
+    const huge = { error: { message: 'x'.repeat(70 * 1024), type: 'BadRequestError', code: 400 } };
+    a.setFault({ kind: 'status', status: 400, body: huge });
+    b.setFault({ kind: 'status', status: 400, body: huge });
+    const res = await within(3000, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI }));
+    const err = await expectError(res, 502, 'api_error', 'upstream_error');
+    assert.match(err.message, /larger than tollgate forwards/);
+    assert.equal(a.received.length + b.received.length, 1, 'one attempt');
+    await stillServing();
+  });
+
   test('every deployment answers 500: 502 after exactly num_retries + 1 attempts', T, async () => {
     reset();
     a.setFault({ kind: 'status', status: 500 });
