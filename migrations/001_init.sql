@@ -60,10 +60,12 @@ CREATE TABLE models (
 
 -- One row per request. `counted`: its cost reached the shared counters; false while Redis was unreachable,
 -- until the replay adds it (src/store/accounting.ts).
--- Written on every request, so it carries few indexes: BRIN for time (rows arrive in time order, and BRIN
--- costs next to nothing on insert), b-trees for the per-key, per-user and per-team sums budgets need.
+-- Written on every request, so it carries few indexes (each costs every insert): BRIN for time (rows arrive
+-- in time order, and BRIN costs next to nothing on insert), a b-tree for per-key sums, a partial index for
+-- the rows not yet counted (normally none). Per-user and per-team sums scan a period through the BRIN.
+-- Duplicates are kept out per batch (spend_batches), not by a unique index per row.
 CREATE TABLE spend_logs (
-  lease_id              text PRIMARY KEY,            -- one per request: a batch written twice inserts it once
+  lease_id              text NOT NULL,               -- the request's lease (or a fresh id): the replay's handle
   request_id            text NOT NULL,
   key_id                text,
   user_id               text,
@@ -80,7 +82,11 @@ CREATE TABLE spend_logs (
   created_at            timestamptz NOT NULL
 );
 CREATE INDEX spend_logs_key ON spend_logs (key_id, created_at);
-CREATE INDEX spend_logs_user ON spend_logs (user_id, created_at);
-CREATE INDEX spend_logs_team ON spend_logs (team_id, created_at);
 CREATE INDEX spend_logs_created ON spend_logs USING brin (created_at);
 CREATE INDEX spend_logs_uncounted ON spend_logs (created_at) WHERE NOT counted;
+
+-- Batches of the spend log already written (a retried batch is skipped whole).
+CREATE TABLE spend_batches (
+  batch_id              text PRIMARY KEY,
+  written_at            timestamptz NOT NULL DEFAULT now()
+);

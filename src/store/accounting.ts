@@ -213,7 +213,8 @@ export async function replayUncounted(db: Db, counters: Counters, budgets: (subj
       }
     }
     await counters.addSpend(items);
-    await tx.query('UPDATE spend_logs SET counted = true WHERE lease_id = ANY($1::text[])', [rows.map((r) => r.lease_id)]);
+    // The partial index on uncounted rows finds them (lease_id has no index of its own).
+    await tx.query('UPDATE spend_logs SET counted = true WHERE NOT counted AND lease_id = ANY($1::text[])', [rows.map((r) => r.lease_id)]);
     return rows.length;
   });
 }

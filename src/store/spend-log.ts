@@ -3,6 +3,7 @@
  * once past MAX_BATCH rows) and flushed on shutdown. A batch that fails to write stays buffered and is
  * tried again, so a database outage delays rows without losing them while the process runs.
  */
+import { randomUUID } from 'node:crypto';
 import type { Logger } from '../telemetry/logger.js';
 import type { Db } from './db.js';
 import type { SpendEntry } from './spend.js';
@@ -10,7 +11,7 @@ import type { SpendEntry } from './spend.js';
 /** A row as buffered: the entry as recorded (not copied), with what the log adds to it. */
 interface SpendRow {
   readonly entry: SpendEntry;
-  /** Unique per request (its lease, or a fresh id): a batch retried after an unknown outcome is not doubled. */
+  /** Its lease (or a fresh id): what the replay marks counted. */
   readonly leaseId: string;
   /** Its cost reached the shared counters (false while they could not be reached: replayed later). */
   readonly counted: boolean;
@@ -21,21 +22,27 @@ const MAX_BATCH = 500;
 
 /**
  * One statement per batch, the rows as one JSON parameter: JSON.stringify is native and PostgreSQL parses
- * JSON in C, where fifteen array parameters cost the pg client a string-escaping pass per value.
+ * JSON in C, where fifteen array parameters cost the pg client a string-escaping pass per value. A batch
+ * keeps its id across retries and is recorded in spend_batches in the same statement, so a batch whose
+ * first write succeeded unseen is not written twice — without a unique index per row, which would cost
+ * every insert a random b-tree probe.
  */
-const INSERT = `INSERT INTO spend_logs
+const INSERT = `WITH batch AS (INSERT INTO spend_batches (batch_id) VALUES ($2) ON CONFLICT DO NOTHING RETURNING batch_id)
+  INSERT INTO spend_logs
   (lease_id, request_id, key_id, user_id, team_id, model, deployment, prompt_tokens, completion_tokens, cost, status, latency_ms, estimated, counted, created_at)
   SELECT lease_id, request_id, key_id, user_id, team_id, model, deployment, prompt_tokens, completion_tokens, cost, status, latency_ms, estimated, counted,
          to_timestamp(at_ms / 1000.0)
   FROM json_to_recordset($1::json) AS r(lease_id text, request_id text, key_id text, user_id text, team_id text, model text, deployment text,
        prompt_tokens integer, completion_tokens integer, cost double precision, status integer, latency_ms double precision, estimated boolean,
        counted boolean, at_ms double precision)
-  ON CONFLICT (lease_id) DO NOTHING`;
+  WHERE EXISTS (SELECT 1 FROM batch)`;
 
 export class SpendLog {
   readonly #db: Db;
   readonly #logger: Logger;
   #buffer: SpendRow[] = [];
+  /** The batch being written (kept, with its id, until a write of it succeeds). */
+  #batch: { readonly id: string; readonly rows: SpendRow[] } | undefined;
   #timer: NodeJS.Timeout | undefined;
   #flushing: Promise<void> | undefined;
   #failures = 0;
@@ -52,7 +59,7 @@ export class SpendLog {
 
   /** Rows waiting to be written. */
   get pending(): number {
-    return this.#buffer.length;
+    return this.#buffer.length + (this.#batch?.rows.length ?? 0);
   }
 
   add(entry: SpendEntry, leaseId: string, counted: boolean): void {
@@ -73,17 +80,17 @@ export class SpendLog {
   async #flush(): Promise<void> {
     clearTimeout(this.#timer);
     this.#timer = undefined;
-    while (this.#buffer.length > 0) {
-      const batch = this.#buffer.slice(0, MAX_BATCH);
+    while (this.#batch !== undefined || this.#buffer.length > 0) {
+      this.#batch ??= { id: randomUUID(), rows: this.#buffer.splice(0, MAX_BATCH) };
       try {
-        await this.#db.query(INSERT, [rowsJson(batch)]);
-        this.#buffer.splice(0, batch.length);
+        await this.#db.query(INSERT, [rowsJson(this.#batch.rows), this.#batch.id]);
+        this.#batch = undefined;
         this.#failures = 0;
       } catch (err) {
         this.#failures++;
         // One line per outage, not one per try.
         if (this.#failures === 1)
-          this.#logger.error({ err: (err as Error).message, pending: this.#buffer.length }, 'spend log write failed; retrying');
+          this.#logger.error({ err: (err as Error).message, pending: this.pending }, 'spend log write failed; retrying');
         this.#timer ??= setTimeout(() => void this.flush(), Math.min(5_000, FLUSH_MS * 2 ** Math.min(this.#failures, 4)));
         return;
       }
@@ -95,13 +102,13 @@ export class SpendLog {
     const until = Date.now() + deadlineMs;
     for (;;) {
       await this.flush();
-      if (this.#buffer.length === 0 || Date.now() >= until) break;
+      if (this.pending === 0 || Date.now() >= until) break;
       await new Promise((r) => setTimeout(r, 200));
     }
     clearTimeout(this.#timer);
     this.#timer = undefined;
-    if (this.#buffer.length > 0) this.#logger.error({ lost: this.#buffer.length }, 'spend log rows could not be written before shutdown');
-    return this.#buffer.length;
+    if (this.pending > 0) this.#logger.error({ lost: this.pending }, 'spend log rows could not be written before shutdown');
+    return this.pending;
   }
 }
 
