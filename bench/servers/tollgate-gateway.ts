@@ -6,6 +6,7 @@
  */
 import { startGateway } from '../../src/main/gateway-app.js';
 import { createLogger } from '../../src/telemetry/logger.js';
+import { gatewayStoreOptions } from '../../src/main/store-app.js';
 import { loadBenchConfig } from './bench-config.js';
 import { failStartup, serveParent } from './ipc.js';
 
@@ -19,10 +20,7 @@ async function main(): Promise<void> {
     host: '127.0.0.1',
     port: 0,
     logger,
-    spend: store.accounting,
-    leases: store.accounting,
-    gate: { admit: (d, tokens, now) => store.limiter.admitDeployment(d, tokens, now) },
-    storeReady: () => store.ready(),
+    ...gatewayStoreOptions(store),
   });
   serveParent(app.port, async () => {
     await app.close(2000);

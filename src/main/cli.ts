@@ -17,7 +17,7 @@ import { createLogger, type Logger } from '../telemetry/logger.js';
 import { createMetrics } from '../telemetry/metrics.js';
 import { buildAuthorizer, loadIdentityKeys, startAuthz, type AuthzApp } from './authz-app.js';
 import { startGateway, type GatewayApp } from './gateway-app.js';
-import { openStore, type StoreApp } from './store-app.js';
+import { gatewayStoreOptions, openStore, type StoreApp } from './store-app.js';
 import { EMBEDDED, prepareConfigFile, type PreparedConfig } from './config-source.js';
 import {
   DEFAULT_DATA_DIR,
@@ -262,10 +262,7 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
         host: opts.host,
         port: opts.httpPort,
         logger,
-        spend: store.accounting,
-        leases: store.accounting,
-        gate: { admit: (d, tokens, now) => store.limiter.admitDeployment(d, tokens, now) },
-        storeReady: () => store.ready(),
+        ...gatewayStoreOptions(store),
       });
     } catch (err) {
       await closeAll(0);

@@ -4,6 +4,7 @@
  * log, the limiter, and the background work that keeps them consistent (budget seeding, spend replay).
  */
 import type { Config } from '../config/schema.js';
+import type { DeploymentGate } from '../gateway/forward.js';
 import type { TeamRecord } from '../core/decide.js';
 import { keyId, limitsOf, StaticKeyDirectory, type KeyDirectory, type Limits } from '../identity/keys.js';
 import type { ModelCatalog } from '../routing/deployments.js';
@@ -168,4 +169,19 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
 
 function nonEmpty(v: string | undefined): string | undefined {
   return v === undefined || v === '' ? undefined : v;
+}
+
+/** What the gateway takes from the store: spend recording, lease renewal, the deployment gate, readiness. */
+export function gatewayStoreOptions(store: StoreApp): {
+  spend: Accounting;
+  leases: Accounting;
+  gate: DeploymentGate;
+  storeReady: () => boolean;
+} {
+  return {
+    spend: store.accounting,
+    leases: store.accounting,
+    gate: { admit: (d, tokens, now) => store.limiter.admitDeployment(d, tokens, now) },
+    storeReady: () => store.ready(),
+  };
 }

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { prepareConfigText } from '../../../src/main/config-source.js';
 import { buildAuthorizer } from '../../../src/main/authz-app.js';
 import { startGateway, type GatewayApp } from '../../../src/main/gateway-app.js';
-import { openStore, type StoreApp } from '../../../src/main/store-app.js';
+import { gatewayStoreOptions, openStore, type StoreApp } from '../../../src/main/store-app.js';
 import { contextSecret } from '../../../src/identity/context-token.js';
 import { createLogger } from '../../../src/telemetry/logger.js';
 import { startFakeVllm, type FakeVllm } from '../../support/fake-vllm.js';
@@ -56,9 +56,7 @@ keys:
       host: '127.0.0.1',
       port: 0,
       logger,
-      spend: store.accounting,
-      leases: store.accounting,
-      gate: { admit: (d, tokens, now) => store.limiter.admitDeployment(d, tokens, now) },
+      ...gatewayStoreOptions(store),
     });
     try {
       const chat = async (): Promise<number> => {
@@ -121,8 +119,7 @@ keys:
       host: '127.0.0.1',
       port: 0,
       logger,
-      spend: store.accounting,
-      leases: store.accounting,
+      ...gatewayStoreOptions(store),
     });
   });
 
