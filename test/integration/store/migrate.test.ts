@@ -98,6 +98,47 @@ describe('migrations and the spend log', { timeout: 60_000 }, () => {
     }
   });
 
+  test('a batch whose write succeeded but was not acknowledged is not written twice on the retry', async () => {
+    const db = await openDb({});
+    try {
+      await migrate(db);
+      let calls = 0;
+      // The first write reaches the database, then the acknowledgement is lost.
+      const flaky: Db = {
+        ...db,
+        async query<T>(sql: string, params?: readonly unknown[]): Promise<T[]> {
+          const rows = await db.query<T>(sql, params);
+          if (sql.includes('spend_batches') && ++calls === 1) throw new Error('connection reset before the reply');
+          return rows;
+        },
+      };
+      const log = new SpendLog(flaky, createLogger('silent'));
+      const entry = {
+        requestId: 'r1',
+        keyId: 'feedface00000000',
+        userId: undefined,
+        teamId: undefined,
+        model: 'llama',
+        deployment: 'llama-1',
+        promptTokens: 1,
+        completionTokens: 1,
+        cost: 0.25,
+        status: 200,
+        latencyMs: 1,
+        estimated: false,
+        at: Date.UTC(2026, 10, 23),
+      };
+      log.add(entry, 'lease-a', true);
+      log.add({ ...entry, requestId: 'r2' }, 'lease-b', true);
+      assert.equal(await log.close(5000), 0);
+      assert.equal(calls, 2, 'written, acknowledgement lost, retried');
+      const rows = await db.query<{ n: string }>('SELECT count(*) AS n FROM spend_logs WHERE key_id = $1', ['feedface00000000']);
+      assert.equal(Number(rows[0]?.n), 2);
+    } finally {
+      await db.close();
+    }
+  });
+
   test('a schema name that is not a plain identifier is refused, not interpolated', async () => {
     await assert.rejects(openDb({ url: `${PG}?schema=x;drop table y` }), /not a plain PostgreSQL name/);
   });
