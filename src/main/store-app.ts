@@ -10,7 +10,7 @@ import { keyId, limitsOf, StaticKeyDirectory, type KeyDirectory, type Limits } f
 import type { ModelCatalog } from '../routing/deployments.js';
 import { Accounting, seedBudgets, startReplay, type BudgetSubject } from '../store/accounting.js';
 import { LocalChangeBus, PgChangeBus, RedisChangeBus, type ChangeBus } from '../store/change-bus.js';
-import type { Counters } from '../store/counters.js';
+import { subjectParts, type Counters } from '../store/counters.js';
 import { openDb, type Db } from '../store/db.js';
 import { Limiter } from '../store/limiter.js';
 import { MemoryCounters } from '../store/memory-counters.js';
@@ -109,7 +109,7 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
       ...[...users].map(([id, limits]) => ({ subject: `user:${id}`, limits })),
     ].filter((b) => b.limits.maxBudget !== undefined);
   const budgetOf = (subject: string): Limits | undefined => {
-    const [kind, id = ''] = [subject.slice(0, subject.indexOf(':')), subject.slice(subject.indexOf(':') + 1)];
+    const { kind, id } = subjectParts(subject);
     if (kind === 'key') return keys.byId(id)?.limits;
     if (kind === 'team') return teams.get(id)?.limits;
     if (kind === 'user') return users.get(id);

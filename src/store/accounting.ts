@@ -9,7 +9,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '../telemetry/logger.js';
-import { budgetPeriod, LEASE_RENEW_MS, type BudgetPeriod, type Counters } from './counters.js';
+import { budgetPeriod, LEASE_RENEW_MS, subjectParts, type BudgetPeriod, type Counters } from './counters.js';
 import type { Db, Queryable } from './db.js';
 import type { RedisCounters } from './redis-counters.js';
 import type { Lease, Limiter } from './limiter.js';
@@ -114,15 +114,16 @@ export class Accounting implements SpendRecorder {
   }
 }
 
-/** Spend in the log for a subject in `period` (before `before`, when given). */
-async function loggedSpend(q: Queryable, b: BudgetSubject, period: BudgetPeriod, before: number | undefined): Promise<number> {
-  const kind = b.subject.slice(0, b.subject.indexOf(':'));
+/** Spend in the log for a subject in `period`. */
+async function loggedSpend(q: Queryable, b: BudgetSubject, period: BudgetPeriod): Promise<number> {
+  const { kind, id } = subjectParts(b.subject);
   const column = COLUMN[kind];
   if (column === undefined) return 0;
-  const end = Math.min(period.end, before ?? Infinity, 8.64e15);
+  // A period without end (no budget_duration) ends at the latest date a JavaScript Date holds.
+  const end = Math.min(period.end, 8.64e15);
   const rows = await q.query<{ total: number | null }>(
     `SELECT sum(cost) AS total FROM spend_logs WHERE ${column} = $1 AND created_at >= $2 AND created_at < $3`,
-    [b.subject.slice(kind.length + 1), new Date(period.start).toISOString(), new Date(end).toISOString()],
+    [id, new Date(period.start).toISOString(), new Date(end).toISOString()],
   );
   return Number(rows[0]?.total ?? 0);
 }
@@ -131,13 +132,12 @@ async function periodSpend(
   q: Queryable,
   subjects: readonly BudgetSubject[],
   now: number,
-  before: number | undefined,
 ): Promise<{ subject: string; period: BudgetPeriod; cost: number }[]> {
   const out: { subject: string; period: BudgetPeriod; cost: number }[] = [];
   for (const b of subjects) {
     if (b.limits.maxBudget === undefined) continue;
     const period = budgetPeriod(b.limits.budgetDuration, now);
-    const cost = await loggedSpend(q, b, period, before);
+    const cost = await loggedSpend(q, b, period);
     if (cost > 0) out.push({ subject: b.subject, period, cost });
   }
   return out;
@@ -145,7 +145,7 @@ async function periodSpend(
 
 /** In-process counters start empty at every boot: they get the current periods' spend from the log. */
 export async function seedBudgets(db: Db, counters: Counters, subjects: readonly BudgetSubject[], now: number): Promise<number> {
-  const items = await periodSpend(db, subjects, now, undefined);
+  const items = await periodSpend(db, subjects, now);
   await counters.addSpend(items);
   return items.length;
 }
@@ -174,7 +174,7 @@ export async function seedRedis(
       // No row is written while the seed is taken, so each row is either in it or written (and replayed) after.
       await tx.query('LOCK TABLE spend_logs IN SHARE ROW EXCLUSIVE MODE');
       await tx.query('UPDATE spend_logs SET counted = true WHERE NOT counted');
-      const found = await periodSpend(tx, subjects, Date.now(), undefined);
+      const found = await periodSpend(tx, subjects, Date.now());
       await redis.seed(found);
       return found;
     });

@@ -92,6 +92,12 @@ export interface Counters {
   close(): Promise<void>;
 }
 
+/** `key:<id>` → { kind: 'key', id }: the one place subject ids are taken apart. */
+export function subjectParts(subject: string): { kind: string; id: string } {
+  const at = subject.indexOf(':');
+  return { kind: subject.slice(0, at), id: subject.slice(at + 1) };
+}
+
 export function hasLimits(s: LimitSubject): boolean {
   return s.rpm !== undefined || s.tpm !== undefined || s.parallel !== undefined || s.budget !== undefined;
 }

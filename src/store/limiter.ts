@@ -10,7 +10,7 @@ import type { ErrorCode } from '../errors/codes.js';
 import type { KeyDirectory, Limits } from '../identity/keys.js';
 import type { Deployment, ModelCatalog } from '../routing/deployments.js';
 import type { Logger } from '../telemetry/logger.js';
-import { hasLimits, rateHeaders, subjectOf, type Admission, type Counters, type LimitSubject } from './counters.js';
+import { hasLimits, rateHeaders, subjectOf, subjectParts, type Admission, type Counters, type LimitSubject } from './counters.js';
 import { MemoryCounters } from './memory-counters.js';
 
 /** What the request carries from admission to settlement (in the signed context, behind Envoy). */
@@ -221,7 +221,7 @@ function push(out: LimitSubject[], s: LimitSubject): void {
 
 function denial(a: Exclude<Admission, { ok: true }>): Admitted {
   const secs = Math.max(1, Math.ceil(a.retryAfterMs / 1000));
-  const what = WHAT[a.subject.slice(0, a.subject.indexOf(':'))] ?? 'this caller';
+  const what = WHAT[subjectParts(a.subject).kind] ?? 'this caller';
   if (a.code === 'budget_exceeded' && a.retryAfterMs > MAX_RESET_MS) {
     // A budget without budget_duration never resets: there is no retry-after to give.
     return { ok: false, code: 'budget_exceeded', message: `The budget of ${what} is spent.`, headers: rateHeaders(a.rate) };
