@@ -27,12 +27,19 @@ export interface AuthzServerDeps {
   /** Largest CheckRequest accepted: the body limit plus headroom for headers. */
   readonly maxMessageBytes: number;
   readonly now?: () => number;
+  /** The stores answer (readiness): health mirrors the gateway's /health/readiness. */
+  readonly ready?: () => boolean;
 }
+
+/** How often a change of store readiness is pushed to Health/Watch streams. */
+const READY_POLL_MS = 1_000;
 
 export class AuthzServer {
   readonly #deps: AuthzServerDeps;
   readonly #server: grpc.Server;
   #serving = false;
+  #readyTimer: NodeJS.Timeout | undefined;
+  #wasReady = true;
   readonly #watchers = new Set<grpc.ServerWritableStream<unknown, unknown>>();
   #port = 0;
 
@@ -119,10 +126,20 @@ export class AuthzServer {
   setServing(serving: boolean): void {
     this.#serving = serving;
     for (const w of this.#watchers) w.write({ status: this.#statusOf(w.request) });
+    const ready = this.#deps.ready;
+    if (serving && ready !== undefined && this.#readyTimer === undefined) {
+      this.#readyTimer = setInterval(() => {
+        const now = ready();
+        if (now === this.#wasReady) return;
+        this.#wasReady = now;
+        for (const w of this.#watchers) w.write({ status: this.#statusOf(w.request) });
+      }, READY_POLL_MS).unref();
+    }
   }
 
   /** Stops accepting calls and waits for in-flight ones, at most `graceMs`. */
   async close(graceMs: number): Promise<void> {
+    clearInterval(this.#readyTimer);
     this.setServing(false);
     for (const w of this.#watchers) w.end();
     this.#watchers.clear();
@@ -142,7 +159,7 @@ export class AuthzServer {
   #statusOf(request: unknown): number {
     const service = (request as { service?: string } | undefined)?.service ?? '';
     if (service !== '' && service !== CHECK_SERVICE) return SERVICE_UNKNOWN;
-    return this.#serving ? SERVING : NOT_SERVING;
+    return this.#serving && (this.#deps.ready?.() ?? true) ? SERVING : NOT_SERVING;
   }
 
   #check(call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>): void {

@@ -12,7 +12,7 @@ const price = z.number().nonnegative().finite();
 
 /** `30d`, `12h`, `mo`, `1mo`: LiteLLM's budget_duration spellings. */
 export const DURATION_PATTERN = /^(\d+)?(s|m|h|d|mo)$/;
-const duration = z
+export const duration = z
   .string()
   .regex(DURATION_PATTERN, { error: 'not a duration: write a number and a unit s, m, h, d or mo (e.g. 30d, 1mo)' });
 
@@ -56,7 +56,7 @@ export const modelInfo = z
   })
   .strict();
 
-const modelEntry = z
+export const modelEntry = z
   .object({
     model_name: z.string().min(1),
     litellm_params: litellmParams,
@@ -113,6 +113,8 @@ export const generalSettings = z
      * Absent: derived from master_key.
      */
     context_signing_key: z.string().min(32, { error: 'too short: use at least 32 random characters' }).optional(),
+    /** tollgate's own: the log level (the LOG_LEVEL environment variable wins). */
+    log_level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).optional(),
   })
   .strict();
 
@@ -164,7 +166,8 @@ const policyRule = z
   })
   .strict();
 
-const limits = {
+/** Budget and rate limits of a key, team or user (also the admin API's fields). */
+export const limitFields = {
   max_budget: price.optional(),
   budget_duration: duration.optional(),
   rpm_limit: positiveInt.optional(),
@@ -182,7 +185,7 @@ const declaredKey = z
     }),
     key_alias: z.string().min(1).optional(),
     models: z.array(z.string().min(1)).default([]),
-    ...limits,
+    ...limitFields,
     user_id: z.string().min(1).optional(),
     team_id: z.string().min(1).optional(),
     expires: z.iso.datetime({ offset: true, error: 'not a date-time: write e.g. 2027-01-01T00:00:00Z' }).optional(),
@@ -196,7 +199,7 @@ const team = z
     team_id: z.string().min(1),
     team_alias: z.string().min(1).optional(),
     models: z.array(z.string().min(1)).default([]),
-    ...limits,
+    ...limitFields,
     blocked: z.boolean().default(false),
     metadata: z.record(z.string(), z.unknown()).default({}),
   })
@@ -206,7 +209,7 @@ const team = z
 const user = z
   .object({
     user_id: z.string().min(1),
-    ...limits,
+    ...limitFields,
     metadata: z.record(z.string(), z.unknown()).default({}),
   })
   .strict();

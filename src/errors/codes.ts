@@ -24,6 +24,8 @@ export type ErrorCode =
   | 'no_healthy_deployment'
   // The gateway's own (contract extension): what a backend did, rendered in the same shape.
   | 'not_found'
+  /** The admin API: the record exists already, or is declared in the config file (read-only). */
+  | 'conflict'
   | 'upstream_invalid_request'
   | 'upstream_error'
   | 'upstream_timeout';
@@ -44,6 +46,7 @@ export const GrpcCode = {
   OK: 0,
   INVALID_ARGUMENT: 3,
   NOT_FOUND: 5,
+  ALREADY_EXISTS: 6,
   PERMISSION_DENIED: 7,
   RESOURCE_EXHAUSTED: 8,
   UNAVAILABLE: 14,
@@ -54,7 +57,7 @@ export const GrpcCode = {
 export type GrpcCodeValue = (typeof GrpcCode)[keyof typeof GrpcCode];
 
 export interface ErrorSpec {
-  readonly status: 400 | 401 | 403 | 404 | 413 | 429 | 502 | 503 | 504;
+  readonly status: 400 | 401 | 403 | 404 | 409 | 413 | 429 | 502 | 503 | 504;
   readonly type: OpenAiErrorType;
   readonly grpc: GrpcCodeValue;
   /** Default message; a denial may carry a more specific one (still never echoing a secret). */
@@ -168,6 +171,12 @@ export const ERRORS: Readonly<Record<ErrorCode, ErrorSpec>> = {
     grpc: GrpcCode.NOT_FOUND,
     message: 'No such endpoint: tollgate serves the OpenAI API under /v1 (chat/completions, completions, embeddings, models).',
   },
+  conflict: {
+    status: 409,
+    type: 'invalid_request_error',
+    grpc: GrpcCode.ALREADY_EXISTS,
+    message: 'The record exists already, or is declared in the config file (change it there).',
+  },
   upstream_invalid_request: {
     status: 400,
     type: 'invalid_request_error',
@@ -188,10 +197,10 @@ export const ERRORS: Readonly<Record<ErrorCode, ErrorSpec>> = {
   },
 };
 
-/** The OpenAI error body: `{"error": {"message", "type", "param", "code"}}`. */
-export function errorBody(code: ErrorCode, message?: string): string {
+/** The OpenAI error body: `{"error": {"message", "type", "param", "code"}}`; `param` names the field at fault. */
+export function errorBody(code: ErrorCode, message?: string, param?: string): string {
   const spec = ERRORS[code];
   return JSON.stringify({
-    error: { message: message ?? spec.message, type: spec.type, param: null, code },
+    error: { message: message ?? spec.message, type: spec.type, param: param ?? null, code },
   });
 }

@@ -55,6 +55,13 @@ export interface ForwardRequest {
   readonly responseHeaders: readonly (readonly [string, string])[] | undefined;
   /** The client's connection: leaving aborts the backend request at once (vLLM stops generating only then). */
   readonly client: ClientLink;
+  /** Filled in while forwarding: time spent on backends, and to the first streamed token (metrics). */
+  readonly timing?: Timing;
+}
+
+interface Timing {
+  backendMs: number;
+  ttftMs: number | undefined;
 }
 
 type Attempt =
@@ -114,7 +121,8 @@ export class Forwarder {
   async forward(request: ForwardRequest, res: ServerResponse): Promise<void> {
     const started = performance.now();
     const gate = this.#gate;
-    const req = gate === undefined ? request : { ...request, extraLeases: [] as Lease[] };
+    const timing: Timing = { backendMs: 0, ttftMs: undefined };
+    const req = gate === undefined ? { ...request, timing } : { ...request, extraLeases: [] as Lease[], timing };
     const aliases = [req.alias, ...req.fallbacks];
     let last: Attempt | undefined;
     let hint = req.hint;
@@ -218,11 +226,15 @@ export class Forwarder {
     if (d.apiKey !== undefined) headers['authorization'] = `Bearer ${d.apiKey}`;
     // The wait for the head is `stream_timeout` on streams, else `timeout`; the same bounds each silence in the body.
     const wait = stream && d.streamTimeoutMs !== undefined ? d.streamTimeoutMs : d.timeoutMs;
+    const timing = req.timing;
     const relay = stream
-      ? new SseRelay(res, req.caller.requestId, req.responseHeaders, new SseRewriter({ keepUsage: clientWantsUsage, model: alias }), wait)
+      ? new SseRelay(res, req.caller.requestId, req.responseHeaders, new SseRewriter({ keepUsage: clientWantsUsage, model: alias }), wait, () => {
+          if (timing !== undefined && timing.ttftMs === undefined) timing.ttftMs = performance.now() - started;
+        })
       : undefined;
     const exchange = new Exchange({ client: req.client, sink: relay, replyCap: MAX_REPLY_BODY, errorCap: MAX_ERROR_BODY });
     this.#tracker.started(d.id, Date.now());
+    const sent = performance.now();
     const result = await exchange.send(
       this.#pool(d),
       {
@@ -235,6 +247,7 @@ export class Forwarder {
       },
       wait,
     );
+    if (timing !== undefined) timing.backendMs += performance.now() - sent;
     this.#tracker.finished(d.id);
     if (exchange.headMs !== undefined && (result.kind === 'streamed' || (result.kind === 'reply' && result.status < 300)))
       this.#tracker.latency(d.id, exchange.headMs);
@@ -336,6 +349,9 @@ export class Forwarder {
       latencyMs: performance.now() - started,
       estimated,
       at: Date.now(),
+      endpoint: req.endpoint,
+      backendMs: req.timing?.backendMs,
+      ttftMs: req.timing?.ttftMs,
       lease: req.lease,
       extraLeases: req.extraLeases?.length === 0 ? undefined : req.extraLeases,
     });
@@ -371,6 +387,7 @@ class SseRelay implements StreamSink {
   readonly #stallMs: number;
   #exchange: Exchange | undefined;
   #stall: NodeJS.Timeout | undefined;
+  #onFirstToken: (() => void) | undefined;
 
   constructor(
     res: ServerResponse,
@@ -378,7 +395,9 @@ class SseRelay implements StreamSink {
     extra: readonly (readonly [string, string])[] | undefined,
     sse: SseRewriter,
     stallMs: number,
+    onFirstToken: () => void,
   ) {
+    this.#onFirstToken = onFirstToken;
     this.#res = res;
     this.#requestId = requestId;
     this.#extra = extra;
@@ -396,7 +415,12 @@ class SseRelay implements StreamSink {
 
   data(chunk: Buffer): boolean {
     const out = this.sse.push(chunk);
-    if (out === '' || this.#res.write(out)) return true;
+    if (out === '') return true;
+    if (this.#onFirstToken !== undefined) {
+      this.#onFirstToken();
+      this.#onFirstToken = undefined;
+    }
+    if (this.#res.write(out)) return true;
     if (this.#stall === undefined) {
       this.#res.once('drain', this.#drained);
       this.#stall = setTimeout(
@@ -440,12 +464,13 @@ export function sendError(
   requestId: string,
   status?: number,
   extra?: readonly (readonly [string, string])[],
+  param?: string,
 ): void {
   if (res.headersSent) {
     res.end();
     return;
   }
-  const body = errorBody(code, message);
+  const body = errorBody(code, message, param);
   const head = ['content-type', 'application/json', 'content-length', String(Buffer.byteLength(body)), 'x-tollgate-request-id', requestId];
   const table = ERRORS[code].headers;
   if (table !== undefined) for (const [k, v] of Object.entries(table)) head.push(k, v);

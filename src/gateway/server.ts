@@ -15,6 +15,8 @@ import type { KeyDirectory, KeyRecord } from '../identity/keys.js';
 import type { ModelCatalog } from '../routing/deployments.js';
 import type { Lease } from '../store/limiter.js';
 import type { Logger } from '../telemetry/logger.js';
+import type { Metrics } from '../telemetry/metrics.js';
+import { isAdminRoute, type AdminApi } from './admin.js';
 import { ClientLink } from './exchange.js';
 import { sendError, type Caller, type Forwarder, type ForwardRequest } from './forward.js';
 import { readCapped } from './read-capped.js';
@@ -32,6 +34,10 @@ export interface GatewayDeps {
   readonly notReady: () => string | undefined;
   /** Told of each admitted request that starts here, so its lease is renewed until it is recorded. */
   readonly leases?: { begin(lease: Lease): void; end(lease: Lease): void } | undefined;
+  /** The admin API (absent without a records database). */
+  readonly admin?: AdminApi | undefined;
+  /** Prometheus metrics (`GET /metrics`, and the HTTP request counters). */
+  readonly metrics?: Metrics | undefined;
 }
 
 interface Identity {
@@ -45,6 +51,8 @@ interface Identity {
   readonly lease: Lease | undefined;
   /** `x-ratelimit-*` for the response (standalone: behind Envoy, Check's response_headers_to_add carry them). */
   readonly headers: readonly (readonly [string, string])[] | undefined;
+  /** Authorized for the admin API (master key or an admin group). */
+  readonly admin: boolean;
 }
 
 export function createGateway(deps: GatewayDeps): Server {
@@ -64,10 +72,36 @@ async function handle(deps: GatewayDeps, req: IncomingMessage, res: ServerRespon
   const method = req.method ?? 'GET';
   const path = normalizePath(req.url ?? '/');
   if (path === null) return sendError(res, 'not_found', UNCLEAR_PATH, '-');
+  const m = deps.metrics;
+  const route = routeLabel(method, path);
+  const started = performance.now();
+  m?.httpInFlight.inc({ route });
+  res.once('close', () => {
+    m?.httpInFlight.dec({ route });
+    m?.httpRequests.inc({ route, status: String(res.statusCode) });
+    // A forwarded request is logged with its model, tokens and cost when it is recorded (RequestObserver).
+    if (handedOff.has(res)) return;
+    const line = {
+      request_id: res.getHeader('x-tollgate-request-id'),
+      method,
+      route,
+      status: res.statusCode,
+      latency_ms: Math.round((performance.now() - started) * 100) / 100,
+    };
+    if (route === 'probe' || route === 'metrics') deps.logger.debug(line, 'request');
+    else deps.logger.info(line, 'request');
+  });
   if (path === '/health/liveliness' || path === '/health/liveness') return json(res, 200, "I'm alive!");
   if (path === '/health/readiness') {
     const why = deps.notReady();
     return why === undefined ? json(res, 200, { status: 'healthy' }) : json(res, 503, { status: 'unhealthy', reason: why });
+  }
+  // Scraped on the gateway's own port (Envoy demands admin credentials for it): counts by bounded labels only.
+  if (path === '/metrics' && method === 'GET' && m !== undefined) {
+    const text = await m.registry.metrics();
+    res.writeHead(200, { 'content-type': m.registry.contentType, 'content-length': Buffer.byteLength(text) });
+    res.end(text);
+    return;
   }
 
   const body = method === 'POST' || method === 'PUT' || method === 'PATCH' ? await readBody(req, deps.maxBodyBytes) : undefined;
@@ -76,8 +110,33 @@ async function handle(deps: GatewayDeps, req: IncomingMessage, res: ServerRespon
   const endpoint = modelEndpoint(method, path);
   const parsed = endpoint === undefined || body === undefined ? undefined : parseObject(body);
   const id = identify(deps, req, method, path, body, parsed);
-  if (id instanceof Promise) return serve(deps, res, method, path, endpoint, parsed, await id);
-  return serve(deps, res, method, path, endpoint, parsed, id);
+  const request = { method, path, url: req.url ?? '/', endpoint, body, parsed };
+  if (id instanceof Promise) return serve(deps, res, request, await id);
+  return serve(deps, res, request, id);
+}
+
+interface Incoming {
+  readonly method: string;
+  readonly path: string;
+  /** As received (the admin API reads its query string). */
+  readonly url: string;
+  readonly endpoint: ForwardRequest['endpoint'] | undefined;
+  readonly body: Buffer | undefined;
+  readonly parsed: Record<string, unknown> | undefined;
+}
+
+/** Responses of requests handed to the forwarder (which logs them itself). */
+const handedOff = new WeakSet<ServerResponse>();
+
+/** The `route` label: a fixed set, whatever path a client sends. */
+function routeLabel(method: string, path: string): string {
+  const endpoint = modelEndpoint(method, path);
+  if (endpoint !== undefined) return endpoint;
+  if (path === '/v1/models' || path === '/models') return 'models';
+  if (path.startsWith('/health/')) return 'probe';
+  if (path === '/metrics') return 'metrics';
+  if (isAdminRoute(method, path)) return 'admin';
+  return 'other';
 }
 
 function parseObject(body: Buffer): Record<string, unknown> | undefined {
@@ -89,15 +148,8 @@ function parseObject(body: Buffer): Record<string, unknown> | undefined {
   }
 }
 
-function serve(
-  deps: GatewayDeps,
-  res: ServerResponse,
-  method: string,
-  path: string,
-  endpoint: ForwardRequest['endpoint'] | undefined,
-  parsed: Record<string, unknown> | undefined,
-  id: IdentifyResult,
-): Promise<void> | void {
+function serve(deps: GatewayDeps, res: ServerResponse, r: Incoming, id: IdentifyResult): Promise<void> | void {
+  const { method, path, endpoint, parsed } = r;
   if ('error' in id) return sendError(res, id.error, id.message, id.requestId, undefined, id.headers);
   if (endpoint !== undefined) {
     if (parsed === undefined) return sendError(res, 'invalid_body', undefined, id.caller.requestId);
@@ -105,6 +157,7 @@ function serve(
     if (alias === undefined) return sendError(res, 'missing_model', undefined, id.caller.requestId);
     const lease = id.lease;
     if (lease !== undefined) deps.leases?.begin(lease);
+    handedOff.add(res);
     const forwarded = deps.forwarder.forward(
       {
         endpoint,
@@ -123,6 +176,15 @@ function serve(
     return lease === undefined ? forwarded : forwarded.finally(() => deps.leases?.end(lease));
   }
   if (method === 'GET' && (path === '/v1/models' || path === '/models')) return listModels(deps, res, id);
+  if (isAdminRoute(method, path)) {
+    // Check (or the authorizer here) already demanded the master key or an admin group for these paths.
+    if (!id.admin) return sendError(res, 'policy_denied', 'The admin API needs the master key or a token in an admin group.', id.caller.requestId);
+    if (deps.admin === undefined) {
+      return sendError(res, 'store_unavailable', 'The admin API needs the records database, which this process has not opened.', id.caller.requestId);
+    }
+    const q = r.url.indexOf('?');
+    return deps.admin.handle(res, method, path, q < 0 ? '' : r.url.slice(q + 1), r.body, id.caller);
+  }
   return sendError(res, 'not_found', undefined, id.caller.requestId);
 }
 
@@ -178,6 +240,7 @@ function identify(
       teamId: p.teamId,
       lease: auth.lease,
       headers: auth.headers,
+      admin: p.admin,
     };
   };
   return result instanceof Promise ? result.then(finish) : finish(result);
@@ -203,6 +266,7 @@ function fromClaims(deps: GatewayDeps, c: ContextClaims): Identity {
         ? undefined
         : { id: c.l, reservedTokens: typeof c.rt === 'number' ? c.rt : 0, keyId: c.k, userId: c.u, teamId: c.t, deploymentId: c.d },
     headers: undefined,
+    admin: c.adm === 1,
   };
 }
 

@@ -119,7 +119,7 @@ export async function loadIdentityKeys(parts: AuthzParts, logger: Logger, onLoad
  */
 export async function startAuthz(
   parts: AuthzParts,
-  opts: { host: string; port: number; logger: Logger; metrics: Metrics },
+  opts: { host: string; port: number; logger: Logger; metrics: Metrics; ready?: () => boolean },
 ): Promise<AuthzApp> {
   const protos = loadProtos();
   const server = new AuthzServer({
@@ -129,6 +129,7 @@ export async function startAuthz(
     logger: opts.logger,
     metrics: opts.metrics,
     maxMessageBytes: parts.maxBodyBytes * 2 + 1024 * 1024,
+    ready: opts.ready,
   });
   const port = await server.listen(opts.host, opts.port);
   const keys = await loadIdentityKeys(parts, opts.logger, () => server.setServing(true));

@@ -10,12 +10,18 @@ import type { Authorizer } from '../authorizer/authorizer.js';
 import { ConfigError, formatIssue } from '../config/issues.js';
 import { configJsonSchema } from '../config/schema.js';
 import { contextSecret } from '../identity/context-token.js';
-import { sha256Hex } from '../identity/keys.js';
+import { limitsOf, sha256Hex, StaticKeyDirectory } from '../identity/keys.js';
 import { Policy } from '../policy/rules.js';
 import { ModelCatalog } from '../routing/deployments.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { createMetrics } from '../telemetry/metrics.js';
-import { buildAuthorizer, loadIdentityKeys, startAuthz, type AuthzApp } from './authz-app.js';
+import { buildAuthorizer, loadIdentityKeys, startAuthz, teamsFromConfig, type AuthzApp } from './authz-app.js';
+import { composeCatalog } from './catalog.js';
+import { startReloader, type Reloader } from './reload.js';
+import { AdminApi } from '../gateway/admin.js';
+import { SecretBox } from '../identity/secret-box.js';
+import type { StoredModel } from '../store/records.js';
+import type { Config } from '../config/schema.js';
 import { startGateway, type GatewayApp } from './gateway-app.js';
 import { gatewayStoreOptions, openStore, type StoreApp } from './store-app.js';
 import { EMBEDDED, prepareConfigFile, type PreparedConfig } from './config-source.js';
@@ -31,17 +37,19 @@ import {
 const USAGE = `tollgate: a gateway for open-model LLM servers (Envoy ext_authz + OpenAI-compatible gateway)
 
 Usage:
-  tollgate serve   [--config F] [--host H] [--http-port 4000] [--grpc-port 9001]
-  tollgate authz   [--config F] [--host H] [--grpc-port 9001]
-  tollgate gateway [--config F] [--host H] [--http-port 4000]
+  tollgate serve   [--config F] [--host H] [--http-port 4000] [--grpc-port 9001] [--watch-config]
+  tollgate authz   [--config F] [--host H] [--grpc-port 9001] [--watch-config]
+  tollgate gateway [--config F] [--host H] [--http-port 4000] [--watch-config]
   tollgate config check F       validate a config; every error with its YAML path; exit 1 on error
   tollgate config schema        print the config's JSON Schema
   tollgate keys hash sk-...     print sha256:<hex> for a key declared in config ("-" reads stdin)
 
 --config falls back to TOLLGATE_CONFIG; with neither, serve starts on the embedded default.
-LOG_LEVEL sets the log level (info).`;
+SIGHUP reloads the config file (--watch-config: also when it changes); a bad one is rejected and the
+running config kept. LOG_LEVEL sets the log level (info).`;
 
 const DRAIN_MS = 10_000;
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 
 export interface Io {
   out(line: string): void;
@@ -133,6 +141,7 @@ interface ServeOptions {
   readonly host: string;
   readonly grpcPort: number;
   readonly httpPort: number;
+  readonly watchConfig: boolean;
 }
 
 function parseServeArgs(command: string, args: readonly string[], env: NodeJS.ProcessEnv): ServeOptions {
@@ -143,6 +152,7 @@ function parseServeArgs(command: string, args: readonly string[], env: NodeJS.Pr
       host: { type: 'string' },
       'grpc-port': { type: 'string' },
       'http-port': { type: 'string' },
+      'watch-config': { type: 'boolean' },
     },
     strict: true,
     allowPositionals: false,
@@ -155,6 +165,7 @@ function parseServeArgs(command: string, args: readonly string[], env: NodeJS.Pr
     host: values.host ?? '0.0.0.0',
     grpcPort: port(values['grpc-port'], 9001, '--grpc-port'),
     httpPort: port(values['http-port'], 4000, '--http-port'),
+    watchConfig: values['watch-config'] ?? false,
   };
 }
 
@@ -175,7 +186,12 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
     io.err(`tollgate ${command}: ${(err as Error).message}`);
     return 1;
   }
-  const logger = createLogger(env['LOG_LEVEL']);
+  const level = env['LOG_LEVEL'] === '' ? undefined : env['LOG_LEVEL'];
+  if (level !== undefined && !LOG_LEVELS.includes(level)) {
+    io.err(`tollgate ${command}: LOG_LEVEL=${level.slice(0, 20)} is not a log level: use one of ${LOG_LEVELS.join(', ')}`);
+    return 1;
+  }
+  const logger = createLogger(level);
   let prepared: PreparedConfig;
   try {
     if (opts.config !== undefined) {
@@ -199,8 +215,9 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
     for (const issue of err.issues) io.err(formatIssue(err.source, issue));
     return 1;
   }
-  for (const w of prepared.warnings) logger.warn({ path: w.path, line: w.line }, `config: ${w.message}`);
   const gs = prepared.config.general_settings;
+  if (level === undefined && gs.log_level !== undefined) logger.level = gs.log_level;
+  for (const w of prepared.warnings) logger.warn({ path: w.path, line: w.line }, `config: ${w.message}`);
   let secret = contextSecret(gs.context_signing_key, gs.master_key);
   if (secret === undefined) {
     if (command !== 'serve') {
@@ -212,6 +229,16 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
     secret = randomBytes(32); // one process: authz and gateway share it in memory
   }
   const metrics = createMetrics({ defaultMetrics: true });
+  // Backend keys given to /model/new are sealed under the shared secret; a per-process one could not open them after a restart.
+  const box = contextSecret(gs.context_signing_key, gs.master_key) === undefined ? undefined : new SecretBox(secret);
+  /** The running config (a reload replaces it) and the models added through the admin API. */
+  let current = prepared;
+  let dbModels: readonly StoredModel[] = [];
+  let configModels = prepared.config.model_list;
+  const catalogNow = (): ModelCatalog => composeCatalog(configModels, dbModels, { box, env, logger });
+  let onModels = (models: readonly StoredModel[]): void => {
+    dbModels = models;
+  };
   let store: StoreApp;
   try {
     store = await openStore(prepared.config, {
@@ -220,12 +247,41 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
       env: process.env,
       split: command !== 'serve',
       catalog: () => parts.authorizer.rules.catalog,
+      onModels: (models) => onModels(models),
+      onStoreError: (s, op) => metrics.storeErrors.inc({ store: s, op }),
     });
   } catch (err) {
     io.err(`tollgate ${command}: cannot open the database: ${(err as Error).message.split('\n')[0] ?? ''}`);
     return 1;
   }
-  const parts = buildAuthorizer(prepared.config, prepared.policy, secret, { keys: store.keys, teams: store.teams, limiter: store.limiter });
+  const parts = buildAuthorizer(prepared.config, prepared.policy, secret, {
+    keys: store.keys,
+    teams: store.teams,
+    limiter: store.limiter,
+    catalog: catalogNow(),
+  });
+  onModels = (models) => {
+    dbModels = models;
+    parts.authorizer.updateRules({ catalog: catalogNow() });
+    logger.info({ models: models.length }, 'models from the records database applied');
+  };
+  const setConfigModels = (entries: Config['model_list']): void => {
+    configModels = entries;
+    parts.authorizer.updateRules({ catalog: catalogNow() });
+  };
+  const admin =
+    command === 'authz' || store.db === undefined || store.records === undefined
+      ? undefined
+      : new AdminApi({
+          db: store.db,
+          records: store.records,
+          cache: store.cache,
+          catalog: () => parts.authorizer.rules.catalog,
+          allowedApiBases: () => current.config.general_settings.allowed_api_bases,
+          box,
+          env,
+          logger,
+        });
   routeGrpcLogs(logger);
   // Signals are handled from here on, so a SIGTERM during start-up still ends in a clean exit 0.
   let signalled: ((signal: string) => void) | undefined;
@@ -239,12 +295,16 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
   // Start what the command runs; if a later part fails, the earlier ones are closed: nothing half-started.
   const running: Array<{ close(graceMs: number): Promise<void> }> = [];
   // The store closes last: in-flight requests settle and their spend rows are flushed after the servers drain.
-  const closeAll = (graceMs: number): Promise<void> => Promise.all(running.map((r) => r.close(graceMs))).then(() => store.close(graceMs));
+  const closeAll = (graceMs: number): Promise<void> => {
+    reloader?.stop();
+    return Promise.all(running.map((r) => r.close(graceMs))).then(() => store.close(graceMs));
+  };
+  let reloader: Reloader | undefined;
   const listening: Record<string, string> = {};
   if (command !== 'gateway') {
     let app: AuthzApp;
     try {
-      app = await startAuthz(parts, { host: opts.host, port: opts.grpcPort, logger, metrics });
+      app = await startAuthz(parts, { host: opts.host, port: opts.grpcPort, logger, metrics, ready: () => store.ready() });
     } catch (err) {
       await store.close(0);
       io.err(`tollgate ${command}: cannot listen on ${opts.host}:${opts.grpcPort} (gRPC): ${bindReason(err)}`);
@@ -263,6 +323,8 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
         port: opts.httpPort,
         logger,
         ...gatewayStoreOptions(store),
+        metrics,
+        admin,
       });
     } catch (err) {
       await closeAll(0);
@@ -287,7 +349,33 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
   });
   if (pendingSignal !== undefined) signalled?.(pendingSignal);
   logger.info({ ...listening, config: prepared.source, deployments: prepared.config.model_list.length }, `${command} listening`);
-  if (prepared.source === EMBEDDED) startModelDiscovery(parts.authorizer, logger);
+  if (prepared.source === EMBEDDED) startModelDiscovery(parts.authorizer, setConfigModels, logger);
+  else if (opts.config !== undefined) {
+    reloader = startReloader({
+      file: opts.config,
+      env,
+      logger,
+      watchFile: opts.watchConfig,
+      current: () => current.config,
+      apply: async (next) => {
+        current = next;
+        const c = next.config;
+        configModels = c.model_list;
+        parts.authorizer.updateRules({
+          policy: next.policy,
+          catalog: catalogNow(),
+          fallbacks: new Map(c.router_settings.fallbacks.flatMap((f) => Object.entries(f))),
+          adminGroups: c.auth.admin_groups,
+          keysRequired: c.auth.keys.required,
+        });
+        await store.cache.setConfig(
+          new StaticKeyDirectory(c.keys),
+          teamsFromConfig(c),
+          new Map(c.users.map((u) => [u.user_id, limitsOf(u)])),
+        );
+      },
+    });
+  }
   return stopped;
 }
 
@@ -301,13 +389,13 @@ function routeGrpcLogs(logger: Logger): void {
 }
 
 /** The embedded default keeps asking vLLM's default port, so a server started later is picked up. */
-function startModelDiscovery(authorizer: Authorizer, logger: Logger): void {
+function startModelDiscovery(authorizer: Authorizer, setModels: (entries: Config['model_list']) => void, logger: Logger): void {
   let known = [...authorizer.rules.catalog.aliases()].sort().join('\n');
   const tick = async (): Promise<void> => {
     const ids = (await discoverModels(DEFAULT_VLLM_BASE)).sort();
     if (ids.length === 0 || ids.join('\n') === known) return;
     known = ids.join('\n');
-    authorizer.updateRules({ catalog: ModelCatalog.fromConfig(embeddedModels(ids, DEFAULT_VLLM_BASE)) });
+    setModels(embeddedModels(ids, DEFAULT_VLLM_BASE));
     logger.info({ models: ids }, 'deployments discovered');
   };
   const timer = setInterval(() => void tick(), 10_000);

@@ -8,6 +8,10 @@ import { DeploymentTracker } from '../routing/health.js';
 import type { Lease } from '../store/limiter.js';
 import type { SpendRecorder } from '../store/spend.js';
 import type { Logger } from '../telemetry/logger.js';
+import type { Metrics } from '../telemetry/metrics.js';
+import { RequestObserver, registerDeploymentGauges } from '../telemetry/request-observer.js';
+import type { AdminApi } from '../gateway/admin.js';
+import type { Deployment, ModelCatalog } from '../routing/deployments.js';
 import type { AuthzParts } from './authz-app.js';
 
 export interface GatewayApp {
@@ -32,6 +36,10 @@ export async function startGateway(
     gate?: DeploymentGate;
     /** The stores answer (readiness). */
     storeReady?: () => boolean;
+    /** Prometheus metrics: `/metrics`, and what the gateway counts. */
+    metrics?: Metrics;
+    /** The admin API (needs the records database). */
+    admin?: AdminApi;
   },
 ): Promise<GatewayApp> {
   const rs = config.router_settings;
@@ -39,10 +47,16 @@ export async function startGateway(
   // authz picks its routing hint with the same cooldown view in one process.
   parts.authorizer.updateRules({ health: tracker });
   const catalog = () => parts.authorizer.rules.catalog;
+  const metrics = opts.metrics;
+  const spend = new RequestObserver(opts.spend, { metrics, logger: opts.logger, knownModel: (alias) => catalog().group(alias) !== undefined });
+  if (metrics !== undefined) {
+    tracker.onCooldown = (id) => metrics.cooldowns.inc({ deployment: id });
+    registerDeploymentGauges(metrics, () => allDeployments(catalog()), tracker);
+  }
   const forwarder = new Forwarder({
     catalog,
     tracker,
-    spend: opts.spend,
+    spend,
     gate: opts.gate,
     settings: {
       strategy: rs.routing_strategy,
@@ -51,7 +65,7 @@ export async function startGateway(
     },
   });
   const cat = catalog();
-  forwarder.warm([...cat.aliases()].flatMap((a) => cat.group(a)?.deployments ?? []));
+  forwarder.warm(allDeployments(cat));
   const server = createGateway({
     authorizer: parts.authorizer,
     signer: new ContextSigner(contextSecret),
@@ -67,6 +81,8 @@ export async function startGateway(
       return undefined;
     },
     leases: opts.leases,
+    metrics,
+    admin: opts.admin,
   });
   const port = await new Promise<number>((resolve, reject) => {
     server.once('error', reject);
@@ -96,4 +112,8 @@ export async function startGateway(
       await forwarder.close();
     },
   };
+}
+
+function allDeployments(catalog: ModelCatalog): Deployment[] {
+  return [...catalog.aliases()].flatMap((a) => catalog.group(a)?.deployments ?? []);
 }

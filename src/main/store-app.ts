@@ -10,12 +10,12 @@ import { keyId, limitsOf, StaticKeyDirectory, type KeyDirectory, type Limits } f
 import type { ModelCatalog } from '../routing/deployments.js';
 import { Accounting, seedBudgets, startReplay, type BudgetSubject } from '../store/accounting.js';
 import { LocalChangeBus, PgChangeBus, RedisChangeBus, type ChangeBus } from '../store/change-bus.js';
-import { subjectParts, type Counters } from '../store/counters.js';
+import { subjectParts, type Counters, type StoreErrorHook } from '../store/counters.js';
 import { openDb, type Db } from '../store/db.js';
 import { Limiter } from '../store/limiter.js';
 import { MemoryCounters } from '../store/memory-counters.js';
 import { migrate } from '../store/migrate.js';
-import { RecordCache, RecordStore } from '../store/records.js';
+import { RecordCache, RecordStore, type StoredModel } from '../store/records.js';
 import { RedisCounters } from '../store/redis-counters.js';
 import type { SpendRecorder } from '../store/spend.js';
 import { SpendLog } from '../store/spend-log.js';
@@ -29,6 +29,8 @@ export interface StoreApp {
   readonly teams: ReadonlyMap<string, TeamRecord>;
   /** Writes of keys, teams and users, broadcast to every replica (absent without a records database). */
   readonly records: RecordStore | undefined;
+  /** The replica's cache of records (config and database), which the admin API reads. */
+  readonly cache: RecordCache;
   readonly limiter: Limiter;
   readonly accounting: Accounting;
   /** The stores answer: Redis connected (or in-process counters), the database taking the spend log. */
@@ -48,6 +50,10 @@ export interface StoreOptions {
   readonly split?: boolean;
   /** Tests: also record every spend entry here. */
   readonly mirror?: SpendRecorder | undefined;
+  /** Told when the models added through the admin API change (at the first load too). */
+  readonly onModels?: ((models: readonly StoredModel[]) => void) | undefined;
+  /** Told of each failed store operation (metrics). */
+  readonly onStoreError?: StoreErrorHook | undefined;
 }
 
 const REDIS_READY_MS = 3_000;
@@ -88,7 +94,15 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
             })
           : new LocalChangeBus();
   }
-  const cache = new RecordCache({ configKeys, configTeams: teamsFromConfig(config), configUsers, db, logger });
+  const cache = new RecordCache({
+    configKeys,
+    configTeams: teamsFromConfig(config),
+    configUsers,
+    db,
+    logger,
+    onModels: opts.onModels,
+    onError: opts.onStoreError,
+  });
   try {
     await cache.start(bus);
   } catch (err) {
@@ -144,15 +158,17 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
     failureMode: gs.failure_mode,
     logger,
     defaultMaxTokens: gs.default_max_tokens,
+    onError: opts.onStoreError,
   });
-  const log = db === undefined ? undefined : new SpendLog(db, logger);
-  const accounting = new Accounting({ limiter, log, mirror: opts.mirror, logger });
+  const log = db === undefined ? undefined : new SpendLog(db, logger, opts.onStoreError);
+  const accounting = new Accounting({ limiter, log, mirror: opts.mirror, logger, onError: opts.onStoreError });
   return {
     counters,
     db,
     keys,
     teams,
     records,
+    cache,
     limiter,
     accounting,
     // Readiness: Redis connected, and the spend log's last write reached the database.

@@ -25,6 +25,8 @@ export class DeploymentTracker implements DeploymentHealth {
   readonly #states = new Map<string, State>();
   readonly #allowedFails: number;
   readonly #cooldownMs: number;
+  /** Told each time a deployment enters cooldown (metrics). */
+  onCooldown: ((id: string) => void) | undefined;
 
   constructor(opts: { allowedFails: number; cooldownSeconds: number }) {
     this.#allowedFails = opts.allowedFails;
@@ -93,6 +95,7 @@ export class DeploymentTracker implements DeploymentHealth {
     if (s.fails >= this.#allowedFails && this.#cooldownMs > 0) {
       s.coolUntil = nowMs + this.#cooldownMs;
       s.fails = 0;
+      this.onCooldown?.(id);
       return true;
     }
     return false;

@@ -9,7 +9,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '../telemetry/logger.js';
-import { budgetPeriod, LEASE_RENEW_MS, subjectParts, type BudgetPeriod, type Counters } from './counters.js';
+import { budgetPeriod, LEASE_RENEW_MS, subjectParts, type BudgetPeriod, type Counters, type StoreErrorHook } from './counters.js';
 import type { Db, Queryable } from './db.js';
 import type { RedisCounters } from './redis-counters.js';
 import type { Lease, Limiter } from './limiter.js';
@@ -32,12 +32,20 @@ export class Accounting implements SpendRecorder {
   readonly #log: SpendLog | undefined;
   readonly #mirror: SpendRecorder | undefined;
   readonly #logger: Logger;
+  readonly #onError: StoreErrorHook | undefined;
   readonly #inFlight = new Set<Lease>();
   readonly #renewTimer: NodeJS.Timeout;
   /** Settlements still running (shutdown waits for them, so their rows reach the log). */
   readonly #settling = new Set<Promise<void>>();
 
-  constructor(opts: { limiter: Limiter | undefined; log: SpendLog | undefined; mirror?: SpendRecorder | undefined; logger: Logger }) {
+  constructor(opts: {
+    limiter: Limiter | undefined;
+    log: SpendLog | undefined;
+    mirror?: SpendRecorder | undefined;
+    logger: Logger;
+    onError?: StoreErrorHook | undefined;
+  }) {
+    this.#onError = opts.onError;
     this.#limiter = opts.limiter;
     this.#log = opts.log;
     this.#mirror = opts.mirror;
@@ -86,6 +94,7 @@ export class Accounting implements SpendRecorder {
       .then(
         () => this.#log?.add(entry, lease.id, true),
         (err: unknown) => {
+          this.#onError?.('redis', 'settle');
           this.#logger.warn(
             { err: (err as Error).message, request_id: entry.requestId },
             'counters unreachable: spend kept in the log for replay',
@@ -102,6 +111,7 @@ export class Accounting implements SpendRecorder {
     try {
       await this.#limiter.renew(this.#inFlight, Date.now());
     } catch (err) {
+      this.#onError?.('redis', 'renew');
       this.#logger.warn({ err: (err as Error).message }, 'could not renew leases of requests in flight');
     }
   }

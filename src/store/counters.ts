@@ -92,6 +92,9 @@ export interface Counters {
   close(): Promise<void>;
 }
 
+/** Told of each failed store operation (metrics): which store, and what was being done. */
+export type StoreErrorHook = (store: 'redis' | 'database', op: string) => void;
+
 /** `key:<id>` → { kind: 'key', id }: the one place subject ids are taken apart. */
 export function subjectParts(subject: string): { kind: string; id: string } {
   const at = subject.indexOf(':');
@@ -123,6 +126,17 @@ export function budgetPeriod(duration: string | undefined, now: number): BudgetP
   const len = n * (UNIT_MS[unit] ?? 86_400_000);
   const start = now - (now % len);
   return { start, end: start + len };
+}
+
+/** `now` plus a duration (`30d`, `12h`, `1mo`: calendar months, UTC): when a key made for it expires. */
+export function afterDuration(duration: string, now: number): number {
+  const m = /^(\d+)?(s|m|h|d|mo)$/.exec(duration);
+  const n = Math.max(1, Number(m?.[1] ?? 1));
+  const unit = m?.[2] ?? 'd';
+  if (unit !== 'mo') return now + n * (UNIT_MS[unit] ?? 86_400_000);
+  const d = new Date(now);
+  d.setUTCMonth(d.getUTCMonth() + n);
+  return d.getTime();
 }
 
 /** The subject of a key, user, team or deployment with its configured limits (undefined: no limits). */

@@ -10,7 +10,7 @@ import type { ErrorCode } from '../errors/codes.js';
 import type { KeyDirectory, Limits } from '../identity/keys.js';
 import type { Deployment, ModelCatalog } from '../routing/deployments.js';
 import type { Logger } from '../telemetry/logger.js';
-import { hasLimits, rateHeaders, subjectOf, subjectParts, type Admission, type Counters, type LimitSubject } from './counters.js';
+import { hasLimits, rateHeaders, subjectOf, subjectParts, type Admission, type Counters, type LimitSubject, type StoreErrorHook } from './counters.js';
 import { MemoryCounters } from './memory-counters.js';
 
 /** What the request carries from admission to settlement (in the signed context, behind Envoy). */
@@ -57,6 +57,7 @@ export class Limiter {
   readonly #dirs: LimitDirectories;
   readonly #failOpen: boolean;
   readonly #logger: Logger;
+  readonly #onError: StoreErrorHook | undefined;
   readonly #defaultMaxTokens: number;
   #lastFaultLog = 0;
 
@@ -66,7 +67,9 @@ export class Limiter {
     failureMode: 'open' | 'closed';
     logger: Logger;
     defaultMaxTokens: number;
+    onError?: StoreErrorHook | undefined;
   }) {
+    this.#onError = opts.onError;
     this.counters = opts.counters;
     this.#dirs = opts.dirs;
     this.#failOpen = opts.failureMode === 'open';
@@ -195,6 +198,7 @@ export class Limiter {
   }
 
   #fault(err: unknown, deployment: Deployment | undefined): Admitted {
+    this.#onError?.('redis', 'admit');
     const t = Date.now();
     if (t - this.#lastFaultLog > 5_000) {
       this.#lastFaultLog = t;

@@ -7,6 +7,7 @@
  */
 import type { TeamRecord } from '../core/decide.js';
 import { keyId, type KeyDirectory, type KeyRecord, type Limits } from '../identity/keys.js';
+import type { StoreErrorHook } from './counters.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { ChangeBus, RecordChange } from './change-bus.js';
 import type { Queryable } from './db.js';
@@ -21,7 +22,7 @@ interface LimitColumns {
   max_parallel_requests: number | null;
 }
 
-interface KeyRow extends LimitColumns {
+export interface KeyRow extends LimitColumns {
   key_hash: string;
   key_alias: string | null;
   models: unknown;
@@ -32,7 +33,7 @@ interface KeyRow extends LimitColumns {
   metadata: unknown;
 }
 
-interface TeamRow extends LimitColumns {
+export interface TeamRow extends LimitColumns {
   team_id: string;
   team_alias: string | null;
   models: unknown;
@@ -40,13 +41,28 @@ interface TeamRow extends LimitColumns {
   metadata: unknown;
 }
 
+/** A model added through the admin API, as stored (its api_key sealed or an os.environ/ reference). */
+export interface StoredModel {
+  readonly id: string;
+  readonly modelName: string;
+  readonly litellmParams: Readonly<Record<string, unknown>>;
+  readonly modelInfo: Readonly<Record<string, unknown>>;
+}
+
+interface ModelRow {
+  model_id: string;
+  model_name: string;
+  litellm_params: unknown;
+  model_info: unknown;
+}
+
 interface UserRow extends LimitColumns {
   user_id: string;
 }
 
-const KEY_COLUMNS =
+export const KEY_COLUMNS =
   'key_hash, key_alias, models, user_id, team_id, blocked, expires_at, metadata, max_budget, budget_duration, rpm_limit, tpm_limit, max_parallel_requests';
-const TEAM_COLUMNS =
+export const TEAM_COLUMNS =
   'team_id, team_alias, models, blocked, metadata, max_budget, budget_duration, rpm_limit, tpm_limit, max_parallel_requests';
 const USER_COLUMNS = 'user_id, max_budget, budget_duration, rpm_limit, tpm_limit, max_parallel_requests';
 
@@ -80,7 +96,7 @@ export function keyFromRow(r: KeyRow): KeyRecord {
   };
 }
 
-function teamFromRow(r: TeamRow): TeamRecord {
+export function teamFromRow(r: TeamRow): TeamRecord {
   return {
     teamId: r.team_id,
     alias: r.team_alias ?? undefined,
@@ -100,15 +116,16 @@ export class RecordStore {
     this.#bus = bus;
   }
 
-  async putKey(k: KeyRecord): Promise<void> {
+  /** Inserts or updates a key; `keyName` (LiteLLM's `sk-...abcd`) is kept when not given. */
+  async putKey(k: KeyRecord, keyName?: string): Promise<void> {
     const l = k.limits;
     await this.#db.query(
       `INSERT INTO keys (key_hash, key_id, key_alias, models, user_id, team_id, blocked, expires_at, metadata,
-                         max_budget, budget_duration, rpm_limit, tpm_limit, max_parallel_requests)
-       VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14)
+                         max_budget, budget_duration, rpm_limit, tpm_limit, max_parallel_requests, key_name)
+       VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14, $15)
        ON CONFLICT (key_hash) DO UPDATE SET key_alias = $3, models = $4::jsonb, user_id = $5, team_id = $6, blocked = $7,
          expires_at = $8, metadata = $9::jsonb, max_budget = $10, budget_duration = $11, rpm_limit = $12, tpm_limit = $13,
-         max_parallel_requests = $14, updated_at = now()`,
+         max_parallel_requests = $14, key_name = COALESCE($15, keys.key_name), updated_at = now()`,
       [
         k.hash,
         k.id,
@@ -124,9 +141,66 @@ export class RecordStore {
         l.rpmLimit ?? null,
         l.tpmLimit ?? null,
         l.maxParallelRequests ?? null,
+        keyName ?? null,
       ],
     );
     await this.#bus.publish({ kind: 'key', id: k.hash });
+  }
+
+  /** Gives a key a new secret (same record, new hash); false when the old one does not exist. */
+  async rehashKey(oldHash: string, newHash: string, keyName: string): Promise<boolean> {
+    const rows = await this.#db.query(
+      'UPDATE keys SET key_hash = $2, key_id = $3, key_name = $4, updated_at = now() WHERE key_hash = $1 RETURNING key_hash',
+      [oldHash, newHash, keyId(newHash), keyName],
+    );
+    // The old hash first: every replica refuses the old key before the new one works anywhere.
+    await this.#bus.publish({ kind: 'key', id: oldHash });
+    await this.#bus.publish({ kind: 'key', id: newHash });
+    return rows.length > 0;
+  }
+
+  /** Inserts a team (`create`: false when it exists) or updates it. */
+  async putTeam(t: TeamRecord, create: boolean): Promise<boolean> {
+    const l = t.limits;
+    const rows = await this.#db.query(
+      `INSERT INTO teams (team_id, team_alias, models, blocked, metadata, max_budget, budget_duration, rpm_limit, tpm_limit,
+                          max_parallel_requests)
+       VALUES ($1, $2, $3::jsonb, $4, $5::jsonb, $6, $7, $8, $9, $10)
+       ON CONFLICT (team_id) DO ${create ? 'NOTHING' : `UPDATE SET team_alias = $2, models = $3::jsonb, blocked = $4, metadata = $5::jsonb,
+         max_budget = $6, budget_duration = $7, rpm_limit = $8, tpm_limit = $9, max_parallel_requests = $10, updated_at = now()`}
+       RETURNING team_id`,
+      [
+        t.teamId,
+        t.alias ?? null,
+        JSON.stringify(t.models),
+        t.blocked,
+        JSON.stringify(t.metadata),
+        l.maxBudget ?? null,
+        l.budgetDuration ?? null,
+        l.rpmLimit ?? null,
+        l.tpmLimit ?? null,
+        l.maxParallelRequests ?? null,
+      ],
+    );
+    await this.#bus.publish({ kind: 'team', id: t.teamId });
+    return rows.length > 0;
+  }
+
+  /** Adds a model; false when its id is taken. `litellm_params.api_key` must already be sealed or a reference. */
+  async addModel(m: StoredModel): Promise<boolean> {
+    const rows = await this.#db.query(
+      `INSERT INTO models (model_id, model_name, litellm_params, model_info) VALUES ($1, $2, $3::jsonb, $4::jsonb)
+       ON CONFLICT (model_id) DO NOTHING RETURNING model_id`,
+      [m.id, m.modelName, JSON.stringify(m.litellmParams), JSON.stringify(m.modelInfo)],
+    );
+    await this.#bus.publish({ kind: 'model', id: m.id });
+    return rows.length > 0;
+  }
+
+  async deleteModel(id: string): Promise<boolean> {
+    const rows = await this.#db.query('DELETE FROM models WHERE model_id = $1 RETURNING model_id', [id]);
+    await this.#bus.publish({ kind: 'model', id });
+    return rows.length > 0;
   }
 
   async deleteKey(hash: string): Promise<boolean> {
@@ -152,13 +226,18 @@ export class RecordStore {
 export class RecordCache implements KeyDirectory {
   readonly teams = new Map<string, TeamRecord>();
   readonly users = new Map<string, Limits>();
-  readonly #configKeys: KeyDirectory;
-  readonly #configTeams: ReadonlyMap<string, TeamRecord>;
-  readonly #configUsers: ReadonlyMap<string, Limits>;
+  #configKeys: KeyDirectory;
+  #configTeams: ReadonlyMap<string, TeamRecord>;
+  #configUsers: ReadonlyMap<string, Limits>;
   #byHash = new Map<string, KeyRecord>();
   #byId = new Map<string, KeyRecord>();
+  /** Models added through the admin API, in the order they were added. */
+  #models: readonly StoredModel[] = [];
+  #modelsJson = '[]';
+  readonly #onModels: ((models: readonly StoredModel[]) => void) | undefined;
   readonly #db: Queryable | undefined;
   readonly #logger: Logger;
+  readonly #onError: StoreErrorHook | undefined;
   #timer: NodeJS.Timeout | undefined;
   /** Changes seen while full reloads are running (one list per reload). */
   readonly #during = new Set<RecordChange[]>();
@@ -171,7 +250,12 @@ export class RecordCache implements KeyDirectory {
     configUsers: ReadonlyMap<string, Limits>;
     db: Queryable | undefined;
     logger: Logger;
+    /** Told when the database's models change (each replica rebuilds its routing catalog). */
+    onModels?: ((models: readonly StoredModel[]) => void) | undefined;
+    onError?: StoreErrorHook | undefined;
   }) {
+    this.#onError = opts.onError;
+    this.#onModels = opts.onModels;
     this.#configKeys = opts.configKeys;
     this.#configTeams = opts.configTeams;
     this.#configUsers = opts.configUsers;
@@ -187,6 +271,33 @@ export class RecordCache implements KeyDirectory {
 
   byId(id: string): KeyRecord | undefined {
     return this.#configKeys.byId(id) ?? this.#byId.get(id);
+  }
+
+  /** A reloaded config file's keys, teams and users (SIGHUP), swapped in one synchronous step. */
+  setConfig(keys: KeyDirectory, teams: ReadonlyMap<string, TeamRecord>, users: ReadonlyMap<string, Limits>): Promise<void> {
+    for (const id of this.#configTeams.keys()) if (!teams.has(id)) this.teams.delete(id);
+    for (const id of this.#configUsers.keys()) if (!users.has(id)) this.users.delete(id);
+    this.#configKeys = keys;
+    this.#configTeams = teams;
+    this.#configUsers = users;
+    for (const [id, t] of teams) this.teams.set(id, t);
+    for (const [id, u] of users) this.users.set(id, u);
+    // A database record that a removed config record shadowed comes back.
+    return this.reloadAll();
+  }
+
+  /** The record of a key declared in the config file (read-only through the admin API). */
+  isConfigKey(hash: string): boolean {
+    return this.#configKeys.get(hash) !== undefined;
+  }
+
+  isConfigTeam(id: string): boolean {
+    return this.#configTeams.has(id);
+  }
+
+  /** The models added through the admin API. */
+  get models(): readonly StoredModel[] {
+    return this.#models;
   }
 
   /** Every database key (for budgets and admin views). */
@@ -272,6 +383,23 @@ export class RecordCache implements KeyDirectory {
       this.#during.delete(during);
     }
     for (const c of during) await this.#reload(c);
+    await this.#reloadModels(db);
+  }
+
+  /** Models are few: any change reloads them all, and the catalog is rebuilt only when they differ. */
+  async #reloadModels(db: Queryable): Promise<void> {
+    const rows = await db.query<ModelRow>('SELECT model_id, model_name, litellm_params, model_info FROM models ORDER BY created_at, model_id');
+    const models = rows.map((r) => ({
+      id: r.model_id,
+      modelName: r.model_name,
+      litellmParams: object(r.litellm_params),
+      modelInfo: object(r.model_info),
+    }));
+    const json = JSON.stringify(models);
+    if (json === this.#modelsJson) return;
+    this.#models = models;
+    this.#modelsJson = json;
+    this.#onModels?.(models);
   }
 
   async #reload(c: RecordChange): Promise<void> {
@@ -294,6 +422,8 @@ export class RecordCache implements KeyDirectory {
       const row = (await db.query<TeamRow>(`SELECT ${TEAM_COLUMNS} FROM teams WHERE team_id = $1`, [c.id]))[0];
       if (row === undefined) this.teams.delete(c.id);
       else this.teams.set(c.id, teamFromRow(row));
+    } else if (c.kind === 'model') {
+      await this.#reloadModels(db);
     } else if (c.kind === 'user' && !this.#configUsers.has(c.id)) {
       const row = (await db.query<UserRow>(`SELECT ${USER_COLUMNS} FROM users WHERE user_id = $1`, [c.id]))[0];
       if (row === undefined) this.users.delete(c.id);
@@ -302,6 +432,7 @@ export class RecordCache implements KeyDirectory {
   }
 
   #failed(err: unknown): void {
+    this.#onError?.('database', 'reload');
     this.#logger.warn({ err: (err as Error).message }, 'could not reload records from the database; keeping the cached ones');
   }
 }

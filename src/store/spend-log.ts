@@ -4,6 +4,7 @@
  * tried again, so a database outage delays rows without losing them while the process runs.
  */
 import { randomUUID } from 'node:crypto';
+import type { StoreErrorHook } from './counters.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { Db } from './db.js';
 import type { SpendEntry } from './spend.js';
@@ -40,6 +41,7 @@ const INSERT = `WITH batch AS (INSERT INTO spend_batches (batch_id) VALUES ($2) 
 export class SpendLog {
   readonly #db: Db;
   readonly #logger: Logger;
+  readonly #onError: StoreErrorHook | undefined;
   #buffer: SpendRow[] = [];
   /** The batch being written (kept, with its id, until a write of it succeeds). */
   #batch: { readonly id: string; readonly rows: SpendRow[] } | undefined;
@@ -47,9 +49,10 @@ export class SpendLog {
   #flushing: Promise<void> | undefined;
   #failures = 0;
 
-  constructor(db: Db, logger: Logger) {
+  constructor(db: Db, logger: Logger, onError?: StoreErrorHook) {
     this.#db = db;
     this.#logger = logger;
+    this.#onError = onError;
   }
 
   /** The last write reached the database (readiness). */
@@ -88,6 +91,7 @@ export class SpendLog {
         this.#failures = 0;
       } catch (err) {
         this.#failures++;
+        this.#onError?.('database', 'spend_log');
         // One line per outage, not one per try.
         if (this.#failures === 1)
           this.#logger.error({ err: (err as Error).message, pending: this.pending }, 'spend log write failed; retrying');

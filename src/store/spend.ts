@@ -27,6 +27,10 @@ export interface SpendEntry {
   readonly lease?: Lease | undefined;
   /** Deployment admissions taken by the gateway for retries and fallbacks. */
   readonly extraLeases?: readonly Lease[] | undefined;
+  /** For metrics: the OpenAI endpoint, time spent on backends, and time to the first streamed token. */
+  readonly endpoint?: string | undefined;
+  readonly backendMs?: number | undefined;
+  readonly ttftMs?: number | undefined;
 }
 
 export interface SpendRecorder {

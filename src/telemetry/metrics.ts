@@ -2,7 +2,7 @@
  * Every metric tollgate exports, created once at boot on one registry. Labels are small fixed sets
  * (route kind, decision code, model alias, deployment): never a key id or a user.
  */
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ErrorCode } from '../errors/codes.js';
 
 export interface Metrics {
@@ -15,6 +15,24 @@ export interface Metrics {
   readonly checkDuration: Histogram<'decision'>;
   /** Policy rules that failed at run time (and therefore denied). */
   readonly policyErrors: Counter<'rule'>;
+  /** Every HTTP request the gateway answered, by route kind and status. */
+  readonly httpRequests: Counter<'route' | 'status'>;
+  /** HTTP requests being served now, by route kind. */
+  readonly httpInFlight: Gauge<'route'>;
+  /** Forwarded model requests, by alias, deployment and status. */
+  readonly modelRequests: Counter<'model' | 'deployment' | 'status'>;
+  /** Time tollgate added to a forwarded request (its latency less the time spent on backends). */
+  readonly overhead: Histogram<'endpoint'>;
+  /** Time spent on backends per forwarded request (retries included; a stream until its end). */
+  readonly backendDuration: Histogram<'model' | 'deployment'>;
+  /** Time to the first streamed token, from the request's arrival. */
+  readonly ttft: Histogram<'model' | 'deployment'>;
+  readonly tokens: Counter<'model' | 'type'>;
+  readonly spend: Counter<'model'>;
+  /** Operations on Redis or the records database that failed. */
+  readonly storeErrors: Counter<'store' | 'op'>;
+  /** Times a deployment entered cooldown. */
+  readonly cooldowns: Counter<'deployment'>;
 }
 
 export type CheckDecisionLabel = 'allowed' | ErrorCode;
@@ -47,6 +65,69 @@ export function createMetrics(opts: { defaultMetrics: boolean }): Metrics {
       name: 'tollgate_policy_rule_errors_total',
       help: 'Policy rules that failed while evaluating (fail closed: the request was denied)',
       labelNames: ['rule'],
+      registers: [registry],
+    }),
+    httpRequests: new Counter({
+      name: 'tollgate_http_requests_total',
+      help: 'HTTP requests answered by the gateway, by route kind (model, models, admin, probe, metrics, other) and status',
+      labelNames: ['route', 'status'],
+      registers: [registry],
+    }),
+    httpInFlight: new Gauge({
+      name: 'tollgate_http_requests_in_flight',
+      help: 'HTTP requests the gateway is serving now (streams included), by route kind',
+      labelNames: ['route'],
+      registers: [registry],
+    }),
+    modelRequests: new Counter({
+      name: 'tollgate_model_requests_total',
+      help: 'Forwarded model requests, by model alias, deployment and the status sent to the client',
+      labelNames: ['model', 'deployment', 'status'],
+      registers: [registry],
+    }),
+    overhead: new Histogram({
+      name: 'tollgate_gateway_overhead_seconds',
+      help: 'Time the gateway added to a forwarded request: its latency less the time spent waiting on backends',
+      labelNames: ['endpoint'],
+      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1],
+      registers: [registry],
+    }),
+    backendDuration: new Histogram({
+      name: 'tollgate_backend_duration_seconds',
+      help: 'Time spent on backends per forwarded request (retries included; a stream until its end)',
+      labelNames: ['model', 'deployment'],
+      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300],
+      registers: [registry],
+    }),
+    ttft: new Histogram({
+      name: 'tollgate_time_to_first_token_seconds',
+      help: 'Time from the arrival of a streamed request to its first token sent to the client',
+      labelNames: ['model', 'deployment'],
+      buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers: [registry],
+    }),
+    tokens: new Counter({
+      name: 'tollgate_tokens_total',
+      help: 'Tokens served, by model alias and type (prompt or completion)',
+      labelNames: ['model', 'type'],
+      registers: [registry],
+    }),
+    spend: new Counter({
+      name: 'tollgate_spend_usd_total',
+      help: 'Spend in USD (tokens times the deployment prices), by model alias',
+      labelNames: ['model'],
+      registers: [registry],
+    }),
+    cooldowns: new Counter({
+      name: 'tollgate_deployment_cooldowns_total',
+      help: 'Times a deployment entered cooldown (allowed_fails failures within a minute)',
+      labelNames: ['deployment'],
+      registers: [registry],
+    }),
+    storeErrors: new Counter({
+      name: 'tollgate_store_errors_total',
+      help: 'Failed operations on Redis or the records database, by store and operation',
+      labelNames: ['store', 'op'],
       registers: [registry],
     }),
   };

@@ -1,0 +1,549 @@
+/**
+ * The admin API, LiteLLM-compatible in its paths and fields (../shared/CONTRACT.md, "HTTP gateway"): keys,
+ * teams, spend and models. The caller was authorized before it gets here (the master key, or a JWT in an
+ * admin group: core/decide.ts). Every body and query string is validated strictly; writes go to the records
+ * database and are broadcast, so every replica's Check sees them within milliseconds. A generated key is
+ * shown once; only its sha256 is stored, and no answer or log line carries a key.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import type { ServerResponse } from 'node:http';
+import type { z } from 'zod';
+import type { TeamRecord } from '../core/decide.js';
+import type { ErrorCode } from '../errors/codes.js';
+import { keyId, sha256Hex, type KeyRecord, type Limits } from '../identity/keys.js';
+import type { SecretBox } from '../identity/secret-box.js';
+import type { ModelCatalog } from '../routing/deployments.js';
+import { findKey, findTeam, listKeys, spendLogs, spendOf, spendOfKeys, topKeySpend, totalSpend, type AdminKeyRow } from '../store/admin-queries.js';
+import { afterDuration } from '../store/counters.js';
+import type { Queryable } from '../store/db.js';
+import { keyFromRow, teamFromRow, type RecordStore, type StoredModel } from '../store/records.js';
+import type { Logger } from '../telemetry/logger.js';
+import { modelView, prepareModel, probeDeployments } from './admin-models.js';
+import * as S from './admin-schemas.js';
+import { sendError } from './forward.js';
+
+export interface AdminDeps {
+  readonly db: Queryable;
+  readonly records: RecordStore;
+  /** The replica's cache: config records (read-only here) and the database's models. */
+  readonly cache: {
+    get(hash: string): KeyRecord | undefined;
+    isConfigKey(hash: string): boolean;
+    isConfigTeam(id: string): boolean;
+    readonly teams: ReadonlyMap<string, TeamRecord>;
+    readonly models: readonly StoredModel[];
+  };
+  readonly catalog: () => ModelCatalog;
+  readonly allowedApiBases: () => readonly string[];
+  /** Seals backend api_keys; absent when this process has no shared secret (no master_key nor context_signing_key). */
+  readonly box: SecretBox | undefined;
+  readonly env: Readonly<Record<string, string | undefined>>;
+  readonly logger: Logger;
+  readonly now?: () => number;
+}
+
+/** Who called (for the audit line): never a key. */
+export interface AdminCaller {
+  readonly requestId: string;
+  readonly keyId: string | undefined;
+  readonly userId: string | undefined;
+}
+
+type Reply = { status: number; body: unknown } | { error: ErrorCode; message: string; param?: string };
+
+const KEY_BYTES = 24; // 192 random bits, base64url: `sk-` + 32 characters
+
+/** The admin routes: `METHOD /path` → handler. */
+const ROUTES = new Set([
+  'POST /key/generate',
+  'GET /key/info',
+  'GET /key/list',
+  'POST /key/update',
+  'POST /key/delete',
+  'POST /key/block',
+  'POST /key/unblock',
+  'POST /key/regenerate',
+  'POST /team/new',
+  'GET /team/info',
+  'POST /team/update',
+  'GET /spend/keys',
+  'GET /spend/logs',
+  'GET /global/spend',
+  'GET /model/info',
+  'POST /model/new',
+  'POST /model/delete',
+  'GET /health',
+]);
+
+export function isAdminRoute(method: string, path: string): boolean {
+  return ROUTES.has(`${method} ${path}`);
+}
+
+export class AdminApi {
+  readonly #d: AdminDeps;
+  constructor(deps: AdminDeps) {
+    this.#d = deps;
+  }
+
+  /** Answers one admin request (path normalised; `search` the raw query string; `body` as received). */
+  async handle(res: ServerResponse, method: string, path: string, search: string, body: Buffer | undefined, caller: AdminCaller): Promise<void> {
+    let reply: Reply;
+    try {
+      reply = await this.#route(method, path, new URLSearchParams(search), body, caller);
+    } catch (err) {
+      this.#d.logger.error({ err: (err as Error).message, path, request_id: caller.requestId }, 'admin request failed');
+      reply = { error: 'store_unavailable', message: 'The records database did not answer: retry shortly.' };
+    }
+    if ('error' in reply) return sendError(res, reply.error, reply.message, caller.requestId, undefined, undefined, reply.param);
+    const text = JSON.stringify(reply.body);
+    res.writeHead(reply.status, {
+      'content-type': 'application/json',
+      'content-length': Buffer.byteLength(text),
+      'cache-control': 'no-store',
+      'x-tollgate-request-id': caller.requestId,
+    });
+    res.end(text);
+  }
+
+  #route(method: string, path: string, query: URLSearchParams, body: Buffer | undefined, caller: AdminCaller): Promise<Reply> | Reply {
+    const route = `${method} ${path}`;
+    if (method === 'GET') {
+      switch (route) {
+        case 'GET /key/info':
+          return withQuery(S.keyInfoQuery, query, (q) => this.#keyInfo(q.key));
+        case 'GET /key/list':
+          return withQuery(S.keyListQuery, query, (q) => this.#keyList(q));
+        case 'GET /team/info':
+          return withQuery(S.teamInfoQuery, query, (q) => this.#teamInfo(q.team_id));
+        case 'GET /spend/keys':
+          return withQuery(S.spendKeysQuery, query, (q) => this.#spendKeys(q.limit));
+        case 'GET /spend/logs':
+          return withQuery(S.spendLogsQuery, query, (q) => this.#spendLogs(q));
+        case 'GET /global/spend':
+          return withQuery(S.globalSpendQuery, query, async (q) => ({
+            status: 200,
+            body: { ...(await totalSpend(this.#d.db, q.start_date, q.end_date)), max_budget: null },
+          }));
+        case 'GET /model/info':
+          return withQuery(S.emptyQuery, query, () => this.#modelInfo());
+        case 'GET /health':
+          return withQuery(S.emptyQuery, query, async () => ({ status: 200, body: await probeDeployments(this.#d.catalog()) }));
+        default:
+          return notFound(route);
+      }
+    }
+    const json = parseJson(body);
+    if (!('value' in json)) return json;
+    switch (route) {
+      case 'POST /key/generate':
+        return withBody(S.keyGenerate, json.value, (b) => this.#keyGenerate(b, caller));
+      case 'POST /key/update':
+        return withBody(S.keyUpdate, json.value, (b) => this.#keyUpdate(b, caller));
+      case 'POST /key/delete':
+        return withBody(S.keyDelete, json.value, (b) => this.#keyDelete(b, caller));
+      case 'POST /key/block':
+        return withBody(S.keyAction, json.value, (b) => this.#keyBlock(b.key, true, caller));
+      case 'POST /key/unblock':
+        return withBody(S.keyAction, json.value, (b) => this.#keyBlock(b.key, false, caller));
+      case 'POST /key/regenerate':
+        return withBody(S.keyRegenerate, json.value, (b) => this.#keyRegenerate(b, caller));
+      case 'POST /team/new':
+        return withBody(S.teamNew, json.value, (b) => this.#teamPut(b.team_id ?? randomUUID(), b, true, caller));
+      case 'POST /team/update':
+        return withBody(S.teamUpdate, json.value, (b) => this.#teamPut(b.team_id, b, false, caller));
+      case 'POST /model/new':
+        return withBody(S.modelNew, json.value, (b) => this.#modelNew(b, caller));
+      case 'POST /model/delete':
+        return withBody(S.modelDelete, json.value, (b) => this.#modelDelete(b.id, caller));
+      default:
+        return notFound(route);
+    }
+  }
+
+  #now(): number {
+    return this.#d.now?.() ?? Date.now();
+  }
+
+  #audit(caller: AdminCaller, action: string, target: Record<string, unknown>): void {
+    this.#d.logger.info({ admin_action: action, ...target, by_key: caller.keyId, by_user: caller.userId, request_id: caller.requestId }, 'admin');
+  }
+
+  // -------------------------------------------------------------------------------------------- keys
+
+  /** The key a reference names: database (or config) record, by hash. */
+  async #resolveKey(ref: string, field = 'key'): Promise<{ hash: string; row: AdminKeyRow } | Reply> {
+    const hash = ref.startsWith('sk-') ? sha256Hex(ref) : ref;
+    if (this.#d.cache.isConfigKey(hash)) {
+      return { error: 'conflict', param: field, message: `${field}: this key is declared in the config file: change it there (the admin API cannot)` };
+    }
+    const row = await findKey(this.#d.db, hash);
+    if (row === undefined) return { error: 'not_found', param: field, message: `${field}: no such key` };
+    return { hash, row };
+  }
+
+  async #teamMissing(teamId: string | null | undefined): Promise<Reply | undefined> {
+    if (teamId === undefined || teamId === null || this.#d.cache.teams.has(teamId)) return undefined;
+    if ((await findTeam(this.#d.db, teamId)) !== undefined) return undefined;
+    return { error: 'invalid_body', param: 'team_id', message: 'team_id: no such team: create it with POST /team/new first' };
+  }
+
+  async #keyGenerate(b: z.output<typeof S.keyGenerate>, caller: AdminCaller): Promise<Reply> {
+    const missing = await this.#teamMissing(b.team_id);
+    if (missing !== undefined) return missing;
+    const key = `sk-${randomBytes(KEY_BYTES).toString('base64url')}`;
+    const hash = sha256Hex(key);
+    const record = applyKeyFields(blankKey(hash), b, this.#now());
+    const name = keyName(key);
+    await this.#d.records.putKey(record, name);
+    this.#audit(caller, 'key.generate', { key_id: record.id, key_alias: record.alias });
+    const row = await findKey(this.#d.db, hash);
+    return { status: 200, body: { key, ...(row === undefined ? {} : keyView(row, 0)) } };
+  }
+
+  async #keyInfo(ref: string): Promise<Reply> {
+    const hash = ref.startsWith('sk-') ? sha256Hex(ref) : ref;
+    const configured = this.#d.cache.isConfigKey(hash) ? this.#d.cache.get(hash) : undefined;
+    if (configured !== undefined) {
+      const spend = (await spendOfKeys(this.#d.db, [configured.id])).get(configured.id) ?? 0;
+      return { status: 200, body: { key: hash, info: { ...recordView(configured), spend, source: 'config' } } };
+    }
+    const row = await findKey(this.#d.db, hash);
+    if (row === undefined) return { error: 'not_found', param: 'key', message: 'key: no such key' };
+    const spend = (await spendOfKeys(this.#d.db, [keyId(hash)])).get(keyId(hash)) ?? 0;
+    const { token, ...info } = keyView(row, spend);
+    return { status: 200, body: { key: token, info } };
+  }
+
+  async #keyList(q: z.output<typeof S.keyListQuery>): Promise<Reply> {
+    const { rows, total } = await listKeys(this.#d.db, { userId: q.user_id, teamId: q.team_id, keyAlias: q.key_alias }, q.page, q.size);
+    const spend = q.return_full_object ? await spendOfKeys(this.#d.db, rows.map((r) => keyId(r.key_hash))) : new Map<string, number>();
+    return {
+      status: 200,
+      body: {
+        keys: q.return_full_object ? rows.map((r) => keyView(r, spend.get(keyId(r.key_hash)) ?? 0)) : rows.map((r) => r.key_hash),
+        total_count: total,
+        current_page: q.page,
+        total_pages: Math.ceil(total / q.size),
+      },
+    };
+  }
+
+  async #keyUpdate(b: z.output<typeof S.keyUpdate>, caller: AdminCaller): Promise<Reply> {
+    const found = await this.#resolveKey(b.key);
+    if (!('row' in found)) return found;
+    const missing = await this.#teamMissing(b.team_id);
+    if (missing !== undefined) return missing;
+    const record = applyKeyFields(keyFromRow(found.row), b, this.#now());
+    await this.#d.records.putKey(record);
+    this.#audit(caller, 'key.update', { key_id: record.id });
+    return this.#keyAfterWrite(found.hash);
+  }
+
+  async #keyBlock(ref: string, blocked: boolean, caller: AdminCaller): Promise<Reply> {
+    const found = await this.#resolveKey(ref);
+    if (!('row' in found)) return found;
+    await this.#d.records.setKeyBlocked(found.hash, blocked);
+    this.#audit(caller, blocked ? 'key.block' : 'key.unblock', { key_id: keyId(found.hash) });
+    return this.#keyAfterWrite(found.hash);
+  }
+
+  async #keyDelete(b: z.output<typeof S.keyDelete>, caller: AdminCaller): Promise<Reply> {
+    const hashes: string[] = [];
+    for (const [i, ref] of (b.keys ?? []).entries()) {
+      const found = await this.#resolveKey(ref, `keys[${i}]`);
+      if (!('row' in found)) return found;
+      hashes.push(found.hash);
+    }
+    for (const [i, a] of (b.key_aliases ?? []).entries()) {
+      const { rows } = await listKeys(this.#d.db, { keyAlias: a }, 1, 100);
+      if (rows.length === 0) return { error: 'not_found', param: `key_aliases[${i}]`, message: `key_aliases[${i}]: no key has this alias` };
+      hashes.push(...rows.map((r) => r.key_hash));
+    }
+    for (const hash of hashes) await this.#d.records.deleteKey(hash);
+    this.#audit(caller, 'key.delete', { key_ids: hashes.map(keyId) });
+    return { status: 200, body: { deleted_keys: hashes } };
+  }
+
+  async #keyRegenerate(b: z.output<typeof S.keyRegenerate>, caller: AdminCaller): Promise<Reply> {
+    const found = await this.#resolveKey(b.key);
+    if (!('row' in found)) return found;
+    const missing = await this.#teamMissing(b.team_id);
+    if (missing !== undefined) return missing;
+    const key = `sk-${randomBytes(KEY_BYTES).toString('base64url')}`;
+    const hash = sha256Hex(key);
+    // The old secret stops working everywhere as the new one starts (one UPDATE, then the broadcast).
+    if (!(await this.#d.records.rehashKey(found.hash, hash, keyName(key)))) return { error: 'not_found', param: 'key', message: 'key: no such key' };
+    const { key: _ref, ...fields } = b;
+    if (Object.keys(fields).length > 0) await this.#d.records.putKey(applyKeyFields(keyFromRow({ ...found.row, key_hash: hash }), fields, this.#now()));
+    this.#audit(caller, 'key.regenerate', { key_id: keyId(hash), previous_key_id: keyId(found.hash) });
+    const row = await findKey(this.#d.db, hash);
+    return { status: 200, body: { key, ...(row === undefined ? {} : keyView(row, 0)) } };
+  }
+
+  async #keyAfterWrite(hash: string): Promise<Reply> {
+    const row = await findKey(this.#d.db, hash);
+    if (row === undefined) return { error: 'not_found', param: 'key', message: 'key: no such key' };
+    const spend = (await spendOfKeys(this.#d.db, [keyId(hash)])).get(keyId(hash)) ?? 0;
+    return { status: 200, body: keyView(row, spend) };
+  }
+
+  // ------------------------------------------------------------------------------------------- teams
+
+  async #teamPut(teamId: string, b: z.output<typeof S.teamNew>, create: boolean, caller: AdminCaller): Promise<Reply> {
+    if (this.#d.cache.isConfigTeam(teamId)) {
+      return { error: 'conflict', param: 'team_id', message: 'team_id: this team is declared in the config file: change it there (the admin API cannot)' };
+    }
+    const existing = await findTeam(this.#d.db, teamId);
+    if (create && existing !== undefined) return { error: 'conflict', param: 'team_id', message: 'team_id: a team with this id exists already: use POST /team/update' };
+    if (!create && existing === undefined) return { error: 'not_found', param: 'team_id', message: 'team_id: no such team: create it with POST /team/new' };
+    const base: TeamRecord =
+      existing === undefined
+        ? { teamId, alias: undefined, models: [], blocked: false, limits: NO_LIMITS, metadata: {} }
+        : teamFromRow(existing);
+    const team: TeamRecord = {
+      teamId,
+      alias: pick(b.team_alias, base.alias),
+      models: b.models ?? base.models,
+      blocked: b.blocked ?? base.blocked,
+      metadata: b.metadata ?? base.metadata,
+      limits: applyLimits(base.limits, b),
+    };
+    if (!(await this.#d.records.putTeam(team, create))) return { error: 'conflict', param: 'team_id', message: 'team_id: a team with this id exists already' };
+    this.#audit(caller, create ? 'team.new' : 'team.update', { team_id: teamId });
+    const row = await findTeam(this.#d.db, teamId);
+    return { status: 200, body: row === undefined ? teamView(team) : { ...teamView(teamFromRow(row)), created_at: iso(row.created_at) } };
+  }
+
+  async #teamInfo(teamId: string): Promise<Reply> {
+    const configured = this.#d.cache.isConfigTeam(teamId) ? this.#d.cache.teams.get(teamId) : undefined;
+    const row = configured === undefined ? await findTeam(this.#d.db, teamId) : undefined;
+    const team = configured ?? (row === undefined ? undefined : teamFromRow(row));
+    if (team === undefined) return { error: 'not_found', param: 'team_id', message: 'team_id: no such team' };
+    const [spend, keys] = await Promise.all([spendOf(this.#d.db, 'team_id', teamId), listKeys(this.#d.db, { teamId }, 1, 100)]);
+    const keySpend = await spendOfKeys(this.#d.db, keys.rows.map((r) => keyId(r.key_hash)));
+    return {
+      status: 200,
+      body: {
+        team_id: teamId,
+        team_info: { ...teamView(team), spend, source: configured === undefined ? 'api' : 'config' },
+        keys: keys.rows.map((r) => keyView(r, keySpend.get(keyId(r.key_hash)) ?? 0)),
+      },
+    };
+  }
+
+  // ------------------------------------------------------------------------------------------- spend
+
+  async #spendKeys(limit: number): Promise<Reply> {
+    const rows = await topKeySpend(this.#d.db, limit);
+    return {
+      status: 200,
+      body: rows.map((r) => ({ key_id: r.key_id, spend: r.spend, requests: r.requests })),
+    };
+  }
+
+  async #spendLogs(q: z.output<typeof S.spendLogsQuery>): Promise<Reply> {
+    const keyIdOf = q.api_key === undefined ? undefined : keyId(q.api_key.startsWith('sk-') ? sha256Hex(q.api_key) : q.api_key);
+    const rows = await spendLogs(this.#d.db, {
+      keyId: keyIdOf,
+      requestId: q.request_id,
+      userId: q.user_id,
+      teamId: q.team_id,
+      start: q.start_date,
+      end: q.end_date,
+      limit: q.limit,
+    });
+    return {
+      status: 200,
+      body: rows.map((r) => {
+        const end = new Date(r.created_at);
+        return {
+          request_id: r.request_id,
+          api_key: r.key_id,
+          user: r.user_id,
+          team_id: r.team_id,
+          model: r.model,
+          model_id: r.deployment,
+          prompt_tokens: r.prompt_tokens,
+          completion_tokens: r.completion_tokens,
+          total_tokens: r.prompt_tokens + r.completion_tokens,
+          spend: r.cost,
+          status: r.status,
+          estimated: r.estimated,
+          startTime: new Date(end.getTime() - r.latency_ms).toISOString(),
+          endTime: end.toISOString(),
+        };
+      }),
+    };
+  }
+
+  // ------------------------------------------------------------------------------------------ models
+
+  #modelInfo(): Reply {
+    const catalog = this.#d.catalog();
+    const fromDb = new Set(this.#d.cache.models.map((m) => m.id));
+    const data = [...catalog.aliases()]
+      .sort()
+      .flatMap((a) => catalog.group(a)?.deployments ?? [])
+      .map((d) => modelView(d, fromDb.has(d.id)));
+    return { status: 200, body: { data } };
+  }
+
+  async #modelNew(b: z.output<typeof S.modelNew>, caller: AdminCaller): Promise<Reply> {
+    const prepared = prepareModel(b, { allowed: this.#d.allowedApiBases(), catalog: this.#d.catalog(), box: this.#d.box, env: this.#d.env });
+    if ('field' in prepared) return { error: prepared.conflict ? 'conflict' : 'invalid_body', param: prepared.field, message: prepared.message };
+    if (!(await this.#d.records.addModel(prepared))) return { error: 'conflict', param: 'model_info.id', message: 'model_info.id: a model with this id exists already' };
+    this.#audit(caller, 'model.new', { model_id: prepared.id, model_name: prepared.modelName });
+    const { api_key: _secret, ...params } = prepared.litellmParams;
+    return { status: 200, body: { model_id: prepared.id, model_name: prepared.modelName, litellm_params: params, model_info: prepared.modelInfo } };
+  }
+
+  async #modelDelete(id: string, caller: AdminCaller): Promise<Reply> {
+    if (!this.#d.cache.models.some((m) => m.id === id) && this.#d.catalog().deployment(id) !== undefined) {
+      return { error: 'conflict', param: 'id', message: 'id: this model is declared in the config file: remove it there' };
+    }
+    if (!(await this.#d.records.deleteModel(id))) return { error: 'not_found', param: 'id', message: 'id: no model added through the API has this id' };
+    this.#audit(caller, 'model.delete', { model_id: id });
+    return { status: 200, body: { message: 'model deleted', id } };
+  }
+}
+
+// ------------------------------------------------------------------------------------------ helpers
+
+const NO_LIMITS: Limits = { maxBudget: undefined, budgetDuration: undefined, rpmLimit: undefined, tpmLimit: undefined, maxParallelRequests: undefined };
+
+function notFound(route: string): Reply {
+  return { error: 'not_found', message: `No admin endpoint ${route}: see GET /key/info, POST /key/generate and the rest in the README.` };
+}
+
+function parseJson(body: Buffer | undefined): { value: unknown } | Reply {
+  if (body === undefined || body.length === 0) return { value: {} };
+  try {
+    return { value: JSON.parse(body.toString('utf8')) as unknown };
+  } catch {
+    return { error: 'invalid_body', message: 'The request body is not valid JSON.' };
+  }
+}
+
+function withBody<T extends z.ZodType>(schema: T, value: unknown, fn: (v: z.output<T>) => Promise<Reply> | Reply): Promise<Reply> | Reply {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return { error: 'invalid_body', message: 'The request body must be a JSON object.' };
+  const parsed = schema.safeParse(value);
+  if (!parsed.success) {
+    const p = S.firstProblem(parsed.error);
+    return { error: 'invalid_body', param: p.field, message: p.message };
+  }
+  return fn(parsed.data);
+}
+
+function withQuery<T extends z.ZodType>(schema: T, query: URLSearchParams, fn: (v: z.output<T>) => Promise<Reply> | Reply): Promise<Reply> | Reply {
+  const obj: Record<string, string> = {};
+  for (const [k, v] of query) {
+    if (k in obj) return { error: 'invalid_body', param: k, message: `${k}: given twice` };
+    obj[k] = v;
+  }
+  return withBody(schema, obj, fn);
+}
+
+/** `null` clears, `undefined` keeps. */
+function pick<T>(v: T | null | undefined, old: T | undefined): T | undefined {
+  return v === undefined ? old : (v ?? undefined);
+}
+
+function applyLimits(
+  l: Limits,
+  b: {
+    max_budget?: number | null | undefined;
+    budget_duration?: string | null | undefined;
+    rpm_limit?: number | null | undefined;
+    tpm_limit?: number | null | undefined;
+    max_parallel_requests?: number | null | undefined;
+  },
+): Limits {
+  return {
+    maxBudget: pick(b.max_budget, l.maxBudget),
+    budgetDuration: pick(b.budget_duration, l.budgetDuration),
+    rpmLimit: pick(b.rpm_limit, l.rpmLimit),
+    tpmLimit: pick(b.tpm_limit, l.tpmLimit),
+    maxParallelRequests: pick(b.max_parallel_requests, l.maxParallelRequests),
+  };
+}
+
+function blankKey(hash: string): KeyRecord {
+  return {
+    hash,
+    id: keyId(hash),
+    alias: undefined,
+    models: [],
+    userId: undefined,
+    teamId: undefined,
+    expiresAt: undefined,
+    blocked: false,
+    limits: NO_LIMITS,
+    metadata: {},
+    source: 'api',
+  };
+}
+
+type KeyFields = Omit<z.output<typeof S.keyGenerate>, never>;
+
+function applyKeyFields(k: KeyRecord, b: KeyFields, now: number): KeyRecord {
+  return {
+    ...k,
+    alias: pick(b.key_alias, k.alias),
+    models: b.models ?? k.models,
+    userId: pick(b.user_id, k.userId),
+    teamId: pick(b.team_id, k.teamId),
+    expiresAt: b.duration === undefined ? k.expiresAt : b.duration === null ? undefined : afterDuration(b.duration, now),
+    blocked: b.blocked ?? k.blocked,
+    metadata: b.metadata ?? k.metadata,
+    limits: applyLimits(k.limits, b),
+  };
+}
+
+/** LiteLLM's key_name: enough of the key to recognise it, never enough to use it. */
+function keyName(key: string): string {
+  return `sk-...${key.slice(-4)}`;
+}
+
+function iso(v: Date | string | null): string | null {
+  return v === null ? null : new Date(v).toISOString();
+}
+
+function limitsView(l: Limits): Record<string, unknown> {
+  return {
+    max_budget: l.maxBudget ?? null,
+    budget_duration: l.budgetDuration ?? null,
+    rpm_limit: l.rpmLimit ?? null,
+    tpm_limit: l.tpmLimit ?? null,
+    max_parallel_requests: l.maxParallelRequests ?? null,
+  };
+}
+
+function recordView(k: KeyRecord): Record<string, unknown> {
+  return {
+    key_id: k.id,
+    key_alias: k.alias ?? null,
+    models: k.models,
+    user_id: k.userId ?? null,
+    team_id: k.teamId ?? null,
+    expires: k.expiresAt === undefined ? null : new Date(k.expiresAt).toISOString(),
+    blocked: k.blocked,
+    metadata: k.metadata,
+    ...limitsView(k.limits),
+  };
+}
+
+/** A database key as the API shows it: its token (sha256), id and display name; never the key. */
+function keyView(row: AdminKeyRow, spend: number): { token: string } & Record<string, unknown> {
+  return {
+    token: row.key_hash,
+    key_name: row.key_name,
+    ...recordView(keyFromRow(row)),
+    spend,
+    created_at: iso(row.created_at),
+    updated_at: iso(row.updated_at),
+  };
+}
+
+function teamView(t: TeamRecord): Record<string, unknown> {
+  return { team_id: t.teamId, team_alias: t.alias ?? null, models: t.models, blocked: t.blocked, metadata: t.metadata, ...limitsView(t.limits) };
+}

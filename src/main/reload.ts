@@ -1,0 +1,136 @@
+/**
+ * Config reload (SIGHUP, or a watch of the file when `--watch-config` is given): the file is validated
+ * again exactly as at boot, and the new config replaces the old in one step — or, if it has any error, is
+ * rejected with every error logged and the running config kept. What a reload can change: models, policy,
+ * keys, teams, users, fallbacks, admin groups, `auth.keys.required`, `allowed_api_bases`. Settings a running
+ * process cannot swap safely (ports and stores, secrets, the JWT issuer, router tuning) make the reload
+ * fail with the setting named: restart to apply them.
+ */
+import { watch, type FSWatcher } from 'node:fs';
+import { basename, dirname } from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
+import { ConfigError, formatIssue } from '../config/issues.js';
+import type { Config } from '../config/schema.js';
+import type { Logger } from '../telemetry/logger.js';
+import { prepareConfigFile, type PreparedConfig } from './config-source.js';
+
+/** The parts of a config that a reload may not change, each by its YAML path. */
+function fixedParts(c: Config): Record<string, unknown> {
+  const { allowed_api_bases: _bases, ...general } = c.general_settings;
+  const { fallbacks: _fallbacks, ...router } = c.router_settings;
+  return {
+    general_settings: general,
+    router_settings: router,
+    'auth.jwt': c.auth.jwt,
+  };
+}
+
+/** Why `next` cannot replace `current` in a running process, or an empty list. */
+export function restartNeeded(current: Config, next: Config): string[] {
+  const a = fixedParts(current);
+  const b = fixedParts(next);
+  const out: string[] = [];
+  for (const [path, value] of Object.entries(a)) {
+    const other = b[path];
+    if (isDeepStrictEqual(value, other)) continue;
+    if (typeof value === 'object' && value !== null && typeof other === 'object' && other !== null) {
+      const keys = new Set([...Object.keys(value), ...Object.keys(other)]);
+      for (const k of keys)
+        if (!isDeepStrictEqual((value as Record<string, unknown>)[k], (other as Record<string, unknown>)[k])) out.push(`${path}.${k}`);
+    } else out.push(path);
+  }
+  return out;
+}
+
+export interface Reloader {
+  /** Validates the file again and applies it; resolves true when applied. */
+  reload(reason: string): Promise<boolean>;
+  stop(): void;
+}
+
+/**
+ * Reloads `file` on SIGHUP (and on change, with `watchFile`). `apply` swaps the new config in; reloads
+ * never overlap, and a change seen during one runs once more after it.
+ */
+export function startReloader(opts: {
+  file: string;
+  env: NodeJS.ProcessEnv;
+  logger: Logger;
+  current: () => Config;
+  apply: (next: PreparedConfig) => Promise<void>;
+  watchFile: boolean;
+}): Reloader {
+  const { logger } = opts;
+  let running: Promise<boolean> | undefined;
+  let again = false;
+  const once = async (reason: string): Promise<boolean> => {
+    let next: PreparedConfig;
+    try {
+      next = prepareConfigFile(opts.file, opts.env);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      for (const issue of err.issues) logger.error({ path: issue.path, line: issue.line }, `config reload: ${formatIssue(err.source, issue)}`);
+      logger.error({ reason, errors: err.issues.length }, 'config reload rejected: the running config is kept');
+      return false;
+    }
+    const fixed = restartNeeded(opts.current(), next.config);
+    if (fixed.length > 0) {
+      logger.error(
+        { reason, settings: fixed },
+        `config reload rejected: ${fixed.join(', ')} cannot change in a running process (restart tollgate to apply); the running config is kept`,
+      );
+      return false;
+    }
+    for (const w of next.warnings) logger.warn({ path: w.path, line: w.line }, `config: ${w.message}`);
+    await opts.apply(next);
+    logger.info(
+      { reason, deployments: next.config.model_list.length, keys: next.config.keys.length, rules: next.config.policy.rules.length },
+      'config reloaded',
+    );
+    return true;
+  };
+  const reload = (reason: string): Promise<boolean> => {
+    if (running !== undefined) {
+      again = true;
+      return running;
+    }
+    const run = async (): Promise<boolean> => {
+      let ok = false;
+      do {
+        again = false;
+        ok = await once(reason).catch((err: unknown) => {
+          logger.error({ err: (err as Error).message }, 'config reload failed: the running config is kept');
+          return false;
+        });
+      } while (again);
+      return ok;
+    };
+    running = run().finally(() => {
+      running = undefined;
+    });
+    return running;
+  };
+  const onHup = (): void => void reload('SIGHUP');
+  process.on('SIGHUP', onHup);
+  let watcher: FSWatcher | undefined;
+  let debounce: NodeJS.Timeout | undefined;
+  if (opts.watchFile) {
+    // The directory is watched: editors and Kubernetes ConfigMap updates replace the file (rename, symlink
+    // swap) as often as they write it, which a watch on the file itself would miss.
+    const name = basename(opts.file);
+    watcher = watch(dirname(opts.file), (_event, changed) => {
+      if (changed !== null && changed !== name && !changed.startsWith('..')) return;
+      clearTimeout(debounce);
+      debounce = setTimeout(() => void reload('file changed'), 200);
+    });
+    watcher.on('error', (err) => logger.warn({ err: err.message }, 'config watch stopped; SIGHUP still reloads'));
+  }
+  return {
+    reload,
+    stop() {
+      process.off('SIGHUP', onHup);
+      clearTimeout(debounce);
+      watcher?.close();
+    },
+  };
+}

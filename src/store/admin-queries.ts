@@ -1,0 +1,151 @@
+/**
+ * What the admin API reads from the records database: keys (never their secret: only the hash, the key id
+ * and LiteLLM's `key_name`), teams, spend sums and spend-log rows. Reads go to the database, not the cache,
+ * so an admin sees what was just written. SQL only with parameters; every list is bounded.
+ */
+import { KEY_COLUMNS, TEAM_COLUMNS, type KeyRow, type TeamRow } from './records.js';
+import type { Queryable } from './db.js';
+
+export interface AdminKeyRow extends KeyRow {
+  key_name: string | null;
+  created_at: Date | string;
+  updated_at: Date | string;
+}
+
+export interface AdminTeamRow extends TeamRow {
+  created_at: Date | string;
+  updated_at: Date | string;
+}
+
+export interface KeyFilter {
+  readonly userId?: string | undefined;
+  readonly teamId?: string | undefined;
+  readonly keyAlias?: string | undefined;
+}
+
+export interface SpendLogFilter {
+  readonly keyId?: string | undefined;
+  readonly requestId?: string | undefined;
+  readonly userId?: string | undefined;
+  readonly teamId?: string | undefined;
+  readonly start?: Date | undefined;
+  readonly end?: Date | undefined;
+  readonly limit: number;
+}
+
+export interface SpendLogRow {
+  request_id: string;
+  key_id: string | null;
+  user_id: string | null;
+  team_id: string | null;
+  model: string;
+  deployment: string | null;
+  prompt_tokens: number;
+  completion_tokens: number;
+  cost: number;
+  status: number;
+  latency_ms: number;
+  estimated: boolean;
+  created_at: Date | string;
+}
+
+const ADMIN_KEY_COLUMNS = `${KEY_COLUMNS}, key_name, created_at, updated_at`;
+
+export async function findKey(db: Queryable, hash: string): Promise<AdminKeyRow | undefined> {
+  return (await db.query<AdminKeyRow>(`SELECT ${ADMIN_KEY_COLUMNS} FROM keys WHERE key_hash = $1`, [hash]))[0];
+}
+
+/** Builds `WHERE a = $1 AND b = $2` from the filters that are set. */
+function where(conds: readonly (readonly [string, unknown])[], first = 1): { sql: string; params: unknown[] } {
+  const set = conds.filter(([, v]) => v !== undefined);
+  return {
+    sql: set.length === 0 ? '' : `WHERE ${set.map(([c], i) => `${c} $${i + first}`).join(' AND ')}`,
+    params: set.map(([, v]) => v),
+  };
+}
+
+function keyWhere(f: KeyFilter): { sql: string; params: unknown[] } {
+  return where([
+    ['user_id =', f.userId],
+    ['team_id =', f.teamId],
+    ['key_alias =', f.keyAlias],
+  ]);
+}
+
+/** One page of keys (newest first) and how many match in all. */
+export async function listKeys(
+  db: Queryable,
+  f: KeyFilter,
+  page: number,
+  size: number,
+): Promise<{ rows: AdminKeyRow[]; total: number }> {
+  const w = keyWhere(f);
+  const [rows, count] = await Promise.all([
+    db.query<AdminKeyRow>(
+      `SELECT ${ADMIN_KEY_COLUMNS} FROM keys ${w.sql} ORDER BY created_at DESC, key_hash LIMIT $${w.params.length + 1} OFFSET $${w.params.length + 2}`,
+      [...w.params, size, (page - 1) * size],
+    ),
+    db.query<{ n: string | number }>(`SELECT count(*) AS n FROM keys ${w.sql}`, w.params),
+  ]);
+  return { rows, total: Number(count[0]?.n ?? 0) };
+}
+
+export async function findTeam(db: Queryable, id: string): Promise<AdminTeamRow | undefined> {
+  return (await db.query<AdminTeamRow>(`SELECT ${TEAM_COLUMNS}, created_at, updated_at FROM teams WHERE team_id = $1`, [id]))[0];
+}
+
+/** Total spend of each key id given, from the spend log (all time). */
+export async function spendOfKeys(db: Queryable, keyIds: readonly string[]): Promise<Map<string, number>> {
+  if (keyIds.length === 0) return new Map();
+  const rows = await db.query<{ key_id: string; spend: number }>(
+    'SELECT key_id, sum(cost) AS spend FROM spend_logs WHERE key_id = ANY($1::text[]) GROUP BY key_id',
+    [keyIds],
+  );
+  return new Map(rows.map((r) => [r.key_id, Number(r.spend)]));
+}
+
+/** Total spend of a team or user (all time). */
+export async function spendOf(db: Queryable, column: 'team_id' | 'user_id', id: string): Promise<number> {
+  const rows = await db.query<{ spend: number | null }>(`SELECT sum(cost) AS spend FROM spend_logs WHERE ${column} = $1`, [id]);
+  return Number(rows[0]?.spend ?? 0);
+}
+
+/** Keys by total spend, highest first (LiteLLM's /spend/keys). */
+export async function topKeySpend(db: Queryable, limit: number): Promise<{ key_id: string; spend: number; requests: number }[]> {
+  const rows = await db.query<{ key_id: string; spend: number; requests: string | number }>(
+    `SELECT key_id, sum(cost) AS spend, count(*) AS requests FROM spend_logs WHERE key_id IS NOT NULL
+     GROUP BY key_id ORDER BY spend DESC, key_id LIMIT $1`,
+    [limit],
+  );
+  return rows.map((r) => ({ key_id: r.key_id, spend: Number(r.spend), requests: Number(r.requests) }));
+}
+
+export async function spendLogs(db: Queryable, f: SpendLogFilter): Promise<SpendLogRow[]> {
+  const w = where([
+    ['key_id =', f.keyId],
+    ['request_id =', f.requestId],
+    ['user_id =', f.userId],
+    ['team_id =', f.teamId],
+    ['created_at >=', f.start],
+    ['created_at <', f.end],
+  ]);
+  return db.query<SpendLogRow>(
+    `SELECT request_id, key_id, user_id, team_id, model, deployment, prompt_tokens, completion_tokens, cost, status, latency_ms,
+            estimated, created_at
+     FROM spend_logs ${w.sql} ORDER BY created_at DESC LIMIT $${w.params.length + 1}`,
+    [...w.params, f.limit],
+  );
+}
+
+/** Spend and request count over a time range (all time when open). */
+export async function totalSpend(db: Queryable, start: Date | undefined, end: Date | undefined): Promise<{ spend: number; requests: number }> {
+  const w = where([
+    ['created_at >=', start],
+    ['created_at <', end],
+  ]);
+  const rows = await db.query<{ spend: number | null; requests: string | number }>(
+    `SELECT sum(cost) AS spend, count(*) AS requests FROM spend_logs ${w.sql}`,
+    w.params,
+  );
+  return { spend: Number(rows[0]?.spend ?? 0), requests: Number(rows[0]?.requests ?? 0) };
+}
