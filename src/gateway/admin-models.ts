@@ -33,7 +33,8 @@ export function apiBaseAllowed(apiBase: string, patterns: readonly string[]): bo
     const lower = p.toLowerCase();
     const colon = lower.lastIndexOf(':');
     // `host:port` (an IPv6 pattern is written in brackets: `[::1]:8000`).
-    const hasPort = colon > 0 && /^\d+$/.test(lower.slice(colon + 1)) && (!lower.includes('[') || lower.includes(']:'));
+    const bare = !lower.includes('[') && lower.indexOf(':') !== colon; // `::1`: an IPv6 address without a port
+    const hasPort = colon > 0 && !bare && /^\d+$/.test(lower.slice(colon + 1)) && (!lower.includes('[') || lower.includes(']:'));
     const hostPattern = (hasPort ? lower.slice(0, colon) : lower).replace(/^\[|\]$/g, '');
     if (hasPort && lower.slice(colon + 1) !== port) return false;
     const re = new RegExp(`^${hostPattern.split('*').map(escapeRegExp).join('[^.]*')}$`);
@@ -50,7 +51,12 @@ export type NewModel = z.output<typeof modelNew>;
 /** What /model/new stores, or why it cannot: the field at fault and what to do. */
 export function prepareModel(
   body: NewModel,
-  opts: { allowed: readonly string[]; catalog: ModelCatalog; box: SecretBox | undefined; env: Readonly<Record<string, string | undefined>> },
+  opts: {
+    allowed: readonly string[];
+    catalog: ModelCatalog;
+    box: SecretBox | undefined;
+    env: Readonly<Record<string, string | undefined>>;
+  },
 ): StoredModel | { field: string; message: string; conflict?: true } {
   const p = body.litellm_params;
   if (!apiBaseAllowed(p.api_base, opts.allowed)) {
@@ -90,11 +96,7 @@ export function prepareModel(
  * The api_key of a stored model as the backend needs it: opened, or read from the environment. `null`:
  * it cannot be (sealed under another secret, or an unset variable), so the model is not routable here.
  */
-export function storedApiKey(
-  value: unknown,
-  box: SecretBox,
-  env: Readonly<Record<string, string | undefined>>,
-): string | undefined | null {
+export function storedApiKey(value: unknown, box: SecretBox, env: Readonly<Record<string, string | undefined>>): string | undefined | null {
   if (value === undefined) return undefined;
   if (typeof value !== 'string') return null;
   if (SecretBox.isSealed(value)) return box.open(value) ?? null;

@@ -47,7 +47,10 @@ export const keyDelete = z
     key_aliases: z.array(alias).max(100).optional(),
   })
   .strict()
-  .refine((b) => (b.keys?.length ?? 0) + (b.key_aliases?.length ?? 0) > 0, { error: 'send "keys" (or "key_aliases") to delete', path: ['keys'] });
+  .refine((b) => (b.keys?.length ?? 0) + (b.key_aliases?.length ?? 0) > 0, {
+    error: 'send "keys" (or "key_aliases") to delete',
+    path: ['keys'],
+  });
 
 const teamFields = {
   team_alias: alias.nullable().optional(),

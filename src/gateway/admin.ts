@@ -13,7 +13,17 @@ import type { ErrorCode } from '../errors/codes.js';
 import { keyId, sha256Hex, type KeyRecord, type Limits } from '../identity/keys.js';
 import type { SecretBox } from '../identity/secret-box.js';
 import type { ModelCatalog } from '../routing/deployments.js';
-import { findKey, findTeam, listKeys, spendLogs, spendOf, spendOfKeys, topKeySpend, totalSpend, type AdminKeyRow } from '../store/admin-queries.js';
+import {
+  findKey,
+  findTeam,
+  listKeys,
+  spendLogs,
+  spendOf,
+  spendOfKeys,
+  topKeySpend,
+  totalSpend,
+  type AdminKeyRow,
+} from '../store/admin-queries.js';
 import { afterDuration } from '../store/counters.js';
 import type { Queryable } from '../store/db.js';
 import { keyFromRow, teamFromRow, type RecordStore, type StoredModel } from '../store/records.js';
@@ -86,7 +96,14 @@ export class AdminApi {
   }
 
   /** Answers one admin request (path normalised; `search` the raw query string; `body` as received). */
-  async handle(res: ServerResponse, method: string, path: string, search: string, body: Buffer | undefined, caller: AdminCaller): Promise<void> {
+  async handle(
+    res: ServerResponse,
+    method: string,
+    path: string,
+    search: string,
+    body: Buffer | undefined,
+    caller: AdminCaller,
+  ): Promise<void> {
     let reply: Reply;
     try {
       reply = await this.#route(method, path, new URLSearchParams(search), body, caller);
@@ -165,7 +182,10 @@ export class AdminApi {
   }
 
   #audit(caller: AdminCaller, action: string, target: Record<string, unknown>): void {
-    this.#d.logger.info({ admin_action: action, ...target, by_key: caller.keyId, by_user: caller.userId, request_id: caller.requestId }, 'admin');
+    this.#d.logger.info(
+      { admin_action: action, ...target, by_key: caller.keyId, by_user: caller.userId, request_id: caller.requestId },
+      'admin',
+    );
   }
 
   // -------------------------------------------------------------------------------------------- keys
@@ -174,7 +194,11 @@ export class AdminApi {
   async #resolveKey(ref: string, field = 'key'): Promise<{ hash: string; row: AdminKeyRow } | Reply> {
     const hash = ref.startsWith('sk-') ? sha256Hex(ref) : ref;
     if (this.#d.cache.isConfigKey(hash)) {
-      return { error: 'conflict', param: field, message: `${field}: this key is declared in the config file: change it there (the admin API cannot)` };
+      return {
+        error: 'conflict',
+        param: field,
+        message: `${field}: this key is declared in the config file: change it there (the admin API cannot)`,
+      };
     }
     const row = await findKey(this.#d.db, hash);
     if (row === undefined) return { error: 'not_found', param: field, message: `${field}: no such key` };
@@ -216,7 +240,12 @@ export class AdminApi {
 
   async #keyList(q: z.output<typeof S.keyListQuery>): Promise<Reply> {
     const { rows, total } = await listKeys(this.#d.db, { userId: q.user_id, teamId: q.team_id, keyAlias: q.key_alias }, q.page, q.size);
-    const spend = q.return_full_object ? await spendOfKeys(this.#d.db, rows.map((r) => keyId(r.key_hash))) : new Map<string, number>();
+    const spend = q.return_full_object
+      ? await spendOfKeys(
+          this.#d.db,
+          rows.map((r) => keyId(r.key_hash)),
+        )
+      : new Map<string, number>();
     return {
       status: 200,
       body: {
@@ -272,9 +301,11 @@ export class AdminApi {
     const key = `sk-${randomBytes(KEY_BYTES).toString('base64url')}`;
     const hash = sha256Hex(key);
     // The old secret stops working everywhere as the new one starts (one UPDATE, then the broadcast).
-    if (!(await this.#d.records.rehashKey(found.hash, hash, keyName(key)))) return { error: 'not_found', param: 'key', message: 'key: no such key' };
+    if (!(await this.#d.records.rehashKey(found.hash, hash, keyName(key))))
+      return { error: 'not_found', param: 'key', message: 'key: no such key' };
     const { key: _ref, ...fields } = b;
-    if (Object.keys(fields).length > 0) await this.#d.records.putKey(applyKeyFields(keyFromRow({ ...found.row, key_hash: hash }), fields, this.#now()));
+    if (Object.keys(fields).length > 0)
+      await this.#d.records.putKey(applyKeyFields(keyFromRow({ ...found.row, key_hash: hash }), fields, this.#now()));
     this.#audit(caller, 'key.regenerate', { key_id: keyId(hash), previous_key_id: keyId(found.hash) });
     const row = await findKey(this.#d.db, hash);
     return { status: 200, body: { key, ...(row === undefined ? {} : keyView(row, 0)) } };
@@ -291,11 +322,17 @@ export class AdminApi {
 
   async #teamPut(teamId: string, b: z.output<typeof S.teamNew>, create: boolean, caller: AdminCaller): Promise<Reply> {
     if (this.#d.cache.isConfigTeam(teamId)) {
-      return { error: 'conflict', param: 'team_id', message: 'team_id: this team is declared in the config file: change it there (the admin API cannot)' };
+      return {
+        error: 'conflict',
+        param: 'team_id',
+        message: 'team_id: this team is declared in the config file: change it there (the admin API cannot)',
+      };
     }
     const existing = await findTeam(this.#d.db, teamId);
-    if (create && existing !== undefined) return { error: 'conflict', param: 'team_id', message: 'team_id: a team with this id exists already: use POST /team/update' };
-    if (!create && existing === undefined) return { error: 'not_found', param: 'team_id', message: 'team_id: no such team: create it with POST /team/new' };
+    if (create && existing !== undefined)
+      return { error: 'conflict', param: 'team_id', message: 'team_id: a team with this id exists already: use POST /team/update' };
+    if (!create && existing === undefined)
+      return { error: 'not_found', param: 'team_id', message: 'team_id: no such team: create it with POST /team/new' };
     const base: TeamRecord =
       existing === undefined
         ? { teamId, alias: undefined, models: [], blocked: false, limits: NO_LIMITS, metadata: {} }
@@ -308,7 +345,8 @@ export class AdminApi {
       metadata: b.metadata ?? base.metadata,
       limits: applyLimits(base.limits, b),
     };
-    if (!(await this.#d.records.putTeam(team, create))) return { error: 'conflict', param: 'team_id', message: 'team_id: a team with this id exists already' };
+    if (!(await this.#d.records.putTeam(team, create)))
+      return { error: 'conflict', param: 'team_id', message: 'team_id: a team with this id exists already' };
     this.#audit(caller, create ? 'team.new' : 'team.update', { team_id: teamId });
     const row = await findTeam(this.#d.db, teamId);
     return { status: 200, body: row === undefined ? teamView(team) : { ...teamView(teamFromRow(row)), created_at: iso(row.created_at) } };
@@ -320,7 +358,10 @@ export class AdminApi {
     const team = configured ?? (row === undefined ? undefined : teamFromRow(row));
     if (team === undefined) return { error: 'not_found', param: 'team_id', message: 'team_id: no such team' };
     const [spend, keys] = await Promise.all([spendOf(this.#d.db, 'team_id', teamId), listKeys(this.#d.db, { teamId }, 1, 100)]);
-    const keySpend = await spendOfKeys(this.#d.db, keys.rows.map((r) => keyId(r.key_hash)));
+    const keySpend = await spendOfKeys(
+      this.#d.db,
+      keys.rows.map((r) => keyId(r.key_hash)),
+    );
     return {
       status: 200,
       body: {
@@ -389,19 +430,30 @@ export class AdminApi {
   }
 
   async #modelNew(b: z.output<typeof S.modelNew>, caller: AdminCaller): Promise<Reply> {
-    const prepared = prepareModel(b, { allowed: this.#d.allowedApiBases(), catalog: this.#d.catalog(), box: this.#d.box, env: this.#d.env });
-    if ('field' in prepared) return { error: prepared.conflict ? 'conflict' : 'invalid_body', param: prepared.field, message: prepared.message };
-    if (!(await this.#d.records.addModel(prepared))) return { error: 'conflict', param: 'model_info.id', message: 'model_info.id: a model with this id exists already' };
+    const prepared = prepareModel(b, {
+      allowed: this.#d.allowedApiBases(),
+      catalog: this.#d.catalog(),
+      box: this.#d.box,
+      env: this.#d.env,
+    });
+    if ('field' in prepared)
+      return { error: prepared.conflict ? 'conflict' : 'invalid_body', param: prepared.field, message: prepared.message };
+    if (!(await this.#d.records.addModel(prepared)))
+      return { error: 'conflict', param: 'model_info.id', message: 'model_info.id: a model with this id exists already' };
     this.#audit(caller, 'model.new', { model_id: prepared.id, model_name: prepared.modelName });
     const { api_key: _secret, ...params } = prepared.litellmParams;
-    return { status: 200, body: { model_id: prepared.id, model_name: prepared.modelName, litellm_params: params, model_info: prepared.modelInfo } };
+    return {
+      status: 200,
+      body: { model_id: prepared.id, model_name: prepared.modelName, litellm_params: params, model_info: prepared.modelInfo },
+    };
   }
 
   async #modelDelete(id: string, caller: AdminCaller): Promise<Reply> {
     if (!this.#d.cache.models.some((m) => m.id === id) && this.#d.catalog().deployment(id) !== undefined) {
       return { error: 'conflict', param: 'id', message: 'id: this model is declared in the config file: remove it there' };
     }
-    if (!(await this.#d.records.deleteModel(id))) return { error: 'not_found', param: 'id', message: 'id: no model added through the API has this id' };
+    if (!(await this.#d.records.deleteModel(id)))
+      return { error: 'not_found', param: 'id', message: 'id: no model added through the API has this id' };
     this.#audit(caller, 'model.delete', { model_id: id });
     return { status: 200, body: { message: 'model deleted', id } };
   }
@@ -409,7 +461,13 @@ export class AdminApi {
 
 // ------------------------------------------------------------------------------------------ helpers
 
-const NO_LIMITS: Limits = { maxBudget: undefined, budgetDuration: undefined, rpmLimit: undefined, tpmLimit: undefined, maxParallelRequests: undefined };
+const NO_LIMITS: Limits = {
+  maxBudget: undefined,
+  budgetDuration: undefined,
+  rpmLimit: undefined,
+  tpmLimit: undefined,
+  maxParallelRequests: undefined,
+};
 
 function notFound(route: string): Reply {
   return { error: 'not_found', message: `No admin endpoint ${route}: see GET /key/info, POST /key/generate and the rest in the README.` };
@@ -425,7 +483,8 @@ function parseJson(body: Buffer | undefined): { value: unknown } | Reply {
 }
 
 function withBody<T extends z.ZodType>(schema: T, value: unknown, fn: (v: z.output<T>) => Promise<Reply> | Reply): Promise<Reply> | Reply {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return { error: 'invalid_body', message: 'The request body must be a JSON object.' };
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    return { error: 'invalid_body', message: 'The request body must be a JSON object.' };
   const parsed = schema.safeParse(value);
   if (!parsed.success) {
     const p = S.firstProblem(parsed.error);
@@ -434,7 +493,11 @@ function withBody<T extends z.ZodType>(schema: T, value: unknown, fn: (v: z.outp
   return fn(parsed.data);
 }
 
-function withQuery<T extends z.ZodType>(schema: T, query: URLSearchParams, fn: (v: z.output<T>) => Promise<Reply> | Reply): Promise<Reply> | Reply {
+function withQuery<T extends z.ZodType>(
+  schema: T,
+  query: URLSearchParams,
+  fn: (v: z.output<T>) => Promise<Reply> | Reply,
+): Promise<Reply> | Reply {
   const obj: Record<string, string> = {};
   for (const [k, v] of query) {
     if (k in obj) return { error: 'invalid_body', param: k, message: `${k}: given twice` };
@@ -545,5 +608,12 @@ function keyView(row: AdminKeyRow, spend: number): { token: string } & Record<st
 }
 
 function teamView(t: TeamRecord): Record<string, unknown> {
-  return { team_id: t.teamId, team_alias: t.alias ?? null, models: t.models, blocked: t.blocked, metadata: t.metadata, ...limitsView(t.limits) };
+  return {
+    team_id: t.teamId,
+    team_alias: t.alias ?? null,
+    models: t.models,
+    blocked: t.blocked,
+    metadata: t.metadata,
+    ...limitsView(t.limits),
+  };
 }

@@ -228,9 +228,16 @@ export class Forwarder {
     const wait = stream && d.streamTimeoutMs !== undefined ? d.streamTimeoutMs : d.timeoutMs;
     const timing = req.timing;
     const relay = stream
-      ? new SseRelay(res, req.caller.requestId, req.responseHeaders, new SseRewriter({ keepUsage: clientWantsUsage, model: alias }), wait, () => {
-          if (timing !== undefined && timing.ttftMs === undefined) timing.ttftMs = performance.now() - started;
-        })
+      ? new SseRelay(
+          res,
+          req.caller.requestId,
+          req.responseHeaders,
+          new SseRewriter({ keepUsage: clientWantsUsage, model: alias }),
+          wait,
+          () => {
+            if (timing !== undefined && timing.ttftMs === undefined) timing.ttftMs = performance.now() - started;
+          },
+        )
       : undefined;
     const exchange = new Exchange({ client: req.client, sink: relay, replyCap: MAX_REPLY_BODY, errorCap: MAX_ERROR_BODY });
     this.#tracker.started(d.id, Date.now());

@@ -178,9 +178,15 @@ function serve(deps: GatewayDeps, res: ServerResponse, r: Incoming, id: Identify
   if (method === 'GET' && (path === '/v1/models' || path === '/models')) return listModels(deps, res, id);
   if (isAdminRoute(method, path)) {
     // Check (or the authorizer here) already demanded the master key or an admin group for these paths.
-    if (!id.admin) return sendError(res, 'policy_denied', 'The admin API needs the master key or a token in an admin group.', id.caller.requestId);
+    if (!id.admin)
+      return sendError(res, 'policy_denied', 'The admin API needs the master key or a token in an admin group.', id.caller.requestId);
     if (deps.admin === undefined) {
-      return sendError(res, 'store_unavailable', 'The admin API needs the records database, which this process has not opened.', id.caller.requestId);
+      return sendError(
+        res,
+        'store_unavailable',
+        'The admin API needs the records database, which this process has not opened.',
+        id.caller.requestId,
+      );
     }
     const q = r.url.indexOf('?');
     return deps.admin.handle(res, method, path, q < 0 ? '' : r.url.slice(q + 1), r.body, id.caller);

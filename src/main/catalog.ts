@@ -30,7 +30,7 @@ export function composeCatalog(
       if (key === null) {
         opts.logger.error(
           { model_id: m.id, model_name: m.modelName },
-          "a model added through the admin API cannot be used here: its api_key is sealed under another secret or names an unset variable (set context_signing_key alike on every replica, or the variable)",
+          'a model added through the admin API cannot be used here: its api_key is sealed under another secret or names an unset variable (set context_signing_key alike on every replica, or the variable)',
         );
         continue;
       }
@@ -38,7 +38,10 @@ export function composeCatalog(
     }
     const parsed = modelEntry.safeParse({ model_name: m.modelName, litellm_params: params, model_info: { ...m.modelInfo, id: m.id } });
     if (!parsed.success) {
-      opts.logger.error({ model_id: m.id, model_name: m.modelName }, 'a model in the records database is not valid any more; it is not routed');
+      opts.logger.error(
+        { model_id: m.id, model_name: m.modelName },
+        'a model in the records database is not valid any more; it is not routed',
+      );
       continue;
     }
     entries.push(parsed.data);

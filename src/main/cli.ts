@@ -12,7 +12,7 @@ import { configJsonSchema } from '../config/schema.js';
 import { contextSecret } from '../identity/context-token.js';
 import { limitsOf, sha256Hex, StaticKeyDirectory } from '../identity/keys.js';
 import { Policy } from '../policy/rules.js';
-import { ModelCatalog } from '../routing/deployments.js';
+import type { ModelCatalog } from '../routing/deployments.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { createMetrics } from '../telemetry/metrics.js';
 import { buildAuthorizer, loadIdentityKeys, startAuthz, teamsFromConfig, type AuthzApp } from './authz-app.js';

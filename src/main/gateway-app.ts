@@ -48,7 +48,11 @@ export async function startGateway(
   parts.authorizer.updateRules({ health: tracker });
   const catalog = () => parts.authorizer.rules.catalog;
   const metrics = opts.metrics;
-  const spend = new RequestObserver(opts.spend, { metrics, logger: opts.logger, knownModel: (alias) => catalog().group(alias) !== undefined });
+  const spend = new RequestObserver(opts.spend, {
+    metrics,
+    logger: opts.logger,
+    knownModel: (alias) => catalog().group(alias) !== undefined,
+  });
   if (metrics !== undefined) {
     tracker.onCooldown = (id) => metrics.cooldowns.inc({ deployment: id });
     registerDeploymentGauges(metrics, () => allDeployments(catalog()), tracker);

@@ -69,7 +69,8 @@ export function startReloader(opts: {
       next = prepareConfigFile(opts.file, opts.env);
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
-      for (const issue of err.issues) logger.error({ path: issue.path, line: issue.line }, `config reload: ${formatIssue(err.source, issue)}`);
+      for (const issue of err.issues)
+        logger.error({ path: issue.path, line: issue.line }, `config reload: ${formatIssue(err.source, issue)}`);
       logger.error({ reason, errors: err.issues.length }, 'config reload rejected: the running config is kept');
       return false;
     }
@@ -95,7 +96,7 @@ export function startReloader(opts: {
       return running;
     }
     const run = async (): Promise<boolean> => {
-      let ok = false;
+      let ok: boolean;
       do {
         again = false;
         ok = await once(reason).catch((err: unknown) => {

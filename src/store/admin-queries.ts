@@ -73,12 +73,7 @@ function keyWhere(f: KeyFilter): { sql: string; params: unknown[] } {
 }
 
 /** One page of keys (newest first) and how many match in all. */
-export async function listKeys(
-  db: Queryable,
-  f: KeyFilter,
-  page: number,
-  size: number,
-): Promise<{ rows: AdminKeyRow[]; total: number }> {
+export async function listKeys(db: Queryable, f: KeyFilter, page: number, size: number): Promise<{ rows: AdminKeyRow[]; total: number }> {
   const w = keyWhere(f);
   const [rows, count] = await Promise.all([
     db.query<AdminKeyRow>(
@@ -138,7 +133,11 @@ export async function spendLogs(db: Queryable, f: SpendLogFilter): Promise<Spend
 }
 
 /** Spend and request count over a time range (all time when open). */
-export async function totalSpend(db: Queryable, start: Date | undefined, end: Date | undefined): Promise<{ spend: number; requests: number }> {
+export async function totalSpend(
+  db: Queryable,
+  start: Date | undefined,
+  end: Date | undefined,
+): Promise<{ spend: number; requests: number }> {
   const w = where([
     ['created_at >=', start],
     ['created_at <', end],

@@ -10,7 +10,16 @@ import type { ErrorCode } from '../errors/codes.js';
 import type { KeyDirectory, Limits } from '../identity/keys.js';
 import type { Deployment, ModelCatalog } from '../routing/deployments.js';
 import type { Logger } from '../telemetry/logger.js';
-import { hasLimits, rateHeaders, subjectOf, subjectParts, type Admission, type Counters, type LimitSubject, type StoreErrorHook } from './counters.js';
+import {
+  hasLimits,
+  rateHeaders,
+  subjectOf,
+  subjectParts,
+  type Admission,
+  type Counters,
+  type LimitSubject,
+  type StoreErrorHook,
+} from './counters.js';
 import { MemoryCounters } from './memory-counters.js';
 
 /** What the request carries from admission to settlement (in the signed context, behind Envoy). */

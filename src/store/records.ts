@@ -166,8 +166,12 @@ export class RecordStore {
       `INSERT INTO teams (team_id, team_alias, models, blocked, metadata, max_budget, budget_duration, rpm_limit, tpm_limit,
                           max_parallel_requests)
        VALUES ($1, $2, $3::jsonb, $4, $5::jsonb, $6, $7, $8, $9, $10)
-       ON CONFLICT (team_id) DO ${create ? 'NOTHING' : `UPDATE SET team_alias = $2, models = $3::jsonb, blocked = $4, metadata = $5::jsonb,
-         max_budget = $6, budget_duration = $7, rpm_limit = $8, tpm_limit = $9, max_parallel_requests = $10, updated_at = now()`}
+       ON CONFLICT (team_id) DO ${
+         create
+           ? 'NOTHING'
+           : `UPDATE SET team_alias = $2, models = $3::jsonb, blocked = $4, metadata = $5::jsonb,
+         max_budget = $6, budget_duration = $7, rpm_limit = $8, tpm_limit = $9, max_parallel_requests = $10, updated_at = now()`
+       }
        RETURNING team_id`,
       [
         t.teamId,
@@ -388,7 +392,9 @@ export class RecordCache implements KeyDirectory {
 
   /** Models are few: any change reloads them all, and the catalog is rebuilt only when they differ. */
   async #reloadModels(db: Queryable): Promise<void> {
-    const rows = await db.query<ModelRow>('SELECT model_id, model_name, litellm_params, model_info FROM models ORDER BY created_at, model_id');
+    const rows = await db.query<ModelRow>(
+      'SELECT model_id, model_name, litellm_params, model_info FROM models ORDER BY created_at, model_id',
+    );
     const models = rows.map((r) => ({
       id: r.model_id,
       modelName: r.model_name,

@@ -1,0 +1,452 @@
+/**
+ * The admin API on two `tollgate serve` replicas sharing one Redis and one PostgreSQL schema: what one
+ * replica writes, the other enforces within a second (generate, block, unblock, delete, team budgets,
+ * models). Every endpoint refuses a missing or wrong master key; bad input is a 400 naming the field;
+ * `/metrics` is Prometheus text that counts requests; and no secret reaches any log line.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomUUID } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { openDb } from '../../../src/store/db.js';
+import { startFakeVllm, type FakeVllm } from '../../support/fake-vllm.js';
+import { children, startTollgate, type Running } from '../../support/process.js';
+import { parsePrometheus } from '../../support/prometheus.js';
+
+const PG = process.env['TEST_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
+const REDIS = process.env['TEST_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
+const MASTER = `sk-master-${randomUUID()}`;
+const CONFIG_KEY = `sk-config-${randomUUID()}`;
+const BACKEND_KEY = `backend-secret-${randomUUID()}`;
+const BACKEND = 'meta-llama/Llama-3.1-8B-Instruct';
+const sha = (s: string): string => createHash('sha256').update(s).digest('hex');
+
+type Json = Record<string, unknown>;
+
+interface Reply {
+  status: number;
+  body: Json;
+  text: string;
+}
+
+/** Every secret the run handles: none may appear in any log line. */
+const secrets = new Set<string>([MASTER, CONFIG_KEY, BACKEND_KEY]);
+
+/** `key: null` sends no Authorization header. */
+async function call(port: number, method: string, urlPath: string, body?: unknown, key: string | null = MASTER): Promise<Reply> {
+  const headers: Record<string, string> = { 'content-type': 'application/json' };
+  if (key !== null) headers['authorization'] = `Bearer ${key}`;
+  const res = await fetch(`http://127.0.0.1:${port}${urlPath}`, {
+    method,
+    headers,
+    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let parsed: Json = {};
+  try {
+    parsed = JSON.parse(text) as Json;
+  } catch {
+    // metrics, or an empty body
+  }
+  return { status: res.status, body: parsed, text };
+}
+
+function chat(port: number, key: string, model = 'llama'): Promise<Reply> {
+  return call(port, 'POST', '/v1/chat/completions', { model, messages: [{ role: 'user', content: 'hi' }], max_tokens: 5 }, key);
+}
+
+function errorOf(r: Reply): { code?: string; type?: string; param?: string | null; message?: string } {
+  const e: unknown = r.body['error'];
+  return typeof e === 'object' && e !== null ? e : {};
+}
+
+/** Polls `probe` until it holds, at most `ms`; returns the time it took. */
+async function within(ms: number, probe: () => Promise<boolean>, what: string): Promise<number> {
+  const started = Date.now();
+  for (;;) {
+    if (await probe()) return Date.now() - started;
+    if (Date.now() - started > ms) assert.fail(`${what}: not within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+const ROUTES: readonly (readonly [string, string])[] = [
+  ['POST', '/key/generate'],
+  ['GET', '/key/info?key=sk-whatever-123'],
+  ['GET', '/key/list'],
+  ['POST', '/key/update'],
+  ['POST', '/key/delete'],
+  ['POST', '/key/block'],
+  ['POST', '/key/unblock'],
+  ['POST', '/key/regenerate'],
+  ['POST', '/team/new'],
+  ['GET', '/team/info?team_id=x'],
+  ['POST', '/team/update'],
+  ['GET', '/spend/keys'],
+  ['GET', '/spend/logs'],
+  ['GET', '/global/spend'],
+  ['GET', '/model/info'],
+  ['POST', '/model/new'],
+  ['POST', '/model/delete'],
+  ['GET', '/health'],
+];
+
+describe('admin API on two replicas (one Redis, one PostgreSQL)', { timeout: 120_000 }, () => {
+  const schema = `tg_admin_${randomUUID().replaceAll('-', '').slice(0, 12)}`;
+  let vllm: FakeVllm;
+  let extra: FakeVllm;
+  const procs: Running[] = [];
+  const ports: number[] = [];
+  let a = 0;
+  let b = 0;
+
+  before(async () => {
+    vllm = await startFakeVllm({ models: [BACKEND], name: 'main' });
+    extra = await startFakeVllm({ models: ['added-backend'], name: 'extra', requireApiKey: BACKEND_KEY });
+    const dir = mkdtempSync(path.join(tmpdir(), 'tollgate-admin-'));
+    const file = path.join(dir, 'config.yaml');
+    writeFileSync(
+      file,
+      `
+model_list:
+  - model_name: llama
+    litellm_params: { model: openai/${BACKEND}, api_base: "${vllm.apiBase}" }
+    model_info: { id: llama-main, input_cost_per_token: 0.001, output_cost_per_token: 0.001 }
+general_settings:
+  master_key: ${MASTER}
+  database_url: ${PG}?schema=${schema}
+  redis_url: ${REDIS}
+  redis_key_prefix: "tg-admin-${randomUUID()}:"
+  allowed_api_bases: [127.0.0.1]
+teams:
+  - team_id: config-team
+keys:
+  - key: sha256:${sha(CONFIG_KEY)}
+    key_alias: from-config
+`,
+    );
+    for (let i = 0; i < 2; i++) {
+      const p = startTollgate(['serve', '--config', file, '--host', '127.0.0.1', '--http-port', '0', '--grpc-port', '0'], {
+        env: { LOG_LEVEL: 'debug' },
+      });
+      procs.push(p);
+      const rec = await p.waitForLog('serve listening', 30_000);
+      ports.push(Number(/:(\d+)$/.exec(String(rec['http']))?.[1]));
+    }
+    [a, b] = ports as [number, number];
+  });
+
+  after(async () => {
+    for (const c of children) c.kill('SIGKILL');
+    await vllm.close();
+    await extra.close();
+    const db = await openDb({ url: PG });
+    await db.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+    await db.close();
+  });
+
+  test('every admin endpoint refuses a missing, a wrong and a non-admin key, in the contract error shape', async () => {
+    const plain = await call(a, 'POST', '/key/generate', {});
+    assert.equal(plain.status, 200);
+    const userKey = String(plain.body['key']);
+    secrets.add(userKey);
+    for (const [method, route] of ROUTES) {
+      const missing = await call(a, method, route, method === 'POST' ? {} : undefined, null);
+      assert.equal(missing.status, 401, `${method} ${route} without a key`);
+      assert.equal(errorOf(missing).type, 'authentication_error');
+      assert.equal(errorOf(missing).code, 'missing_api_key');
+      const wrong = await call(a, method, route, method === 'POST' ? {} : undefined, `sk-wrong-${randomUUID()}`);
+      assert.equal(wrong.status, 401, `${method} ${route} with a wrong key`);
+      assert.equal(errorOf(wrong).code, 'invalid_api_key');
+      const user = await call(b, method, route, method === 'POST' ? {} : undefined, userKey);
+      assert.equal(user.status, 403, `${method} ${route} with a virtual key`);
+      assert.equal(errorOf(user).type, 'permission_error');
+      assert.ok(!wrong.text.includes('sk-wrong'), 'an error never echoes the key sent');
+    }
+  });
+
+  test('a generated key works on both replicas at once, is shown once and never listed', async () => {
+    const gen = await call(a, 'POST', '/key/generate', { key_alias: 'both', models: ['llama'], metadata: { owner: 'test' } });
+    assert.equal(gen.status, 200);
+    const key = String(gen.body['key']);
+    secrets.add(key);
+    assert.match(key, /^sk-[A-Za-z0-9_-]{32}$/, '192 random bits, base64url');
+    assert.equal(gen.body['token'], sha(key));
+    assert.equal(gen.body['key_name'], `sk-...${key.slice(-4)}`);
+    assert.equal(gen.body['key_alias'], 'both');
+    assert.deepEqual(gen.body['models'], ['llama']);
+    for (const port of [a, b]) assert.equal((await chat(port, key)).status, 200, `port ${port}`);
+
+    const list = await call(b, 'GET', '/key/list?size=100');
+    assert.equal(list.status, 200);
+    assert.ok((list.body['keys'] as string[]).includes(sha(key)), 'listed by token');
+    assert.ok(!list.text.includes(key), 'the key itself is never listed');
+    const full = await call(b, 'GET', '/key/list?size=100&return_full_object=true&key_alias=both');
+    assert.equal(full.body['total_count'], 1);
+    assert.ok(!full.text.includes(key));
+    const [row] = full.body['keys'] as Json[];
+    assert.equal(row?.['key_alias'], 'both');
+
+    const byKey = await call(b, 'GET', `/key/info?key=${encodeURIComponent(key)}`);
+    const byToken = await call(b, 'GET', `/key/info?key=${sha(key)}`);
+    assert.equal(byKey.status, 200);
+    assert.equal(byKey.body['key'], sha(key));
+    assert.deepEqual(byToken.body, byKey.body);
+    assert.ok(!byKey.text.includes(key));
+    assert.ok(Number((byKey.body['info'] as Json)['spend']) >= 0);
+  });
+
+  test('block, unblock and delete on one replica take effect on the other within a second', async () => {
+    const key = String((await call(a, 'POST', '/key/generate', { key_alias: 'revoke-me' })).body['key']);
+    secrets.add(key);
+    assert.equal((await chat(b, key)).status, 200);
+
+    assert.equal((await call(a, 'POST', '/key/block', { key })).body['blocked'], true);
+    const blockedIn = await within(1_000, async () => errorOf(await chat(b, key)).code === 'key_blocked', 'blocked on the other replica');
+    assert.ok(blockedIn <= 1_000);
+    assert.equal((await chat(a, key)).status, 403);
+
+    assert.equal((await call(b, 'POST', '/key/unblock', { key: sha(key) })).body['blocked'], false);
+    await within(1_000, async () => (await chat(a, key)).status === 200, 'unblocked on the other replica');
+
+    const del = await call(b, 'POST', '/key/delete', { keys: [key] });
+    assert.deepEqual(del.body['deleted_keys'], [sha(key)]);
+    await within(1_000, async () => errorOf(await chat(a, key)).code === 'invalid_api_key', 'deleted on the other replica');
+    assert.equal(errorOf(await chat(b, key)).code, 'invalid_api_key');
+    assert.equal((await call(a, 'GET', `/key/info?key=${sha(key)}`)).status, 404);
+  });
+
+  test('regenerate: the old secret stops working everywhere, the new one works, the record is kept', async () => {
+    const old = String((await call(a, 'POST', '/key/generate', { key_alias: 'rotate', rpm_limit: 100 })).body['key']);
+    secrets.add(old);
+    const regen = await call(a, 'POST', '/key/regenerate', { key: old, rpm_limit: 50 });
+    assert.equal(regen.status, 200);
+    const fresh = String(regen.body['key']);
+    secrets.add(fresh);
+    assert.notEqual(fresh, old);
+    assert.equal(regen.body['key_alias'], 'rotate');
+    assert.equal(regen.body['rpm_limit'], 50);
+    await within(1_000, async () => errorOf(await chat(b, old)).code === 'invalid_api_key', 'old key refused on the other replica');
+    await within(1_000, async () => (await chat(b, fresh)).status === 200, 'new key works on the other replica');
+  });
+
+  test('a team budget set through the API is enforced on both replicas', async () => {
+    const team = await call(a, 'POST', '/team/new', {
+      team_id: 'budgeted',
+      team_alias: 'Budgeted',
+      max_budget: 0.001,
+      budget_duration: '30d',
+    });
+    assert.equal(team.status, 200);
+    assert.equal(team.body['max_budget'], 0.001);
+    const key = String((await call(b, 'POST', '/key/generate', { team_id: 'budgeted' })).body['key']);
+    secrets.add(key);
+    // The first request is admitted (nothing spent yet) and costs (11 + 5) × 0.001: past the budget.
+    await within(1_000, async () => (await chat(a, key)).status === 200, 'team known on replica a');
+    await within(2_000, async () => errorOf(await chat(b, key)).code === 'budget_exceeded', 'budget enforced on the other replica');
+    const again = await chat(a, key);
+    assert.equal(again.status, 429);
+    assert.equal(errorOf(again).type, 'insufficient_quota');
+
+    let info: Reply | undefined;
+    await within(
+      3_000,
+      async () => {
+        info = await call(b, 'GET', '/team/info?team_id=budgeted');
+        return Number((info.body['team_info'] as Json)['spend']) > 0.001;
+      },
+      "the team's spend reaches the log",
+    );
+    assert.equal((info?.body['keys'] as Json[]).length, 1);
+
+    // Raising the budget through the API opens the team again, on both replicas.
+    assert.equal((await call(b, 'POST', '/team/update', { team_id: 'budgeted', max_budget: 100 })).status, 200);
+    await within(1_000, async () => (await chat(a, key)).status === 200, 'raised budget applied');
+  });
+
+  test('a model added on one replica is served by the other; its api_key is never shown', async () => {
+    const added = await call(a, 'POST', '/model/new', {
+      model_name: 'added',
+      litellm_params: { model: 'openai/added-backend', api_base: extra.apiBase, api_key: BACKEND_KEY },
+      model_info: { id: 'added-1', input_cost_per_token: 0.000001 },
+    });
+    assert.equal(added.status, 200, added.text);
+    assert.ok(!added.text.includes(BACKEND_KEY));
+    const key = String((await call(a, 'POST', '/key/generate', {})).body['key']);
+    secrets.add(key);
+    await within(1_000, async () => (await chat(b, key, 'added')).status === 200, 'added model served by the other replica');
+    assert.equal(extra.received.at(-1)?.headers['authorization'], `Bearer ${BACKEND_KEY}`);
+
+    const info = await call(b, 'GET', '/model/info');
+    assert.ok(!info.text.includes(BACKEND_KEY));
+    const models = info.body['data'] as Json[];
+    const addedView = models.find((m) => (m['model_info'] as Json)['id'] === 'added-1');
+    assert.equal((addedView?.['model_info'] as Json)['db_model'], true);
+    assert.equal((addedView?.['model_info'] as Json)['api_key_set'], true);
+    assert.ok(models.some((m) => (m['model_info'] as Json)['id'] === 'llama-main'));
+
+    // The stored form is sealed: the database does not hold the backend key either.
+    const db = await openDb({ url: `${PG}?schema=${schema}` });
+    try {
+      const rows = await db.query<{ litellm_params: Json }>('SELECT litellm_params FROM models');
+      assert.ok(!JSON.stringify(rows).includes(BACKEND_KEY));
+    } finally {
+      await db.close();
+    }
+
+    assert.equal((await call(b, 'POST', '/model/delete', { id: 'added-1' })).status, 200);
+    await within(
+      1_000,
+      async () => errorOf(await chat(a, key, 'added')).code === 'model_not_found',
+      'deleted model gone on the other replica',
+    );
+    const configModel = await call(a, 'POST', '/model/delete', { id: 'llama-main' });
+    assert.equal(configModel.status, 409);
+    assert.equal(errorOf(configModel).param, 'id');
+  });
+
+  test('/model/new is refused for a host outside allowed_api_bases (SSRF guard)', async () => {
+    for (const apiBase of ['http://169.254.169.254/v1', 'http://internal.example:8000/v1', 'http://user:pw@127.0.0.1:9/v1']) {
+      const r = await call(a, 'POST', '/model/new', { model_name: 'evil', litellm_params: { model: 'openai/x', api_base: apiBase } });
+      assert.equal(r.status, 400, apiBase);
+      assert.equal(errorOf(r).param, 'litellm_params.api_base');
+      assert.match(String(errorOf(r).message), /allowed_api_bases/);
+    }
+  });
+
+  test('keys and teams declared in the config are read-only through the API (409)', async () => {
+    for (const [route, body] of [
+      ['/key/block', { key: CONFIG_KEY }],
+      ['/key/update', { key: sha(CONFIG_KEY), rpm_limit: 1 }],
+      ['/key/delete', { keys: [CONFIG_KEY] }],
+      ['/key/regenerate', { key: CONFIG_KEY }],
+      ['/team/update', { team_id: 'config-team', max_budget: 1 }],
+    ] as const) {
+      const r = await call(a, 'POST', route, body);
+      assert.equal(r.status, 409, route);
+      assert.equal(errorOf(r).code, 'conflict');
+      assert.match(String(errorOf(r).message), /config file/);
+    }
+    const info = await call(a, 'GET', `/key/info?key=${encodeURIComponent(CONFIG_KEY)}`);
+    assert.equal((info.body['info'] as Json)['source'], 'config');
+  });
+
+  test('bad input of each kind is a 400 that names the field', async () => {
+    const cases: [string, string, unknown, string][] = [
+      ['POST', '/key/generate', { max_budjet: 5 }, 'max_budjet'],
+      ['POST', '/key/generate', { rpm_limit: 'many' }, 'rpm_limit'],
+      ['POST', '/key/generate', { rpm_limit: -1 }, 'rpm_limit'],
+      ['POST', '/key/generate', { budget_duration: 'fortnight' }, 'budget_duration'],
+      ['POST', '/key/generate', { duration: '3 weeks' }, 'duration'],
+      ['POST', '/key/generate', { models: 'llama' }, 'models'],
+      ['POST', '/key/generate', { team_id: 'no-such-team' }, 'team_id'],
+      ['POST', '/key/block', {}, 'key'],
+      ['POST', '/key/block', { key: 'not-a-key' }, 'key'],
+      ['POST', '/key/delete', { keys: [] }, 'keys'],
+      ['POST', '/team/new', { team_id: 'a b' }, 'team_id'],
+      ['POST', '/team/update', { team_alias: 'x' }, 'team_id'],
+      [
+        'POST',
+        '/model/new',
+        { model_name: 'x', litellm_params: { model: 'anthropic/claude', api_base: 'http://127.0.0.1:1/v1' } },
+        'litellm_params.model',
+      ],
+      [
+        'POST',
+        '/model/new',
+        { model_name: 'x', litellm_params: { model: 'openai/x', api_base: 'ftp://127.0.0.1/v1' } },
+        'litellm_params.api_base',
+      ],
+      [
+        'POST',
+        '/model/new',
+        { model_name: 'x', litellm_params: { model: 'openai/x', api_base: 'http://127.0.0.1:1/v1', wieght: 2 } },
+        'litellm_params.wieght',
+      ],
+      ['GET', '/key/list?page=0', undefined, 'page'],
+      ['GET', '/key/list?size=1000', undefined, 'size'],
+      ['GET', '/key/list?pgae=2', undefined, 'pgae'],
+      ['GET', '/spend/logs?start_date=yesterday', undefined, 'start_date'],
+      ['GET', '/key/info', undefined, 'key'],
+    ];
+    for (const [method, route, body, field] of cases) {
+      const r = await call(a, method, route, body);
+      assert.equal(r.status, 400, `${method} ${route} ${JSON.stringify(body)}: ${r.text}`);
+      assert.equal(errorOf(r).code, 'invalid_body');
+      assert.equal(errorOf(r).param, field, `${route}: ${r.text}`);
+      assert.ok(String(errorOf(r).message).startsWith(field), `the message names ${field}: ${errorOf(r).message}`);
+    }
+    const notJson = await call(a, 'POST', '/key/generate', '{"models": [');
+    assert.equal(notJson.status, 400);
+    assert.match(String(errorOf(notJson).message), /not valid JSON/);
+    const array = await call(a, 'POST', '/key/generate', '[]');
+    assert.equal(array.status, 400);
+    const missing = await call(a, 'POST', '/key/update', { key: `sk-never-made-${randomUUID()}` });
+    assert.equal(missing.status, 404);
+    assert.equal(errorOf(missing).param, 'key');
+  });
+
+  test('spend: /spend/logs, /spend/keys and /global/spend see the requests made', async () => {
+    const key = String((await call(a, 'POST', '/key/generate', { key_alias: 'spender' })).body['key']);
+    secrets.add(key);
+    const done = await chat(b, key);
+    assert.equal(done.status, 200);
+    let logs: Json[] = [];
+    await within(
+      3_000,
+      async () => {
+        logs = (await call(a, 'GET', `/spend/logs?api_key=${encodeURIComponent(key)}`)).body as unknown as Json[];
+        return Array.isArray(logs) && logs.length === 1;
+      },
+      'the spend-log row is written within a second',
+    );
+    const [row] = logs;
+    assert.equal(row?.['model'], 'llama');
+    assert.equal(row?.['model_id'], 'llama-main');
+    assert.equal(row?.['api_key'], sha(key).slice(0, 16));
+    assert.equal(row?.['total_tokens'], 16);
+    assert.ok(Math.abs(Number(row?.['spend']) - 0.016) < 1e-9);
+    const keys = (await call(a, 'GET', '/spend/keys?limit=1000')).body as unknown as Json[];
+    assert.ok(keys.some((k) => k['key_id'] === sha(key).slice(0, 16)));
+    const global = await call(b, 'GET', '/global/spend');
+    assert.ok(Number(global.body['spend']) >= 0.016);
+    const range = await call(b, 'GET', '/global/spend?start_date=2000-01-01&end_date=2000-01-02');
+    assert.equal(range.body['spend'], 0);
+  });
+
+  test('GET /health probes every deployment through its /models (admin only)', async () => {
+    const r = await call(a, 'GET', '/health');
+    assert.equal(r.status, 200);
+    assert.equal(r.body['unhealthy_count'], 0);
+    assert.ok((r.body['healthy_endpoints'] as Json[]).some((e) => e['model_id'] === 'llama-main'));
+    assert.equal((await call(a, 'GET', '/health', undefined, null)).status, 401);
+  });
+
+  test('/metrics parses as Prometheus text and counts the requests made', async () => {
+    const res = await fetch(`http://127.0.0.1:${b}/metrics`);
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/);
+    const samples = parsePrometheus(await res.text());
+    const sum = (name: string, labels: Record<string, string>): number =>
+      samples
+        .filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))
+        .reduce((n, s) => n + s.value, 0);
+    assert.ok(sum('tollgate_model_requests_total', { model: 'llama', deployment: 'llama-main', status: '200' }) >= 1);
+    assert.ok(sum('tollgate_http_requests_total', { route: 'admin', status: '200' }) >= 1);
+    assert.ok(sum('tollgate_tokens_total', { model: 'llama', type: 'completion' }) >= 5);
+    assert.ok(sum('tollgate_gateway_overhead_seconds_count', { endpoint: 'chat/completions' }) >= 1);
+    assert.equal(sum('tollgate_deployment_available', { deployment: 'llama-main' }), 1);
+    // Labels are bounded sets: no key, key id or user appears in any series.
+    for (const s of samples) for (const v of Object.values(s.labels)) assert.ok(!/^sk-|^[0-9a-f]{16}$/.test(v), `label value ${v}`);
+  });
+
+  test('no secret appears in any log line of either replica', () => {
+    const logs = procs.map((p) => p.stdout() + p.stderr()).join('\n');
+    assert.ok(logs.includes('"msg":"request"'), 'request lines were logged');
+    assert.ok(logs.includes('"admin_action":"key.generate"'), 'admin actions were logged');
+    for (const s of secrets) assert.ok(!logs.includes(s), `a secret (${s.slice(0, 6)}…) appears in the logs`);
+    for (const line of logs.split('\n').filter((l) => l.startsWith('{'))) JSON.parse(line);
+  });
+});

@@ -1,0 +1,30 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { firstProblem, keyGenerate, keyListQuery, keyRef } from '../../../src/gateway/admin-schemas.js';
+
+test('an unknown field is named, with what to do', () => {
+  const r = keyGenerate.safeParse({ max_budjet: 1 });
+  assert.ok(!r.success);
+  assert.deepEqual(firstProblem(r.error), { field: 'max_budjet', message: 'max_budjet: unknown field: remove it or check its spelling' });
+});
+
+test('a wrong type names the field and never echoes the value', () => {
+  const r = keyGenerate.safeParse({ key_alias: 'x', rpm_limit: 'sk-secret-looking-value' });
+  assert.ok(!r.success);
+  const p = firstProblem(r.error);
+  assert.equal(p.field, 'rpm_limit');
+  assert.ok(!p.message.includes('sk-secret'));
+});
+
+test('a key reference is the sk- key or its 64-hex token', () => {
+  assert.ok(keyRef.safeParse('sk-abcdef123').success);
+  assert.ok(keyRef.safeParse('a'.repeat(64)).success);
+  assert.ok(!keyRef.safeParse('A'.repeat(64)).success);
+  assert.ok(!keyRef.safeParse('bearer sk-x').success);
+});
+
+test('query strings are coerced and bounded', () => {
+  assert.deepEqual(keyListQuery.parse({ page: '2', size: '50' }), { page: 2, size: 50, return_full_object: false });
+  assert.ok(!keyListQuery.safeParse({ size: '101' }).success);
+  assert.ok(!keyListQuery.safeParse({ return_full_object: 'yes' }).success);
+});
