@@ -14,7 +14,7 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
@@ -413,6 +413,7 @@ async function main(): Promise<void> {
   const key = `sk-bench-${randomBytes(16).toString('hex')}`;
   const keyHash = `sha256:${createHash('sha256').update(key).digest('hex')}`;
   const profileDir = cpuProf ? mkdtempSync(path.join(tmpdir(), 'tollgate-gateway-prof-')) : undefined;
+  const logDir = mkdtempSync(path.join(tmpdir(), 'tollgate-gateway-log-'));
   const servers: ServerChild[] = [];
   try {
     const backend = await startChild('fake-vllm', './servers/fake-vllm.js', {});
@@ -420,7 +421,7 @@ async function main(): Promise<void> {
     const apiBase = `http://127.0.0.1:${backend.port}/v1`;
     const [tollgate, portkey] = await Promise.all([
       startChild('tollgate', './servers/tollgate-gateway.js', {
-        env: { TOLLGATE_BENCH_CONFIG: tollgateConfig(apiBase, keyHash) },
+        env: { TOLLGATE_BENCH_CONFIG: tollgateConfig(apiBase, keyHash), TOLLGATE_BENCH_LOG: path.join(logDir, 'tollgate.log') },
         execArgv: profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir],
       }),
       cpuProf ? undefined : startPortkey(),
@@ -541,6 +542,7 @@ async function main(): Promise<void> {
     console.log(`ratio tollgate/direct throughput at ${HIGH} clients: ${ratio.toFixed(2)} (target >= ${TARGET_RATIO_DIRECT.toFixed(2)})`);
   } finally {
     await Promise.all(servers.map((s) => s.stop()));
+    rmSync(logDir, { recursive: true, force: true });
   }
 }
 

@@ -1,17 +1,23 @@
 /**
  * Bench child: tollgate's HTTP gateway composed as `tollgate gateway` composes it (config validated at boot,
- * decision pipeline run here in standalone mode, pino to stdout, the store: in-process counters and the
- * spend log in embedded PGlite, since the bench config sets no redis_url or database_url), on 127.0.0.1:0.
+ * decision pipeline run here in standalone mode, one JSON log line per request, Prometheus metrics, the
+ * store: in-process counters and the spend log in the database the bench config names), on 127.0.0.1:0.
  * The config YAML comes in TOLLGATE_BENCH_CONFIG; `os.environ/` references in it read this environment.
+ * The log goes to the file TOLLGATE_BENCH_LOG names, as a container's stdout goes to its runtime's log
+ * file: read by the parent through a pipe, it would cost the load generator CPU.
  */
+import { pino } from 'pino';
 import { startGateway } from '../../src/main/gateway-app.js';
 import { createLogger } from '../../src/telemetry/logger.js';
+import { createMetrics } from '../../src/telemetry/metrics.js';
 import { gatewayStoreOptions } from '../../src/main/store-app.js';
 import { loadBenchConfig } from './bench-config.js';
 import { failStartup, serveParent } from './ipc.js';
 
 async function main(): Promise<void> {
-  const logger = createLogger('info');
+  const logFile = process.env['TOLLGATE_BENCH_LOG'];
+  const logger = createLogger('info', logFile === undefined ? undefined : pino.destination({ dest: logFile, sync: false }));
+  const metrics = createMetrics({ defaultMetrics: true });
   const { prepared, secret, parts, store } = await loadBenchConfig(
     logger,
     process.env['TOLLGATE_BENCH_CONFIG']?.includes('database_url') === true,
@@ -21,6 +27,7 @@ async function main(): Promise<void> {
     port: 0,
     logger,
     ...gatewayStoreOptions(store),
+    metrics,
   });
   serveParent(app.port, async () => {
     await app.close(2000);

@@ -30,6 +30,8 @@ export interface GatewayDeps {
   readonly teams: ReadonlyMap<string, TeamRecord>;
   readonly maxBodyBytes: number;
   readonly logger: Logger;
+  /** One line per request (built from ids and counts only: see requestLogger). */
+  readonly requestLog: Logger;
   /** Why the gateway is not ready, or undefined when it is. */
   readonly notReady: () => string | undefined;
   /** Told of each admitted request that starts here, so its lease is renewed until it is recorded. */
@@ -88,8 +90,8 @@ async function handle(deps: GatewayDeps, req: IncomingMessage, res: ServerRespon
       status: res.statusCode,
       latency_ms: Math.round((performance.now() - started) * 100) / 100,
     };
-    if (route === 'probe' || route === 'metrics') deps.logger.debug(line, 'request');
-    else deps.logger.info(line, 'request');
+    if (route === 'probe' || route === 'metrics') deps.requestLog.debug(line, 'request');
+    else deps.requestLog.info(line, 'request');
   });
   if (path === '/health/liveliness' || path === '/health/liveness') return json(res, 200, "I'm alive!");
   if (path === '/health/readiness') {

@@ -7,7 +7,7 @@ import { ContextSigner } from '../identity/context-token.js';
 import { DeploymentTracker } from '../routing/health.js';
 import type { Lease } from '../store/limiter.js';
 import type { SpendRecorder } from '../store/spend.js';
-import type { Logger } from '../telemetry/logger.js';
+import { requestLogger, type Logger } from '../telemetry/logger.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { RequestObserver, registerDeploymentGauges } from '../telemetry/request-observer.js';
 import type { AdminApi } from '../gateway/admin.js';
@@ -48,9 +48,10 @@ export async function startGateway(
   parts.authorizer.updateRules({ health: tracker });
   const catalog = () => parts.authorizer.rules.catalog;
   const metrics = opts.metrics;
+  const requestLog = requestLogger(opts.logger);
   const spend = new RequestObserver(opts.spend, {
     metrics,
-    logger: opts.logger,
+    logger: requestLog,
     knownModel: (alias) => catalog().group(alias) !== undefined,
   });
   if (metrics !== undefined) {
@@ -79,6 +80,7 @@ export async function startGateway(
     teams: parts.teams,
     maxBodyBytes: parts.maxBodyBytes,
     logger: opts.logger,
+    requestLog,
     notReady: () => {
       if (parts.verifier !== undefined && parts.verifier.keyCount === 0) return 'identity provider keys not loaded';
       if (opts.storeReady?.() === false) return 'a store is unreachable (Redis, or the database taking the spend log)';
