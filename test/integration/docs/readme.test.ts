@@ -1,0 +1,195 @@
+/**
+ * The README is exercised: its configuration reference is what the schema generates; its example config
+ * passes `config check`; the walk-through's curl commands run as written (bash, curl, jq) against a real
+ * IdP, `tollgate serve`, a fake vLLM and an Envoy stand-in that follows envoy/envoy.yaml, and print what
+ * the README shows; every other command in a sh block is run here or named with the test that runs it.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { referenceMarkdown, undescribed } from '../../../src/config/reference.js';
+import { startEnvoyProxy, type EnvoyProxy } from '../../support/envoy-proxy.js';
+import { startFakeVllm, type FakeVllm } from '../../support/fake-vllm.js';
+import { startIdp, type TestIdp } from '../../support/idp.js';
+import { childEnv, children, ROOT, startTollgate } from '../../support/process.js';
+
+const run = promisify(execFile);
+const README = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+
+interface Block {
+  readonly lang: string;
+  readonly text: string;
+  /** The heading the block sits under. */
+  readonly section: string;
+}
+
+function blocks(markdown: string): Block[] {
+  const out: Block[] = [];
+  let section = '';
+  let open: { lang: string; lines: string[] } | undefined;
+  for (const line of markdown.split('\n')) {
+    if (open === undefined && line.startsWith('#')) section = line.replace(/^#+\s*/, '');
+    const fence = /^```(\w*)\s*$/.exec(line);
+    if (fence !== null) {
+      if (open === undefined) open = { lang: fence[1] ?? '', lines: [] };
+      else {
+        out.push({ lang: open.lang, text: open.lines.join('\n'), section });
+        open = undefined;
+      }
+    } else open?.lines.push(line);
+  }
+  return out;
+}
+
+/** The commands of a sh block: comments dropped, continuation lines joined. */
+function commands(text: string): string[] {
+  return text
+    .replace(/\\\n\s*/g, ' ')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !l.startsWith('#'));
+}
+
+/**
+ * Commands in the README that this file does not run, each with the test that does; the test file must
+ * exist and mention the command's subject.
+ */
+const EXERCISED_ELSEWHERE: readonly (readonly [RegExp, string, string])[] = [
+  [/^npm install && npm start\b/, 'test/integration/cli/cli.test.ts', 'tollgate serve with no config'],
+  [/^npm test\b/, '.ci/run', 'npm test'],
+  [/^helm (install|upgrade|template)\b/, 'test/unit/deploy/helm-chart.test.ts', 'render'],
+  [/^docker (build|run)\b/, 'test/unit/deploy/dockerfile.test.ts', 'USER'],
+  [/^kubectl\b/, 'test/unit/deploy/helm-chart.test.ts', 'render'],
+];
+
+const walkThrough = blocks(README).filter((b) => b.lang === 'sh' && b.text.includes('$ENVOY'));
+
+test('the configuration reference in the README is what the schema generates', () => {
+  assert.deepEqual(undescribed(), [], 'every setting has a description in src/config/reference.ts');
+  const start = README.indexOf('<!-- config-reference:start -->');
+  const end = README.indexOf('<!-- config-reference:end -->');
+  assert.ok(start >= 0 && end > start, 'the README has the reference markers');
+  const inReadme = README.slice(start + '<!-- config-reference:start -->'.length, end).trim();
+  assert.equal(inReadme, referenceMarkdown(), 'the README reference is stale: run npm run docs');
+});
+
+test('every command in a sh block is run here or by a named test', () => {
+  const here = [/^TOKEN=\$\(curl /, /^KEY=\$\(curl /, /^curl /, /^tollgate (config check|keys hash) /];
+  for (const b of blocks(README).filter((x) => x.lang === 'sh')) {
+    for (const cmd of commands(b.text)) {
+      if (here.some((r) => r.test(cmd))) continue;
+      const known = EXERCISED_ELSEWHERE.find(([r]) => r.test(cmd));
+      assert.ok(known !== undefined, `README command not exercised by any test: ${cmd}`);
+      const [, file, marker] = known;
+      assert.ok(existsSync(path.join(ROOT, file)), `${file} (exercising "${cmd}") exists`);
+      assert.ok(readFileSync(path.join(ROOT, file), 'utf8').includes(marker), `${file} exercises "${cmd}"`);
+    }
+  }
+  assert.ok(walkThrough.length >= 2, 'the walk-through blocks were found');
+});
+
+test('the example config passes tollgate config check, and keys hash prints what keys[].key takes', async () => {
+  const example = blocks(README).find((b) => b.lang === 'yaml' && b.section === 'Configuration');
+  assert.ok(example !== undefined, 'the Configuration section has an example config');
+  const dir = mkdtempSync(path.join(tmpdir(), 'tollgate-readme-'));
+  writeFileSync(path.join(dir, 'config.yaml'), example.text);
+  // `tollgate` on the PATH, as `npm install -g` or the container image put it.
+  writeFileSync(path.join(dir, 'tollgate'), `#!/bin/sh\nexec "${process.execPath}" "${path.join(ROOT, 'bin', 'tollgate.js')}" "$@"\n`, {
+    mode: 0o755,
+  });
+  const env = childEnv({
+    PATH: `${dir}:${process.env['PATH'] ?? ''}`,
+    TOLLGATE_MASTER_KEY: 'sk-readme-master-0123456789',
+    DATABASE_URL: 'postgres://postgres@127.0.0.1:5432/test',
+    REDIS_URL: 'redis://127.0.0.1:6379',
+    VLLM_API_KEY: 'backend',
+    CI_BOT_KEY: 'sk-readme-ci-bot-0123456789',
+  });
+  const lines = blocks(README)
+    .filter((b) => b.lang === 'sh' && b.section === 'Commands')
+    .flatMap((b) => commands(b.text));
+  assert.equal(lines.length, 2);
+  for (const line of lines) {
+    const { stdout } = await run('bash', ['-c', `set -euo pipefail\n${line}`], { cwd: dir, env });
+    const comment = /#\s*→\s*(.*)$/.exec(line)?.[1];
+    if (line.includes('keys hash')) assert.match(stdout, /^sha256:[0-9a-f]{64}\n$/);
+    else assert.match(stdout, /^config\.yaml: ok \(1 deployments, 1 keys, 1 teams, 1 policy rules\)\n$/);
+    assert.ok(comment !== undefined && stdout.startsWith(comment.replace(/….*$/, '')), `prints what the README says: ${comment}`);
+  }
+});
+
+describe('the walk-through, as written, through an Envoy stand-in', { timeout: 60_000 }, () => {
+  const CLIENT_ID = 'readme-client';
+  const CLIENT_SECRET = `secret-${randomUUID()}`;
+  const MASTER = `sk-readme-${randomUUID()}`;
+  let idp: TestIdp;
+  let vllm: FakeVllm;
+  let envoy: EnvoyProxy;
+
+  before(async () => {
+    idp = await startIdp({ audience: 'https://tollgate.internal', clientId: CLIENT_ID, clientSecret: CLIENT_SECRET });
+    vllm = await startFakeVllm({ models: ['meta-llama/Llama-3.1-8B-Instruct'] });
+    const dir = mkdtempSync(path.join(tmpdir(), 'tollgate-walk-'));
+    const file = path.join(dir, 'config.yaml');
+    writeFileSync(
+      file,
+      `
+model_list:
+  - model_name: llama-3.1-8b
+    litellm_params: { model: openai/meta-llama/Llama-3.1-8B-Instruct, api_base: "${vllm.apiBase}" }
+    model_info: { input_cost_per_token: 1.0e-7, output_cost_per_token: 2.0e-7 }
+general_settings:
+  master_key: ${MASTER}
+auth:
+  jwt:
+    issuer: ${idp.issuer}
+    audience: https://tollgate.internal
+    allow_insecure_http: true
+`,
+    );
+    const p = startTollgate(['serve', '--config', file, '--host', '127.0.0.1', '--http-port', '0', '--grpc-port', '0']);
+    const rec = await p.waitForLog('serve listening', 20_000);
+    envoy = await startEnvoyProxy({
+      authzPort: Number(/:(\d+)$/.exec(String(rec['grpc']))?.[1]),
+      gatewayPort: Number(/:(\d+)$/.exec(String(rec['http']))?.[1]),
+    });
+  });
+
+  after(async () => {
+    for (const c of children) c.kill('SIGKILL');
+    await envoy?.close();
+    await vllm?.close();
+    await idp?.close();
+  });
+
+  async function bash(script: string): Promise<string> {
+    const { stdout } = await run('bash', ['-c', `set -euo pipefail\n${script}`], {
+      env: childEnv({ ENVOY: envoy.url, IDP: idp.issuer, CLIENT_ID, CLIENT_SECRET, MASTER_KEY: MASTER }),
+    });
+    return stdout;
+  }
+
+  test('token, key, chat completion: the reply names the alias', async () => {
+    const [steps] = walkThrough;
+    assert.ok(steps !== undefined);
+    const out = JSON.parse(await bash(steps.text)) as { model?: string; choices?: { message?: { content?: string } }[] };
+    assert.equal(out.model, 'llama-3.1-8b');
+    assert.ok(typeof out.choices?.[0]?.message?.content === 'string');
+  });
+
+  test('without the JWT: the denial the README shows, byte for byte', async () => {
+    const denial = walkThrough[1];
+    assert.ok(denial !== undefined);
+    const shown = /^# (\{.*\})$/m.exec(denial.text)?.[1];
+    assert.ok(shown !== undefined, 'the block shows the answer');
+    const key = (await bash(`${walkThrough[0]?.text.split('# 3.')[0] ?? ''}\necho "$KEY"`)).trim();
+    assert.match(key, /^sk-/);
+    const got = await bash(`KEY=${key}\n${denial.text}`);
+    assert.equal(got.trim(), shown);
+  });
+});
