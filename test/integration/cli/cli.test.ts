@@ -326,6 +326,23 @@ describe('tollgate authz', () => {
     }
   });
 
+  test('gRPC health mirrors readiness: NOT_SERVING while Redis does not answer', TEST_OPTS, async () => {
+    const unreachable = await listenNet();
+    unreachable.server.close(); // a port nothing listens on
+    writeFileSync(
+      file('no-redis.yaml'),
+      `${GOOD.replace('general_settings:', `general_settings:\n  redis_url: redis://127.0.0.1:${unreachable.port}`)}`,
+    );
+    const a = start(['authz', '--config', file('no-redis.yaml'), '--host', '127.0.0.1', '--grpc-port', '0']);
+    try {
+      const port = portOf(await a.waitForLog(LISTENING));
+      assert.equal(await health(port), 'NOT_SERVING');
+      assert.equal(await health(port, 'envoy.service.auth.v3.Authorization'), 'NOT_SERVING');
+    } finally {
+      a.proc.kill('SIGKILL');
+    }
+  });
+
   test('TOLLGATE_CONFIG stands in for --config', TEST_OPTS, async () => {
     const a = start(['authz', '--host', '127.0.0.1', '--grpc-port', '0'], { env: { TOLLGATE_CONFIG: file('good.yaml') } });
     try {
