@@ -27,6 +27,15 @@ export default tseslint.config(
     },
   },
   {
+    // Plain Node scripts outside the TypeScript project (scripts/*.mjs): linted without type information.
+    files: ['scripts/**/*.mjs'],
+    ...tseslint.configs.disableTypeChecked,
+    languageOptions: {
+      ...tseslint.configs.disableTypeChecked.languageOptions,
+      globals: { process: 'readonly', console: 'readonly', URL: 'readonly' },
+    },
+  },
+  {
     // Test doubles implement async interfaces (oidc-provider's adapter) without awaiting anything.
     files: ['test/**/*.ts', 'bench/**/*.ts'],
     rules: { '@typescript-eslint/require-await': 'off' },

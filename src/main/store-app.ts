@@ -171,8 +171,10 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
     cache,
     limiter,
     accounting,
-    // Readiness: Redis connected, and the spend log's last write reached the database.
-    ready: () => (!(counters instanceof RedisCounters) || counters.redis.status === 'ready') && (log?.healthy ?? true),
+    // Readiness: Redis connected, and the spend log's last write reached the database. With failure_mode: open
+    // a Redis outage is a state the operator chose to serve through, so it does not take every replica out.
+    ready: () =>
+      (!(counters instanceof RedisCounters) || gs.failure_mode === 'open' || counters.redis.status === 'ready') && (log?.healthy ?? true),
     async close(graceMs: number) {
       for (const c of cleanups) c();
       await accounting.close(graceMs);

@@ -62,9 +62,14 @@ function commands(text: string): string[] {
 const EXERCISED_ELSEWHERE: readonly (readonly [RegExp, string, string])[] = [
   [/^npm install && npm start\b/, 'test/integration/cli/cli.test.ts', 'tollgate serve with no config'],
   [/^npm test\b/, '.ci/run', 'npm test'],
-  [/^helm (install|upgrade|template)\b/, 'test/unit/deploy/helm-chart.test.ts', 'render'],
-  [/^docker (build|run)\b/, 'test/unit/deploy/dockerfile.test.ts', 'USER'],
-  [/^kubectl\b/, 'test/unit/deploy/helm-chart.test.ts', 'render'],
+  [/^helm install tollgate charts\/tollgate\b/, 'test/unit/deploy/helm-chart.test.ts', 'full-values.yaml'],
+  [/^docker build -t \S+ \.$/, 'test/unit/deploy/dockerfile.test.ts', 'USER'],
+  [
+    /^kubectl -n llm create secret generic tollgate\b/,
+    'test/unit/deploy/helm-chart.test.ts',
+    'kubectl -n llm create secret generic tollgate',
+  ],
+  [/^envoy -c envoy\/envoy\.yaml\b/, 'test/unit/deploy/envoy-config.test.ts', 'Bootstrap'],
 ];
 
 const walkThrough = blocks(README).filter((b) => b.lang === 'sh' && b.text.includes('$ENVOY'));

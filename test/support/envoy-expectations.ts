@@ -1,0 +1,211 @@
+/**
+ * What tollgate needs of an Envoy bootstrap (../shared/FIELD-NOTES.md, "Envoy ext_authz"), asserted on the
+ * normalised JSON that checkEnvoyBootstrap returns. Shared by the envoy/envoy.yaml test and the Helm
+ * chart test, which renders the same config for the pod.
+ */
+import assert from 'node:assert/strict';
+import type { Json, JsonObject } from './envoy-bootstrap.js';
+
+export const HCM_TYPE = 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager';
+export const HEADER_MUTATION_TYPE = 'type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation';
+export const EXT_AUTHZ_TYPE = 'type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz';
+export const ROUTER_TYPE = 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router';
+export const HTTP_OPTIONS_KEY = 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions';
+
+/** Every identity header authz sets (../shared/CONTRACT.md, "What authz sets on an allowed request"). */
+export const TOLLGATE_HEADERS = [
+  'x-tollgate-key',
+  'x-tollgate-key-alias',
+  'x-tollgate-user',
+  'x-tollgate-team',
+  'x-tollgate-model',
+  'x-tollgate-deployment',
+  'x-tollgate-request-id',
+  'x-tollgate-context',
+];
+
+export const CLIENT_PORT = 10000;
+export const AUTHZ_PORT = 9001;
+export const GATEWAY_PORT = 4000;
+
+/** The value at `keys` under `root`; fails the test, naming the path, when any step is missing. */
+export function at(root: Json, ...keys: Array<string | number>): Json {
+  let cur: Json = root;
+  const walked: string[] = [];
+  for (const k of keys) {
+    walked.push(String(k));
+    const next: Json | undefined = typeof k === 'number' ? (Array.isArray(cur) ? cur[k] : undefined) : isObject(cur) ? cur[k] : undefined;
+    assert.ok(next !== undefined, `missing ${walked.join('.')}`);
+    cur = next;
+  }
+  return cur;
+}
+
+export function list(root: Json, ...keys: Array<string | number>): Json[] {
+  const v = at(root, ...keys);
+  assert.ok(Array.isArray(v), `${keys.join('.')} is not a list`);
+  return v;
+}
+
+export function obj(root: Json, ...keys: Array<string | number>): JsonObject {
+  const v = at(root, ...keys);
+  assert.ok(isObject(v), `${keys.join('.')} is not a mapping`);
+  return v;
+}
+
+/** The string at `keys`. */
+export function text(root: Json, ...keys: Array<string | number>): string {
+  const v = at(root, ...keys);
+  assert.ok(typeof v === 'string', `${keys.join('.')} is not a string`);
+  return v;
+}
+
+export function isObject(v: Json | undefined): v is JsonObject {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Seconds of a proto3 JSON Duration ("0.25s"). */
+export function seconds(d: Json): number {
+  assert.ok(typeof d === 'string' && /^\d+(\.\d+)?s$/.test(d), `not a duration: ${JSON.stringify(d)}`);
+  return Number(d.slice(0, -1));
+}
+
+export interface SocketAddress {
+  readonly address: string;
+  readonly port: number;
+}
+
+function socket(address: Json): SocketAddress {
+  const s = obj(address, 'socket_address');
+  const port = at(s, 'port_value');
+  const host = at(s, 'address');
+  assert.ok(typeof port === 'number' && typeof host === 'string');
+  return { address: host, port };
+}
+
+/** The listener bound to `port`. */
+export function listener(bootstrap: JsonObject, port: number): JsonObject {
+  const found = list(bootstrap, 'static_resources', 'listeners').filter((l) => socket(obj(l, 'address')).port === port);
+  assert.equal(found.length, 1, `one listener on port ${port}`);
+  const [l] = found;
+  assert.ok(isObject(l));
+  return l;
+}
+
+/** The HTTP connection manager of a listener (its only network filter). */
+export function hcm(l: JsonObject): JsonObject {
+  const chains = list(l, 'filter_chains');
+  assert.equal(chains.length, 1, 'one filter chain');
+  const filters = list(chains[0] ?? null, 'filters');
+  assert.equal(filters.length, 1, 'one network filter');
+  const config = obj(filters[0] ?? null, 'typed_config');
+  assert.equal(config['@type'], HCM_TYPE);
+  return config;
+}
+
+export function cluster(bootstrap: JsonObject, name: string): JsonObject {
+  const found = list(bootstrap, 'static_resources', 'clusters').filter((c) => isObject(c) && c['name'] === name);
+  assert.equal(found.length, 1, `one cluster named ${name}`);
+  const [c] = found;
+  assert.ok(isObject(c));
+  return c;
+}
+
+/** Every endpoint address of a cluster. */
+export function endpoints(c: JsonObject): SocketAddress[] {
+  return list(c, 'load_assignment', 'endpoints').flatMap((e) =>
+    list(e, 'lb_endpoints').map((lb) => socket(obj(lb, 'endpoint', 'address'))),
+  );
+}
+
+export interface TollgateEnvoyExpectations {
+  /** with_request_body.max_request_bytes: tollgate's max_request_size_mb in bytes. */
+  readonly maxRequestBytes: number;
+  /** Where the two tollgate clusters point (the pod: 127.0.0.1). */
+  readonly upstreamHost: string;
+}
+
+/**
+ * Everything tollgate depends on in Envoy's config; throws an AssertionError naming the first miss.
+ * Returns the HCM of the client listener and the ext_authz config for further checks.
+ */
+export function assertTollgateEnvoyConfig(
+  bootstrap: JsonObject,
+  expect: TollgateEnvoyExpectations,
+): { hcm: JsonObject; extAuthz: JsonObject } {
+  // Admin never off the host: it can stop Envoy.
+  assert.equal(socket(obj(bootstrap, 'admin', 'address')).address, '127.0.0.1', 'admin on loopback only');
+
+  const client = listener(bootstrap, CLIENT_PORT);
+  assert.equal(socket(obj(client, 'address')).address, '0.0.0.0');
+  const manager = hcm(client);
+  assert.notEqual(manager['codec_type'], 'HTTP3');
+  assert.equal(manager['generate_request_id'], true, 'Envoy generates x-request-id');
+
+  // Filter order: strip x-tollgate-* → ext_authz → router (last).
+  const filters = list(manager, 'http_filters').map((f) => obj(f, 'typed_config'));
+  const types = filters.map((f) => f['@type']);
+  const strip = types.indexOf(HEADER_MUTATION_TYPE);
+  const authz = types.indexOf(EXT_AUTHZ_TYPE);
+  assert.ok(strip >= 0, 'a header_mutation filter');
+  assert.ok(authz >= 0, 'an ext_authz filter');
+  assert.equal(types.filter((t) => t === EXT_AUTHZ_TYPE).length, 1, 'one ext_authz filter');
+  assert.ok(strip < authz, 'client x-tollgate-* headers are stripped before ext_authz runs');
+  assert.equal(types.at(-1), ROUTER_TYPE, 'the router is the last filter');
+  const mutation = filters[strip];
+  assert.ok(mutation !== undefined);
+  const removed = list(mutation, 'mutations', 'request_mutations').map((m) => at(m, 'remove'));
+  for (const h of TOLLGATE_HEADERS) assert.ok(removed.includes(h), `${h} is stripped`);
+
+  const extAuthz = filters[authz];
+  assert.ok(extAuthz !== undefined);
+  assert.equal(at(extAuthz, 'transport_api_version'), 'V3');
+  assert.equal(at(extAuthz, 'failure_mode_allow'), false, 'failure_mode_allow: false, written out');
+  assert.equal(at(extAuthz, 'status_on_error', 'code'), 'ServiceUnavailable');
+  assert.equal(at(extAuthz, 'clear_route_cache'), true);
+  assert.deepEqual(at(extAuthz, 'with_request_body'), {
+    max_request_bytes: expect.maxRequestBytes,
+    allow_partial_message: false,
+    pack_as_bytes: true,
+  });
+  const timeout = seconds(at(extAuthz, 'grpc_service', 'timeout'));
+  assert.ok(timeout >= 0.5 && timeout <= 1, `Check timeout ${timeout}s within [0.5s, 1s]`);
+
+  // The authz cluster: tollgate's gRPC port, HTTP/2, gRPC health checked.
+  const authzCluster = cluster(bootstrap, text(extAuthz, 'grpc_service', 'envoy_grpc', 'cluster_name'));
+  assert.deepEqual(endpoints(authzCluster), [{ address: expect.upstreamHost, port: AUTHZ_PORT }]);
+  assert.ok(
+    isObject(at(authzCluster, 'typed_extension_protocol_options', HTTP_OPTIONS_KEY, 'explicit_http_config', 'http2_protocol_options')),
+  );
+  const authzChecks = list(authzCluster, 'health_checks');
+  assert.equal(authzChecks.length, 1);
+  assert.equal(at(authzChecks[0] ?? null, 'grpc_health_check', 'service_name'), 'envoy.service.auth.v3.Authorization');
+
+  // Routes: every one to the gateway, no whole-response timeout, an idle timeout for streams.
+  const routes = list(manager, 'route_config', 'virtual_hosts').flatMap((vh) => list(vh, 'routes'));
+  assert.ok(routes.length > 0);
+  const gatewayNames = new Set<string>();
+  for (const r of routes) {
+    const action = obj(r, 'route');
+    gatewayNames.add(text(action, 'cluster'));
+    assert.equal(action['timeout'], '0s', 'route timeout 0s (no cap on a stream)');
+    const idle = seconds(at(action, 'idle_timeout'));
+    assert.ok(idle >= 60 && idle <= 3600, `route idle_timeout ${idle}s suits long streams`);
+  }
+  assert.equal(gatewayNames.size, 1, 'one upstream for clients');
+  const [gatewayName] = gatewayNames;
+  assert.ok(gatewayName !== undefined);
+  const gateway = cluster(bootstrap, gatewayName);
+  assert.deepEqual(endpoints(gateway), [{ address: expect.upstreamHost, port: GATEWAY_PORT }]);
+  const gatewayChecks = list(gateway, 'health_checks');
+  assert.equal(gatewayChecks.length, 1);
+  assert.equal(at(gatewayChecks[0] ?? null, 'http_health_check', 'path'), '/health/readiness');
+
+  // Access log with Envoy's request id.
+  const formats = list(manager, 'access_log').map((a) => JSON.stringify(at(a, 'typed_config')));
+  assert.ok(
+    formats.some((f) => f.includes('%REQ(X-REQUEST-ID)%')),
+    'an access log line carries %REQ(X-REQUEST-ID)%',
+  );
+  return { hcm: manager, extAuthz };
+}

@@ -1,0 +1,568 @@
+/**
+ * charts/tollgate rendered as `helm template` would (test/support/helm.ts), with the default values and with
+ * ci/full-values.yaml, and checked as a cluster and tollgate would take it: Kubernetes objects, probes,
+ * security contexts, resources, HPA, PDB, NetworkPolicy, ServiceMonitor only on request, secrets only by
+ * reference, a tollgate config that `tollgate config check` accepts and an Envoy config Envoy's protos accept.
+ */
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { parse } from 'yaml';
+import { loadConfigText } from '../../../src/config/load.js';
+import { checkEnvoyBootstrap } from '../../support/envoy-bootstrap.js';
+import { assertTollgateEnvoyConfig, at, listener, cluster, endpoints } from '../../support/envoy-expectations.js';
+import { CHART_DIR, ValuesSchemaError, readValues, renderChart, type RenderedChart } from '../../support/helm.js';
+import type { GoMap } from '../../support/go-template.js';
+
+const ROOT = new URL('../../../../', import.meta.url);
+const FULL_VALUES = readValues(new URL('ci/full-values.yaml', CHART_DIR));
+
+interface Port {
+  name: string;
+  containerPort: number;
+}
+interface Probe {
+  httpGet?: { path: string; port: string | number };
+  tcpSocket?: { port: string | number };
+  periodSeconds?: number;
+}
+interface EnvVar {
+  name: string;
+  value?: string;
+  valueFrom?: { secretKeyRef?: { name: string; key: string } };
+}
+interface Container {
+  name: string;
+  image: string;
+  command?: string[];
+  args?: string[];
+  ports?: Port[];
+  env?: EnvVar[];
+  startupProbe?: Probe;
+  livenessProbe?: Probe;
+  readinessProbe?: Probe;
+  lifecycle?: { preStop?: { exec?: { command: string[] } } };
+  resources?: { requests?: Record<string, string | number>; limits?: Record<string, string | number> };
+  securityContext?: Record<string, unknown>;
+  volumeMounts?: Array<{ name: string; mountPath: string; readOnly?: boolean }>;
+}
+interface PodSpec {
+  containers: Container[];
+  securityContext: Record<string, unknown>;
+  automountServiceAccountToken?: boolean;
+  serviceAccountName: string;
+  terminationGracePeriodSeconds: number;
+  volumes: Array<{ name: string; configMap?: { name: string; items: Array<{ key: string; path: string }> }; emptyDir?: object }>;
+}
+interface Deployment {
+  metadata: { name: string };
+  spec: {
+    replicas?: number;
+    selector: { matchLabels: Record<string, string> };
+    template: { metadata: { labels: Record<string, string>; annotations: Record<string, string> }; spec: PodSpec };
+  };
+}
+interface K8sObject {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; labels?: Record<string, string>; annotations?: Record<string, string> };
+  spec?: Record<string, unknown>;
+  data?: Record<string, string>;
+}
+
+function objects(r: RenderedChart): K8sObject[] {
+  return r.documents.map((d) => d.object as unknown as K8sObject);
+}
+
+function byKind<T = K8sObject>(r: RenderedChart, kind: string): T[] {
+  return objects(r).filter((o) => o.kind === kind) as T[];
+}
+
+function one<T = K8sObject>(r: RenderedChart, kind: string, name?: string): T {
+  const found = objects(r).filter((o) => o.kind === kind && (name === undefined || o.metadata.name === name));
+  assert.equal(found.length, 1, `one ${kind}${name === undefined ? '' : ` ${name}`}: ${found.map((o) => o.metadata.name).join(', ')}`);
+  return found[0] as T;
+}
+
+function container(d: Deployment, name: string): Container {
+  const c = d.spec.template.spec.containers.find((x) => x.name === name);
+  assert.ok(c !== undefined, `container ${name}`);
+  return c;
+}
+
+/** A container port by name or number, across the pod. */
+function podPort(d: Deployment, port: string | number): number {
+  if (typeof port === 'number') return port;
+  const found = d.spec.template.spec.containers.flatMap((c) => c.ports ?? []).find((p) => p.name === port);
+  assert.ok(found !== undefined, `no container port named ${port}`);
+  return found.containerPort;
+}
+
+function configMapFile(r: RenderedChart, file: string): string {
+  const cm = one(r, 'ConfigMap');
+  const text = cm.data?.[file];
+  assert.ok(typeof text === 'string', `ConfigMap has ${file}`);
+  return text;
+}
+
+/** The environment the tollgate container gets: literal values, chart-created Secret values, and stand-ins for external Secrets. */
+function containerEnv(r: RenderedChart, c: Container): Record<string, string> {
+  const secrets = new Map(byKind(r, 'Secret').map((s) => [s.metadata.name, s.data ?? {}]));
+  const env: Record<string, string> = {};
+  for (const e of c.env ?? []) {
+    if (e.value !== undefined) env[e.name] = e.value;
+    const ref = e.valueFrom?.secretKeyRef;
+    if (ref === undefined) continue;
+    const data = secrets.get(ref.name);
+    if (data !== undefined) {
+      const encoded = data[ref.key];
+      assert.ok(encoded !== undefined, `Secret ${ref.name} has key ${ref.key} for ${e.name}`);
+      env[e.name] = Buffer.from(encoded, 'base64').toString('utf8');
+    } else {
+      env[e.name] = externalSecretStandIn(e.name);
+    }
+  }
+  return env;
+}
+
+/** What an operator's own Secret would hold for a variable the chart reads from it. */
+function externalSecretStandIn(name: string): string {
+  if (name.includes('DATABASE')) return 'postgres://tollgate:pw@tollgate-db-rw.data.svc:5432/tollgate';
+  if (name.includes('REDIS')) return 'redis://valkey.data.svc:6379/0';
+  if (name.includes('MASTER_KEY')) return 'sk-stand-in-master-key-0123456789';
+  return 'stand-in-value';
+}
+
+function envRefs(text: string): string[] {
+  return [...text.matchAll(/os\.environ\/([A-Za-z_][A-Za-z0-9_]*)/g)].map((m) => m[1] ?? '');
+}
+
+describe('charts/tollgate', () => {
+  let defaults: RenderedChart;
+  let full: RenderedChart;
+  before(() => {
+    defaults = renderChart();
+    full = renderChart(FULL_VALUES);
+  });
+
+  it('renders only Kubernetes objects: apiVersion, kind, a DNS-label metadata.name, the chart labels, no duplicates', () => {
+    for (const r of [defaults, full]) {
+      const seen = new Set<string>();
+      for (const o of objects(r)) {
+        assert.ok(typeof o.apiVersion === 'string' && o.apiVersion !== '', `apiVersion of ${JSON.stringify(o).slice(0, 80)}`);
+        assert.ok(typeof o.kind === 'string' && /^[A-Z]/.test(o.kind));
+        assert.match(o.metadata.name, /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/, `${o.kind} name`);
+        assert.equal(o.metadata.labels?.['app.kubernetes.io/managed-by'], 'Helm', `${o.kind} labels`);
+        assert.equal(o.metadata.labels['app.kubernetes.io/instance'], 'tollgate');
+        const id = `${o.kind}/${o.metadata.name}`;
+        assert.ok(!seen.has(id), `duplicate ${id}`);
+        seen.add(id);
+      }
+    }
+    const kinds = (r: RenderedChart): string[] =>
+      objects(r)
+        .map((o) => `${o.apiVersion} ${o.kind}`)
+        .sort();
+    assert.deepEqual(kinds(defaults), [
+      'apps/v1 Deployment',
+      'networking.k8s.io/v1 NetworkPolicy',
+      'policy/v1 PodDisruptionBudget',
+      'v1 ConfigMap',
+      'v1 Service',
+      'v1 ServiceAccount',
+    ]);
+    assert.deepEqual(kinds(full), [
+      'apps/v1 Deployment',
+      'autoscaling/v2 HorizontalPodAutoscaler',
+      'monitoring.coreos.com/v1 ServiceMonitor',
+      'networking.k8s.io/v1 NetworkPolicy',
+      'policy/v1 PodDisruptionBudget',
+      'v1 ConfigMap',
+      'v1 Secret',
+      'v1 Service',
+      'v1 Service',
+      'v1 ServiceAccount',
+    ]);
+  });
+
+  it('runs Envoy and `tollgate serve` in one pod, Envoy exposing :10000, tollgate :4000 and :9001', () => {
+    for (const r of [defaults, full]) {
+      const d = one<Deployment>(r, 'Deployment');
+      assert.deepEqual(
+        d.spec.template.spec.containers.map((c) => c.name),
+        ['envoy', 'tollgate'],
+      );
+      const envoy = container(d, 'envoy');
+      assert.deepEqual(envoy.command, ['envoy']);
+      assert.deepEqual(envoy.args?.slice(0, 2), ['--config-path', '/etc/envoy/envoy.yaml']);
+      assert.equal(podPort(d, 'http'), 10000);
+      const tollgate = container(d, 'tollgate');
+      assert.deepEqual(tollgate.args, ['serve', '--config', '/etc/tollgate/config.yaml', '--http-port', '4000', '--grpc-port', '9001']);
+      assert.equal(podPort(d, 'gateway'), 4000);
+      assert.equal(podPort(d, 'authz'), 9001);
+      assert.equal(d.spec.selector.matchLabels['app.kubernetes.io/name'], d.spec.template.metadata.labels['app.kubernetes.io/name']);
+    }
+    assert.equal(container(one<Deployment>(defaults, 'Deployment'), 'tollgate').image, 'tollgate:0.1.0');
+    assert.equal(container(one<Deployment>(full, 'Deployment'), 'tollgate').image, 'registry.example.com/platform/tollgate:0.1.0');
+  });
+
+  it('probes: /health/liveliness (startup, liveness) and /health/readiness on :4000; Envoy readiness GET /ready', () => {
+    for (const r of [defaults, full]) {
+      const d = one<Deployment>(r, 'Deployment');
+      const t = container(d, 'tollgate');
+      const probe = (p: Probe | undefined): [string | undefined, number] => [p?.httpGet?.path, podPort(d, p?.httpGet?.port ?? -1)];
+      assert.deepEqual(probe(t.startupProbe), ['/health/liveliness', 4000]);
+      assert.deepEqual(probe(t.livenessProbe), ['/health/liveliness', 4000]);
+      assert.deepEqual(probe(t.readinessProbe), ['/health/readiness', 4000]);
+      const e = container(d, 'envoy');
+      assert.deepEqual(probe(e.readinessProbe), ['/ready', 9902]);
+      assert.equal(podPort(d, e.livenessProbe?.tcpSocket?.port ?? -1), 9902);
+      // The probe port is Envoy's read-only listener forwarding /ready to the loopback admin API.
+      const envoyConfig = checkEnvoyBootstrap(configMapFile(r, 'envoy.yaml')).json;
+      assert.ok(envoyConfig !== undefined);
+      assert.equal(at(listener(envoyConfig, 9902), 'address', 'socket_address', 'address'), '0.0.0.0');
+      assert.deepEqual(endpoints(cluster(envoyConfig, 'envoy_admin')), [{ address: '127.0.0.1', port: 9901 }]);
+    }
+  });
+
+  it('runs both containers non-root with a read-only root, no capabilities, no privilege escalation, RuntimeDefault seccomp', () => {
+    for (const r of [defaults, full]) {
+      const pod = one<Deployment>(r, 'Deployment').spec.template.spec;
+      assert.equal(pod.securityContext['runAsNonRoot'], true);
+      assert.deepEqual(pod.securityContext['seccompProfile'], { type: 'RuntimeDefault' });
+      assert.equal(pod.automountServiceAccountToken, false);
+      for (const c of pod.containers) {
+        const sc = c.securityContext ?? {};
+        assert.equal(sc['runAsNonRoot'], true, c.name);
+        assert.ok(typeof sc['runAsUser'] === 'number' && sc['runAsUser'] > 0, `${c.name} runAsUser`);
+        assert.equal(sc['allowPrivilegeEscalation'], false, c.name);
+        assert.equal(sc['readOnlyRootFilesystem'], true, c.name);
+        assert.deepEqual(sc['capabilities'], { drop: ['ALL'] }, c.name);
+      }
+    }
+  });
+
+  it('gives tollgate writable emptyDirs for data_dir (embedded PGlite) and /tmp, under a read-only root', () => {
+    for (const r of [defaults, full]) {
+      const pod = one<Deployment>(r, 'Deployment').spec.template.spec;
+      const t = pod.containers.find((c) => c.name === 'tollgate');
+      const config = parse(configMapFile(r, 'config.yaml')) as { general_settings?: { data_dir?: string } };
+      const dataDir = config.general_settings?.data_dir;
+      assert.equal(dataDir, '/var/lib/tollgate');
+      for (const dir of [dataDir, '/tmp']) {
+        const mount = t?.volumeMounts?.find((m) => m.mountPath === dir);
+        assert.ok(mount !== undefined && mount.readOnly !== true, `${dir} mounted writable`);
+        assert.ok(pod.volumes.find((v) => v.name === mount.name)?.emptyDir !== undefined, `${dir} is an emptyDir`);
+      }
+    }
+  });
+
+  it('sets requests and limits on every container (the HPA needs CPU requests on both)', () => {
+    for (const r of [defaults, full]) {
+      for (const c of one<Deployment>(r, 'Deployment').spec.template.spec.containers) {
+        assert.ok(c.resources?.requests?.['cpu'] !== undefined, `${c.name} cpu request`);
+        assert.ok(c.resources.requests['memory'] !== undefined, `${c.name} memory request`);
+        assert.ok(c.resources.limits?.['memory'] !== undefined, `${c.name} memory limit`);
+      }
+    }
+  });
+
+  it('drains in order: tollgate stops after its preStop sleep, Envoy later, both inside the grace period', () => {
+    for (const r of [defaults, full]) {
+      const d = one<Deployment>(r, 'Deployment');
+      const sleep = (c: Container): number => {
+        const cmd = c.lifecycle?.preStop?.exec?.command ?? [];
+        assert.equal(cmd[0], 'sleep');
+        return Number(cmd[1]);
+      };
+      const tollgate = sleep(container(d, 'tollgate'));
+      const envoy = sleep(container(d, 'envoy'));
+      assert.ok(tollgate > 0 && envoy > tollgate && envoy < d.spec.template.spec.terminationGracePeriodSeconds);
+    }
+  });
+
+  it('takes secrets only through secretKeyRef: none inlined in the ConfigMap or the Deployment', () => {
+    const values = (FULL_VALUES['secret'] as { values: Record<string, string> }).values;
+    for (const r of [defaults, full]) {
+      const d = one<Deployment>(r, 'Deployment');
+      const cmText = JSON.stringify(one(r, 'ConfigMap'));
+      const deploymentText = JSON.stringify(d);
+      for (const secret of Object.values(values)) {
+        assert.ok(!cmText.includes(secret), 'a secret in the ConfigMap');
+        assert.ok(!deploymentText.includes(secret), 'a secret in the Deployment');
+      }
+      const env = container(d, 'tollgate').env ?? [];
+      const config = configMapFile(r, 'config.yaml');
+      for (const name of envRefs(config)) {
+        const e = env.find((x) => x.name === name);
+        assert.ok(e?.valueFrom?.secretKeyRef !== undefined, `${name} comes from a Secret`);
+        assert.equal(e.value, undefined);
+      }
+    }
+    // The chart's own Secret (secret.create) holds the values base64-encoded; an external one is referenced by name.
+    const secret = one(full, 'Secret');
+    assert.deepEqual(
+      Object.fromEntries(Object.entries(secret.data ?? {}).map(([k, v]) => [k, Buffer.from(v, 'base64').toString('utf8')])),
+      values,
+    );
+    const db = container(one<Deployment>(full, 'Deployment'), 'tollgate').env?.find((e) => e.name === 'DATABASE_URL');
+    assert.deepEqual(db?.valueFrom?.secretKeyRef, { name: 'tollgate-db-app', key: 'uri' });
+    assert.deepEqual(
+      container(one<Deployment>(defaults, 'Deployment'), 'tollgate').env?.find((e) => e.name === 'TOLLGATE_MASTER_KEY')?.valueFrom,
+      {
+        secretKeyRef: { name: 'tollgate', key: 'TOLLGATE_MASTER_KEY' },
+      },
+    );
+  });
+
+  it('rolls the pods when the config or the chart-made Secret changes (checksum annotations)', () => {
+    const annotations = (r: RenderedChart): Record<string, string> => one<Deployment>(r, 'Deployment').spec.template.metadata.annotations;
+    assert.match(annotations(defaults)['checksum/config'] ?? '', /^[0-9a-f]{64}$/);
+    assert.equal(annotations(defaults)['checksum/secret'], undefined);
+    const changedConfig = renderChart({ config: { general_settings: { default_max_tokens: 1024 } } });
+    assert.notEqual(annotations(changedConfig)['checksum/config'], annotations(defaults)['checksum/config']);
+    const secret = FULL_VALUES['secret'] as GoMap;
+    const changedSecret = renderChart({
+      ...FULL_VALUES,
+      secret: { ...secret, values: { ...(secret['values'] as GoMap), VLLM_API_KEY: 'rotated' } },
+    });
+    assert.match(annotations(full)['checksum/secret'] ?? '', /^[0-9a-f]{64}$/);
+    assert.notEqual(annotations(changedSecret)['checksum/secret'], annotations(full)['checksum/secret']);
+    assert.equal(annotations(changedSecret)['checksum/config'], annotations(full)['checksum/config']);
+  });
+
+  it('holds a tollgate config that tollgate loads, with every os.environ/ reference set', () => {
+    for (const r of [defaults, full]) {
+      const text = configMapFile(r, 'config.yaml');
+      const env = containerEnv(r, container(one<Deployment>(r, 'Deployment'), 'tollgate'));
+      for (const name of envRefs(text)) assert.ok(env[name] !== undefined, `${name} is set in the container`);
+      const loaded = loadConfigText(text, env);
+      assert.deepEqual(loaded.issues, []);
+      assert.deepEqual(loaded.warnings, []);
+      assert.ok(loaded.config !== undefined);
+    }
+  });
+
+  describe('`tollgate config check` on the rendered config', () => {
+    let dir: string;
+    before(() => {
+      dir = mkdtempSync(path.join(tmpdir(), 'tollgate-chart-'));
+    });
+    after(() => rmSync(dir, { recursive: true, force: true }));
+
+    it('accepts the full values config and reports what it holds', () => {
+      const file = path.join(dir, 'config.yaml');
+      writeFileSync(file, configMapFile(full, 'config.yaml'));
+      const env = containerEnv(full, container(one<Deployment>(full, 'Deployment'), 'tollgate'));
+      const out = execFileSync(process.execPath, [new URL('bin/tollgate.js', ROOT).pathname, 'config', 'check', file], {
+        env: { PATH: process.env['PATH'] ?? '', ...env },
+        encoding: 'utf8',
+      });
+      assert.equal(out.trim(), `${file}: ok (2 deployments, 1 keys, 1 teams, 1 policy rules)`);
+    });
+  });
+
+  it('renders envoy/envoy.yaml itself for the default values, and a valid Envoy bootstrap for any values', () => {
+    const rendered = configMapFile(defaults, 'envoy.yaml');
+    assert.deepEqual(
+      parse(rendered),
+      parse(readFileSync(new URL('envoy/envoy.yaml', ROOT), 'utf8')),
+      'envoy/envoy.yaml and the chart drifted apart',
+    );
+    for (const [r, mb] of [
+      [defaults, 4],
+      [full, 8],
+    ] as const) {
+      const check = checkEnvoyBootstrap(configMapFile(r, 'envoy.yaml'));
+      assert.deepEqual(check.issues, []);
+      assert.ok(check.json !== undefined);
+      // Envoy buffers what tollgate accepts (general_settings.max_request_size_mb), no less.
+      assertTollgateEnvoyConfig(check.json, { maxRequestBytes: mb * 1024 * 1024, upstreamHost: '127.0.0.1' });
+    }
+    const fullEnvoy = checkEnvoyBootstrap(configMapFile(full, 'envoy.yaml')).json;
+    assert.ok(fullEnvoy !== undefined);
+    const ingress = listener(fullEnvoy, 10000);
+    const hcm = at(ingress, 'filter_chains', 0, 'filters', 0, 'typed_config');
+    assert.equal(at(hcm, 'http_filters', 1, 'typed_config', 'grpc_service', 'timeout'), '0.5s');
+    assert.equal(at(hcm, 'route_config', 'virtual_hosts', 0, 'routes', 0, 'route', 'idle_timeout'), '600s');
+    assert.equal(at(hcm, 'stream_idle_timeout'), '600s');
+  });
+
+  it('exposes only Envoy through the Service', () => {
+    for (const r of [defaults, full]) {
+      const d = one<Deployment>(r, 'Deployment');
+      const svc = one(r, 'Service', 'tollgate');
+      const spec = svc.spec as { selector: Record<string, string>; ports: Array<{ port: number; targetPort: string }> };
+      assert.deepEqual(spec.selector, d.spec.selector.matchLabels);
+      assert.deepEqual(
+        spec.ports.map((p) => podPort(d, p.targetPort)),
+        [10000],
+      );
+    }
+    assert.equal((one(full, 'Service', 'tollgate').spec as { ports: Array<{ port: number }> }).ports[0]?.port, 8080);
+  });
+
+  it('scales with an autoscaling/v2 HPA on CPU and memory only when asked, leaving replicas to it', () => {
+    assert.equal(byKind(defaults, 'HorizontalPodAutoscaler').length, 0);
+    assert.equal(one<Deployment>(defaults, 'Deployment').spec.replicas, 1);
+    const hpa = one(full, 'HorizontalPodAutoscaler').spec as {
+      scaleTargetRef: { apiVersion: string; kind: string; name: string };
+      minReplicas: number;
+      maxReplicas: number;
+      metrics: Array<{ resource: { name: string; target: { type: string; averageUtilization: number } } }>;
+      behavior: object;
+    };
+    assert.deepEqual(hpa.scaleTargetRef, { apiVersion: 'apps/v1', kind: 'Deployment', name: 'tollgate' });
+    assert.deepEqual([hpa.minReplicas, hpa.maxReplicas], [3, 12]);
+    assert.deepEqual(
+      hpa.metrics.map((m) => [m.resource.name, m.resource.target.type, m.resource.target.averageUtilization]),
+      [
+        ['cpu', 'Utilization', 60],
+        ['memory', 'Utilization', 80],
+      ],
+    );
+    assert.deepEqual(hpa.behavior, { scaleDown: { stabilizationWindowSeconds: 300 } });
+    assert.equal(one<Deployment>(full, 'Deployment').spec.replicas, undefined, 'the HPA owns replicas');
+  });
+
+  it('keeps a PodDisruptionBudget over the same pods (maxUnavailable 1 by default, minAvailable when set)', () => {
+    for (const [r, expected] of [
+      [defaults, { maxUnavailable: 1 }],
+      [full, { minAvailable: 2 }],
+    ] as const) {
+      const pdb = one(r, 'PodDisruptionBudget').spec as Record<string, unknown> & { selector: { matchLabels: Record<string, string> } };
+      const { selector, ...budget } = pdb;
+      assert.deepEqual(budget, expected);
+      assert.deepEqual(selector.matchLabels, one<Deployment>(r, 'Deployment').spec.selector.matchLabels);
+    }
+  });
+
+  it('admits clients only to Envoy and Prometheus only to the metrics ports; the authz port is never open', () => {
+    type Rule = { ports: Array<{ port: string; protocol: string }>; from?: object[] };
+    for (const r of [defaults, full]) {
+      const d = one<Deployment>(r, 'Deployment');
+      const np = one(r, 'NetworkPolicy').spec as {
+        podSelector: { matchLabels: Record<string, string> };
+        policyTypes: string[];
+        ingress: Rule[];
+      };
+      assert.deepEqual(np.podSelector.matchLabels, d.spec.selector.matchLabels);
+      assert.deepEqual(np.policyTypes, ['Ingress']);
+      const [clients, metrics] = np.ingress;
+      assert.equal(np.ingress.length, 2);
+      assert.deepEqual(
+        clients?.ports.map((p) => podPort(d, p.port)),
+        [10000],
+      );
+      assert.deepEqual(
+        metrics?.ports.map((p) => podPort(d, p.port)),
+        [4000, 9902],
+      );
+      assert.ok((metrics.from?.length ?? 0) > 0, 'metrics from a selected source only');
+      const open = np.ingress.flatMap((rule) => rule.ports.map((p) => podPort(d, p.port)));
+      assert.ok(!open.includes(9001), 'ext_authz stays in the pod');
+    }
+    const defaultsRules = (one(defaults, 'NetworkPolicy').spec as { ingress: Rule[] }).ingress;
+    assert.equal(defaultsRules[0]?.from, undefined, 'clients from anywhere by default');
+    assert.deepEqual(defaultsRules[1]?.from, [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } }]);
+    assert.equal((one(full, 'NetworkPolicy').spec as { ingress: Rule[] }).ingress[0]?.from?.length, 2);
+  });
+
+  it('adds a ServiceMonitor (and its headless metrics Service) only when enabled', () => {
+    assert.equal(byKind(defaults, 'ServiceMonitor').length, 0);
+    assert.equal(byKind(defaults, 'Service').length, 1);
+    const sm = one(full, 'ServiceMonitor');
+    assert.equal(sm.apiVersion, 'monitoring.coreos.com/v1');
+    assert.equal(sm.metadata.labels?.['release'], 'kube-prometheus-stack');
+    const spec = sm.spec as {
+      selector: { matchLabels: Record<string, string> };
+      endpoints: Array<{ port: string; path: string; interval: string }>;
+    };
+    const svc = one(full, 'Service', 'tollgate-metrics');
+    for (const [k, v] of Object.entries(spec.selector.matchLabels)) assert.equal(svc.metadata.labels?.[k], v, `metrics Service label ${k}`);
+    assert.ok(
+      one(full, 'Service', 'tollgate').metadata.labels?.['app.kubernetes.io/component'] !== 'metrics',
+      'selects the metrics Service only',
+    );
+    const ports = (svc.spec as { clusterIP: string; ports: Array<{ name: string; targetPort: string }> }).ports;
+    const d = one<Deployment>(full, 'Deployment');
+    assert.deepEqual(
+      spec.endpoints.map((e) => [e.path, podPort(d, ports.find((p) => p.name === e.port)?.targetPort ?? -1), e.interval]),
+      [
+        ['/metrics', 4000, '15s'],
+        ['/stats/prometheus', 9902, '15s'],
+      ],
+    );
+    assert.equal((svc.spec as { clusterIP: string }).clusterIP, 'None');
+  });
+
+  it('names objects after the release, or the release alone when it holds the chart name', () => {
+    const name = (release: string, override: GoMap = {}): string =>
+      one<Deployment>(renderChart(override, { name: release, namespace: 'x' }), 'Deployment').metadata.name;
+    assert.equal(name('gw'), 'gw-tollgate');
+    assert.equal(name('tollgate-prod'), 'tollgate-prod');
+    assert.equal(name('gw', { fullnameOverride: 'llm-gateway' }), 'llm-gateway');
+    assert.match(defaults.notes, /kubectl -n llm create secret generic tollgate/);
+  });
+
+  describe('refuses values that would deploy something broken', () => {
+    const refused = (override: GoMap, message: RegExp): void => {
+      assert.throws(() => renderChart(override), message);
+    };
+
+    it('several replicas without PostgreSQL and Redis', () => {
+      refused({ replicaCount: 2 }, /share keys, budgets and rate limits only through PostgreSQL and Redis/);
+      refused({ autoscaling: { enabled: true } }, /set config\.general_settings\.database_url and redis_url/);
+      const config = { general_settings: { database_url: 'os.environ/DATABASE_URL' } };
+      refused({ replicaCount: 2, config }, /database_url and redis_url/);
+      const shared = { general_settings: { master_key: null, database_url: 'os.environ/DATABASE_URL', redis_url: 'os.environ/REDIS_URL' } };
+      refused({ replicaCount: 2, config: shared }, /several replicas need one shared secret/);
+    });
+
+    it('a chart-made Secret missing a variable the pods read, and a drain order Envoy would not outlive', () => {
+      refused(
+        { secret: { create: true, values: {} } },
+        /secretEnv TOLLGATE_MASTER_KEY: secret\.create is true but secret\.values has no TOLLGATE_MASTER_KEY/,
+      );
+      refused({ preStopSleepSeconds: 30 }, /envoy\.preStopSleepSeconds must exceed preStopSleepSeconds/);
+      refused({ terminationGracePeriodSeconds: 10 }, /terminationGracePeriodSeconds must exceed envoy\.preStopSleepSeconds/);
+    });
+
+    it('an HPA CPU target without CPU requests on both containers', () => {
+      refused(
+        // null deletes a default, as in Helm: Envoy is left with a memory request only.
+        { ...FULL_VALUES, envoy: { resources: { requests: { cpu: null } } } },
+        /a CPU utilization target needs resources\.requests\.cpu and envoy\.resources\.requests\.cpu/,
+      );
+    });
+
+    it('values.schema.json: unknown chart keys, unknown or invalid config keys, malformed durations', () => {
+      const issues = (override: GoMap): readonly string[] => {
+        try {
+          renderChart(override);
+        } catch (err) {
+          if (err instanceof ValuesSchemaError) return err.issues;
+          throw err;
+        }
+        assert.fail('rendered');
+      };
+      assert.deepEqual(issues({ replicaCont: 2 }), ['replicaCont: unknown key']);
+      assert.deepEqual(issues({ config: { general_settings: { master_kee: 'os.environ/K' } } }), [
+        'config.general_settings.master_kee: unknown key',
+      ]);
+      assert.match(
+        issues({ config: { general_settings: { master_key: 'not-a-key' } } }).join('\n'),
+        /config\.general_settings\.master_key: matches none of anyOf/,
+      );
+      assert.deepEqual(issues({ envoy: { authzTimeout: '1 second' } }), ['envoy.authzTimeout: does not match ^\\d+(\\.\\d+)?s$']);
+      assert.match(issues({ image: { tag: 1.2 } }).join('\n'), /image\.tag: expected string/);
+      // os.environ/NAME stands in for any string of the config, as tollgate resolves it before validating.
+      assert.doesNotThrow(() =>
+        renderChart({ config: { general_settings: { master_key: 'os.environ/OTHER_KEY', failure_mode: 'os.environ/FAILURE_MODE' } } }),
+      );
+    });
+  });
+});
