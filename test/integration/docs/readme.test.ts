@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { referenceMarkdown, undescribed } from '../../../src/config/reference.js';
+import { prepareConfigText } from '../../../src/main/config-source.js';
 import { startEnvoyProxy, type EnvoyProxy } from '../../support/envoy-proxy.js';
 import { startFakeVllm, type FakeVllm } from '../../support/fake-vllm.js';
 import { startIdp, type TestIdp } from '../../support/idp.js';
@@ -126,6 +127,31 @@ test('the example config passes tollgate config check, and keys hash prints what
     else assert.match(stdout, /^config\.yaml: ok \(1 deployments, 1 keys, 1 teams, 1 policy rules\)\n$/);
     assert.ok(comment !== undefined && stdout.startsWith(comment.replace(/….*$/, '')), `prints what the README says: ${comment}`);
   }
+});
+
+test('the policy examples compile, and deny what their names say', () => {
+  const example = blocks(README).find((b) => b.lang === 'yaml' && b.section === 'Policy rules (CEL)');
+  assert.ok(example !== undefined);
+  const prepared = prepareConfigText(example.text, 'README policy', {});
+  assert.equal(prepared.config.policy.rules.length, 6);
+  const verdict = (facts: Partial<Parameters<typeof prepared.policy.evaluate>[0]>): string | undefined => {
+    const v = prepared.policy.evaluate({
+      jwt: { email: 'a@example.com', groups: [] },
+      key: { metadata: {} },
+      team: {},
+      model: 'llama-3.1-8b',
+      request: { method: 'POST', path: '/v1/chat/completions', headers: {}, context_extensions: {} },
+      ...facts,
+    });
+    return v.allowed ? undefined : v.rule;
+  };
+  assert.equal(verdict({}), undefined);
+  assert.equal(verdict({ jwt: { email: 'a@example.com', groups: ['guests'] }, model: 'qwen3-8b' }), 'guests-small-models-only');
+  assert.equal(verdict({ jwt: { email: 'a@gmail.com', groups: [] } }), 'company-accounts-only');
+  assert.equal(
+    verdict({ request: { method: 'POST', path: '/v1/chat/completions', headers: { 'x-environment': 'prod' }, context_extensions: {} } }),
+    'prod-needs-prod-group',
+  );
 });
 
 describe('the walk-through, as written, through an Envoy stand-in', { timeout: 60_000 }, () => {
