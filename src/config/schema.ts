@@ -167,12 +167,15 @@ const policyRule = z
   .strict();
 
 /** Budget and rate limits of a key, team or user (also the admin API's fields). */
+/** Limits are stored as PostgreSQL `integer` (keys and teams made through the admin API). */
+const limitInt = positiveInt.max(2_147_483_647);
+
 export const limitFields = {
   max_budget: price.optional(),
   budget_duration: duration.optional(),
-  rpm_limit: positiveInt.optional(),
-  tpm_limit: positiveInt.optional(),
-  max_parallel_requests: positiveInt.optional(),
+  rpm_limit: limitInt.optional(),
+  tpm_limit: limitInt.optional(),
+  max_parallel_requests: limitInt.optional(),
 };
 
 /** `sha256:<64 hex>` after loading: the loader hashes keys that came from the environment. */

@@ -5,6 +5,7 @@
  * is stored sealed (or as an `os.environ/` reference) and never returned.
  */
 import { randomUUID } from 'node:crypto';
+import { isIP } from 'node:net';
 import { request } from 'undici';
 import type { z } from 'zod';
 import type { Deployment, ModelCatalog } from '../routing/deployments.js';
@@ -17,7 +18,9 @@ const PROBE_TIMEOUT_MS = 5_000;
 
 /**
  * Whether `apiBase`'s host (and port, when the pattern names one) matches one of `patterns`: `*` stands for
- * any run of characters within one DNS label (`vllm-*.models.svc`), so a pattern never spans a dot.
+ * any run of characters within one DNS label (`vllm-*.models.svc`), so a pattern never spans a dot. An IP
+ * address must be listed exactly (both sides normalised as URLs are): a wildcard never matches one, since
+ * `*` would otherwise take in any IPv6 literal (`[::ffff:a9fe:a9fe]` is 169.254.169.254).
  */
 export function apiBaseAllowed(apiBase: string, patterns: readonly string[]): boolean {
   let url: URL;
@@ -37,9 +40,19 @@ export function apiBaseAllowed(apiBase: string, patterns: readonly string[]): bo
     const hasPort = colon > 0 && !bare && /^\d+$/.test(lower.slice(colon + 1)) && (!lower.includes('[') || lower.includes(']:'));
     const hostPattern = (hasPort ? lower.slice(0, colon) : lower).replace(/^\[|\]$/g, '');
     if (hasPort && lower.slice(colon + 1) !== port) return false;
+    if (isIP(host) !== 0) return !hostPattern.includes('*') && normalisedHost(hostPattern) === host;
     const re = new RegExp(`^${hostPattern.split('*').map(escapeRegExp).join('[^.]*')}$`);
     return re.test(host);
   });
+}
+
+/** A pattern's host as the URL parser writes it (`127.1` → `127.0.0.1`, `::FFFF:1` → `::ffff:1`). */
+function normalisedHost(h: string): string | undefined {
+  try {
+    return new URL(`http://${isIP(h) === 6 ? `[${h}]` : h}/`).hostname.replace(/^\[|\]$/g, '');
+  } catch {
+    return undefined;
+  }
 }
 
 function escapeRegExp(s: string): string {
@@ -56,6 +69,8 @@ export function prepareModel(
     catalog: ModelCatalog;
     box: SecretBox | undefined;
     env: Readonly<Record<string, string | undefined>>;
+    /** True for a value tollgate holds as its own secret (master key, signing key, store URLs, a virtual key). */
+    ownSecret?: ((value: string) => boolean) | undefined;
   },
 ): StoredModel | { field: string; message: string; conflict?: true } {
   const p = body.litellm_params;
@@ -76,8 +91,16 @@ export function prepareModel(
   if (apiKey !== undefined) {
     const ref = ENV_REF.exec(apiKey);
     if (ref !== null) {
-      if ((opts.env[ref[1] ?? ''] ?? '') === '')
+      const name = ref[1] ?? '';
+      const value = opts.env[name] ?? '';
+      if (value === '')
         return { field: 'litellm_params.api_key', message: `litellm_params.api_key: ${apiKey} is not set in tollgate's environment` };
+      // The backend gets this value as a bearer token: never one of tollgate's own secrets.
+      if (name.startsWith('TOLLGATE_') || opts.ownSecret?.(value) === true)
+        return {
+          field: 'litellm_params.api_key',
+          message: `litellm_params.api_key: ${apiKey} holds one of tollgate's own secrets: name a variable made for this backend`,
+        };
     } else if (opts.box === undefined) {
       return {
         field: 'litellm_params.api_key',

@@ -14,6 +14,7 @@ import { keyId, sha256Hex, type KeyRecord, type Limits } from '../identity/keys.
 import type { SecretBox } from '../identity/secret-box.js';
 import type { ModelCatalog } from '../routing/deployments.js';
 import {
+  boundedReads,
   findKey,
   findTeam,
   listKeys,
@@ -25,7 +26,7 @@ import {
   type AdminKeyRow,
 } from '../store/admin-queries.js';
 import { afterDuration } from '../store/counters.js';
-import type { Queryable } from '../store/db.js';
+import type { Db, Queryable } from '../store/db.js';
 import { keyFromRow, teamFromRow, type RecordStore, type StoredModel } from '../store/records.js';
 import type { Logger } from '../telemetry/logger.js';
 import { modelView, prepareModel, probeDeployments } from './admin-models.js';
@@ -33,11 +34,12 @@ import * as S from './admin-schemas.js';
 import { sendError } from './forward.js';
 
 export interface AdminDeps {
-  readonly db: Queryable;
+  readonly db: Db;
   readonly records: RecordStore;
   /** The replica's cache: config records (read-only here) and the database's models. */
   readonly cache: {
     get(hash: string): KeyRecord | undefined;
+    byId(id: string): KeyRecord | undefined;
     isConfigKey(hash: string): boolean;
     isConfigTeam(id: string): boolean;
     readonly teams: ReadonlyMap<string, TeamRecord>;
@@ -50,6 +52,10 @@ export interface AdminDeps {
   readonly env: Readonly<Record<string, string | undefined>>;
   readonly logger: Logger;
   readonly now?: () => number;
+  /** True for a value tollgate holds as its own secret: never accepted as a backend api_key reference. */
+  readonly ownSecret?: ((value: string) => boolean) | undefined;
+  /** Moves the budget spend counted this period from one key id to another (regenerate). */
+  readonly carrySpend?: ((fromKeyId: string, toKeyId: string, limits: Limits) => Promise<void>) | undefined;
 }
 
 /** Who called (for the audit line): never a key. */
@@ -90,9 +96,10 @@ export function isAdminRoute(method: string, path: string): boolean {
 }
 
 export class AdminApi {
-  readonly #d: AdminDeps;
+  readonly #d: Omit<AdminDeps, 'db'> & { readonly db: Queryable };
   constructor(deps: AdminDeps) {
-    this.#d = deps;
+    // Reads and writes alike go through here; writes go through RecordStore. Every read is time-bounded.
+    this.#d = { ...deps, db: boundedReads(deps.db) };
   }
 
   /** Answers one admin request (path normalised; `search` the raw query string; `body` as received). */
@@ -284,8 +291,14 @@ export class AdminApi {
       hashes.push(found.hash);
     }
     for (const [i, a] of (b.key_aliases ?? []).entries()) {
-      const { rows } = await listKeys(this.#d.db, { keyAlias: a }, 1, 100);
+      const { rows } = await listKeys(this.#d.db, { keyAlias: a }, 1, 2);
       if (rows.length === 0) return { error: 'not_found', param: `key_aliases[${i}]`, message: `key_aliases[${i}]: no key has this alias` };
+      if (rows.length > 1)
+        return {
+          error: 'invalid_body',
+          param: `key_aliases[${i}]`,
+          message: `key_aliases[${i}]: several keys have this alias: delete them by key (GET /key/list?key_alias=... lists their tokens)`,
+        };
       hashes.push(...rows.map((r) => r.key_hash));
     }
     for (const hash of hashes) await this.#d.records.deleteKey(hash);
@@ -300,15 +313,17 @@ export class AdminApi {
     if (missing !== undefined) return missing;
     const key = `sk-${randomBytes(KEY_BYTES).toString('base64url')}`;
     const hash = sha256Hex(key);
-    // The old secret stops working everywhere as the new one starts (one UPDATE, then the broadcast).
-    if (!(await this.#d.records.rehashKey(found.hash, hash, keyName(key))))
-      return { error: 'not_found', param: 'key', message: 'key: no such key' };
     const { key: _ref, ...fields } = b;
-    if (Object.keys(fields).length > 0)
-      await this.#d.records.putKey(applyKeyFields(keyFromRow({ ...found.row, key_hash: hash }), fields, this.#now()));
-    this.#audit(caller, 'key.regenerate', { key_id: keyId(hash), previous_key_id: keyId(found.hash) });
+    const next = applyKeyFields({ ...keyFromRow(found.row), hash, id: keyId(hash) }, fields, this.#now());
+    // One transaction: the old secret stops working everywhere as the new one starts, with the record's
+    // fields and its spend carried over; the budget already counted this period follows the new key id.
+    if (!(await this.#d.records.regenerateKey(found.hash, next, keyName(key))))
+      return { error: 'not_found', param: 'key', message: 'key: no such key' };
+    await this.#d.carrySpend?.(keyId(found.hash), next.id, next.limits);
+    this.#audit(caller, 'key.regenerate', { key_id: next.id, previous_key_id: keyId(found.hash) });
     const row = await findKey(this.#d.db, hash);
-    return { status: 200, body: { key, ...(row === undefined ? {} : keyView(row, 0)) } };
+    const spend = (await spendOfKeys(this.#d.db, [next.id])).get(next.id) ?? 0;
+    return { status: 200, body: { key, ...(row === undefined ? {} : keyView(row, spend)) } };
   }
 
   async #keyAfterWrite(hash: string): Promise<Reply> {
@@ -378,12 +393,24 @@ export class AdminApi {
     const rows = await topKeySpend(this.#d.db, limit);
     return {
       status: 200,
-      body: rows.map((r) => ({ key_id: r.key_id, spend: r.spend, requests: r.requests })),
+      body: rows.map((r) => ({
+        token: r.token ?? this.#tokenOf(r.key_id),
+        key_id: r.key_id,
+        key_alias: r.key_alias,
+        spend: r.spend,
+        requests: r.requests,
+      })),
     };
   }
 
+  /** A key id's token (sha256): LiteLLM's `api_key` in spend rows, which /key/list also returns. */
+  #tokenOf(id: string | null): string | null {
+    return id === null ? null : (this.#d.cache.byId(id)?.hash ?? null);
+  }
+
   async #spendLogs(q: z.output<typeof S.spendLogsQuery>): Promise<Reply> {
-    const keyIdOf = q.api_key === undefined ? undefined : keyId(q.api_key.startsWith('sk-') ? sha256Hex(q.api_key) : q.api_key);
+    const ref = q.api_key;
+    const keyIdOf = ref === undefined ? undefined : /^[0-9a-f]{16}$/.test(ref) ? ref : keyId(ref.startsWith('sk-') ? sha256Hex(ref) : ref);
     const rows = await spendLogs(this.#d.db, {
       keyId: keyIdOf,
       requestId: q.request_id,
@@ -399,7 +426,8 @@ export class AdminApi {
         const end = new Date(r.created_at);
         return {
           request_id: r.request_id,
-          api_key: r.key_id,
+          api_key: r.token ?? this.#tokenOf(r.key_id) ?? r.key_id,
+          key_id: r.key_id,
           user: r.user_id,
           team_id: r.team_id,
           model: r.model,
@@ -435,6 +463,7 @@ export class AdminApi {
       catalog: this.#d.catalog(),
       box: this.#d.box,
       env: this.#d.env,
+      ownSecret: this.#d.ownSecret,
     });
     if ('field' in prepared)
       return { error: prepared.conflict ? 'conflict' : 'invalid_body', param: prepared.field, message: prepared.message };
@@ -506,9 +535,9 @@ function withQuery<T extends z.ZodType>(
   return withBody(schema, obj, fn);
 }
 
-/** `null` clears, `undefined` keeps. */
+/** A field not given — absent or `null`, as LiteLLM treats it — keeps its value. */
 function pick<T>(v: T | null | undefined, old: T | undefined): T | undefined {
-  return v === undefined ? old : (v ?? undefined);
+  return v ?? old;
 }
 
 function applyLimits(
@@ -555,7 +584,7 @@ function applyKeyFields(k: KeyRecord, b: KeyFields, now: number): KeyRecord {
     models: b.models ?? k.models,
     userId: pick(b.user_id, k.userId),
     teamId: pick(b.team_id, k.teamId),
-    expiresAt: b.duration === undefined ? k.expiresAt : b.duration === null ? undefined : afterDuration(b.duration, now),
+    expiresAt: b.duration == null ? k.expiresAt : afterDuration(b.duration, now),
     blocked: b.blocked ?? k.blocked,
     metadata: b.metadata ?? k.metadata,
     limits: applyLimits(k.limits, b),

@@ -7,7 +7,7 @@
 import type { ModelEntry } from '../config/schema.js';
 import { modelEntry } from '../config/schema.js';
 import type { SecretBox } from '../identity/secret-box.js';
-import { storedApiKey } from '../gateway/admin-models.js';
+import { apiBaseAllowed, storedApiKey } from '../gateway/admin-models.js';
 import { ModelCatalog } from '../routing/deployments.js';
 import type { StoredModel } from '../store/records.js';
 import type { Logger } from '../telemetry/logger.js';
@@ -15,13 +15,26 @@ import type { Logger } from '../telemetry/logger.js';
 export function composeCatalog(
   configModels: readonly ModelEntry[],
   stored: readonly StoredModel[],
-  opts: { box: SecretBox | undefined; env: Readonly<Record<string, string | undefined>>; logger: Logger },
+  opts: {
+    box: SecretBox | undefined;
+    env: Readonly<Record<string, string | undefined>>;
+    logger: Logger;
+    /** A stored model whose api_base is no longer allowed (a reloaded allowed_api_bases) is not routed. */
+    allowedApiBases: readonly string[];
+  },
 ): ModelCatalog {
   const entries: ModelEntry[] = [...configModels];
   const configIds = new Set(configModels.map((m) => m.model_info.id).filter((id) => id !== undefined));
   for (const m of stored) {
     if (configIds.has(m.id)) {
       opts.logger.error({ model_id: m.id }, 'a model added through the admin API has the id of a config model; the config one is used');
+      continue;
+    }
+    if (!apiBaseAllowed(String(m.litellmParams['api_base']), opts.allowedApiBases)) {
+      opts.logger.error(
+        { model_id: m.id, model_name: m.modelName },
+        'a model added through the admin API points outside allowed_api_bases; it is not routed',
+      );
       continue;
     }
     const params: Record<string, unknown> = { ...m.litellmParams };

@@ -17,6 +17,7 @@ import { createLogger, type Logger } from '../telemetry/logger.js';
 import { createMetrics } from '../telemetry/metrics.js';
 import { buildAuthorizer, loadIdentityKeys, startAuthz, teamsFromConfig, type AuthzApp } from './authz-app.js';
 import { composeCatalog } from './catalog.js';
+import { budgetPeriod } from '../store/counters.js';
 import { startReloader, type Reloader } from './reload.js';
 import { AdminApi } from '../gateway/admin.js';
 import { SecretBox } from '../identity/secret-box.js';
@@ -235,7 +236,8 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
   let current = prepared;
   let dbModels: readonly StoredModel[] = [];
   let configModels = prepared.config.model_list;
-  const catalogNow = (): ModelCatalog => composeCatalog(configModels, dbModels, { box, env, logger });
+  const catalogNow = (): ModelCatalog =>
+    composeCatalog(configModels, dbModels, { box, env, logger, allowedApiBases: current.config.general_settings.allowed_api_bases });
   let onModels = (models: readonly StoredModel[]): void => {
     dbModels = models;
   };
@@ -281,6 +283,25 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
           box,
           env,
           logger,
+          ownSecret: (value) => {
+            const g = current.config.general_settings;
+            const own = [g.master_key, g.context_signing_key, g.database_url, g.redis_url, env['DATABASE_URL'], env['REDIS_URL']];
+            return own.includes(value) || store.keys.get(sha256Hex(value)) !== undefined;
+          },
+          carrySpend: async (from, to, limits) => {
+            if (limits.maxBudget === undefined) return;
+            const period = budgetPeriod(limits.budgetDuration, Date.now());
+            try {
+              const spent = await store.counters.spend(`key:${from}`, period);
+              if (spent > 0) await store.counters.addSpend([{ subject: `key:${to}`, period, cost: spent }]);
+            } catch (err) {
+              metrics.storeErrors.inc({ store: 'redis', op: 'carry_spend' });
+              logger.warn(
+                { err: (err as Error).message, key_id: to },
+                "could not carry the regenerated key's budget spend over; the next seed counts it",
+              );
+            }
+          },
         });
   routeGrpcLogs(logger);
   // Signals are handled from here on, so a SIGTERM during start-up still ends in a clean exit 0.
@@ -292,6 +313,14 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
   };
   process.once('SIGTERM', () => onSignal('SIGTERM'));
   process.once('SIGINT', () => onSignal('SIGINT'));
+  let reloader: Reloader | undefined;
+  // SIGHUP reloads the config file; without one (embedded default), or before start-up ends, it is only
+  // logged — never Node's default, which would end the process.
+  process.on('SIGHUP', () => {
+    if (reloader !== undefined) void reloader.reload('SIGHUP');
+    else
+      logger.warn(prepared.source === EMBEDDED ? 'SIGHUP: no config file to reload (embedded default)' : 'SIGHUP during start-up: ignored');
+  });
   // Start what the command runs; if a later part fails, the earlier ones are closed: nothing half-started.
   const running: Array<{ close(graceMs: number): Promise<void> }> = [];
   // The store closes last: in-flight requests settle and their spend rows are flushed after the servers drain.
@@ -299,7 +328,6 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
     reloader?.stop();
     return Promise.all(running.map((r) => r.close(graceMs))).then(() => store.close(graceMs));
   };
-  let reloader: Reloader | undefined;
   const listening: Record<string, string> = {};
   if (command !== 'gateway') {
     let app: AuthzApp;
@@ -368,11 +396,12 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
           adminGroups: c.auth.admin_groups,
           keysRequired: c.auth.keys.required,
         });
-        await store.cache.setConfig(
-          new StaticKeyDirectory(c.keys),
-          teamsFromConfig(c),
-          new Map(c.users.map((u) => [u.user_id, limitsOf(u)])),
-        );
+        // Swapped at once; the database records it shadowed are read again in the background.
+        await store.cache
+          .setConfig(new StaticKeyDirectory(c.keys), teamsFromConfig(c), new Map(c.users.map((u) => [u.user_id, limitsOf(u)])))
+          .catch((err: unknown) =>
+            logger.warn({ err: (err as Error).message }, 'config reloaded; the database records will be read again shortly'),
+          );
       },
     });
   }

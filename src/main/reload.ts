@@ -49,8 +49,8 @@ export interface Reloader {
 }
 
 /**
- * Reloads `file` on SIGHUP (and on change, with `watchFile`). `apply` swaps the new config in; reloads
- * never overlap, and a change seen during one runs once more after it.
+ * Reloads `file` when asked (the CLI's SIGHUP handler) and on change, with `watchFile`. `apply` swaps the
+ * new config in; reloads never overlap, and a change seen during one runs once more after it.
  */
 export function startReloader(opts: {
   file: string;
@@ -111,8 +111,6 @@ export function startReloader(opts: {
     });
     return running;
   };
-  const onHup = (): void => void reload('SIGHUP');
-  process.on('SIGHUP', onHup);
   let watcher: FSWatcher | undefined;
   let debounce: NodeJS.Timeout | undefined;
   if (opts.watchFile) {
@@ -129,7 +127,6 @@ export function startReloader(opts: {
   return {
     reload,
     stop() {
-      process.off('SIGHUP', onHup);
       clearTimeout(debounce);
       watcher?.close();
     },

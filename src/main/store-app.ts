@@ -102,6 +102,8 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
     logger,
     onModels: opts.onModels,
     onError: opts.onStoreError,
+    // With PostgreSQL several replicas may share the records: the change log backs the broadcast.
+    pollChanges: db?.kind === 'postgres',
   });
   try {
     await cache.start(bus);
@@ -110,7 +112,7 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
     await db?.close();
     throw err;
   }
-  const records = db === undefined || bus === undefined ? undefined : new RecordStore(db, bus);
+  const records = db === undefined || bus === undefined ? undefined : new RecordStore(db, bus, { logger, onError: opts.onStoreError });
   const keys: KeyDirectory = cache;
   const teams = cache.teams;
   const users = cache.users;

@@ -4,7 +4,25 @@
  * so an admin sees what was just written. SQL only with parameters; every list is bounded.
  */
 import { KEY_COLUMNS, TEAM_COLUMNS, type KeyRow, type TeamRow } from './records.js';
-import type { Queryable } from './db.js';
+import type { Db, Queryable } from './db.js';
+
+/** The longest an admin read may take: a dashboard polling spend never holds the pool the spend log needs. */
+const ADMIN_STATEMENT_TIMEOUT = '5s';
+
+/** `db` for the admin API's reads: each in its own transaction with a statement timeout. */
+export function boundedReads(db: Db): Queryable {
+  return {
+    query<T>(sql: string, params?: readonly unknown[]): Promise<T[]> {
+      return db.transaction(async (tx) => {
+        await tx.query(`SET LOCAL statement_timeout = '${ADMIN_STATEMENT_TIMEOUT}'`);
+        return tx.query<T>(sql, params);
+      });
+    },
+    exec(sql: string): Promise<void> {
+      return db.exec(sql);
+    },
+  };
+}
 
 export interface AdminKeyRow extends KeyRow {
   key_name: string | null;
@@ -35,6 +53,8 @@ export interface SpendLogFilter {
 
 export interface SpendLogRow {
   request_id: string;
+  /** The key's sha256 while the key exists in the database. */
+  token: string | null;
   key_id: string | null;
   user_id: string | null;
   team_id: string | null;
@@ -106,13 +126,25 @@ export async function spendOf(db: Queryable, column: 'team_id' | 'user_id', id: 
 }
 
 /** Keys by total spend, highest first (LiteLLM's /spend/keys). */
-export async function topKeySpend(db: Queryable, limit: number): Promise<{ key_id: string; spend: number; requests: number }[]> {
-  const rows = await db.query<{ key_id: string; spend: number; requests: string | number }>(
-    `SELECT key_id, sum(cost) AS spend, count(*) AS requests FROM spend_logs WHERE key_id IS NOT NULL
-     GROUP BY key_id ORDER BY spend DESC, key_id LIMIT $1`,
+export async function topKeySpend(
+  db: Queryable,
+  limit: number,
+): Promise<{ key_id: string; token: string | null; key_alias: string | null; spend: number; requests: number }[]> {
+  const rows = await db.query<{ key_id: string; token: string | null; key_alias: string | null; spend: number; requests: string | number }>(
+    `SELECT s.key_id, k.key_hash AS token, k.key_alias, s.spend, s.requests
+     FROM (SELECT key_id, sum(cost) AS spend, count(*) AS requests FROM spend_logs WHERE key_id IS NOT NULL
+           GROUP BY key_id ORDER BY spend DESC, key_id LIMIT $1) s
+     LEFT JOIN keys k ON k.key_id = s.key_id
+     ORDER BY s.spend DESC, s.key_id`,
     [limit],
   );
-  return rows.map((r) => ({ key_id: r.key_id, spend: Number(r.spend), requests: Number(r.requests) }));
+  return rows.map((r) => ({
+    key_id: r.key_id,
+    token: r.token,
+    key_alias: r.key_alias,
+    spend: Number(r.spend),
+    requests: Number(r.requests),
+  }));
 }
 
 export async function spendLogs(db: Queryable, f: SpendLogFilter): Promise<SpendLogRow[]> {
@@ -125,9 +157,12 @@ export async function spendLogs(db: Queryable, f: SpendLogFilter): Promise<Spend
     ['created_at <', f.end],
   ]);
   return db.query<SpendLogRow>(
-    `SELECT request_id, key_id, user_id, team_id, model, deployment, prompt_tokens, completion_tokens, cost, status, latency_ms,
-            estimated, created_at
-     FROM spend_logs ${w.sql} ORDER BY created_at DESC LIMIT $${w.params.length + 1}`,
+    `SELECT s.*, k.key_hash AS token
+     FROM (SELECT request_id, key_id, user_id, team_id, model, deployment, prompt_tokens, completion_tokens, cost, status,
+                  latency_ms, estimated, created_at
+           FROM spend_logs ${w.sql} ORDER BY created_at DESC LIMIT $${w.params.length + 1}) s
+     LEFT JOIN keys k ON k.key_id = s.key_id
+     ORDER BY s.created_at DESC`,
     [...w.params, f.limit],
   );
 }

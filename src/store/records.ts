@@ -10,9 +10,15 @@ import { keyId, type KeyDirectory, type KeyRecord, type Limits } from '../identi
 import type { StoreErrorHook } from './counters.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { ChangeBus, RecordChange } from './change-bus.js';
-import type { Queryable } from './db.js';
+import type { Db, Queryable } from './db.js';
 
 const RELOAD_MS = 30_000;
+/** How often replicas on PostgreSQL read the change log, and how far back each read looks. */
+const POLL_MS = 500;
+const POLL_WINDOW = "interval '3 seconds'";
+/** A record whose reload failed is tried again this often, this many times (then the full reload covers it). */
+const RETRY_MS = 1_000;
+const RETRIES = 5;
 
 interface LimitColumns {
   max_budget: number | null;
@@ -109,118 +115,165 @@ export function teamFromRow(r: TeamRow): TeamRecord {
 
 /** Writes of records, each followed by the broadcast (the admin API's path; tests use it too). */
 export class RecordStore {
-  readonly #db: Queryable;
+  readonly #db: Db;
   readonly #bus: ChangeBus;
-  constructor(db: Queryable, bus: ChangeBus) {
+  readonly #logger: Logger | undefined;
+  readonly #onError: StoreErrorHook | undefined;
+  #writes = 0;
+
+  constructor(db: Db, bus: ChangeBus, opts: { logger?: Logger; onError?: StoreErrorHook } = {}) {
     this.#db = db;
     this.#bus = bus;
+    this.#logger = opts.logger;
+    this.#onError = opts.onError;
+  }
+
+  /**
+   * Runs `write` and records its changes in `record_changes` in one transaction, then broadcasts them. A
+   * failed broadcast is logged, not thrown: the write happened, and replicas learn of it from the change log.
+   */
+  async #write<T>(changes: readonly RecordChange[], write: (tx: Queryable) => Promise<T>): Promise<T> {
+    const result = await this.#db.transaction(async (tx) => {
+      const r = await write(tx);
+      for (const c of changes) await tx.query('INSERT INTO record_changes (kind, id) VALUES ($1, $2)', [c.kind, c.id]);
+      if (++this.#writes % 100 === 1) await tx.query("DELETE FROM record_changes WHERE at < now() - interval '1 hour'");
+      return r;
+    });
+    for (const c of changes) {
+      try {
+        await this.#bus.publish(c);
+      } catch (err) {
+        this.#onError?.('redis', 'publish');
+        this.#logger?.warn(
+          { err: (err as Error).message, kind: c.kind },
+          'broadcast failed; replicas apply the change from the change log',
+        );
+      }
+    }
+    return result;
   }
 
   /** Inserts or updates a key; `keyName` (LiteLLM's `sk-...abcd`) is kept when not given. */
   async putKey(k: KeyRecord, keyName?: string): Promise<void> {
-    const l = k.limits;
-    await this.#db.query(
-      `INSERT INTO keys (key_hash, key_id, key_alias, models, user_id, team_id, blocked, expires_at, metadata,
-                         max_budget, budget_duration, rpm_limit, tpm_limit, max_parallel_requests, key_name)
-       VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14, $15)
-       ON CONFLICT (key_hash) DO UPDATE SET key_alias = $3, models = $4::jsonb, user_id = $5, team_id = $6, blocked = $7,
-         expires_at = $8, metadata = $9::jsonb, max_budget = $10, budget_duration = $11, rpm_limit = $12, tpm_limit = $13,
-         max_parallel_requests = $14, key_name = COALESCE($15, keys.key_name), updated_at = now()`,
-      [
-        k.hash,
-        k.id,
-        k.alias ?? null,
-        JSON.stringify(k.models),
-        k.userId ?? null,
-        k.teamId ?? null,
-        k.blocked,
-        k.expiresAt === undefined ? null : new Date(k.expiresAt).toISOString(),
-        JSON.stringify(k.metadata),
-        l.maxBudget ?? null,
-        l.budgetDuration ?? null,
-        l.rpmLimit ?? null,
-        l.tpmLimit ?? null,
-        l.maxParallelRequests ?? null,
-        keyName ?? null,
-      ],
-    );
-    await this.#bus.publish({ kind: 'key', id: k.hash });
+    await this.#write([{ kind: 'key', id: k.hash }], (tx) => upsertKey(tx, k, keyName));
   }
 
-  /** Gives a key a new secret (same record, new hash); false when the old one does not exist. */
-  async rehashKey(oldHash: string, newHash: string, keyName: string): Promise<boolean> {
-    const rows = await this.#db.query(
-      'UPDATE keys SET key_hash = $2, key_id = $3, key_name = $4, updated_at = now() WHERE key_hash = $1 RETURNING key_hash',
-      [oldHash, newHash, keyId(newHash), keyName],
+  async deleteKey(hash: string): Promise<boolean> {
+    const rows = await this.#write([{ kind: 'key', id: hash }], (tx) =>
+      tx.query('DELETE FROM keys WHERE key_hash = $1 RETURNING key_hash', [hash]),
     );
+    return rows.length > 0;
+  }
+
+  async setKeyBlocked(hash: string, blocked: boolean): Promise<boolean> {
+    const rows = await this.#write([{ kind: 'key', id: hash }], (tx) =>
+      tx.query('UPDATE keys SET blocked = $2, updated_at = now() WHERE key_hash = $1 RETURNING key_hash', [hash, blocked]),
+    );
+    return rows.length > 0;
+  }
+
+  /**
+   * Gives a key a new secret: the same record (`next`, with its new hash) under a new key id, in one
+   * transaction. The key's spend-log rows move to the new id, so its spend and budget carry over (LiteLLM
+   * keeps spend on regenerate). False when the old key does not exist.
+   */
+  async regenerateKey(oldHash: string, next: KeyRecord, keyName: string): Promise<boolean> {
     // The old hash first: every replica refuses the old key before the new one works anywhere.
-    await this.#bus.publish({ kind: 'key', id: oldHash });
-    await this.#bus.publish({ kind: 'key', id: newHash });
+    const rows = await this.#write(
+      [
+        { kind: 'key', id: oldHash },
+        { kind: 'key', id: next.hash },
+      ],
+      async (tx) => {
+        const gone = await tx.query('DELETE FROM keys WHERE key_hash = $1 RETURNING key_hash', [oldHash]);
+        if (gone.length === 0) return gone;
+        await upsertKey(tx, next, keyName);
+        await tx.query('UPDATE spend_logs SET key_id = $2 WHERE key_id = $1', [keyId(oldHash), next.id]);
+        return gone;
+      },
+    );
     return rows.length > 0;
   }
 
   /** Inserts a team (`create`: false when it exists) or updates it. */
   async putTeam(t: TeamRecord, create: boolean): Promise<boolean> {
     const l = t.limits;
-    const rows = await this.#db.query(
-      `INSERT INTO teams (team_id, team_alias, models, blocked, metadata, max_budget, budget_duration, rpm_limit, tpm_limit,
-                          max_parallel_requests)
-       VALUES ($1, $2, $3::jsonb, $4, $5::jsonb, $6, $7, $8, $9, $10)
-       ON CONFLICT (team_id) DO ${
-         create
-           ? 'NOTHING'
-           : `UPDATE SET team_alias = $2, models = $3::jsonb, blocked = $4, metadata = $5::jsonb,
-         max_budget = $6, budget_duration = $7, rpm_limit = $8, tpm_limit = $9, max_parallel_requests = $10, updated_at = now()`
-       }
-       RETURNING team_id`,
-      [
-        t.teamId,
-        t.alias ?? null,
-        JSON.stringify(t.models),
-        t.blocked,
-        JSON.stringify(t.metadata),
-        l.maxBudget ?? null,
-        l.budgetDuration ?? null,
-        l.rpmLimit ?? null,
-        l.tpmLimit ?? null,
-        l.maxParallelRequests ?? null,
-      ],
+    const rows = await this.#write([{ kind: 'team', id: t.teamId }], (tx) =>
+      tx.query(
+        `INSERT INTO teams (team_id, team_alias, models, blocked, metadata, max_budget, budget_duration, rpm_limit, tpm_limit,
+                            max_parallel_requests)
+         VALUES ($1, $2, $3::jsonb, $4, $5::jsonb, $6, $7, $8, $9, $10)
+         ON CONFLICT (team_id) DO ${
+           create
+             ? 'NOTHING'
+             : `UPDATE SET team_alias = $2, models = $3::jsonb, blocked = $4, metadata = $5::jsonb,
+           max_budget = $6, budget_duration = $7, rpm_limit = $8, tpm_limit = $9, max_parallel_requests = $10, updated_at = now()`
+         }
+         RETURNING team_id`,
+        [
+          t.teamId,
+          t.alias ?? null,
+          JSON.stringify(t.models),
+          t.blocked,
+          JSON.stringify(t.metadata),
+          l.maxBudget ?? null,
+          l.budgetDuration ?? null,
+          l.rpmLimit ?? null,
+          l.tpmLimit ?? null,
+          l.maxParallelRequests ?? null,
+        ],
+      ),
     );
-    await this.#bus.publish({ kind: 'team', id: t.teamId });
     return rows.length > 0;
   }
 
   /** Adds a model; false when its id is taken. `litellm_params.api_key` must already be sealed or a reference. */
   async addModel(m: StoredModel): Promise<boolean> {
-    const rows = await this.#db.query(
-      `INSERT INTO models (model_id, model_name, litellm_params, model_info) VALUES ($1, $2, $3::jsonb, $4::jsonb)
-       ON CONFLICT (model_id) DO NOTHING RETURNING model_id`,
-      [m.id, m.modelName, JSON.stringify(m.litellmParams), JSON.stringify(m.modelInfo)],
+    const rows = await this.#write([{ kind: 'model', id: m.id }], (tx) =>
+      tx.query(
+        `INSERT INTO models (model_id, model_name, litellm_params, model_info) VALUES ($1, $2, $3::jsonb, $4::jsonb)
+         ON CONFLICT (model_id) DO NOTHING RETURNING model_id`,
+        [m.id, m.modelName, JSON.stringify(m.litellmParams), JSON.stringify(m.modelInfo)],
+      ),
     );
-    await this.#bus.publish({ kind: 'model', id: m.id });
     return rows.length > 0;
   }
 
   async deleteModel(id: string): Promise<boolean> {
-    const rows = await this.#db.query('DELETE FROM models WHERE model_id = $1 RETURNING model_id', [id]);
-    await this.#bus.publish({ kind: 'model', id });
+    const rows = await this.#write([{ kind: 'model', id }], (tx) =>
+      tx.query('DELETE FROM models WHERE model_id = $1 RETURNING model_id', [id]),
+    );
     return rows.length > 0;
   }
+}
 
-  async deleteKey(hash: string): Promise<boolean> {
-    const rows = await this.#db.query('DELETE FROM keys WHERE key_hash = $1 RETURNING key_hash', [hash]);
-    await this.#bus.publish({ kind: 'key', id: hash });
-    return rows.length > 0;
-  }
-
-  async setKeyBlocked(hash: string, blocked: boolean): Promise<boolean> {
-    const rows = await this.#db.query('UPDATE keys SET blocked = $2, updated_at = now() WHERE key_hash = $1 RETURNING key_hash', [
-      hash,
-      blocked,
-    ]);
-    await this.#bus.publish({ kind: 'key', id: hash });
-    return rows.length > 0;
-  }
+function upsertKey(tx: Queryable, k: KeyRecord, keyName: string | undefined): Promise<unknown> {
+  const l = k.limits;
+  return tx.query(
+    `INSERT INTO keys (key_hash, key_id, key_alias, models, user_id, team_id, blocked, expires_at, metadata,
+                       max_budget, budget_duration, rpm_limit, tpm_limit, max_parallel_requests, key_name)
+     VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14, $15)
+     ON CONFLICT (key_hash) DO UPDATE SET key_alias = $3, models = $4::jsonb, user_id = $5, team_id = $6, blocked = $7,
+       expires_at = $8, metadata = $9::jsonb, max_budget = $10, budget_duration = $11, rpm_limit = $12, tpm_limit = $13,
+       max_parallel_requests = $14, key_name = COALESCE($15, keys.key_name), updated_at = now()`,
+    [
+      k.hash,
+      k.id,
+      k.alias ?? null,
+      JSON.stringify(k.models),
+      k.userId ?? null,
+      k.teamId ?? null,
+      k.blocked,
+      k.expiresAt === undefined ? null : new Date(k.expiresAt).toISOString(),
+      JSON.stringify(k.metadata),
+      l.maxBudget ?? null,
+      l.budgetDuration ?? null,
+      l.rpmLimit ?? null,
+      l.tpmLimit ?? null,
+      l.maxParallelRequests ?? null,
+      keyName ?? null,
+    ],
+  );
 }
 
 /**
@@ -242,7 +295,14 @@ export class RecordCache implements KeyDirectory {
   readonly #db: Queryable | undefined;
   readonly #logger: Logger;
   readonly #onError: StoreErrorHook | undefined;
+  readonly #pollChanges: boolean;
   #timer: NodeJS.Timeout | undefined;
+  #pollTimer: NodeJS.Timeout | undefined;
+  /** Change-log rows already applied (seq → when seen), kept while they are inside the poll window. */
+  readonly #seen = new Map<string, number>();
+  #polling = false;
+  /** The reload of each record in flight: a record's reloads run one after another, so the last read lands last. */
+  readonly #chains = new Map<string, Promise<void>>();
   /** Changes seen while full reloads are running (one list per reload). */
   readonly #during = new Set<RecordChange[]>();
   #running: Promise<void> | undefined;
@@ -257,8 +317,11 @@ export class RecordCache implements KeyDirectory {
     /** Told when the database's models change (each replica rebuilds its routing catalog). */
     onModels?: ((models: readonly StoredModel[]) => void) | undefined;
     onError?: StoreErrorHook | undefined;
+    /** Read the change log (record_changes) as well as the broadcast: PostgreSQL, several replicas. */
+    pollChanges?: boolean | undefined;
   }) {
     this.#onError = opts.onError;
+    this.#pollChanges = opts.pollChanges === true;
     this.#onModels = opts.onModels;
     this.#configKeys = opts.configKeys;
     this.#configTeams = opts.configTeams;
@@ -312,16 +375,53 @@ export class RecordCache implements KeyDirectory {
   /** Follows the bus, then loads everything (in that order, so no change falls between the two). */
   async start(bus: ChangeBus | undefined): Promise<void> {
     await bus?.subscribe(
-      (c) => void this.#reload(c).catch((err: unknown) => this.#failed(err)),
+      (c) => this.#apply(c, 0),
       () => void this.reloadAll().catch((err: unknown) => this.#failed(err)),
     );
+    if (this.#pollChanges) await this.#poll();
     await this.reloadAll();
     this.#timer = setInterval(() => void this.reloadAll().catch((err: unknown) => this.#failed(err)), RELOAD_MS);
     this.#timer.unref();
+    if (this.#pollChanges) {
+      this.#pollTimer = setInterval(() => void this.#poll(), POLL_MS);
+      this.#pollTimer.unref();
+    }
   }
 
   stop(): void {
     clearInterval(this.#timer);
+    clearInterval(this.#pollTimer);
+  }
+
+  /** Reloads one record; a failure is retried after RETRY_MS, RETRIES times. */
+  #apply(c: RecordChange, attempt: number): void {
+    this.#reload(c).catch((err: unknown) => {
+      this.#failed(err);
+      if (attempt < RETRIES) setTimeout(() => this.#apply(c, attempt + 1), RETRY_MS).unref();
+    });
+  }
+
+  /** Applies the change-log rows of the last few seconds not applied yet (a lost broadcast is caught here). */
+  async #poll(): Promise<void> {
+    const db = this.#db;
+    if (db === undefined || this.#polling) return;
+    this.#polling = true;
+    try {
+      const rows = await db.query<{ seq: string; kind: RecordChange['kind']; id: string }>(
+        `SELECT seq::text AS seq, kind, id FROM record_changes WHERE at > now() - ${POLL_WINDOW} ORDER BY seq`,
+      );
+      const now = Date.now();
+      for (const r of rows) {
+        if (this.#seen.has(r.seq)) continue;
+        this.#seen.set(r.seq, now);
+        this.#apply({ kind: r.kind, id: r.id }, 0);
+      }
+      for (const [seq, at] of this.#seen) if (now - at > 10_000) this.#seen.delete(seq);
+    } catch {
+      // The database is unreachable: the records cannot change meanwhile either; the next poll catches up.
+    } finally {
+      this.#polling = false;
+    }
   }
 
   /** Reloads everything; calls that overlap run one after the other, so an older snapshot never lands last. */
@@ -408,10 +508,25 @@ export class RecordCache implements KeyDirectory {
     this.#onModels?.(models);
   }
 
-  async #reload(c: RecordChange): Promise<void> {
+  /** Reloads one record after any reload of it already in flight, so an older read never lands after a newer one. */
+  #reload(c: RecordChange): Promise<void> {
     const db = this.#db;
-    if (db === undefined) return;
+    if (db === undefined) return Promise.resolve();
     for (const list of this.#during) list.push(c);
+    const k = `${c.kind}:${c.id}`;
+    const next = (this.#chains.get(k) ?? Promise.resolve()).then(
+      () => this.#reloadOne(db, c),
+      () => this.#reloadOne(db, c),
+    );
+    this.#chains.set(k, next);
+    const done = (): void => {
+      if (this.#chains.get(k) === next) this.#chains.delete(k);
+    };
+    next.then(done, done);
+    return next;
+  }
+
+  async #reloadOne(db: Queryable, c: RecordChange): Promise<void> {
     if (c.kind === 'key') {
       const rows = await db.query<KeyRow>(`SELECT ${KEY_COLUMNS} FROM keys WHERE key_hash = $1`, [c.id]);
       // Changed in place: one synchronous step, so a Check sees the old record or the new one.

@@ -119,6 +119,14 @@ describe('config reload', { timeout: 60_000 }, () => {
     p.proc.kill('SIGHUP');
     await within(p, 'general_settings.max_request_size_mb');
     assert.equal((await chatStatus(port, K2)).status, 200);
+    assert.equal((await chatStatus(port, K1)).code, 'policy_denied', 'the rejected file (no rule) was not applied');
+
+    // A key removed from the file stops working at once.
+    writeFileSync(file, config(vllm.apiBase, { keys: [K2] }));
+    p.proc.kill('SIGHUP');
+    await nthLog(p, 'config reloaded', 2);
+    assert.equal((await chatStatus(port, K1)).code, 'invalid_api_key');
+    assert.equal((await chatStatus(port, K2)).status, 200);
 
     // SIGTERM still ends it cleanly after reloads.
     p.proc.kill('SIGTERM');

@@ -11,7 +11,7 @@ import { SpendLog } from '../../../src/store/spend-log.js';
 import { createLogger } from '../../../src/telemetry/logger.js';
 
 const PG = process.env['TEST_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
-const TABLES = ['keys', 'models', 'spend_batches', 'spend_logs', 'teams', 'tollgate_migrations', 'users'];
+const TABLES = ['keys', 'models', 'record_changes', 'spend_batches', 'spend_logs', 'teams', 'tollgate_migrations', 'users'];
 
 async function tables(db: Db): Promise<string[]> {
   const rows = await db.query<{ table_name: string }>(

@@ -22,6 +22,13 @@ describe('allowed_api_bases (the SSRF guard of /model/new)', () => {
     ['http://127.0.0.1.nip.io/v1', ['127.0.0.1'], false],
     ['http://anything/v1', [], false],
     ['not a url', ['*'], false],
+    // A wildcard never matches an IP address: `*` would take in any IPv6 literal.
+    ['http://[::ffff:a9fe:a9fe]:8000/v1', ['*:8000'], false],
+    ['http://[::1]/v1', ['*'], false],
+    ['http://10.0.0.7/v1', ['10.0.0.*'], false],
+    ['http://127.1:8000/v1', ['127.0.0.1'], true], // both sides normalised as URLs are
+    ['http://[::FFFF:7F00:1]/v1', ['::ffff:127.0.0.1'], true],
+    ['http://vllm-a:8000/v1', ['*:8000'], true],
   ];
   for (const [url, patterns, want] of table) {
     test(`${url} against ${JSON.stringify(patterns)}: ${want ? 'allowed' : 'refused'}`, () => {
@@ -57,6 +64,16 @@ describe('prepareModel', () => {
     assert.equal(storedApiKey('os.environ/BACKEND_KEY', box, {}), null);
     const unset = prepareModel(body('os.environ/NOT_SET'), { allowed: ['127.0.0.1'], catalog, box, env: {} });
     assert.ok('field' in unset && unset.field === 'litellm_params.api_key');
+  });
+
+  test("an os.environ/ reference to one of tollgate's own secrets is refused", () => {
+    const env = { TOLLGATE_MASTER_KEY: 'sk-master', DB: 'postgres://x', OK: 'backend' };
+    const ownSecret = (v: string): boolean => v === 'postgres://x';
+    for (const ref of ['os.environ/TOLLGATE_MASTER_KEY', 'os.environ/DB']) {
+      const m = prepareModel(body(ref), { allowed: ['127.0.0.1'], catalog, box, env, ownSecret });
+      assert.ok('field' in m && /own secrets/.test(m.message), ref);
+    }
+    assert.ok(!('field' in prepareModel(body('os.environ/OK'), { allowed: ['127.0.0.1'], catalog, box, env, ownSecret })));
   });
 
   test('without a shared secret a plain api_key is refused with what to set', () => {
