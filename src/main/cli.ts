@@ -15,6 +15,7 @@ import { Policy } from '../policy/rules.js';
 import type { ModelCatalog } from '../routing/deployments.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { createMetrics } from '../telemetry/metrics.js';
+import { pruneDeploymentSeries } from '../telemetry/request-observer.js';
 import { buildAuthorizer, loadIdentityKeys, startAuthz, teamsFromConfig, type AuthzApp } from './authz-app.js';
 import { composeCatalog } from './catalog.js';
 import { budgetPeriod } from '../store/counters.js';
@@ -262,14 +263,21 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
     limiter: store.limiter,
     catalog: catalogNow(),
   });
+  /** Swaps in a new catalog; the metric series of deployments that left it are dropped. */
+  const applyCatalog = (patch: Omit<Parameters<typeof parts.authorizer.updateRules>[0], 'catalog'> = {}): void => {
+    const catalog = catalogNow();
+    parts.authorizer.updateRules({ ...patch, catalog });
+    const live = new Set([...catalog.aliases()].flatMap((a) => catalog.group(a)?.deployments.map((d) => d.id) ?? []));
+    void pruneDeploymentSeries(metrics, live);
+  };
   onModels = (models) => {
     dbModels = models;
-    parts.authorizer.updateRules({ catalog: catalogNow() });
+    applyCatalog();
     logger.info({ models: models.length }, 'models from the records database applied');
   };
   const setConfigModels = (entries: Config['model_list']): void => {
     configModels = entries;
-    parts.authorizer.updateRules({ catalog: catalogNow() });
+    applyCatalog();
   };
   const admin =
     command === 'authz' || store.db === undefined || store.records === undefined
@@ -389,9 +397,8 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
         current = next;
         const c = next.config;
         configModels = c.model_list;
-        parts.authorizer.updateRules({
+        applyCatalog({
           policy: next.policy,
-          catalog: catalogNow(),
           fallbacks: new Map(c.router_settings.fallbacks.flatMap((f) => Object.entries(f))),
           adminGroups: c.auth.admin_groups,
           keysRequired: c.auth.keys.required,

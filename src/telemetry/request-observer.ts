@@ -99,3 +99,19 @@ export function registerDeploymentGauges(
     },
   });
 }
+
+/**
+ * Drops the series of deployments that left the catalog (a model deleted through the admin API, a reload),
+ * so a churn of deployments cannot grow the metrics without bound.
+ */
+export async function pruneDeploymentSeries(m: Metrics, live: ReadonlySet<string>): Promise<void> {
+  for (const metric of [m.modelRequests, m.backendDuration, m.ttft, m.cooldowns]) {
+    const seen = new Map<string, Record<string, string | number>>();
+    for (const v of (await metric.get()).values) {
+      const { le: _bucket, ...labels } = v.labels as Record<string, string | number>;
+      const d = labels['deployment'];
+      if (typeof d === 'string' && d !== 'none' && !live.has(d)) seen.set(JSON.stringify(labels), labels);
+    }
+    for (const labels of seen.values()) metric.remove(labels as never);
+  }
+}

@@ -1,0 +1,58 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createMetrics } from '../../../src/telemetry/metrics.js';
+import { pruneDeploymentSeries, RequestObserver } from '../../../src/telemetry/request-observer.js';
+import { createLogger } from '../../../src/telemetry/logger.js';
+import type { SpendEntry } from '../../../src/store/spend.js';
+
+const entry = (deployment: string, model = 'llama'): SpendEntry => ({
+  requestId: 'r',
+  keyId: '0123456789abcdef',
+  userId: 'u',
+  teamId: undefined,
+  model,
+  deployment,
+  promptTokens: 11,
+  completionTokens: 5,
+  cost: 0.016,
+  status: 200,
+  latencyMs: 3,
+  estimated: false,
+  at: 0,
+  endpoint: 'chat/completions',
+  backendMs: 2,
+  ttftMs: 1,
+});
+
+test('each recorded request feeds the metrics once, with the alias (or "unknown") and the deployment as labels', async () => {
+  const m = createMetrics({ defaultMetrics: false });
+  const seen: SpendEntry[] = [];
+  const o = new RequestObserver(
+    { record: (e) => seen.push(e) },
+    { metrics: m, logger: createLogger('silent'), knownModel: (a) => a === 'llama' },
+  );
+  o.record(entry('a'));
+  o.record(entry('a', 'no-such-alias-from-a-client'));
+  assert.equal(seen.length, 2, 'passed on to the spend log');
+  const requests = (await m.modelRequests.get()).values;
+  assert.deepEqual(
+    requests.map((v) => [v.labels['model'], v.value]),
+    [
+      ['llama', 1],
+      ['unknown', 1],
+    ],
+  );
+  assert.equal((await m.tokens.get()).values.find((v) => v.labels['type'] === 'completion' && v.labels['model'] === 'llama')?.value, 5);
+});
+
+test('series of deployments that left the catalog are dropped, histograms included', async () => {
+  const m = createMetrics({ defaultMetrics: false });
+  const o = new RequestObserver({ record: () => undefined }, { metrics: m, logger: createLogger('silent'), knownModel: () => true });
+  o.record(entry('stays'));
+  o.record(entry('goes'));
+  m.cooldowns.inc({ deployment: 'goes' });
+  await pruneDeploymentSeries(m, new Set(['stays']));
+  const text = await m.registry.metrics();
+  assert.ok(text.includes('deployment="stays"'));
+  assert.ok(!text.includes('deployment="goes"'), text);
+});
