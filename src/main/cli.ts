@@ -48,9 +48,10 @@ Usage:
 
 --config falls back to TOLLGATE_CONFIG; with neither, serve starts on the embedded default.
 SIGHUP reloads the config file (--watch-config: also when it changes); a bad one is rejected and the
-running config kept. LOG_LEVEL sets the log level (info).`;
+running config kept. SIGTERM drains for up to TOLLGATE_DRAIN_SECONDS (10). LOG_LEVEL sets the log level (info).`;
 
-const DRAIN_MS = 10_000;
+/** How long SIGTERM waits for in-flight requests and streams (TOLLGATE_DRAIN_SECONDS, default 10). */
+const DEFAULT_DRAIN_S = 10;
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 
 export interface Io {
@@ -186,6 +187,12 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
     opts = parseServeArgs(command, args, env);
   } catch (err) {
     io.err(`tollgate ${command}: ${(err as Error).message}`);
+    return 1;
+  }
+  const drainRaw = env['TOLLGATE_DRAIN_SECONDS'] ?? '';
+  const drainS = drainRaw === '' ? DEFAULT_DRAIN_S : Number(drainRaw);
+  if (!Number.isFinite(drainS) || drainS < 0 || drainS > 3600) {
+    io.err(`tollgate ${command}: TOLLGATE_DRAIN_SECONDS=${drainRaw.slice(0, 20)} is not a number of seconds (0-3600)`);
     return 1;
   }
   const level = env['LOG_LEVEL'] === '' ? undefined : env['LOG_LEVEL'];
@@ -376,7 +383,7 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
       if (stopping) return;
       stopping = true;
       logger.info({ signal }, 'draining');
-      void closeAll(DRAIN_MS).then(() => {
+      void closeAll(drainS * 1000).then(() => {
         logger.info('stopped');
         logger.flush();
         resolve(0);

@@ -448,6 +448,12 @@ describe('tollgate authz', () => {
     assert.match(r.stderr, /--config|TOLLGATE_CONFIG/);
   });
 
+  test('a bad TOLLGATE_DRAIN_SECONDS: exit 1 naming it', TEST_OPTS, async () => {
+    const r = await run(args('--grpc-port', '0'), { env: { TOLLGATE_DRAIN_SECONDS: 'soon' } });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /TOLLGATE_DRAIN_SECONDS=soon is not a number of seconds/);
+  });
+
   test('a bad --grpc-port: exit 1', TEST_OPTS, async () => {
     const r = await run(args('--grpc-port', '70000'));
     assert.equal(r.code, 1);
