@@ -20,6 +20,12 @@ interface SpendRow {
 
 const FLUSH_MS = 500;
 const MAX_BATCH = 500;
+/**
+ * Rows kept in memory while the database does not take them (readiness already reports the outage). Past
+ * this, new rows are dropped and counted rather than growing the process until it is killed, which would
+ * lose every buffered row at once. About 200 MB at most.
+ */
+const MAX_PENDING = 200_000;
 
 /**
  * One statement per batch, the rows as one JSON parameter: JSON.stringify is native and PostgreSQL parses
@@ -48,11 +54,20 @@ export class SpendLog {
   #timer: NodeJS.Timeout | undefined;
   #flushing: Promise<void> | undefined;
   #failures = 0;
+  readonly #maxPending: number;
+  #dropped = 0;
+  #fullLogged = false;
 
-  constructor(db: Db, logger: Logger, onError?: StoreErrorHook) {
+  constructor(db: Db, logger: Logger, onError?: StoreErrorHook, opts: { maxPending?: number } = {}) {
     this.#db = db;
     this.#logger = logger;
     this.#onError = onError;
+    this.#maxPending = opts.maxPending ?? MAX_PENDING;
+  }
+
+  /** Rows dropped because the database did not take them for too long. */
+  get dropped(): number {
+    return this.#dropped;
   }
 
   /** The last write reached the database (readiness). */
@@ -66,6 +81,15 @@ export class SpendLog {
   }
 
   add(entry: SpendEntry, leaseId: string, counted: boolean): void {
+    if (this.pending >= this.#maxPending) {
+      // One line per outage; each row is counted.
+      this.#dropped++;
+      if (!this.#fullLogged)
+        this.#logger.error({ pending: this.pending }, 'spend log full while the database is unreachable: new rows are dropped');
+      this.#fullLogged = true;
+      this.#onError?.('database', 'spend_log_dropped');
+      return;
+    }
     this.#buffer.push({ entry, leaseId, counted });
     // A full batch goes at once, unless writes are failing: then the backoff timer decides.
     if (this.#buffer.length >= MAX_BATCH && this.#failures === 0) void this.flush();
@@ -89,6 +113,7 @@ export class SpendLog {
         await this.#db.query(INSERT, [rowsJson(this.#batch.rows), this.#batch.id]);
         this.#batch = undefined;
         this.#failures = 0;
+        this.#fullLogged = false;
       } catch (err) {
         this.#failures++;
         this.#onError?.('database', 'spend_log');

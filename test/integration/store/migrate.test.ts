@@ -139,6 +139,48 @@ describe('migrations and the spend log', { timeout: 60_000 }, () => {
     }
   });
 
+  test('a database down for long: the buffer stops at its cap, each dropped row is counted, and writing resumes after', async () => {
+    const db = await openDb({});
+    try {
+      await migrate(db);
+      let down = true;
+      const outage: Db = {
+        ...db,
+        async query<T>(sql: string, params?: readonly unknown[]): Promise<T[]> {
+          if (down) throw new Error('connection refused');
+          return db.query<T>(sql, params);
+        },
+      };
+      const errors: string[] = [];
+      const log = new SpendLog(outage, createLogger('silent'), (store, op) => errors.push(`${store}:${op}`), { maxPending: 10 });
+      const entry = {
+        requestId: 'r',
+        keyId: 'cafe000000000000',
+        userId: undefined,
+        teamId: undefined,
+        model: 'llama',
+        deployment: 'llama-1',
+        promptTokens: 1,
+        completionTokens: 1,
+        cost: 0.5,
+        status: 200,
+        latencyMs: 1,
+        estimated: false,
+        at: Date.UTC(2026, 10, 23),
+      };
+      for (let i = 0; i < 15; i++) log.add({ ...entry, requestId: `r${i}` }, `lease-${i}`, true);
+      assert.equal(log.pending, 10);
+      assert.equal(log.dropped, 5);
+      assert.equal(errors.filter((e) => e === 'database:spend_log_dropped').length, 5);
+      down = false;
+      assert.equal(await log.close(10_000), 0, 'the buffered rows are written once the database is back');
+      const rows = await db.query<{ n: string }>('SELECT count(*) AS n FROM spend_logs WHERE key_id = $1', ['cafe000000000000']);
+      assert.equal(Number(rows[0]?.n), 10);
+    } finally {
+      await db.close();
+    }
+  });
+
   test('a schema name that is not a plain identifier is refused, not interpolated', async () => {
     await assert.rejects(openDb({ url: `${PG}?schema=x;drop table y` }), /not a plain PostgreSQL name/);
   });
