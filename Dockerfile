@@ -8,7 +8,8 @@
 #   docker run --rm -p 4000:4000 -p 9001:9001 -e TOLLGATE_MASTER_KEY \
 #     -v "$PWD/config.yaml:/etc/tollgate/config.yaml:ro" tollgate:0.1.0 serve --config /etc/tollgate/config.yaml
 
-ARG NODE_VERSION=20
+# Node 22 LTS (Node 20 reached end of life on 2026-04-30). package.json's engines stays >=20.19: the code runs on both.
+ARG NODE_VERSION=22
 
 # ---- build: every dependency, then tsc (src/ only: test/ and bench/ are not in the build context)
 FROM node:${NODE_VERSION}-bookworm-slim AS build
@@ -28,6 +29,8 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
   && rm -rf /root/.npm
+# tollgate reads these relative to its code (dist/src/...): package.json (its version), protos/ (ext_authz and
+# gRPC health), migrations/ (the store's schema); bin/ is the entry point.
 COPY --from=build /src/dist/src ./dist/src
 COPY bin ./bin
 COPY migrations ./migrations

@@ -6,7 +6,14 @@
  *
  * The config in values.yaml is what tollgate reads before it resolves `os.environ/NAME`, so every string in
  * the embedded schema also accepts `os.environ/NAME` (src/config/load.ts resolves any string value so
- * written). Draft-07, which every Helm 3 validator supports.
+ * written). The config lands in a ConfigMap, readable by anyone who may read ConfigMaps, so the fields that
+ * hold secrets accept ONLY `os.environ/NAME` (SECRET_FIELDS, and LiteLLM-only keys named like credentials).
+ *
+ * LiteLLM proxy keys tollgate does not implement are accepted by tollgate with a warning, so they pass here
+ * too, as any value, per section: exactly the keys src/config/litellm-compat.ts sets aside (asked of the
+ * compiled loader, dist/src/config/, so run `npm run build` first; `npm run schema` does). The keys tollgate
+ * refuses (LiteLLM's access-control settings, which it does not implement) stay refused, as do misspellings.
+ * Draft-07, which every Helm 3 validator supports.
  *
  *   node scripts/chart-schema.mjs            write the file
  *   node scripts/chart-schema.mjs --check    exit 1 if the file is not what this script writes
@@ -16,6 +23,15 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { setAsideLiteLlmKeys } from '../dist/src/config/litellm-compat.js';
+import {
+  LITELLM_GENERAL_SETTINGS,
+  LITELLM_MODEL_INFO,
+  LITELLM_PARAMS,
+  LITELLM_ROUTER_SETTINGS,
+  LITELLM_SETTINGS,
+  LITELLM_TOP_LEVEL,
+} from '../dist/src/config/litellm-keys.js';
 
 const root = (p) => fileURLToPath(new URL(`../${p}`, import.meta.url));
 
@@ -37,10 +53,89 @@ const STANDARD_FORMATS = new Set([
   'regex',
 ]);
 
-/** The config schema as values.yaml holds it: every string may instead be os.environ/NAME. */
+/** Config fields that hold secrets, as paths of property names (`[]`: every item of a list). */
+export const SECRET_FIELDS = [
+  ['general_settings', 'master_key'],
+  ['general_settings', 'context_signing_key'],
+  ['general_settings', 'database_url'],
+  ['general_settings', 'redis_url'],
+  ['model_list', '[]', 'litellm_params', 'api_key'],
+];
+/** LiteLLM-only keys that carry credentials by their name (aws_secret_access_key, langfuse_secret, ...). */
+export const LITELLM_SECRET_NAME = /(^|_)(api_key|secret|secret_key|secret_access_key|password|session_token|identity_token|ad_token|license)$|^vertex_credentials$/;
+const SECRET_DESCRIPTION =
+  'A secret: write os.environ/NAME and set NAME from a Secret (secretEnv). The config is rendered into a ConfigMap, ' +
+  'which is not a place for secrets, so a literal value is refused.';
+const envOnly = (description = SECRET_DESCRIPTION) => ({ description, type: 'string', pattern: ENV_REF_PATTERN });
+
+/**
+ * The config schema as values.yaml holds it: every string may instead be os.environ/NAME, secrets may only be
+ * that, and LiteLLM keys tollgate accepts with a warning pass as any value.
+ */
 export function configForValues(schema) {
   const { $schema: _drop, ...rest } = schema;
-  return transform(rest);
+  const config = transform(rest);
+  for (const path of SECRET_FIELDS) {
+    const parent = schemaAt(config, path.slice(0, -1));
+    const name = path.at(-1);
+    if (parent.properties?.[name] === undefined) throw new Error(`config schema has no ${path.join('.')}`);
+    parent.properties[name] = envOnly();
+  }
+  allowLiteLlmKeys(config);
+  return config;
+}
+
+/** The object schema at a path of property names (`[]`: a list's items). */
+function schemaAt(root, path) {
+  let node = root;
+  for (const key of path) {
+    node = key === '[]' ? node.items : node.properties?.[key];
+    if (node === undefined) throw new Error(`config schema has no ${path.join('.')}`);
+  }
+  return node;
+}
+
+/**
+ * Adds, per section, the LiteLLM keys tollgate sets aside with a warning (asked of the loader itself, so this
+ * schema and tollgate cannot disagree), and the litellm_settings keys tollgate moves to router_settings, typed
+ * as their router_settings counterparts.
+ */
+function allowLiteLlmKeys(config) {
+  const keys = (set) => Object.fromEntries([...set].map((k) => [k, null]));
+  const probe = {
+    ...keys(LITELLM_TOP_LEVEL),
+    general_settings: keys(LITELLM_GENERAL_SETTINGS),
+    router_settings: keys(LITELLM_ROUTER_SETTINGS),
+    litellm_settings: keys(LITELLM_SETTINGS),
+    model_list: [{ litellm_params: keys(LITELLM_PARAMS), model_info: keys(LITELLM_MODEL_INFO) }],
+  };
+  const { ignored } = setAsideLiteLlmKeys(probe);
+  // Alone, as a router_settings key of the same meaning takes precedence over the moved one.
+  const { moved } = setAsideLiteLlmKeys({ litellm_settings: keys(LITELLM_SETTINGS) });
+  const sections = new Map([
+    ['', config],
+    ['general_settings', schemaAt(config, ['general_settings'])],
+    ['router_settings', schemaAt(config, ['router_settings'])],
+    ['litellm_settings', schemaAt(config, ['litellm_settings'])],
+    ['model_list.0.litellm_params', schemaAt(config, ['model_list', '[]', 'litellm_params'])],
+    ['model_list.0.model_info', schemaAt(config, ['model_list', '[]', 'model_info'])],
+  ]);
+  for (const path of ignored) {
+    const name = String(path.at(-1));
+    const section = sections.get(path.slice(0, -1).join('.'));
+    if (section === undefined) throw new Error(`LiteLLM key ${path.join('.')}: no section for it here`);
+    section.properties ??= {};
+    if (section.properties[name] !== undefined) continue;
+    // Any value: tollgate ignores it (with a warning), so only a credential's form matters here.
+    section.properties[name] = LITELLM_SECRET_NAME.test(name) ? envOnly(`LiteLLM's ${name}, ignored by tollgate. ${SECRET_DESCRIPTION}`) : {};
+  }
+  const router = sections.get('router_settings');
+  const settings = sections.get('litellm_settings');
+  settings.properties ??= {};
+  for (const [routerKey, settingsKey] of moved) {
+    const { description: _d, default: _default, ...typed } = router.properties[routerKey];
+    settings.properties[settingsKey] = { ...typed, description: `LiteLLM's ${settingsKey}: tollgate reads it as router_settings.${routerKey}` };
+  }
 }
 
 function transform(node) {
@@ -117,7 +212,7 @@ export function valuesSchema(configSchema) {
       logLevel: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
       config: {
         ...configForValues(configSchema),
-        description: "tollgate's config.yaml; any string may be os.environ/NAME",
+        description: "tollgate's config.yaml; any string may be os.environ/NAME, and secrets must be",
       },
       secretEnv: {
         type: 'array',
@@ -144,10 +239,16 @@ export function valuesSchema(configSchema) {
         authzTimeout: duration,
         streamIdleTimeout: duration,
         preStopSleepSeconds: int(0),
+        overload: obj({
+          heapPercentOfMemoryLimit: { type: 'integer', minimum: 1, maximum: 100 },
+          maxHeapSizeBytes: int(0),
+        }),
         resources,
         securityContext: k8sObject,
       }),
       preStopSleepSeconds: int(0),
+      // TOLLGATE_DRAIN_SECONDS: tollgate accepts 0-3600.
+      drainSeconds: { type: 'integer', minimum: 0, maximum: 3600 },
       terminationGracePeriodSeconds: int(1),
       podSecurityContext: k8sObject,
       securityContext: k8sObject,

@@ -201,6 +201,12 @@ export function assertTollgateEnvoyConfig(
   assert.equal(gatewayChecks.length, 1);
   assert.equal(at(gatewayChecks[0] ?? null, 'http_health_check', 'path'), '/health/readiness');
 
+  // Memory: ext_authz buffers bodies before authentication, so the overload manager caps Envoy's heap and
+  // stops accepting requests before the kernel OOM-kills Envoy; HTTP/2 clients get few streams each.
+  assertHeapOverload(bootstrap);
+  const streams = at(manager, 'http2_protocol_options', 'max_concurrent_streams');
+  assert.ok(typeof streams === 'number' && streams <= 128, `HTTP/2 max_concurrent_streams ${String(streams)} is modest`);
+
   // Access log with Envoy's request id.
   const formats = list(manager, 'access_log').map((a) => JSON.stringify(at(a, 'typed_config')));
   assert.ok(
@@ -208,4 +214,41 @@ export function assertTollgateEnvoyConfig(
     'an access log line carries %REQ(X-REQUEST-ID)%',
   );
   return { hcm: manager, extAuthz };
+}
+
+export const FIXED_HEAP_MONITOR = 'envoy.resource_monitors.fixed_heap';
+export const FIXED_HEAP_TYPE = 'type.googleapis.com/envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig';
+
+/** The threshold at which `action` fires on the fixed_heap monitor. */
+function heapThreshold(bootstrap: JsonObject, action: string): number {
+  const found = list(bootstrap, 'overload_manager', 'actions').filter((a) => isObject(a) && a['name'] === action);
+  assert.equal(found.length, 1, `one overload action ${action}`);
+  const triggers = list(found[0] ?? null, 'triggers');
+  assert.deepEqual(
+    triggers.map((t) => at(t, 'name')),
+    [FIXED_HEAP_MONITOR],
+    `${action} is triggered by the heap`,
+  );
+  const value = at(triggers[0] ?? null, 'threshold', 'value');
+  assert.ok(typeof value === 'number');
+  return value;
+}
+
+/**
+ * The overload manager bounds Envoy's heap: a fixed_heap monitor, shrink_heap first, then
+ * stop_accepting_requests below 100%, and the global downstream connection cap kept. Returns the heap cap.
+ */
+export function assertHeapOverload(bootstrap: JsonObject): number {
+  const monitors = list(bootstrap, 'overload_manager', 'resource_monitors');
+  const names = monitors.map((m) => at(m, 'name'));
+  assert.ok(names.includes('envoy.resource_monitors.global_downstream_max_connections'), 'the downstream connections cap is kept');
+  const heap = monitors.filter((m) => isObject(m) && m['name'] === FIXED_HEAP_MONITOR);
+  assert.equal(heap.length, 1, 'a fixed_heap resource monitor');
+  assert.equal(at(heap[0] ?? null, 'typed_config', '@type'), FIXED_HEAP_TYPE);
+  const max = Number(at(heap[0] ?? null, 'typed_config', 'max_heap_size_bytes'));
+  assert.ok(Number.isSafeInteger(max) && max >= 64 * 1024 * 1024, `max_heap_size_bytes ${max}`);
+  const shrink = heapThreshold(bootstrap, 'envoy.overload_actions.shrink_heap');
+  const stop = heapThreshold(bootstrap, 'envoy.overload_actions.stop_accepting_requests');
+  assert.ok(shrink >= 0.9 && shrink < stop && stop < 1, `shrink_heap at ${shrink}, stop_accepting_requests at ${stop}`);
+  return max;
 }

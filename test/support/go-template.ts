@@ -350,6 +350,17 @@ function typeName(v: GoValue): string {
   return Array.isArray(v) ? '[]interface {}' : 'map[string]interface {}';
 }
 
+/** reflect.Kind's name of a value, as sprig's kindOf prints it. */
+function kindName(v: GoValue): string {
+  if (v === null || v === undefined) return 'invalid';
+  if (typeof v === 'boolean') return 'bool';
+  if (typeof v === 'number') return 'float64';
+  // Go ints here are bigint, whatever their width (`int` and literals give int, `add` int64).
+  if (typeof v === 'bigint') return 'int';
+  if (typeof v === 'string') return 'string';
+  return Array.isArray(v) ? 'slice' : 'map';
+}
+
 /** text/template's truth: false, 0, nil, and empty strings, lists and maps are false. */
 export function isTrue(v: GoValue): boolean {
   if (v === null || v === undefined) return false;
@@ -552,7 +563,10 @@ const FUNCS = new Map<string, Fn>(
           .join(' '),
     },
     int: { params: ['any'], call: ([v]) => toInt(v) },
+    float64: { params: ['any'], call: ([v]) => toFloat(v) },
+    add: { params: [], rest: 'any', call: (args) => args.reduce<bigint>((acc, v) => acc + toInt(v), 0n) },
     mulf: { params: ['any'], rest: 'any', call: ([a, ...bs]) => bs.reduce<number>((acc, b) => acc * toFloat(b), toFloat(a)) },
+    divf: { params: ['any'], rest: 'any', call: ([a, ...bs]) => bs.reduce<number>((acc, b) => acc / toFloat(b), toFloat(a)) },
     indent: { params: ['int', 'string'], call: ([n, s]) => indent(int(n), str(s)) },
     nindent: { params: ['int', 'string'], call: ([n, s]) => `\n${indent(int(n), str(s))}` },
     trim: { params: ['string'], call: ([s]) => str(s).trim() },
@@ -570,6 +584,11 @@ const FUNCS = new Map<string, Fn>(
       },
     },
     contains: { params: ['string', 'string'], call: ([sub, s]) => str(s).includes(str(sub)) },
+    // sprig's kindIs: reflect's kind names for what values hold.
+    kindIs: { params: ['string', 'any'], call: ([kind, v]) => str(kind) === kindName(v) },
+    hasSuffix: { params: ['string', 'string'], call: ([suffix, s]) => str(s).endsWith(str(suffix)) },
+    // RE2 and JavaScript agree on the plain patterns a chart uses (no lookaround, no backreferences).
+    regexMatch: { params: ['string', 'string'], call: ([re, s]) => new RegExp(str(re), 'u').test(str(s)) },
     b64enc: { params: ['string'], call: ([s]) => Buffer.from(str(s), 'utf8').toString('base64') },
     sha256sum: { params: ['string'], call: ([s]) => createHash('sha256').update(str(s)).digest('hex') },
     dict: {
@@ -582,6 +601,15 @@ const FUNCS = new Map<string, Fn>(
       },
     },
     list: { params: [], rest: 'any', call: (args) => [...args] },
+    concat: {
+      params: [],
+      rest: 'any',
+      call: (args) =>
+        args.flatMap((l) => {
+          if (!Array.isArray(l)) throw new Error(`Cannot concat type ${typeName(l)} as list`);
+          return l;
+        }),
+    },
     hasKey: {
       params: ['any', 'string'],
       call: ([m, k]) => {

@@ -2,7 +2,8 @@
 Envoy's bootstrap for the pod: envoy/envoy.yaml at the repository root, with the values below filled in
 (that file explains every setting; test/unit/deploy/helm-chart.test.ts holds the two equal for the default
 values). tollgate runs in the same pod, so both tollgate clusters point at 127.0.0.1.
-max_request_bytes follows config.general_settings.max_request_size_mb (tollgate's own limit, 4 MiB by default).
+max_request_bytes follows config.general_settings.max_request_size_mb (tollgate's own limit, 4 MiB by default);
+the overload manager's heap cap follows envoy.resources.limits.memory (tollgate.envoyMaxHeapBytes).
 */}}
 {{- define "tollgate.envoyConfig" -}}
 {{- $gs := .Values.config.general_settings | default dict -}}
@@ -22,6 +23,20 @@ overload_manager:
       typed_config:
         '@type': type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig
         max_active_downstream_connections: 50000
+    # ext_authz buffers bodies before authentication: cap the heap (see envoy.overload in values.yaml).
+    - name: envoy.resource_monitors.fixed_heap
+      typed_config:
+        '@type': type.googleapis.com/envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig
+        max_heap_size_bytes: {{ include "tollgate.envoyMaxHeapBytes" . }}
+  actions:
+    - name: envoy.overload_actions.shrink_heap
+      triggers:
+        - name: envoy.resource_monitors.fixed_heap
+          threshold: { value: 0.95 }
+    - name: envoy.overload_actions.stop_accepting_requests
+      triggers:
+        - name: envoy.resource_monitors.fixed_heap
+          threshold: { value: 0.98 }
 
 static_resources:
   listeners:

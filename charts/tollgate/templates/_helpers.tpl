@@ -57,14 +57,66 @@ envoy.yaml: |
 {{- end -}}
 
 {{/*
+"true" when the tollgate container gets the environment variable .name (from secretEnv or extraEnv), else "".
+tollgate honours DATABASE_URL and REDIS_URL from the environment when the config sets no URL.
+*/}}
+{{- define "tollgate.hasEnv" -}}
+{{- $name := .name -}}
+{{- range concat (default (list) .root.Values.secretEnv) (default (list) .root.Values.extraEnv) -}}
+{{- if eq .name $name -}}true{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when tollgate has a PostgreSQL URL (config or DATABASE_URL), else "": without one, records live in PGlite. */}}
+{{- define "tollgate.hasDatabase" -}}
+{{- $gs := .Values.config.general_settings | default dict -}}
+{{- if or $gs.database_url (include "tollgate.hasEnv" (dict "root" . "name" "DATABASE_URL")) -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+Envoy's heap cap for the overload manager (fixed_heap monitor), in bytes: envoy.overload.maxHeapSizeBytes when
+above 0, else envoy.overload.heapPercentOfMemoryLimit of envoy.resources.limits.memory (a Kubernetes quantity:
+plain bytes, or with a suffix k, M, G, T, Ki, Mi, Gi or Ti).
+*/}}
+{{- define "tollgate.envoyMaxHeapBytes" -}}
+{{- $overload := .Values.envoy.overload | default dict -}}
+{{- if gt (int $overload.maxHeapSizeBytes) 0 -}}
+{{- int $overload.maxHeapSizeBytes -}}
+{{- else -}}
+{{- $resources := .Values.envoy.resources | default dict -}}
+{{- $limits := $resources.limits | default dict -}}
+{{- $limit := required "envoy.resources.limits.memory is needed to size Envoy's overload manager (heapPercentOfMemoryLimit of it), or set envoy.overload.maxHeapSizeBytes" $limits.memory -}}
+{{- $bytes := 0.0 -}}
+{{- if kindIs "string" $limit -}}
+{{- if not (regexMatch `^[0-9]+(\.[0-9]+)?(k|M|G|T|Ki|Mi|Gi|Ti)?$` $limit) -}}
+{{- fail (printf "envoy.resources.limits.memory %s: write bytes or a quantity such as 256Mi or 1G, or set envoy.overload.maxHeapSizeBytes" $limit) -}}
+{{- end -}}
+{{- $bytes = float64 $limit -}}
+{{- $units := dict "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "k" 1000.0 "M" 1000000.0 "G" 1000000000.0 "T" 1000000000000.0 -}}
+{{- range $suffix, $factor := $units -}}
+{{- if hasSuffix $suffix $limit -}}
+{{- $bytes = mulf (float64 (trimSuffix $suffix $limit)) $factor -}}
+{{- end -}}
+{{- end -}}
+{{- else -}}
+{{- /* A number: bytes (a values file gives float64, --set int64). */ -}}
+{{- $bytes = float64 $limit -}}
+{{- end -}}
+{{- int (divf (mulf $bytes (default 80 $overload.heapPercentOfMemoryLimit)) 100) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
 Refuses values that would deploy something broken, with the reason. Rendered (as nothing) by the
 Deployment, so `helm template` and `helm install` both stop on it.
 */}}
 {{- define "tollgate.validate" -}}
 {{- $gs := .Values.config.general_settings | default dict -}}
 {{- if or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1) -}}
-{{- if not (and $gs.database_url $gs.redis_url) -}}
-{{- fail "several replicas share keys, budgets and rate limits only through PostgreSQL and Redis: set config.general_settings.database_url and redis_url (e.g. os.environ/DATABASE_URL and os.environ/REDIS_URL), or run one replica without autoscaling" -}}
+{{- $db := include "tollgate.hasDatabase" . -}}
+{{- $redis := or $gs.redis_url (include "tollgate.hasEnv" (dict "root" . "name" "REDIS_URL")) -}}
+{{- if not (and $db $redis) -}}
+{{- fail "several replicas share keys, budgets and rate limits only through PostgreSQL and Redis: set config.general_settings.database_url and redis_url (e.g. os.environ/DATABASE_URL and os.environ/REDIS_URL), or provide DATABASE_URL and REDIS_URL through secretEnv, or run one replica without autoscaling" -}}
 {{- end -}}
 {{- if not (or $gs.master_key $gs.context_signing_key) -}}
 {{- fail "several replicas need one shared secret (it signs x-tollgate-context and seals backend api keys added by API): set config.general_settings.master_key or context_signing_key" -}}
@@ -91,10 +143,37 @@ Deployment, so `helm template` and `helm install` both stop on it.
 {{- end -}}
 {{- end -}}
 {{- end -}}
-{{- if not (lt (int .Values.preStopSleepSeconds) (int .Values.envoy.preStopSleepSeconds)) -}}
-{{- fail "envoy.preStopSleepSeconds must exceed preStopSleepSeconds: Envoy must outlive tollgate's drain" -}}
+{{- /*
+Envoy's idle timeout against tollgate's backend timeouts. A non-streamed completion sends Envoy nothing until
+the backend's whole reply is in, so a stream idle timeout at or below a backend timeout resets requests
+tollgate is still waiting on (Envoy answers 408).
+*/ -}}
+{{- $idle := float64 (trimSuffix "s" .Values.envoy.streamIdleTimeout) -}}
+{{- range $i, $m := .Values.config.model_list -}}
+{{- $timeout := float64 (default 600 (index ($m.litellm_params | default dict) "timeout")) -}}
+{{- if le $idle $timeout -}}
+{{- fail (printf "envoy.streamIdleTimeout %s must be greater than config.model_list[%d].litellm_params.timeout (%v s; 600 when unset): tollgate's gateway answers a non-streamed request only once the backend's whole reply is in, and Envoy would reset it (408) before then" $.Values.envoy.streamIdleTimeout $i $timeout) -}}
 {{- end -}}
-{{- if not (lt (int .Values.envoy.preStopSleepSeconds) (int .Values.terminationGracePeriodSeconds)) -}}
-{{- fail "terminationGracePeriodSeconds must exceed envoy.preStopSleepSeconds, or the kubelet kills Envoy mid-drain" -}}
+{{- end -}}
+{{- $router := .Values.config.router_settings | default dict -}}
+{{- $settings := .Values.config.litellm_settings | default dict -}}
+{{- $routerTimeout := $router.timeout | default $settings.request_timeout -}}
+{{- if and $routerTimeout (le $idle (float64 $routerTimeout)) -}}
+{{- fail (printf "envoy.streamIdleTimeout %s must be greater than config.router_settings.timeout (%v s; or litellm_settings.request_timeout): Envoy would reset (408) a non-streamed request tollgate still waits on" .Values.envoy.streamIdleTimeout (float64 $routerTimeout)) -}}
+{{- end -}}
+{{- /*
+Shutdown order (values.yaml, "Shutdown"): tollgate serves for preStopSleepSeconds after asking Envoy to drain,
+then drains for up to drainSeconds, flushes spend and exits; Envoy, which exits at once on SIGTERM, must
+outlive all of that, and the kubelet must wait for both.
+*/ -}}
+{{- $tollgateDone := add .Values.preStopSleepSeconds .Values.drainSeconds -}}
+{{- $envoySleep := int .Values.envoy.preStopSleepSeconds -}}
+{{- $grace := int .Values.terminationGracePeriodSeconds -}}
+{{- if lt $envoySleep (add $tollgateDone 5) -}}
+{{- fail (printf "envoy.preStopSleepSeconds (%d) must be at least preStopSleepSeconds + drainSeconds + 5 (%d): Envoy exits at once on SIGTERM, so it must carry tollgate's draining requests and streams to the end" $envoySleep (add $tollgateDone 5)) -}}
+{{- end -}}
+{{- /* With the check above this also leaves tollgate preStopSleepSeconds + drainSeconds + 10 s to drain and flush spend. */ -}}
+{{- if lt $grace (add $envoySleep 5) -}}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be at least envoy.preStopSleepSeconds + 5 (%d): the kubelet kills both containers when it runs out, Envoy mid-drain and tollgate before it has flushed spend" $grace (add $envoySleep 5)) -}}
 {{- end -}}
 {{- end -}}

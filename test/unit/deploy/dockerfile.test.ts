@@ -25,7 +25,10 @@ function imageProblems(df: Dockerfile, ignore = parseDockerignore(DOCKERIGNORE))
   const builderRuns = builders.flatMap((s) => all(s.instructions, 'RUN').map((r) => r.args));
   if (!builderRuns.some((r) => /\bnpm ci\b/.test(r))) problems.push('the build stage does not npm ci');
   if (!builderRuns.some((r) => /\bnpm run build\b/.test(r))) problems.push('the build stage does not npm run build');
-  if (!/^node:20([.\d]*)-bookworm-slim$/.test(final.image)) problems.push(`runtime image ${final.image} is not node:20-bookworm-slim`);
+  // Node 22 LTS: Node 20 reached end of life on 2026-04-30.
+  for (const stage of df.stages)
+    if (!/^node:22([.\d]*)-bookworm-slim$/.test(stage.image))
+      problems.push(`${stage === final ? 'runtime' : `${stage.name ?? 'a build'} stage`} image ${stage.image} is not node:22-bookworm-slim`);
 
   const ins = final.instructions;
   const user = all(ins, 'USER').at(-1)?.args;
@@ -36,6 +39,14 @@ function imageProblems(df: Dockerfile, ignore = parseDockerignore(DOCKERIGNORE))
   if (!runs.some((r) => /\bnpm ci\b.*--omit=dev/.test(r))) problems.push('no npm ci --omit=dev in the runtime stage');
   if (runs.some((r) => /\bnpm (install|i|ci)\b/.test(r) && !/--omit=dev/.test(r)))
     problems.push('an npm install with devDependencies in the runtime stage');
+  // What tollgate reads relative to its compiled code (dist/src/...): its package.json (version), protos/
+  // (ext_authz and gRPC health), migrations/ (the store), and bin/, the entry point.
+  const copied = all(ins, 'COPY')
+    .filter((c) => c.flags['from'] === undefined)
+    .flatMap((c) => c.args.split(/\s+/).slice(0, -1))
+    .map((s) => s.replace(/^\.\//, '').replace(/\/$/, ''));
+  for (const needed of ['package.json', 'bin', 'migrations', 'protos'])
+    if (!copied.includes(needed)) problems.push(`${needed} is not copied into the runtime stage (tollgate reads it beside its code)`);
   for (const copy of all(ins, 'COPY')) {
     const sources = copy.args.split(/\s+/).slice(0, -1);
     if (copy.flags['from'] !== undefined) {
@@ -82,8 +93,8 @@ describe('Dockerfile', () => {
     assert.deepEqual(
       df.stages.map((s) => [s.name, s.image]),
       [
-        ['build', 'node:20-bookworm-slim'],
-        ['runtime', 'node:20-bookworm-slim'],
+        ['build', 'node:22-bookworm-slim'],
+        ['runtime', 'node:22-bookworm-slim'],
       ],
     );
   });
@@ -121,7 +132,25 @@ describe('Dockerfile', () => {
     );
     assert.deepEqual(
       broken((t) => t.replace('COPY migrations ./migrations', 'COPY test ./test')),
-      ['COPY test: excluded by .dockerignore'],
+      ['migrations is not copied into the runtime stage (tollgate reads it beside its code)', 'COPY test: excluded by .dockerignore'],
+    );
+    for (const [line, needed] of [
+      ['COPY protos ./protos\n', 'protos'],
+      ['COPY bin ./bin\n', 'bin'],
+      ['COPY migrations ./migrations\n', 'migrations'],
+    ] as const)
+      assert.deepEqual(
+        broken((t) => t.replace(line, '')),
+        [`${needed} is not copied into the runtime stage (tollgate reads it beside its code)`],
+      );
+    // package.json only in the build stage: npm ci in the runtime stage would fail too, but the check names the file.
+    assert.deepEqual(
+      broken((t) => t.replace(/(AS runtime[\s\S]*?)COPY package\.json package-lock\.json \.\//, '$1COPY package-lock.json ./')),
+      ['package.json is not copied into the runtime stage (tollgate reads it beside its code)'],
+    );
+    assert.deepEqual(
+      broken((t) => t.replace('ARG NODE_VERSION=22', 'ARG NODE_VERSION=20')),
+      ['build stage image node:20-bookworm-slim is not node:22-bookworm-slim', 'runtime image node:20-bookworm-slim is not node:22-bookworm-slim'],
     );
     assert.deepEqual(imageProblems(parseDockerfile('FROM node:20-bookworm-slim\nUSER node\n')), ['not a multi-stage build']);
   });

@@ -7,9 +7,23 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { parse, stringify } from 'yaml';
 import { checkEnvoyBootstrap, checkEnvoyMessage, unpackAny, type BootstrapCheck, type JsonObject } from '../../support/envoy-bootstrap.js';
-import { assertTollgateEnvoyConfig, at, cluster, hcm, listener, list, obj, EXT_AUTHZ_TYPE } from '../../support/envoy-expectations.js';
+import {
+  assertHeapOverload,
+  assertTollgateEnvoyConfig,
+  at,
+  cluster,
+  hcm,
+  listener,
+  list,
+  obj,
+  seconds,
+  EXT_AUTHZ_TYPE,
+} from '../../support/envoy-expectations.js';
 
 const ENVOY_YAML = readFileSync(new URL('../../../../envoy/envoy.yaml', import.meta.url), 'utf8');
+const CONFIG_SCHEMA = JSON.parse(readFileSync(new URL('../../../../schema/config.schema.json', import.meta.url), 'utf8')) as {
+  properties: { model_list: { items: { properties: { litellm_params: { properties: { timeout: { default: number } } } } } } };
+};
 
 function valid(text: string): JsonObject {
   const check = checkEnvoyBootstrap(text);
@@ -47,6 +61,46 @@ describe('envoy/envoy.yaml', () => {
 
   it('strips x-tollgate-* before ext_authz, fails closed with 503, buffers the body whole and clears the route cache', () => {
     assertTollgateEnvoyConfig(json, { maxRequestBytes: 4 * 1024 * 1024, upstreamHost: '127.0.0.1' });
+  });
+
+  it("outlasts tollgate's longest backend wait: the idle timeouts exceed the default litellm_params.timeout", () => {
+    // A non-streamed completion sends Envoy nothing, not even headers, until the backend's whole reply is in.
+    const backendTimeout = CONFIG_SCHEMA.properties.model_list.items.properties.litellm_params.properties.timeout.default;
+    assert.equal(backendTimeout, 600);
+    const manager = hcm(listener(json, 10000));
+    const route = at(manager, 'route_config', 'virtual_hosts', 0, 'routes', 0, 'route');
+    assert.equal(at(route, 'timeout'), '0s');
+    for (const idle of [at(route, 'idle_timeout'), at(manager, 'stream_idle_timeout')]) {
+      assert.ok(seconds(idle) > backendTimeout, `idle timeout ${String(idle)} above ${backendTimeout} s`);
+      assert.equal(idle, '660s');
+    }
+  });
+
+  it("caps Envoy's heap: fixed_heap monitor, shrink_heap at 95%, stop_accepting_requests at 98%, connections capped", () => {
+    // ext_authz raises each stream's buffer to max_request_bytes (4 MiB) before any credential is checked.
+    assert.equal(assertHeapOverload(json), Math.floor(0.8 * 256 * 1024 * 1024));
+    const actions = list(json, 'overload_manager', 'actions').map((a) => [at(a, 'name'), at(a, 'triggers', 0, 'threshold', 'value')]);
+    assert.deepEqual(actions, [
+      ['envoy.overload_actions.shrink_heap', 0.95],
+      ['envoy.overload_actions.stop_accepting_requests', 0.98],
+    ]);
+    assert.equal(at(hcm(listener(json, 10000)), 'http2_protocol_options', 'max_concurrent_streams'), 100);
+    // The strict reader knows the monitor's config type, and refuses a misspelt field of it.
+    const misspelt = edited((doc) => {
+      const monitors = node(doc, 'overload_manager')['resource_monitors'] as Array<Record<string, unknown>>;
+      const heap = monitors.find((m) => m['name'] === 'envoy.resource_monitors.fixed_heap');
+      assert.ok(heap !== undefined);
+      (heap['typed_config'] as Record<string, unknown>)['max_heap_bytes'] = 1;
+    });
+    assert.equal(misspelt.issues.length, 1);
+    assert.match(misspelt.issues[0] ?? '', /max_heap_bytes: unknown field of envoy\.extensions\.resource_monitors\.fixed_heap\.v3\.FixedHeapConfig/);
+    // Without the heap monitor the expectations fail.
+    const unbounded = parse(ENVOY_YAML) as Record<string, unknown>;
+    delete node(unbounded, 'overload_manager')['actions'];
+    assert.throws(
+      () => assertTollgateEnvoyConfig(valid(stringify(unbounded)), { maxRequestBytes: 4194304, upstreamHost: '127.0.0.1' }),
+      /overload_manager\.actions/,
+    );
   });
 
   it('listens for clients on 0.0.0.0:10000 and sends authz to :9001, requests to :4000, both on loopback', () => {

@@ -104,6 +104,22 @@ describe('go-template: Helm and sprig functions', () => {
     assert.equal(render('{{ int (mulf 4 1048576) }} {{ int (mulf 0.5 1048576) }}'), '4194304 524288');
   });
 
+  it('add (int64), float64, divf, hasSuffix, regexMatch, kindIs and concat, as sprig computes them', () => {
+    const data = { Values: { a: 15, b: 30, q: '256Mi', l: [1], m: ['x'] } };
+    assert.equal(render('{{ add .Values.a .Values.b 5 }} {{ lt (int 40) (add .Values.a .Values.b 5) }}', data), '50 true');
+    assert.equal(render('{{ add 1.9 "2" }}'), '3');
+    assert.equal(render('{{ float64 "660" }} {{ float64 "0.5" }} {{ float64 "x" }} {{ le (float64 "600") 600.0 }}'), '660 0.5 0 true');
+    assert.equal(render('{{ int (divf (mulf 268435456 80) 100) }} {{ divf 1 4 }}'), '214748364 0.25');
+    assert.equal(render('{{ hasSuffix "Mi" .Values.q }} {{ hasSuffix "Gi" .Values.q }}', data), 'true false');
+    assert.equal(render('{{ regexMatch `^[0-9]+(Mi|Gi)$` .Values.q }} {{ regexMatch "^x" .Values.q }}', data), 'true false');
+    assert.equal(render('{{ len (concat .Values.l .Values.m (list 2 3)) }}', data), '4');
+    assert.throws(() => render('{{ concat .Values.q }}', data), /Cannot concat type string as list/);
+    assert.equal(
+      render('{{ kindIs "string" .Values.q }} {{ kindIs "float64" .Values.a }} {{ kindIs "string" .Values.a }} {{ kindIs "slice" .Values.l }}', data),
+      'true true false true',
+    );
+  });
+
   it('b64enc and sha256sum as Go computes them; fail stops rendering', () => {
     assert.equal(render('{{ b64enc "sk-test" }}'), Buffer.from('sk-test').toString('base64'));
     assert.equal(render('{{ sha256sum "abc" }}'), 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');

@@ -6,14 +6,16 @@
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parse } from 'yaml';
 import { loadConfigText } from '../../../src/config/load.js';
 import { checkEnvoyBootstrap } from '../../support/envoy-bootstrap.js';
-import { assertTollgateEnvoyConfig, at, listener, cluster, endpoints } from '../../support/envoy-expectations.js';
+import { assertHeapOverload, assertTollgateEnvoyConfig, at, listener, cluster, endpoints } from '../../support/envoy-expectations.js';
 import { CHART_DIR, ValuesSchemaError, readValues, renderChart, type RenderedChart } from '../../support/helm.js';
 import type { GoMap } from '../../support/go-template.js';
 
@@ -134,6 +136,24 @@ function externalSecretStandIn(name: string): string {
   if (name.includes('REDIS')) return 'redis://valkey.data.svc:6379/0';
   if (name.includes('MASTER_KEY')) return 'sk-stand-in-master-key-0123456789';
   return 'stand-in-value';
+}
+
+/** The script of tollgate's preStop hook (`node -e <script>`). */
+function drainScript(c: Container): string {
+  const cmd = c.lifecycle?.preStop?.exec?.command ?? [];
+  assert.deepEqual(cmd.slice(0, 2), ['node', '-e']);
+  assert.equal(cmd.length, 3);
+  return cmd[2] ?? '';
+}
+
+/** Runs `node -e script` as the kubelet runs an exec hook; its exit code and how long it took. */
+function runNode(script: string): Promise<{ code: number | null; ms: number }> {
+  const started = performance.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['-e', script], { stdio: 'ignore' });
+    child.on('error', reject);
+    child.on('exit', (code) => resolve({ code, ms: performance.now() - started }));
+  });
 }
 
 function envRefs(text: string): string[] {
@@ -270,18 +290,54 @@ describe('charts/tollgate', () => {
     }
   });
 
-  it('drains in order: tollgate stops after its preStop sleep, Envoy later, both inside the grace period', () => {
-    for (const r of [defaults, full]) {
+  it("drains in order: Envoy drains its clients, tollgate serves on, then drains; Envoy outlives it; the grace period both", () => {
+    for (const [r, expected] of [
+      [defaults, { serve: 5, drain: 30, envoy: 40, grace: 60 }],
+      [full, { serve: 10, drain: 60, envoy: 75, grace: 90 }],
+    ] as const) {
       const d = one<Deployment>(r, 'Deployment');
-      const sleep = (c: Container): number => {
-        const cmd = c.lifecycle?.preStop?.exec?.command ?? [];
-        assert.equal(cmd[0], 'sleep');
-        return Number(cmd[1]);
-      };
-      const tollgate = sleep(container(d, 'tollgate'));
-      const envoy = sleep(container(d, 'envoy'));
-      assert.ok(tollgate > 0 && envoy > tollgate && envoy < d.spec.template.spec.terminationGracePeriodSeconds);
+      const tollgate = container(d, 'tollgate');
+      const envoy = container(d, 'envoy');
+      // tollgate's preStop: Envoy's admin API (the Envoy image has no curl; this one has node), then the sleep.
+      const script = drainScript(tollgate);
+      assert.match(script, /fetch\('http:\/\/127\.0\.0\.1:9901\/drain_listeners\?graceful&skip_exit', \{ method: 'POST'/);
+      assert.match(script, new RegExp(`setTimeout\\(\\(\\) => process\\.exit\\(0\\), ${expected.serve} \\* 1000\\)`));
+      // Envoy drains every connection at once, over the time tollgate keeps serving, and keeps its listeners.
+      const args = envoy.args ?? [];
+      assert.equal(args[args.indexOf('--drain-strategy') + 1], 'immediate');
+      assert.equal(args[args.indexOf('--drain-time-s') + 1], String(expected.serve));
+      // SIGTERM: tollgate drains for drainSeconds.
+      assert.equal(tollgate.env?.find((e) => e.name === 'TOLLGATE_DRAIN_SECONDS')?.value, String(expected.drain));
+      // Envoy exits at once on SIGTERM: its sleep covers tollgate's preStop and drain, and the grace period covers it.
+      assert.deepEqual(envoy.lifecycle?.preStop?.exec?.command, ['sleep', String(expected.envoy)]);
+      assert.equal(d.spec.template.spec.terminationGracePeriodSeconds, expected.grace);
+      assert.ok(expected.envoy >= expected.serve + expected.drain + 5);
+      assert.ok(expected.grace >= expected.envoy + 5 && expected.grace >= expected.serve + expected.drain + 10);
     }
+  });
+
+  it("tollgate's preStop asks Envoy to drain, then sleeps, and ends even when Envoy does not answer", async () => {
+    const d = one<Deployment>(renderChart({ preStopSleepSeconds: 1 }), 'Deployment');
+    const script = drainScript(container(d, 'tollgate'));
+    const calls: string[] = [];
+    const admin = createServer((req, res) => {
+      calls.push(`${req.method ?? ''} ${req.url ?? ''}`);
+      res.end('OK\n');
+    });
+    await new Promise<void>((resolve) => admin.listen(0, '127.0.0.1', resolve));
+    const port = (admin.address() as AddressInfo).port;
+    try {
+      const answered = await runNode(script.replace('127.0.0.1:9901', `127.0.0.1:${port}`));
+      assert.equal(answered.code, 0);
+      assert.ok(answered.ms >= 1000, `slept ${answered.ms} ms`);
+      assert.deepEqual(calls, ['POST /drain_listeners?graceful&skip_exit']);
+    } finally {
+      admin.close();
+    }
+    // Nothing listening: the call fails, the sleep still happens, the hook still ends.
+    const refused = await runNode(script.replace('127.0.0.1:9901', `127.0.0.1:${port}`));
+    assert.equal(refused.code, 0);
+    assert.ok(refused.ms >= 1000 && refused.ms < 5000, `took ${refused.ms} ms`);
   });
 
   it('takes secrets only through secretKeyRef: none inlined in the ConfigMap or the Deployment', () => {
@@ -387,8 +443,32 @@ describe('charts/tollgate', () => {
     const ingress = listener(fullEnvoy, 10000);
     const hcm = at(ingress, 'filter_chains', 0, 'filters', 0, 'typed_config');
     assert.equal(at(hcm, 'http_filters', 1, 'typed_config', 'grpc_service', 'timeout'), '0.5s');
-    assert.equal(at(hcm, 'route_config', 'virtual_hosts', 0, 'routes', 0, 'route', 'idle_timeout'), '600s');
-    assert.equal(at(hcm, 'stream_idle_timeout'), '600s');
+    assert.equal(at(hcm, 'route_config', 'virtual_hosts', 0, 'routes', 0, 'route', 'idle_timeout'), '900s');
+    assert.equal(at(hcm, 'stream_idle_timeout'), '900s');
+  });
+
+  it("sizes Envoy's heap cap from its memory limit (80% by default), or takes it as given", () => {
+    const heap = (r: RenderedChart): number => {
+      const check = checkEnvoyBootstrap(configMapFile(r, 'envoy.yaml'));
+      assert.deepEqual(check.issues, []);
+      assert.ok(check.json !== undefined);
+      return assertHeapOverload(check.json);
+    };
+    assert.equal(heap(defaults), Math.floor(0.8 * 256 * 1024 * 1024));
+    assert.equal(heap(full), Math.floor(0.75 * 512 * 1024 * 1024));
+    const limit = (memory: string | number, overload: GoMap = {}): number =>
+      heap(renderChart({ envoy: { resources: { limits: { memory } }, overload } }));
+    assert.equal(limit('1Gi'), Math.floor(0.8 * 1024 ** 3));
+    assert.equal(limit('1G'), 800_000_000);
+    assert.equal(limit('1.5Gi', { heapPercentOfMemoryLimit: 50 }), Math.floor(0.75 * 1024 ** 3));
+    assert.equal(limit(536870912), Math.floor(0.8 * 512 * 1024 * 1024));
+    assert.equal(limit('512Mi', { maxHeapSizeBytes: 300000000 }), 300000000);
+    assert.throws(() => renderChart({ envoy: { resources: { limits: { memory: null } } } }), /envoy\.resources\.limits\.memory is needed/);
+    assert.equal(
+      heap(renderChart({ envoy: { resources: { limits: { memory: null } }, overload: { maxHeapSizeBytes: 200000000 } } })),
+      200000000,
+    );
+    assert.throws(() => renderChart({ envoy: { resources: { limits: { memory: '256MB' } } } }), /envoy\.resources\.limits\.memory 256MB: write bytes or a quantity/);
   });
 
   it('exposes only Envoy through the Service', () => {
@@ -430,8 +510,8 @@ describe('charts/tollgate', () => {
 
   it('keeps a PodDisruptionBudget over the same pods (maxUnavailable 1 by default, minAvailable when set)', () => {
     for (const [r, expected] of [
-      [defaults, { maxUnavailable: 1 }],
-      [full, { minAvailable: 2 }],
+      [defaults, { maxUnavailable: 1, unhealthyPodEvictionPolicy: 'AlwaysAllow' }],
+      [full, { minAvailable: 2, unhealthyPodEvictionPolicy: 'AlwaysAllow' }],
     ] as const) {
       const pdb = one(r, 'PodDisruptionBudget').spec as Record<string, unknown> & { selector: { matchLabels: Record<string, string> } };
       const { selector, ...budget } = pdb;
@@ -508,6 +588,27 @@ describe('charts/tollgate', () => {
     assert.match(defaults.notes, /kubectl -n llm create secret generic tollgate/);
   });
 
+  it('warns loudly in NOTES.txt when records would live in PGlite on the pod (no database_url, no DATABASE_URL)', () => {
+    assert.match(defaults.notes, /WARNING: NO DATABASE/);
+    assert.match(defaults.notes, /under \/var\/lib\/tollgate \(the pod's emptyDir\) and are LOST with the pod/);
+    assert.doesNotMatch(full.notes, /WARNING/);
+    // DATABASE_URL from a Secret counts as a database: tollgate reads it from the environment.
+    const fromEnv = renderChart({ secretEnv: [{ name: 'TOLLGATE_MASTER_KEY' }, { name: 'DATABASE_URL', secretName: 'db', key: 'uri' }] });
+    assert.doesNotMatch(fromEnv.notes, /WARNING/);
+    const inMemory = renderChart({ config: { general_settings: { data_dir: null } } });
+    assert.match(inMemory.notes, /kept by embedded PGlite\nin memory and are LOST with the pod/);
+  });
+
+  it('renders every startup probe setting the schema allows, timeoutSeconds included', () => {
+    const startup = (r: RenderedChart): Record<string, unknown> =>
+      container(one<Deployment>(r, 'Deployment'), 'tollgate').startupProbe as unknown as Record<string, unknown>;
+    assert.deepEqual(
+      [startup(defaults)['periodSeconds'], startup(defaults)['timeoutSeconds'], startup(defaults)['failureThreshold']],
+      [2, 3, 60],
+    );
+    assert.equal(startup(renderChart({ probes: { startup: { timeoutSeconds: 7 } } }))['timeoutSeconds'], 7);
+  });
+
   describe('refuses values that would deploy something broken', () => {
     const refused = (override: GoMap, message: RegExp): void => {
       assert.throws(() => renderChart(override), message);
@@ -520,15 +621,60 @@ describe('charts/tollgate', () => {
       refused({ replicaCount: 2, config }, /database_url and redis_url/);
       const shared = { general_settings: { master_key: null, database_url: 'os.environ/DATABASE_URL', redis_url: 'os.environ/REDIS_URL' } };
       refused({ replicaCount: 2, config: shared }, /several replicas need one shared secret/);
+      // DATABASE_URL and REDIS_URL from Secrets are enough: tollgate honours them when the config sets no URL.
+      const fromEnv = (names: string[]): GoMap => ({
+        replicaCount: 2,
+        secretEnv: ['TOLLGATE_MASTER_KEY', ...names].map((name) => ({ name })),
+      });
+      refused(fromEnv(['DATABASE_URL']), /or provide DATABASE_URL and REDIS_URL through secretEnv/);
+      refused(fromEnv(['REDIS_URL']), /or provide DATABASE_URL and REDIS_URL through secretEnv/);
+      const env = renderChart(fromEnv(['DATABASE_URL', 'REDIS_URL']));
+      assert.equal(one<Deployment>(env, 'Deployment').spec.replicas, 2);
+      const mixed = renderChart({ ...fromEnv(['REDIS_URL']), config });
+      assert.equal(one<Deployment>(mixed, 'Deployment').spec.replicas, 2);
     });
 
-    it('a chart-made Secret missing a variable the pods read, and a drain order Envoy would not outlive', () => {
+    it('an Envoy idle timeout at or below a backend timeout (Envoy would answer 408 while tollgate waits)', () => {
+      const models = (timeouts: Array<number | undefined>): GoMap => ({
+        model_list: timeouts.map((timeout, i) => ({
+          model_name: `m${i}`,
+          litellm_params: { model: `openai/m${i}`, api_base: 'http://vllm:8000/v1', ...(timeout === undefined ? {} : { timeout }) },
+        })),
+      });
+      // The default idle timeout (660s) is above the default backend timeout (600 s).
+      assert.doesNotThrow(() => renderChart({ config: models([undefined, 600, 659.5]) }));
+      refused(
+        { config: models([undefined, 660]) },
+        /envoy\.streamIdleTimeout 660s must be greater than config\.model_list\[1\]\.litellm_params\.timeout \(660 s/,
+      );
+      refused({ config: models([900]), envoy: { streamIdleTimeout: '900s' } }, /model_list\[0\]\.litellm_params\.timeout \(900 s/);
+      assert.doesNotThrow(() => renderChart({ config: models([900]), envoy: { streamIdleTimeout: '900.5s' } }));
+      // Lowering the idle timeout under the default backend timeout is refused for a model that sets none.
+      refused({ config: models([undefined]), envoy: { streamIdleTimeout: '300s' } }, /model_list\[0\]\.litellm_params\.timeout \(600 s; 600 when unset\)/);
+      refused({ config: { router_settings: { timeout: 700 } } }, /greater than config\.router_settings\.timeout \(700 s/);
+      refused({ config: { litellm_settings: { request_timeout: 660 } } }, /greater than config\.router_settings\.timeout \(660 s; or litellm_settings\.request_timeout\)/);
+      assert.doesNotThrow(() => renderChart({ config: { router_settings: { timeout: 659 } } }));
+    });
+
+    it('a chart-made Secret missing a variable the pods read', () => {
       refused(
         { secret: { create: true, values: {} } },
         /secretEnv TOLLGATE_MASTER_KEY: secret\.create is true but secret\.values has no TOLLGATE_MASTER_KEY/,
       );
-      refused({ preStopSleepSeconds: 30 }, /envoy\.preStopSleepSeconds must exceed preStopSleepSeconds/);
-      refused({ terminationGracePeriodSeconds: 10 }, /terminationGracePeriodSeconds must exceed envoy\.preStopSleepSeconds/);
+    });
+
+    it("a shutdown Envoy or the kubelet would cut short: Envoy must outlive tollgate's preStop and drain, the grace period both", () => {
+      // The defaults: tollgate serves 5 s and drains 30 s; Envoy sleeps 40 s; the grace period is 60 s.
+      assert.doesNotThrow(() => renderChart());
+      assert.doesNotThrow(() => renderChart({ preStopSleepSeconds: 5, drainSeconds: 30, envoy: { preStopSleepSeconds: 40 }, terminationGracePeriodSeconds: 45 }));
+      // Each sleep shorter than the one before it, as the chart used to accept: Envoy would exit mid-drain.
+      const tight = { preStopSleepSeconds: 15, envoy: { preStopSleepSeconds: 20 }, terminationGracePeriodSeconds: 21 };
+      refused(tight, /envoy\.preStopSleepSeconds \(20\) must be at least preStopSleepSeconds \+ drainSeconds \+ 5 \(50\)/);
+      // The same with no drain at all: Envoy now outlives tollgate, but the kubelet kills it 1 s after its sleep.
+      refused({ ...tight, drainSeconds: 0 }, /terminationGracePeriodSeconds \(21\) must be at least envoy\.preStopSleepSeconds \+ 5 \(25\)/);
+      assert.doesNotThrow(() => renderChart({ ...tight, drainSeconds: 0, terminationGracePeriodSeconds: 25 }));
+      refused({ drainSeconds: 120 }, /envoy\.preStopSleepSeconds \(40\) must be at least preStopSleepSeconds \+ drainSeconds \+ 5 \(130\)/);
+      refused({ terminationGracePeriodSeconds: 44 }, /terminationGracePeriodSeconds \(44\) must be at least envoy\.preStopSleepSeconds \+ 5 \(45\)/);
     });
 
     it('an HPA CPU target without CPU requests on both containers', () => {
@@ -553,10 +699,15 @@ describe('charts/tollgate', () => {
       assert.deepEqual(issues({ config: { general_settings: { master_kee: 'os.environ/K' } } }), [
         'config.general_settings.master_kee: unknown key',
       ]);
+      // A secret may only be a reference: the config is rendered into a ConfigMap.
+      assert.deepEqual(issues({ config: { general_settings: { master_key: 'sk-literal-master-key-0123456789' } } }), [
+        'config.general_settings.master_key: does not match ^os\\.environ/[A-Za-z_][A-Za-z0-9_]*$',
+      ]);
       assert.match(
-        issues({ config: { general_settings: { master_key: 'not-a-key' } } }).join('\n'),
-        /config\.general_settings\.master_key: matches none of anyOf/,
+        issues({ config: { general_settings: { failure_mode: 'sometimes' } } }).join('\n'),
+        /config\.general_settings\.failure_mode: matches none of anyOf/,
       );
+      assert.deepEqual(issues({ drainSeconds: 3601 }), ['drainSeconds: above 3600']);
       assert.deepEqual(issues({ envoy: { authzTimeout: '1 second' } }), ['envoy.authzTimeout: does not match ^\\d+(\\.\\d+)?s$']);
       assert.match(issues({ image: { tag: 1.2 } }).join('\n'), /image\.tag: expected string/);
       // os.environ/NAME stands in for any string of the config, as tollgate resolves it before validating.
