@@ -62,7 +62,8 @@ export const SECRET_FIELDS = [
   ['model_list', '[]', 'litellm_params', 'api_key'],
 ];
 /** LiteLLM-only keys that carry credentials by their name (aws_secret_access_key, langfuse_secret, ...). */
-export const LITELLM_SECRET_NAME = /(^|_)(api_key|secret|secret_key|secret_access_key|password|session_token|identity_token|ad_token|license)$|^vertex_credentials$/;
+export const LITELLM_SECRET_NAME =
+  /(^|_)(api_key|secret|secret_key|secret_access_key|password|session_token|identity_token|ad_token|license)$|^vertex_credentials$/;
 const SECRET_DESCRIPTION =
   'A secret: write os.environ/NAME and set NAME from a Secret (secretEnv). The config is rendered into a ConfigMap, ' +
   'which is not a place for secrets, so a literal value is refused.';
@@ -127,14 +128,19 @@ function allowLiteLlmKeys(config) {
     section.properties ??= {};
     if (section.properties[name] !== undefined) continue;
     // Any value: tollgate ignores it (with a warning), so only a credential's form matters here.
-    section.properties[name] = LITELLM_SECRET_NAME.test(name) ? envOnly(`LiteLLM's ${name}, ignored by tollgate. ${SECRET_DESCRIPTION}`) : {};
+    section.properties[name] = LITELLM_SECRET_NAME.test(name)
+      ? envOnly(`LiteLLM's ${name}, ignored by tollgate. ${SECRET_DESCRIPTION}`)
+      : {};
   }
   const router = sections.get('router_settings');
   const settings = sections.get('litellm_settings');
   settings.properties ??= {};
   for (const [routerKey, settingsKey] of moved) {
     const { description: _d, default: _default, ...typed } = router.properties[routerKey];
-    settings.properties[settingsKey] = { ...typed, description: `LiteLLM's ${settingsKey}: tollgate reads it as router_settings.${routerKey}` };
+    settings.properties[settingsKey] = {
+      ...typed,
+      description: `LiteLLM's ${settingsKey}: tollgate reads it as router_settings.${routerKey}`,
+    };
   }
 }
 

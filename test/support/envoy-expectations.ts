@@ -205,7 +205,7 @@ export function assertTollgateEnvoyConfig(
   // stops accepting requests before the kernel OOM-kills Envoy; HTTP/2 clients get few streams each.
   assertHeapOverload(bootstrap);
   const streams = at(manager, 'http2_protocol_options', 'max_concurrent_streams');
-  assert.ok(typeof streams === 'number' && streams <= 128, `HTTP/2 max_concurrent_streams ${String(streams)} is modest`);
+  assert.ok(typeof streams === 'number' && streams <= 128, `HTTP/2 max_concurrent_streams ${JSON.stringify(streams)} is modest`);
 
   // Access log with Envoy's request id.
   const formats = list(manager, 'access_log').map((a) => JSON.stringify(at(a, 'typed_config')));

@@ -178,14 +178,27 @@ describe('charts/tollgate/values.schema.json', () => {
       assert.deepEqual(issues({ general_settings: { master_kee: 'os.environ/K' } }), ['config.general_settings.master_kee: unknown key']);
       assert.deepEqual(issues(model({ max_retrys: 3 })), ['config.model_list[0].litellm_params.max_retrys: unknown key']);
       assert.deepEqual(issues({ litellm_settings: { drop_param: true } }), ['config.litellm_settings.drop_param: unknown key']);
-      assert.deepEqual(issues({ router_settings: { routing_strategi: 'least-busy' } }), ['config.router_settings.routing_strategi: unknown key']);
+      assert.deepEqual(issues({ router_settings: { routing_strategi: 'least-busy' } }), [
+        'config.router_settings.routing_strategi: unknown key',
+      ]);
       // tollgate's own keys keep their types; a litellm_settings key tollgate reads as a router_settings one takes its type.
       assert.equal(issues({ general_settings: { failure_mode: 'sometimes' } }).length, 1);
-      assert.match(issues({ litellm_settings: { request_timeout: 'long' } }).join('\n'), /config\.litellm_settings\.request_timeout: expected number/);
+      assert.match(
+        issues({ litellm_settings: { request_timeout: 'long' } }).join('\n'),
+        /config\.litellm_settings\.request_timeout: expected number/,
+      );
     });
 
     it("refuses LiteLLM's access-control settings, which tollgate refuses rather than ignore", () => {
-      for (const k of ['allowed_ips', 'allowed_routes', 'public_routes', 'admin_only_routes', 'enable_jwt_auth', 'custom_auth', 'litellm_jwtauth']) {
+      for (const k of [
+        'allowed_ips',
+        'allowed_routes',
+        'public_routes',
+        'admin_only_routes',
+        'enable_jwt_auth',
+        'custom_auth',
+        'litellm_jwtauth',
+      ]) {
         const config = { general_settings: { [k]: true } };
         assert.deepEqual(issues(config), [`config.general_settings.${k}: unknown key`], k);
         assert.ok(load(config).issues > 0, `tollgate refuses general_settings.${k}`);
@@ -214,7 +227,11 @@ describe('charts/tollgate/values.schema.json', () => {
           const c = config(k);
           const schemaOk = issues(c).length === 0;
           const loaderOk = load(c).issues === 0;
-          assert.equal(schemaOk, loaderOk, `${section}.${k}: the chart schema ${schemaOk ? 'accepts' : 'refuses'} what tollgate ${loaderOk ? 'accepts' : 'refuses'}`);
+          assert.equal(
+            schemaOk,
+            loaderOk,
+            `${section}.${k}: the chart schema ${schemaOk ? 'accepts' : 'refuses'} what tollgate ${loaderOk ? 'accepts' : 'refuses'}`,
+          );
           checked++;
         }
       }

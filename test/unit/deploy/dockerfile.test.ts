@@ -28,7 +28,9 @@ function imageProblems(df: Dockerfile, ignore = parseDockerignore(DOCKERIGNORE))
   // Node 22 LTS: Node 20 reached end of life on 2026-04-30.
   for (const stage of df.stages)
     if (!/^node:22([.\d]*)-bookworm-slim$/.test(stage.image))
-      problems.push(`${stage === final ? 'runtime' : `${stage.name ?? 'a build'} stage`} image ${stage.image} is not node:22-bookworm-slim`);
+      problems.push(
+        `${stage === final ? 'runtime' : `${stage.name ?? 'a build'} stage`} image ${stage.image} is not node:22-bookworm-slim`,
+      );
 
   const ins = final.instructions;
   const user = all(ins, 'USER').at(-1)?.args;
@@ -150,7 +152,10 @@ describe('Dockerfile', () => {
     );
     assert.deepEqual(
       broken((t) => t.replace('ARG NODE_VERSION=22', 'ARG NODE_VERSION=20')),
-      ['build stage image node:20-bookworm-slim is not node:22-bookworm-slim', 'runtime image node:20-bookworm-slim is not node:22-bookworm-slim'],
+      [
+        'build stage image node:20-bookworm-slim is not node:22-bookworm-slim',
+        'runtime image node:20-bookworm-slim is not node:22-bookworm-slim',
+      ],
     );
     assert.deepEqual(imageProblems(parseDockerfile('FROM node:20-bookworm-slim\nUSER node\n')), ['not a multi-stage build']);
   });

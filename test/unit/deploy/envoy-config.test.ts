@@ -71,7 +71,7 @@ describe('envoy/envoy.yaml', () => {
     const route = at(manager, 'route_config', 'virtual_hosts', 0, 'routes', 0, 'route');
     assert.equal(at(route, 'timeout'), '0s');
     for (const idle of [at(route, 'idle_timeout'), at(manager, 'stream_idle_timeout')]) {
-      assert.ok(seconds(idle) > backendTimeout, `idle timeout ${String(idle)} above ${backendTimeout} s`);
+      assert.ok(seconds(idle) > backendTimeout, `idle timeout ${JSON.stringify(idle)} above ${backendTimeout} s`);
       assert.equal(idle, '660s');
     }
   });
@@ -93,7 +93,10 @@ describe('envoy/envoy.yaml', () => {
       (heap['typed_config'] as Record<string, unknown>)['max_heap_bytes'] = 1;
     });
     assert.equal(misspelt.issues.length, 1);
-    assert.match(misspelt.issues[0] ?? '', /max_heap_bytes: unknown field of envoy\.extensions\.resource_monitors\.fixed_heap\.v3\.FixedHeapConfig/);
+    assert.match(
+      misspelt.issues[0] ?? '',
+      /max_heap_bytes: unknown field of envoy\.extensions\.resource_monitors\.fixed_heap\.v3\.FixedHeapConfig/,
+    );
     // Without the heap monitor the expectations fail.
     const unbounded = parse(ENVOY_YAML) as Record<string, unknown>;
     delete node(unbounded, 'overload_manager')['actions'];

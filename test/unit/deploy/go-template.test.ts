@@ -115,7 +115,10 @@ describe('go-template: Helm and sprig functions', () => {
     assert.equal(render('{{ len (concat .Values.l .Values.m (list 2 3)) }}', data), '4');
     assert.throws(() => render('{{ concat .Values.q }}', data), /Cannot concat type string as list/);
     assert.equal(
-      render('{{ kindIs "string" .Values.q }} {{ kindIs "float64" .Values.a }} {{ kindIs "string" .Values.a }} {{ kindIs "slice" .Values.l }}', data),
+      render(
+        '{{ kindIs "string" .Values.q }} {{ kindIs "float64" .Values.a }} {{ kindIs "string" .Values.a }} {{ kindIs "slice" .Values.l }}',
+        data,
+      ),
       'true true false true',
     );
   });

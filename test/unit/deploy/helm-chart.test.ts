@@ -290,7 +290,7 @@ describe('charts/tollgate', () => {
     }
   });
 
-  it("drains in order: Envoy drains its clients, tollgate serves on, then drains; Envoy outlives it; the grace period both", () => {
+  it('drains in order: Envoy drains its clients, tollgate serves on, then drains; Envoy outlives it; the grace period both', () => {
     for (const [r, expected] of [
       [defaults, { serve: 5, drain: 30, envoy: 40, grace: 60 }],
       [full, { serve: 10, drain: 60, envoy: 75, grace: 90 }],
@@ -468,7 +468,10 @@ describe('charts/tollgate', () => {
       heap(renderChart({ envoy: { resources: { limits: { memory: null } }, overload: { maxHeapSizeBytes: 200000000 } } })),
       200000000,
     );
-    assert.throws(() => renderChart({ envoy: { resources: { limits: { memory: '256MB' } } } }), /envoy\.resources\.limits\.memory 256MB: write bytes or a quantity/);
+    assert.throws(
+      () => renderChart({ envoy: { resources: { limits: { memory: '256MB' } } } }),
+      /envoy\.resources\.limits\.memory 256MB: write bytes or a quantity/,
+    );
   });
 
   it('exposes only Envoy through the Service', () => {
@@ -650,9 +653,15 @@ describe('charts/tollgate', () => {
       refused({ config: models([900]), envoy: { streamIdleTimeout: '900s' } }, /model_list\[0\]\.litellm_params\.timeout \(900 s/);
       assert.doesNotThrow(() => renderChart({ config: models([900]), envoy: { streamIdleTimeout: '900.5s' } }));
       // Lowering the idle timeout under the default backend timeout is refused for a model that sets none.
-      refused({ config: models([undefined]), envoy: { streamIdleTimeout: '300s' } }, /model_list\[0\]\.litellm_params\.timeout \(600 s; 600 when unset\)/);
+      refused(
+        { config: models([undefined]), envoy: { streamIdleTimeout: '300s' } },
+        /model_list\[0\]\.litellm_params\.timeout \(600 s; 600 when unset\)/,
+      );
       refused({ config: { router_settings: { timeout: 700 } } }, /greater than config\.router_settings\.timeout \(700 s/);
-      refused({ config: { litellm_settings: { request_timeout: 660 } } }, /greater than config\.router_settings\.timeout \(660 s; or litellm_settings\.request_timeout\)/);
+      refused(
+        { config: { litellm_settings: { request_timeout: 660 } } },
+        /greater than config\.router_settings\.timeout \(660 s; or litellm_settings\.request_timeout\)/,
+      );
       assert.doesNotThrow(() => renderChart({ config: { router_settings: { timeout: 659 } } }));
     });
 
@@ -666,15 +675,23 @@ describe('charts/tollgate', () => {
     it("a shutdown Envoy or the kubelet would cut short: Envoy must outlive tollgate's preStop and drain, the grace period both", () => {
       // The defaults: tollgate serves 5 s and drains 30 s; Envoy sleeps 40 s; the grace period is 60 s.
       assert.doesNotThrow(() => renderChart());
-      assert.doesNotThrow(() => renderChart({ preStopSleepSeconds: 5, drainSeconds: 30, envoy: { preStopSleepSeconds: 40 }, terminationGracePeriodSeconds: 45 }));
+      assert.doesNotThrow(() =>
+        renderChart({ preStopSleepSeconds: 5, drainSeconds: 30, envoy: { preStopSleepSeconds: 40 }, terminationGracePeriodSeconds: 45 }),
+      );
       // Each sleep shorter than the one before it, as the chart used to accept: Envoy would exit mid-drain.
       const tight = { preStopSleepSeconds: 15, envoy: { preStopSleepSeconds: 20 }, terminationGracePeriodSeconds: 21 };
       refused(tight, /envoy\.preStopSleepSeconds \(20\) must be at least preStopSleepSeconds \+ drainSeconds \+ 5 \(50\)/);
       // The same with no drain at all: Envoy now outlives tollgate, but the kubelet kills it 1 s after its sleep.
-      refused({ ...tight, drainSeconds: 0 }, /terminationGracePeriodSeconds \(21\) must be at least envoy\.preStopSleepSeconds \+ 5 \(25\)/);
+      refused(
+        { ...tight, drainSeconds: 0 },
+        /terminationGracePeriodSeconds \(21\) must be at least envoy\.preStopSleepSeconds \+ 5 \(25\)/,
+      );
       assert.doesNotThrow(() => renderChart({ ...tight, drainSeconds: 0, terminationGracePeriodSeconds: 25 }));
       refused({ drainSeconds: 120 }, /envoy\.preStopSleepSeconds \(40\) must be at least preStopSleepSeconds \+ drainSeconds \+ 5 \(130\)/);
-      refused({ terminationGracePeriodSeconds: 44 }, /terminationGracePeriodSeconds \(44\) must be at least envoy\.preStopSleepSeconds \+ 5 \(45\)/);
+      refused(
+        { terminationGracePeriodSeconds: 44 },
+        /terminationGracePeriodSeconds \(44\) must be at least envoy\.preStopSleepSeconds \+ 5 \(45\)/,
+      );
     });
 
     it('an HPA CPU target without CPU requests on both containers', () => {
