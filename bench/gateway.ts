@@ -419,15 +419,19 @@ async function main(): Promise<void> {
     const backend = await startChild('fake-vllm', './servers/fake-vllm.js', {});
     servers.push(backend);
     const apiBase = `http://127.0.0.1:${backend.port}/v1`;
-    const [tollgate, portkey] = await Promise.all([
+    const [tollgate, portkey, bare] = await Promise.all([
       startChild('tollgate', './servers/tollgate-gateway.js', {
         env: { TOLLGATE_BENCH_CONFIG: tollgateConfig(apiBase, keyHash), TOLLGATE_BENCH_LOG: path.join(logDir, 'tollgate.log') },
         execArgv: profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir],
       }),
       cpuProf ? undefined : startPortkey(),
+      cpuProf
+        ? undefined
+        : startChild('bare-proxy', './servers/bare-proxy.js', { env: { BARE_PROXY_BACKEND: `http://127.0.0.1:${backend.port}` } }),
     ]);
     servers.push(tollgate);
     if (portkey !== undefined) servers.push(portkey);
+    if (bare !== undefined) servers.push(bare);
 
     const direct: Target = {
       name: 'direct',
@@ -460,6 +464,18 @@ async function main(): Promise<void> {
             },
             model: BACKEND_MODEL,
             pid: portkey.child.pid,
+          };
+    // The floor: a Node proxy that only moves bytes (servers/bare-proxy.ts).
+    const viaBare: Target | undefined =
+      bare === undefined
+        ? undefined
+        : {
+            name: 'bare',
+            origin: `http://127.0.0.1:${bare.port}`,
+            path: '/v1/chat/completions',
+            headers: JSON_HEADERS,
+            model: BACKEND_MODEL,
+            pid: bare.child.pid,
           };
     const benchPids = [process.pid, ...servers.map((s) => s.child.pid ?? -1)];
     const chatTargets = [direct, viaTollgate, ...(viaPortkey === undefined ? [] : [viaPortkey])];
@@ -494,6 +510,10 @@ async function main(): Promise<void> {
     if (!cpuProf) {
       for (const t of chatTargets) await measure(t, 'chat', LOW);
       for (const t of chatTargets) await measure(t, 'chat', HIGH);
+      if (viaBare !== undefined) {
+        await verify(viaBare);
+        await measure(viaBare, 'chat', HIGH);
+      }
       await measure(direct, 'stream', LOW);
       await measure(viaTollgate, 'stream', LOW);
     } else {
@@ -537,6 +557,8 @@ async function main(): Promise<void> {
       console.log(`throughput tollgate/Portkey at ${HIGH} clients: ${vsPortkey.toFixed(1)} (target >= ${TARGET_RATIO_PORTKEY})`);
       console.log(`TTFT added at ${LOW} clients (p50, tollgate - direct): ${ttft.toFixed(3)} ms (target <= ${TARGET_TTFT_ADDED_MS} ms)`);
       console.log(`tollgate RSS at the end of the ${HIGH}-client run: ${rssMb.toFixed(0)} MB (target <= ${TARGET_RSS_MB} MB)`);
+      const bareRatio = (find('bare', 'chat', HIGH)?.throughput ?? NaN) / (dHigh?.throughput ?? NaN);
+      console.log(`for scale: a bare Node proxy (no parsing, auth or accounting) / direct at ${HIGH} clients: ${bareRatio.toFixed(2)}`);
     }
     const ratio = (tHigh?.throughput ?? NaN) / (dHigh?.throughput ?? NaN);
     console.log(`ratio tollgate/direct throughput at ${HIGH} clients: ${ratio.toFixed(2)} (target >= ${TARGET_RATIO_DIRECT.toFixed(2)})`);
