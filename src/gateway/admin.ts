@@ -199,7 +199,7 @@ export class AdminApi {
 
   /** The key a reference names: database (or config) record, by hash. */
   async #resolveKey(ref: string, field = 'key'): Promise<{ hash: string; row: AdminKeyRow } | Reply> {
-    const hash = ref.startsWith('sk-') ? sha256Hex(ref) : ref;
+    const hash = hashOfRef(ref);
     if (this.#d.cache.isConfigKey(hash)) {
       return {
         error: 'conflict',
@@ -232,7 +232,7 @@ export class AdminApi {
   }
 
   async #keyInfo(ref: string): Promise<Reply> {
-    const hash = ref.startsWith('sk-') ? sha256Hex(ref) : ref;
+    const hash = hashOfRef(ref);
     const configured = this.#d.cache.isConfigKey(hash) ? this.#d.cache.get(hash) : undefined;
     if (configured !== undefined) {
       const spend = (await spendOfKeys(this.#d.db, [configured.id])).get(configured.id) ?? 0;
@@ -410,7 +410,7 @@ export class AdminApi {
 
   async #spendLogs(q: z.output<typeof S.spendLogsQuery>): Promise<Reply> {
     const ref = q.api_key;
-    const keyIdOf = ref === undefined ? undefined : /^[0-9a-f]{16}$/.test(ref) ? ref : keyId(ref.startsWith('sk-') ? sha256Hex(ref) : ref);
+    const keyIdOf = ref === undefined ? undefined : /^[0-9a-f]{16}$/.test(ref) ? ref : keyId(hashOfRef(ref));
     const rows = await spendLogs(this.#d.db, {
       keyId: keyIdOf,
       requestId: q.request_id,
@@ -533,6 +533,11 @@ function withQuery<T extends z.ZodType>(
     obj[k] = v;
   }
   return withBody(schema, obj, fn);
+}
+
+/** The sha256 a key reference names: the `sk-` key hashed, or its token as it is. */
+function hashOfRef(ref: string): string {
+  return ref.startsWith('sk-') ? sha256Hex(ref) : ref;
 }
 
 /** A field not given — absent or `null`, as LiteLLM treats it — keeps its value. */

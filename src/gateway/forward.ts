@@ -56,10 +56,10 @@ export interface ForwardRequest {
   /** The client's connection: leaving aborts the backend request at once (vLLM stops generating only then). */
   readonly client: ClientLink;
   /** Filled in while forwarding: time spent on backends, and to the first streamed token (metrics). */
-  readonly timing?: Timing;
+  readonly timing: Timing;
 }
 
-interface Timing {
+export interface Timing {
   backendMs: number;
   ttftMs: number | undefined;
 }
@@ -121,8 +121,7 @@ export class Forwarder {
   async forward(request: ForwardRequest, res: ServerResponse): Promise<void> {
     const started = performance.now();
     const gate = this.#gate;
-    const timing: Timing = { backendMs: 0, ttftMs: undefined };
-    const req = gate === undefined ? { ...request, timing } : { ...request, extraLeases: [] as Lease[], timing };
+    const req = gate === undefined ? request : { ...request, extraLeases: [] as Lease[] };
     const aliases = [req.alias, ...req.fallbacks];
     let last: Attempt | undefined;
     let hint = req.hint;
@@ -235,7 +234,7 @@ export class Forwarder {
           new SseRewriter({ keepUsage: clientWantsUsage, model: alias }),
           wait,
           () => {
-            if (timing !== undefined && timing.ttftMs === undefined) timing.ttftMs = performance.now() - started;
+            if (timing.ttftMs === undefined) timing.ttftMs = performance.now() - started;
           },
         )
       : undefined;
@@ -254,7 +253,7 @@ export class Forwarder {
       },
       wait,
     );
-    if (timing !== undefined) timing.backendMs += performance.now() - sent;
+    timing.backendMs += performance.now() - sent;
     this.#tracker.finished(d.id);
     if (exchange.headMs !== undefined && (result.kind === 'streamed' || (result.kind === 'reply' && result.status < 300)))
       this.#tracker.latency(d.id, exchange.headMs);
@@ -357,8 +356,8 @@ export class Forwarder {
       estimated,
       at: Date.now(),
       endpoint: req.endpoint,
-      backendMs: req.timing?.backendMs,
-      ttftMs: req.timing?.ttftMs,
+      backendMs: req.timing.backendMs,
+      ttftMs: req.timing.ttftMs,
       lease: req.lease,
       extraLeases: req.extraLeases?.length === 0 ? undefined : req.extraLeases,
     });

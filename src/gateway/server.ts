@@ -74,8 +74,9 @@ async function handle(deps: GatewayDeps, req: IncomingMessage, res: ServerRespon
   const method = req.method ?? 'GET';
   const path = normalizePath(req.url ?? '/');
   if (path === null) return sendError(res, 'not_found', UNCLEAR_PATH, '-');
+  const endpoint = modelEndpoint(method, path);
   const m = deps.metrics;
-  const route = routeLabel(method, path);
+  const route = routeLabel(endpoint, method, path);
   const started = performance.now();
   m?.httpInFlight.inc({ route });
   res.once('close', () => {
@@ -109,7 +110,6 @@ async function handle(deps: GatewayDeps, req: IncomingMessage, res: ServerRespon
   const body = method === 'POST' || method === 'PUT' || method === 'PATCH' ? await readBody(req, deps.maxBodyBytes) : undefined;
   if (body === null) return sendError(res, 'request_too_large', undefined, '-');
   // Parsed once: the context binding and the forwarder both use it.
-  const endpoint = modelEndpoint(method, path);
   const parsed = endpoint === undefined || body === undefined ? undefined : parseObject(body);
   const id = identify(deps, req, method, path, body, parsed);
   const request = { method, path, url: req.url ?? '/', endpoint, body, parsed };
@@ -131,8 +131,7 @@ interface Incoming {
 const handedOff = new WeakSet<ServerResponse>();
 
 /** The `route` label: a fixed set, whatever path a client sends. */
-function routeLabel(method: string, path: string): string {
-  const endpoint = modelEndpoint(method, path);
+function routeLabel(endpoint: ForwardRequest['endpoint'] | undefined, method: string, path: string): string {
   if (endpoint !== undefined) return endpoint;
   if (path === '/v1/models' || path === '/models') return 'models';
   if (path.startsWith('/health/')) return 'probe';
@@ -171,6 +170,7 @@ function serve(deps: GatewayDeps, res: ServerResponse, r: Incoming, id: Identify
         lease: id.lease,
         responseHeaders: id.headers,
         client: new ClientLink(res),
+        timing: { backendMs: 0, ttftMs: undefined },
       },
       res,
     );

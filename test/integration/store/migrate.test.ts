@@ -8,7 +8,27 @@ import { randomUUID } from 'node:crypto';
 import { openDb, type Db } from '../../../src/store/db.js';
 import { migrate, readMigrations } from '../../../src/store/migrate.js';
 import { SpendLog } from '../../../src/store/spend-log.js';
+import type { SpendEntry } from '../../../src/store/spend.js';
 import { createLogger } from '../../../src/telemetry/logger.js';
+
+/** A spend entry of one request, the fields these tests vary given. */
+function spendEntry(keyId: string, cost: number): SpendEntry {
+  return {
+    requestId: 'r1',
+    keyId,
+    userId: undefined,
+    teamId: undefined,
+    model: 'llama',
+    deployment: 'llama-1',
+    promptTokens: 1,
+    completionTokens: 1,
+    cost,
+    status: 200,
+    latencyMs: 1,
+    estimated: false,
+    at: Date.UTC(2026, 10, 23),
+  };
+}
 
 const PG = process.env['TEST_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
 const TABLES = ['keys', 'models', 'record_changes', 'spend_batches', 'spend_logs', 'teams', 'tollgate_migrations', 'users'];
@@ -113,21 +133,7 @@ describe('migrations and the spend log', { timeout: 60_000 }, () => {
         },
       };
       const log = new SpendLog(flaky, createLogger('silent'));
-      const entry = {
-        requestId: 'r1',
-        keyId: 'feedface00000000',
-        userId: undefined,
-        teamId: undefined,
-        model: 'llama',
-        deployment: 'llama-1',
-        promptTokens: 1,
-        completionTokens: 1,
-        cost: 0.25,
-        status: 200,
-        latencyMs: 1,
-        estimated: false,
-        at: Date.UTC(2026, 10, 23),
-      };
+      const entry = spendEntry('feedface00000000', 0.25);
       log.add(entry, 'lease-a', true);
       log.add({ ...entry, requestId: 'r2' }, 'lease-b', true);
       assert.equal(await log.close(5000), 0);
@@ -153,21 +159,7 @@ describe('migrations and the spend log', { timeout: 60_000 }, () => {
       };
       const errors: string[] = [];
       const log = new SpendLog(outage, createLogger('silent'), (store, op) => errors.push(`${store}:${op}`), { maxPending: 10 });
-      const entry = {
-        requestId: 'r',
-        keyId: 'cafe000000000000',
-        userId: undefined,
-        teamId: undefined,
-        model: 'llama',
-        deployment: 'llama-1',
-        promptTokens: 1,
-        completionTokens: 1,
-        cost: 0.5,
-        status: 200,
-        latencyMs: 1,
-        estimated: false,
-        at: Date.UTC(2026, 10, 23),
-      };
+      const entry = spendEntry('cafe000000000000', 0.5);
       for (let i = 0; i < 15; i++) log.add({ ...entry, requestId: `r${i}` }, `lease-${i}`, true);
       assert.equal(log.pending, 10);
       assert.equal(log.dropped, 5);

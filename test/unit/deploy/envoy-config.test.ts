@@ -49,6 +49,18 @@ function node(root: unknown, ...keys: Array<string | number>): Record<string, un
 
 const HCM_PATH = ['static_resources', 'listeners', 0, 'filter_chains', 0, 'filters', 0, 'typed_config'] as const;
 const EXT_AUTHZ_PATH = [...HCM_PATH, 'http_filters', 1, 'typed_config'] as const;
+/** A static cluster's first endpoint port. */
+const ENDPOINT_PORT = [
+  'load_assignment',
+  'endpoints',
+  0,
+  'lb_endpoints',
+  0,
+  'endpoint',
+  'address',
+  'socket_address',
+  'port_value',
+] as const;
 
 describe('envoy/envoy.yaml', () => {
   const json = valid(ENVOY_YAML);
@@ -109,36 +121,8 @@ describe('envoy/envoy.yaml', () => {
   it('listens for clients on 0.0.0.0:10000 and sends authz to :9001, requests to :4000, both on loopback', () => {
     const client = listener(json, 10000);
     assert.equal(at(client, 'address', 'socket_address', 'address'), '0.0.0.0');
-    assert.equal(
-      at(
-        cluster(json, 'tollgate_authz'),
-        'load_assignment',
-        'endpoints',
-        0,
-        'lb_endpoints',
-        0,
-        'endpoint',
-        'address',
-        'socket_address',
-        'port_value',
-      ),
-      9001,
-    );
-    assert.equal(
-      at(
-        cluster(json, 'tollgate_gateway'),
-        'load_assignment',
-        'endpoints',
-        0,
-        'lb_endpoints',
-        0,
-        'endpoint',
-        'address',
-        'socket_address',
-        'port_value',
-      ),
-      4000,
-    );
+    assert.equal(at(cluster(json, 'tollgate_authz'), ...ENDPOINT_PORT), 9001);
+    assert.equal(at(cluster(json, 'tollgate_gateway'), ...ENDPOINT_PORT), 4000);
   });
 
   it('keeps the admin API on loopback and exposes only GET /ready and GET /stats/prometheus on :9902', () => {
