@@ -6,9 +6,9 @@
  * The log goes to the file TOLLGATE_BENCH_LOG names, as a container's stdout goes to its runtime's log
  * file: read by the parent through a pipe, it would cost the load generator CPU.
  */
-import { pino } from 'pino';
 import { startGateway } from '../../src/main/gateway-app.js';
 import { createLogger } from '../../src/telemetry/logger.js';
+import { LogDestination } from '../../src/telemetry/log-destination.js';
 import { createMetrics } from '../../src/telemetry/metrics.js';
 import { gatewayStoreOptions } from '../../src/main/store-app.js';
 import { loadBenchConfig } from './bench-config.js';
@@ -16,7 +16,7 @@ import { failStartup, serveParent } from './ipc.js';
 
 async function main(): Promise<void> {
   const logFile = process.env['TOLLGATE_BENCH_LOG'];
-  const logger = createLogger('info', logFile === undefined ? undefined : pino.destination({ dest: logFile, sync: false }));
+  const logger = createLogger('info', logFile === undefined ? undefined : LogDestination.toFile(logFile));
   const metrics = createMetrics({ defaultMetrics: true });
   const { prepared, secret, parts, store } = await loadBenchConfig(
     logger,

@@ -15,7 +15,8 @@ import type { KeyDirectory, KeyRecord } from '../identity/keys.js';
 import type { ModelCatalog } from '../routing/deployments.js';
 import type { Lease } from '../store/limiter.js';
 import type { Logger } from '../telemetry/logger.js';
-import type { Metrics } from '../telemetry/metrics.js';
+import type { RequestLog } from '../telemetry/request-log.js';
+import { statusLabel, type Metrics } from '../telemetry/metrics.js';
 import { isAdminRoute, type AdminApi } from './admin.js';
 import { ClientLink } from './exchange.js';
 import { sendError, type Caller, type Forwarder, type ForwardRequest } from './forward.js';
@@ -30,8 +31,8 @@ export interface GatewayDeps {
   readonly teams: ReadonlyMap<string, TeamRecord>;
   readonly maxBodyBytes: number;
   readonly logger: Logger;
-  /** One line per request (built from ids and counts only: see requestLogger). */
-  readonly requestLog: Logger;
+  /** One line per request. */
+  readonly requestLog: RequestLog;
   /** Why the gateway is not ready, or undefined when it is. */
   readonly notReady: () => string | undefined;
   /** Told of each admitted request that starts here, so its lease is renewed until it is recorded. */
@@ -78,21 +79,18 @@ async function handle(deps: GatewayDeps, req: IncomingMessage, res: ServerRespon
   const m = deps.metrics;
   const route = routeLabel(endpoint, method, path);
   const started = performance.now();
-  m?.httpInFlight.inc({ route });
+  const inFlight = m?.httpInFlight.at(route);
+  inFlight?.inc();
   res.once('close', () => {
-    m?.httpInFlight.dec({ route });
-    m?.httpRequests.inc({ route, status: String(res.statusCode) });
+    inFlight?.dec();
+    m?.httpRequests.at(route, statusLabel(res.statusCode)).inc();
     // A forwarded request is logged with its model, tokens and cost when it is recorded (RequestObserver).
     if (handedOff.has(res)) return;
-    const line = {
-      request_id: res.getHeader('x-tollgate-request-id'),
-      method,
-      route,
-      status: res.statusCode,
-      latency_ms: Math.round((performance.now() - started) * 100) / 100,
-    };
-    if (route === 'probe' || route === 'metrics') deps.requestLog.debug(line, 'request');
-    else deps.requestLog.info(line, 'request');
+    const id = res.getHeader('x-tollgate-request-id');
+    deps.requestLog.answered(
+      { requestId: typeof id === 'string' ? id : undefined, method, route, status: res.statusCode, latencyMs: performance.now() - started },
+      route === 'probe' || route === 'metrics',
+    );
   });
   if (path === '/health/liveliness' || path === '/health/liveness') return json(res, 200, "I'm alive!");
   if (path === '/health/readiness') {

@@ -275,7 +275,7 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
     const catalog = catalogNow();
     parts.authorizer.updateRules({ ...patch, catalog });
     const live = new Set([...catalog.aliases()].flatMap((a) => catalog.group(a)?.deployments.map((d) => d.id) ?? []));
-    void pruneDeploymentSeries(metrics, live);
+    pruneDeploymentSeries(metrics, live);
   };
   onModels = (models) => {
     dbModels = models;

@@ -7,7 +7,8 @@ import { ContextSigner } from '../identity/context-token.js';
 import { DeploymentTracker } from '../routing/health.js';
 import type { Lease } from '../store/limiter.js';
 import type { SpendRecorder } from '../store/spend.js';
-import { requestLogger, type Logger } from '../telemetry/logger.js';
+import type { Logger } from '../telemetry/logger.js';
+import { RequestLog } from '../telemetry/request-log.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { RequestObserver, registerDeploymentGauges } from '../telemetry/request-observer.js';
 import type { AdminApi } from '../gateway/admin.js';
@@ -48,10 +49,10 @@ export async function startGateway(
   parts.authorizer.updateRules({ health: tracker });
   const catalog = () => parts.authorizer.rules.catalog;
   const metrics = opts.metrics;
-  const requestLog = requestLogger(opts.logger);
+  const requestLog = new RequestLog(opts.logger);
   const spend = new RequestObserver(opts.spend, {
     metrics,
-    logger: requestLog,
+    log: requestLog,
     knownModel: (alias) => catalog().group(alias) !== undefined,
   });
   if (metrics !== undefined) {

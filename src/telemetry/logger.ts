@@ -1,5 +1,6 @@
 /** pino JSON logs; secrets redacted by path wherever they could appear. */
 import { pino, type Logger, type LevelWithSilent } from 'pino';
+import { LogDestination } from './log-destination.js';
 
 export type { Logger };
 
@@ -31,15 +32,6 @@ export function createLogger(level: string | undefined, destination?: pino.Desti
       redact: { paths: REDACT_PATHS, censor: '[redacted]' },
       timestamp: pino.stdTimeFunctions.isoTime,
     },
-    destination ?? pino.destination({ dest: 1, sync: false }),
+    destination ?? new LogDestination({ fd: 1 }),
   );
-}
-
-/**
- * The logger of the one-line-per-request records, whose fields tollgate builds itself from ids, counts and
- * bounded names (never a header, a body or a credential): it skips the redaction walk, which costs more
- * than the rest of the line (measured: 18 µs a line with the paths above, 9 µs without).
- */
-export function requestLogger(logger: Logger): Logger {
-  return logger.child({}, { redact: { paths: [], censor: '[redacted]' } });
 }

@@ -2,132 +2,140 @@
  * Every metric tollgate exports, created once at boot on one registry. Labels are small fixed sets
  * (route kind, decision code, model alias, deployment): never a key id or a user.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Registry, collectDefaultMetrics } from 'prom-client';
 import type { ErrorCode } from '../errors/codes.js';
+import { CounterFamily, GaugeFamily, HistogramFamily } from './families.js';
 
 export interface Metrics {
   readonly registry: Registry;
   /** Check decisions: `allowed`, or the denial's error code. */
-  readonly checkDecisions: Counter<'decision'>;
+  readonly checkDecisions: CounterFamily<readonly ['decision']>;
   /** Check calls that failed (gRPC error returned to Envoy), by reason. */
-  readonly checkFaults: Counter<'reason'>;
+  readonly checkFaults: CounterFamily<readonly ['reason']>;
   /** Check latency in seconds, from the decoded request to the encoded response. */
-  readonly checkDuration: Histogram<'decision'>;
+  readonly checkDuration: HistogramFamily<readonly ['decision']>;
   /** Policy rules that failed at run time (and therefore denied). */
-  readonly policyErrors: Counter<'rule'>;
+  readonly policyErrors: CounterFamily<readonly ['rule']>;
   /** Every HTTP request the gateway answered, by route kind and status. */
-  readonly httpRequests: Counter<'route' | 'status'>;
+  readonly httpRequests: CounterFamily<readonly ['route', 'status']>;
   /** HTTP requests being served now, by route kind. */
-  readonly httpInFlight: Gauge<'route'>;
+  readonly httpInFlight: GaugeFamily<readonly ['route']>;
   /** Forwarded model requests, by alias, deployment and status. */
-  readonly modelRequests: Counter<'model' | 'deployment' | 'status'>;
+  readonly modelRequests: CounterFamily<readonly ['model', 'deployment', 'status']>;
   /** Time tollgate added to a forwarded request (its latency less the time spent on backends). */
-  readonly overhead: Histogram<'endpoint'>;
+  readonly overhead: HistogramFamily<readonly ['endpoint']>;
   /** Time spent on backends per forwarded request (retries included; a stream until its end). */
-  readonly backendDuration: Histogram<'model' | 'deployment'>;
+  readonly backendDuration: HistogramFamily<readonly ['model', 'deployment']>;
   /** Time to the first streamed token, from the request's arrival. */
-  readonly ttft: Histogram<'model' | 'deployment'>;
-  readonly tokens: Counter<'model' | 'type'>;
-  readonly spend: Counter<'model'>;
+  readonly ttft: HistogramFamily<readonly ['model', 'deployment']>;
+  readonly tokens: CounterFamily<readonly ['model', 'type']>;
+  readonly spend: CounterFamily<readonly ['model']>;
   /** Operations on Redis or the records database that failed. */
-  readonly storeErrors: Counter<'store' | 'op'>;
+  readonly storeErrors: CounterFamily<readonly ['store', 'op']>;
   /** Times a deployment entered cooldown. */
-  readonly cooldowns: Counter<'deployment'>;
+  readonly cooldowns: CounterFamily<readonly ['deployment']>;
 }
 
 export type CheckDecisionLabel = 'allowed' | ErrorCode;
+
+const STATUS_LABELS = Array.from({ length: 600 }, (_, i) => String(i));
+
+/** The `status` label of an HTTP status, without building a new string per request. */
+export function statusLabel(status: number): string {
+  return STATUS_LABELS[status] ?? String(status);
+}
 
 export function createMetrics(opts: { defaultMetrics: boolean }): Metrics {
   const registry = new Registry();
   if (opts.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: 'tollgate_' });
   return {
     registry,
-    checkDecisions: new Counter({
+    checkDecisions: new CounterFamily({
       name: 'tollgate_authz_decisions_total',
       help: 'ext_authz Check decisions, by outcome (allowed or the denial code)',
-      labelNames: ['decision'],
+      labelNames: ['decision'] as const,
       registers: [registry],
     }),
-    checkFaults: new Counter({
+    checkFaults: new CounterFamily({
       name: 'tollgate_authz_faults_total',
       help: 'ext_authz Check calls answered with a gRPC error (Envoy applies status_on_error)',
-      labelNames: ['reason'],
+      labelNames: ['reason'] as const,
       registers: [registry],
     }),
-    checkDuration: new Histogram({
+    checkDuration: new HistogramFamily({
       name: 'tollgate_authz_check_duration_seconds',
       help: 'ext_authz Check latency inside tollgate',
-      labelNames: ['decision'],
+      labelNames: ['decision'] as const,
       buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1],
       registers: [registry],
     }),
-    policyErrors: new Counter({
+    policyErrors: new CounterFamily({
       name: 'tollgate_policy_rule_errors_total',
       help: 'Policy rules that failed while evaluating (fail closed: the request was denied)',
-      labelNames: ['rule'],
+      labelNames: ['rule'] as const,
       registers: [registry],
     }),
-    httpRequests: new Counter({
+    httpRequests: new CounterFamily({
       name: 'tollgate_http_requests_total',
       help: 'HTTP requests answered by the gateway, by route kind (model, models, admin, probe, metrics, other) and status',
-      labelNames: ['route', 'status'],
+      labelNames: ['route', 'status'] as const,
       registers: [registry],
     }),
-    httpInFlight: new Gauge({
+    httpInFlight: new GaugeFamily({
       name: 'tollgate_http_requests_in_flight',
       help: 'HTTP requests the gateway is serving now (streams included), by route kind',
-      labelNames: ['route'],
+      labelNames: ['route'] as const,
       registers: [registry],
     }),
-    modelRequests: new Counter({
+    modelRequests: new CounterFamily({
       name: 'tollgate_model_requests_total',
       help: 'Forwarded model requests, by model alias, deployment and the status sent to the client',
-      labelNames: ['model', 'deployment', 'status'],
+      labelNames: ['model', 'deployment', 'status'] as const,
       registers: [registry],
     }),
-    overhead: new Histogram({
+    overhead: new HistogramFamily({
       name: 'tollgate_gateway_overhead_seconds',
       help: 'Time the gateway added to a forwarded request: its latency less the time spent waiting on backends',
-      labelNames: ['endpoint'],
+      labelNames: ['endpoint'] as const,
       buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1],
       registers: [registry],
     }),
-    backendDuration: new Histogram({
+    backendDuration: new HistogramFamily({
       name: 'tollgate_backend_duration_seconds',
       help: 'Time spent on backends per forwarded request (retries included; a stream until its end)',
-      labelNames: ['model', 'deployment'],
+      labelNames: ['model', 'deployment'] as const,
       buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300],
       registers: [registry],
     }),
-    ttft: new Histogram({
+    ttft: new HistogramFamily({
       name: 'tollgate_time_to_first_token_seconds',
       help: 'Time from the arrival of a streamed request to its first token sent to the client',
-      labelNames: ['model', 'deployment'],
+      labelNames: ['model', 'deployment'] as const,
       buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers: [registry],
     }),
-    tokens: new Counter({
+    tokens: new CounterFamily({
       name: 'tollgate_tokens_total',
       help: 'Tokens served, by model alias and type (prompt or completion)',
-      labelNames: ['model', 'type'],
+      labelNames: ['model', 'type'] as const,
       registers: [registry],
     }),
-    spend: new Counter({
+    spend: new CounterFamily({
       name: 'tollgate_spend_usd_total',
       help: 'Spend in USD (tokens times the deployment prices), by model alias',
-      labelNames: ['model'],
+      labelNames: ['model'] as const,
       registers: [registry],
     }),
-    cooldowns: new Counter({
+    cooldowns: new CounterFamily({
       name: 'tollgate_deployment_cooldowns_total',
       help: 'Times a deployment entered cooldown (allowed_fails failures within a minute)',
-      labelNames: ['deployment'],
+      labelNames: ['deployment'] as const,
       registers: [registry],
     }),
-    storeErrors: new Counter({
+    storeErrors: new CounterFamily({
       name: 'tollgate_store_errors_total',
       help: 'Failed operations on Redis or the records database, by store and operation',
-      labelNames: ['store', 'op'],
+      labelNames: ['store', 'op'] as const,
       registers: [registry],
     }),
   };

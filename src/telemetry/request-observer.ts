@@ -7,41 +7,24 @@
  */
 import { Gauge } from 'prom-client';
 import type { SpendEntry, SpendRecorder } from '../store/spend.js';
-import type { Logger } from './logger.js';
-import type { Metrics } from './metrics.js';
+import type { RequestLog } from './request-log.js';
+import { statusLabel, type Metrics } from './metrics.js';
 
 /** Logs and meters `entry`, then passes it on. */
 export class RequestObserver implements SpendRecorder {
   readonly #next: SpendRecorder;
   readonly #m: Metrics | undefined;
-  readonly #logger: Logger;
+  readonly #log: RequestLog;
   readonly #known: (alias: string) => boolean;
-  constructor(next: SpendRecorder, opts: { metrics: Metrics | undefined; logger: Logger; knownModel: (alias: string) => boolean }) {
+  constructor(next: SpendRecorder, opts: { metrics: Metrics | undefined; log: RequestLog; knownModel: (alias: string) => boolean }) {
     this.#next = next;
     this.#m = opts.metrics;
-    this.#logger = opts.logger;
+    this.#log = opts.log;
     this.#known = opts.knownModel;
   }
 
   record(e: SpendEntry): void {
-    this.#logger.info(
-      {
-        request_id: e.requestId,
-        key_id: e.keyId,
-        user_id: e.userId,
-        team_id: e.teamId,
-        model: e.model,
-        deployment: e.deployment,
-        endpoint: e.endpoint,
-        status: e.status,
-        latency_ms: Math.round(e.latencyMs * 100) / 100,
-        prompt_tokens: e.promptTokens,
-        completion_tokens: e.completionTokens,
-        cost: e.cost,
-        estimated: e.estimated || undefined,
-      },
-      'request',
-    );
+    this.#log.forwarded(e);
     const m = this.#m;
     if (m !== undefined) this.#meter(m, e);
     this.#next.record(e);
@@ -50,16 +33,16 @@ export class RequestObserver implements SpendRecorder {
   #meter(m: Metrics, e: SpendEntry): void {
     const model = this.#known(e.model) ? e.model : 'unknown';
     const deployment = e.deployment ?? 'none';
-    m.modelRequests.inc({ model, deployment, status: String(e.status) });
-    if (e.promptTokens > 0) m.tokens.inc({ model, type: 'prompt' }, e.promptTokens);
-    if (e.completionTokens > 0) m.tokens.inc({ model, type: 'completion' }, e.completionTokens);
-    if (e.cost > 0) m.spend.inc({ model }, e.cost);
+    m.modelRequests.at(model, deployment, statusLabel(e.status)).inc();
+    if (e.promptTokens > 0) m.tokens.at(model, 'prompt').inc(e.promptTokens);
+    if (e.completionTokens > 0) m.tokens.at(model, 'completion').inc(e.completionTokens);
+    if (e.cost > 0) m.spend.at(model).inc(e.cost);
     if (e.backendMs !== undefined && e.deployment !== undefined) {
-      m.backendDuration.observe({ model, deployment }, e.backendMs / 1000);
+      m.backendDuration.at(model, deployment).observe(e.backendMs / 1000);
       // A stream's latency runs to its end, like its backend time, so the difference is tollgate's share.
-      m.overhead.observe({ endpoint: e.endpoint ?? 'unknown' }, Math.max(0, e.latencyMs - e.backendMs) / 1000);
+      m.overhead.at(e.endpoint ?? 'unknown').observe(Math.max(0, e.latencyMs - e.backendMs) / 1000);
     }
-    if (e.ttftMs !== undefined) m.ttft.observe({ model, deployment }, e.ttftMs / 1000);
+    if (e.ttftMs !== undefined) m.ttft.at(model, deployment).observe(e.ttftMs / 1000);
   }
 }
 
@@ -104,14 +87,10 @@ export function registerDeploymentGauges(
  * Drops the series of deployments that left the catalog (a model deleted through the admin API, a reload),
  * so a churn of deployments cannot grow the metrics without bound.
  */
-export async function pruneDeploymentSeries(m: Metrics, live: ReadonlySet<string>): Promise<void> {
-  for (const metric of [m.modelRequests, m.backendDuration, m.ttft, m.cooldowns]) {
-    const seen = new Map<string, Record<string, string | number>>();
-    for (const v of (await metric.get()).values) {
-      const { le: _bucket, ...labels } = v.labels as Record<string, string | number>;
-      const d = labels['deployment'];
-      if (typeof d === 'string' && d !== 'none' && !live.has(d)) seen.set(JSON.stringify(labels), labels);
-    }
-    for (const labels of seen.values()) metric.remove(labels as never);
-  }
+export function pruneDeploymentSeries(m: Metrics, live: ReadonlySet<string>): void {
+  const gone = (labels: Readonly<Record<string, string>>): boolean => {
+    const d = labels['deployment'];
+    return d !== undefined && d !== 'none' && !live.has(d);
+  };
+  for (const family of [m.modelRequests, m.backendDuration, m.ttft, m.cooldowns]) family.removeWhere(gone);
 }

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { createMetrics } from '../../../src/telemetry/metrics.js';
 import { pruneDeploymentSeries, RequestObserver } from '../../../src/telemetry/request-observer.js';
 import { createLogger } from '../../../src/telemetry/logger.js';
+import { RequestLog } from '../../../src/telemetry/request-log.js';
 import type { SpendEntry } from '../../../src/store/spend.js';
 
 const entry = (deployment: string, model = 'llama'): SpendEntry => ({
@@ -29,7 +30,7 @@ test('each recorded request feeds the metrics once, with the alias (or "unknown"
   const seen: SpendEntry[] = [];
   const o = new RequestObserver(
     { record: (e) => seen.push(e) },
-    { metrics: m, logger: createLogger('silent'), knownModel: (a) => a === 'llama' },
+    { metrics: m, log: new RequestLog(createLogger('silent')), knownModel: (a) => a === 'llama' },
   );
   o.record(entry('a'));
   o.record(entry('a', 'no-such-alias-from-a-client'));
@@ -47,11 +48,14 @@ test('each recorded request feeds the metrics once, with the alias (or "unknown"
 
 test('series of deployments that left the catalog are dropped, histograms included', async () => {
   const m = createMetrics({ defaultMetrics: false });
-  const o = new RequestObserver({ record: () => undefined }, { metrics: m, logger: createLogger('silent'), knownModel: () => true });
+  const o = new RequestObserver(
+    { record: () => undefined },
+    { metrics: m, log: new RequestLog(createLogger('silent')), knownModel: () => true },
+  );
   o.record(entry('stays'));
   o.record(entry('goes'));
   m.cooldowns.inc({ deployment: 'goes' });
-  await pruneDeploymentSeries(m, new Set(['stays']));
+  pruneDeploymentSeries(m, new Set(['stays']));
   const text = await m.registry.metrics();
   assert.ok(text.includes('deployment="stays"'));
   assert.ok(!text.includes('deployment="goes"'), text);

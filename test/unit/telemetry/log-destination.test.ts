@@ -1,0 +1,129 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { LogDestination } from '../../../src/telemetry/log-destination.js';
+
+function tempDir(t: { after(fn: () => void): void }): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-logdest-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+async function settled(file: string, lines: number): Promise<string[]> {
+  for (let i = 0; i < 500; i++) {
+    const got = fs.readFileSync(file, 'utf8').split('\n').filter(Boolean);
+    if (got.length >= lines) return got;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  return fs.readFileSync(file, 'utf8').split('\n').filter(Boolean);
+}
+
+test('lines of one turn go out in one write, every line arrives once and in order', async (t) => {
+  const file = path.join(tempDir(t), 'log');
+  const d = LogDestination.toFile(file);
+  const writes: number[] = [];
+  const original = fs.write;
+  t.mock.method(fs, 'write', (...args: Parameters<typeof fs.write>) => {
+    writes.push((args[1] as unknown as Buffer).length);
+    return (original as (...a: unknown[]) => void)(...args);
+  });
+  for (let i = 0; i < 100; i++) d.write(`{"n":${i}}\n`);
+  assert.equal(fs.readFileSync(file, 'utf8'), '', 'nothing is written inside the turn');
+  await turn();
+  for (let i = 100; i < 250; i++) {
+    d.write(`{"n":${i}}\n`);
+    if (i % 7 === 0) await turn();
+  }
+  const got = await settled(file, 250);
+  assert.deepEqual(
+    got.map((l) => (JSON.parse(l) as { n: number }).n),
+    Array.from({ length: 250 }, (_, i) => i),
+  );
+  assert.ok(writes[0] === 100 * '{"n":0}\n'.length + 90, `the first turn's 100 lines in one write (${writes[0]} bytes)`);
+  assert.ok(writes.length < 60, `${writes.length} writes for 250 lines`);
+});
+
+test('a destination nobody reads holds at most its bound, drops and counts the rest, and says so once it is read again', async (t) => {
+  const fifo = path.join(tempDir(t), 'fifo');
+  execFileSync('mkfifo', [fifo]);
+  const reader = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  const writer = fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+  t.after(() => {
+    fs.closeSync(reader);
+    fs.closeSync(writer);
+  });
+  const d = new LogDestination({ fd: writer, maxPendingBytes: 256 * 1024 });
+  const line = `${JSON.stringify({ msg: 'x'.repeat(1000) })}\n`;
+  let accepted = 0;
+  // Far more than the pipe (64 KiB) and the bound (256 KiB) hold together.
+  for (let i = 0; i < 2000; i++) {
+    if (d.write(line)) accepted++;
+    if (i % 50 === 0) await turn();
+  }
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.ok(accepted < 400, `accepted ${accepted}`);
+  assert.equal(d.dropped, 2000 - accepted);
+  // The reader comes back: everything accepted arrives, then the count of what was not.
+  let text = '';
+  const buf = Buffer.alloc(1 << 16);
+  for (let i = 0; i < 400 && !(text.includes('dropped_lines') && text.endsWith('\n')); i++) {
+    try {
+      const n = fs.readSync(reader, buf);
+      text += buf.toString('utf8', 0, n);
+    } catch {
+      d.write(''); // a turn with nothing new still lets a retry and the note go out
+    }
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  const lines = text.split('\n').filter(Boolean);
+  const note = JSON.parse(lines.at(-1) as string) as { level: number; dropped_lines: number; msg: string };
+  assert.equal(lines.length - 1, accepted, 'every accepted line arrived whole');
+  assert.equal(note.level, 40);
+  assert.equal(note.dropped_lines, 2000 - accepted);
+});
+
+test('a destination whose reader is gone (EPIPE) drops its lines without throwing', async (t) => {
+  const fifo = path.join(tempDir(t), 'fifo');
+  execFileSync('mkfifo', [fifo]);
+  const reader = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  const writer = fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+  fs.closeSync(reader);
+  t.after(() => fs.closeSync(writer));
+  const d = new LogDestination({ fd: writer });
+  d.write('{"a":1}\n');
+  d.write('{"a":2}\n');
+  for (let i = 0; i < 100 && d.dropped === 0; i++) await new Promise((resolve) => setTimeout(resolve, 5));
+  assert.equal(d.dropped, 2);
+});
+
+test('lines logged just before process.exit() are written by the exit hook', () => {
+  const module = fileURLToPath(new URL('../../../src/telemetry/log-destination.js', import.meta.url));
+  const script = `
+    const { LogDestination } = await import(${JSON.stringify(module)});
+    const d = new LogDestination({ fd: 1 });
+    for (let i = 0; i < 1000; i++) d.write('{"n":' + i + '}\\n');
+    process.exit(3);
+  `;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+  assert.equal(r.status, 3, r.stderr);
+  const lines = r.stdout.split('\n').filter(Boolean);
+  assert.equal(lines.length, 1000);
+  assert.equal(lines[999], '{"n":999}');
+});
+
+test('flush writes what is pending before its callback', async (t) => {
+  const file = path.join(tempDir(t), 'log');
+  const d = LogDestination.toFile(file);
+  d.write('{"a":1}\n');
+  d.write('{"a":2}\n');
+  await new Promise<void>((resolve, reject) => d.flush((err) => (err ? reject(err) : resolve())));
+  assert.equal(fs.readFileSync(file, 'utf8'), '{"a":1}\n{"a":2}\n');
+  d.end();
+  assert.equal(d.write('{"a":3}\n'), false, 'an ended destination takes nothing');
+});
