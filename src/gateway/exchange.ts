@@ -8,19 +8,18 @@
  * exchange through the controller, and backpressure is the controller's pause/resume. undici's own
  * timers (`headersTimeout`, `bodyTimeout`) still bound every wait.
  */
-import type { ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
 
-/** The client's side of one request: gone once its connection closed before the reply finished. */
+/**
+ * The client's side of one request: gone once its connection closed before the reply finished. The
+ * server's one `close` listener of the response calls `leave()` (a second listener per request cost
+ * more than this object).
+ */
 export class ClientLink {
   gone = false;
+  /** Handed to the forwarder, which logs the request itself when it records it. */
+  forwarded = false;
   #onGone: (() => void) | undefined;
-
-  constructor(res: ServerResponse) {
-    res.once('close', () => {
-      if (!res.writableFinished) this.leave();
-    });
-  }
 
   leave(): void {
     if (this.gone) return;

@@ -50,7 +50,7 @@ export interface ForwardRequest {
   /** The limits admission (settled when the request is recorded). */
   readonly lease: Lease | undefined;
   /** Admissions taken here for retries and fallbacks on deployments with limits of their own (settled with the request). */
-  readonly extraLeases?: Lease[];
+  readonly extraLeases: Lease[];
   /** `x-ratelimit-*` for the client's response (standalone; behind Envoy, Envoy adds them). */
   readonly responseHeaders: readonly (readonly [string, string])[] | undefined;
   /** The client's connection: leaving aborts the backend request at once (vLLM stops generating only then). */
@@ -118,10 +118,9 @@ export class Forwarder {
   }
 
   /** Serves the request to `res`, through retries and fallbacks; never throws for backend faults. */
-  async forward(request: ForwardRequest, res: ServerResponse): Promise<void> {
+  async forward(req: ForwardRequest, res: ServerResponse): Promise<void> {
     const started = performance.now();
     const gate = this.#gate;
-    const req = gate === undefined ? request : { ...request, extraLeases: [] as Lease[] };
     const aliases = [req.alias, ...req.fallbacks];
     let last: Attempt | undefined;
     let hint = req.hint;
@@ -159,7 +158,7 @@ export class Forwarder {
             continue; // another deployment, or the next alias
           }
           gated.add(d.id);
-          if (admitted !== undefined) req.extraLeases?.push(admitted);
+          if (admitted !== undefined) req.extraLeases.push(admitted);
         }
         triedAny = true;
         last = await this.#attempt(d, alias, req, res, started);
@@ -359,7 +358,7 @@ export class Forwarder {
       backendMs: req.timing.backendMs,
       ttftMs: req.timing.ttftMs,
       lease: req.lease,
-      extraLeases: req.extraLeases?.length === 0 ? undefined : req.extraLeases,
+      extraLeases: req.extraLeases.length === 0 ? undefined : req.extraLeases,
     });
   }
 }

@@ -81,11 +81,14 @@ async function handle(deps: GatewayDeps, req: IncomingMessage, res: ServerRespon
   const started = performance.now();
   const inFlight = m?.httpInFlight.at(route);
   inFlight?.inc();
+  const client = new ClientLink();
   res.once('close', () => {
+    // Closed before the reply was finished: the client left (the exchange in flight is aborted).
+    if (!res.writableFinished) client.leave();
     inFlight?.dec();
     m?.httpRequests.at(route, statusLabel(res.statusCode)).inc();
     // A forwarded request is logged with its model, tokens and cost when it is recorded (RequestObserver).
-    if (handedOff.has(res)) return;
+    if (client.forwarded) return;
     const id = res.getHeader('x-tollgate-request-id');
     deps.requestLog.answered(
       { requestId: typeof id === 'string' ? id : undefined, method, route, status: res.statusCode, latencyMs: performance.now() - started },
@@ -110,7 +113,7 @@ async function handle(deps: GatewayDeps, req: IncomingMessage, res: ServerRespon
   // Parsed once: the context binding and the forwarder both use it.
   const parsed = endpoint === undefined || body === undefined ? undefined : parseObject(body);
   const id = identify(deps, req, method, path, body, parsed);
-  const request = { method, path, url: req.url ?? '/', endpoint, body, parsed };
+  const request = { method, path, url: req.url ?? '/', endpoint, body, parsed, client };
   if (id instanceof Promise) return serve(deps, res, request, await id);
   return serve(deps, res, request, id);
 }
@@ -123,10 +126,8 @@ interface Incoming {
   readonly endpoint: ForwardRequest['endpoint'] | undefined;
   readonly body: Buffer | undefined;
   readonly parsed: Record<string, unknown> | undefined;
+  readonly client: ClientLink;
 }
-
-/** Responses of requests handed to the forwarder (which logs them itself). */
-const handedOff = new WeakSet<ServerResponse>();
 
 /** The `route` label: a fixed set, whatever path a client sends. */
 function routeLabel(endpoint: ForwardRequest['endpoint'] | undefined, method: string, path: string): string {
@@ -156,7 +157,7 @@ function serve(deps: GatewayDeps, res: ServerResponse, r: Incoming, id: Identify
     if (alias === undefined) return sendError(res, 'missing_model', undefined, id.caller.requestId);
     const lease = id.lease;
     if (lease !== undefined) deps.leases?.begin(lease);
-    handedOff.add(res);
+    r.client.forwarded = true;
     const forwarded = deps.forwarder.forward(
       {
         endpoint,
@@ -167,7 +168,8 @@ function serve(deps: GatewayDeps, res: ServerResponse, r: Incoming, id: Identify
         caller: id.caller,
         lease: id.lease,
         responseHeaders: id.headers,
-        client: new ClientLink(res),
+        extraLeases: [],
+        client: r.client,
         timing: { backendMs: 0, ttftMs: undefined },
       },
       res,

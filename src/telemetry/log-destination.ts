@@ -1,11 +1,12 @@
 /**
- * Where the logger's lines go: stdout (or a file), written in one batch per turn of the event loop.
+ * Where the logger's lines go: stdout (or a file), written in batches: at most every 10 ms.
  *
  * pino's own destination (sonic-boom) measures its whole pending buffer on every line and writes through
  * libuv's thread pool as often as it can; in the gateway that cost about 15 µs a request over no log at
- * all (bench/gateway.ts's child, both in one run). Here a line is pushed onto an array; once per turn the
- * lines are joined and written with one `fs.write`, one write in flight at a time, so a busy process
- * writes once per turn whatever its rate and a quiet one still writes each line within a turn.
+ * all (bench/gateway.ts's child, both in one run). Here a line is pushed onto an array; 10 ms after the
+ * first of a batch the lines are joined and written with one `fs.write`, one write in flight at a time,
+ * so the process writes at most about a hundred times a second whatever its rate, and a line is out
+ * within about 10 ms.
  *
  * The buffer is bounded: a destination that stops taking lines (a full pipe nobody reads) costs at most
  * `maxPendingBytes` of memory; lines past that are dropped and counted, and a line saying how many is
@@ -17,6 +18,11 @@ import fs from 'node:fs';
 const DEFAULT_MAX_PENDING = 64 * 1024 * 1024;
 /** Before trying again after EAGAIN (a non-blocking pipe that is full). */
 const RETRY_MS = 10;
+/**
+ * How long a line may wait for others to share its write. Once per turn of the event loop was one write
+ * (a thread-pool round trip) per request at low concurrency, where each turn serves one request.
+ */
+const BATCH_MS = 10;
 
 /** Destinations with lines pending, written out at exit (one listener for all of them). */
 const live = new Set<LogDestination>();
@@ -66,12 +72,16 @@ export class LogDestination {
     }
     this.#parts.push(line);
     this.#partsLength += line.length;
-    if (!this.#scheduled && this.#inFlight === undefined) {
-      this.#scheduled = true;
-      live.add(this);
-      setImmediate(this.#flush);
-    }
+    if (this.#inFlight === undefined) this.#schedule();
     return true;
+  }
+
+  #schedule(): void {
+    if (this.#scheduled) return;
+    this.#scheduled = true;
+    live.add(this);
+    // Unreferenced: a process with nothing else to do exits, and the exit hook writes what is pending.
+    setTimeout(this.#flush, BATCH_MS).unref();
   }
 
   /** pino's `logger.flush(cb)`: the lines not yet handed to the OS are written before `cb`. */
@@ -161,7 +171,7 @@ export class LogDestination {
         return;
       }
       this.#inFlight = undefined;
-      if (this.#parts.length > 0) this.#flush();
+      if (this.#parts.length > 0 || this.#dropped > 0) this.#schedule();
       else live.delete(this);
     });
   }

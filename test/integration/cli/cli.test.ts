@@ -461,15 +461,18 @@ describe('tollgate authz', () => {
   });
 });
 
+/** The embedded default opens PGlite (PostgreSQL in WebAssembly): about 5 s alone here, more beside the rest of the suite. */
+const PGLITE_START_MS = 30_000;
+
 describe('tollgate serve with no config', () => {
-  test('generates a master key once, keeps it mode 0600, reuses it without printing it', TEST_OPTS, async () => {
+  test('generates a master key once, keeps it mode 0600, reuses it without printing it', { timeout: 3 * PGLITE_START_MS }, async () => {
     const cwd = mkdtempSync(path.join(tmpdir(), 'tollgate-serve-'));
     try {
       const serveArgs = ['serve', '--host', '127.0.0.1', '--grpc-port', '0', '--http-port', '0'];
       const first = start(serveArgs, { cwd });
       let key: string;
       try {
-        assert.equal(await health(portOf(await first.waitForLog('serve listening'))), 'SERVING');
+        assert.equal(await health(portOf(await first.waitForLog('serve listening', PGLITE_START_MS))), 'SERVING');
         const printed = [...first.stdout().matchAll(/sk-[A-Za-z0-9_-]{16,}/g)].map((m) => m[0]);
         assert.equal(printed.length, 1, `expected the key printed once:\n${first.stdout()}`);
         key = printed[0] ?? '';
@@ -488,7 +491,7 @@ describe('tollgate serve with no config', () => {
 
       const second = start(serveArgs, { cwd });
       try {
-        const port = portOf(await second.waitForLog('serve listening'));
+        const port = portOf(await second.waitForLog('serve listening', PGLITE_START_MS));
         assert.equal(await health(port), 'SERVING');
         const done = await stop(second);
         assert.equal(done.code, 0, done.stderr);
