@@ -9,9 +9,11 @@
  * within about 10 ms.
  *
  * The buffer is bounded: a destination that stops taking lines (a full pipe nobody reads) costs at most
- * `maxPendingBytes` of memory; lines past that are dropped and counted, and a line saying how many is
- * written once the destination takes lines again. Lines still pending when the process exits are written
- * synchronously from the `exit` event, so a crash or `process.exit()` loses nothing already logged.
+ * `maxPendingBytes` of memory; lines past that are dropped and counted, and a line saying how many goes
+ * out with the next batch once there is room. A destination that is gone (EPIPE, EBADF) stops being
+ * written to and only counts. Lines still pending when the process exits are written synchronously from
+ * the `exit` event, so a crash or `process.exit()` loses nothing already logged (a batch whose
+ * asynchronous write is under way at that moment is left to it, as sonic-boom leaves it).
  */
 import fs from 'node:fs';
 
@@ -37,11 +39,18 @@ export class LogDestination {
   /** The bytes handed to `fs.write` and not yet written (the rest after a partial write), and their lines. */
   #inFlight: Buffer | undefined;
   #inFlightLines = 0;
+  /** Bytes of the batch in flight when it was taken: less is left once part of it went out. */
+  #batchLength = 0;
   /** An `fs.write` of `#inFlight` is under way (false while it waits to be tried again). */
   #writing = false;
   #scheduled = false;
   #dropped = 0;
-  #closed = false;
+  /** The fd is gone (EPIPE, EBADF): nothing more is written, lines are only counted. */
+  #gone = false;
+  /** A write stopped inside a line: the next batch starts on a new line, so every later line parses. */
+  #cutLine = false;
+  /** `flush(cb)` calls waiting for the write under way. */
+  #waiting: (() => void)[] = [];
 
   constructor(opts: { fd: number; maxPendingBytes?: number }) {
     this.#fd = opts.fd;
@@ -59,14 +68,13 @@ export class LogDestination {
     return new LogDestination({ fd: fs.openSync(path, 'a'), ...opts });
   }
 
-  /** Lines dropped because the destination did not keep up, not yet reported by a line of their own. */
+  /** Lines dropped (the destination did not keep up, or is gone), not yet reported by a line of their own. */
   get dropped(): number {
     return this.#dropped;
   }
 
   write(line: string): boolean {
-    if (this.#closed) return false;
-    if (this.#partsLength + (this.#inFlight?.length ?? 0) + line.length > this.#maxPending) {
+    if (this.#gone || this.#partsLength + (this.#inFlight?.length ?? 0) + line.length > this.#maxPending) {
       this.#dropped++;
       return false;
     }
@@ -76,103 +84,146 @@ export class LogDestination {
     return true;
   }
 
-  #schedule(): void {
-    if (this.#scheduled) return;
-    this.#scheduled = true;
-    live.add(this);
-    // Unreferenced: a process with nothing else to do exits, and the exit hook writes what is pending.
-    setTimeout(this.#flush, BATCH_MS).unref();
-  }
-
-  /** pino's `logger.flush(cb)`: the lines not yet handed to the OS are written before `cb`. */
+  /** pino's `logger.flush(cb)`: once the write under way (if any) is done, everything pending is written, then `cb`. */
   flush(cb?: (err?: Error) => void): void {
-    try {
-      this.flushSync();
-      cb?.();
-    } catch (err) {
-      cb?.(err as Error);
+    if (this.#writing) {
+      this.#waiting.push(() => this.flush(cb));
+      return;
     }
+    this.flushSync();
+    cb?.();
   }
 
   /**
-   * Writes the pending lines now, blocking (exit, shutdown). A batch already handed to an asynchronous
-   * write is left to it: writing it again here would write it twice.
+   * Writes what is pending now, blocking (the exit hook, `flush`). A batch whose asynchronous write is under
+   * way is left to it: writing it here too could write it twice.
    */
   flushSync(): void {
-    if (this.#writing) return;
-    const buf = this.#inFlight ?? this.#take();
-    if (buf === undefined) return;
+    if (!this.#writing && this.#inFlight !== undefined) {
+      // Waiting to be tried again after EAGAIN: nobody else will write it now.
+      const buf = this.#inFlight;
+      this.#inFlight = undefined;
+      if (!this.#writeSync(buf, this.#inFlightLines, this.#batchLength)) return;
+    }
+    const batch = this.#take();
+    if (batch !== undefined) this.#writeSync(batch.buf, batch.lines, batch.buf.length);
+    if (!this.#writing) live.delete(this);
+  }
+
+  /** Writes `buf` whole, or gives up after about a second of a full pipe (its lines counted as dropped). */
+  #writeSync(buf: Buffer, lines: number, batchLength: number): boolean {
+    if (this.#gone) {
+      this.#dropped += lines;
+      return false;
+    }
     let off = 0;
     let spins = 0;
     while (off < buf.length) {
       try {
         off += fs.writeSync(this.#fd, buf, off);
       } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
         // A full non-blocking pipe: give the reader a moment, a bounded number of times.
-        if ((err as NodeJS.ErrnoException).code !== 'EAGAIN' || ++spins > 1000) break;
-        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+        if (code === 'EAGAIN' && ++spins <= 1000) {
+          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+          continue;
+        }
+        this.#lost(code, buf.subarray(off), lines, batchLength);
+        return false;
       }
     }
-    this.#inFlight = undefined;
-    // Lines that came with a retry pending are still to go.
-    if (this.#parts.length > 0) this.flushSync();
-    else live.delete(this);
+    return true;
   }
 
-  /** Flushes, then takes no more lines (the file, if any, is the caller's to close). */
-  end(): void {
-    this.flushSync();
-    this.#closed = true;
-  }
-
-  /** The pending lines joined (with a line counting the dropped ones first, once there is room), now in flight. */
-  #take(): Buffer | undefined {
-    if (this.#dropped > 0 && this.#partsLength < this.#maxPending / 2) {
-      const note = `{"level":40,"time":"${new Date().toISOString()}","service":"tollgate","dropped_lines":${this.#dropped},"msg":"log lines were dropped: the log destination did not keep up"}\n`;
-      this.#dropped = 0;
-      this.#parts.push(note);
+  /** What was left of a batch could not be written: count its lines, and remember a cut line or a gone fd. */
+  #lost(code: string | undefined, rest: Buffer, lines: number, batchLength: number): void {
+    let n = 0;
+    for (let i = rest.indexOf(10); i >= 0; i = rest.indexOf(10, i + 1)) n++;
+    this.#dropped += Math.min(lines, n);
+    // Part of the batch went out: it may have stopped inside a line.
+    if (rest.length > 0 && rest.length < batchLength) this.#cutLine = true;
+    if (code === 'EPIPE' || code === 'EBADF') {
+      this.#gone = true;
+      this.#dropped += this.#parts.length;
+      this.#parts = [];
+      this.#partsLength = 0;
     }
+  }
+
+  #schedule(): void {
+    if (this.#scheduled || this.#gone) return;
+    this.#scheduled = true;
+    live.add(this);
+    // Unreferenced: a process with nothing else to do exits, and the exit hook writes what is pending.
+    setTimeout(this.#flush, BATCH_MS).unref();
+  }
+
+  /** The pending lines joined (a note counting dropped lines last, once there is room), and how many. */
+  #take(): { buf: Buffer; lines: number } | undefined {
     if (this.#parts.length === 0) return undefined;
+    if (this.#dropped > 0 && this.#partsLength < this.#maxPending / 2) {
+      this.#parts.push(
+        `{"level":40,"time":"${new Date().toISOString()}","service":"tollgate","dropped_lines":${this.#dropped},"msg":"log lines were dropped: the log destination did not keep up"}\n`,
+      );
+      this.#dropped = 0;
+    }
+    if (this.#cutLine) {
+      this.#parts.unshift('\n');
+      this.#cutLine = false;
+    }
     const text = this.#parts.length === 1 ? (this.#parts[0] as string) : this.#parts.join('');
-    this.#inFlightLines = this.#parts.length;
+    const lines = this.#parts.length;
     this.#parts = [];
     this.#partsLength = 0;
-    this.#inFlight = Buffer.from(text, 'utf8');
-    return this.#inFlight;
+    return { buf: Buffer.from(text, 'utf8'), lines };
   }
 
   readonly #flush = (): void => {
     this.#scheduled = false;
-    if (this.#inFlight !== undefined) return;
-    const buf = this.#take();
-    if (buf === undefined) live.delete(this);
-    else this.#send(buf);
+    if (this.#inFlight !== undefined || this.#gone) return;
+    const batch = this.#take();
+    if (batch === undefined) {
+      live.delete(this);
+      return;
+    }
+    this.#inFlight = batch.buf;
+    this.#inFlightLines = batch.lines;
+    this.#batchLength = batch.buf.length;
+    this.#send(batch.buf);
   };
 
-  /** Writes the in-flight `buf`; the rest after a partial write; then whatever came meanwhile. */
+  /** Writes the in-flight `buf`; the rest after a partial write; then schedules whatever came meanwhile. */
   #send(buf: Buffer): void {
     this.#writing = true;
     fs.write(this.#fd, buf, 0, buf.length, null, (err, written) => {
       this.#writing = false;
-      if (err !== null) {
-        if (err.code === 'EAGAIN' || err.code === 'EBUSY') {
-          // Unreferenced: a process that has nothing else to do exits, and the exit hook writes these.
-          setTimeout(() => {
-            if (this.#inFlight === buf) this.#send(buf);
-          }, RETRY_MS).unref();
-          return;
-        }
-        // EPIPE, EBADF…: nobody will read these lines; drop them rather than hold them forever.
-        this.#dropped += this.#inFlightLines;
-      } else if (written < buf.length) {
+      if (this.#inFlight !== buf) return this.#wake(); // written by the exit hook meanwhile
+      if (err !== null && (err.code === 'EAGAIN' || err.code === 'EBUSY')) {
+        // Unreferenced: a process that has nothing else to do exits, and the exit hook writes these.
+        setTimeout(() => {
+          if (this.#inFlight === buf && !this.#writing) this.#send(buf);
+        }, RETRY_MS).unref();
+        return this.#wake();
+      }
+      if (err === null && written < buf.length) {
         const rest = buf.subarray(written);
         this.#inFlight = rest;
         this.#send(rest);
         return;
       }
+      if (err !== null) this.#lost(err.code, buf, this.#inFlightLines, this.#batchLength);
       this.#inFlight = undefined;
-      if (this.#parts.length > 0 || this.#dropped > 0) this.#schedule();
+      if (this.#parts.length > 0) this.#schedule();
       else live.delete(this);
+      this.#wake();
     });
+  }
+
+  /** Lets the `flush(cb)` calls that waited for the write go on. */
+  #wake(): void {
+    const waiting = this.#waiting;
+    if (waiting.length === 0) return;
+    this.#waiting = [];
+    for (const w of waiting) w();
   }
 }

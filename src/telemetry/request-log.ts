@@ -4,11 +4,11 @@
  * Every field is an id, a count or a bounded name that tollgate builds itself (never a header, a body
  * or a credential), so the line needs neither pino's redaction walk nor its generic serialiser: it is one
  * template string, each text value through JSON.stringify. (With the batched destination of
- * log-destination.ts this took the gateway's log from about 25 µs a request to a few: bench/gateway.ts's
- * child with the log on and off in one run.) The line has
- * the shape and key order pino gives it (`level`, `time`, the logger's bindings, the fields, `msg`), goes
- * to the same stream as every other line (so lines stay in order), and follows the logger's level as it
- * is changed at run time (a reload of `general_settings.log_level`).
+ * log-destination.ts and the metric families of families.ts, the log and the metrics together went from
+ * about 43 µs a request to about 18: bench/gateway.ts's child with both on and both off, in one run.)
+ * The line has the shape and key order pino gives it (`level`, `time`, the logger's bindings, the fields, `msg`), goes
+ * to the same stream as every other line (so lines stay in order), and reads the logger's level at each
+ * line, so a level changed on the running logger applies at once.
  */
 import { pino } from 'pino';
 import type { SpendEntry } from '../store/spend.js';

@@ -70,21 +70,27 @@ test('a destination nobody reads holds at most its bound, drops and counts the r
   await new Promise((resolve) => setTimeout(resolve, 50));
   assert.ok(accepted < 400, `accepted ${accepted}`);
   assert.equal(d.dropped, 2000 - accepted);
-  // The reader comes back: everything accepted arrives, then the count of what was not.
+  // The reader comes back: everything accepted arrives; the next line brings the count of what was not.
   let text = '';
   const buf = Buffer.alloc(1 << 16);
+  let nudged = false;
   for (let i = 0; i < 400 && !(text.includes('dropped_lines') && text.endsWith('\n')); i++) {
     try {
       const n = fs.readSync(reader, buf);
       text += buf.toString('utf8', 0, n);
     } catch {
-      // EAGAIN: nothing to read yet; the destination retries on its own, and sends the note after.
+      // EAGAIN: nothing to read now. Once all accepted lines are out, one more line is logged.
+      if (!nudged && text.split('\n').length - 1 === accepted) {
+        nudged = d.write('{"msg":"after"}\n');
+      }
     }
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
   const lines = text.split('\n').filter(Boolean);
+  assert.ok(nudged);
+  assert.equal(lines.length - 2, accepted, 'every accepted line arrived whole');
+  assert.equal(lines.at(-2), '{"msg":"after"}');
   const note = JSON.parse(lines.at(-1) as string) as { level: number; dropped_lines: number; msg: string };
-  assert.equal(lines.length - 1, accepted, 'every accepted line arrived whole');
   assert.equal(note.level, 40);
   assert.equal(note.dropped_lines, 2000 - accepted);
 });
@@ -97,10 +103,21 @@ test('a destination whose reader is gone (EPIPE) drops its lines without throwin
   fs.closeSync(reader);
   t.after(() => fs.closeSync(writer));
   const d = new LogDestination({ fd: writer });
+  let writes = 0;
+  const original = fs.write;
+  t.mock.method(fs, 'write', (...args: Parameters<typeof fs.write>) => {
+    writes++;
+    return (original as (...a: unknown[]) => void)(...args);
+  });
   d.write('{"a":1}\n');
   d.write('{"a":2}\n');
   for (let i = 0; i < 100 && d.dropped === 0; i++) await new Promise((resolve) => setTimeout(resolve, 5));
   assert.equal(d.dropped, 2);
+  // Gone for good: later lines are counted, and nothing tries the fd again (no loop of failing notes).
+  assert.equal(d.write('{"a":3}\n'), false);
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  assert.equal(writes, 1);
+  assert.equal(d.dropped, 3);
 });
 
 test('lines logged just before process.exit() are written by the exit hook', () => {
@@ -118,13 +135,41 @@ test('lines logged just before process.exit() are written by the exit hook', () 
   assert.equal(lines[999], '{"n":999}');
 });
 
-test('flush writes what is pending before its callback', async (t) => {
+test('lines logged while a batch is being written are still written at exit', () => {
+  const module = fileURLToPath(new URL('../../../src/telemetry/log-destination.js', import.meta.url));
+  // The first batch goes to fs.write at 10 ms; at 11 ms ten more lines come, and the process exits.
+  const script = `
+    const fs = await import('node:fs');
+    const { LogDestination } = await import(${JSON.stringify(module)});
+    const d = new LogDestination({ fd: 1 });
+    const write = fs.default.write;
+    let underWay = false;
+    fs.default.write = (...args) => { underWay = true; return write(...args); };
+    for (let i = 0; i < 1000; i++) d.write('{"n":' + i + '}\\n');
+    const late = () => {
+      if (!underWay) return setTimeout(late, 1);
+      for (let i = 1000; i < 1010; i++) d.write('{"n":' + i + '}\\n');
+      process.exit(4);
+    };
+    setTimeout(late, 10);
+  `;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+  assert.equal(r.status, 4, r.stderr);
+  const seen = new Set(r.stdout.split('\n').filter(Boolean));
+  for (let i = 1000; i < 1010; i++) assert.ok(seen.has(`{"n":${i}}`), `line ${i} lost:\n${r.stdout.slice(-400)}`);
+});
+
+test('flush waits for the write under way, then writes what is pending, in order, before its callback', async (t) => {
   const file = path.join(tempDir(t), 'log');
   const d = LogDestination.toFile(file);
+  const original = fs.write;
+  // Every asynchronous write takes 50 ms to start.
+  t.mock.method(fs, 'write', (...args: Parameters<typeof fs.write>) => {
+    setTimeout(() => (original as (...a: unknown[]) => void)(...args), 50);
+  });
   d.write('{"a":1}\n');
+  await new Promise((resolve) => setTimeout(resolve, 20)); // the first batch is now under way
   d.write('{"a":2}\n');
   await new Promise<void>((resolve, reject) => d.flush((err) => (err ? reject(err) : resolve())));
   assert.equal(fs.readFileSync(file, 'utf8'), '{"a":1}\n{"a":2}\n');
-  d.end();
-  assert.equal(d.write('{"a":3}\n'), false, 'an ended destination takes nothing');
 });

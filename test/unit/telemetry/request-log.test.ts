@@ -114,7 +114,7 @@ test('requests not forwarded: info, except probes and scrapes at debug; the logg
     latency_ms: 0.12,
     msg: 'request',
   });
-  // A reload that sets log_level changes the level of the running logger.
+  // A level changed on the running logger applies to the next line.
   logger.level = 'debug';
   log.answered(r, true);
   assert.equal((JSON.parse(lines[1] as string) as { level: number }).level, 20);
