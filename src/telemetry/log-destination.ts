@@ -25,6 +25,8 @@ const RETRY_MS = 10;
  * (a thread-pool round trip) per request at low concurrency, where each turn serves one request.
  */
 const BATCH_MS = 10;
+/** Something to `Atomics.wait` on for a millisecond between synchronous tries. */
+const PAUSE = new Int32Array(new SharedArrayBuffer(4));
 
 /** Destinations with lines pending, written out at exit (one listener for all of them). */
 const live = new Set<LogDestination>();
@@ -125,7 +127,7 @@ export class LogDestination {
         const code = (err as NodeJS.ErrnoException).code;
         // A full non-blocking pipe: give the reader a moment, a bounded number of times.
         if (code === 'EAGAIN' && ++spins <= 1000) {
-          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+          Atomics.wait(PAUSE, 0, 0, 1);
           continue;
         }
         this.#lost(code, buf.subarray(off), lines, batchLength);

@@ -5,38 +5,24 @@
  */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { keyId, type KeyRecord } from '../../../src/identity/keys.js';
+import type { KeyRecord } from '../../../src/identity/keys.js';
 import { PgChangeBus, RedisChangeBus, type ChangeBus } from '../../../src/store/change-bus.js';
 import { openDb, type Db } from '../../../src/store/db.js';
 import { migrate } from '../../../src/store/migrate.js';
 import { RecordStore } from '../../../src/store/records.js';
 import { EnvoyCheckClient, type EnvoyCheckResponse } from '../../support/envoy.js';
 import { children, startTollgate } from '../../support/process.js';
+import { apiKeyRecord } from '../../support/records.js';
 
 const PG = process.env['TEST_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
 const REDIS = process.env['TEST_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 const BODY = JSON.stringify({ model: 'llama', messages: [{ role: 'user', content: 'hi' }] });
 
-function record(key: string, blocked = false): KeyRecord {
-  const hash = createHash('sha256').update(key).digest('hex');
-  return {
-    hash,
-    id: keyId(hash),
-    alias: 'generated',
-    models: [],
-    userId: undefined,
-    teamId: undefined,
-    expiresAt: undefined,
-    blocked,
-    limits: { maxBudget: undefined, budgetDuration: undefined, rpmLimit: undefined, tpmLimit: undefined, maxParallelRequests: undefined },
-    metadata: {},
-    source: 'api',
-  };
-}
+const record = (key: string, blocked = false): KeyRecord => apiKeyRecord(key, { alias: 'generated', blocked });
 
 /** The error code of a denial, or 'allowed'. */
 function outcome(r: EnvoyCheckResponse): string {

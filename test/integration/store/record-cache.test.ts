@@ -5,33 +5,19 @@
  */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash, randomUUID } from 'node:crypto';
-import { keyId, StaticKeyDirectory, type KeyRecord } from '../../../src/identity/keys.js';
+import { randomUUID } from 'node:crypto';
+import { StaticKeyDirectory, type KeyRecord } from '../../../src/identity/keys.js';
 import { LocalChangeBus, type ChangeBus } from '../../../src/store/change-bus.js';
 import { openDb, type Db, type Queryable } from '../../../src/store/db.js';
 import { migrate } from '../../../src/store/migrate.js';
 import { RecordCache, RecordStore } from '../../../src/store/records.js';
 import { createLogger } from '../../../src/telemetry/logger.js';
+import { apiKeyRecord } from '../../support/records.js';
 
 const PG = process.env['TEST_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
 const logger = createLogger('silent');
 
-function record(key: string): KeyRecord {
-  const hash = createHash('sha256').update(key).digest('hex');
-  return {
-    hash,
-    id: keyId(hash),
-    alias: 'k',
-    models: [],
-    userId: undefined,
-    teamId: undefined,
-    expiresAt: undefined,
-    blocked: false,
-    limits: { maxBudget: undefined, budgetDuration: undefined, rpmLimit: undefined, tpmLimit: undefined, maxParallelRequests: undefined },
-    metadata: {},
-    source: 'api',
-  };
-}
+const record = (key: string): KeyRecord => apiKeyRecord(key);
 
 const dbs: Db[] = [];
 const schemas: string[] = [];
