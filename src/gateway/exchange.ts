@@ -41,6 +41,11 @@ export interface StreamSink {
   start(exchange: Exchange): void;
   /** A body chunk; false when the client is not taking more (the exchange pauses until `resume()`). */
   data(chunk: Buffer): boolean;
+  /**
+   * The streamed reply is over (`err`: it broke off, the client's leaving included). Called at once, in the
+   * turn the backend's last bytes came in, so the client's last bytes leave in the same write as the rest.
+   */
+  end(err: Error | undefined): void;
 }
 
 export type ExchangeResult =
@@ -163,6 +168,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
     clearTimeout(this.#queued);
     this.#chunks = [];
     this.#client.watch(undefined);
-    this.#resolve(r);
+    try {
+      if (r.kind === 'streamed') (this.#sink as StreamSink).end(r.err);
+    } finally {
+      // Whatever the sink does, the forwarder gets its result (and records the request).
+      this.#resolve(r);
+    }
   }
 }

@@ -16,7 +16,7 @@ import type { DeploymentTracker, RoutingStrategy } from '../routing/health.js';
 import type { SpendRecorder } from '../store/spend.js';
 import type { Lease } from '../store/limiter.js';
 import { codedError, Exchange, type ClientLink, type StreamSink } from './exchange.js';
-import { backendMessage, SseRewriter } from './sse.js';
+import { backendMessage, SseRewriter, withModel } from './sse.js';
 
 /** Admits an attempt on a deployment against its own rpm/tpm: a lease to settle, undefined (nothing to count), or false (full). */
 export interface DeploymentGate {
@@ -228,6 +228,7 @@ export class Forwarder {
     const relay = stream
       ? new SseRelay(
           res,
+          req.client,
           req.caller.requestId,
           req.responseHeaders,
           new SseRewriter({ keepUsage: clientWantsUsage, model: alias }),
@@ -264,7 +265,7 @@ export class Forwarder {
         if (result.status < 200 || result.status >= 300) return failure(result.status, result.body);
         return this.#whole(d, alias, req, res, result.body, started);
       case 'streamed':
-        this.#streamed(d, alias, req, res, relay as SseRelay, result.err, started);
+        this.#streamed(d, alias, req, relay as SseRelay, started);
         return { kind: 'done' };
     }
   }
@@ -285,7 +286,7 @@ export class Forwarder {
     const prompt = count(usage['prompt_tokens']);
     const completion = count(usage['completion_tokens']);
     const cost = prompt * d.inputCostPerToken + completion * d.outputCostPerToken;
-    const out = withModel(text, parsed, alias);
+    const out = withModel(text, parsed, alias) ?? JSON.stringify({ ...parsed, model: alias });
     const head = [
       'content-type',
       'application/json',
@@ -305,21 +306,8 @@ export class Forwarder {
     return { kind: 'done' };
   }
 
-  /** The stream was relayed as it came; end it well-formed (unless the client left) and charge what was streamed. */
-  #streamed(
-    d: Deployment,
-    alias: string,
-    req: ForwardRequest,
-    res: ServerResponse,
-    relay: SseRelay,
-    err: Error | undefined,
-    started: number,
-  ): void {
-    relay.finish();
-    const stalled = (err as { code?: unknown } | undefined)?.code === 'CLIENT_STALLED';
-    // A client that stopped reading gets no more: its connection is dropped rather than buffered into.
-    if (stalled) res.destroy();
-    else if (!req.client.gone) res.end(relay.sse.end(err !== undefined));
+  /** The stream was relayed as it came and ended (SseRelay.end): charge what was streamed. */
+  #streamed(d: Deployment, alias: string, req: ForwardRequest, relay: SseRelay, started: number): void {
     const usage = relay.sse.usage;
     const prompt = usage?.promptTokens ?? estimateTokens(req.body);
     const completion = usage?.completionTokens ?? relay.sse.contentChunks;
@@ -364,38 +352,25 @@ export class Forwarder {
 }
 
 /**
- * The reply with `model` set to the alias the client asked for. vLLM writes compact JSON with the model
- * once near the start, so the value is replaced in the text; anything else is re-serialised.
- */
-function withModel(text: string, parsed: Record<string, unknown>, alias: string): string {
-  const model = parsed['model'];
-  if (model === alias) return text;
-  if (typeof model === 'string') {
-    const needle = `"model":${JSON.stringify(model)}`;
-    const at = text.indexOf(needle);
-    if (at >= 0 && text.indexOf(needle, at + needle.length) < 0) {
-      return `${text.slice(0, at)}"model":${JSON.stringify(alias)}${text.slice(at + needle.length)}`;
-    }
-  }
-  return JSON.stringify({ ...parsed, model: alias });
-}
-
-/**
  * Relays a backend's SSE reply to the client event by event. When the client's socket is full, the backend
  * is paused until it drains; a client that takes nothing for `stallMs` is cut off.
  */
 class SseRelay implements StreamSink {
   readonly sse: SseRewriter;
   readonly #res: ServerResponse;
+  readonly #client: ClientLink;
   readonly #requestId: string;
   readonly #extra: readonly (readonly [string, string])[] | undefined;
   readonly #stallMs: number;
   #exchange: Exchange | undefined;
   #stall: NodeJS.Timeout | undefined;
   #onFirstToken: (() => void) | undefined;
+  /** Bytes went to the client after the head (which then left with them). */
+  #wrote = false;
 
   constructor(
     res: ServerResponse,
+    client: ClientLink,
     requestId: string,
     extra: readonly (readonly [string, string])[] | undefined,
     sse: SseRewriter,
@@ -404,6 +379,7 @@ class SseRelay implements StreamSink {
   ) {
     this.#onFirstToken = onFirstToken;
     this.#res = res;
+    this.#client = client;
     this.#requestId = requestId;
     this.#extra = extra;
     this.sse = sse;
@@ -415,12 +391,19 @@ class SseRelay implements StreamSink {
     const head = ['content-type', 'text/event-stream', 'cache-control', 'no-cache', 'x-tollgate-request-id', this.#requestId];
     if (this.#extra !== undefined) for (const [k, v] of this.#extra) head.push(k, v);
     this.#res.writeHead(200, head);
-    this.#res.flushHeaders();
+    // The head goes out now, so the client sees the stream begin however long the first token takes; when
+    // events came in with the backend's head (the usual case), it leaves in their write instead of its own.
+    queueMicrotask(this.#flushHead);
   }
+
+  readonly #flushHead = (): void => {
+    if (!this.#wrote && !this.#res.writableEnded && !this.#res.destroyed) this.#res.flushHeaders();
+  };
 
   data(chunk: Buffer): boolean {
     const out = this.sse.push(chunk);
     if (out === '') return true;
+    this.#wrote = true;
     if (this.#onFirstToken !== undefined) {
       this.#onFirstToken();
       this.#onFirstToken = undefined;
@@ -442,10 +425,14 @@ class SseRelay implements StreamSink {
     this.#exchange?.resume();
   };
 
-  finish(): void {
+  /** Ends the client's stream well-formed (unless the client left); a client that stopped reading is dropped. */
+  end(err: Error | undefined): void {
     clearTimeout(this.#stall);
     this.#stall = undefined;
     this.#res.off('drain', this.#drained);
+    // A client that stopped reading gets no more: its connection is dropped rather than buffered into.
+    if ((err as { code?: unknown } | undefined)?.code === 'CLIENT_STALLED') this.#res.destroy();
+    else if (!this.#client.gone) this.#res.end(this.sse.end(err !== undefined));
   }
 }
 

@@ -95,15 +95,57 @@ export class SseRewriter {
     if (Array.isArray(choices)) {
       if (choices.length === 0 && !this.#keepUsage) return '';
       for (const c of choices) {
-        const delta = (c as { delta?: { content?: unknown }; text?: unknown } | null)?.delta;
-        const text = delta === undefined ? (c as { text?: unknown } | null)?.text : delta.content;
+        const choice = c as { delta?: { content?: unknown } | null; text?: unknown } | null;
+        // A delta that is not an object (null) carries no content.
+        const delta = choice?.delta;
+        const text = delta === undefined ? choice?.text : delta?.content;
         if (typeof text === 'string' && text !== '') this.contentChunks++;
       }
     }
     if (!this.#keepUsage && 'usage' in o) delete o['usage'];
+    // Most chunks need only their model renamed: done in the text, the rest passed on as the backend wrote it.
+    else {
+      const renamed = withModel(data, o, this.#model);
+      if (renamed !== undefined) return `data: ${renamed}\n\n`;
+    }
     o['model'] = this.#model;
     return `data: ${JSON.stringify(o)}\n\n`;
   }
+}
+
+/**
+ * `json` (the text `parsed` was parsed from) with its top-level "model" string set to `alias`, edited in the
+ * text; undefined when that cannot be done safely and the object must be serialized again: no model, a model
+ * written other than `"model":"…"` (spaces, escapes), a first `"model"` that is not the top-level member (a
+ * nested one), a second `"model"` anywhere (a duplicate key, which JSON.parse would take instead), or a
+ * `\u006…` escape anywhere (one could spell a duplicate `model` key).
+ */
+export function withModel(json: string, parsed: Record<string, unknown>, alias: string): string | undefined {
+  const model = parsed['model'];
+  if (model === alias && typeof model === 'string') return json;
+  if (typeof model !== 'string') return undefined;
+  const needle = `"model":${JSON.stringify(model)}`;
+  const at = json.indexOf('"model"');
+  if (at < 0 || !json.startsWith(needle, at) || json.includes('"model"', at + needle.length) || json.includes('\\u006')) return undefined;
+  if (!atTopLevel(json, at)) return undefined;
+  return `${json.slice(0, at)}"model":${JSON.stringify(alias)}${json.slice(at + needle.length)}`;
+}
+
+/** Whether position `at` of a JSON object text lies directly in its outermost object, outside any string. */
+function atTopLevel(json: string, at: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < at; i++) {
+    const c = json.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c)
+        i++; // a backslash escapes the next character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x7b || c === 0x5b) depth++;
+    else if (c === 0x7d || c === 0x5d) depth--;
+  }
+  return depth === 1 && !inString;
 }
 
 function eventEnd(buf: string): { at: number; length: number } | undefined {

@@ -21,6 +21,8 @@ export type Fault =
   /** `done: false` omits the `data: [DONE]` that vLLM sends after the error event. */
   | { kind: 'stream-error'; afterChunks: number; message?: string; done?: boolean }
   | { kind: 'garbage' }
+  /** A stream's head is sent at once, its first event only once `release` resolves (a model slow to its first token). */
+  | { kind: 'hold-first-event'; release: Promise<void> }
   /** `ms`: wait before answering (default 0); `timeoutS`: the request_timeout_s quoted in the message. */
   | { kind: 'ray-timeout'; ms?: number; timeoutS?: number };
 
@@ -152,6 +154,11 @@ export async function startFakeVllm(opts: FakeVllmOptions = {}): Promise<FakeVll
       res.write('data: {"id": "chatcmpl-broken", "choices": [{\n\n');
       res.end('this is not an SSE line\n\ndata: {{{ not json }}}\n\n');
       return;
+    }
+    if (fault?.kind === 'hold-first-event') {
+      res.flushHeaders();
+      await fault.release;
+      if (ctx.gone()) return;
     }
     if (kind === 'chat') sse(res, chunk({ delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }));
     for (let i = 0; i <= pieces.length; i++) {

@@ -207,6 +207,29 @@ keys:
     assert.match(r.choices[0]?.message.content ?? '', /Hello from/);
   };
 
+  test("a stream's head reaches the client before its first token does, however long that takes", T, async () => {
+    reset();
+    let release!: () => void;
+    a.setFault({ kind: 'hold-first-event', release: new Promise<void>((resolve) => (release = resolve)) });
+    b.setFault({ kind: 'hold-first-event', release: new Promise<void>(() => undefined) });
+    // fetch resolves with the response head; the backend has sent no event yet.
+    const res = await within(3000, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI, stream: true }));
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('content-type'), 'text/event-stream');
+    release();
+    const events = sseData(await res.text());
+    assert.equal(events.at(-1), '[DONE]');
+    assert.match(
+      events
+        .map((e) =>
+          e === '[DONE]' ? '' : String((JSON.parse(e) as { choices: [{ delta: { content?: string } }] }).choices[0].delta.content ?? ''),
+        )
+        .join(''),
+      /Hello from a/,
+    );
+    await stillServing();
+  });
+
   test('backend down (closed port): the retry lands on the healthy deployment', T, async () => {
     reset();
     for (let i = 0; i < 3; i++) {

@@ -6,7 +6,7 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { SseRewriter } from '../../../src/gateway/sse.js';
+import { SseRewriter, withModel } from '../../../src/gateway/sse.js';
 
 type Obj = Record<string, unknown>;
 const enc = new TextEncoder();
@@ -261,11 +261,79 @@ describe('SseRewriter', () => {
     assert.equal((chunks[0] as Obj)['model'], 'llama');
   });
 
+  test('a choice whose delta is null (or not an object) counts no content and does not break the stream', () => {
+    const input = ev(chat({ content: 'a' })) + ev({ ...chat({}), choices: [{ index: 0, delta: null }, 7, null] }) + ev('[DONE]');
+    const { out, rw } = run(input);
+    const chunks = parsed(out);
+    assert.equal(chunks.length, 3);
+    assert.deepEqual((chunks[1] as Obj)['choices'], [{ index: 0, delta: null }, 7, null]);
+    assert.equal(rw.contentChunks, 1);
+    assert.equal(rw.sawError, false);
+  });
+
   test('a stream cut short counts what was streamed and has no usage', () => {
     const { rw } = run(ev(chat({ role: 'assistant', content: '' })) + ev(chat({ content: 'a' })) + ev(chat({ content: 'b' })), [], {
       cutShort: true,
     });
     assert.equal(rw.contentChunks, 2);
     assert.equal(rw.usage, undefined);
+  });
+});
+
+describe('withModel: the top-level model renamed in the text', () => {
+  const rename = (json: string, alias = 'llama'): string | undefined => withModel(json, JSON.parse(json) as Obj, alias);
+
+  test("only the model changes; every other byte is the backend's (spacing, number forms, escapes)", () => {
+    const json = '{"id":"c1","model":"meta/llama-8b","n":1.50,"e":1e2,"s":"caf\\u00e9 \\"model\\":\\"x\\"","choices":[ {"index":0} ]}';
+    assert.equal(rename(json), json.replace('"model":"meta/llama-8b"', '"model":"llama"'));
+  });
+
+  test('an alias that needs escaping is written as JSON', () => {
+    const out = rename('{"model":"m","x":1}', 'a"b\\c');
+    assert.deepEqual(JSON.parse(out ?? 'null'), { model: 'a"b\\c', x: 1 });
+  });
+
+  test('the same model: the text unchanged', () => {
+    const json = '{"model":"llama","x":1}';
+    assert.equal(rename(json), json);
+  });
+
+  test('left to a full re-serialization when the text cannot be edited safely', () => {
+    const cases: Record<string, string> = {
+      'a nested "model" before the top-level one': '{"meta":{"model":"m"},"model":"m"}',
+      'a nested "model" only': '{"meta":{"model":"m"}}',
+      'duplicate top-level keys (JSON.parse keeps the last)': '{"model":"a","model":"m"}',
+      'duplicate top-level keys with the same value': '{"model":"m","model":"m"}',
+      'a duplicate key spelt with escapes': '{"model":"m","mod\\u0065l":"m"}',
+      'a nested "model" after the top-level one': '{"model":"m","meta":{"model":"m"}}',
+      'a space after the colon': '{"model": "m"}',
+      'an escaped model string': '{"model":"m\\/x"}',
+      'a model that is not a string': '{"model":7}',
+      'no model': '{"x":1}',
+      'a "model" key inside an array of objects first': '{"list":[{"model":"m"}],"model":"m"}',
+    };
+    for (const [why, json] of Object.entries(cases)) assert.equal(rename(json), undefined, why);
+  });
+
+  test('braces and brackets inside strings before the model do not hide it', () => {
+    const json = '{"a":"{[","b":"]}}","model":"m"}';
+    assert.deepEqual(JSON.parse(rename(json) ?? 'null'), { a: '{[', b: ']}}', model: 'llama' });
+  });
+
+  test('a "model" that appears first inside a string value is not taken for the key', () => {
+    // Inside a JSON string the quotes are escaped, so the text holds \"model\" and the first bare "model" is the key.
+    const json = '{"note":"say \\"model\\": \\"m\\"","model":"m"}';
+    assert.deepEqual(JSON.parse(rename(json) ?? 'null'), { note: 'say "model": "m"', model: 'llama' });
+  });
+});
+
+describe('SseRewriter passes chunks as the backend wrote them', () => {
+  test('a content chunk keeps its bytes but for the model; one that must lose "usage" is re-serialized', () => {
+    const chunk = `{"id":"c","object":"chat.completion.chunk","created":1,"model":"${MODEL}","choices":[{"index":0,"delta":{"content":"caf\\u00e9"},"logprobs":null,"finish_reason":null}]}`;
+    const { out } = run(ev(chunk) + ev('[DONE]'));
+    assert.equal(out, ev(chunk.replace(`"model":"${MODEL}"`, '"model":"llama"')) + ev('[DONE]'));
+    const withUsage = chunk.replace('}]}', '}],"usage":null}');
+    const hidden = events(run(ev(withUsage)).out);
+    assert.equal(hidden[0], JSON.stringify({ ...(JSON.parse(withUsage) as Obj), model: 'llama', usage: undefined }));
   });
 });
