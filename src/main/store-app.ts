@@ -112,7 +112,8 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
     await db?.close();
     throw err;
   }
-  const records = db === undefined || bus === undefined ? undefined : new RecordStore(db, bus, { logger, onError: opts.onStoreError });
+  const records =
+    db === undefined || bus === undefined ? undefined : new RecordStore(db, bus, { logger, onError: opts.onStoreError, cache });
   const keys: KeyDirectory = cache;
   const teams = cache.teams;
   const users = cache.users;

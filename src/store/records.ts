@@ -117,20 +117,33 @@ export function teamFromRow(r: TeamRow): TeamRecord {
 export class RecordStore {
   readonly #db: Db;
   readonly #bus: ChangeBus;
+  readonly #cache: Pick<RecordCache, 'refresh'> | undefined;
   readonly #logger: Logger | undefined;
   readonly #onError: StoreErrorHook | undefined;
   #writes = 0;
 
-  constructor(db: Db, bus: ChangeBus, opts: { logger?: Logger; onError?: StoreErrorHook } = {}) {
+  constructor(
+    db: Db,
+    bus: ChangeBus,
+    opts: {
+      logger?: Logger;
+      onError?: StoreErrorHook;
+      /** This replica's cache: it applies a change before the call that made it returns. */
+      cache?: Pick<RecordCache, 'refresh'> | undefined;
+    } = {},
+  ) {
     this.#db = db;
     this.#bus = bus;
     this.#logger = opts.logger;
     this.#onError = opts.onError;
+    this.#cache = opts.cache;
   }
 
   /**
-   * Runs `write` and records its changes in `record_changes` in one transaction, then broadcasts them. A
-   * failed broadcast is logged, not thrown: the write happened, and replicas learn of it from the change log.
+   * Runs `write` and records its changes in `record_changes` in one transaction, applies them to this
+   * replica's cache, then broadcasts them. So a key deleted or blocked through this replica is refused by it
+   * as soon as the call returns, not once its own broadcast has come back. A failed broadcast is logged, not
+   * thrown: the write happened, and replicas learn of it from the change log.
    */
   async #write<T>(changes: readonly RecordChange[], write: (tx: Queryable) => Promise<T>): Promise<T> {
     const result = await this.#db.transaction(async (tx) => {
@@ -139,6 +152,7 @@ export class RecordStore {
       if (++this.#writes % 100 === 1) await tx.query("DELETE FROM record_changes WHERE at < now() - interval '1 hour'");
       return r;
     });
+    for (const c of changes) await this.#cache?.refresh(c);
     for (const c of changes) {
       try {
         await this.#bus.publish(c);
@@ -391,6 +405,19 @@ export class RecordCache implements KeyDirectory {
   stop(): void {
     clearInterval(this.#timer);
     clearInterval(this.#pollTimer);
+  }
+
+  /**
+   * Applies a change this replica just made (RecordStore), before the call that made it returns. Never
+   * throws: a failed read is retried as a broadcast change is, and the broadcast reaches this cache too.
+   */
+  async refresh(c: RecordChange): Promise<void> {
+    try {
+      await this.#reload(c);
+    } catch (err) {
+      this.#failed(err);
+      this.#apply(c, 1);
+    }
   }
 
   /** Reloads one record; a failure is retried after RETRY_MS, RETRIES times. */

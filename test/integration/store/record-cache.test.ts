@@ -85,6 +85,23 @@ describe('record cache', { timeout: 30_000 }, () => {
     cache.stop();
   });
 
+  test('a change made through this replica is in its cache when the call returns, before any broadcast comes back', async () => {
+    const db = await freshDb();
+    // A broker that delivers nothing, not even to the replica that published: only the writer's own refresh applies.
+    const deaf: ChangeBus = { publish: () => Promise.resolve(), subscribe: () => Promise.resolve(), close: () => Promise.resolve() };
+    const cache = newCache(db, false);
+    await cache.start(deaf);
+    const store = new RecordStore(db, deaf, { logger, cache });
+    const k = record(`sk-local-${randomUUID()}`);
+    await store.putKey(k);
+    assert.equal(cache.get(k.hash)?.id, k.id, 'a new key works at once');
+    assert.equal(await store.setKeyBlocked(k.hash, true), true);
+    assert.equal(cache.get(k.hash)?.blocked, true, 'a block applies at once');
+    assert.equal(await store.deleteKey(k.hash), true);
+    assert.equal(cache.get(k.hash), undefined, 'a delete applies at once');
+    cache.stop();
+  });
+
   test('a lost broadcast: the change log brings a new, blocked and deleted key to the cache within a second', async () => {
     const db = await freshDb();
     const silent: ChangeBus = {
