@@ -54,9 +54,13 @@ export class LogDestination {
   /** `flush(cb)` calls waiting for the write under way. */
   #waiting: (() => void)[] = [];
 
-  constructor(opts: { fd: number; maxPendingBytes?: number }) {
+  /** Whether the logger writes warnings: the line counting dropped lines is one (false: the count is only kept). */
+  readonly #warns: () => boolean;
+
+  constructor(opts: { fd: number; maxPendingBytes?: number; warns?: () => boolean }) {
     this.#fd = opts.fd;
     this.#maxPending = opts.maxPendingBytes ?? DEFAULT_MAX_PENDING;
+    this.#warns = opts.warns ?? (() => true);
     if (!exitHooked) {
       exitHooked = true;
       process.once('exit', () => {
@@ -66,7 +70,7 @@ export class LogDestination {
   }
 
   /** A destination appending to the file at `path` (created when missing). */
-  static toFile(path: string, opts: { maxPendingBytes?: number } = {}): LogDestination {
+  static toFile(path: string, opts: { maxPendingBytes?: number; warns?: () => boolean } = {}): LogDestination {
     return new LogDestination({ fd: fs.openSync(path, 'a'), ...opts });
   }
 
@@ -163,7 +167,7 @@ export class LogDestination {
   /** The pending lines joined (a note counting dropped lines last, once there is room), and how many. */
   #take(): { buf: Buffer; lines: number } | undefined {
     if (this.#parts.length === 0) return undefined;
-    if (this.#dropped > 0 && this.#partsLength < this.#maxPending / 2) {
+    if (this.#dropped > 0 && this.#partsLength < this.#maxPending / 2 && this.#warns()) {
       this.#parts.push(
         `{"level":40,"time":"${new Date().toISOString()}","service":"tollgate","dropped_lines":${this.#dropped},"msg":"log lines were dropped: the log destination did not keep up"}\n`,
       );

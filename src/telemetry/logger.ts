@@ -25,13 +25,16 @@ export const REDACT_PATHS = [
 
 export function createLogger(level: string | undefined, destination?: pino.DestinationStream): Logger {
   const lvl = (level ?? 'info') as LevelWithSilent;
-  return pino(
+  // The destination's own warning (lines dropped) follows the logger's level, read when it is written
+  // (never during construction, so `logger` is set by then).
+  const logger: Logger = pino(
     {
       level: lvl,
       base: { service: 'tollgate' },
       redact: { paths: REDACT_PATHS, censor: '[redacted]' },
       timestamp: pino.stdTimeFunctions.isoTime,
     },
-    destination ?? new LogDestination({ fd: 1 }),
+    destination ?? new LogDestination({ fd: 1, warns: () => logger.isLevelEnabled('warn') }),
   );
+  return logger;
 }
