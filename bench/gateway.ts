@@ -11,6 +11,11 @@
  * Each server runs in its own child process (the fake vLLM, tollgate, Portkey); the load generator here
  * keeps N requests in flight over N keep-alive connections (undici Pool), warms up, then measures for a
  * fixed time. Every answer must be 2xx.
+ *
+ * Two floors run beside them on every row: a bare Node HTTP proxy (servers/bare-proxy.ts, node:http and
+ * undici moving bytes) and a TCP relay (servers/tcp-relay.ts, no HTTP at all). Each target is printed with
+ * what they reached in the same run: on a machine where the load generator, the backend and the proxy share
+ * two cores, a target below the TCP relay's figure is out of reach for any proxy process.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -403,7 +408,7 @@ keys:
 function row(r: Run): string {
   const f = (v: number, d: number, w: number): string => (Number.isFinite(v) ? v.toFixed(d) : '-').padStart(w);
   return (
-    `${r.target.padEnd(9)} ${(r.kind === 'chat' ? 'chat' : 'stream TTFT').padEnd(11)} ${String(r.clients).padStart(7)} ` +
+    `${r.target.padEnd(10)} ${(r.kind === 'chat' ? 'chat' : 'stream TTFT').padEnd(11)} ${String(r.clients).padStart(7)} ` +
     `${f(r.throughput, 0, 8)} ${f(r.p50, 3, 8)} ${f(r.p99, 3, 8)} ${f(r.cpuPerReq, 0, 14)} ${f(r.backendPerReq, 0, 14)} ${String(r.failed).padStart(8)} ${f(100 * r.other, 0, 8)}`
   );
 }
@@ -419,7 +424,7 @@ async function main(): Promise<void> {
     const backend = await startChild('fake-vllm', './servers/fake-vllm.js', {});
     servers.push(backend);
     const apiBase = `http://127.0.0.1:${backend.port}/v1`;
-    const [tollgate, portkey, bare] = await Promise.all([
+    const [tollgate, portkey, bare, relay] = await Promise.all([
       startChild('tollgate', './servers/tollgate-gateway.js', {
         env: { TOLLGATE_BENCH_CONFIG: tollgateConfig(apiBase, keyHash), TOLLGATE_BENCH_LOG: path.join(logDir, 'tollgate.log') },
         execArgv: profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir],
@@ -428,10 +433,14 @@ async function main(): Promise<void> {
       cpuProf
         ? undefined
         : startChild('bare-proxy', './servers/bare-proxy.js', { env: { BARE_PROXY_BACKEND: `http://127.0.0.1:${backend.port}` } }),
+      cpuProf
+        ? undefined
+        : startChild('tcp-relay', './servers/tcp-relay.js', { env: { TCP_RELAY_BACKEND: `http://127.0.0.1:${backend.port}` } }),
     ]);
     servers.push(tollgate);
     if (portkey !== undefined) servers.push(portkey);
     if (bare !== undefined) servers.push(bare);
+    if (relay !== undefined) servers.push(relay);
 
     const direct: Target = {
       name: 'direct',
@@ -465,18 +474,13 @@ async function main(): Promise<void> {
             model: BACKEND_MODEL,
             pid: portkey.child.pid,
           };
-    // The floor: a Node proxy that only moves bytes (servers/bare-proxy.ts).
-    const viaBare: Target | undefined =
-      bare === undefined
-        ? undefined
-        : {
-            name: 'bare',
-            origin: `http://127.0.0.1:${bare.port}`,
-            path: '/v1/chat/completions',
-            headers: JSON_HEADERS,
-            model: BACKEND_MODEL,
-            pid: bare.child.pid,
-          };
+    // The floors: a Node HTTP proxy that only moves bytes (servers/bare-proxy.ts), and a TCP relay that does
+    // not even read HTTP (servers/tcp-relay.ts) — the least any proxy process can add on this machine.
+    // Both take the backend's own requests, as direct does.
+    const floor = (name: string, server: ServerChild | undefined): Target | undefined =>
+      server === undefined ? undefined : { ...direct, name, origin: `http://127.0.0.1:${server.port}`, pid: server.child.pid };
+    const viaBare = floor('bare', bare);
+    const viaRelay = floor('tcp relay', relay);
     const benchPids = [process.pid, ...servers.map((s) => s.child.pid ?? -1)];
     const chatTargets = [direct, viaTollgate, ...(viaPortkey === undefined ? [] : [viaPortkey])];
     for (const t of chatTargets) await verify(t);
@@ -501,21 +505,19 @@ async function main(): Promise<void> {
       return run;
     };
     console.log(
-      `  ${'path'.padEnd(9)} ${'request'.padEnd(11)} ${'clients'.padStart(7)} ${'req/s'.padStart(8)} ${'p50 ms'.padStart(8)} ` +
+      `  ${'path'.padEnd(10)} ${'request'.padEnd(11)} ${'clients'.padStart(7)} ${'req/s'.padStart(8)} ${'p50 ms'.padStart(8)} ` +
         `${'p99 ms'.padStart(8)} ${'gw CPU µs/req'.padStart(14)} ${'vLLM CPU µs/r'.padStart(14)} ${'non-2xx'.padStart(8)} ${'other %'.padStart(8)}`,
     );
     const find = (name: string, kind: Run['kind'], clients: number): Run | undefined =>
       runs.find((r) => r.target === name && r.kind === kind && r.clients === clients);
 
     if (!cpuProf) {
-      for (const t of chatTargets) await measure(t, 'chat', LOW);
-      for (const t of chatTargets) await measure(t, 'chat', HIGH);
-      if (viaBare !== undefined) {
-        await verify(viaBare);
-        await measure(viaBare, 'chat', HIGH);
-      }
-      await measure(direct, 'stream', LOW);
-      await measure(viaTollgate, 'stream', LOW);
+      // The floors are measured beside every figure: what a proxy doing no work adds on this machine.
+      const floors = [viaBare, viaRelay].filter((t): t is Target => t !== undefined);
+      for (const t of floors) await verify(t);
+      for (const t of [...chatTargets, ...floors]) await measure(t, 'chat', LOW);
+      for (const t of [...chatTargets, ...floors]) await measure(t, 'chat', HIGH);
+      for (const t of [direct, viaTollgate, ...floors]) await measure(t, 'stream', LOW);
     } else {
       await measure(direct, 'chat', HIGH);
       await measure(viaTollgate, 'chat', HIGH);
@@ -549,16 +551,31 @@ async function main(): Promise<void> {
     const tHigh = find('tollgate', 'chat', HIGH);
     const dHigh = find('direct', 'chat', HIGH);
     if (!cpuProf) {
-      const added = (find('tollgate', 'chat', LOW)?.p50 ?? NaN) - (find('direct', 'chat', LOW)?.p50 ?? NaN);
-      const vsPortkey = (tHigh?.throughput ?? NaN) / (find('portkey', 'chat', HIGH)?.throughput ?? NaN);
-      const ttft = (find('tollgate', 'stream', LOW)?.p50 ?? NaN) - (find('direct', 'stream', LOW)?.p50 ?? NaN);
+      const addedP50 = (name: string, kind: Run['kind']): number =>
+        (find(name, kind, LOW)?.p50 ?? NaN) - (find('direct', kind, LOW)?.p50 ?? NaN);
+      const vsPortkey = (name: string): number =>
+        (find(name, 'chat', HIGH)?.throughput ?? NaN) / (find('portkey', 'chat', HIGH)?.throughput ?? NaN);
+      const vsDirect = (name: string): number => (find(name, 'chat', HIGH)?.throughput ?? NaN) / (dHigh?.throughput ?? NaN);
       const rssMb = (tHigh?.rss ?? NaN) / 2 ** 20;
-      console.log(`added p50 latency at ${LOW} clients (tollgate - direct): ${added.toFixed(3)} ms (target <= ${TARGET_ADDED_P50_MS} ms)`);
-      console.log(`throughput tollgate/Portkey at ${HIGH} clients: ${vsPortkey.toFixed(1)} (target >= ${TARGET_RATIO_PORTKEY})`);
-      console.log(`TTFT added at ${LOW} clients (p50, tollgate - direct): ${ttft.toFixed(3)} ms (target <= ${TARGET_TTFT_ADDED_MS} ms)`);
+      // Each target beside what the floors reached in this run: the bare Node HTTP proxy, the TCP relay.
+      const bare = (v: (name: string) => number, d: number): string =>
+        `; bare Node proxy: ${v('bare').toFixed(d)}, TCP relay: ${v('tcp relay').toFixed(d)}`;
+      const addedChat = (name: string): number => addedP50(name, 'chat');
+      const addedStream = (name: string): number => addedP50(name, 'stream');
+      console.log(
+        `added p50 latency at ${LOW} clients (tollgate - direct): ${addedP50('tollgate', 'chat').toFixed(3)} ms (target <= ${TARGET_ADDED_P50_MS} ms${bare(addedChat, 3)})`,
+      );
+      console.log(
+        `throughput tollgate/Portkey at ${HIGH} clients: ${vsPortkey('tollgate').toFixed(1)} (target >= ${TARGET_RATIO_PORTKEY}${bare(vsPortkey, 1)})`,
+      );
+      console.log(
+        `TTFT added at ${LOW} clients (p50, tollgate - direct): ${addedP50('tollgate', 'stream').toFixed(3)} ms (target <= ${TARGET_TTFT_ADDED_MS} ms${bare(addedStream, 3)})`,
+      );
       console.log(`tollgate RSS at the end of the ${HIGH}-client run: ${rssMb.toFixed(0)} MB (target <= ${TARGET_RSS_MB} MB)`);
-      const bareRatio = (find('bare', 'chat', HIGH)?.throughput ?? NaN) / (dHigh?.throughput ?? NaN);
-      console.log(`for scale: a bare Node proxy (no parsing, auth or accounting) / direct at ${HIGH} clients: ${bareRatio.toFixed(2)}`);
+      console.log(
+        `ratio tollgate/direct throughput at ${HIGH} clients: ${vsDirect('tollgate').toFixed(2)} (target >= ${TARGET_RATIO_DIRECT.toFixed(2)}${bare(vsDirect, 2)})`,
+      );
+      return;
     }
     const ratio = (tHigh?.throughput ?? NaN) / (dHigh?.throughput ?? NaN);
     console.log(`ratio tollgate/direct throughput at ${HIGH} clients: ${ratio.toFixed(2)} (target >= ${TARGET_RATIO_DIRECT.toFixed(2)})`);

@@ -16,7 +16,11 @@ import { failStartup, serveParent } from './ipc.js';
 
 async function main(): Promise<void> {
   const logFile = process.env['TOLLGATE_BENCH_LOG'];
-  const logger = createLogger('info', logFile === undefined ? undefined : LogDestination.toFile(logFile));
+  // As createLogger's own stdout destination, the file's dropped-lines warning follows the logger's level.
+  const logger = createLogger(
+    'info',
+    logFile === undefined ? undefined : LogDestination.toFile(logFile, { warns: () => logger.isLevelEnabled('warn') }),
+  );
   const metrics = createMetrics({ defaultMetrics: true });
   const { prepared, secret, parts, store } = await loadBenchConfig(
     logger,
