@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 /** dist/test/support/process.js → the repository root. */
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const BIN = path.join(ROOT, 'bin', 'tollgate.js');
-const WAIT_MS = 10_000;
+const WAIT_MS = 20_000;
 
 export interface Finished {
   readonly code: number | null;

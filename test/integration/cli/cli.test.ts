@@ -18,7 +18,7 @@ import { children, startTollgate, withTimeout, type Finished, type Running } fro
 const ROOT = fileURLToPath(new URL('../../../../', import.meta.url));
 const BIN = path.join(ROOT, 'bin', 'tollgate.js');
 const HEALTH_PROTO = path.join(ROOT, 'protos', 'grpc', 'health', 'v1', 'health.proto');
-const TEST_OPTS = { timeout: 30_000 };
+const TEST_OPTS = { timeout: 60_000 };
 
 const MASTER_KEY = 'sk-cli-test-master-0123456789abcdef';
 
