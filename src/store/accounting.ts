@@ -9,7 +9,15 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '../telemetry/logger.js';
-import { budgetPeriod, LEASE_RENEW_MS, subjectParts, type BudgetPeriod, type Counters, type StoreErrorHook } from './counters.js';
+import {
+  budgetPeriod,
+  LEASE_RENEW_MS,
+  subjectParts,
+  type BudgetPeriod,
+  type Counters,
+  type SpendItem,
+  type StoreErrorHook,
+} from './counters.js';
 import type { Db, Queryable } from './db.js';
 import type { RedisCounters } from './redis-counters.js';
 import type { Lease, Limiter } from './limiter.js';
@@ -138,12 +146,8 @@ async function loggedSpend(q: Queryable, b: BudgetSubject, period: BudgetPeriod)
   return Number(rows[0]?.total ?? 0);
 }
 
-async function periodSpend(
-  q: Queryable,
-  subjects: readonly BudgetSubject[],
-  now: number,
-): Promise<{ subject: string; period: BudgetPeriod; cost: number }[]> {
-  const out: { subject: string; period: BudgetPeriod; cost: number }[] = [];
+async function periodSpend(q: Queryable, subjects: readonly BudgetSubject[], now: number): Promise<SpendItem[]> {
+  const out: SpendItem[] = [];
   for (const b of subjects) {
     if (b.limits.maxBudget === undefined) continue;
     const period = budgetPeriod(b.limits.budgetDuration, now);
@@ -196,10 +200,16 @@ export async function seedRedis(
 }
 
 /**
- * Adds the cost of rows that never reached the counters (Redis was down) and marks them counted, in one
- * transaction that locks the rows (SKIP LOCKED: replicas replay different rows). Returns the rows replayed.
+ * Adds the cost of rows that may not have reached the counters (Redis was down, or its answer was lost) and
+ * marks them counted, in one transaction that locks the rows (SKIP LOCKED: replicas replay different rows).
+ * Once per lease: a row whose settlement did run, or whose replay ran before the transaction failed, adds
+ * nothing. Returns the rows replayed.
  */
-export async function replayUncounted(db: Db, counters: Counters, budgets: (subject: string) => Limits | undefined): Promise<number> {
+export async function replayUncounted(
+  db: Db,
+  counters: Pick<RedisCounters, 'replaySpend'>,
+  budgets: (subject: string) => Limits | undefined,
+): Promise<number> {
   return db.transaction(async (tx) => {
     const rows = await tx.query<{
       lease_id: string;
@@ -212,17 +222,18 @@ export async function replayUncounted(db: Db, counters: Counters, budgets: (subj
       'SELECT lease_id, key_id, user_id, team_id, cost, created_at FROM spend_logs WHERE NOT counted ORDER BY created_at LIMIT 500 FOR UPDATE SKIP LOCKED',
     );
     if (rows.length === 0) return 0;
-    const items: { subject: string; period: BudgetPeriod; cost: number }[] = [];
-    for (const r of rows) {
+    const leases = rows.map((r) => {
       const at = new Date(r.created_at).getTime();
+      const items: SpendItem[] = [];
       for (const subject of [r.key_id && `key:${r.key_id}`, r.user_id && `user:${r.user_id}`, r.team_id && `team:${r.team_id}`]) {
         if (!subject || r.cost <= 0) continue;
         const limits = budgets(subject);
         if (limits?.maxBudget === undefined) continue;
         items.push({ subject, period: budgetPeriod(limits.budgetDuration, at), cost: Number(r.cost) });
       }
-    }
-    await counters.addSpend(items);
+      return { leaseId: r.lease_id, items };
+    });
+    await counters.replaySpend(leases);
     // The partial index on uncounted rows finds them (lease_id has no index of its own).
     await tx.query('UPDATE spend_logs SET counted = true WHERE NOT counted AND lease_id = ANY($1::text[])', [rows.map((r) => r.lease_id)]);
     return rows.length;

@@ -76,6 +76,14 @@ export type Admission =
       readonly rate: RateView;
     };
 
+/** Cost added to a subject's budget in one period. */
+export interface SpendItem {
+  /** `key:<id>`, `user:<id>`, `team:<id>`. */
+  readonly subject: string;
+  readonly period: BudgetPeriod;
+  readonly cost: number;
+}
+
 export interface Counters {
   /** 'memory' counts for this process alone; 'redis' for every replica. */
   readonly kind: 'memory' | 'redis';
@@ -86,7 +94,7 @@ export interface Counters {
   /** Keeps the leases of requests still in flight alive. */
   renew(leases: readonly { readonly requestId: string; readonly subjects: readonly LimitSubject[] }[], now: number): Promise<void>;
   /** Adds spend that settled while the counters could not be reached (replayed from the spend log). */
-  addSpend(items: readonly { readonly subject: string; readonly period: BudgetPeriod; readonly cost: number }[]): Promise<void>;
+  addSpend(items: readonly SpendItem[]): Promise<void>;
   /** Spend counted in a period (budget checks, admin views, tests). */
   spend(subject: string, period: BudgetPeriod): Promise<number>;
   close(): Promise<void>;

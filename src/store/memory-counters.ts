@@ -13,6 +13,7 @@ import {
   type LimitSubject,
   type RateView,
   type SettleRequest,
+  type SpendItem,
 } from './counters.js';
 
 interface TokenEntry {
@@ -170,7 +171,7 @@ export class MemoryCounters implements Counters {
     return Promise.resolve();
   }
 
-  addSpend(items: readonly { readonly subject: string; readonly period: BudgetPeriod; readonly cost: number }[]): Promise<void> {
+  addSpend(items: readonly SpendItem[]): Promise<void> {
     for (const it of items) addSpent(this.#state(it.subject), it.period, it.cost);
     return Promise.resolve();
   }

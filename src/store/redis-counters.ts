@@ -6,7 +6,8 @@
  * Keys, per subject `S` under the prefix `P`: `P{S}:rq` (zset: lease id → admission time, the request
  * window), `P{S}:tk` (zset: lease id → time) with `P{S}:tkr` (hash: lease id → tokens, `#total`),
  * `P{S}:pl` (zset: lease id → lease expiry), `P{S}:br` (hash: lease id → `cost:expiry`, cost in flight),
- * `P{S}:bg:<period start>` (spend in that budget period). The subject is a hash tag, so one subject's
+ * `P{S}:bg:<period start>` (spend in that budget period); `Psettled:<lease id>` marks, for SETTLED_TTL_MS,
+ * that a lease's cost reached the budgets. The subject is a hash tag, so one subject's
  * keys share a cluster slot; a script over several subjects still spans slots, so Redis Cluster is not
  * supported (one Redis or Valkey, with replicas for failover).
  *
@@ -23,11 +24,20 @@ import {
   type Counters,
   type LimitSubject,
   type SettleRequest,
+  type SpendItem,
 } from './counters.js';
 import { admissionDenied } from './memory-counters.js';
 
 const KEYS_PER_SUBJECT = 6;
 const ARGS_PER_SUBJECT = 5;
+/**
+ * How long a lease's cost stays marked as added to the budgets. A settlement whose answer was lost (Redis
+ * took longer than the call's timeout, and ran it) is logged uncounted and replayed from the spend log
+ * within seconds once the log has it; the mark makes that replay, or a replay retried after its own answer
+ * was lost, add nothing. A replay that can only run later than this (Redis or the database unreachable so
+ * long) would count the cost again. One small key per request that carries cost to a budget.
+ */
+export const SETTLED_TTL_MS = 10 * 60_000;
 
 /** Returns {ok, limit, subject index, retry-after ms, req limit, req remaining, req reset, tok limit, tok remaining, tok reset}; -1 = none. */
 const ADMIT = `
@@ -121,15 +131,26 @@ return {1, '', -1, 0, rq[1], rq[2], rq[3], tk[1], tk[2], tk[3]}
 `;
 
 /**
- * KEYS: six per subject, then the `seeded` marker. ARGV: now, lease id, real tokens, cost, then per subject:
- * tpm on, parallel on, budget on, budget key expiry (ms, 0: none).
+ * KEYS: six per subject, then the lease's `settled` mark, then the `seeded` marker. ARGV: now, lease id,
+ * real tokens, cost, then per subject: tpm on, parallel on, budget on, budget key expiry (ms, 0: none).
+ * Returns 1, or 0 when the lease's cost was already added (nothing is done again).
  */
 const SETTLE = `
 local now = tonumber(ARGV[1]); local lid = ARGV[2]; local tokens = math.floor(tonumber(ARGV[3]) or 0); local cost = ARGV[4]
 if tonumber(cost) == nil then return redis.error_reply('cost is not a number') end
 -- A Redis that restarted empty takes no spend until it is seeded from the log (the row is replayed after).
 if redis.call('EXISTS', KEYS[#KEYS]) == 0 then return redis.error_reply('UNSEEDED counters not seeded yet') end
-local n = (#KEYS - 1) / ${KEYS_PER_SUBJECT}
+local n = (#KEYS - 2) / ${KEYS_PER_SUBJECT}
+-- Cost goes to the budgets once per lease: this call repeated, or replayed from the log after its answer
+-- was lost, adds nothing. (The rest of a settlement sets values and is the same done twice.)
+if tonumber(cost) > 0 then
+  for i = 0, n - 1 do
+    if ARGV[4 + i * 4 + 3] == '1' then
+      if not redis.call('SET', KEYS[#KEYS - 1], '1', 'NX', 'PX', ${SETTLED_TTL_MS}) then return 0 end
+      break
+    end
+  end
+end
 for i = 0, n - 1 do
   local k = i * ${KEYS_PER_SUBJECT}; local a = 4 + i * 4
   if ARGV[a + 1] == '1' then
@@ -150,6 +171,29 @@ for i = 0, n - 1 do
   end
 end
 return 1
+`;
+
+/**
+ * Spend replayed from the log, once per lease (the `settled` mark, as SETTLE sets it). KEYS: per lease, its
+ * mark then its budget keys. ARGV: per lease, how many budget keys, then a cost and an expiry (ms, 0:
+ * none) for each. Returns how many leases were added.
+ */
+const REPLAY = `
+local k = 1; local a = 1; local added = 0
+while k <= #KEYS do
+  local n = tonumber(ARGV[a]); a = a + 1
+  local fresh = redis.call('SET', KEYS[k], '1', 'NX', 'PX', ${SETTLED_TTL_MS})
+  if fresh then added = added + 1 end
+  for j = 1, n do
+    if fresh then
+      redis.call('INCRBYFLOAT', KEYS[k + j], ARGV[a])
+      if tonumber(ARGV[a + 1]) > 0 then redis.call('PEXPIREAT', KEYS[k + j], ARGV[a + 1]) end
+    end
+    a = a + 2
+  end
+  k = k + n + 1
+end
+return added
 `;
 
 /** ARGV: new expiry, key TTL, then lease ids, one per (parallel zset, reservation hash) pair of KEYS. */
@@ -173,6 +217,7 @@ return 1
 type CountersRedis = Redis & {
   tgAdmit(...args: (string | number)[]): Promise<[number, string, number, number, number, number, number, number, number, number]>;
   tgSettle(...args: (string | number)[]): Promise<number>;
+  tgReplay(...args: (string | number)[]): Promise<number>;
   tgRenew(...args: (string | number)[]): Promise<number>;
 };
 
@@ -207,6 +252,7 @@ export class RedisCounters implements Counters {
     const redis = connectRedis(opts.url, opts.commandTimeoutMs ?? 250);
     redis.defineCommand('tgAdmit', { lua: ADMIT });
     redis.defineCommand('tgSettle', { lua: SETTLE });
+    redis.defineCommand('tgReplay', { lua: REPLAY });
     redis.defineCommand('tgRenew', { lua: RENEW });
     // Errors surface on the calls; the connection's own error events are expected while Redis is down.
     redis.on('error', () => undefined);
@@ -263,8 +309,12 @@ export class RedisCounters implements Counters {
         sub.budget === undefined || sub.budget.period.end >= Number.MAX_SAFE_INTEGER ? 0 : sub.budget.period.end + 86_400_000,
       );
     }
-    keys.push(`${this.#prefix}seeded`);
+    keys.push(this.#settledKey(req.requestId), `${this.#prefix}seeded`);
     await this.redis.tgSettle(keys.length, ...keys, ...args);
+  }
+
+  #settledKey(leaseId: string): string {
+    return `${this.#prefix}settled:${leaseId}`;
   }
 
   async renew(leases: readonly { readonly requestId: string; readonly subjects: readonly LimitSubject[] }[], now: number): Promise<void> {
@@ -281,7 +331,7 @@ export class RedisCounters implements Counters {
     if (keys.length > 0) await this.redis.tgRenew(keys.length, ...keys, now + LEASE_TTL_MS, LEASE_TTL_MS * 2, ...ids);
   }
 
-  async addSpend(items: readonly { readonly subject: string; readonly period: BudgetPeriod; readonly cost: number }[]): Promise<void> {
+  async addSpend(items: readonly SpendItem[]): Promise<void> {
     if (items.length === 0) return;
     const multi = this.redis.multi();
     for (const it of items) {
@@ -292,6 +342,25 @@ export class RedisCounters implements Counters {
     const results = await multi.exec();
     const failed = results?.find(([err]) => err !== null);
     if (results === null || failed !== undefined) throw failed?.[0] ?? new Error('redis transaction aborted');
+  }
+
+  /**
+   * Adds spend logged uncounted (the settlement failed, or its answer was lost), once per lease: a lease
+   * whose cost already reached the budgets adds nothing. Resolves to how many leases were added.
+   */
+  async replaySpend(leases: readonly { readonly leaseId: string; readonly items: readonly SpendItem[] }[]): Promise<number> {
+    const keys: string[] = [];
+    const args: (string | number)[] = [];
+    for (const l of leases) {
+      if (l.items.length === 0) continue;
+      keys.push(this.#settledKey(l.leaseId));
+      args.push(l.items.length);
+      for (const it of l.items) {
+        keys.push(`${this.#prefix}{${it.subject}}:bg:${it.period.start}`);
+        args.push(String(it.cost), it.period.end < Number.MAX_SAFE_INTEGER ? it.period.end + 86_400_000 : 0);
+      }
+    }
+    return keys.length === 0 ? 0 : this.redis.tgReplay(keys.length, ...keys, ...args);
   }
 
   /** Seeded once per Redis lifetime with the logged spend; until then it refuses settlements (SETTLE). */
@@ -309,7 +378,7 @@ export class RedisCounters implements Counters {
   }
 
   /** Adds the seed and marks the counters seeded, in one transaction. */
-  async seed(items: readonly { readonly subject: string; readonly period: BudgetPeriod; readonly cost: number }[]): Promise<void> {
+  async seed(items: readonly SpendItem[]): Promise<void> {
     const multi = this.redis.multi();
     for (const it of items) {
       const key = `${this.#prefix}{${it.subject}}:bg:${it.period.start}`;
