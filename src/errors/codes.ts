@@ -28,7 +28,9 @@ export type ErrorCode =
   | 'conflict'
   | 'upstream_invalid_request'
   | 'upstream_error'
-  | 'upstream_timeout';
+  | 'upstream_timeout'
+  // Envoy's own (envoy/envoy.yaml local_reply_config): the gateway behind it could not be reached.
+  | 'gateway_unavailable';
 
 /** OpenAI's `error.type` values that tollgate uses. */
 export type OpenAiErrorType =
@@ -194,6 +196,12 @@ export const ERRORS: Readonly<Record<ErrorCode, ErrorSpec>> = {
     type: 'timeout',
     grpc: GrpcCode.DEADLINE_EXCEEDED,
     message: 'The model server did not answer in time: retry, or ask for fewer tokens.',
+  },
+  gateway_unavailable: {
+    status: 503,
+    type: 'service_unavailable',
+    grpc: GrpcCode.UNAVAILABLE,
+    message: 'tollgate is not reachable right now: retry shortly.',
   },
 };
 

@@ -5,6 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import type { Json, JsonObject } from './envoy-bootstrap.js';
+import { localReplyMappers, mapLocalReply, type LocalReply } from './envoy-local-reply.js';
+import { ERRORS, errorBody, type ErrorCode } from '../../src/errors/codes.js';
 
 export const HCM_TYPE = 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager';
 export const HEADER_MUTATION_TYPE = 'type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation';
@@ -207,6 +209,8 @@ export function assertTollgateEnvoyConfig(
   const streams = at(manager, 'http2_protocol_options', 'max_concurrent_streams');
   assert.ok(typeof streams === 'number' && streams <= 128, `HTTP/2 max_concurrent_streams ${JSON.stringify(streams)} is modest`);
 
+  assertLocalReplies(manager);
+
   // Access log with Envoy's request id.
   const formats = list(manager, 'access_log').map((a) => JSON.stringify(at(a, 'typed_config')));
   assert.ok(
@@ -251,4 +255,49 @@ export function assertHeapOverload(bootstrap: JsonObject): number {
   const stop = heapThreshold(bootstrap, 'envoy.overload_actions.stop_accepting_requests');
   assert.ok(shrink >= 0.9 && shrink < stop && stop < 1, `shrink_heap at ${shrink}, stop_accepting_requests at ${stop}`);
   return max;
+}
+
+/**
+ * Envoy's own replies (the gateway unreachable, a timeout, a body too large) reach clients in OpenAI's error
+ * shape, without Envoy's text; a Check's denial and a failed Check (flag UAEX) keep what they had.
+ */
+export function assertLocalReplies(manager: JsonObject): void {
+  const mappers = localReplyMappers(manager);
+  const json = 'application/json';
+  for (const kept of [
+    { status: 401, flags: ['UAEX'], body: errorBody('invalid_api_key'), contentType: json },
+    { status: 429, flags: ['UAEX'], body: errorBody('rate_limit_exceeded'), contentType: json },
+    { status: 503, flags: ['UAEX'], body: errorBody('store_unavailable'), contentType: json },
+    { status: 413, flags: ['UAEX'], body: errorBody('request_too_large'), contentType: json },
+    { status: 503, flags: ['UAEX'], body: '', contentType: undefined }, // status_on_error
+  ] satisfies LocalReply[]) {
+    assert.deepEqual(mapLocalReply(mappers, kept), kept, `a Check's ${kept.status} keeps its body`);
+  }
+  const envoyText = 'upstream connect error or disconnect/reset before headers. reset reason: connection failure';
+  const cases: [flag: string, envoyStatus: number, code: ErrorCode][] = [
+    ['UF', 503, 'gateway_unavailable'],
+    ['UH', 503, 'gateway_unavailable'],
+    ['URX', 503, 'gateway_unavailable'],
+    ['UC', 503, 'gateway_unavailable'],
+    ['UR', 503, 'gateway_unavailable'],
+    ['UO', 503, 'gateway_unavailable'],
+    ['OM', 503, 'gateway_unavailable'],
+    ['UT', 504, 'upstream_timeout'],
+    ['SI', 408, 'upstream_timeout'],
+  ];
+  const sent: LocalReply[] = cases.map(([flag, status]) => ({ status, flags: [flag], body: envoyText, contentType: 'text/plain' }));
+  sent.push({ status: 413, flags: [], body: 'Payload Too Large', contentType: 'text/plain' });
+  cases.push(['', 413, 'request_too_large']);
+  sent.forEach((reply, i) => {
+    const code = (cases[i] as [string, number, ErrorCode])[2];
+    const out = mapLocalReply(mappers, reply);
+    const what = `Envoy's ${reply.status} ${reply.flags.join(',')}`;
+    assert.equal(out.status, ERRORS[code].status, what);
+    assert.equal(out.contentType, json, what);
+    const e = (JSON.parse(out.body) as { error: Record<string, unknown> }).error;
+    assert.deepEqual(Object.keys(e), ['message', 'type', 'param', 'code'], what);
+    assert.equal(e['code'], code, what);
+    assert.equal(e['type'], ERRORS[code].type, what);
+    assert.equal(e['param'], null, what);
+  });
 }

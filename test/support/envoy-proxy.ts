@@ -4,11 +4,33 @@
  * (with_request_body, pack_as_bytes), a denial is answered with its status, headers and body, a Check
  * failure with `status_on_error` 503 (failure_mode_allow: false), and an allowed request is forwarded to
  * the gateway with the OkHttpResponse applied by Envoy's header semantics and `response_headers_to_add`
- * added to the reply, which is streamed back as it comes.
+ * added to the reply, which is streamed back as it comes. Every reply the stand-in makes itself (a denial,
+ * a failed Check, the gateway unreachable) goes through envoy.yaml's local_reply_config, as Envoy's do.
  */
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { readFileSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { request } from 'undici';
+import { parse } from 'yaml';
+import type { JsonObject } from './envoy-bootstrap.js';
 import { applyOkResponse, deniedHeaders, EnvoyCheckClient } from './envoy.js';
+import { localReplyMappers, mapLocalReply, type LocalReply } from './envoy-local-reply.js';
+
+/** envoy/envoy.yaml's mappers (the client listener's connection manager is the first listener's only filter). */
+const MAPPERS = localReplyMappers(
+  (
+    parse(readFileSync(new URL('../../../envoy/envoy.yaml', import.meta.url), 'utf8')) as {
+      static_resources: { listeners: { filter_chains: { filters: { typed_config: JsonObject }[] }[] }[] };
+    }
+  ).static_resources.listeners[0]?.filter_chains[0]?.filters[0]?.typed_config ?? {},
+);
+
+/** Envoy's sendLocalReply: the mappers applied, then the reply written. */
+function localReply(res: ServerResponse, reply: LocalReply, headers: Record<string, string> = {}): void {
+  const out = mapLocalReply(MAPPERS, reply);
+  const head: Record<string, string> = { ...headers };
+  if (out.contentType !== undefined) head['content-type'] = out.contentType;
+  res.writeHead(out.status, head).end(out.body);
+}
 
 /** envoy.type.v3.StatusCode names (the client loads enums as strings) → HTTP status. */
 const STATUS: Readonly<Record<string, number>> = {
@@ -54,25 +76,37 @@ export async function startEnvoyProxy(opts: { authzPort: number; gatewayPort: nu
       try {
         answer = await check.check({ method: req.method ?? 'GET', path: req.url ?? '/', headers, rawBody: body });
       } catch {
-        res.writeHead(503).end(); // status_on_error
+        localReply(res, { status: 503, flags: ['UAEX'], body: '', contentType: undefined }); // status_on_error
         return;
       }
       const denied = answer.denied_response;
       if (answer.ok_response === undefined || answer.ok_response === null) {
         const raw = (denied?.status as { code?: unknown } | null | undefined)?.code;
         const code = typeof raw === 'string' ? raw : '';
-        res.writeHead(STATUS[code] ?? 403, denied === undefined ? {} : deniedHeaders(denied));
-        res.end(denied?.body ?? '');
+        const headers = denied === undefined ? {} : deniedHeaders(denied);
+        localReply(
+          res,
+          { status: STATUS[code] ?? 403, flags: ['UAEX'], body: denied?.body ?? '', contentType: headers['content-type'] },
+          headers,
+        );
         return;
       }
       const forwarded = applyOkResponse(headers, answer.ok_response);
       const out: Record<string, string> = {};
       for (const [k, v] of forwarded) if (!k.startsWith(':') && k !== 'host' && k !== 'content-length') out[k] = v.join(',');
-      const upstream = await request(`http://127.0.0.1:${opts.gatewayPort}${req.url ?? '/'}`, {
-        method: (req.method ?? 'GET') as 'GET',
-        headers: out,
-        body: body.length === 0 ? undefined : body,
-      });
+      let upstream;
+      try {
+        upstream = await request(`http://127.0.0.1:${opts.gatewayPort}${req.url ?? '/'}`, {
+          method: (req.method ?? 'GET') as 'GET',
+          headers: out,
+          body: body.length === 0 ? undefined : body,
+        });
+      } catch {
+        // Envoy's words for it, and its flag: upstream connection failure.
+        const body = 'upstream connect error or disconnect/reset before headers. reset reason: connection failure';
+        localReply(res, { status: 503, flags: ['UF'], body, contentType: 'text/plain' });
+        return;
+      }
       const replyHeaders: Record<string, string | string[]> = {};
       for (const [k, v] of Object.entries(upstream.headers)) {
         if (v !== undefined && k !== 'transfer-encoding' && k !== 'connection' && k !== 'keep-alive') replyHeaders[k] = v;

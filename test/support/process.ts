@@ -3,6 +3,7 @@
  * its JSON log lines are watched, and every wait is bounded so a hang fails instead of stalling.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer, type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -107,4 +108,13 @@ export async function withTimeout<T>(p: Promise<T>, ms: number, why: () => strin
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** A port nothing listens on now (bound, read, released). */
+export async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  const port = (srv.address() as AddressInfo).port;
+  await new Promise<void>((resolve) => srv.close(() => resolve()));
+  return port;
 }

@@ -95,6 +95,32 @@ static_resources:
                           deployment: '%REQ(X-TOLLGATE-DEPLOYMENT)%'
                           client: '%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%'
                           user_agent: '%REQ(USER-AGENT)%'
+                local_reply_config:
+                  mappers:
+                    - filter:
+                        response_flag_filter:
+                          flags: [UF, UH, URX, UC, UR, LR, UO, UPE, OM]
+                      body_format_override:
+                        text_format_source:
+                          inline_string: '{"error":{"message":"tollgate is not reachable right now: retry shortly.","type":"service_unavailable","param":null,"code":"gateway_unavailable"}}'
+                        content_type: application/json
+                    - filter:
+                        response_flag_filter:
+                          flags: [UT, SI]
+                      status_code: 504
+                      body_format_override:
+                        text_format_source:
+                          inline_string: '{"error":{"message":"tollgate did not answer in time: retry, or ask for fewer tokens.","type":"timeout","param":null,"code":"upstream_timeout"}}'
+                        content_type: application/json
+                    - filter:
+                        status_code_filter:
+                          comparison:
+                            op: EQ
+                            value: { default_value: 413, runtime_key: tollgate.local_reply.payload_too_large }
+                      body_format_override:
+                        text_format_source:
+                          inline_string: '{"error":{"message":"The request body is too large: send a smaller request.","type":"invalid_request_error","param":null,"code":"request_too_large"}}'
+                        content_type: application/json
                 http_filters:
                   # Client-sent x-tollgate-* never reach ext_authz or the gateway.
                   - name: envoy.filters.http.header_mutation

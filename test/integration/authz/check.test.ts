@@ -11,6 +11,9 @@ import { SignJWT, importJWK, type JWK } from 'jose';
 import { startIdp, type TestIdp } from '../../support/idp.js';
 import { applyOkResponse, deniedHeaders, EnvoyCheckClient, type CheckInput, type EnvoyCheckResponse } from '../../support/envoy.js';
 import { startTestAuthz, TEST_CONTEXT_KEY, type TestAuthz } from '../../support/authz.js';
+import { startEnvoyProxy } from '../../support/envoy-proxy.js';
+import { freePort } from '../../support/process.js';
+import { errorBody } from '../../../src/errors/codes.js';
 import { ContextSigner, contextSecret } from '../../../src/identity/context-token.js';
 import { PROTO_DIR } from '../../../src/authz/protos.js';
 import { KID_REFETCH_COOLDOWN_MS } from '../../../src/identity/jwt.js';
@@ -360,6 +363,41 @@ describe('ext_authz Check', () => {
     assert.equal((await check('envoy.service.auth.v3.Authorization')).status, 'SERVING');
     await assert.rejects(check('no.such.Service'), (e: grpc.ServiceError) => e.code === grpc.status.NOT_FOUND);
     client.close();
+  });
+
+  test("through Envoy's local replies: the gateway down is OpenAI JSON without Envoy's text; a denial keeps tollgate's body", async () => {
+    const closed = await freePort();
+    const front = await startEnvoyProxy({ authzPort: authz.port, gatewayPort: closed });
+    const noAuthz = await startEnvoyProxy({ authzPort: await freePort(), gatewayPort: closed });
+    try {
+      const post = (url: string, headers: Record<string, string>): Promise<Response> =>
+        fetch(`${url}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', ...headers },
+          body: CHAT_BODY,
+        });
+      // Allowed by Check; the gateway behind Envoy does not answer.
+      const down = await post(front.url, creds());
+      assert.equal(down.status, 503);
+      assert.equal(down.headers.get('content-type'), 'application/json');
+      const text = await down.text();
+      assert.ok(!/upstream connect|reset reason/.test(text), text);
+      assert.deepEqual(
+        JSON.parse(text),
+        JSON.parse(errorBody('gateway_unavailable', 'tollgate is not reachable right now: retry shortly.')),
+      );
+      // Denied by Check: tollgate's own status and body.
+      const deniedReply = await post(front.url, creds('sk-nobody-has-this-key-0099'));
+      assert.equal(deniedReply.status, 401);
+      assert.equal(((await deniedReply.json()) as { error: { code: string } }).error.code, 'invalid_api_key');
+      // Check unreachable: status_on_error, no body (a failed Check is flagged UAEX like a denial).
+      const failed = await post(noAuthz.url, creds());
+      assert.equal(failed.status, 503);
+      assert.equal(await failed.text(), '');
+    } finally {
+      await front.close();
+      await noAuthz.close();
+    }
   });
 });
 

@@ -11,7 +11,6 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
@@ -19,7 +18,7 @@ import pg from 'pg';
 import { budgetPeriod } from '../../../src/store/counters.js';
 import { EnvoyCheckClient } from '../../support/envoy.js';
 import { startFakeVllm, type FakeVllm } from '../../support/fake-vllm.js';
-import { children, startTollgate, type Running } from '../../support/process.js';
+import { children, freePort, startTollgate, type Running } from '../../support/process.js';
 
 const PG = process.env['TEST_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
 const KEY = 'sk-outage-test-key-000001';
@@ -27,14 +26,6 @@ const KEY_ID = createHash('sha256').update(KEY).digest('hex').slice(0, 16);
 const SCHEMA = `tg_outage_${randomUUID().replaceAll('-', '').slice(0, 12)}`;
 const PREFIX = `tg-outage-${randomUUID()}:`;
 const MODEL = 'meta-llama/Llama-3.1-8B-Instruct';
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((resolve) => srv.close(() => resolve()));
-  return port;
-}
 
 function startRedis(port: number): Promise<ChildProcess> {
   const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {

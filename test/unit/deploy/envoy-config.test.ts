@@ -304,4 +304,18 @@ describe('the strict bootstrap reader', () => {
       /route timeout 0s/,
     );
   });
+
+  it("catches Envoy's own text reaching clients, and a mapper that would rewrite tollgate's denials", () => {
+    const expect = { maxRequestBytes: 4194304, upstreamHost: '127.0.0.1' };
+    const none = parse(ENVOY_YAML) as Record<string, unknown>;
+    delete node(none, ...HCM_PATH)['local_reply_config'];
+    assert.throws(() => assertTollgateEnvoyConfig(valid(stringify(none)), expect), /Envoy's 503 UF/);
+    const greedy = parse(ENVOY_YAML) as Record<string, unknown>;
+    (node(greedy, ...HCM_PATH, 'local_reply_config', 'mappers', 0, 'filter', 'response_flag_filter')['flags'] as string[]).push('UAEX');
+    assert.throws(() => assertTollgateEnvoyConfig(valid(stringify(greedy)), expect), /a Check's 401 keeps its body/);
+    // 413 and above, not 413 alone: it would rewrite a Check's 429 and 503 too.
+    const wide = parse(ENVOY_YAML) as Record<string, unknown>;
+    node(wide, ...HCM_PATH, 'local_reply_config', 'mappers', 2, 'filter', 'status_code_filter', 'comparison')['op'] = 'GE';
+    assert.throws(() => assertTollgateEnvoyConfig(valid(stringify(wide)), expect), /a Check's 429 keeps its body/);
+  });
 });

@@ -31,6 +31,8 @@ const CONTRACT: Record<ErrorCode, [status: number, type: string, grpc: number]> 
   upstream_invalid_request: [400, 'invalid_request_error', GrpcCode.INVALID_ARGUMENT],
   upstream_error: [502, 'api_error', GrpcCode.INTERNAL],
   upstream_timeout: [504, 'timeout', GrpcCode.DEADLINE_EXCEEDED],
+  // Envoy's local reply when the gateway cannot be reached (envoy/envoy.yaml).
+  gateway_unavailable: [503, 'service_unavailable', GrpcCode.UNAVAILABLE],
 };
 
 describe('ERRORS matches the contract', () => {
