@@ -133,7 +133,7 @@ return {1, '', -1, 0, rq[1], rq[2], rq[3], tk[1], tk[2], tk[3]}
 /**
  * KEYS: six per subject, then the lease's `settled` mark, then the `seeded` marker. ARGV: now, lease id,
  * real tokens, cost, then per subject: tpm on, parallel on, budget on, budget key expiry (ms, 0: none).
- * Returns 1, or 0 when the lease's cost was already added (nothing is done again).
+ * Returns 1, or 0 when the lease's cost had already been added (the lease is released all the same).
  */
 const SETTLE = `
 local now = tonumber(ARGV[1]); local lid = ARGV[2]; local tokens = math.floor(tonumber(ARGV[3]) or 0); local cost = ARGV[4]
@@ -141,12 +141,14 @@ if tonumber(cost) == nil then return redis.error_reply('cost is not a number') e
 -- A Redis that restarted empty takes no spend until it is seeded from the log (the row is replayed after).
 if redis.call('EXISTS', KEYS[#KEYS]) == 0 then return redis.error_reply('UNSEEDED counters not seeded yet') end
 local n = (#KEYS - 2) / ${KEYS_PER_SUBJECT}
--- Cost goes to the budgets once per lease: this call repeated, or replayed from the log after its answer
--- was lost, adds nothing. (The rest of a settlement sets values and is the same done twice.)
-if tonumber(cost) > 0 then
+-- Cost goes to the budgets once per lease: this call repeated, or arriving after the replay of its row,
+-- adds none. The rest of a settlement (the lease released, the tokens corrected) sets values: done again,
+-- it changes nothing, and it must be done however late the call comes.
+local addCost = tonumber(cost) > 0
+if addCost then
   for i = 0, n - 1 do
     if ARGV[4 + i * 4 + 3] == '1' then
-      if not redis.call('SET', KEYS[#KEYS - 1], '1', 'NX', 'PX', ${SETTLED_TTL_MS}) then return 0 end
+      if not redis.call('SET', KEYS[#KEYS - 1], '1', 'NX', 'PX', ${SETTLED_TTL_MS}) then addCost = false end
       break
     end
   end
@@ -164,23 +166,27 @@ for i = 0, n - 1 do
   if ARGV[a + 2] == '1' then redis.call('ZREM', KEYS[k + 4], lid) end
   if ARGV[a + 3] == '1' then
     redis.call('HDEL', KEYS[k + 5], lid)
-    if tonumber(cost) > 0 then
+    if addCost then
       redis.call('INCRBYFLOAT', KEYS[k + 6], cost)
       if tonumber(ARGV[a + 4]) > 0 then redis.call('PEXPIREAT', KEYS[k + 6], ARGV[a + 4]) end
     end
   end
 end
+if tonumber(cost) > 0 and not addCost then return 0 end
 return 1
 `;
 
 /**
  * Spend replayed from the log, once per lease (the `settled` mark, as SETTLE sets it). KEYS: per lease, its
- * mark then its budget keys. ARGV: per lease, how many budget keys, then a cost and an expiry (ms, 0:
- * none) for each. Returns how many leases were added.
+ * mark then its budget keys; last, the `seeded` marker. ARGV: per lease, how many budget keys, then a cost
+ * and an expiry (ms, 0: none) for each. Returns how many leases were added.
  */
 const REPLAY = `
+-- A Redis that restarted empty is seeded from the whole log, these rows included: adding them first would
+-- count them twice (the replay's transaction rolls back, and the seed counts them).
+if redis.call('EXISTS', KEYS[#KEYS]) == 0 then return redis.error_reply('UNSEEDED counters not seeded yet') end
 local k = 1; local a = 1; local added = 0
-while k <= #KEYS do
+while k < #KEYS do
   local n = tonumber(ARGV[a]); a = a + 1
   local fresh = redis.call('SET', KEYS[k], '1', 'NX', 'PX', ${SETTLED_TTL_MS})
   if fresh then added = added + 1 end
@@ -360,7 +366,9 @@ export class RedisCounters implements Counters {
         args.push(String(it.cost), it.period.end < Number.MAX_SAFE_INTEGER ? it.period.end + 86_400_000 : 0);
       }
     }
-    return keys.length === 0 ? 0 : this.redis.tgReplay(keys.length, ...keys, ...args);
+    if (keys.length === 0) return 0;
+    keys.push(`${this.#prefix}seeded`);
+    return this.redis.tgReplay(keys.length, ...keys, ...args);
   }
 
   /** Seeded once per Redis lifetime with the logged spend; until then it refuses settlements (SETTLE). */

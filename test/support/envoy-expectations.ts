@@ -280,6 +280,8 @@ export function assertLocalReplies(manager: JsonObject): void {
     ['URX', 503, 'gateway_unavailable'],
     ['UC', 503, 'gateway_unavailable'],
     ['UR', 503, 'gateway_unavailable'],
+    ['LR', 503, 'gateway_unavailable'],
+    ['UPE', 502, 'gateway_unavailable'],
     ['UO', 503, 'gateway_unavailable'],
     ['OM', 503, 'gateway_unavailable'],
     ['UT', 504, 'upstream_timeout'],

@@ -100,6 +100,7 @@ static_resources:
                     - filter:
                         response_flag_filter:
                           flags: [UF, UH, URX, UC, UR, LR, UO, UPE, OM]
+                      status_code: 503
                       body_format_override:
                         text_format_source:
                           inline_string: '{"error":{"message":"tollgate is not reachable right now: retry shortly.","type":"service_unavailable","param":null,"code":"gateway_unavailable"}}'

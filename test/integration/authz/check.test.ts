@@ -5,6 +5,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, createHmac, createPublicKey, generateKeyPairSync, type JsonWebKey } from 'node:crypto';
+import { createServer, type AddressInfo } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { SignJWT, importJWK, type JWK } from 'jose';
@@ -12,7 +13,6 @@ import { startIdp, type TestIdp } from '../../support/idp.js';
 import { applyOkResponse, deniedHeaders, EnvoyCheckClient, type CheckInput, type EnvoyCheckResponse } from '../../support/envoy.js';
 import { startTestAuthz, TEST_CONTEXT_KEY, type TestAuthz } from '../../support/authz.js';
 import { startEnvoyProxy } from '../../support/envoy-proxy.js';
-import { freePort } from '../../support/process.js';
 import { errorBody } from '../../../src/errors/codes.js';
 import { ContextSigner, contextSecret } from '../../../src/identity/context-token.js';
 import { PROTO_DIR } from '../../../src/authz/protos.js';
@@ -366,9 +366,12 @@ describe('ext_authz Check', () => {
   });
 
   test("through Envoy's local replies: the gateway down is OpenAI JSON without Envoy's text; a denial keeps tollgate's body", async () => {
-    const closed = await freePort();
-    const front = await startEnvoyProxy({ authzPort: authz.port, gatewayPort: closed });
-    const noAuthz = await startEnvoyProxy({ authzPort: await freePort(), gatewayPort: closed });
+    // Held for the test (a port merely closed could be taken meanwhile): every connection dropped at once.
+    const refusing = createServer((socket) => socket.destroy());
+    await new Promise<void>((resolve) => refusing.listen(0, '127.0.0.1', resolve));
+    const dead = (refusing.address() as AddressInfo).port;
+    const front = await startEnvoyProxy({ authzPort: authz.port, gatewayPort: dead });
+    const noAuthz = await startEnvoyProxy({ authzPort: dead, gatewayPort: dead });
     try {
       const post = (url: string, headers: Record<string, string>): Promise<Response> =>
         fetch(`${url}/v1/chat/completions`, {
@@ -397,6 +400,7 @@ describe('ext_authz Check', () => {
     } finally {
       await front.close();
       await noAuthz.close();
+      refusing.close();
     }
   });
 });

@@ -32,6 +32,9 @@ class SlowAnswers {
   delayMs = 0;
   readonly #server: Server;
   readonly #sockets = new Set<Socket>();
+  /** Answers held back and not yet passed on. */
+  #held = 0;
+  #drained: (() => void) | undefined;
 
   constructor() {
     this.#server = createServer((client) => {
@@ -47,10 +50,22 @@ class SlowAnswers {
       client.pipe(redis);
       // Answers keep their order: each waits the same delay, and timers of one delay fire in order.
       redis.on('data', (chunk: Buffer) => {
-        if (this.delayMs === 0) client.write(chunk);
-        else setTimeout(() => client.write(chunk), this.delayMs);
+        if (this.delayMs === 0) {
+          client.write(chunk);
+          return;
+        }
+        this.#held++;
+        setTimeout(() => {
+          client.write(chunk);
+          if (--this.#held === 0) this.#drained?.();
+        }, this.delayMs);
       });
     });
+  }
+
+  /** Resolves once every held answer was passed on. */
+  drained(): Promise<void> {
+    return this.#held === 0 ? Promise.resolve() : new Promise((resolve) => (this.#drained = resolve));
   }
 
   async listen(): Promise<string> {
@@ -94,9 +109,11 @@ describe('a lease is counted once', { timeout: 30_000 }, () => {
   test('a settlement Redis ran but answered too late is not added again by the replay; a lost one is', async () => {
     db = await openDb({ url: PG, schema: SCHEMA });
     await migrate(db);
-    const c = new RedisCounters({ url: await relay.listen(), prefix: `tg-settle-${randomUUID()}:`, commandTimeoutMs: 150 });
+    // A second per call: this test's own event loop relays every answer, and a loaded machine is slow.
+    const c = new RedisCounters({ url: await relay.listen(), prefix: `tg-settle-${randomUUID()}:`, commandTimeoutMs: 1000 });
     counters = c;
     assert.equal(await c.ready(5000), true);
+    await assert.rejects(c.replaySpend([{ leaseId: 'early', items: [{ subject: 'key:k1', period: PERIOD, cost: 1 }] }]), /UNSEEDED/);
     await c.seed([]);
     const subjects: LimitSubject[] = [
       { id: 'key:k1', rpm: undefined, tpm: undefined, parallel: undefined, budget: { max: 10, period: PERIOD } },
@@ -104,10 +121,10 @@ describe('a lease is counted once', { timeout: 30_000 }, () => {
     for (const id of ['late', 'lost']) assert.equal((await c.admit({ requestId: id, subjects, tokens: 0, cost: 1, now: NOW })).ok, true);
 
     // Redis runs the settlement; its answer comes after the call gave up.
-    relay.delayMs = 600;
+    relay.delayMs = 3000;
     await assert.rejects(c.settle({ requestId: 'late', subjects, reservedTokens: 0, tokens: 15, cost: 0.5, now: NOW }), /timed out/i);
     relay.delayMs = 0;
-    await new Promise((r) => setTimeout(r, 800));
+    await relay.drained();
     assert.equal(await c.spend('key:k1', PERIOD), 0.5, 'the settlement ran');
 
     // Both are logged uncounted, as Accounting logs a settlement that failed; 'lost' never reached Redis.
@@ -127,5 +144,14 @@ describe('a lease is counted once', { timeout: 30_000 }, () => {
     assert.equal((await c.admit({ requestId: 'twice', subjects, tokens: 0, cost: 1, now: NOW })).ok, true);
     for (let i = 0; i < 2; i++) await c.settle({ requestId: 'twice', subjects, reservedTokens: 0, tokens: 15, cost: 1, now: NOW });
     assert.equal(await c.spend('key:k1', PERIOD), 1.75);
+
+    // A settlement that arrives after its row was replayed adds no cost, but still releases the lease.
+    const one: LimitSubject[] = [{ id: 'key:k2', rpm: undefined, tpm: undefined, parallel: 1, budget: { max: 10, period: PERIOD } }];
+    assert.equal((await c.admit({ requestId: 'slow', subjects: one, tokens: 0, cost: 1, now: NOW })).ok, true);
+    assert.equal((await c.admit({ requestId: 'next', subjects: one, tokens: 0, cost: 1, now: NOW })).ok, false, 'one at a time');
+    assert.equal(await c.replaySpend([{ leaseId: 'slow', items: [{ subject: 'key:k2', period: PERIOD, cost: 2 }] }]), 1);
+    await c.settle({ requestId: 'slow', subjects: one, reservedTokens: 0, tokens: 15, cost: 2, now: NOW });
+    assert.equal(await c.spend('key:k2', PERIOD), 2);
+    assert.equal((await c.admit({ requestId: 'next', subjects: one, tokens: 0, cost: 1, now: NOW + 1 })).ok, true, 'the slot was released');
   });
 });
