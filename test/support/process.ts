@@ -11,6 +11,11 @@ import { fileURLToPath } from 'node:url';
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const BIN = path.join(ROOT, 'bin', 'tollgate.js');
 const WAIT_MS = 20_000;
+/**
+ * How long a tollgate that opens embedded PGlite (PostgreSQL in WebAssembly: no database_url) may take to
+ * listen: about 5 s alone here, more beside the rest of the suite, over 20 s on a loaded two-core machine.
+ */
+export const PGLITE_START_MS = 45_000;
 
 export interface Finished {
   readonly code: number | null;

@@ -11,7 +11,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { startFakeVllm, type FakeVllm } from '../../support/fake-vllm.js';
-import { children, startTollgate, type Running } from '../../support/process.js';
+import { children, PGLITE_START_MS, startTollgate, type Running } from '../../support/process.js';
 
 const BACKEND = 'meta-llama/Llama-3.1-8B-Instruct';
 const sha = (s: string): string => createHash('sha256').update(s).digest('hex');
@@ -71,11 +71,12 @@ async function nthLog(p: Running, msg: string, n: number, ms = 10_000): Promise<
 async function start(file: string, watch: boolean): Promise<{ p: Running; port: number }> {
   const args = ['serve', '--config', file, '--host', '127.0.0.1', '--http-port', '0', '--grpc-port', '0'];
   const p = startTollgate(watch ? [...args, '--watch-config'] : args);
-  const rec = await p.waitForLog('serve listening', 20_000);
+  // No database_url: the records are in embedded PGlite.
+  const rec = await p.waitForLog('serve listening', PGLITE_START_MS);
   return { p, port: Number(/:(\d+)$/.exec(String(rec['http']))?.[1]) };
 }
 
-describe('config reload', { timeout: 60_000 }, () => {
+describe('config reload', { timeout: 4 * PGLITE_START_MS }, () => {
   test('SIGHUP applies a good config at once, and keeps the running one when the new one is bad or needs a restart', async () => {
     const vllm = await startFakeVllm({ models: [BACKEND] });
     fakes.push(vllm);

@@ -12,13 +12,13 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { children, startTollgate, withTimeout, type Finished, type Running } from '../../support/process.js';
+import { children, PGLITE_START_MS, startTollgate, withTimeout, type Finished, type Running } from '../../support/process.js';
 
 /** dist/test/integration/cli/cli.test.js → the repository root. */
 const ROOT = fileURLToPath(new URL('../../../../', import.meta.url));
 const BIN = path.join(ROOT, 'bin', 'tollgate.js');
 const HEALTH_PROTO = path.join(ROOT, 'protos', 'grpc', 'health', 'v1', 'health.proto');
-const TEST_OPTS = { timeout: 60_000 };
+const TEST_OPTS = { timeout: 2 * PGLITE_START_MS };
 
 const MASTER_KEY = 'sk-cli-test-master-0123456789abcdef';
 
@@ -291,7 +291,7 @@ describe('other commands', () => {
   test('gateway: starts on --http-port, answers its liveness probe, exits 0 on SIGTERM', TEST_OPTS, async () => {
     const g = start(['gateway', '--config', file('good.yaml'), '--host', '127.0.0.1', '--http-port', '0']);
     try {
-      const listening = await g.waitForLog('gateway listening');
+      const listening = await g.waitForLog('gateway listening', PGLITE_START_MS); // no database_url: embedded PGlite
       const port = Number(/:(\d+)$/.exec(String(listening['http']))?.[1]);
       assert.ok(port > 0, JSON.stringify(listening));
       const res = await fetch(`http://127.0.0.1:${port}/health/liveliness`);
@@ -460,9 +460,6 @@ describe('tollgate authz', () => {
     assert.match(r.stderr, /--grpc-port/);
   });
 });
-
-/** The embedded default opens PGlite (PostgreSQL in WebAssembly): about 5 s alone here, more beside the rest of the suite. */
-const PGLITE_START_MS = 30_000;
 
 describe('tollgate serve with no config', () => {
   test('generates a master key once, keeps it mode 0600, reuses it without printing it', { timeout: 3 * PGLITE_START_MS }, async () => {

@@ -17,7 +17,7 @@ import { prepareConfigText } from '../../../src/main/config-source.js';
 import { startEnvoyProxy, type EnvoyProxy } from '../../support/envoy-proxy.js';
 import { startFakeVllm, type FakeVllm } from '../../support/fake-vllm.js';
 import { startIdp, type TestIdp } from '../../support/idp.js';
-import { childEnv, children, ROOT, startTollgate } from '../../support/process.js';
+import { childEnv, children, PGLITE_START_MS, ROOT, startTollgate } from '../../support/process.js';
 
 const run = promisify(execFile);
 const README = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
@@ -154,7 +154,7 @@ test('the policy examples compile, and deny what their names say', () => {
   );
 });
 
-describe('the walk-through, as written, through an Envoy stand-in', { timeout: 60_000 }, () => {
+describe('the walk-through, as written, through an Envoy stand-in', { timeout: 2 * PGLITE_START_MS }, () => {
   const CLIENT_ID = 'readme-client';
   const CLIENT_SECRET = `secret-${randomUUID()}`;
   const MASTER = `sk-readme-${randomUUID()}`;
@@ -184,7 +184,7 @@ auth:
 `,
     );
     const p = startTollgate(['serve', '--config', file, '--host', '127.0.0.1', '--http-port', '0', '--grpc-port', '0']);
-    const rec = await p.waitForLog('serve listening', 20_000);
+    const rec = await p.waitForLog('serve listening', PGLITE_START_MS); // no database_url: embedded PGlite
     envoy = await startEnvoyProxy({
       authzPort: Number(/:(\d+)$/.exec(String(rec['grpc']))?.[1]),
       gatewayPort: Number(/:(\d+)$/.exec(String(rec['http']))?.[1]),
