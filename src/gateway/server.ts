@@ -1,6 +1,6 @@
 /**
  * The HTTP door: the OpenAI-compatible API (`/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`,
- * `/v1/models`) and the health probes. Behind Envoy, identity comes only from a valid `x-tollgate-context`
+ * `/v1/models`, `/v1/models/{model}`) and the health probes. Behind Envoy, identity comes only from a valid `x-tollgate-context`
  * bound to this request (signature, expiry, method and path, model); any other request — no Envoy, or a
  * forged, expired or mismatched context — is authorized here by the same decision pipeline, so the gateway
  * is never an open door. Client-sent `x-tollgate-*` headers are never read otherwise.
@@ -129,10 +129,13 @@ interface Incoming {
   readonly client: ClientLink;
 }
 
+/** `GET /v1/models/{model}`, normalised. */
+const ONE_MODEL = /^\/(v1\/)?models\/[^/]+$/;
+
 /** The `route` label: a fixed set, whatever path a client sends. */
 function routeLabel(endpoint: ForwardRequest['endpoint'] | undefined, method: string, path: string): string {
   if (endpoint !== undefined) return endpoint;
-  if (path === '/v1/models' || path === '/models') return 'models';
+  if (path === '/v1/models' || path === '/models' || ONE_MODEL.test(path)) return 'models';
   if (path.startsWith('/health/')) return 'probe';
   if (path === '/metrics') return 'metrics';
   if (isAdminRoute(method, path)) return 'admin';
@@ -178,6 +181,8 @@ function serve(deps: GatewayDeps, res: ServerResponse, r: Incoming, id: Identify
     return lease === undefined ? forwarded : forwarded.finally(() => deps.leases?.end(lease));
   }
   if (method === 'GET' && (path === '/v1/models' || path === '/models')) return listModels(deps, res, id);
+  const modelId = method === 'GET' ? modelIdOf(path, r.url) : undefined;
+  if (modelId !== undefined) return retrieveModel(deps, res, id, modelId);
   if (isAdminRoute(method, path)) {
     // Check (or the authorizer here) already demanded the master key or an admin group for these paths.
     if (!id.admin)
@@ -278,17 +283,52 @@ function fromClaims(deps: GatewayDeps, c: ContextClaims): Identity {
   };
 }
 
-/** `GET /v1/models`: only the aliases this caller may use (key and team allow-lists). */
-function listModels(deps: GatewayDeps, res: ServerResponse, id: Identity): void {
-  const team = id.teamId === undefined ? undefined : deps.teams.get(id.teamId);
-  const created = Math.floor(Date.now() / 1000);
+/** Whether this caller may use `alias` (key and team allow-lists), as `GET /v1/models` lists them. */
+function mayUse(deps: GatewayDeps, id: Identity, alias: string): boolean {
   // A key removed since authz signed the context may use nothing.
   const key = id.key;
+  if (key === 'gone' || (key !== undefined && !allows(key.models, alias))) return false;
+  const team = id.teamId === undefined ? undefined : deps.teams.get(id.teamId);
+  return team === undefined || allows(team.models, alias);
+}
+
+function modelObject(alias: string, created: number): { id: string; object: 'model'; created: number; owned_by: string } {
+  return { id: alias, object: 'model', created, owned_by: 'tollgate' };
+}
+
+/** `GET /v1/models`: only the aliases this caller may use. */
+function listModels(deps: GatewayDeps, res: ServerResponse, id: Identity): void {
+  const created = Math.floor(Date.now() / 1000);
   const data = [...deps.catalog().aliases()]
-    .filter((a) => key !== 'gone' && (key === undefined || allows(key.models, a)) && (team === undefined || allows(team.models, a)))
+    .filter((a) => mayUse(deps, id, a))
     .sort()
-    .map((a) => ({ id: a, object: 'model', created, owned_by: 'tollgate' }));
+    .map((a) => modelObject(a, created));
   json(res, 200, { object: 'list', data }, id.caller.requestId);
+}
+
+/**
+ * `GET /v1/models/{model}` (the SDKs' `models.retrieve`): the alias, if this caller may use it; otherwise
+ * 404 whether or not it exists, so the answer reveals no alias the caller could not list.
+ */
+function retrieveModel(deps: GatewayDeps, res: ServerResponse, id: Identity, alias: string): void {
+  if (deps.catalog().group(alias) === undefined || !mayUse(deps, id, alias))
+    return sendError(res, 'model_not_found', undefined, id.caller.requestId);
+  json(res, 200, modelObject(alias, Math.floor(Date.now() / 1000)), id.caller.requestId);
+}
+
+/**
+ * The model id of `GET /v1/models/{model}` (or `/models/{model}`): taken from the path as sent, since the
+ * normalised one is lower-cased and aliases are not. normalizePath has refused encoded slashes and dots.
+ */
+function modelIdOf(path: string, url: string): string | undefined {
+  if (!ONE_MODEL.test(path)) return undefined;
+  const q = url.search(/[?#]/);
+  const raw = (q < 0 ? url : url.slice(0, q)).replace(/\/+$/, '');
+  try {
+    return decodeURIComponent(raw.slice(raw.lastIndexOf('/') + 1));
+  } catch {
+    return undefined;
+  }
 }
 
 function json(res: ServerResponse, status: number, value: unknown, requestId?: string): void {

@@ -190,13 +190,16 @@ describe('ext_authz Check', () => {
     }
   });
 
-  test('GET /v1/models is authorized without a body or model', async () => {
-    const res = await call({ method: 'GET', path: '/v1/models', headers: creds() });
-    assert.equal(res.status?.code, 0);
-    const keys = res.ok_response?.headers.map((h) => h.header.key) ?? [];
-    assert.ok(keys.includes('x-tollgate-key'));
-    assert.ok(!keys.includes('x-tollgate-model'));
-    assert.ok(!keys.includes('x-tollgate-deployment'));
+  test('GET /v1/models and /v1/models/{model} are authorized without a body or model; not without a key', async () => {
+    for (const path of ['/v1/models', '/v1/models/qwen3-8b']) {
+      const res = await call({ method: 'GET', path, headers: creds() });
+      assert.equal(res.status?.code, 0, path);
+      const keys = res.ok_response?.headers.map((h) => h.header.key) ?? [];
+      assert.ok(keys.includes('x-tollgate-key'));
+      assert.ok(!keys.includes('x-tollgate-model'));
+      assert.ok(!keys.includes('x-tollgate-deployment'));
+      await denied({ method: 'GET', path, headers: { 'x-cake-authorization': `Bearer ${token}` } }, 401, 'missing_api_key');
+    }
   });
 
   test('JWT and key denials', async () => {

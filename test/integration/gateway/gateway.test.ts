@@ -208,6 +208,32 @@ describe('gateway', () => {
     assert.deepEqual(ids, ['llama']);
   });
 
+  test('GET /v1/models/{model} answers for an alias the caller may use, and 404 for any other, existing or not', async () => {
+    const all = new OpenAI({ apiKey: KEY, baseURL: `${base}/v1`, maxRetries: 0 });
+    const limited = new OpenAI({ apiKey: LLAMA_ONLY, baseURL: `${base}/v1`, maxRetries: 0 });
+    const qwen = await all.models.retrieve('qwen');
+    assert.equal(qwen.id, 'qwen');
+    assert.equal(qwen.object, 'model');
+    assert.equal(qwen.owned_by, 'tollgate');
+    assert.ok(Number.isInteger(qwen.created));
+    assert.equal((await limited.models.retrieve('llama')).id, 'llama');
+    for (const [client, alias] of [
+      [limited, 'qwen'],
+      [all, 'gpt-9'],
+    ] as const) {
+      const err = await client.models.retrieve(alias).then(
+        () => assert.fail(`${alias} retrieved`),
+        (e: unknown) => e,
+      );
+      assert.ok(err instanceof OpenAI.NotFoundError, String(err));
+      assert.equal((err.error as { code?: string }).code, 'model_not_found');
+    }
+    // The id is read as sent: aliases keep their case (the routed path is lower-cased), and no key, no answer.
+    const upper = await fetch(`${base}/models/LLAMA`, { headers: { authorization: `Bearer ${KEY}` } });
+    assert.equal(upper.status, 404);
+    assert.equal((await fetch(`${base}/v1/models/llama`)).status, 401);
+  });
+
   test('behind Envoy: a valid context is trusted; a forged one is not, and the removed credentials leave the request unauthenticated', async () => {
     reset();
     const envoy = new EnvoyCheckClient(authz.port);
