@@ -131,13 +131,29 @@ export function storedApiKey(value: unknown, box: SecretBox, env: Readonly<Recor
   return null;
 }
 
-/** A deployment as /model/info shows it: never its api_key. */
+/**
+ * An api_base as the admin API shows it: credentials in it (`user:pass@`, a query such as `?api-key=`) are
+ * replaced, since the config file may hold them (/model/new refuses them) and admin JWT groups read this.
+ */
+export function shownApiBase(apiBase: string): string {
+  let u: URL;
+  try {
+    u = new URL(apiBase);
+  } catch {
+    return '[redacted]';
+  }
+  if (u.username === '' && u.password === '' && u.search === '' && u.hash === '') return apiBase;
+  const who = u.username !== '' || u.password !== '' ? '[redacted]@' : '';
+  return `${u.protocol}//${who}${u.host}${u.pathname}${u.search === '' ? '' : '?[redacted]'}`;
+}
+
+/** A deployment as /model/info shows it: never its api_key, nor credentials in its api_base. */
 export function modelView(d: Deployment, fromDb: boolean): Record<string, unknown> {
   return {
     model_name: d.alias,
     litellm_params: {
       model: `${d.provider}/${d.backendModel}`,
-      api_base: d.apiBase,
+      api_base: shownApiBase(d.apiBase),
       rpm: d.rpm ?? null,
       tpm: d.tpm ?? null,
       weight: d.weight,
@@ -177,7 +193,7 @@ export async function probeDeployments(catalog: ModelCatalog): Promise<{
 }
 
 async function probe(d: Deployment): Promise<ProbeResult> {
-  const base = { model: d.alias, model_id: d.id, api_base: d.apiBase };
+  const base = { model: d.alias, model_id: d.id, api_base: shownApiBase(d.apiBase) };
   try {
     const res = await request(`${d.apiBase}/models`, {
       method: 'GET',

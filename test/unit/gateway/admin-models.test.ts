@@ -1,6 +1,6 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { apiBaseAllowed, prepareModel, storedApiKey } from '../../../src/gateway/admin-models.js';
+import { apiBaseAllowed, prepareModel, shownApiBase, storedApiKey } from '../../../src/gateway/admin-models.js';
 import { modelNew } from '../../../src/gateway/admin-schemas.js';
 import { SecretBox } from '../../../src/identity/secret-box.js';
 import { ModelCatalog } from '../../../src/routing/deployments.js';
@@ -100,5 +100,15 @@ describe('prepareModel', () => {
     });
     const m = prepareModel(b, { allowed: ['127.0.0.1'], catalog: taken, box, env: {} });
     assert.ok('field' in m && m.conflict === true);
+  });
+});
+
+describe('shownApiBase (api_base as /model/info and /health show it)', () => {
+  test('credentials and query strings in a configured api_base are replaced; a plain one is shown as it is', () => {
+    assert.equal(shownApiBase('http://vllm-a.models.svc:8000/v1'), 'http://vllm-a.models.svc:8000/v1');
+    assert.equal(shownApiBase('http://user:s3cret@vllm-a:8000/v1'), 'http://[redacted]@vllm-a:8000/v1');
+    assert.equal(shownApiBase('https://ray.internal/v1?api-key=s3cret'), 'https://ray.internal/v1?[redacted]');
+    assert.equal(shownApiBase('https://:s3cret@ray.internal/v1#x'), 'https://[redacted]@ray.internal/v1');
+    assert.equal(shownApiBase('not a url s3cret'), '[redacted]');
   });
 });
