@@ -49,10 +49,77 @@ const keyFields = {
   blocked: z.boolean().nullish(),
 };
 
-export const keyGenerate = z.object(keyFields).strict();
-export const keyUpdate = z.object({ key: keyRef, ...keyFields }).strict();
+/**
+ * A key value the caller chooses (LiteLLM's `key` on generate, `new_key` on regenerate: an operator moving
+ * keys over keeps their values). At least 16 characters after `sk-`, none of them blank or control.
+ */
+const chosenKey = z.string().regex(/^sk-[\x21-\x7e]{16,500}$/, {
+  error: 'not a usable key: sk- and at least 16 more printable characters (or leave it out and tollgate makes one)',
+});
+
+/**
+ * LiteLLM's fields that tollgate does not implement. Those that only label or notify are accepted and
+ * named in the reply's `x-tollgate-ignored-fields` header. Those that would restrict what a key or team may
+ * do (per-model limits, route allow-lists, guardrails, organisations…) are refused: ignored, they would
+ * leave it allowed more than asked.
+ */
+export const IGNORED_KEY_FIELDS = ['tags', 'soft_budget', 'send_invite_email', 'allowed_cache_controls'] as const;
+export const IGNORED_TEAM_FIELDS = ['tags', 'members_with_roles', 'members', 'admins', 'send_invite_email'] as const;
+const REFUSED_KEY_FIELDS = [
+  'allowed_routes',
+  'allowed_passthrough_routes',
+  'model_max_budget',
+  'model_rpm_limit',
+  'model_tpm_limit',
+  'guardrails',
+  'enforced_params',
+  'permissions',
+  'object_permission',
+  'prompts',
+  'budget_id',
+  'aliases',
+  'config',
+  'spend',
+  'organization_id',
+  'auto_rotate',
+  'rotation_interval',
+] as const;
+const REFUSED_TEAM_FIELDS = [
+  'organization_id',
+  'model_aliases',
+  'guardrails',
+  'model_rpm_limit',
+  'model_tpm_limit',
+  'team_member_budget',
+  'team_member_rpm_limit',
+  'team_member_tpm_limit',
+  'team_member_key_duration',
+  'object_permission',
+  'prompts',
+  'allowed_routes',
+] as const;
+
+const notEnforced = z
+  .unknown()
+  .refine((v) => v === undefined || v === null, {
+    error:
+      "LiteLLM's, not enforced by tollgate: without it this would be allowed more than you asked. Remove it, and restrict with models, the limits or policy rules",
+  })
+  .optional();
+const ignored = z.unknown().optional();
+function litellmOnly(ignore: readonly string[], refuse: readonly string[]): Record<string, z.ZodType> {
+  return Object.fromEntries([...ignore.map((f) => [f, ignored] as const), ...refuse.map((f) => [f, notEnforced] as const)]);
+}
+const litellmKeyFields = {
+  ...litellmOnly(IGNORED_KEY_FIELDS, REFUSED_KEY_FIELDS),
+  // LiteLLM's key types: an LLM key is the only kind tollgate makes (a read-only or management key would be narrower).
+  key_type: z.enum(['llm_api', 'default'], { error: 'tollgate makes LLM API keys only: send "llm_api" or leave it out' }).nullish(),
+};
+
+export const keyGenerate = z.object({ key: chosenKey.nullish(), ...keyFields, ...litellmKeyFields }).strict();
+export const keyUpdate = z.object({ key: keyRef, ...keyFields, ...litellmKeyFields }).strict();
 export const keyAction = z.object({ key: keyRef }).strict();
-export const keyRegenerate = z.object({ key: keyRef, ...keyFields }).strict();
+export const keyRegenerate = z.object({ key: keyRef, new_key: chosenKey.nullish(), ...keyFields, ...litellmKeyFields }).strict();
 export const keyDelete = z
   .object({
     keys: z.array(keyRef).max(100).nullish(),
@@ -75,8 +142,9 @@ const teamFields = {
   blocked: z.boolean().nullish(),
   metadata: metadata.nullish(),
 };
-export const teamNew = z.object({ team_id: id.optional(), ...teamFields }).strict();
-export const teamUpdate = z.object({ team_id: id, ...teamFields }).strict();
+const litellmTeamFields = litellmOnly(IGNORED_TEAM_FIELDS, REFUSED_TEAM_FIELDS);
+export const teamNew = z.object({ team_id: id.optional(), ...teamFields, ...litellmTeamFields }).strict();
+export const teamUpdate = z.object({ team_id: id, ...teamFields, ...litellmTeamFields }).strict();
 
 export const modelNew = z
   .object({

@@ -65,7 +65,7 @@ export interface AdminCaller {
   readonly userId: string | undefined;
 }
 
-type Reply = { status: number; body: unknown } | { error: ErrorCode; message: string; param?: string };
+type Reply = { status: number; body: unknown; ignored?: readonly string[] } | { error: ErrorCode; message: string; param?: string };
 
 const KEY_BYTES = 24; // 192 random bits, base64url: `sk-` + 32 characters
 
@@ -91,8 +91,11 @@ const ROUTES = new Set([
   'GET /health',
 ]);
 
+/** LiteLLM's `POST /key/{key}/regenerate` (the path is normalised: lower-case, as tokens are). */
+const REGENERATE_PATH = /^\/key\/([^/]+)\/regenerate$/;
+
 export function isAdminRoute(method: string, path: string): boolean {
-  return ROUTES.has(`${method} ${path}`);
+  return ROUTES.has(`${method} ${path}`) || (method === 'POST' && REGENERATE_PATH.test(path));
 }
 
 export class AdminApi {
@@ -120,12 +123,14 @@ export class AdminApi {
     }
     if ('error' in reply) return sendError(res, reply.error, reply.message, caller.requestId, undefined, undefined, reply.param);
     const text = JSON.stringify(reply.body);
-    res.writeHead(reply.status, {
+    const headers: Record<string, string | number> = {
       'content-type': 'application/json',
       'content-length': Buffer.byteLength(text),
       'cache-control': 'no-store',
       'x-tollgate-request-id': caller.requestId,
-    });
+    };
+    if (reply.ignored !== undefined && reply.ignored.length > 0) headers['x-tollgate-ignored-fields'] = reply.ignored.join(', ');
+    res.writeHead(reply.status, headers);
     res.end(text);
   }
 
@@ -158,6 +163,34 @@ export class AdminApi {
     }
     const json = parseJson(body);
     if (!('value' in json)) return json;
+    const regenerated = REGENERATE_PATH.exec(path);
+    if (method === 'POST' && regenerated !== null) {
+      // LiteLLM's POST /key/{key}/regenerate: by token only, since a path lands in access logs.
+      const ref = regenerated[1] ?? '';
+      if (!/^[0-9a-f]{64}$/.test(ref))
+        return {
+          error: 'invalid_body',
+          param: 'key',
+          message:
+            'key: name the key in this path by its token (64 hex characters, as /key/list returns it), or send it in the body of POST /key/regenerate: a key in a path lands in access logs',
+        };
+      if (typeof json.value !== 'object' || json.value === null || Array.isArray(json.value))
+        return { error: 'invalid_body', message: 'The request body must be a JSON object.' };
+      return this.#post('POST /key/regenerate', { ...json.value, key: ref }, caller);
+    }
+    return this.#post(route, json.value, caller);
+  }
+
+  async #post(route: string, value: unknown, caller: AdminCaller): Promise<Reply> {
+    const reply = await this.#write(route, value, caller);
+    const names = route.startsWith('POST /team/') ? S.IGNORED_TEAM_FIELDS : route.startsWith('POST /key/') ? S.IGNORED_KEY_FIELDS : [];
+    const given = typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : {};
+    const ignored = names.filter((f) => given[f] !== undefined && given[f] !== null);
+    return 'status' in reply && ignored.length > 0 ? { ...reply, ignored } : reply;
+  }
+
+  #write(route: string, value: unknown, caller: AdminCaller): Promise<Reply> | Reply {
+    const json = { value };
     switch (route) {
       case 'POST /key/generate':
         return withBody(S.keyGenerate, json.value, (b) => this.#keyGenerate(b, caller));
@@ -221,12 +254,12 @@ export class AdminApi {
   async #keyGenerate(b: z.output<typeof S.keyGenerate>, caller: AdminCaller): Promise<Reply> {
     const missing = await this.#teamMissing(b.team_id);
     if (missing !== undefined) return missing;
-    const key = `sk-${randomBytes(KEY_BYTES).toString('base64url')}`;
+    const key = b.key ?? `sk-${randomBytes(KEY_BYTES).toString('base64url')}`;
     const hash = sha256Hex(key);
     const record = applyKeyFields(blankKey(hash), b, this.#now());
-    const name = keyName(key);
-    await this.#d.records.putKey(record, name);
-    this.#audit(caller, 'key.generate', { key_id: record.id, key_alias: record.alias });
+    if (this.#d.cache.isConfigKey(hash) || !(await this.#d.records.createKey(record, keyName(key))))
+      return { error: 'conflict', param: 'key', message: 'key: this key exists already: choose another value, or leave it out' };
+    this.#audit(caller, 'key.generate', { key_id: record.id, key_alias: record.alias, chosen: b.key != null });
     const row = await findKey(this.#d.db, hash);
     return { status: 200, body: { key, ...(row === undefined ? {} : keyView(row, 0)) } };
   }
@@ -311,14 +344,18 @@ export class AdminApi {
     if (!('row' in found)) return found;
     const missing = await this.#teamMissing(b.team_id);
     if (missing !== undefined) return missing;
-    const key = `sk-${randomBytes(KEY_BYTES).toString('base64url')}`;
+    const key = b.new_key ?? `sk-${randomBytes(KEY_BYTES).toString('base64url')}`;
     const hash = sha256Hex(key);
-    const { key: _ref, ...fields } = b;
+    const { key: _ref, new_key: _new, ...fields } = b;
+    if (this.#d.cache.isConfigKey(hash))
+      return { error: 'conflict', param: 'new_key', message: 'new_key: this key exists already: choose another value, or leave it out' };
     const next = applyKeyFields({ ...keyFromRow(found.row), hash, id: keyId(hash) }, fields, this.#now());
     // One transaction: the old secret stops working everywhere as the new one starts, with the record's
     // fields and its spend carried over; the budget already counted this period follows the new key id.
-    if (!(await this.#d.records.regenerateKey(found.hash, next, keyName(key))))
-      return { error: 'not_found', param: 'key', message: 'key: no such key' };
+    const done = await this.#d.records.regenerateKey(found.hash, next, keyName(key));
+    if (done === 'missing') return { error: 'not_found', param: 'key', message: 'key: no such key' };
+    if (done === 'taken')
+      return { error: 'conflict', param: 'new_key', message: 'new_key: this key exists already: choose another value, or leave it out' };
     await this.#d.carrySpend?.(keyId(found.hash), next.id, next.limits);
     this.#audit(caller, 'key.regenerate', { key_id: next.id, previous_key_id: keyId(found.hash) });
     const row = await findKey(this.#d.db, hash);

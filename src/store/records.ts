@@ -169,7 +169,13 @@ export class RecordStore {
 
   /** Inserts or updates a key; `keyName` (LiteLLM's `sk-...abcd`) is kept when not given. */
   async putKey(k: KeyRecord, keyName?: string): Promise<void> {
-    await this.#write([{ kind: 'key', id: k.hash }], (tx) => upsertKey(tx, k, keyName));
+    await this.#write([{ kind: 'key', id: k.hash }], (tx) => upsertKey(tx, k, keyName, false));
+  }
+
+  /** A new key: false, and nothing changed, when a key with its hash exists already. */
+  async createKey(k: KeyRecord, keyName: string): Promise<boolean> {
+    const rows = await this.#write([{ kind: 'key', id: k.hash }], (tx) => upsertKey(tx, k, keyName, true));
+    return rows.length > 0;
   }
 
   async deleteKey(hash: string): Promise<boolean> {
@@ -191,22 +197,27 @@ export class RecordStore {
    * transaction. The key's spend-log rows move to the new id, so its spend and budget carry over (LiteLLM
    * keeps spend on regenerate). False when the old key does not exist.
    */
-  async regenerateKey(oldHash: string, next: KeyRecord, keyName: string): Promise<boolean> {
+  async regenerateKey(oldHash: string, next: KeyRecord, keyName: string): Promise<'done' | 'missing' | 'taken'> {
     // The old hash first: every replica refuses the old key before the new one works anywhere.
-    const rows = await this.#write(
-      [
-        { kind: 'key', id: oldHash },
-        { kind: 'key', id: next.hash },
-      ],
-      async (tx) => {
-        const gone = await tx.query('DELETE FROM keys WHERE key_hash = $1 RETURNING key_hash', [oldHash]);
-        if (gone.length === 0) return gone;
-        await upsertKey(tx, next, keyName);
-        await tx.query('UPDATE spend_logs SET key_id = $2 WHERE key_id = $1', [keyId(oldHash), next.id]);
-        return gone;
-      },
-    );
-    return rows.length > 0;
+    try {
+      return await this.#write(
+        [
+          { kind: 'key', id: oldHash },
+          { kind: 'key', id: next.hash },
+        ],
+        async (tx) => {
+          const gone = await tx.query('DELETE FROM keys WHERE key_hash = $1 RETURNING key_hash', [oldHash]);
+          if (gone.length === 0) return 'missing';
+          // A new secret chosen by the caller may be another key's: nothing changes then (the throw rolls back).
+          if ((await upsertKey(tx, next, keyName, true)).length === 0) throw new KeyTaken();
+          await tx.query('UPDATE spend_logs SET key_id = $2 WHERE key_id = $1', [keyId(oldHash), next.id]);
+          return 'done';
+        },
+      );
+    } catch (err) {
+      if (err instanceof KeyTaken) return 'taken';
+      throw err;
+    }
   }
 
   /** Inserts a team (`create`: false when it exists) or updates it. */
@@ -261,15 +272,23 @@ export class RecordStore {
   }
 }
 
-function upsertKey(tx: Queryable, k: KeyRecord, keyName: string | undefined): Promise<unknown> {
+class KeyTaken extends Error {}
+
+/** Writes a key record; `create`: only when its hash is new (the rows returned say whether it was). */
+function upsertKey(tx: Queryable, k: KeyRecord, keyName: string | undefined, create: boolean): Promise<unknown[]> {
   const l = k.limits;
   return tx.query(
     `INSERT INTO keys (key_hash, key_id, key_alias, models, user_id, team_id, blocked, expires_at, metadata,
                        max_budget, budget_duration, rpm_limit, tpm_limit, max_parallel_requests, key_name)
      VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14, $15)
-     ON CONFLICT (key_hash) DO UPDATE SET key_alias = $3, models = $4::jsonb, user_id = $5, team_id = $6, blocked = $7,
+     ON CONFLICT (key_hash) DO ${
+       create
+         ? 'NOTHING'
+         : `UPDATE SET key_alias = $3, models = $4::jsonb, user_id = $5, team_id = $6, blocked = $7,
        expires_at = $8, metadata = $9::jsonb, max_budget = $10, budget_duration = $11, rpm_limit = $12, tpm_limit = $13,
-       max_parallel_requests = $14, key_name = COALESCE($15, keys.key_name), updated_at = now()`,
+       max_parallel_requests = $14, key_name = COALESCE($15, keys.key_name), updated_at = now()`
+     }
+     RETURNING key_hash`,
     [
       k.hash,
       k.id,

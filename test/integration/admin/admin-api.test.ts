@@ -30,6 +30,7 @@ interface Reply {
   status: number;
   body: Json;
   text: string;
+  headers: Headers;
 }
 
 /** Every secret the run handles: none may appear in any log line. */
@@ -51,7 +52,7 @@ async function call(port: number, method: string, urlPath: string, body?: unknow
   } catch {
     // metrics, or an empty body
   }
-  return { status: res.status, body: parsed, text };
+  return { status: res.status, body: parsed, text, headers: res.headers };
 }
 
 function chat(port: number, key: string, model = 'llama'): Promise<Reply> {
@@ -348,6 +349,53 @@ keys:
     );
     const byId = (await call(a, 'GET', `/spend/logs?api_key=${sha(twin).slice(0, 16)}`)).body as unknown as Json[];
     assert.equal(byId.length, 1, 'the key id (x-tollgate-key) works as a filter too');
+  });
+
+  test('LiteLLM migration: keys keep their values, regenerate by token in the path, LiteLLM-only fields ignored or refused', async () => {
+    // An operator moving a LiteLLM key over keeps its value.
+    const kept = `sk-${randomUUID().replaceAll('-', '')}`;
+    secrets.add(kept);
+    const gen = await call(a, 'POST', '/key/generate', { key: kept, key_alias: 'moved', tags: ['prod'], soft_budget: 5 });
+    assert.equal(gen.status, 200, gen.text);
+    assert.equal(gen.body['key'], kept);
+    assert.equal(gen.headers.get('x-tollgate-ignored-fields'), 'tags, soft_budget');
+    await within(1_000, async () => (await chat(b, kept)).status === 200, 'the kept key works on the other replica');
+    const again = await call(a, 'POST', '/key/generate', { key: kept });
+    assert.equal(again.status, 409);
+    assert.equal(errorOf(again).param, 'key');
+    assert.equal((await call(a, 'POST', '/key/generate', { key: 'sk-short' })).status, 400);
+    assert.equal((await call(a, 'POST', '/key/generate', { key: CONFIG_KEY })).status, 409, "a config key's value is taken too");
+    // Restrictions tollgate does not enforce are refused, not dropped; so is a narrower key type.
+    for (const [field, value] of [
+      ['allowed_routes', ['/v1/embeddings']],
+      ['model_max_budget', { llama: 1 }],
+      ['guardrails', ['pii']],
+      ['key_type', 'read_only'],
+    ] as const) {
+      const refused = await call(a, 'POST', '/key/generate', { [field]: value });
+      assert.equal(refused.status, 400, `${field}: ${refused.text}`);
+      assert.equal(errorOf(refused).param, field);
+    }
+    assert.equal((await call(a, 'POST', '/team/new', { team_alias: 'x', organization_id: 'org-1' })).status, 400);
+    const team = await call(a, 'POST', '/team/new', { team_alias: 'movers', members_with_roles: [{ role: 'admin', user_id: 'u1' }] });
+    assert.equal(team.status, 200, team.text);
+    assert.equal(team.headers.get('x-tollgate-ignored-fields'), 'members_with_roles');
+    // LiteLLM's POST /key/{key}/regenerate, with a chosen new value: by token, never by the key itself.
+    const chosen = `sk-${randomUUID().replaceAll('-', '')}`;
+    secrets.add(chosen);
+    const byKey = await call(a, 'POST', `/key/${kept}/regenerate`, {});
+    assert.equal(byKey.status, 400);
+    assert.match(errorOf(byKey).message ?? '', /token/);
+    const regen = await call(a, 'POST', `/key/${sha(kept)}/regenerate`, { new_key: chosen });
+    assert.equal(regen.status, 200, regen.text);
+    assert.equal(regen.body['key'], chosen);
+    assert.equal(regen.body['key_alias'], 'moved');
+    await within(1_000, async () => errorOf(await chat(b, kept)).code === 'invalid_api_key', 'the old value is refused');
+    assert.equal((await chat(a, chosen)).status, 200);
+    // A new value that is another key's changes nothing.
+    const taken = await call(a, 'POST', '/key/regenerate', { key: chosen, new_key: CONFIG_KEY });
+    assert.equal(taken.status, 409);
+    assert.equal((await chat(a, chosen)).status, 200, 'the key is untouched');
   });
 
   test('a signed context without the admin claim never opens an admin endpoint', async () => {
