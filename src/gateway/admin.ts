@@ -25,7 +25,7 @@ import {
   totalSpend,
   type AdminKeyRow,
 } from '../store/admin-queries.js';
-import { afterDuration } from '../store/counters.js';
+import { afterDuration, budgetPeriod } from '../store/counters.js';
 import type { Db, Queryable } from '../store/db.js';
 import { keyFromRow, teamFromRow, type RecordStore, type StoredModel } from '../store/records.js';
 import type { Logger } from '../telemetry/logger.js';
@@ -261,35 +261,32 @@ export class AdminApi {
       return { error: 'conflict', param: 'key', message: 'key: this key exists already: choose another value, or leave it out' };
     this.#audit(caller, 'key.generate', { key_id: record.id, key_alias: record.alias, chosen: b.key != null });
     const row = await findKey(this.#d.db, hash);
-    return { status: 200, body: { key, ...(row === undefined ? {} : keyView(row, 0)) } };
+    return { status: 200, body: { key, ...(row === undefined ? {} : keyView(row, 0, this.#now())) } };
   }
 
   async #keyInfo(ref: string): Promise<Reply> {
     const hash = hashOfRef(ref);
     const configured = this.#d.cache.isConfigKey(hash) ? this.#d.cache.get(hash) : undefined;
     if (configured !== undefined) {
-      const spend = (await spendOfKeys(this.#d.db, [configured.id])).get(configured.id) ?? 0;
-      return { status: 200, body: { key: hash, info: { ...recordView(configured), spend, source: 'config' } } };
+      const spend = (await this.#keySpend([configured])).get(configured.id) ?? 0;
+      return { status: 200, body: { key: hash, info: { ...recordView(configured, this.#now()), spend, source: 'config' } } };
     }
     const row = await findKey(this.#d.db, hash);
     if (row === undefined) return { error: 'not_found', param: 'key', message: 'key: no such key' };
-    const spend = (await spendOfKeys(this.#d.db, [keyId(hash)])).get(keyId(hash)) ?? 0;
-    const { token, ...info } = keyView(row, spend);
+    const spend = (await this.#keySpend([keyFromRow(row)])).get(keyId(hash)) ?? 0;
+    const { token, ...info } = keyView(row, spend, this.#now());
     return { status: 200, body: { key: token, info } };
   }
 
   async #keyList(q: z.output<typeof S.keyListQuery>): Promise<Reply> {
     const { rows, total } = await listKeys(this.#d.db, { userId: q.user_id, teamId: q.team_id, keyAlias: q.key_alias }, q.page, q.size);
-    const spend = q.return_full_object
-      ? await spendOfKeys(
-          this.#d.db,
-          rows.map((r) => keyId(r.key_hash)),
-        )
-      : new Map<string, number>();
+    const spend = q.return_full_object ? await this.#keySpend(rows.map(keyFromRow)) : new Map<string, number>();
     return {
       status: 200,
       body: {
-        keys: q.return_full_object ? rows.map((r) => keyView(r, spend.get(keyId(r.key_hash)) ?? 0)) : rows.map((r) => r.key_hash),
+        keys: q.return_full_object
+          ? rows.map((r) => keyView(r, spend.get(keyId(r.key_hash)) ?? 0, this.#now()))
+          : rows.map((r) => r.key_hash),
         total_count: total,
         current_page: q.page,
         total_pages: Math.ceil(total / q.size),
@@ -359,15 +356,27 @@ export class AdminApi {
     await this.#d.carrySpend?.(keyId(found.hash), next.id, next.limits);
     this.#audit(caller, 'key.regenerate', { key_id: next.id, previous_key_id: keyId(found.hash) });
     const row = await findKey(this.#d.db, hash);
-    const spend = (await spendOfKeys(this.#d.db, [next.id])).get(next.id) ?? 0;
-    return { status: 200, body: { key, ...(row === undefined ? {} : keyView(row, spend)) } };
+    const spend = (await this.#keySpend([next])).get(next.id) ?? 0;
+    return { status: 200, body: { key, ...(row === undefined ? {} : keyView(row, spend, this.#now())) } };
   }
 
   async #keyAfterWrite(hash: string): Promise<Reply> {
     const row = await findKey(this.#d.db, hash);
     if (row === undefined) return { error: 'not_found', param: 'key', message: 'key: no such key' };
-    const spend = (await spendOfKeys(this.#d.db, [keyId(hash)])).get(keyId(hash)) ?? 0;
-    return { status: 200, body: keyView(row, spend) };
+    const spend = (await this.#keySpend([keyFromRow(row)])).get(keyId(hash)) ?? 0;
+    return { status: 200, body: keyView(row, spend, this.#now()) };
+  }
+
+  /**
+   * Each key's spend as LiteLLM reports it: in its current budget period when it has a budget_duration
+   * (LiteLLM resets spend when the period ends), else all of it.
+   */
+  #keySpend(keys: readonly KeyRecord[]): Promise<Map<string, number>> {
+    const now = this.#now();
+    return spendOfKeys(
+      this.#d.db,
+      keys.map((k) => ({ id: k.id, since: periodStart(k.limits, now) })),
+    );
   }
 
   // ------------------------------------------------------------------------------------------- teams
@@ -401,7 +410,11 @@ export class AdminApi {
       return { error: 'conflict', param: 'team_id', message: 'team_id: a team with this id exists already' };
     this.#audit(caller, create ? 'team.new' : 'team.update', { team_id: teamId });
     const row = await findTeam(this.#d.db, teamId);
-    return { status: 200, body: row === undefined ? teamView(team) : { ...teamView(teamFromRow(row)), created_at: iso(row.created_at) } };
+    const now = this.#now();
+    return {
+      status: 200,
+      body: row === undefined ? teamView(team, now) : { ...teamView(teamFromRow(row), now), created_at: iso(row.created_at) },
+    };
   }
 
   async #teamInfo(teamId: string): Promise<Reply> {
@@ -409,17 +422,18 @@ export class AdminApi {
     const row = configured === undefined ? await findTeam(this.#d.db, teamId) : undefined;
     const team = configured ?? (row === undefined ? undefined : teamFromRow(row));
     if (team === undefined) return { error: 'not_found', param: 'team_id', message: 'team_id: no such team' };
-    const [spend, keys] = await Promise.all([spendOf(this.#d.db, 'team_id', teamId), listKeys(this.#d.db, { teamId }, 1, 100)]);
-    const keySpend = await spendOfKeys(
-      this.#d.db,
-      keys.rows.map((r) => keyId(r.key_hash)),
-    );
+    const now = this.#now();
+    const [spend, keys] = await Promise.all([
+      spendOf(this.#d.db, 'team_id', teamId, periodStart(team.limits, now)),
+      listKeys(this.#d.db, { teamId }, 1, 100),
+    ]);
+    const keySpend = await this.#keySpend(keys.rows.map(keyFromRow));
     return {
       status: 200,
       body: {
         team_id: teamId,
-        team_info: { ...teamView(team), spend, source: configured === undefined ? 'api' : 'config' },
-        keys: keys.rows.map((r) => keyView(r, keySpend.get(keyId(r.key_hash)) ?? 0)),
+        team_info: { ...teamView(team, now), spend, source: configured === undefined ? 'api' : 'config' },
+        keys: keys.rows.map((r) => keyView(r, keySpend.get(keyId(r.key_hash)) ?? 0, now)),
       },
     };
   }
@@ -642,17 +656,24 @@ function iso(v: Date | string | null): string | null {
   return v === null ? null : new Date(v).toISOString();
 }
 
-function limitsView(l: Limits): Record<string, unknown> {
+/** Where the current budget period began (ms), or 0 without a budget_duration: spend is then all of it. */
+function periodStart(l: Limits, now: number): number {
+  return l.budgetDuration === undefined ? 0 : budgetPeriod(l.budgetDuration, now).start;
+}
+
+function limitsView(l: Limits, now: number): Record<string, unknown> {
   return {
     max_budget: l.maxBudget ?? null,
     budget_duration: l.budgetDuration ?? null,
+    // LiteLLM's: when spend starts again from zero.
+    budget_reset_at: l.budgetDuration === undefined ? null : new Date(budgetPeriod(l.budgetDuration, now).end).toISOString(),
     rpm_limit: l.rpmLimit ?? null,
     tpm_limit: l.tpmLimit ?? null,
     max_parallel_requests: l.maxParallelRequests ?? null,
   };
 }
 
-function recordView(k: KeyRecord): Record<string, unknown> {
+function recordView(k: KeyRecord, now: number): Record<string, unknown> {
   return {
     key_id: k.id,
     key_alias: k.alias ?? null,
@@ -662,29 +683,29 @@ function recordView(k: KeyRecord): Record<string, unknown> {
     expires: k.expiresAt === undefined ? null : new Date(k.expiresAt).toISOString(),
     blocked: k.blocked,
     metadata: k.metadata,
-    ...limitsView(k.limits),
+    ...limitsView(k.limits, now),
   };
 }
 
 /** A database key as the API shows it: its token (sha256), id and display name; never the key. */
-function keyView(row: AdminKeyRow, spend: number): { token: string } & Record<string, unknown> {
+function keyView(row: AdminKeyRow, spend: number, now: number): { token: string } & Record<string, unknown> {
   return {
     token: row.key_hash,
     key_name: row.key_name,
-    ...recordView(keyFromRow(row)),
+    ...recordView(keyFromRow(row), now),
     spend,
     created_at: iso(row.created_at),
     updated_at: iso(row.updated_at),
   };
 }
 
-function teamView(t: TeamRecord): Record<string, unknown> {
+function teamView(t: TeamRecord, now: number): Record<string, unknown> {
   return {
     team_id: t.teamId,
     team_alias: t.alias ?? null,
     models: t.models,
     blocked: t.blocked,
     metadata: t.metadata,
-    ...limitsView(t.limits),
+    ...limitsView(t.limits, now),
   };
 }

@@ -109,19 +109,28 @@ export async function findTeam(db: Queryable, id: string): Promise<AdminTeamRow 
   return (await db.query<AdminTeamRow>(`SELECT ${TEAM_COLUMNS}, created_at, updated_at FROM teams WHERE team_id = $1`, [id]))[0];
 }
 
-/** Total spend of each key id given, from the spend log (all time). */
-export async function spendOfKeys(db: Queryable, keyIds: readonly string[]): Promise<Map<string, number>> {
-  if (keyIds.length === 0) return new Map();
+/** Spend of each key id since its `since` (ms: the start of its budget period, or 0 for all time), from the spend log. */
+export async function spendOfKeys(
+  db: Queryable,
+  keys: readonly { readonly id: string; readonly since: number }[],
+): Promise<Map<string, number>> {
+  if (keys.length === 0) return new Map();
   const rows = await db.query<{ key_id: string; spend: number }>(
-    'SELECT key_id, sum(cost) AS spend FROM spend_logs WHERE key_id = ANY($1::text[]) GROUP BY key_id',
-    [keyIds],
+    `SELECT k.key_id, sum(s.cost) AS spend
+     FROM unnest($1::text[], $2::timestamptz[]) AS k(key_id, since)
+     JOIN spend_logs s ON s.key_id = k.key_id AND s.created_at >= k.since
+     GROUP BY k.key_id`,
+    [keys.map((k) => k.id), keys.map((k) => new Date(k.since).toISOString())],
   );
   return new Map(rows.map((r) => [r.key_id, Number(r.spend)]));
 }
 
-/** Total spend of a team or user (all time). */
-export async function spendOf(db: Queryable, column: 'team_id' | 'user_id', id: string): Promise<number> {
-  const rows = await db.query<{ spend: number | null }>(`SELECT sum(cost) AS spend FROM spend_logs WHERE ${column} = $1`, [id]);
+/** Spend of a team or user since `since` (ms; 0: all time). */
+export async function spendOf(db: Queryable, column: 'team_id' | 'user_id', id: string, since = 0): Promise<number> {
+  const rows = await db.query<{ spend: number | null }>(
+    `SELECT sum(cost) AS spend FROM spend_logs WHERE ${column} = $1 AND created_at >= $2`,
+    [id, new Date(since).toISOString()],
+  );
   return Number(rows[0]?.spend ?? 0);
 }
 

@@ -398,6 +398,40 @@ keys:
     assert.equal((await chat(a, chosen)).status, 200, 'the key is untouched');
   });
 
+  test("spend as LiteLLM reports it: a key or team with a budget_duration shows its current period's, and when it resets", async () => {
+    const periodic = String((await call(a, 'POST', '/key/generate', { max_budget: 10, budget_duration: '1d' })).body['key']);
+    const lifetime = String((await call(a, 'POST', '/key/generate', { max_budget: 10 })).body['key']);
+    secrets.add(periodic);
+    secrets.add(lifetime);
+    const team = String((await call(a, 'POST', '/team/new', { max_budget: 10, budget_duration: '1d' })).body['team_id']);
+    const day = 86_400_000;
+    const db = await openDb({ url: `${PG}?schema=${schema}` });
+    try {
+      for (const k of [periodic, lifetime]) {
+        for (const [cost, at] of [
+          [5, Date.now() - 3 * day],
+          [1, Date.now()],
+        ] as const) {
+          await db.query(
+            `INSERT INTO spend_logs (lease_id, request_id, key_id, team_id, model, prompt_tokens, completion_tokens, cost, status, latency_ms, created_at)
+             VALUES ($1, $1, $2, $3, 'llama', 1, 1, $4, 200, 1, $5)`,
+            [randomUUID(), sha(k).slice(0, 16), team, cost, new Date(at).toISOString()],
+          );
+        }
+      }
+    } finally {
+      await db.close();
+    }
+    const info = async (k: string): Promise<Json> => (await call(a, 'GET', `/key/info?key=${sha(k)}`)).body['info'] as Json;
+    assert.equal((await info(periodic))['spend'], 1, "this day's spend only");
+    const reset = Date.parse(String((await info(periodic))['budget_reset_at']));
+    assert.ok(reset > Date.now() && reset <= Date.now() + day && reset % day === 0, `resets at the next day boundary: ${reset}`);
+    assert.equal((await info(lifetime))['spend'], 6, 'no budget_duration: all of it');
+    assert.equal((await info(lifetime))['budget_reset_at'], null);
+    const teamInfo = (await call(a, 'GET', `/team/info?team_id=${team}`)).body;
+    assert.equal((teamInfo['team_info'] as Json)['spend'], 2, "the team's spend this day: one row of each key");
+  });
+
   test('a signed context without the admin claim never opens an admin endpoint', async () => {
     const signer = new ContextSigner(contextSecret(undefined, MASTER) as Buffer);
     const claims: ContextClaims = { r: 'forged-admin', p: 'POST /key/generate', x: Date.now() + 20_000 };
