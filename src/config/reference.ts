@@ -59,7 +59,8 @@ export function referenceRows(schema: JsonSchema = configJsonSchema() as JsonSch
 
 const LIMIT_DESCRIPTIONS: Readonly<Record<string, string>> = {
   max_budget: 'USD that may be spent per `budget_duration` (all time without one); 429 `budget_exceeded` past it',
-  budget_duration: 'budget period: `30s`, `12h`, `30d`, `1mo` (calendar months, UTC); periods are aligned to the epoch',
+  budget_duration:
+    'budget period: `30s`, `12h`, `30d`, `1w`, `1mo` (calendar months, UTC); periods are aligned to the epoch (weeks start on Thursday, 00:00 UTC)',
   rpm_limit: 'requests per minute (sliding 60 s window, exact across replicas with Redis)',
   tpm_limit: 'tokens per minute: `max_tokens` (or the default) × `n` plus the prompt is reserved at admission, settled with real usage',
   max_parallel_requests: 'requests in flight at once',

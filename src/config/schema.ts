@@ -10,11 +10,11 @@ const positiveInt = z.number().int().positive();
 const nonNegativeInt = z.number().int().nonnegative();
 const price = z.number().nonnegative().finite();
 
-/** `30d`, `12h`, `mo`, `1mo`: LiteLLM's budget_duration spellings. */
-export const DURATION_PATTERN = /^(\d+)?(s|m|h|d|mo)$/;
+/** `30d`, `12h`, `2w`, `mo`, `1mo`: LiteLLM's budget_duration spellings. */
+export const DURATION_PATTERN = /^(\d+)?(s|m|h|d|w|mo)$/;
 export const duration = z
   .string()
-  .regex(DURATION_PATTERN, { error: 'not a duration: write a number and a unit s, m, h, d or mo (e.g. 30d, 1mo)' });
+  .regex(DURATION_PATTERN, { error: 'not a duration: write a number and a unit s, m, h, d, w or mo (e.g. 30d, 1w, 1mo)' });
 
 const httpUrl = z.url({ protocol: /^https?$/, error: 'not a URL: write an http:// or https:// URL' });
 

@@ -171,7 +171,16 @@ export const keyListQuery = z
     user_id: id.optional(),
     team_id: id.optional(),
     key_alias: alias.optional(),
+    /** LiteLLM's: one key by its token. */
+    key_hash: z
+      .string()
+      .regex(/^[0-9a-f]{64}$/, { error: 'not a token: 64 hex characters, as /key/list returns it' })
+      .optional(),
     return_full_object: bool.default(false),
+    // LiteLLM's UI sends these; tollgate lists newest first and has no team-member keys apart.
+    include_team_keys: bool.optional(),
+    sort_by: z.string().max(100).optional(),
+    sort_order: z.enum(['asc', 'desc']).optional(),
   })
   .strict();
 export const teamInfoQuery = z.object({ team_id: id }).strict();
@@ -189,6 +198,8 @@ export const spendLogsQuery = z
 export const spendKeysQuery = z.object({ limit: z.coerce.number().int().positive().max(1000).default(100) }).strict();
 export const globalSpendQuery = z.object({ start_date: dateParam.optional(), end_date: dateParam.optional() }).strict();
 export const emptyQuery = z.object({}).strict();
+/** LiteLLM's /model/info?litellm_model_id=: one deployment. */
+export const modelInfoQuery = z.object({ litellm_model_id: z.string().min(1).max(200).optional() }).strict();
 
 /** The first problem of a failed parse, as the field it concerns and what to fix. */
 export function firstProblem(error: z.ZodError): { field: string; message: string } {

@@ -154,7 +154,7 @@ export class AdminApi {
             body: { ...(await totalSpend(this.#d.db, q.start_date, q.end_date)), max_budget: null },
           }));
         case 'GET /model/info':
-          return withQuery(S.emptyQuery, query, () => this.#modelInfo());
+          return withQuery(S.modelInfoQuery, query, (q) => this.#modelInfo(q.litellm_model_id));
         case 'GET /health':
           return withQuery(S.emptyQuery, query, async () => ({ status: 200, body: await probeDeployments(this.#d.catalog()) }));
         default:
@@ -279,7 +279,12 @@ export class AdminApi {
   }
 
   async #keyList(q: z.output<typeof S.keyListQuery>): Promise<Reply> {
-    const { rows, total } = await listKeys(this.#d.db, { userId: q.user_id, teamId: q.team_id, keyAlias: q.key_alias }, q.page, q.size);
+    const { rows, total } = await listKeys(
+      this.#d.db,
+      { userId: q.user_id, teamId: q.team_id, keyAlias: q.key_alias, keyHash: q.key_hash },
+      q.page,
+      q.size,
+    );
     const spend = q.return_full_object ? await this.#keySpend(rows.map(keyFromRow)) : new Map<string, number>();
     return {
       status: 200,
@@ -357,7 +362,8 @@ export class AdminApi {
     this.#audit(caller, 'key.regenerate', { key_id: next.id, previous_key_id: keyId(found.hash) });
     const row = await findKey(this.#d.db, hash);
     const spend = (await this.#keySpend([next])).get(next.id) ?? 0;
-    return { status: 200, body: { key, ...(row === undefined ? {} : keyView(row, spend, this.#now())) } };
+    // LiteLLM names the new token `token_id` here.
+    return { status: 200, body: { key, token_id: hash, ...(row === undefined ? {} : keyView(row, spend, this.#now())) } };
   }
 
   async #keyAfterWrite(hash: string): Promise<Reply> {
@@ -498,12 +504,13 @@ export class AdminApi {
 
   // ------------------------------------------------------------------------------------------ models
 
-  #modelInfo(): Reply {
+  #modelInfo(id: string | undefined): Reply {
     const catalog = this.#d.catalog();
     const fromDb = new Set(this.#d.cache.models.map((m) => m.id));
     const data = [...catalog.aliases()]
       .sort()
       .flatMap((a) => catalog.group(a)?.deployments ?? [])
+      .filter((d) => id === undefined || d.id === id)
       .map((d) => modelView(d, fromDb.has(d.id)));
     return { status: 200, body: { data } };
   }

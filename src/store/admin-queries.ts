@@ -39,6 +39,8 @@ export interface KeyFilter {
   readonly userId?: string | undefined;
   readonly teamId?: string | undefined;
   readonly keyAlias?: string | undefined;
+  /** The key's token (sha256). */
+  readonly keyHash?: string | undefined;
 }
 
 export interface SpendLogFilter {
@@ -89,6 +91,7 @@ function keyWhere(f: KeyFilter): { sql: string; params: unknown[] } {
     ['user_id =', f.userId],
     ['team_id =', f.teamId],
     ['key_alias =', f.keyAlias],
+    ['key_hash =', f.keyHash],
   ]);
 }
 

@@ -15,6 +15,7 @@
  * Admission is all-or-nothing across subjects: a request denied by its team takes nothing from its key.
  */
 import type { Limits } from '../identity/keys.js';
+import { DURATION_PATTERN } from '../config/schema.js';
 
 export const WINDOW_MS = 60_000;
 /** A lease not renewed for this long belongs to a replica that died. */
@@ -113,7 +114,7 @@ export function hasLimits(s: LimitSubject): boolean {
   return s.rpm !== undefined || s.tpm !== undefined || s.parallel !== undefined || s.budget !== undefined;
 }
 
-const UNIT_MS: Record<string, number> = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+const UNIT_MS: Record<string, number> = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 7 * 86_400_000 };
 
 /**
  * The budget period containing `now`. `Nmo` periods are calendar months (UTC) counted from the epoch;
@@ -122,7 +123,7 @@ const UNIT_MS: Record<string, number> = { s: 1_000, m: 60_000, h: 3_600_000, d: 
  */
 export function budgetPeriod(duration: string | undefined, now: number): BudgetPeriod {
   if (duration === undefined) return { start: 0, end: Number.MAX_SAFE_INTEGER };
-  const m = /^(\d+)?(s|m|h|d|mo)$/.exec(duration);
+  const m = DURATION_PATTERN.exec(duration);
   const n = Math.max(1, Number(m?.[1] ?? 1));
   const unit = m?.[2] ?? 'd';
   if (unit === 'mo') {
@@ -138,7 +139,7 @@ export function budgetPeriod(duration: string | undefined, now: number): BudgetP
 
 /** `now` plus a duration (`30d`, `12h`, `1mo`: calendar months, UTC): when a key made for it expires. */
 export function afterDuration(duration: string, now: number): number {
-  const m = /^(\d+)?(s|m|h|d|mo)$/.exec(duration);
+  const m = DURATION_PATTERN.exec(duration);
   const n = Math.max(1, Number(m?.[1] ?? 1));
   const unit = m?.[2] ?? 'd';
   if (unit !== 'mo') return now + n * (UNIT_MS[unit] ?? 86_400_000);

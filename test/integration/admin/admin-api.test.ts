@@ -389,7 +389,17 @@ keys:
     const regen = await call(a, 'POST', `/key/${sha(kept)}/regenerate`, { new_key: chosen });
     assert.equal(regen.status, 200, regen.text);
     assert.equal(regen.body['key'], chosen);
+    assert.equal(regen.body['token_id'], sha(chosen));
     assert.equal(regen.body['key_alias'], 'moved');
+    // LiteLLM's list and model filters, and the UI's list parameters.
+    const listed = await call(a, 'GET', `/key/list?key_hash=${sha(chosen)}&include_team_keys=true&sort_by=created_at&sort_order=desc`);
+    assert.equal(listed.status, 200, listed.text);
+    assert.deepEqual(listed.body['keys'], [sha(chosen)]);
+    const one = await call(a, 'GET', '/model/info?litellm_model_id=llama-main');
+    assert.deepEqual(
+      (one.body['data'] as Json[]).map((m) => (m['model_info'] as Json)['id']),
+      ['llama-main'],
+    );
     await within(1_000, async () => errorOf(await chat(b, kept)).code === 'invalid_api_key', 'the old value is refused');
     assert.equal((await chat(a, chosen)).status, 200);
     // A new value that is another key's changes nothing.

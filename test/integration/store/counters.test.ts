@@ -5,7 +5,15 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { budgetPeriod, LEASE_TTL_MS, rateHeaders, WINDOW_MS, type Counters, type LimitSubject } from '../../../src/store/counters.js';
+import {
+  afterDuration,
+  budgetPeriod,
+  LEASE_TTL_MS,
+  rateHeaders,
+  WINDOW_MS,
+  type Counters,
+  type LimitSubject,
+} from '../../../src/store/counters.js';
 import { MemoryCounters } from '../../../src/store/memory-counters.js';
 import { RedisCounters } from '../../../src/store/redis-counters.js';
 
@@ -198,6 +206,9 @@ describe('budget periods and headers', () => {
     assert.deepEqual(budgetPeriod('1mo', Date.UTC(2026, 11, 31, 23)), { start: Date.UTC(2026, 11, 1), end: Date.UTC(2027, 0, 1) });
     assert.deepEqual(budgetPeriod('3mo', T0), { start: Date.UTC(2026, 9, 1), end: Date.UTC(2027, 0, 1) });
     assert.deepEqual(budgetPeriod('h', T0 + 1234), { start: T0, end: T0 + 3_600_000 });
+    // LiteLLM's weeks: seven days from Thursday 00:00 UTC (the epoch's weekday); 2026-11-23 is a Monday.
+    assert.deepEqual(budgetPeriod('1w', T0), { start: Date.UTC(2026, 10, 19), end: Date.UTC(2026, 10, 26) });
+    assert.equal(afterDuration('2w', T0), T0 + 14 * day);
     assert.deepEqual(budgetPeriod(undefined, T0), { start: 0, end: Number.MAX_SAFE_INTEGER });
   });
 

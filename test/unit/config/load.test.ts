@@ -585,9 +585,9 @@ const ERROR_CASES: readonly ErrorCase[] = [
   },
   {
     name: 'bad duration',
-    text: `teams:\n  - team_id: t\n    budget_duration: 3w\n`,
+    text: `teams:\n  - team_id: t\n    budget_duration: 3y\n`,
     path: 'teams[0].budget_duration',
-    line: '3w',
+    line: '3y',
     message: /duration/,
   },
   {
