@@ -60,7 +60,7 @@ export function referenceRows(schema: JsonSchema = configJsonSchema() as JsonSch
 const LIMIT_DESCRIPTIONS: Readonly<Record<string, string>> = {
   max_budget: 'USD that may be spent per `budget_duration` (all time without one); 429 `budget_exceeded` past it',
   budget_duration:
-    'budget period: `30s`, `12h`, `30d`, `1w`, `1mo` (calendar months, UTC); periods are aligned to the epoch (weeks start on Thursday, 00:00 UTC)',
+    'budget period, as LiteLLM resets it: `1d` (midnight UTC), `1w` or `7d` (Monday, 00:00 UTC), `1mo` or `30d` (the 1st of the month, UTC); others (`12h`, `10d`, `2w`) run on from the epoch',
   rpm_limit: 'requests per minute (sliding 60 s window, exact across replicas with Redis)',
   tpm_limit: 'tokens per minute: `max_tokens` (or the default) × `n` plus the prompt is reserved at admission, settled with real usage',
   max_parallel_requests: 'requests in flight at once',

@@ -12,9 +12,18 @@ const price = z.number().nonnegative().finite();
 
 /** `30d`, `12h`, `2w`, `mo`, `1mo`: LiteLLM's budget_duration spellings. */
 export const DURATION_PATTERN = /^(\d+)?(s|m|h|d|w|mo)$/;
+/** Days in one of each unit (a month at its longest), to bound a duration. */
+const UNIT_DAYS: Readonly<Record<string, number>> = { s: 1 / 86_400, m: 1 / 1_440, h: 1 / 24, d: 1, w: 7, mo: 31 };
 export const duration = z
   .string()
-  .regex(DURATION_PATTERN, { error: 'not a duration: write a number and a unit s, m, h, d, w or mo (e.g. 30d, 1w, 1mo)' });
+  .regex(DURATION_PATTERN, { error: 'not a duration: write a number and a unit s, m, h, d, w or mo (e.g. 30d, 1w, 1mo)' })
+  .refine(
+    (v) => {
+      const m = DURATION_PATTERN.exec(v);
+      return Number(m?.[1] ?? 1) * (UNIT_DAYS[m?.[2] ?? 'd'] ?? 1) <= 100 * 366;
+    },
+    { error: 'too long: at most 100 years' },
+  );
 
 const httpUrl = z.url({ protocol: /^https?$/, error: 'not a URL: write an http:// or https:// URL' });
 

@@ -68,6 +68,7 @@ export interface AdminCaller {
 type Reply = { status: number; body: unknown; ignored?: readonly string[] } | { error: ErrorCode; message: string; param?: string };
 
 const KEY_BYTES = 24; // 192 random bits, base64url: `sk-` + 32 characters
+const TAKEN = (field: string): string => `${field}: this key exists already: choose another value, or leave it out`;
 
 /** The admin routes: `METHOD /path` → handler. */
 const ROUTES = new Set([
@@ -230,6 +231,14 @@ export class AdminApi {
 
   // -------------------------------------------------------------------------------------------- keys
 
+  /**
+   * A chosen key value that is a config key's or one of tollgate's own secrets (the master key above all: as
+   * a virtual key it would no longer open the admin API). Answered as a taken value, saying no more.
+   */
+  #taken(key: string): boolean {
+    return this.#d.cache.isConfigKey(sha256Hex(key)) || this.#d.ownSecret?.(key) === true;
+  }
+
   /** The key a reference names: database (or config) record, by hash. */
   async #resolveKey(ref: string, field = 'key'): Promise<{ hash: string; row: AdminKeyRow } | Reply> {
     const hash = hashOfRef(ref);
@@ -257,8 +266,8 @@ export class AdminApi {
     const key = b.key ?? `sk-${randomBytes(KEY_BYTES).toString('base64url')}`;
     const hash = sha256Hex(key);
     const record = applyKeyFields(blankKey(hash), b, this.#now());
-    if (this.#d.cache.isConfigKey(hash) || !(await this.#d.records.createKey(record, keyName(key))))
-      return { error: 'conflict', param: 'key', message: 'key: this key exists already: choose another value, or leave it out' };
+    if (this.#taken(key) || !(await this.#d.records.createKey(record, keyName(key))))
+      return { error: 'conflict', param: 'key', message: TAKEN('key') };
     this.#audit(caller, 'key.generate', { key_id: record.id, key_alias: record.alias, chosen: b.key != null });
     const row = await findKey(this.#d.db, hash);
     return { status: 200, body: { key, ...(row === undefined ? {} : keyView(row, 0, this.#now())) } };
@@ -349,15 +358,14 @@ export class AdminApi {
     const key = b.new_key ?? `sk-${randomBytes(KEY_BYTES).toString('base64url')}`;
     const hash = sha256Hex(key);
     const { key: _ref, new_key: _new, ...fields } = b;
-    if (this.#d.cache.isConfigKey(hash))
-      return { error: 'conflict', param: 'new_key', message: 'new_key: this key exists already: choose another value, or leave it out' };
+    // The current value too: "regenerated" into itself, its spend would be carried onto itself, twice.
+    if (hash === found.hash || this.#taken(key)) return { error: 'conflict', param: 'new_key', message: TAKEN('new_key') };
     const next = applyKeyFields({ ...keyFromRow(found.row), hash, id: keyId(hash) }, fields, this.#now());
     // One transaction: the old secret stops working everywhere as the new one starts, with the record's
     // fields and its spend carried over; the budget already counted this period follows the new key id.
     const done = await this.#d.records.regenerateKey(found.hash, next, keyName(key));
     if (done === 'missing') return { error: 'not_found', param: 'key', message: 'key: no such key' };
-    if (done === 'taken')
-      return { error: 'conflict', param: 'new_key', message: 'new_key: this key exists already: choose another value, or leave it out' };
+    if (done === 'taken') return { error: 'conflict', param: 'new_key', message: TAKEN('new_key') };
     await this.#d.carrySpend?.(keyId(found.hash), next.id, next.limits);
     this.#audit(caller, 'key.regenerate', { key_id: next.id, previous_key_id: keyId(found.hash) });
     const row = await findKey(this.#d.db, hash);
@@ -659,6 +667,11 @@ function keyName(key: string): string {
   return `sk-...${key.slice(-4)}`;
 }
 
+/** A time as ISO 8601, or null past what a Date holds. */
+function isoOrNull(ms: number): string | null {
+  return Number.isFinite(ms) && Math.abs(ms) <= 8.64e15 ? new Date(ms).toISOString() : null;
+}
+
 function iso(v: Date | string | null): string | null {
   return v === null ? null : new Date(v).toISOString();
 }
@@ -673,7 +686,7 @@ function limitsView(l: Limits, now: number): Record<string, unknown> {
     max_budget: l.maxBudget ?? null,
     budget_duration: l.budgetDuration ?? null,
     // LiteLLM's: when spend starts again from zero.
-    budget_reset_at: l.budgetDuration === undefined ? null : new Date(budgetPeriod(l.budgetDuration, now).end).toISOString(),
+    budget_reset_at: l.budgetDuration === undefined ? null : isoOrNull(budgetPeriod(l.budgetDuration, now).end),
     rpm_limit: l.rpmLimit ?? null,
     tpm_limit: l.tpmLimit ?? null,
     max_parallel_requests: l.maxParallelRequests ?? null,

@@ -116,16 +116,27 @@ export function hasLimits(s: LimitSubject): boolean {
 
 const UNIT_MS: Record<string, number> = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 7 * 86_400_000 };
 
+/** 1970-01-05, the first Monday after the epoch: weeks are counted from it. */
+const FIRST_MONDAY_MS = 4 * 86_400_000;
+
 /**
- * The budget period containing `now`. `Nmo` periods are calendar months (UTC) counted from the epoch;
- * the others are N units long and aligned to the epoch, so every replica — and a restarted one — agrees
- * on when a period resets without storing it. A `budget_duration` of `30d` resets every 30 days.
+ * The budget period containing `now`, with LiteLLM's calendar resets (its "budget reset times"): `Nmo`
+ * periods, and `30d`, are calendar months (UTC) counted from the epoch; weeks (`Nw`, and `7d`) start on a
+ * Monday, 00:00 UTC; the others are N units long and aligned to the epoch (`1d` at midnight UTC). So every
+ * replica — and a restarted one — agrees on when a period resets without storing it.
  */
 export function budgetPeriod(duration: string | undefined, now: number): BudgetPeriod {
   if (duration === undefined) return { start: 0, end: Number.MAX_SAFE_INTEGER };
   const m = DURATION_PATTERN.exec(duration);
-  const n = Math.max(1, Number(m?.[1] ?? 1));
-  const unit = m?.[2] ?? 'd';
+  let n = Math.max(1, Number(m?.[1] ?? 1));
+  let unit = m?.[2] ?? 'd';
+  if (unit === 'd' && n === 30) [n, unit] = [1, 'mo'];
+  if (unit === 'd' && n === 7) [n, unit] = [1, 'w'];
+  if (unit === 'w') {
+    const len = n * (UNIT_MS['w'] ?? 0);
+    const start = now - ((((now - FIRST_MONDAY_MS) % len) + len) % len);
+    return { start, end: start + len };
+  }
   if (unit === 'mo') {
     const d = new Date(now);
     const months = d.getUTCFullYear() * 12 + d.getUTCMonth();

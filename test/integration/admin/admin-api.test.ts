@@ -83,6 +83,7 @@ const ROUTES: readonly (readonly [string, string])[] = [
   ['POST', '/key/block'],
   ['POST', '/key/unblock'],
   ['POST', '/key/regenerate'],
+  ['POST', `/key/${'0'.repeat(64)}/regenerate`],
   ['POST', '/team/new'],
   ['GET', '/team/info?team_id=x'],
   ['POST', '/team/update'],
@@ -402,10 +403,25 @@ keys:
     );
     await within(1_000, async () => errorOf(await chat(b, kept)).code === 'invalid_api_key', 'the old value is refused');
     assert.equal((await chat(a, chosen)).status, 200);
-    // A new value that is another key's changes nothing.
-    const taken = await call(a, 'POST', '/key/regenerate', { key: chosen, new_key: CONFIG_KEY });
-    assert.equal(taken.status, 409);
+    // A new value that is another key's (in the database: the transaction rolls back; in the config), the
+    // key's own, or the master key's, changes nothing.
+    const otherKey = String((await call(a, 'POST', '/key/generate', { key_alias: 'bystander' })).body['key']);
+    secrets.add(otherKey);
+    for (const value of [otherKey, CONFIG_KEY, chosen, MASTER]) {
+      const taken = await call(a, 'POST', '/key/regenerate', { key: chosen, new_key: value });
+      assert.equal(taken.status, 409, taken.text);
+      assert.equal(errorOf(taken).param, 'new_key');
+    }
     assert.equal((await chat(a, chosen)).status, 200, 'the key is untouched');
+    assert.equal((await chat(a, otherKey)).status, 200, 'so is the other');
+    // The master key as a chosen value: refused, and it still opens the admin API.
+    const master = await call(a, 'POST', '/key/generate', { key: MASTER });
+    assert.equal(master.status, 409);
+    assert.equal((await call(a, 'GET', '/key/list')).status, 200);
+    // A budget period past what a date holds is refused, not stored to fail every read after.
+    const huge = await call(a, 'POST', '/key/generate', { budget_duration: '20000000w' });
+    assert.equal(huge.status, 400, huge.text);
+    assert.equal(errorOf(huge).param, 'budget_duration');
   });
 
   test("spend as LiteLLM reports it: a key or team with a budget_duration shows its current period's, and when it resets", async () => {

@@ -36,6 +36,9 @@ model_list:
   - model_name: qwen
     litellm_params: { model: openai/${MODEL}, api_base: "${q.apiBase}" }
     model_info: { id: qwen-a, input_cost_per_token: 0.01, output_cost_per_token: 0.02 }
+  - model_name: Qwen-Large
+    litellm_params: { model: openai/${MODEL}, api_base: "${q.apiBase}" }
+    model_info: { id: qwen-large-a }
 router_settings:
   num_retries: 2
   allowed_fails: 100
@@ -231,6 +234,8 @@ describe('gateway', () => {
     // The id is read as sent: aliases keep their case (the routed path is lower-cased), and no key, no answer.
     const upper = await fetch(`${base}/models/LLAMA`, { headers: { authorization: `Bearer ${KEY}` } });
     assert.equal(upper.status, 404);
+    assert.equal(((await upper.json()) as { error: { code: string } }).error.code, 'model_not_found');
+    assert.equal((await all.models.retrieve('Qwen-Large')).id, 'Qwen-Large');
     assert.equal((await fetch(`${base}/v1/models/llama`)).status, 401);
   });
 

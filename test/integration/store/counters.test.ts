@@ -198,16 +198,26 @@ describe('a Redis that has not been seeded', () => {
 describe('budget periods and headers', () => {
   test('periods are aligned, so every replica and a restarted one agree', () => {
     const day = 86_400_000;
-    const p = budgetPeriod('30d', T0);
-    assert.equal(p.start % (30 * day), 0);
-    assert.equal(p.end - p.start, 30 * day);
+    const p = budgetPeriod('10d', T0);
+    assert.equal(p.start % (10 * day), 0);
+    assert.equal(p.end - p.start, 10 * day);
     assert.ok(p.start <= T0 && T0 < p.end);
+    assert.deepEqual(budgetPeriod('1d', T0), { start: Date.UTC(2026, 10, 23), end: Date.UTC(2026, 10, 24) });
     assert.deepEqual(budgetPeriod('mo', T0), { start: Date.UTC(2026, 10, 1), end: Date.UTC(2026, 11, 1) });
     assert.deepEqual(budgetPeriod('1mo', Date.UTC(2026, 11, 31, 23)), { start: Date.UTC(2026, 11, 1), end: Date.UTC(2027, 0, 1) });
     assert.deepEqual(budgetPeriod('3mo', T0), { start: Date.UTC(2026, 9, 1), end: Date.UTC(2027, 0, 1) });
     assert.deepEqual(budgetPeriod('h', T0 + 1234), { start: T0, end: T0 + 3_600_000 });
-    // LiteLLM's weeks: seven days from Thursday 00:00 UTC (the epoch's weekday); 2026-11-23 is a Monday.
-    assert.deepEqual(budgetPeriod('1w', T0), { start: Date.UTC(2026, 10, 19), end: Date.UTC(2026, 10, 26) });
+    // LiteLLM's calendar resets: 30d is a calendar month, a week (1w or 7d) starts on a Monday (2026-11-23 is one).
+    assert.deepEqual(budgetPeriod('30d', T0), { start: Date.UTC(2026, 10, 1), end: Date.UTC(2026, 11, 1) });
+    for (const w of ['1w', 'w', '7d']) {
+      assert.deepEqual(budgetPeriod(w, T0), { start: Date.UTC(2026, 10, 23), end: Date.UTC(2026, 10, 30) }, w);
+      assert.deepEqual(budgetPeriod(w, Date.UTC(2026, 10, 23) - 1), { start: Date.UTC(2026, 10, 16), end: Date.UTC(2026, 10, 23) }, w);
+    }
+    const two = budgetPeriod('2w', T0);
+    assert.equal(new Date(two.start).getUTCDay(), 1, 'two weeks from a Monday');
+    assert.ok(two.end - two.start === 14 * day && two.start <= T0 && T0 < two.end);
+    // A key's lifetime is not a budget period: 30d is thirty days from now.
+    assert.equal(afterDuration('30d', T0), T0 + 30 * day);
     assert.equal(afterDuration('2w', T0), T0 + 14 * day);
     assert.deepEqual(budgetPeriod(undefined, T0), { start: 0, end: Number.MAX_SAFE_INTEGER });
   });
