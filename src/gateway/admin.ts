@@ -182,37 +182,37 @@ export class AdminApi {
     return this.#post(route, json.value, caller);
   }
 
+  /** A POST route's answer, naming the LiteLLM fields it accepted and ignored. */
   async #post(route: string, value: unknown, caller: AdminCaller): Promise<Reply> {
-    const reply = await this.#write(route, value, caller);
+    const reply = await this.#postRoute(route, value, caller);
     const names = route.startsWith('POST /team/') ? S.IGNORED_TEAM_FIELDS : route.startsWith('POST /key/') ? S.IGNORED_KEY_FIELDS : [];
     const given = typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : {};
     const ignored = names.filter((f) => given[f] !== undefined && given[f] !== null);
     return 'status' in reply && ignored.length > 0 ? { ...reply, ignored } : reply;
   }
 
-  #write(route: string, value: unknown, caller: AdminCaller): Promise<Reply> | Reply {
-    const json = { value };
+  #postRoute(route: string, value: unknown, caller: AdminCaller): Promise<Reply> | Reply {
     switch (route) {
       case 'POST /key/generate':
-        return withBody(S.keyGenerate, json.value, (b) => this.#keyGenerate(b, caller));
+        return withBody(S.keyGenerate, value, (b) => this.#keyGenerate(b, caller));
       case 'POST /key/update':
-        return withBody(S.keyUpdate, json.value, (b) => this.#keyUpdate(b, caller));
+        return withBody(S.keyUpdate, value, (b) => this.#keyUpdate(b, caller));
       case 'POST /key/delete':
-        return withBody(S.keyDelete, json.value, (b) => this.#keyDelete(b, caller));
+        return withBody(S.keyDelete, value, (b) => this.#keyDelete(b, caller));
       case 'POST /key/block':
-        return withBody(S.keyAction, json.value, (b) => this.#keyBlock(b.key, true, caller));
+        return withBody(S.keyAction, value, (b) => this.#keyBlock(b.key, true, caller));
       case 'POST /key/unblock':
-        return withBody(S.keyAction, json.value, (b) => this.#keyBlock(b.key, false, caller));
+        return withBody(S.keyAction, value, (b) => this.#keyBlock(b.key, false, caller));
       case 'POST /key/regenerate':
-        return withBody(S.keyRegenerate, json.value, (b) => this.#keyRegenerate(b, caller));
+        return withBody(S.keyRegenerate, value, (b) => this.#keyRegenerate(b, caller));
       case 'POST /team/new':
-        return withBody(S.teamNew, json.value, (b) => this.#teamPut(b.team_id ?? randomUUID(), b, true, caller));
+        return withBody(S.teamNew, value, (b) => this.#teamPut(b.team_id ?? randomUUID(), b, true, caller));
       case 'POST /team/update':
-        return withBody(S.teamUpdate, json.value, (b) => this.#teamPut(b.team_id, b, false, caller));
+        return withBody(S.teamUpdate, value, (b) => this.#teamPut(b.team_id, b, false, caller));
       case 'POST /model/new':
-        return withBody(S.modelNew, json.value, (b) => this.#modelNew(b, caller));
+        return withBody(S.modelNew, value, (b) => this.#modelNew(b, caller));
       case 'POST /model/delete':
-        return withBody(S.modelDelete, json.value, (b) => this.#modelDelete(b.id, caller));
+        return withBody(S.modelDelete, value, (b) => this.#modelDelete(b.id, caller));
       default:
         return notFound(route);
     }

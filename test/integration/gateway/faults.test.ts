@@ -112,6 +112,12 @@ async function expectError(res: Response, status: number, type: string, code: st
 }
 
 /** Runs `fn` and checks it finished within `ms`. */
+/**
+ * "Promptly" for a fault answered without waiting on a backend's timeout (5 s on these deployments): the
+ * margin under it is for a loaded two-core machine, where a 100 ms answer has taken over a second.
+ */
+const PROMPT_MS = 4500;
+
 async function within<R>(ms: number, fn: () => Promise<R>): Promise<R> {
   const t0 = performance.now();
   const r = await fn();
@@ -213,7 +219,7 @@ keys:
     a.setFault({ kind: 'hold-first-event', release: new Promise<void>((resolve) => (release = resolve)) });
     b.setFault({ kind: 'hold-first-event', release: new Promise<void>(() => undefined) });
     // fetch resolves with the response head; the backend has sent no event yet.
-    const res = await within(3000, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI, stream: true }));
+    const res = await within(PROMPT_MS, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI, stream: true }));
     assert.equal(res.status, 200);
     assert.equal(res.headers.get('content-type'), 'text/event-stream');
     release();
@@ -233,7 +239,7 @@ keys:
   test('backend down (closed port): the retry lands on the healthy deployment', T, async () => {
     reset();
     for (let i = 0; i < 3; i++) {
-      const r = await within(3000, () => stack.client.chat.completions.create({ model: 'dead-first', messages: HI }));
+      const r = await within(PROMPT_MS, () => stack.client.chat.completions.create({ model: 'dead-first', messages: HI }));
       assert.equal(r.model, 'dead-first');
       assert.match(r.choices[0]?.message.content ?? '', /Hello from b/);
     }
@@ -243,9 +249,11 @@ keys:
 
   test('every deployment down: 502 upstream_error, promptly', T, async () => {
     reset();
-    const res = await within(3000, () => post(stack.base, '/v1/chat/completions', { model: 'all-dead', messages: HI }));
+    const res = await within(PROMPT_MS, () => post(stack.base, '/v1/chat/completions', { model: 'all-dead', messages: HI }));
     await expectError(res, 502, 'api_error', 'upstream_error');
-    const streamed = await within(3000, () => post(stack.base, '/v1/chat/completions', { model: 'all-dead', messages: HI, stream: true }));
+    const streamed = await within(PROMPT_MS, () =>
+      post(stack.base, '/v1/chat/completions', { model: 'all-dead', messages: HI, stream: true }),
+    );
     await expectError(streamed, 502, 'api_error', 'upstream_error');
     await stillServing();
   });
@@ -256,7 +264,7 @@ keys:
     const huge = { error: { message: 'x'.repeat(70 * 1024), type: 'BadRequestError', code: 400 } };
     a.setFault({ kind: 'status', status: 400, body: huge });
     b.setFault({ kind: 'status', status: 400, body: huge });
-    const res = await within(3000, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI }));
+    const res = await within(PROMPT_MS, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI }));
     const err = await expectError(res, 502, 'api_error', 'upstream_error');
     assert.match(err.message, /larger than tollgate forwards/);
     assert.equal(a.received.length + b.received.length, 1, 'one attempt');
@@ -267,14 +275,14 @@ keys:
     reset();
     a.setFault({ kind: 'status', status: 500 });
     b.setFault({ kind: 'status', status: 500 });
-    const res = await within(3000, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI }));
+    const res = await within(PROMPT_MS, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI }));
     await expectError(res, 502, 'api_error', 'upstream_error');
     assert.equal(a.received.length + b.received.length, 3, 'num_retries: 2 → three attempts');
     assert.ok(a.received.length >= 1 && b.received.length >= 1, 'the retry went to the other deployment');
     // The same before the first byte of a stream.
     a.received.length = 0;
     b.received.length = 0;
-    const streamed = await within(3000, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI, stream: true }));
+    const streamed = await within(PROMPT_MS, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI, stream: true }));
     await expectError(streamed, 502, 'api_error', 'upstream_error');
     assert.equal(a.received.length + b.received.length, 3);
     await stillServing();
@@ -283,13 +291,13 @@ keys:
   test('a backend slower than stream_timeout (streaming) or timeout: 504 upstream_timeout, promptly', T, async () => {
     reset();
     s.setFault({ kind: 'delay-headers', ms: 10_000 });
-    // stream_timeout 0.3 s × 3 attempts.
-    const streamed = await within(3000, () => post(stack.base, '/v1/chat/completions', { model: 'slow', messages: HI, stream: true }));
+    // stream_timeout 0.3 s × 3 attempts (the backend would take 10 s).
+    const streamed = await within(7000, () => post(stack.base, '/v1/chat/completions', { model: 'slow', messages: HI, stream: true }));
     await expectError(streamed, 504, 'timeout', 'upstream_timeout');
     assert.equal(s.received.length, 3);
     // timeout 0.6 s × 3 attempts.
     s.received.length = 0;
-    const whole = await within(4000, () => post(stack.base, '/v1/chat/completions', { model: 'slow', messages: HI }));
+    const whole = await within(8000, () => post(stack.base, '/v1/chat/completions', { model: 'slow', messages: HI }));
     await expectError(whole, 504, 'timeout', 'upstream_timeout');
     assert.equal(s.received.length, 3);
     await stillServing('slow');
@@ -299,13 +307,13 @@ keys:
   test("Ray Serve's 408 is retried on another deployment; 408 everywhere is a 504", T, async () => {
     reset();
     a.queueFaults({ kind: 'ray-timeout' });
-    const r = await within(3000, () => stack.client.chat.completions.create({ model: 'pair', messages: HI }));
+    const r = await within(PROMPT_MS, () => stack.client.chat.completions.create({ model: 'pair', messages: HI }));
     assert.match(r.choices[0]?.message.content ?? '', /Hello from b/);
     assert.equal(a.received.length, 1);
     assert.equal(b.received.length, 1);
     a.setFault({ kind: 'ray-timeout' });
     b.setFault({ kind: 'ray-timeout' });
-    const res = await within(3000, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI }));
+    const res = await within(PROMPT_MS, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI }));
     await expectError(res, 504, 'timeout', 'upstream_timeout');
     await stillServing();
   });
@@ -314,7 +322,7 @@ keys:
     reset();
     a.setFault({ kind: 'status', status: 400 });
     b.setFault({ kind: 'status', status: 400 });
-    const res = await within(3000, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI }));
+    const res = await within(PROMPT_MS, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI }));
     const err = await expectError(res, 400, 'invalid_request_error', 'upstream_invalid_request');
     assert.match(err.message, /Injected error \(400\) from [ab]/);
     assert.equal(a.received.length + b.received.length, 1, 'another deployment would refuse it too');
@@ -325,7 +333,7 @@ keys:
     reset();
     a.setFault({ kind: 'status', status: 400, flatError: true });
     b.setFault({ kind: 'status', status: 400, flatError: true });
-    const res = await within(3000, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI }));
+    const res = await within(PROMPT_MS, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI }));
     const err = await expectError(res, 400, 'invalid_request_error', 'upstream_invalid_request');
     assert.match(err.message, /Injected error \(400\) from [ab]/);
     assert.equal(a.received.length + b.received.length, 1);
@@ -343,7 +351,7 @@ keys:
   test('a non-JSON 200 reply is retried; garbage everywhere is a 502', T, async () => {
     reset();
     a.queueFaults({ kind: 'garbage' });
-    const r = await within(3000, () => stack.client.chat.completions.create({ model: 'pair', messages: HI }));
+    const r = await within(PROMPT_MS, () => stack.client.chat.completions.create({ model: 'pair', messages: HI }));
     assert.match(r.choices[0]?.message.content ?? '', /Hello from b/);
     assert.equal(a.received.length, 1);
     assert.equal(b.received.length, 1);
@@ -351,7 +359,7 @@ keys:
     b.setFault({ kind: 'garbage' });
     a.received.length = 0;
     b.received.length = 0;
-    const res = await within(3000, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI }));
+    const res = await within(PROMPT_MS, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI }));
     await expectError(res, 502, 'api_error', 'upstream_error');
     assert.equal(a.received.length + b.received.length, 3);
     await stillServing();
@@ -362,7 +370,7 @@ keys:
     a.setFault({ kind: 'garbage' });
     b.setFault({ kind: 'garbage' });
     const stream = await stack.client.chat.completions.create({ model: 'pair', messages: HI, stream: true });
-    await within(3000, () =>
+    await within(PROMPT_MS, () =>
       assert.rejects(
         async () => {
           for await (const _ of stream) {
@@ -384,7 +392,7 @@ keys:
     b.setFault({ kind: 'stream-error', afterChunks: 2, message: 'CUDA out of memory' });
     const stream = await stack.client.chat.completions.create({ model: 'pair', messages: HI, stream: true });
     let text = '';
-    await within(3000, () =>
+    await within(PROMPT_MS, () =>
       assert.rejects(
         async () => {
           for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? '';
@@ -405,7 +413,7 @@ keys:
       reset();
       a.setFault({ kind: 'stream-error', afterChunks: 1, message: 'engine died', done });
       b.setFault({ kind: 'stream-error', afterChunks: 1, message: 'engine died', done });
-      const res = await within(3000, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI, stream: true }));
+      const res = await within(PROMPT_MS, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI, stream: true }));
       assert.equal(res.status, 200);
       const raw = await res.text();
       const data = sseData(raw);
@@ -422,7 +430,7 @@ keys:
   test('a connection closed before the headers is retried', T, async () => {
     reset();
     a.queueFaults({ kind: 'close-before-headers' });
-    const r = await within(3000, () => stack.client.chat.completions.create({ model: 'pair', messages: HI }));
+    const r = await within(PROMPT_MS, () => stack.client.chat.completions.create({ model: 'pair', messages: HI }));
     assert.match(r.choices[0]?.message.content ?? '', /Hello from b/);
     assert.equal(a.received.length, 1);
     assert.equal(b.received.length, 1);
@@ -629,7 +637,7 @@ keys:
   test('a body over max_request_size_mb (content-length): 413 request_too_large', T, async () => {
     const big = JSON.stringify({ model: 'cool', messages: [{ role: 'user', content: 'x'.repeat(100_000) }] });
     const forwarded = ca.received.length + cb.received.length;
-    const res = await within(3000, () => post(stack.base, '/v1/chat/completions', big));
+    const res = await within(PROMPT_MS, () => post(stack.base, '/v1/chat/completions', big));
     await expectError(res, 413, 'invalid_request_error', 'request_too_large');
     assert.equal(ca.received.length + cb.received.length, forwarded, 'nothing forwarded');
     await stillServing();
@@ -652,7 +660,7 @@ keys:
         ctrl.enqueue(chunk);
       },
     });
-    const res = await within(3000, () =>
+    const res = await within(PROMPT_MS, () =>
       fetch(`${stack.base}/v1/chat/completions`, {
         method: 'POST',
         headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
