@@ -12,15 +12,23 @@ const price = z.number().nonnegative().finite();
 
 /** `30d`, `12h`, `2w`, `mo`, `1mo`: LiteLLM's budget_duration spellings. */
 export const DURATION_PATTERN = /^(\d+)?(s|m|h|d|w|mo)$/;
-/** Days in one of each unit (a month at its longest), to bound a duration. */
-const UNIT_DAYS: Readonly<Record<string, number>> = { s: 1 / 86_400, m: 1 / 1_440, h: 1 / 24, d: 1, w: 7, mo: 31 };
+const DAY_MS = 86_400_000;
+/** One of each unit in ms; a month at its longest (calendar months are counted as such where it matters). */
+export const DURATION_UNIT_MS: Readonly<Record<string, number>> = {
+  s: 1_000,
+  m: 60_000,
+  h: 3_600_000,
+  d: DAY_MS,
+  w: 7 * DAY_MS,
+  mo: 31 * DAY_MS,
+};
 export const duration = z
   .string()
   .regex(DURATION_PATTERN, { error: 'not a duration: write a number and a unit s, m, h, d, w or mo (e.g. 30d, 1w, 1mo)' })
   .refine(
     (v) => {
       const m = DURATION_PATTERN.exec(v);
-      return Number(m?.[1] ?? 1) * (UNIT_DAYS[m?.[2] ?? 'd'] ?? 1) <= 100 * 366;
+      return Number(m?.[1] ?? 1) * (DURATION_UNIT_MS[m?.[2] ?? 'd'] ?? DAY_MS) <= 100 * 366 * DAY_MS;
     },
     { error: 'too long: at most 100 years' },
   );

@@ -15,7 +15,7 @@
  * Admission is all-or-nothing across subjects: a request denied by its team takes nothing from its key.
  */
 import type { Limits } from '../identity/keys.js';
-import { DURATION_PATTERN } from '../config/schema.js';
+import { DURATION_PATTERN, DURATION_UNIT_MS } from '../config/schema.js';
 
 export const WINDOW_MS = 60_000;
 /** A lease not renewed for this long belongs to a replica that died. */
@@ -114,8 +114,6 @@ export function hasLimits(s: LimitSubject): boolean {
   return s.rpm !== undefined || s.tpm !== undefined || s.parallel !== undefined || s.budget !== undefined;
 }
 
-const UNIT_MS: Record<string, number> = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 7 * 86_400_000 };
-
 /** 1970-01-05, the first Monday after the epoch: weeks are counted from it. */
 const FIRST_MONDAY_MS = 4 * 86_400_000;
 
@@ -133,7 +131,7 @@ export function budgetPeriod(duration: string | undefined, now: number): BudgetP
   if (unit === 'd' && n === 30) [n, unit] = [1, 'mo'];
   if (unit === 'd' && n === 7) [n, unit] = [1, 'w'];
   if (unit === 'w') {
-    const len = n * (UNIT_MS['w'] ?? 0);
+    const len = n * (DURATION_UNIT_MS['w'] ?? 0);
     const start = now - ((((now - FIRST_MONDAY_MS) % len) + len) % len);
     return { start, end: start + len };
   }
@@ -143,7 +141,7 @@ export function budgetPeriod(duration: string | undefined, now: number): BudgetP
     const first = months - (months % n);
     return { start: Date.UTC(Math.floor(first / 12), first % 12, 1), end: Date.UTC(Math.floor((first + n) / 12), (first + n) % 12, 1) };
   }
-  const len = n * (UNIT_MS[unit] ?? 86_400_000);
+  const len = n * (DURATION_UNIT_MS[unit] ?? 86_400_000);
   const start = now - (now % len);
   return { start, end: start + len };
 }
@@ -153,7 +151,7 @@ export function afterDuration(duration: string, now: number): number {
   const m = DURATION_PATTERN.exec(duration);
   const n = Math.max(1, Number(m?.[1] ?? 1));
   const unit = m?.[2] ?? 'd';
-  if (unit !== 'mo') return now + n * (UNIT_MS[unit] ?? 86_400_000);
+  if (unit !== 'mo') return now + n * (DURATION_UNIT_MS[unit] ?? 86_400_000);
   const d = new Date(now);
   d.setUTCMonth(d.getUTCMonth() + n);
   return d.getTime();

@@ -283,7 +283,7 @@ export class RedisCounters implements Counters {
 
   #keys(sub: LimitSubject, out: string[], periodStart: number): void {
     const base = `${this.#prefix}{${sub.id}}`;
-    out.push(`${base}:rq`, `${base}:tk`, `${base}:tkr`, `${base}:pl`, `${base}:br`, `${base}:bg:${periodStart}`);
+    out.push(`${base}:rq`, `${base}:tk`, `${base}:tkr`, `${base}:pl`, `${base}:br`, this.#budgetKey(sub.id, periodStart));
   }
 
   async admit(req: AdmitRequest): Promise<Admission> {
@@ -312,7 +312,7 @@ export class RedisCounters implements Counters {
         sub.tpm === undefined ? 0 : 1,
         sub.parallel === undefined ? 0 : 1,
         sub.budget === undefined ? 0 : 1,
-        sub.budget === undefined || sub.budget.period.end >= Number.MAX_SAFE_INTEGER ? 0 : sub.budget.period.end + 86_400_000,
+        sub.budget === undefined ? 0 : budgetExpiry(sub.budget.period),
       );
     }
     keys.push(this.#settledKey(req.requestId), `${this.#prefix}seeded`);
@@ -339,15 +339,27 @@ export class RedisCounters implements Counters {
 
   async addSpend(items: readonly SpendItem[]): Promise<void> {
     if (items.length === 0) return;
+    await this.#spendTransaction(items, false);
+  }
+
+  /** Adds `items` to their budget keys in one MULTI (and marks the counters seeded, with `seeding`). */
+  async #spendTransaction(items: readonly SpendItem[], seeding: boolean): Promise<void> {
     const multi = this.redis.multi();
     for (const it of items) {
-      const key = `${this.#prefix}{${it.subject}}:bg:${it.period.start}`;
+      const key = this.#budgetKey(it.subject, it.period.start);
       multi.incrbyfloat(key, it.cost);
-      if (it.period.end < Number.MAX_SAFE_INTEGER) multi.pexpireat(key, it.period.end + 86_400_000);
+      const expiry = budgetExpiry(it.period);
+      if (expiry > 0) multi.pexpireat(key, expiry);
     }
+    if (seeding) multi.set(`${this.#prefix}seeded`, String(Date.now()));
     const results = await multi.exec();
     const failed = results?.find(([err]) => err !== null);
     if (results === null || failed !== undefined) throw failed?.[0] ?? new Error('redis transaction aborted');
+  }
+
+  /** A subject's spend in the budget period starting at `periodStart`. */
+  #budgetKey(subject: string, periodStart: number): string {
+    return `${this.#prefix}{${subject}}:bg:${periodStart}`;
   }
 
   /**
@@ -362,8 +374,8 @@ export class RedisCounters implements Counters {
       keys.push(this.#settledKey(l.leaseId));
       args.push(l.items.length);
       for (const it of l.items) {
-        keys.push(`${this.#prefix}{${it.subject}}:bg:${it.period.start}`);
-        args.push(String(it.cost), it.period.end < Number.MAX_SAFE_INTEGER ? it.period.end + 86_400_000 : 0);
+        keys.push(this.#budgetKey(it.subject, it.period.start));
+        args.push(String(it.cost), budgetExpiry(it.period));
       }
     }
     if (keys.length === 0) return 0;
@@ -387,20 +399,11 @@ export class RedisCounters implements Counters {
 
   /** Adds the seed and marks the counters seeded, in one transaction. */
   async seed(items: readonly SpendItem[]): Promise<void> {
-    const multi = this.redis.multi();
-    for (const it of items) {
-      const key = `${this.#prefix}{${it.subject}}:bg:${it.period.start}`;
-      multi.incrbyfloat(key, it.cost);
-      if (it.period.end < Number.MAX_SAFE_INTEGER) multi.pexpireat(key, it.period.end + 86_400_000);
-    }
-    multi.set(`${this.#prefix}seeded`, String(Date.now()));
-    const results = await multi.exec();
-    const failed = results?.find(([err]) => err !== null);
-    if (results === null || failed !== undefined) throw failed?.[0] ?? new Error('redis transaction aborted');
+    await this.#spendTransaction(items, true);
   }
 
   async spend(subject: string, period: BudgetPeriod): Promise<number> {
-    const v = await this.redis.get(`${this.#prefix}{${subject}}:bg:${period.start}`);
+    const v = await this.redis.get(this.#budgetKey(subject, period.start));
     return v === null ? 0 : Number(v);
   }
 
@@ -411,4 +414,9 @@ export class RedisCounters implements Counters {
       this.redis.disconnect();
     }
   }
+}
+
+/** When a budget period's key may go (a day after the period ends), in ms; 0 for a period without end. */
+function budgetExpiry(period: BudgetPeriod): number {
+  return period.end >= Number.MAX_SAFE_INTEGER ? 0 : period.end + 86_400_000;
 }
