@@ -16,7 +16,7 @@ import type { DeploymentTracker, RoutingStrategy } from '../routing/health.js';
 import type { SpendRecorder } from '../store/spend.js';
 import type { Lease } from '../store/limiter.js';
 import { codedError, Exchange, type ClientLink, type StreamSink } from './exchange.js';
-import { backendMessage, SseRewriter, withModel } from './sse.js';
+import { backendMessage, spliceJson, SseRewriter, withModel } from './sse.js';
 
 /** Admits an attempt on a deployment against its own rpm/tpm: a lease to settle, undefined (nothing to count), or false (full). */
 export interface DeploymentGate {
@@ -41,6 +41,8 @@ export interface ForwardRequest {
   /** `chat/completions`, `completions` or `embeddings`. */
   readonly endpoint: ModelEndpoint;
   readonly body: Record<string, unknown>;
+  /** The text `body` was parsed from, as the client sent it. */
+  readonly text: string;
   readonly alias: string;
   /** The deployment authz picked (signed context), used for the first attempt. */
   readonly hint: string | undefined;
@@ -207,15 +209,6 @@ export class Forwarder {
   async #attempt(d: Deployment, alias: string, req: ForwardRequest, res: ServerResponse, started: number): Promise<Attempt> {
     const stream = req.body['stream'] === true;
     const clientWantsUsage = stream && (req.body['stream_options'] as { include_usage?: unknown } | undefined)?.include_usage === true;
-    const body: Record<string, unknown> = { ...req.body, model: d.backendModel };
-    if (stream) body['stream_options'] = { ...(req.body['stream_options'] as object | undefined), include_usage: true };
-    // vLLM generates to the end of the context without a cap (FIELD-NOTES): send the configured default.
-    // `null` counts as absent (the OpenAI SDKs may send it).
-    if (req.endpoint !== 'embeddings' && body['max_tokens'] == null && body['max_completion_tokens'] == null) {
-      delete body['max_completion_tokens'];
-      body['max_tokens'] =
-        d.maxTokens === undefined ? this.#settings.defaultMaxTokens : Math.min(d.maxTokens, this.#settings.defaultMaxTokens);
-    }
     const headers: Record<string, string> = {
       'content-type': 'application/json',
       accept: stream ? 'text/event-stream' : 'application/json',
@@ -247,7 +240,7 @@ export class Forwarder {
         path: `${d.basePath}/${req.endpoint}`,
         method: 'POST',
         headers,
-        body: JSON.stringify(body),
+        body: this.#backendBody(req, d, stream && !clientWantsUsage),
         headersTimeout: wait,
         bodyTimeout: wait,
       },
@@ -268,6 +261,26 @@ export class Forwarder {
         this.#streamed(d, alias, req, relay as SseRelay, started);
         return { kind: 'done' };
     }
+  }
+
+  /**
+   * The request as the deployment gets it: its model id, `stream_options.include_usage` on streams (so usage
+   * is known), and a `max_tokens` cap when the client set none — vLLM generates to the end of the context
+   * without one (FIELD-NOTES); `null` counts as none (the OpenAI SDKs may send it). Edited in the client's
+   * text when that is safe (spliceJson), else serialized again.
+   */
+  #backendBody(req: ForwardRequest, d: Deployment, addUsage: boolean): string {
+    const body = req.body;
+    const set: Record<string, unknown> = {};
+    if (addUsage) set['stream_options'] = { ...(body['stream_options'] as object | undefined), include_usage: true };
+    const capped = req.endpoint !== 'embeddings' && body['max_tokens'] == null && body['max_completion_tokens'] == null;
+    if (capped)
+      set['max_tokens'] = d.maxTokens === undefined ? this.#settings.defaultMaxTokens : Math.min(d.maxTokens, this.#settings.defaultMaxTokens);
+    const spliced = spliceJson(req.text, body, d.backendModel, set);
+    if (spliced !== undefined) return spliced;
+    const out: Record<string, unknown> = { ...body, model: d.backendModel, ...set };
+    if (capped) delete out['max_completion_tokens'];
+    return JSON.stringify(out);
   }
 
   #whole(d: Deployment, alias: string, req: ForwardRequest, res: ServerResponse, raw: Buffer, started: number): Attempt {

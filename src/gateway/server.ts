@@ -110,10 +110,11 @@ async function handle(deps: GatewayDeps, req: IncomingMessage, res: ServerRespon
 
   const body = method === 'POST' || method === 'PUT' || method === 'PATCH' ? await readBody(req, deps.maxBodyBytes) : undefined;
   if (body === null) return sendError(res, 'request_too_large', undefined, '-');
-  // Parsed once: the context binding and the forwarder both use it.
-  const parsed = endpoint === undefined || body === undefined ? undefined : parseObject(body);
+  // Parsed once: the context binding and the forwarder both use it (and the forwarder edits the text).
+  const text = endpoint === undefined || body === undefined ? undefined : body.toString('utf8');
+  const parsed = text === undefined ? undefined : parseObject(text);
   const id = identify(deps, req, method, path, body, parsed);
-  const request = { method, path, url: req.url ?? '/', endpoint, body, parsed, client };
+  const request = { method, path, url: req.url ?? '/', endpoint, body, text, parsed, client };
   if (id instanceof Promise) return serve(deps, res, request, await id);
   return serve(deps, res, request, id);
 }
@@ -125,6 +126,8 @@ interface Incoming {
   readonly url: string;
   readonly endpoint: ForwardRequest['endpoint'] | undefined;
   readonly body: Buffer | undefined;
+  /** The body as text, on model routes. */
+  readonly text: string | undefined;
   readonly parsed: Record<string, unknown> | undefined;
   readonly client: ClientLink;
 }
@@ -142,9 +145,9 @@ function routeLabel(endpoint: ForwardRequest['endpoint'] | undefined, method: st
   return 'other';
 }
 
-function parseObject(body: Buffer): Record<string, unknown> | undefined {
+function parseObject(text: string): Record<string, unknown> | undefined {
   try {
-    const v: unknown = JSON.parse(body.toString('utf8'));
+    const v: unknown = JSON.parse(text);
     return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
   } catch {
     return undefined;
@@ -152,10 +155,10 @@ function parseObject(body: Buffer): Record<string, unknown> | undefined {
 }
 
 function serve(deps: GatewayDeps, res: ServerResponse, r: Incoming, id: IdentifyResult): Promise<void> | void {
-  const { method, path, endpoint, parsed } = r;
+  const { method, path, endpoint, parsed, text } = r;
   if ('error' in id) return sendError(res, id.error, id.message, id.requestId, undefined, id.headers);
   if (endpoint !== undefined) {
-    if (parsed === undefined) return sendError(res, 'invalid_body', undefined, id.caller.requestId);
+    if (parsed === undefined || text === undefined) return sendError(res, 'invalid_body', undefined, id.caller.requestId);
     const alias = id.model ?? (typeof parsed['model'] === 'string' ? parsed['model'] : undefined);
     if (alias === undefined) return sendError(res, 'missing_model', undefined, id.caller.requestId);
     const lease = id.lease;
@@ -165,6 +168,7 @@ function serve(deps: GatewayDeps, res: ServerResponse, r: Incoming, id: Identify
       {
         endpoint,
         body: parsed,
+        text,
         alias,
         hint: id.deployment,
         fallbacks: id.fallbacks,

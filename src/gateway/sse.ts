@@ -131,6 +131,30 @@ export function withModel(json: string, parsed: Record<string, unknown>, alias: 
   return `${json.slice(0, at)}"model":${JSON.stringify(alias)}${json.slice(at + needle.length)}`;
 }
 
+/**
+ * `json` (the object text `parsed` was parsed from) with its top-level model set to `model` (withModel) and
+ * the members of `add` appended, edited in the text: undefined when that cannot be done safely — withModel
+ * cannot, or a member of `add` is in `parsed` already (replacing it in the text would need its extent).
+ */
+export function spliceJson(
+  json: string,
+  parsed: Record<string, unknown>,
+  model: string,
+  add: Readonly<Record<string, unknown>>,
+): string | undefined {
+  const renamed = withModel(json, parsed, model);
+  if (renamed === undefined) return undefined;
+  let members = '';
+  for (const [k, v] of Object.entries(add)) {
+    if (Object.hasOwn(parsed, k)) return undefined;
+    members += `,${JSON.stringify(k)}:${JSON.stringify(v)}`;
+  }
+  if (members === '') return renamed;
+  // withModel found a top-level "model" member, so the object is not empty: each addition follows a member.
+  const end = renamed.lastIndexOf('}');
+  return end < 0 ? undefined : `${renamed.slice(0, end)}${members}${renamed.slice(end)}`;
+}
+
 /** Whether position `at` of a JSON object text lies directly in its outermost object, outside any string. */
 function atTopLevel(json: string, at: number): boolean {
   let depth = 0;

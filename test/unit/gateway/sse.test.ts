@@ -6,7 +6,7 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { SseRewriter, withModel } from '../../../src/gateway/sse.js';
+import { SseRewriter, spliceJson, withModel } from '../../../src/gateway/sse.js';
 
 type Obj = Record<string, unknown>;
 const enc = new TextEncoder();
@@ -324,6 +324,42 @@ describe('withModel: the top-level model renamed in the text', () => {
     // Inside a JSON string the quotes are escaped, so the text holds \"model\" and the first bare "model" is the key.
     const json = '{"note":"say \\"model\\": \\"m\\"","model":"m"}';
     assert.deepEqual(JSON.parse(rename(json) ?? 'null'), { note: 'say "model": "m"', model: 'llama' });
+  });
+});
+
+describe('spliceJson: the request a deployment gets, edited in the client\'s text', () => {
+  const splice = (json: string, add: Obj = {}, model = 'meta/llama-8b'): string | undefined =>
+    spliceJson(json, JSON.parse(json) as Obj, model, add);
+
+  test('the model renamed and the additions appended; the rest is the client\'s bytes', () => {
+    const json = '{"model":"llama","messages":[{"role":"user","content":"caf\\u00e9 }"}],"temperature":0.50}\n';
+    const out = splice(json, { max_tokens: 256, stream_options: { include_usage: true } });
+    assert.equal(
+      out,
+      '{"model":"meta/llama-8b","messages":[{"role":"user","content":"caf\\u00e9 }"}],"temperature":0.50,"max_tokens":256,"stream_options":{"include_usage":true}}\n',
+    );
+    assert.deepEqual(JSON.parse(out ?? 'null'), {
+      model: 'meta/llama-8b',
+      messages: [{ role: 'user', content: 'café }' }],
+      temperature: 0.5,
+      max_tokens: 256,
+      stream_options: { include_usage: true },
+    });
+  });
+
+  test('nothing to add: only the model renamed', () => {
+    assert.equal(splice('{"model":"llama","max_tokens":5}'), '{"model":"meta/llama-8b","max_tokens":5}');
+  });
+
+  test('left to a full re-serialization when a member to set is there already, or the model cannot be renamed in place', () => {
+    const cases: Record<string, [string, Obj]> = {
+      'max_tokens: null (replacing it would need its extent)': ['{"model":"llama","max_tokens":null}', { max_tokens: 9 }],
+      'stream_options without include_usage': ['{"model":"llama","stream_options":{}}', { stream_options: { include_usage: true } }],
+      'the member spelt with escapes': ['{"model":"llama","max\\u005ftokens":null}', { max_tokens: 9 }],
+      'a space after the colon (a Python client)': ['{"model": "llama"}', { max_tokens: 9 }],
+      'a nested model first': ['{"meta":{"model":"x"},"model":"llama"}', {}],
+    };
+    for (const [why, [json, add]] of Object.entries(cases)) assert.equal(splice(json, add), undefined, why);
   });
 });
 
