@@ -32,15 +32,28 @@ const keyDuration = duration.refine((d) => afterDuration(d, 0) <= HUNDRED_YEARS_
   error: 'too long: at most 100 years (omit duration for a key that never expires)',
 });
 
+const NUMERIC = /^\s*-?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$/;
+/**
+ * LiteLLM's API (pydantic) takes a number written as a string, `"10"` for 10, and scripts written against
+ * it send them. Any other string is left to the field's own error.
+ */
+function numeric<T extends z.ZodType>(t: T): z.ZodPreprocess<T> {
+  return z.preprocess((v) => (typeof v === 'string' && NUMERIC.test(v) ? Number(v) : v), t);
+}
+/** Budgets and limits, as the config writes them; null clears one on update. */
+const limits = {
+  max_budget: numeric(limitFields.max_budget).nullable(),
+  budget_duration: limitFields.budget_duration.nullable(),
+  rpm_limit: numeric(limitFields.rpm_limit).nullable(),
+  tpm_limit: numeric(limitFields.tpm_limit).nullable(),
+  max_parallel_requests: numeric(limitFields.max_parallel_requests).nullable(),
+};
+
 /** LiteLLM's key fields that /key/generate and /key/update share; null clears a field on update. */
 const keyFields = {
   models: models.nullish(),
   key_alias: alias.nullish(),
-  max_budget: limitFields.max_budget.nullable(),
-  budget_duration: limitFields.budget_duration.nullable(),
-  rpm_limit: limitFields.rpm_limit.nullable(),
-  tpm_limit: limitFields.tpm_limit.nullable(),
-  max_parallel_requests: limitFields.max_parallel_requests.nullable(),
+  ...limits,
   /** Lifetime from now (`30d`, `1h`); absent on generate: never expires. */
   duration: keyDuration.nullish(),
   user_id: id.nullish(),
@@ -134,11 +147,7 @@ export const keyDelete = z
 const teamFields = {
   team_alias: alias.nullish(),
   models: models.nullish(),
-  max_budget: limitFields.max_budget.nullable(),
-  budget_duration: limitFields.budget_duration.nullable(),
-  rpm_limit: limitFields.rpm_limit.nullable(),
-  tpm_limit: limitFields.tpm_limit.nullable(),
-  max_parallel_requests: limitFields.max_parallel_requests.nullable(),
+  ...limits,
   blocked: z.boolean().nullish(),
   metadata: metadata.nullish(),
 };

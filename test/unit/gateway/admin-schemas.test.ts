@@ -28,3 +28,24 @@ test('query strings are coerced and bounded', () => {
   assert.ok(!keyListQuery.safeParse({ size: '101' }).success);
   assert.ok(!keyListQuery.safeParse({ return_full_object: 'yes' }).success);
 });
+
+test("budgets and limits written as strings are numbers, as LiteLLM's API takes them; other strings are refused", () => {
+  assert.deepEqual(keyGenerate.parse({ max_budget: '10.5', rpm_limit: '5', tpm_limit: ' 1e3 ', max_parallel_requests: '2.0' }), {
+    max_budget: 10.5,
+    rpm_limit: 5,
+    tpm_limit: 1000,
+    max_parallel_requests: 2,
+  });
+  for (const [field, value] of [
+    ['rpm_limit', '5.5'],
+    ['rpm_limit', ''],
+    ['max_budget', '-1'],
+    ['max_budget', 'ten'],
+    ['tpm_limit', '0x10'],
+  ] as const) {
+    const r = keyGenerate.safeParse({ [field]: value });
+    assert.ok(!r.success, `${field}: ${JSON.stringify(value)}`);
+    assert.equal(firstProblem(r.error).field, field);
+  }
+  assert.deepEqual(keyGenerate.parse({ max_budget: null }), { max_budget: null });
+});
