@@ -88,6 +88,20 @@ function deny(code: ErrorCode, message?: string, detail?: string): Decision {
   return { allow: false, code, message, detail };
 }
 
+/** `GET /key/info`, which a virtual key may send about itself (normalised path). */
+export function isOwnKeyInfo(method: string, path: string): boolean {
+  return method === 'GET' && path === '/key/info';
+}
+
+/** Why the admin API is closed to this caller, saying what would open it. */
+function denyAdmin(rules: DecisionRules, key: DecisionInput['key']): Decision {
+  if (!rules.masterKeySet && rules.adminGroups.length === 0) {
+    return deny('policy_denied', 'The admin API is disabled: configure general_settings.master_key or auth.admin_groups.');
+  }
+  if (key === 'missing') return deny('missing_api_key', 'The admin API needs "Authorization: Bearer <master key>" or a token in an admin group.');
+  return deny('policy_denied', 'The admin API needs the master key or a token in an admin group.');
+}
+
 const EMPTY: Readonly<Record<string, never>> = Object.freeze({});
 
 export function decide(input: DecisionInput, rules: DecisionRules, nowMs: number, random: number): Decision {
@@ -114,16 +128,13 @@ export function decide(input: DecisionInput, rules: DecisionRules, nowMs: number
     record = key;
   }
 
-  // 3. Admin routes: the master key, or a JWT in an admin group. Nothing else, ever.
+  // 3. Admin routes: the master key, or a JWT in an admin group. Nothing else, but for one read: a virtual
+  // key may read its own record (LiteLLM's GET /key/info; the gateway answers it for that key only), as any
+  // other route of that key, policy included.
   if (input.route === 'admin') {
     const inAdminGroup = identity !== undefined && identity.groups.some((g) => rules.adminGroups.includes(g));
     if (master || inAdminGroup) return allow(principalOf(identity, undefined, undefined, true), undefined, undefined);
-    if (!rules.masterKeySet && rules.adminGroups.length === 0) {
-      return deny('policy_denied', 'The admin API is disabled: configure general_settings.master_key or auth.admin_groups.');
-    }
-    if (key === 'missing')
-      return deny('missing_api_key', 'The admin API needs "Authorization: Bearer <master key>" or a token in an admin group.');
-    return deny('policy_denied', 'The admin API needs the master key or a token in an admin group.');
+    if (record === undefined || !isOwnKeyInfo(input.method, input.path)) return denyAdmin(rules, key);
   }
 
   if (key === 'missing' && rules.keysRequired) return deny('missing_api_key');

@@ -172,7 +172,8 @@ const dateParam = z
   .transform((v) => new Date(v));
 const bool = z.enum(['true', 'false']).transform((v) => v === 'true');
 
-export const keyInfoQuery = z.object({ key: keyRef }).strict();
+/** Without `key`: the caller's own key. */
+export const keyInfoQuery = z.object({ key: keyRef.optional() }).strict();
 export const keyListQuery = z
   .object({
     page: page.default(1),

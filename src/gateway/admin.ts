@@ -63,6 +63,10 @@ export interface AdminCaller {
   readonly requestId: string;
   readonly keyId: string | undefined;
   readonly userId: string | undefined;
+  /** The master key or an admin group; otherwise a virtual key reading its own record, `key`. */
+  readonly admin: boolean;
+  /** The caller's own key, for GET /key/info about itself. */
+  readonly key: KeyRecord | undefined;
 }
 
 type Reply = { status: number; body: unknown; ignored?: readonly string[] } | { error: ErrorCode; message: string; param?: string };
@@ -140,7 +144,7 @@ export class AdminApi {
     if (method === 'GET') {
       switch (route) {
         case 'GET /key/info':
-          return withQuery(S.keyInfoQuery, query, (q) => this.#keyInfo(q.key));
+          return withQuery(S.keyInfoQuery, query, (q) => this.#keyInfo(q.key, caller));
         case 'GET /key/list':
           return withQuery(S.keyListQuery, query, (q) => this.#keyList(q));
         case 'GET /team/info':
@@ -273,8 +277,20 @@ export class AdminApi {
     return { status: 200, body: { key, ...(row === undefined ? {} : keyView(row, 0, this.#now())) } };
   }
 
-  async #keyInfo(ref: string): Promise<Reply> {
-    const hash = hashOfRef(ref);
+  /**
+   * One key's record and spend. Without `key`, the caller's own (LiteLLM's); a caller that is not an admin
+   * gets only its own.
+   */
+  async #keyInfo(ref: string | undefined, caller: AdminCaller): Promise<Reply> {
+    const hash = ref === undefined ? caller.key?.hash : hashOfRef(ref);
+    if (hash === undefined)
+      return { error: 'invalid_body', param: 'key', message: 'key: name the key: ?key= and its token (64 hex characters, as /key/list returns it)' };
+    if (!caller.admin && hash !== caller.key?.hash)
+      return {
+        error: 'policy_denied',
+        param: 'key',
+        message: "key: a key may read only its own info (leave key out); another key's needs the master key or an admin group",
+      };
     const configured = this.#d.cache.isConfigKey(hash) ? this.#d.cache.get(hash) : undefined;
     if (configured !== undefined) {
       const spend = (await this.#keySpend([configured])).get(configured.id) ?? 0;

@@ -8,7 +8,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { UNCLEAR_PATH, type Authorizer, type RequestFacts } from '../authorizer/authorizer.js';
 import type { TeamRecord } from '../core/decide.js';
-import { allows } from '../core/decide.js';
+import { allows, isOwnKeyInfo } from '../core/decide.js';
 import { modelEndpoint, normalizePath } from '../core/route.js';
 import type { ContextClaims, ContextSigner } from '../identity/context-token.js';
 import type { KeyDirectory, KeyRecord } from '../identity/keys.js';
@@ -188,8 +188,10 @@ function serve(deps: GatewayDeps, res: ServerResponse, r: Incoming, id: Identify
   const modelId = method === 'GET' ? modelIdOf(path, r.url) : undefined;
   if (modelId !== undefined) return retrieveModel(deps, res, id, modelId);
   if (isAdminRoute(method, path)) {
-    // Check (or the authorizer here) already demanded the master key or an admin group for these paths.
-    if (!id.admin)
+    // Check (or the authorizer here) already demanded the master key or an admin group for these paths, but
+    // for a key reading its own record (GET /key/info), which the admin API answers for that key only.
+    const own = typeof id.key === 'object' && isOwnKeyInfo(method, path) ? id.key : undefined;
+    if (!id.admin && own === undefined)
       return sendError(res, 'policy_denied', 'The admin API needs the master key or a token in an admin group.', id.caller.requestId);
     if (deps.admin === undefined) {
       return sendError(
@@ -200,7 +202,7 @@ function serve(deps: GatewayDeps, res: ServerResponse, r: Incoming, id: Identify
       );
     }
     const q = r.url.indexOf('?');
-    return deps.admin.handle(res, method, path, q < 0 ? '' : r.url.slice(q + 1), r.body, id.caller);
+    return deps.admin.handle(res, method, path, q < 0 ? '' : r.url.slice(q + 1), r.body, { ...id.caller, admin: id.admin, key: own });
   }
   return sendError(res, 'not_found', undefined, id.caller.requestId);
 }

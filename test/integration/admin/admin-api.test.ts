@@ -201,6 +201,44 @@ keys:
     assert.ok(Number((byKey.body['info'] as Json)['spend']) >= 0);
   });
 
+  test("a virtual key reads its own info (LiteLLM's GET /key/info without key), and no other key's", async () => {
+    const mine = String((await call(a, 'POST', '/key/generate', { key_alias: 'self-reader', max_budget: 5 })).body['key']);
+    const other = String((await call(a, 'POST', '/key/generate', { key_alias: 'someone-else' })).body['key']);
+    secrets.add(mine);
+    secrets.add(other);
+    assert.equal((await chat(b, mine)).status, 200);
+    // The spend log is written in batches within a second.
+    await within(
+      3_000,
+      async () => Number(((await call(b, 'GET', '/key/info', undefined, mine)).body['info'] as Json | undefined)?.['spend']) > 0,
+      'its spend so far',
+    );
+    for (const route of ['/key/info', `/key/info?key=${sha(mine)}`, `/key/info?key=${encodeURIComponent(mine)}`]) {
+      const own = await call(b, 'GET', route, undefined, mine);
+      assert.equal(own.status, 200, route);
+      assert.equal(own.body['key'], sha(mine));
+      const info = own.body['info'] as Json;
+      assert.equal(info['key_alias'], 'self-reader');
+      assert.equal(info['max_budget'], 5);
+      assert.ok(Number(info['spend']) > 0, 'its spend so far');
+      assert.ok(!own.text.includes(mine), 'the key itself is never shown');
+    }
+    const theirs = await call(b, 'GET', `/key/info?key=${sha(other)}`, undefined, mine);
+    assert.equal(theirs.status, 403);
+    assert.equal(errorOf(theirs).type, 'permission_error');
+    assert.equal(errorOf(theirs).param, 'key');
+    assert.ok(!theirs.text.includes('someone-else'), 'nothing of the other key is shown');
+    // The master key has no record of its own: it names the key.
+    const master = await call(b, 'GET', '/key/info');
+    assert.equal(master.status, 400);
+    assert.equal(errorOf(master).param, 'key');
+    // Only the read: every other admin route stays closed to the key.
+    assert.equal((await call(b, 'GET', '/key/list', undefined, mine)).status, 403);
+    // A blocked key reads nothing.
+    assert.equal((await call(a, 'POST', '/key/block', { key: mine })).status, 200);
+    await within(2_000, async () => (await call(b, 'GET', '/key/info', undefined, mine)).status === 403, 'blocked key refused');
+  });
+
   test('block, unblock and delete on one replica take effect on the other within a second', async () => {
     const key = String((await call(a, 'POST', '/key/generate', { key_alias: 'revoke-me' })).body['key']);
     secrets.add(key);

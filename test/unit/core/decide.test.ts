@@ -469,7 +469,31 @@ table('decide: probe, admin and plain routes', [
   {
     name: 'admin: ordinary key → policy_denied',
     base: ADMIN_INPUT,
+    input: { path: '/key/list' },
     expect: { allow: false, code: 'policy_denied', message: 'The admin API needs the master key or a token in an admin group.' },
+  },
+  {
+    name: "admin: an ordinary key reading its own info (LiteLLM's GET /key/info) → allowed, not as admin",
+    base: ADMIN_INPUT,
+    expect: { allow: true, principal: { admin: false, keyId: 'abababababababab' } },
+  },
+  {
+    name: 'admin: its own info even with the admin API disabled (the gateway answers for that key only)',
+    base: ADMIN_INPUT,
+    rules: { masterKeySet: false, adminGroups: [] },
+    expect: { allow: true, principal: { admin: false } },
+  },
+  {
+    name: 'admin: its own info is not a write: POST /key/info → policy_denied',
+    base: ADMIN_INPUT,
+    input: { method: 'POST' },
+    expect: { allow: false, code: 'policy_denied' },
+  },
+  {
+    name: "admin: its own info still passes the security team's rules",
+    base: ADMIN_INPUT,
+    rules: { policy: compile([{ name: 'all', when: 'true', deny: 'everything' }]) },
+    expect: { allow: false, code: 'policy_denied' },
   },
   {
     name: 'admin: JWT outside the admin groups, no key → missing_api_key (send the master key)',
@@ -484,6 +508,7 @@ table('decide: probe, admin and plain routes', [
   {
     name: 'admin: neither master key nor admin groups configured → disabled',
     base: ADMIN_INPUT,
+    input: { path: '/key/list' },
     rules: { masterKeySet: false, adminGroups: [] },
     expect: {
       allow: false,
@@ -515,6 +540,7 @@ table('decide: probe, admin and plain routes', [
   {
     name: 'admin: only admin groups configured, ordinary key → policy_denied',
     base: ADMIN_INPUT,
+    input: { path: '/team/info' },
     rules: { masterKeySet: false },
     expect: { allow: false, code: 'policy_denied', message: 'The admin API needs the master key or a token in an admin group.' },
   },
