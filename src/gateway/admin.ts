@@ -73,6 +73,12 @@ type Reply = { status: number; body: unknown; ignored?: readonly string[] } | { 
 
 const KEY_BYTES = 24; // 192 random bits, base64url: `sk-` + 32 characters
 const TAKEN = (field: string): string => `${field}: this key exists already: choose another value, or leave it out`;
+/** LiteLLM's 400 for an alias another key has (aliases name one key, for /key/delete and /key/list). */
+const ALIAS_TAKEN: Reply = {
+  error: 'invalid_body',
+  param: 'key_alias',
+  message: 'key_alias: another key has this alias: choose another (aliases are unique across keys, as in LiteLLM)',
+};
 
 /** The admin routes: `METHOD /path` → handler. */
 const ROUTES = new Set([
@@ -270,8 +276,10 @@ export class AdminApi {
     const key = b.key ?? `sk-${randomBytes(KEY_BYTES).toString('base64url')}`;
     const hash = sha256Hex(key);
     const record = applyKeyFields(blankKey(hash), b, this.#now());
-    if (this.#taken(key) || !(await this.#d.records.createKey(record, keyName(key))))
-      return { error: 'conflict', param: 'key', message: TAKEN('key') };
+    if (this.#taken(key)) return { error: 'conflict', param: 'key', message: TAKEN('key') };
+    const created = await this.#d.records.createKey(record, keyName(key));
+    if (created === 'taken') return { error: 'conflict', param: 'key', message: TAKEN('key') };
+    if (created === 'alias-taken') return ALIAS_TAKEN;
     this.#audit(caller, 'key.generate', { key_id: record.id, key_alias: record.alias, chosen: b.key != null });
     const row = await findKey(this.#d.db, hash);
     return { status: 200, body: { key, ...(row === undefined ? {} : keyView(row, 0, this.#now())) } };
@@ -330,7 +338,8 @@ export class AdminApi {
     const missing = await this.#teamMissing(b.team_id);
     if (missing !== undefined) return missing;
     const record = applyKeyFields(keyFromRow(found.row), b, this.#now());
-    await this.#d.records.putKey(record);
+    if ((await this.#d.records.putKey(record, undefined, record.alias !== (found.row.key_alias ?? undefined))) === 'alias-taken')
+      return ALIAS_TAKEN;
     this.#audit(caller, 'key.update', { key_id: record.id });
     return this.#keyAfterWrite(found.hash);
   }
@@ -379,9 +388,10 @@ export class AdminApi {
     const next = applyKeyFields({ ...keyFromRow(found.row), hash, id: keyId(hash) }, fields, this.#now());
     // One transaction: the old secret stops working everywhere as the new one starts, with the record's
     // fields and its spend carried over; the budget already counted this period follows the new key id.
-    const done = await this.#d.records.regenerateKey(found.hash, next, keyName(key));
+    const done = await this.#d.records.regenerateKey(found.hash, next, keyName(key), next.alias !== (found.row.key_alias ?? undefined));
     if (done === 'missing') return { error: 'not_found', param: 'key', message: 'key: no such key' };
     if (done === 'taken') return { error: 'conflict', param: 'new_key', message: TAKEN('new_key') };
+    if (done === 'alias-taken') return ALIAS_TAKEN;
     await this.#d.carrySpend?.(keyId(found.hash), next.id, next.limits);
     this.#audit(caller, 'key.regenerate', { key_id: next.id, previous_key_id: keyId(found.hash) });
     const row = await findKey(this.#d.db, hash);

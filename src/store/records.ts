@@ -167,15 +167,34 @@ export class RecordStore {
     return result;
   }
 
-  /** Inserts or updates a key; `keyName` (LiteLLM's `sk-...abcd`) is kept when not given. */
-  async putKey(k: KeyRecord, keyName?: string): Promise<void> {
-    await this.#write([{ kind: 'key', id: k.hash }], (tx) => upsertKey(tx, k, keyName, false));
+  /**
+   * Inserts or updates a key; `keyName` (LiteLLM's `sk-...abcd`) is kept when not given. `claimAlias`: its
+   * alias is new to it, so no other key may have it ('alias-taken', and nothing changed).
+   */
+  async putKey(k: KeyRecord, keyName?: string, claimAlias = false): Promise<'done' | 'alias-taken'> {
+    return this.#keyWrite([{ kind: 'key', id: k.hash }], async (tx): Promise<'done'> => {
+      if (claimAlias) await claimKeyAlias(tx, k.alias, k.hash);
+      await upsertKey(tx, k, keyName, false);
+      return 'done';
+    });
   }
 
-  /** A new key: false, and nothing changed, when a key with its hash exists already. */
-  async createKey(k: KeyRecord, keyName: string): Promise<boolean> {
-    const rows = await this.#write([{ kind: 'key', id: k.hash }], (tx) => upsertKey(tx, k, keyName, true));
-    return rows.length > 0;
+  /** A new key: 'taken' when a key with its hash exists already, 'alias-taken' when one has its alias; nothing changed then. */
+  async createKey(k: KeyRecord, keyName: string): Promise<'done' | 'taken' | 'alias-taken'> {
+    return this.#keyWrite([{ kind: 'key', id: k.hash }], async (tx): Promise<'done' | 'taken'> => {
+      await claimKeyAlias(tx, k.alias, k.hash);
+      return (await upsertKey(tx, k, keyName, true)).length > 0 ? 'done' : 'taken';
+    });
+  }
+
+  /** A key write whose transaction a taken alias rolls back, answered as such. */
+  async #keyWrite<T>(changes: readonly RecordChange[], write: (tx: Queryable) => Promise<T>): Promise<T | 'alias-taken'> {
+    try {
+      return await this.#write(changes, write);
+    } catch (err) {
+      if (err instanceof AliasTaken) return 'alias-taken';
+      throw err;
+    }
   }
 
   async deleteKey(hash: string): Promise<boolean> {
@@ -197,17 +216,23 @@ export class RecordStore {
    * transaction. The key's spend-log rows move to the new id, so its spend and budget carry over (LiteLLM
    * keeps spend on regenerate). False when the old key does not exist.
    */
-  async regenerateKey(oldHash: string, next: KeyRecord, keyName: string): Promise<'done' | 'missing' | 'taken'> {
+  async regenerateKey(
+    oldHash: string,
+    next: KeyRecord,
+    keyName: string,
+    claimAlias = false,
+  ): Promise<'done' | 'missing' | 'taken' | 'alias-taken'> {
     // The old hash first: every replica refuses the old key before the new one works anywhere.
     try {
-      return await this.#write(
+      return await this.#keyWrite(
         [
           { kind: 'key', id: oldHash },
           { kind: 'key', id: next.hash },
         ],
-        async (tx) => {
+        async (tx): Promise<'done' | 'missing'> => {
           const gone = await tx.query('DELETE FROM keys WHERE key_hash = $1 RETURNING key_hash', [oldHash]);
           if (gone.length === 0) return 'missing';
+          if (claimAlias) await claimKeyAlias(tx, next.alias, next.hash);
           // A new secret chosen by the caller may be another key's: nothing changes then (the throw rolls back).
           if ((await upsertKey(tx, next, keyName, true)).length === 0) throw new KeyTaken();
           await tx.query('UPDATE spend_logs SET key_id = $2 WHERE key_id = $1', [keyId(oldHash), next.id]);
@@ -273,6 +298,19 @@ export class RecordStore {
 }
 
 class KeyTaken extends Error {}
+class AliasTaken extends Error {}
+
+/**
+ * Refuses (AliasTaken) an alias that a key other than `hash` has: aliases are unique across the keys made
+ * through the API, as LiteLLM makes them, so /key/delete and /key/list by alias name one key. Writers of one
+ * alias take turns (a transaction-scoped advisory lock), so two at once cannot both claim it.
+ */
+async function claimKeyAlias(tx: Queryable, alias: string | undefined, hash: string): Promise<void> {
+  if (alias === undefined) return;
+  await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`tollgate key_alias ${alias}`]);
+  const rows = await tx.query('SELECT 1 FROM keys WHERE key_alias = $1 AND key_hash <> $2 LIMIT 1', [alias, hash]);
+  if (rows.length > 0) throw new AliasTaken();
+}
 
 /** Writes a key record; `create`: only when its hash is new (the rows returned say whether it was). */
 function upsertKey(tx: Queryable, k: KeyRecord, keyName: string | undefined, create: boolean): Promise<unknown[]> {

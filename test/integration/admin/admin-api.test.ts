@@ -358,7 +358,7 @@ keys:
     assert.equal(errorOf(configModel).param, 'id');
   });
 
-  test('LiteLLM clients: null means "not given", the spend rows name keys by their token, an ambiguous alias is refused', async () => {
+  test('LiteLLM clients: null means "not given", the spend rows name keys by their token, aliases are unique', async () => {
     const gen = await call(a, 'POST', '/key/generate', {
       key_alias: 'twin',
       models: null,
@@ -372,8 +372,29 @@ keys:
     const upd = await call(a, 'POST', '/key/update', { key: twin, rpm_limit: 7, key_alias: null, models: null });
     assert.equal(upd.body['rpm_limit'], 7);
     assert.equal(upd.body['key_alias'], 'twin', 'null leaves a field as it is');
-    const other = String((await call(a, 'POST', '/key/generate', { key_alias: 'twin' })).body['key']);
+    // Aliases are unique, as LiteLLM makes them: on generate, update and regenerate alike (exact, case and all).
+    const again = await call(a, 'POST', '/key/generate', { key_alias: 'twin' });
+    assert.equal(again.status, 400);
+    assert.equal(errorOf(again).param, 'key_alias');
+    const other = String((await call(a, 'POST', '/key/generate', { key_alias: 'Twin' })).body['key']);
     secrets.add(other);
+    const renamed = await call(b, 'POST', '/key/update', { key: other, key_alias: 'twin' });
+    assert.equal(renamed.status, 400);
+    assert.equal(errorOf(renamed).param, 'key_alias');
+    assert.equal((await call(b, 'POST', '/key/regenerate', { key: other, key_alias: 'twin' })).status, 400);
+    assert.equal((await call(b, 'POST', '/key/update', { key: twin, key_alias: 'twin', rpm_limit: 8 })).status, 200, 'its own alias');
+    assert.equal((await chat(b, other)).status, 200, 'a refused rename or regenerate changed nothing');
+    // Two keys asking for one new alias at once: one gets it.
+    const racers = await Promise.all([a, b, a, b].map((port) => call(port, 'POST', '/key/generate', { key_alias: 'raced' })));
+    assert.deepEqual(racers.map((r) => r.status).sort(), [200, 400, 400, 400]);
+    for (const r of racers) if (r.status === 200) secrets.add(String(r.body['key']));
+    // Twins from before (a database LiteLLM filled): deleting by their alias is refused as ambiguous.
+    const db = await openDb({ url: `${PG}?schema=${schema}` });
+    try {
+      await db.query("UPDATE keys SET key_alias = 'twin' WHERE key_hash = $1", [sha(other)]);
+    } finally {
+      await db.close();
+    }
     const ambiguous = await call(a, 'POST', '/key/delete', { keys: null, key_aliases: ['twin'] });
     assert.equal(ambiguous.status, 400);
     assert.equal(errorOf(ambiguous).param, 'key_aliases[0]');
