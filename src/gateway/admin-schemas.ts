@@ -203,6 +203,8 @@ export const spendLogsQuery = z
     start_date: dateParam.optional(),
     end_date: dateParam.optional(),
     limit: z.coerce.number().int().positive().max(1000).default(100),
+    /** LiteLLM's: with start_date and end_date, spend per day (the default) rather than rows. */
+    summarize: bool.default(true),
   })
   .strict();
 export const spendKeysQuery = z.object({ limit: z.coerce.number().int().positive().max(1000).default(100) }).strict();

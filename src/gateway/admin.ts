@@ -19,6 +19,8 @@ import {
   findTeam,
   listKeys,
   spendLogs,
+  dailySpend,
+  type DailySpendRow,
   spendOf,
   spendOfKeys,
   topKeySpend,
@@ -501,16 +503,18 @@ export class AdminApi {
 
   async #spendLogs(q: z.output<typeof S.spendLogsQuery>): Promise<Reply> {
     const ref = q.api_key;
-    const keyIdOf = ref === undefined ? undefined : /^[0-9a-f]{16}$/.test(ref) ? ref : keyId(hashOfRef(ref));
-    const rows = await spendLogs(this.#d.db, {
-      keyId: keyIdOf,
+    const filter = {
+      keyId: ref === undefined ? undefined : /^[0-9a-f]{16}$/.test(ref) ? ref : keyId(hashOfRef(ref)),
       requestId: q.request_id,
       userId: q.user_id,
       teamId: q.team_id,
       start: q.start_date,
       end: q.end_date,
-      limit: q.limit,
-    });
+    };
+    // LiteLLM answers a date range with spend per day unless told summarize=false.
+    if (q.summarize && q.start_date !== undefined && q.end_date !== undefined)
+      return { status: 200, body: this.#daySummary(await dailySpend(this.#d.db, filter), q.end_date) };
+    const rows = await spendLogs(this.#d.db, { ...filter, limit: q.limit });
     return {
       status: 200,
       body: rows.map((r) => {
@@ -534,6 +538,46 @@ export class AdminApi {
         };
       }),
     };
+  }
+
+  /**
+   * LiteLLM's summarized /spend/logs: one entry a day from the first day with spend, oldest first, each with
+   * its `spend`, the spend of each key under its token, `users` and `models`; days without spend up to the
+   * range's end are there with zeros. No spend at all: an empty list.
+   */
+  #daySummary(rows: readonly DailySpendRow[], end: Date): Record<string, unknown>[] {
+    const days = new Map<string, { spend: number; keys: Map<string, number>; users: Record<string, number>; models: Record<string, number> }>();
+    for (const r of rows) {
+      let d = days.get(r.day);
+      if (d === undefined) {
+        d = { spend: 0, keys: new Map(), users: {}, models: {} };
+        days.set(r.day, d);
+      }
+      d.spend += r.spend;
+      const key = r.token ?? this.#tokenOf(r.key_id) ?? r.key_id ?? 'null';
+      d.keys.set(key, (d.keys.get(key) ?? 0) + r.spend);
+      const user = r.user_id ?? 'null';
+      d.users[user] = (d.users[user] ?? 0) + r.spend;
+      d.models[r.model] = (d.models[r.model] ?? 0) + r.spend;
+    }
+    const first = rows[0]?.day;
+    const lastSpent = rows.at(-1)?.day;
+    if (first === undefined || lastSpent === undefined) return [];
+    // The range's end is exclusive: its last day is the one before. At most ten years of days are listed.
+    const rangeEnd = new Date(end.getTime() - 1).toISOString().slice(0, 10);
+    const stop = rangeEnd > lastSpent ? rangeEnd : lastSpent;
+    const out: Record<string, unknown>[] = [];
+    for (let t = Date.parse(`${first}T00:00:00Z`); out.length < 3660; t += 86_400_000) {
+      const day = new Date(t).toISOString().slice(0, 10);
+      const d = days.get(day);
+      out.push(
+        d === undefined
+          ? { startTime: day, spend: 0, users: {}, models: {} }
+          : { ...Object.fromEntries(d.keys), spend: d.spend, users: d.users, models: d.models, startTime: day },
+      );
+      if (day >= stop) break;
+    }
+    return out;
   }
 
   // ------------------------------------------------------------------------------------------ models

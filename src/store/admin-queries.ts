@@ -179,6 +179,38 @@ export async function spendLogs(db: Queryable, f: SpendLogFilter): Promise<Spend
   );
 }
 
+export interface DailySpendRow {
+  /** `YYYY-MM-DD`, UTC. */
+  readonly day: string;
+  readonly key_id: string | null;
+  /** The key's token (sha256), while the key exists. */
+  readonly token: string | null;
+  readonly user_id: string | null;
+  readonly model: string;
+  readonly spend: number;
+}
+
+/** Spend per UTC day, key, user and model, oldest day first (LiteLLM's summarized /spend/logs). */
+export async function dailySpend(db: Queryable, f: Omit<SpendLogFilter, 'limit'>): Promise<DailySpendRow[]> {
+  const w = where([
+    ['key_id =', f.keyId],
+    ['request_id =', f.requestId],
+    ['user_id =', f.userId],
+    ['team_id =', f.teamId],
+    ['created_at >=', f.start],
+    ['created_at <', f.end],
+  ]);
+  const rows = await db.query<DailySpendRow>(
+    `SELECT s.day, s.key_id, k.key_hash AS token, s.user_id, s.model, s.spend
+     FROM (SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, key_id, user_id, model, sum(cost) AS spend
+           FROM spend_logs ${w.sql} GROUP BY 1, 2, 3, 4) s
+     LEFT JOIN keys k ON k.key_id = s.key_id
+     ORDER BY s.day`,
+    w.params,
+  );
+  return rows.map((r) => ({ ...r, spend: Number(r.spend) }));
+}
+
 /** Spend and request count over a time range (all time when open). */
 export async function totalSpend(
   db: Queryable,

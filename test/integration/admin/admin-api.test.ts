@@ -640,6 +640,27 @@ keys:
     assert.ok(Number(global.body['spend']) >= 0.016);
     const range = await call(b, 'GET', '/global/spend?start_date=2000-01-01&end_date=2000-01-02');
     assert.equal(range.body['spend'], 0);
+
+    // LiteLLM's date-range form: spend per day unless summarize=false, with zero days to the range's end.
+    const today = new Date().toISOString().slice(0, 10);
+    const inTwoDays = new Date(Date.now() + 2 * 86_400_000).toISOString().slice(0, 10);
+    const dayAfter = new Date(Date.now() + 86_400_000).toISOString().slice(0, 10);
+    const summary = await call(a, 'GET', `/spend/logs?api_key=${sha(key)}&start_date=${today}&end_date=${inTwoDays}`);
+    assert.equal(summary.status, 200);
+    const days = summary.body as unknown as Json[];
+    assert.deepEqual(
+      days.map((d) => d['startTime']),
+      [today, dayAfter],
+      'from the first day with spend to the last day before end_date',
+    );
+    assert.ok(Math.abs(Number(days[0]?.['spend']) - 0.016) < 1e-9);
+    assert.ok(Math.abs(Number(days[0]?.[sha(key)]) - 0.016) < 1e-9, "the key's spend under its token");
+    assert.ok(Math.abs(Number((days[0]?.['models'] as Json)['llama']) - 0.016) < 1e-9);
+    assert.deepEqual(days[1], { startTime: dayAfter, spend: 0, users: {}, models: {} });
+    const unsummarized = await call(a, 'GET', `/spend/logs?api_key=${sha(key)}&start_date=${today}&end_date=${inTwoDays}&summarize=false`);
+    assert.equal((unsummarized.body as unknown as Json[])[0]?.['request_id'], row?.['request_id']);
+    const none = await call(a, 'GET', '/spend/logs?start_date=2000-01-01&end_date=2000-01-03');
+    assert.deepEqual(none.body, [], 'no spend in the range: an empty list');
   });
 
   test('GET /health probes every deployment through its /models (admin only)', async () => {
