@@ -98,7 +98,8 @@ function denyAdmin(rules: DecisionRules, key: DecisionInput['key']): Decision {
   if (!rules.masterKeySet && rules.adminGroups.length === 0) {
     return deny('policy_denied', 'The admin API is disabled: configure general_settings.master_key or auth.admin_groups.');
   }
-  if (key === 'missing') return deny('missing_api_key', 'The admin API needs "Authorization: Bearer <master key>" or a token in an admin group.');
+  if (key === 'missing')
+    return deny('missing_api_key', 'The admin API needs "Authorization: Bearer <master key>" or a token in an admin group.');
   return deny('policy_denied', 'The admin API needs the master key or a token in an admin group.');
 }
 

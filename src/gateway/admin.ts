@@ -294,7 +294,11 @@ export class AdminApi {
   async #keyInfo(ref: string | undefined, caller: AdminCaller): Promise<Reply> {
     const hash = ref === undefined ? caller.key?.hash : hashOfRef(ref);
     if (hash === undefined)
-      return { error: 'invalid_body', param: 'key', message: 'key: name the key: ?key= and its token (64 hex characters, as /key/list returns it)' };
+      return {
+        error: 'invalid_body',
+        param: 'key',
+        message: 'key: name the key: ?key= and its token (64 hex characters, as /key/list returns it)',
+      };
     if (!caller.admin && hash !== caller.key?.hash)
       return {
         error: 'policy_denied',
@@ -546,7 +550,10 @@ export class AdminApi {
    * range's end are there with zeros. No spend at all: an empty list.
    */
   #daySummary(rows: readonly DailySpendRow[], end: Date): Record<string, unknown>[] {
-    const days = new Map<string, { spend: number; keys: Map<string, number>; users: Record<string, number>; models: Record<string, number> }>();
+    const days = new Map<
+      string,
+      { spend: number; keys: Map<string, number>; users: Record<string, number>; models: Record<string, number> }
+    >();
     for (const r of rows) {
       let d = days.get(r.day);
       if (d === undefined) {

@@ -275,7 +275,8 @@ export class Forwarder {
     if (addUsage) set['stream_options'] = { ...(body['stream_options'] as object | undefined), include_usage: true };
     const capped = req.endpoint !== 'embeddings' && body['max_tokens'] == null && body['max_completion_tokens'] == null;
     if (capped)
-      set['max_tokens'] = d.maxTokens === undefined ? this.#settings.defaultMaxTokens : Math.min(d.maxTokens, this.#settings.defaultMaxTokens);
+      set['max_tokens'] =
+        d.maxTokens === undefined ? this.#settings.defaultMaxTokens : Math.min(d.maxTokens, this.#settings.defaultMaxTokens);
     const spliced = spliceJson(req.text, body, d.backendModel, set);
     if (spliced !== undefined) return spliced;
     const out: Record<string, unknown> = { ...body, model: d.backendModel, ...set };

@@ -18,7 +18,13 @@ import { MemoryCounters } from '../../../src/store/memory-counters.js';
 import { RedisCounters } from '../../../src/store/redis-counters.js';
 
 const REDIS = process.env['TEST_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
-const T0 = Date.UTC(2026, 10, 23, 12, 0, 0);
+/**
+ * Noon (UTC) today: counters are written at this time, so their budget keys' expiry (a day after the period
+ * ends) lies ahead. A fixed date would age out: Redis drops a key whose PEXPIREAT has passed at once.
+ */
+const T0 = new Date().setUTCHours(12, 0, 0, 0);
+/** A fixed instant, for the calendar arithmetic of budget periods (no Redis). */
+const FIXED = Date.UTC(2026, 10, 23, 12, 0, 0);
 
 const subject = (id: string, l: Partial<Omit<LimitSubject, 'id'>>): LimitSubject => ({
   id,
@@ -198,28 +204,28 @@ describe('a Redis that has not been seeded', () => {
 describe('budget periods and headers', () => {
   test('periods are aligned, so every replica and a restarted one agree', () => {
     const day = 86_400_000;
-    const p = budgetPeriod('10d', T0);
+    const p = budgetPeriod('10d', FIXED);
     assert.equal(p.start % (10 * day), 0);
     assert.equal(p.end - p.start, 10 * day);
-    assert.ok(p.start <= T0 && T0 < p.end);
-    assert.deepEqual(budgetPeriod('1d', T0), { start: Date.UTC(2026, 10, 23), end: Date.UTC(2026, 10, 24) });
-    assert.deepEqual(budgetPeriod('mo', T0), { start: Date.UTC(2026, 10, 1), end: Date.UTC(2026, 11, 1) });
+    assert.ok(p.start <= FIXED && FIXED < p.end);
+    assert.deepEqual(budgetPeriod('1d', FIXED), { start: Date.UTC(2026, 10, 23), end: Date.UTC(2026, 10, 24) });
+    assert.deepEqual(budgetPeriod('mo', FIXED), { start: Date.UTC(2026, 10, 1), end: Date.UTC(2026, 11, 1) });
     assert.deepEqual(budgetPeriod('1mo', Date.UTC(2026, 11, 31, 23)), { start: Date.UTC(2026, 11, 1), end: Date.UTC(2027, 0, 1) });
-    assert.deepEqual(budgetPeriod('3mo', T0), { start: Date.UTC(2026, 9, 1), end: Date.UTC(2027, 0, 1) });
-    assert.deepEqual(budgetPeriod('h', T0 + 1234), { start: T0, end: T0 + 3_600_000 });
+    assert.deepEqual(budgetPeriod('3mo', FIXED), { start: Date.UTC(2026, 9, 1), end: Date.UTC(2027, 0, 1) });
+    assert.deepEqual(budgetPeriod('h', FIXED + 1234), { start: FIXED, end: FIXED + 3_600_000 });
     // LiteLLM's calendar resets: 30d is a calendar month, a week (1w or 7d) starts on a Monday (2026-11-23 is one).
-    assert.deepEqual(budgetPeriod('30d', T0), { start: Date.UTC(2026, 10, 1), end: Date.UTC(2026, 11, 1) });
+    assert.deepEqual(budgetPeriod('30d', FIXED), { start: Date.UTC(2026, 10, 1), end: Date.UTC(2026, 11, 1) });
     for (const w of ['1w', 'w', '7d']) {
-      assert.deepEqual(budgetPeriod(w, T0), { start: Date.UTC(2026, 10, 23), end: Date.UTC(2026, 10, 30) }, w);
+      assert.deepEqual(budgetPeriod(w, FIXED), { start: Date.UTC(2026, 10, 23), end: Date.UTC(2026, 10, 30) }, w);
       assert.deepEqual(budgetPeriod(w, Date.UTC(2026, 10, 23) - 1), { start: Date.UTC(2026, 10, 16), end: Date.UTC(2026, 10, 23) }, w);
     }
-    const two = budgetPeriod('2w', T0);
+    const two = budgetPeriod('2w', FIXED);
     assert.equal(new Date(two.start).getUTCDay(), 1, 'two weeks from a Monday');
-    assert.ok(two.end - two.start === 14 * day && two.start <= T0 && T0 < two.end);
+    assert.ok(two.end - two.start === 14 * day && two.start <= FIXED && FIXED < two.end);
     // A key's lifetime is not a budget period: 30d is thirty days from now.
-    assert.equal(afterDuration('30d', T0), T0 + 30 * day);
-    assert.equal(afterDuration('2w', T0), T0 + 14 * day);
-    assert.deepEqual(budgetPeriod(undefined, T0), { start: 0, end: Number.MAX_SAFE_INTEGER });
+    assert.equal(afterDuration('30d', FIXED), FIXED + 30 * day);
+    assert.equal(afterDuration('2w', FIXED), FIXED + 14 * day);
+    assert.deepEqual(budgetPeriod(undefined, FIXED), { start: 0, end: Number.MAX_SAFE_INTEGER });
   });
 
   test('x-ratelimit headers in OpenAI names', () => {

@@ -327,11 +327,11 @@ describe('withModel: the top-level model renamed in the text', () => {
   });
 });
 
-describe('spliceJson: the request a deployment gets, edited in the client\'s text', () => {
+describe("spliceJson: the request a deployment gets, edited in the client's text", () => {
   const splice = (json: string, add: Obj = {}, model = 'meta/llama-8b'): string | undefined =>
     spliceJson(json, JSON.parse(json) as Obj, model, add);
 
-  test('the model renamed and the additions appended; the rest is the client\'s bytes', () => {
+  test("the model renamed and the additions appended; the rest is the client's bytes", () => {
     const json = '{"model":"llama","messages":[{"role":"user","content":"caf\\u00e9 }"}],"temperature":0.50}\n';
     const out = splice(json, { max_tokens: 256, stream_options: { include_usage: true } });
     assert.equal(
