@@ -64,9 +64,14 @@ export class SseRewriter {
 
   #event(raw: string): string {
     let data = '';
-    for (const line of raw.split(/\r?\n/)) {
-      if (line.startsWith('data:')) data += line.slice(line[5] === ' ' ? 6 : 5);
-      // Comments (`:`), `event:`, `id:` and `retry:` lines are not used by OpenAI streams.
+    // The usual event is one `data:` line (vLLM, OpenAI): taken as it is, without splitting.
+    if (!raw.includes('\n')) {
+      if (raw.startsWith('data:')) data = raw.slice(raw[5] === ' ' ? 6 : 5);
+    } else {
+      for (const line of raw.split(/\r?\n/)) {
+        if (line.startsWith('data:')) data += line.slice(line[5] === ' ' ? 6 : 5);
+        // Comments (`:`), `event:`, `id:` and `retry:` lines are not used by OpenAI streams.
+      }
     }
     if (data === '') return '';
     if (data === '[DONE]') {
