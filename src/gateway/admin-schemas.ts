@@ -32,7 +32,7 @@ const keyDuration = duration.refine((d) => afterDuration(d, 0) <= HUNDRED_YEARS_
   error: 'too long: at most 100 years (omit duration for a key that never expires)',
 });
 
-const NUMERIC = /^\s*-?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$/;
+const NUMERIC = /^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$/;
 /**
  * LiteLLM's API (pydantic) takes a number written as a string, `"10"` for 10, and scripts written against
  * it send them. Any other string is left to the field's own error.

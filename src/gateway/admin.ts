@@ -75,6 +75,16 @@ type Reply = { status: number; body: unknown; ignored?: readonly string[] } | { 
 
 const KEY_BYTES = 24; // 192 random bits, base64url: `sk-` + 32 characters
 const TAKEN = (field: string): string => `${field}: this key exists already: choose another value, or leave it out`;
+/** The most (day, key, user, model) sums one summarized /spend/logs adds up. */
+const SUMMARY_ROWS = 100_000;
+
+interface DaySpend {
+  spend: number;
+  readonly keys: Map<string, number>;
+  readonly users: Map<string, number>;
+  readonly models: Map<string, number>;
+}
+
 /** LiteLLM's 400 for an alias another key has (aliases name one key, for /key/delete and /key/list). */
 const ALIAS_TAKEN: Reply = {
   error: 'invalid_body',
@@ -344,8 +354,7 @@ export class AdminApi {
     const missing = await this.#teamMissing(b.team_id);
     if (missing !== undefined) return missing;
     const record = applyKeyFields(keyFromRow(found.row), b, this.#now());
-    if ((await this.#d.records.putKey(record, undefined, record.alias !== (found.row.key_alias ?? undefined))) === 'alias-taken')
-      return ALIAS_TAKEN;
+    if ((await this.#d.records.putKey(record)) === 'alias-taken') return ALIAS_TAKEN;
     this.#audit(caller, 'key.update', { key_id: record.id });
     return this.#keyAfterWrite(found.hash);
   }
@@ -394,7 +403,7 @@ export class AdminApi {
     const next = applyKeyFields({ ...keyFromRow(found.row), hash, id: keyId(hash) }, fields, this.#now());
     // One transaction: the old secret stops working everywhere as the new one starts, with the record's
     // fields and its spend carried over; the budget already counted this period follows the new key id.
-    const done = await this.#d.records.regenerateKey(found.hash, next, keyName(key), next.alias !== (found.row.key_alias ?? undefined));
+    const done = await this.#d.records.regenerateKey(found.hash, next, keyName(key));
     if (done === 'missing') return { error: 'not_found', param: 'key', message: 'key: no such key' };
     if (done === 'taken') return { error: 'conflict', param: 'new_key', message: TAKEN('new_key') };
     if (done === 'alias-taken') return ALIAS_TAKEN;
@@ -516,8 +525,16 @@ export class AdminApi {
       end: q.end_date,
     };
     // LiteLLM answers a date range with spend per day unless told summarize=false.
-    if (q.summarize && q.start_date !== undefined && q.end_date !== undefined)
-      return { status: 200, body: this.#daySummary(await dailySpend(this.#d.db, filter), q.end_date) };
+    if (q.summarize && q.start_date !== undefined && q.end_date !== undefined) {
+      const days = await dailySpend(this.#d.db, filter, SUMMARY_ROWS);
+      if (days.length > SUMMARY_ROWS)
+        return {
+          error: 'invalid_body',
+          param: 'start_date',
+          message: 'start_date: too much spend to sum up per day in this range: narrow the dates, or filter by api_key or user_id',
+        };
+      return { status: 200, body: this.#daySummary(days, q.end_date) };
+    }
     const rows = await spendLogs(this.#d.db, { ...filter, limit: q.limit });
     return {
       status: 200,
@@ -546,32 +563,30 @@ export class AdminApi {
 
   /**
    * LiteLLM's summarized /spend/logs: one entry a day from the first day with spend, oldest first, each with
-   * its `spend`, the spend of each key under its token, `users` and `models`; days without spend up to the
-   * range's end are there with zeros. No spend at all: an empty list.
+   * its `spend`, the spend of each key under its token, `users` and `models`; days without spend, up to
+   * end_date's day, are there with zeros (LiteLLM leaves out those between days with spend). No spend at
+   * all: an empty list.
    */
   #daySummary(rows: readonly DailySpendRow[], end: Date): Record<string, unknown>[] {
-    const days = new Map<
-      string,
-      { spend: number; keys: Map<string, number>; users: Record<string, number>; models: Record<string, number> }
-    >();
+    // Maps, not objects: a user or model named `constructor` or `__proto__` is a name like any other.
+    const days = new Map<string, DaySpend>();
+    const add = (m: Map<string, number>, k: string, v: number): void => void m.set(k, (m.get(k) ?? 0) + v);
     for (const r of rows) {
       let d = days.get(r.day);
       if (d === undefined) {
-        d = { spend: 0, keys: new Map(), users: {}, models: {} };
+        d = { spend: 0, keys: new Map(), users: new Map(), models: new Map() };
         days.set(r.day, d);
       }
       d.spend += r.spend;
-      const key = r.token ?? this.#tokenOf(r.key_id) ?? r.key_id ?? 'null';
-      d.keys.set(key, (d.keys.get(key) ?? 0) + r.spend);
-      const user = r.user_id ?? 'null';
-      d.users[user] = (d.users[user] ?? 0) + r.spend;
-      d.models[r.model] = (d.models[r.model] ?? 0) + r.spend;
+      add(d.keys, r.token ?? this.#tokenOf(r.key_id) ?? r.key_id ?? 'null', r.spend);
+      add(d.users, r.user_id ?? 'null', r.spend);
+      add(d.models, r.model, r.spend);
     }
     const first = rows[0]?.day;
     const lastSpent = rows.at(-1)?.day;
     if (first === undefined || lastSpent === undefined) return [];
-    // The range's end is exclusive: its last day is the one before. At most ten years of days are listed.
-    const rangeEnd = new Date(end.getTime() - 1).toISOString().slice(0, 10);
+    // As LiteLLM: through end_date's day. At most ten years of days are listed.
+    const rangeEnd = end.toISOString().slice(0, 10);
     const stop = rangeEnd > lastSpent ? rangeEnd : lastSpent;
     const out: Record<string, unknown>[] = [];
     for (let t = Date.parse(`${first}T00:00:00Z`); out.length < 3660; t += 86_400_000) {
@@ -580,7 +595,13 @@ export class AdminApi {
       out.push(
         d === undefined
           ? { startTime: day, spend: 0, users: {}, models: {} }
-          : { ...Object.fromEntries(d.keys), spend: d.spend, users: d.users, models: d.models, startTime: day },
+          : {
+              ...Object.fromEntries(d.keys),
+              spend: d.spend,
+              users: Object.fromEntries(d.users),
+              models: Object.fromEntries(d.models),
+              startTime: day,
+            },
       );
       if (day >= stop) break;
     }

@@ -277,7 +277,8 @@ export class Forwarder {
     if (capped)
       set['max_tokens'] =
         d.maxTokens === undefined ? this.#settings.defaultMaxTokens : Math.min(d.maxTokens, this.#settings.defaultMaxTokens);
-    const spliced = spliceJson(req.text, body, d.backendModel, set);
+    // A max_completion_tokens: null goes (vLLM takes it over max_tokens): in the text it would stay.
+    const spliced = capped && Object.hasOwn(body, 'max_completion_tokens') ? undefined : spliceJson(req.text, body, d.backendModel, set);
     if (spliced !== undefined) return spliced;
     const out: Record<string, unknown> = { ...body, model: d.backendModel, ...set };
     if (capped) delete out['max_completion_tokens'];

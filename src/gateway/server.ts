@@ -190,7 +190,12 @@ function serve(deps: GatewayDeps, res: ServerResponse, r: Incoming, id: Identify
   if (isAdminRoute(method, path)) {
     // Check (or the authorizer here) already demanded the master key or an admin group for these paths, but
     // for a key reading its own record (GET /key/info), which the admin API answers for that key only.
-    const own = typeof id.key === 'object' && isOwnKeyInfo(method, path) ? id.key : undefined;
+    // A key blocked or expired since Check signed the context reads nothing.
+    const key = id.key;
+    const own =
+      typeof key === 'object' && isOwnKeyInfo(method, path) && !key.blocked && (key.expiresAt === undefined || Date.now() < key.expiresAt)
+        ? key
+        : undefined;
     if (!id.admin && own === undefined)
       return sendError(res, 'policy_denied', 'The admin API needs the master key or a token in an admin group.', id.caller.requestId);
     if (deps.admin === undefined) {

@@ -141,7 +141,8 @@ export function withModel(json: string, parsed: Record<string, unknown>, alias: 
 /**
  * `json` (the object text `parsed` was parsed from) with its top-level model set to `model` (withModel) and
  * the members of `add` appended, edited in the text: undefined when that cannot be done safely — withModel
- * cannot, or a member of `add` is in `parsed` already (replacing it in the text would need its extent).
+ * cannot, a member of `add` is in `parsed` already (replacing it in the text would need its extent), or the
+ * text repeats a member (JSON.parse kept the last, which the authorizer saw; a backend might take the first).
  */
 export function spliceJson(
   json: string,
@@ -149,6 +150,7 @@ export function spliceJson(
   model: string,
   add: Readonly<Record<string, unknown>>,
 ): string | undefined {
+  if (memberCount(json) !== Object.keys(parsed).length) return undefined;
   const renamed = withModel(json, parsed, model);
   if (renamed === undefined) return undefined;
   let members = '';
@@ -160,6 +162,28 @@ export function spliceJson(
   // withModel found a top-level "model" member, so the object is not empty: each addition follows a member.
   const end = renamed.lastIndexOf('}');
   return end < 0 ? undefined : `${renamed.slice(0, end)}${members}${renamed.slice(end)}`;
+}
+
+/** How many members the outermost object of a valid JSON object text has, as written (a repeated key counts twice). */
+function memberCount(json: string): number {
+  let depth = 0;
+  let inString = false;
+  let commas = 0;
+  let empty = true;
+  for (let i = 0; i < json.length; i++) {
+    const c = json.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c)
+        i++; // a backslash escapes the next character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) {
+      inString = true;
+      if (depth === 1) empty = false; // a key (or a value) directly in the object: it has members
+    } else if (c === 0x7b || c === 0x5b) depth++;
+    else if (c === 0x7d || c === 0x5d) depth--;
+    else if (c === 0x2c && depth === 1) commas++;
+  }
+  return empty ? 0 : commas + 1;
 }
 
 /** Whether position `at` of a JSON object text lies directly in its outermost object, outside any string. */

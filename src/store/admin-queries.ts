@@ -190,8 +190,8 @@ export interface DailySpendRow {
   readonly spend: number;
 }
 
-/** Spend per UTC day, key, user and model, oldest day first (LiteLLM's summarized /spend/logs). */
-export async function dailySpend(db: Queryable, f: Omit<SpendLogFilter, 'limit'>): Promise<DailySpendRow[]> {
+/** Spend per UTC day, key, user and model, oldest day first (LiteLLM's summarized /spend/logs); at most `limit` + 1 rows. */
+export async function dailySpend(db: Queryable, f: Omit<SpendLogFilter, 'limit'>, limit: number): Promise<DailySpendRow[]> {
   const w = where([
     ['key_id =', f.keyId],
     ['request_id =', f.requestId],
@@ -203,10 +203,10 @@ export async function dailySpend(db: Queryable, f: Omit<SpendLogFilter, 'limit'>
   const rows = await db.query<DailySpendRow>(
     `SELECT s.day, s.key_id, k.key_hash AS token, s.user_id, s.model, s.spend
      FROM (SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, key_id, user_id, model, sum(cost) AS spend
-           FROM spend_logs ${w.sql} GROUP BY 1, 2, 3, 4) s
+           FROM spend_logs ${w.sql} GROUP BY 1, 2, 3, 4 ORDER BY 1 LIMIT $${w.params.length + 1}) s
      LEFT JOIN keys k ON k.key_id = s.key_id
      ORDER BY s.day`,
-    w.params,
+    [...w.params, limit + 1],
   );
   return rows.map((r) => ({ ...r, spend: Number(r.spend) }));
 }

@@ -98,7 +98,9 @@ async function openPostgres(url: string, schemaOverride: string | undefined): Pr
     async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
       const client = await pool.connect();
       try {
-        await client.query('BEGIN');
+        // Explicit, whatever the server's default: a statement after a lock must see what committed meanwhile
+        // (records.ts claimKeyAlias, the accounting's table lock).
+        await client.query('BEGIN ISOLATION LEVEL READ COMMITTED');
         const out = await fn(wrap(client));
         await client.query('COMMIT');
         return out;

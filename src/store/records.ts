@@ -168,22 +168,26 @@ export class RecordStore {
   }
 
   /**
-   * Inserts or updates a key; `keyName` (LiteLLM's `sk-...abcd`) is kept when not given. `claimAlias`: its
-   * alias is new to it, so no other key may have it ('alias-taken', and nothing changed).
+   * Inserts or updates a key; `keyName` (LiteLLM's `sk-...abcd`) is kept when not given. An alias new to the
+   * key (as stored when the write runs) must be no other key's: 'alias-taken', and nothing changed.
    */
-  async putKey(k: KeyRecord, keyName?: string, claimAlias = false): Promise<'done' | 'alias-taken'> {
+  async putKey(k: KeyRecord, keyName?: string): Promise<'done' | 'alias-taken'> {
     return this.#keyWrite([{ kind: 'key', id: k.hash }], async (tx): Promise<'done'> => {
-      if (claimAlias) await claimKeyAlias(tx, k.alias, k.hash);
+      const alias = await lockKeyAlias(tx, k.alias);
+      const [stored] = await tx.query<{ key_alias: string | null }>('SELECT key_alias FROM keys WHERE key_hash = $1 FOR UPDATE', [k.hash]);
+      if (alias !== undefined && alias !== stored?.key_alias) await refuseTakenAlias(tx, alias, k.hash);
       await upsertKey(tx, k, keyName, false);
       return 'done';
     });
   }
 
-  /** A new key: 'taken' when a key with its hash exists already, 'alias-taken' when one has its alias; nothing changed then. */
+  /** A new key: 'taken' when a key with its hash exists already, 'alias-taken' when another has its alias; nothing changed then. */
   async createKey(k: KeyRecord, keyName: string): Promise<'done' | 'taken' | 'alias-taken'> {
     return this.#keyWrite([{ kind: 'key', id: k.hash }], async (tx): Promise<'done' | 'taken'> => {
-      await claimKeyAlias(tx, k.alias, k.hash);
-      return (await upsertKey(tx, k, keyName, true)).length > 0 ? 'done' : 'taken';
+      const alias = await lockKeyAlias(tx, k.alias);
+      if ((await upsertKey(tx, k, keyName, true)).length === 0) return 'taken';
+      if (alias !== undefined) await refuseTakenAlias(tx, alias, k.hash);
+      return 'done';
     });
   }
 
@@ -216,12 +220,7 @@ export class RecordStore {
    * transaction. The key's spend-log rows move to the new id, so its spend and budget carry over (LiteLLM
    * keeps spend on regenerate). False when the old key does not exist.
    */
-  async regenerateKey(
-    oldHash: string,
-    next: KeyRecord,
-    keyName: string,
-    claimAlias = false,
-  ): Promise<'done' | 'missing' | 'taken' | 'alias-taken'> {
+  async regenerateKey(oldHash: string, next: KeyRecord, keyName: string): Promise<'done' | 'missing' | 'taken' | 'alias-taken'> {
     // The old hash first: every replica refuses the old key before the new one works anywhere.
     try {
       return await this.#keyWrite(
@@ -230,9 +229,12 @@ export class RecordStore {
           { kind: 'key', id: next.hash },
         ],
         async (tx): Promise<'done' | 'missing'> => {
-          const gone = await tx.query('DELETE FROM keys WHERE key_hash = $1 RETURNING key_hash', [oldHash]);
-          if (gone.length === 0) return 'missing';
-          if (claimAlias) await claimKeyAlias(tx, next.alias, next.hash);
+          const alias = await lockKeyAlias(tx, next.alias);
+          const [gone] = await tx.query<{ key_alias: string | null }>('DELETE FROM keys WHERE key_hash = $1 RETURNING key_alias', [
+            oldHash,
+          ]);
+          if (gone === undefined) return 'missing';
+          if (alias !== undefined && alias !== gone.key_alias) await refuseTakenAlias(tx, alias, next.hash);
           // A new secret chosen by the caller may be another key's: nothing changes then (the throw rolls back).
           if ((await upsertKey(tx, next, keyName, true)).length === 0) throw new KeyTaken();
           await tx.query('UPDATE spend_logs SET key_id = $2 WHERE key_id = $1', [keyId(oldHash), next.id]);
@@ -301,13 +303,18 @@ class KeyTaken extends Error {}
 class AliasTaken extends Error {}
 
 /**
- * Refuses (AliasTaken) an alias that a key other than `hash` has: aliases are unique across the keys made
- * through the API, as LiteLLM makes them, so /key/delete and /key/list by alias name one key. Writers of one
- * alias take turns (a transaction-scoped advisory lock), so two at once cannot both claim it.
+ * Aliases are unique across the keys made through the API, as LiteLLM makes them, so /key/delete and
+ * /key/list by alias name one key. Writers of one alias take turns: each key write first takes a
+ * transaction-scoped advisory lock on its alias (before any row, so two writes cannot wait on each other in
+ * opposite order); a check after it sees what the previous holder committed (READ COMMITTED, db.ts).
  */
-async function claimKeyAlias(tx: Queryable, alias: string | undefined, hash: string): Promise<void> {
-  if (alias === undefined) return;
-  await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`tollgate key_alias ${alias}`]);
+async function lockKeyAlias(tx: Queryable, alias: string | undefined): Promise<string | undefined> {
+  if (alias !== undefined) await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`tollgate key_alias ${alias}`]);
+  return alias;
+}
+
+/** Throws AliasTaken (rolling the write back) when a key other than `hash` has `alias`. */
+async function refuseTakenAlias(tx: Queryable, alias: string, hash: string): Promise<void> {
   const rows = await tx.query('SELECT 1 FROM keys WHERE key_alias = $1 AND key_hash <> $2 LIMIT 1', [alias, hash]);
   if (rows.length > 0) throw new AliasTaken();
 }

@@ -33,6 +33,8 @@ export interface ReceivedRequest {
   headers: Record<string, string | string[] | undefined>;
   /** parsed JSON, the raw string when not JSON, undefined when empty */
   body: unknown;
+  /** the body as sent ('' when empty) */
+  raw: string;
   /** the client closed the connection before the response finished */
   aborted: boolean;
 }
@@ -286,7 +288,14 @@ export async function startFakeVllm(opts: FakeVllmOptions = {}): Promise<FakeVll
     } catch {
       /* keep the raw string */
     }
-    const rec: ReceivedRequest = { method: req.method ?? 'GET', path: req.url ?? '/', headers: { ...req.headers }, body, aborted: false };
+    const rec: ReceivedRequest = {
+      method: req.method ?? 'GET',
+      path: req.url ?? '/',
+      headers: { ...req.headers },
+      body,
+      raw,
+      aborted: false,
+    };
     received.push(rec);
     inflight++;
     let selfClosed = false;

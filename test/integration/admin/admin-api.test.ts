@@ -528,6 +528,19 @@ keys:
     });
     assert.equal(res.status, 403);
     assert.ok(!(await res.text()).includes('"key":"sk-'));
+
+    // Behind Envoy, a key reads its own info with the context Check signed; not once it is blocked.
+    const own = String((await call(a, 'POST', '/key/generate', { key_alias: 'context-reader' })).body['key']);
+    secrets.add(own);
+    const ownInfo = (): Promise<Response> =>
+      fetch(`http://127.0.0.1:${b}/key/info`, {
+        headers: {
+          'x-tollgate-context': signer.sign({ r: 'own-info', p: 'GET /key/info', k: sha(own).slice(0, 16), x: Date.now() + 20_000 }),
+        },
+      });
+    await within(2_000, async () => (await ownInfo()).status === 200, 'the context reads its own key');
+    assert.equal((await call(a, 'POST', '/key/block', { key: own })).status, 200);
+    await within(2_000, async () => (await ownInfo()).status === 403, 'a key blocked since Check signed reads nothing');
   });
 
   test('/model/new is refused for a host outside allowed_api_bases (SSRF guard)', async () => {
@@ -614,7 +627,8 @@ keys:
   });
 
   test('spend: /spend/logs, /spend/keys and /global/spend see the requests made', async () => {
-    const key = String((await call(a, 'POST', '/key/generate', { key_alias: 'spender' })).body['key']);
+    // A user id that is also a name on every JavaScript object.
+    const key = String((await call(a, 'POST', '/key/generate', { key_alias: 'spender', user_id: 'constructor' })).body['key']);
     secrets.add(key);
     const done = await chat(b, key);
     assert.equal(done.status, 200);
@@ -650,12 +664,13 @@ keys:
     const days = summary.body as unknown as Json[];
     assert.deepEqual(
       days.map((d) => d['startTime']),
-      [today, dayAfter],
-      'from the first day with spend to the last day before end_date',
+      [today, dayAfter, inTwoDays],
+      "from the first day with spend through end_date's",
     );
     assert.ok(Math.abs(Number(days[0]?.['spend']) - 0.016) < 1e-9);
     assert.ok(Math.abs(Number(days[0]?.[sha(key)]) - 0.016) < 1e-9, "the key's spend under its token");
     assert.ok(Math.abs(Number((days[0]?.['models'] as Json)['llama']) - 0.016) < 1e-9);
+    assert.deepEqual(days[0]?.['users'], { constructor: days[0]?.['spend'] });
     assert.deepEqual(days[1], { startTime: dayAfter, spend: 0, users: {}, models: {} });
     const unsummarized = await call(a, 'GET', `/spend/logs?api_key=${sha(key)}&start_date=${today}&end_date=${inTwoDays}&summarize=false`);
     assert.equal((unsummarized.body as unknown as Json[])[0]?.['request_id'], row?.['request_id']);

@@ -117,6 +117,48 @@ describe('gateway', () => {
     assert.equal(row.keyId, sha(KEY).slice(0, 16));
   });
 
+  test("the backend gets the client's body with only the model, the cap and stream_options changed", async () => {
+    reset();
+    let raw = '';
+    const send = async (body: string): Promise<Record<string, unknown>> => {
+      const r = await fetch(`${base}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
+        body,
+      });
+      assert.equal(r.status, 200, await r.text());
+      const got = [...a.received, ...b.received];
+      reset();
+      raw = got[0]?.raw ?? '';
+      return got[0]?.body as Record<string, unknown>;
+    };
+    const messages = [{ role: 'user', content: 'a, "b" } {' }];
+    // As the OpenAI SDKs send it: the text edited, every other member as sent.
+    const sdkBody = JSON.stringify({ model: 'llama', messages, temperature: 0.5, seed: 7 });
+    assert.deepEqual(await send(sdkBody), { model: MODEL, messages, temperature: 0.5, seed: 7, max_tokens: 321 });
+    assert.equal(raw, `${sdkBody.replace('"model":"llama"', `"model":${JSON.stringify(MODEL)}`).slice(0, -1)},"max_tokens":321}`);
+    // null limits count as none; a null max_completion_tokens is dropped (vLLM would take it over max_tokens).
+    assert.deepEqual(await send(JSON.stringify({ model: 'llama', messages, max_tokens: null, max_completion_tokens: null })), {
+      model: MODEL,
+      messages,
+      max_tokens: 321,
+    });
+    // A repeated member reaches the backend once, as the authorizer read it (the last).
+    assert.deepEqual(await send(`{"model":"llama","messages":${JSON.stringify(messages)},"n":3,"n":1,"max_tokens":5}`), {
+      model: MODEL,
+      messages,
+      n: 1,
+      max_tokens: 5,
+    });
+    assert.equal(raw.split('"n":').length, 2, `one n in ${raw}`);
+    // A Python client's spacing.
+    assert.deepEqual(await send('{"model": "llama", "messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 9}'), {
+      model: MODEL,
+      messages: [{ role: 'user', content: 'hi' }],
+      max_completion_tokens: 9,
+    });
+  });
+
   test('streaming: chunks end with [DONE]; the usage chunk reaches only a client that asked for it', async () => {
     reset();
     const plain = await client.chat.completions.create({ model: 'llama', messages: [{ role: 'user', content: 'hi' }], stream: true });

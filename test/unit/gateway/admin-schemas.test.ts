@@ -30,7 +30,7 @@ test('query strings are coerced and bounded', () => {
 });
 
 test("budgets and limits written as strings are numbers, as LiteLLM's API takes them; other strings are refused", () => {
-  assert.deepEqual(keyGenerate.parse({ max_budget: '10.5', rpm_limit: '5', tpm_limit: ' 1e3 ', max_parallel_requests: '2.0' }), {
+  assert.deepEqual(keyGenerate.parse({ max_budget: '10.5', rpm_limit: '+5', tpm_limit: ' 1e3 ', max_parallel_requests: '2.0' }), {
     max_budget: 10.5,
     rpm_limit: 5,
     tpm_limit: 1000,

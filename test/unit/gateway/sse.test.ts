@@ -347,6 +347,15 @@ describe("spliceJson: the request a deployment gets, edited in the client's text
     });
   });
 
+  test('members are counted as written: nested objects, arrays and strings with commas and braces do not confuse it', () => {
+    const json = '{"model":"llama","messages":[{"role":"user","content":"a, b } { [ \\" ,"}],"tools":[],"x":{},"y":[1,[2,3]]}';
+    assert.deepEqual(JSON.parse(splice(json, { max_tokens: 1 }) ?? 'null'), {
+      ...(JSON.parse(json) as Obj),
+      model: 'meta/llama-8b',
+      max_tokens: 1,
+    });
+  });
+
   test('nothing to add: only the model renamed', () => {
     assert.equal(splice('{"model":"llama","max_tokens":5}'), '{"model":"meta/llama-8b","max_tokens":5}');
   });
@@ -358,6 +367,9 @@ describe("spliceJson: the request a deployment gets, edited in the client's text
       'the member spelt with escapes': ['{"model":"llama","max\\u005ftokens":null}', { max_tokens: 9 }],
       'a space after the colon (a Python client)': ['{"model": "llama"}', { max_tokens: 9 }],
       'a nested model first': ['{"meta":{"model":"x"},"model":"llama"}', {}],
+      'a repeated member (the authorizer saw the last; a backend might take the first)': ['{"model":"llama","n":128,"n":1}', {}],
+      'a repeated member spelt with escapes': ['{"model":"llama","n":128,"\\u006e":1}', {}],
+      'a repeated stream_options': ['{"model":"llama","stream_options":{"include_usage":false},"stream_options":{}}', {}],
     };
     for (const [why, [json, add]] of Object.entries(cases)) assert.equal(splice(json, add), undefined, why);
   });
