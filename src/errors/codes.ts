@@ -30,7 +30,8 @@ export type ErrorCode =
   | 'upstream_error'
   | 'upstream_timeout'
   // Envoy's own (envoy/envoy.yaml local_reply_config): the gateway behind it could not be reached.
-  | 'gateway_unavailable';
+  | 'gateway_unavailable'
+  | 'authz_unavailable';
 
 /** OpenAI's `error.type` values that tollgate uses. */
 export type OpenAiErrorType =
@@ -202,6 +203,13 @@ export const ERRORS: Readonly<Record<ErrorCode, ErrorSpec>> = {
     type: 'service_unavailable',
     grpc: GrpcCode.UNAVAILABLE,
     message: 'tollgate is not reachable right now: retry shortly.',
+  },
+  /** Envoy's local reply when a Check fails (authz unreachable or timed out): envoy/envoy.yaml. */
+  authz_unavailable: {
+    status: 503,
+    type: 'service_unavailable',
+    grpc: GrpcCode.UNAVAILABLE,
+    message: 'tollgate cannot authorize requests right now: retry shortly.',
   },
 };
 

@@ -163,7 +163,8 @@ export function assertTollgateEnvoyConfig(
   assert.ok(extAuthz !== undefined);
   assert.equal(at(extAuthz, 'transport_api_version'), 'V3');
   assert.equal(at(extAuthz, 'failure_mode_allow'), false, 'failure_mode_allow: false, written out');
-  assert.equal(at(extAuthz, 'status_on_error', 'code'), 'ServiceUnavailable');
+  // 500: a status no denial of tollgate's uses, so local_reply_config tells a failed Check from a denial.
+  assert.equal(at(extAuthz, 'status_on_error', 'code'), 'InternalServerError');
   assert.equal(at(extAuthz, 'clear_route_cache'), true);
   assert.deepEqual(at(extAuthz, 'with_request_body'), {
     max_request_bytes: expect.maxRequestBytes,
@@ -269,7 +270,8 @@ export function assertLocalReplies(manager: JsonObject): void {
     { status: 429, flags: ['UAEX'], body: errorBody('rate_limit_exceeded'), contentType: json },
     { status: 503, flags: ['UAEX'], body: errorBody('store_unavailable'), contentType: json },
     { status: 413, flags: ['UAEX'], body: errorBody('request_too_large'), contentType: json },
-    { status: 503, flags: ['UAEX'], body: '', contentType: undefined }, // status_on_error
+    { status: 502, flags: ['UAEX'], body: errorBody('upstream_error'), contentType: json },
+    { status: 504, flags: ['UAEX'], body: errorBody('upstream_timeout'), contentType: json },
   ] satisfies LocalReply[]) {
     assert.deepEqual(mapLocalReply(mappers, kept), kept, `a Check's ${kept.status} keeps its body`);
   }
@@ -302,4 +304,13 @@ export function assertLocalReplies(manager: JsonObject): void {
     assert.equal(e['type'], ERRORS[code].type, what);
     assert.equal(e['param'], null, what);
   });
+  // No denial is a 500 (the error table), so status_on_error's 500 is a failed Check.
+  assert.ok(!Object.values(ERRORS).some((e) => (e.status as number) === 500), 'no error of the table is a 500');
+  const failedCheck = mapLocalReply(mappers, { status: 500, flags: ['UAEX'], body: '', contentType: undefined });
+  assert.equal(failedCheck.status, 503, 'a failed Check is a 503');
+  assert.equal(failedCheck.contentType, json);
+  assert.deepEqual(JSON.parse(failedCheck.body), JSON.parse(errorBody('authz_unavailable')), "a failed Check in OpenAI's shape");
+  // A 500 that is not a Check's (a route's direct_response, say) is not taken for one.
+  const other = { status: 500, flags: [], body: 'x', contentType: 'text/plain' };
+  assert.deepEqual(mapLocalReply(mappers, other), other, 'only a failed Check is rewritten');
 }

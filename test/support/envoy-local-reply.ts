@@ -3,7 +3,8 @@
  * (configuration/http/http_conn_man/local_reply): every reply Envoy generates itself — a Check's denial
  * or failure included — goes through the mappers; the first whose filter matches may set the status, and
  * its `body_format_override` replaces the body and its content type. A `response_flag_filter` matches when
- * the reply carries any of its flags; a `status_code_filter` compares the status. Filter kinds the tollgate
+ * the reply carries any of its flags; a `status_code_filter` compares the status; an `and_filter` matches
+ * when all of its filters do. Filter kinds the tollgate
  * config does not use are refused rather than guessed.
  */
 import type { Json, JsonObject } from './envoy-bootstrap.js';
@@ -41,6 +42,12 @@ export function localReplyMappers(manager: JsonObject): JsonObject[] {
 
 function matches(filter: Json, reply: LocalReply): boolean {
   if (!isObject(filter)) throw new Error('a mapper without a filter');
+  const all = filter['and_filter'];
+  if (isObject(all)) {
+    const filters = array(all['filters']);
+    if (filters.length < 2) throw new Error('an and_filter takes two filters or more');
+    return filters.every((f) => matches(f, reply));
+  }
   const flags = filter['response_flag_filter'];
   if (isObject(flags)) {
     const wanted = array(flags['flags']).map(String);

@@ -2,7 +2,7 @@
  * An HTTP stand-in for Envoy as envoy/envoy.yaml configures it, for end-to-end tests (no Envoy binary runs
  * here): client-sent `x-tollgate-*` headers are stripped, Check is called with Envoy's own protos
  * (with_request_body, pack_as_bytes), a denial is answered with its status, headers and body, a Check
- * failure with `status_on_error` 503 (failure_mode_allow: false), and an allowed request is forwarded to
+ * failure with `status_on_error` 500 (failure_mode_allow: false; local_reply_config makes it a 503), and an allowed request is forwarded to
  * the gateway with the OkHttpResponse applied by Envoy's header semantics and `response_headers_to_add`
  * added to the reply, which is streamed back as it comes. Every reply the stand-in makes itself (a denial,
  * a failed Check, the gateway unreachable) goes through envoy.yaml's local_reply_config, as Envoy's do.
@@ -76,7 +76,7 @@ export async function startEnvoyProxy(opts: { authzPort: number; gatewayPort: nu
       try {
         answer = await check.check({ method: req.method ?? 'GET', path: req.url ?? '/', headers, rawBody: body });
       } catch {
-        localReply(res, { status: 503, flags: ['UAEX'], body: '', contentType: undefined }); // status_on_error
+        localReply(res, { status: 500, flags: ['UAEX'], body: '', contentType: undefined }); // status_on_error
         return;
       }
       const denied = answer.denied_response;

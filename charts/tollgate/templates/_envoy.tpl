@@ -122,6 +122,21 @@ static_resources:
                         text_format_source:
                           inline_string: '{"error":{"message":"The request body is too large: send a smaller request.","type":"invalid_request_error","param":null,"code":"request_too_large"}}'
                         content_type: application/json
+                    # A failed Check: status_on_error (500, no denial's status) as a 503 in OpenAI's shape.
+                    - filter:
+                        and_filter:
+                          filters:
+                            - response_flag_filter:
+                                flags: [UAEX]
+                            - status_code_filter:
+                                comparison:
+                                  op: EQ
+                                  value: { default_value: 500, runtime_key: tollgate.local_reply.authz_error }
+                      status_code: 503
+                      body_format_override:
+                        text_format_source:
+                          inline_string: '{"error":{"message":"tollgate cannot authorize requests right now: retry shortly.","type":"service_unavailable","param":null,"code":"authz_unavailable"}}'
+                        content_type: application/json
                 http_filters:
                   # Client-sent x-tollgate-* never reach ext_authz or the gateway.
                   - name: envoy.filters.http.header_mutation
@@ -151,7 +166,7 @@ static_resources:
                         pack_as_bytes: true
                       failure_mode_allow: false
                       status_on_error:
-                        code: ServiceUnavailable
+                        code: InternalServerError
                       clear_route_cache: true
                   - name: envoy.filters.http.router
                     typed_config:

@@ -396,10 +396,11 @@ describe('ext_authz Check', () => {
       const deniedReply = await post(front.url, creds('sk-nobody-has-this-key-0099'));
       assert.equal(deniedReply.status, 401);
       assert.equal(((await deniedReply.json()) as { error: { code: string } }).error.code, 'invalid_api_key');
-      // Check unreachable: status_on_error, no body (a failed Check is flagged UAEX like a denial).
+      // Check unreachable: status_on_error (500, flagged UAEX like a denial), mapped to a 503 in OpenAI's shape.
       const failed = await post(noAuthz.url, creds());
       assert.equal(failed.status, 503);
-      assert.equal(await failed.text(), '');
+      assert.equal(failed.headers.get('content-type'), 'application/json');
+      assert.equal(((await failed.json()) as { error: { code: string } }).error.code, 'authz_unavailable');
     } finally {
       await front.close();
       await noAuthz.close();

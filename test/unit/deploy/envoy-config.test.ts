@@ -171,7 +171,7 @@ describe('envoy/envoy.yaml', () => {
     assert.equal(decoded.failure_mode_allow, false);
     assert.equal(decoded.clear_route_cache, true);
     assert.deepEqual(decoded.with_request_body, { max_request_bytes: 4194304, allow_partial_message: false, pack_as_bytes: true });
-    assert.equal(decoded.status_on_error.code, 'ServiceUnavailable');
+    assert.equal(decoded.status_on_error.code, 'InternalServerError');
     assert.equal(decoded.transport_api_version, 'V3');
   });
 });
@@ -317,5 +317,9 @@ describe('the strict bootstrap reader', () => {
     const wide = parse(ENVOY_YAML) as Record<string, unknown>;
     node(wide, ...HCM_PATH, 'local_reply_config', 'mappers', 2, 'filter', 'status_code_filter', 'comparison')['op'] = 'GE';
     assert.throws(() => assertTollgateEnvoyConfig(valid(stringify(wide)), expect), /a Check's 429 keeps its body/);
+    // Without the failed-Check mapper, a failed Check would reach clients as an empty 500.
+    const bare = parse(ENVOY_YAML) as Record<string, unknown>;
+    (node(bare, ...HCM_PATH, 'local_reply_config')['mappers'] as unknown[]).pop();
+    assert.throws(() => assertTollgateEnvoyConfig(valid(stringify(bare)), expect), /a failed Check is a 503/);
   });
 });

@@ -33,6 +33,8 @@ const CONTRACT: Record<ErrorCode, [status: number, type: string, grpc: number]> 
   upstream_timeout: [504, 'timeout', GrpcCode.DEADLINE_EXCEEDED],
   // Envoy's local reply when the gateway cannot be reached (envoy/envoy.yaml).
   gateway_unavailable: [503, 'service_unavailable', GrpcCode.UNAVAILABLE],
+  // Envoy's local reply when a Check fails (status_on_error, mapped).
+  authz_unavailable: [503, 'service_unavailable', GrpcCode.UNAVAILABLE],
 };
 
 describe('ERRORS matches the contract', () => {
