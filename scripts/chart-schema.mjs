@@ -23,7 +23,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { setAsideLiteLlmKeys } from '../dist/src/config/litellm-compat.js';
+import { LITELLM_REDIS_KEYS, setAsideLiteLlmKeys } from '../dist/src/config/litellm-compat.js';
 import {
   LITELLM_GENERAL_SETTINGS,
   LITELLM_MODEL_INFO,
@@ -133,6 +133,16 @@ function allowLiteLlmKeys(config) {
       : {};
   }
   const router = sections.get('router_settings');
+  // LiteLLM's router Redis, which tollgate reads as general_settings.redis_url when that is not set.
+  const redis = {
+    redis_host: { type: 'string', description: "LiteLLM's router Redis host: tollgate's Redis when general_settings.redis_url is not set" },
+    redis_port: { anyOf: [{ type: 'integer' }, { type: 'string' }], description: "LiteLLM's router Redis port (6379 when absent)" },
+    redis_db: { anyOf: [{ type: 'integer' }, { type: 'string' }], description: "LiteLLM's router Redis database number" },
+    redis_password: envOnly(`LiteLLM's router Redis password. ${SECRET_DESCRIPTION}`),
+    redis_url: envOnly(`LiteLLM's router Redis URL (it may hold a password). ${SECRET_DESCRIPTION}`),
+  };
+  // The host, port and database also as os.environ/NAME (transform); the password and URL only so.
+  for (const k of LITELLM_REDIS_KEYS) router.properties[k] ??= k === 'redis_password' || k === 'redis_url' ? redis[k] : transform(redis[k]);
   const settings = sections.get('litellm_settings');
   settings.properties ??= {};
   for (const [routerKey, settingsKey] of moved) {

@@ -22,6 +22,51 @@ export interface CompatResult {
   readonly refused: readonly PathSegment[][];
   /** router_settings keys that came from litellm_settings: router key → litellm_settings key. */
   readonly moved: ReadonlyMap<string, string>;
+  /**
+   * LiteLLM's Redis for its router (`router_settings.redis_url`, or `redis_host`, `redis_port`,
+   * `redis_password`, `redis_db`), as written (`os.environ/` references unresolved): tollgate's limits
+   * store when `general_settings.redis_url` is not set (litellmRedisUrl).
+   */
+  readonly redis: Readonly<Record<string, unknown>>;
+}
+
+/** The router_settings keys LiteLLM connects its Redis with. */
+export const LITELLM_REDIS_KEYS = ['redis_url', 'redis_host', 'redis_port', 'redis_password', 'redis_db'] as const;
+
+/**
+ * The Redis URL LiteLLM's router_settings name (values resolved), or a problem with the key at fault:
+ * `redis_url` as it is, else `redis://[:password@]host:port[/db]` (port 6379 when absent); undefined
+ * without either.
+ */
+export function litellmRedisUrl(r: Readonly<Record<string, unknown>>): { url: string } | { key: string; message: string } | undefined {
+  const url = r['redis_url'];
+  if (url !== undefined) {
+    if (typeof url !== 'string' || !/^rediss?:\/\//.test(url))
+      return { key: 'redis_url', message: 'not a Redis URL: write redis://host:6379' };
+    return { url };
+  }
+  const host = r['redis_host'];
+  // Without a host (or URL) LiteLLM connects no Redis either.
+  if (host === undefined) return undefined;
+  if (typeof host !== 'string' || !/^[A-Za-z0-9._:-]+$/.test(host) || host.startsWith('-'))
+    return { key: 'redis_host', message: 'not a host name: write e.g. redis.default.svc' };
+  const port = integer(r['redis_port'] ?? 6379);
+  if (port === undefined || port < 1 || port > 65535)
+    return { key: 'redis_port', message: 'not a port: write a number from 1 to 65535, e.g. 6379' };
+  const db = r['redis_db'] === undefined ? 0 : integer(r['redis_db']);
+  if (db === undefined || db < 0 || db > 100_000)
+    return { key: 'redis_db', message: 'not a database number: write 0 or another small number' };
+  const password = r['redis_password'];
+  if (password !== undefined && typeof password !== 'string') return { key: 'redis_password', message: 'not a password: write a string' };
+  const auth = password === undefined || password === '' ? '' : `:${encodeURIComponent(password)}@`;
+  const name = host.includes(':') ? `[${host}]` : host; // an IPv6 address
+  return { url: `redis://${auth}${name}:${port}${db === 0 ? '' : `/${db}`}` };
+}
+
+/** A whole number, from a number or a numeric string (an environment variable). */
+function integer(v: unknown): number | undefined {
+  const n = typeof v === 'number' ? v : typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : NaN;
+  return Number.isSafeInteger(n) ? n : undefined;
 }
 
 const OURS = {
@@ -73,6 +118,18 @@ export function setAsideLiteLlmKeys(raw: Record<string, unknown>): CompatResult 
   const general = config['general_settings'];
   if (isObject(general)) for (const k of Object.keys(general)) if (SECURITY_SETTINGS.has(k)) refused.push(['general_settings', k]);
   config['general_settings'] = strip(config['general_settings'], ['general_settings'], LITELLM_GENERAL_SETTINGS, OURS.general, ignored);
+  const redis: Record<string, unknown> = {};
+  const routerSection = config['router_settings'];
+  if (isObject(routerSection)) {
+    const rest = { ...routerSection };
+    for (const k of LITELLM_REDIS_KEYS) {
+      if (k in rest) {
+        redis[k] = rest[k];
+        delete rest[k];
+      }
+    }
+    config['router_settings'] = rest;
+  }
   config['router_settings'] = strip(config['router_settings'], ['router_settings'], LITELLM_ROUTER_SETTINGS, OURS.router, ignored);
   const settings = config['litellm_settings'];
   if (isObject(settings)) {
@@ -113,6 +170,7 @@ export function setAsideLiteLlmKeys(raw: Record<string, unknown>): CompatResult 
     refused,
     environmentVariables,
     moved,
+    redis,
   };
 }
 

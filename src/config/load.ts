@@ -7,7 +7,7 @@ import { LineCounter, parseDocument, isMap, isScalar, type Document } from 'yaml
 import type { z } from 'zod';
 import { configSchema, KEY_HASH_PATTERN, type Config } from './schema.js';
 import { formatPath, type ConfigIssue, type PathSegment } from './issues.js';
-import { setAsideLiteLlmKeys } from './litellm-compat.js';
+import { litellmRedisUrl, setAsideLiteLlmKeys } from './litellm-compat.js';
 import { crossCheck } from './cross-check.js';
 import { Policy } from '../policy/rules.js';
 import { sha256Hex } from '../identity/keys.js';
@@ -70,6 +70,7 @@ export function loadConfigText(text: string, env: Env): LoadResult {
 
   const resolved = resolveEnvRefs(compat.config, [], mergedEnv, issues, locate);
   hashDeclaredKeys(compat.config, resolved, env, mergedEnv, issues, locate);
+  useLitellmRedis(compat.redis, resolved, mergedEnv, issues, warnings, locate);
 
   // Validate even after reference errors, so one run lists every problem; a path already reported
   // (an unset variable) is not reported again as "required".
@@ -84,6 +85,51 @@ export function loadConfigText(text: string, env: Env): LoadResult {
   for (const issue of compiled.issues) issues.push(locate(issue, issue.segments));
   if (issues.length > 0 || compiled.policy === undefined) return { config: undefined, policy: undefined, issues, warnings };
   return { config: deepFreeze(parsed.data), policy: compiled.policy, issues, warnings };
+}
+
+/**
+ * LiteLLM's router Redis (router_settings.redis_host, redis_port, redis_password, redis_db, or redis_url)
+ * becomes general_settings.redis_url, so limits stay shared across replicas for a config written for
+ * LiteLLM. An empty redis_password (a variable set to '') means none. general_settings.redis_url, if set,
+ * wins, and the router's keys are reported as ignored.
+ */
+function useLitellmRedis(
+  parts: Readonly<Record<string, unknown>>,
+  resolved: unknown,
+  env: Env,
+  issues: ConfigIssue[],
+  warnings: ConfigIssue[],
+  locate: Locate,
+): void {
+  const keys = Object.keys(parts);
+  if (keys.length === 0 || !isPlainObject(resolved)) return;
+  const general = isPlainObject(resolved['general_settings']) ? resolved['general_settings'] : {};
+  const ignore = (why: string): void => {
+    for (const k of keys) {
+      const path = ['router_settings', k];
+      warnings.push(locate({ path: formatPath(path), message: why }, path));
+    }
+  };
+  if (general['redis_url'] !== undefined) return ignore('general_settings.redis_url is set and used; ignored');
+  if (parts['redis_url'] === undefined && parts['redis_host'] === undefined)
+    return ignore('without redis_host (or redis_url) LiteLLM connects no Redis; ignored');
+  const values: Record<string, unknown> = {};
+  for (const k of keys) {
+    const v = parts[k];
+    const path = ['router_settings', k];
+    const emptyPassword =
+      k === 'redis_password' && typeof v === 'string' && v.startsWith(ENV_PREFIX) && env[v.slice(ENV_PREFIX.length)] === '';
+    values[k] = emptyPassword ? '' : resolveEnvRefs(v, path, env, issues, locate);
+    if (values[k] === undefined) return; // reported
+  }
+  const url = litellmRedisUrl(values);
+  if (url === undefined) return;
+  if ('key' in url) {
+    const path = ['router_settings', url.key];
+    issues.push(locate({ path: formatPath(path), message: url.message }, path));
+    return;
+  }
+  resolved['general_settings'] = { ...general, redis_url: url.url };
 }
 
 /**

@@ -101,7 +101,7 @@ export const DESCRIPTIONS: Readonly<Record<string, string>> = {
     'PostgreSQL for records and the spend log (`DATABASE_URL` too); `?schema=` picks a schema. Absent: embedded PGlite',
   'general_settings.data_dir': 'where embedded PGlite keeps its files (absent: in memory)',
   'general_settings.redis_url':
-    'Redis / Valkey for limits, budgets and the revocation broadcast (`REDIS_URL` too). Absent: in-process (one replica)',
+    "Redis / Valkey for limits, budgets and the revocation broadcast (LiteLLM's `router_settings.redis_host`, `redis_port`, `redis_password`, `redis_db` or `redis_url`, or `REDIS_URL`, too). Absent: in-process (one replica)",
   'general_settings.redis_key_prefix': 'prefix of every Redis key and channel, so deployments can share a Redis',
   'general_settings.failure_mode': 'Redis unreachable: `closed` answers 503 `store_unavailable`, `open` admits and logs',
   'general_settings.allowed_api_bases': 'hosts (`*` within one label, optional `:port`) that `POST /model/new` may point at; empty: none',

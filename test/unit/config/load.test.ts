@@ -404,7 +404,7 @@ litellm_settings:
   drop_params: true
   set_verbose: false
 router_settings:
-  redis_host: redis
+  redis_db: 0
 callback_settings: {}
 `;
     const r = loadConfigText(text, {});
@@ -418,7 +418,7 @@ callback_settings: {}
       'litellm_settings.set_verbose',
       'model_list[0].litellm_params.max_retries',
       'model_list[0].model_info.supports_vision',
-      'router_settings.redis_host',
+      'router_settings.redis_db',
     ]);
     assertIssue(text, r.warnings, 'general_settings.alerting', 'alerting:');
     assertIssue(text, r.warnings, 'litellm_settings.drop_params', 'drop_params:');
@@ -454,6 +454,54 @@ litellm_settings:
     const text = `${MINIMAL}litellm_settings:\n  num_retries: -1\n`;
     const r = failed(text);
     assertIssue(text, r.issues, 'litellm_settings.num_retries', 'num_retries: -1');
+  });
+
+  test("LiteLLM's router Redis (router_settings.redis_host, redis_port, redis_password) is tollgate's redis_url", () => {
+    const text = `router_settings:
+  redis_host: os.environ/REDIS_HOST
+  redis_port: os.environ/REDIS_PORT
+  redis_password: os.environ/REDIS_PASSWORD
+`;
+    const r = loadConfigText(text, { REDIS_HOST: 'redis.cache.svc', REDIS_PORT: '6380', REDIS_PASSWORD: 'p@ss/w:rd' });
+    assert.deepEqual(r.issues, []);
+    assert.deepEqual(r.warnings, []);
+    assert.equal(r.config?.general_settings.redis_url, 'redis://:p%40ss%2Fw%3Ard@redis.cache.svc:6380');
+    // An empty password variable is no password; the port defaults to 6379; a database number is the path.
+    const bare = loaded('router_settings:\n  redis_host: 10.0.0.7\n  redis_password: os.environ/REDIS_PASSWORD\n  redis_db: 2\n', {
+      REDIS_PASSWORD: '',
+    });
+    assert.equal(bare.general_settings.redis_url, 'redis://10.0.0.7:6379/2');
+    assert.equal(loaded('router_settings:\n  redis_host: "::1"\n').general_settings.redis_url, 'redis://[::1]:6379');
+    assert.equal(loaded('router_settings:\n  redis_url: rediss://r:6379\n').general_settings.redis_url, 'rediss://r:6379');
+  });
+
+  test("general_settings.redis_url wins over the router's Redis, which is reported as ignored", () => {
+    const text = 'general_settings:\n  redis_url: redis://mine:6379\nrouter_settings:\n  redis_host: theirs\n  redis_port: 6380\n';
+    const r = loadConfigText(text, {});
+    assert.deepEqual(r.issues, []);
+    assert.equal(r.config?.general_settings.redis_url, 'redis://mine:6379');
+    assert.deepEqual(
+      r.warnings.map((w) => w.path),
+      ['router_settings.redis_host', 'router_settings.redis_port'],
+    );
+    assertIssue(text, r.warnings, 'router_settings.redis_port', 'redis_port: 6380', /redis_url is set/);
+  });
+
+  test("a bad part of the router's Redis is an error naming it, without its value", () => {
+    const cases: [string, string, string][] = [
+      ['router_settings:\n  redis_host: r\n  redis_port: 99999\n', 'router_settings.redis_port', 'redis_port: 99999'],
+      ['router_settings:\n  redis_host: r\n  redis_port: six\n', 'router_settings.redis_port', 'redis_port: six'],
+      ['router_settings:\n  redis_host: "r/x"\n', 'router_settings.redis_host', 'redis_host:'],
+      ['router_settings:\n  redis_host: r\n  redis_password: [s3cret-pw]\n', 'router_settings.redis_password', 'redis_password:'],
+      ['router_settings:\n  redis_url: http://r:6379\n', 'router_settings.redis_url', 'redis_url:'],
+    ];
+    for (const [text, path, line] of cases) {
+      const r = failed(text);
+      assertIssue(text, r.issues, path, line);
+      assert.ok(!JSON.stringify(r.issues).includes('s3cret-pw'), 'a password is never echoed');
+    }
+    const unset = failed('router_settings:\n  redis_host: os.environ/NO_SUCH_REDIS_HOST\n');
+    issueAt(unset.issues, 'router_settings.redis_host');
   });
 
   test('a key neither LiteLLM nor tollgate knows is an error, also inside litellm_settings', () => {
