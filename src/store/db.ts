@@ -3,6 +3,8 @@
  * (`@electric-sql/pglite`: real PostgreSQL compiled to WebAssembly, in memory or in `data_dir`). One small
  * interface over both, so the same SQL and migrations run on each. SQL only with parameters.
  */
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
 
@@ -31,10 +33,37 @@ export interface DbOptions {
 
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
 
+/** Embedded PGlite's shared buffers (bench/embedded-memory.ts measures what it and releaseInitMemory save). */
+export const PGLITE_SHARED_BUFFERS = '16MB';
+
+/**
+ * PGlite's initdb (a new data directory, or every start in memory) runs in a WebAssembly instance of its
+ * own, a few hundred MB that V8 frees only in full collections, which an idle process has no reason to run:
+ * they are run here, once, at boot. The first unlinks the instance; the next ones, a turn later, free it.
+ */
+async function releaseInitMemory(): Promise<void> {
+  let gc: () => void;
+  try {
+    v8.setFlagsFromString('--expose-gc');
+    gc = vm.runInNewContext('gc') as () => void;
+  } catch {
+    return; // a runtime without it keeps the memory until V8 collects on its own
+  }
+  for (let i = 0; i < 3; i++) {
+    gc();
+    await new Promise((resolve) => setTimeout(resolve, 0));
+  }
+}
+
 export async function openDb(opts: DbOptions): Promise<Db> {
   if (opts.url !== undefined) return openPostgres(opts.url, opts.schema);
-  const lite = new PGlite(opts.dataDir);
+  const lite = new PGlite(opts.dataDir, {
+    // One small install's records: PostgreSQL's default 128 MB of shared buffers was most of the process's
+    // memory. (In memory, without a data directory, PGlite keeps its own settings.)
+    startParams: [...PGlite.defaultStartParams, '-c', `shared_buffers=${PGLITE_SHARED_BUFFERS}`],
+  });
   await lite.waitReady;
+  await releaseInitMemory();
   return {
     kind: 'pglite',
     schema: 'public',

@@ -5,7 +5,10 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { openDb, type Db } from '../../../src/store/db.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { openDb, PGLITE_SHARED_BUFFERS, type Db } from '../../../src/store/db.js';
 import { migrate, readMigrations } from '../../../src/store/migrate.js';
 import { SpendLog } from '../../../src/store/spend-log.js';
 import type { SpendEntry } from '../../../src/store/spend.js';
@@ -96,6 +99,18 @@ describe('migrations and the spend log', { timeout: 60_000 }, () => {
       await spendLogRoundTrip(db);
     } finally {
       await db.close();
+    }
+  });
+
+  test('PGlite in a data directory (the embedded default) is sized for one small install', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'tollgate-pglite-'));
+    const db = await openDb({ dataDir: dir });
+    try {
+      // bench/embedded-memory.ts measures the memory this saves.
+      assert.deepEqual(await db.query('SHOW shared_buffers'), [{ shared_buffers: PGLITE_SHARED_BUFFERS }]);
+    } finally {
+      await db.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
