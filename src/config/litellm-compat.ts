@@ -3,6 +3,7 @@
  * aside here, each reported as a warning (never silently); keys neither knows stay in place so the strict
  * schema reports them as errors. A few litellm_settings have a tollgate equivalent and are moved there.
  */
+import { isIPv6 } from 'node:net';
 import type { PathSegment } from './issues.js';
 import {
   LITELLM_GENERAL_SETTINGS,
@@ -48,8 +49,8 @@ export function litellmRedisUrl(r: Readonly<Record<string, unknown>>): { url: st
   const host = r['redis_host'];
   // Without a host (or URL) LiteLLM connects no Redis either.
   if (host === undefined) return undefined;
-  if (typeof host !== 'string' || !/^[A-Za-z0-9._:-]+$/.test(host) || host.startsWith('-'))
-    return { key: 'redis_host', message: 'not a host name: write e.g. redis.default.svc' };
+  if (typeof host !== 'string' || host.startsWith('-') || !(isIPv6(host) || /^[A-Za-z0-9._-]+$/.test(host)))
+    return { key: 'redis_host', message: 'not a host name or address: write e.g. redis.default.svc, and the port as redis_port' };
   const port = integer(r['redis_port'] ?? 6379);
   if (port === undefined || port < 1 || port > 65535)
     return { key: 'redis_port', message: 'not a port: write a number from 1 to 65535, e.g. 6379' };
@@ -59,8 +60,14 @@ export function litellmRedisUrl(r: Readonly<Record<string, unknown>>): { url: st
   const password = r['redis_password'];
   if (password !== undefined && typeof password !== 'string') return { key: 'redis_password', message: 'not a password: write a string' };
   const auth = password === undefined || password === '' ? '' : `:${encodeURIComponent(password)}@`;
-  const name = host.includes(':') ? `[${host}]` : host; // an IPv6 address
-  return { url: `redis://${auth}${name}:${port}${db === 0 ? '' : `/${db}`}` };
+  const name = isIPv6(host) ? `[${host}]` : host;
+  const composed = `redis://${auth}${name}:${port}${db === 0 ? '' : `/${db}`}`;
+  try {
+    new URL(composed);
+  } catch {
+    return { key: 'redis_host', message: 'not a host name or address: write e.g. redis.default.svc' };
+  }
+  return { url: composed };
 }
 
 /** A whole number, from a number or a numeric string (an environment variable). */

@@ -130,6 +130,10 @@ function useLitellmRedis(
     return;
   }
   resolved['general_settings'] = { ...general, redis_url: url.url };
+  if (env['REDIS_URL'] !== undefined && env['REDIS_URL'] !== '') {
+    const path = ['router_settings', keys[0] ?? 'redis_host'];
+    warnings.push(locate({ path: formatPath(path), message: "REDIS_URL is set too: this config's Redis is used instead" }, path));
+  }
 }
 
 /**

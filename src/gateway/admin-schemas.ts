@@ -170,6 +170,11 @@ const dateParam = z
   .string()
   .refine((v) => !Number.isNaN(Date.parse(v)), { error: 'not a date: write YYYY-MM-DD or an ISO 8601 date-time' })
   .transform((v) => new Date(v));
+/** A range's end, exclusive; a date alone (YYYY-MM-DD) includes its day, as a reader of end_date=today expects. */
+const endDateParam = z
+  .string()
+  .refine((v) => !Number.isNaN(Date.parse(v)), { error: 'not a date: write YYYY-MM-DD or an ISO 8601 date-time' })
+  .transform((v) => new Date(Date.parse(v) + (/^\d{4}-\d{2}-\d{2}$/.test(v) ? 86_400_000 : 0)));
 const bool = z.enum(['true', 'false']).transform((v) => v === 'true');
 
 /** Without `key`: the caller's own key. */
@@ -201,14 +206,14 @@ export const spendLogsQuery = z
     user_id: id.optional(),
     team_id: id.optional(),
     start_date: dateParam.optional(),
-    end_date: dateParam.optional(),
+    end_date: endDateParam.optional(),
     limit: z.coerce.number().int().positive().max(1000).default(100),
     /** LiteLLM's: with start_date and end_date, spend per day (the default) rather than rows. */
     summarize: bool.default(true),
   })
   .strict();
 export const spendKeysQuery = z.object({ limit: z.coerce.number().int().positive().max(1000).default(100) }).strict();
-export const globalSpendQuery = z.object({ start_date: dateParam.optional(), end_date: dateParam.optional() }).strict();
+export const globalSpendQuery = z.object({ start_date: dateParam.optional(), end_date: endDateParam.optional() }).strict();
 export const emptyQuery = z.object({}).strict();
 /** LiteLLM's /model/info?litellm_model_id=: one deployment. */
 export const modelInfoQuery = z.object({ litellm_model_id: z.string().min(1).max(200).optional() }).strict();

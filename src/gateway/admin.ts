@@ -353,9 +353,12 @@ export class AdminApi {
     if (!('row' in found)) return found;
     const missing = await this.#teamMissing(b.team_id);
     if (missing !== undefined) return missing;
-    const record = applyKeyFields(keyFromRow(found.row), b, this.#now());
-    if ((await this.#d.records.putKey(record)) === 'alias-taken') return ALIAS_TAKEN;
-    this.#audit(caller, 'key.update', { key_id: record.id });
+    const now = this.#now();
+    // Applied to the record as stored when the write runs: a block or regenerate meanwhile is not undone.
+    const done = await this.#d.records.updateKey(found.hash, (stored) => applyKeyFields(stored, b, now));
+    if (done === 'missing') return { error: 'not_found', param: 'key', message: 'key: no such key' };
+    if (done === 'alias-taken') return ALIAS_TAKEN;
+    this.#audit(caller, 'key.update', { key_id: keyId(found.hash) });
     return this.#keyAfterWrite(found.hash);
   }
 
@@ -400,13 +403,14 @@ export class AdminApi {
     const { key: _ref, new_key: _new, ...fields } = b;
     // The current value too: "regenerated" into itself, its spend would be carried onto itself, twice.
     if (hash === found.hash || this.#taken(key)) return { error: 'conflict', param: 'new_key', message: TAKEN('new_key') };
-    const next = applyKeyFields({ ...keyFromRow(found.row), hash, id: keyId(hash) }, fields, this.#now());
     // One transaction: the old secret stops working everywhere as the new one starts, with the record's
-    // fields and its spend carried over; the budget already counted this period follows the new key id.
-    const done = await this.#d.records.regenerateKey(found.hash, next, keyName(key));
-    if (done === 'missing') return { error: 'not_found', param: 'key', message: 'key: no such key' };
-    if (done === 'taken') return { error: 'conflict', param: 'new_key', message: TAKEN('new_key') };
-    if (done === 'alias-taken') return ALIAS_TAKEN;
+    // fields (as stored then) and its spend carried over; the budget already counted this period follows
+    // the new key id.
+    const now = this.#now();
+    const next = await this.#d.records.regenerateKey(found.hash, hash, (stored) => applyKeyFields(stored, fields, now), keyName(key));
+    if (next === 'missing') return { error: 'not_found', param: 'key', message: 'key: no such key' };
+    if (next === 'taken') return { error: 'conflict', param: 'new_key', message: TAKEN('new_key') };
+    if (next === 'alias-taken') return ALIAS_TAKEN;
     await this.#d.carrySpend?.(keyId(found.hash), next.id, next.limits);
     this.#audit(caller, 'key.regenerate', { key_id: next.id, previous_key_id: keyId(found.hash) });
     const row = await findKey(this.#d.db, hash);
@@ -585,8 +589,8 @@ export class AdminApi {
     const first = rows[0]?.day;
     const lastSpent = rows.at(-1)?.day;
     if (first === undefined || lastSpent === undefined) return [];
-    // As LiteLLM: through end_date's day. At most ten years of days are listed.
-    const rangeEnd = end.toISOString().slice(0, 10);
+    // Through the range's last day, end_date's when it is a date alone (LiteLLM's too). At most ten years of days.
+    const rangeEnd = new Date(end.getTime() - 1).toISOString().slice(0, 10);
     const stop = rangeEnd > lastSpent ? rangeEnd : lastSpent;
     const out: Record<string, unknown>[] = [];
     for (let t = Date.parse(`${first}T00:00:00Z`); out.length < 3660; t += 86_400_000) {

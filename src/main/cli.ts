@@ -298,11 +298,8 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
           box,
           env,
           logger,
-          ownSecret: (value) => {
-            const g = current.config.general_settings;
-            const own = [g.master_key, g.context_signing_key, g.database_url, g.redis_url, env['DATABASE_URL'], env['REDIS_URL']];
-            return own.includes(value) || store.keys.get(sha256Hex(value)) !== undefined;
-          },
+          ownSecret: (value) =>
+            ownSecrets(current.config.general_settings, env).includes(value) || store.keys.get(sha256Hex(value)) !== undefined,
           carrySpend: async (from, to, limits) => {
             if (limits.maxBudget === undefined) return;
             const period = budgetPeriod(limits.budgetDuration, Date.now());
@@ -450,4 +447,28 @@ function bindReason(err: unknown): string {
   if (/EADDRINUSE|address already in use/i.test(msg)) return 'the port is in use';
   if (/EACCES/i.test(msg)) return 'permission denied';
   return msg.split('\n')[0] ?? msg;
+}
+
+/**
+ * The values tollgate holds as its own secrets, which the admin API never takes as a backend `api_key`
+ * reference: the master and signing keys, the database and Redis URLs, and the passwords inside those (a
+ * Redis password written as router_settings.redis_password is only inside the URL).
+ */
+export function ownSecrets(
+  g: Pick<Config['general_settings'], 'master_key' | 'context_signing_key' | 'database_url' | 'redis_url'>,
+  env: Readonly<Record<string, string | undefined>>,
+): string[] {
+  const urls = [g.database_url, g.redis_url, env['DATABASE_URL'], env['REDIS_URL']];
+  return [g.master_key, g.context_signing_key, ...urls, ...urls.map(urlPassword)].filter((v): v is string => v !== undefined && v !== '');
+}
+
+/** The password in a database or Redis URL, decoded; undefined without one. */
+function urlPassword(url: string | undefined): string | undefined {
+  if (url === undefined) return undefined;
+  try {
+    const password = decodeURIComponent(new URL(url).password);
+    return password === '' ? undefined : password;
+  } catch {
+    return undefined;
+  }
 }

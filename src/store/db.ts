@@ -3,6 +3,8 @@
  * (`@electric-sql/pglite`: real PostgreSQL compiled to WebAssembly, in memory or in `data_dir`). One small
  * interface over both, so the same SQL and migrations run on each. SQL only with parameters.
  */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { PGlite } from '@electric-sql/pglite';
@@ -48,6 +50,8 @@ async function releaseInitMemory(): Promise<void> {
     gc = vm.runInNewContext('gc') as () => void;
   } catch {
     return; // a runtime without it keeps the memory until V8 collects on its own
+  } finally {
+    v8.setFlagsFromString('--no-expose-gc'); // only this function holds it
   }
   for (let i = 0; i < 3; i++) {
     gc();
@@ -57,13 +61,15 @@ async function releaseInitMemory(): Promise<void> {
 
 export async function openDb(opts: DbOptions): Promise<Db> {
   if (opts.url !== undefined) return openPostgres(opts.url, opts.schema);
+  // initdb runs in memory, and in a data directory that holds no database yet.
+  const initdb = opts.dataDir === undefined || !existsSync(path.join(opts.dataDir, 'PG_VERSION'));
   const lite = new PGlite(opts.dataDir, {
     // One small install's records: PostgreSQL's default 128 MB of shared buffers was most of the process's
     // memory. (In memory, without a data directory, PGlite keeps its own settings.)
     startParams: [...PGlite.defaultStartParams, '-c', `shared_buffers=${PGLITE_SHARED_BUFFERS}`],
   });
   await lite.waitReady;
-  await releaseInitMemory();
+  if (initdb) await releaseInitMemory();
   return {
     kind: 'pglite',
     schema: 'public',

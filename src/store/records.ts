@@ -173,10 +173,25 @@ export class RecordStore {
    */
   async putKey(k: KeyRecord, keyName?: string): Promise<'done' | 'alias-taken'> {
     return this.#keyWrite([{ kind: 'key', id: k.hash }], async (tx): Promise<'done'> => {
-      const alias = await lockKeyAlias(tx, k.alias);
       const [stored] = await tx.query<{ key_alias: string | null }>('SELECT key_alias FROM keys WHERE key_hash = $1 FOR UPDATE', [k.hash]);
-      if (alias !== undefined && alias !== stored?.key_alias) await refuseTakenAlias(tx, alias, k.hash);
+      if (k.alias !== undefined && k.alias !== stored?.key_alias) await claimKeyAlias(tx, k.alias, k.hash);
       await upsertKey(tx, k, keyName, false);
+      return 'done';
+    });
+  }
+
+  /**
+   * Changes a key from its record as stored when the write runs (`change`), so a block, a delete or a
+   * regenerate that committed since the caller read it is neither undone nor brought back: 'missing' when
+   * the key is gone. An alias new to it must be no other key's ('alias-taken', nothing changed).
+   */
+  async updateKey(hash: string, change: (stored: KeyRecord) => KeyRecord): Promise<'done' | 'missing' | 'alias-taken'> {
+    return this.#keyWrite([{ kind: 'key', id: hash }], async (tx): Promise<'done' | 'missing'> => {
+      const [row] = await tx.query<KeyRow>('SELECT * FROM keys WHERE key_hash = $1 FOR UPDATE', [hash]);
+      if (row === undefined) return 'missing';
+      const next = change(keyFromRow(row));
+      if (next.alias !== undefined && next.alias !== row.key_alias) await claimKeyAlias(tx, next.alias, hash);
+      await upsertKey(tx, next, undefined, false);
       return 'done';
     });
   }
@@ -184,9 +199,8 @@ export class RecordStore {
   /** A new key: 'taken' when a key with its hash exists already, 'alias-taken' when another has its alias; nothing changed then. */
   async createKey(k: KeyRecord, keyName: string): Promise<'done' | 'taken' | 'alias-taken'> {
     return this.#keyWrite([{ kind: 'key', id: k.hash }], async (tx): Promise<'done' | 'taken'> => {
-      const alias = await lockKeyAlias(tx, k.alias);
       if ((await upsertKey(tx, k, keyName, true)).length === 0) return 'taken';
-      if (alias !== undefined) await refuseTakenAlias(tx, alias, k.hash);
+      if (k.alias !== undefined) await claimKeyAlias(tx, k.alias, k.hash);
       return 'done';
     });
   }
@@ -216,29 +230,33 @@ export class RecordStore {
   }
 
   /**
-   * Gives a key a new secret: the same record (`next`, with its new hash) under a new key id, in one
-   * transaction. The key's spend-log rows move to the new id, so its spend and budget carry over (LiteLLM
-   * keeps spend on regenerate). False when the old key does not exist.
+   * Gives a key a new secret: its record as stored when the write runs, changed by `change` (the new hash
+   * among the changes), under a new key id, in one transaction, so a block that committed meanwhile holds
+   * for the new secret too. The key's spend-log rows move to the new id, so its spend and budget carry over
+   * (LiteLLM keeps spend on regenerate). The new record, or why there is none (nothing changed then).
    */
-  async regenerateKey(oldHash: string, next: KeyRecord, keyName: string): Promise<'done' | 'missing' | 'taken' | 'alias-taken'> {
-    // The old hash first: every replica refuses the old key before the new one works anywhere.
+  async regenerateKey(
+    oldHash: string,
+    newHash: string,
+    change: (stored: KeyRecord) => KeyRecord,
+    keyName: string,
+  ): Promise<KeyRecord | 'missing' | 'taken' | 'alias-taken'> {
     try {
       return await this.#keyWrite(
+        // The old hash first: every replica refuses the old key before the new one works anywhere.
         [
           { kind: 'key', id: oldHash },
-          { kind: 'key', id: next.hash },
+          { kind: 'key', id: newHash },
         ],
-        async (tx): Promise<'done' | 'missing'> => {
-          const alias = await lockKeyAlias(tx, next.alias);
-          const [gone] = await tx.query<{ key_alias: string | null }>('DELETE FROM keys WHERE key_hash = $1 RETURNING key_alias', [
-            oldHash,
-          ]);
+        async (tx): Promise<KeyRecord | 'missing'> => {
+          const [gone] = await tx.query<KeyRow>('DELETE FROM keys WHERE key_hash = $1 RETURNING *', [oldHash]);
           if (gone === undefined) return 'missing';
-          if (alias !== undefined && alias !== gone.key_alias) await refuseTakenAlias(tx, alias, next.hash);
+          const next = { ...change(keyFromRow(gone)), hash: newHash, id: keyId(newHash) };
+          if (next.alias !== undefined && next.alias !== gone.key_alias) await claimKeyAlias(tx, next.alias, next.hash);
           // A new secret chosen by the caller may be another key's: nothing changes then (the throw rolls back).
           if ((await upsertKey(tx, next, keyName, true)).length === 0) throw new KeyTaken();
           await tx.query('UPDATE spend_logs SET key_id = $2 WHERE key_id = $1', [keyId(oldHash), next.id]);
-          return 'done';
+          return next;
         },
       );
     } catch (err) {
@@ -304,17 +322,13 @@ class AliasTaken extends Error {}
 
 /**
  * Aliases are unique across the keys made through the API, as LiteLLM makes them, so /key/delete and
- * /key/list by alias name one key. Writers of one alias take turns: each key write first takes a
- * transaction-scoped advisory lock on its alias (before any row, so two writes cannot wait on each other in
- * opposite order); a check after it sees what the previous holder committed (READ COMMITTED, db.ts).
+ * /key/list by alias name one key. A write claiming an alias takes a transaction-scoped advisory lock on it,
+ * after its own row (every key write locks its row first, then the alias, so two cannot wait on each other
+ * in opposite order), and then checks: the check sees what a previous holder committed (READ COMMITTED,
+ * db.ts). AliasTaken, rolling the write back, when a key other than `hash` has it.
  */
-async function lockKeyAlias(tx: Queryable, alias: string | undefined): Promise<string | undefined> {
-  if (alias !== undefined) await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`tollgate key_alias ${alias}`]);
-  return alias;
-}
-
-/** Throws AliasTaken (rolling the write back) when a key other than `hash` has `alias`. */
-async function refuseTakenAlias(tx: Queryable, alias: string, hash: string): Promise<void> {
+async function claimKeyAlias(tx: Queryable, alias: string, hash: string): Promise<void> {
+  await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`tollgate key_alias ${alias}`]);
   const rows = await tx.query('SELECT 1 FROM keys WHERE key_alias = $1 AND key_hash <> $2 LIMIT 1', [alias, hash]);
   if (rows.length > 0) throw new AliasTaken();
 }

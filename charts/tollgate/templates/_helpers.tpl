@@ -112,9 +112,11 @@ Deployment, so `helm template` and `helm install` both stop on it.
 */}}
 {{- define "tollgate.validate" -}}
 {{- $gs := .Values.config.general_settings | default dict -}}
+{{- $rs := .Values.config.router_settings | default dict -}}
 {{- if or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1) -}}
 {{- $db := include "tollgate.hasDatabase" . -}}
-{{- $redis := or $gs.redis_url (include "tollgate.hasEnv" (dict "root" . "name" "REDIS_URL")) -}}
+{{- /* LiteLLM's router Redis (router_settings.redis_host or redis_url) is tollgate's redis_url too. */ -}}
+{{- $redis := or $gs.redis_url $rs.redis_url $rs.redis_host (include "tollgate.hasEnv" (dict "root" . "name" "REDIS_URL")) -}}
 {{- if not (and $db $redis) -}}
 {{- fail "several replicas share keys, budgets and rate limits only through PostgreSQL and Redis: set config.general_settings.database_url and redis_url (e.g. os.environ/DATABASE_URL and os.environ/REDIS_URL), or provide DATABASE_URL and REDIS_URL through secretEnv, or run one replica without autoscaling" -}}
 {{- end -}}

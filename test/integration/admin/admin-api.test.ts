@@ -676,6 +676,18 @@ keys:
     assert.equal((unsummarized.body as unknown as Json[])[0]?.['request_id'], row?.['request_id']);
     const none = await call(a, 'GET', '/spend/logs?start_date=2000-01-01&end_date=2000-01-03');
     assert.deepEqual(none.body, [], 'no spend in the range: an empty list');
+    // A date alone as end_date includes its day: today's spend, today's entry.
+    const justToday = (await call(a, 'GET', `/spend/logs?api_key=${sha(key)}&start_date=${today}&end_date=${today}`))
+      .body as unknown as Json[];
+    assert.deepEqual(
+      justToday.map((d) => [d['startTime'], d['spend']]),
+      [[today, days[0]?.['spend']]],
+    );
+    const rowsToday = (await call(a, 'GET', `/spend/logs?api_key=${sha(key)}&start_date=${today}&end_date=${today}&summarize=false`))
+      .body as unknown as Json[];
+    assert.equal(rowsToday.length, 1);
+    const globalToday = await call(b, 'GET', `/global/spend?start_date=${today}&end_date=${today}`);
+    assert.ok(Number(globalToday.body['spend']) >= 0.016);
   });
 
   test('GET /health probes every deployment through its /models (admin only)', async () => {

@@ -58,6 +58,32 @@ async function until(what: string, ms: number, probe: () => boolean): Promise<nu
 }
 
 describe('record cache', { timeout: 30_000 }, () => {
+  test('an update or a regenerate changes the key as stored when it runs: a block meanwhile holds, a deleted key is not brought back', async () => {
+    const db = await freshDb();
+    const bus = new LocalChangeBus();
+    const store = new RecordStore(db, bus);
+    const k = record(`sk-stale-${randomUUID()}`);
+    await store.putKey(k);
+    const read = { ...k }; // what an admin call read before the block below
+    assert.equal(await store.setKeyBlocked(k.hash, true), true);
+    assert.equal(await store.updateKey(k.hash, (stored) => ({ ...stored, models: ['llama'] })), 'done');
+    const [updated] = await db.query<{ blocked: boolean; models: string[] }>('SELECT blocked, models FROM keys WHERE key_hash = $1', [
+      k.hash,
+    ]);
+    assert.deepEqual(updated, { blocked: true, models: ['llama'] }, 'the block holds; the change applies');
+    assert.equal(read.blocked, false, 'the stale read was not what was written');
+
+    const renewed = record(`sk-stale-new-${randomUUID()}`);
+    const next = await store.regenerateKey(k.hash, renewed.hash, (stored) => stored, 'sk-...new');
+    assert.ok(typeof next === 'object');
+    assert.equal(next.blocked, true, 'a blocked key regenerated stays blocked');
+
+    assert.equal(await store.deleteKey(renewed.hash), true);
+    assert.equal(await store.updateKey(renewed.hash, (stored) => stored), 'missing');
+    assert.equal(await store.regenerateKey(renewed.hash, record(`sk-x-${randomUUID()}`).hash, (s) => s, 'sk-...x'), 'missing');
+    assert.deepEqual(await db.query('SELECT key_hash FROM keys'), [], 'nothing brought back');
+  });
+
   test('a slow read of an older state never lands after the delete that followed it', async () => {
     const db = await freshDb();
     // The first single-key read returns what it read 300 ms late, as a busy pool connection may.

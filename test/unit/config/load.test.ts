@@ -475,6 +475,13 @@ litellm_settings:
     assert.equal(loaded('router_settings:\n  redis_url: rediss://r:6379\n').general_settings.redis_url, 'rediss://r:6379');
   });
 
+  test("REDIS_URL set beside the router's Redis: the config's is used, and the warning says so", () => {
+    const r = loadConfigText('router_settings:\n  redis_host: valkey\n', { REDIS_URL: 'redis://elsewhere:6379' });
+    assert.deepEqual(r.issues, []);
+    assert.equal(r.config?.general_settings.redis_url, 'redis://valkey:6379');
+    assert.match(issueAt(r.warnings, 'router_settings.redis_host').message, /REDIS_URL is set too/);
+  });
+
   test("general_settings.redis_url wins over the router's Redis, which is reported as ignored", () => {
     const text = 'general_settings:\n  redis_url: redis://mine:6379\nrouter_settings:\n  redis_host: theirs\n  redis_port: 6380\n';
     const r = loadConfigText(text, {});
@@ -492,6 +499,8 @@ litellm_settings:
       ['router_settings:\n  redis_host: r\n  redis_port: 99999\n', 'router_settings.redis_port', 'redis_port: 99999'],
       ['router_settings:\n  redis_host: r\n  redis_port: six\n', 'router_settings.redis_port', 'redis_port: six'],
       ['router_settings:\n  redis_host: "r/x"\n', 'router_settings.redis_host', 'redis_host:'],
+      // A port written into the host is not taken for an IPv6 address.
+      ['router_settings:\n  redis_host: "redis:6380"\n', 'router_settings.redis_host', 'redis_host:'],
       ['router_settings:\n  redis_host: r\n  redis_password: [s3cret-pw]\n', 'router_settings.redis_password', 'redis_password:'],
       ['router_settings:\n  redis_url: http://r:6379\n', 'router_settings.redis_url', 'redis_url:'],
     ];

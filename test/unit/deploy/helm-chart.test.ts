@@ -635,6 +635,11 @@ describe('charts/tollgate', () => {
       assert.equal(one<Deployment>(env, 'Deployment').spec.replicas, 2);
       const mixed = renderChart({ ...fromEnv(['REDIS_URL']), config });
       assert.equal(one<Deployment>(mixed, 'Deployment').spec.replicas, 2);
+      // A LiteLLM config's router Redis is tollgate's Redis too.
+      for (const router of [{ redis_host: 'valkey', redis_password: 'os.environ/REDIS_PASSWORD' }, { redis_url: 'os.environ/REDIS_URL' }]) {
+        const litellm = renderChart({ ...fromEnv(['DATABASE_URL']), config: { router_settings: router } });
+        assert.equal(one<Deployment>(litellm, 'Deployment').spec.replicas, 2, JSON.stringify(router));
+      }
     });
 
     it('an Envoy idle timeout at or below a backend timeout (Envoy would answer 408 while tollgate waits)', () => {
