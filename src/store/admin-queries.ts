@@ -159,8 +159,9 @@ export async function topKeySpend(
   }));
 }
 
-export async function spendLogs(db: Queryable, f: SpendLogFilter): Promise<SpendLogRow[]> {
-  const w = where([
+/** The spend-log rows a filter names (its key, request, user, team and time range). */
+function spendWhere(f: Omit<SpendLogFilter, 'limit'>): { sql: string; params: unknown[] } {
+  return where([
     ['key_id =', f.keyId],
     ['request_id =', f.requestId],
     ['user_id =', f.userId],
@@ -168,6 +169,10 @@ export async function spendLogs(db: Queryable, f: SpendLogFilter): Promise<Spend
     ['created_at >=', f.start],
     ['created_at <', f.end],
   ]);
+}
+
+export async function spendLogs(db: Queryable, f: SpendLogFilter): Promise<SpendLogRow[]> {
+  const w = spendWhere(f);
   return db.query<SpendLogRow>(
     `SELECT s.*, k.key_hash AS token
      FROM (SELECT request_id, key_id, user_id, team_id, model, deployment, prompt_tokens, completion_tokens, cost, status,
@@ -192,14 +197,7 @@ export interface DailySpendRow {
 
 /** Spend per UTC day, key, user and model, oldest day first (LiteLLM's summarized /spend/logs); at most `limit` + 1 rows. */
 export async function dailySpend(db: Queryable, f: Omit<SpendLogFilter, 'limit'>, limit: number): Promise<DailySpendRow[]> {
-  const w = where([
-    ['key_id =', f.keyId],
-    ['request_id =', f.requestId],
-    ['user_id =', f.userId],
-    ['team_id =', f.teamId],
-    ['created_at >=', f.start],
-    ['created_at <', f.end],
-  ]);
+  const w = spendWhere(f);
   const rows = await db.query<DailySpendRow>(
     `SELECT s.day, s.key_id, k.key_hash AS token, s.user_id, s.model, s.spend
      FROM (SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, key_id, user_id, model, sum(cost) AS spend
