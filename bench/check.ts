@@ -180,7 +180,7 @@ function benchConfig(issuer: string): string {
     redisUrl === undefined
       ? ''
       : `    rpm_limit: 1000000000
-    tpm_limit: 1000000000000
+    tpm_limit: 2000000000
 `;
   const store =
     redisUrl === undefined ? '' : `  redis_url: ${redisUrl}\n  redis_key_prefix: "tollgate-bench-${randomBytes(6).toString('hex')}:"\n`;
