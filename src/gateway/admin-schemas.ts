@@ -155,6 +155,47 @@ const litellmTeamFields = litellmOnly(IGNORED_TEAM_FIELDS, REFUSED_TEAM_FIELDS);
 export const teamNew = z.object({ team_id: id.optional(), ...teamFields, ...litellmTeamFields }).strict();
 export const teamUpdate = z.object({ team_id: id, ...teamFields, ...litellmTeamFields }).strict();
 
+/** LiteLLM's user fields tollgate only labels with, and those it would have to enforce (refused, as for keys). */
+export const IGNORED_USER_FIELDS = ['user_email', 'user_alias', 'send_invite_email', 'tags'] as const;
+const REFUSED_USER_FIELDS = [
+  'teams',
+  'organization_id',
+  'model_max_budget',
+  'model_rpm_limit',
+  'model_tpm_limit',
+  'allowed_routes',
+  'guardrails',
+  'object_permission',
+  'prompts',
+  'budget_id',
+  'spend',
+] as const;
+const userFields = {
+  ...limits,
+  metadata: metadata.nullish(),
+  // LiteLLM's roles grant or narrow its own UI and routes; tollgate's admins are the master key and auth.admin_groups.
+  user_role: z
+    .enum(['internal_user'], {
+      error: "tollgate's users are LiteLLM's internal_user: the admin API is the master key's and auth.admin_groups'",
+    })
+    .nullish(),
+  ...litellmOnly(IGNORED_USER_FIELDS, REFUSED_USER_FIELDS),
+};
+/** LiteLLM's /user/new: the user, and (auto_create_key, true by default as in LiteLLM) a key for it with these key fields. */
+export const userNew = z
+  .object({
+    user_id: id.optional(),
+    ...userFields,
+    auto_create_key: z.boolean().default(true),
+    models: models.nullish(),
+    key_alias: alias.nullish(),
+    duration: keyDuration.nullish(),
+    team_id: id.nullish(),
+  })
+  .strict();
+export const userUpdate = z.object({ user_id: id, ...userFields }).strict();
+export const userDelete = z.object({ user_ids: z.array(id).min(1).max(100) }).strict();
+
 export const modelNew = z
   .object({
     model_name: z.string().min(1).max(200),
@@ -199,6 +240,7 @@ export const keyListQuery = z
   })
   .strict();
 export const teamInfoQuery = z.object({ team_id: id }).strict();
+export const userInfoQuery = z.object({ user_id: id }).strict();
 export const spendLogsQuery = z
   .object({
     api_key: spendKeyRef.optional(),

@@ -29,7 +29,7 @@ import {
 } from '../store/admin-queries.js';
 import { afterDuration, budgetPeriod } from '../store/counters.js';
 import type { Db, Queryable } from '../store/db.js';
-import { keyFromRow, teamFromRow, type RecordStore, type StoredModel } from '../store/records.js';
+import { findUser, keyFromRow, teamFromRow, type RecordStore, type StoredModel, type StoredUser } from '../store/records.js';
 import type { Logger } from '../telemetry/logger.js';
 import { modelView, prepareModel, probeDeployments } from './admin-models.js';
 import * as S from './admin-schemas.js';
@@ -44,6 +44,8 @@ export interface AdminDeps {
     byId(id: string): KeyRecord | undefined;
     isConfigKey(hash: string): boolean;
     isConfigTeam(id: string): boolean;
+    isConfigUser(id: string): boolean;
+    readonly users: ReadonlyMap<string, Limits>;
     readonly teams: ReadonlyMap<string, TeamRecord>;
     readonly models: readonly StoredModel[];
   };
@@ -105,6 +107,10 @@ const ROUTES = new Set([
   'POST /team/new',
   'GET /team/info',
   'POST /team/update',
+  'POST /user/new',
+  'GET /user/info',
+  'POST /user/update',
+  'POST /user/delete',
   'GET /spend/keys',
   'GET /spend/logs',
   'GET /global/spend',
@@ -167,6 +173,8 @@ export class AdminApi {
           return withQuery(S.keyListQuery, query, (q) => this.#keyList(q));
         case 'GET /team/info':
           return withQuery(S.teamInfoQuery, query, (q) => this.#teamInfo(q.team_id));
+        case 'GET /user/info':
+          return withQuery(S.userInfoQuery, query, (q) => this.#userInfo(q.user_id));
         case 'GET /spend/keys':
           return withQuery(S.spendKeysQuery, query, (q) => this.#spendKeys(q.limit));
         case 'GET /spend/logs':
@@ -207,7 +215,13 @@ export class AdminApi {
   /** A POST route's answer, naming the LiteLLM fields it accepted and ignored. */
   async #post(route: string, value: unknown, caller: AdminCaller): Promise<Reply> {
     const reply = await this.#postRoute(route, value, caller);
-    const names = route.startsWith('POST /team/') ? S.IGNORED_TEAM_FIELDS : route.startsWith('POST /key/') ? S.IGNORED_KEY_FIELDS : [];
+    const names = route.startsWith('POST /team/')
+      ? S.IGNORED_TEAM_FIELDS
+      : route.startsWith('POST /key/')
+        ? S.IGNORED_KEY_FIELDS
+        : route.startsWith('POST /user/')
+          ? S.IGNORED_USER_FIELDS
+          : [];
     const given = typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : {};
     const ignored = names.filter((f) => given[f] !== undefined && given[f] !== null);
     return 'status' in reply && ignored.length > 0 ? { ...reply, ignored } : reply;
@@ -231,6 +245,12 @@ export class AdminApi {
         return withBody(S.teamNew, value, (b) => this.#teamPut(b.team_id ?? randomUUID(), b, true, caller));
       case 'POST /team/update':
         return withBody(S.teamUpdate, value, (b) => this.#teamPut(b.team_id, b, false, caller));
+      case 'POST /user/new':
+        return withBody(S.userNew, value, (b) => this.#userNew(b, caller));
+      case 'POST /user/update':
+        return withBody(S.userUpdate, value, (b) => this.#userUpdate(b, caller));
+      case 'POST /user/delete':
+        return withBody(S.userDelete, value, (b) => this.#userDelete(b.user_ids, caller));
       case 'POST /model/new':
         return withBody(S.modelNew, value, (b) => this.#modelNew(b, caller));
       case 'POST /model/delete':
@@ -495,6 +515,113 @@ export class AdminApi {
         keys: keys.rows.map((r) => keyView(r, keySpend.get(keyId(r.key_hash)) ?? 0, now)),
       },
     };
+  }
+
+  // ------------------------------------------------------------------------------------------- users
+
+  #configUser(userId: string, field = 'user_id'): Reply | undefined {
+    if (!this.#d.cache.isConfigUser(userId)) return undefined;
+    return {
+      error: 'conflict',
+      param: field,
+      message: `${field}: this user is declared in the config file: change it there (the admin API cannot)`,
+    };
+  }
+
+  /**
+   * LiteLLM's /user/new: a user with limits on everything its keys do and, unless auto_create_key is false
+   * (LiteLLM's default is true), a key for it, made as /key/generate makes one.
+   */
+  async #userNew(b: z.output<typeof S.userNew>, caller: AdminCaller): Promise<Reply> {
+    const userId = b.user_id ?? randomUUID();
+    const configured = this.#configUser(userId);
+    if (configured !== undefined) return configured;
+    const keyFields = { models: b.models, key_alias: b.key_alias, duration: b.duration, team_id: b.team_id };
+    if (!b.auto_create_key) {
+      const given = Object.entries(keyFields).find(([, v]) => v != null)?.[0];
+      if (given !== undefined)
+        return {
+          error: 'invalid_body',
+          param: given,
+          message: `${given}: a field of the key /user/new makes, and auto_create_key is false: drop it, or make the key with /key/generate and user_id`,
+        };
+    }
+    const missing = await this.#teamMissing(b.team_id);
+    if (missing !== undefined) return missing;
+    const now = this.#now();
+    const user = await this.#d.records.putUser(userId, true, () => ({
+      userId,
+      limits: applyLimits(NO_LIMITS, b),
+      metadata: b.metadata ?? {},
+    }));
+    if (user === 'exists')
+      return { error: 'conflict', param: 'user_id', message: 'user_id: a user with this id exists already: use POST /user/update' };
+    if (user === 'missing') throw new Error('unreachable: a created user is never missing');
+    this.#audit(caller, 'user.new', { user_id: userId });
+    const view = { ...userView(user, now), spend: 0 };
+    if (!b.auto_create_key) return { status: 200, body: view };
+    const made = await this.#keyGenerate({ ...keyFields, user_id: userId }, caller);
+    if ('error' in made) {
+      // The user alone is not what was asked for: nothing is left behind.
+      await this.#d.records.deleteUser(userId);
+      return made;
+    }
+    return { status: 200, body: { ...(made.body as Record<string, unknown>), ...view } };
+  }
+
+  async #userUpdate(b: z.output<typeof S.userUpdate>, caller: AdminCaller): Promise<Reply> {
+    const configured = this.#configUser(b.user_id);
+    if (configured !== undefined) return configured;
+    const user = await this.#d.records.putUser(b.user_id, false, (stored) => ({
+      userId: b.user_id,
+      limits: applyLimits(stored?.limits ?? NO_LIMITS, b),
+      metadata: b.metadata ?? stored?.metadata ?? {},
+    }));
+    if (user === 'missing')
+      return { error: 'not_found', param: 'user_id', message: 'user_id: no such user: create it with POST /user/new' };
+    if (user === 'exists') throw new Error('unreachable: an update never finds the user existing');
+    this.#audit(caller, 'user.update', { user_id: b.user_id });
+    const now = this.#now();
+    const spend = await spendOf(this.#d.db, 'user_id', b.user_id, periodStart(user.limits, now));
+    return { status: 200, body: { ...userView(user, now), spend } };
+  }
+
+  /** LiteLLM's /user/info: the user, its spend (this budget period's), and its keys. */
+  async #userInfo(userId: string): Promise<Reply> {
+    const now = this.#now();
+    const configured = this.#d.cache.isConfigUser(userId);
+    const user: StoredUser | undefined = configured
+      ? { userId, limits: this.#d.cache.users.get(userId) ?? NO_LIMITS, metadata: {} }
+      : await findUser(this.#d.db, userId);
+    if (user === undefined) return { error: 'not_found', param: 'user_id', message: 'user_id: no such user' };
+    const [spend, keys] = await Promise.all([
+      spendOf(this.#d.db, 'user_id', userId, periodStart(user.limits, now)),
+      listKeys(this.#d.db, { userId }, 1, 100),
+    ]);
+    const keySpend = await this.#keySpend(keys.rows.map(keyFromRow));
+    return {
+      status: 200,
+      body: {
+        user_id: userId,
+        user_info: { ...userView(user, now), spend, source: configured ? 'config' : 'api' },
+        keys: keys.rows.map((r) => keyView(r, keySpend.get(keyId(r.key_hash)) ?? 0, now)),
+        teams: [],
+      },
+    };
+  }
+
+  /** LiteLLM's /user/delete: the users, and the keys made for them (a user who leaves takes their keys along). */
+  async #userDelete(userIds: readonly string[], caller: AdminCaller): Promise<Reply> {
+    for (const [i, id] of userIds.entries()) {
+      const configured = this.#configUser(id, `user_ids[${i}]`);
+      if (configured !== undefined) return configured;
+      if ((await findUser(this.#d.db, id)) === undefined)
+        return { error: 'not_found', param: `user_ids[${i}]`, message: `user_ids[${i}]: no such user` };
+    }
+    const deletedKeys: string[] = [];
+    for (const id of userIds) deletedKeys.push(...((await this.#d.records.deleteUser(id)) ?? []));
+    this.#audit(caller, 'user.delete', { user_ids: userIds, key_ids: deletedKeys.map(keyId) });
+    return { status: 200, body: { deleted_users: userIds, deleted_keys: deletedKeys } };
   }
 
   // ------------------------------------------------------------------------------------------- spend
@@ -781,6 +908,10 @@ function iso(v: Date | string | null): string | null {
 /** Where the current budget period began (ms), or 0 without a budget_duration: spend is then all of it. */
 function periodStart(l: Limits, now: number): number {
   return l.budgetDuration === undefined ? 0 : budgetPeriod(l.budgetDuration, now).start;
+}
+
+function userView(u: StoredUser, now: number): Record<string, unknown> {
+  return { user_id: u.userId, user_role: 'internal_user', metadata: u.metadata, ...limitsView(u.limits, now) };
 }
 
 function limitsView(l: Limits, now: number): Record<string, unknown> {

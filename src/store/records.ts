@@ -66,6 +66,23 @@ interface UserRow extends LimitColumns {
   user_id: string;
 }
 
+/** A user made through the admin API (LiteLLM's internal user): limits on everything its keys do. */
+export interface StoredUser {
+  readonly userId: string;
+  readonly limits: Limits;
+  readonly metadata: Readonly<Record<string, unknown>>;
+}
+
+/** A user of the records database, or undefined. */
+export async function findUser(db: Queryable, userId: string): Promise<StoredUser | undefined> {
+  const [row] = await db.query<UserRow & { metadata: unknown }>(`SELECT ${USER_COLUMNS}, metadata FROM users WHERE user_id = $1`, [userId]);
+  return row === undefined ? undefined : userFromRow(row);
+}
+
+function userFromRow(row: UserRow & { metadata: unknown }): StoredUser {
+  return { userId: row.user_id, limits: limitsFrom(row), metadata: object(row.metadata) };
+}
+
 export const KEY_COLUMNS =
   'key_hash, key_alias, models, user_id, team_id, blocked, expires_at, metadata, max_budget, budget_duration, rpm_limit, tpm_limit, max_parallel_requests';
 export const TEAM_COLUMNS =
@@ -297,6 +314,60 @@ export class RecordStore {
     return rows.length > 0;
   }
 
+  /**
+   * A user's limits and metadata (LiteLLM's /user/new and /user/update): `change` applied to the user as
+   * stored when the write runs (undefined: none yet). 'exists' when creating a user that exists, 'missing'
+   * when updating one that does not; nothing changed then.
+   */
+  async putUser(
+    userId: string,
+    create: boolean,
+    change: (stored: StoredUser | undefined) => StoredUser,
+  ): Promise<StoredUser | 'exists' | 'missing'> {
+    return this.#write([{ kind: 'user', id: userId }], async (tx): Promise<StoredUser | 'exists' | 'missing'> => {
+      const [row] = await tx.query<UserRow & { metadata: unknown }>(
+        `SELECT ${USER_COLUMNS}, metadata FROM users WHERE user_id = $1 FOR UPDATE`,
+        [userId],
+      );
+      if (create && row !== undefined) return 'exists';
+      if (!create && row === undefined) return 'missing';
+      const u = change(row === undefined ? undefined : userFromRow(row));
+      const l = u.limits;
+      await tx.query(
+        `INSERT INTO users (user_id, max_budget, budget_duration, rpm_limit, tpm_limit, max_parallel_requests, metadata)
+         VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)
+         ON CONFLICT (user_id) DO UPDATE SET max_budget = $2, budget_duration = $3, rpm_limit = $4, tpm_limit = $5,
+           max_parallel_requests = $6, metadata = $7::jsonb, updated_at = now()`,
+        [
+          userId,
+          l.maxBudget ?? null,
+          l.budgetDuration ?? null,
+          l.rpmLimit ?? null,
+          l.tpmLimit ?? null,
+          l.maxParallelRequests ?? null,
+          JSON.stringify(u.metadata),
+        ],
+      );
+      return u;
+    });
+  }
+
+  /**
+   * Deletes a user and, in the same transaction, the keys made for it through the API, as LiteLLM does: a
+   * user who leaves takes their keys along. The tokens of the keys deleted; undefined when there was no user.
+   */
+  async deleteUser(userId: string): Promise<string[] | undefined> {
+    const changes: RecordChange[] = [{ kind: 'user', id: userId }];
+    return this.#write(changes, async (tx) => {
+      const gone = await tx.query('DELETE FROM users WHERE user_id = $1 RETURNING user_id', [userId]);
+      if (gone.length === 0) return undefined;
+      const keys = await tx.query<{ key_hash: string }>('DELETE FROM keys WHERE user_id = $1 RETURNING key_hash', [userId]);
+      // Each key's change is logged and broadcast with the user's (#write reads the list after this).
+      for (const k of keys) changes.push({ kind: 'key', id: k.key_hash });
+      return keys.map((k) => k.key_hash);
+    });
+  }
+
   /** Adds a model; false when its id is taken. `litellm_params.api_key` must already be sealed or a reference. */
   async addModel(m: StoredModel): Promise<boolean> {
     const rows = await this.#write([{ kind: 'model', id: m.id }], (tx) =>
@@ -452,6 +523,11 @@ export class RecordCache implements KeyDirectory {
 
   isConfigTeam(id: string): boolean {
     return this.#configTeams.has(id);
+  }
+
+  /** A user declared in the config file (read-only through the admin API). */
+  isConfigUser(id: string): boolean {
+    return this.#configUsers.has(id);
   }
 
   /** The models added through the admin API. */

@@ -87,6 +87,10 @@ const ROUTES: readonly (readonly [string, string])[] = [
   ['POST', '/team/new'],
   ['GET', '/team/info?team_id=x'],
   ['POST', '/team/update'],
+  ['POST', '/user/new'],
+  ['GET', '/user/info?user_id=x'],
+  ['POST', '/user/update'],
+  ['POST', '/user/delete'],
   ['GET', '/spend/keys'],
   ['GET', '/spend/logs'],
   ['GET', '/global/spend'],
@@ -315,6 +319,76 @@ keys:
     // Raising the budget through the API opens the team again, on both replicas.
     assert.equal((await call(b, 'POST', '/team/update', { team_id: 'budgeted', max_budget: 100 })).status, 200);
     await within(1_000, async () => (await chat(a, key)).status === 200, 'raised budget applied');
+  });
+
+  test("LiteLLM's users: /user/new makes a user and its key; the user's budget holds on both replicas; /user/delete takes its keys along", async () => {
+    const made = await call(a, 'POST', '/user/new', {
+      user_id: 'ada@example.com',
+      user_email: 'ada@example.com',
+      max_budget: 0.001,
+      budget_duration: '30d',
+      models: ['llama'],
+      key_alias: 'ada-laptop',
+    });
+    assert.equal(made.status, 200, made.text);
+    assert.equal(made.headers.get('x-tollgate-ignored-fields'), 'user_email');
+    const key = String(made.body['key']);
+    secrets.add(key);
+    assert.match(key, /^sk-/);
+    assert.equal(made.body['user_id'], 'ada@example.com');
+    assert.equal(made.body['max_budget'], 0.001);
+    assert.equal(made.body['key_alias'], 'ada-laptop');
+    assert.deepEqual(made.body['models'], ['llama']);
+    assert.equal((await call(a, 'POST', '/user/new', { user_id: 'ada@example.com' })).status, 409);
+
+    // The first request is admitted and costs (11 + 5) × 0.001: past the user's budget, on either replica.
+    await within(1_000, async () => (await chat(b, key)).status === 200, 'user known on replica b');
+    await within(2_000, async () => errorOf(await chat(a, key)).code === 'budget_exceeded', "the user's budget on the other replica");
+    // A second key of the same user shares the budget.
+    const second = String((await call(b, 'POST', '/key/generate', { user_id: 'ada@example.com' })).body['key']);
+    secrets.add(second);
+    await within(1_000, async () => errorOf(await chat(b, second)).code === 'budget_exceeded', "the user's other key too");
+
+    let info: Reply | undefined;
+    await within(
+      3_000,
+      async () => {
+        info = await call(b, 'GET', `/user/info?user_id=${encodeURIComponent('ada@example.com')}`);
+        return Number((info.body['user_info'] as Json | undefined)?.['spend']) > 0.001;
+      },
+      "the user's spend reaches the log",
+    );
+    assert.equal((info?.body['keys'] as Json[]).length, 2);
+    assert.equal((info?.body['user_info'] as Json)['source'], 'api');
+    assert.ok(!info?.text.includes(key));
+
+    // Raising the budget opens the user again; null leaves a field as it is.
+    const raised = await call(a, 'POST', '/user/update', { user_id: 'ada@example.com', max_budget: 100, rpm_limit: null });
+    assert.equal(raised.status, 200);
+    assert.equal(raised.body['budget_duration'], '30d');
+    await within(1_000, async () => (await chat(b, key)).status === 200, 'raised budget applied');
+
+    // Without a key; a key field then is refused; and bad input names its field.
+    const bare = await call(a, 'POST', '/user/new', { auto_create_key: false, max_budget: '5' });
+    assert.equal(bare.status, 200);
+    assert.equal(bare.body['key'], undefined);
+    assert.match(String(bare.body['user_id']), /^[0-9a-f-]{36}$/, 'a generated user id');
+    assert.equal(errorOf(await call(a, 'POST', '/user/new', { auto_create_key: false, models: ['llama'] })).param, 'models');
+    assert.equal(errorOf(await call(a, 'POST', '/user/new', { user_role: 'proxy_admin' })).param, 'user_role');
+    assert.equal((await call(a, 'POST', '/user/update', { user_id: 'nobody-here' })).status, 404);
+    // A taken key alias leaves no user behind.
+    const clash = await call(a, 'POST', '/user/new', { user_id: 'bob', key_alias: 'ada-laptop' });
+    assert.equal(clash.status, 400);
+    assert.equal((await call(a, 'GET', '/user/info?user_id=bob')).status, 404);
+
+    // Deleting the user deletes its keys, on both replicas at once.
+    const deleted = await call(b, 'POST', '/user/delete', { user_ids: ['ada@example.com'] });
+    assert.equal(deleted.status, 200);
+    assert.deepEqual((deleted.body['deleted_keys'] as string[]).sort(), [sha(key), sha(second)].sort());
+    for (const k of [key, second])
+      for (const port of [a, b]) await within(1_000, async () => (await chat(port, k)).status === 401, `key gone on ${port}`);
+    assert.equal((await call(a, 'GET', '/user/info?user_id=ada%40example.com')).status, 404);
+    assert.equal((await call(a, 'POST', '/user/delete', { user_ids: ['ada@example.com'] })).status, 404);
   });
 
   test('a model added on one replica is served by the other; its api_key is never shown', async () => {
