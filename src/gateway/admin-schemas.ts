@@ -184,7 +184,7 @@ const userFields = {
 /** LiteLLM's /user/new: the user, and (auto_create_key, true by default as in LiteLLM) a key for it with these key fields. */
 export const userNew = z
   .object({
-    user_id: id.optional(),
+    user_id: id.nullish(),
     ...userFields,
     auto_create_key: z.boolean().default(true),
     models: models.nullish(),

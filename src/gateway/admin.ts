@@ -536,7 +536,15 @@ export class AdminApi {
     const userId = b.user_id ?? randomUUID();
     const configured = this.#configUser(userId);
     if (configured !== undefined) return configured;
-    const keyFields = { models: b.models, key_alias: b.key_alias, duration: b.duration, team_id: b.team_id };
+    // LiteLLM's user-level models restrict every key of the user; tollgate restricts models per key or team.
+    if (b.models != null)
+      return {
+        error: 'invalid_body',
+        param: 'models',
+        message:
+          "models: tollgate restricts models per key or team, not per user (a user's other keys would be allowed more than you asked): give keys their models with /key/generate and user_id, or put the user's keys in a team",
+      };
+    const keyFields = { key_alias: b.key_alias, duration: b.duration, team_id: b.team_id };
     if (!b.auto_create_key) {
       const given = Object.entries(keyFields).find(([, v]) => v != null)?.[0];
       if (given !== undefined)
@@ -560,10 +568,17 @@ export class AdminApi {
     this.#audit(caller, 'user.new', { user_id: userId });
     const view = { ...userView(user, now), spend: 0 };
     if (!b.auto_create_key) return { status: 200, body: view };
-    const made = await this.#keyGenerate({ ...keyFields, user_id: userId }, caller);
+    let made: Reply;
+    try {
+      made = await this.#keyGenerate({ ...keyFields, user_id: userId }, caller);
+    } catch (err) {
+      made = { error: 'store_unavailable', message: 'The records database did not answer: retry shortly.' };
+      this.#d.logger.error({ err: (err as Error).message, user_id: userId }, 'the key of a new user was not made');
+    }
     if ('error' in made) {
-      // The user alone is not what was asked for: nothing is left behind.
-      await this.#d.records.deleteUser(userId);
+      // The user alone is not what was asked for: it goes again (only the user: keys made before for this
+      // user_id with /key/generate stay).
+      await this.#d.records.deleteUser(userId, false);
       return made;
     }
     return { status: 200, body: { ...(made.body as Record<string, unknown>), ...view } };
@@ -618,10 +633,16 @@ export class AdminApi {
       if ((await findUser(this.#d.db, id)) === undefined)
         return { error: 'not_found', param: `user_ids[${i}]`, message: `user_ids[${i}]: no such user` };
     }
+    const deletedUsers: string[] = [];
     const deletedKeys: string[] = [];
-    for (const id of userIds) deletedKeys.push(...((await this.#d.records.deleteUser(id)) ?? []));
-    this.#audit(caller, 'user.delete', { user_ids: userIds, key_ids: deletedKeys.map(keyId) });
-    return { status: 200, body: { deleted_users: userIds, deleted_keys: deletedKeys } };
+    for (const id of userIds) {
+      const keys = await this.#d.records.deleteUser(id);
+      if (keys === undefined) continue; // deleted meanwhile
+      deletedUsers.push(id);
+      deletedKeys.push(...keys);
+    }
+    this.#audit(caller, 'user.delete', { user_ids: deletedUsers, key_ids: deletedKeys.map(keyId) });
+    return { status: 200, body: { deleted_users: deletedUsers, deleted_keys: deletedKeys } };
   }
 
   // ------------------------------------------------------------------------------------------- spend

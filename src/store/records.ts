@@ -354,13 +354,15 @@ export class RecordStore {
 
   /**
    * Deletes a user and, in the same transaction, the keys made for it through the API, as LiteLLM does: a
-   * user who leaves takes their keys along. The tokens of the keys deleted; undefined when there was no user.
+   * user who leaves takes their keys along (`withKeys` false: the user alone). The tokens of the keys
+   * deleted; undefined when there was no user.
    */
-  async deleteUser(userId: string): Promise<string[] | undefined> {
+  async deleteUser(userId: string, withKeys = true): Promise<string[] | undefined> {
     const changes: RecordChange[] = [{ kind: 'user', id: userId }];
     return this.#write(changes, async (tx) => {
       const gone = await tx.query('DELETE FROM users WHERE user_id = $1 RETURNING user_id', [userId]);
       if (gone.length === 0) return undefined;
+      if (!withKeys) return [];
       const keys = await tx.query<{ key_hash: string }>('DELETE FROM keys WHERE user_id = $1 RETURNING key_hash', [userId]);
       // Each key's change is logged and broadcast with the user's (#write reads the list after this).
       for (const k of keys) changes.push({ kind: 'key', id: k.key_hash });
