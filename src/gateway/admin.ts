@@ -73,7 +73,9 @@ export interface AdminCaller {
   readonly key: KeyRecord | undefined;
 }
 
-type Reply = { status: number; body: unknown; ignored?: readonly string[] } | { error: ErrorCode; message: string; param?: string };
+type Reply =
+  | { status: number; body: unknown; ignored?: readonly string[]; truncated?: boolean }
+  | { error: ErrorCode; message: string; param?: string };
 
 const KEY_BYTES = 24; // 192 random bits, base64url: `sk-` + 32 characters
 const TAKEN = (field: string): string => `${field}: this key exists already: choose another value, or leave it out`;
@@ -159,6 +161,8 @@ export class AdminApi {
       'x-tollgate-request-id': caller.requestId,
     };
     if (reply.ignored !== undefined && reply.ignored.length > 0) headers['x-tollgate-ignored-fields'] = reply.ignored.join(', ');
+    // LiteLLM's header for a spend-log list cut at its limit, so a script can tell it got only the newest rows.
+    if (reply.truncated === true) headers['x-litellm-spend-logs-truncated'] = 'true';
     res.writeHead(reply.status, headers);
     res.end(text);
   }
@@ -687,9 +691,12 @@ export class AdminApi {
         };
       return { status: 200, body: this.#daySummary(days, q.end_date) };
     }
-    const rows = await spendLogs(this.#d.db, { ...filter, limit: q.limit });
+    // One row past the limit says whether there were more.
+    const fetched = await spendLogs(this.#d.db, { ...filter, limit: q.limit + 1 });
+    const rows = fetched.slice(0, q.limit);
     return {
       status: 200,
+      truncated: fetched.length > q.limit,
       body: rows.map((r) => {
         const end = new Date(r.created_at);
         return {

@@ -486,6 +486,19 @@ keys:
     );
     const byId = (await call(a, 'GET', `/spend/logs?api_key=${sha(twin).slice(0, 16)}`)).body as unknown as Json[];
     assert.equal(byId.length, 1, 'the key id (x-tollgate-key) works as a filter too');
+    // A list cut at its limit says so, in LiteLLM's header; a whole one does not.
+    const whole = await call(a, 'GET', `/spend/logs?api_key=${sha(twin)}&limit=1`);
+    assert.equal((whole.body as unknown as Json[]).length, 1);
+    assert.equal(whole.headers.get('x-litellm-spend-logs-truncated'), null, 'one row at limit=1: all of them');
+    assert.equal((await chat(b, twin)).status, 200);
+    await within(
+      3_000,
+      async () => {
+        const cut = await call(a, 'GET', `/spend/logs?api_key=${sha(twin)}&limit=1`);
+        return (cut.body as unknown as Json[]).length === 1 && cut.headers.get('x-litellm-spend-logs-truncated') === 'true';
+      },
+      'two rows at limit=1: the newest, truncated',
+    );
   });
 
   test('LiteLLM migration: keys keep their values, regenerate by token in the path, LiteLLM-only fields ignored or refused', async () => {
