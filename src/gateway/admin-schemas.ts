@@ -207,15 +207,10 @@ export const modelDelete = z.object({ id: z.string().min(1).max(200) }).strict()
 
 // Query strings: every value arrives as a string.
 const page = z.coerce.number().int().positive().max(1_000_000);
-const dateParam = z
-  .string()
-  .refine((v) => !Number.isNaN(Date.parse(v)), { error: 'not a date: write YYYY-MM-DD or an ISO 8601 date-time' })
-  .transform((v) => new Date(v));
+const dateText = z.string().refine((v) => !Number.isNaN(Date.parse(v)), { error: 'not a date: write YYYY-MM-DD or an ISO 8601 date-time' });
+const dateParam = dateText.transform((v) => new Date(v));
 /** A range's end, exclusive; a date alone (YYYY-MM-DD) includes its day, as a reader of end_date=today expects. */
-const endDateParam = z
-  .string()
-  .refine((v) => !Number.isNaN(Date.parse(v)), { error: 'not a date: write YYYY-MM-DD or an ISO 8601 date-time' })
-  .transform((v) => new Date(Date.parse(v) + (/^\d{4}-\d{2}-\d{2}$/.test(v) ? 86_400_000 : 0)));
+const endDateParam = dateText.transform((v) => new Date(Date.parse(v) + (/^\d{4}-\d{2}-\d{2}$/.test(v) ? 86_400_000 : 0)));
 const bool = z.enum(['true', 'false']).transform((v) => v === 'true');
 
 /** Without `key`: the caller's own key. */

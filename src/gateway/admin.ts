@@ -96,6 +96,13 @@ const ALIAS_TAKEN: Reply = {
   message: 'key_alias: another key has this alias: choose another (aliases are unique across keys, as in LiteLLM)',
 };
 
+/** LiteLLM's label-only fields each family of POST routes accepts and names in x-tollgate-ignored-fields. */
+const IGNORED_FIELDS: readonly (readonly [string, readonly string[]])[] = [
+  ['POST /key/', S.IGNORED_KEY_FIELDS],
+  ['POST /team/', S.IGNORED_TEAM_FIELDS],
+  ['POST /user/', S.IGNORED_USER_FIELDS],
+];
+
 /** The admin routes: `METHOD /path` → handler. */
 const ROUTES = new Set([
   'POST /key/generate',
@@ -219,13 +226,7 @@ export class AdminApi {
   /** A POST route's answer, naming the LiteLLM fields it accepted and ignored. */
   async #post(route: string, value: unknown, caller: AdminCaller): Promise<Reply> {
     const reply = await this.#postRoute(route, value, caller);
-    const names = route.startsWith('POST /team/')
-      ? S.IGNORED_TEAM_FIELDS
-      : route.startsWith('POST /key/')
-        ? S.IGNORED_KEY_FIELDS
-        : route.startsWith('POST /user/')
-          ? S.IGNORED_USER_FIELDS
-          : [];
+    const names = IGNORED_FIELDS.find(([prefix]) => route.startsWith(prefix))?.[1] ?? [];
     const given = typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : {};
     const ignored = names.filter((f) => given[f] !== undefined && given[f] !== null);
     return 'status' in reply && ignored.length > 0 ? { ...reply, ignored } : reply;
@@ -561,14 +562,9 @@ export class AdminApi {
     const missing = await this.#teamMissing(b.team_id);
     if (missing !== undefined) return missing;
     const now = this.#now();
-    const user = await this.#d.records.putUser(userId, true, () => ({
-      userId,
-      limits: applyLimits(NO_LIMITS, b),
-      metadata: b.metadata ?? {},
-    }));
-    if (user === 'exists')
+    const user: StoredUser = { userId, limits: applyLimits(NO_LIMITS, b), metadata: b.metadata ?? {} };
+    if (!(await this.#d.records.createUser(user)))
       return { error: 'conflict', param: 'user_id', message: 'user_id: a user with this id exists already: use POST /user/update' };
-    if (user === 'missing') throw new Error('unreachable: a created user is never missing');
     this.#audit(caller, 'user.new', { user_id: userId });
     const view = { ...userView(user, now), spend: 0 };
     if (!b.auto_create_key) return { status: 200, body: view };
@@ -591,14 +587,13 @@ export class AdminApi {
   async #userUpdate(b: z.output<typeof S.userUpdate>, caller: AdminCaller): Promise<Reply> {
     const configured = this.#configUser(b.user_id);
     if (configured !== undefined) return configured;
-    const user = await this.#d.records.putUser(b.user_id, false, (stored) => ({
-      userId: b.user_id,
-      limits: applyLimits(stored?.limits ?? NO_LIMITS, b),
-      metadata: b.metadata ?? stored?.metadata ?? {},
+    const user = await this.#d.records.updateUser(b.user_id, (stored) => ({
+      ...stored,
+      limits: applyLimits(stored.limits, b),
+      metadata: b.metadata ?? stored.metadata,
     }));
-    if (user === 'missing')
+    if (user === undefined)
       return { error: 'not_found', param: 'user_id', message: 'user_id: no such user: create it with POST /user/new' };
-    if (user === 'exists') throw new Error('unreachable: an update never finds the user existing');
     this.#audit(caller, 'user.update', { user_id: b.user_id });
     const now = this.#now();
     const spend = await spendOf(this.#d.db, 'user_id', b.user_id, periodStart(user.limits, now));

@@ -83,6 +83,20 @@ function userFromRow(row: UserRow & { metadata: unknown }): StoredUser {
   return { userId: row.user_id, limits: limitsFrom(row), metadata: object(row.metadata) };
 }
 
+/** A user's columns as query parameters $1–$7: id, the five limits, metadata. */
+function userParams(u: StoredUser): unknown[] {
+  const l = u.limits;
+  return [
+    u.userId,
+    l.maxBudget ?? null,
+    l.budgetDuration ?? null,
+    l.rpmLimit ?? null,
+    l.tpmLimit ?? null,
+    l.maxParallelRequests ?? null,
+    JSON.stringify(u.metadata),
+  ];
+}
+
 export const KEY_COLUMNS =
   'key_hash, key_alias, models, user_id, team_id, blocked, expires_at, metadata, max_budget, budget_duration, rpm_limit, tpm_limit, max_parallel_requests';
 export const TEAM_COLUMNS =
@@ -182,19 +196,6 @@ export class RecordStore {
       }
     }
     return result;
-  }
-
-  /**
-   * Inserts or updates a key; `keyName` (LiteLLM's `sk-...abcd`) is kept when not given. An alias new to the
-   * key (as stored when the write runs) must be no other key's: 'alias-taken', and nothing changed.
-   */
-  async putKey(k: KeyRecord, keyName?: string): Promise<'done' | 'alias-taken'> {
-    return this.#keyWrite([{ kind: 'key', id: k.hash }], async (tx): Promise<'done'> => {
-      const [stored] = await tx.query<{ key_alias: string | null }>('SELECT key_alias FROM keys WHERE key_hash = $1 FOR UPDATE', [k.hash]);
-      if (k.alias !== undefined && k.alias !== stored?.key_alias) await claimKeyAlias(tx, k.alias, k.hash);
-      await upsertKey(tx, k, keyName, false);
-      return 'done';
-    });
   }
 
   /**
@@ -314,39 +315,34 @@ export class RecordStore {
     return rows.length > 0;
   }
 
+  /** A new user (LiteLLM's /user/new); false, and nothing changed, when a user with its id exists already. */
+  async createUser(u: StoredUser): Promise<boolean> {
+    const rows = await this.#write([{ kind: 'user', id: u.userId }], (tx) =>
+      tx.query(
+        `INSERT INTO users (user_id, max_budget, budget_duration, rpm_limit, tpm_limit, max_parallel_requests, metadata)
+         VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) ON CONFLICT (user_id) DO NOTHING RETURNING user_id`,
+        userParams(u),
+      ),
+    );
+    return rows.length > 0;
+  }
+
   /**
-   * A user's limits and metadata (LiteLLM's /user/new and /user/update): `change` applied to the user as
-   * stored when the write runs (undefined: none yet). 'exists' when creating a user that exists, 'missing'
-   * when updating one that does not; nothing changed then.
+   * Changes a user (LiteLLM's /user/update) from its record as stored when the write runs: the user as
+   * written, or undefined (nothing changed) when there is none.
    */
-  async putUser(
-    userId: string,
-    create: boolean,
-    change: (stored: StoredUser | undefined) => StoredUser,
-  ): Promise<StoredUser | 'exists' | 'missing'> {
-    return this.#write([{ kind: 'user', id: userId }], async (tx): Promise<StoredUser | 'exists' | 'missing'> => {
+  async updateUser(userId: string, change: (stored: StoredUser) => StoredUser): Promise<StoredUser | undefined> {
+    return this.#write([{ kind: 'user', id: userId }], async (tx) => {
       const [row] = await tx.query<UserRow & { metadata: unknown }>(
         `SELECT ${USER_COLUMNS}, metadata FROM users WHERE user_id = $1 FOR UPDATE`,
         [userId],
       );
-      if (create && row !== undefined) return 'exists';
-      if (!create && row === undefined) return 'missing';
-      const u = change(row === undefined ? undefined : userFromRow(row));
-      const l = u.limits;
+      if (row === undefined) return undefined;
+      const u = { ...change(userFromRow(row)), userId };
       await tx.query(
-        `INSERT INTO users (user_id, max_budget, budget_duration, rpm_limit, tpm_limit, max_parallel_requests, metadata)
-         VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)
-         ON CONFLICT (user_id) DO UPDATE SET max_budget = $2, budget_duration = $3, rpm_limit = $4, tpm_limit = $5,
-           max_parallel_requests = $6, metadata = $7::jsonb, updated_at = now()`,
-        [
-          userId,
-          l.maxBudget ?? null,
-          l.budgetDuration ?? null,
-          l.rpmLimit ?? null,
-          l.tpmLimit ?? null,
-          l.maxParallelRequests ?? null,
-          JSON.stringify(u.metadata),
-        ],
+        `UPDATE users SET max_budget = $2, budget_duration = $3, rpm_limit = $4, tpm_limit = $5, max_parallel_requests = $6,
+           metadata = $7::jsonb, updated_at = now() WHERE user_id = $1`,
+        userParams(u),
       );
       return u;
     });

@@ -94,7 +94,7 @@ ${via === 'redis' ? `  redis_url: ${REDIS}\n  redis_key_prefix: "${prefix}"\n` :
           }
         };
         assert.deepEqual(await both(), ['invalid_api_key', 'invalid_api_key']);
-        await store.putKey(record(key));
+        await store.createKey(record(key), 'sk-...test');
         await within('allowed', 1000);
         await store.setKeyBlocked(record(key).hash, true);
         await within('key_blocked', 1000);

@@ -63,7 +63,7 @@ describe('record cache', { timeout: 30_000 }, () => {
     const bus = new LocalChangeBus();
     const store = new RecordStore(db, bus);
     const k = record(`sk-stale-${randomUUID()}`);
-    await store.putKey(k);
+    await store.createKey(k, 'sk-...test');
     const read = { ...k }; // what an admin call read before the block below
     assert.equal(await store.setKeyBlocked(k.hash, true), true);
     assert.equal(await store.updateKey(k.hash, (stored) => ({ ...stored, models: ['llama'] })), 'done');
@@ -104,7 +104,7 @@ describe('record cache', { timeout: 30_000 }, () => {
     await cache.start(bus);
     const store = new RecordStore(db, bus);
     const k = record(`sk-order-${randomUUID()}`);
-    await store.putKey(k); // its reload reads the key, then is held back
+    await store.createKey(k, 'sk-...test'); // its reload reads the key, then is held back
     await store.deleteKey(k.hash); // its reload reads nothing, and finishes first without the ordering
     await new Promise((r) => setTimeout(r, 600));
     assert.equal(cache.get(k.hash), undefined, 'the deleted key stays deleted');
@@ -119,7 +119,7 @@ describe('record cache', { timeout: 30_000 }, () => {
     await cache.start(deaf);
     const store = new RecordStore(db, deaf, { logger, cache });
     const k = record(`sk-local-${randomUUID()}`);
-    await store.putKey(k);
+    await store.createKey(k, 'sk-...test');
     assert.equal(cache.get(k.hash)?.id, k.id, 'a new key works at once');
     assert.equal(await store.setKeyBlocked(k.hash, true), true);
     assert.equal(cache.get(k.hash)?.blocked, true, 'a block applies at once');
@@ -139,7 +139,7 @@ describe('record cache', { timeout: 30_000 }, () => {
     await cache.start(silent);
     const store = new RecordStore(db, silent, { logger });
     const k = record(`sk-lost-${randomUUID()}`);
-    await store.putKey(k); // the publish fails: not an error for the writer
+    await store.createKey(k, 'sk-...test'); // the publish fails: not an error for the writer
     assert.ok((await until('new key seen', 1_000, () => cache.get(k.hash) !== undefined)) <= 1_000);
     assert.equal(await store.setKeyBlocked(k.hash, true), true);
     await until('block seen', 1_000, () => cache.get(k.hash)?.blocked === true);
