@@ -8,6 +8,8 @@
 export type ErrorCode =
   | 'invalid_body'
   | 'missing_model'
+  // The gateway's HTTP server: a request it cannot read (the status says which fault: 400, 408, 417, 431, 501, 505).
+  | 'malformed_request'
   | 'missing_jwt'
   | 'invalid_jwt'
   | 'missing_api_key'
@@ -75,6 +77,12 @@ export const ERRORS: Readonly<Record<ErrorCode, ErrorSpec>> = {
     type: 'invalid_request_error',
     grpc: GrpcCode.INVALID_ARGUMENT,
     message: 'The request body must be a JSON object.',
+  },
+  malformed_request: {
+    status: 400,
+    type: 'invalid_request_error',
+    grpc: GrpcCode.INVALID_ARGUMENT,
+    message: 'The HTTP request is malformed.',
   },
   missing_model: {
     status: 400,

@@ -6,7 +6,6 @@
  * shown once; only its sha256 is stored, and no answer or log line carries a key.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import type { ServerResponse } from 'node:http';
 import type { z } from 'zod';
 import type { TeamRecord } from '../core/decide.js';
 import type { ErrorCode } from '../errors/codes.js';
@@ -34,6 +33,7 @@ import type { Logger } from '../telemetry/logger.js';
 import { modelView, prepareModel, probeDeployments } from './admin-models.js';
 import * as S from './admin-schemas.js';
 import { sendError } from './forward.js';
+import type { HttpResponse } from './http-response.js';
 
 export interface AdminDeps {
   readonly db: Db;
@@ -145,7 +145,7 @@ export class AdminApi {
 
   /** Answers one admin request (path normalised; `search` the raw query string; `body` as received). */
   async handle(
-    res: ServerResponse,
+    res: HttpResponse,
     method: string,
     path: string,
     search: string,

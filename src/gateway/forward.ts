@@ -7,7 +7,6 @@
  * the first byte went to the client; then fallbacks to other aliases.
  */
 import { randomUUID } from 'node:crypto';
-import type { ServerResponse } from 'node:http';
 import { Pool } from 'undici';
 import type { ModelEndpoint } from '../core/route.js';
 import { ERRORS, errorBody, type ErrorCode } from '../errors/codes.js';
@@ -16,6 +15,7 @@ import type { DeploymentTracker, RoutingStrategy } from '../routing/health.js';
 import type { SpendRecorder } from '../store/spend.js';
 import type { Lease } from '../store/limiter.js';
 import { codedError, Exchange, type ClientLink, type StreamSink } from './exchange.js';
+import type { HttpResponse } from './http-response.js';
 import { backendMessage, spliceJson, SseRewriter, withModel } from './sse.js';
 
 /** Admits an attempt on a deployment against its own rpm/tpm: a lease to settle, undefined (nothing to count), or false (full). */
@@ -120,7 +120,7 @@ export class Forwarder {
   }
 
   /** Serves the request to `res`, through retries and fallbacks; never throws for backend faults. */
-  async forward(req: ForwardRequest, res: ServerResponse): Promise<void> {
+  async forward(req: ForwardRequest, res: HttpResponse): Promise<void> {
     const started = performance.now();
     const gate = this.#gate;
     const aliases = [req.alias, ...req.fallbacks];
@@ -206,7 +206,7 @@ export class Forwarder {
     this.#record(req, undefined, req.alias, res.statusCode, started, 0, 0, 0, false);
   }
 
-  async #attempt(d: Deployment, alias: string, req: ForwardRequest, res: ServerResponse, started: number): Promise<Attempt> {
+  async #attempt(d: Deployment, alias: string, req: ForwardRequest, res: HttpResponse, started: number): Promise<Attempt> {
     const stream = req.body['stream'] === true;
     const clientWantsUsage = stream && (req.body['stream_options'] as { include_usage?: unknown } | undefined)?.include_usage === true;
     const headers: Record<string, string> = {
@@ -285,7 +285,7 @@ export class Forwarder {
     return JSON.stringify(out);
   }
 
-  #whole(d: Deployment, alias: string, req: ForwardRequest, res: ServerResponse, raw: Buffer, started: number): Attempt {
+  #whole(d: Deployment, alias: string, req: ForwardRequest, res: HttpResponse, raw: Buffer, started: number): Attempt {
     const text = raw.toString('utf8');
     let parsed: Record<string, unknown>;
     try {
@@ -372,7 +372,7 @@ export class Forwarder {
  */
 class SseRelay implements StreamSink {
   readonly sse: SseRewriter;
-  readonly #res: ServerResponse;
+  readonly #res: HttpResponse;
   readonly #client: ClientLink;
   readonly #requestId: string;
   readonly #extra: readonly (readonly [string, string])[] | undefined;
@@ -384,7 +384,7 @@ class SseRelay implements StreamSink {
   #wrote = false;
 
   constructor(
-    res: ServerResponse,
+    res: HttpResponse,
     client: ClientLink,
     requestId: string,
     extra: readonly (readonly [string, string])[] | undefined,
@@ -425,7 +425,7 @@ class SseRelay implements StreamSink {
     }
     if (this.#res.write(out)) return true;
     if (this.#stall === undefined) {
-      this.#res.once('drain', this.#drained);
+      this.#res.ondrain = this.#drained;
       this.#stall = setTimeout(
         () => this.#exchange?.abort(codedError('CLIENT_STALLED', `the client read nothing for ${this.#stallMs} ms`)),
         this.#stallMs,
@@ -444,7 +444,7 @@ class SseRelay implements StreamSink {
   end(err: Error | undefined): void {
     clearTimeout(this.#stall);
     this.#stall = undefined;
-    this.#res.off('drain', this.#drained);
+    this.#res.ondrain = undefined;
     // A client that stopped reading gets no more: its connection is dropped rather than buffered into.
     if ((err as { code?: unknown } | undefined)?.code === 'CLIENT_STALLED') this.#res.destroy();
     else if (!this.#client.gone) this.#res.end(this.sse.end(err !== undefined));
@@ -465,7 +465,7 @@ function failure(status: number, body: Buffer): Attempt {
 
 /** Sends an error in OpenAI's shape (the one table), unless headers already went out. */
 export function sendError(
-  res: ServerResponse,
+  res: HttpResponse,
   code: ErrorCode,
   message: string | undefined,
   requestId: string,

@@ -5,7 +5,6 @@
  * forged, expired or mismatched context — is authorized here by the same decision pipeline, so the gateway
  * is never an open door. Client-sent `x-tollgate-*` headers are never read otherwise.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { UNCLEAR_PATH, type Authorizer, type RequestFacts } from '../authorizer/authorizer.js';
 import type { TeamRecord } from '../core/decide.js';
 import { allows, isOwnKeyInfo } from '../core/decide.js';
@@ -20,7 +19,8 @@ import { statusLabel, type Metrics } from '../telemetry/metrics.js';
 import { isAdminRoute, type AdminApi } from './admin.js';
 import { ClientLink } from './exchange.js';
 import { sendError, type Caller, type Forwarder, type ForwardRequest } from './forward.js';
-import { readCapped } from './read-capped.js';
+import type { HttpResponse } from './http-response.js';
+import { HttpServer, type HttpRequest } from './http-server.js';
 
 export interface GatewayDeps {
   readonly authorizer: Authorizer;
@@ -58,8 +58,15 @@ interface Identity {
   readonly admin: boolean;
 }
 
-export function createGateway(deps: GatewayDeps): Server {
-  const server = createServer({ keepAliveTimeout: 65_000, requestTimeout: 120_000, headersTimeout: 30_000 }, (req, res) => {
+export function createGateway(deps: GatewayDeps): HttpServer {
+  const options = {
+    keepAliveTimeoutMs: 65_000,
+    headersTimeoutMs: 30_000,
+    requestTimeoutMs: 120_000,
+    maxHeaderBytes: 16 * 1024,
+    maxBodyBytes: deps.maxBodyBytes,
+  };
+  return new HttpServer(options, (req, res) => {
     handle(deps, req, res).catch((err: unknown) => {
       const idpDown = (err as { code?: unknown }).code === 'IDP_UNAVAILABLE';
       deps.logger.error({ err: idpDown ? (err as Error).message : err }, 'gateway request failed');
@@ -68,12 +75,11 @@ export function createGateway(deps: GatewayDeps): Server {
       else sendError(res, 'upstream_error', 'tollgate failed to handle the request.', '-', 500);
     });
   });
-  return server;
 }
 
-async function handle(deps: GatewayDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  const method = req.method ?? 'GET';
-  const path = normalizePath(req.url ?? '/');
+async function handle(deps: GatewayDeps, req: HttpRequest, res: HttpResponse): Promise<void> {
+  const method = req.method;
+  const path = normalizePath(req.url);
   if (path === null) return sendError(res, 'not_found', UNCLEAR_PATH, '-');
   const endpoint = modelEndpoint(method, path);
   const m = deps.metrics;
@@ -82,7 +88,7 @@ async function handle(deps: GatewayDeps, req: IncomingMessage, res: ServerRespon
   const inFlight = m?.httpInFlight.at(route);
   inFlight?.inc();
   const client = new ClientLink();
-  res.once('close', () => {
+  res.onclose = () => {
     // Closed before the reply was finished: the client left (the exchange in flight is aborted).
     if (!res.writableFinished) client.leave();
     inFlight?.dec();
@@ -94,7 +100,7 @@ async function handle(deps: GatewayDeps, req: IncomingMessage, res: ServerRespon
       { requestId: typeof id === 'string' ? id : undefined, method, route, status: res.statusCode, latencyMs: performance.now() - started },
       route === 'probe' || route === 'metrics',
     );
-  });
+  };
   if (path === '/health/liveliness' || path === '/health/liveness') return json(res, 200, "I'm alive!");
   if (path === '/health/readiness') {
     const why = deps.notReady();
@@ -108,13 +114,14 @@ async function handle(deps: GatewayDeps, req: IncomingMessage, res: ServerRespon
     return;
   }
 
-  const body = method === 'POST' || method === 'PUT' || method === 'PATCH' ? await readBody(req, deps.maxBodyBytes) : undefined;
+  // The server read the body whole (null: over max_request_size_mb, dropped as it came).
+  const body = method === 'POST' || method === 'PUT' || method === 'PATCH' ? req.body : undefined;
   if (body === null) return sendError(res, 'request_too_large', undefined, '-');
   // Parsed once: the context binding and the forwarder both use it (and the forwarder edits the text).
   const text = endpoint === undefined || body === undefined ? undefined : body.toString('utf8');
   const parsed = text === undefined ? undefined : parseObject(text);
   const id = identify(deps, req, method, path, body, parsed);
-  const request = { method, path, url: req.url ?? '/', endpoint, body, text, parsed, client };
+  const request = { method, path, url: req.url, endpoint, body, text, parsed, client };
   if (id instanceof Promise) return serve(deps, res, request, await id);
   return serve(deps, res, request, id);
 }
@@ -154,7 +161,7 @@ function parseObject(text: string): Record<string, unknown> | undefined {
   }
 }
 
-function serve(deps: GatewayDeps, res: ServerResponse, r: Incoming, id: IdentifyResult): Promise<void> | void {
+function serve(deps: GatewayDeps, res: HttpResponse, r: Incoming, id: IdentifyResult): Promise<void> | void {
   const { method, path, endpoint, parsed, text } = r;
   if ('error' in id) return sendError(res, id.error, id.message, id.requestId, undefined, id.headers);
   if (endpoint !== undefined) {
@@ -224,14 +231,14 @@ type IdentifyResult =
 /** A valid signed context, or the decision pipeline run here (standalone). */
 function identify(
   deps: GatewayDeps,
-  req: IncomingMessage,
+  req: HttpRequest,
   method: string,
   path: string,
   body: Buffer | undefined,
   parsed: Record<string, unknown> | undefined,
 ): IdentifyResult | Promise<IdentifyResult> {
   const now = Date.now();
-  const ctx = header(req, 'x-tollgate-context');
+  const ctx = req.headers['x-tollgate-context'];
   if (ctx !== undefined) {
     const checked = deps.signer.verify(ctx, now);
     if (checked.ok && bound(checked.claims, method, path, parsed)) return fromClaims(deps, checked.claims);
@@ -242,7 +249,7 @@ function identify(
   }
   const facts: RequestFacts = {
     method,
-    path: req.url ?? '/',
+    path: req.url,
     headers: flatHeaders(req),
     body,
     json: parsed,
@@ -308,7 +315,7 @@ function modelObject(alias: string, created: number): { id: string; object: 'mod
 }
 
 /** `GET /v1/models`: only the aliases this caller may use. */
-function listModels(deps: GatewayDeps, res: ServerResponse, id: Identity): void {
+function listModels(deps: GatewayDeps, res: HttpResponse, id: Identity): void {
   const created = Math.floor(Date.now() / 1000);
   const data = [...deps.catalog().aliases()]
     .filter((a) => mayUse(deps, id, a))
@@ -321,7 +328,7 @@ function listModels(deps: GatewayDeps, res: ServerResponse, id: Identity): void 
  * `GET /v1/models/{model}` (the SDKs' `models.retrieve`): the alias, if this caller may use it; otherwise
  * 404 whether or not it exists, so the answer reveals no alias the caller could not list.
  */
-function retrieveModel(deps: GatewayDeps, res: ServerResponse, id: Identity, alias: string): void {
+function retrieveModel(deps: GatewayDeps, res: HttpResponse, id: Identity, alias: string): void {
   if (deps.catalog().group(alias) === undefined || !mayUse(deps, id, alias))
     return sendError(res, 'model_not_found', undefined, id.caller.requestId);
   json(res, 200, modelObject(alias, Math.floor(Date.now() / 1000)), id.caller.requestId);
@@ -342,7 +349,7 @@ function modelIdOf(path: string, url: string): string | undefined {
   }
 }
 
-function json(res: ServerResponse, status: number, value: unknown, requestId?: string): void {
+function json(res: HttpResponse, status: number, value: unknown, requestId?: string): void {
   const body = JSON.stringify(value);
   const headers: Record<string, string | number> = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
   if (requestId !== undefined) headers['x-tollgate-request-id'] = requestId;
@@ -350,25 +357,10 @@ function json(res: ServerResponse, status: number, value: unknown, requestId?: s
   res.end(body);
 }
 
-/** The whole request body, or null when it exceeds `max` (the rest is drained, not buffered). */
-function readBody(req: IncomingMessage, max: number): Promise<Buffer | null> {
-  const declared = Number(req.headers['content-length']);
-  if (Number.isFinite(declared) && declared > max) {
-    req.resume();
-    return Promise.resolve(null);
-  }
-  return readCapped(req, max);
-}
-
-function header(req: IncomingMessage, name: string): string | undefined {
-  const v = req.headers[name];
-  return Array.isArray(v) ? v[0] : v;
-}
-
 /** The request's headers for the authorizer; a client reaching the gateway directly does not choose its request id. */
-function flatHeaders(req: IncomingMessage): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(req.headers))
-    if (v !== undefined && k !== 'x-request-id') out[k] = Array.isArray(v) ? v.join(',') : v;
+function flatHeaders(req: HttpRequest): Record<string, string> {
+  if (req.headers['x-request-id'] === undefined) return req.headers;
+  const out: Record<string, string> = { ...req.headers };
+  delete out['x-request-id'];
   return out;
 }

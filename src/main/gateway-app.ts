@@ -1,6 +1,6 @@
 /** Composition root of the HTTP gateway: forwarder, deployment tracking, spend recording, the server. */
-import type { Server } from 'node:http';
 import type { Config } from '../config/schema.js';
+import type { HttpServer } from '../gateway/http-server.js';
 import { createGateway } from '../gateway/server.js';
 import { Forwarder, type DeploymentGate } from '../gateway/forward.js';
 import { ContextSigner } from '../identity/context-token.js';
@@ -16,7 +16,7 @@ import type { Deployment, ModelCatalog } from '../routing/deployments.js';
 import type { AuthzParts } from './authz-app.js';
 
 export interface GatewayApp {
-  readonly server: Server;
+  readonly server: HttpServer;
   readonly port: number;
   readonly forwarder: Forwarder;
   close(graceMs: number): Promise<void>;
@@ -91,31 +91,25 @@ export async function startGateway(
     metrics,
     admin: opts.admin,
   });
-  const port = await new Promise<number>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port, opts.host, () => {
-      server.off('error', reject);
-      const addr = server.address();
-      resolve(typeof addr === 'object' && addr !== null ? addr.port : opts.port);
-    });
-  });
+  const port = await server.listen(opts.port, opts.host);
   return {
     server,
     port,
     forwarder,
     async close(graceMs: number) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
-          server.closeAllConnections();
-          resolve();
-        }, graceMs);
-        timer.unref();
-        server.close(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-        server.closeIdleConnections();
-      });
+      // Idle connections close now, busy ones after their response; past the grace, every one is cut.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        server.close(),
+        new Promise<void>((resolve) => {
+          timer = setTimeout(() => {
+            server.closeAllConnections();
+            resolve();
+          }, graceMs);
+          timer.unref();
+        }),
+      ]);
+      clearTimeout(timer);
       await forwarder.close();
     },
   };

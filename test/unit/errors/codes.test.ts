@@ -11,6 +11,8 @@ import { ERRORS, errorBody, GrpcCode, type ErrorCode } from '../../../src/errors
 const CONTRACT: Record<ErrorCode, [status: number, type: string, grpc: number]> = {
   invalid_body: [400, 'invalid_request_error', GrpcCode.INVALID_ARGUMENT],
   missing_model: [400, 'invalid_request_error', GrpcCode.INVALID_ARGUMENT],
+  // The gateway's HTTP server, for a request it cannot read (sent with 400, 408, 417, 431, 501 or 505).
+  malformed_request: [400, 'invalid_request_error', GrpcCode.INVALID_ARGUMENT],
   missing_jwt: [401, 'authentication_error', GrpcCode.UNAUTHENTICATED],
   invalid_jwt: [401, 'authentication_error', GrpcCode.UNAUTHENTICATED],
   missing_api_key: [401, 'authentication_error', GrpcCode.UNAUTHENTICATED],
