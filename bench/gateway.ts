@@ -19,7 +19,7 @@
  * what they reached in the same run: on a machine where the load generator, the backend and the proxy share
  * two cores, a target below the TCP relay's figure is out of reach for any proxy process.
  */
-import { fork, type ChildProcess } from 'node:child_process';
+import { fork } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -28,7 +28,16 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
 import { summarizeCpuProfile } from './cpu-profile.js';
-import type { ToChild, ToParent } from './servers/ipc.js';
+import {
+  ALIAS,
+  BACKEND_MODEL,
+  chatBody,
+  cpuMicros,
+  gatewayBenchConfig,
+  keepTail,
+  startChild,
+  type ServerChild,
+} from './gateway-children.js';
 
 const WARMUP_MS = 1_500;
 const MEASURE_MS = 5_000;
@@ -39,8 +48,6 @@ const TARGET_RATIO_DIRECT = 0.6;
 const TARGET_RATIO_PORTKEY = 10;
 const TARGET_TTFT_ADDED_MS = 1;
 const TARGET_RSS_MB = 150;
-const BACKEND_MODEL = 'meta-llama/Llama-3.1-8B-Instruct';
-const ALIAS = 'llama-3.1-8b-instruct';
 const PORTKEY_SCRIPT = fileURLToPath(new URL('../../node_modules/@portkey-ai/gateway/build/start-server.js', import.meta.url));
 
 const cpuProf = process.argv.includes('--cpu-prof');
@@ -56,40 +63,6 @@ const BENCH_DATABASE_URL = `${process.env['TEST_DATABASE_URL'] ?? 'postgres://po
 
 // ---------------------------------------------------------------------------------------------------
 // Server children
-
-interface ServerChild {
-  readonly name: string;
-  readonly child: ChildProcess;
-  readonly port: number;
-  stop(): Promise<void>;
-}
-
-/** Forks a bench server (servers/*.js), which reports its port over IPC (servers/ipc.ts). */
-async function startChild(name: string, script: string, opts: { env?: NodeJS.ProcessEnv; execArgv?: string[] }): Promise<ServerChild> {
-  const child = fork(new URL(script, import.meta.url), [], {
-    env: { ...process.env, ...opts.env },
-    execArgv: opts.execArgv ?? [],
-    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-  });
-  const tail = keepTail(child);
-  const port = await new Promise<number>((resolve, reject) => {
-    child.on('message', (m: ToParent) => {
-      if (m.type === 'ready') resolve(m.port);
-      else if (m.type === 'failed') reject(new Error(`${name} failed to start:\n${m.message}`));
-    });
-    child.once('exit', (code) => reject(new Error(`${name} exited (${code}) before listening:\n${tail()}`)));
-  });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  return {
-    name,
-    child,
-    port,
-    async stop() {
-      if (child.exitCode === null && child.connected) child.send({ type: 'stop' } satisfies ToChild);
-      await exited;
-    },
-  };
-}
 
 /**
  * Portkey's published Node server. build/start-server.js reads `--port=N` (default 8787; port 0 would not
@@ -134,17 +107,6 @@ async function startPortkey(): Promise<ServerChild> {
   };
 }
 
-/** Keeps the last output of a child for error messages and drains the rest (servers log to stdout). */
-function keepTail(child: ChildProcess): () => string {
-  let tail = '';
-  const keep = (chunk: Buffer): void => {
-    tail = (tail + chunk.toString('utf8')).slice(-4000);
-  };
-  child.stdout?.on('data', keep);
-  child.stderr?.on('data', keep);
-  return () => tail;
-}
-
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer();
@@ -167,18 +129,6 @@ function rssBytes(pid: number | undefined): number {
   }
 }
 
-/** CPU time a process has used, in microseconds (Linux /proc, USER_HZ = 100); NaN elsewhere. */
-function cpuMicros(pid: number | undefined): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) * 10_000;
-  } catch {
-    return NaN;
-  }
-}
-
 // ---------------------------------------------------------------------------------------------------
 // The requests
 
@@ -190,32 +140,6 @@ interface Target {
   readonly model: string;
   /** The process whose CPU is charged to this path (the gateway); undefined for direct. */
   readonly pid: number | undefined;
-}
-
-/** A chat-completions body of about 1 KB, as the OpenAI SDKs send it. */
-function chatBody(model: string, stream: boolean): string {
-  return JSON.stringify({
-    model,
-    messages: [
-      {
-        role: 'system',
-        content:
-          'You are a careful assistant for the platform team. Answer with short, correct statements, cite the runbook section when one ' +
-          'applies, and say so plainly when you do not know. Never invent configuration keys; prefer the documented defaults.',
-      },
-      { role: 'user', content: 'Our vLLM pods restart under load. Which settings should we look at first?' },
-      {
-        role: 'assistant',
-        content:
-          'Start with gpu_memory_utilization and max_num_seqs, then the pod memory limit and the liveness probe timeout; ' +
-          'a probe that times out while the engine is busy restarts a healthy pod.',
-      },
-      { role: 'user', content: 'The probe timeout is 1 s and we run max_num_seqs 256. What would you change first?' },
-    ],
-    temperature: 0.2,
-    max_tokens: 256,
-    ...(stream ? { stream: true } : {}),
-  });
 }
 
 const JSON_HEADERS = { 'content-type': 'application/json', accept: 'application/json', 'user-agent': 'OpenAI/Python 1.54.4' };
@@ -389,23 +313,6 @@ async function verify(target: Target): Promise<void> {
   }
 }
 
-function tollgateConfig(apiBase: string, keyHash: string): string {
-  return `
-model_list:
-  - model_name: ${ALIAS}
-    litellm_params: { model: hosted_vllm/${BACKEND_MODEL}, api_base: "${apiBase}" }
-    model_info: { id: fake-vllm-a }
-general_settings:
-  context_signing_key: bench-context-signing-key-0123456789abcdef
-${noSpendLog ? '' : `  database_url: ${BENCH_DATABASE_URL}`}
-keys:
-  - key: "${keyHash}"
-    key_alias: bench
-    models: [${ALIAS}]
-    user_id: alice
-`;
-}
-
 // ---------------------------------------------------------------------------------------------------
 
 function row(r: Run): string {
@@ -429,7 +336,10 @@ async function main(): Promise<void> {
     const apiBase = `http://127.0.0.1:${backend.port}/v1`;
     const [tollgate, portkey, bare, relay] = await Promise.all([
       startChild('tollgate', './servers/tollgate-gateway.js', {
-        env: { TOLLGATE_BENCH_CONFIG: tollgateConfig(apiBase, keyHash), TOLLGATE_BENCH_LOG: path.join(logDir, 'tollgate.log') },
+        env: {
+          TOLLGATE_BENCH_CONFIG: gatewayBenchConfig(apiBase, keyHash, noSpendLog ? undefined : BENCH_DATABASE_URL),
+          TOLLGATE_BENCH_LOG: path.join(logDir, 'tollgate.log'),
+        },
         execArgv: profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir],
       }),
       cpuProf || quick ? undefined : startPortkey(),

@@ -19,6 +19,11 @@ export interface ResponseConnection {
   readonly keepAliveSeconds: number;
   /** Writes `head` + `body` + `tail` at once; false when the socket's buffer is full. */
   send(head: string, body: string | Buffer, ascii: boolean, tail?: string): boolean;
+  /**
+   * Holds this turn's writes back until its end, so they leave in one syscall (node:http corks the same
+   * way): a stream's events that arrived in one read of the backend go out together.
+   */
+  hold(): void;
   /** The response was handed whole to the socket. */
   finished(res: HttpResponse): void;
   destroy(): void;
@@ -136,6 +141,7 @@ export class HttpResponse {
 
   write(chunk: string | Buffer): boolean {
     if (this.writableEnded || this.#closed) return false;
+    this.#conn.hold();
     const head = this.headersSent ? '' : this.#head(undefined);
     const ascii = this.#ascii;
     if (this.#bodyless || chunk.length === 0) return head === '' || this.#conn.send(head, '', ascii);

@@ -148,6 +148,19 @@ class Connection implements ResponseConnection {
     return this.#phase === Phase.Head && this.#buf === undefined && this.#began === 0 && this.socket.writableLength === 0;
   }
 
+  hold(): void {
+    if (this.#corked) return;
+    this.#corked = true;
+    this.socket.cork();
+    process.nextTick(this.#uncork);
+  }
+
+  #corked = false;
+  readonly #uncork = (): void => {
+    this.#corked = false;
+    this.socket.uncork();
+  };
+
   /** Writes `head` + `body` + `tail` in one socket write; false when the socket's buffer is full. */
   send(head: string, body: string | Buffer, ascii: boolean, tail = ''): boolean {
     const s = this.socket;
