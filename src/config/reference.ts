@@ -107,7 +107,8 @@ export const DESCRIPTIONS: Readonly<Record<string, string>> = {
   'general_settings.allowed_api_bases': 'hosts (`*` within one label, optional `:port`) that `POST /model/new` may point at; empty: none',
   'general_settings.default_max_tokens':
     '`max_tokens` sent to vLLM when a request has none (vLLM would generate to the end of the context)',
-  'general_settings.max_request_size_mb': "largest request body; 413 `request_too_large` past it (match Envoy's `max_request_bytes`)",
+  'general_settings.max_request_size_mb':
+    "largest request body, at most 1024; 413 `request_too_large` past it (match Envoy's `max_request_bytes`)",
   'general_settings.context_signing_key':
     'secret (≥ 32 characters) that signs `x-tollgate-context` and seals backend keys, the same on every replica; absent: derived from `master_key`',
   'general_settings.log_level': 'log level; `LOG_LEVEL` in the environment wins',

@@ -124,7 +124,8 @@ export const generalSettings = z
     failure_mode: z.enum(['closed', 'open']).default('closed'),
     allowed_api_bases: z.array(z.string().min(1)).default([]),
     default_max_tokens: positiveInt.default(4096),
-    max_request_size_mb: z.number().positive().finite().default(4),
+    // Envoy's max_request_bytes is 32-bit; a body of a GiB is no LLM request.
+    max_request_size_mb: z.number().positive().max(1024).default(4),
     /**
      * tollgate's own: the secret that signs x-tollgate-context, shared by every replica (≥ 32 bytes).
      * Absent: derived from master_key.

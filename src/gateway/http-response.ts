@@ -17,6 +17,8 @@ export interface ResponseConnection {
   /** The server is closing: this response is the connection's last. */
   readonly closing: boolean;
   readonly keepAliveSeconds: number;
+  /** The socket is destroyed (its close event may not have come yet): nothing written goes out. */
+  readonly gone: boolean;
   /** Writes `head` + `body` + `tail` at once; false when the socket's buffer is full. */
   send(head: string, body: string | Buffer, ascii: boolean, tail?: string): boolean;
   /**
@@ -155,6 +157,11 @@ export class HttpResponse {
   end(chunk?: string | Buffer): void {
     if (this.writableEnded || this.#closed) return;
     this.writableEnded = true;
+    if (this.#conn.gone) {
+      // Nothing can go out: the response closes unfinished (the client is gone), not as if it was sent.
+      this.closed();
+      return;
+    }
     const body = this.#bodyless || chunk === undefined ? '' : chunk;
     if (!this.headersSent) {
       // The whole body is known: its length is the framing (none for a HEAD answered without one).

@@ -111,8 +111,11 @@ class Connection implements ResponseConnection {
   #searched = 0;
   /** Reading waits for the client to take the answers already written (a client pipelining without reading). */
   #awaitingDrain = false;
-  /** socket.bytesWritten when the deadline was last checked: a reply still going out extends it. */
-  #progress = 0;
+  /**
+   * A reply was still going out at a deadline: node's socket timeout, which counts the kernel taking bytes
+   * as activity, then decides instead of the sweep (until the next request begins).
+   */
+  #socketTimer = false;
 
   constructor(server: HttpServer, socket: Socket) {
     this.server = server;
@@ -128,6 +131,7 @@ class Connection implements ResponseConnection {
       this.#res?.ondrain?.();
     });
     socket.on('error', () => {});
+    socket.on('timeout', () => this.destroy());
     socket.on('close', () => {
       this.#phase = Phase.Done;
       server.forget(this);
@@ -137,6 +141,10 @@ class Connection implements ResponseConnection {
 
   get closing(): boolean {
     return this.server.closing;
+  }
+
+  get gone(): boolean {
+    return this.socket.destroyed;
   }
 
   get keepAliveSeconds(): number {
@@ -225,6 +233,10 @@ class Connection implements ResponseConnection {
       if (this.#buf === undefined) return false;
     }
     if (this.#began === 0) {
+      if (this.#socketTimer) {
+        this.#socketTimer = false;
+        this.socket.setTimeout(0);
+      }
       this.#began = Date.now();
       this.deadline = this.#began + this.server.options.headersTimeoutMs;
     }
@@ -367,10 +379,10 @@ class Connection implements ResponseConnection {
     else {
       let body = this.#body;
       if (body === undefined || body.length < size) {
-        // Content-Length: its size at once; chunked: doubling, up to the bound.
-        const grown = Buffer.allocUnsafe(
-          this.#chunkedBody ? Math.min(max, Math.max(size, 2 * (body?.length ?? 512))) : this.#size + this.#remaining,
-        );
+        // Doubling as bytes arrive, up to the declared length (Content-Length) or the bound (chunked): a
+        // declared length reserves nothing before its bytes come.
+        const cap = this.#chunkedBody ? max : this.#size + this.#remaining;
+        const grown = Buffer.allocUnsafe(Math.min(cap, Math.max(size, 2 * (body?.length ?? 32 * 1024))));
         if (body !== undefined) body.copy(grown, 0, 0, this.#size);
         body = grown;
         this.#body = body;
@@ -454,24 +466,34 @@ class Connection implements ResponseConnection {
     if (this.#buf !== undefined) queueMicrotask(() => this.#parse());
   }
 
-  /** The next deadline, `ms` from now (or from the last byte of a reply still going out). */
   #setDeadline(ms: number): void {
     this.deadline = Date.now() + ms;
-    this.#progress = this.socket.bytesWritten;
   }
 
   /**
    * A deadline passed: an idle keep-alive closes quietly, a request still arriving gets 408. A reply still
-   * going out that made progress since is given the same time again; one the client stopped reading is cut.
+   * going out is bounded by the socket's own idle timeout of the same length instead, which a client still
+   * reading keeps from firing (socket.bytesWritten counts bytes handed to libuv, not taken by the kernel,
+   * so it cannot tell a slow reader from one that stopped); once the reply is out, the connection has its
+   * whole keep-alive (or closing) time again, as its Keep-Alive header promised.
    */
   expire(): void {
     if ((this.#phase === Phase.Head || this.#phase === Phase.Done) && this.socket.writableLength > 0) {
-      const written = this.socket.bytesWritten;
-      if (written !== this.#progress) {
-        this.#setDeadline(this.#phase === Phase.Head ? this.server.options.keepAliveTimeoutMs : this.server.options.headersTimeoutMs);
-        return;
-      }
-      this.destroy();
+      this.deadline = Infinity;
+      if (this.#socketTimer) return;
+      this.#socketTimer = true;
+      const done = this.#phase === Phase.Done;
+      const ms = done ? this.server.options.headersTimeoutMs : this.server.options.keepAliveTimeoutMs;
+      this.socket.setTimeout(ms);
+      const flushed = (): void => {
+        if (!this.#socketTimer) return; // a request began meanwhile
+        this.#socketTimer = false;
+        this.socket.setTimeout(0);
+        this.#setDeadline(ms);
+      };
+      // Called once everything written before has gone to the kernel (an ended socket: 'finish').
+      if (done) this.socket.once('finish', flushed);
+      else this.socket.write(EMPTY, (err) => (err == null ? flushed() : undefined));
       return;
     }
     if (this.#phase === Phase.Done || (this.#phase === Phase.Head && this.#buf === undefined && this.#began === 0)) this.destroy();
@@ -556,6 +578,10 @@ export class HttpServer {
 
   #expire(): void {
     const now = Date.now();
-    for (const c of this.#conns) if (c.deadline < now) c.expire();
+    for (const c of this.#conns) {
+      if (this.closing && c.idle)
+        c.destroy(); // idle since close(): a reply that was still going out has gone
+      else if (c.deadline < now) c.expire();
+    }
   }
 }

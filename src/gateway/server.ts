@@ -80,10 +80,9 @@ export function createGateway(deps: GatewayDeps): HttpServer {
 async function handle(deps: GatewayDeps, req: HttpRequest, res: HttpResponse): Promise<void> {
   const method = req.method;
   const path = normalizePath(req.url);
-  if (path === null) return sendError(res, 'not_found', UNCLEAR_PATH, '-');
-  const endpoint = modelEndpoint(method, path);
+  const endpoint = path === null ? undefined : modelEndpoint(method, path);
   const m = deps.metrics;
-  const route = routeLabel(endpoint, method, path);
+  const route = path === null ? 'other' : routeLabel(endpoint, method, path);
   const started = performance.now();
   const inFlight = m?.httpInFlight.at(route);
   inFlight?.inc();
@@ -101,6 +100,8 @@ async function handle(deps: GatewayDeps, req: HttpRequest, res: HttpResponse): P
       route === 'probe' || route === 'metrics',
     );
   };
+  // Counted and logged like any other request (the close hook above is set).
+  if (path === null) return sendError(res, 'not_found', UNCLEAR_PATH, '-');
   if (path === '/health/liveliness' || path === '/health/liveness') return json(res, 200, "I'm alive!");
   if (path === '/health/readiness') {
     const why = deps.notReady();

@@ -315,9 +315,11 @@ describe('HttpServer over sockets', () => {
     let received = 0;
     socket.on('data', (d: Buffer) => {
       received += d.length;
-      // Read in bursts with pauses, so the reply takes several keep-alive periods to go out.
+      // Read in bursts with pauses, so the reply takes longer than the keep-alive deadline (1.5 s) and a
+      // sweep (1 s) to go out: handed to the socket in one write, more than the kernel's buffers hold, it
+      // must not be cut while it moves.
       socket.pause();
-      setTimeout(() => socket.resume(), 2);
+      setTimeout(() => socket.resume(), 15);
     });
     socket.write('GET /big HTTP/1.1\r\nHost: gw\r\n\r\n');
     await waitFor(() => received > BIG, 20_000);

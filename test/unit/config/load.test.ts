@@ -584,6 +584,13 @@ const ERROR_CASES: readonly ErrorCase[] = [
     line: 'weigth',
     message: /unknown key/,
   },
+  {
+    name: 'a body limit past 1 GiB (Envoy counts max_request_bytes in 32 bits)',
+    text: `${MINIMAL}general_settings:\n  max_request_size_mb: 5000\n`,
+    path: 'general_settings.max_request_size_mb',
+    line: 'max_request_size_mb',
+    message: /1024/,
+  },
   { name: 'unknown top-level key', text: `${MINIMAL}model_lists: []\n`, path: 'model_lists', line: 'model_lists', message: /unknown key/ },
   {
     name: 'bad URL',
