@@ -12,7 +12,8 @@
  *
  * Each server runs in its own child process (the fake vLLM, tollgate, Portkey); the load generator here
  * keeps N requests in flight over N keep-alive connections (undici Pool), warms up, then measures for a
- * fixed time. Every answer must be 2xx.
+ * fixed time — in slices, each row's interleaved with the other rows of its table (ROUNDS). Every answer
+ * must be 2xx.
  *
  * Two floors run beside them on every row: a bare Node HTTP proxy (servers/bare-proxy.ts, node:http and
  * undici moving bytes) and a TCP relay (servers/tcp-relay.ts, no HTTP at all). Each target is printed with
@@ -39,8 +40,15 @@ import {
   type ServerChild,
 } from './gateway-children.js';
 
-const WARMUP_MS = 1_500;
-const MEASURE_MS = 5_000;
+/**
+ * Each row is measured in ROUNDS slices, interleaved with the other rows of its group (the same request kind
+ * and clients): on a shared machine whose speed drifts within a minute, rows measured one after the other
+ * compare different machines; sliced and interleaved, every row sees the same drift.
+ */
+const ROUNDS = 3;
+/** Per slice: warm-up (new connections), then measured. */
+const WARMUP_MS = 500;
+const MEASURE_MS = 5_000 / ROUNDS;
 const LOW = 4;
 const HIGH = 32;
 const TARGET_ADDED_P50_MS = 0.5;
@@ -210,17 +218,29 @@ interface Run {
   readonly other: number;
 }
 
+/** One slice of a row: what was counted, for combine(). */
+interface Slice {
+  readonly count: number;
+  readonly seconds: number;
+  readonly latencies: Float64Array;
+  readonly cpuUs: number;
+  readonly backendUs: number;
+  readonly otherUs: number;
+  readonly failed: number;
+  readonly firstFailure: string | undefined;
+  readonly rss: number;
+}
+
 /** Keeps `clients` requests in flight: WARMUP_MS unrecorded, then MEASURE_MS recorded; resolves once drained. */
 async function drive(
   target: Target,
-  kind: Run['kind'],
   clients: number,
   op: Op,
   backendPid: number | undefined,
   benchPids: readonly number[],
-): Promise<Run> {
+): Promise<Slice> {
   const pool = new Pool(target.origin, { connections: clients, pipelining: 1, keepAliveTimeout: 30_000 });
-  const latencies = new Float64Array(2 * 1024 * 1024);
+  const latencies = new Float64Array(1024 * 1024);
   let phase: 'warmup' | 'measure' | 'done' = 'warmup';
   let n = 0;
   let failed = 0;
@@ -260,7 +280,33 @@ async function drive(
   const rss = rssBytes(target.pid);
   await Promise.all(workers);
   await pool.close();
-  const sorted = latencies.slice(0, Math.min(count, latencies.length)).sort();
+  return {
+    count,
+    seconds,
+    latencies: latencies.slice(0, Math.min(count, latencies.length)),
+    cpuUs,
+    backendUs,
+    otherUs,
+    failed,
+    firstFailure,
+    rss,
+  };
+}
+
+/** A row from its slices: rates over the time of all of them, percentiles over all their latencies. */
+function combine(target: Target, kind: Run['kind'], clients: number, slices: readonly Slice[]): Run {
+  const sum = (f: (s: Slice) => number): number => slices.reduce((acc, sl) => acc + f(sl), 0);
+  const count = sum((sl) => sl.count);
+  const seconds = sum((sl) => sl.seconds);
+  const sorted = new Float64Array(sum((sl) => sl.latencies.length));
+  let at = 0;
+  for (const sl of slices) {
+    sorted.set(sl.latencies, at);
+    at += sl.latencies.length;
+  }
+  sorted.sort();
+  // The most any slice saw: a share of a core averaged over the row would hide a burst.
+  const other = Math.max(...slices.map((sl) => Math.max(0, sl.otherUs) / 1e6 / sl.seconds));
   return {
     target: target.name,
     kind,
@@ -268,12 +314,12 @@ async function drive(
     throughput: count / seconds,
     p50: percentile(sorted, 0.5),
     p99: percentile(sorted, 0.99),
-    cpuPerReq: cpuUs / count,
-    backendPerReq: backendUs / count,
-    failed,
-    firstFailure,
-    rss,
-    other: Math.max(0, otherUs) / 1e6 / seconds,
+    cpuPerReq: sum((sl) => sl.cpuUs) / count,
+    backendPerReq: sum((sl) => sl.backendUs) / count,
+    failed: sum((sl) => sl.failed),
+    firstFailure: slices.find((sl) => sl.firstFailure !== undefined)?.firstFailure,
+    rss: slices.at(-1)?.rss ?? NaN,
+    other,
   };
 }
 
@@ -400,22 +446,27 @@ async function main(): Promise<void> {
     const idleRss = rssBytes(tollgate.child.pid);
     console.log(
       `fake vLLM (chunkDelayMs 0) on ${apiBase}; ${chatTargets.map((t) => t.name).join(', ')} answer 200; ` +
-        `${WARMUP_MS / 1000} s warm-up + ${MEASURE_MS / 1000} s measured per row; ${availableParallelism()} CPUs; tollgate RSS at start ${(idleRss / 2 ** 20).toFixed(0)} MB`,
+        `each row ${ROUNDS} slices of ${WARMUP_MS / 1000} s warm-up + ${(MEASURE_MS / 1000).toFixed(2)} s measured, interleaved with its group's other rows; ` +
+        `${availableParallelism()} CPUs; tollgate RSS at start ${(idleRss / 2 ** 20).toFixed(0)} MB`,
     );
 
     const runs: Run[] = [];
-    const measure = async (target: Target, kind: Run['kind'], clients: number): Promise<Run> => {
-      const run = await drive(
-        target,
-        kind,
-        clients,
-        kind === 'chat' ? nonStreamed(target) : streamed(target),
-        backend.child.pid,
-        benchPids,
-      );
-      runs.push(run);
-      console.log(`  ${row(run)}`);
-      return run;
+    /** The rows of one group (request kind, clients), their slices interleaved round by round. */
+    const measure = async (targets: readonly Target[], kind: Run['kind'], clients: number): Promise<void> => {
+      const slices = targets.map((): Slice[] => []);
+      for (let round = 0; round < ROUNDS; round++) {
+        // Each round starts with another row, so none is always measured right after the same one.
+        for (let k = 0; k < targets.length; k++) {
+          const i = (k + round) % targets.length;
+          const t = targets[i] as Target;
+          slices[i]?.push(await drive(t, clients, kind === 'chat' ? nonStreamed(t) : streamed(t), backend.child.pid, benchPids));
+        }
+      }
+      targets.forEach((t, i) => {
+        const run = combine(t, kind, clients, slices[i] ?? []);
+        runs.push(run);
+        console.log(`  ${row(run)}`);
+      });
     };
     console.log(
       `  ${'path'.padEnd(10)} ${'request'.padEnd(11)} ${'clients'.padStart(7)} ${'req/s'.padStart(8)} ${'p50 ms'.padStart(8)} ` +
@@ -425,17 +476,16 @@ async function main(): Promise<void> {
       runs.find((r) => r.target === name && r.kind === kind && r.clients === clients);
 
     if (quick) {
-      for (const t of [direct, viaTollgate, ...(viaBare === undefined ? [] : [viaBare])]) await measure(t, 'chat', HIGH);
+      await measure([direct, viaTollgate, ...(viaBare === undefined ? [] : [viaBare])], 'chat', HIGH);
     } else if (!cpuProf) {
       // The floors are measured beside every figure: what a proxy doing no work adds on this machine.
       const floors = [viaBare, viaRelay].filter((t): t is Target => t !== undefined);
       for (const t of floors) await verify(t);
-      for (const t of [...chatTargets, ...floors]) await measure(t, 'chat', LOW);
-      for (const t of [...chatTargets, ...floors]) await measure(t, 'chat', HIGH);
-      for (const t of [direct, viaTollgate, ...floors]) await measure(t, 'stream', LOW);
+      await measure([...chatTargets, ...floors], 'chat', LOW);
+      await measure([...chatTargets, ...floors], 'chat', HIGH);
+      await measure([direct, viaTollgate, ...floors], 'stream', LOW);
     } else {
-      await measure(direct, 'chat', HIGH);
-      await measure(viaTollgate, 'chat', HIGH);
+      await measure([direct, viaTollgate], 'chat', HIGH);
     }
 
     await Promise.all(servers.map((s) => s.stop()));
