@@ -4,6 +4,7 @@
  *
  *   node dist/bench/gateway-ab.js <other checkout>            e.g. a `git worktree add /tmp/base HEAD~1`, built
  *   node dist/bench/gateway-ab.js <other checkout> --pg       both with a spend log in PostgreSQL
+ *   node dist/bench/gateway-ab.js <other checkout> --stream   streamed chat completions (read to [DONE])
  *   node dist/bench/gateway-ab.js .                           this checkout against itself: the noise floor
  *
  * Why paired: on these shared two-core machines a process's CPU per request drifts by a third within
@@ -49,6 +50,7 @@ async function drive(side: Side, n: number, body: string, key: string): Promise<
         });
         const text = await r.body.text();
         if (r.statusCode !== 200) throw new Error(`${side.label} answered ${r.statusCode}: ${text.slice(0, 300)}`);
+        if (text.startsWith('data:') && !text.trimEnd().endsWith('data: [DONE]')) throw new Error(`${side.label}: a stream without [DONE]`);
       }
     }),
   );
@@ -90,9 +92,12 @@ async function main(): Promise<void> {
       started.push(server);
       sides.push({ label, server, pool: new Pool(`http://127.0.0.1:${server.port}`, { connections: CLIENTS }), perRequest: [] });
     }
-    const body = chatBody(ALIAS, false);
+    const stream = process.argv.includes('--stream');
+    const body = chatBody(ALIAS, stream);
     await Promise.all(sides.map((s) => drive(s, WARMUP_REQUESTS, body, key)));
-    console.log(`this checkout against ${other}; ${rounds} rounds of ${requests} requests to each, ${CLIENTS} clients each`);
+    console.log(
+      `this checkout against ${other}; ${rounds} rounds of ${requests} ${stream ? 'streamed' : 'non-streamed'} requests to each, ${CLIENTS} clients each`,
+    );
     for (let r = 0; r < rounds; r++) {
       const before = sides.map((s) => cpuMicros(s.server.child.pid));
       await Promise.all(sides.map((s) => drive(s, requests, body, key)));

@@ -64,6 +64,27 @@ export class SseRewriter {
     return out;
   }
 
+  /**
+   * withModel, with what it found kept for the next event: the chunks of one stream share their id,
+   * created and model (vLLM, OpenAI), so an event that starts with the same text up to the model's value
+   * has its model member at the same top-level place, and needs only the checks of its rest.
+   */
+  #renamed(data: string, o: Record<string, unknown>): string | undefined {
+    const p = this.#prefixIn;
+    if (p !== undefined && data.startsWith(p) && !data.includes('"model"', p.length) && !data.includes('\\u006', p.length))
+      return this.#prefixOut + data.slice(p.length);
+    if (o['model'] === this.#model) return data;
+    const span = modelSpan(data, o);
+    if (span === undefined) return undefined;
+    this.#prefixIn = data.slice(0, span.end);
+    this.#prefixOut = `${data.slice(0, span.at)}"model":${JSON.stringify(this.#model)}`;
+    return this.#prefixOut + data.slice(span.end);
+  }
+
+  /** The last event's text up to the end of its model member, and that text with the model renamed. */
+  #prefixIn: string | undefined;
+  #prefixOut = '';
+
   #event(raw: string): string {
     let data = '';
     // The usual event is one `data:` line (vLLM, OpenAI): taken as it is, without splitting.
@@ -112,7 +133,7 @@ export class SseRewriter {
     if (!this.#keepUsage && 'usage' in o) delete o['usage'];
     // Most chunks need only their model renamed: done in the text, the rest passed on as the backend wrote it.
     else {
-      const renamed = withModel(data, o, this.#model);
+      const renamed = this.#renamed(data, o);
       if (renamed !== undefined) return `data: ${renamed}\n\n`;
     }
     o['model'] = this.#model;
@@ -130,12 +151,20 @@ export class SseRewriter {
 export function withModel(json: string, parsed: Record<string, unknown>, alias: string): string | undefined {
   const model = parsed['model'];
   if (model === alias && typeof model === 'string') return json;
+  const span = modelSpan(json, parsed);
+  if (span === undefined) return undefined;
+  return `${json.slice(0, span.at)}"model":${JSON.stringify(alias)}${json.slice(span.end)}`;
+}
+
+/** Where withModel may edit: the top-level `"model":"…"` member of `json`, from its key to the end of its value. */
+function modelSpan(json: string, parsed: Record<string, unknown>): { at: number; end: number } | undefined {
+  const model = parsed['model'];
   if (typeof model !== 'string') return undefined;
   const needle = `"model":${JSON.stringify(model)}`;
   const at = json.indexOf('"model"');
   if (at < 0 || !json.startsWith(needle, at) || json.includes('"model"', at + needle.length) || json.includes('\\u006')) return undefined;
   if (!atTopLevel(json, at)) return undefined;
-  return `${json.slice(0, at)}"model":${JSON.stringify(alias)}${json.slice(at + needle.length)}`;
+  return { at, end: at + needle.length };
 }
 
 /**

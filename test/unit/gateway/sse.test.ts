@@ -170,6 +170,27 @@ describe('SseRewriter', () => {
     });
   });
 
+  test('events after the first are renamed from what the first taught; one that repeats "model" or escapes a key later is not', () => {
+    const first = JSON.stringify(chat({ content: 'a' }));
+    // The same id, created and model (as every chunk of a stream), then a second "model" member, then an escaped one.
+    const dup = `${first.slice(0, -1)},"model":"other"}`;
+    const escaped = `${first.slice(0, -1)},"\\u006dodel":"other"}`;
+    const nested = JSON.stringify(chat({ content: 'b', model: 'inner' }));
+    const { out } = run(`data: ${first}\n\ndata: ${dup}\n\ndata: ${escaped}\n\ndata: ${nested}\n\n`, [], { keepUsage: true });
+    const [a, b, c, d] = parsed(out) as Obj[];
+    assert.equal(a?.['model'], 'llama');
+    // JSON.parse keeps the last of a repeated key: the client must get the alias there too, never the backend's.
+    assert.equal(b?.['model'], 'llama');
+    assert.ok(!events(out)[1]?.includes('"other"'), 'the repeated member is gone (serialized again)');
+    assert.equal(c?.['model'], 'llama');
+    assert.equal(d?.['model'], 'llama');
+    assert.deepEqual(
+      (d?.['choices'] as Obj[])[0]?.['delta'],
+      { content: 'b', model: 'inner' },
+      'a nested "model" is not the top-level one',
+    );
+  });
+
   test("vLLM's in-stream error (nested) becomes an OpenAI error event carrying its message", () => {
     const input =
       ev(chat({ content: 'a' })) +
