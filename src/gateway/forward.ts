@@ -435,6 +435,7 @@ class SseRelay implements StreamSink {
   }
 
   readonly #drained = (): void => {
+    this.#res.ondrain = undefined; // once: set again when a write finds the socket full
     clearTimeout(this.#stall);
     this.#stall = undefined;
     this.#exchange?.resume();
