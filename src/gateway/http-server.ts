@@ -115,6 +115,8 @@ class Connection implements ResponseConnection {
    * as activity, then decides instead of the sweep (until the next request begins).
    */
   #socketTimer = false;
+  /** Writes are held back until the end of this turn (hold()). */
+  #corked = false;
 
   constructor(server: HttpServer, socket: Socket) {
     this.server = server;
@@ -162,7 +164,6 @@ class Connection implements ResponseConnection {
     process.nextTick(this.#uncork);
   }
 
-  #corked = false;
   readonly #uncork = (): void => {
     this.#corked = false;
     this.socket.uncork();
@@ -241,17 +242,16 @@ class Connection implements ResponseConnection {
     }
     const max = this.server.options.maxHeaderBytes;
     const end = buf.indexOf(CRLF2, this.#searched);
-    if (end < 0) {
-      // The head's last line may still be coming: a head of `max` bytes has its CRLFCRLF past `max + 3`.
-      if (buf.length > max + 3) this.#refuse({ status: 431, message: `The request's headers are over ${max} bytes.` });
-      else this.#searched = Math.max(0, buf.length - 3);
-      return false;
-    }
-    this.#searched = 0;
-    if (end > max) {
+    // Without its end yet, the head's last line may still be coming: a head of `max` bytes ends past `max + 3`.
+    if (end < 0 ? buf.length > max + 3 : end > max) {
       this.#refuse({ status: 431, message: `The request's headers are over ${max} bytes.` });
       return false;
     }
+    if (end < 0) {
+      this.#searched = Math.max(0, buf.length - 3);
+      return false;
+    }
+    this.#searched = 0;
     const head = parseHead(buf.toString('latin1', 0, end));
     const rest = buf.length > end + 4 ? buf.subarray(end + 4) : undefined;
     this.#buf = rest;
@@ -274,8 +274,7 @@ class Connection implements ResponseConnection {
     this.#trailerBytes = 0;
     this.#remaining = head.length < 0 ? 0 : head.length;
     this.deadline = this.#began + this.server.options.requestTimeoutMs;
-    const max2 = this.server.options.maxBodyBytes;
-    if (head.length > max2) {
+    if (head.length > this.server.options.maxBodyBytes) {
       this.#keep = false;
       if (head.expectContinue) {
         // The client waits before sending the body: answer without it, and close (RFC 9110 §10.1.1).
@@ -297,12 +296,7 @@ class Connection implements ResponseConnection {
   /** Takes body bytes from the buffer; false when more are needed. */
   #readBody(): boolean {
     if (!this.#chunkedBody) {
-      const buf = this.#buf as Buffer;
-      const n = Math.min(this.#remaining, buf.length);
-      this.#take(n === buf.length ? buf : buf.subarray(0, n));
-      this.#buf = n === buf.length ? undefined : buf.subarray(n);
-      this.#remaining -= n;
-      if (this.#remaining > 0) return false;
+      if (!this.#takeRemaining(this.#buf as Buffer)) return false;
       this.#bodyDone();
       return true;
     }
@@ -343,11 +337,7 @@ class Connection implements ResponseConnection {
           continue;
         }
         case Chunk.Data: {
-          const n = Math.min(this.#remaining, buf.length);
-          this.#take(n === buf.length ? buf : buf.subarray(0, n));
-          this.#buf = n === buf.length ? undefined : buf.subarray(n);
-          this.#remaining -= n;
-          if (this.#remaining > 0) return false;
+          if (!this.#takeRemaining(buf)) return false;
           this.#chunk = Chunk.DataEnd;
           continue;
         }
@@ -362,6 +352,15 @@ class Connection implements ResponseConnection {
     }
   }
 
+  /** Takes up to `#remaining` body bytes from `buf` (the buffer); true once none remain. */
+  #takeRemaining(buf: Buffer): boolean {
+    const n = Math.min(this.#remaining, buf.length);
+    this.#take(n === buf.length ? buf : buf.subarray(0, n));
+    this.#buf = n === buf.length ? undefined : buf.subarray(n);
+    this.#remaining -= n;
+    return this.#remaining === 0;
+  }
+
   #take(part: Buffer): void {
     if (!this.#keep || part.length === 0) return;
     const size = this.#size + part.length;
@@ -373,7 +372,7 @@ class Connection implements ResponseConnection {
       this.#dispatch(null);
       return;
     }
-    if (this.#size === 0 && (this.#chunkedBody ? false : part.length === this.#remaining))
+    if (this.#size === 0 && !this.#chunkedBody && part.length === this.#remaining)
       this.#body = part; // whole, as received
     else {
       let body = this.#body;
@@ -425,7 +424,6 @@ class Connection implements ResponseConnection {
   /** Answers a request that cannot be read, and closes the connection. */
   #refuse(r: Refusal): void {
     this.#phase = Phase.Done;
-    this.#buf = undefined;
     this.keepAlive = false;
     this.minor = 1;
     const body = errorBody('malformed_request', r.message);
@@ -540,10 +538,6 @@ export class HttpServer {
     });
   }
 
-  address(): AddressInfo | null {
-    return this.#net.address() as AddressInfo | null;
-  }
-
   forget(conn: Connection): void {
     this.#conns.delete(conn);
   }
@@ -564,11 +558,6 @@ export class HttpServer {
 
   closeIdleConnections(): void {
     for (const c of this.#conns) if (c.idle) c.destroy();
-  }
-
-  /** Connections open (tests, and a shutdown that reports what it cut). */
-  get connections(): number {
-    return this.#conns.size;
   }
 
   closeAllConnections(): void {
