@@ -258,7 +258,7 @@ export class Forwarder {
         if (result.status < 200 || result.status >= 300) return failure(result.status, result.body);
         return this.#whole(d, alias, req, res, result.body, started);
       case 'streamed':
-        this.#streamed(d, alias, req, relay as SseRelay, started);
+        this.#streamed(d, alias, req, relay as SseRelay, started, result.err);
         return { kind: 'done' };
     }
   }
@@ -321,14 +321,20 @@ export class Forwarder {
     return { kind: 'done' };
   }
 
-  /** The stream was relayed as it came and ended (SseRelay.end): charge what was streamed. */
-  #streamed(d: Deployment, alias: string, req: ForwardRequest, relay: SseRelay, started: number): void {
+  /**
+   * The stream was relayed as it came and ended (SseRelay.end): charge what was streamed. Recorded as 499
+   * ("client closed request") when the client left before its end or was cut off for not reading; a backend
+   * that broke off still gave the client its 200 (with an error event at the end).
+   */
+  #streamed(d: Deployment, alias: string, req: ForwardRequest, relay: SseRelay, started: number, err: Error | undefined): void {
     const usage = relay.sse.usage;
     const prompt = usage?.promptTokens ?? estimateTokens(req.body);
     const completion = usage?.completionTokens ?? relay.sse.contentChunks;
     const cost = prompt * d.inputCostPerToken + completion * d.outputCostPerToken;
     this.#tracker.addTokens(d.id, prompt + completion);
-    this.#record(req, d, alias, 200, started, prompt, completion, cost, usage === undefined);
+    const code = (err as { code?: unknown } | undefined)?.code;
+    const status = code === 'CLIENT_GONE' || code === 'CLIENT_STALLED' ? 499 : 200;
+    this.#record(req, d, alias, status, started, prompt, completion, cost, usage === undefined);
   }
 
   #record(

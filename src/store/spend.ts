@@ -17,7 +17,7 @@ export interface SpendEntry {
   readonly completionTokens: number;
   /** USD: prompt × input_cost_per_token + completion × output_cost_per_token. */
   readonly cost: number;
-  /** HTTP status sent to the client. */
+  /** HTTP status sent to the client; 499 when the client closed (or, on a stream, stopped reading) before the reply ended. */
   readonly status: number;
   readonly latencyMs: number;
   /** True when the backend never reported usage (a stream cut short): tokens are counted from what was streamed. */

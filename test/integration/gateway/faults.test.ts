@@ -527,6 +527,7 @@ keys:
       const deadline = Date.now() + 3000;
       while (bigStack.spend.rows.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       assert.equal(bigStack.spend.rows.length, 1, 'the cut-short stream leaves its spend row');
+      assert.equal(bigStack.spend.rows[0]?.status, 499, 'recorded as closed by the client');
       const r = await bigStack.client.chat.completions.create({ model: 'big', messages: HI, max_tokens: 1 });
       assert.equal(r.model, 'big');
     } finally {
@@ -563,6 +564,7 @@ keys:
         assert.equal(bigStack.spend.rows.length, 1, 'the cut-off stream leaves its spend row');
         assert.ok(waited >= 900, `cut off after ${waited} ms, before the 1 s timeout`);
         assert.ok((bigStack.spend.rows[0]?.completionTokens ?? 0) > 0, 'charged for what was streamed');
+        assert.equal(bigStack.spend.rows[0]?.status, 499, 'recorded as closed by the client (it stopped reading)');
         // The backend's connection went with it (the fake's reply could not have been flushed otherwise).
         const until = Date.now() + 3000;
         while (big.inFlight() > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));

@@ -210,6 +210,7 @@ describe('gateway', () => {
     assert.ok(row);
     assert.equal(row.estimated, true);
     assert.ok(row.completionTokens >= 2);
+    assert.equal(row.status, 200, 'the client had its 200; the break is an error event in the stream');
   });
 
   test('a client that disconnects aborts the backend request', async () => {
