@@ -108,5 +108,6 @@ export function parseHead(text: string): Head | Refusal {
 function hasToken(list: string | undefined, token: string): boolean {
   if (list === undefined) return false;
   if (list === token) return true;
+  if (!list.includes(token)) return false;
   return list.split(',').some((t) => t.trim() === token);
 }

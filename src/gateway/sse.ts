@@ -196,18 +196,13 @@ export function spliceJson(
 /** How many members the outermost object of a valid JSON object text has, as written (a repeated key counts twice). */
 function memberCount(json: string): number {
   let depth = 0;
-  let inString = false;
   let commas = 0;
   let empty = true;
   for (let i = 0; i < json.length; i++) {
     const c = json.charCodeAt(i);
-    if (inString) {
-      if (c === 0x5c)
-        i++; // a backslash escapes the next character
-      else if (c === 0x22) inString = false;
-    } else if (c === 0x22) {
-      inString = true;
+    if (c === 0x22) {
       if (depth === 1) empty = false; // a key (or a value) directly in the object: it has members
+      i = stringEnd(json, i);
     } else if (c === 0x7b || c === 0x5b) depth++;
     else if (c === 0x7d || c === 0x5d) depth--;
     else if (c === 0x2c && depth === 1) commas++;
@@ -218,18 +213,33 @@ function memberCount(json: string): number {
 /** Whether position `at` of a JSON object text lies directly in its outermost object, outside any string. */
 function atTopLevel(json: string, at: number): boolean {
   let depth = 0;
-  let inString = false;
   for (let i = 0; i < at; i++) {
     const c = json.charCodeAt(i);
-    if (inString) {
-      if (c === 0x5c)
-        i++; // a backslash escapes the next character
-      else if (c === 0x22) inString = false;
-    } else if (c === 0x22) inString = true;
-    else if (c === 0x7b || c === 0x5b) depth++;
+    if (c === 0x22) {
+      i = stringEnd(json, i);
+      if (i >= at) return false; // `at` is inside this string
+    } else if (c === 0x7b || c === 0x5b) depth++;
     else if (c === 0x7d || c === 0x5d) depth--;
   }
-  return depth === 1 && !inString;
+  return depth === 1;
+}
+
+/**
+ * The index of the quote that closes the JSON string opened at `open` (json.length if none does). Found by
+ * indexOf, not character by character: most of a request's text is the strings of its messages. A quote
+ * closes the string unless an odd run of backslashes stands before it (`\"` is an escaped backslash, then
+ * the end); in valid JSON no other escape holds a backslash or a quote.
+ */
+function stringEnd(json: string, open: number): number {
+  let from = open + 1;
+  for (;;) {
+    const q = json.indexOf('"', from);
+    if (q < 0) return json.length;
+    let k = q - 1;
+    while (k > open && json.charCodeAt(k) === 0x5c) k--;
+    if ((q - 1 - k) % 2 === 0) return q;
+    from = q + 1;
+  }
 }
 
 function eventEnd(buf: string): { at: number; length: number } | undefined {
