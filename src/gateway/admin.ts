@@ -81,6 +81,11 @@ const KEY_BYTES = 24; // 192 random bits, base64url: `sk-` + 32 characters
 const TAKEN = (field: string): string => `${field}: this key exists already: choose another value, or leave it out`;
 /** The most (day, key, user, model) sums one summarized /spend/logs adds up. */
 const SUMMARY_ROWS = 100_000;
+/**
+ * /team/info and /user/info list the newest this many keys, with `keys_total` counting them all (LiteLLM lists
+ * every one; a team of thousands would make one answer of megabytes): /key/list?team_id= or ?user_id= pages.
+ */
+const INFO_KEYS = 100;
 
 interface DaySpend {
   spend: number;
@@ -509,7 +514,7 @@ export class AdminApi {
     const now = this.#now();
     const [spend, keys] = await Promise.all([
       spendOf(this.#d.db, 'team_id', teamId, periodStart(team.limits, now)),
-      listKeys(this.#d.db, { teamId }, 1, 100),
+      listKeys(this.#d.db, { teamId }, 1, INFO_KEYS),
     ]);
     const keySpend = await this.#keySpend(keys.rows.map(keyFromRow));
     return {
@@ -518,6 +523,7 @@ export class AdminApi {
         team_id: teamId,
         team_info: { ...teamView(team, now), spend, source: configured === undefined ? 'api' : 'config' },
         keys: keys.rows.map((r) => keyView(r, keySpend.get(keyId(r.key_hash)) ?? 0, now)),
+        keys_total: keys.total,
       },
     };
   }
@@ -610,7 +616,7 @@ export class AdminApi {
     if (user === undefined) return { error: 'not_found', param: 'user_id', message: 'user_id: no such user' };
     const [spend, keys] = await Promise.all([
       spendOf(this.#d.db, 'user_id', userId, periodStart(user.limits, now)),
-      listKeys(this.#d.db, { userId }, 1, 100),
+      listKeys(this.#d.db, { userId }, 1, INFO_KEYS),
     ]);
     const keySpend = await this.#keySpend(keys.rows.map(keyFromRow));
     return {
@@ -619,6 +625,7 @@ export class AdminApi {
         user_id: userId,
         user_info: { ...userView(user, now), spend, source: configured ? 'config' : 'api' },
         keys: keys.rows.map((r) => keyView(r, keySpend.get(keyId(r.key_hash)) ?? 0, now)),
+        keys_total: keys.total,
         teams: [],
       },
     };

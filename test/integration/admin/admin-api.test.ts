@@ -315,6 +315,7 @@ keys:
       "the team's spend reaches the log",
     );
     assert.equal((info?.body['keys'] as Json[]).length, 1);
+    assert.equal(info?.body['keys_total'], 1);
 
     // Raising the budget through the API opens the team again, on both replicas.
     assert.equal((await call(b, 'POST', '/team/update', { team_id: 'budgeted', max_budget: 100 })).status, 200);
@@ -357,6 +358,7 @@ keys:
       "the user's spend reaches the log",
     );
     assert.equal((info?.body['keys'] as Json[]).length, 2);
+    assert.equal(info?.body['keys_total'], 2);
     assert.equal((info?.body['user_info'] as Json)['source'], 'api');
     assert.ok(!info?.text.includes(key));
 
@@ -392,6 +394,29 @@ keys:
       for (const port of [a, b]) await within(1_000, async () => (await chat(port, k)).status === 401, `key gone on ${port}`);
     assert.equal((await call(a, 'GET', '/user/info?user_id=ada%40example.com')).status, 404);
     assert.equal((await call(a, 'POST', '/user/delete', { user_ids: ['ada@example.com'] })).status, 404);
+  });
+
+  test('/user/info and /team/info list the newest 100 keys and count them all', async () => {
+    assert.equal((await call(a, 'POST', '/user/new', { user_id: 'many-keys', auto_create_key: false })).status, 200);
+    assert.equal((await call(a, 'POST', '/team/new', { team_id: 'many-keys-team' })).status, 200);
+    let newest = '';
+    for (let i = 0; i < 101; i++) {
+      const made = await call(a, 'POST', '/key/generate', { user_id: 'many-keys', team_id: 'many-keys-team', key_alias: `many-${i}` });
+      assert.equal(made.status, 200);
+      secrets.add(String(made.body['key']));
+      newest = String(made.body['token']);
+    }
+    for (const path of ['/user/info?user_id=many-keys', '/team/info?team_id=many-keys-team']) {
+      const info = await call(b, 'GET', path);
+      assert.equal(info.status, 200);
+      const keys = info.body['keys'] as Json[];
+      assert.equal(keys.length, 100, path);
+      assert.equal(info.body['keys_total'], 101, path);
+      assert.ok(
+        keys.some((k) => k['token'] === newest),
+        `${path}: the newest key is listed`,
+      );
+    }
   });
 
   test('a model added on one replica is served by the other; its api_key is never shown', async () => {
