@@ -13,6 +13,10 @@
  * within about 3% from round to round where each figure alone moves by 30%. Each round sends `--requests`
  * non-streamed chat completions to each gateway (16 clients each, keep-alive) and reads each gateway
  * process's CPU time before and after. The last line is the median over the rounds of this/other.
+ *
+ * Run it both ways (each checkout against the other) for a change near the noise: on 2026-12-07 one pair
+ * read 0.948 one way and 1.024 the other (not 1/0.948 = 1.055), another 1.055 and 0.957. Taking both, the
+ * change's own ratio is the square root of the first over the second, whatever favoured one side.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
