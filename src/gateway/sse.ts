@@ -227,7 +227,7 @@ function atTopLevel(json: string, at: number): boolean {
 /**
  * The index of the quote that closes the JSON string opened at `open` (json.length if none does). Found by
  * indexOf, not character by character: most of a request's text is the strings of its messages. A quote
- * closes the string unless an odd run of backslashes stands before it (`\"` is an escaped backslash, then
+ * closes the string unless an odd run of backslashes stands before it (`\\"` is an escaped backslash, then
  * the end); in valid JSON no other escape holds a backslash or a quote.
  */
 function stringEnd(json: string, open: number): number {
