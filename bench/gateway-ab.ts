@@ -6,20 +6,24 @@
  *   node dist/bench/gateway-ab.js <other checkout> --pg       both with a spend log in PostgreSQL
  *   node dist/bench/gateway-ab.js <other checkout> --stream   streamed chat completions (read to [DONE])
  *   node dist/bench/gateway-ab.js .                           this checkout against itself: the noise floor
+ *   node dist/bench/gateway-ab.js . --other-node-options '--max-semi-space-size=8'
+ *                                                             a V8 or Node flag on one side (NODE_OPTIONS);
+ *                                                             also --this-node-options
  *
  * Why paired: on these shared two-core machines a process's CPU per request drifts by a third within
  * minutes (another tenant, frequency), so two builds measured one after the other differ by more than most
  * changes do. Measured side by side, both see the same machine: the ratio of their CPU per request holds
  * within about 3% from round to round where each figure alone moves by 30%. Each round sends `--requests`
  * non-streamed chat completions to each gateway (16 clients each, keep-alive) and reads each gateway
- * process's CPU time before and after. The last line is the median over the rounds of this/other.
+ * process's CPU time before and after; each side's peak RSS is printed at the end. The last line is the
+ * median over the rounds of this/other.
  *
  * Run it both ways (each checkout against the other) for a change near the noise: on 2026-12-07 one pair
  * read 0.948 one way and 1.024 the other (not 1/0.948 = 1.055), another 1.055 and 0.957. Taking both, the
  * change's own ratio is the square root of the first over the second, whatever favoured one side.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Pool } from 'undici';
@@ -60,6 +64,17 @@ async function drive(side: Side, n: number, body: string, key: string): Promise<
   );
 }
 
+function stringOption(name: string): string | undefined {
+  const at = process.argv.indexOf(name);
+  return at < 0 ? undefined : process.argv[at + 1];
+}
+
+/** Peak resident memory of a process, MB (VmHWM). */
+function peakRssMb(pid: number | undefined): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m === null ? NaN : Number(m[1]) / 1024;
+}
+
 function median(xs: readonly number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
@@ -70,7 +85,9 @@ async function main(): Promise<void> {
   const other = process.argv[2];
   const otherScript = other === undefined ? undefined : path.resolve(other, 'dist/bench/servers/tollgate-gateway.js');
   if (otherScript === undefined || !existsSync(otherScript)) {
-    throw new Error('usage: node dist/bench/gateway-ab.js <other checkout, built> [--pg] [--rounds N] [--requests N]');
+    throw new Error(
+      'usage: node dist/bench/gateway-ab.js <other checkout, built> [--pg] [--rounds N] [--requests N] [--stream] [--this-node-options S] [--other-node-options S]',
+    );
   }
   const rounds = option('--rounds', 5);
   const requests = option('--requests', 20_000);
@@ -90,8 +107,12 @@ async function main(): Promise<void> {
       ['this', './servers/tollgate-gateway.js'],
       ['other', pathToFileURL(otherScript)],
     ] as const) {
+      const nodeOptions = stringOption(`--${label}-node-options`);
       const server = await startChild(label, script, {
-        env: { TOLLGATE_BENCH_CONFIG: gatewayBenchConfig(apiBase, keyHash, databaseUrl(label)) },
+        env: {
+          TOLLGATE_BENCH_CONFIG: gatewayBenchConfig(apiBase, keyHash, databaseUrl(label)),
+          ...(nodeOptions === undefined ? {} : { NODE_OPTIONS: `${process.env['NODE_OPTIONS'] ?? ''} ${nodeOptions}`.trim() }),
+        },
       });
       started.push(server);
       sides.push({ label, server, pool: new Pool(`http://127.0.0.1:${server.port}`, { connections: CLIENTS }), perRequest: [] });
@@ -110,6 +131,7 @@ async function main(): Promise<void> {
     const [mine, theirs] = sides as [Side, Side];
     const ratios = mine.perRequest.map((v, i) => v / (theirs.perRequest[i] as number));
     for (const s of sides) console.log(`  ${s.label.padEnd(6)} CPU µs/request: ${s.perRequest.map((v) => v.toFixed(1)).join('  ')}`);
+    for (const s of sides) console.log(`  ${s.label.padEnd(6)} peak RSS: ${peakRssMb(s.server.child.pid).toFixed(0)} MB`);
     console.log(`  ratio  this/other:      ${ratios.map((v) => v.toFixed(3)).join('  ')}`);
     for (const s of sides) await s.pool.close();
     console.log(`CPU per request, this/other (median of ${rounds} rounds): ${median(ratios).toFixed(3)}`);

@@ -1,11 +1,10 @@
 /**
- * Composition root of the authz side: everything prepared at boot (protos, CEL, JWKS, key index,
- * metric objects), then the gRPC server. Nothing imports main/.
+ * Composition root of the authz side: everything prepared at boot (CEL, JWKS, key index, metric
+ * objects), then the protos and the gRPC server. Nothing imports main/.
  */
 import { createHash } from 'node:crypto';
 import { Authorizer } from '../authorizer/authorizer.js';
-import { AuthzServer } from '../authz/server.js';
-import { loadProtos } from '../authz/protos.js';
+import type { AuthzServer } from '../authz/server.js';
 import type { Config } from '../config/schema.js';
 import type { TeamRecord } from '../core/decide.js';
 import { ContextSigner } from '../identity/context-token.js';
@@ -121,6 +120,8 @@ export async function startAuthz(
   parts: AuthzParts,
   opts: { host: string; port: number; logger: Logger; metrics: Metrics; ready?: () => boolean },
 ): Promise<AuthzApp> {
+  // The gRPC side (grpc-js, protobufjs, Envoy's protos) loads only here: `tollgate gateway` never holds it.
+  const [{ AuthzServer }, { loadProtos }] = await Promise.all([import('../authz/server.js'), import('../authz/protos.js')]);
   const protos = loadProtos();
   const server = new AuthzServer({
     protos,

@@ -3,7 +3,6 @@
  * clear line per problem on stderr, exit code 1, nothing half-started. SIGTERM drains and exits 0.
  */
 import { randomBytes } from 'node:crypto';
-import * as grpc from '@grpc/grpc-js';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { Authorizer } from '../authorizer/authorizer.js';
@@ -315,7 +314,6 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
             }
           },
         });
-  routeGrpcLogs(logger);
   // Signals are handled from here on, so a SIGTERM during start-up still ends in a clean exit 0.
   let signalled: ((signal: string) => void) | undefined;
   let pendingSignal: string | undefined;
@@ -342,6 +340,7 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
   };
   const listening: Record<string, string> = {};
   if (command !== 'gateway') {
+    await routeGrpcLogs(logger);
     let app: AuthzApp;
     try {
       app = await startAuthz(parts, { host: opts.host, port: opts.grpcPort, logger, metrics, ready: () => store.ready() });
@@ -419,8 +418,12 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
   return stopped;
 }
 
-/** grpc-js logs to stderr by itself; its lines go to the JSON log instead, so stderr holds only our one-line errors. */
-function routeGrpcLogs(logger: Logger): void {
+/**
+ * grpc-js logs to stderr by itself; its lines go to the JSON log instead, so stderr holds only our one-line
+ * errors. Loaded here, as the gRPC server is: `tollgate gateway` never holds grpc-js or the protos.
+ */
+async function routeGrpcLogs(logger: Logger): Promise<void> {
+  const grpc = await import('@grpc/grpc-js');
   grpc.setLogger({
     error: (...args: unknown[]) => logger.warn({ source: 'grpc-js' }, args.map(String).join(' ')),
     info: (...args: unknown[]) => logger.debug({ source: 'grpc-js' }, args.map(String).join(' ')),

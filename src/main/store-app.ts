@@ -9,14 +9,13 @@ import type { TeamRecord } from '../core/decide.js';
 import { keyId, limitsOf, StaticKeyDirectory, type KeyDirectory, type Limits } from '../identity/keys.js';
 import type { ModelCatalog } from '../routing/deployments.js';
 import { Accounting, seedBudgets, startReplay, type BudgetSubject } from '../store/accounting.js';
-import { LocalChangeBus, PgChangeBus, RedisChangeBus, type ChangeBus } from '../store/change-bus.js';
+import { LocalChangeBus, PgChangeBus, type ChangeBus } from '../store/change-bus.js';
 import { subjectParts, type Counters, type StoreErrorHook } from '../store/counters.js';
 import { openDb, type Db } from '../store/db.js';
 import { Limiter } from '../store/limiter.js';
 import { MemoryCounters } from '../store/memory-counters.js';
 import { migrate } from '../store/migrate.js';
 import { RecordCache, RecordStore, type StoredModel } from '../store/records.js';
-import { RedisCounters } from '../store/redis-counters.js';
 import type { SpendRecorder } from '../store/spend.js';
 import { SpendLog } from '../store/spend-log.js';
 import type { Logger } from '../telemetry/logger.js';
@@ -85,9 +84,10 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
   let bus: ChangeBus | undefined;
   if (db !== undefined) {
     const notifyDb = db;
+    // ioredis (here and for the counters below) loads only with a redis_url.
     bus =
       gs.redis_url !== undefined
-        ? new RedisChangeBus(gs.redis_url, gs.redis_key_prefix)
+        ? new (await import('../store/redis-change-bus.js')).RedisChangeBus(gs.redis_url, gs.redis_key_prefix)
         : db.kind === 'postgres' && gs.database_url !== undefined
           ? new PgChangeBus(gs.database_url, db.schema, async (channel, payload) => {
               await notifyDb.query('SELECT pg_notify($1, $2)', [channel, payload]);
@@ -135,9 +135,13 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
 
   const cleanups: (() => void)[] = [() => cache.stop()];
   let counters: Counters;
+  /** Whether Redis is connected; absent with in-process counters. */
+  let redisReady: (() => boolean) | undefined;
   if (gs.redis_url !== undefined) {
+    const { RedisCounters } = await import('../store/redis-counters.js');
     const redis = new RedisCounters({ url: gs.redis_url, prefix: gs.redis_key_prefix });
     counters = redis;
+    redisReady = () => redis.redis.status === 'ready';
     if (!(await redis.ready(REDIS_READY_MS))) {
       logger.error({ failure_mode: gs.failure_mode }, 'Redis is not reachable yet; retrying in the background');
     }
@@ -176,8 +180,7 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
     accounting,
     // Readiness: Redis connected, and the spend log's last write reached the database. With failure_mode: open
     // a Redis outage is a state the operator chose to serve through, so it does not take every replica out.
-    ready: () =>
-      (!(counters instanceof RedisCounters) || gs.failure_mode === 'open' || counters.redis.status === 'ready') && (log?.healthy ?? true),
+    ready: () => (redisReady === undefined || gs.failure_mode === 'open' || redisReady()) && (log?.healthy ?? true),
     async close(graceMs: number) {
       for (const c of cleanups) c();
       await accounting.close(graceMs);

@@ -1,17 +1,17 @@
 /**
  * The broadcast that tells every replica a record changed (a key generated, blocked or deleted; a team or
- * user updated), so its in-process cache reloads that record at once: Redis pub/sub with `redis_url`,
- * else PostgreSQL LISTEN/NOTIFY, else (embedded PGlite: one process) in-process delivery. A subscriber
- * that was disconnected may have missed messages, so it is told to reload everything when it reconnects.
+ * user updated), so its in-process cache reloads that record at once: Redis pub/sub with `redis_url`
+ * (redis-change-bus.ts, loaded only then), else PostgreSQL LISTEN/NOTIFY, else (embedded PGlite: one
+ * process) in-process delivery. A subscriber that was disconnected may have missed messages, so it is told
+ * to reload everything when it reconnects.
  */
 import { EventEmitter } from 'node:events';
-import { Redis } from 'ioredis';
 import pg from 'pg';
 
-const SUBSCRIBE_WAIT_MS = 3_000;
+export const SUBSCRIBE_WAIT_MS = 3_000;
 
 /** `p`, or nothing after `ms`. */
-async function bounded(p: Promise<unknown>, ms: number): Promise<void> {
+export async function bounded(p: Promise<unknown>, ms: number): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   await Promise.race([p.catch(() => undefined), new Promise((r) => (timer = setTimeout(r, ms)))]);
   clearTimeout(timer);
@@ -33,7 +33,7 @@ export interface ChangeBus {
   close(): Promise<void>;
 }
 
-function parse(message: string): RecordChange | undefined {
+export function parse(message: string): RecordChange | undefined {
   try {
     const v = JSON.parse(message) as Partial<RecordChange>;
     if ((v.kind === 'key' || v.kind === 'team' || v.kind === 'user' || v.kind === 'model') && typeof v.id === 'string') {
@@ -57,51 +57,6 @@ export class LocalChangeBus implements ChangeBus {
   }
   close(): Promise<void> {
     this.#events.removeAllListeners();
-    return Promise.resolve();
-  }
-}
-
-export class RedisChangeBus implements ChangeBus {
-  readonly #channel: string;
-  readonly #pub: Redis;
-  readonly #sub: Redis;
-
-  constructor(url: string, prefix: string) {
-    this.#channel = `${prefix}changes`;
-    // Publishing may wait briefly for a reconnect; the subscriber lives on its own connection (subscriber mode).
-    this.#pub = new Redis(url, { maxRetriesPerRequest: 1, commandTimeout: 2_000, retryStrategy: (n: number) => Math.min(100 * n, 2000) });
-    // The subscriber's SUBSCRIBE waits for Redis however long it is down (no retry limit).
-    this.#sub = new Redis(url, { maxRetriesPerRequest: null, retryStrategy: (n: number) => Math.min(100 * n, 2000) });
-    this.#pub.on('error', () => undefined);
-    this.#sub.on('error', () => undefined);
-  }
-
-  async publish(change: RecordChange): Promise<void> {
-    await this.#pub.publish(this.#channel, JSON.stringify(change));
-  }
-
-  async subscribe(onChange: (c: RecordChange) => void, onResync: () => void): Promise<void> {
-    let starting = true;
-    this.#sub.on('message', (_channel: string, message: string) => {
-      const c = parse(message);
-      if (c !== undefined) onChange(c);
-    });
-    // After a reconnect: subscribe again (ioredis does too, but only for a subscription that was confirmed;
-    // twice is harmless), then reload everything, since what was published meanwhile is gone.
-    this.#sub.on('ready', () => {
-      if (starting) return;
-      void this.#sub
-        .subscribe(this.#channel)
-        .catch(() => undefined)
-        .then(onResync);
-    });
-    await bounded(this.#sub.subscribe(this.#channel), SUBSCRIBE_WAIT_MS);
-    starting = false;
-  }
-
-  async close(): Promise<void> {
-    this.#pub.disconnect();
-    this.#sub.disconnect();
     return Promise.resolve();
   }
 }

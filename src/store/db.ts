@@ -7,7 +7,6 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import v8 from 'node:v8';
 import vm from 'node:vm';
-import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
 
 export interface Queryable {
@@ -63,6 +62,8 @@ export async function openDb(opts: DbOptions): Promise<Db> {
   if (opts.url !== undefined) return openPostgres(opts.url, opts.schema);
   // initdb runs in memory, and in a data directory that holds no database yet.
   const initdb = opts.dataDir === undefined || !existsSync(path.join(opts.dataDir, 'PG_VERSION'));
+  // Loaded only here: a process with a database_url never holds PGlite's module.
+  const { PGlite } = await import('@electric-sql/pglite');
   const lite = new PGlite(opts.dataDir, {
     // One small install's records: PostgreSQL's default 128 MB of shared buffers was most of the process's
     // memory. (In memory, without a data directory, PGlite keeps its own settings.)
