@@ -195,6 +195,7 @@ export class Authorizer {
       m: decision.body?.model,
       d: decision.deployment?.id,
       f: decision.fallbacks.length > 0 ? decision.fallbacks : undefined,
+      h: decision.hidden.length > 0 ? decision.hidden : undefined,
       adm: p.admin ? 1 : undefined,
       l: lease?.id,
       rt: lease?.reservedTokens,

@@ -32,6 +32,12 @@ export function crossCheck(config: Config): PathIssue[] {
   });
 
   const jwt = config.auth.jwt;
+  if (jwt !== undefined && jwt.header.toLowerCase() === 'authorization' && config.auth.keys.required)
+    add(
+      ['auth', 'jwt', 'header'],
+      'authorization carries the virtual key (auth.keys.required is true): name another header for the token ' +
+        '(x-cake-authorization), or set auth.keys.required: false',
+    );
   if (jwt && !jwt.allow_insecure_http) {
     if (isHttp(jwt.issuer))
       add(['auth', 'jwt', 'issuer'], 'an http:// issuer: use https://, or set auth.jwt.allow_insecure_http: true (tests, loopback)');

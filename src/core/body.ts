@@ -21,6 +21,7 @@ const BAD_MAX_TOKENS: BodyResult = {
   message: 'max_tokens and max_completion_tokens must be positive integers.',
 };
 const BAD_N: BodyResult = { ok: false, code: 'invalid_body', message: 'n must be an integer from 1 to 128.' };
+const BAD_STREAM: BodyResult = { ok: false, code: 'invalid_body', message: 'stream must be true or false.' };
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
 /** Parses a JSON request body (string or bytes) and extracts `model`. Never throws. */
@@ -52,11 +53,14 @@ export function modelBodyOf(value: unknown): BodyResult {
   if (mt !== undefined && mt !== null && !(typeof mt === 'number' && Number.isInteger(mt) && mt > 0)) return BAD_MAX_TOKENS;
   const n = o['n'];
   if (n !== undefined && n !== null && !(typeof n === 'number' && Number.isInteger(n) && n >= 1 && n <= 128)) return BAD_N;
+  // vLLM (pydantic, lax) reads "true" or 1 as a stream: passed on, the reply would be SSE where JSON was awaited.
+  const stream = o['stream'];
+  if (stream !== undefined && stream !== null && typeof stream !== 'boolean') return BAD_STREAM;
   return {
     ok: true,
     model,
     maxTokens: typeof mt === 'number' ? mt : undefined,
     choices: typeof n === 'number' ? n : 1,
-    stream: o['stream'] === true,
+    stream: stream === true,
   };
 }

@@ -8,7 +8,7 @@ import type { KeyRecord, Limits } from '../identity/keys.js';
 import type { Policy, PolicyInput } from '../policy/rules.js';
 import { weightedPick, type Deployment, type DeploymentHealth, type ModelCatalog } from '../routing/deployments.js';
 import { modelBodyOf, parseModelBody, type ModelBody } from './body.js';
-import type { RouteKind } from './route.js';
+import { isModelListRoute, type RouteKind } from './route.js';
 import { jwtFailureMessage } from './messages.js';
 
 export interface TeamRecord {
@@ -72,6 +72,8 @@ export type Decision =
       readonly deployment: Deployment | undefined;
       /** The configured fallbacks of the model that this caller may use too (allow-lists and policy). */
       readonly fallbacks: readonly string[];
+      /** On the model listing routes: the aliases the policy denies this caller (listed as if absent). */
+      readonly hidden: readonly string[];
     }
   | {
       readonly allow: false;
@@ -114,14 +116,19 @@ export function decide(input: DecisionInput, rules: DecisionRules, nowMs: number
   if (input.jwt !== undefined) {
     if (input.jwt.ok) identity = input.jwt.identity;
     else if (input.jwt.failure !== 'missing') return deny('invalid_jwt', jwtFailureMessage(input.jwt.failure), input.jwt.failure);
-    else if (rules.jwtRequired) return deny('missing_jwt');
+    // The master key alone opens the admin API, as in LiteLLM (the contract: master key or an admin group).
+    else if (rules.jwtRequired && !(input.key === 'master' && input.route === 'admin')) return deny('missing_jwt');
   }
 
   // 2. The virtual key (or the master key, which LiteLLM also accepts on every route).
   const key = input.key;
   let record: KeyRecord | undefined;
   const master = key === 'master';
-  if (key === 'malformed') return deny('invalid_api_key', 'The Authorization header must be "Bearer sk-..." with a virtual key.');
+  // Without keys required, an Authorization that holds no virtual key is not one (`Bearer EMPTY`, which the
+  // OpenAI SDKs send for vLLM, or the token itself when auth.jwt.header is authorization); a wrong sk- key
+  // still fails below.
+  if (key === 'malformed' && rules.keysRequired)
+    return deny('invalid_api_key', 'The Authorization header must be "Bearer sk-..." with a virtual key.');
   if (key === 'unknown') return deny('invalid_api_key');
   if (typeof key === 'object') {
     if (key.blocked) return deny('key_blocked');
@@ -158,8 +165,16 @@ export function decide(input: DecisionInput, rules: DecisionRules, nowMs: number
     if (rules.catalog.group(model) === undefined) return deny('model_not_found');
   }
 
-  // 5. The security team's rules.
+  // 5. The security team's rules. The model listing is judged alias by alias, as a request for each model
+  // would be: a rule about models ("guests only the 8B") hides the others there rather than deny the listing.
   const principal = principalOf(identity, record, team, false);
+  if (input.route === 'plain' && isModelListRoute(input.method, input.path)) {
+    if (rules.policy.size === 0) return allow(principal, undefined, undefined);
+    const hidden = [...rules.catalog.aliases()].filter(
+      (alias) => !rules.policy.evaluate(policyInput(input, identity, record, team, alias)).allowed,
+    );
+    return { allow: true, principal, body: undefined, deployment: undefined, fallbacks: NONE, hidden: hidden.length > 0 ? hidden : NONE };
+  }
   if (rules.policy.size > 0) {
     const verdict = rules.policy.evaluate(policyInput(input, identity, record, team, model));
     if (!verdict.allowed) {
@@ -190,7 +205,7 @@ export function decide(input: DecisionInput, rules: DecisionRules, nowMs: number
           (team === undefined || allows(team.models, alias)) &&
           (rules.policy.size === 0 || rules.policy.evaluate(policyInput(input, identity, record, team, alias)).allowed),
       );
-      return { allow: true, principal, body, deployment, fallbacks };
+      return { allow: true, principal, body, deployment, fallbacks, hidden: NONE };
     }
   }
   return allow(principal, body, deployment);
@@ -199,7 +214,7 @@ export function decide(input: DecisionInput, rules: DecisionRules, nowMs: number
 const NONE: readonly string[] = Object.freeze([]);
 
 function allow(principal: Principal, body: ModelBody | undefined, deployment: Deployment | undefined): Decision {
-  return { allow: true, principal, body, deployment, fallbacks: NONE };
+  return { allow: true, principal, body, deployment, fallbacks: NONE, hidden: NONE };
 }
 
 /** An empty allow-list allows every model; `*` too (LiteLLM's "all models"). */

@@ -36,6 +36,14 @@ const ADMIN_PREFIXES = ['/key/', '/team/', '/spend/', '/model/', '/global/', '/u
 const ADMIN_EXACT = new Set(['/health', '/metrics']);
 
 /** `path` as returned by normalizePath. */
+/** `GET /v1/models` and `GET /v1/models/{model}` (with or without `/v1`; a model id may hold `/`), normalised. */
+const MODEL_LIST = /^\/(v1\/)?models(\/.+)?$/;
+
+/** The model listing routes: what a caller may use, each alias judged as a model route would be. */
+export function isModelListRoute(method: string, path: string): boolean {
+  return method === 'GET' && MODEL_LIST.test(path);
+}
+
 export function classifyRoute(method: string, path: string): RouteKind {
   if (modelEndpoint(method, path) !== undefined) return 'model';
   if (PROBE_PATHS.has(path)) return 'probe';

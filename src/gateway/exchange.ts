@@ -6,7 +6,8 @@
  * profile (bench/gateway.ts --cpu-prof). A handler object gets the same bytes with none of that: the
  * reply is collected in place (or handed to a stream sink as it arrives), a client that leaves aborts the
  * exchange through the controller, and backpressure is the controller's pause/resume. undici's own
- * timers (`headersTimeout`, `bodyTimeout`) still bound every wait.
+ * timers (`headersTimeout`, `bodyTimeout`) still bound every wait; one timer of the exchange bounds the wait
+ * for a connection and the whole exchange.
  */
 import type { Dispatcher } from 'undici';
 
@@ -35,9 +36,9 @@ export class ClientLink {
   }
 }
 
-/** Where a 2xx streamed reply goes as it arrives. */
+/** Where a 2xx streamed reply (`text/event-stream`) goes as it arrives. */
 export interface StreamSink {
-  /** The backend answered 2xx: send the head. */
+  /** The backend answered 2xx with an event stream: send the head. */
   start(exchange: Exchange): void;
   /** A body chunk; false when the client is not taking more (the exchange pauses until `resume()`). */
   data(chunk: Buffer): boolean;
@@ -51,13 +52,16 @@ export interface StreamSink {
 export type ExchangeResult =
   /** No reply: connect error, a timeout, an abort, a reply larger than allowed. */
   | { readonly kind: 'failed'; readonly err: Error }
-  /** A whole reply (any non-2xx, or a 2xx without a sink). */
+  /** A whole reply (any non-2xx, a 2xx without a sink, or a 2xx that is not an event stream). */
   | { readonly kind: 'reply'; readonly status: number; readonly body: Buffer }
   /** A 2xx handed to the sink; `err` when it broke off before its end. */
   | { readonly kind: 'streamed'; readonly err: Error | undefined };
 
 /** Errors this module raises, with stable codes like undici's. */
-export function codedError(code: 'CLIENT_GONE' | 'REPLY_TOO_LARGE' | 'CLIENT_STALLED' | 'QUEUE_TIMEOUT', message: string): Error {
+export function codedError(
+  code: 'CLIENT_GONE' | 'REPLY_TOO_LARGE' | 'CLIENT_STALLED' | 'QUEUE_TIMEOUT' | 'REQUEST_TIMEOUT',
+  message: string,
+): Error {
   return Object.assign(new Error(message), { code });
 }
 
@@ -78,7 +82,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
   #chunks: Buffer[] = [];
   #size = 0;
   #cap = 0;
-  #queued: NodeJS.Timeout | undefined;
+  /** Bounds the wait for a connection, then (re-armed when a shorter wait ran out first) the whole exchange. */
+  #timer: NodeJS.Timeout | undefined;
+  #wholeMs = 0;
+  #rearm = false;
 
   constructor(opts: { client: ClientLink; sink: StreamSink | undefined; replyCap: number; errorCap: number }) {
     this.#client = opts.client;
@@ -94,16 +101,30 @@ export class Exchange implements Dispatcher.DispatchHandler {
   /**
    * Sends `opts` on `dispatcher` with this exchange as its handler. undici's headersTimeout starts only once
    * the request is on a socket; `queueMs` bounds the wait for one (every pooled connection busy on streams).
+   * `wholeMs` bounds the whole exchange, from now to the reply's last byte (undici's timers bound each wait
+   * within it, and reset on every chunk). One timer serves both: it is re-armed at the connection only when
+   * the connection wait is the shorter.
    */
-  send(dispatcher: Dispatcher, opts: Dispatcher.DispatchOptions, queueMs: number): Promise<ExchangeResult> {
+  send(dispatcher: Dispatcher, opts: Dispatcher.DispatchOptions, queueMs: number, wholeMs: number): Promise<ExchangeResult> {
     if (this.#client.gone) {
       this.#settle({ kind: 'failed', err: codedError('CLIENT_GONE', 'the client closed its connection') });
       return this.done;
     }
-    this.#queued = setTimeout(() => this.abort(codedError('QUEUE_TIMEOUT', `no connection to the backend within ${queueMs} ms`)), queueMs);
+    this.#wholeMs = wholeMs;
+    this.#rearm = queueMs < wholeMs;
+    this.#timer = setTimeout(this.#expire, Math.min(queueMs, wholeMs));
     dispatcher.dispatch(opts, this);
     return this.done;
   }
+
+  readonly #expire = (): void => {
+    const waited = Math.round(performance.now() - this.#t0);
+    this.abort(
+      this.#controller === undefined
+        ? codedError('QUEUE_TIMEOUT', `no connection to the backend within ${waited} ms`)
+        : codedError('REQUEST_TIMEOUT', `no whole reply within ${this.#wholeMs} ms`),
+    );
+  };
 
   abort(err: Error): void {
     // Before the request reached a connection there is no controller yet: onRequestStart aborts it.
@@ -116,17 +137,22 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
-    clearTimeout(this.#queued);
+    if (this.#rearm && !this.#settled) {
+      clearTimeout(this.#timer);
+      this.#timer = setTimeout(this.#expire, Math.max(0, this.#wholeMs - (performance.now() - this.#t0)));
+    }
     this.#controller = controller;
     if (this.#settled) controller.abort(codedError('CLIENT_GONE', 'the client closed its connection'));
   }
 
-  onResponseStart(_controller: Dispatcher.DispatchController, status: number): void {
+  onResponseStart(_controller: Dispatcher.DispatchController, status: number, headers: Record<string, unknown>): void {
     if (status < 200) return; // 1xx informational heads come before the real one
     this.#status = status;
     this.headMs = performance.now() - this.#t0;
     const ok = status < 300;
-    if (ok && this.#sink !== undefined) {
+    // A 2xx that is not an event stream (JSON where a stream was asked for) is collected whole, for the
+    // forwarder to judge: relayed as a stream it would reach the client as an empty one.
+    if (ok && this.#sink !== undefined && isEventStream(headers['content-type'])) {
       this.#streaming = true;
       this.#sink.start(this);
     }
@@ -165,7 +191,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   #settle(r: ExchangeResult): void {
     if (this.#settled) return;
     this.#settled = true;
-    clearTimeout(this.#queued);
+    clearTimeout(this.#timer);
     this.#chunks = [];
     this.#client.watch(undefined);
     try {
@@ -175,4 +201,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
       this.#resolve(r);
     }
   }
+}
+
+function isEventStream(contentType: unknown): boolean {
+  return typeof contentType === 'string' && contentType.toLowerCase().includes('text/event-stream');
 }

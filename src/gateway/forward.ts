@@ -1,10 +1,10 @@
 /**
  * Forwards one OpenAI request to a deployment and streams the answer back: one undici Pool per backend
  * origin (keep-alive), each request sent through undici's dispatch handler API (exchange.ts), explicit
- * timeouts (`stream_timeout` or `timeout` for the head and for each silence in the body), a fresh
- * X-Request-Id per attempt, the deployment's own `api_key` as Bearer — never the client's credentials.
- * Retries (connect errors, 408, 429, 5xx, a misconfigured deployment's 401/403/404) happen only before
- * the first byte went to the client; then fallbacks to other aliases.
+ * timeouts (`stream_timeout` or `timeout` for the head and for each silence in the body, `timeout` for the
+ * whole attempt), a fresh X-Request-Id per attempt, the deployment's own `api_key` as Bearer — never the
+ * client's credentials. Retries (connect errors, 408, 429, 5xx, a misconfigured deployment's 3xx, 401, 403,
+ * 404 or 405) happen only before the first byte went to the client; then fallbacks to other aliases.
  */
 import { randomUUID } from 'node:crypto';
 import { Pool } from 'undici';
@@ -13,14 +13,14 @@ import { ERRORS, errorBody, type ErrorCode } from '../errors/codes.js';
 import type { Deployment, ModelCatalog } from '../routing/deployments.js';
 import type { DeploymentTracker, RoutingStrategy } from '../routing/health.js';
 import type { SpendRecorder } from '../store/spend.js';
-import type { Lease } from '../store/limiter.js';
+import type { GateVerdict, Lease } from '../store/limiter.js';
 import { codedError, Exchange, type ClientLink, type StreamSink } from './exchange.js';
 import type { HttpResponse } from './http-response.js';
 import { backendMessage, spliceJson, SseRewriter, withModel } from './sse.js';
 
-/** Admits an attempt on a deployment against its own rpm/tpm: a lease to settle, undefined (nothing to count), or false (full). */
+/** Admits an attempt on a deployment against its own rpm/tpm: a lease to settle, undefined (nothing to count), or refused. */
 export interface DeploymentGate {
-  admit(d: Deployment, tokens: number, now: number): Lease | undefined | false | Promise<Lease | undefined | false>;
+  admit(d: Deployment, tokens: number, now: number): GateVerdict | Promise<GateVerdict>;
 }
 
 export interface RouterSettings {
@@ -74,8 +74,8 @@ type Attempt =
 
 const MAX_ERROR_BODY = 64 * 1024;
 const MAX_REPLY_BODY = 64 * 1024 * 1024;
-/** Statuses that mean "this deployment, not this request": try another. 408 is Ray Serve's request timeout. */
-const RETRYABLE = new Set([401, 403, 404, 408, 429]);
+/** 4xx statuses that mean "this deployment, not this request": try another. 408 is Ray Serve's request timeout. */
+const RETRYABLE = new Set([401, 403, 404, 405, 408, 429]);
 
 export class Forwarder {
   readonly #pools = new Map<string, Pool>();
@@ -127,9 +127,9 @@ export class Forwarder {
     let last: Attempt | undefined;
     let hint = req.hint;
     let triedAny = false;
-    /** Deployments admitted here (gate); `full`: one was at its limits. */
+    /** Deployments admitted here (gate); `refused`: why one was not (at its limits, or the store down). */
     const gated = new Set<string>();
-    let full = false;
+    let refused: Extract<GateVerdict, { refused: string }> | undefined;
     for (const alias of aliases) {
       const group = this.#catalog().group(alias);
       if (group === undefined) continue;
@@ -155,8 +155,9 @@ export class Forwarder {
         // first, once per request however often it is retried.
         if (gate !== undefined && d.id !== req.lease?.deploymentId && (d.rpm !== undefined || d.tpm !== undefined) && !gated.has(d.id)) {
           const admitted = await gate.admit(d, req.lease?.reservedTokens ?? 0, Date.now());
-          if (admitted === false) {
-            full = true;
+          if (admitted !== undefined && 'refused' in admitted) {
+            // A store outage says more than a full deployment: it holds for every other one too.
+            if (refused?.refused !== 'store') refused = admitted;
             continue; // another deployment, or the next alias
           }
           gated.add(d.id);
@@ -179,7 +180,9 @@ export class Forwarder {
         }
         // A client that went away says nothing about the deployment.
         if (req.client.gone) break;
-        this.#tracker.failed(d.id, Date.now());
+        // The only deployment of its alias is never cooled down (as LiteLLM does): there is nothing else to
+        // send to, and a cooldown would fail every request for cooldown_time where each could try it again.
+        if (group.deployments.length > 1) this.#tracker.failed(d.id, Date.now());
       }
       if (req.client.gone) break;
     }
@@ -188,16 +191,18 @@ export class Forwarder {
       this.#record(req, undefined, req.alias, 499, started, 0, 0, 0, false);
       return;
     }
-    if (!triedAny && full) {
-      sendError(
-        res,
-        'rate_limit_exceeded',
-        'Every deployment of this model is at its rate limit: retry shortly.',
-        req.caller.requestId,
-        undefined,
-        [['retry-after', '1']],
-      );
-      this.#record(req, undefined, req.alias, 429, started, 0, 0, 0, false);
+    if (!triedAny && refused !== undefined) {
+      if (refused.refused === 'store') sendError(res, 'store_unavailable', undefined, req.caller.requestId);
+      else
+        sendError(
+          res,
+          'rate_limit_exceeded',
+          'Every deployment of this model is at its rate limit: retry shortly.',
+          req.caller.requestId,
+          undefined,
+          refused.headers,
+        );
+      this.#record(req, undefined, req.alias, res.statusCode, started, 0, 0, 0, false);
       return;
     }
     let code: ErrorCode = 'no_healthy_deployment';
@@ -207,7 +212,8 @@ export class Forwarder {
   }
 
   async #attempt(d: Deployment, alias: string, req: ForwardRequest, res: HttpResponse, started: number): Promise<Attempt> {
-    const stream = req.body['stream'] === true;
+    // The embeddings API has no stream: vLLM ignores the field and answers JSON, and so does the gateway.
+    const stream = req.body['stream'] === true && req.endpoint !== 'embeddings';
     const clientWantsUsage = stream && (req.body['stream_options'] as { include_usage?: unknown } | undefined)?.include_usage === true;
     const headers: Record<string, string> = {
       'content-type': 'application/json',
@@ -215,7 +221,8 @@ export class Forwarder {
       'x-request-id': randomUUID(),
     };
     if (d.apiKey !== undefined) headers['authorization'] = `Bearer ${d.apiKey}`;
-    // The wait for the head is `stream_timeout` on streams, else `timeout`; the same bounds each silence in the body.
+    // The wait for the head is `stream_timeout` on streams, else `timeout`; the same bounds each silence in the
+    // body, and `timeout` the whole attempt (the exchange's own timer).
     const wait = stream && d.streamTimeoutMs !== undefined ? d.streamTimeoutMs : d.timeoutMs;
     const timing = req.timing;
     const relay = stream
@@ -245,6 +252,7 @@ export class Forwarder {
         bodyTimeout: wait,
       },
       wait,
+      d.timeoutMs,
     );
     timing.backendMs += performance.now() - sent;
     this.#tracker.finished(d.id);
@@ -256,6 +264,8 @@ export class Forwarder {
         return { kind: 'retry', timeout: isTimeout(result.err), detail: errCode(result.err) };
       case 'reply':
         if (result.status < 200 || result.status >= 300) return failure(result.status, result.body);
+        // A stream was asked for and the deployment answered something else: it does not speak the API.
+        if (stream) return { kind: 'retry', timeout: false, detail: 'a 2xx reply to a stream that is not an event stream' };
         return this.#whole(d, alias, req, res, result.body, started);
       case 'streamed':
         this.#streamed(d, alias, req, relay as SseRelay, started, result.err);
@@ -266,11 +276,12 @@ export class Forwarder {
   /**
    * The request as the deployment gets it: its model id, `stream_options.include_usage` on streams (so usage
    * is known), and a `max_tokens` cap when the client set none — vLLM generates to the end of the context
-   * without one (FIELD-NOTES); `null` counts as none (the OpenAI SDKs may send it). Edited in the client's
-   * text when that is safe (spliceJson), else serialized again.
+   * without one (FIELD-NOTES); `null` counts as none (the OpenAI SDKs may send it); vLLM's old `guided_*`
+   * fields moved into `structured_outputs` (guidedToStructured). Edited in the client's text when that is
+   * safe (spliceJson), else serialized again.
    */
   #backendBody(req: ForwardRequest, d: Deployment, addUsage: boolean): string {
-    const body = req.body;
+    const body = req.endpoint === 'embeddings' ? req.body : (guidedToStructured(req.body) ?? req.body);
     const set: Record<string, unknown> = {};
     if (addUsage) set['stream_options'] = { ...(body['stream_options'] as object | undefined), include_usage: true };
     const capped = req.endpoint !== 'embeddings' && body['max_tokens'] == null && body['max_completion_tokens'] == null;
@@ -278,7 +289,10 @@ export class Forwarder {
       set['max_tokens'] =
         d.maxTokens === undefined ? this.#settings.defaultMaxTokens : Math.min(d.maxTokens, this.#settings.defaultMaxTokens);
     // A max_completion_tokens: null goes (vLLM takes it over max_tokens): in the text it would stay.
-    const spliced = capped && Object.hasOwn(body, 'max_completion_tokens') ? undefined : spliceJson(req.text, body, d.backendModel, set);
+    const spliced =
+      body !== req.body || (capped && Object.hasOwn(body, 'max_completion_tokens'))
+        ? undefined
+        : spliceJson(req.text, body, d.backendModel, set);
     if (spliced !== undefined) return spliced;
     const out: Record<string, unknown> = { ...body, model: d.backendModel, ...set };
     if (capped) delete out['max_completion_tokens'];
@@ -458,9 +472,13 @@ class SseRelay implements StreamSink {
   }
 }
 
-/** A non-2xx reply: another deployment for faults (5xx, 408, 429, misconfiguration), the client's own fault otherwise. */
+/**
+ * A non-2xx reply: another deployment for faults (5xx, 408, 429, misconfiguration — a redirect or a 405 too,
+ * which no OpenAI-compatible server answers a good request with), the client's own fault otherwise.
+ */
 function failure(status: number, body: Buffer): Attempt {
-  if (status >= 500 || RETRYABLE.has(status)) return { kind: 'retry', timeout: status === 408 || status === 504, detail: `HTTP ${status}` };
+  if (status >= 500 || status < 400 || RETRYABLE.has(status))
+    return { kind: 'retry', timeout: status === 408 || status === 504, detail: `HTTP ${status}` };
   let message: string | undefined;
   try {
     message = backendMessage(JSON.parse(body.toString('utf8')) as Record<string, unknown>);
@@ -469,6 +487,40 @@ function failure(status: number, body: Buffer): Attempt {
   }
   return { kind: 'client-error', status, message };
 }
+
+/**
+ * vLLM's structured-output fields before v0.12 (`guided_json`, …), which it now ignores without an error
+ * (FIELD-NOTES): moved into `structured_outputs` under their new names, beside what the client set there
+ * itself (which wins); `guided_decoding_backend` is gone (a server flag now). Undefined when the body has none.
+ */
+export function guidedToStructured(body: Record<string, unknown>): Record<string, unknown> | undefined {
+  let out: Record<string, unknown> | undefined;
+  let moved: Record<string, unknown> | undefined;
+  for (const [from, to] of GUIDED_FIELDS) {
+    if (!Object.hasOwn(body, from)) continue;
+    out ??= { ...body };
+    const v = out[from];
+    delete out[from];
+    if (to !== undefined && v !== null && v !== undefined) (moved ??= {})[to] = v;
+  }
+  if (out === undefined) return undefined;
+  if (moved !== undefined) {
+    const own = body['structured_outputs'];
+    out['structured_outputs'] = { ...moved, ...(typeof own === 'object' && own !== null && !Array.isArray(own) ? own : {}) };
+  }
+  return out;
+}
+
+/** vLLM's old request fields and their names in `structured_outputs` (undefined: dropped). */
+const GUIDED_FIELDS: readonly (readonly [string, string | undefined])[] = [
+  ['guided_json', 'json'],
+  ['guided_regex', 'regex'],
+  ['guided_choice', 'choice'],
+  ['guided_grammar', 'grammar'],
+  ['guided_whitespace_pattern', 'whitespace_pattern'],
+  ['structural_tag', 'structural_tag'],
+  ['guided_decoding_backend', undefined],
+];
 
 /** Sends an error in OpenAI's shape (the one table), unless headers already went out. */
 export function sendError(
@@ -498,6 +550,7 @@ function isTimeout(err: unknown): boolean {
   const code = (err as { code?: unknown; name?: unknown }).code;
   return (
     code === 'QUEUE_TIMEOUT' ||
+    code === 'REQUEST_TIMEOUT' ||
     code === 'UND_ERR_HEADERS_TIMEOUT' ||
     code === 'UND_ERR_BODY_TIMEOUT' ||
     code === 'UND_ERR_CONNECT_TIMEOUT' ||

@@ -5,6 +5,7 @@
  * forged, expired or mismatched context — is authorized here by the same decision pipeline, so the gateway
  * is never an open door. Client-sent `x-tollgate-*` headers are never read otherwise.
  */
+import { randomUUID } from 'node:crypto';
 import { UNCLEAR_PATH, type Authorizer, type RequestFacts } from '../authorizer/authorizer.js';
 import type { TeamRecord } from '../core/decide.js';
 import { allows, isOwnKeyInfo } from '../core/decide.js';
@@ -48,6 +49,8 @@ interface Identity {
   readonly model: string | undefined;
   readonly deployment: string | undefined;
   readonly fallbacks: readonly string[];
+  /** Model listing routes: aliases the policy denies this caller. */
+  readonly hidden: readonly string[];
   /** The caller's key; 'gone' when the context names a key the directory no longer has. */
   readonly key: KeyRecord | undefined | 'gone';
   readonly teamId: string | undefined;
@@ -68,11 +71,17 @@ export function createGateway(deps: GatewayDeps): HttpServer {
   };
   return new HttpServer(options, (req, res) => {
     handle(deps, req, res).catch((err: unknown) => {
+      // Failed before a request id was given out: one here, in the reply and the log line alike.
+      const requestId = randomUUID();
       const idpDown = (err as { code?: unknown }).code === 'IDP_UNAVAILABLE';
-      deps.logger.error({ err: idpDown ? (err as Error).message : err }, 'gateway request failed');
+      deps.logger.error({ err: idpDown ? (err as Error).message : err, request_id: requestId }, 'gateway request failed');
       if (res.headersSent) res.destroy();
-      else if (idpDown) sendError(res, 'upstream_error', 'tollgate cannot reach the identity provider right now: retry shortly.', '-', 503);
-      else sendError(res, 'upstream_error', 'tollgate failed to handle the request.', '-', 500);
+      // As Envoy answers when Check cannot decide (authz_unavailable): the same outage, the same reply.
+      else if (idpDown)
+        sendError(res, 'authz_unavailable', 'tollgate cannot reach the identity provider right now: retry shortly.', requestId, undefined, [
+          ['retry-after', '1'],
+        ]);
+      else sendError(res, 'upstream_error', 'tollgate failed to handle the request.', requestId, 500);
     });
   });
 }
@@ -140,8 +149,8 @@ interface Incoming {
   readonly client: ClientLink;
 }
 
-/** `GET /v1/models/{model}`, normalised. */
-const ONE_MODEL = /^\/(v1\/)?models\/[^/]+$/;
+/** `GET /v1/models/{model}`, normalised; a model id may hold `/` (`meta-llama/Llama-3.1-8B-Instruct`). */
+const ONE_MODEL = /^\/(v1\/)?models\/.+$/;
 
 /** The `route` label: a fixed set, whatever path a client sends. */
 function routeLabel(endpoint: ForwardRequest['endpoint'] | undefined, method: string, path: string): string {
@@ -268,6 +277,7 @@ function identify(
       model: d.body?.model,
       deployment: d.deployment?.id,
       fallbacks: d.fallbacks,
+      hidden: d.hidden,
       key: p.key,
       teamId: p.teamId,
       lease: auth.lease,
@@ -291,6 +301,7 @@ function fromClaims(deps: GatewayDeps, c: ContextClaims): Identity {
     model: c.m,
     deployment: c.d,
     fallbacks: Array.isArray(c.f) ? c.f : [],
+    hidden: Array.isArray(c.h) ? c.h : [],
     key: c.k === undefined ? undefined : (deps.keys.byId(c.k) ?? 'gone'),
     teamId: c.t,
     lease:
@@ -302,8 +313,9 @@ function fromClaims(deps: GatewayDeps, c: ContextClaims): Identity {
   };
 }
 
-/** Whether this caller may use `alias` (key and team allow-lists), as `GET /v1/models` lists them. */
+/** Whether this caller may use `alias` (key and team allow-lists, and policy), as `GET /v1/models` lists them. */
 function mayUse(deps: GatewayDeps, id: Identity, alias: string): boolean {
+  if (id.hidden.length > 0 && id.hidden.includes(alias)) return false;
   // A key removed since authz signed the context may use nothing.
   const key = id.key;
   if (key === 'gone' || (key !== undefined && !allows(key.models, alias))) return false;
@@ -342,9 +354,11 @@ function retrieveModel(deps: GatewayDeps, res: HttpResponse, id: Identity, alias
 function modelIdOf(path: string, url: string): string | undefined {
   if (!ONE_MODEL.test(path)) return undefined;
   const q = url.search(/[?#]/);
-  const raw = (q < 0 ? url : url.slice(0, q)).replace(/\/+$/, '');
+  // The segments after `models` (and `v1`), as sent: normalizePath merged repeated slashes the same way.
+  const segments = (q < 0 ? url : url.slice(0, q)).split('/').filter((s) => s !== '');
+  const id = segments.slice(path.startsWith('/v1/') ? 2 : 1).join('/');
   try {
-    return decodeURIComponent(raw.slice(raw.lastIndexOf('/') + 1));
+    return decodeURIComponent(id);
   } catch {
     return undefined;
   }

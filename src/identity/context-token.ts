@@ -24,6 +24,8 @@ export interface ContextClaims {
   readonly d?: string | undefined;
   /** Fallback aliases this caller may use. */
   readonly f?: readonly string[] | undefined;
+  /** Model listing routes: aliases the policy denies this caller. */
+  readonly h?: readonly string[] | undefined;
   /** Lease id of the limits admission, and the tokens it reserved (settled by the gateway). */
   readonly l?: string | undefined;
   readonly rt?: number | undefined;

@@ -61,6 +61,15 @@ const NO_HEADERS: readonly [string, string][] = Object.freeze([]);
 const MAX_RESET_MS = 100 * 365 * 86_400_000;
 const WHAT: Record<string, string> = { key: 'this key', user: 'this user', team: "this key's team", deployment: 'the model deployment' };
 
+/** A deployment's own admission (admitDeployment): a lease, nothing to count, or refused. */
+export type GateVerdict =
+  | Lease
+  | undefined
+  | { readonly refused: 'full'; readonly headers: readonly (readonly [string, string])[] }
+  | { readonly refused: 'store' };
+
+const STORE_DOWN: GateVerdict = { refused: 'store' };
+
 export class Limiter {
   readonly counters: Counters;
   readonly #dirs: LimitDirectories;
@@ -180,20 +189,21 @@ export class Limiter {
 
   /**
    * A retry or fallback on a deployment other than the one admitted at Check, against that deployment's own
-   * rpm/tpm: a lease, false when it is full (or the store is down and failure_mode is closed), undefined when
-   * nothing is counted.
+   * rpm/tpm: a lease, undefined when nothing is counted, or why not — it is full (with the rate-limit
+   * headers), or the store is down and failure_mode is closed.
    */
-  admitDeployment(d: Deployment, tokens: number, now: number): Lease | undefined | false | Promise<Lease | undefined | false> {
+  admitDeployment(d: Deployment, tokens: number, now: number): GateVerdict | Promise<GateVerdict> {
     const subject = subjectOf(`deployment:${d.id}`, { rpm: d.rpm, tpm: d.tpm }, now);
     if (!hasLimits(subject)) return undefined;
     const id = randomUUID();
     const req = { requestId: id, subjects: [subject], tokens, cost: 0, now };
     const lease: Lease = { id, reservedTokens: tokens, keyId: undefined, userId: undefined, teamId: undefined, deploymentId: d.id };
-    if (this.counters instanceof MemoryCounters) return this.counters.admitNow(req).ok ? lease : false;
-    return this.counters.admit(req).then(
-      (a) => (a.ok ? lease : false),
-      (err: unknown) => (this.#fault(err, d).ok ? undefined : false),
-    );
+    const done = (a: Admission): GateVerdict => {
+      if (a.ok) return lease;
+      return { refused: 'full', headers: denial(a).headers };
+    };
+    if (this.counters instanceof MemoryCounters) return done(this.counters.admitNow(req));
+    return this.counters.admit(req).then(done, (err: unknown) => (this.#fault(err, d).ok ? undefined : STORE_DOWN));
   }
 
   /** Keeps the leases of requests in flight alive (a replica that dies stops renewing, and its leases expire). */
@@ -232,7 +242,7 @@ function push(out: LimitSubject[], s: LimitSubject): void {
   if (hasLimits(s)) out.push(s);
 }
 
-function denial(a: Exclude<Admission, { ok: true }>): Admitted {
+function denial(a: Exclude<Admission, { ok: true }>): Extract<Admitted, { ok: false }> {
   const secs = Math.max(1, Math.ceil(a.retryAfterMs / 1000));
   const what = WHAT[subjectParts(a.subject).kind] ?? 'this caller';
   if (a.code === 'budget_exceeded' && a.retryAfterMs > MAX_RESET_MS) {

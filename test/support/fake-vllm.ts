@@ -24,7 +24,9 @@ export type Fault =
   /** A stream's head is sent at once, its first event only once `release` resolves (a model slow to its first token). */
   | { kind: 'hold-first-event'; release: Promise<void> }
   /** `ms`: wait before answering (default 0); `timeoutS`: the request_timeout_s quoted in the message. */
-  | { kind: 'ray-timeout'; ms?: number; timeoutS?: number };
+  | { kind: 'ray-timeout'; ms?: number; timeoutS?: number }
+  /** A 200 JSON head at once, then one space every `everyMs`, never ending: no silence long enough for a per-wait timeout. */
+  | { kind: 'trickle'; everyMs: number };
 
 export interface ReceivedRequest {
   method: string;
@@ -211,6 +213,14 @@ export async function startFakeVllm(opts: FakeVllmOptions = {}): Promise<FakeVll
     if (fault?.kind === 'status') {
       const msg = `Injected error (${fault.status}) from ${name}`;
       return sendJson(res, fault.status, fault.body ?? vllmErrorBody(fault.status, msg, { flat: fault.flatError ?? false }), fault.headers);
+    }
+    if (fault?.kind === 'trickle') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      while (!ctx.gone()) {
+        res.write(' ');
+        await sleep(fault.everyMs);
+      }
+      return;
     }
     if (fault?.kind === 'delay-headers' || fault?.kind === 'ray-timeout') {
       await sleep(fault.ms ?? 0);

@@ -61,12 +61,13 @@ async function startStack(yaml: string): Promise<Stack> {
  * A backend streaming far more than every socket buffer between it and a client that does not read, behind
  * a gateway whose deployment has `timeout` seconds.
  */
-async function startBigStream(timeout: number): Promise<{ big: FakeVllm; bigStack: Stack }> {
+/** `timeouts`: the deployment's litellm_params timeout fields, e.g. `timeout: 30, stream_timeout: 1`. */
+async function startBigStream(timeouts: string): Promise<{ big: FakeVllm; bigStack: Stack }> {
   const big = await startFakeVllm({ models: [MODEL], name: 'big', chunks: 200_000 });
   const bigStack = await startStack(`
 model_list:
   - model_name: big
-    litellm_params: { model: openai/${MODEL}, api_base: "${big.apiBase}", timeout: ${timeout} }
+    litellm_params: { model: openai/${MODEL}, api_base: "${big.apiBase}", ${timeouts} }
     model_info: { id: big-1 }
 general_settings:
   context_signing_key: ${SECRET}
@@ -365,6 +366,96 @@ keys:
     await stillServing();
   });
 
+  test('timeout bounds the whole reply: one that keeps trickling in is a 504 after it, each attempt aborted', T, async () => {
+    reset();
+    // A byte every 100 ms: no silence reaches the 0.6 s timeout, the whole reply never ends.
+    s.setFault({ kind: 'trickle', everyMs: 100 });
+    const t0 = performance.now();
+    const res = await within(PROMPT_MS, () => post(stack.base, '/v1/chat/completions', { model: 'slow', messages: HI }));
+    await expectError(res, 504, 'timeout', 'upstream_timeout');
+    assert.ok(performance.now() - t0 >= 3 * 600 - 50, 'three attempts of 0.6 s');
+    assert.equal(s.received.length, 3);
+    for (let i = 0; i < 3; i++) assert.equal((await s.waitForAbort(2000)).aborted, true, 'the backend request was aborted');
+    await stillServing('slow');
+  });
+
+  test('a redirect or a 405 from a deployment is a deployment fault: retried elsewhere, a 502 when all answer so', T, async () => {
+    for (const status of [301, 307, 405]) {
+      reset();
+      const headers: Record<string, string> = status === 405 ? { allow: 'GET' } : { location: 'https://vllm.example/v1/chat/completions' };
+      a.queueFaults({ kind: 'status', status, body: { detail: 'Moved' }, headers });
+      const r = await within(PROMPT_MS, () => stack.client.chat.completions.create({ model: 'pair', messages: HI }));
+      assert.match(r.choices[0]?.message.content ?? '', /Hello from b/, `${status} retried on b`);
+      a.setFault({ kind: 'status', status, body: { detail: 'Moved' }, headers });
+      b.setFault({ kind: 'status', status, body: { detail: 'Moved' }, headers });
+      const res = await within(PROMPT_MS, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI }));
+      await expectError(res, 502, 'api_error', 'upstream_error');
+      assert.equal(res.headers.get('location'), null, 'no redirect reaches the client');
+    }
+    await stillServing();
+  });
+
+  test('a stream answered with plain JSON is retried elsewhere, never relayed as an empty stream', T, async () => {
+    reset();
+    const reply = { id: 'chatcmpl-x', object: 'chat.completion', created: 1, model: MODEL, choices: [] };
+    a.queueFaults({ kind: 'status', status: 200, body: reply });
+    const stream = await within(PROMPT_MS, () => stack.client.chat.completions.create({ model: 'pair', messages: HI, stream: true }));
+    let text = '';
+    for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? '';
+    assert.match(text, /Hello from b/);
+    a.setFault({ kind: 'status', status: 200, body: reply });
+    b.setFault({ kind: 'status', status: 200, body: reply });
+    const res = await within(PROMPT_MS, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI, stream: true }));
+    await expectError(res, 502, 'api_error', 'upstream_error');
+    await stillServing();
+  });
+
+  test('embeddings with stream: true get the JSON reply (the embeddings API has no stream)', T, async () => {
+    reset();
+    const res = await within(PROMPT_MS, () => post(stack.base, '/v1/embeddings', { model: 'pair', input: 'hello', stream: true }));
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-type') ?? '', /^application\/json/);
+    const body = (await res.json()) as { data: { embedding: number[] }[] };
+    assert.ok((body.data[0]?.embedding.length ?? 0) > 0);
+  });
+
+  test('a stream flag that is not a boolean is refused (vLLM would read "true" as a stream); no backend is asked', T, async () => {
+    reset();
+    for (const stream of ['true', 1]) {
+      const res = await within(PROMPT_MS, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI, stream }));
+      const err = await expectError(res, 400, 'invalid_request_error', 'invalid_body');
+      assert.match(err.message, /stream must be true or false/);
+    }
+    assert.equal(a.received.length + b.received.length, 0);
+    await stillServing();
+  });
+
+  test("vLLM's old guided_* fields reach the backend as structured_outputs (v0.12 ignores the old names)", T, async () => {
+    reset();
+    const schema = { type: 'object', properties: { ok: { type: 'boolean' } } };
+    const res = await within(PROMPT_MS, () =>
+      post(stack.base, '/v1/chat/completions', {
+        model: 'pair',
+        messages: HI,
+        guided_json: schema,
+        guided_whitespace_pattern: ' ',
+        guided_decoding_backend: 'xgrammar',
+        structured_outputs: { disable_any_whitespace: true },
+      }),
+    );
+    assert.equal(res.status, 200, await res.text());
+    const sent = [...a.received, ...b.received][0]?.body as Record<string, unknown>;
+    assert.deepEqual(sent['structured_outputs'], { json: schema, whitespace_pattern: ' ', disable_any_whitespace: true });
+    for (const old of ['guided_json', 'guided_whitespace_pattern', 'guided_decoding_backend']) assert.equal(sent[old], undefined, old);
+    assert.equal(sent['model'], MODEL);
+    assert.equal(sent['max_tokens'], 321);
+    reset();
+    await post(stack.base, '/v1/completions', { model: 'pair', prompt: 'x', guided_choice: ['yes', 'no'], guided_regex: null });
+    const text = [...a.received, ...b.received][0]?.body as Record<string, unknown>;
+    assert.deepEqual(text['structured_outputs'], { choice: ['yes', 'no'] });
+    assert.equal(Object.hasOwn(text, 'guided_regex'), false);
+  });
+
   test('a garbage stream after the 200 reaches the SDK as an APIError, not a hang', T, async () => {
     reset();
     a.setFault({ kind: 'garbage' });
@@ -511,7 +602,7 @@ keys:
   });
 
   test('a client that stops reading a stream and goes away is still charged; the request does not stay stuck', T, async () => {
-    const { big, bigStack } = await startBigStream(10);
+    const { big, bigStack } = await startBigStream('timeout: 10');
     try {
       const ctrl = new AbortController();
       const res = await fetch(`${bigStack.base}/v1/chat/completions`, {
@@ -537,10 +628,10 @@ keys:
   });
 
   test(
-    'a client that stays connected but stops reading a stream is cut off after the timeout; the backend request ends and the spend is kept',
+    'a client that stays connected but stops reading a stream is cut off after the stream_timeout; the backend request ends and the spend is kept',
     T,
     async () => {
-      const { big, bigStack } = await startBigStream(1);
+      const { big, bigStack } = await startBigStream('timeout: 30, stream_timeout: 1');
       const socket = connect(bigStack.gw.port, '127.0.0.1');
       try {
         const body = JSON.stringify({ model: 'big', messages: HI, stream: true });
@@ -562,7 +653,7 @@ keys:
         while (bigStack.spend.rows.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
         const waited = Date.now() - started;
         assert.equal(bigStack.spend.rows.length, 1, 'the cut-off stream leaves its spend row');
-        assert.ok(waited >= 900, `cut off after ${waited} ms, before the 1 s timeout`);
+        assert.ok(waited >= 900, `cut off after ${waited} ms, before the 1 s stream_timeout`);
         assert.ok((bigStack.spend.rows[0]?.completionTokens ?? 0) > 0, 'charged for what was streamed');
         assert.equal(bigStack.spend.rows[0]?.status, 499, 'recorded as closed by the client (it stopped reading)');
         // The backend's connection went with it (the fake's reply could not have been flushed otherwise).
@@ -600,6 +691,9 @@ model_list:
   - model_name: cool
     litellm_params: { model: openai/${MODEL}, api_base: "${cb.apiBase}", timeout: 5, weight: 1.0e-9 }
     model_info: { id: cool-b }
+  - model_name: solo
+    litellm_params: { model: openai/${MODEL}, api_base: "${ca.apiBase}", timeout: 5 }
+    model_info: { id: solo-a }
 router_settings:
   num_retries: 2
   allowed_fails: 1
@@ -634,6 +728,17 @@ keys:
     }
     assert.equal(ca.received.length, 1, 'A received nothing while cooling down');
     assert.equal(cb.received.length, 6);
+  });
+
+  test("the only deployment of an alias is never cooled down: one request's failures do not fail the next", T, async () => {
+    ca.received.length = 0;
+    ca.queueFaults({ kind: 'status', status: 500 }, { kind: 'status', status: 500 }, { kind: 'status', status: 500 });
+    const res = await post(stack.base, '/v1/chat/completions', { model: 'solo', messages: HI });
+    await expectError(res, 502, 'api_error', 'upstream_error');
+    assert.equal(ca.received.length, 3, 'retried on the one deployment');
+    const r = await stack.client.chat.completions.create({ model: 'solo', messages: HI });
+    assert.equal(r.model, 'solo');
+    assert.equal(ca.received.length, 4);
   });
 
   test('a body over max_request_size_mb (content-length): 413 request_too_large', T, async () => {

@@ -19,6 +19,8 @@ import { applyOkResponse, EnvoyCheckClient } from '../../support/envoy.js';
 
 const KEY = 'sk-gateway-test-key-0001';
 const LLAMA_ONLY = 'sk-gateway-llama-only-02';
+/** A key the policy keeps to llama (as the contract's example rule keeps guests to one model). */
+const GUEST = 'sk-gateway-guest-key-003';
 const BACKEND_KEY = 'backend-secret-token';
 const SECRET = 'gateway-test-context-key-0123456789abcdef';
 const sha = (s: string): string => createHash('sha256').update(s).digest('hex');
@@ -39,6 +41,9 @@ model_list:
   - model_name: Qwen-Large
     litellm_params: { model: openai/${MODEL}, api_base: "${q.apiBase}" }
     model_info: { id: qwen-large-a }
+  - model_name: org/slashed
+    litellm_params: { model: openai/${MODEL}, api_base: "${q.apiBase}" }
+    model_info: { id: slashed-a }
 router_settings:
   num_retries: 2
   allowed_fails: 100
@@ -51,6 +56,13 @@ keys:
     user_id: ci
   - key: sha256:${sha(LLAMA_ONLY)}
     models: [llama]
+  - key: sha256:${sha(GUEST)}
+    key_alias: guest
+policy:
+  rules:
+    - name: guests-llama-only
+      when: "key.alias == 'guest' && !model.startsWith('llama')"
+      deny: guests may only use llama
 `;
 }
 
@@ -280,6 +292,67 @@ describe('gateway', () => {
     assert.equal(((await upper.json()) as { error: { code: string } }).error.code, 'model_not_found');
     assert.equal((await all.models.retrieve('Qwen-Large')).id, 'Qwen-Large');
     assert.equal((await fetch(`${base}/v1/models/llama`)).status, 401);
+  });
+
+  test('an alias with a / (a vLLM model id as alias) is retrieved by its path as written; the encoded form is refused', async () => {
+    const auth = { authorization: `Bearer ${KEY}` };
+    for (const path of ['/v1/models/org/slashed', '/models/org/slashed']) {
+      const r = await fetch(`${base}${path}`, { headers: auth });
+      assert.equal(r.status, 200, path);
+      assert.equal(((await r.json()) as { id: string }).id, 'org/slashed');
+    }
+    const all = new OpenAI({ apiKey: KEY, baseURL: `${base}/v1`, maxRetries: 0 });
+    const ids: string[] = [];
+    for await (const m of all.models.list()) ids.push(m.id);
+    assert.ok(ids.includes('org/slashed'));
+    // The SDKs encode the / (%2F), which Envoy's path_with_escaped_slashes_action: REJECT_REQUEST refuses too.
+    const encoded = await fetch(`${base}/v1/models/org%2Fslashed`, { headers: auth });
+    assert.equal(encoded.status, 404);
+    const missing = await fetch(`${base}/v1/models/org/other`, { headers: auth });
+    assert.equal(((await missing.json()) as { error: { code: string } }).error.code, 'model_not_found');
+  });
+
+  test('the model listing follows the policy alias by alias, standalone and behind Envoy: a rule about models hides the others', async () => {
+    const guest = new OpenAI({ apiKey: GUEST, baseURL: `${base}/v1`, maxRetries: 0 });
+    const ids: string[] = [];
+    for await (const m of guest.models.list()) ids.push(m.id);
+    assert.deepEqual(ids, ['llama']);
+    assert.equal((await guest.models.retrieve('llama')).id, 'llama');
+    const hidden = await guest.models.retrieve('qwen').then(
+      () => assert.fail('qwen retrieved'),
+      (e: unknown) => e,
+    );
+    assert.ok(hidden instanceof OpenAI.NotFoundError, String(hidden));
+    const denied = await guest.chat.completions.create({ model: 'qwen', messages: [{ role: 'user', content: 'x' }] }).then(
+      () => assert.fail('qwen served'),
+      (e: unknown) => e,
+    );
+    assert.ok(denied instanceof OpenAI.PermissionDeniedError, String(denied));
+    // Behind Envoy: Check signs what the policy hides into the context, and the gateway lists the rest.
+    const envoy = new EnvoyCheckClient(authz.port);
+    try {
+      for (const [path, expected] of [
+        ['/v1/models', ['llama']],
+        ['/v1/models/qwen', 404],
+      ] as const) {
+        const reqHeaders = { authorization: `Bearer ${GUEST}` };
+        const check = await envoy.check({ method: 'GET', path, headers: reqHeaders });
+        assert.equal(check.status?.code, 0, `${path}: Check allows the listing`);
+        const fwd = applyOkResponse(reqHeaders, check.ok_response as NonNullable<typeof check.ok_response>);
+        const headers: Record<string, string> = {};
+        for (const [k, v] of fwd) if (!k.startsWith(':')) headers[k] = v.join(',');
+        assert.equal(headers['authorization'], undefined, 'the key was removed');
+        const r = await fetch(`${base}${path}`, { headers });
+        if (typeof expected === 'number') assert.equal(r.status, expected);
+        else
+          assert.deepEqual(
+            ((await r.json()) as { data: { id: string }[] }).data.map((m) => m.id),
+            expected,
+          );
+      }
+    } finally {
+      envoy.close();
+    }
   });
 
   test('behind Envoy: a valid context is trusted; a forged one is not, and the removed credentials leave the request unauthenticated', async () => {

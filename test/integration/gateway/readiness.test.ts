@@ -18,7 +18,7 @@ async function closedPort(): Promise<number> {
   return port;
 }
 
-test('with the IdP unreachable: readiness is 503, and a request with a token gets 503, never an allow', async () => {
+test('with the IdP unreachable: readiness is 503, and a request with a token gets 503 authz_unavailable, never an allow', async () => {
   const idp = `http://127.0.0.1:${await closedPort()}`;
   const yaml = `
 model_list:
@@ -50,8 +50,12 @@ auth:
       body: JSON.stringify({ model: 'm', messages: [] }),
     });
     assert.equal(res.status, 503);
-    const body = (await res.json()) as { error: { message: string } };
+    const body = (await res.json()) as { error: { message: string; type: string; code: string } };
     assert.match(body.error.message, /identity provider/);
+    // As Envoy answers when Check cannot decide: the same outage, the same reply, and one to correlate.
+    assert.deepEqual([body.error.type, body.error.code], ['service_unavailable', 'authz_unavailable']);
+    assert.equal(res.headers.get('retry-after'), '1');
+    assert.match(res.headers.get('x-tollgate-request-id') ?? '', /^[0-9a-f-]{36}$/);
   } finally {
     keys.stop();
     await gw.close(500);

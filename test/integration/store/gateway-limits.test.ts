@@ -20,13 +20,21 @@ const TPM_KEY = 'sk-gateway-limits-tpm-01';
 const BUDGET_KEY = 'sk-gateway-limits-bud-01';
 const sha = (s: string): string => createHash('sha256').update(s).digest('hex');
 
-describe('deployment limits on retries', { timeout: 30_000 }, () => {
-  test("a retry to another deployment counts against that deployment's own rpm", async () => {
-    const failing = await startFakeVllm({ models: [MODEL], name: 'failing' });
-    failing.setFault({ kind: 'status', status: 500 });
-    const spare = await startFakeVllm({ models: [MODEL], name: 'spare' });
-    const prepared = prepareConfigText(
-      `
+/**
+ * A gateway over a failing deployment and a spare one with `rpm: 1` (nearly no weight: the failing one is
+ * tried first), its store in process; `chat()` sends one request and gives its reply.
+ */
+async function failingAndSpare(allowedFails: number): Promise<{
+  failing: FakeVllm;
+  spare: FakeVllm;
+  chat(): Promise<Response>;
+  close(): Promise<void>;
+}> {
+  const failing = await startFakeVllm({ models: [MODEL], name: 'failing' });
+  failing.setFault({ kind: 'status', status: 500 });
+  const spare = await startFakeVllm({ models: [MODEL], name: 'spare' });
+  const prepared = prepareConfigText(
+    `
 model_list:
   - model_name: llama
     litellm_params: { model: openai/${MODEL}, api_base: "${failing.apiBase}" }
@@ -34,48 +42,79 @@ model_list:
   - model_name: llama
     litellm_params: { model: openai/${MODEL}, api_base: "${spare.apiBase}", rpm: 1, weight: 1.0e-9 }
     model_info: { id: spare }
-router_settings: { num_retries: 1, allowed_fails: 100 }
+router_settings: { num_retries: 1, allowed_fails: ${allowedFails}, cooldown_time: 60 }
 general_settings:
   context_signing_key: gateway-limits-context-key-0123456789abcdef
 keys:
   - key: sha256:${sha(RPM_KEY)}
     rpm_limit: 100
 `,
-      'retries.yaml',
-      {},
-    );
-    const secret = contextSecret(prepared.config.general_settings.context_signing_key, undefined) as Buffer;
-    const logger = createLogger('silent');
-    const store = await openStore(prepared.config, { logger, withDb: false, catalog: () => parts.authorizer.rules.catalog });
-    const parts = buildAuthorizer(prepared.config, prepared.policy, secret, {
-      keys: store.keys,
-      teams: store.teams,
-      limiter: store.limiter,
-    });
-    const gw = await startGateway(prepared.config, parts, secret, {
-      host: '127.0.0.1',
-      port: 0,
-      logger,
-      ...gatewayStoreOptions(store),
-    });
-    try {
-      const chat = async (): Promise<number> => {
-        const r = await fetch(`http://127.0.0.1:${gw.port}/v1/chat/completions`, {
-          method: 'POST',
-          headers: { authorization: `Bearer ${RPM_KEY}`, 'content-type': 'application/json' },
-          body: JSON.stringify({ model: 'llama', messages: [{ role: 'user', content: 'hi' }], max_tokens: 5 }),
-          signal: AbortSignal.timeout(10_000),
-        });
-        await r.text();
-        return r.status;
-      };
-      assert.equal(await chat(), 200, 'the retry lands on the spare deployment');
-      assert.equal(await chat(), 502, 'the first deployment fails again, and the spare has used its one request per minute');
-      assert.equal(spare.received.filter((r) => r.path === '/v1/chat/completions').length, 1);
-    } finally {
+    'retries.yaml',
+    {},
+  );
+  const secret = contextSecret(prepared.config.general_settings.context_signing_key, undefined) as Buffer;
+  const logger = createLogger('silent');
+  const store = await openStore(prepared.config, { logger, withDb: false, catalog: () => parts.authorizer.rules.catalog });
+  const parts = buildAuthorizer(prepared.config, prepared.policy, secret, {
+    keys: store.keys,
+    teams: store.teams,
+    limiter: store.limiter,
+  });
+  const gw = await startGateway(prepared.config, parts, secret, { host: '127.0.0.1', port: 0, logger, ...gatewayStoreOptions(store) });
+  return {
+    failing,
+    spare,
+    chat: () =>
+      fetch(`http://127.0.0.1:${gw.port}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${RPM_KEY}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'llama', messages: [{ role: 'user', content: 'hi' }], max_tokens: 5 }),
+        signal: AbortSignal.timeout(10_000),
+      }),
+    async close() {
       await gw.close(500);
       await store.close(500);
       await Promise.all([failing.close(), spare.close()]);
+    },
+  };
+}
+
+describe('deployment limits on retries', { timeout: 30_000 }, () => {
+  test("a retry to another deployment counts against that deployment's own rpm", async () => {
+    const s = await failingAndSpare(100);
+    try {
+      const status = async (): Promise<number> => {
+        const r = await s.chat();
+        await r.text();
+        return r.status;
+      };
+      assert.equal(await status(), 200, 'the retry lands on the spare deployment');
+      assert.equal(await status(), 502, 'the first deployment fails again, and the spare has used its one request per minute');
+      assert.equal(s.spare.received.filter((r) => r.path === '/v1/chat/completions').length, 1);
+    } finally {
+      await s.close();
+    }
+  });
+
+  test("every deployment cooling down or at its own rpm: the contract's 429 with retry-after and x-ratelimit-*", async () => {
+    const s = await failingAndSpare(1);
+    try {
+      const first = await s.chat();
+      await first.text();
+      assert.equal(first.status, 200, 'the failing deployment cools down; the spare answers and uses its one request');
+      const r = await s.chat();
+      const body = (await r.json()) as { error: { type: string; code: string; message: string } };
+      assert.equal(r.status, 429);
+      assert.deepEqual([body.error.type, body.error.code], ['rate_limit_error', 'rate_limit_exceeded']);
+      assert.match(body.error.message, /Every deployment of this model is at its rate limit/);
+      const retryAfter = Number(r.headers.get('retry-after'));
+      assert.ok(retryAfter >= 1 && retryAfter <= 60, `retry-after ${retryAfter}: when the spare's minute ends`);
+      assert.equal(r.headers.get('x-ratelimit-limit-requests'), '1');
+      assert.equal(r.headers.get('x-ratelimit-remaining-requests'), '0');
+      assert.ok(r.headers.get('x-ratelimit-reset-requests') !== null);
+      assert.equal(s.spare.received.filter((q) => q.path === '/v1/chat/completions').length, 1);
+    } finally {
+      await s.close();
     }
   });
 });

@@ -161,6 +161,7 @@ function allowed(p: Principal = principal(), model: string | null = 'llama', con
     body: model === null ? undefined : { ok: true, model, maxTokens: undefined, choices: 1, stream: false },
     deployment: model === null ? undefined : DEPLOYMENT,
     fallbacks: [],
+    hidden: [],
   };
   return { decision, route: model === null ? 'plain' : 'model', requestId: 'req-1', context: context ?? undefined };
 }

@@ -248,6 +248,11 @@ keys:
     assert.deepEqual(c.auth.jwt?.claims, { user: 'preferred_username', email: 'email', groups: 'groups' });
   });
 
+  test('the token in Authorization is accepted when keys are not required (a JWT-only gateway)', () => {
+    const c = loaded(`${JWT('    header: authorization\n')}  keys: { required: false }\n`);
+    assert.equal(c.auth.jwt?.header, 'authorization');
+  });
+
   test('an empty file is a valid config with every default', () => {
     const c = loaded('');
     assert.deepEqual(c.model_list, []);
@@ -695,6 +700,14 @@ const ERROR_CASES: readonly ErrorCase[] = [
     path: 'auth.jwt.jwks_uri',
     line: 'jwks_uri',
     message: /allow_insecure_http/,
+  },
+  {
+    // The virtual key's header cannot carry the token too.
+    name: 'auth.jwt.header authorization while keys are required',
+    text: JWT('    header: authorization\n'),
+    path: 'auth.jwt.header',
+    line: 'header: authorization',
+    message: /auth\.keys\.required: false/,
   },
   {
     name: 'upper-case JWT header name',

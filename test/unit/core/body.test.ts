@@ -13,6 +13,7 @@ const ok = (model: string, maxTokens: number | undefined = undefined, stream = f
 });
 const BAD_MAX: BodyResult = { ok: false, code: 'invalid_body', message: 'max_tokens and max_completion_tokens must be positive integers.' };
 const BAD_N: BodyResult = { ok: false, code: 'invalid_body', message: 'n must be an integer from 1 to 128.' };
+const BAD_STREAM: BodyResult = { ok: false, code: 'invalid_body', message: 'stream must be true or false.' };
 const INVALID: BodyResult = { ok: false, code: 'invalid_body' };
 const MISSING: BodyResult = { ok: false, code: 'missing_model' };
 
@@ -60,8 +61,10 @@ const cases: Array<[name: string, body: string | Uint8Array, expected: BodyResul
   ['n a string refused', '{"model":"llama","n":"2"}', BAD_N],
   ['stream true', '{"model":"llama","stream":true}', ok('llama', undefined, true)],
   ['stream false', '{"model":"llama","stream":false}', ok('llama')],
-  ['stream "true" (a string) is not streaming', '{"model":"llama","stream":"true"}', ok('llama')],
-  ['stream 1 is not streaming', '{"model":"llama","stream":1}', ok('llama')],
+  // vLLM would read these as true and stream where the gateway awaits JSON.
+  ['stream "true" (a string) is refused', '{"model":"llama","stream":"true"}', BAD_STREAM],
+  ['stream 1 is refused', '{"model":"llama","stream":1}', BAD_STREAM],
+  ['stream null is no stream', '{"model":"llama","stream":null}', ok('llama')],
   ['stream with max_tokens', '{"model":"qwen","stream":true,"max_tokens":7}', ok('qwen', 7, true)],
 ];
 

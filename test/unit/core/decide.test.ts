@@ -126,7 +126,7 @@ const PROBE_INPUT: DecisionInput = { ...MODEL_INPUT, route: 'probe', method: 'GE
 
 type Expect =
   | { allow: false; code: string; message?: string | undefined; detail?: string | undefined; failedRule?: string | undefined }
-  | { allow: true; model?: string | undefined; deployment?: string | undefined; principal?: Partial<Principal> };
+  | { allow: true; model?: string | undefined; deployment?: string | undefined; principal?: Partial<Principal>; hidden?: string[] };
 
 interface Case {
   name: string;
@@ -158,6 +158,7 @@ function check(c: Case): void {
   if (!d.allow) return;
   if ('model' in e) assert.equal(d.body?.model, e.model);
   if ('deployment' in e) assert.equal(d.deployment?.id, e.deployment);
+  if (e.hidden !== undefined) assert.deepEqual(d.hidden, e.hidden);
   if (e.principal !== undefined) {
     for (const [k, v] of Object.entries(e.principal)) assert.deepEqual(d.principal[k as keyof Principal], v, `principal.${k}`);
   }
@@ -249,8 +250,20 @@ table('decide: required credentials', [
     expect: { allow: false, code: 'invalid_api_key', message: undefined },
   },
   {
-    name: 'malformed key even when keys are not required → invalid_api_key',
+    name: 'malformed key, keys required → invalid_api_key',
     input: { key: 'malformed' },
+    expect: { allow: false, code: 'invalid_api_key' },
+  },
+  {
+    // `Bearer EMPTY` (the OpenAI SDKs for vLLM), or the JWT itself in Authorization: no key, not a wrong one.
+    name: 'not a virtual key when keys are not required → allowed without a key',
+    input: { key: 'malformed', team: undefined },
+    rules: { keysRequired: false },
+    expect: { allow: true, principal: { keyId: undefined, userId: 'alice' } },
+  },
+  {
+    name: 'an unknown sk- key when keys are not required → invalid_api_key',
+    input: { key: 'unknown' },
     rules: { keysRequired: false },
     expect: { allow: false, code: 'invalid_api_key' },
   },
@@ -281,6 +294,24 @@ table('decide: required credentials', [
     name: 'master key on a model route → allowed, no key principal',
     input: { key: 'master', team: undefined, body: '{"model":"qwen"}' },
     expect: { allow: true, deployment: 'qwen-a', principal: { keyId: undefined, admin: false } },
+  },
+  {
+    name: 'master key alone on a model route, JWT required → missing_jwt',
+    input: { key: 'master', team: undefined, jwt: jwtFail('missing') },
+    expect: { allow: false, code: 'missing_jwt' },
+  },
+  {
+    // LiteLLM's admin calls send the master key alone; the contract opens the admin API to it.
+    name: 'master key alone on an admin route, JWT required → allowed as admin',
+    base: ADMIN_INPUT,
+    input: { key: 'master', team: undefined, jwt: jwtFail('missing') },
+    expect: { allow: true, principal: { admin: true } },
+  },
+  {
+    name: 'a virtual key alone on an admin route, JWT required → missing_jwt',
+    base: ADMIN_INPUT,
+    input: { jwt: jwtFail('missing') },
+    expect: { allow: false, code: 'missing_jwt' },
   },
 ]);
 
@@ -389,9 +420,33 @@ table('decide: policy', [
   },
   {
     name: 'policy runs on plain routes (model is "")',
-    base: PLAIN_INPUT,
+    base: { ...PLAIN_INPUT, path: '/v1/files' },
     input: { jwt: jwtOk({ groups: ['guests'] }) },
     expect: { allow: false, code: 'policy_denied', message: 'guests may only use llama' },
+  },
+  {
+    // The contract's own example rule ("guests only the 8B") would otherwise deny guests the listing itself.
+    name: 'the model listing is judged alias by alias: what the policy denies is hidden, the listing allowed',
+    base: PLAIN_INPUT,
+    input: { jwt: jwtOk({ groups: ['guests'] }) },
+    expect: { allow: true, hidden: ['qwen'] },
+  },
+  {
+    name: 'GET /v1/models/{model} is judged the same way',
+    base: { ...PLAIN_INPUT, path: '/v1/models/qwen' },
+    input: { jwt: jwtOk({ groups: ['guests'] }) },
+    expect: { allow: true, hidden: ['qwen'] },
+  },
+  {
+    name: 'a rule that fails on an alias hides it (fail closed)',
+    base: PLAIN_INPUT,
+    input: { jwt: jwtOk({ claims: { sub: 'alice', tier: 'abc' } }) },
+    expect: { allow: true, hidden: ['llama', 'qwen'] },
+  },
+  {
+    name: 'nothing hidden from a caller the policy allows everything',
+    base: PLAIN_INPUT,
+    expect: { allow: true, hidden: [] },
   },
   {
     name: 'policy sees key.metadata and request.headers',

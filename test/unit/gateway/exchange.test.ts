@@ -38,7 +38,7 @@ const answering = {
 describe('Exchange: the wait for a connection', () => {
   test('a request that gets no connection fails with QUEUE_TIMEOUT, after its wait and not much later', async () => {
     const t0 = performance.now();
-    const [short, long] = await Promise.all([exchange().send(busy, OPTS, 300), exchange().send(busy, OPTS, 700)]);
+    const [short, long] = await Promise.all([exchange().send(busy, OPTS, 300, 60_000), exchange().send(busy, OPTS, 700, 60_000)]);
     const waited = performance.now() - t0;
     for (const r of [short, long]) {
       assert.equal(r.kind, 'failed');
@@ -48,7 +48,7 @@ describe('Exchange: the wait for a connection', () => {
   });
 
   test('a request that gets its connection is not cut by that bound, however long its reply takes', async () => {
-    const r = await exchange().send(answering, OPTS, 100);
+    const r = await exchange().send(answering, OPTS, 100, 60_000);
     assert.equal(r.kind, 'reply');
     // Past the wait: nothing aborts what already started.
     const slow = exchange();
@@ -58,11 +58,71 @@ describe('Exchange: the wait for a connection', () => {
     const started = {
       dispatch: (_o: unknown, h: Dispatcher.DispatchHandler) => ((handler = h), h.onRequestStart?.(controller as never, {}), true),
     };
-    const done = slow.send(started as unknown as Dispatcher, OPTS, 100);
+    const done = slow.send(started as unknown as Dispatcher, OPTS, 100, 60_000);
     await new Promise((resolve) => setTimeout(resolve, 600));
     assert.equal(settled, false, 'not aborted after its connection came');
     handler?.onResponseStart?.(controller as never, 200, {}, 'OK');
     handler?.onResponseEnd?.(controller as never, {});
     assert.equal((await done).kind, 'reply');
+  });
+});
+
+describe('Exchange: the bound on the whole exchange (timeout)', () => {
+  /** Starts the request and sends a 200 head, then a byte every 50 ms, never ending: undici's per-wait timers would never fire. */
+  const trickling = (aborted: { err?: Error }) => ({
+    dispatch(_o: unknown, h: Dispatcher.DispatchHandler): boolean {
+      const trickle: { timer?: NodeJS.Timeout } = {};
+      const controller = {
+        abort: (err: Error) => ((aborted.err = err), clearInterval(trickle.timer)),
+        pause: () => undefined,
+        resume: () => undefined,
+      } as unknown as Dispatcher.DispatchController;
+      h.onRequestStart?.(controller, {});
+      h.onResponseStart?.(controller, 200, { 'content-type': 'application/json' }, 'OK');
+      trickle.timer = setInterval(() => h.onResponseData?.(controller, Buffer.from(' ')), 50);
+      return true;
+    },
+  });
+
+  for (const [queueMs, label] of [
+    [300, 'the same bound as the connection wait'],
+    [100, 'a connection wait shorter than it'],
+  ] as const) {
+    test(`a reply still coming after the bound is aborted with REQUEST_TIMEOUT (${label})`, async () => {
+      const aborted: { err?: Error } = {};
+      const t0 = performance.now();
+      const r = await exchange().send(trickling(aborted) as unknown as Dispatcher, OPTS, queueMs, 300);
+      const took = performance.now() - t0;
+      assert.equal(r.kind, 'failed');
+      assert.equal((r as { err: { code?: string } }).err.code, 'REQUEST_TIMEOUT');
+      assert.equal((aborted.err as { code?: string } | undefined)?.code, 'REQUEST_TIMEOUT', 'the backend request is aborted');
+      assert.ok(took >= 290 && took < 1_000, `aborted after ${took} ms`);
+    });
+  }
+
+  test('a 2xx that is not an event stream is collected whole even with a stream sink', async () => {
+    const events: string[] = [];
+    const sink = { start: () => events.push('start'), data: () => (events.push('data'), true), end: () => events.push('end') };
+    const ex = new Exchange({ client: new ClientLink(), sink, replyCap: 1024, errorCap: 1024 });
+    const jsonAnswer = {
+      dispatch(_o: unknown, h: Dispatcher.DispatchHandler): boolean {
+        const controller = {
+          abort: () => undefined,
+          pause: () => undefined,
+          resume: () => undefined,
+        } as unknown as Dispatcher.DispatchController;
+        setImmediate(() => {
+          h.onRequestStart?.(controller, {});
+          h.onResponseStart?.(controller, 200, { 'content-type': 'application/json' }, 'OK');
+          h.onResponseData?.(controller, Buffer.from('{"data":[]}'));
+          h.onResponseEnd?.(controller, {});
+        });
+        return true;
+      },
+    };
+    const r = await ex.send(jsonAnswer as unknown as Dispatcher, OPTS, 1_000, 1_000);
+    assert.deepEqual(events, []);
+    assert.equal(r.kind, 'reply');
+    assert.equal((r as { body: Buffer }).body.toString(), '{"data":[]}');
   });
 });
