@@ -159,7 +159,7 @@ export function decide(input: DecisionInput, rules: DecisionRules, nowMs: number
     if (!parsed.ok) return deny(parsed.code, parsed.message);
     body = parsed;
     model = parsed.model;
-    if (record !== undefined && !allows(record.models, model)) return deny('model_not_allowed');
+    if (record !== undefined && !keyAllows(record.models, model, team)) return deny('model_not_allowed');
     if (team !== undefined && !allows(team.models, model))
       return deny('model_not_allowed', "This key's team may not use the requested model.");
     if (rules.catalog.group(model) === undefined) return deny('model_not_found');
@@ -201,7 +201,7 @@ export function decide(input: DecisionInput, rules: DecisionRules, nowMs: number
       const fallbacks = configured.filter(
         (alias) =>
           rules.catalog.group(alias) !== undefined &&
-          (record === undefined || allows(record.models, alias)) &&
+          (record === undefined || keyAllows(record.models, alias, team)) &&
           (team === undefined || allows(team.models, alias)) &&
           (rules.policy.size === 0 || rules.policy.evaluate(policyInput(input, identity, record, team, alias)).allowed),
       );
@@ -217,9 +217,17 @@ function allow(principal: Principal, body: ModelBody | undefined, deployment: De
   return { allow: true, principal, body, deployment, fallbacks: NONE, hidden: NONE };
 }
 
-/** An empty allow-list allows every model; `*` too (LiteLLM's "all models"). */
+/** An empty allow-list allows every model; `*` and LiteLLM's `all-proxy-models` too. */
 export function allows(list: readonly string[], model: string): boolean {
-  return list.length === 0 || list.includes(model) || list.includes('*');
+  return list.length === 0 || list.includes(model) || list.includes('*') || list.includes('all-proxy-models');
+}
+
+/**
+ * A key's allow-list, where LiteLLM's `all-team-models` stands for the models of the key's team (every
+ * model when the team lists none). Without its team (none, or gone) it allows nothing more.
+ */
+export function keyAllows(list: readonly string[], model: string, team: TeamRecord | undefined): boolean {
+  return allows(list, model) || (team !== undefined && list.includes('all-team-models') && allows(team.models, model));
 }
 
 function principalOf(

@@ -1,8 +1,9 @@
 /**
  * Request bodies and query strings of the admin API, with LiteLLM's field names (its proxy's /key, /team,
  * /spend and /model endpoints), validated by the same zod machinery as the config: every object is strict,
- * so an unknown or misspelt field is a 400 that names it. As in LiteLLM, `null` in an optional field means
- * "not given": an update leaves that field as it is.
+ * so an unknown or misspelt field is a 400 that names it. As in LiteLLM, an update changes the fields it
+ * sets: a field left out keeps its value, an explicit `null` clears it (/user/update: only max_budget, as
+ * LiteLLM's). Text the records database cannot store (U+0000, a lone surrogate) is refused up front.
  */
 import { z } from 'zod';
 import { duration, limitFields, litellmParams, modelInfo } from '../config/schema.js';
@@ -40,7 +41,7 @@ const NUMERIC = /^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$/;
 function numeric<T extends z.ZodType>(t: T): z.ZodPreprocess<T> {
   return z.preprocess((v) => (typeof v === 'string' && NUMERIC.test(v) ? Number(v) : v), t);
 }
-/** Budgets and limits, as the config writes them; null clears one on update. */
+/** Budgets and limits, as the config writes them; null clears one on /key/update and /team/update. */
 const limits = {
   max_budget: numeric(limitFields.max_budget).nullable(),
   budget_duration: limitFields.budget_duration.nullable(),
@@ -49,7 +50,7 @@ const limits = {
   max_parallel_requests: numeric(limitFields.max_parallel_requests).nullable(),
 };
 
-/** LiteLLM's key fields that /key/generate and /key/update share; null clears a field on update. */
+/** LiteLLM's key fields that /key/generate and /key/update share; null clears a field on update (duration: keeps it). */
 const keyFields = {
   models: models.nullish(),
   key_alias: alias.nullish(),
@@ -254,6 +255,48 @@ export const globalSpendQuery = z.object({ start_date: dateParam.optional(), end
 export const emptyQuery = z.object({}).strict();
 /** LiteLLM's /model/info?litellm_model_id=: one deployment. */
 export const modelInfoQuery = z.object({ litellm_model_id: z.string().min(1).max(200).optional() }).strict();
+
+// With the u flag a surrogate pair is one code point: \p{Cs} matches only a surrogate standing alone.
+const LONE_SURROGATE = /\p{Cs}/u;
+
+/**
+ * The first string (or object key) in a request that PostgreSQL cannot store: U+0000, which neither text nor
+ * jsonb holds, or a lone surrogate (not Unicode: jsonb refuses its escape). Its field and what is wrong, or
+ * undefined. Checked before any schema, so every admin write and read names the field instead of failing
+ * in the database.
+ */
+export function unstorableText(value: unknown, path: (string | number)[] = []): { field: string; message: string } | undefined {
+  const problem = (s: string): string | undefined =>
+    s.includes('\u0000')
+      ? 'contains the character U+0000 (NUL), which the records database cannot store: remove it'
+      : !LONE_SURROGATE.test(s)
+        ? undefined
+        : 'contains a lone UTF-16 surrogate (not valid Unicode): send well-formed text';
+  const at = (p: (string | number)[], what: string): { field: string; message: string } => {
+    const field = formatPath(p);
+    return { field, message: field === '' ? `The request body ${what}` : `${field}: ${what}` };
+  };
+  if (typeof value === 'string') {
+    const what = problem(value);
+    return what === undefined ? undefined : at(path, what);
+  }
+  if (Array.isArray(value)) {
+    for (const [i, v] of value.entries()) {
+      const found = unstorableText(v, [...path, i]);
+      if (found !== undefined) return found;
+    }
+    return undefined;
+  }
+  if (typeof value === 'object' && value !== null) {
+    for (const [k, v] of Object.entries(value)) {
+      const what = problem(k);
+      if (what !== undefined) return at([...path, k.replaceAll('\u0000', '\\u0000')], `a field name ${what}`);
+      const found = unstorableText(v, [...path, k]);
+      if (found !== undefined) return found;
+    }
+  }
+  return undefined;
+}
 
 /** The first problem of a failed parse, as the field it concerns and what to fix. */
 export function firstProblem(error: z.ZodError): { field: string; message: string } {

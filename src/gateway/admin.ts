@@ -8,6 +8,8 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { z } from 'zod';
 import type { TeamRecord } from '../core/decide.js';
+import { formatPath } from '../config/issues.js';
+import { setAsideLiteLlmKeys } from '../config/litellm-compat.js';
 import type { ErrorCode } from '../errors/codes.js';
 import { keyId, sha256Hex, type KeyRecord, type Limits } from '../identity/keys.js';
 import type { SecretBox } from '../identity/secret-box.js';
@@ -26,7 +28,7 @@ import {
   totalSpend,
   type AdminKeyRow,
 } from '../store/admin-queries.js';
-import { afterDuration, budgetPeriod } from '../store/counters.js';
+import { afterDuration, budgetPeriod, budgetPeriodOf } from '../store/counters.js';
 import type { Db, Queryable } from '../store/db.js';
 import { findUser, keyFromRow, teamFromRow, type RecordStore, type StoredModel, type StoredUser } from '../store/records.js';
 import type { Logger } from '../telemetry/logger.js';
@@ -161,8 +163,20 @@ export class AdminApi {
     try {
       reply = await this.#route(method, path, new URLSearchParams(search), body, caller);
     } catch (err) {
-      this.#d.logger.error({ err: (err as Error).message, path, request_id: caller.requestId }, 'admin request failed');
-      reply = { error: 'store_unavailable', message: 'The records database did not answer: retry shortly.' };
+      const refused = inputRefused(err);
+      if (refused !== undefined) {
+        this.#d.logger.warn(
+          { err: (err as Error).message, sqlstate: refused, path, request_id: caller.requestId },
+          'admin input refused by the database',
+        );
+        reply = {
+          error: 'invalid_body',
+          message: `A value in this request does not fit the records database (SQLSTATE ${refused}: out of range, too long or not valid text): check the numbers, dates and text sent.`,
+        };
+      } else {
+        this.#d.logger.error({ err: (err as Error).message, path, request_id: caller.requestId }, 'admin request failed');
+        reply = { error: 'store_unavailable', message: 'The records database did not answer: retry shortly.' };
+      }
     }
     if ('error' in reply) return sendError(res, reply.error, reply.message, caller.requestId, undefined, undefined, reply.param);
     const text = JSON.stringify(reply.body);
@@ -182,6 +196,8 @@ export class AdminApi {
   #route(method: string, path: string, query: URLSearchParams, body: Buffer | undefined, caller: AdminCaller): Promise<Reply> | Reply {
     const route = `${method} ${path}`;
     if (method === 'GET') {
+      const bad = S.unstorableText(Object.fromEntries(query));
+      if (bad !== undefined) return { error: 'invalid_body', param: bad.field, message: bad.message };
       switch (route) {
         case 'GET /key/info':
           return withQuery(S.keyInfoQuery, query, (q) => this.#keyInfo(q.key, caller));
@@ -210,6 +226,8 @@ export class AdminApi {
     }
     const json = parseJson(body);
     if (!('value' in json)) return json;
+    const bad = S.unstorableText(json.value);
+    if (bad !== undefined) return { error: 'invalid_body', param: bad.field, message: bad.message };
     const regenerated = REGENERATE_PATH.exec(path);
     if (method === 'POST' && regenerated !== null) {
       // LiteLLM's POST /key/{key}/regenerate: by token only, since a path lands in access logs.
@@ -234,7 +252,7 @@ export class AdminApi {
     const names = IGNORED_FIELDS.find(([prefix]) => route.startsWith(prefix))?.[1] ?? [];
     const given = typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : {};
     const ignored = names.filter((f) => given[f] !== undefined && given[f] !== null);
-    return 'status' in reply && ignored.length > 0 ? { ...reply, ignored } : reply;
+    return 'status' in reply && ignored.length > 0 ? { ...reply, ignored: [...ignored, ...(reply.ignored ?? [])] } : reply;
   }
 
   #postRoute(route: string, value: unknown, caller: AdminCaller): Promise<Reply> | Reply {
@@ -262,7 +280,7 @@ export class AdminApi {
       case 'POST /user/delete':
         return withBody(S.userDelete, value, (b) => this.#userDelete(b.user_ids, caller));
       case 'POST /model/new':
-        return withBody(S.modelNew, value, (b) => this.#modelNew(b, caller));
+        return this.#modelNewCompat(value, caller);
       case 'POST /model/delete':
         return withBody(S.modelDelete, value, (b) => this.#modelDelete(b.id, caller));
       default:
@@ -317,7 +335,9 @@ export class AdminApi {
     if (missing !== undefined) return missing;
     const key = b.key ?? `sk-${randomBytes(KEY_BYTES).toString('base64url')}`;
     const hash = sha256Hex(key);
-    const record = applyKeyFields(blankKey(hash), b, this.#now());
+    const record = applyKeyFields(blankKey(hash, this.#now()), b, this.#now());
+    const teamless = teamModelsWithoutTeam(record, b);
+    if (teamless !== undefined) return teamless;
     if (this.#taken(key)) return { error: 'conflict', param: 'key', message: TAKEN('key') };
     const created = await this.#d.records.createKey(record, keyName(key));
     if (created === 'taken') return { error: 'conflict', param: 'key', message: TAKEN('key') };
@@ -384,6 +404,8 @@ export class AdminApi {
     const missing = await this.#teamMissing(b.team_id);
     if (missing !== undefined) return missing;
     const now = this.#now();
+    const teamless = teamModelsWithoutTeam(applyKeyFields(keyFromRow(found.row), b, now), b);
+    if (teamless !== undefined) return teamless;
     // Applied to the record as stored when the write runs: a block or regenerate meanwhile is not undone.
     const done = await this.#d.records.updateKey(found.hash, (stored) => applyKeyFields(stored, b, now));
     if (done === 'missing') return { error: 'not_found', param: 'key', message: 'key: no such key' };
@@ -431,6 +453,8 @@ export class AdminApi {
     const key = b.new_key ?? `sk-${randomBytes(KEY_BYTES).toString('base64url')}`;
     const hash = sha256Hex(key);
     const { key: _ref, new_key: _new, ...fields } = b;
+    const teamless = teamModelsWithoutTeam(applyKeyFields(keyFromRow(found.row), fields, this.#now()), fields);
+    if (teamless !== undefined) return teamless;
     // The current value too: "regenerated" into itself, its spend would be carried onto itself, twice.
     if (hash === found.hash || this.#taken(key)) return { error: 'conflict', param: 'new_key', message: TAKEN('new_key') };
     // One transaction: the old secret stops working everywhere as the new one starts, with the record's
@@ -490,9 +514,9 @@ export class AdminApi {
     const team: TeamRecord = {
       teamId,
       alias: pick(b.team_alias, base.alias),
-      models: b.models ?? base.models,
-      blocked: b.blocked ?? base.blocked,
-      metadata: b.metadata ?? base.metadata,
+      models: b.models === undefined ? base.models : (b.models ?? []),
+      blocked: b.blocked === undefined ? base.blocked : (b.blocked ?? false),
+      metadata: b.metadata === undefined ? base.metadata : (b.metadata ?? {}),
       limits: applyLimits(base.limits, b),
     };
     if (!(await this.#d.records.putTeam(team, create)))
@@ -595,7 +619,7 @@ export class AdminApi {
     if (configured !== undefined) return configured;
     const user = await this.#d.records.updateUser(b.user_id, (stored) => ({
       ...stored,
-      limits: applyLimits(stored.limits, b),
+      limits: applyLimits(stored.limits, userLimitFields(b)),
       metadata: b.metadata ?? stored.metadata,
     }));
     if (user === undefined)
@@ -782,6 +806,23 @@ export class AdminApi {
     return { status: 200, body: { data } };
   }
 
+  /**
+   * /model/new takes what a config file's model_list entry takes: LiteLLM's litellm_params and model_info
+   * keys that tollgate does not use (custom_llm_provider, supports_function_calling…) are set aside by the
+   * config loader's own compatibility pass and named in x-tollgate-ignored-fields; keys neither knows stay,
+   * for the strict schema to refuse.
+   */
+  async #modelNewCompat(value: unknown, caller: AdminCaller): Promise<Reply> {
+    if (typeof value !== 'object' || value === null || Array.isArray(value))
+      return { error: 'invalid_body', message: 'The request body must be a JSON object.' };
+    const compat = setAsideLiteLlmKeys({ model_list: [value] });
+    const entry = (compat.config['model_list'] as unknown[] | undefined)?.[0] ?? value;
+    // The compat pass reports paths under model_list[0]; the request's own fields are what the caller sent.
+    const ignored = compat.ignored.map((p) => formatPath(p.slice(2)));
+    const reply = await withBody(S.modelNew, entry, (b) => this.#modelNew(b, caller));
+    return 'status' in reply && ignored.length > 0 ? { ...reply, ignored: [...(reply.ignored ?? []), ...ignored] } : reply;
+  }
+
   async #modelNew(b: z.output<typeof S.modelNew>, caller: AdminCaller): Promise<Reply> {
     const prepared = prepareModel(b, {
       allowed: this.#d.allowedApiBases(),
@@ -822,6 +863,17 @@ const NO_LIMITS: Limits = {
   tpmLimit: undefined,
   maxParallelRequests: undefined,
 };
+
+/**
+ * The SQLSTATE of a database error the request's values caused, not the database's state: class 22 (data
+ * exception: numeric value out of range 22003, string too long 22001, datetime out of range 22008, invalid
+ * text 22P02/22P05/22021) and 54000 (a value past a program limit). PostgreSQL and PGlite both set `code`
+ * (https://www.postgresql.org/docs/current/errcodes-appendix.html). Undefined for anything else.
+ */
+function inputRefused(err: unknown): string | undefined {
+  const code = typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
+  return typeof code === 'string' && /^(22[0-9A-Z]{3}|54000)$/.test(code) ? code : undefined;
+}
 
 function notFound(route: string): Reply {
   return { error: 'not_found', message: `No admin endpoint ${route}: see GET /key/info, POST /key/generate and the rest in the README.` };
@@ -865,31 +917,51 @@ function hashOfRef(ref: string): string {
   return ref.startsWith('sk-') ? sha256Hex(ref) : ref;
 }
 
-/** A field not given — absent or `null`, as LiteLLM treats it — keeps its value. */
+/**
+ * A field absent keeps its value; `null` clears it. LiteLLM's /key/update and /team/update apply the fields
+ * set in the request (pydantic `model_dump(exclude_unset=True)`, in prepare_key_update_data and
+ * update_team), an explicit null among them.
+ */
 function pick<T>(v: T | null | undefined, old: T | undefined): T | undefined {
-  return v ?? old;
+  return v === undefined ? old : (v ?? undefined);
 }
 
-function applyLimits(
-  l: Limits,
-  b: {
-    max_budget?: number | null | undefined;
-    budget_duration?: string | null | undefined;
-    rpm_limit?: number | null | undefined;
-    tpm_limit?: number | null | undefined;
-    max_parallel_requests?: number | null | undefined;
-  },
-): Limits {
+interface LimitFields {
+  max_budget?: number | null | undefined;
+  budget_duration?: string | null | undefined;
+  rpm_limit?: number | null | undefined;
+  tpm_limit?: number | null | undefined;
+  max_parallel_requests?: number | null | undefined;
+}
+
+/** The limits after an update (`null` clears one); when the key's spend counts from is kept. */
+function applyLimits(l: Limits, b: LimitFields): Limits {
   return {
     maxBudget: pick(b.max_budget, l.maxBudget),
     budgetDuration: pick(b.budget_duration, l.budgetDuration),
     rpmLimit: pick(b.rpm_limit, l.rpmLimit),
     tpmLimit: pick(b.tpm_limit, l.tpmLimit),
     maxParallelRequests: pick(b.max_parallel_requests, l.maxParallelRequests),
+    ...(l.budgetFrom === undefined ? {} : { budgetFrom: l.budgetFrom }),
   };
 }
 
-function blankKey(hash: string): KeyRecord {
+/**
+ * LiteLLM's /user/update applies only the fields given a value (`_update_internal_user_params` skips None),
+ * but for max_budget, which an explicit null clears: the other nulls are dropped here.
+ */
+function userLimitFields(b: LimitFields): LimitFields {
+  return {
+    max_budget: b.max_budget,
+    budget_duration: b.budget_duration ?? undefined,
+    rpm_limit: b.rpm_limit ?? undefined,
+    tpm_limit: b.tpm_limit ?? undefined,
+    max_parallel_requests: b.max_parallel_requests ?? undefined,
+  };
+}
+
+/** A new key record; its spend counts from `now` (a key once deleted with the same value starts at zero). */
+function blankKey(hash: string, now: number): KeyRecord {
   return {
     hash,
     id: keyId(hash),
@@ -899,7 +971,7 @@ function blankKey(hash: string): KeyRecord {
     teamId: undefined,
     expiresAt: undefined,
     blocked: false,
-    limits: NO_LIMITS,
+    limits: { ...NO_LIMITS, budgetFrom: now },
     metadata: {},
     source: 'api',
   };
@@ -907,17 +979,36 @@ function blankKey(hash: string): KeyRecord {
 
 type KeyFields = Omit<z.output<typeof S.keyGenerate>, never>;
 
+/**
+ * The key after a generate, update or regenerate: a field absent keeps its value, `null` clears it (models:
+ * [], every model, as LiteLLM's empty list; metadata: {}; blocked: false). `duration: null` leaves the
+ * expiry as it is, as in LiteLLM (which sets `expires` only for a duration given).
+ */
 function applyKeyFields(k: KeyRecord, b: KeyFields, now: number): KeyRecord {
   return {
     ...k,
     alias: pick(b.key_alias, k.alias),
-    models: b.models ?? k.models,
+    models: b.models === undefined ? k.models : (b.models ?? []),
     userId: pick(b.user_id, k.userId),
     teamId: pick(b.team_id, k.teamId),
     expiresAt: b.duration == null ? k.expiresAt : afterDuration(b.duration, now),
-    blocked: b.blocked ?? k.blocked,
-    metadata: b.metadata ?? k.metadata,
+    blocked: b.blocked === undefined ? k.blocked : (b.blocked ?? false),
+    metadata: b.metadata === undefined ? k.metadata : (b.metadata ?? {}),
     limits: applyLimits(k.limits, b),
+  };
+}
+
+/**
+ * LiteLLM's `all-team-models` on a key means its team's models: a key without a team_id would be allowed
+ * nothing by it (core/decide.ts, keyAllows), so such a write is refused, naming what to change.
+ */
+function teamModelsWithoutTeam(k: KeyRecord, b: { team_id?: string | null | undefined }): Reply | undefined {
+  if (k.teamId !== undefined || !k.models.includes('all-team-models')) return undefined;
+  const field = b.team_id === null ? 'team_id' : 'models';
+  return {
+    error: 'invalid_body',
+    param: field,
+    message: `${field}: "all-team-models" means the models of the key's team, and the key would have no team_id: give it a team_id, or list its models`,
   };
 }
 
@@ -935,9 +1026,12 @@ function iso(v: Date | string | null): string | null {
   return v === null ? null : new Date(v).toISOString();
 }
 
-/** Where the current budget period began (ms), or 0 without a budget_duration: spend is then all of it. */
+/**
+ * Where the current budget period began (ms), or 0 without a budget_duration (spend is then all of it); for a
+ * key, never before its record was made.
+ */
 function periodStart(l: Limits, now: number): number {
-  return l.budgetDuration === undefined ? 0 : budgetPeriod(l.budgetDuration, now).start;
+  return budgetPeriodOf(l, now).start;
 }
 
 function userView(u: StoredUser, now: number): Record<string, unknown> {

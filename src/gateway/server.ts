@@ -8,7 +8,7 @@
 import { randomUUID } from 'node:crypto';
 import { UNCLEAR_PATH, type Authorizer, type RequestFacts } from '../authorizer/authorizer.js';
 import type { TeamRecord } from '../core/decide.js';
-import { allows, isOwnKeyInfo } from '../core/decide.js';
+import { allows, isOwnKeyInfo, keyAllows } from '../core/decide.js';
 import { modelEndpoint, normalizePath } from '../core/route.js';
 import type { ContextClaims, ContextSigner } from '../identity/context-token.js';
 import type { KeyDirectory, KeyRecord } from '../identity/keys.js';
@@ -318,8 +318,8 @@ function mayUse(deps: GatewayDeps, id: Identity, alias: string): boolean {
   if (id.hidden.length > 0 && id.hidden.includes(alias)) return false;
   // A key removed since authz signed the context may use nothing.
   const key = id.key;
-  if (key === 'gone' || (key !== undefined && !allows(key.models, alias))) return false;
   const team = id.teamId === undefined ? undefined : deps.teams.get(id.teamId);
+  if (key === 'gone' || (key !== undefined && !keyAllows(key.models, alias, team))) return false;
   return team === undefined || allows(team.models, alias);
 }
 

@@ -13,6 +13,11 @@ export interface Limits {
   readonly rpmLimit: number | undefined;
   readonly tpmLimit: number | undefined;
   readonly maxParallelRequests: number | undefined;
+  /**
+   * Epoch ms from which spend counts toward the budget: a key record's creation, so a key deleted and made
+   * again with the same value (the same key id) starts at zero, as in LiteLLM. Undefined: all of it.
+   */
+  readonly budgetFrom?: number | undefined;
 }
 
 export interface KeyRecord {

@@ -17,7 +17,7 @@ import { createMetrics } from '../telemetry/metrics.js';
 import { pruneDeploymentSeries } from '../telemetry/request-observer.js';
 import { buildAuthorizer, loadIdentityKeys, startAuthz, teamsFromConfig, type AuthzApp } from './authz-app.js';
 import { composeCatalog } from './catalog.js';
-import { budgetPeriod } from '../store/counters.js';
+import { budgetPeriodOf } from '../store/counters.js';
 import { startReloader, type Reloader } from './reload.js';
 import { AdminApi } from '../gateway/admin.js';
 import { SecretBox } from '../identity/secret-box.js';
@@ -301,7 +301,7 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
             ownSecrets(current.config.general_settings, env).includes(value) || store.keys.get(sha256Hex(value)) !== undefined,
           carrySpend: async (from, to, limits) => {
             if (limits.maxBudget === undefined) return;
-            const period = budgetPeriod(limits.budgetDuration, Date.now());
+            const period = budgetPeriodOf(limits, Date.now());
             try {
               const spent = await store.counters.spend(`key:${from}`, period);
               if (spent > 0) await store.counters.addSpend([{ subject: `key:${to}`, period, cost: spent }]);

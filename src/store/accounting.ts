@@ -10,7 +10,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '../telemetry/logger.js';
 import {
-  budgetPeriod,
+  budgetPeriodOf,
   LEASE_RENEW_MS,
   subjectParts,
   type BudgetPeriod,
@@ -137,11 +137,12 @@ async function loggedSpend(q: Queryable, b: BudgetSubject, period: BudgetPeriod)
   const { kind, id } = subjectParts(b.subject);
   const column = COLUMN[kind];
   if (column === undefined) return 0;
-  // A period without end (no budget_duration) ends at the latest date a JavaScript Date holds.
-  const end = Math.min(period.end, 8.64e15);
+  // A period without end (no budget_duration) has no upper bound: the latest date a JavaScript Date holds
+  // (+275760) is past what PostgreSQL's timestamptz does, which refused it (22009) and failed the seed.
+  const bounded = period.end < Number.MAX_SAFE_INTEGER;
   const rows = await q.query<{ total: number | null }>(
-    `SELECT sum(cost) AS total FROM spend_logs WHERE ${column} = $1 AND created_at >= $2 AND created_at < $3`,
-    [id, new Date(period.start).toISOString(), new Date(end).toISOString()],
+    `SELECT sum(cost) AS total FROM spend_logs WHERE ${column} = $1 AND created_at >= $2${bounded ? ' AND created_at < $3' : ''}`,
+    [id, new Date(period.start).toISOString(), ...(bounded ? [new Date(period.end).toISOString()] : [])],
   );
   return Number(rows[0]?.total ?? 0);
 }
@@ -150,7 +151,8 @@ async function periodSpend(q: Queryable, subjects: readonly BudgetSubject[], now
   const out: SpendItem[] = [];
   for (const b of subjects) {
     if (b.limits.maxBudget === undefined) continue;
-    const period = budgetPeriod(b.limits.budgetDuration, now);
+    // From the key record's creation on: rows of a deleted key with the same key id count for it no more.
+    const period = budgetPeriodOf(b.limits, now);
     const cost = await loggedSpend(q, b, period);
     if (cost > 0) out.push({ subject: b.subject, period, cost });
   }
@@ -229,7 +231,9 @@ export async function replayUncounted(
         if (!subject || r.cost <= 0) continue;
         const limits = budgets(subject);
         if (limits?.maxBudget === undefined) continue;
-        items.push({ subject, period: budgetPeriod(limits.budgetDuration, at), cost: Number(r.cost) });
+        // A row from before the key record was made (a deleted key with the same key id) is not its spend.
+        if (limits.budgetFrom !== undefined && at < limits.budgetFrom) continue;
+        items.push({ subject, period: budgetPeriodOf(limits, at), cost: Number(r.cost) });
       }
       return { leaseId: r.lease_id, items };
     });

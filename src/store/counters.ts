@@ -146,6 +146,17 @@ export function budgetPeriod(duration: string | undefined, now: number): BudgetP
   return { start, end: start + len };
 }
 
+/**
+ * The budget period of `limits` containing `now`, starting no earlier than `limits.budgetFrom` (the key
+ * record's creation): spend of an earlier record with the same key id is outside it. The period's start
+ * names its counter, so a new record's spend is counted apart from the old one's.
+ */
+export function budgetPeriodOf(limits: Partial<Pick<Limits, 'budgetDuration' | 'budgetFrom'>>, now: number): BudgetPeriod {
+  const p = budgetPeriod(limits.budgetDuration, now);
+  const from = limits.budgetFrom;
+  return from === undefined || from <= p.start || from >= p.end ? p : { start: from, end: p.end };
+}
+
 /** `now` plus a duration (`30d`, `12h`, `1mo`: calendar months, UTC): when a key made for it expires. */
 export function afterDuration(duration: string, now: number): number {
   const m = DURATION_PATTERN.exec(duration);
@@ -168,7 +179,7 @@ export function subjectOf(
     rpm: limits.rpmLimit ?? limits.rpm,
     tpm: limits.tpmLimit ?? limits.tpm,
     parallel: limits.maxParallelRequests,
-    budget: limits.maxBudget === undefined ? undefined : { max: limits.maxBudget, period: budgetPeriod(limits.budgetDuration, now) },
+    budget: limits.maxBudget === undefined ? undefined : { max: limits.maxBudget, period: budgetPeriodOf(limits, now) },
   };
 }
 

@@ -37,6 +37,8 @@ export interface KeyRow extends LimitColumns {
   blocked: boolean;
   expires_at: Date | string | null;
   metadata: unknown;
+  /** When this record's spend starts counting (migrations/005); null for keys made before it. */
+  spend_from: Date | string | null;
 }
 
 export interface TeamRow extends LimitColumns {
@@ -98,7 +100,7 @@ function userParams(u: StoredUser): unknown[] {
 }
 
 export const KEY_COLUMNS =
-  'key_hash, key_alias, models, user_id, team_id, blocked, expires_at, metadata, max_budget, budget_duration, rpm_limit, tpm_limit, max_parallel_requests';
+  'key_hash, key_alias, models, user_id, team_id, blocked, expires_at, metadata, max_budget, budget_duration, rpm_limit, tpm_limit, max_parallel_requests, spend_from';
 export const TEAM_COLUMNS =
   'team_id, team_alias, models, blocked, metadata, max_budget, budget_duration, rpm_limit, tpm_limit, max_parallel_requests';
 const USER_COLUMNS = 'user_id, max_budget, budget_duration, rpm_limit, tpm_limit, max_parallel_requests';
@@ -127,7 +129,7 @@ export function keyFromRow(r: KeyRow): KeyRecord {
     teamId: r.team_id ?? undefined,
     expiresAt: r.expires_at === null ? undefined : new Date(r.expires_at).getTime(),
     blocked: r.blocked,
-    limits: limitsFrom(r),
+    limits: r.spend_from === null ? limitsFrom(r) : { ...limitsFrom(r), budgetFrom: new Date(r.spend_from).getTime() },
     metadata: object(r.metadata),
     source: 'api',
   };
@@ -402,13 +404,16 @@ async function claimKeyAlias(tx: Queryable, alias: string, hash: string): Promis
   if (rows.length > 0) throw new AliasTaken();
 }
 
-/** Writes a key record; `create`: only when its hash is new (the rows returned say whether it was). */
+/**
+ * Writes a key record; `create`: only when its hash is new (the rows returned say whether it was). Its
+ * spend_from (limits.budgetFrom) is written when the row is inserted, never changed by an update.
+ */
 function upsertKey(tx: Queryable, k: KeyRecord, keyName: string | undefined, create: boolean): Promise<unknown[]> {
   const l = k.limits;
   return tx.query(
     `INSERT INTO keys (key_hash, key_id, key_alias, models, user_id, team_id, blocked, expires_at, metadata,
-                       max_budget, budget_duration, rpm_limit, tpm_limit, max_parallel_requests, key_name)
-     VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14, $15)
+                       max_budget, budget_duration, rpm_limit, tpm_limit, max_parallel_requests, key_name, spend_from)
+     VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14, $15, $16)
      ON CONFLICT (key_hash) DO ${
        create
          ? 'NOTHING'
@@ -433,6 +438,7 @@ function upsertKey(tx: Queryable, k: KeyRecord, keyName: string | undefined, cre
       l.tpmLimit ?? null,
       l.maxParallelRequests ?? null,
       keyName ?? null,
+      l.budgetFrom === undefined ? null : new Date(l.budgetFrom).toISOString(),
     ],
   );
 }

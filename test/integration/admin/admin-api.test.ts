@@ -460,7 +460,7 @@ keys:
     assert.equal(errorOf(configModel).param, 'id');
   });
 
-  test('LiteLLM clients: null means "not given", the spend rows name keys by their token, aliases are unique', async () => {
+  test('LiteLLM clients: null on generate is "not given", the spend rows name keys by their token, aliases are unique', async () => {
     const gen = await call(a, 'POST', '/key/generate', {
       key_alias: 'twin',
       models: null,
@@ -471,9 +471,9 @@ keys:
     assert.equal(gen.status, 200, gen.text);
     const twin = String(gen.body['key']);
     secrets.add(twin);
-    const upd = await call(a, 'POST', '/key/update', { key: twin, rpm_limit: 7, key_alias: null, models: null });
+    const upd = await call(a, 'POST', '/key/update', { key: twin, rpm_limit: 7 });
     assert.equal(upd.body['rpm_limit'], 7);
-    assert.equal(upd.body['key_alias'], 'twin', 'null leaves a field as it is');
+    assert.equal(upd.body['key_alias'], 'twin', 'a field left out keeps its value');
     // Aliases are unique, as LiteLLM makes them: on generate, update and regenerate alike (exact, case and all).
     const again = await call(a, 'POST', '/key/generate', { key_alias: 'twin' });
     assert.equal(again.status, 400);
@@ -607,6 +607,10 @@ keys:
     const day = 86_400_000;
     const db = await openDb({ url: `${PG}?schema=${schema}` });
     try {
+      // The keys' spend counts from their records' creation: made as if four days ago, for rows that old.
+      await db.query("UPDATE keys SET spend_from = spend_from - interval '4 days' WHERE key_hash = ANY($1::text[])", [
+        [sha(periodic), sha(lifetime)],
+      ]);
       for (const k of [periodic, lifetime]) {
         for (const [cost, at] of [
           [5, Date.now() - 3 * day],
@@ -682,6 +686,186 @@ keys:
     }
     const info = await call(a, 'GET', `/key/info?key=${encodeURIComponent(CONFIG_KEY)}`);
     assert.equal((info.body['info'] as Json)['source'], 'config');
+  });
+
+  test('/key/update with null clears the field on both replicas (LiteLLM applies the fields set, exclude_unset)', async () => {
+    await call(a, 'POST', '/team/new', { team_id: 'null-clears' });
+    const made = await call(a, 'POST', '/key/generate', {
+      key_alias: 'to-clear',
+      max_budget: 5,
+      budget_duration: '1d',
+      user_id: 'clear-me',
+      team_id: 'null-clears',
+      rpm_limit: 1,
+      tpm_limit: 100000,
+      max_parallel_requests: 3,
+      models: ['llama'],
+      metadata: { owner: 'x' },
+    });
+    assert.equal(made.status, 200, made.text);
+    const key = String(made.body['key']);
+    secrets.add(key);
+    // rpm_limit 1: the second request within the minute is refused, on either replica.
+    assert.equal((await chat(b, key)).status, 200);
+    assert.equal(errorOf(await chat(a, key)).code, 'rate_limit_exceeded');
+
+    const cleared = await call(a, 'POST', '/key/update', { key, max_budget: null, key_alias: null, user_id: null });
+    assert.equal(cleared.status, 200, cleared.text);
+    assert.equal(cleared.body['max_budget'], null);
+    assert.equal(cleared.body['key_alias'], null);
+    assert.equal(cleared.body['user_id'], null);
+    assert.equal(cleared.body['rpm_limit'], 1, 'a field left out keeps its value');
+    assert.equal(cleared.body['team_id'], 'null-clears');
+
+    const rpm = await call(b, 'POST', '/key/update', {
+      key: sha(key),
+      rpm_limit: null,
+      tpm_limit: null,
+      max_parallel_requests: null,
+      budget_duration: null,
+      team_id: null,
+      models: null,
+      metadata: null,
+    });
+    assert.equal(rpm.status, 200, rpm.text);
+    for (const f of ['rpm_limit', 'tpm_limit', 'max_parallel_requests', 'budget_duration', 'team_id']) assert.equal(rpm.body[f], null, f);
+    assert.deepEqual(rpm.body['models'], [], 'models: null is the empty list, every model (as in LiteLLM)');
+    assert.deepEqual(rpm.body['metadata'], {});
+    // Stored, not only answered; and every replica's cache enforces it: no rpm limit any more.
+    const info = (await call(a, 'GET', `/key/info?key=${sha(key)}`)).body['info'] as Json;
+    for (const f of ['max_budget', 'key_alias', 'user_id', 'rpm_limit', 'team_id']) assert.equal(info[f], null, f);
+    for (const port of [a, b]) await within(1_000, async () => (await chat(port, key)).status === 200, `rpm limit gone on ${port}`);
+    for (const port of [a, b]) assert.equal((await chat(port, key)).status, 200);
+
+    // /team/update: null clears as well.
+    await call(a, 'POST', '/team/update', { team_id: 'null-clears', team_alias: 'T', max_budget: 9, rpm_limit: 10 });
+    const team = await call(a, 'POST', '/team/update', { team_id: 'null-clears', team_alias: null, max_budget: null });
+    assert.equal(team.status, 200, team.text);
+    assert.equal(team.body['team_alias'], null);
+    assert.equal(team.body['max_budget'], null);
+    assert.equal(team.body['rpm_limit'], 10);
+    // /user/update: as LiteLLM's, null clears max_budget and leaves the other fields.
+    const user = await call(a, 'POST', '/user/new', { user_id: 'null-user', max_budget: 3, rpm_limit: 4, auto_create_key: false });
+    assert.equal(user.status, 200, user.text);
+    const u = await call(a, 'POST', '/user/update', { user_id: 'null-user', max_budget: null, rpm_limit: null });
+    assert.equal(u.status, 200, u.text);
+    assert.equal(u.body['max_budget'], null);
+    assert.equal(u.body['rpm_limit'], 4);
+  });
+
+  test('a key deleted and generated again with the same value starts at zero spend; the old spend rows stay', async () => {
+    const value = `sk-chosen-${randomUUID().replaceAll('-', '')}`;
+    secrets.add(value);
+    const first = await call(a, 'POST', '/key/generate', { key: value, max_budget: 0.001 });
+    assert.equal(first.status, 200, first.text);
+    // Admitted with nothing spent, and costs (11 + 5) × 0.001: past the budget after it.
+    assert.equal((await chat(a, value)).status, 200);
+    await within(2_000, async () => errorOf(await chat(b, value)).code === 'budget_exceeded', 'the first budget is spent');
+    await within(
+      3_000,
+      async () => Number(((await call(a, 'GET', `/key/info?key=${sha(value)}`)).body['info'] as Json)['spend']) > 0.001,
+      'the spend reaches the log',
+    );
+    assert.equal((await call(b, 'POST', '/key/delete', { keys: [value] })).status, 200);
+
+    const again = await call(b, 'POST', '/key/generate', { key: value, max_budget: 0.05 });
+    assert.equal(again.status, 200, again.text);
+    assert.equal(again.body['spend'], 0);
+    const info = (await call(a, 'GET', `/key/info?key=${sha(value)}`)).body['info'] as Json;
+    assert.equal(info['spend'], 0, 'the new record has spent nothing');
+    for (const port of [a, b]) await within(1_000, async () => (await chat(port, value)).status === 200, `admitted on ${port}`);
+    // The old record's rows are still in the spend log (an audit record), under the same key id.
+    await within(
+      3_000,
+      async () => ((await call(a, 'GET', `/spend/logs?api_key=${sha(value).slice(0, 16)}`)).body as unknown as Json[]).length >= 3,
+      'every row, old and new, is in the log',
+    );
+    await within(
+      3_000,
+      async () => {
+        const spend = Number(((await call(a, 'GET', `/key/info?key=${sha(value)}`)).body['info'] as Json)['spend']);
+        return spend > 0 && spend < 0.05;
+      },
+      "the new record's spend is its own requests' only",
+    );
+  });
+
+  test("all-team-models is the key's team models; all-proxy-models every model; without a team it is refused", async () => {
+    await call(a, 'POST', '/team/new', { team_id: 'llama-team', models: ['llama'] });
+    await call(a, 'POST', '/team/new', { team_id: 'other-team', models: ['not-llama'] });
+    const teamKey = await call(a, 'POST', '/key/generate', { team_id: 'llama-team', models: ['all-team-models'] });
+    assert.equal(teamKey.status, 200, teamKey.text);
+    const tk = String(teamKey.body['key']);
+    secrets.add(tk);
+    for (const port of [a, b]) {
+      await within(1_000, async () => (await chat(port, tk)).status === 200, `chat on ${port}`);
+      const models = await call(port, 'GET', '/v1/models', undefined, tk);
+      assert.deepEqual(
+        (models.body['data'] as Json[]).map((m) => m['id']),
+        ['llama'],
+      );
+    }
+    const narrow = String((await call(a, 'POST', '/key/generate', { team_id: 'other-team', models: ['all-team-models'] })).body['key']);
+    secrets.add(narrow);
+    assert.equal(errorOf(await chat(a, narrow)).code, 'model_not_allowed', "a model outside the team's list");
+    const proxy = String((await call(a, 'POST', '/key/generate', { models: ['all-proxy-models'] })).body['key']);
+    secrets.add(proxy);
+    await within(1_000, async () => (await chat(b, proxy)).status === 200, 'all-proxy-models on the other replica');
+    assert.ok(((await call(b, 'GET', '/v1/models', undefined, proxy)).body['data'] as Json[]).some((m) => m['id'] === 'llama'));
+
+    const teamless = await call(a, 'POST', '/key/generate', { models: ['all-team-models'] });
+    assert.equal(teamless.status, 400, teamless.text);
+    assert.equal(errorOf(teamless).param, 'models');
+    assert.match(String(errorOf(teamless).message), /team_id/);
+    const dropTeam = await call(a, 'POST', '/key/update', { key: tk, team_id: null });
+    assert.equal(dropTeam.status, 400, dropTeam.text);
+    assert.equal(errorOf(dropTeam).param, 'team_id');
+    assert.equal((await chat(a, tk)).status, 200, 'the refused update changed nothing');
+  });
+
+  test("/model/new takes LiteLLM's litellm_params and model_info keys as the config file does", async () => {
+    const added = await call(a, 'POST', '/model/new', {
+      model_name: 'compat-model',
+      litellm_params: { model: `openai/${BACKEND}`, api_base: vllm.apiBase, custom_llm_provider: 'openai' },
+      model_info: { id: 'compat-1', supports_function_calling: true },
+    });
+    assert.equal(added.status, 200, added.text);
+    assert.equal(
+      added.headers.get('x-tollgate-ignored-fields'),
+      'litellm_params.custom_llm_provider, model_info.supports_function_calling',
+    );
+    await within(2_000, async () => (await chat(b, CONFIG_KEY, 'compat-model')).status === 200, 'served by the other replica');
+    // A key neither tollgate nor LiteLLM knows is still an error naming it.
+    const typo = await call(a, 'POST', '/model/new', {
+      model_name: 'compat-typo',
+      litellm_params: { model: `openai/${BACKEND}`, api_base: vllm.apiBase, custom_llm_providr: 'openai' },
+    });
+    assert.equal(typo.status, 400);
+    assert.equal(errorOf(typo).param, 'litellm_params.custom_llm_providr');
+    assert.equal((await call(a, 'POST', '/model/delete', { id: 'compat-1' })).status, 200);
+  });
+
+  test('text the database cannot store, and values out of its range, are a 400 naming the field, never a 503', async () => {
+    const cases: [string, string, unknown, string][] = [
+      ['POST', '/key/generate', { metadata: { note: 'a\u0000b' } }, 'metadata.note'],
+      ['POST', '/key/generate', { metadata: { ['n\u0000']: 1 } }, 'metadata.n\\u0000'],
+      ['POST', '/key/generate', { key_alias: 'x\u0000' }, 'key_alias'],
+      ['POST', '/key/generate', { metadata: { list: ['ok', '\ud800'] } }, 'metadata.list[1]'],
+      ['POST', '/team/new', { team_alias: 'a\u0000b' }, 'team_alias'],
+      ['POST', '/user/new', { user_id: 'u', metadata: { x: '\u0000' } }, 'metadata.x'],
+      ['GET', '/key/list?key_alias=a%00b', undefined, 'key_alias'],
+    ];
+    for (const [method, route, body, field] of cases) {
+      const r = await call(a, method, route, body);
+      assert.equal(r.status, 400, `${method} ${route} ${JSON.stringify(body)}: ${r.text}`);
+      assert.equal(errorOf(r).code, 'invalid_body');
+      assert.equal(errorOf(r).param, field, r.text);
+      assert.ok(String(errorOf(r).message).startsWith(field), String(errorOf(r).message));
+    }
+    // A date PostgreSQL cannot hold (timestamptz starts in 4713 BC) is the caller's to fix: 400, not 503.
+    const old = await call(a, 'GET', '/spend/logs?start_date=-010000-01-01T00:00:00Z&summarize=false');
+    assert.equal(old.status, 400, old.text);
+    assert.equal(errorOf(old).code, 'invalid_body');
   });
 
   test('bad input of each kind is a 400 that names the field', async () => {
