@@ -4,9 +4,10 @@
  * - Issuer discovery with openid-client (OpenID Connect Discovery 1.0 §4, issuer must match), or a
  *   configured `jwks_uri`; the JWKS is fetched at boot, refreshed periodically, and refetched on an
  *   unknown `kid` at most once per `KID_REFETCH_COOLDOWN_MS`.
- * - jose verifies signature, `iss`, `aud`, `exp`, `nbf` with the configured clock tolerance and an
- *   allow-list of asymmetric algorithms (never `none`; an HS* token against an RSA key is refused by the
- *   allow-list and by jose's key-type check).
+ * - jose verifies signature, `iss`, `aud`, `exp` (required: RFC 9068 §2.2), `nbf` with the configured
+ *   clock tolerance and an allow-list of asymmetric algorithms (never `none`; an HS* token against an RSA
+ *   key is refused by the allow-list and by jose's key-type check); a `typ` header naming another kind
+ *   of JWT (logout, security event, ID token…) is refused (RFC 8725 §3.11, RFC 9068 §2.1).
  * - Verified tokens are cached by their exact text until they expire, so the hot path does one map probe
  *   and a clock comparison; the cache is dropped whenever the key set changes (a removed key stops
  *   validating at once).
@@ -23,7 +24,7 @@ export interface JwtIdentity {
   readonly user: string;
   readonly email: string;
   readonly groups: readonly string[];
-  /** Epoch seconds, from `exp` (Infinity when the token has none). */
+  /** Epoch seconds, from `exp` (required). */
   readonly exp: number;
   readonly nbf: number;
   /** What policy rules see as `jwt`: the claims plus the mapped user, email and groups (built once per token). */
@@ -41,7 +42,9 @@ export type JwtFailure =
   | 'bad_signature'
   | 'unknown_key'
   | 'algorithm_not_allowed'
-  | 'claims_invalid';
+  | 'claims_invalid'
+  | 'no_expiry'
+  | 'not_access_token';
 
 export type JwtResult = { readonly ok: true; readonly identity: JwtIdentity } | { readonly ok: false; readonly failure: JwtFailure };
 
@@ -126,18 +129,22 @@ export class JwtVerifier {
 
   async #verifyFresh(token: string, nowMs: number): Promise<JwtResult> {
     let payload: JWTPayload;
+    let header: JWTHeaderParameters;
     try {
-      ({ payload } = await jwtVerify(token, (header) => this.#keyFor(header), {
+      ({ payload, protectedHeader: header } = await jwtVerify(token, (h) => this.#keyFor(h), {
         issuer: this.#settings.issuer,
         audience: this.#audience,
         algorithms: this.#settings.algorithms,
         clockTolerance: this.#settings.clock_tolerance_s,
         currentDate: new Date(nowMs),
+        // RFC 9068 §2.2: `exp` is REQUIRED in a JWT access token; without it a token would never expire.
+        requiredClaims: ['exp'],
       }));
     } catch (err) {
       if (err instanceof IdentityProviderUnavailable) throw err;
       return fail(joseFailure(err));
     }
+    if (!isAccessTokenType(header.typ)) return fail('not_access_token');
     const identity = this.#identity(payload);
     if (identity === undefined) return fail('claims_invalid');
     if (this.#verified.size >= VERIFIED_CACHE_MAX) {
@@ -235,7 +242,7 @@ export class JwtVerifier {
     return {
       claims: payload,
       ...mapped,
-      exp: typeof payload.exp === 'number' ? payload.exp : Infinity,
+      exp: payload.exp as number, // required and checked to be a number by jwtVerify (requiredClaims)
       nbf: typeof payload.nbf === 'number' ? payload.nbf : -Infinity,
       policyView: Object.freeze({ ...payload, ...mapped }),
     };
@@ -264,13 +271,26 @@ function stripBearer(header: string | undefined): string | undefined {
   return v === '' ? undefined : v;
 }
 
+/**
+ * `typ` values an access token may carry: none, `JWT` (Keycloak, Auth0 and most IdPs) or `at+jwt`
+ * (RFC 9068 §2.1), case-insensitive and with or without the `application/` prefix (RFC 7515 §4.1.9).
+ * Any other (`logout+jwt`, `secevent+jwt`, `id_token+jwt`…) is another kind of JWT (RFC 8725 §3.11).
+ */
+function isAccessTokenType(typ: unknown): boolean {
+  if (typ === undefined) return true;
+  if (typeof typ !== 'string') return false;
+  const t = typ.toLowerCase();
+  const bare = t.startsWith('application/') ? t.slice('application/'.length) : t;
+  return bare === 'jwt' || bare === 'at+jwt';
+}
+
 function isCompactJws(v: string): boolean {
   return v.length <= MAX_TOKEN_LENGTH && /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/.test(v);
 }
 
 /** jose errors by their stable `code` (never instanceof across packages). */
 function joseFailure(err: unknown): JwtFailure {
-  const e = err as { code?: unknown; claim?: unknown };
+  const e = err as { code?: unknown; claim?: unknown; reason?: unknown };
   switch (e.code) {
     case 'ERR_JWT_EXPIRED':
       return 'expired';
@@ -278,7 +298,7 @@ function joseFailure(err: unknown): JwtFailure {
       if (e.claim === 'iss') return 'wrong_issuer';
       if (e.claim === 'aud') return 'wrong_audience';
       if (e.claim === 'nbf') return 'not_yet_valid';
-      if (e.claim === 'exp') return 'expired';
+      if (e.claim === 'exp') return e.reason === 'missing' ? 'no_expiry' : 'claims_invalid';
       return 'claims_invalid';
     case 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED':
       return 'bad_signature';
