@@ -13,6 +13,9 @@ const JWT_MESSAGES: Readonly<Record<JwtFailure, string>> = {
   unknown_key: 'The identity token in X-Cake-Authorization is signed with an unknown key: get a new token from your identity provider.',
   algorithm_not_allowed: 'The identity token in X-Cake-Authorization uses a signing algorithm that is not allowed.',
   claims_invalid: 'The identity token in X-Cake-Authorization has invalid claims: get a new token from your identity provider.',
+  no_expiry: 'The identity token in X-Cake-Authorization has no expiry (exp claim): send an OAuth 2.0 access token, which must have one.',
+  not_access_token:
+    'The identity token in X-Cake-Authorization is not an access token (its typ header names another kind of JWT): send an OAuth 2.0 access token.',
 };
 
 export function jwtFailureMessage(failure: JwtFailure): string {

@@ -2,14 +2,17 @@
  * OAuth 2.0 access-token (JWT) validation for the `X-Cake-Authorization` header.
  *
  * - Issuer discovery with openid-client (OpenID Connect Discovery 1.0 §4, issuer must match), or a
- *   configured `jwks_uri`; the JWKS is fetched at boot, refreshed periodically, and refetched on an
- *   unknown `kid` at most once per `KID_REFETCH_COOLDOWN_MS`.
- * - jose verifies signature, `iss`, `aud`, `exp`, `nbf` with the configured clock tolerance and an
- *   allow-list of asymmetric algorithms (never `none`; an HS* token against an RSA key is refused by the
- *   allow-list and by jose's key-type check).
+ *   configured `jwks_uri`; the JWKS is fetched at boot and refreshed in the background every
+ *   `JWKS_REFRESH_MS` (a failed refresh keeps the set it has). A token with an unknown `kid` waits for a
+ *   fetch that is running, and otherwise starts one at most once per `KID_REFETCH_COOLDOWN_MS`.
+ * - jose verifies signature, `iss`, `aud`, `exp` (required: RFC 9068 §2.2), `nbf` with the configured
+ *   clock tolerance and an allow-list of asymmetric algorithms (never `none`; an HS* token against an RSA
+ *   key is refused by the allow-list and by jose's key-type check); a `typ` header naming another kind
+ *   of JWT (logout, security event, ID token…) is refused (RFC 8725 §3.11, RFC 9068 §2.1).
  * - Verified tokens are cached by their exact text until they expire, so the hot path does one map probe
- *   and a clock comparison; the cache is dropped whenever the key set changes (a removed key stops
- *   validating at once).
+ *   and a clock comparison. The cache is dropped whenever the key set changes, and a verification that
+ *   overlapped a change is kept only if its key is still in the new set: a key removed from the JWKS
+ *   stops validating at the refresh that sees it gone.
  */
 import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto';
 import { errors as joseErrors, jwtVerify, type JWTPayload, type JWTHeaderParameters } from 'jose';
@@ -23,7 +26,7 @@ export interface JwtIdentity {
   readonly user: string;
   readonly email: string;
   readonly groups: readonly string[];
-  /** Epoch seconds, from `exp` (Infinity when the token has none). */
+  /** Epoch seconds, from `exp` (required). */
   readonly exp: number;
   readonly nbf: number;
   /** What policy rules see as `jwt`: the claims plus the mapped user, email and groups (built once per token). */
@@ -41,7 +44,9 @@ export type JwtFailure =
   | 'bad_signature'
   | 'unknown_key'
   | 'algorithm_not_allowed'
-  | 'claims_invalid';
+  | 'claims_invalid'
+  | 'no_expiry'
+  | 'not_access_token';
 
 export type JwtResult = { readonly ok: true; readonly identity: JwtIdentity } | { readonly ok: false; readonly failure: JwtFailure };
 
@@ -55,7 +60,11 @@ export class IdentityProviderUnavailable extends Error {
 }
 
 export const KID_REFETCH_COOLDOWN_MS = 5_000;
-const JWKS_REFRESH_MS = 10 * 60_000;
+/**
+ * The background refresh period, and so how long a key removed from the IdP's JWKS may keep validating
+ * tokens (plus the time the fetch takes) while the JWKS can be fetched; README states this bound.
+ */
+export const JWKS_REFRESH_MS = 60_000;
 const FETCH_TIMEOUT_MS = 5_000;
 const VERIFIED_CACHE_MAX = 10_000;
 const MAX_TOKEN_LENGTH = 16_384;
@@ -69,7 +78,13 @@ export class JwtVerifier {
   readonly #audience: string | string[];
   #jwksUri: string | undefined;
   #keys: ReadonlyMap<string, KeyObject> = new Map();
-  #lastFetch = -Infinity;
+  /** Bumped whenever `#keys` is replaced; a verification that saw another generation re-checks its key. */
+  #generation = 0;
+  /**
+   * When the last refetch for an unknown kid started. Background refreshes do not count: right after one,
+   * a token signed with a key published since must not wait out a cooldown it did not cause.
+   */
+  #lastKidFetch = -Infinity;
   /** The last fetch failed: an unknown kid then means "cannot tell", an outage, not a bad token. */
   #lastFetchFailed: IdentityProviderUnavailable | undefined;
   #inflight: Promise<void> | undefined;
@@ -84,9 +99,9 @@ export class JwtVerifier {
 
   /** Discovery and the first JWKS fetch; throws IdentityProviderUnavailable when the IdP cannot be reached. */
   async start(): Promise<void> {
-    await this.#refresh();
+    await this.refresh();
     this.#refreshTimer = setInterval(() => {
-      this.#refresh().catch(() => {
+      this.refresh().catch(() => {
         /* kept keys stay valid; the next unknown kid or interval tries again */
       });
     }, JWKS_REFRESH_MS);
@@ -125,21 +140,30 @@ export class JwtVerifier {
   }
 
   async #verifyFresh(token: string, nowMs: number): Promise<JwtResult> {
+    const generation = this.#generation;
+    let key: KeyObject | undefined;
     let payload: JWTPayload;
+    let header: JWTHeaderParameters;
     try {
-      ({ payload } = await jwtVerify(token, (header) => this.#keyFor(header), {
+      ({ payload, protectedHeader: header } = await jwtVerify(token, async (h) => (key = await this.#keyFor(h)), {
         issuer: this.#settings.issuer,
         audience: this.#audience,
         algorithms: this.#settings.algorithms,
         clockTolerance: this.#settings.clock_tolerance_s,
         currentDate: new Date(nowMs),
+        // RFC 9068 §2.2: `exp` is REQUIRED in a JWT access token; without it a token would never expire.
+        requiredClaims: ['exp'],
       }));
     } catch (err) {
       if (err instanceof IdentityProviderUnavailable) throw err;
       return fail(joseFailure(err));
     }
+    if (!isAccessTokenType(header.typ)) return fail('not_access_token');
     const identity = this.#identity(payload);
     if (identity === undefined) return fail('claims_invalid');
+    // The key set was replaced (and the cache dropped) while this token was being verified: its result
+    // stands only if the new set still holds its key; caching it otherwise would outlive the key's removal.
+    if (generation !== this.#generation && (key === undefined || this.#pick(header)?.equals(key) !== true)) return fail('unknown_key');
     if (this.#verified.size >= VERIFIED_CACHE_MAX) {
       const oldest = this.#verified.keys().next();
       if (!oldest.done) this.#verified.delete(oldest.value);
@@ -148,24 +172,35 @@ export class JwtVerifier {
     return { ok: true, identity };
   }
 
+  #pick(header: JWTHeaderParameters): KeyObject | undefined {
+    if (header.kid !== undefined) return this.#keys.get(header.kid);
+    // No kid: acceptable only when the set holds exactly one key (RFC 7517 §4.5 leaves kid optional).
+    return this.#keys.size === 1 ? this.#keys.values().next().value : undefined;
+  }
+
   async #keyFor(header: JWTHeaderParameters): Promise<KeyObject> {
-    const pick = (): KeyObject | undefined => {
-      if (header.kid !== undefined) return this.#keys.get(header.kid);
-      // No kid: acceptable only when the set holds exactly one key (RFC 7517 §4.5 leaves kid optional).
-      return this.#keys.size === 1 ? this.#keys.values().next().value : undefined;
-    };
-    let key = pick();
-    if (key === undefined && performance.now() - this.#lastFetch >= KID_REFETCH_COOLDOWN_MS) {
-      await this.#refresh();
-      key = pick();
+    let key = this.#pick(header);
+    // A fetch is running (the background refresh, or another token's unknown kid): its answer may hold
+    // the key, so wait for it rather than refuse a token signed with a key published a moment ago.
+    if (key === undefined && this.#inflight !== undefined) {
+      await this.#inflight;
+      key = this.#pick(header);
+    }
+    if (key === undefined && performance.now() - this.#lastKidFetch >= KID_REFETCH_COOLDOWN_MS) {
+      this.#lastKidFetch = performance.now();
+      await this.refresh();
+      key = this.#pick(header);
     }
     if (key === undefined && this.#lastFetchFailed !== undefined) throw this.#lastFetchFailed;
     if (key === undefined) throw new joseErrors.JWKSNoMatchingKey();
     return key;
   }
 
-  /** One fetch at a time; concurrent callers share it. */
-  #refresh(): Promise<void> {
+  /**
+   * Fetches the key set now, as the background refresh does; one fetch at a time, concurrent callers
+   * share it. Rejects with IdentityProviderUnavailable when the JWKS cannot be fetched (the set is kept).
+   */
+  refresh(): Promise<void> {
     this.#inflight ??= this.#fetchKeys().then(
       () => {
         this.#inflight = undefined;
@@ -181,7 +216,6 @@ export class JwtVerifier {
   }
 
   async #fetchKeys(): Promise<void> {
-    this.#lastFetch = performance.now();
     const jwksUri = this.#jwksUri ?? (await this.#discover());
     let body: unknown;
     try {
@@ -203,6 +237,7 @@ export class JwtVerifier {
     if (keys === undefined) throw new IdentityProviderUnavailable(`the JWKS at ${jwksUri} is not a JSON Web Key Set`);
     if (!sameKeys(keys, this.#keys)) {
       this.#keys = keys;
+      this.#generation += 1;
       this.#verified.clear();
     }
   }
@@ -235,7 +270,7 @@ export class JwtVerifier {
     return {
       claims: payload,
       ...mapped,
-      exp: typeof payload.exp === 'number' ? payload.exp : Infinity,
+      exp: payload.exp as number, // required and checked to be a number by jwtVerify (requiredClaims)
       nbf: typeof payload.nbf === 'number' ? payload.nbf : -Infinity,
       policyView: Object.freeze({ ...payload, ...mapped }),
     };
@@ -264,13 +299,26 @@ function stripBearer(header: string | undefined): string | undefined {
   return v === '' ? undefined : v;
 }
 
+/**
+ * `typ` values an access token may carry: none, `JWT` (Keycloak, Auth0 and most IdPs) or `at+jwt`
+ * (RFC 9068 §2.1), case-insensitive and with or without the `application/` prefix (RFC 7515 §4.1.9).
+ * Any other (`logout+jwt`, `secevent+jwt`, `id_token+jwt`…) is another kind of JWT (RFC 8725 §3.11).
+ */
+function isAccessTokenType(typ: unknown): boolean {
+  if (typ === undefined) return true;
+  if (typeof typ !== 'string') return false;
+  const t = typ.toLowerCase();
+  const bare = t.startsWith('application/') ? t.slice('application/'.length) : t;
+  return bare === 'jwt' || bare === 'at+jwt';
+}
+
 function isCompactJws(v: string): boolean {
   return v.length <= MAX_TOKEN_LENGTH && /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/.test(v);
 }
 
 /** jose errors by their stable `code` (never instanceof across packages). */
 function joseFailure(err: unknown): JwtFailure {
-  const e = err as { code?: unknown; claim?: unknown };
+  const e = err as { code?: unknown; claim?: unknown; reason?: unknown };
   switch (e.code) {
     case 'ERR_JWT_EXPIRED':
       return 'expired';
@@ -278,7 +326,7 @@ function joseFailure(err: unknown): JwtFailure {
       if (e.claim === 'iss') return 'wrong_issuer';
       if (e.claim === 'aud') return 'wrong_audience';
       if (e.claim === 'nbf') return 'not_yet_valid';
-      if (e.claim === 'exp') return 'expired';
+      if (e.claim === 'exp') return e.reason === 'missing' ? 'no_expiry' : 'claims_invalid';
       return 'claims_invalid';
     case 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED':
       return 'bad_signature';

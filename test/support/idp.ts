@@ -28,6 +28,11 @@ export interface TestIdp {
   signingKey(): { kid: string; privateJwk: Record<string, unknown>; publicJwk: Record<string, unknown> };
   /** number of GET requests the jwks_uri has answered */
   jwksFetches(): number;
+  /**
+   * hold the jwks_uri's answers from now on: GETs wait until release() (then each is answered with the key
+   * set current at that moment); `arrived` settles when the first held GET has come in — a fetch is running
+   */
+  holdJwks(): { readonly arrived: Promise<void>; release(): void };
   close(): Promise<void>;
 }
 
@@ -155,6 +160,7 @@ export async function startIdp(opts: { audience: string; clientId?: string; clie
   let jwksGets = 0;
   let handler: ((req: IncomingMessage, res: ServerResponse) => void) | undefined;
   let jwksPath = '/jwks';
+  let held: { arrive: () => void; released: Promise<void> } | undefined;
 
   const pendingFor = (ctx: ProviderContext): PendingRequest | undefined => {
     const id = ctx.get(REQUEST_HEADER);
@@ -229,19 +235,28 @@ export async function startIdp(opts: { audience: string; clientId?: string; clie
     return provider;
   };
 
-  const server = createServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0];
-    if (req.method === 'GET' && path === jwksPath) {
-      res.once('finish', () => {
-        if (res.statusCode === 200) jwksGets += 1;
-      });
-    }
+  const dispatch = (req: IncomingMessage, res: ServerResponse): void => {
     if (!handler) {
       res.statusCode = 503;
       res.end();
       return;
     }
     handler(req, res);
+  };
+
+  const server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (req.method === 'GET' && path === jwksPath) {
+      res.once('finish', () => {
+        if (res.statusCode === 200) jwksGets += 1;
+      });
+      if (held !== undefined) {
+        held.arrive();
+        void held.released.then(() => dispatch(req, res));
+        return;
+      }
+    }
+    dispatch(req, res);
   });
 
   await new Promise<void>((resolve, reject) => {
@@ -328,6 +343,21 @@ export async function startIdp(opts: { audience: string; clientId?: string; clie
 
     jwksFetches(): number {
       return jwksGets;
+    },
+
+    holdJwks(): { arrived: Promise<void>; release(): void } {
+      let arrive = (): void => {};
+      let release = (): void => {};
+      const arrived = new Promise<void>((resolve) => (arrive = resolve));
+      const hold = { arrive, released: new Promise<void>((resolve) => (release = resolve)) };
+      held = hold;
+      return {
+        arrived,
+        release: () => {
+          if (held === hold) held = undefined;
+          release();
+        },
+      };
     },
 
     async close(): Promise<void> {

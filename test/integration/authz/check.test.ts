@@ -315,6 +315,27 @@ describe('ext_authz Check', () => {
       // Within the configured clock tolerance (5 s) both are still fine.
       assert.equal((await call({ headers: creds(KEY, await forge({ exp: now - 2 })), body: CHAT_BODY })).status?.code, 0);
     });
+    test('a token without exp is refused, not cached forever (RFC 9068 §2.2)', async () => {
+      const noExp = await forge({ exp: undefined });
+      const claims = JSON.parse(Buffer.from(noExp.split('.')[1] as string, 'base64url').toString()) as Record<string, unknown>;
+      assert.ok(!('exp' in claims), 'the token has no exp');
+      const message = await reason(noExp);
+      assert.match(message, /no expiry \(exp claim\)/);
+      assert.ok(!message.includes(noExp.slice(0, 20)), 'the message does not echo the token');
+      assert.match(await reason(await forge({ exp: '9999999999' })), /invalid claims/);
+    });
+    test('a typ header naming another kind of JWT is refused; JWT, at+jwt or none are accepted', async () => {
+      for (const typ of ['logout+jwt', 'secevent+jwt', 'id_token+jwt', 'application/logout+jwt', 'JOSE', 'dpop+jwt']) {
+        const jwt = await forge({}, { typ });
+        const message = await reason(jwt);
+        assert.match(message, /not an access token/, typ);
+        assert.ok(!message.includes(jwt.slice(0, 20)) && !message.includes(typ), 'the message echoes neither the token nor its header');
+      }
+      for (const typ of [undefined, 'JWT', 'jwt', 'at+jwt', 'AT+JWT', 'application/at+jwt', 'Application/JWT']) {
+        const res = await call({ headers: creds(KEY, await forge({}, { typ })), body: CHAT_BODY });
+        assert.equal(res.status?.code, 0, `typ ${String(typ)} is accepted`);
+      }
+    });
     test('garbage and empty tokens', async () => {
       assert.match(await reason('garbage'), /not a JWT/);
       assert.match(await reason('a.b.c'), /not a JWT|invalid/);

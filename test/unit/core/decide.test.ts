@@ -180,6 +180,8 @@ const JWT_FAILURES: JwtFailure[] = [
   'unknown_key',
   'algorithm_not_allowed',
   'claims_invalid',
+  'no_expiry',
+  'not_access_token',
 ];
 
 describe('decide: identity token', () => {
