@@ -23,7 +23,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { LITELLM_REDIS_KEYS, setAsideLiteLlmKeys } from '../dist/src/config/litellm-compat.js';
+import { COMPLETION_DEFAULTS, LITELLM_REDIS_KEYS, setAsideLiteLlmKeys } from '../dist/src/config/litellm-compat.js';
 import {
   LITELLM_GENERAL_SETTINGS,
   LITELLM_MODEL_INFO,
@@ -102,15 +102,16 @@ function schemaAt(root, path) {
  * as their router_settings counterparts.
  */
 function allowLiteLlmKeys(config) {
-  const keys = (set) => Object.fromEntries([...set].map((k) => [k, null]));
+  const keys = (set, value = null) => Object.fromEntries([...set].map((k) => [k, value]));
   const probe = {
-    ...keys(LITELLM_TOP_LEVEL),
+    // Not null: a section written empty is no section at all.
+    ...keys(LITELLM_TOP_LEVEL, 0),
     general_settings: keys(LITELLM_GENERAL_SETTINGS),
     router_settings: keys(LITELLM_ROUTER_SETTINGS),
     litellm_settings: keys(LITELLM_SETTINGS),
-    model_list: [{ litellm_params: keys(LITELLM_PARAMS), model_info: keys(LITELLM_MODEL_INFO) }],
+    model_list: [{ litellm_params: keys(new Set([...LITELLM_PARAMS, ...COMPLETION_DEFAULTS])), model_info: keys(LITELLM_MODEL_INFO) }],
   };
-  const { ignored } = setAsideLiteLlmKeys(probe);
+  const ignored = setAsideLiteLlmKeys(probe).warnings.map((w) => w.path);
   // Alone, as a router_settings key of the same meaning takes precedence over the moved one.
   const { moved } = setAsideLiteLlmKeys({ litellm_settings: keys(LITELLM_SETTINGS) });
   const sections = new Map([
@@ -123,6 +124,8 @@ function allowLiteLlmKeys(config) {
   ]);
   for (const path of ignored) {
     const name = String(path.at(-1));
+    // The chart renders the config into one ConfigMap file: there is nothing beside it to include.
+    if (path.length === 1 && name === 'include') continue;
     const section = sections.get(path.slice(0, -1).join('.'));
     if (section === undefined) throw new Error(`LiteLLM key ${path.join('.')}: no section for it here`);
     section.properties ??= {};
@@ -132,6 +135,12 @@ function allowLiteLlmKeys(config) {
       ? envOnly(`LiteLLM's ${name}, ignored by tollgate. ${SECRET_DESCRIPTION}`)
       : {};
   }
+  // model_info is free-form in LiteLLM (ModelInfo is extra="allow"): tollgate accepts any other key as information.
+  // The keys tollgate refuses there (model_info.access_groups) stay refused.
+  const info = sections.get('model_list.0.model_info');
+  info.additionalProperties = true;
+  for (const e of setAsideLiteLlmKeys(probe).errors)
+    if (e.path.slice(0, -1).join('.') === 'model_list.0.model_info') info.properties[String(e.path.at(-1))] = false;
   const router = sections.get('router_settings');
   // LiteLLM's router Redis, which tollgate reads as general_settings.redis_url when that is not set.
   const redis = {

@@ -3,6 +3,8 @@ export interface ConfigIssue {
   /** `model_list[2].litellm_params.api_base`; empty for the whole file. */
   readonly path: string;
   readonly message: string;
+  /** The file the issue is in when it is not the config file itself: one it includes (`include:`). */
+  readonly file?: string;
   readonly line?: number;
   readonly column?: number;
 }
@@ -26,7 +28,8 @@ export function formatPath(path: readonly PropertyKey[]): string {
 
 /** One line per issue: `config.yaml:12:7 model_list[2].litellm_params.api_base: not a URL`. */
 export function formatIssue(source: string, issue: ConfigIssue): string {
-  const where = issue.line === undefined ? source : `${source}:${issue.line}:${issue.column ?? 1}`;
+  const file = issue.file ?? source;
+  const where = issue.line === undefined ? file : `${file}:${issue.line}:${issue.column ?? 1}`;
   return issue.path === '' ? `${where} ${issue.message}` : `${where} ${issue.path}: ${issue.message}`;
 }
 

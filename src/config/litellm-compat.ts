@@ -13,14 +13,24 @@ import {
   LITELLM_SETTINGS,
   LITELLM_TOP_LEVEL,
 } from './litellm-keys.js';
-import { configSchema, generalSettings, litellmParams, modelInfo, routerSettings } from './schema.js';
+import { configSchema, generalSettings, litellmParams, MODEL_MODES, modelInfo, routerSettings } from './schema.js';
+
+/** A key the compatibility pass set aside, and what to tell the operator about it. */
+export interface CompatNote {
+  readonly path: PathSegment[];
+  readonly message: string;
+}
 
 export interface CompatResult {
   readonly config: Record<string, unknown>;
-  readonly ignored: readonly PathSegment[][];
+  /** LiteLLM keys tollgate accepts without using them (or uses otherwise), each with why. */
+  readonly warnings: readonly CompatNote[];
   readonly environmentVariables: Readonly<Record<string, string>>;
-  /** LiteLLM security settings tollgate does not implement: refused, since ignoring them would open a door. */
-  readonly refused: readonly PathSegment[][];
+  /**
+   * LiteLLM settings tollgate does not implement and that would allow more than the operator configured
+   * (access control, limits, budgets): refused, since ignoring them would open a door.
+   */
+  readonly errors: readonly CompatNote[];
   /** router_settings keys that came from litellm_settings: router key → litellm_settings key. */
   readonly moved: ReadonlyMap<string, string>;
   /**
@@ -29,6 +39,11 @@ export interface CompatResult {
    * store when `general_settings.redis_url` is not set (litellmRedisUrl).
    */
   readonly redis: Readonly<Record<string, unknown>>;
+  /**
+   * `litellm_settings.cache_params` naming a Redis response cache: an operator running LiteLLM so has a
+   * shared Redis in mind, which tollgate's limits need as `general_settings.redis_url` (the loader checks).
+   */
+  readonly cacheRedis: PathSegment[] | undefined;
 }
 
 /** The router_settings keys LiteLLM connects its Redis with. */
@@ -98,33 +113,199 @@ const SECURITY_SETTINGS = new Set([
   'custom_auth',
   'custom_auth_settings',
 ]);
+const SECURITY_MESSAGE =
+  'a LiteLLM access-control setting that tollgate does not implement: write it as policy.rules or in Envoy, and remove it';
+
+/**
+ * LiteLLM limits, budgets and denials tollgate does not enforce. Accepting them with a warning would let a
+ * migrated proxy allow more than its operator configured, so each is an error saying what to use instead.
+ */
+const LIMIT_SETTINGS: Readonly<Record<'general' | 'settings' | 'params' | 'info', Readonly<Record<string, string>>>> = {
+  general: {
+    max_parallel_requests:
+      'tollgate does not cap parallel requests per deployment: cap them at the backend (vLLM --max-num-seqs), or set max_parallel_requests on keys[], teams[] or users[]; then remove this',
+    global_max_parallel_requests:
+      "tollgate has no proxy-wide cap on parallel requests: use Envoy's circuit breaker (max_requests) or max_parallel_requests on keys[], teams[] and users[]; then remove this",
+    max_in_flight_requests_per_worker:
+      "tollgate has no cap on requests in flight: use Envoy's circuit breaker (max_requests) or max_parallel_requests on keys[], teams[] and users[]; then remove this",
+    enforced_params:
+      'tollgate does not require request parameters: write a policy rule that denies requests without them (e.g. when: "!has(request.user)"); then remove this',
+  },
+  settings: {
+    max_budget: 'tollgate has no proxy-wide budget: set max_budget (and budget_duration) on keys[], teams[] or users[]; then remove this',
+    budget_duration:
+      'tollgate has no proxy-wide budget: set budget_duration (with max_budget) on keys[], teams[] or users[]; then remove this',
+    max_end_user_budget:
+      "tollgate does not budget end users (a request's `user` field): set max_budget on users[] (the JWT user or a key's user_id), or on keys[]; then remove this",
+    max_end_user_budget_id:
+      "tollgate does not budget end users (a request's `user` field): set max_budget on users[] (the JWT user or a key's user_id), or on keys[]; then remove this",
+    max_internal_user_budget:
+      'tollgate gives users no default budget: set max_budget (and budget_duration) on users[], or on their keys[]; then remove this',
+    default_max_internal_user_budget:
+      'tollgate gives users no default budget: set max_budget (and budget_duration) on users[], or on their keys[]; then remove this',
+    blocked_user_list:
+      'tollgate does not read a blocked-user list: write a policy rule (e.g. when: "jwt.user in [\'bad-user\']"), or set blocked: true on their keys[]; then remove this',
+    upperbound_key_generate_params:
+      'tollgate does not cap what /key/generate may set: only the master key and auth.admin_groups may generate keys; then remove this',
+  },
+  params: {
+    max_parallel_requests:
+      'tollgate does not cap parallel requests per deployment: cap them at the backend (vLLM --max-num-seqs), or use rpm / tpm here, or max_parallel_requests on keys[], teams[] or users[]; then remove this',
+    max_budget: 'tollgate has no per-deployment budget: set max_budget on keys[], teams[] or users[], or rpm / tpm here; then remove this',
+  },
+  info: {
+    access_groups:
+      'tollgate has no model access groups: list the model aliases in keys[].models or teams[].models (or write a policy rule over `model`); then remove this',
+  },
+};
+
+/**
+ * litellm_params LiteLLM sends to the backend as request parameters when the client sets none
+ * (`LiteLLM_Params` is `extra="allow"`: every other key reaches `litellm.completion()`). Sources: OpenAI's
+ * chat/completions parameters; vLLM's extra sampling parameters (docs.vllm.ai, "OpenAI-Compatible Server");
+ * LiteLLM's `extra_body`, `additional_drop_params`, `cache_control_injection_points`.
+ */
+export const COMPLETION_DEFAULTS: ReadonlySet<string> = new Set([
+  'add_generation_prompt',
+  'additional_drop_params',
+  'allowed_token_ids',
+  'audio',
+  'bad_words',
+  'best_of',
+  'cache_control_injection_points',
+  'chat_template',
+  'chat_template_kwargs',
+  'continue_final_message',
+  'echo',
+  'extra_body',
+  'frequency_penalty',
+  'function_call',
+  'functions',
+  'guided_choice',
+  'guided_grammar',
+  'guided_json',
+  'guided_regex',
+  'ignore_eos',
+  'include_stop_str_in_output',
+  'length_penalty',
+  'logit_bias',
+  'logprobs',
+  'max_completion_tokens',
+  'max_tokens',
+  'min_p',
+  'min_tokens',
+  'modalities',
+  'n',
+  'parallel_tool_calls',
+  'prediction',
+  'presence_penalty',
+  'priority',
+  'prompt_logprobs',
+  'reasoning_effort',
+  'repetition_penalty',
+  'response_format',
+  'seed',
+  'service_tier',
+  'skip_special_tokens',
+  'spaces_between_special_tokens',
+  'stop',
+  'stop_token_ids',
+  'stream_options',
+  'structured_outputs',
+  'suffix',
+  'temperature',
+  'thinking',
+  'tool_choice',
+  'tools',
+  'top_k',
+  'top_logprobs',
+  'top_p',
+  'truncate_prompt_tokens',
+  'use_beam_search',
+  'user',
+  'verbosity',
+  'web_search_options',
+]);
+const COMPLETION_DEFAULT_MESSAGE =
+  'a request parameter LiteLLM adds when the client sets none; tollgate does not add it (requests reach the backend as the client sent them): set it in the clients, or as the backend default (vLLM --generation-config / --override-generation-config)';
+
+/**
+ * model_info keys that change what LiteLLM does (routing, health checks, pricing, limits): accepted with a
+ * warning, as tollgate does not act on them. Every other model_info key is information (`ModelInfo` is
+ * `extra="allow"`: `description`, `metadata`, `supports_*`, ...) and is accepted quietly.
+ */
+function behaviouralModelInfo(k: string): boolean {
+  if (!LITELLM_MODEL_INFO.has(k)) return false;
+  if (k.startsWith('supports_') || k.startsWith('bedrock_')) return false;
+  return !INFORMATIONAL_MODEL_INFO.has(k);
+}
+const INFORMATIONAL_MODEL_INFO = new Set([
+  'created_at',
+  'created_by',
+  'db_model',
+  'discoverable',
+  'litellm_provider',
+  'max_input_tokens',
+  'output_vector_size',
+  'provider_specific_entry',
+  'supported_environments',
+  'supported_openai_params',
+  'team_public_model_name',
+  'updated_at',
+  'updated_by',
+  'version',
+]);
+
+const SERVED_MODES = new Set(['chat', 'completion', 'embedding']);
 
 /** litellm_settings keys that mean the same as a router_settings key (LiteLLM applies them to its Router). */
 const SETTINGS_TO_ROUTER: Readonly<Record<string, string>> = {
   num_retries: 'num_retries',
   fallbacks: 'fallbacks',
   request_timeout: 'timeout',
+  allowed_fails: 'allowed_fails',
+  cooldown_time: 'cooldown_time',
 };
+
+const IGNORED = 'a LiteLLM setting that tollgate does not use; ignored';
+
+/** Top-level sections; each may be written empty (`general_settings:`), which LiteLLM reads as none. */
+const SECTIONS = new Set([...OURS.top, ...LITELLM_TOP_LEVEL]);
 
 /** Returns a shallow-copied config with LiteLLM-only keys removed, and where they were. */
 export function setAsideLiteLlmKeys(raw: Record<string, unknown>): CompatResult {
-  const ignored: PathSegment[][] = [];
-  const refused: PathSegment[][] = [];
+  const warnings: CompatNote[] = [];
+  const errors: CompatNote[] = [];
+  const ignored = (path: PathSegment[], message = IGNORED): void => {
+    warnings.push({ path, message });
+  };
   const moved = new Map<string, string>();
   const config: Record<string, unknown> = {};
   let environmentVariables: Record<string, string> = {};
   for (const [k, v] of Object.entries(raw)) {
+    if (v === null && SECTIONS.has(k)) continue; // `general_settings:` with nothing under it: LiteLLM reads None as {}
+    // `x-…` keys hold YAML anchors for `<<: *name` merges (the docker-compose and OpenAPI convention).
+    if (k.startsWith('x-')) continue;
     if (k === 'environment_variables' && isObject(v)) {
       environmentVariables = Object.fromEntries(Object.entries(v).map(([name, val]) => [name, String(val)]));
     } else if (!OURS.top.has(k) && LITELLM_TOP_LEVEL.has(k)) {
-      ignored.push([k]);
+      ignored([k]);
     } else {
       config[k] = v;
     }
   }
   const general = config['general_settings'];
-  if (isObject(general)) for (const k of Object.keys(general)) if (SECURITY_SETTINGS.has(k)) refused.push(['general_settings', k]);
-  config['general_settings'] = strip(config['general_settings'], ['general_settings'], LITELLM_GENERAL_SETTINGS, OURS.general, ignored);
+  if (isObject(general)) {
+    const rest: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(general)) {
+      const limit = own(LIMIT_SETTINGS.general, k);
+      if (SECURITY_SETTINGS.has(k)) errors.push({ path: ['general_settings', k], message: SECURITY_MESSAGE });
+      else if (limit !== undefined) errors.push({ path: ['general_settings', k], message: limit });
+      else if (!OURS.general.has(k) && LITELLM_GENERAL_SETTINGS.has(k)) ignored(['general_settings', k]);
+      else rest[k] = v;
+    }
+    config['general_settings'] = rest;
+  }
   const redis: Record<string, unknown> = {};
   const routerSection = config['router_settings'];
   if (isObject(routerSection)) {
@@ -138,19 +319,30 @@ export function setAsideLiteLlmKeys(raw: Record<string, unknown>): CompatResult 
     config['router_settings'] = rest;
   }
   config['router_settings'] = strip(config['router_settings'], ['router_settings'], LITELLM_ROUTER_SETTINGS, OURS.router, ignored);
+  let cacheRedis: PathSegment[] | undefined;
   const settings = config['litellm_settings'];
   if (isObject(settings)) {
     const rest: Record<string, unknown> = {};
     const router = isObject(config['router_settings']) ? { ...config['router_settings'] } : {};
     for (const [k, v] of Object.entries(settings)) {
-      const target = SETTINGS_TO_ROUTER[k];
+      const target = own(SETTINGS_TO_ROUTER, k);
+      const limit = own(LIMIT_SETTINGS.settings, k);
       if (target !== undefined) {
-        if (!(target in router)) {
+        // docs.litellm.ai/docs/proxy/config_settings, router_settings: "settings on router_settings will
+        // override those on litellm_settings".
+        if (target in router) {
+          if (v !== null && v !== undefined)
+            ignored(['litellm_settings', k], `router_settings.${target} is set too and wins (as in LiteLLM): this value is not used`);
+        } else {
           router[target] = v;
           moved.set(target, k);
         }
+      } else if (limit !== undefined) {
+        errors.push({ path: ['litellm_settings', k], message: limit });
+      } else if (k === 'cache_params' && isObject(v) && namesRedis(v)) {
+        cacheRedis = ['litellm_settings', k];
       } else if (LITELLM_SETTINGS.has(k)) {
-        ignored.push(['litellm_settings', k]);
+        ignored(['litellm_settings', k]);
       } else {
         rest[k] = v;
       }
@@ -163,22 +355,90 @@ export function setAsideLiteLlmKeys(raw: Record<string, unknown>): CompatResult 
   if (Array.isArray(list)) {
     config['model_list'] = list.map((entry: unknown, i) => {
       if (!isObject(entry)) return entry;
-      return {
-        ...entry,
-        litellm_params: strip(entry['litellm_params'], ['model_list', i, 'litellm_params'], LITELLM_PARAMS, OURS.params, ignored),
-        model_info: strip(entry['model_info'], ['model_list', i, 'model_info'], LITELLM_MODEL_INFO, OURS.info, ignored),
-      };
+      const at = (section: string, k: string): PathSegment[] => ['model_list', i, section, k];
+      const params = entry['litellm_params'];
+      let outParams: unknown = params;
+      if (isObject(params)) {
+        const rest: Record<string, unknown> = {};
+        for (const [k, v] of Object.entries(params)) {
+          const limit = own(LIMIT_SETTINGS.params, k);
+          if (OURS.params.has(k)) rest[k] = v;
+          else if (limit !== undefined) errors.push({ path: at('litellm_params', k), message: limit });
+          else if (k === 'max_tokens')
+            ignored(
+              at('litellm_params', k),
+              `${COMPLETION_DEFAULT_MESSAGE}; or set this deployment's model_info.max_output_tokens, the max_tokens tollgate sends when a request has none (up to general_settings.default_max_tokens)`,
+            );
+          else if (k === 'additional_drop_params')
+            ignored(
+              at('litellm_params', k),
+              'request parameters LiteLLM removes before calling this backend; tollgate forwards requests as the client sent them: drop them in the clients',
+            );
+          else if (COMPLETION_DEFAULTS.has(k)) ignored(at('litellm_params', k), COMPLETION_DEFAULT_MESSAGE);
+          else if (LITELLM_PARAMS.has(k)) ignored(at('litellm_params', k));
+          else rest[k] = v;
+        }
+        const model = rest['model'];
+        if (typeof model === 'string' && model.startsWith('text-completion-openai/'))
+          ignored(
+            at('litellm_params', 'model'),
+            'text-completion-openai/: an OpenAI-compatible server, as openai/; tollgate forwards each request to the API it came to (LiteLLM turns chat requests into /v1/completions prompts, tollgate does not)',
+          );
+        outParams = rest;
+      }
+      const info = entry['model_info'];
+      let outInfo: unknown = info === null ? {} : info;
+      if (isObject(info)) {
+        const rest: Record<string, unknown> = {};
+        for (const [k, v] of Object.entries(info)) {
+          const limit = own(LIMIT_SETTINGS.info, k);
+          if (OURS.info.has(k)) rest[k] = v;
+          else if (limit !== undefined) errors.push({ path: at('model_info', k), message: limit });
+          else if (behaviouralModelInfo(k)) ignored(at('model_info', k));
+          else if (!LITELLM_MODEL_INFO.has(k) && nearMiss(k, OURS.info)) rest[k] = v; // a misspelt key tollgate reads (input_cost_per_tokens): the schema reports it
+          // else: information (ModelInfo is extra="allow"), accepted quietly
+        }
+        const mode = rest['mode'];
+        if (typeof mode === 'string' && (MODEL_MODES as readonly string[]).includes(mode) && !SERVED_MODES.has(mode))
+          ignored(
+            at('model_info', 'mode'),
+            `tollgate serves /v1/chat/completions, /v1/completions and /v1/embeddings only: this deployment gets no ${mode} requests`,
+          );
+        outInfo = rest;
+      }
+      return { ...entry, litellm_params: outParams, model_info: outInfo };
     });
   }
   for (const k of Object.keys(config)) if (config[k] === undefined) delete config[k];
-  return {
-    config,
-    ignored: ignored.filter((p) => !refused.some((r) => r.join('.') === p.join('.'))),
-    refused,
-    environmentVariables,
-    moved,
-    redis,
-  };
+  return { config, warnings, errors, environmentVariables, moved, redis, cacheRedis };
+}
+
+/**
+ * cache_params that make LiteLLM connect a Redis: `type: redis` (or `redis-semantic`), or no type with a
+ * host or URL (LiteLLM's default type is redis).
+ */
+function namesRedis(p: Record<string, unknown>): boolean {
+  const type = p['type'];
+  if (type === 'redis' || type === 'redis-semantic') return true;
+  return type === undefined && (p['host'] !== undefined || p['url'] !== undefined || p['redis_url'] !== undefined);
+}
+
+/** A key within two edits of one of `known` (and not shorter than 4): a misspelling rather than information. */
+function nearMiss(key: string, known: ReadonlySet<string>): boolean {
+  if (key.length < 4) return false;
+  for (const k of known) if (Math.abs(k.length - key.length) <= 2 && editDistance(k, key) <= 2) return true;
+  return false;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++)
+      cur[j] = Math.min((prev[j] ?? 0) + 1, (cur[j - 1] ?? 0) + 1, (prev[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = cur;
+  }
+  return prev[b.length] ?? 0;
 }
 
 function strip(
@@ -186,15 +446,20 @@ function strip(
   path: PathSegment[],
   litellm: ReadonlySet<string>,
   ours: ReadonlySet<string>,
-  ignored: PathSegment[][],
+  ignored: (path: PathSegment[]) => void,
 ): unknown {
   if (!isObject(section)) return section;
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(section)) {
-    if (!ours.has(k) && litellm.has(k)) ignored.push([...path, k]);
+    if (!ours.has(k) && litellm.has(k)) ignored([...path, k]);
     else out[k] = v;
   }
   return out;
+}
+
+/** `rec[k]` for an own key only: a config key named `constructor` is not Object.prototype's. */
+function own(rec: Readonly<Record<string, string>>, k: string): string | undefined {
+  return Object.hasOwn(rec, k) ? rec[k] : undefined;
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {

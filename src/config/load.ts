@@ -3,12 +3,13 @@
  * checks. Collects every issue with its YAML path and line instead of stopping at the first, so
  * `tollgate config check` can print them all. Secrets from the environment never enter an issue.
  */
-import { LineCounter, parseDocument, isMap, isScalar, type Document } from 'yaml';
 import type { z } from 'zod';
 import { configSchema, KEY_HASH_PATTERN, type Config } from './schema.js';
 import { formatPath, type ConfigIssue, type PathSegment } from './issues.js';
 import { litellmRedisUrl, setAsideLiteLlmKeys } from './litellm-compat.js';
 import { crossCheck } from './cross-check.js';
+import { composeIncludes, type IncludeOptions } from './include.js';
+import { parseYamlSource, type Locate } from './yaml-source.js';
 import { Policy } from '../policy/rules.js';
 import { sha256Hex } from '../identity/keys.js';
 
@@ -21,70 +22,136 @@ export interface LoadResult {
   readonly issues: readonly ConfigIssue[];
   /** Keys accepted for LiteLLM compatibility but not used by tollgate, and similar notices. */
   readonly warnings: readonly ConfigIssue[];
+  /** The files `include:` named (and theirs), read with the config: a reload watches them too. */
+  readonly included: readonly string[];
 }
 
 type Env = Readonly<Record<string, string | undefined>>;
 
-/** Parses and validates config text. `env` is where `os.environ/NAME` is read (process.env at boot). */
-export function loadConfigText(text: string, env: Env): LoadResult {
-  const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
-  const locateNode = locator(doc, lineCounter);
-  if (doc.errors.length > 0) {
-    return {
-      config: undefined,
-      policy: undefined,
-      warnings: [],
-      issues: doc.errors.map((e) => {
-        const pos = lineCounter.linePos(e.pos[0]);
-        return { path: '', message: `not valid YAML: ${e.message.split('\n')[0] ?? e.code}`, line: pos.line, column: pos.col };
-      }),
-    };
-  }
-  const raw: unknown = doc.toJS({ maxAliasCount: 100 }) ?? {};
-  if (!isPlainObject(raw)) {
-    return {
-      config: undefined,
-      policy: undefined,
-      warnings: [],
-      issues: [locateNode({ path: '', message: 'the file must hold a YAML mapping (model_list:, general_settings:, ...)' }, [])],
-    };
-  }
+/**
+ * Parses and validates config text. `env` is where `os.environ/NAME` is read (process.env at boot); `opts.file`
+ * and `opts.readFile` let `include:` read the files it names, relative to `opts.file`'s directory.
+ */
+export function loadConfigText(text: string, env: Env, opts: IncludeOptions = {}): LoadResult {
+  let included: readonly string[] = [];
+  const none = (issues: ConfigIssue[], warnings: ConfigIssue[] = []): LoadResult => ({
+    config: undefined,
+    policy: undefined,
+    warnings,
+    issues,
+    included,
+  });
+  const main = parseYamlSource(text, opts.file);
+  if ('issues' in main) return none(main.issues);
+  const top = main.data ?? {};
+  if (!isPlainObject(top))
+    return none([main.locate({ path: '', message: 'the file must hold a YAML mapping (model_list:, general_settings:, ...)' }, [])]);
   const issues: ConfigIssue[] = [];
   const warnings: ConfigIssue[] = [];
+  const composed = composeIncludes(main, top, opts, issues, warnings);
+  included = composed.included;
+  if (issues.length > 0) return none(issues, warnings);
+  const raw = composed.data;
+  const locateNode = composed.locate;
   const compat = setAsideLiteLlmKeys(raw);
   const locate = movedBack(locateNode, compat.moved);
-  for (const r of compat.refused)
-    issues.push(
-      locate(
-        {
-          path: formatPath(r),
-          message: 'a LiteLLM access-control setting that tollgate does not implement: write it as policy.rules or in Envoy, and remove it',
-        },
-        r,
-      ),
-    );
-  for (const w of compat.ignored)
-    warnings.push(locate({ path: formatPath(w), message: 'a LiteLLM setting that tollgate does not use; ignored' }, w));
+  for (const e of compat.errors) issues.push(locate({ path: formatPath(e.path), message: e.message }, e.path));
+  for (const w of compat.warnings) warnings.push(locate({ path: formatPath(w.path), message: w.message }, w.path));
   const mergedEnv: Env = { ...compat.environmentVariables, ...env };
 
   const resolved = resolveEnvRefs(compat.config, [], mergedEnv, issues, locate);
   hashDeclaredKeys(compat.config, resolved, env, mergedEnv, issues, locate);
   useLitellmRedis(compat.redis, resolved, mergedEnv, issues, warnings, locate);
+  checkCacheRedis(compat.cacheRedis, resolved, mergedEnv, issues, warnings, locate);
+  const masterFromEnv = useLitellmMasterKey(resolved, mergedEnv);
+  applyRouterTimeout(resolved);
 
   // Validate even after reference errors, so one run lists every problem; a path already reported
   // (an unset variable) is not reported again as "required".
   const parsed = configSchema.safeParse(resolved);
   if (!parsed.success) {
-    const reported = new Set(issues.map((i) => i.path));
-    for (const i of parsed.error.issues.flatMap((z) => zodIssue(z, locate))) if (!reported.has(i.path)) issues.push(i);
+    const where = (i: ConfigIssue): string => `${i.file ?? ''}\n${i.path}`;
+    const reported = new Set(issues.map(where));
+    for (const z of parsed.error.issues.flatMap((z) => zodIssue(z, locate))) {
+      // The master key from LITELLM_MASTER_KEY: say so, as the file has no such line.
+      const i =
+        masterFromEnv && z.path === 'general_settings.master_key' ? { path: z.path, message: `LITELLM_MASTER_KEY: ${z.message}` } : z;
+      if (!reported.has(where(i))) issues.push(i);
+    }
   }
-  if (!parsed.success || issues.length > 0) return { config: undefined, policy: undefined, issues, warnings };
+  if (!parsed.success || issues.length > 0) return none(issues, warnings);
   for (const issue of crossCheck(parsed.data)) issues.push(locate(issue, issue.segments));
   const compiled = Policy.compile(parsed.data.policy.rules);
   for (const issue of compiled.issues) issues.push(locate(issue, issue.segments));
-  if (issues.length > 0 || compiled.policy === undefined) return { config: undefined, policy: undefined, issues, warnings };
-  return { config: deepFreeze(parsed.data), policy: compiled.policy, issues, warnings };
+  if (issues.length > 0 || compiled.policy === undefined) return none(issues, warnings);
+  return { config: deepFreeze(parsed.data), policy: compiled.policy, issues, warnings, included };
+}
+
+/**
+ * `litellm_settings.cache_params` naming a Redis (LiteLLM's response cache) while tollgate has none for its
+ * limits: the operator runs several replicas sharing that Redis, and tollgate's rpm, tpm, parallel and budget
+ * counters would silently count per replica. Refused, telling them to name the Redis for limits (not guessed
+ * from the cache's: that is often another instance); with one, cache_params is only ignored.
+ */
+function checkCacheRedis(
+  path: PathSegment[] | undefined,
+  resolved: unknown,
+  env: Env,
+  issues: ConfigIssue[],
+  warnings: ConfigIssue[],
+  locate: Locate,
+): void {
+  if (path === undefined) return;
+  const general = isPlainObject(resolved) && isPlainObject(resolved['general_settings']) ? resolved['general_settings'] : {};
+  if (general['redis_url'] !== undefined || (env['REDIS_URL'] ?? '') !== '') {
+    warnings.push(
+      locate({ path: formatPath(path), message: "LiteLLM's response cache: tollgate does not cache responses; ignored" }, path),
+    );
+    return;
+  }
+  issues.push(
+    locate(
+      {
+        path: formatPath(path),
+        message:
+          'a Redis response cache, so this proxy runs with a shared Redis, but tollgate has none for its limits and budgets (they would count per replica): set general_settings.redis_url (or REDIS_URL) to the Redis for limits (this one, if it may hold them); tollgate does not cache responses, so cache_params is then ignored',
+      },
+      path,
+    ),
+  );
+}
+
+/**
+ * LiteLLM reads the master key from general_settings.master_key, else from the LITELLM_MASTER_KEY
+ * environment variable (litellm/proxy/proxy_server.py, `ProxyConfig.load_config`). Returns true when the
+ * variable supplied it.
+ */
+function useLitellmMasterKey(resolved: unknown, env: Env): boolean {
+  const fromEnv = env['LITELLM_MASTER_KEY'];
+  if (!isPlainObject(resolved) || fromEnv === undefined || fromEnv === '') return false;
+  const general = resolved['general_settings'];
+  if (general !== undefined && !isPlainObject(general)) return false; // the schema reports it
+  if (general?.['master_key'] !== undefined) return false;
+  resolved['general_settings'] = { ...general, master_key: fromEnv };
+  return true;
+}
+
+/**
+ * A deployment's timeout is its litellm_params.timeout, else router_settings.timeout (which
+ * litellm_settings.request_timeout fills when the router sets none), else tollgate's default of 600 s
+ * (the Router's `timeout or litellm.request_timeout`, with the deployment's own winning; LiteLLM docs
+ * proxy/timeout). Written into each entry, so the config says what every deployment uses.
+ */
+function applyRouterTimeout(resolved: unknown): void {
+  if (!isPlainObject(resolved)) return;
+  const router = resolved['router_settings'];
+  const timeout = isPlainObject(router) ? router['timeout'] : undefined;
+  const list = resolved['model_list'];
+  if (typeof timeout !== 'number' || !(timeout > 0) || !Number.isFinite(timeout) || !Array.isArray(list)) return; // else the schema reports it
+  resolved['model_list'] = list.map((entry: unknown) => {
+    if (!isPlainObject(entry) || !isPlainObject(entry['litellm_params']) || entry['litellm_params']['timeout'] !== undefined) return entry;
+    return { ...entry, litellm_params: { ...entry['litellm_params'], timeout } };
+  });
 }
 
 /**
@@ -147,36 +214,6 @@ function movedBack(locate: Locate, moved: ReadonlyMap<string, string>): Locate {
     if (origin === undefined) return locate(issue, path);
     const back = ['litellm_settings', origin, ...path.slice(2)];
     return locate({ ...issue, path: formatPath(back) }, back);
-  };
-}
-
-type Locate = (issue: ConfigIssue, path: readonly PathSegment[]) => ConfigIssue;
-
-/** Adds the line and column of the YAML node at `path` (or of its nearest existing parent). */
-function locator(doc: Document, lineCounter: LineCounter): Locate {
-  return (issue, path) => {
-    for (let n = path.length; n >= 0; n--) {
-      const prefix = path.slice(0, n);
-      const node: unknown = prefix.length === 0 ? doc.contents : doc.getIn(prefix, true);
-      const range = (node as { range?: [number, number, number] } | undefined)?.range;
-      if (range) {
-        const pos = lineCounter.linePos(range[0]);
-        return { ...issue, line: pos.line, column: pos.col };
-      }
-      // A key with no value node: point at the key itself.
-      if (n > 0) {
-        const parent: unknown = n === 1 ? doc.contents : doc.getIn(path.slice(0, n - 1), true);
-        if (isMap(parent)) {
-          const pair = parent.items.find((p) => isScalar(p.key) && p.key.value === path[n - 1]);
-          const keyRange = (pair?.key as { range?: [number, number, number] } | undefined)?.range;
-          if (keyRange) {
-            const pos = lineCounter.linePos(keyRange[0]);
-            return { ...issue, line: pos.line, column: pos.col };
-          }
-        }
-      }
-    }
-    return issue;
   };
 }
 

@@ -72,13 +72,14 @@ const LIMIT_DESCRIPTIONS: Readonly<Record<string, string>> = {
 export const DESCRIPTIONS: Readonly<Record<string, string>> = {
   'model_list[].model_name': 'the alias clients send as `model`; several entries with one alias are load-balanced',
   'model_list[].litellm_params.model':
-    '`openai/<backend model id>` or `hosted_vllm/<id>`: any OpenAI-compatible server (vLLM, Ray Serve LLM)',
+    '`openai/<backend model id>`, `hosted_vllm/<id>` or `text-completion-openai/<id>`: any OpenAI-compatible server (vLLM, Ray Serve LLM)',
   'model_list[].litellm_params.api_base': "the server's OpenAI base URL, e.g. `http://vllm-llama:8000/v1`",
   'model_list[].litellm_params.api_key': 'sent to the backend as `Authorization: Bearer`; use `os.environ/NAME`',
   'model_list[].litellm_params.rpm': 'requests per minute this deployment takes (retries and fallbacks are counted too)',
   'model_list[].litellm_params.tpm': 'tokens per minute this deployment takes',
   'model_list[].litellm_params.weight': 'share of traffic under `simple-shuffle`',
-  'model_list[].litellm_params.timeout': 'seconds for the whole request (and for each silence in a stream)',
+  'model_list[].litellm_params.timeout':
+    'seconds for the whole request (and for each silence in a stream); absent: `router_settings.timeout`, else 600',
   'model_list[].litellm_params.stream_timeout': 'seconds to the first byte of a stream',
   'model_list[].litellm_params.input_cost_per_token': 'USD per prompt token (`model_info` wins when both are set)',
   'model_list[].litellm_params.output_cost_per_token': 'USD per completion token',
@@ -88,14 +89,16 @@ export const DESCRIPTIONS: Readonly<Record<string, string>> = {
   'model_list[].model_info.max_tokens': 'caps the `max_tokens` sent when a request has none',
   'model_list[].model_info.max_input_tokens': 'informational (LiteLLM compatibility)',
   'model_list[].model_info.max_output_tokens': 'caps the `max_tokens` sent when a request has none (wins over `max_tokens`)',
-  'model_list[].model_info.mode': 'informational (LiteLLM compatibility)',
+  'model_list[].model_info.mode':
+    "informational (LiteLLM compatibility); tollgate serves `chat`, `completion` and `embedding`, and warns for LiteLLM's other modes",
   'model_list[].model_info.base_model': 'informational (LiteLLM compatibility)',
   'router_settings.routing_strategy': "how a deployment is picked among an alias's healthy ones",
   'router_settings.num_retries': 'further deployments tried after a failure (connect error, 5xx, 408, 429, timeout)',
   'router_settings.fallbacks': '`[{alias: [other aliases]}]`: tried when every deployment of an alias failed',
   'router_settings.allowed_fails': 'failures within a minute that put a deployment in cooldown',
   'router_settings.cooldown_time': 'seconds a deployment is skipped after `allowed_fails`',
-  'router_settings.timeout': "default whole-request timeout in seconds (LiteLLM's `request_timeout`)",
+  'router_settings.timeout':
+    "the `timeout` of every deployment that sets none (LiteLLM's `litellm_settings.request_timeout` when this is absent); absent: 600",
   'general_settings.master_key': 'admin credential (`sk-…`); also derives the context signing secret. Use `os.environ/NAME`',
   'general_settings.database_url':
     'PostgreSQL for records and the spend log (`DATABASE_URL` too); `?schema=` picks a schema. Absent: embedded PGlite',

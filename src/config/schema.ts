@@ -35,11 +35,37 @@ export const duration = z
 
 const httpUrl = z.url({ protocol: /^https?$/, error: 'not a URL: write an http:// or https:// URL' });
 
-/** Providers whose servers speak the OpenAI API: vLLM, Ray Serve LLM, any OpenAI-compatible server. */
-export const SUPPORTED_PROVIDERS = ['openai', 'hosted_vllm'] as const;
+/**
+ * Providers whose servers speak the OpenAI API: vLLM, Ray Serve LLM, any OpenAI-compatible server
+ * (LiteLLM's `text-completion-openai/` is one too, used for base models served on /v1/completions).
+ */
+export const SUPPORTED_PROVIDERS = ['openai', 'hosted_vllm', 'text-completion-openai'] as const;
 const providerModel = z.string().refine((m) => SUPPORTED_PROVIDERS.some((p) => m.startsWith(`${p}/`) && m.length > p.length + 1), {
-  error: `not a supported model: write openai/<backend model id> (or hosted_vllm/<id>); tollgate forwards to OpenAI-compatible servers such as vLLM and Ray Serve`,
+  error: `not a supported model: write openai/<backend model id> (or hosted_vllm/<id>, text-completion-openai/<id>); tollgate forwards to OpenAI-compatible servers such as vLLM and Ray Serve`,
 });
+
+/** LiteLLM's model_info.mode values; tollgate serves chat, completion and embedding (the loader warns for the rest). */
+export const MODEL_MODES = [
+  'chat',
+  'completion',
+  'embedding',
+  'audio_speech',
+  'audio_transcription',
+  'batch',
+  'image_edit',
+  'image_generation',
+  'moderation',
+  'ocr',
+  'realtime',
+  'rerank',
+  'responses',
+  'search',
+  'vector_store',
+  'video_generation',
+] as const;
+
+/** A deployment's timeout when neither its litellm_params nor router_settings set one. */
+export const DEFAULT_TIMEOUT_S = 600;
 
 export const litellmParams = z
   .object({
@@ -49,7 +75,8 @@ export const litellmParams = z
     rpm: positiveInt.optional(),
     tpm: positiveInt.optional(),
     weight: z.number().positive().finite().default(1),
-    timeout: z.number().positive().finite().default(600),
+    /** Absent: router_settings.timeout, else DEFAULT_TIMEOUT_S (the loader and the catalog apply them). */
+    timeout: z.number().positive().finite().optional(),
     stream_timeout: z.number().positive().finite().optional(),
     input_cost_per_token: price.optional(),
     output_cost_per_token: price.optional(),
@@ -68,7 +95,7 @@ export const modelInfo = z
     max_tokens: positiveInt.optional(),
     max_input_tokens: positiveInt.optional(),
     max_output_tokens: positiveInt.optional(),
-    mode: z.enum(['chat', 'completion', 'embedding']).optional(),
+    mode: z.enum(MODEL_MODES).optional(),
     base_model: z.string().optional(),
   })
   .strict();
@@ -105,7 +132,10 @@ export const generalSettings = z
     master_key: z
       .string()
       .startsWith('sk-', { error: 'not a master key: it must start with "sk-" (as in LiteLLM)' })
-      .min(19, { error: 'too short for a master key: use at least 16 random characters after "sk-"' })
+      .min(19, {
+        error:
+          'too short for a master key (the key in LiteLLM\'s samples is a placeholder): write "sk-" and at least 16 random characters, e.g. sk-$(openssl rand -hex 24), best kept in the environment (os.environ/NAME or LITELLM_MASTER_KEY)',
+      })
       .optional(),
     database_url: z
       .string()

@@ -21,6 +21,8 @@ export function composeCatalog(
     logger: Logger;
     /** A stored model whose api_base is no longer allowed (a reloaded allowed_api_bases) is not routed. */
     allowedApiBases: readonly string[];
+    /** router_settings.timeout: the timeout of a model (from the file or the admin API) that sets none. */
+    defaultTimeoutS?: number | undefined;
   },
 ): ModelCatalog {
   const entries: ModelEntry[] = [...configModels];
@@ -59,5 +61,5 @@ export function composeCatalog(
     }
     entries.push(parsed.data);
   }
-  return ModelCatalog.fromConfig(entries);
+  return ModelCatalog.fromConfig(entries, { timeoutS: opts.defaultTimeoutS });
 }

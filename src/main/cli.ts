@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { Authorizer } from '../authorizer/authorizer.js';
 import { ConfigError, formatIssue } from '../config/issues.js';
-import { configJsonSchema } from '../config/schema.js';
+import { configJsonSchema, generalSettings } from '../config/schema.js';
 import { contextSecret } from '../identity/context-token.js';
 import { limitsOf, sha256Hex, StaticKeyDirectory } from '../identity/keys.js';
 import { Policy } from '../policy/rules.js';
@@ -209,13 +209,26 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
         io.err(`tollgate ${command}: no config: pass --config F or set TOLLGATE_CONFIG (only "serve" has an embedded default)`);
         return 1;
       }
-      const master = ensureMasterKey(DEFAULT_DATA_DIR);
-      if (master.generated) io.out(`tollgate: generated the master key ${master.key} (kept in ${master.file}; shown only now)`);
+      // LITELLM_MASTER_KEY is the master key when set, as LiteLLM reads it without a config too.
+      const fromEnv = env['LITELLM_MASTER_KEY'] ?? '';
+      let masterKey: string;
+      if (fromEnv !== '') {
+        const checked = generalSettings.shape.master_key.safeParse(fromEnv);
+        if (!checked.success) {
+          io.err(`tollgate ${command}: LITELLM_MASTER_KEY: ${checked.error.issues[0]?.message ?? 'not a master key'}`);
+          return 1;
+        }
+        masterKey = fromEnv;
+      } else {
+        const master = ensureMasterKey(DEFAULT_DATA_DIR);
+        if (master.generated) io.out(`tollgate: generated the master key ${master.key} (kept in ${master.file}; shown only now)`);
+        masterKey = master.key;
+      }
       const ids = await discoverModels(DEFAULT_VLLM_BASE);
-      const config = embeddedConfig(master.key, ids, DEFAULT_VLLM_BASE);
+      const config = embeddedConfig(masterKey, ids, DEFAULT_VLLM_BASE);
       const compiled = Policy.compile([]);
       if (compiled.policy === undefined) throw new Error('the empty policy did not compile');
-      prepared = { config, policy: compiled.policy, warnings: [], source: EMBEDDED };
+      prepared = { config, policy: compiled.policy, warnings: [], source: EMBEDDED, files: [] };
       logger.info({ models: ids, data_dir: DEFAULT_DATA_DIR, vllm: DEFAULT_VLLM_BASE }, 'embedded default config');
     }
   } catch (err) {
@@ -244,7 +257,13 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
   let dbModels: readonly StoredModel[] = [];
   let configModels = prepared.config.model_list;
   const catalogNow = (): ModelCatalog =>
-    composeCatalog(configModels, dbModels, { box, env, logger, allowedApiBases: current.config.general_settings.allowed_api_bases });
+    composeCatalog(configModels, dbModels, {
+      box,
+      env,
+      logger,
+      allowedApiBases: current.config.general_settings.allowed_api_bases,
+      defaultTimeoutS: current.config.router_settings.timeout,
+    });
   let onModels = (models: readonly StoredModel[]): void => {
     dbModels = models;
   };
@@ -392,6 +411,7 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
   else if (opts.config !== undefined) {
     reloader = startReloader({
       file: opts.config,
+      files: prepared.files,
       env,
       logger,
       watchFile: opts.watchConfig,

@@ -14,6 +14,8 @@ export interface PreparedConfig {
   readonly warnings: readonly ConfigIssue[];
   /** The file it came from, or `(embedded default)`. */
   readonly source: string;
+  /** The files it was read from: `source` and those its `include:` named (a reload watches them all). */
+  readonly files: readonly string[];
 }
 
 export const EMBEDDED = '(embedded default)';
@@ -35,11 +37,20 @@ export function prepareConfigFile(file: string, env: NodeJS.ProcessEnv): Prepare
             : 'cannot be read';
     throw new ConfigError(file, [{ path: '', message: `${why}: pass a readable YAML file with --config or TOLLGATE_CONFIG` }]);
   }
-  return prepareConfigText(text, file, env);
+  return prepareConfigText(text, file, env, (path) => readFileSync(path, 'utf8'));
 }
 
-export function prepareConfigText(text: string, source: string, env: NodeJS.ProcessEnv): PreparedConfig {
-  const loaded = loadConfigText(text, env);
+/**
+ * Validates config text that came from `source`; `readFile` reads the files its `include:` names (relative
+ * to `source`'s directory). Without it, a config with `include:` is refused.
+ */
+export function prepareConfigText(
+  text: string,
+  source: string,
+  env: NodeJS.ProcessEnv,
+  readFile?: (path: string) => string,
+): PreparedConfig {
+  const loaded = loadConfigText(text, env, { file: source, readFile });
   if (loaded.config === undefined || loaded.policy === undefined) throw new ConfigError(source, loaded.issues);
-  return { config: loaded.config, policy: loaded.policy, warnings: loaded.warnings, source };
+  return { config: loaded.config, policy: loaded.policy, warnings: loaded.warnings, source, files: [source, ...loaded.included] };
 }

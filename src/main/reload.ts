@@ -1,5 +1,5 @@
 /**
- * Config reload (SIGHUP, or a watch of the file when `--watch-config` is given): the file is validated
+ * Config reload (SIGHUP, or a watch of the file and the files it includes when `--watch-config` is given): the file is validated
  * again exactly as at boot, and the new config replaces the old in one step — or, if it has any error, is
  * rejected with every error logged and the running config kept. What a reload can change: models, policy,
  * keys, teams, users, fallbacks, admin groups, `auth.keys.required`, `allowed_api_bases`. Settings a running
@@ -7,7 +7,7 @@
  * fail with the setting named: restart to apply them.
  */
 import { watch, type FSWatcher } from 'node:fs';
-import { basename, dirname } from 'node:path';
+import { basename, dirname, resolve } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { ConfigError, formatIssue } from '../config/issues.js';
 import type { Config } from '../config/schema.js';
@@ -54,6 +54,8 @@ export interface Reloader {
  */
 export function startReloader(opts: {
   file: string;
+  /** The files the running config was read from (`file` and its includes); watched with `watchFile`. */
+  files?: readonly string[];
   env: NodeJS.ProcessEnv;
   logger: Logger;
   current: () => Config;
@@ -82,8 +84,9 @@ export function startReloader(opts: {
       );
       return false;
     }
-    for (const w of next.warnings) logger.warn({ path: w.path, line: w.line }, `config: ${w.message}`);
+    for (const w of next.warnings) logger.warn({ path: w.path, line: w.line, file: w.file }, `config: ${w.message}`);
     await opts.apply(next);
+    watchFiles(next.files);
     logger.info(
       { reason, deployments: next.config.model_list.length, keys: next.config.keys.length, rules: next.config.policy.rules.length },
       'config reloaded',
@@ -111,24 +114,49 @@ export function startReloader(opts: {
     });
     return running;
   };
-  let watcher: FSWatcher | undefined;
+  // The directories are watched: editors and Kubernetes ConfigMap updates replace a file (rename, symlink
+  // swap) as often as they write it, which a watch on the file itself would miss. One watch per directory
+  // holding the config or a file it includes; the set follows the includes of the config last applied.
+  const watchers = new Map<string, { watcher: FSWatcher; names: Set<string> }>();
   let debounce: NodeJS.Timeout | undefined;
-  if (opts.watchFile) {
-    // The directory is watched: editors and Kubernetes ConfigMap updates replace the file (rename, symlink
-    // swap) as often as they write it, which a watch on the file itself would miss.
-    const name = basename(opts.file);
-    watcher = watch(dirname(opts.file), (_event, changed) => {
-      if (changed !== null && changed !== name && !changed.startsWith('..')) return;
-      clearTimeout(debounce);
-      debounce = setTimeout(() => void reload('file changed'), 200);
-    });
-    watcher.on('error', (err) => logger.warn({ err: err.message }, 'config watch stopped; SIGHUP still reloads'));
-  }
+  const watchFiles = (files: readonly string[]): void => {
+    if (!opts.watchFile) return;
+    const wanted = new Map<string, Set<string>>();
+    for (const f of [opts.file, ...files]) {
+      const dir = resolve(dirname(f));
+      const names = wanted.get(dir) ?? new Set<string>();
+      names.add(basename(f));
+      wanted.set(dir, names);
+    }
+    for (const [dir, w] of watchers) {
+      if (wanted.has(dir)) continue;
+      w.watcher.close();
+      watchers.delete(dir);
+    }
+    for (const [dir, names] of wanted) {
+      const known = watchers.get(dir);
+      if (known !== undefined) {
+        known.names = names;
+        continue;
+      }
+      const entry = { watcher: watch(dir), names };
+      entry.watcher.on('change', (_event, changed) => {
+        const name = typeof changed === 'string' ? changed : changed?.toString();
+        if (name !== undefined && !entry.names.has(name) && !name.startsWith('..')) return;
+        clearTimeout(debounce);
+        debounce = setTimeout(() => void reload('file changed'), 200);
+      });
+      entry.watcher.on('error', (err) => logger.warn({ err: err.message, dir }, 'config watch stopped; SIGHUP still reloads'));
+      watchers.set(dir, entry);
+    }
+  };
+  watchFiles(opts.files ?? []);
   return {
     reload,
     stop() {
       clearTimeout(debounce);
-      watcher?.close();
+      for (const w of watchers.values()) w.watcher.close();
+      watchers.clear();
     },
   };
 }

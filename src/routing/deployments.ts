@@ -4,7 +4,7 @@
  * deployment the same way (authz picks one, the gateway routes to it).
  */
 import { createHash } from 'node:crypto';
-import type { ModelEntry } from '../config/schema.js';
+import { DEFAULT_TIMEOUT_S, type ModelEntry } from '../config/schema.js';
 
 export interface Deployment {
   readonly id: string;
@@ -31,7 +31,17 @@ export interface Deployment {
   readonly maxTokens: number | undefined;
 }
 
-export function deploymentFromEntry(entry: ModelEntry, indexInAlias: number): Deployment {
+/** What a deployment takes from the router when its own litellm_params do not say. */
+export interface DeploymentDefaults {
+  /** router_settings.timeout (LiteLLM's Router `timeout`); absent: DEFAULT_TIMEOUT_S. */
+  readonly timeoutS?: number | undefined;
+}
+
+/**
+ * The deployment of a model_list entry. Its timeout: litellm_params.timeout, else the router's, else
+ * DEFAULT_TIMEOUT_S — LiteLLM's order (a deployment's own timeout wins over the Router's).
+ */
+export function deploymentFromEntry(entry: ModelEntry, indexInAlias: number, defaults: DeploymentDefaults = {}): Deployment {
   const p = entry.litellm_params;
   const slash = p.model.indexOf('/');
   const id =
@@ -52,7 +62,7 @@ export function deploymentFromEntry(entry: ModelEntry, indexInAlias: number): De
     rpm: p.rpm,
     tpm: p.tpm,
     weight: p.weight,
-    timeoutMs: p.timeout * 1000,
+    timeoutMs: (p.timeout ?? defaults.timeoutS ?? DEFAULT_TIMEOUT_S) * 1000,
     streamTimeoutMs: p.stream_timeout === undefined ? undefined : p.stream_timeout * 1000,
     inputCostPerToken: entry.model_info.input_cost_per_token ?? p.input_cost_per_token ?? 0,
     outputCostPerToken: entry.model_info.output_cost_per_token ?? p.output_cost_per_token ?? 0,
@@ -94,13 +104,13 @@ export class ModelCatalog {
     this.#byId = new Map(deployments.map((d) => [d.id, d] as const));
   }
 
-  static fromConfig(entries: readonly ModelEntry[]): ModelCatalog {
+  static fromConfig(entries: readonly ModelEntry[], defaults: DeploymentDefaults = {}): ModelCatalog {
     const seen = new Map<string, number>();
     return new ModelCatalog(
       entries.map((e) => {
         const n = seen.get(e.model_name) ?? 0;
         seen.set(e.model_name, n + 1);
-        return deploymentFromEntry(e, n);
+        return deploymentFromEntry(e, n, defaults);
       }),
     );
   }

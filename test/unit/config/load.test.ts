@@ -422,7 +422,7 @@ callback_settings: {}
       'litellm_settings.drop_params',
       'litellm_settings.set_verbose',
       'model_list[0].litellm_params.max_retries',
-      'model_list[0].model_info.supports_vision',
+      // model_info.supports_vision is information (LiteLLM's ModelInfo is extra="allow"): accepted quietly.
       'router_settings.redis_db',
     ]);
     assertIssue(text, r.warnings, 'general_settings.alerting', 'alerting:');

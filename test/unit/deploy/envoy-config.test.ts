@@ -19,11 +19,9 @@ import {
   seconds,
   EXT_AUTHZ_TYPE,
 } from '../../support/envoy-expectations.js';
+import { DEFAULT_TIMEOUT_S } from '../../../src/config/schema.js';
 
 const ENVOY_YAML = readFileSync(new URL('../../../../envoy/envoy.yaml', import.meta.url), 'utf8');
-const CONFIG_SCHEMA = JSON.parse(readFileSync(new URL('../../../../schema/config.schema.json', import.meta.url), 'utf8')) as {
-  properties: { model_list: { items: { properties: { litellm_params: { properties: { timeout: { default: number } } } } } } };
-};
 
 function valid(text: string): JsonObject {
   const check = checkEnvoyBootstrap(text);
@@ -75,9 +73,10 @@ describe('envoy/envoy.yaml', () => {
     assertTollgateEnvoyConfig(json, { maxRequestBytes: 4 * 1024 * 1024, upstreamHost: '127.0.0.1' });
   });
 
-  it("outlasts tollgate's longest backend wait: the idle timeouts exceed the default litellm_params.timeout", () => {
+  it("outlasts tollgate's longest backend wait: the idle timeouts exceed the default deployment timeout", () => {
     // A non-streamed completion sends Envoy nothing, not even headers, until the backend's whole reply is in.
-    const backendTimeout = CONFIG_SCHEMA.properties.model_list.items.properties.litellm_params.properties.timeout.default;
+    // litellm_params.timeout has no schema default (router_settings.timeout fills it): DEFAULT_TIMEOUT_S does.
+    const backendTimeout = DEFAULT_TIMEOUT_S;
     assert.equal(backendTimeout, 600);
     const manager = hcm(listener(json, 10000));
     const route = at(manager, 'route_config', 'virtual_hosts', 0, 'routes', 0, 'route');

@@ -1,0 +1,395 @@
+/**
+ * Regression tests for the LiteLLM config.yaml review: configs that LiteLLM loads must load here too, or be
+ * refused with a message saying what to do when tollgate would otherwise allow more than configured.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { loadConfigText, type LoadResult } from '../../../src/config/load.js';
+import { ConfigError, formatIssue, type ConfigIssue } from '../../../src/config/issues.js';
+import type { Config } from '../../../src/config/schema.js';
+import { prepareConfigFile } from '../../../src/main/config-source.js';
+import { composeCatalog } from '../../../src/main/catalog.js';
+import { modelView } from '../../../src/gateway/admin-models.js';
+import { main, type Io } from '../../../src/main/cli.js';
+import { createLogger } from '../../../src/telemetry/logger.js';
+
+const MINIMAL = `model_list:
+  - model_name: llama
+    litellm_params:
+      model: openai/llama
+      api_base: http://127.0.0.1:8000/v1
+`;
+
+function loaded(text: string, env: Record<string, string> = {}): { config: Config; warnings: readonly ConfigIssue[] } {
+  const r = loadConfigText(text, env);
+  assert.deepEqual(r.issues, [], 'expected no issues');
+  assert.ok(r.config, 'expected a config');
+  return { config: r.config, warnings: r.warnings };
+}
+
+function failed(text: string, env: Record<string, string> = {}): LoadResult {
+  const r = loadConfigText(text, env);
+  assert.equal(r.config, undefined, 'expected no config');
+  assert.ok(r.issues.length > 0, 'expected issues');
+  return r;
+}
+
+function at(issues: readonly ConfigIssue[], p: string): ConfigIssue {
+  const found = issues.find((i) => i.path === p);
+  assert.ok(found, `nothing at ${p}; got ${JSON.stringify(issues, null, 1)}`);
+  return found;
+}
+
+function lineOf(text: string, needle: string): number {
+  const i = text.split('\n').findIndex((l) => l.includes(needle));
+  assert.notEqual(i, -1, `test bug: ${needle} not in the text`);
+  return i + 1;
+}
+
+let dir = '';
+const file = (name: string): string => path.join(dir, name);
+before(() => {
+  dir = mkdtempSync(path.join(tmpdir(), 'tollgate-include-'));
+});
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function prepareIssues(f: string, env: NodeJS.ProcessEnv = {}): readonly ConfigIssue[] {
+  try {
+    prepareConfigFile(f, env);
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, String(err));
+    return err.issues;
+  }
+  return assert.fail('expected a ConfigError');
+}
+
+describe('include: (LiteLLM ProxyConfig._process_includes)', () => {
+  test('included files extend model_list and set other keys, relative to the including file', () => {
+    mkdirSync(file('inc1/models'), { recursive: true });
+    writeFileSync(
+      file('inc1/main.yaml'),
+      `include: [models/llama.yaml, settings.yaml]\n${MINIMAL}general_settings:\n  master_key: sk-include-test-0123456789\n`,
+    );
+    writeFileSync(
+      file('inc1/models/llama.yaml'),
+      'model_list:\n  - model_name: qwen\n    litellm_params: { model: openai/qwen, api_base: "http://127.0.0.1:8001/v1" }\n',
+    );
+    writeFileSync(file('inc1/settings.yaml'), 'router_settings:\n  num_retries: 4\n');
+    const p = prepareConfigFile(file('inc1/main.yaml'), {});
+    assert.deepEqual(
+      p.config.model_list.map((m) => m.model_name),
+      ['llama', 'qwen'],
+    );
+    assert.equal(p.config.router_settings.num_retries, 4);
+    assert.deepEqual(p.files, [file('inc1/main.yaml'), file('inc1/models/llama.yaml'), file('inc1/settings.yaml')]);
+  });
+
+  test('an error in an included file names that file, its own YAML path and line', () => {
+    mkdirSync(file('inc2'), { recursive: true });
+    writeFileSync(file('inc2/main.yaml'), `include:\n  - models.yaml\n${MINIMAL}`);
+    const inc = 'model_list:\n  - model_name: bad\n    litellm_params:\n      model: nope/bad\n      api_base: http://127.0.0.1:9/v1\n';
+    writeFileSync(file('inc2/models.yaml'), inc);
+    const issues = prepareIssues(file('inc2/main.yaml'));
+    const i = at(issues, 'model_list[0].litellm_params.model');
+    assert.equal(i.file, file('inc2/models.yaml'));
+    assert.equal(i.line, lineOf(inc, 'nope/bad'));
+    assert.match(formatIssue(file('inc2/main.yaml'), i), new RegExp(`^${file('inc2/models.yaml')}:4:14 model_list\\[0\\]`));
+  });
+
+  test('a missing included file and an include cycle are errors on the include line', () => {
+    mkdirSync(file('inc3'), { recursive: true });
+    writeFileSync(file('inc3/main.yaml'), `${MINIMAL}include: [a.yaml, missing.yaml]\n`);
+    writeFileSync(file('inc3/a.yaml'), 'include: [main.yaml]\n');
+    const issues = prepareIssues(file('inc3/main.yaml'));
+    const missing = at(issues, 'include[1]');
+    assert.match(missing.message, /no such file: .*missing\.yaml/);
+    assert.equal(missing.file, undefined, 'in the main file');
+    assert.equal(missing.line, 6);
+    const cycle = issues.find((x) => /include cycle/.test(x.message));
+    assert.ok(cycle, JSON.stringify(issues));
+    assert.equal(cycle.file, file('inc3/a.yaml'));
+    assert.equal(cycle.path, 'include[0]');
+  });
+
+  test('config text without a file to resolve includes against is refused, not silently partial', () => {
+    const r = failed(`include: [models.yaml]\n${MINIMAL}`);
+    assert.match(at(r.issues, 'include[0]').message, /read from a file/);
+  });
+
+  test('an included file replacing a whole section is a warning naming it', () => {
+    mkdirSync(file('inc4'), { recursive: true });
+    writeFileSync(file('inc4/main.yaml'), `include: [r.yaml]\n${MINIMAL}router_settings:\n  num_retries: 1\n`);
+    writeFileSync(file('inc4/r.yaml'), 'router_settings:\n  allowed_fails: 9\n');
+    const p = prepareConfigFile(file('inc4/main.yaml'), {});
+    assert.equal(p.config.router_settings.num_retries, 2, "LiteLLM's include replaces the section");
+    assert.equal(p.config.router_settings.allowed_fails, 9);
+    const w = at(p.warnings, 'router_settings');
+    assert.equal(w.file, file('inc4/r.yaml'));
+    assert.match(w.message, /replaces the whole router_settings/);
+  });
+});
+
+describe('empty sections are none, as LiteLLM reads None', () => {
+  test('general_settings:, litellm_settings:, router_settings:, environment_variables: and model_info: with no value', () => {
+    const { config } = loaded(
+      `${MINIMAL}    model_info:\ngeneral_settings:\nlitellm_settings:\nrouter_settings:\nenvironment_variables:\n`,
+    );
+    assert.equal(config.router_settings.num_retries, 2);
+    assert.equal(config.general_settings.failure_mode, 'closed');
+  });
+});
+
+describe("LiteLLM's production config (docs.litellm.ai/docs/proxy/prod)", () => {
+  const PROD = `model_list:
+  - model_name: fake-openai-endpoint
+    litellm_params:
+      model: openai/fake
+      api_key: fake-key
+      api_base: https://exampleopenaiendpoint-production.up.railway.app/
+general_settings:
+  master_key: sk-1234
+  alerting: ["slack"]
+  proxy_batch_write_at: 60
+  database_connection_pool_limit: 10
+  disable_error_logs: True
+  allow_requests_on_db_unavailable: True
+litellm_settings:
+  request_timeout: 600
+  set_verbose: False
+  json_logs: true
+`;
+  test('only the placeholder master key is refused, with what to do; the rest loads with warnings', () => {
+    const r = failed(PROD);
+    assert.deepEqual(
+      r.issues.map((i) => i.path),
+      ['general_settings.master_key'],
+    );
+    assert.match(r.issues[0]?.message ?? '', /placeholder.*openssl rand/);
+    assert.ok(!JSON.stringify(r.issues).includes('sk-1234'), 'the key is not echoed');
+    const ok = loaded(PROD.replace('sk-1234', 'sk-prod-0123456789abcdef'));
+    assert.ok(ok.warnings.some((w) => w.path === 'general_settings.disable_error_logs'));
+  });
+
+  test('completion parameters in litellm_params are accepted with a warning that they are not applied', () => {
+    const params = ['top_p', 'stop', 'presence_penalty', 'frequency_penalty', 'extra_body', 'reasoning_effort', 'seed', 'top_k'];
+    const text = `${MINIMAL}${params.map((p) => `      ${p}: ${p === 'stop' ? '["</s>"]' : p === 'extra_body' ? '{a: 1}' : p === 'reasoning_effort' ? 'low' : '1'}\n`).join('')}      additional_drop_params: [logprobs]\n`;
+    const { warnings } = loaded(text);
+    for (const p of params) assert.match(at(warnings, `model_list[0].litellm_params.${p}`).message, /tollgate does not add it/);
+    assert.match(at(warnings, 'model_list[0].litellm_params.additional_drop_params').message, /as the client sent them/);
+  });
+
+  test('free-form model_info is accepted; only what changes LiteLLM behaviour warns; a misspelt tollgate key is still an error', () => {
+    const text = `${MINIMAL}    model_info:\n      description: my model\n      metadata: {owner: me}\n      supports_reasoning: true\n      health_check_model: openai/x\n`;
+    const { warnings } = loaded(text);
+    assert.deepEqual(
+      warnings.map((w) => w.path),
+      ['model_list[0].model_info.health_check_model'],
+    );
+    const typo = failed(`${MINIMAL}    model_info:\n      input_cost_per_tokens: 0.1\n`);
+    assert.match(at(typo.issues, 'model_list[0].model_info.input_cost_per_tokens').message, /unknown key/);
+  });
+});
+
+describe('YAML merge keys', () => {
+  test('<<: *anchor merges, and an error in a merged value names the merged path at the anchor', () => {
+    const text = `x-vllm: &vllm
+  api_base: http://vllm-a:8000/v1
+  rpm: 100
+model_list:
+  - model_name: llama
+    litellm_params:
+      <<: *vllm
+      model: openai/llama
+  - model_name: llama
+    litellm_params:
+      <<: *vllm
+      model: openai/llama
+      api_base: http://vllm-b:8000/v1
+`;
+    const { config } = loaded(text);
+    assert.deepEqual(
+      config.model_list.map((m) => [m.litellm_params.api_base, m.litellm_params.rpm]),
+      [
+        ['http://vllm-a:8000/v1', 100],
+        ['http://vllm-b:8000/v1', 100],
+      ],
+    );
+    const bad = text.replace('rpm: 100', 'rpm: -1');
+    const r = failed(bad);
+    const i = at(r.issues, 'model_list[0].litellm_params.rpm');
+    assert.equal(i.line, lineOf(bad, 'rpm: -1'));
+  });
+});
+
+describe('providers and modes', () => {
+  test('text-completion-openai/ is an OpenAI-compatible deployment, with a warning about chat requests', () => {
+    const { config, warnings } = loaded(MINIMAL.replace('openai/llama', 'text-completion-openai/meta-llama/Llama-3.1-8B'));
+    assert.equal(config.model_list[0]?.litellm_params.model, 'text-completion-openai/meta-llama/Llama-3.1-8B');
+    assert.match(at(warnings, 'model_list[0].litellm_params.model').message, /OpenAI-compatible/);
+  });
+
+  test("LiteLLM's modes are accepted; one tollgate does not serve warns; an unknown one is an error", () => {
+    for (const mode of ['chat', 'completion', 'embedding'])
+      assert.deepEqual(loaded(`${MINIMAL}    model_info: { mode: ${mode} }\n`).warnings, []);
+    const rerank = loaded(`${MINIMAL}    model_info: { mode: rerank }\n`);
+    assert.match(at(rerank.warnings, 'model_list[0].model_info.mode').message, /no rerank requests/);
+    failed(`${MINIMAL}    model_info: { mode: telepathy }\n`);
+  });
+});
+
+describe('router settings from litellm_settings, and timeouts', () => {
+  test('router_settings.timeout, else litellm_settings.request_timeout, is the timeout of a deployment that sets none', () => {
+    const two = `${MINIMAL}  - model_name: own
+    litellm_params: { model: openai/own, api_base: "http://127.0.0.1:8001/v1", timeout: 10 }
+`;
+    const a = loaded(`${two}litellm_settings:\n  request_timeout: 30\n`).config;
+    assert.deepEqual(
+      a.model_list.map((m) => m.litellm_params.timeout),
+      [30, 10],
+    );
+    const b = loaded(`${two}litellm_settings:\n  request_timeout: 30\nrouter_settings:\n  timeout: 45\n`);
+    assert.deepEqual(
+      b.config.model_list.map((m) => m.litellm_params.timeout),
+      [45, 10],
+    );
+    assert.match(at(b.warnings, 'litellm_settings.request_timeout').message, /router_settings\.timeout is set too and wins/);
+    assert.equal(loaded(MINIMAL).config.model_list[0]?.litellm_params.timeout, undefined);
+  });
+
+  test('GET /model/info shows the effective timeout, also of a model added through the admin API', () => {
+    const { config } = loaded(`${MINIMAL}router_settings:\n  timeout: 45\n`);
+    const catalog = composeCatalog(
+      config.model_list,
+      [{ id: 'db-1', modelName: 'db', litellmParams: { model: 'openai/db', api_base: 'http://127.0.0.1:9/v1' }, modelInfo: {} }],
+      {
+        box: undefined,
+        env: {},
+        logger: createLogger('silent'),
+        allowedApiBases: ['127.0.0.1'],
+        defaultTimeoutS: config.router_settings.timeout,
+      },
+    );
+    const views = [...catalog.aliases()].flatMap((a) => catalog.group(a)?.deployments ?? []).map((d) => modelView(d, false));
+    assert.deepEqual(
+      views.map((v) => (v['litellm_params'] as { timeout: number }).timeout),
+      [45, 45],
+    );
+    const none = composeCatalog(loaded(MINIMAL).config.model_list, [], {
+      box: undefined,
+      env: {},
+      logger: createLogger('silent'),
+      allowedApiBases: [],
+    });
+    assert.equal(none.group('llama')?.deployments[0]?.timeoutMs, 600_000);
+  });
+
+  test('litellm_settings allowed_fails and cooldown_time apply when router_settings sets none; else a warning says which wins', () => {
+    const a = loaded(`litellm_settings:\n  allowed_fails: 7\n  cooldown_time: 60\n`).config;
+    assert.equal(a.router_settings.allowed_fails, 7);
+    assert.equal(a.router_settings.cooldown_time, 60);
+    const b = loaded(`litellm_settings:\n  num_retries: 5\n  allowed_fails: 7\nrouter_settings:\n  num_retries: 1\n  allowed_fails: 1\n`);
+    assert.equal(b.config.router_settings.num_retries, 1);
+    assert.equal(b.config.router_settings.allowed_fails, 1);
+    assert.deepEqual(b.warnings.map((w) => w.path).sort(), ['litellm_settings.allowed_fails', 'litellm_settings.num_retries']);
+  });
+});
+
+describe('LITELLM_MASTER_KEY', () => {
+  test('is the master key when general_settings.master_key is not set; the file wins over it', () => {
+    assert.equal(
+      loaded(MINIMAL, { LITELLM_MASTER_KEY: 'sk-from-env-0123456789ab' }).config.general_settings.master_key,
+      'sk-from-env-0123456789ab',
+    );
+    const both = loaded(`${MINIMAL}general_settings:\n  master_key: sk-from-file-0123456789ab\n`, {
+      LITELLM_MASTER_KEY: 'sk-from-env-0123456789ab',
+    });
+    assert.equal(both.config.general_settings.master_key, 'sk-from-file-0123456789ab');
+  });
+
+  test('a short one is refused, naming the variable, never echoing it', () => {
+    const r = failed(MINIMAL, { LITELLM_MASTER_KEY: 'sk-1234' });
+    assert.match(at(r.issues, 'general_settings.master_key').message, /^LITELLM_MASTER_KEY: too short/);
+    assert.ok(!JSON.stringify(r.issues).includes('sk-1234'));
+  });
+
+  test('config check reads it from the environment', async () => {
+    writeFileSync(file('envkey.yaml'), MINIMAL);
+    const out: string[] = [];
+    const io: Io = { out: (l) => out.push(l), err: (l) => out.push(l) };
+    assert.equal(await main(['config', 'check', file('envkey.yaml')], io, { LITELLM_MASTER_KEY: 'sk-1234' }), 1);
+    assert.match(out.join('\n'), /LITELLM_MASTER_KEY: too short/);
+  });
+});
+
+describe('limits and denials tollgate does not enforce are errors, not warnings', () => {
+  test('each names what to use instead', () => {
+    const text = `model_list:
+  - model_name: llama
+    litellm_params:
+      model: openai/llama
+      api_base: http://vllm:8000/v1
+      max_parallel_requests: 2
+    model_info:
+      access_groups: [beta]
+litellm_settings:
+  max_budget: 100
+  budget_duration: 30d
+  max_end_user_budget: 1
+  blocked_user_list: [bad-user]
+  upperbound_key_generate_params:
+    max_budget: 50
+general_settings:
+  global_max_parallel_requests: 100
+  max_parallel_requests: 10
+  enforced_params: [user]
+`;
+    const r = failed(text);
+    const expected: Record<string, RegExp> = {
+      'model_list[0].litellm_params.max_parallel_requests': /max_parallel_requests on keys\[\]/,
+      'model_list[0].model_info.access_groups': /keys\[\]\.models/,
+      'litellm_settings.max_budget': /keys\[\], teams\[\] or users\[\]/,
+      'litellm_settings.budget_duration': /keys\[\], teams\[\] or users\[\]/,
+      'litellm_settings.max_end_user_budget': /users\[\]/,
+      'litellm_settings.blocked_user_list': /policy rule/,
+      'litellm_settings.upperbound_key_generate_params': /admin_groups/,
+      'general_settings.global_max_parallel_requests': /Envoy/,
+      'general_settings.max_parallel_requests': /vLLM --max-num-seqs/,
+      'general_settings.enforced_params': /policy rule/,
+    };
+    assert.deepEqual(r.issues.map((i) => i.path).sort(), Object.keys(expected).sort());
+    for (const [p, m] of Object.entries(expected)) {
+      const i = at(r.issues, p);
+      assert.match(i.message, m);
+      assert.match(i.message, /remove this/);
+      assert.equal(typeof i.line, 'number');
+    }
+  });
+});
+
+describe("LiteLLM's response cache in Redis", () => {
+  const CACHE = `${MINIMAL}litellm_settings:
+  cache: true
+  cache_params:
+    type: redis
+    host: os.environ/REDIS_HOST
+    port: 6379
+`;
+  test('without a Redis for limits, an error says to set general_settings.redis_url', () => {
+    const r = failed(CACHE, { REDIS_HOST: 'cache' });
+    assert.match(at(r.issues, 'litellm_settings.cache_params').message, /set general_settings\.redis_url/);
+  });
+
+  test('with one (redis_url, the router Redis or REDIS_URL) it is only ignored', () => {
+    for (const [text, env] of [
+      [`${CACHE}general_settings:\n  redis_url: redis://limits:6379\n`, {}],
+      [`${CACHE}router_settings:\n  redis_host: limits\n`, {}],
+      [CACHE, { REDIS_URL: 'redis://limits:6379' }],
+    ] as const) {
+      const { warnings } = loaded(text, env);
+      assert.match(at(warnings, 'litellm_settings.cache_params').message, /does not cache responses/);
+    }
+  });
+});
