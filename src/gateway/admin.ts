@@ -818,7 +818,10 @@ export class AdminApi {
     const compat = setAsideLiteLlmKeys({ model_list: [value] });
     const entry = (compat.config['model_list'] as unknown[] | undefined)?.[0] ?? value;
     // The compat pass reports paths under model_list[0]; the request's own fields are what the caller sent.
-    const ignored = compat.ignored.map((p) => formatPath(p.slice(2)));
+    const refused = compat.errors[0];
+    // A LiteLLM setting that would allow more than asked (access_groups, max_parallel_requests…) is refused, as in a config file.
+    if (refused !== undefined) return { error: 'invalid_body', message: `${formatPath(refused.path.slice(2))}: ${refused.message}` };
+    const ignored = compat.warnings.map((w) => formatPath(w.path.slice(2)));
     const reply = await withBody(S.modelNew, entry, (b) => this.#modelNew(b, caller));
     return 'status' in reply && ignored.length > 0 ? { ...reply, ignored: [...(reply.ignored ?? []), ...ignored] } : reply;
   }
