@@ -112,9 +112,26 @@ export class Authorizer {
     jwt: JwtResult | undefined,
     nowMs: number,
   ): Authorization | Promise<Authorization> {
+    const key = this.#lookupKey(facts.headers['authorization']);
+    if (key === 'unknown') {
+      // Perhaps made on another replica a moment ago, its broadcast still on the way: the records know it.
+      const late = this.#d.keys.lookupMissing?.(sha256Hex(bearerKey(facts.headers['authorization']) as string));
+      if (late !== undefined) return late.then((k) => this.#decide(facts, path, route, requestId, jwt, k ?? 'unknown', nowMs));
+    }
+    return this.#decide(facts, path, route, requestId, jwt, key, nowMs);
+  }
+
+  #decide(
+    facts: RequestFacts,
+    path: string,
+    route: RouteKind,
+    requestId: string,
+    jwt: JwtResult | undefined,
+    key: KeyRecord | 'missing' | 'malformed' | 'unknown' | 'master',
+    nowMs: number,
+  ): Authorization | Promise<Authorization> {
     const d = this.#d;
     const rules = this.#rules;
-    const key = this.#lookupKey(facts.headers['authorization']);
     const teamId = typeof key === 'object' ? key.teamId : undefined;
     const decision = decide(
       {

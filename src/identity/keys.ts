@@ -44,6 +44,12 @@ export interface KeyDirectory {
   get(hash: string): KeyRecord | undefined;
   /** By key id (the first 16 hex of the hash), as x-tollgate-context carries it. */
   byId(id: string): KeyRecord | undefined;
+  /**
+   * A key `get` does not know, read from where records are kept: one another replica made a moment ago,
+   * before its broadcast arrived. Undefined when it cannot be looked up now (no database, too many lookups
+   * in flight, or the same hash missed a moment ago).
+   */
+  lookupMissing?(hash: string): Promise<KeyRecord | undefined> | undefined;
 }
 
 /** One-shot `crypto.hash`: less than half the cost of createHash on the per-request key lookup. */

@@ -13,6 +13,10 @@ import type { ChangeBus, RecordChange } from './change-bus.js';
 import type { Db, Queryable } from './db.js';
 
 const RELOAD_MS = 30_000;
+/** Lookups of unknown keys in flight at most (each one query), and how long a hash found nowhere is not asked again. */
+const MISS_LOOKUPS = 32;
+const MISS_MEMORY_MS = 1_000;
+const MISS_MEMORY_MAX = 10_000;
 /** How often replicas on PostgreSQL read the change log, and how far back each read looks. */
 const POLL_MS = 500;
 const POLL_WINDOW = "interval '3 seconds'";
@@ -474,6 +478,9 @@ export class RecordCache implements KeyDirectory {
   readonly #during = new Set<RecordChange[]>();
   #running: Promise<void> | undefined;
   #again = false;
+  /** Unknown keys being looked up (hash → the lookup), and those found nowhere (hash → until when not asked again). */
+  readonly #missing = new Map<string, Promise<KeyRecord | undefined>>();
+  readonly #absent = new Map<string, number>();
 
   constructor(opts: {
     configKeys: KeyDirectory;
@@ -505,6 +512,41 @@ export class RecordCache implements KeyDirectory {
 
   byId(id: string): KeyRecord | undefined {
     return this.#configKeys.byId(id) ?? this.#byId.get(id);
+  }
+
+  /**
+   * A key made on another replica a moment ago is in the database before its broadcast reaches this one:
+   * read it now (as the broadcast would: the same per-record chain, so a deletion broadcast after it still
+   * lands last), rather than answer 401 to a client that uses its new key at once. Bounded, so a flood of
+   * made-up keys costs the database at most MISS_LOOKUPS queries at a time and one per hash a second.
+   */
+  lookupMissing(hash: string): Promise<KeyRecord | undefined> | undefined {
+    // Only where other replicas may write (PostgreSQL): embedded PGlite has one process, which knows its keys.
+    if (this.#db === undefined || !this.#pollChanges) return undefined;
+    const running = this.#missing.get(hash);
+    if (running !== undefined) return running;
+    const now = Date.now();
+    const until = this.#absent.get(hash);
+    if (until !== undefined) {
+      if (now < until) return undefined;
+      this.#absent.delete(hash);
+    }
+    if (this.#missing.size >= MISS_LOOKUPS) return undefined;
+    const lookup = this.#reload({ kind: 'key', id: hash }).then(
+      () => this.get(hash),
+      (err: unknown) => {
+        this.#failed(err);
+        return undefined;
+      },
+    );
+    this.#missing.set(hash, lookup);
+    void lookup.then((found) => {
+      this.#missing.delete(hash);
+      if (found !== undefined) return;
+      if (this.#absent.size >= MISS_MEMORY_MAX) this.#absent.clear();
+      this.#absent.set(hash, Date.now() + MISS_MEMORY_MS);
+    });
+    return lookup;
   }
 
   /** A reloaded config file's keys, teams and users (SIGHUP), swapped in one synchronous step. */

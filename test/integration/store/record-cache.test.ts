@@ -1,7 +1,8 @@
 /**
  * The record cache keeps revocation exact: reloads of one record land in the order they were asked for
  * (a slow, older read never puts a deleted key back), and a change whose broadcast was lost still reaches
- * the cache within a second through the change log in PostgreSQL.
+ * the cache within a second through the change log in PostgreSQL. A key made on another replica works on
+ * its first use here, before the broadcast.
  */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,6 +14,9 @@ import { migrate } from '../../../src/store/migrate.js';
 import { RecordCache, RecordStore } from '../../../src/store/records.js';
 import { createLogger } from '../../../src/telemetry/logger.js';
 import { apiKeyRecord } from '../../support/records.js';
+import type { RequestFacts } from '../../../src/authorizer/authorizer.js';
+import { buildAuthorizer } from '../../../src/main/authz-app.js';
+import { prepareConfigText } from '../../../src/main/config-source.js';
 
 const PG = process.env['TEST_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
 const logger = createLogger('silent');
@@ -146,5 +150,66 @@ describe('record cache', { timeout: 30_000 }, () => {
     assert.equal(await store.deleteKey(k.hash), true);
     await until('delete seen', 1_000, () => cache.get(k.hash) === undefined);
     cache.stop();
+  });
+
+  test('a key another replica made a moment ago is read from the database on its first use, before its broadcast', async () => {
+    const db = await freshDb();
+    const deaf: ChangeBus = { publish: () => Promise.resolve(), subscribe: () => Promise.resolve(), close: () => Promise.resolve() };
+    // This replica's cache hears nothing and polls nothing in this test's time: only the lookup can find the key.
+    const cache = newCache(db, true);
+    await cache.start(deaf);
+    cache.stop();
+    const other = new RecordStore(db, deaf, { logger });
+    const key = `sk-elsewhere-${randomUUID()}`;
+    const k = record(key);
+    await other.createKey(k, 'sk-...test');
+    assert.equal(cache.get(k.hash), undefined, 'not in the cache yet');
+
+    const prepared = prepareConfigText(
+      'general_settings: { context_signing_key: record-cache-context-key-0123456789abcdef }\n',
+      'c.yaml',
+      {},
+    );
+    const parts = buildAuthorizer(prepared.config, prepared.policy, Buffer.alloc(32, 1), { keys: cache });
+    const facts = (bearer: string): RequestFacts => ({
+      method: 'GET',
+      path: '/v1/models',
+      headers: { authorization: `Bearer ${bearer}` },
+      body: undefined,
+      json: undefined,
+      partialBody: false,
+      contextExtensions: {},
+      signContext: false,
+    });
+    const found = await parts.authorizer.authorize(facts(key), Date.now());
+    assert.equal(found.decision.allow, true, JSON.stringify(found.decision));
+    assert.equal(cache.get(k.hash)?.id, k.id, 'and kept in the cache');
+
+    // A made-up key: one query, then refused without one for a second; lookups of one hash share a query.
+    const made = `sk-made-up-${randomUUID()}`;
+    const hash = record(made).hash;
+    const first = cache.lookupMissing(hash);
+    assert.equal(cache.lookupMissing(hash), first, 'one lookup per hash in flight');
+    assert.equal(await first, undefined);
+    assert.equal(cache.lookupMissing(hash), undefined, 'not asked again at once');
+    const refused = await parts.authorizer.authorize(facts(made), Date.now());
+    assert.equal(refused.decision.allow ? '' : refused.decision.code, 'invalid_api_key');
+
+    // Deleted meanwhile: the delete's reload lands after the lookup's, never the other way round.
+    const gone = record(`sk-gone-${randomUUID()}`);
+    await other.createKey(gone, 'sk-...test');
+    const lookup = cache.lookupMissing(gone.hash);
+    await other.deleteKey(gone.hash);
+    await cache.refresh({ kind: 'key', id: gone.hash }); // the delete's broadcast, as it arrives
+    await lookup;
+    assert.equal(cache.get(gone.hash), undefined, 'a deleted key is not brought back by a lookup');
+  });
+
+  test('embedded PGlite (one process) looks nothing up: it knows every key it has', async () => {
+    const lite = await openDb({});
+    dbs.push(lite);
+    await migrate(lite);
+    const cache = newCache(lite, false);
+    assert.equal(cache.lookupMissing(record(`sk-x-${randomUUID()}`).hash), undefined);
   });
 });
