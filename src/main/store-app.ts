@@ -89,7 +89,7 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
       gs.redis_url !== undefined
         ? new (await import('../store/redis-change-bus.js')).RedisChangeBus(gs.redis_url, gs.redis_key_prefix)
         : db.kind === 'postgres' && gs.database_url !== undefined
-          ? new PgChangeBus(gs.database_url, db.schema, async (channel, payload) => {
+          ? new PgChangeBus(db.connectionUrl ?? gs.database_url, db.schema, async (channel, payload) => {
               await notifyDb.query('SELECT pg_notify($1, $2)', [channel, payload]);
             })
           : new LocalChangeBus();

@@ -19,6 +19,8 @@ export interface Db extends Queryable {
   readonly kind: 'postgres' | 'pglite';
   /** The PostgreSQL schema the tables live in. */
   readonly schema: string;
+  /** PostgreSQL: the URL connections are made with (sslmode resolved as libpq reads it; pgConnectionUrl). */
+  readonly connectionUrl?: string | undefined;
   transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
   close(): Promise<void>;
 }
@@ -98,13 +100,42 @@ export async function openDb(opts: DbOptions): Promise<Db> {
   };
 }
 
-async function openPostgres(url: string, schemaOverride: string | undefined): Promise<Db> {
+/**
+ * The URL to connect with, `sslmode` read as libpq (and so Prisma, LiteLLM's client) reads it; the `pg`
+ * package alone takes prefer, require and verify-ca as verify-full (and warns on stderr), so a LiteLLM
+ * DATABASE_URL with `sslmode=require` against a private CA, or `prefer` against a server without TLS,
+ * would not connect. `require`: encrypted, unverified (verified against `sslrootcert` when given);
+ * `verify-ca`: the chain, not the host name; `prefer` and `allow`: TLS when the server offers it, else
+ * none — asked once here, as libpq asks at every connection.
+ */
+export async function pgConnectionUrl(url: string): Promise<string> {
   const u = new URL(url);
-  const schema = schemaOverride ?? u.searchParams.get('schema') ?? 'public';
   u.searchParams.delete('schema');
+  const mode = u.searchParams.get('sslmode');
+  if (mode === null) return u.toString();
+  if (!u.searchParams.has('uselibpqcompat')) u.searchParams.set('uselibpqcompat', 'true');
+  if (mode !== 'prefer' && mode !== 'allow') return u.toString();
+  u.searchParams.set('sslmode', 'prefer');
+  const probe = new pg.Client({ connectionString: u.toString(), connectionTimeoutMillis: 5_000 });
+  probe.on('error', () => undefined);
+  try {
+    await probe.connect();
+    return u.toString();
+  } catch (err) {
+    if (!/does not support SSL/i.test((err as Error).message)) throw err;
+    u.searchParams.set('sslmode', 'disable');
+    return u.toString();
+  } finally {
+    await probe.end().catch(() => undefined);
+  }
+}
+
+async function openPostgres(url: string, schemaOverride: string | undefined): Promise<Db> {
+  const schema = schemaOverride ?? new URL(url).searchParams.get('schema') ?? 'public';
   if (!SCHEMA_NAME.test(schema)) throw new Error(`database_url: schema "${schema}" is not a plain PostgreSQL name (a-z, 0-9, _)`);
+  const connectionUrl = await pgConnectionUrl(url);
   const pool = new pg.Pool({
-    connectionString: u.toString(),
+    connectionString: connectionUrl,
     max: 8,
     connectionTimeoutMillis: 5_000,
     idleTimeoutMillis: 30_000,
@@ -130,6 +161,7 @@ async function openPostgres(url: string, schemaOverride: string | undefined): Pr
   return {
     kind: 'postgres',
     schema,
+    connectionUrl,
     ...wrap(pool),
     async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
       const client = await pool.connect();
