@@ -23,6 +23,8 @@ export class SseRewriter {
   contentChunks = 0;
   sawDone = false;
   sawError = false;
+  /** A choice ended (a finish_reason): the answer is whole, [DONE] or not. */
+  sawFinish = false;
   /** Keeps a character split across chunks for the next one (Node's, a fraction of TextDecoder's cost here). */
   readonly #decoder = new StringDecoder('utf8');
 
@@ -52,11 +54,15 @@ export class SseRewriter {
     return out;
   }
 
-  /** The backend ended: what remains, and the error/[DONE] a well-formed OpenAI stream ends with. */
+  /**
+   * The backend ended: what remains, and the error/[DONE] a well-formed OpenAI stream ends with. A stream
+   * that broke off, or ended without [DONE] before any choice finished, gets an error event first: the
+   * client would otherwise take a cut answer for a whole one.
+   */
   end(cutShort: boolean): string {
     let out = this.#buffer.trim() === '' ? '' : this.#event(this.#buffer);
     this.#buffer = '';
-    if (cutShort && !this.sawDone && !this.sawError) {
+    if ((cutShort || !this.sawFinish) && !this.sawDone && !this.sawError) {
       this.sawError = true;
       out += errorEvent('The model server closed the stream before it finished.');
     }
@@ -123,11 +129,12 @@ export class SseRewriter {
     if (Array.isArray(choices)) {
       if (choices.length === 0 && !this.#keepUsage) return '';
       for (const c of choices) {
-        const choice = c as { delta?: { content?: unknown } | null; text?: unknown } | null;
+        const choice = c as { delta?: { content?: unknown } | null; text?: unknown; finish_reason?: unknown } | null;
         // A delta that is not an object (null) carries no content.
         const delta = choice?.delta;
         const text = delta === undefined ? choice?.text : delta?.content;
         if (typeof text === 'string' && text !== '') this.contentChunks++;
+        if (typeof choice?.finish_reason === 'string') this.sawFinish = true;
       }
     }
     if (!this.#keepUsage && 'usage' in o) delete o['usage'];

@@ -266,10 +266,20 @@ describe('SseRewriter', () => {
     assert.equal(count(tail, 'data: [DONE]'), 1);
   });
 
-  test('a stream that ends cleanly without [DONE] gets one', () => {
-    const { out } = run(ev(chat({ content: 'a' })));
+  test('a stream that ends cleanly without [DONE] after its finish_reason gets one, and no error', () => {
+    const finished = chat({});
+    finished['choices'] = [{ index: 0, delta: {}, logprobs: null, finish_reason: 'stop' }];
+    const { out } = run(ev(chat({ content: 'a' })) + ev(finished));
     assert.equal(count(out, 'data: [DONE]'), 1);
     assert.equal(count(out, '"error"'), 0);
+  });
+
+  test('a stream that ends cleanly without [DONE] before any choice finished is marked cut: an error event, then [DONE]', () => {
+    const { out, rw } = run(ev(chat({ role: 'assistant', content: '' })) + ev(chat({ content: 'a' })));
+    const chunks = parsed(out);
+    assertErrorEvent(chunks[2], /closed the stream before it finished/);
+    assert.equal(chunks[3], '[DONE]');
+    assert.equal(rw.sawError, true);
   });
 
   test('contentChunks counts non-empty chat deltas and completions text, not the role chunk or the usage chunk', () => {
