@@ -140,18 +140,22 @@ function useLitellmMasterKey(resolved: unknown, env: Env): boolean {
  * A deployment's timeout is its litellm_params.timeout, else router_settings.timeout (which
  * litellm_settings.request_timeout fills when the router sets none), else tollgate's default of 600 s
  * (the Router's `timeout or litellm.request_timeout`, with the deployment's own winning; LiteLLM docs
- * proxy/timeout). Written into each entry, so the config says what every deployment uses.
+ * proxy/timeout); its stream_timeout likewise from router_settings.stream_timeout. Written into each
+ * entry, so the config says what every deployment uses.
  */
 function applyRouterTimeout(resolved: unknown): void {
   if (!isPlainObject(resolved)) return;
   const router = resolved['router_settings'];
-  const timeout = isPlainObject(router) ? router['timeout'] : undefined;
   const list = resolved['model_list'];
-  if (typeof timeout !== 'number' || !(timeout > 0) || !Number.isFinite(timeout) || !Array.isArray(list)) return; // else the schema reports it
-  resolved['model_list'] = list.map((entry: unknown) => {
-    if (!isPlainObject(entry) || !isPlainObject(entry['litellm_params']) || entry['litellm_params']['timeout'] !== undefined) return entry;
-    return { ...entry, litellm_params: { ...entry['litellm_params'], timeout } };
-  });
+  if (!isPlainObject(router) || !Array.isArray(list)) return;
+  for (const field of ['timeout', 'stream_timeout'] as const) {
+    const value = router[field];
+    if (typeof value !== 'number' || !(value > 0) || !Number.isFinite(value)) continue; // else the schema reports it
+    resolved['model_list'] = (resolved['model_list'] as unknown[]).map((entry: unknown) => {
+      if (!isPlainObject(entry) || !isPlainObject(entry['litellm_params']) || entry['litellm_params'][field] !== undefined) return entry;
+      return { ...entry, litellm_params: { ...entry['litellm_params'], [field]: value } };
+    });
+  }
 }
 
 /**

@@ -99,6 +99,7 @@ export const DESCRIPTIONS: Readonly<Record<string, string>> = {
   'router_settings.cooldown_time': 'seconds a deployment is skipped after `allowed_fails`',
   'router_settings.timeout':
     "the `timeout` of every deployment that sets none (LiteLLM's `litellm_settings.request_timeout` when this is absent); absent: 600",
+  'router_settings.stream_timeout': 'the `stream_timeout` of every deployment that sets none; absent: `timeout` bounds streams too',
   'general_settings.master_key': 'admin credential (`sk-…`); also derives the context signing secret. Use `os.environ/NAME`',
   'general_settings.database_url':
     'PostgreSQL for records and the spend log (`DATABASE_URL` too); `?schema=` picks a schema. Absent: embedded PGlite',

@@ -124,6 +124,7 @@ export const routerSettings = z
     allowed_fails: nonNegativeInt.default(3),
     cooldown_time: z.number().nonnegative().finite().default(5),
     timeout: z.number().positive().finite().optional(),
+    stream_timeout: z.number().positive().finite().optional(),
   })
   .strict();
 

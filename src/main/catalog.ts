@@ -23,6 +23,8 @@ export function composeCatalog(
     allowedApiBases: readonly string[];
     /** router_settings.timeout: the timeout of a model (from the file or the admin API) that sets none. */
     defaultTimeoutS?: number | undefined;
+    /** router_settings.stream_timeout, for the database's models (config entries have it written in). */
+    defaultStreamTimeoutS?: number | undefined;
   },
 ): ModelCatalog {
   const entries: ModelEntry[] = [...configModels];
@@ -61,5 +63,5 @@ export function composeCatalog(
     }
     entries.push(parsed.data);
   }
-  return ModelCatalog.fromConfig(entries, { timeoutS: opts.defaultTimeoutS });
+  return ModelCatalog.fromConfig(entries, { timeoutS: opts.defaultTimeoutS, streamTimeoutS: opts.defaultStreamTimeoutS });
 }

@@ -263,6 +263,7 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
       logger,
       allowedApiBases: current.config.general_settings.allowed_api_bases,
       defaultTimeoutS: current.config.router_settings.timeout,
+      defaultStreamTimeoutS: current.config.router_settings.stream_timeout,
     });
   let onModels = (models: readonly StoredModel[]): void => {
     dbModels = models;

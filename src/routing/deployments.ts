@@ -35,6 +35,8 @@ export interface Deployment {
 export interface DeploymentDefaults {
   /** router_settings.timeout (LiteLLM's Router `timeout`); absent: DEFAULT_TIMEOUT_S. */
   readonly timeoutS?: number | undefined;
+  /** router_settings.stream_timeout; absent: the deployment's timeout bounds streams too. */
+  readonly streamTimeoutS?: number | undefined;
 }
 
 /**
@@ -44,6 +46,7 @@ export interface DeploymentDefaults {
 export function deploymentFromEntry(entry: ModelEntry, indexInAlias: number, defaults: DeploymentDefaults = {}): Deployment {
   const p = entry.litellm_params;
   const slash = p.model.indexOf('/');
+  const streamS = p.stream_timeout ?? defaults.streamTimeoutS;
   const id =
     entry.model_info.id ??
     `${entry.model_name.replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 40)}-${createHash('sha256')
@@ -63,7 +66,7 @@ export function deploymentFromEntry(entry: ModelEntry, indexInAlias: number, def
     tpm: p.tpm,
     weight: p.weight,
     timeoutMs: (p.timeout ?? defaults.timeoutS ?? DEFAULT_TIMEOUT_S) * 1000,
-    streamTimeoutMs: p.stream_timeout === undefined ? undefined : p.stream_timeout * 1000,
+    streamTimeoutMs: streamS === undefined ? undefined : streamS * 1000,
     inputCostPerToken: entry.model_info.input_cost_per_token ?? p.input_cost_per_token ?? 0,
     outputCostPerToken: entry.model_info.output_cost_per_token ?? p.output_cost_per_token ?? 0,
     maxTokens: entry.model_info.max_output_tokens ?? entry.model_info.max_tokens,

@@ -259,6 +259,34 @@ describe('router settings from litellm_settings, and timeouts', () => {
     assert.equal(loaded(MINIMAL).config.model_list[0]?.litellm_params.timeout, undefined);
   });
 
+  test('router_settings.stream_timeout is the stream_timeout of a deployment that sets none, from the file or the admin API', () => {
+    const two = `${MINIMAL}  - model_name: own
+    litellm_params: { model: openai/own, api_base: "http://127.0.0.1:8001/v1", stream_timeout: 5 }
+`;
+    const { config, warnings } = loaded(`${two}router_settings:\n  stream_timeout: 20\n`);
+    assert.deepEqual(
+      config.model_list.map((m) => m.litellm_params.stream_timeout),
+      [20, 5],
+    );
+    assert.deepEqual(warnings, [], 'applied, not set aside');
+    const catalog = composeCatalog(
+      config.model_list,
+      [{ id: 'db-1', modelName: 'db', litellmParams: { model: 'openai/db', api_base: 'http://127.0.0.1:9/v1' }, modelInfo: {} }],
+      {
+        box: undefined,
+        env: {},
+        logger: createLogger('silent'),
+        allowedApiBases: ['127.0.0.1'],
+        defaultStreamTimeoutS: config.router_settings.stream_timeout,
+      },
+    );
+    assert.deepEqual(
+      ['llama', 'own', 'db'].map((a) => catalog.group(a)?.deployments[0]?.streamTimeoutMs),
+      [20_000, 5_000, 20_000],
+    );
+    assert.equal(loaded(MINIMAL).config.model_list[0]?.litellm_params.stream_timeout, undefined);
+  });
+
   test('GET /model/info shows the effective timeout, also of a model added through the admin API', () => {
     const { config } = loaded(`${MINIMAL}router_settings:\n  timeout: 45\n`);
     const catalog = composeCatalog(
