@@ -231,9 +231,14 @@ const COMPLETION_DEFAULT_MESSAGE =
 
 /**
  * model_info keys that change what LiteLLM does (routing, health checks, pricing, limits): accepted with a
- * warning, as tollgate does not act on them. Every other model_info key is information (`ModelInfo` is
- * `extra="allow"`: `description`, `metadata`, `supports_*`, ...) and is accepted quietly.
+ * warning, as tollgate does not act on them. LiteLLM's other model_info keys are information (`supports_*`,
+ * …) and are accepted quietly, as are the free-form ones people write for themselves (`description`,
+ * `metadata`); other keys LiteLLM does not define (`ModelInfo` is `extra="allow"`) are accepted with a
+ * warning naming them.
  */
+/** model_info keys people write for themselves (LiteLLM's docs and UI show them), which nothing reads. */
+const FREE_FORM_INFO = new Set(['description', 'metadata', 'notes', 'owner', 'tags']);
+
 function behaviouralModelInfo(k: string): boolean {
   if (!LITELLM_MODEL_INFO.has(k)) return false;
   if (k.startsWith('supports_') || k.startsWith('bedrock_')) return false;
@@ -395,8 +400,14 @@ export function setAsideLiteLlmKeys(raw: Record<string, unknown>): CompatResult 
           if (OURS.info.has(k)) rest[k] = v;
           else if (limit !== undefined) errors.push({ path: at('model_info', k), message: limit });
           else if (behaviouralModelInfo(k)) ignored(at('model_info', k));
-          else if (!LITELLM_MODEL_INFO.has(k) && nearMiss(k, OURS.info)) rest[k] = v; // a misspelt key tollgate reads (input_cost_per_tokens): the schema reports it
-          // else: information (ModelInfo is extra="allow"), accepted quietly
+          else if (!LITELLM_MODEL_INFO.has(k) && nearMiss(k, OURS.info))
+            rest[k] = v; // a misspelt key tollgate reads (input_cost_per_tokens): the schema reports it
+          // A key neither reads (`description`, or a misspelling far from any: `inputCostPerToken`) is kept as
+          // information, as LiteLLM's ModelInfo (extra="allow") keeps it — but said, so a price written wrong
+          // does not make a model free without a word.
+          else if (!LITELLM_MODEL_INFO.has(k) && !FREE_FORM_INFO.has(k))
+            ignored(at('model_info', k), 'not a model_info key tollgate or LiteLLM reads: kept as information only (check its spelling)');
+          // else: LiteLLM's own information (supports_*, …), accepted quietly
         }
         const mode = rest['mode'];
         if (typeof mode === 'string' && (MODEL_MODES as readonly string[]).includes(mode) && !SERVED_MODES.has(mode))

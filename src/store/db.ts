@@ -112,7 +112,8 @@ export async function pgConnectionUrl(url: string): Promise<string> {
   const u = new URL(url);
   u.searchParams.delete('schema');
   const mode = u.searchParams.get('sslmode');
-  if (mode === null) return u.toString();
+  // no-verify is the pg package's own (TLS, no verification), which libpq's reading does not know.
+  if (mode === null || mode === 'no-verify') return u.toString();
   if (!u.searchParams.has('uselibpqcompat')) u.searchParams.set('uselibpqcompat', 'true');
   if (mode !== 'prefer' && mode !== 'allow') return u.toString();
   u.searchParams.set('sslmode', 'prefer');

@@ -532,13 +532,19 @@ export class RecordCache implements KeyDirectory {
       this.#absent.delete(hash);
     }
     if (this.#missing.size >= MISS_LOOKUPS) return undefined;
-    const lookup = this.#reload({ kind: 'key', id: hash }).then(
-      () => this.get(hash),
-      (err: unknown) => {
+    const lookup = this.#reload({ kind: 'key', id: hash })
+      .then(async () => {
+        // Its team and user may have been made there just before it: their allow-lists and limits hold from
+        // its first request, or it is refused (a failed read).
+        const k = this.get(hash);
+        if (k?.teamId !== undefined && !this.teams.has(k.teamId)) await this.#reload({ kind: 'team', id: k.teamId });
+        if (k?.userId !== undefined && !this.users.has(k.userId)) await this.#reload({ kind: 'user', id: k.userId });
+        return this.get(hash);
+      })
+      .catch((err: unknown) => {
         this.#failed(err);
         return undefined;
-      },
-    );
+      });
     this.#missing.set(hash, lookup);
     void lookup.then((found) => {
       this.#missing.delete(hash);

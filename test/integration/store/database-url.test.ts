@@ -43,6 +43,8 @@ test('sslmode=require, verify-ca and verify-full refuse a server without TLS', a
   // verify-ca without the CA to verify against is refused before connecting, saying what to add.
   await assert.rejects(openDb({ url: withMode('verify-ca') }), /sslrootcert/);
   assert.equal(await pgConnectionUrl(withMode('require')), `${PG}?sslmode=require&uselibpqcompat=true`);
+  // The pg package's own no-verify keeps its meaning (TLS without verification).
+  assert.equal(await pgConnectionUrl(withMode('no-verify')), `${PG}?sslmode=no-verify`);
 });
 
 test('sslmode never makes pg print its SECURITY WARNING (it would read prefer and require as verify-full)', async () => {

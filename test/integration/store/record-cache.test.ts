@@ -21,7 +21,7 @@ import { prepareConfigText } from '../../../src/main/config-source.js';
 const PG = process.env['TEST_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
 const logger = createLogger('silent');
 
-const record = (key: string): KeyRecord => apiKeyRecord(key);
+const record = (key: string, over: Partial<KeyRecord> = {}): KeyRecord => apiKeyRecord(key, over);
 
 const dbs: Db[] = [];
 const schemas: string[] = [];
@@ -170,7 +170,7 @@ describe('record cache', { timeout: 30_000 }, () => {
       'c.yaml',
       {},
     );
-    const parts = buildAuthorizer(prepared.config, prepared.policy, Buffer.alloc(32, 1), { keys: cache });
+    const parts = buildAuthorizer(prepared.config, prepared.policy, Buffer.alloc(32, 1), { keys: cache, teams: cache.teams });
     const facts = (bearer: string): RequestFacts => ({
       method: 'GET',
       path: '/v1/models',
@@ -184,6 +184,28 @@ describe('record cache', { timeout: 30_000 }, () => {
     const found = await parts.authorizer.authorize(facts(key), Date.now());
     assert.equal(found.decision.allow, true, JSON.stringify(found.decision));
     assert.equal(cache.get(k.hash)?.id, k.id, 'and kept in the cache');
+
+    // A key in a team made on the other replica just before it: the team's allow-list holds from the first request.
+    const limits = {
+      maxBudget: undefined,
+      budgetDuration: undefined,
+      rpmLimit: undefined,
+      tpmLimit: undefined,
+      maxParallelRequests: undefined,
+    };
+    await other.putTeam({ teamId: 'restricted', alias: undefined, models: ['m1'], blocked: false, limits, metadata: {} }, true);
+    const inTeam = `sk-in-team-${randomUUID()}`;
+    assert.equal(await other.createKey(record(inTeam, { teamId: 'restricted', alias: 'in-team' }), 'sk-...test'), 'done');
+    assert.equal(cache.teams.has('restricted'), false);
+    const chat = (bearer: string, model: string): RequestFacts => ({
+      ...facts(bearer),
+      method: 'POST',
+      path: '/v1/chat/completions',
+      body: JSON.stringify({ model, messages: [] }),
+    });
+    const denied = await parts.authorizer.authorize(chat(inTeam, 'm2'), Date.now());
+    assert.equal(denied.decision.allow ? 'allowed' : denied.decision.code, 'model_not_allowed');
+    assert.deepEqual(cache.teams.get('restricted')?.models, ['m1'], 'the team came with its key');
 
     // A made-up key: one query, then refused without one for a second; lookups of one hash share a query.
     const made = `sk-made-up-${randomUUID()}`;

@@ -181,13 +181,16 @@ litellm_settings:
     assert.match(at(warnings, 'model_list[0].litellm_params.additional_drop_params').message, /as the client sent them/);
   });
 
-  test('free-form model_info is accepted; only what changes LiteLLM behaviour warns; a misspelt tollgate key is still an error', () => {
+  test('free-form model_info is accepted; what changes LiteLLM behaviour, or neither reads, warns; a misspelt tollgate key is still an error', () => {
     const text = `${MINIMAL}    model_info:\n      description: my model\n      metadata: {owner: me}\n      supports_reasoning: true\n      health_check_model: openai/x\n`;
     const { warnings } = loaded(text);
     assert.deepEqual(
       warnings.map((w) => w.path),
       ['model_list[0].model_info.health_check_model'],
     );
+    // A price written so that nothing reads it: the model would be free, so it is said.
+    const camel = loaded(`${MINIMAL}    model_info:\n      inputCostPerToken: 0.001\n`);
+    assert.match(at(camel.warnings, 'model_list[0].model_info.inputCostPerToken').message, /check its spelling/);
     const typo = failed(`${MINIMAL}    model_info:\n      input_cost_per_tokens: 0.1\n`);
     assert.match(at(typo.issues, 'model_list[0].model_info.input_cost_per_tokens').message, /unknown key/);
   });
