@@ -267,7 +267,17 @@ export function backendMessage(o: Record<string, unknown>): string | undefined {
   const err = o['error'];
   const msg =
     typeof err === 'object' && err !== null ? (err as Record<string, unknown>)['message'] : typeof err === 'string' ? err : o['message'];
-  return typeof msg === 'string' && msg !== '' ? msg.slice(0, 1000) : undefined;
+  return typeof msg === 'string' && msg !== '' ? withoutEchoes(msg).slice(0, 1000) : undefined;
+}
+
+/**
+ * A backend's message without the request values it quotes: pydantic's `input_value=…` (vLLM's request
+ * validation, `str(exc)`) and vLLM's `VLLMValidationError` `value=…` can hold the prompt, which the
+ * contract's messages never echo. What is wrong, and where, stays.
+ */
+export function withoutEchoes(msg: string): string {
+  if (!msg.includes('value=')) return msg;
+  return msg.replace(/input_value=[\s\S]*?(?=, input_type=)/g, 'input_value=…').replace(/([(,] ?)value=[\s\S]*\)\s*$/, '$1value=…)');
 }
 
 function num(v: unknown): number {

@@ -6,7 +6,7 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { SseRewriter, spliceJson, withModel } from '../../../src/gateway/sse.js';
+import { backendMessage, SseRewriter, spliceJson, withModel, withoutEchoes } from '../../../src/gateway/sse.js';
 
 type Obj = Record<string, unknown>;
 const enc = new TextEncoder();
@@ -414,5 +414,32 @@ describe('SseRewriter passes chunks as the backend wrote them', () => {
     const withUsage = chunk.replace('}]}', '}],"usage":null}');
     const hidden = events(run(ev(withUsage)).out);
     assert.equal(hidden[0], JSON.stringify({ ...(JSON.parse(withUsage) as Obj), model: 'llama', usage: undefined }));
+  });
+});
+
+describe("backendMessage: the backend's message, without the request values it quotes", () => {
+  test("pydantic's input_value (vLLM's request validation) is not echoed; what is wrong and where stays", () => {
+    const pydantic =
+      '1 validation error for ChatCompletionRequest\nmessages.0.content\n  Input should be a valid string ' +
+      "[type=string_type, input_value={'secret prompt': 'about the merger'}, input_type=dict]";
+    const out = withoutEchoes(pydantic);
+    assert.doesNotMatch(out, /secret prompt|merger/);
+    assert.match(out, /messages\.0\.content/);
+    assert.match(out, /input_value=…, input_type=dict\]/);
+    // Two errors: both values gone.
+    const two = withoutEchoes(
+      `${pydantic}\nmessages.1.role\n  Input should be 'user' [type=literal_error, input_value='the plan', input_type=str]`,
+    );
+    assert.doesNotMatch(two, /merger|the plan/);
+  });
+
+  test("vLLM's VLLMValidationError (parameter=…, value=…) keeps the parameter, not the value", () => {
+    const out = backendMessage({ error: { message: 'Invalid prompt (parameter=prompt, value=tell me the launch codes)', code: 400 } });
+    assert.equal(out, 'Invalid prompt (parameter=prompt, value=…)');
+  });
+
+  test('a message without quoted values is passed as it is', () => {
+    const msg = "This model's maximum context length is 8192 tokens. However, you requested 9000 tokens.";
+    assert.equal(backendMessage({ object: 'error', message: msg }), msg);
   });
 });
