@@ -243,6 +243,18 @@ describe('providers and modes', () => {
   });
 });
 
+/** The routing catalog of `models` and one model added through the admin API (db-1, alias db), with `defaults`. */
+function withDbModel(
+  models: Parameters<typeof composeCatalog>[0],
+  defaults: { defaultTimeoutS?: number | undefined; defaultStreamTimeoutS?: number | undefined },
+): ReturnType<typeof composeCatalog> {
+  return composeCatalog(
+    models,
+    [{ id: 'db-1', modelName: 'db', litellmParams: { model: 'openai/db', api_base: 'http://127.0.0.1:9/v1' }, modelInfo: {} }],
+    { box: undefined, env: {}, logger: createLogger('silent'), allowedApiBases: ['127.0.0.1'], ...defaults },
+  );
+}
+
 describe('router settings from litellm_settings, and timeouts', () => {
   test('router_settings.timeout, else litellm_settings.request_timeout, is the timeout of a deployment that sets none', () => {
     const two = `${MINIMAL}  - model_name: own
@@ -272,17 +284,7 @@ describe('router settings from litellm_settings, and timeouts', () => {
       [20, 5],
     );
     assert.deepEqual(warnings, [], 'applied, not set aside');
-    const catalog = composeCatalog(
-      config.model_list,
-      [{ id: 'db-1', modelName: 'db', litellmParams: { model: 'openai/db', api_base: 'http://127.0.0.1:9/v1' }, modelInfo: {} }],
-      {
-        box: undefined,
-        env: {},
-        logger: createLogger('silent'),
-        allowedApiBases: ['127.0.0.1'],
-        defaultStreamTimeoutS: config.router_settings.stream_timeout,
-      },
-    );
+    const catalog = withDbModel(config.model_list, { defaultStreamTimeoutS: config.router_settings.stream_timeout });
     assert.deepEqual(
       ['llama', 'own', 'db'].map((a) => catalog.group(a)?.deployments[0]?.streamTimeoutMs),
       [20_000, 5_000, 20_000],
@@ -292,17 +294,7 @@ describe('router settings from litellm_settings, and timeouts', () => {
 
   test('GET /model/info shows the effective timeout, also of a model added through the admin API', () => {
     const { config } = loaded(`${MINIMAL}router_settings:\n  timeout: 45\n`);
-    const catalog = composeCatalog(
-      config.model_list,
-      [{ id: 'db-1', modelName: 'db', litellmParams: { model: 'openai/db', api_base: 'http://127.0.0.1:9/v1' }, modelInfo: {} }],
-      {
-        box: undefined,
-        env: {},
-        logger: createLogger('silent'),
-        allowedApiBases: ['127.0.0.1'],
-        defaultTimeoutS: config.router_settings.timeout,
-      },
-    );
+    const catalog = withDbModel(config.model_list, { defaultTimeoutS: config.router_settings.timeout });
     const views = [...catalog.aliases()].flatMap((a) => catalog.group(a)?.deployments ?? []).map((d) => modelView(d, false));
     assert.deepEqual(
       views.map((v) => (v['litellm_params'] as { timeout: number }).timeout),

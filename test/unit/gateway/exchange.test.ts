@@ -17,23 +17,26 @@ function exchange(): Exchange {
 /** Never gives the request a connection (every one busy). */
 const busy = { dispatch: () => true } as unknown as Dispatcher;
 
-/** Starts the request at once and answers 200 `ok`. */
-const answering = {
-  dispatch(_opts: Dispatcher.DispatchOptions, h: Dispatcher.DispatchHandler): boolean {
-    const controller = {
-      abort: () => undefined,
-      pause: () => undefined,
-      resume: () => undefined,
-    } as unknown as Dispatcher.DispatchController;
-    setImmediate(() => {
-      h.onRequestStart?.(controller, {});
-      h.onResponseStart?.(controller, 200, {}, 'OK');
-      h.onResponseData?.(controller, Buffer.from('ok'));
-      h.onResponseEnd?.(controller, {});
-    });
-    return true;
-  },
-} as unknown as Dispatcher;
+/** Starts the request at once and answers 200 with `body` and `headers`. */
+function answer(body: string, headers: Record<string, string> = {}): Dispatcher {
+  return {
+    dispatch(_opts: Dispatcher.DispatchOptions, h: Dispatcher.DispatchHandler): boolean {
+      const controller = {
+        abort: () => undefined,
+        pause: () => undefined,
+        resume: () => undefined,
+      } as unknown as Dispatcher.DispatchController;
+      setImmediate(() => {
+        h.onRequestStart?.(controller, {});
+        h.onResponseStart?.(controller, 200, headers, 'OK');
+        h.onResponseData?.(controller, Buffer.from(body));
+        h.onResponseEnd?.(controller, {});
+      });
+      return true;
+    },
+  } as unknown as Dispatcher;
+}
+const answering = answer('ok');
 
 describe('Exchange: the wait for a connection', () => {
   test('a request that gets no connection fails with QUEUE_TIMEOUT, after its wait and not much later', async () => {
@@ -104,23 +107,7 @@ describe('Exchange: the bound on the whole exchange (timeout)', () => {
     const events: string[] = [];
     const sink = { start: () => events.push('start'), data: () => (events.push('data'), true), end: () => events.push('end') };
     const ex = new Exchange({ client: new ClientLink(), sink, replyCap: 1024, errorCap: 1024 });
-    const jsonAnswer = {
-      dispatch(_o: unknown, h: Dispatcher.DispatchHandler): boolean {
-        const controller = {
-          abort: () => undefined,
-          pause: () => undefined,
-          resume: () => undefined,
-        } as unknown as Dispatcher.DispatchController;
-        setImmediate(() => {
-          h.onRequestStart?.(controller, {});
-          h.onResponseStart?.(controller, 200, { 'content-type': 'application/json' }, 'OK');
-          h.onResponseData?.(controller, Buffer.from('{"data":[]}'));
-          h.onResponseEnd?.(controller, {});
-        });
-        return true;
-      },
-    };
-    const r = await ex.send(jsonAnswer as unknown as Dispatcher, OPTS, 1_000, 1_000);
+    const r = await ex.send(answer('{"data":[]}', { 'content-type': 'application/json' }), OPTS, 1_000, 1_000);
     assert.deepEqual(events, []);
     assert.equal(r.kind, 'reply');
     assert.equal((r as { body: Buffer }).body.toString(), '{"data":[]}');
