@@ -17,6 +17,19 @@ const RELOAD_MS = 30_000;
 const MISS_LOOKUPS = 32;
 const MISS_MEMORY_MS = 1_000;
 const MISS_MEMORY_MAX = 10_000;
+/** How long a request waits for such a lookup (a slow database): then it is answered as before, 401. */
+const MISS_WAIT_MS = 500;
+
+/** `p`'s value, or undefined once `ms` passed (the lookup goes on, and fills the cache when it ends). */
+function bounded<T>(p: Promise<T | undefined>, ms: number): Promise<T | undefined> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(undefined), ms);
+    void p.then((v) => {
+      clearTimeout(timer);
+      resolve(v);
+    });
+  });
+}
 /** How often replicas on PostgreSQL read the change log, and how far back each read looks. */
 const POLL_MS = 500;
 const POLL_WINDOW = "interval '3 seconds'";
@@ -522,9 +535,10 @@ export class RecordCache implements KeyDirectory {
    */
   lookupMissing(hash: string): Promise<KeyRecord | undefined> | undefined {
     // Only where other replicas may write (PostgreSQL): embedded PGlite has one process, which knows its keys.
-    if (this.#db === undefined || !this.#pollChanges) return undefined;
+    const db = this.#db;
+    if (db === undefined || !this.#pollChanges) return undefined;
     const running = this.#missing.get(hash);
-    if (running !== undefined) return running;
+    if (running !== undefined) return bounded(running, MISS_WAIT_MS);
     const now = Date.now();
     const until = this.#absent.get(hash);
     if (until !== undefined) {
@@ -532,19 +546,22 @@ export class RecordCache implements KeyDirectory {
       this.#absent.delete(hash);
     }
     if (this.#missing.size >= MISS_LOOKUPS) return undefined;
-    const lookup = this.#reload({ kind: 'key', id: hash })
-      .then(async () => {
-        // Its team and user may have been made there just before it: their allow-lists and limits hold from
-        // its first request, or it is refused (a failed read).
-        const k = this.get(hash);
-        if (k?.teamId !== undefined && !this.teams.has(k.teamId)) await this.#reload({ kind: 'team', id: k.teamId });
-        if (k?.userId !== undefined && !this.users.has(k.userId)) await this.#reload({ kind: 'user', id: k.userId });
-        return this.get(hash);
-      })
-      .catch((err: unknown) => {
-        this.#failed(err);
-        return undefined;
-      });
+    const lookup = (async (): Promise<KeyRecord | undefined> => {
+      const [row] = await db.query<{ team_id: string | null; user_id: string | null }>(
+        'SELECT team_id, user_id FROM keys WHERE key_hash = $1',
+        [hash],
+      );
+      if (row === undefined) return undefined;
+      // Its team and user first (made there just before it, perhaps): the key enters the cache only with
+      // their allow-lists and limits beside it, for this request and every one after.
+      if (row.team_id !== null && !this.teams.has(row.team_id)) await this.#reload({ kind: 'team', id: row.team_id });
+      if (row.user_id !== null && !this.users.has(row.user_id)) await this.#reload({ kind: 'user', id: row.user_id });
+      await this.#reload({ kind: 'key', id: hash });
+      return this.get(hash);
+    })().catch((err: unknown) => {
+      this.#failed(err);
+      return undefined;
+    });
     this.#missing.set(hash, lookup);
     void lookup.then((found) => {
       this.#missing.delete(hash);
@@ -552,7 +569,7 @@ export class RecordCache implements KeyDirectory {
       if (this.#absent.size >= MISS_MEMORY_MAX) this.#absent.clear();
       this.#absent.set(hash, Date.now() + MISS_MEMORY_MS);
     });
-    return lookup;
+    return bounded(lookup, MISS_WAIT_MS);
   }
 
   /** A reloaded config file's keys, teams and users (SIGHUP), swapped in one synchronous step. */

@@ -156,7 +156,20 @@ describe('record cache', { timeout: 30_000 }, () => {
     const db = await freshDb();
     const deaf: ChangeBus = { publish: () => Promise.resolve(), subscribe: () => Promise.resolve(), close: () => Promise.resolve() };
     // This replica's cache hears nothing and polls nothing in this test's time: only the lookup can find the key.
-    const cache = newCache(db, true);
+    // Its lookups are counted.
+    let lookups = 0;
+    let slowMs = 0;
+    const counted: Queryable = {
+      query: async (sql, params) => {
+        if (sql.startsWith('SELECT team_id, user_id FROM keys')) {
+          lookups++;
+          if (slowMs > 0) await new Promise((r) => setTimeout(r, slowMs));
+        }
+        return db.query(sql, params);
+      },
+      exec: (sql) => db.exec(sql),
+    };
+    const cache = newCache(counted, true);
     await cache.start(deaf);
     cache.stop();
     const other = new RecordStore(db, deaf, { logger });
@@ -210,12 +223,24 @@ describe('record cache', { timeout: 30_000 }, () => {
     // A made-up key: one query, then refused without one for a second; lookups of one hash share a query.
     const made = `sk-made-up-${randomUUID()}`;
     const hash = record(made).hash;
-    const first = cache.lookupMissing(hash);
-    assert.equal(cache.lookupMissing(hash), first, 'one lookup per hash in flight');
-    assert.equal(await first, undefined);
+    const before = lookups;
+    assert.deepEqual(await Promise.all([cache.lookupMissing(hash), cache.lookupMissing(hash)]), [undefined, undefined]);
+    assert.equal(lookups - before, 1, 'one lookup per hash in flight');
     assert.equal(cache.lookupMissing(hash), undefined, 'not asked again at once');
     const refused = await parts.authorizer.authorize(facts(made), Date.now());
     assert.equal(refused.decision.allow ? '' : refused.decision.code, 'invalid_api_key');
+
+    // A slow database: the request is answered as before (401) after half a second; the lookup goes on and
+    // the key works on the next request.
+    slowMs = 1_500;
+    const late = `sk-late-${randomUUID()}`;
+    assert.equal(await other.createKey(record(late, { alias: 'late' }), 'sk-...test'), 'done');
+    const t0 = Date.now();
+    assert.equal(await cache.lookupMissing(record(late).hash), undefined);
+    const waited = Date.now() - t0;
+    assert.ok(waited >= 450 && waited < 1_200, `answered after ${waited} ms`);
+    await until('the slow lookup fills the cache', 3_000, () => cache.get(record(late).hash) !== undefined);
+    slowMs = 0;
 
     // Deleted meanwhile: the delete's reload lands after the lookup's, never the other way round.
     const gone = record(`sk-gone-${randomUUID()}`);
