@@ -273,5 +273,10 @@ export function startReplay(
   };
   run();
   const timer = setInterval(run, REPLAY_MS).unref();
-  return () => clearInterval(timer);
+  // A Redis back after a restart is seeded at once: until then, requests with a budget are store faults.
+  redis.redis.on('ready', run);
+  return () => {
+    clearInterval(timer);
+    redis.redis.off('ready', run);
+  };
 }

@@ -147,7 +147,21 @@ export class Limiter {
       return denial(a);
     };
     if (this.counters instanceof MemoryCounters) return done(this.counters.admitNow(req));
-    return this.counters.admit(req).then(done, (err: unknown) => this.#fault(err, deployment));
+    return this.counters.admit(req).then(done, (err: unknown) => {
+      this.#releaseLate(req);
+      return this.#fault(err, deployment);
+    });
+  }
+
+  /**
+   * An admission that failed on this side (its answer timed out) may still run in Redis later and take a
+   * lease nothing would settle: holding a parallel slot and reservations until it expired. A release sent
+   * now runs after it on the same connection (or finds nothing to release).
+   */
+  #releaseLate(req: { requestId: string; subjects: LimitSubject[]; tokens: number; now: number }): void {
+    this.counters
+      .settle({ requestId: req.requestId, subjects: req.subjects, reservedTokens: req.tokens, tokens: 0, cost: 0, now: req.now })
+      .catch(() => undefined);
   }
 
   /**
@@ -203,7 +217,10 @@ export class Limiter {
       return { refused: 'full', headers: denial(a).headers };
     };
     if (this.counters instanceof MemoryCounters) return done(this.counters.admitNow(req));
-    return this.counters.admit(req).then(done, (err: unknown) => (this.#fault(err, d).ok ? undefined : STORE_DOWN));
+    return this.counters.admit(req).then(done, (err: unknown) => {
+      this.#releaseLate(req);
+      return this.#fault(err, d).ok ? undefined : STORE_DOWN;
+    });
   }
 
   /** Keeps the leases of requests in flight alive (a replica that dies stops renewing, and its leases expire). */

@@ -222,13 +222,18 @@ function denied(
   rate: RateView,
 ): Admission {
   // Spend past the budget waits for the next period; cost reserved by requests in flight frees up when they end.
+  // A parallel limit has no window: its x-ratelimit-*-requests say how many may be in flight, none left.
+  const retry = Math.max(0, retryAfterMs);
   return {
     ok: false,
     code: limit === 'budget' ? 'budget_exceeded' : 'rate_limit_exceeded',
     limit: limit === 'budget-in-flight' ? 'budget' : limit,
     subject: sub.id,
-    retryAfterMs: Math.max(0, retryAfterMs),
-    rate,
+    retryAfterMs: retry,
+    rate:
+      limit === 'parallel' && rate.requests === undefined && sub.parallel !== undefined
+        ? { ...rate, requests: { limit: sub.parallel, remaining: 0, resetMs: retry } }
+        : rate,
   };
 }
 

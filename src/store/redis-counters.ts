@@ -39,11 +39,21 @@ const ARGS_PER_SUBJECT = 5;
  */
 export const SETTLED_TTL_MS = 10 * 60_000;
 
-/** Returns {ok, limit, subject index, retry-after ms, req limit, req remaining, req reset, tok limit, tok remaining, tok reset}; -1 = none. */
+/**
+ * KEYS: six per subject, then the `seeded` marker. Returns {ok, limit, subject index, retry-after ms, req
+ * limit, req remaining, req reset, tok limit, tok remaining, tok reset}; -1 = none.
+ */
 const ADMIT = `
 local now = tonumber(ARGV[1]); local lid = ARGV[2]; local tokens = math.floor(tonumber(ARGV[3])); local cost = ARGV[4]
 local W = tonumber(ARGV[5]); local ttl = tonumber(ARGV[6])
-local n = #KEYS / ${KEYS_PER_SUBJECT}
+local n = (#KEYS - 1) / ${KEYS_PER_SUBJECT}
+-- A Redis that restarted empty knows no spend until it is seeded from the log: a budget read there would
+-- be 0. A request with a budget is refused as a store fault (failure_mode decides) until then.
+if redis.call('EXISTS', KEYS[#KEYS]) == 0 then
+  for i = 0, n - 1 do
+    if tonumber(ARGV[6 + i * ${ARGS_PER_SUBJECT} + 4]) >= 0 then return redis.error_reply('UNSEEDED counters not seeded yet') end
+  end
+end
 local rq = {-1, -1, -1}; local tk = {-1, -1, -1}
 local function deny(limit, i, retry) return {0, limit, i, retry, rq[1], rq[2], rq[3], tk[1], tk[2], tk[3]} end
 for i = 0, n - 1 do
@@ -138,13 +148,14 @@ return {1, '', -1, 0, rq[1], rq[2], rq[3], tk[1], tk[2], tk[3]}
 const SETTLE = `
 local now = tonumber(ARGV[1]); local lid = ARGV[2]; local tokens = math.floor(tonumber(ARGV[3]) or 0); local cost = ARGV[4]
 if tonumber(cost) == nil then return redis.error_reply('cost is not a number') end
--- A Redis that restarted empty takes no spend until it is seeded from the log (the row is replayed after).
-if redis.call('EXISTS', KEYS[#KEYS]) == 0 then return redis.error_reply('UNSEEDED counters not seeded yet') end
+-- A Redis that restarted empty takes no spend until it is seeded from the log (the row is replayed after);
+-- the lease is released all the same, or it would hold its parallel slot and reservations until it expires.
+local seeded = redis.call('EXISTS', KEYS[#KEYS]) == 1
 local n = (#KEYS - 2) / ${KEYS_PER_SUBJECT}
 -- Cost goes to the budgets once per lease: this call repeated, or arriving after the replay of its row,
 -- adds none. The rest of a settlement (the lease released, the tokens corrected) sets values: done again,
 -- it changes nothing, and it must be done however late the call comes.
-local addCost = tonumber(cost) > 0
+local addCost = seeded and tonumber(cost) > 0
 if addCost then
   for i = 0, n - 1 do
     if ARGV[4 + i * 4 + 3] == '1' then
@@ -172,6 +183,7 @@ for i = 0, n - 1 do
     end
   end
 end
+if not seeded then return redis.error_reply('UNSEEDED counters not seeded yet') end
 if tonumber(cost) > 0 and not addCost then return 0 end
 return 1
 `;
@@ -293,6 +305,7 @@ export class RedisCounters implements Counters {
       this.#keys(sub, keys, sub.budget?.period.start ?? 0);
       args.push(sub.rpm ?? -1, sub.tpm ?? -1, sub.parallel ?? -1, sub.budget?.max ?? -1, sub.budget?.period.end ?? 0);
     }
+    keys.push(`${this.#prefix}seeded`);
     const r = await this.redis.tgAdmit(keys.length, ...keys, ...args);
     const rate = {
       requests: r[4] < 0 ? undefined : { limit: r[4], remaining: r[5], resetMs: r[6] },

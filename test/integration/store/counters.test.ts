@@ -121,6 +121,11 @@ for (const [kind, make] of kinds) {
       const third = await c.admit({ requestId: 'p3', subjects: s, tokens: 0, cost: 0, now: T0 });
       assert.ok(!third.ok);
       assert.equal(third.limit, 'parallel');
+      // The contract's 429 carries x-ratelimit-*: for a parallel limit, how many may be in flight, none left.
+      assert.deepEqual(rateHeaders(third.rate).slice(0, 2), [
+        ['x-ratelimit-limit-requests', '2'],
+        ['x-ratelimit-remaining-requests', '0'],
+      ]);
       await c.settle({ requestId: 'p1', subjects: s, reservedTokens: 0, tokens: 0, cost: 0, now: T0 + 5 });
       assert.equal((await c.admit({ requestId: 'p4', subjects: s, tokens: 0, cost: 0, now: T0 + 6 })).ok, true);
       // p2 is renewed, p4 is not: only p4's lease expires.
