@@ -67,6 +67,16 @@ export const MODEL_MODES = [
 /** A deployment's timeout when neither its litellm_params nor router_settings set one. */
 export const DEFAULT_TIMEOUT_S = 600;
 
+/** Parses as a URL with a numeric port, if any (the value itself never goes into the error). */
+export function isUrl(v: string): boolean {
+  try {
+    new URL(v);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export const litellmParams = z
   .object({
     model: providerModel,
@@ -141,11 +151,13 @@ export const generalSettings = z
     database_url: z
       .string()
       .regex(/^postgres(ql)?:\/\//, { error: 'not a PostgreSQL URL: write postgres://user@host:5432/db' })
+      .refine(isUrl, { error: 'not a PostgreSQL URL (it does not parse): write postgres://user:password@host:5432/db' })
       .optional(),
     data_dir: z.string().min(1).optional(),
     redis_url: z
       .string()
       .regex(/^rediss?:\/\//, { error: 'not a Redis URL: write redis://host:6379' })
+      .refine(isUrl, { error: 'not a Redis URL (it does not parse): write redis://[:password@]host:6379[/db]' })
       .optional(),
     /** tollgate's own: prepended to every Redis key, so several deployments can share one Redis. */
     redis_key_prefix: z

@@ -268,6 +268,24 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
   let onModels = (models: readonly StoredModel[]): void => {
     dbModels = models;
   };
+  // Signals are handled from here on — before the store opens (a database, migrations, up to 3 s for Redis) —
+  // so a SIGTERM during start-up still ends in a clean exit 0, and a second one does not cut the drain short.
+  let signalled: ((signal: string) => void) | undefined;
+  let pendingSignal: string | undefined;
+  const onSignal = (signal: string): void => {
+    if (signalled) signalled(signal);
+    else pendingSignal ??= signal;
+  };
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+  process.on('SIGINT', () => onSignal('SIGINT'));
+  let reloader: Reloader | undefined;
+  // SIGHUP reloads the config file; without one (embedded default), or before start-up ends, it is only
+  // logged — never Node's default, which would end the process.
+  process.on('SIGHUP', () => {
+    if (reloader !== undefined) void reloader.reload('SIGHUP');
+    else
+      logger.warn(prepared.source === EMBEDDED ? 'SIGHUP: no config file to reload (embedded default)' : 'SIGHUP during start-up: ignored');
+  });
   let store: StoreApp;
   try {
     store = await openStore(prepared.config, {
@@ -280,7 +298,7 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
       onStoreError: (s, op) => metrics.storeErrors.inc({ store: s, op }),
     });
   } catch (err) {
-    io.err(`tollgate ${command}: cannot open the database: ${(err as Error).message.split('\n')[0] ?? ''}`);
+    io.err(`tollgate ${command}: ${(err as Error).message.split('\n')[0] ?? ''}`);
     return 1;
   }
   const parts = buildAuthorizer(prepared.config, prepared.policy, secret, {
@@ -334,23 +352,6 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
             }
           },
         });
-  // Signals are handled from here on, so a SIGTERM during start-up still ends in a clean exit 0.
-  let signalled: ((signal: string) => void) | undefined;
-  let pendingSignal: string | undefined;
-  const onSignal = (signal: string): void => {
-    if (signalled) signalled(signal);
-    else pendingSignal ??= signal;
-  };
-  process.once('SIGTERM', () => onSignal('SIGTERM'));
-  process.once('SIGINT', () => onSignal('SIGINT'));
-  let reloader: Reloader | undefined;
-  // SIGHUP reloads the config file; without one (embedded default), or before start-up ends, it is only
-  // logged — never Node's default, which would end the process.
-  process.on('SIGHUP', () => {
-    if (reloader !== undefined) void reloader.reload('SIGHUP');
-    else
-      logger.warn(prepared.source === EMBEDDED ? 'SIGHUP: no config file to reload (embedded default)' : 'SIGHUP during start-up: ignored');
-  });
   // Start what the command runs; if a later part fails, the earlier ones are closed: nothing half-started.
   const running: Array<{ close(graceMs: number): Promise<void> }> = [];
   // The store closes last: in-flight requests settle and their spend rows are flushed after the servers drain.
@@ -396,7 +397,10 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
   const stopped = new Promise<number>((resolve) => {
     let stopping = false;
     signalled = (signal) => {
-      if (stopping) return;
+      if (stopping) {
+        logger.info({ signal }, 'already draining: in-flight requests finish within the drain bound');
+        return;
+      }
       stopping = true;
       logger.info({ signal }, 'draining');
       void closeAll(drainS * 1000).then(() => {

@@ -3,7 +3,7 @@
  * records database (PostgreSQL with `database_url`, else embedded PGlite) with its migrations, the spend
  * log, the limiter, and the background work that keeps them consistent (budget seeding, spend replay).
  */
-import type { Config } from '../config/schema.js';
+import { isUrl, type Config } from '../config/schema.js';
 import type { DeploymentGate } from '../gateway/forward.js';
 import type { TeamRecord } from '../core/decide.js';
 import { keyId, limitsOf, StaticKeyDirectory, type KeyDirectory, type Limits } from '../identity/keys.js';
@@ -56,6 +56,9 @@ export interface StoreOptions {
 }
 
 const REDIS_READY_MS = 3_000;
+/** How often readiness asks PostgreSQL, and how long it waits for the answer. */
+const DB_PROBE_MS = 5_000;
+const DB_PROBE_WAIT_MS = 2_000;
 
 export async function openStore(config: Config, opts: StoreOptions): Promise<StoreApp> {
   const env = opts.env ?? {};
@@ -65,18 +68,27 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
     redis_url: config.general_settings.redis_url ?? nonEmpty(env['REDIS_URL']),
   };
   const { logger } = opts;
+  // DATABASE_URL and REDIS_URL from the environment have not been through the config's checks.
+  if (gs.database_url !== undefined && !isUrl(gs.database_url))
+    throw new Error('DATABASE_URL is not a PostgreSQL URL (it does not parse): write postgres://user:password@host:5432/db');
+  if (gs.redis_url !== undefined && (!/^rediss?:\/\//.test(gs.redis_url) || !isUrl(gs.redis_url)))
+    throw new Error('REDIS_URL is not a Redis URL (it does not parse): write redis://[:password@]host:6379[/db]');
   const configKeys = new StaticKeyDirectory(config.keys);
   const configUsers = new Map<string, Limits>(config.users.map((u) => [u.user_id, limitsOf(u)]));
 
   let db: Db | undefined;
   if (opts.withDb) {
-    db = await openDb({ url: gs.database_url, dataDir: gs.data_dir === undefined ? undefined : `${gs.data_dir}/pglite` });
+    try {
+      db = await openDb({ url: gs.database_url, dataDir: gs.data_dir === undefined ? undefined : `${gs.data_dir}/pglite` });
+    } catch (err) {
+      throw new Error(`cannot open the database: ${(err as Error).message}`, { cause: err });
+    }
     try {
       const applied = await migrate(db);
       if (applied.length > 0) logger.info({ applied, database: db.kind }, 'database migrated');
     } catch (err) {
       await db.close();
-      throw err;
+      throw new Error(`cannot open the database: ${(err as Error).message}`, { cause: err });
     }
   }
 
@@ -84,15 +96,20 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
   let bus: ChangeBus | undefined;
   if (db !== undefined) {
     const notifyDb = db;
-    // ioredis (here and for the counters below) loads only with a redis_url.
-    bus =
-      gs.redis_url !== undefined
-        ? new (await import('../store/redis-change-bus.js')).RedisChangeBus(gs.redis_url, gs.redis_key_prefix)
-        : db.kind === 'postgres' && gs.database_url !== undefined
-          ? new PgChangeBus(db.connectionUrl ?? gs.database_url, db.schema, async (channel, payload) => {
-              await notifyDb.query('SELECT pg_notify($1, $2)', [channel, payload]);
-            })
-          : new LocalChangeBus();
+    try {
+      // ioredis (here and for the counters below) loads only with a redis_url.
+      bus =
+        gs.redis_url !== undefined
+          ? new (await import('../store/redis-change-bus.js')).RedisChangeBus(gs.redis_url, gs.redis_key_prefix)
+          : db.kind === 'postgres' && gs.database_url !== undefined
+            ? new PgChangeBus(db.connectionUrl ?? gs.database_url, db.schema, async (channel, payload) => {
+                await notifyDb.query('SELECT pg_notify($1, $2)', [channel, payload]);
+              })
+            : new LocalChangeBus();
+    } catch (err) {
+      await db.close();
+      throw err;
+    }
   }
   const cache = new RecordCache({
     configKeys,
@@ -134,6 +151,31 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
   };
 
   const cleanups: (() => void)[] = [() => cache.stop()];
+  // PostgreSQL is asked every few seconds whether it answers: an idle replica writes no spend to notice it by.
+  let dbAnswers = true;
+  if (db?.kind === 'postgres') {
+    const probed = db;
+    let asking = false;
+    const probe = (): void => {
+      if (asking) return;
+      asking = true;
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error('no answer')), DB_PROBE_WAIT_MS);
+      });
+      Promise.race([probed.query('SELECT 1'), late])
+        .then(
+          () => (dbAnswers = true),
+          () => (dbAnswers = false),
+        )
+        .finally(() => {
+          clearTimeout(timer);
+          asking = false;
+        });
+    };
+    const timer = setInterval(probe, DB_PROBE_MS).unref();
+    cleanups.push(() => clearInterval(timer));
+  }
   let counters: Counters;
   /** Whether Redis is connected; absent with in-process counters. */
   let redisReady: (() => boolean) | undefined;
@@ -178,9 +220,10 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
     cache,
     limiter,
     accounting,
-    // Readiness: Redis connected, and the spend log's last write reached the database. With failure_mode: open
-    // a Redis outage is a state the operator chose to serve through, so it does not take every replica out.
-    ready: () => (redisReady === undefined || gs.failure_mode === 'open' || redisReady()) && (log?.healthy ?? true),
+    // Readiness: Redis connected, PostgreSQL answering its probe, and the spend log's last write reached the
+    // database. With failure_mode: open a Redis outage is a state the operator chose to serve through, so it
+    // does not take every replica out.
+    ready: () => (redisReady === undefined || gs.failure_mode === 'open' || redisReady()) && dbAnswers && (log?.healthy ?? true),
     async close(graceMs: number) {
       for (const c of cleanups) c();
       await accounting.close(graceMs);

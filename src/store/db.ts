@@ -3,7 +3,7 @@
  * (`@electric-sql/pglite`: real PostgreSQL compiled to WebAssembly, in memory or in `data_dir`). One small
  * interface over both, so the same SQL and migrations run on each. SQL only with parameters.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import v8 from 'node:v8';
 import vm from 'node:vm';
@@ -64,6 +64,8 @@ export async function openDb(opts: DbOptions): Promise<Db> {
   if (opts.url !== undefined) return openPostgres(opts.url, opts.schema);
   // initdb runs in memory, and in a data directory that holds no database yet.
   const initdb = opts.dataDir === undefined || !existsSync(path.join(opts.dataDir, 'PG_VERSION'));
+  // One process at a time: a second one on the same files would overwrite the first's writes.
+  const unlock = opts.dataDir === undefined ? undefined : lockDataDir(opts.dataDir);
   // Loaded only here: a process with a database_url never holds PGlite's module.
   const { PGlite } = await import('@electric-sql/pglite');
   const lite = new PGlite(opts.dataDir, {
@@ -71,7 +73,10 @@ export async function openDb(opts: DbOptions): Promise<Db> {
     // memory. (In memory, without a data directory, PGlite keeps its own settings.)
     startParams: [...PGlite.defaultStartParams, '-c', `shared_buffers=${PGLITE_SHARED_BUFFERS}`],
   });
-  await lite.waitReady;
+  await lite.waitReady.catch((err: unknown) => {
+    unlock?.();
+    throw err;
+  });
   if (initdb) await releaseInitMemory();
   return {
     kind: 'pglite',
@@ -96,6 +101,7 @@ export async function openDb(opts: DbOptions): Promise<Db> {
     },
     async close(): Promise<void> {
       await lite.close();
+      unlock?.();
     },
   };
 }
@@ -128,6 +134,46 @@ export async function pgConnectionUrl(url: string): Promise<string> {
     return u.toString();
   } finally {
     await probe.end().catch(() => undefined);
+  }
+}
+
+/**
+ * Takes `dir`'s lock (`<dir>.lock`, holding this process's id), or throws naming the process that holds it.
+ * A lock whose process is gone (a crash, a container restarted) is taken over. Returns its release.
+ */
+export function lockDataDir(dir: string): () => void {
+  mkdirSync(path.dirname(dir), { recursive: true });
+  const lock = `${dir}.lock`;
+  for (;;) {
+    try {
+      writeFileSync(lock, String(process.pid), { flag: 'wx' });
+      return () => {
+        try {
+          unlinkSync(lock);
+        } catch {
+          // gone already
+        }
+      };
+    } catch (err) {
+      if ((err as { code?: unknown }).code !== 'EEXIST') throw err;
+    }
+    const holder = Number(readFileSync(lock, 'utf8').trim());
+    if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && isRunning(holder)) {
+      throw new Error(
+        `data_dir ${path.dirname(dir)} is in use by process ${holder}: embedded PGlite takes one process at a time ` +
+          '(stop it, or give this one another data_dir, or set database_url to share PostgreSQL)',
+      );
+    }
+    unlinkSync(lock); // its process is gone
+  }
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as { code?: unknown }).code === 'EPERM';
   }
 }
 

@@ -343,6 +343,28 @@ describe('tollgate authz', () => {
     }
   });
 
+  test('SIGTERM while start-up waits for Redis, then a second one: it starts, drains and exits 0', TEST_OPTS, async () => {
+    const unreachable = await listenNet();
+    unreachable.server.close();
+    writeFileSync(
+      file('slow-redis.yaml'),
+      `${GOOD.replace('general_settings:', `general_settings:\n  redis_url: redis://127.0.0.1:${unreachable.port}`)}`,
+    );
+    const a = start(['authz', '--config', file('slow-redis.yaml'), '--host', '127.0.0.1', '--grpc-port', '0']);
+    try {
+      // Start-up waits up to 3 s for Redis: both signals arrive in that wait.
+      await new Promise((r) => setTimeout(r, 500));
+      a.proc.kill('SIGTERM');
+      await new Promise((r) => setTimeout(r, 100));
+      a.proc.kill('SIGTERM');
+      const done = await a.waitExit();
+      assert.deepEqual({ code: done.code, signal: done.signal }, { code: 0, signal: null }, done.stdout + done.stderr);
+      assert.match(done.stdout, /"msg":"stopped"/);
+    } finally {
+      a.proc.kill('SIGKILL');
+    }
+  });
+
   test('TOLLGATE_CONFIG stands in for --config', TEST_OPTS, async () => {
     const a = start(['authz', '--host', '127.0.0.1', '--grpc-port', '0'], { env: { TOLLGATE_CONFIG: file('good.yaml') } });
     try {
@@ -470,6 +492,12 @@ describe('tollgate serve with no config', () => {
       let key: string;
       try {
         assert.equal(await health(portOf(await first.waitForLog('serve listening', PGLITE_START_MS))), 'SERVING');
+        // A second process on the same data_dir would overwrite the first's records: refused, one line.
+        const twice = await start(serveArgs, { cwd }).waitExit();
+        assert.equal(twice.code, 1);
+        assert.equal(lines(twice.stderr).length, 1, twice.stderr);
+        assert.match(twice.stderr, new RegExp(`in use by process ${first.proc.pid}`));
+        assert.equal(await health(portOf(await first.waitForLog('serve listening'))), 'SERVING', 'the first is untouched');
         const printed = [...first.stdout().matchAll(/sk-[A-Za-z0-9_-]{16,}/g)].map((m) => m[0]);
         assert.equal(printed.length, 1, `expected the key printed once:\n${first.stdout()}`);
         key = printed[0] ?? '';

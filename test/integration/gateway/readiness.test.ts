@@ -1,10 +1,16 @@
-/** The gateway while its identity provider cannot be reached: not ready, and 503 rather than a 500 or an allow. */
+/**
+ * Readiness: the gateway while its identity provider cannot be reached (not ready, and 503 rather than a 500
+ * or an allow), and while PostgreSQL does not answer.
+ */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
+import { randomUUID } from 'node:crypto';
+import { connect, createServer, type Socket } from 'node:net';
+import pg from 'pg';
 import { prepareConfigText } from '../../../src/main/config-source.js';
 import { buildAuthorizer, loadIdentityKeys } from '../../../src/main/authz-app.js';
 import { startGateway } from '../../../src/main/gateway-app.js';
+import { gatewayStoreOptions, openStore } from '../../../src/main/store-app.js';
 import { contextSecret } from '../../../src/identity/context-token.js';
 import { InMemorySpendLog } from '../../../src/store/spend.js';
 import { createLogger } from '../../../src/telemetry/logger.js';
@@ -61,3 +67,91 @@ auth:
     await gw.close(500);
   }
 });
+
+/** A TCP relay to `port` on 127.0.0.1 that can be cut (every connection dropped, nothing listening) and restored on its port. */
+async function cuttableRelay(port: number): Promise<{ port: number; cut(): Promise<void>; restore(): Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const server = createServer((client) => {
+    const upstream = connect(port, '127.0.0.1');
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      s.on('error', () => undefined);
+    }
+    client.pipe(upstream).pipe(client);
+  });
+  const listen = (at: number): Promise<void> =>
+    new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(at, '127.0.0.1', () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  await listen(0);
+  const own = (server.address() as { port: number }).port;
+  return {
+    port: own,
+    async cut() {
+      if (!server.listening) return;
+      const closed = new Promise<void>((r) => server.close(() => r()));
+      for (const s of sockets) s.destroy();
+      await closed;
+    },
+    async restore() {
+      if (!server.listening) await listen(own);
+    },
+  };
+}
+
+test(
+  'readiness follows PostgreSQL, idle or not: 503 soon after it stops answering, 200 once it answers again',
+  { timeout: 60_000 },
+  async () => {
+    const relay = await cuttableRelay(5432);
+    const schema = `tg_ready_${randomUUID().replaceAll('-', '').slice(0, 12)}`;
+    const yaml = `
+model_list:
+  - model_name: m
+    litellm_params: { model: openai/x, api_base: "http://127.0.0.1:9/v1" }
+general_settings:
+  context_signing_key: readiness-test-context-key-0123456789abcdef
+  database_url: postgres://postgres@127.0.0.1:${relay.port}/test?schema=${schema}
+`;
+    const prepared = prepareConfigText(yaml, 'r.yaml', {});
+    const secret = contextSecret('readiness-test-context-key-0123456789abcdef', undefined) as Buffer;
+    const logger = createLogger('silent');
+    const store = await openStore(prepared.config, { logger, withDb: true, catalog: () => parts.authorizer.rules.catalog });
+    const parts = buildAuthorizer(prepared.config, prepared.policy, secret, {
+      keys: store.keys,
+      teams: store.teams,
+      limiter: store.limiter,
+    });
+    const gw = await startGateway(prepared.config, parts, secret, { host: '127.0.0.1', port: 0, logger, ...gatewayStoreOptions(store) });
+    const ready = async (): Promise<number> => (await fetch(`http://127.0.0.1:${gw.port}/health/readiness`)).status;
+    const until = async (status: number, ms: number): Promise<number> => {
+      const t0 = Date.now();
+      while ((await ready()) !== status) {
+        if (Date.now() - t0 > ms) assert.fail(`readiness not ${status} within ${ms} ms`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      return Date.now() - t0;
+    };
+    try {
+      assert.equal(await ready(), 200);
+      await relay.cut(); // no request comes: only the probe can notice
+      await until(503, 10_000);
+      await relay.restore();
+      await until(200, 10_000);
+    } finally {
+      await gw.close(500);
+      await relay.restore();
+      await store.close(500);
+      await relay.cut();
+      const admin = new pg.Client({ connectionString: 'postgres://postgres@127.0.0.1:5432/test' });
+      await admin.connect();
+      await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+      await admin.end();
+    }
+  },
+);

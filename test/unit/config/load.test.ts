@@ -702,6 +702,13 @@ const ERROR_CASES: readonly ErrorCase[] = [
     message: /allow_insecure_http/,
   },
   {
+    name: 'a redis_url that does not parse (a port that is no number)',
+    text: 'general_settings:\n  redis_url: "redis://127.0.0.1:notaport"\n',
+    path: 'general_settings.redis_url',
+    line: 'redis_url',
+    message: /does not parse/,
+  },
+  {
     // The virtual key's header cannot carry the token too.
     name: 'auth.jwt.header authorization while keys are required',
     text: JWT('    header: authorization\n'),
