@@ -34,6 +34,18 @@ export interface Metrics {
   readonly storeErrors: CounterFamily<readonly ['store', 'op']>;
   /** Times a deployment entered cooldown. */
   readonly cooldowns: CounterFamily<readonly ['deployment']>;
+  /**
+   * LiteLLM's names, as its Python client exposes them (a counter's name ends in `_total`), so dashboards
+   * and alerts written for LiteLLM find them: forwarded requests, spend, tokens and latency, by model alias
+   * (`litellm_deployment_state` is registerDeploymentGauges'). Only bounded labels: LiteLLM's per-key and
+   * per-user ones (hashed_api_key, user, team) are the spend log's, not Prometheus's here.
+   */
+  readonly litellm: {
+    readonly requests: CounterFamily<readonly ['requested_model', 'status_code']>;
+    readonly spend: CounterFamily<readonly ['model']>;
+    readonly tokens: CounterFamily<readonly ['model']>;
+    readonly latency: HistogramFamily<readonly ['model']>;
+  };
 }
 
 export type CheckDecisionLabel = 'allowed' | ErrorCode;
@@ -126,6 +138,33 @@ export function createMetrics(opts: { defaultMetrics: boolean }): Metrics {
       labelNames: ['model'] as const,
       registers: [registry],
     }),
+    litellm: {
+      requests: new CounterFamily({
+        name: 'litellm_proxy_total_requests_metric_total',
+        help: "Forwarded model requests, by model alias and the status sent to the client (LiteLLM's name)",
+        labelNames: ['requested_model', 'status_code'] as const,
+        registers: [registry],
+      }),
+      spend: new CounterFamily({
+        name: 'litellm_spend_metric_total',
+        help: "Spend in USD, by model alias (LiteLLM's name)",
+        labelNames: ['model'] as const,
+        registers: [registry],
+      }),
+      tokens: new CounterFamily({
+        name: 'litellm_total_tokens_total',
+        help: "Prompt and completion tokens, by model alias (LiteLLM's name)",
+        labelNames: ['model'] as const,
+        registers: [registry],
+      }),
+      latency: new HistogramFamily({
+        name: 'litellm_request_total_latency_metric',
+        help: "Whole latency of a forwarded request in seconds, a stream's to its end, by model alias (LiteLLM's name)",
+        labelNames: ['model'] as const,
+        buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300],
+        registers: [registry],
+      }),
+    },
     cooldowns: new CounterFamily({
       name: 'tollgate_deployment_cooldowns_total',
       help: 'Times a deployment entered cooldown (allowed_fails failures within a minute)',

@@ -33,10 +33,16 @@ export class RequestObserver implements SpendRecorder {
   #meter(m: Metrics, e: SpendEntry): void {
     const model = this.#known(e.model) ? e.model : 'unknown';
     const deployment = e.deployment ?? 'none';
-    m.modelRequests.at(model, deployment, statusLabel(e.status)).inc();
+    const status = statusLabel(e.status);
+    m.modelRequests.at(model, deployment, status).inc();
     if (e.promptTokens > 0) m.tokens.at(model, 'prompt').inc(e.promptTokens);
     if (e.completionTokens > 0) m.tokens.at(model, 'completion').inc(e.completionTokens);
     if (e.cost > 0) m.spend.at(model).inc(e.cost);
+    const l = m.litellm;
+    l.requests.at(model, status).inc();
+    if (e.promptTokens + e.completionTokens > 0) l.tokens.at(model).inc(e.promptTokens + e.completionTokens);
+    if (e.cost > 0) l.spend.at(model).inc(e.cost);
+    l.latency.at(model).observe(e.latencyMs / 1000);
     if (e.backendMs !== undefined && e.deployment !== undefined) {
       m.backendDuration.at(model, deployment).observe(e.backendMs / 1000);
       // A stream's latency runs to its end, like its backend time, so the difference is tollgate's share.
@@ -49,11 +55,15 @@ export class RequestObserver implements SpendRecorder {
 export interface DeploymentView {
   readonly id: string;
   readonly alias: string;
+  /** `openai`, `hosted_vllm`… and the backend's model id (LiteLLM's litellm_model_name is both). */
+  readonly provider: string;
+  readonly backendModel: string;
 }
 
 /**
- * `tollgate_deployment_available` (1, or 0 while in cooldown) and `tollgate_deployment_in_flight`, read at
- * scrape time from the routing tracker.
+ * `tollgate_deployment_available` (1, or 0 while in cooldown), LiteLLM's `litellm_deployment_state` (0
+ * healthy, 2 in cooldown — LiteLLM's outage) and `tollgate_deployment_in_flight`, read at scrape time from
+ * the routing tracker.
  */
 export function registerDeploymentGauges(
   metrics: Metrics,
@@ -69,6 +79,21 @@ export function registerDeploymentGauges(
       this.reset();
       const now = Date.now();
       for (const d of deployments()) this.set({ model: d.alias, deployment: d.id }, state.isAvailable(d.id, now) ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'litellm_deployment_state',
+    help: "A deployment's state: 0 healthy, 2 in cooldown after allowed_fails failures (LiteLLM's name and values)",
+    labelNames: ['litellm_model_name', 'model_id', 'api_provider'],
+    registers: [metrics.registry],
+    collect() {
+      this.reset();
+      const now = Date.now();
+      for (const d of deployments())
+        this.set(
+          { litellm_model_name: `${d.provider}/${d.backendModel}`, model_id: d.id, api_provider: d.provider },
+          state.isAvailable(d.id, now) ? 0 : 2,
+        );
     },
   });
   new Gauge({

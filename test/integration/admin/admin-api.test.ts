@@ -1012,6 +1012,12 @@ keys:
     assert.ok(sum('tollgate_tokens_total', { model: 'llama', type: 'completion' }) >= 5);
     assert.ok(sum('tollgate_gateway_overhead_seconds_count', { endpoint: 'chat/completions' }) >= 1);
     assert.equal(sum('tollgate_deployment_available', { deployment: 'llama-main' }), 1);
+    // LiteLLM's names, as dashboards written for LiteLLM query them.
+    assert.ok(sum('litellm_proxy_total_requests_metric_total', { requested_model: 'llama', status_code: '200' }) >= 1);
+    assert.ok(sum('litellm_total_tokens_total', { model: 'llama' }) >= 16);
+    assert.ok(sum('litellm_spend_metric_total', { model: 'llama' }) > 0);
+    assert.ok(sum('litellm_request_total_latency_metric_count', { model: 'llama' }) >= 1);
+    assert.equal(sum('litellm_deployment_state', { model_id: 'llama-main' }), 0, 'healthy');
     // Labels are bounded sets: no key, key id or user appears in any series.
     for (const s of samples) for (const v of Object.values(s.labels)) assert.ok(!/^sk-|^[0-9a-f]{16}$/.test(v), `label value ${v}`);
   });

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createMetrics } from '../../../src/telemetry/metrics.js';
-import { pruneDeploymentSeries, RequestObserver } from '../../../src/telemetry/request-observer.js';
+import { pruneDeploymentSeries, registerDeploymentGauges, RequestObserver } from '../../../src/telemetry/request-observer.js';
 import { createLogger } from '../../../src/telemetry/logger.js';
 import { RequestLog } from '../../../src/telemetry/request-log.js';
 import type { SpendEntry } from '../../../src/store/spend.js';
@@ -59,4 +59,30 @@ test('series of deployments that left the catalog are dropped, histograms includ
   const text = await m.registry.metrics();
   assert.ok(text.includes('deployment="stays"'));
   assert.ok(!text.includes('deployment="goes"'), text);
+});
+
+test("LiteLLM's metric names: requests, tokens, spend and latency by alias; litellm_deployment_state 0 or 2 (cooldown)", async () => {
+  const m = createMetrics({ defaultMetrics: false });
+  const o = new RequestObserver(
+    { record: () => undefined },
+    { metrics: m, log: new RequestLog(createLogger('silent')), knownModel: () => true },
+  );
+  o.record(entry('a'));
+  o.record({ ...entry('a'), status: 502, promptTokens: 0, completionTokens: 0, cost: 0 });
+  const deployments = [
+    { id: 'a', alias: 'llama', provider: 'hosted_vllm', backendModel: 'meta-llama/Llama-3.1-8B-Instruct' },
+    { id: 'b', alias: 'llama', provider: 'openai', backendModel: 'meta-llama/Llama-3.1-8B-Instruct' },
+  ];
+  registerDeploymentGauges(m, () => deployments, { isAvailable: (id) => id === 'a', inFlight: () => 0 });
+  const text = await m.registry.metrics();
+  for (const line of [
+    'litellm_proxy_total_requests_metric_total{requested_model="llama",status_code="200"} 1',
+    'litellm_proxy_total_requests_metric_total{requested_model="llama",status_code="502"} 1',
+    'litellm_total_tokens_total{model="llama"} 16',
+    'litellm_spend_metric_total{model="llama"} 0.016',
+    'litellm_request_total_latency_metric_count{model="llama"} 2',
+    'litellm_deployment_state{litellm_model_name="hosted_vllm/meta-llama/Llama-3.1-8B-Instruct",model_id="a",api_provider="hosted_vllm"} 0',
+    'litellm_deployment_state{litellm_model_name="openai/meta-llama/Llama-3.1-8B-Instruct",model_id="b",api_provider="openai"} 2',
+  ])
+    assert.ok(text.includes(line), `missing: ${line}`);
 });
