@@ -127,6 +127,8 @@ export class Forwarder {
     let last: Attempt | undefined;
     let hint = req.hint;
     let triedAny = false;
+    /** The last deployment asked: a request that failed everywhere is recorded with it (which one failed). */
+    let lastTried: Deployment | undefined;
     /** Deployments admitted here (gate); `refused`: why one was not (at its limits, or the store down). */
     const gated = new Set<string>();
     let refused: Extract<GateVerdict, { refused: string }> | undefined;
@@ -164,6 +166,7 @@ export class Forwarder {
           if (admitted !== undefined) req.extraLeases.push(admitted);
         }
         triedAny = true;
+        lastTried = d;
         last = await this.#attempt(d, alias, req, res, started);
         if (last.kind === 'done') return;
         if (last.kind === 'too-large') {
@@ -188,7 +191,7 @@ export class Forwarder {
     }
     if (req.client.gone) {
       // Every request leaves one spend row; 499 is the de-facto "client closed request" status.
-      this.#record(req, undefined, req.alias, 499, started, 0, 0, 0, false);
+      this.#record(req, lastTried, req.alias, 499, started, 0, 0, 0, false);
       return;
     }
     if (!triedAny && refused !== undefined) {
@@ -208,7 +211,7 @@ export class Forwarder {
     let code: ErrorCode = 'no_healthy_deployment';
     if (triedAny) code = last?.kind === 'retry' && last.timeout ? 'upstream_timeout' : 'upstream_error';
     sendError(res, code, undefined, req.caller.requestId);
-    this.#record(req, undefined, req.alias, res.statusCode, started, 0, 0, 0, false);
+    this.#record(req, lastTried, req.alias, res.statusCode, started, 0, 0, 0, false);
   }
 
   async #attempt(d: Deployment, alias: string, req: ForwardRequest, res: HttpResponse, started: number): Promise<Attempt> {

@@ -4,7 +4,7 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { createServer, connect, type AddressInfo, type Server } from 'node:net';
+import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -344,16 +344,24 @@ describe('tollgate authz', () => {
   });
 
   test('SIGTERM while start-up waits for Redis, then a second one: it starts, drains and exits 0', TEST_OPTS, async () => {
-    const unreachable = await listenNet();
-    unreachable.server.close();
+    // A "Redis" that takes the connection and never answers: start-up waits up to 3 s for it. The process
+    // connects to it only once it opens its stores — after its signal handlers are in place.
+    const sockets: Socket[] = [];
+    let connected: () => void = () => undefined;
+    const reached = new Promise<void>((resolve) => (connected = resolve));
+    const hole = createServer((socket) => {
+      sockets.push(socket);
+      socket.on('error', () => undefined);
+      connected();
+    });
+    await new Promise<void>((resolve) => hole.listen(0, '127.0.0.1', resolve));
     writeFileSync(
       file('slow-redis.yaml'),
-      `${GOOD.replace('general_settings:', `general_settings:\n  redis_url: redis://127.0.0.1:${unreachable.port}`)}`,
+      `${GOOD.replace('general_settings:', `general_settings:\n  redis_url: redis://127.0.0.1:${(hole.address() as AddressInfo).port}`)}`,
     );
     const a = start(['authz', '--config', file('slow-redis.yaml'), '--host', '127.0.0.1', '--grpc-port', '0']);
     try {
-      // Start-up waits up to 3 s for Redis: both signals arrive in that wait.
-      await new Promise((r) => setTimeout(r, 500));
+      await withTimeout(reached, 20_000, () => `the process never reached Redis:\n${a.stdout()}${a.stderr()}`);
       a.proc.kill('SIGTERM');
       await new Promise((r) => setTimeout(r, 100));
       a.proc.kill('SIGTERM');
@@ -362,6 +370,8 @@ describe('tollgate authz', () => {
       assert.match(done.stdout, /"msg":"stopped"/);
     } finally {
       a.proc.kill('SIGKILL');
+      for (const s of sockets) s.destroy();
+      hole.close();
     }
   });
 

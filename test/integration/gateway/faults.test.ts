@@ -252,6 +252,10 @@ keys:
     reset();
     const res = await within(PROMPT_MS, () => post(stack.base, '/v1/chat/completions', { model: 'all-dead', messages: HI }));
     await expectError(res, 502, 'api_error', 'upstream_error');
+    // The spend row names the deployment that failed last, so the failure can be traced to it.
+    const row = stack.spend.rows.at(-1);
+    assert.equal(row?.status, 502);
+    assert.match(row?.deployment ?? '', /^all-dead-[12]$/);
     const streamed = await within(PROMPT_MS, () =>
       post(stack.base, '/v1/chat/completions', { model: 'all-dead', messages: HI, stream: true }),
     );
