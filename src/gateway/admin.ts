@@ -62,6 +62,11 @@ export interface AdminDeps {
   readonly ownSecret?: ((value: string) => boolean) | undefined;
   /** Moves the budget spend counted this period from one key id to another (regenerate). */
   readonly carrySpend?: ((fromKeyId: string, toKeyId: string, limits: Limits) => Promise<void>) | undefined;
+  /**
+   * A subject's limits changed (`key:<id>`, `team:<id>`, `user:<id>`): a budget set where there was none, or
+   * in another period, starts from this period's logged spend (seedChangedBudget).
+   */
+  readonly budgetChanged?: ((subject: string, before: Limits | undefined, after: Limits) => Promise<void>) | undefined;
 }
 
 /** Who called (for the audit line): never a key. */
@@ -407,9 +412,15 @@ export class AdminApi {
     const teamless = teamModelsWithoutTeam(applyKeyFields(keyFromRow(found.row), b, now), b);
     if (teamless !== undefined) return teamless;
     // Applied to the record as stored when the write runs: a block or regenerate meanwhile is not undone.
-    const done = await this.#d.records.updateKey(found.hash, (stored) => applyKeyFields(stored, b, now));
+    let limits: { before: Limits; after: Limits } | undefined;
+    const done = await this.#d.records.updateKey(found.hash, (stored) => {
+      const next = applyKeyFields(stored, b, now);
+      limits = { before: stored.limits, after: next.limits };
+      return next;
+    });
     if (done === 'missing') return { error: 'not_found', param: 'key', message: 'key: no such key' };
     if (done === 'alias-taken') return ALIAS_TAKEN;
+    if (limits !== undefined) await this.#d.budgetChanged?.(`key:${keyId(found.hash)}`, limits.before, limits.after);
     this.#audit(caller, 'key.update', { key_id: keyId(found.hash) });
     return this.#keyAfterWrite(found.hash);
   }
@@ -521,6 +532,7 @@ export class AdminApi {
     };
     if (!(await this.#d.records.putTeam(team, create)))
       return { error: 'conflict', param: 'team_id', message: 'team_id: a team with this id exists already' };
+    await this.#d.budgetChanged?.(`team:${teamId}`, existing === undefined ? undefined : base.limits, team.limits);
     this.#audit(caller, create ? 'team.new' : 'team.update', { team_id: teamId });
     const row = await findTeam(this.#d.db, teamId);
     const now = this.#now();
@@ -617,13 +629,14 @@ export class AdminApi {
   async #userUpdate(b: z.output<typeof S.userUpdate>, caller: AdminCaller): Promise<Reply> {
     const configured = this.#configUser(b.user_id);
     if (configured !== undefined) return configured;
-    const user = await this.#d.records.updateUser(b.user_id, (stored) => ({
-      ...stored,
-      limits: applyLimits(stored.limits, userLimitFields(b)),
-      metadata: b.metadata ?? stored.metadata,
-    }));
+    let before: Limits | undefined;
+    const user = await this.#d.records.updateUser(b.user_id, (stored) => {
+      before = stored.limits;
+      return { ...stored, limits: applyLimits(stored.limits, userLimitFields(b)), metadata: b.metadata ?? stored.metadata };
+    });
     if (user === undefined)
       return { error: 'not_found', param: 'user_id', message: 'user_id: no such user: create it with POST /user/new' };
+    await this.#d.budgetChanged?.(`user:${b.user_id}`, before, user.limits);
     this.#audit(caller, 'user.update', { user_id: b.user_id });
     const now = this.#now();
     const spend = await spendOf(this.#d.db, 'user_id', b.user_id, periodStart(user.limits, now));

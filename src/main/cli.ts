@@ -18,6 +18,7 @@ import { pruneDeploymentSeries } from '../telemetry/request-observer.js';
 import { buildAuthorizer, loadIdentityKeys, startAuthz, teamsFromConfig, type AuthzApp } from './authz-app.js';
 import { composeCatalog } from './catalog.js';
 import { budgetPeriodOf } from '../store/counters.js';
+import { seedChangedBudget } from '../store/accounting.js';
 import { startReloader, type Reloader } from './reload.js';
 import { AdminApi } from '../gateway/admin.js';
 import { SecretBox } from '../identity/secret-box.js';
@@ -337,6 +338,15 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
           logger,
           ownSecret: (value) =>
             ownSecrets(current.config.general_settings, env).includes(value) || store.keys.get(sha256Hex(value)) !== undefined,
+          budgetChanged: async (subject, before, after) => {
+            if (store.db === undefined) return;
+            try {
+              await seedChangedBudget(store.db, store.counters, subject, before, after, Date.now());
+            } catch (err) {
+              metrics.storeErrors.inc({ store: 'redis', op: 'seed_budget' });
+              logger.warn({ err: (err as Error).message, subject }, "could not count the period's spend so far into the changed budget");
+            }
+          },
           carrySpend: async (from, to, limits) => {
             if (limits.maxBudget === undefined) return;
             const period = budgetPeriodOf(limits, Date.now());

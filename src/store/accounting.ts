@@ -159,6 +159,27 @@ async function periodSpend(q: Queryable, subjects: readonly BudgetSubject[], now
   return out;
 }
 
+/**
+ * A budget set where there was none, or moved to another period (a new budget_duration): the counters hold
+ * nothing for it yet — cost reaches them only for subjects that had a budget when they settled — so what
+ * the log holds for this period is added, as LiteLLM, which keeps spend on the record, would count it.
+ * Returns the cost added.
+ */
+export async function seedChangedBudget(
+  db: Queryable,
+  counters: Counters,
+  subject: string,
+  before: Limits | undefined,
+  after: Limits,
+  now: number,
+): Promise<number> {
+  if (after.maxBudget === undefined) return 0;
+  if (before?.maxBudget !== undefined && budgetPeriodOf(before, now).start === budgetPeriodOf(after, now).start) return 0;
+  const items = await periodSpend(db, [{ subject, limits: after }], now);
+  await counters.addSpend(items);
+  return items.reduce((n, it) => n + it.cost, 0);
+}
+
 /** In-process counters start empty at every boot: they get the current periods' spend from the log. */
 export async function seedBudgets(db: Db, counters: Counters, subjects: readonly BudgetSubject[], now: number): Promise<number> {
   const items = await periodSpend(db, subjects, now);

@@ -290,6 +290,26 @@ keys:
     await within(1_000, async () => (await chat(b, fresh)).status === 200, 'new key works on the other replica');
   });
 
+  test("a budget set on a key that has spent already counts this period's spend at once, as LiteLLM's would", async () => {
+    const key = String((await call(a, 'POST', '/key/generate', { key_alias: 'budget-later' })).body['key']);
+    secrets.add(key);
+    // 0.016 spent (16 tokens at 0.001), without a budget: nothing counts it yet but the spend log.
+    assert.equal((await chat(b, key)).status, 200);
+    await within(
+      3_000,
+      async () => Number(((await call(a, 'GET', `/key/info?key=${sha(key)}`)).body['info'] as Json | undefined)?.['spend']) > 0,
+      'the spend-log row',
+    );
+    const updated = await call(a, 'POST', '/key/update', { key: sha(key), max_budget: 0.01, budget_duration: '1d' });
+    assert.equal(updated.status, 200, updated.text);
+    // Spent past the new budget already: refused at once by the replica that made the change (its cache has
+    // it when the call returns), and on the other as soon as the broadcast reaches it.
+    const r = await chat(a, key);
+    assert.equal(r.status, 429);
+    assert.equal(errorOf(r).code, 'budget_exceeded');
+    await within(2_000, async () => errorOf(await chat(b, key)).code === 'budget_exceeded', 'on the other replica');
+  });
+
   test('a team budget set through the API is enforced on both replicas', async () => {
     const team = await call(a, 'POST', '/team/new', {
       team_id: 'budgeted',
