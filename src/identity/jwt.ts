@@ -97,13 +97,15 @@ export class JwtVerifier {
     this.#jwksUri = settings.jwks_uri;
   }
 
-  /** Discovery and the first JWKS fetch; throws IdentityProviderUnavailable when the IdP cannot be reached. */
-  async start(): Promise<void> {
+  /**
+   * Discovery and the first JWKS fetch; throws IdentityProviderUnavailable when the IdP cannot be reached.
+   * `onRefreshFailed` hears of each background refresh that failed (the keys loaded stay in use meanwhile).
+   */
+  async start(onRefreshFailed?: (err: Error) => void): Promise<void> {
     await this.refresh();
     this.#refreshTimer = setInterval(() => {
-      this.refresh().catch(() => {
-        /* kept keys stay valid; the next unknown kid or interval tries again */
-      });
+      // Kept keys stay valid; the next unknown kid or interval tries again.
+      this.refresh().catch((err: unknown) => onRefreshFailed?.(err as Error));
     }, JWKS_REFRESH_MS);
     this.#refreshTimer.unref();
   }
@@ -158,7 +160,8 @@ export class JwtVerifier {
       if (err instanceof IdentityProviderUnavailable) throw err;
       return fail(joseFailure(err));
     }
-    if (!isAccessTokenType(header.typ)) return fail('not_access_token');
+    // The header's typ, and Keycloak's `typ` claim ("Bearer" on access tokens; "ID", "Refresh", "Logout"…).
+    if (!isAccessTokenType(header.typ) || !isAccessTokenClaim(payload['typ'])) return fail('not_access_token');
     const identity = this.#identity(payload);
     if (identity === undefined) return fail('claims_invalid');
     // The key set was replaced (and the cache dropped) while this token was being verified: its result
@@ -304,6 +307,11 @@ function stripBearer(header: string | undefined): string | undefined {
  * (RFC 9068 §2.1), case-insensitive and with or without the `application/` prefix (RFC 7515 §4.1.9).
  * Any other (`logout+jwt`, `secevent+jwt`, `id_token+jwt`…) is another kind of JWT (RFC 8725 §3.11).
  */
+/** Keycloak's payload `typ`: absent (other IdPs), or `Bearer` on an access token. */
+function isAccessTokenClaim(typ: unknown): boolean {
+  return typ === undefined || (typeof typ === 'string' && typ.toLowerCase() === 'bearer');
+}
+
 function isAccessTokenType(typ: unknown): boolean {
   if (typ === undefined) return true;
   if (typeof typ !== 'string') return false;

@@ -92,7 +92,9 @@ export async function loadIdentityKeys(parts: AuthzParts, logger: Logger, onLoad
   const attempt = async (): Promise<void> => {
     if (verifier === undefined || stopped) return;
     try {
-      await verifier.start();
+      await verifier.start((err) =>
+        logger.warn({ err: err.message }, 'cannot refresh the identity provider keys; the ones loaded stay in use until it answers'),
+      );
       logger.info({ keys: verifier.keyCount }, 'identity provider keys loaded');
       onLoaded();
     } catch (err) {

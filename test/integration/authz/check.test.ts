@@ -336,6 +336,14 @@ describe('ext_authz Check', () => {
         assert.equal(res.status?.code, 0, `typ ${String(typ)} is accepted`);
       }
     });
+    test("Keycloak's typ claim: an ID, refresh or logout token is refused; Bearer (its access tokens) or none is accepted", async () => {
+      for (const typ of ['ID', 'Refresh', 'Logout', 'Offline'])
+        assert.match(await reason(await forge({ typ }, { typ: 'JWT' })), /not an access token/, typ);
+      for (const typ of ['Bearer', 'bearer']) {
+        const res = await call({ headers: creds(KEY, await forge({ typ }, { typ: 'JWT' })), body: CHAT_BODY });
+        assert.equal(res.status?.code, 0, `typ claim ${typ} is accepted`);
+      }
+    });
     test('garbage and empty tokens', async () => {
       assert.match(await reason('garbage'), /not a JWT/);
       assert.match(await reason('a.b.c'), /not a JWT|invalid/);

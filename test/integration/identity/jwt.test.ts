@@ -73,10 +73,10 @@ describe('JwtVerifier and a changing key set', () => {
     idps.push(idp);
     return idp;
   }
-  async function started(idp: TestIdp): Promise<JwtVerifier> {
+  async function started(idp: TestIdp, onRefreshFailed?: (err: Error) => void): Promise<JwtVerifier> {
     const v = new JwtVerifier(settings(idp.issuer));
     verifiers.push(v);
-    await v.start();
+    await v.start(onRefreshFailed);
     return v;
   }
 
@@ -132,7 +132,8 @@ describe('JwtVerifier and a changing key set', () => {
       assert.ok(JWKS_REFRESH_MS <= 60_000, 'README promises at most 60 s');
       const idp = await setup();
       t.mock.timers.enable({ apis: ['setInterval'] });
-      const verifier = await started(idp);
+      const refreshFailures: Error[] = [];
+      const verifier = await started(idp, (err) => refreshFailures.push(err));
       const old = await idp.token();
       ok(await verifier.verify(old, Date.now()));
       ok(await verifier.verify(old, Date.now())); // from the cache now
@@ -153,6 +154,7 @@ describe('JwtVerifier and a changing key set', () => {
       await idp.close();
       t.mock.timers.tick(60_000);
       await assert.rejects(verifier.refresh(), { code: 'IDP_UNAVAILABLE' });
+      assert.equal(refreshFailures.length, 1, 'the failed background refresh is told (and logged by the caller)');
       ok(await verifier.verify(fresh, Date.now()));
     },
   );
