@@ -267,17 +267,43 @@ export function backendMessage(o: Record<string, unknown>): string | undefined {
   const err = o['error'];
   const msg =
     typeof err === 'object' && err !== null ? (err as Record<string, unknown>)['message'] : typeof err === 'string' ? err : o['message'];
-  return typeof msg === 'string' && msg !== '' ? withoutEchoes(msg).slice(0, 1000) : undefined;
+  return typeof msg === 'string' && msg !== '' ? withoutEchoes(msg.slice(0, 1000)) : undefined;
 }
 
 /**
  * A backend's message without the request values it quotes: pydantic's `input_value=…` (vLLM's request
- * validation, `str(exc)`) and vLLM's `VLLMValidationError` `value=…` can hold the prompt, which the
- * contract's messages never echo. What is wrong, and where, stays.
+ * validation, `str(exc)`, up to its `, input_type=`, else to the end) and the `value=…` of vLLM's
+ * `VLLMValidationError` (its closing `(parameter=…, value=…)`) can hold the prompt, which the contract's
+ * messages never echo. What is wrong, and where, stays. One pass over the text (it is cut to 1,000
+ * characters before).
  */
 export function withoutEchoes(msg: string): string {
   if (!msg.includes('value=')) return msg;
-  return msg.replace(/input_value=[\s\S]*?(?=, input_type=)/g, 'input_value=…').replace(/([(,] ?)value=[\s\S]*\)\s*$/, '$1value=…)');
+  let out = '';
+  let at = 0;
+  for (;;) {
+    const start = msg.indexOf('input_value=', at);
+    if (start < 0) break;
+    const end = msg.indexOf(', input_type=', start);
+    out += `${msg.slice(at, start)}input_value=…`;
+    at = end < 0 ? msg.length : end;
+  }
+  out += msg.slice(at);
+  // VLLMValidationError's str(): "<message> (parameter=<name>, value=<value>)" or "<message> (value=<value>)".
+  const trimmed = out.trimEnd();
+  if (!trimmed.endsWith(')')) return out;
+  let value: number;
+  const named = trimmed.lastIndexOf(' (parameter=');
+  if (named >= 0) {
+    value = trimmed.indexOf(', value=', named);
+    if (value < 0) return out;
+    value += 2;
+  } else {
+    value = trimmed.lastIndexOf(' (value=');
+    if (value < 0) return out;
+    value += 2;
+  }
+  return `${trimmed.slice(0, value)}value=…)`;
 }
 
 function num(v: unknown): number {

@@ -302,16 +302,16 @@ function stripBearer(header: string | undefined): string | undefined {
   return v === '' ? undefined : v;
 }
 
-/**
- * `typ` values an access token may carry: none, `JWT` (Keycloak, Auth0 and most IdPs) or `at+jwt`
- * (RFC 9068 §2.1), case-insensitive and with or without the `application/` prefix (RFC 7515 §4.1.9).
- * Any other (`logout+jwt`, `secevent+jwt`, `id_token+jwt`…) is another kind of JWT (RFC 8725 §3.11).
- */
 /** Keycloak's payload `typ`: absent (other IdPs), or `Bearer` on an access token. */
 function isAccessTokenClaim(typ: unknown): boolean {
   return typ === undefined || (typeof typ === 'string' && typ.toLowerCase() === 'bearer');
 }
 
+/**
+ * `typ` values an access token may carry: none, `JWT` (Keycloak, Auth0 and most IdPs) or `at+jwt`
+ * (RFC 9068 §2.1), case-insensitive and with or without the `application/` prefix (RFC 7515 §4.1.9).
+ * Any other (`logout+jwt`, `secevent+jwt`, `id_token+jwt`…) is another kind of JWT (RFC 8725 §3.11).
+ */
 function isAccessTokenType(typ: unknown): boolean {
   if (typ === undefined) return true;
   if (typeof typ !== 'string') return false;

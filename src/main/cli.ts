@@ -274,8 +274,16 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
   let signalled: ((signal: string) => void) | undefined;
   let pendingSignal: string | undefined;
   const onSignal = (signal: string): void => {
-    if (signalled) signalled(signal);
-    else pendingSignal ??= signal;
+    if (signalled) return signalled(signal);
+    if (pendingSignal !== undefined) return;
+    pendingSignal = signal;
+    // Start-up that hangs (a database that never answers a lock) would hold the signal for ever: nothing is
+    // served yet, so past the drain bound the process just ends.
+    setTimeout(() => {
+      logger.warn({ signal }, 'start-up did not end within the drain bound after the signal: stopping without it');
+      logger.flush();
+      process.exit(0);
+    }, drainS * 1000).unref();
   };
   process.on('SIGTERM', () => onSignal('SIGTERM'));
   process.on('SIGINT', () => onSignal('SIGINT'));
@@ -420,7 +428,6 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
       });
     };
   });
-  if (pendingSignal !== undefined) signalled?.(pendingSignal);
   logger.info({ ...listening, config: prepared.source, deployments: prepared.config.model_list.length }, `${command} listening`);
   if (prepared.source === EMBEDDED) startModelDiscovery(parts.authorizer, setConfigModels, logger);
   else if (opts.config !== undefined) {
@@ -450,6 +457,9 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
       },
     });
   }
+  // A signal that came during start-up is acted on now, with everything started — the reloader's file
+  // watch included, which the drain stops (started after it, the watch would keep the process alive).
+  if (pendingSignal !== undefined) signalled?.(pendingSignal);
   return stopped;
 }
 

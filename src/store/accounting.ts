@@ -160,9 +160,10 @@ async function periodSpend(q: Queryable, subjects: readonly BudgetSubject[], now
 }
 
 /**
- * A budget set where there was none, or moved to another period (a new budget_duration): the counters hold
- * nothing for it yet — cost reaches them only for subjects that had a budget when they settled — so what
- * the log holds for this period is added, as LiteLLM, which keeps spend on the record, would count it.
+ * A budget set where there was none, or moved to another period (a new budget_duration): the counters may
+ * hold less than was spent — cost reaches them only for subjects that had a budget when they settled — so
+ * they are raised to what the log holds for this period, as LiteLLM, which keeps spend on the record, would
+ * count it (raised, not added to: a budget removed and set again in one period keeps what it counted).
  * Returns the cost added.
  */
 export async function seedChangedBudget(
@@ -175,9 +176,12 @@ export async function seedChangedBudget(
 ): Promise<number> {
   if (after.maxBudget === undefined) return 0;
   if (before?.maxBudget !== undefined && budgetPeriodOf(before, now).start === budgetPeriodOf(after, now).start) return 0;
-  const items = await periodSpend(db, [{ subject, limits: after }], now);
-  await counters.addSpend(items);
-  return items.reduce((n, it) => n + it.cost, 0);
+  const [logged] = await periodSpend(db, [{ subject, limits: after }], now);
+  if (logged === undefined) return 0;
+  const missing = logged.cost - (await counters.spend(subject, logged.period));
+  if (missing <= 0) return 0;
+  await counters.addSpend([{ ...logged, cost: missing }]);
+  return missing;
 }
 
 /** In-process counters start empty at every boot: they get the current periods' spend from the log. */

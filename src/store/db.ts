@@ -3,7 +3,9 @@
  * (`@electric-sql/pglite`: real PostgreSQL compiled to WebAssembly, in memory or in `data_dir`). One small
  * interface over both, so the same SQL and migrations run on each. SQL only with parameters.
  */
-import { existsSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, linkSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import path from 'node:path';
 import v8 from 'node:v8';
 import vm from 'node:vm';
@@ -137,34 +139,78 @@ export async function pgConnectionUrl(url: string): Promise<string> {
   }
 }
 
+/** How often a data_dir lock's holder touches it, and how old a lock is when its holder is taken for gone. */
+const LOCK_BEAT_MS = 2_000;
+const LOCK_STALE_MS = 10_000;
+
 /**
- * Takes `dir`'s lock (`<dir>.lock`, holding this process's id), or throws naming the process that holds it.
- * A lock whose process is gone (a crash, a container restarted) is taken over. Returns its release.
+ * Takes `dir`'s lock (`<dir>.lock`: the holder's host name and process id, its mtime touched every 2 s), or
+ * throws naming the holder. A lock is its holder's while it is fresh, whatever the process ids say — two
+ * containers on one volume are both PID 1 — and is taken over once it is 10 s old, or at once when it names
+ * this host and a process that is not running (or this very pid: a container restarted). Created by
+ * link(2) from a file already written, so no one reads a half-written lock, and one starter wins.
  */
 export function lockDataDir(dir: string): () => void {
   mkdirSync(path.dirname(dir), { recursive: true });
   const lock = `${dir}.lock`;
-  for (;;) {
+  const host = hostname();
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const tmp = `${lock}.${process.pid}.${randomBytes(4).toString('hex')}`;
+    writeFileSync(tmp, JSON.stringify({ host, pid: process.pid }));
     try {
-      writeFileSync(lock, String(process.pid), { flag: 'wx' });
-      return () => {
+      linkSync(tmp, lock);
+      const beat = setInterval(() => {
         try {
-          unlinkSync(lock);
+          const now = new Date();
+          utimesSync(lock, now, now);
         } catch {
-          // gone already
+          // released, or the directory is gone: nothing to keep fresh
         }
+      }, LOCK_BEAT_MS).unref();
+      return () => {
+        clearInterval(beat);
+        rmSync(lock, { force: true });
       };
     } catch (err) {
       if ((err as { code?: unknown }).code !== 'EEXIST') throw err;
+    } finally {
+      rmSync(tmp, { force: true });
     }
-    const holder = Number(readFileSync(lock, 'utf8').trim());
-    if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && isRunning(holder)) {
+    const holder = readLock(lock);
+    if (holder === undefined) continue; // released meanwhile
+    const gone =
+      Date.now() - holder.mtimeMs > LOCK_STALE_MS ||
+      (holder.host === host && (holder.pid === process.pid || (holder.pid > 0 && !isRunning(holder.pid))));
+    if (!gone) {
       throw new Error(
-        `data_dir ${path.dirname(dir)} is in use by process ${holder}: embedded PGlite takes one process at a time ` +
-          '(stop it, or give this one another data_dir, or set database_url to share PostgreSQL)',
+        `data_dir ${path.dirname(dir)} is in use by process ${holder.pid} on ${holder.host}: embedded PGlite takes one process at a ` +
+          'time (stop it, or give this one another data_dir, or set database_url to share PostgreSQL)',
       );
     }
-    unlinkSync(lock); // its process is gone
+    // Moved aside first: of several starters that found it stale, one moves it; all then race for link(2).
+    const aside = `${lock}.stale.${randomBytes(4).toString('hex')}`;
+    try {
+      renameSync(lock, aside);
+      rmSync(aside, { force: true });
+    } catch {
+      // another starter moved it
+    }
+  }
+  throw new Error(`data_dir ${path.dirname(dir)}: its lock changes hands too often to be taken; is something else starting on it?`);
+}
+
+function readLock(lock: string): { host: string; pid: number; mtimeMs: number } | undefined {
+  try {
+    const mtimeMs = statSync(lock).mtimeMs;
+    let held: { host?: unknown; pid?: unknown } = {};
+    try {
+      held = JSON.parse(readFileSync(lock, 'utf8')) as typeof held;
+    } catch {
+      // not ours to read: its age decides
+    }
+    return { host: typeof held.host === 'string' ? held.host : '?', pid: typeof held.pid === 'number' ? held.pid : 0, mtimeMs };
+  } catch {
+    return undefined;
   }
 }
 

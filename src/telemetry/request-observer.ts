@@ -43,7 +43,8 @@ export class RequestObserver implements SpendRecorder {
     if (e.promptTokens + e.completionTokens > 0) l.tokens.at(model).inc(e.promptTokens + e.completionTokens);
     if (e.cost > 0) l.spend.at(model).inc(e.cost);
     l.latency.at(model).observe(e.latencyMs / 1000);
-    if (e.backendMs !== undefined && e.deployment !== undefined) {
+    // A request that failed everywhere names the last deployment it tried, but its time is every attempt's.
+    if (e.backendMs !== undefined && e.deployment !== undefined && e.status < 500) {
       m.backendDuration.at(model, deployment).observe(e.backendMs / 1000);
       // A stream's latency runs to its end, like its backend time, so the difference is tollgate's share.
       m.overhead.at(e.endpoint ?? 'unknown').observe(Math.max(0, e.latencyMs - e.backendMs) / 1000);

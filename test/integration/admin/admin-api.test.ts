@@ -308,6 +308,10 @@ keys:
     assert.equal(r.status, 429);
     assert.equal(errorOf(r).code, 'budget_exceeded');
     await within(2_000, async () => errorOf(await chat(b, key)).code === 'budget_exceeded', 'on the other replica');
+    // Removed and set again in the same period: what was counted stays, and is not counted twice (0.016 < 0.02).
+    assert.equal((await call(a, 'POST', '/key/update', { key: sha(key), max_budget: null })).status, 200);
+    assert.equal((await call(a, 'POST', '/key/update', { key: sha(key), max_budget: 0.02 })).status, 200);
+    assert.equal((await chat(a, key)).status, 200, 'the spend so far is under the new budget');
   });
 
   test('a team budget set through the API is enforced on both replicas', async () => {

@@ -359,7 +359,8 @@ describe('tollgate authz', () => {
       file('slow-redis.yaml'),
       `${GOOD.replace('general_settings:', `general_settings:\n  redis_url: redis://127.0.0.1:${(hole.address() as AddressInfo).port}`)}`,
     );
-    const a = start(['authz', '--config', file('slow-redis.yaml'), '--host', '127.0.0.1', '--grpc-port', '0']);
+    // --watch-config: the file watch started after the signal came must not keep the process alive.
+    const a = start(['authz', '--config', file('slow-redis.yaml'), '--host', '127.0.0.1', '--grpc-port', '0', '--watch-config']);
     try {
       await withTimeout(reached, 20_000, () => `the process never reached Redis:\n${a.stdout()}${a.stderr()}`);
       a.proc.kill('SIGTERM');

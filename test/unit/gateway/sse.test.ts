@@ -438,6 +438,21 @@ describe("backendMessage: the backend's message, without the request values it q
     assert.equal(out, 'Invalid prompt (parameter=prompt, value=…)');
   });
 
+  test('a value holding brackets is cut whole; text that only looks like a value stays; a long message is cut first', () => {
+    assert.equal(
+      withoutEchoes('Invalid prompt (parameter=prompt, value=tell me (the secret) codes)'),
+      'Invalid prompt (parameter=prompt, value=…)',
+    );
+    assert.equal(withoutEchoes('Invalid prompt (value=a (b) c)'), 'Invalid prompt (value=…)');
+    const hint = 'Invalid value=abc for field, see the docs';
+    assert.equal(withoutEchoes(hint), hint);
+    // input_value without its input_type (cut short): redacted to the end.
+    assert.equal(withoutEchoes('x [type=string_type, input_value={"secret": 1'), 'x [type=string_type, input_value=…');
+    // backendMessage cuts a message to 1,000 characters before it looks for values (one pass over them).
+    const hostile = 'input_value= (value='.repeat(40_000);
+    assert.ok((backendMessage({ message: hostile }) ?? '').length <= 1_000);
+  });
+
   test('a message without quoted values is passed as it is', () => {
     const msg = "This model's maximum context length is 8192 tokens. However, you requested 9000 tokens.";
     assert.equal(backendMessage({ object: 'error', message: msg }), msg);
