@@ -273,13 +273,15 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
   // so a SIGTERM during start-up still ends in a clean exit 0, and a second one does not cut the drain short.
   let signalled: ((signal: string) => void) | undefined;
   let pendingSignal: string | undefined;
+  let startupBound: NodeJS.Timeout | undefined;
   const onSignal = (signal: string): void => {
     if (signalled) return signalled(signal);
     if (pendingSignal !== undefined) return;
     pendingSignal = signal;
     // Start-up that hangs (a database that never answers a lock) would hold the signal for ever: nothing is
-    // served yet, so past the drain bound the process just ends.
-    setTimeout(() => {
+    // served yet, so past the drain bound the process just ends. Cleared once start-up ends (the drain has
+    // its own bound).
+    startupBound = setTimeout(() => {
       logger.warn({ signal }, 'start-up did not end within the drain bound after the signal: stopping without it');
       logger.flush();
       process.exit(0);
@@ -459,6 +461,7 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
   }
   // A signal that came during start-up is acted on now, with everything started — the reloader's file
   // watch included, which the drain stops (started after it, the watch would keep the process alive).
+  clearTimeout(startupBound);
   if (pendingSignal !== undefined) signalled?.(pendingSignal);
   return stopped;
 }
