@@ -9,7 +9,7 @@ import type { TeamRecord } from '../core/decide.js';
 import { keyId, limitsOf, StaticKeyDirectory, type KeyDirectory, type Limits } from '../identity/keys.js';
 import type { ModelCatalog } from '../routing/deployments.js';
 import { Accounting, seedBudgets, startReplay, type BudgetSubject } from '../store/accounting.js';
-import { LocalChangeBus, PgChangeBus, type ChangeBus } from '../store/change-bus.js';
+import { bounded, LocalChangeBus, PgChangeBus, type ChangeBus } from '../store/change-bus.js';
 import { subjectParts, type Counters, type StoreErrorHook } from '../store/counters.js';
 import { openDb, type Db } from '../store/db.js';
 import { Limiter } from '../store/limiter.js';
@@ -159,19 +159,10 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
     const probe = (): void => {
       if (asking) return;
       asking = true;
-      let timer: NodeJS.Timeout | undefined;
-      const late = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error('no answer')), DB_PROBE_WAIT_MS);
+      void bounded(probed.query('SELECT 1'), DB_PROBE_WAIT_MS).then((rows) => {
+        dbAnswers = rows !== undefined;
+        asking = false;
       });
-      Promise.race([probed.query('SELECT 1'), late])
-        .then(
-          () => (dbAnswers = true),
-          () => (dbAnswers = false),
-        )
-        .finally(() => {
-          clearTimeout(timer);
-          asking = false;
-        });
     };
     const timer = setInterval(probe, DB_PROBE_MS).unref();
     cleanups.push(() => clearInterval(timer));

@@ -10,11 +10,16 @@ import pg from 'pg';
 
 export const SUBSCRIBE_WAIT_MS = 3_000;
 
-/** `p`, or nothing after `ms`. */
-export async function bounded(p: Promise<unknown>, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([p.catch(() => undefined), new Promise((r) => (timer = setTimeout(r, ms)))]);
-  clearTimeout(timer);
+/** `p`'s value, or undefined when it fails or once `ms` passed (`p` itself goes on). */
+export function bounded<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(undefined), ms);
+    const done = (v: T | undefined): void => {
+      clearTimeout(timer);
+      resolve(v);
+    };
+    p.then(done, () => done(undefined));
+  });
 }
 
 export interface RecordChange {
@@ -117,7 +122,7 @@ export class PgChangeBus implements ChangeBus {
         retry();
       }
     };
-    return bounded(connect(false), SUBSCRIBE_WAIT_MS);
+    return bounded(connect(false), SUBSCRIBE_WAIT_MS).then(() => undefined);
   }
 
   async close(): Promise<void> {

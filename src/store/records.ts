@@ -9,7 +9,7 @@ import type { TeamRecord } from '../core/decide.js';
 import { keyId, type KeyDirectory, type KeyRecord, type Limits } from '../identity/keys.js';
 import type { StoreErrorHook } from './counters.js';
 import type { Logger } from '../telemetry/logger.js';
-import type { ChangeBus, RecordChange } from './change-bus.js';
+import { bounded, type ChangeBus, type RecordChange } from './change-bus.js';
 import type { Db, Queryable } from './db.js';
 
 const RELOAD_MS = 30_000;
@@ -20,16 +20,6 @@ const MISS_MEMORY_MAX = 10_000;
 /** How long a request waits for such a lookup (a slow database): then it is answered as before, 401. */
 const MISS_WAIT_MS = 500;
 
-/** `p`'s value, or undefined once `ms` passed (the lookup goes on, and fills the cache when it ends). */
-function bounded<T>(p: Promise<T | undefined>, ms: number): Promise<T | undefined> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(undefined), ms);
-    void p.then((v) => {
-      clearTimeout(timer);
-      resolve(v);
-    });
-  });
-}
 /** How often replicas on PostgreSQL read the change log, and how far back each read looks. */
 const POLL_MS = 500;
 const POLL_WINDOW = "interval '3 seconds'";
