@@ -24,6 +24,12 @@ export interface Db extends Queryable {
   /** PostgreSQL: the URL connections are made with (sslmode resolved as libpq reads it; pgConnectionUrl). */
   readonly connectionUrl?: string | undefined;
   transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
+  /**
+   * In one transaction: the statements `before` (no parameters), then `copy` (`COPY table (columns)`) fed
+   * `data`, rows in COPY's text format. PostgreSQL's bulk path: a batch of rows costs the server about half
+   * the CPU of the same rows read from a JSON parameter. One round trip on PostgreSQL.
+   */
+  copyIn(before: string, copy: string, data: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -100,6 +106,12 @@ export async function openDb(opts: DbOptions): Promise<Db> {
           },
         }),
       );
+    },
+    async copyIn(before: string, copy: string, data: string): Promise<void> {
+      await lite.transaction(async (tx) => {
+        await tx.exec(before);
+        await tx.query(`${copy} FROM '/dev/blob'`, [], { blob: new Blob([data]) });
+      });
     },
     async close(): Promise<void> {
       await lite.close();
@@ -272,8 +284,43 @@ async function openPostgres(url: string, schemaOverride: string | undefined): Pr
         client.release();
       }
     },
+    async copyIn(before: string, copy: string, data: string): Promise<void> {
+      const client = await pool.connect();
+      let broken: Error | undefined;
+      try {
+        // One simple-protocol message: its statements run as one implicit transaction, the COPY's rows sent
+        // when the server asks for them; an error in `before` skips the rest.
+        await new Promise<void>((resolve, reject) => {
+          client.query(
+            new CopyIn(`${before}; ${copy} FROM STDIN`, Buffer.from(data), (err) => {
+              if (err) reject(err);
+              else resolve();
+            }),
+          );
+        });
+      } catch (err) {
+        // A statement error leaves the connection usable; anything else (no error code) may not.
+        if ((err as { code?: unknown }).code === undefined) broken = err as Error;
+        throw err;
+      } finally {
+        client.release(broken);
+      }
+    },
     async close(): Promise<void> {
       await pool.end();
     },
   };
+}
+
+/** A simple query whose COPY … FROM STDIN is fed one buffer (pg's own Query refuses COPY data). */
+class CopyIn extends pg.Query {
+  readonly #data: Buffer;
+  constructor(text: string, data: Buffer, callback: (err: Error | null | undefined) => void) {
+    super(text, undefined, callback);
+    this.#data = data;
+  }
+  handleCopyInResponse(connection: { sendCopyFromChunk(chunk: Buffer): void; endCopyFrom(): void }): void {
+    if (this.#data.length > 0) connection.sendCopyFromChunk(this.#data);
+    connection.endCopyFrom();
+  }
 }

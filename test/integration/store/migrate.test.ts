@@ -77,6 +77,55 @@ async function spendLogRoundTrip(db: Db): Promise<void> {
     rows.map((r) => [Number(r.n), Number(r.cost), Number(r.uncounted)]),
     [[3, 1.5, 1]],
   );
+  // Every column as written, and text that COPY's format must escape kept as it was (a NUL, which no
+  // PostgreSQL text holds, as U+FFFD): ids come from JWT claims and the admin API.
+  const awkward = 'a\tb\nc\rd\\e \\N\\t "q\' ü 😀 \u0000 end';
+  const again = new SpendLog(db, createLogger('silent'));
+  again.add(
+    {
+      requestId: 'odd',
+      keyId: 'odd0123456789abc',
+      userId: awkward,
+      teamId: '\\N',
+      model: 'llama',
+      deployment: undefined,
+      promptTokens: 7.6,
+      completionTokens: Number.NaN,
+      cost: 1.25e-7,
+      status: 499,
+      latencyMs: 3.25,
+      estimated: true,
+      at: Date.UTC(2026, 10, 23, 1, 2, 3, 456),
+    },
+    'lease-odd',
+    false,
+  );
+  assert.equal(await again.close(5000), 0);
+  const [odd] = await db.query<Record<string, unknown>>(
+    `SELECT lease_id, request_id, user_id, team_id, model, deployment, prompt_tokens, completion_tokens, cost, status, latency_ms,
+            estimated, counted, extract(epoch FROM created_at) * 1000 AS at_ms
+     FROM spend_logs WHERE key_id = $1`,
+    ['odd0123456789abc'],
+  );
+  assert.deepEqual(
+    { ...odd, at_ms: Number(odd?.['at_ms']) },
+    {
+      lease_id: 'lease-odd',
+      request_id: 'odd',
+      user_id: awkward.replace('\u0000', '\uFFFD'),
+      team_id: '\\N',
+      model: 'llama',
+      deployment: null,
+      prompt_tokens: 8,
+      completion_tokens: 0,
+      cost: 1.25e-7,
+      status: 499,
+      latency_ms: 3.25,
+      estimated: true,
+      counted: false,
+      at_ms: Date.UTC(2026, 10, 23, 1, 2, 3, 456),
+    },
+  );
 }
 
 describe('migrations and the spend log', { timeout: 60_000 }, () => {
@@ -133,32 +182,38 @@ describe('migrations and the spend log', { timeout: 60_000 }, () => {
     }
   });
 
-  test('a batch whose write succeeded but was not acknowledged is not written twice on the retry', async () => {
-    const db = await openDb({});
-    try {
-      await migrate(db);
-      let calls = 0;
-      // The first write reaches the database, then the acknowledgement is lost.
-      const flaky: Db = {
-        ...db,
-        async query<T>(sql: string, params?: readonly unknown[]): Promise<T[]> {
-          const rows = await db.query<T>(sql, params);
-          if (sql.includes('spend_batches') && ++calls === 1) throw new Error('connection reset before the reply');
-          return rows;
-        },
-      };
-      const log = new SpendLog(flaky, createLogger('silent'));
-      const entry = spendEntry('feedface00000000', 0.25);
-      log.add(entry, 'lease-a', true);
-      log.add({ ...entry, requestId: 'r2' }, 'lease-b', true);
-      assert.equal(await log.close(5000), 0);
-      assert.equal(calls, 2, 'written, acknowledgement lost, retried');
-      const rows = await db.query<{ n: string }>('SELECT count(*) AS n FROM spend_logs WHERE key_id = $1', ['feedface00000000']);
-      assert.equal(Number(rows[0]?.n), 2);
-    } finally {
-      await db.close();
-    }
-  });
+  for (const where of ['PGlite', 'PostgreSQL'] as const) {
+    test(`${where}: a batch whose write succeeded but was not acknowledged is not written twice on the retry`, async () => {
+      const schema = `tg_spendlog_${randomUUID().replaceAll('-', '').slice(0, 12)}`;
+      if (where === 'PostgreSQL') schemas.push(schema);
+      const db = where === 'PGlite' ? await openDb({}) : await openDb({ url: PG, schema });
+      try {
+        await migrate(db);
+        let calls = 0;
+        // The first write reaches the database, then the acknowledgement is lost.
+        const flaky: Db = {
+          ...db,
+          async copyIn(before: string, copy: string, data: string): Promise<void> {
+            await db.copyIn(before, copy, data).finally(() => calls++);
+            if (calls === 1) throw new Error('connection reset before the reply');
+          },
+        };
+        const log = new SpendLog(flaky, createLogger('silent'));
+        const entry = spendEntry('feedface00000000', 0.25);
+        log.add(entry, 'lease-a', true);
+        log.add({ ...entry, requestId: 'r2' }, 'lease-b', true);
+        assert.equal(await log.close(5000), 0);
+        assert.equal(calls, 2, 'written, acknowledgement lost, retried');
+        assert.equal(log.healthy, true, "the retry's refusal (the batch is on record) is its success");
+        const rows = await db.query<{ n: string }>('SELECT count(*) AS n FROM spend_logs WHERE key_id = $1', ['feedface00000000']);
+        assert.equal(Number(rows[0]?.n), 2);
+        // The connection that carried the refused batch still serves.
+        assert.deepEqual(await db.query('SELECT 1 AS one'), [{ one: 1 }]);
+      } finally {
+        await db.close();
+      }
+    });
+  }
 
   test('a database down for long: the buffer stops at its cap, each dropped row is counted, and writing resumes after', async () => {
     const db = await openDb({});
@@ -167,9 +222,9 @@ describe('migrations and the spend log', { timeout: 60_000 }, () => {
       let down = true;
       const outage: Db = {
         ...db,
-        async query<T>(sql: string, params?: readonly unknown[]): Promise<T[]> {
+        async copyIn(before: string, copy: string, data: string): Promise<void> {
           if (down) throw new Error('connection refused');
-          return db.query<T>(sql, params);
+          return db.copyIn(before, copy, data);
         },
       };
       const errors: string[] = [];
