@@ -200,7 +200,10 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
     defaultMaxTokens: gs.default_max_tokens,
     onError: opts.onStoreError,
   });
-  const log = db === undefined ? undefined : new SpendLog(db, logger, opts.onStoreError);
+  const log =
+    db === undefined
+      ? undefined
+      : new SpendLog(db, logger, opts.onStoreError, { countersPrefix: gs.redis_url === undefined ? undefined : gs.redis_key_prefix });
   const accounting = new Accounting({ limiter, log, mirror: opts.mirror, logger, onError: opts.onStoreError });
   return {
     counters,

@@ -100,7 +100,7 @@ export class Accounting implements SpendRecorder {
     }
     const p = settled
       .then(
-        () => this.#log?.add(entry, lease.id, true),
+        (generation) => this.#log?.add(entry, lease.id, true, generation),
         (err: unknown) => {
           this.#onError?.('redis', 'settle');
           this.#logger.warn(
@@ -194,10 +194,12 @@ export async function seedBudgets(db: Db, counters: Counters, subjects: readonly
 /**
  * A Redis without persistence restarts empty. The first replica to notice seeds it with every row the log
  * holds for the current periods, counted or not, and marks the uncounted ones counted in the same
- * transaction. Nothing is counted twice: the new Redis refuses settlements until it is seeded (those rows
- * are logged uncounted and replayed after). Rows settled into the old Redis but written to the log after the
- * seed are the one gap (the log is flushed within a second). Without a database the seed is empty.
- * Returns false when another replica holds the lock.
+ * transaction, which also records the new Redis's generation. Nothing is counted twice, and nothing is lost:
+ * the new Redis refuses settlements until it is seeded (those rows are logged uncounted and replayed after),
+ * and a row settled into the old Redis but still in some replica's buffer is written after the seed with
+ * the old generation, so uncounted, and replayed (SpendLog). Redis is seeded once the transaction committed:
+ * a seed whose Redis part fails is simply done again, under a new generation. Without a database the seed is
+ * empty. Returns false when another replica holds the lock.
  */
 export async function seedRedis(
   db: Db | undefined,
@@ -211,14 +213,18 @@ export async function seedRedis(
       await redis.seed([]);
       return true;
     }
+    const generation = randomUUID();
     const items = await db.transaction(async (tx) => {
       // No row is written while the seed is taken, so each row is either in it or written (and replayed) after.
       await tx.query('LOCK TABLE spend_logs IN SHARE ROW EXCLUSIVE MODE');
       await tx.query('UPDATE spend_logs SET counted = true WHERE NOT counted');
-      const found = await periodSpend(tx, subjects, Date.now());
-      await redis.seed(found);
-      return found;
+      await tx.query(
+        'INSERT INTO counter_generations (prefix, generation) VALUES ($1, $2) ON CONFLICT (prefix) DO UPDATE SET generation = EXCLUDED.generation',
+        [redis.prefix, generation],
+      );
+      return periodSpend(tx, subjects, Date.now());
     });
+    await redis.seed(items, generation);
     logger.info({ subjects: items.length }, 'Redis counters seeded with the spend log');
     return true;
   } finally {

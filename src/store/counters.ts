@@ -90,8 +90,11 @@ export interface Counters {
   readonly kind: 'memory' | 'redis';
   /** Checks and reserves, atomically across every subject. Rejects only on a store fault. */
   admit(req: AdmitRequest): Promise<Admission>;
-  /** Replaces the reservation with the real usage, adds the cost, releases the lease. */
-  settle(req: SettleRequest): Promise<void>;
+  /**
+   * Replaces the reservation with the real usage, adds the cost, releases the lease. Resolves to the
+   * counters' generation (Redis: changed whenever it is seeded after a restart), undefined in process.
+   */
+  settle(req: SettleRequest): Promise<string | undefined>;
   /** Keeps the leases of requests still in flight alive. */
   renew(leases: readonly { readonly requestId: string; readonly subjects: readonly LimitSubject[] }[], now: number): Promise<void>;
   /** Adds spend that settled while the counters could not be reached (replayed from the spend log). */

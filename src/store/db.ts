@@ -27,11 +27,15 @@ export interface Db extends Queryable {
   /**
    * In one transaction: the statements `before` (no parameters), then `copy` (`COPY table (columns)`) fed
    * `data`, rows in COPY's text format. PostgreSQL's bulk path: a batch of rows costs the server about half
-   * the CPU of the same rows read from a JSON parameter. One round trip on PostgreSQL.
+   * the CPU of the same rows read from a JSON parameter. One round trip on PostgreSQL; two when `data` is
+   * made from the rows the last statement of `before` returns.
    */
-  copyIn(before: string, copy: string, data: string): Promise<void>;
+  copyIn(before: string, copy: string, data: CopyData): Promise<void>;
   close(): Promise<void>;
 }
+
+/** COPY's rows, or what makes them from the rows the statements before it returned. */
+export type CopyData = string | ((rows: readonly Record<string, unknown>[]) => string);
 
 export interface DbOptions {
   /** `postgres://…`; a Prisma-style `?schema=name` (as LiteLLM's DATABASE_URL may carry) picks the schema. */
@@ -107,10 +111,11 @@ export async function openDb(opts: DbOptions): Promise<Db> {
         }),
       );
     },
-    async copyIn(before: string, copy: string, data: string): Promise<void> {
+    async copyIn(before: string, copy: string, data: CopyData): Promise<void> {
       await lite.transaction(async (tx) => {
-        await tx.exec(before);
-        await tx.query(`${copy} FROM '/dev/blob'`, [], { blob: new Blob([data]) });
+        const results = await tx.exec(before);
+        const text = typeof data === 'string' ? data : data(results.at(-1)?.rows ?? []);
+        await tx.query(`${copy} FROM '/dev/blob'`, [], { blob: new Blob([text]) });
       });
     },
     async close(): Promise<void> {
@@ -284,23 +289,36 @@ async function openPostgres(url: string, schemaOverride: string | undefined): Pr
         client.release();
       }
     },
-    async copyIn(before: string, copy: string, data: string): Promise<void> {
+    async copyIn(before: string, copy: string, data: CopyData): Promise<void> {
       const client = await pool.connect();
       let broken: Error | undefined;
-      try {
-        // One simple-protocol message: its statements run as one implicit transaction, the COPY's rows sent
-        // when the server asks for them; an error in `before` skips the rest.
-        await new Promise<void>((resolve, reject) => {
+      let open = false;
+      const copyIn = (text: string, rows: string): Promise<void> =>
+        new Promise<void>((resolve, reject) => {
           client.query(
-            new CopyIn(`${before}; ${copy} FROM STDIN`, Buffer.from(data), (err) => {
+            new CopyIn(text, Buffer.from(rows), (err) => {
               if (err) reject(err);
               else resolve();
             }),
           );
         });
+      try {
+        if (typeof data === 'string') {
+          // One simple-protocol message: its statements run as one implicit transaction, the COPY's rows sent
+          // when the server asks for them; an error in `before` skips the rest.
+          await copyIn(`${before}; ${copy} FROM STDIN`, data);
+        } else {
+          open = true;
+          const results = (await client.query(`BEGIN; ${before}`)) as unknown as pg.QueryResult | pg.QueryResult[];
+          const last = Array.isArray(results) ? results.at(-1) : results;
+          await copyIn(`${copy} FROM STDIN; COMMIT`, data((last?.rows ?? []) as Record<string, unknown>[]));
+          open = false;
+        }
       } catch (err) {
-        // A statement error leaves the connection usable; anything else (no error code) may not.
+        // A statement error leaves the connection usable (once its transaction is rolled back); anything else
+        // (no error code: the connection broke) may not.
         if ((err as { code?: unknown }).code === undefined) broken = err as Error;
+        else if (open) await client.query('ROLLBACK').catch((e: unknown) => (broken = e as Error));
         throw err;
       } finally {
         client.release(broken);

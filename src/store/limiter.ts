@@ -166,9 +166,10 @@ export class Limiter {
 
   /**
    * The request ended: real tokens and cost replace the reservation; the lease is released. Synchronous
-   * (undefined) when nothing limits the request or the counters are in process; rejects on a store fault.
+   * (undefined) when nothing limits the request or the counters are in process; rejects on a store fault,
+   * else resolves to the counters' generation the cost went into (Counters.settle).
    */
-  settle(lease: Lease, tokens: number, cost: number, now: number, servedBy?: string): Promise<void> | undefined {
+  settle(lease: Lease, tokens: number, cost: number, now: number, servedBy?: string): Promise<string | undefined> | undefined {
     const catalog = this.#dirs.catalog();
     const admitted = lease.deploymentId === undefined ? undefined : catalog.deployment(lease.deploymentId);
     // Windows count whole tokens (a backend could report 10.5).
@@ -186,12 +187,18 @@ export class Limiter {
       );
       if (a === undefined) return b;
       if (b === undefined) return a;
-      return Promise.all([a, b]).then(() => undefined);
+      return Promise.all([a, b]).then(([generation]) => generation);
     }
     return this.#settleSubjects(lease, this.subjects(lease, admitted, now), whole, cost, now);
   }
 
-  #settleSubjects(lease: Lease, subjects: LimitSubject[], tokens: number, cost: number, now: number): Promise<void> | undefined {
+  #settleSubjects(
+    lease: Lease,
+    subjects: LimitSubject[],
+    tokens: number,
+    cost: number,
+    now: number,
+  ): Promise<string | undefined> | undefined {
     if (subjects.length === 0) return undefined;
     const req = { requestId: lease.id, subjects, reservedTokens: lease.reservedTokens, tokens, cost, now };
     if (this.counters instanceof MemoryCounters) {

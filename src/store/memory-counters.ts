@@ -139,9 +139,9 @@ export class MemoryCounters implements Counters {
     return { ok: true, rate: { requests, tokens } };
   }
 
-  settle(req: SettleRequest): Promise<void> {
+  settle(req: SettleRequest): Promise<string | undefined> {
     this.settleNow(req);
-    return Promise.resolve();
+    return Promise.resolve(undefined);
   }
 
   settleNow(req: SettleRequest): void {

@@ -14,6 +14,7 @@
  * Faults: every call has a short timeout and there is no offline queue, so a Redis that is down fails the
  * call at once (the caller applies `failure_mode`); ioredis reconnects in the background.
  */
+import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import {
   LEASE_TTL_MS,
@@ -143,14 +144,16 @@ return {1, '', -1, 0, rq[1], rq[2], rq[3], tk[1], tk[2], tk[3]}
 /**
  * KEYS: six per subject, then the lease's `settled` mark, then the `seeded` marker. ARGV: now, lease id,
  * real tokens, cost, then per subject: tpm on, parallel on, budget on, budget key expiry (ms, 0: none).
- * Returns 1, or 0 when the lease's cost had already been added (the lease is released all the same).
+ * Returns the counters' generation (the `seeded` marker's value): the spend log compares it with the one
+ * on record when the row is written (a Redis seeded again meanwhile did not get this cost).
  */
 const SETTLE = `
 local now = tonumber(ARGV[1]); local lid = ARGV[2]; local tokens = math.floor(tonumber(ARGV[3]) or 0); local cost = ARGV[4]
 if tonumber(cost) == nil then return redis.error_reply('cost is not a number') end
 -- A Redis that restarted empty takes no spend until it is seeded from the log (the row is replayed after);
 -- the lease is released all the same, or it would hold its parallel slot and reservations until it expires.
-local seeded = redis.call('EXISTS', KEYS[#KEYS]) == 1
+local generation = redis.call('GET', KEYS[#KEYS])
+local seeded = generation ~= false
 local n = (#KEYS - 2) / ${KEYS_PER_SUBJECT}
 -- Cost goes to the budgets once per lease: this call repeated, or arriving after the replay of its row,
 -- adds none. The rest of a settlement (the lease released, the tokens corrected) sets values: done again,
@@ -184,8 +187,7 @@ for i = 0, n - 1 do
   end
 end
 if not seeded then return redis.error_reply('UNSEEDED counters not seeded yet') end
-if tonumber(cost) > 0 and not addCost then return 0 end
-return 1
+return generation
 `;
 
 /**
@@ -234,7 +236,7 @@ return 1
 
 type CountersRedis = Redis & {
   tgAdmit(...args: (string | number)[]): Promise<[number, string, number, number, number, number, number, number, number, number]>;
-  tgSettle(...args: (string | number)[]): Promise<number>;
+  tgSettle(...args: (string | number)[]): Promise<string>;
   tgReplay(...args: (string | number)[]): Promise<number>;
   tgRenew(...args: (string | number)[]): Promise<number>;
 };
@@ -316,7 +318,7 @@ export class RedisCounters implements Counters {
     return admissionDenied(r[1] as 'rpm' | 'tpm' | 'parallel' | 'budget' | 'budget-in-flight', sub, r[3], rate);
   }
 
-  async settle(req: SettleRequest): Promise<void> {
+  async settle(req: SettleRequest): Promise<string> {
     const keys: string[] = [];
     const args: (string | number)[] = [req.now, req.requestId, req.tokens, String(req.cost)];
     for (const sub of req.subjects) {
@@ -329,7 +331,7 @@ export class RedisCounters implements Counters {
       );
     }
     keys.push(this.#settledKey(req.requestId), `${this.#prefix}seeded`);
-    await this.redis.tgSettle(keys.length, ...keys, ...args);
+    return String(await this.redis.tgSettle(keys.length, ...keys, ...args));
   }
 
   #settledKey(leaseId: string): string {
@@ -352,11 +354,11 @@ export class RedisCounters implements Counters {
 
   async addSpend(items: readonly SpendItem[]): Promise<void> {
     if (items.length === 0) return;
-    await this.#spendTransaction(items, false);
+    await this.#spendTransaction(items, undefined);
   }
 
-  /** Adds `items` to their budget keys in one MULTI (and marks the counters seeded, with `seeding`). */
-  async #spendTransaction(items: readonly SpendItem[], seeding: boolean): Promise<void> {
+  /** Adds `items` to their budget keys in one MULTI (and marks the counters seeded with `generation`). */
+  async #spendTransaction(items: readonly SpendItem[], generation: string | undefined): Promise<void> {
     const multi = this.redis.multi();
     for (const it of items) {
       const key = this.#budgetKey(it.subject, it.period.start);
@@ -364,7 +366,7 @@ export class RedisCounters implements Counters {
       const expiry = budgetExpiry(it.period);
       if (expiry > 0) multi.pexpireat(key, expiry);
     }
-    if (seeding) multi.set(`${this.#prefix}seeded`, String(Date.now()));
+    if (generation !== undefined) multi.set(`${this.#prefix}seeded`, generation);
     const results = await multi.exec();
     const failed = results?.find(([err]) => err !== null);
     if (results === null || failed !== undefined) throw failed?.[0] ?? new Error('redis transaction aborted');
@@ -410,9 +412,14 @@ export class RedisCounters implements Counters {
     await this.redis.del(`${this.#prefix}seeding`);
   }
 
-  /** Adds the seed and marks the counters seeded, in one transaction. */
-  async seed(items: readonly SpendItem[]): Promise<void> {
-    await this.#spendTransaction(items, true);
+  /** Adds the seed and marks the counters seeded with a new `generation` (random), in one transaction. */
+  async seed(items: readonly SpendItem[], generation: string = randomUUID()): Promise<void> {
+    await this.#spendTransaction(items, generation);
+  }
+
+  /** Prepended to every key: the spend log's generations are kept per prefix. */
+  get prefix(): string {
+    return this.#prefix;
   }
 
   async spend(subject: string, period: BudgetPeriod): Promise<number> {

@@ -16,6 +16,8 @@ interface SpendRow {
   readonly leaseId: string;
   /** Its cost reached the shared counters (false while they could not be reached: replayed later). */
   readonly counted: boolean;
+  /** The counters' generation its cost went into (Redis), checked against the one on record when written. */
+  readonly generation: string | undefined;
 }
 
 const FLUSH_MS = 500;
@@ -44,7 +46,7 @@ export class SpendLog {
   readonly #onError: StoreErrorHook | undefined;
   #buffer: SpendRow[] = [];
   /** The batch being written (kept, with its id, until a write of it succeeds). */
-  #batch: { readonly id: string; readonly rows: number; readonly data: string } | undefined;
+  #batch: { readonly id: string; readonly rows: SpendRow[] } | undefined;
   #timer: NodeJS.Timeout | undefined;
   #flushing: Promise<void> | undefined;
   #failures = 0;
@@ -52,11 +54,15 @@ export class SpendLog {
   #dropped = 0;
   #fullLogged = false;
 
-  constructor(db: Db, logger: Logger, onError?: StoreErrorHook, opts: { maxPending?: number } = {}) {
+  /** The Redis counters' key prefix: whose generation on record rows are checked against. */
+  readonly #countersPrefix: string | undefined;
+
+  constructor(db: Db, logger: Logger, onError?: StoreErrorHook, opts: { maxPending?: number; countersPrefix?: string | undefined } = {}) {
     this.#db = db;
     this.#logger = logger;
     this.#onError = onError;
     this.#maxPending = opts.maxPending ?? MAX_PENDING;
+    this.#countersPrefix = opts.countersPrefix;
   }
 
   /** Rows dropped because the database did not take them for too long. */
@@ -71,10 +77,11 @@ export class SpendLog {
 
   /** Rows waiting to be written. */
   get pending(): number {
-    return this.#buffer.length + (this.#batch?.rows ?? 0);
+    return this.#buffer.length + (this.#batch?.rows.length ?? 0);
   }
 
-  add(entry: SpendEntry, leaseId: string, counted: boolean): void {
+  /** `generation`: the counters' generation the cost settled into (Redis), when `counted`. */
+  add(entry: SpendEntry, leaseId: string, counted: boolean, generation?: string): void {
     if (this.pending >= this.#maxPending) {
       // One line per outage; each row is counted.
       this.#dropped++;
@@ -84,7 +91,7 @@ export class SpendLog {
       this.#onError?.('database', 'spend_log_dropped');
       return;
     }
-    this.#buffer.push({ entry, leaseId, counted });
+    this.#buffer.push({ entry, leaseId, counted, generation });
     // A full batch goes at once, unless writes are failing: then the backoff timer decides.
     if (this.#buffer.length >= MAX_BATCH && this.#failures === 0) void this.flush();
     else this.#timer ??= setTimeout(() => void this.flush(), FLUSH_MS);
@@ -102,17 +109,26 @@ export class SpendLog {
     clearTimeout(this.#timer);
     this.#timer = undefined;
     while (this.#batch !== undefined || this.#buffer.length > 0) {
-      if (this.#batch === undefined) {
-        const rows = this.#buffer.splice(0, MAX_BATCH);
-        this.#batch = { id: randomUUID(), rows: rows.length, data: copyText(rows) };
-      }
+      this.#batch ??= { id: randomUUID(), rows: this.#buffer.splice(0, MAX_BATCH) };
+      const { id, rows } = this.#batch;
+      const claim = `INSERT INTO spend_batches (batch_id) VALUES ('${id}')`;
       try {
-        await this.#db
-          .copyIn(`INSERT INTO spend_batches (batch_id) VALUES ('${this.#batch.id}')`, COPY, this.#batch.data)
-          .catch((err: unknown) => {
-            // Its id is on record: an earlier try of this batch was written (its answer lost).
-            if (!isUniqueViolation(err, 'spend_batches_pkey')) throw err;
-          });
+        const prefix = this.#countersPrefix;
+        await (
+          prefix !== undefined && rows.some((r) => r.counted && r.generation !== undefined)
+            ? // Rows whose cost went into Redis are counted only if that Redis was not seeded again since: read
+              // under the lock the seed takes (seedRedis), so each row is in the seed or written after it.
+              this.#db.copyIn(
+                `${claim}; LOCK TABLE spend_logs IN ROW EXCLUSIVE MODE; ` +
+                  `SELECT generation FROM counter_generations WHERE prefix = ${sqlString(prefix)}`,
+                COPY,
+                (current) => copyText(rows, current[0]?.['generation'] as string | undefined),
+              )
+            : this.#db.copyIn(claim, COPY, copyText(rows, undefined))
+        ).catch((err: unknown) => {
+          // Its id is on record: an earlier try of this batch was written (its answer lost).
+          if (!isUniqueViolation(err, 'spend_batches_pkey')) throw err;
+        });
         this.#batch = undefined;
         this.#failures = 0;
         this.#fullLogged = false;
@@ -149,11 +165,21 @@ function isUniqueViolation(err: unknown, constraint: string): boolean {
   return e.code === '23505' && (e.constraint === constraint || (typeof e.message === 'string' && e.message.includes(constraint)));
 }
 
-/** The rows in COPY's text format: a line each, tab-separated, `\N` for null, booleans t/f. */
-function copyText(rows: readonly SpendRow[]): string {
+/** A PostgreSQL string literal (standard_conforming_strings, on since PostgreSQL 9.1). */
+function sqlString(v: string): string {
+  return `'${v.replaceAll("'", "''").replaceAll('\0', '')}'`;
+}
+
+/**
+ * The rows in COPY's text format: a line each, tab-separated, `\N` for null, booleans t/f. A row counted in
+ * a generation of the counters other than `current` (on record: seeded again since) is written uncounted;
+ * with none on record (never seeded by this version), as it came.
+ */
+function copyText(rows: readonly SpendRow[], current: string | undefined): string {
   let out = '';
   const time = new IsoTime();
-  for (const { entry: e, leaseId, counted } of rows) {
+  for (const { entry: e, leaseId, counted: settled, generation } of rows) {
+    const counted = settled && (generation === undefined || current === undefined || generation === current);
     out +=
       `${text(leaseId)}\t${text(e.requestId)}\t${text(e.keyId)}\t${text(e.userId)}\t${text(e.teamId)}\t${text(e.model)}\t` +
       `${text(e.deployment)}\t${integer(e.promptTokens)}\t${integer(e.completionTokens)}\t${real(e.cost)}\t${integer(e.status)}\t` +

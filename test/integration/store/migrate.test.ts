@@ -34,7 +34,17 @@ function spendEntry(keyId: string, cost: number): SpendEntry {
 }
 
 const PG = process.env['TEST_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
-const TABLES = ['keys', 'models', 'record_changes', 'spend_batches', 'spend_logs', 'teams', 'tollgate_migrations', 'users'];
+const TABLES = [
+  'counter_generations',
+  'keys',
+  'models',
+  'record_changes',
+  'spend_batches',
+  'spend_logs',
+  'teams',
+  'tollgate_migrations',
+  'users',
+];
 
 async function tables(db: Db): Promise<string[]> {
   const rows = await db.query<{ table_name: string }>(
