@@ -196,7 +196,7 @@ export class AuthzServer {
     cb(null, response);
     const decision = auth.decision;
     const label: CheckDecisionLabel = decision.allow ? 'allowed' : decision.code;
-    d.metrics.checkDecisions.at(label).inc();
+    d.metrics.checkDecisions.at('ext_authz', label).inc();
     d.metrics.checkDuration.at(label).observe((performance.now() - started) / 1000);
     if (!decision.allow) {
       if (decision.failedRule !== undefined) d.metrics.policyErrors.inc({ rule: decision.failedRule });

@@ -270,7 +270,12 @@ function identify(
   const result = deps.authorizer.authorize(facts, now);
   const finish = (auth: Awaited<typeof result>): IdentifyResult => {
     const d = auth.decision;
-    if (!d.allow) return { error: d.code, message: d.message, requestId: auth.requestId, headers: auth.headers };
+    const m = deps.metrics;
+    m?.checkDecisions.at('gateway', d.allow ? 'allowed' : d.code).inc();
+    if (!d.allow) {
+      if (d.failedRule !== undefined) m?.policyErrors.inc({ rule: d.failedRule });
+      return { error: d.code, message: d.message, requestId: auth.requestId, headers: auth.headers };
+    }
     const p = d.principal;
     return {
       caller: { requestId: auth.requestId, keyId: p.keyId, userId: p.userId, teamId: p.teamId },

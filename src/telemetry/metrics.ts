@@ -8,8 +8,11 @@ import { CounterFamily, GaugeFamily, HistogramFamily } from './families.js';
 
 export interface Metrics {
   readonly registry: Registry;
-  /** Check decisions: `allowed`, or the denial's error code. */
-  readonly checkDecisions: CounterFamily<readonly ['decision']>;
+  /**
+   * Authorization decisions, by where they were made (`ext_authz`: Check; `gateway`: the gateway itself, for
+   * a request that came without a valid signed context) and outcome (`allowed`, or the denial's code).
+   */
+  readonly checkDecisions: CounterFamily<readonly ['source', 'decision']>;
   /** Check calls that failed (gRPC error returned to Envoy), by reason. */
   readonly checkFaults: CounterFamily<readonly ['reason']>;
   /** Check latency in seconds, from the decoded request to the encoded response. */
@@ -64,8 +67,8 @@ export function createMetrics(opts: { defaultMetrics: boolean }): Metrics {
     registry,
     checkDecisions: new CounterFamily({
       name: 'tollgate_authz_decisions_total',
-      help: 'ext_authz Check decisions, by outcome (allowed or the denial code)',
-      labelNames: ['decision'] as const,
+      help: 'Authorization decisions, by where they were made (ext_authz Check, or the gateway for a request without a valid context) and outcome (allowed or the denial code)',
+      labelNames: ['source', 'decision'] as const,
       registers: [registry],
     }),
     checkFaults: new CounterFamily({

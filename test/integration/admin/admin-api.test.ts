@@ -1023,6 +1023,14 @@ keys:
   });
 
   test('/metrics parses as Prometheus text and counts the requests made', async () => {
+    // Decided here, as no Envoy is in front: counted as the gateway's own decision.
+    const wrong = await fetch(`http://127.0.0.1:${b}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer sk-not-a-key-of-this-deployment', 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'llama', messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    assert.equal(wrong.status, 401);
+    await wrong.body?.cancel();
     const res = await fetch(`http://127.0.0.1:${b}/metrics`);
     assert.equal(res.status, 200);
     assert.match(res.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/);
@@ -1036,6 +1044,9 @@ keys:
     assert.ok(sum('tollgate_tokens_total', { model: 'llama', type: 'completion' }) >= 5);
     assert.ok(sum('tollgate_gateway_overhead_seconds_count', { endpoint: 'chat/completions' }) >= 1);
     assert.equal(sum('tollgate_deployment_available', { deployment: 'llama-main' }), 1);
+    assert.ok(sum('tollgate_authz_decisions_total', { source: 'gateway', decision: 'allowed' }) >= 1);
+    assert.ok(sum('tollgate_authz_decisions_total', { source: 'gateway', decision: 'invalid_api_key' }) >= 1);
+    assert.equal(sum('tollgate_authz_decisions_total', { source: 'ext_authz' }), 0, 'no Check was called');
     // LiteLLM's names, as dashboards written for LiteLLM query them.
     assert.ok(sum('litellm_proxy_total_requests_metric_total', { requested_model: 'llama', status_code: '200' }) >= 1);
     assert.ok(sum('litellm_total_tokens_total', { model: 'llama' }) >= 16);

@@ -15,6 +15,7 @@ import { contextSecret } from '../../../src/identity/context-token.js';
 import { InMemorySpendLog } from '../../../src/store/spend.js';
 import { createLogger } from '../../../src/telemetry/logger.js';
 import { createMetrics } from '../../../src/telemetry/metrics.js';
+import { parsePrometheus } from '../../support/prometheus.js';
 import { applyOkResponse, EnvoyCheckClient } from '../../support/envoy.js';
 
 const KEY = 'sk-gateway-test-key-0001';
@@ -75,6 +76,13 @@ describe('gateway', () => {
   let spend: InMemorySpendLog;
   let client: OpenAI;
   let base: string;
+  const authzMetrics = createMetrics({ defaultMetrics: false });
+  const gatewayMetrics = createMetrics({ defaultMetrics: false });
+  /** A sample's value in `metrics` (0 when absent). */
+  const sample = async (metrics: typeof authzMetrics, name: string, labels: Record<string, string>): Promise<number> =>
+    parsePrometheus(await metrics.registry.metrics())
+      .filter((x) => x.name === name && Object.entries(labels).every(([k, v]) => x.labels[k] === v))
+      .reduce((n, x) => n + x.value, 0);
 
   before(async () => {
     [a, b, q] = await Promise.all([
@@ -87,8 +95,8 @@ describe('gateway', () => {
     const parts = buildAuthorizer(prepared.config, prepared.policy, secret);
     const logger = createLogger('silent');
     spend = new InMemorySpendLog();
-    authz = await startAuthz(parts, { host: '127.0.0.1', port: 0, logger, metrics: createMetrics({ defaultMetrics: false }) });
-    gw = await startGateway(prepared.config, parts, secret, { host: '127.0.0.1', port: 0, logger, spend });
+    authz = await startAuthz(parts, { host: '127.0.0.1', port: 0, logger, metrics: authzMetrics });
+    gw = await startGateway(prepared.config, parts, secret, { host: '127.0.0.1', port: 0, logger, spend, metrics: gatewayMetrics });
     base = `http://127.0.0.1:${gw.port}`;
     client = new OpenAI({ apiKey: KEY, baseURL: `${base}/v1`, maxRetries: 0 });
   });
@@ -358,6 +366,13 @@ describe('gateway', () => {
   test('behind Envoy: a valid context is trusted; a forged one is not, and the removed credentials leave the request unauthenticated', async () => {
     reset();
     const envoy = new EnvoyCheckClient(authz.port);
+    const decided = (source: string, decision: string): Promise<number> =>
+      sample(source === 'ext_authz' ? authzMetrics : gatewayMetrics, 'tollgate_authz_decisions_total', { source, decision });
+    const [checkAllowed, gatewayAllowed, gatewayMissing] = [
+      await decided('ext_authz', 'allowed'),
+      await decided('gateway', 'allowed'),
+      await decided('gateway', 'missing_api_key'),
+    ];
     try {
       const body = JSON.stringify({ model: 'llama', messages: [{ role: 'user', content: 'hi' }] });
       const reqHeaders = { authorization: `Bearer ${KEY}`, 'content-type': 'application/json', 'x-tollgate-user': 'root' };
@@ -378,6 +393,11 @@ describe('gateway', () => {
         body: JSON.stringify({ model: 'qwen', messages: [] }),
       });
       assert.equal(other.status, 401);
+      // Check's decision is counted where it was made; the trusted context made none in the gateway, each
+      // refused one a denial of the gateway's own.
+      assert.equal(await decided('ext_authz', 'allowed'), checkAllowed + 1);
+      assert.equal(await decided('gateway', 'allowed'), gatewayAllowed);
+      assert.equal(await decided('gateway', 'missing_api_key'), gatewayMissing + 2);
     } finally {
       envoy.close();
     }
