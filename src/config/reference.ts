@@ -60,7 +60,7 @@ export function referenceRows(schema: JsonSchema = configJsonSchema() as JsonSch
 const LIMIT_DESCRIPTIONS: Readonly<Record<string, string>> = {
   max_budget: 'USD that may be spent per `budget_duration` (all time without one); 429 `budget_exceeded` past it',
   budget_duration:
-    'budget period, as LiteLLM resets it: `1d` (midnight UTC), `1w` or `7d` (Monday, 00:00 UTC), `1mo` or `30d` (the 1st of the month, UTC); others (`12h`, `10d`, `2w`) run on from the epoch',
+    'budget period, as LiteLLM resets it (at midnight, or `budget_reset_time`, in `litellm_settings.timezone`, UTC by default): `1d` or `24h` daily, `1w` or `7d` on Monday, `1mo` or `30d` on the 1st of the month; `Nh` within the day, `Nm` within the hour; `10d`, `2w`, `48h` run on from 1970',
   rpm_limit: 'requests per minute (sliding 60 s window, exact across replicas with Redis)',
   tpm_limit: 'tokens per minute: `max_tokens` (or the default) × `n` plus the prompt is reserved at admission, settled with real usage',
   max_parallel_requests: 'requests in flight at once',
@@ -143,6 +143,10 @@ export const DESCRIPTIONS: Readonly<Record<string, string>> = {
   'teams[].blocked': 'every key of the team is refused',
   'users[].user_id': "the JWT user claim or a key's `user_id`",
   environment_variables: "values for `os.environ/` references the environment does not set (LiteLLM's section)",
+  'litellm_settings.timezone':
+    "IANA time zone budget periods reset in (LiteLLM's setting): `US/Eastern` resets a `1d` budget at midnight New York time. Absent: UTC",
+  'litellm_settings.budget_reset_time':
+    'time of day (`"HH:MM"`, 24-hour, quoted) daily, weekly and monthly budget periods start at, in `timezone` (LiteLLM\'s setting). Absent: midnight',
 };
 
 function describe(path: string): string | undefined {

@@ -5,13 +5,13 @@
  * warning by the loader before this schema runs, see litellm-compat.ts).
  */
 import { z } from 'zod';
+import { DURATION_PATTERN, isTimeZone, parseTimeOfDay } from '../store/calendar.js';
 
 const positiveInt = z.number().int().positive();
 const nonNegativeInt = z.number().int().nonnegative();
 const price = z.number().nonnegative().finite();
 
-/** `30d`, `12h`, `2w`, `mo`, `1mo`: LiteLLM's budget_duration spellings. */
-export const DURATION_PATTERN = /^(\d+)?(s|m|h|d|w|mo)$/;
+export { DURATION_PATTERN };
 const DAY_MS = 86_400_000;
 /** One of each unit in ms; a month at its longest (calendar months are counted as such where it matters). */
 export const DURATION_UNIT_MS: Readonly<Record<string, number>> = {
@@ -292,8 +292,29 @@ export const configSchema = z
     keys: z.array(declaredKey).default([]),
     teams: z.array(team).default([]),
     users: z.array(user).default([]),
-    /** LiteLLM's module settings: the loader honours num_retries, fallbacks and request_timeout and sets aside the rest. */
-    litellm_settings: z.object({}).strict().optional(),
+    /**
+     * LiteLLM's module settings: the loader moves num_retries, fallbacks and request_timeout to the router and
+     * sets aside what tollgate does not use; these two stay here, under LiteLLM's names.
+     */
+    litellm_settings: z
+      .object({
+        /** When budget periods reset: midnight (or budget_reset_time) in this IANA zone; UTC by default. */
+        timezone: z
+          .string()
+          .refine(isTimeZone, {
+            error: 'not a time zone: write an IANA zone name such as UTC, US/Eastern, Europe/London or Asia/Kolkata',
+          })
+          .optional(),
+        /** The time of day day, week and month budget periods start at; 00:00 by default. */
+        budget_reset_time: z
+          .string()
+          .refine((v) => parseTimeOfDay(v) !== undefined, {
+            error: 'not a time of day: write 24-hour "HH:MM" or "HH:MM:SS", quoted (e.g. "09:00")',
+          })
+          .optional(),
+      })
+      .strict()
+      .optional(),
     /** LiteLLM's environment_variables: values for os.environ/ references that the environment does not set. */
     environment_variables: z.record(z.string(), z.string()).optional(),
   })

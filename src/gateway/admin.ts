@@ -29,6 +29,7 @@ import {
   type AdminKeyRow,
 } from '../store/admin-queries.js';
 import { afterDuration, budgetPeriod, budgetPeriodOf } from '../store/counters.js';
+import type { BudgetCalendar } from '../store/calendar.js';
 import type { Db, Queryable } from '../store/db.js';
 import { findUser, keyFromRow, teamFromRow, type RecordStore, type StoredModel, type StoredUser } from '../store/records.js';
 import type { Logger } from '../telemetry/logger.js';
@@ -58,6 +59,8 @@ export interface AdminDeps {
   readonly env: Readonly<Record<string, string | undefined>>;
   readonly logger: Logger;
   readonly now?: () => number;
+  /** When budget periods reset (litellm_settings.timezone, budget_reset_time): `budget_reset_at`, period spend. */
+  readonly calendar: BudgetCalendar;
   /** True for a value tollgate holds as its own secret: never accepted as a backend api_key reference. */
   readonly ownSecret?: ((value: string) => boolean) | undefined;
   /** Moves the budget spend counted this period from one key id to another (regenerate). */
@@ -349,7 +352,7 @@ export class AdminApi {
     if (created === 'alias-taken') return ALIAS_TAKEN;
     this.#audit(caller, 'key.generate', { key_id: record.id, key_alias: record.alias, chosen: b.key != null });
     const row = await findKey(this.#d.db, hash);
-    return { status: 200, body: { key, ...(row === undefined ? {} : keyView(row, 0, this.#now())) } };
+    return { status: 200, body: { key, ...(row === undefined ? {} : keyView(row, 0, this.#now(), this.#d.calendar)) } };
   }
 
   /**
@@ -373,12 +376,15 @@ export class AdminApi {
     const configured = this.#d.cache.isConfigKey(hash) ? this.#d.cache.get(hash) : undefined;
     if (configured !== undefined) {
       const spend = (await this.#keySpend([configured])).get(configured.id) ?? 0;
-      return { status: 200, body: { key: hash, info: { ...recordView(configured, this.#now()), spend, source: 'config' } } };
+      return {
+        status: 200,
+        body: { key: hash, info: { ...recordView(configured, this.#now(), this.#d.calendar), spend, source: 'config' } },
+      };
     }
     const row = await findKey(this.#d.db, hash);
     if (row === undefined) return { error: 'not_found', param: 'key', message: 'key: no such key' };
     const spend = (await this.#keySpend([keyFromRow(row)])).get(keyId(hash)) ?? 0;
-    const { token, ...info } = keyView(row, spend, this.#now());
+    const { token, ...info } = keyView(row, spend, this.#now(), this.#d.calendar);
     return { status: 200, body: { key: token, info } };
   }
 
@@ -394,7 +400,7 @@ export class AdminApi {
       status: 200,
       body: {
         keys: q.return_full_object
-          ? rows.map((r) => keyView(r, spend.get(keyId(r.key_hash)) ?? 0, this.#now()))
+          ? rows.map((r) => keyView(r, spend.get(keyId(r.key_hash)) ?? 0, this.#now(), this.#d.calendar))
           : rows.map((r) => r.key_hash),
         total_count: total,
         current_page: q.page,
@@ -481,14 +487,14 @@ export class AdminApi {
     const row = await findKey(this.#d.db, hash);
     const spend = (await this.#keySpend([next])).get(next.id) ?? 0;
     // LiteLLM names the new token `token_id` here.
-    return { status: 200, body: { key, token_id: hash, ...(row === undefined ? {} : keyView(row, spend, this.#now())) } };
+    return { status: 200, body: { key, token_id: hash, ...(row === undefined ? {} : keyView(row, spend, this.#now(), this.#d.calendar)) } };
   }
 
   async #keyAfterWrite(hash: string): Promise<Reply> {
     const row = await findKey(this.#d.db, hash);
     if (row === undefined) return { error: 'not_found', param: 'key', message: 'key: no such key' };
     const spend = (await this.#keySpend([keyFromRow(row)])).get(keyId(hash)) ?? 0;
-    return { status: 200, body: keyView(row, spend, this.#now()) };
+    return { status: 200, body: keyView(row, spend, this.#now(), this.#d.calendar) };
   }
 
   /**
@@ -499,7 +505,7 @@ export class AdminApi {
     const now = this.#now();
     return spendOfKeys(
       this.#d.db,
-      keys.map((k) => ({ id: k.id, since: periodStart(k.limits, now) })),
+      keys.map((k) => ({ id: k.id, since: periodStart(k.limits, now, this.#d.calendar) })),
     );
   }
 
@@ -538,7 +544,10 @@ export class AdminApi {
     const now = this.#now();
     return {
       status: 200,
-      body: row === undefined ? teamView(team, now) : { ...teamView(teamFromRow(row), now), created_at: iso(row.created_at) },
+      body:
+        row === undefined
+          ? teamView(team, now, this.#d.calendar)
+          : { ...teamView(teamFromRow(row), now, this.#d.calendar), created_at: iso(row.created_at) },
     };
   }
 
@@ -549,7 +558,7 @@ export class AdminApi {
     if (team === undefined) return { error: 'not_found', param: 'team_id', message: 'team_id: no such team' };
     const now = this.#now();
     const [spend, keys] = await Promise.all([
-      spendOf(this.#d.db, 'team_id', teamId, periodStart(team.limits, now)),
+      spendOf(this.#d.db, 'team_id', teamId, periodStart(team.limits, now, this.#d.calendar)),
       listKeys(this.#d.db, { teamId }, 1, INFO_KEYS),
     ]);
     const keySpend = await this.#keySpend(keys.rows.map(keyFromRow));
@@ -557,8 +566,8 @@ export class AdminApi {
       status: 200,
       body: {
         team_id: teamId,
-        team_info: { ...teamView(team, now), spend, source: configured === undefined ? 'api' : 'config' },
-        keys: keys.rows.map((r) => keyView(r, keySpend.get(keyId(r.key_hash)) ?? 0, now)),
+        team_info: { ...teamView(team, now, this.#d.calendar), spend, source: configured === undefined ? 'api' : 'config' },
+        keys: keys.rows.map((r) => keyView(r, keySpend.get(keyId(r.key_hash)) ?? 0, now, this.#d.calendar)),
         keys_total: keys.total,
       },
     };
@@ -608,7 +617,7 @@ export class AdminApi {
     if (!(await this.#d.records.createUser(user)))
       return { error: 'conflict', param: 'user_id', message: 'user_id: a user with this id exists already: use POST /user/update' };
     this.#audit(caller, 'user.new', { user_id: userId });
-    const view = { ...userView(user, now), spend: 0 };
+    const view = { ...userView(user, now, this.#d.calendar), spend: 0 };
     if (!b.auto_create_key) return { status: 200, body: view };
     let made: Reply;
     try {
@@ -639,8 +648,8 @@ export class AdminApi {
     await this.#d.budgetChanged?.(`user:${b.user_id}`, before, user.limits);
     this.#audit(caller, 'user.update', { user_id: b.user_id });
     const now = this.#now();
-    const spend = await spendOf(this.#d.db, 'user_id', b.user_id, periodStart(user.limits, now));
-    return { status: 200, body: { ...userView(user, now), spend } };
+    const spend = await spendOf(this.#d.db, 'user_id', b.user_id, periodStart(user.limits, now, this.#d.calendar));
+    return { status: 200, body: { ...userView(user, now, this.#d.calendar), spend } };
   }
 
   /** LiteLLM's /user/info: the user, its spend (this budget period's), and its keys. */
@@ -652,7 +661,7 @@ export class AdminApi {
       : await findUser(this.#d.db, userId);
     if (user === undefined) return { error: 'not_found', param: 'user_id', message: 'user_id: no such user' };
     const [spend, keys] = await Promise.all([
-      spendOf(this.#d.db, 'user_id', userId, periodStart(user.limits, now)),
+      spendOf(this.#d.db, 'user_id', userId, periodStart(user.limits, now, this.#d.calendar)),
       listKeys(this.#d.db, { userId }, 1, INFO_KEYS),
     ]);
     const keySpend = await this.#keySpend(keys.rows.map(keyFromRow));
@@ -660,8 +669,8 @@ export class AdminApi {
       status: 200,
       body: {
         user_id: userId,
-        user_info: { ...userView(user, now), spend, source: configured ? 'config' : 'api' },
-        keys: keys.rows.map((r) => keyView(r, keySpend.get(keyId(r.key_hash)) ?? 0, now)),
+        user_info: { ...userView(user, now, this.#d.calendar), spend, source: configured ? 'config' : 'api' },
+        keys: keys.rows.map((r) => keyView(r, keySpend.get(keyId(r.key_hash)) ?? 0, now, this.#d.calendar)),
         keys_total: keys.total,
         teams: [],
       },
@@ -1046,27 +1055,27 @@ function iso(v: Date | string | null): string | null {
  * Where the current budget period began (ms), or 0 without a budget_duration (spend is then all of it); for a
  * key, never before its record was made.
  */
-function periodStart(l: Limits, now: number): number {
-  return budgetPeriodOf(l, now).start;
+function periodStart(l: Limits, now: number, cal: BudgetCalendar): number {
+  return budgetPeriodOf(l, now, cal).start;
 }
 
-function userView(u: StoredUser, now: number): Record<string, unknown> {
-  return { user_id: u.userId, user_role: 'internal_user', metadata: u.metadata, ...limitsView(u.limits, now) };
+function userView(u: StoredUser, now: number, cal: BudgetCalendar): Record<string, unknown> {
+  return { user_id: u.userId, user_role: 'internal_user', metadata: u.metadata, ...limitsView(u.limits, now, cal) };
 }
 
-function limitsView(l: Limits, now: number): Record<string, unknown> {
+function limitsView(l: Limits, now: number, cal: BudgetCalendar): Record<string, unknown> {
   return {
     max_budget: l.maxBudget ?? null,
     budget_duration: l.budgetDuration ?? null,
     // LiteLLM's: when spend starts again from zero.
-    budget_reset_at: l.budgetDuration === undefined ? null : isoOrNull(budgetPeriod(l.budgetDuration, now).end),
+    budget_reset_at: l.budgetDuration === undefined ? null : isoOrNull(budgetPeriod(l.budgetDuration, now, cal).end),
     rpm_limit: l.rpmLimit ?? null,
     tpm_limit: l.tpmLimit ?? null,
     max_parallel_requests: l.maxParallelRequests ?? null,
   };
 }
 
-function recordView(k: KeyRecord, now: number): Record<string, unknown> {
+function recordView(k: KeyRecord, now: number, cal: BudgetCalendar): Record<string, unknown> {
   return {
     key_id: k.id,
     key_alias: k.alias ?? null,
@@ -1076,29 +1085,29 @@ function recordView(k: KeyRecord, now: number): Record<string, unknown> {
     expires: k.expiresAt === undefined ? null : new Date(k.expiresAt).toISOString(),
     blocked: k.blocked,
     metadata: k.metadata,
-    ...limitsView(k.limits, now),
+    ...limitsView(k.limits, now, cal),
   };
 }
 
 /** A database key as the API shows it: its token (sha256), id and display name; never the key. */
-function keyView(row: AdminKeyRow, spend: number, now: number): { token: string } & Record<string, unknown> {
+function keyView(row: AdminKeyRow, spend: number, now: number, cal: BudgetCalendar): { token: string } & Record<string, unknown> {
   return {
     token: row.key_hash,
     key_name: row.key_name,
-    ...recordView(keyFromRow(row), now),
+    ...recordView(keyFromRow(row), now, cal),
     spend,
     created_at: iso(row.created_at),
     updated_at: iso(row.updated_at),
   };
 }
 
-function teamView(t: TeamRecord, now: number): Record<string, unknown> {
+function teamView(t: TeamRecord, now: number, cal: BudgetCalendar): Record<string, unknown> {
   return {
     team_id: t.teamId,
     team_alias: t.alias ?? null,
     models: t.models,
     blocked: t.blocked,
     metadata: t.metadata,
-    ...limitsView(t.limits, now),
+    ...limitsView(t.limits, now, cal),
   };
 }

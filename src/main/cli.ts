@@ -346,12 +346,13 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
           box,
           env,
           logger,
+          calendar: store.calendar,
           ownSecret: (value) =>
             ownSecrets(current.config.general_settings, env).includes(value) || store.keys.get(sha256Hex(value)) !== undefined,
           budgetChanged: async (subject, before, after) => {
             if (store.db === undefined) return;
             try {
-              await seedChangedBudget(store.db, store.counters, subject, before, after, Date.now());
+              await seedChangedBudget(store.db, store.counters, subject, before, after, Date.now(), store.calendar);
             } catch (err) {
               metrics.storeErrors.inc({ store: 'redis', op: 'seed_budget' });
               logger.warn({ err: (err as Error).message, subject }, "could not count the period's spend so far into the changed budget");
@@ -359,7 +360,7 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
           },
           carrySpend: async (from, to, limits) => {
             if (limits.maxBudget === undefined) return;
-            const period = budgetPeriodOf(limits, Date.now());
+            const period = budgetPeriodOf(limits, Date.now(), store.calendar);
             try {
               const spent = await store.counters.spend(`key:${from}`, period);
               if (spent > 0) await store.counters.addSpend([{ subject: `key:${to}`, period, cost: spent }]);

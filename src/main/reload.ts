@@ -4,7 +4,8 @@
  * rejected with every error logged and the running config kept. What a reload can change: models, policy,
  * keys, teams, users, fallbacks, admin groups, `auth.keys.required`, `allowed_api_bases`. Settings a running
  * process cannot swap safely (ports and stores, secrets, the JWT issuer, router tuning) make the reload
- * fail with the setting named: restart to apply them.
+ * fail with the setting named: restart to apply them (so do the budget calendar's `litellm_settings.timezone`
+ * and `budget_reset_time`).
  */
 import { watch, type FSWatcher } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
@@ -22,6 +23,8 @@ function fixedParts(c: Config): Record<string, unknown> {
     general_settings: general,
     router_settings: router,
     'auth.jwt': c.auth.jwt,
+    // When budget periods reset: moved in a running process, every budget's period (its counter) would move.
+    litellm_settings: c.litellm_settings ?? {},
   };
 }
 

@@ -3,6 +3,7 @@
  * records database (PostgreSQL with `database_url`, else embedded PGlite) with its migrations, the spend
  * log, the limiter, and the background work that keeps them consistent (budget seeding, spend replay).
  */
+import { calendarOf, type BudgetCalendar } from '../store/calendar.js';
 import { isUrl, type Config } from '../config/schema.js';
 import type { DeploymentGate } from '../gateway/forward.js';
 import type { TeamRecord } from '../core/decide.js';
@@ -32,6 +33,8 @@ export interface StoreApp {
   readonly cache: RecordCache;
   readonly limiter: Limiter;
   readonly accounting: Accounting;
+  /** When budget periods reset (litellm_settings.timezone and budget_reset_time). */
+  readonly calendar: BudgetCalendar;
   /** The stores answer: Redis connected (or in-process counters), the database taking the spend log. */
   ready(): boolean;
   close(graceMs: number): Promise<void>;
@@ -73,6 +76,7 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
     throw new Error('DATABASE_URL is not a PostgreSQL URL (it does not parse): write postgres://user:password@host:5432/db');
   if (gs.redis_url !== undefined && (!/^rediss?:\/\//.test(gs.redis_url) || !isUrl(gs.redis_url)))
     throw new Error('REDIS_URL is not a Redis URL (it does not parse): write redis://[:password@]host:6379[/db]');
+  const calendar = calendarOf(config.litellm_settings);
   const configKeys = new StaticKeyDirectory(config.keys);
   const configUsers = new Map<string, Limits>(config.users.map((u) => [u.user_id, limitsOf(u)]));
 
@@ -179,7 +183,7 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
       logger.error({ failure_mode: gs.failure_mode }, 'Redis is not reachable yet; retrying in the background');
     }
     // A fresh Redis is seeded from the spend log; spend that could not reach Redis is replayed.
-    cleanups.push(startReplay(db, redis, budgetSubjects, budgetOf, logger));
+    cleanups.push(startReplay(db, redis, budgetSubjects, budgetOf, logger, calendar));
   } else {
     counters = new MemoryCounters();
     if (opts.split === true) {
@@ -189,10 +193,11 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
           'and spend never reaches authz — set redis_url, or run `tollgate serve`',
       );
     } else logger.warn('no redis_url: rate limits and budgets are counted in this process only (run one replica, or set redis_url)');
-    if (db !== undefined) await seedBudgets(db, counters, budgetSubjects(), Date.now());
+    if (db !== undefined) await seedBudgets(db, counters, budgetSubjects(), Date.now(), calendar);
   }
 
   const limiter = new Limiter({
+    calendar,
     counters,
     dirs: { keys, teams, users, catalog: opts.catalog },
     failureMode: gs.failure_mode,
@@ -206,6 +211,7 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
       : new SpendLog(db, logger, opts.onStoreError, { countersPrefix: gs.redis_url === undefined ? undefined : gs.redis_key_prefix });
   const accounting = new Accounting({ limiter, log, mirror: opts.mirror, logger, onError: opts.onStoreError });
   return {
+    calendar,
     counters,
     db,
     keys,

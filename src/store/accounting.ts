@@ -18,6 +18,7 @@ import {
   type SpendItem,
   type StoreErrorHook,
 } from './counters.js';
+import type { BudgetCalendar } from './calendar.js';
 import type { Db, Queryable } from './db.js';
 import type { RedisCounters } from './redis-counters.js';
 import type { Lease, Limiter } from './limiter.js';
@@ -147,12 +148,12 @@ async function loggedSpend(q: Queryable, b: BudgetSubject, period: BudgetPeriod)
   return Number(rows[0]?.total ?? 0);
 }
 
-async function periodSpend(q: Queryable, subjects: readonly BudgetSubject[], now: number): Promise<SpendItem[]> {
+async function periodSpend(q: Queryable, subjects: readonly BudgetSubject[], now: number, calendar: BudgetCalendar): Promise<SpendItem[]> {
   const out: SpendItem[] = [];
   for (const b of subjects) {
     if (b.limits.maxBudget === undefined) continue;
     // From the key record's creation on: rows of a deleted key with the same key id count for it no more.
-    const period = budgetPeriodOf(b.limits, now);
+    const period = budgetPeriodOf(b.limits, now, calendar);
     const cost = await loggedSpend(q, b, period);
     if (cost > 0) out.push({ subject: b.subject, period, cost });
   }
@@ -173,10 +174,12 @@ export async function seedChangedBudget(
   before: Limits | undefined,
   after: Limits,
   now: number,
+  calendar: BudgetCalendar,
 ): Promise<number> {
   if (after.maxBudget === undefined) return 0;
-  if (before?.maxBudget !== undefined && budgetPeriodOf(before, now).start === budgetPeriodOf(after, now).start) return 0;
-  const [logged] = await periodSpend(db, [{ subject, limits: after }], now);
+  if (before?.maxBudget !== undefined && budgetPeriodOf(before, now, calendar).start === budgetPeriodOf(after, now, calendar).start)
+    return 0;
+  const [logged] = await periodSpend(db, [{ subject, limits: after }], now, calendar);
   if (logged === undefined) return 0;
   const missing = logged.cost - (await counters.spend(subject, logged.period));
   if (missing <= 0) return 0;
@@ -185,8 +188,14 @@ export async function seedChangedBudget(
 }
 
 /** In-process counters start empty at every boot: they get the current periods' spend from the log. */
-export async function seedBudgets(db: Db, counters: Counters, subjects: readonly BudgetSubject[], now: number): Promise<number> {
-  const items = await periodSpend(db, subjects, now);
+export async function seedBudgets(
+  db: Db,
+  counters: Counters,
+  subjects: readonly BudgetSubject[],
+  now: number,
+  calendar: BudgetCalendar,
+): Promise<number> {
+  const items = await periodSpend(db, subjects, now, calendar);
   await counters.addSpend(items);
   return items.length;
 }
@@ -206,9 +215,12 @@ export async function seedRedis(
   redis: RedisCounters,
   subjects: readonly BudgetSubject[],
   logger: Logger,
+  calendar: BudgetCalendar,
 ): Promise<boolean> {
   if (!(await redis.trySeedLock())) return false;
   try {
+    // Seeded by another replica between this one's look and its lock: seeding again would count it all twice.
+    if (await redis.isSeeded()) return true;
     if (db === undefined) {
       await redis.seed([]);
       return true;
@@ -222,7 +234,7 @@ export async function seedRedis(
         'INSERT INTO counter_generations (prefix, generation) VALUES ($1, $2) ON CONFLICT (prefix) DO UPDATE SET generation = EXCLUDED.generation',
         [redis.prefix, generation],
       );
-      return periodSpend(tx, subjects, Date.now());
+      return periodSpend(tx, subjects, Date.now(), calendar);
     });
     await redis.seed(items, generation);
     logger.info({ subjects: items.length }, 'Redis counters seeded with the spend log');
@@ -242,6 +254,7 @@ export async function replayUncounted(
   db: Db,
   counters: Pick<RedisCounters, 'replaySpend'>,
   budgets: (subject: string) => Limits | undefined,
+  calendar: BudgetCalendar,
 ): Promise<number> {
   return db.transaction(async (tx) => {
     const rows = await tx.query<{
@@ -264,7 +277,7 @@ export async function replayUncounted(
         if (limits?.maxBudget === undefined) continue;
         // A row from before the key record was made (a deleted key with the same key id) is not its spend.
         if (limits.budgetFrom !== undefined && at < limits.budgetFrom) continue;
-        items.push({ subject, period: budgetPeriodOf(limits, at), cost: Number(r.cost) });
+        items.push({ subject, period: budgetPeriodOf(limits, at, calendar), cost: Number(r.cost) });
       }
       return { leaseId: r.lease_id, items };
     });
@@ -282,15 +295,16 @@ export function startReplay(
   subjects: () => readonly BudgetSubject[],
   budgets: (subject: string) => Limits | undefined,
   logger: Logger,
+  calendar: BudgetCalendar,
 ): () => void {
   let running = false;
   const tick = async (): Promise<void> => {
     if (!(await redis.isSeeded())) {
-      await seedRedis(db, redis, subjects(), logger);
+      await seedRedis(db, redis, subjects(), logger, calendar);
       return;
     }
     if (db === undefined) return;
-    const n = await replayUncounted(db, redis, budgets);
+    const n = await replayUncounted(db, redis, budgets, calendar);
     if (n > 0) logger.info({ rows: n }, 'spend replayed into the counters');
   };
   const run = (): void => {

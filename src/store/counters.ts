@@ -16,6 +16,7 @@
  */
 import type { Limits } from '../identity/keys.js';
 import { DURATION_PATTERN, DURATION_UNIT_MS } from '../config/schema.js';
+import { UTC_CALENDAR, type BudgetCalendar, type BudgetPeriod } from './calendar.js';
 
 export const WINDOW_MS = 60_000;
 /** A lease not renewed for this long belongs to a replica that died. */
@@ -23,10 +24,7 @@ export const LEASE_TTL_MS = 30_000;
 /** How often the replica holding a request renews its leases. */
 export const LEASE_RENEW_MS = 10_000;
 
-export interface BudgetPeriod {
-  readonly start: number;
-  readonly end: number;
-}
+export type { BudgetPeriod } from './calendar.js';
 
 export interface LimitSubject {
   /** `key:<key id>`, `user:<id>`, `team:<id>`, `deployment:<id>`. */
@@ -117,36 +115,13 @@ export function hasLimits(s: LimitSubject): boolean {
   return s.rpm !== undefined || s.tpm !== undefined || s.parallel !== undefined || s.budget !== undefined;
 }
 
-/** 1970-01-05, the first Monday after the epoch: weeks are counted from it. */
-const FIRST_MONDAY_MS = 4 * 86_400_000;
-
 /**
- * The budget period containing `now`, with LiteLLM's calendar resets (its "budget reset times"): `Nmo`
- * periods, and `30d`, are calendar months (UTC) counted from the epoch; weeks (`Nw`, and `7d`) start on a
- * Monday, 00:00 UTC; the others are N units long and aligned to the epoch (`1d` at midnight UTC). So every
- * replica — and a restarted one — agrees on when a period resets without storing it.
+ * The budget period containing `now` on `calendar` (LiteLLM's calendar resets, in its time zone and at its
+ * reset time of day; calendar.ts), so every replica — and a restarted one — agrees on when a period resets
+ * without storing it.
  */
-export function budgetPeriod(duration: string | undefined, now: number): BudgetPeriod {
-  if (duration === undefined) return { start: 0, end: Number.MAX_SAFE_INTEGER };
-  const m = DURATION_PATTERN.exec(duration);
-  let n = Math.max(1, Number(m?.[1] ?? 1));
-  let unit = m?.[2] ?? 'd';
-  if (unit === 'd' && n === 30) [n, unit] = [1, 'mo'];
-  if (unit === 'd' && n === 7) [n, unit] = [1, 'w'];
-  if (unit === 'w') {
-    const len = n * (DURATION_UNIT_MS['w'] ?? 0);
-    const start = now - ((((now - FIRST_MONDAY_MS) % len) + len) % len);
-    return { start, end: start + len };
-  }
-  if (unit === 'mo') {
-    const d = new Date(now);
-    const months = d.getUTCFullYear() * 12 + d.getUTCMonth();
-    const first = months - (months % n);
-    return { start: Date.UTC(Math.floor(first / 12), first % 12, 1), end: Date.UTC(Math.floor((first + n) / 12), (first + n) % 12, 1) };
-  }
-  const len = n * (DURATION_UNIT_MS[unit] ?? 86_400_000);
-  const start = now - (now % len);
-  return { start, end: start + len };
+export function budgetPeriod(duration: string | undefined, now: number, calendar: BudgetCalendar = UTC_CALENDAR): BudgetPeriod {
+  return calendar.period(duration, now);
 }
 
 /**
@@ -154,8 +129,12 @@ export function budgetPeriod(duration: string | undefined, now: number): BudgetP
  * record's creation): spend of an earlier record with the same key id is outside it. The period's start
  * names its counter, so a new record's spend is counted apart from the old one's.
  */
-export function budgetPeriodOf(limits: Partial<Pick<Limits, 'budgetDuration' | 'budgetFrom'>>, now: number): BudgetPeriod {
-  const p = budgetPeriod(limits.budgetDuration, now);
+export function budgetPeriodOf(
+  limits: Partial<Pick<Limits, 'budgetDuration' | 'budgetFrom'>>,
+  now: number,
+  calendar: BudgetCalendar = UTC_CALENDAR,
+): BudgetPeriod {
+  const p = calendar.period(limits.budgetDuration, now);
   const from = limits.budgetFrom;
   return from === undefined || from <= p.start || from >= p.end ? p : { start: from, end: p.end };
 }
@@ -176,13 +155,14 @@ export function subjectOf(
   id: string,
   limits: Partial<Limits> & { rpm?: number | undefined; tpm?: number | undefined },
   now: number,
+  calendar: BudgetCalendar = UTC_CALENDAR,
 ): LimitSubject {
   return {
     id,
     rpm: limits.rpmLimit ?? limits.rpm,
     tpm: limits.tpmLimit ?? limits.tpm,
     parallel: limits.maxParallelRequests,
-    budget: limits.maxBudget === undefined ? undefined : { max: limits.maxBudget, period: budgetPeriodOf(limits, now) },
+    budget: limits.maxBudget === undefined ? undefined : { max: limits.maxBudget, period: budgetPeriodOf(limits, now, calendar) },
   };
 }
 

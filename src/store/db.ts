@@ -274,60 +274,82 @@ async function openPostgres(url: string, schemaOverride: string | undefined): Pr
     connectionUrl,
     ...wrap(pool),
     async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
-      const client = await pool.connect();
-      try {
+      return held(pool, async (client, opened) => {
         // Explicit, whatever the server's default: a statement after a lock must see what committed meanwhile
         // (records.ts claimKeyAlias, the accounting's table lock).
         await client.query('BEGIN ISOLATION LEVEL READ COMMITTED');
+        opened();
         const out = await fn(wrap(client));
         await client.query('COMMIT');
         return out;
-      } catch (err) {
-        await client.query('ROLLBACK').catch(() => undefined);
-        throw err;
-      } finally {
-        client.release();
-      }
+      });
     },
     async copyIn(before: string, copy: string, data: CopyData): Promise<void> {
-      const client = await pool.connect();
-      let broken: Error | undefined;
-      let open = false;
-      const copyIn = (text: string, rows: string): Promise<void> =>
-        new Promise<void>((resolve, reject) => {
-          client.query(
-            new CopyIn(text, Buffer.from(rows), (err) => {
-              if (err) reject(err);
-              else resolve();
-            }),
-          );
-        });
-      try {
+      await held(pool, async (client, opened) => {
+        const copyIn = (text: string, rows: string): Promise<void> =>
+          new Promise<void>((resolve, reject) => {
+            client.query(
+              new CopyIn(text, Buffer.from(rows), (err) => {
+                if (err) reject(err);
+                else resolve();
+              }),
+            );
+          });
         if (typeof data === 'string') {
           // One simple-protocol message: its statements run as one implicit transaction, the COPY's rows sent
           // when the server asks for them; an error in `before` skips the rest.
           await copyIn(`${before}; ${copy} FROM STDIN`, data);
-        } else {
-          open = true;
-          const results = (await client.query(`BEGIN; ${before}`)) as unknown as pg.QueryResult | pg.QueryResult[];
-          const last = Array.isArray(results) ? results.at(-1) : results;
-          await copyIn(`${copy} FROM STDIN; COMMIT`, data((last?.rows ?? []) as Record<string, unknown>[]));
-          open = false;
+          return;
         }
-      } catch (err) {
-        // A statement error leaves the connection usable (once its transaction is rolled back); anything else
-        // (no error code: the connection broke) may not.
-        if ((err as { code?: unknown }).code === undefined) broken = err as Error;
-        else if (open) await client.query('ROLLBACK').catch((e: unknown) => (broken = e as Error));
-        throw err;
-      } finally {
-        client.release(broken);
-      }
+        // Two round trips, so the transaction is explicit: READ COMMITTED whatever the server's default (a
+        // statement after a lock must see what committed meanwhile), and not left open by a client that stalls
+        // between them.
+        opened();
+        const results = (await client.query(
+          `BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL idle_in_transaction_session_timeout = '30s'; ${before}`,
+        )) as unknown as pg.QueryResult | pg.QueryResult[];
+        const last = Array.isArray(results) ? results.at(-1) : results;
+        await copyIn(`${copy} FROM STDIN; COMMIT`, data((last?.rows ?? []) as Record<string, unknown>[]));
+      });
     },
     async close(): Promise<void> {
       await pool.end();
     },
   };
+}
+
+/**
+ * Runs `fn` on a client of `pool`, given back after. While it is held, an `error` the client emits (the
+ * server ended the connection: a restart, a failover, pg_terminate_backend) is kept rather than thrown at
+ * the process — pg-pool listens only to idle clients — and the client is then given back broken, so the pool
+ * drops it. After a statement error in an explicit transaction (`opened()`), it is rolled back first.
+ */
+async function held<T>(pool: pg.Pool, fn: (client: pg.PoolClient, opened: () => void) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  let lost: Error | undefined;
+  const onError = (err: Error): void => {
+    lost ??= err;
+  };
+  client.on('error', onError);
+  let open = false;
+  try {
+    return await fn(client, () => {
+      open = true;
+    });
+  } catch (err) {
+    if (!statementError(err)) lost ??= err as Error;
+    else if (open && lost === undefined) await client.query('ROLLBACK').catch((e: unknown) => (lost ??= e as Error));
+    throw err;
+  } finally {
+    client.off('error', onError);
+    client.release(lost);
+  }
+}
+
+/** An error PostgreSQL answered a statement with, the connection still usable (not FATAL, not 57P01 admin shutdown, not 08 connection). */
+function statementError(err: unknown): boolean {
+  const e = err as { code?: unknown; severity?: unknown };
+  return typeof e.code === 'string' && e.severity !== 'FATAL' && e.severity !== 'PANIC' && !/^(57P|08)/.test(e.code);
 }
 
 /** A simple query whose COPY … FROM STDIN is fed one buffer (pg's own Query refuses COPY data). */

@@ -4,6 +4,7 @@
  * settlement with its real usage when the reply ends. `failure_mode` decides what a store fault means:
  * `closed` denies with 503 store_unavailable, `open` admits without counting and says so in the log.
  */
+import { UTC_CALENDAR, type BudgetCalendar } from './calendar.js';
 import { randomUUID } from 'node:crypto';
 import type { TeamRecord } from '../core/decide.js';
 import type { ErrorCode } from '../errors/codes.js';
@@ -77,6 +78,7 @@ export class Limiter {
   readonly #logger: Logger;
   readonly #onError: StoreErrorHook | undefined;
   readonly #defaultMaxTokens: number;
+  readonly calendar: BudgetCalendar;
   #lastFaultLog = 0;
 
   constructor(opts: {
@@ -86,6 +88,8 @@ export class Limiter {
     logger: Logger;
     defaultMaxTokens: number;
     onError?: StoreErrorHook | undefined;
+    /** When budget periods reset (litellm_settings.timezone, budget_reset_time); UTC midnight by default. */
+    calendar?: BudgetCalendar | undefined;
   }) {
     this.#onError = opts.onError;
     this.counters = opts.counters;
@@ -93,17 +97,19 @@ export class Limiter {
     this.#failOpen = opts.failureMode === 'open';
     this.#logger = opts.logger;
     this.#defaultMaxTokens = opts.defaultMaxTokens;
+    this.calendar = opts.calendar ?? UTC_CALENDAR;
   }
 
   /** The subjects with limits that a request of `who` on `deployment` counts against. */
   subjects(who: Who, deployment: Deployment | undefined, now: number): LimitSubject[] {
     const out: LimitSubject[] = [];
     const key = who.keyId === undefined ? undefined : this.#dirs.keys.byId(who.keyId);
-    if (key !== undefined) push(out, subjectOf(`key:${key.id}`, key.limits, now));
+    const cal = this.calendar;
+    if (key !== undefined) push(out, subjectOf(`key:${key.id}`, key.limits, now, cal));
     const user = who.userId === undefined ? undefined : this.#dirs.users.get(who.userId);
-    if (user !== undefined) push(out, subjectOf(`user:${who.userId}`, user, now));
+    if (user !== undefined) push(out, subjectOf(`user:${who.userId}`, user, now, cal));
     const team = who.teamId === undefined ? undefined : this.#dirs.teams.get(who.teamId);
-    if (team !== undefined) push(out, subjectOf(`team:${team.teamId}`, team.limits, now));
+    if (team !== undefined) push(out, subjectOf(`team:${team.teamId}`, team.limits, now, cal));
     if (deployment !== undefined) push(out, subjectOf(`deployment:${deployment.id}`, { rpm: deployment.rpm, tpm: deployment.tpm }, now));
     return out;
   }

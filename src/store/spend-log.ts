@@ -110,25 +110,13 @@ export class SpendLog {
     this.#timer = undefined;
     while (this.#batch !== undefined || this.#buffer.length > 0) {
       this.#batch ??= { id: randomUUID(), rows: this.#buffer.splice(0, MAX_BATCH) };
-      const { id, rows } = this.#batch;
-      const claim = `INSERT INTO spend_batches (batch_id) VALUES ('${id}')`;
       try {
-        const prefix = this.#countersPrefix;
-        await (
-          prefix !== undefined && rows.some((r) => r.counted && r.generation !== undefined)
-            ? // Rows whose cost went into Redis are counted only if that Redis was not seeded again since: read
-              // under the lock the seed takes (seedRedis), so each row is in the seed or written after it.
-              this.#db.copyIn(
-                `${claim}; LOCK TABLE spend_logs IN ROW EXCLUSIVE MODE; ` +
-                  `SELECT generation FROM counter_generations WHERE prefix = ${sqlString(prefix)}`,
-                COPY,
-                (current) => copyText(rows, current[0]?.['generation'] as string | undefined),
-              )
-            : this.#db.copyIn(claim, COPY, copyText(rows, undefined))
-        ).catch((err: unknown) => {
-          // Its id is on record: an earlier try of this batch was written (its answer lost).
-          if (!isUniqueViolation(err, 'spend_batches_pkey')) throw err;
-        });
+        try {
+          await this.#write(this.#batch.id, this.#batch.rows);
+        } catch (err) {
+          if (!isDataError(err)) throw err;
+          await this.#rowByRow(err);
+        }
         this.#batch = undefined;
         this.#failures = 0;
         this.#fullLogged = false;
@@ -141,6 +129,57 @@ export class SpendLog {
         this.#timer ??= setTimeout(() => void this.flush(), Math.min(5_000, FLUSH_MS * 2 ** Math.min(this.#failures, 4)));
         return;
       }
+    }
+  }
+
+  /** Writes `rows` as the batch `id`; resolves also when an earlier try of it was written (its answer lost). */
+  async #write(id: string, rows: readonly SpendRow[]): Promise<void> {
+    const claim = `INSERT INTO spend_batches (batch_id) VALUES (${sqlString(id)})`;
+    const prefix = this.#countersPrefix;
+    await (
+      prefix !== undefined && rows.some((r) => r.counted && r.generation !== undefined)
+        ? // Rows whose cost went into Redis are counted only if that Redis was not seeded again since: read
+          // under the lock the seed takes (seedRedis), so each row is in the seed or written after it.
+          this.#db.copyIn(
+            `LOCK TABLE spend_logs IN ROW EXCLUSIVE MODE; ${claim}; ` +
+              `SELECT generation FROM counter_generations WHERE prefix = ${sqlString(prefix)}`,
+            COPY,
+            (current) => copyText(rows, current[0]?.['generation'] as string | undefined),
+          )
+        : this.#db.copyIn(claim, COPY, copyText(rows, undefined))
+    ).catch((err: unknown) => {
+      if (!isUniqueViolation(err, 'spend_batches_pkey')) throw err;
+    });
+  }
+
+  /**
+   * PostgreSQL refused a value of the batch (never expected: every value is escaped and bounded). Retried
+   * whole it would be refused for ever and hold back every row after it: its rows are written one at a
+   * time instead (each under an id of its own, so a retry skips those written), and a row refused alone is
+   * logged — every field of it, none secret — and counted as dropped.
+   */
+  async #rowByRow(first: unknown): Promise<void> {
+    const batch = this.#batch;
+    if (batch === undefined) return;
+    this.#logger.error(
+      { err: (first as Error).message, rows: batch.rows.length },
+      'spend log batch refused by PostgreSQL; writing its rows one by one',
+    );
+    while (batch.rows.length > 0) {
+      const row = batch.rows[0] as SpendRow;
+      try {
+        await this.#write(`${batch.id}:${row.leaseId}`, [row]);
+      } catch (err) {
+        if (!isDataError(err)) throw err; // the database went away: the rest waits for the next try
+        this.#dropped++;
+        this.#onError?.('database', 'spend_log_dropped');
+        const { lease: _lease, extraLeases: _extra, ...fields } = row.entry;
+        this.#logger.error(
+          { err: (err as Error).message, row: { ...fields, leaseId: row.leaseId } },
+          'spend log row refused by PostgreSQL: dropped',
+        );
+      }
+      batch.rows.shift();
     }
   }
 
@@ -157,6 +196,12 @@ export class SpendLog {
     if (this.pending > 0) this.#logger.error({ lost: this.pending }, 'spend log rows could not be written before shutdown');
     return this.pending;
   }
+}
+
+/** PostgreSQL refused a value (SQLSTATE class 22, data exception, or 23, an integrity violation other than a batch on record). */
+function isDataError(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' && (code.startsWith('22') || code.startsWith('23'));
 }
 
 function isUniqueViolation(err: unknown, constraint: string): boolean {
@@ -210,14 +255,20 @@ const COPY_SPECIALS = /[\\\t\n\r\0]/g;
 const COPY_ESCAPES: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r', '\0': '\uFFFD' };
 
 /** A text value for COPY: backslash, tab, newline and carriage return escaped (ids and aliases rarely hold any). */
-function text(v: string | undefined): string {
-  if (v === undefined) return '\\N';
+function text(v: string | null | undefined): string {
+  if (v === undefined || v === null) return '\\N';
   return COPY_SPECIAL.test(v) ? v.replace(COPY_SPECIALS, (c) => COPY_ESCAPES[c] as string) : v;
 }
 
-/** A count for an integer column; a value that is not finite (never expected) is logged as 0, not a batch PostgreSQL refuses for ever. */
+/** PostgreSQL's integer columns hold up to 2^31 - 1. */
+const INT_MAX = 2_147_483_647;
+
+/**
+ * A count for an integer column, within what the column holds (a backend could report any number of tokens);
+ * one that is not finite (never expected) as 0: not a value PostgreSQL refuses.
+ */
 function integer(v: number): string {
-  return Number.isFinite(v) ? String(Math.round(v)) : '0';
+  return Number.isFinite(v) ? String(Math.min(INT_MAX, Math.max(-INT_MAX, Math.round(v)))) : '0';
 }
 
 function real(v: number): string {

@@ -142,6 +142,8 @@ keys:
   - key: sha256:${sha(BUDGET_KEY)}
     max_budget: 0.5
     budget_duration: 1d
+litellm_settings:
+  timezone: Asia/Tokyo
 `,
       'limits.yaml',
       {},
@@ -219,6 +221,11 @@ keys:
       statuses.push(r.status);
       if (r.status !== 200) {
         assert.equal(r.headers.get('x-should-retry'), 'false');
+        // The day is Tokyo's (litellm_settings.timezone): it starts again at 15:00 UTC.
+        const day = 86_400_000;
+        const tokyoMidnight = Date.now() - ((Date.now() - 15 * 3_600_000) % day) + day;
+        const retry = Number(r.headers.get('retry-after'));
+        assert.ok(Math.abs(retry - (tokyoMidnight - Date.now()) / 1000) <= 2, `retry-after ${retry} s: until midnight in Tokyo`);
         const body = (await r.json()) as { error: { type: string; code: string } };
         assert.deepEqual([body.error.type, body.error.code], ['insufficient_quota', 'budget_exceeded']);
       } else {

@@ -10,6 +10,7 @@ import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { replayUncounted, seedBudgets, seedRedis, type BudgetSubject } from '../../../src/store/accounting.js';
+import { UTC_CALENDAR } from '../../../src/store/calendar.js';
 import { budgetPeriod, budgetPeriodOf, subjectOf } from '../../../src/store/counters.js';
 import { openDb, type Db } from '../../../src/store/db.js';
 import { MemoryCounters } from '../../../src/store/memory-counters.js';
@@ -110,7 +111,7 @@ describe('a key made again with the same value starts at zero spend', { timeout:
       await logSpend(db, true);
       const counters = new MemoryCounters();
       const subject: BudgetSubject = { subject: `key:${KEY_ID}`, limits: limits() };
-      await seedBudgets(db, counters, [subject], NOW);
+      await seedBudgets(db, counters, [subject], NOW, UTC_CALENDAR);
       assert.equal(await counters.spend(`key:${KEY_ID}`, budgetPeriodOf(subject.limits, NOW)), 0.1);
       // The budget of 1 is far from spent: the request is admitted (0.85 with the old rows would be past 0.8).
       const admitted = counters.admitNow({
@@ -134,13 +135,13 @@ describe('a key made again with the same value starts at zero spend', { timeout:
     assert.equal(await redis.ready(5000), true);
     const subject: BudgetSubject = { subject: `key:${KEY_ID}`, limits: limits() };
     await logSpend(db, true);
-    assert.equal(await seedRedis(db, redis, [subject], logger), true);
+    assert.equal(await seedRedis(db, redis, [subject], logger, UTC_CALENDAR), true);
     const period = budgetPeriodOf(subject.limits, NOW);
     assert.equal(await redis.spend(subject.subject, period), 0.1);
 
     // Rows Redis never saw (it was down): the old record's are not the new record's spend.
     await logSpend(db, false);
-    assert.equal(await replayUncounted(db, redis, () => subject.limits), 3);
+    assert.equal(await replayUncounted(db, redis, () => subject.limits, UTC_CALENDAR), 3);
     assert.ok(Math.abs((await redis.spend(subject.subject, period)) - 0.2) < 1e-9, 'only the new row replayed');
   });
 });

@@ -253,6 +253,104 @@ describe('migrations and the spend log', { timeout: 60_000 }, () => {
     }
   });
 
+  test('PostgreSQL ending the connection of a write in progress (restart, failover) loses nothing and crashes nothing', async () => {
+    const schema = `tg_spendlog_${randomUUID().replaceAll('-', '').slice(0, 12)}`;
+    schemas.push(schema);
+    const db = await openDb({ url: PG, schema });
+    const other = await openDb({ url: PG, schema });
+    try {
+      await migrate(db);
+      const blocked = async (): Promise<number[]> => {
+        for (let i = 0; i < 100; i++) {
+          const rows = await other.query<{ pid: number }>(
+            `SELECT l.pid FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE NOT l.granted AND n.nspname = $1`,
+            [schema],
+          );
+          if (rows.length > 0) return rows.map((r) => r.pid);
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        assert.fail('no write waiting on the lock');
+      };
+      // A write (the spend log's COPY, then a transaction) waits on a lock; its backend is terminated.
+      for (const write of ['spend log', 'transaction'] as const) {
+        let release!: () => void;
+        const holding = other.transaction(async (tx) => {
+          await tx.query('LOCK TABLE spend_logs IN ACCESS EXCLUSIVE MODE');
+          await new Promise<void>((r) => (release = r));
+        });
+        await new Promise((r) => setTimeout(r, 50));
+        const log = new SpendLog(db, createLogger('silent'));
+        let done: Promise<unknown>;
+        if (write === 'spend log') {
+          log.add(spendEntry('7e7e7e7e7e7e7e7e', 0.5), `lease-${randomUUID()}`, true);
+          done = log.flush();
+        } else {
+          done = db
+            .transaction((tx) => tx.query('SELECT count(*) FROM spend_logs'))
+            .then(
+              () => assert.fail('the transaction cannot have succeeded'),
+              (err: unknown) => err,
+            );
+        }
+        for (const pid of await blocked()) await other.query('SELECT pg_terminate_backend($1)', [pid]);
+        await done;
+        release();
+        await holding;
+        if (write === 'spend log') {
+          assert.equal(log.healthy, false, 'the write failed');
+          assert.equal(await log.close(10_000), 0, 'and was retried on a new connection');
+        }
+      }
+      const rows = await db.query<{ n: string }>('SELECT count(*) AS n FROM spend_logs WHERE key_id = $1', ['7e7e7e7e7e7e7e7e']);
+      assert.equal(Number(rows[0]?.n), 1);
+    } finally {
+      await other.close();
+      await db.close();
+    }
+  });
+
+  test('a row PostgreSQL refuses is dropped alone (logged, counted); the rest of its batch is written, and later rows too', async () => {
+    const schema = `tg_spendlog_${randomUUID().replaceAll('-', '').slice(0, 12)}`;
+    schemas.push(schema);
+    const db = await openDb({ url: PG, schema });
+    try {
+      await migrate(db);
+      // Nothing tollgate writes is refused today; a constraint of this test's own stands in for what might be.
+      await db.exec("ALTER TABLE spend_logs ADD CONSTRAINT test_refuses CHECK (model <> 'refused')");
+      const lines: string[] = [];
+      const log = new SpendLog(db, createLogger('error', { write: (l: string) => void lines.push(l) }));
+      const entry = spendEntry('5a5a5a5a5a5a5a5a', 0.5);
+      log.add(entry, 'lease-1', true);
+      log.add({ ...entry, requestId: 'bad', model: 'refused' }, 'lease-2', true);
+      log.add({ ...entry, requestId: 'r3', promptTokens: 3e9, completionTokens: 1e21 }, 'lease-3', true);
+      await log.flush();
+      log.add({ ...entry, requestId: 'r4' }, 'lease-4', true);
+      assert.equal(await log.close(5000), 0);
+      assert.equal(log.dropped, 1);
+      assert.equal(log.healthy, true);
+      const rows = await db.query<{ request_id: string; prompt_tokens: number; completion_tokens: number }>(
+        'SELECT request_id, prompt_tokens, completion_tokens FROM spend_logs WHERE key_id = $1 ORDER BY request_id',
+        ['5a5a5a5a5a5a5a5a'],
+      );
+      assert.deepEqual(
+        rows.map((r) => [r.request_id, r.prompt_tokens, r.completion_tokens]),
+        [
+          ['r1', 1, 1],
+          ['r3', 2_147_483_647, 2_147_483_647],
+          ['r4', 1, 1],
+        ],
+        'counts past what the column holds are written as its largest',
+      );
+      const dropped = lines
+        .map((l) => JSON.parse(l) as { msg: string; row?: { requestId: string } })
+        .find((l) => l.msg.includes('dropped'));
+      assert.equal(dropped?.row?.requestId, 'bad');
+    } finally {
+      await db.close();
+    }
+  });
+
   test('a schema name that is not a plain identifier is refused, not interpolated', async () => {
     await assert.rejects(openDb({ url: `${PG}?schema=x;drop table y` }), /not a plain PostgreSQL name/);
   });

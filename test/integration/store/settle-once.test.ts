@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { replayUncounted } from '../../../src/store/accounting.js';
+import { UTC_CALENDAR } from '../../../src/store/calendar.js';
 import { budgetPeriod, type LimitSubject } from '../../../src/store/counters.js';
 import { openDb, type Db } from '../../../src/store/db.js';
 import { migrate } from '../../../src/store/migrate.js';
@@ -132,7 +133,7 @@ describe('a lease is counted once', { timeout: 30_000 }, () => {
     log.add(entry('late', 0.5), 'late', false);
     log.add(entry('lost', 0.25), 'lost', false);
     await log.flush();
-    assert.equal(await replayUncounted(db, c, () => LIMITS), 2);
+    assert.equal(await replayUncounted(db, c, () => LIMITS, UTC_CALENDAR), 2);
     assert.equal(await c.spend('key:k1', PERIOD), 0.75, "the late one's cost once, the lost one's added");
     const rows = await db.query<{ n: string }>('SELECT count(*) AS n FROM spend_logs WHERE NOT counted');
     assert.equal(Number(rows[0]?.n), 0);

@@ -416,3 +416,14 @@ describe("LiteLLM's response cache in Redis", () => {
     }
   });
 });
+
+describe('budget resets: litellm_settings.timezone and budget_reset_time', () => {
+  test("LiteLLM's settings load, and a zone or time it would not take is refused with what to write", () => {
+    const { config, warnings } = loaded(`${MINIMAL}litellm_settings:\n  timezone: US/Eastern\n  budget_reset_time: "09:30"\n`);
+    assert.deepEqual(config.litellm_settings, { timezone: 'US/Eastern', budget_reset_time: '09:30' });
+    assert.deepEqual(warnings, []);
+    const r = failed(`${MINIMAL}litellm_settings:\n  timezone: Mars/Olympus_Mons\n  budget_reset_time: 9am\n`);
+    assert.match(at(r.issues, 'litellm_settings.timezone').message, /IANA zone name such as UTC, US\/Eastern/);
+    assert.match(at(r.issues, 'litellm_settings.budget_reset_time').message, /24-hour "HH:MM"/);
+  });
+});

@@ -38,6 +38,11 @@ test('stores, secrets, limits of the process and router tuning need a restart, e
   assert.deepEqual(restartNeeded(load(base), next).sort(), ['general_settings.master_key', 'router_settings.num_retries']);
 });
 
+test('the budget calendar needs a restart: moved in a running process, every budget period would move', () => {
+  const next = load(`${base}litellm_settings:\n  timezone: Europe/Paris\n  budget_reset_time: "06:00"\n`);
+  assert.deepEqual(restartNeeded(load(base), next).sort(), ['litellm_settings.budget_reset_time', 'litellm_settings.timezone']);
+});
+
 test('--watch-config also watches the files the config includes, and reload reads them', async () => {
   const { mkdtempSync, mkdirSync, rmSync, writeFileSync } = await import('node:fs');
   const { tmpdir } = await import('node:os');
