@@ -304,6 +304,7 @@ export const configSchema = z
           .refine(isTimeZone, {
             error: 'not a time zone: write an IANA zone name such as UTC, US/Eastern, Europe/London or Asia/Kolkata',
           })
+          .nullable()
           .optional(),
         /** The time of day day, week and month budget periods start at; 00:00 by default. */
         budget_reset_time: z
@@ -311,6 +312,7 @@ export const configSchema = z
           .refine((v) => parseTimeOfDay(v) !== undefined, {
             error: 'not a time of day: write 24-hour "HH:MM" or "HH:MM:SS", quoted (e.g. "09:00")',
           })
+          .nullable()
           .optional(),
       })
       .strict()

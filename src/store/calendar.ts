@@ -35,9 +35,9 @@ const FIRST_MONDAY = 4 * DAY;
 /** Periods remembered per calendar (one per distinct duration; more is a sign of many odd durations). */
 const CACHED = 64;
 
-const HH_MM_SS = /^([01]\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?$/;
+const HH_MM_SS = /^([01]?\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?$/;
 
-/** `HH:MM` or `HH:MM:SS` (24-hour) as seconds after midnight, or undefined when it is not one. */
+/** `HH:MM` or `HH:MM:SS` (24-hour; `9:00` too, as LiteLLM reads it) as seconds after midnight, or undefined. */
 export function parseTimeOfDay(v: string): number | undefined {
   const m = HH_MM_SS.exec(v);
   return m === null ? undefined : Number(m[1]) * 3600 + Number(m[2]) * 60 + Number(m[3] ?? 0);
@@ -86,9 +86,26 @@ export class BudgetCalendar {
     if (duration === undefined) return { start: 0, end: Number.MAX_SAFE_INTEGER };
     const cached = this.#cache.get(duration);
     if (cached !== undefined && now >= cached.start && now < cached.end) return cached;
-    const p = this.#compute(duration, now);
+    const p = this.#around(duration, now);
     if (this.#cache.size >= CACHED) this.#cache.clear();
     this.#cache.set(duration, p);
+    return p;
+  }
+
+  /**
+   * The period found on the wall clock at `now`, stepped to the one that holds `now`: on a clock that shows
+   * an hour twice (daylight saving ends), a time in the second pass reads as one before a boundary that was
+   * already crossed in the first. Each step starts from a boundary, which the clock reads unambiguously.
+   */
+  #around(duration: string, now: number): BudgetPeriod {
+    let p = this.#compute(duration, now);
+    for (let step = 0; step < 64 && !(p.start <= now && now < p.end); step++) {
+      const next = now >= p.end ? this.#compute(duration, p.end) : this.#compute(duration, p.start - 1);
+      // Never expected: boundaries that do not meet, `now` between them. The gap is a period of its own.
+      if (now >= p.end && now < next.start) return { start: p.end, end: next.start };
+      if (now < p.start && now >= next.end) return { start: next.end, end: p.start };
+      p = next;
+    }
     return p;
   }
 
@@ -159,8 +176,8 @@ export class BudgetCalendar {
   }
 
   /**
-   * The instant at which the zone's clock reads `wall`. A time the clock skips (a daylight-saving gap) is the
-   * instant the clock jumps past it; one it shows twice is the first of the two.
+   * The instant at which the zone's clock reads `wall`: of a reading it shows twice (daylight saving ends),
+   * the first; a reading it skips (daylight saving starts) is the instant it jumps over it.
    */
   #instant(wall: number): number {
     if (this.#format === undefined) return wall;
@@ -170,7 +187,15 @@ export class BudgetCalendar {
     if (early + this.#offset(early) === wall) return early; // on the earlier offset (also the first of a repeat)
     const late = wall - after;
     if (late + this.#offset(late) === wall) return late;
-    return early; // in a gap: the earlier offset's reading of it is the instant the clock jumped over it
+    // In a gap: the jump is in (late, early]; found to the second, where the offset turns to the later one.
+    let lo = late;
+    let hi = early;
+    while (hi - lo > SECOND) {
+      const mid = lo + Math.floor((hi - lo) / 2 / SECOND) * SECOND;
+      if (this.#offset(mid) === after) hi = mid;
+      else lo = mid;
+    }
+    return hi;
   }
 }
 
@@ -183,8 +208,11 @@ export const UTC_CALENDAR = new BudgetCalendar();
 
 /** The calendar `litellm_settings` asks for (validated by the config schema). */
 export function calendarOf(
-  settings: { readonly timezone?: string | undefined; readonly budget_reset_time?: string | undefined } | undefined,
+  settings: { readonly timezone?: string | null | undefined; readonly budget_reset_time?: string | null | undefined } | undefined,
 ): BudgetCalendar {
-  if (settings?.timezone === undefined && settings?.budget_reset_time === undefined) return UTC_CALENDAR;
-  return new BudgetCalendar(settings.timezone ?? 'UTC', parseTimeOfDay(settings.budget_reset_time ?? '00:00') ?? 0);
+  // null is unset, as LiteLLM reads it (`timezone:` with nothing after it).
+  const zone = settings?.timezone ?? undefined;
+  const time = settings?.budget_reset_time ?? undefined;
+  if (zone === undefined && time === undefined) return UTC_CALENDAR;
+  return new BudgetCalendar(zone ?? 'UTC', parseTimeOfDay(time ?? '00:00') ?? 0);
 }

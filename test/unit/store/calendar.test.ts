@@ -113,10 +113,61 @@ test('the settings: IANA zones and 24-hour times of day, and what a config witho
   assert.equal(isTimeZone('Mars/Olympus_Mons'), false);
   assert.equal(parseTimeOfDay('09:00'), 9 * 3600);
   assert.equal(parseTimeOfDay('23:59:30'), 23 * 3600 + 59 * 60 + 30);
-  for (const bad of ['9:00', '24:00', '12:60', '9am', '', '12:00:60']) assert.equal(parseTimeOfDay(bad), undefined, bad);
+  assert.equal(parseTimeOfDay('9:00'), 9 * 3600, 'as LiteLLM reads it');
+  for (const bad of ['24:00', '12:60', '9am', '', '12:00:60', '009:00']) assert.equal(parseTimeOfDay(bad), undefined, bad);
+  assert.equal(calendarOf({ timezone: null, budget_reset_time: null }), UTC_CALENDAR, 'null is unset');
   assert.equal(calendarOf(undefined), UTC_CALENDAR);
   assert.equal(calendarOf({}), UTC_CALENDAR);
   const c = calendarOf({ timezone: 'Asia/Tokyo', budget_reset_time: '06:30' });
   assert.deepEqual([c.timeZone, c.resetSeconds], ['Asia/Tokyo', 6 * 3600 + 30 * 60]);
   assert.throws(() => new BudgetCalendar('UTC', 86_400), /out of the day/);
+});
+
+test('around a clock change the period holds the time asked about: an hour shown twice, an hour skipped', () => {
+  const hm = (h: number, m = 0): number => h * 3600 + m * 60;
+  const holds = (cal: BudgetCalendar, duration: string, t: string): [string, string] => {
+    const now = at(t);
+    const p = cal.period(duration, now);
+    assert.ok(p.start <= now && now < p.end, `${cal.timeZone} ${duration} at ${t}: [${iso(p)[0]}, ${iso(p)[1]})`);
+    return iso(p);
+  };
+  // New York's 01:30 comes twice on 2024-11-03: the day starts at the first.
+  const ny130 = new BudgetCalendar('US/Eastern', hm(1, 30));
+  assert.deepEqual(holds(ny130, '1d', '2024-11-03T06:10:00Z'), ['2024-11-03T05:30:00.000Z', '2024-11-04T06:30:00.000Z']);
+  assert.deepEqual(
+    holds(ny130, '1d', '2024-11-03T05:45:00Z'),
+    holds(new BudgetCalendar('US/Eastern', hm(1, 30)), '1d', '2024-11-03T06:10:00Z'),
+  );
+  // New York's 02:30 never comes on 2024-03-10: the day starts when the clock jumps (07:00 UTC).
+  const ny230 = new BudgetCalendar('US/Eastern', hm(2, 30));
+  assert.deepEqual(holds(ny230, '1d', '2024-03-10T07:10:00Z'), ['2024-03-10T07:00:00.000Z', '2024-03-11T06:30:00.000Z']);
+  assert.deepEqual(holds(new BudgetCalendar('US/Eastern', hm(2, 30)), '1d', '2024-03-10T06:50:00Z'), [
+    '2024-03-09T07:30:00.000Z',
+    '2024-03-10T07:00:00.000Z',
+  ]);
+  holds(new BudgetCalendar('Europe/London'), '30m', '2024-10-27T01:10:00Z');
+  holds(new BudgetCalendar('America/Santiago', hm(23, 30)), '1d', '2024-04-07T03:10:00Z');
+  holds(new BudgetCalendar('Europe/London'), '90m', '2024-03-31T01:00:00Z');
+  for (let m = 0; m < 60; m += 3)
+    holds(new BudgetCalendar('Australia/Lord_Howe'), '7m', new Date(at('2024-04-06T15:00:00Z') + m * 60_000).toISOString());
+});
+
+test('across the clock changes of a year, in zones that change by an hour, by half an hour and at midnight, periods tile and hold their time', () => {
+  const zones = ['US/Eastern', 'Australia/Lord_Howe', 'America/Santiago'];
+  // Days with a change in 2024 in one of these zones (each scanned from its start for a day and a half).
+  const days = ['2024-03-10', '2024-04-06', '2024-09-07', '2024-10-05', '2024-11-03'];
+  for (const zone of zones)
+    for (const reset of [0, 2 * 3600 + 15 * 60])
+      for (const duration of ['1d', '1w', '5h', '7m']) {
+        const cal = new BudgetCalendar(zone, reset);
+        for (const day of days) {
+          for (let t = at(`${day}T00:00:00Z`); t < at(`${day}T00:00:00Z`) + 36 * 3_600_000; t += 13 * 60_000) {
+            const p = new BudgetCalendar(zone, reset).period(duration, t);
+            const where = `${zone} ${reset} s ${duration} at ${new Date(t).toISOString()}`;
+            assert.ok(p.start <= t && t < p.end, where);
+            assert.deepEqual(cal.period(duration, t), p, `cached: ${where}`);
+            assert.equal(new BudgetCalendar(zone, reset).period(duration, p.end).start, p.end, `the next begins where it ends: ${where}`);
+          }
+        }
+      }
 });
