@@ -53,6 +53,8 @@ export function isTimeZone(zone: string): boolean {
   }
 }
 
+const UTC_NAMES = new Set(['UTC', 'ETC/UTC', 'GMT', 'ETC/GMT', 'ZULU', 'ETC/ZULU', 'UNIVERSAL', 'ETC/UNIVERSAL']);
+
 export class BudgetCalendar {
   readonly timeZone: string;
   /** Seconds after local midnight at which day, week and month periods start. */
@@ -67,6 +69,12 @@ export class BudgetCalendar {
       throw new RangeError(`budget reset time out of the day: ${resetSeconds} s`);
     this.timeZone = timeZone;
     this.resetSeconds = resetSeconds;
+    // UTC needs no time-zone data; the first Intl formatter loads ICU's, about 8 MB of RSS.
+    if (UTC_NAMES.has(timeZone.toUpperCase())) {
+      this.#utc = true;
+      this.#format = undefined;
+      return;
+    }
     const format = new Intl.DateTimeFormat('en-US', {
       timeZone,
       hourCycle: 'h23',

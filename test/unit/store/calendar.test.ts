@@ -121,6 +121,16 @@ test('the settings: IANA zones and 24-hour times of day, and what a config witho
   const c = calendarOf({ timezone: 'Asia/Tokyo', budget_reset_time: '06:30' });
   assert.deepEqual([c.timeZone, c.resetSeconds], ['Asia/Tokyo', 6 * 3600 + 30 * 60]);
   assert.throws(() => new BudgetCalendar('UTC', 86_400), /out of the day/);
+  assert.throws(() => new BudgetCalendar('Mars/Olympus_Mons'), RangeError);
+});
+
+test("UTC's other names (read without time-zone data) give UTC's periods", () => {
+  const now = Date.UTC(2026, 2, 29, 1, 30);
+  for (const zone of ['utc', 'Etc/UTC', 'GMT', 'Etc/GMT', 'Zulu', 'Universal', 'Etc/GMT+0', 'UCT']) {
+    const c = new BudgetCalendar(zone, 3600);
+    for (const d of ['1d', '1w', '1mo', '6h'])
+      assert.deepEqual(c.period(d, now), new BudgetCalendar('UTC', 3600).period(d, now), `${zone} ${d}`);
+  }
 });
 
 test('around a clock change the period holds the time asked about: an hour shown twice, an hour skipped', () => {
