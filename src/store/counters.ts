@@ -16,7 +16,7 @@
  */
 import type { Limits } from '../identity/keys.js';
 import { DURATION_PATTERN, DURATION_UNIT_MS } from '../config/schema.js';
-import { UTC_CALENDAR, type BudgetCalendar, type BudgetPeriod } from './calendar.js';
+import type { BudgetCalendar, BudgetPeriod } from './calendar.js';
 
 export const WINDOW_MS = 60_000;
 /** A lease not renewed for this long belongs to a replica that died. */
@@ -120,7 +120,7 @@ export function hasLimits(s: LimitSubject): boolean {
  * reset time of day; calendar.ts), so every replica — and a restarted one — agrees on when a period resets
  * without storing it.
  */
-export function budgetPeriod(duration: string | undefined, now: number, calendar: BudgetCalendar = UTC_CALENDAR): BudgetPeriod {
+export function budgetPeriod(duration: string | undefined, now: number, calendar: BudgetCalendar): BudgetPeriod {
   return calendar.period(duration, now);
 }
 
@@ -132,7 +132,7 @@ export function budgetPeriod(duration: string | undefined, now: number, calendar
 export function budgetPeriodOf(
   limits: Partial<Pick<Limits, 'budgetDuration' | 'budgetFrom'>>,
   now: number,
-  calendar: BudgetCalendar = UTC_CALENDAR,
+  calendar: BudgetCalendar,
 ): BudgetPeriod {
   const p = calendar.period(limits.budgetDuration, now);
   const from = limits.budgetFrom;
@@ -155,7 +155,7 @@ export function subjectOf(
   id: string,
   limits: Partial<Limits> & { rpm?: number | undefined; tpm?: number | undefined },
   now: number,
-  calendar: BudgetCalendar = UTC_CALENDAR,
+  calendar: BudgetCalendar,
 ): LimitSubject {
   return {
     id,

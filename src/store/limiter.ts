@@ -4,7 +4,7 @@
  * settlement with its real usage when the reply ends. `failure_mode` decides what a store fault means:
  * `closed` denies with 503 store_unavailable, `open` admits without counting and says so in the log.
  */
-import { UTC_CALENDAR, type BudgetCalendar } from './calendar.js';
+import type { BudgetCalendar } from './calendar.js';
 import { randomUUID } from 'node:crypto';
 import type { TeamRecord } from '../core/decide.js';
 import type { ErrorCode } from '../errors/codes.js';
@@ -88,8 +88,8 @@ export class Limiter {
     logger: Logger;
     defaultMaxTokens: number;
     onError?: StoreErrorHook | undefined;
-    /** When budget periods reset (litellm_settings.timezone, budget_reset_time); UTC midnight by default. */
-    calendar?: BudgetCalendar | undefined;
+    /** When budget periods reset (litellm_settings.timezone, budget_reset_time; calendarOf). */
+    calendar: BudgetCalendar;
   }) {
     this.#onError = opts.onError;
     this.counters = opts.counters;
@@ -97,7 +97,7 @@ export class Limiter {
     this.#failOpen = opts.failureMode === 'open';
     this.#logger = opts.logger;
     this.#defaultMaxTokens = opts.defaultMaxTokens;
-    this.calendar = opts.calendar ?? UTC_CALENDAR;
+    this.calendar = opts.calendar;
   }
 
   /** The subjects with limits that a request of `who` on `deployment` counts against. */
@@ -110,7 +110,8 @@ export class Limiter {
     if (user !== undefined) push(out, subjectOf(`user:${who.userId}`, user, now, cal));
     const team = who.teamId === undefined ? undefined : this.#dirs.teams.get(who.teamId);
     if (team !== undefined) push(out, subjectOf(`team:${team.teamId}`, team.limits, now, cal));
-    if (deployment !== undefined) push(out, subjectOf(`deployment:${deployment.id}`, { rpm: deployment.rpm, tpm: deployment.tpm }, now));
+    if (deployment !== undefined)
+      push(out, subjectOf(`deployment:${deployment.id}`, { rpm: deployment.rpm, tpm: deployment.tpm }, now, cal));
     return out;
   }
 
@@ -220,7 +221,7 @@ export class Limiter {
    * headers), or the store is down and failure_mode is closed.
    */
   admitDeployment(d: Deployment, tokens: number, now: number): GateVerdict | Promise<GateVerdict> {
-    const subject = subjectOf(`deployment:${d.id}`, { rpm: d.rpm, tpm: d.tpm }, now);
+    const subject = subjectOf(`deployment:${d.id}`, { rpm: d.rpm, tpm: d.tpm }, now, this.calendar);
     if (!hasLimits(subject)) return undefined;
     const id = randomUUID();
     const req = { requestId: id, subjects: [subject], tokens, cost: 0, now };

@@ -4,6 +4,7 @@
  */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { UTC_CALENDAR } from '../../../src/store/calendar.js';
 import { randomUUID } from 'node:crypto';
 import {
   afterDuration,
@@ -136,7 +137,7 @@ for (const [kind, make] of kinds) {
 
     test('budget: in-flight cost counts, so concurrency passes the budget by one request at most; spend past it waits for the period', async () => {
       const c = await make();
-      const period = budgetPeriod('30d', T0);
+      const period = budgetPeriod('30d', T0, UTC_CALENDAR);
       const s = [subject('key:e', { budget: { max: 1, period } })];
       const admitted: string[] = [];
       for (let i = 0; i < 6; i++) {
@@ -155,7 +156,7 @@ for (const [kind, make] of kinds) {
       assert.equal(over.code, 'budget_exceeded');
       assert.equal(over.retryAfterMs, period.end - (T0 + 2));
       // The next period starts from zero.
-      const next = { ...s[0], budget: { max: 1, period: budgetPeriod('30d', period.end) } } as LimitSubject;
+      const next = { ...s[0], budget: { max: 1, period: budgetPeriod('30d', period.end, UTC_CALENDAR) } } as LimitSubject;
       assert.equal((await c.admit({ requestId: 'b10', subjects: [next], tokens: 0, cost: 0.1, now: period.end })).ok, true);
     });
 
@@ -182,7 +183,7 @@ for (const [kind, make] of kinds) {
 
     test('spend added from the log (replay) counts against the budget', async () => {
       const c = await make();
-      const period = budgetPeriod('1d', T0);
+      const period = budgetPeriod('1d', T0, UTC_CALENDAR);
       await c.addSpend([{ subject: 'team:g', period, cost: 2 }]);
       const r = await admit(c, [subject('team:g', { budget: { max: 2, period } })], T0);
       assert.ok(!r.ok);
@@ -196,41 +197,48 @@ describe('a Redis that has not been seeded', () => {
     const c = new RedisCounters({ url: REDIS, prefix: `tg-test-${randomUUID()}:`, commandTimeoutMs: 2000 });
     opened.push(c);
     assert.equal(await c.ready(5000), true);
-    const s = [subject('key:u', { budget: { max: 1, period: budgetPeriod('1d', T0) } })];
+    const s = [subject('key:u', { budget: { max: 1, period: budgetPeriod('1d', T0, UTC_CALENDAR) } })];
     await assert.rejects(c.settle({ requestId: 'u1', subjects: s, reservedTokens: 0, tokens: 1, cost: 0.5, now: T0 }), /UNSEEDED/);
     assert.equal(await c.isSeeded(), false);
-    await c.seed([{ subject: 'key:u', period: budgetPeriod('1d', T0), cost: 0.25 }]);
+    await c.seed([{ subject: 'key:u', period: budgetPeriod('1d', T0, UTC_CALENDAR), cost: 0.25 }]);
     assert.equal(await c.isSeeded(), true);
     await c.settle({ requestId: 'u1', subjects: s, reservedTokens: 0, tokens: 1, cost: 0.5, now: T0 });
-    assert.equal(await c.spend('key:u', budgetPeriod('1d', T0)), 0.75);
+    assert.equal(await c.spend('key:u', budgetPeriod('1d', T0, UTC_CALENDAR)), 0.75);
   });
 });
 
 describe('budget periods and headers', () => {
   test('periods are aligned, so every replica and a restarted one agree', () => {
     const day = 86_400_000;
-    const p = budgetPeriod('10d', FIXED);
+    const p = budgetPeriod('10d', FIXED, UTC_CALENDAR);
     assert.equal(p.start % (10 * day), 0);
     assert.equal(p.end - p.start, 10 * day);
     assert.ok(p.start <= FIXED && FIXED < p.end);
-    assert.deepEqual(budgetPeriod('1d', FIXED), { start: Date.UTC(2026, 10, 23), end: Date.UTC(2026, 10, 24) });
-    assert.deepEqual(budgetPeriod('mo', FIXED), { start: Date.UTC(2026, 10, 1), end: Date.UTC(2026, 11, 1) });
-    assert.deepEqual(budgetPeriod('1mo', Date.UTC(2026, 11, 31, 23)), { start: Date.UTC(2026, 11, 1), end: Date.UTC(2027, 0, 1) });
-    assert.deepEqual(budgetPeriod('3mo', FIXED), { start: Date.UTC(2026, 9, 1), end: Date.UTC(2027, 0, 1) });
-    assert.deepEqual(budgetPeriod('h', FIXED + 1234), { start: FIXED, end: FIXED + 3_600_000 });
+    assert.deepEqual(budgetPeriod('1d', FIXED, UTC_CALENDAR), { start: Date.UTC(2026, 10, 23), end: Date.UTC(2026, 10, 24) });
+    assert.deepEqual(budgetPeriod('mo', FIXED, UTC_CALENDAR), { start: Date.UTC(2026, 10, 1), end: Date.UTC(2026, 11, 1) });
+    assert.deepEqual(budgetPeriod('1mo', Date.UTC(2026, 11, 31, 23), UTC_CALENDAR), {
+      start: Date.UTC(2026, 11, 1),
+      end: Date.UTC(2027, 0, 1),
+    });
+    assert.deepEqual(budgetPeriod('3mo', FIXED, UTC_CALENDAR), { start: Date.UTC(2026, 9, 1), end: Date.UTC(2027, 0, 1) });
+    assert.deepEqual(budgetPeriod('h', FIXED + 1234, UTC_CALENDAR), { start: FIXED, end: FIXED + 3_600_000 });
     // LiteLLM's calendar resets: 30d is a calendar month, a week (1w or 7d) starts on a Monday (2026-11-23 is one).
-    assert.deepEqual(budgetPeriod('30d', FIXED), { start: Date.UTC(2026, 10, 1), end: Date.UTC(2026, 11, 1) });
+    assert.deepEqual(budgetPeriod('30d', FIXED, UTC_CALENDAR), { start: Date.UTC(2026, 10, 1), end: Date.UTC(2026, 11, 1) });
     for (const w of ['1w', 'w', '7d']) {
-      assert.deepEqual(budgetPeriod(w, FIXED), { start: Date.UTC(2026, 10, 23), end: Date.UTC(2026, 10, 30) }, w);
-      assert.deepEqual(budgetPeriod(w, Date.UTC(2026, 10, 23) - 1), { start: Date.UTC(2026, 10, 16), end: Date.UTC(2026, 10, 23) }, w);
+      assert.deepEqual(budgetPeriod(w, FIXED, UTC_CALENDAR), { start: Date.UTC(2026, 10, 23), end: Date.UTC(2026, 10, 30) }, w);
+      assert.deepEqual(
+        budgetPeriod(w, Date.UTC(2026, 10, 23) - 1, UTC_CALENDAR),
+        { start: Date.UTC(2026, 10, 16), end: Date.UTC(2026, 10, 23) },
+        w,
+      );
     }
-    const two = budgetPeriod('2w', FIXED);
+    const two = budgetPeriod('2w', FIXED, UTC_CALENDAR);
     assert.equal(new Date(two.start).getUTCDay(), 1, 'two weeks from a Monday');
     assert.ok(two.end - two.start === 14 * day && two.start <= FIXED && FIXED < two.end);
     // A key's lifetime is not a budget period: 30d is thirty days from now.
     assert.equal(afterDuration('30d', FIXED), FIXED + 30 * day);
     assert.equal(afterDuration('2w', FIXED), FIXED + 14 * day);
-    assert.deepEqual(budgetPeriod(undefined, FIXED), { start: 0, end: Number.MAX_SAFE_INTEGER });
+    assert.deepEqual(budgetPeriod(undefined, FIXED, UTC_CALENDAR), { start: 0, end: Number.MAX_SAFE_INTEGER });
   });
 
   test('x-ratelimit headers in OpenAI names', () => {

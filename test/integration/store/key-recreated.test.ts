@@ -89,14 +89,22 @@ describe('a key made again with the same value starts at zero spend', { timeout:
   }
 
   test('the budget period of a key starts no earlier than its record (the counter is a new one)', () => {
-    const day = budgetPeriod('1d', NOW);
-    assert.deepEqual(budgetPeriodOf(limits({ budgetDuration: '1d', budgetFrom: day.start - 5 }), NOW), day, 'made before this period');
-    assert.deepEqual(budgetPeriodOf(limits({ budgetDuration: '1d', budgetFrom: MADE }), NOW), {
+    const day = budgetPeriod('1d', NOW, UTC_CALENDAR);
+    assert.deepEqual(
+      budgetPeriodOf(limits({ budgetDuration: '1d', budgetFrom: day.start - 5 }), NOW, UTC_CALENDAR),
+      day,
+      'made before this period',
+    );
+    assert.deepEqual(budgetPeriodOf(limits({ budgetDuration: '1d', budgetFrom: MADE }), NOW, UTC_CALENDAR), {
       start: Math.max(MADE, day.start),
       end: day.end,
     });
-    assert.deepEqual(budgetPeriodOf(limits({ budgetFrom: undefined }), NOW), budgetPeriod(undefined, NOW), 'keys made before spend_from');
-    assert.equal(subjectOf(`key:${KEY_ID}`, limits(), NOW).budget?.period.start, MADE);
+    assert.deepEqual(
+      budgetPeriodOf(limits({ budgetFrom: undefined }), NOW, UTC_CALENDAR),
+      budgetPeriod(undefined, NOW, UTC_CALENDAR),
+      'keys made before spend_from',
+    );
+    assert.equal(subjectOf(`key:${KEY_ID}`, limits(), NOW, UTC_CALENDAR).budget?.period.start, MADE);
   });
 
   for (const kind of ['postgres', 'pglite'] as const) {
@@ -112,11 +120,11 @@ describe('a key made again with the same value starts at zero spend', { timeout:
       const counters = new MemoryCounters();
       const subject: BudgetSubject = { subject: `key:${KEY_ID}`, limits: limits() };
       await seedBudgets(db, counters, [subject], NOW, UTC_CALENDAR);
-      assert.equal(await counters.spend(`key:${KEY_ID}`, budgetPeriodOf(subject.limits, NOW)), 0.1);
+      assert.equal(await counters.spend(`key:${KEY_ID}`, budgetPeriodOf(subject.limits, NOW, UTC_CALENDAR)), 0.1);
       // The budget of 1 is far from spent: the request is admitted (0.85 with the old rows would be past 0.8).
       const admitted = counters.admitNow({
         requestId: 'r',
-        subjects: [subjectOf(`key:${KEY_ID}`, limits({ maxBudget: 0.8 }), NOW)],
+        subjects: [subjectOf(`key:${KEY_ID}`, limits({ maxBudget: 0.8 }), NOW, UTC_CALENDAR)],
         tokens: 0,
         cost: 0,
         now: NOW,
@@ -136,7 +144,7 @@ describe('a key made again with the same value starts at zero spend', { timeout:
     const subject: BudgetSubject = { subject: `key:${KEY_ID}`, limits: limits() };
     await logSpend(db, true);
     assert.equal(await seedRedis(db, redis, [subject], logger, UTC_CALENDAR), true);
-    const period = budgetPeriodOf(subject.limits, NOW);
+    const period = budgetPeriodOf(subject.limits, NOW, UTC_CALENDAR);
     assert.equal(await redis.spend(subject.subject, period), 0.1);
 
     // Rows Redis never saw (it was down): the old record's are not the new record's spend.

@@ -8,6 +8,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { UTC_CALENDAR } from '../../../src/store/calendar.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
@@ -185,7 +186,7 @@ keys:
     const client = new Redis(redisPort, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 1 });
     try {
       await client.connect();
-      const bg = `${PREFIX}{key:${KEY_ID}}:bg:${budgetPeriod('30d', Date.now()).start}`;
+      const bg = `${PREFIX}{key:${KEY_ID}}:bg:${budgetPeriod('30d', Date.now(), UTC_CALENDAR).start}`;
       let seen = '';
       const counted = await until('the whole spend back in Redis (seeded + replayed)', 15_000, async () => {
         const v = Number((await client.get(bg)) ?? 0);

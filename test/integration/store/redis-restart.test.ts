@@ -6,6 +6,7 @@
  */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { UTC_CALENDAR } from '../../../src/store/calendar.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { createServer } from 'node:net';
@@ -59,7 +60,7 @@ const budgeted = (id: string): LimitSubject => ({
   rpm: undefined,
   tpm: undefined,
   parallel: 1,
-  budget: { max: 1, period: budgetPeriod('1d', NOW) },
+  budget: { max: 1, period: budgetPeriod('1d', NOW, UTC_CALENDAR) },
 });
 
 describe('Redis counters across a restart and a stall', { timeout: 30_000 }, () => {
@@ -109,7 +110,14 @@ describe('Redis counters across a restart and a stall', { timeout: 30_000 }, () 
     });
     const who = { keyId: key.id, userId: undefined, teamId: undefined };
     const dirs = { keys: { get: () => key, byId: () => key }, teams: new Map(), users: new Map(), catalog: () => new ModelCatalog([]) };
-    const slow = new Limiter({ counters: c, dirs, failureMode: 'closed', logger: createLogger('silent'), defaultMaxTokens: 16 });
+    const slow = new Limiter({
+      counters: c,
+      dirs,
+      failureMode: 'closed',
+      logger: createLogger('silent'),
+      defaultMaxTokens: 16,
+      calendar: UTC_CALENDAR,
+    });
     const body = { maxTokens: 1, choices: 1, bytes: 10 };
     // Redis stalls for 400 ms (one connection of its own asks it to): the admission's answer times out at 100 ms.
     const stall = await counters(url);

@@ -32,7 +32,7 @@ const LIMITS: Limits = {
   budgetFrom: undefined,
 };
 const SUBJECT: BudgetSubject = { subject: `key:${KEY_ID}`, limits: LIMITS };
-const PERIOD = budgetPeriodOf(LIMITS, NOW);
+const PERIOD = budgetPeriodOf(LIMITS, NOW, UTC_CALENDAR);
 
 const entry = (requestId: string, cost: number): SpendEntry => ({
   requestId,
@@ -113,7 +113,7 @@ describe('spend settled into a Redis that then restarted empty', { timeout: 30_0
   function settle(redis: RedisCounters, id: string, cost: number): Promise<string | undefined> {
     return redis.settle({
       requestId: id,
-      subjects: [subjectOf(SUBJECT.subject, LIMITS, NOW)],
+      subjects: [subjectOf(SUBJECT.subject, LIMITS, NOW, UTC_CALENDAR)],
       reservedTokens: 0,
       tokens: 15,
       cost,

@@ -25,7 +25,7 @@ const REDIS = new URL(process.env['TEST_REDIS_URL'] ?? 'redis://127.0.0.1:6379')
 const SCHEMA = `tg_settle_${randomUUID().replaceAll('-', '').slice(0, 12)}`;
 const logger = createLogger('silent');
 const NOW = Date.now();
-const PERIOD = budgetPeriod('1d', NOW);
+const PERIOD = budgetPeriod('1d', NOW, UTC_CALENDAR);
 const LIMITS: Limits = { maxBudget: 10, budgetDuration: '1d', rpmLimit: undefined, tpmLimit: undefined, maxParallelRequests: undefined };
 
 /** Relays a Redis connection; while `delayMs` is set, Redis's answers reach the client that much later. */
