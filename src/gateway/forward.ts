@@ -16,7 +16,7 @@ import type { SpendRecorder } from '../store/spend.js';
 import type { GateVerdict, Lease } from '../store/limiter.js';
 import { codedError, Exchange, type ClientLink, type StreamSink } from './exchange.js';
 import type { HttpResponse } from './http-response.js';
-import { backendMessage, spliceJson, SseRewriter, withModel } from './sse.js';
+import { backendMessage, estimateTokens, spliceJson, SseRewriter, withModel } from './sse.js';
 
 /** Admits an attempt on a deployment against its own rpm/tpm: a lease to settle, undefined (nothing to count), or refused. */
 export interface DeploymentGate {
@@ -345,8 +345,8 @@ export class Forwarder {
    */
   #streamed(d: Deployment, alias: string, req: ForwardRequest, relay: SseRelay, started: number, err: Error | undefined): void {
     const usage = relay.sse.usage;
-    const prompt = usage?.promptTokens ?? estimateTokens(req.body);
-    const completion = usage?.completionTokens ?? relay.sse.contentChunks;
+    const prompt = usage?.promptTokens ?? estimatePromptTokens(req.body);
+    const completion = usage?.completionTokens ?? relay.sse.completionEstimate;
     const cost = prompt * d.inputCostPerToken + completion * d.outputCostPerToken;
     this.#tracker.addTokens(d.id, prompt + completion);
     const code = (err as { code?: unknown } | undefined)?.code;
@@ -570,8 +570,7 @@ function count(v: unknown): number {
   return typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : 0;
 }
 
-/** Without a usage report: about four characters a token over the messages or prompt. */
-function estimateTokens(body: Record<string, unknown>): number {
-  const src = body['messages'] ?? body['prompt'] ?? body['input'] ?? '';
-  return Math.ceil(JSON.stringify(src).length / 4);
+/** Without a usage report: the tokens of the messages or prompt, estimated from their JSON text. */
+function estimatePromptTokens(body: Record<string, unknown>): number {
+  return estimateTokens(JSON.stringify(body['messages'] ?? body['prompt'] ?? body['input'] ?? ''));
 }

@@ -6,7 +6,7 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { backendMessage, SseRewriter, spliceJson, withModel, withoutEchoes } from '../../../src/gateway/sse.js';
+import { backendMessage, estimateTokens, SseRewriter, spliceJson, withModel, withoutEchoes } from '../../../src/gateway/sse.js';
 
 type Obj = Record<string, unknown>;
 const enc = new TextEncoder();
@@ -307,7 +307,16 @@ describe('SseRewriter', () => {
       cutShort: true,
     });
     assert.equal(rw.contentChunks, 2);
+    assert.equal(rw.completionEstimate, 2, 'a token a chunk');
     assert.equal(rw.usage, undefined);
+  });
+
+  test('a stream cut short whose chunks carry several tokens each is estimated from its text', () => {
+    const { rw } = run(ev(chat({ content: 'The quick brown fox jumps over' })) + ev(chat({ content: ' 敏捷的棕色狐狸' })), [], {
+      cutShort: true,
+    });
+    assert.equal(rw.contentChunks, 2);
+    assert.equal(rw.completionEstimate, Math.ceil((30 + 1 + 7 * 4) / 4));
   });
 });
 
@@ -457,4 +466,13 @@ describe("backendMessage: the backend's message, without the request values it q
     const msg = "This model's maximum context length is 8192 tokens. However, you requested 9000 tokens.";
     assert.equal(backendMessage({ object: 'error', message: msg }), msg);
   });
+});
+
+test('estimateTokens: four ASCII characters a token, two Cyrillic, one CJK character', () => {
+  assert.equal(estimateTokens(''), 0);
+  assert.equal(estimateTokens('abcd'), 1);
+  assert.equal(estimateTokens('Hello, world'), 3);
+  assert.equal(estimateTokens('привет'), 3);
+  assert.equal(estimateTokens('你好世界'), 4, 'each Han character a token, not a quarter of one');
+  assert.equal(estimateTokens('日本語 text'), 3 + 2);
 });
