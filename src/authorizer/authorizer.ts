@@ -158,7 +158,6 @@ export class Authorizer {
     const bytes = facts.body === undefined ? 0 : typeof facts.body === 'string' ? facts.body.length : facts.body.byteLength;
     const admitted = limiter.admit(
       p,
-      decision.body.model,
       decision.deployment,
       { maxTokens: decision.body.maxTokens, choices: decision.body.choices, bytes },
       nowMs,

@@ -95,7 +95,7 @@ export const DESCRIPTIONS: Readonly<Record<string, string>> = {
   'router_settings.routing_strategy': "how a deployment is picked among an alias's healthy ones",
   'router_settings.num_retries': 'further deployments tried after a failure (connect error, 5xx, 408, 429, timeout)',
   'router_settings.fallbacks': '`[{alias: [other aliases]}]`: tried when every deployment of an alias failed',
-  'router_settings.allowed_fails': 'failures within a minute that put a deployment in cooldown',
+  'router_settings.allowed_fails': "failures tolerated within a minute; the next one puts the deployment in cooldown (LiteLLM's count)",
   'router_settings.cooldown_time': 'seconds a deployment is skipped after `allowed_fails`',
   'router_settings.timeout':
     "the `timeout` of every deployment that sets none (LiteLLM's `litellm_settings.request_timeout` when this is absent); absent: 600",

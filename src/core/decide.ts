@@ -194,19 +194,26 @@ export function decide(input: DecisionInput, rules: DecisionRules, nowMs: number
   if (body !== undefined) {
     const group = rules.catalog.group(model);
     deployment = group === undefined ? undefined : weightedPick(group, rules.health, nowMs, random);
-    if (deployment === undefined) return deny('no_healthy_deployment');
     // A fallback is another model: the same allow-lists and rules apply to it, or it would be a way around them.
     const configured = rules.fallbacks.get(model);
-    if (configured !== undefined) {
-      const fallbacks = configured.filter(
-        (alias) =>
-          rules.catalog.group(alias) !== undefined &&
-          (record === undefined || keyAllows(record.models, alias, team)) &&
-          (team === undefined || allows(team.models, alias)) &&
-          (rules.policy.size === 0 || rules.policy.evaluate(policyInput(input, identity, record, team, alias)).allowed),
-      );
-      return { allow: true, principal, body, deployment, fallbacks, hidden: NONE };
+    const fallbacks =
+      configured === undefined
+        ? NONE
+        : configured.filter(
+            (alias) =>
+              rules.catalog.group(alias) !== undefined &&
+              (record === undefined || keyAllows(record.models, alias, team)) &&
+              (team === undefined || allows(team.models, alias)) &&
+              (rules.policy.size === 0 || rules.policy.evaluate(policyInput(input, identity, record, team, alias)).allowed),
+          );
+    // Every deployment of the model cooling down: its first fallback with one available serves (LiteLLM falls
+    // back when a group has no deployment left, not only after failures of its own).
+    for (let i = 0; deployment === undefined && i < fallbacks.length; i++) {
+      const g = rules.catalog.group(fallbacks[i] as string);
+      if (g !== undefined) deployment = weightedPick(g, rules.health, nowMs, random);
     }
+    if (deployment === undefined) return deny('no_healthy_deployment');
+    if (fallbacks.length > 0) return { allow: true, principal, body, deployment, fallbacks, hidden: NONE };
   }
   return allow(principal, body, deployment);
 }

@@ -140,10 +140,13 @@ export class Forwarder {
         if (req.client.gone) break;
         const now = Date.now();
         let d: Deployment | undefined;
-        if (hint !== undefined) {
+        if (hint !== undefined && n === 0) {
+          // authz's pick: in this group, or in a fallback's when every deployment of the model was cooling down.
           const h = group.deployments.find((x) => x.id === hint);
-          hint = undefined;
-          if (h !== undefined && this.#tracker.isAvailable(h.id, now)) d = h;
+          if (h !== undefined) {
+            hint = undefined;
+            if (this.#tracker.isAvailable(h.id, now)) d = h;
+          }
         }
         d ??= this.#tracker.pick(group, this.#settings.strategy, tried, now, Math.random());
         if (d === undefined && tried.size > 0) {

@@ -55,8 +55,16 @@ export async function startGateway(
     log: requestLog,
     knownModel: (alias) => catalog().group(alias) !== undefined,
   });
+  // One line per cooldown (at most one per deployment each cooldown_time): an operator sees a backend failing
+  // without a dashboard; each failed attempt is in the request log's status and the retry metrics.
+  tracker.onCooldown = (id) => {
+    metrics?.cooldowns.inc({ deployment: id });
+    opts.logger.warn(
+      { deployment: id, model: catalog().deployment(id)?.alias, cooldown_s: rs.cooldown_time, allowed_fails: rs.allowed_fails },
+      'deployment failing: cooled down',
+    );
+  };
   if (metrics !== undefined) {
-    tracker.onCooldown = (id) => metrics.cooldowns.inc({ deployment: id });
     registerDeploymentGauges(metrics, () => allDeployments(catalog()), tracker);
   }
   const forwarder = new Forwarder({

@@ -1,7 +1,7 @@
 /**
  * Per-deployment state the gateway keeps for routing: in-flight count (least-busy), latency EWMA
  * (latency-based-routing), tokens and requests in the current minute (usage-based-routing), and
- * failures leading to a cooldown (`allowed_fails` within a minute → out for `cooldown_time`), as
+ * failures leading to a cooldown (one more than `allowed_fails` within a minute → out for `cooldown_time`), as
  * LiteLLM's Router does. One replica's view; shared limits live in the store.
  */
 import type { Deployment, DeploymentHealth, ModelGroup } from './deployments.js';
@@ -92,7 +92,8 @@ export class DeploymentTracker implements DeploymentHealth {
       s.fails = 0;
     }
     s.fails++;
-    if (s.fails >= this.#allowedFails && this.#cooldownMs > 0) {
+    // LiteLLM's count: `allowed_fails` failures are tolerated, the next one cools the deployment down.
+    if (s.fails > this.#allowedFails && this.#cooldownMs > 0) {
       s.coolUntil = nowMs + this.#cooldownMs;
       s.fails = 0;
       this.onCooldown?.(id);

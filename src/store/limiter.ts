@@ -117,11 +117,10 @@ export class Limiter {
 
   /**
    * Admits a model request: reserves `max_tokens` (or the default cap) plus an estimate of the prompt, and
-   * their cost on `deployment`. When the deployment itself is full, the other deployments of `alias` are tried.
+   * their cost on `deployment`. When the deployment itself is full, the other deployments of its model are tried.
    */
   admit(
     who: Who,
-    alias: string,
     deployment: Deployment | undefined,
     body: { maxTokens: number | undefined; choices: number; bytes: number },
     now: number,
@@ -147,9 +146,9 @@ export class Limiter {
         const skip = new Set(tried).add(deployment.id);
         const other = this.#dirs
           .catalog()
-          .group(alias)
+          .group(deployment.alias)
           ?.deployments.find((d) => !skip.has(d.id));
-        if (other !== undefined) return this.admit(who, alias, other, body, now, skip);
+        if (other !== undefined) return this.admit(who, other, body, now, skip);
       }
       return denial(a);
     };

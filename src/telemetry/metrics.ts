@@ -170,7 +170,7 @@ export function createMetrics(opts: { defaultMetrics: boolean }): Metrics {
     },
     cooldowns: new CounterFamily({
       name: 'tollgate_deployment_cooldowns_total',
-      help: 'Times a deployment entered cooldown (allowed_fails failures within a minute)',
+      help: 'Times a deployment entered cooldown (a failure past allowed_fails within a minute)',
       labelNames: ['deployment'] as const,
       registers: [registry],
     }),

@@ -700,7 +700,7 @@ model_list:
     model_info: { id: solo-a }
 router_settings:
   num_retries: 2
-  allowed_fails: 1
+  allowed_fails: 0
   cooldown_time: 30
 general_settings:
   context_signing_key: ${SECRET}
@@ -719,7 +719,7 @@ keys:
     assert.equal(r.model, 'cool');
   };
 
-  test('allowed_fails: 1 — after one failure on A, the next requests all go to B (A is cooling down)', T, async () => {
+  test('allowed_fails: 0 — after one failure on A, the next requests all go to B (A is cooling down)', T, async () => {
     ca.queueFaults({ kind: 'status', status: 500 });
     const first = await stack.client.chat.completions.create({ model: 'cool', messages: HI });
     assert.match(first.choices[0]?.message.content ?? '', /Hello from cb/);
@@ -782,5 +782,74 @@ keys:
     );
     await expectError(res, 413, 'invalid_request_error', 'request_too_large');
     await stillServing();
+  });
+});
+
+describe('fallbacks while every deployment of the model cools down', () => {
+  let pa: FakeVllm;
+  let pb: FakeVllm;
+  let spare: FakeVllm;
+  let stack: Stack;
+
+  before(async () => {
+    [pa, pb, spare] = await Promise.all([
+      startFakeVllm({ models: [MODEL], name: 'pa' }),
+      startFakeVllm({ models: [MODEL], name: 'pb' }),
+      startFakeVllm({ models: [MODEL], name: 'spare' }),
+    ]);
+    stack = await startStack(`
+model_list:
+  - model_name: prim
+    litellm_params: { model: openai/${MODEL}, api_base: "${pa.apiBase}", timeout: 5 }
+    model_info: { id: prim-a }
+  - model_name: prim
+    litellm_params: { model: openai/${MODEL}, api_base: "${pb.apiBase}", timeout: 5 }
+    model_info: { id: prim-b }
+  - model_name: spare
+    litellm_params: { model: openai/${MODEL}, api_base: "${spare.apiBase}", timeout: 5 }
+    model_info: { id: spare-a }
+  - model_name: lone
+    litellm_params: { model: openai/${MODEL}, api_base: "${pa.apiBase}", timeout: 5 }
+    model_info: { id: lone-a }
+  - model_name: lone
+    litellm_params: { model: openai/${MODEL}, api_base: "${pb.apiBase}", timeout: 5 }
+    model_info: { id: lone-b }
+router_settings:
+  num_retries: 1
+  allowed_fails: 0
+  cooldown_time: 30
+  fallbacks: [{ prim: [spare] }]
+general_settings:
+  context_signing_key: ${SECRET}
+keys:
+  - key: sha256:${sha(KEY)}
+`);
+  });
+  after(async () => {
+    await stack.gw.close(500);
+    await Promise.all([pa.close(), pb.close(), spare.close()]);
+  });
+
+  test('the fallback answers at once, the cooling deployments get nothing; without a fallback, 503 no_healthy_deployment', T, async () => {
+    pa.queueFaults({ kind: 'status', status: 500 });
+    pb.queueFaults({ kind: 'status', status: 500 });
+    const first = await stack.client.chat.completions.create({ model: 'prim', messages: HI });
+    assert.match(first.choices[0]?.message.content ?? '', /Hello from spare/);
+    assert.deepEqual([pa.received.length, pb.received.length], [1, 1], 'each deployment failed once and cooled down');
+    for (let i = 0; i < 3; i++) {
+      const r = await stack.client.chat.completions.create({ model: 'prim', messages: HI });
+      assert.match(r.choices[0]?.message.content ?? '', /Hello from spare/, `request ${i + 2}`);
+      assert.equal(r.model, 'spare');
+    }
+    assert.deepEqual([pa.received.length, pb.received.length], [1, 1], 'nothing sent to a deployment cooling down');
+    assert.equal(spare.received.length, 4);
+    // `lone` shares the cooled backends but not their deployments: it still answers.
+    const lone = await stack.client.chat.completions.create({ model: 'lone', messages: HI });
+    assert.equal(lone.model, 'lone');
+    pa.queueFaults({ kind: 'status', status: 500 });
+    pb.queueFaults({ kind: 'status', status: 500 });
+    await expectError(await post(stack.base, '/v1/chat/completions', { model: 'lone', messages: HI }), 502, 'api_error', 'upstream_error');
+    const res = await post(stack.base, '/v1/chat/completions', { model: 'lone', messages: HI });
+    await expectError(res, 503, 'service_unavailable', 'no_healthy_deployment');
   });
 });

@@ -97,7 +97,7 @@ describe('deployment limits on retries', { timeout: 30_000 }, () => {
   });
 
   test("every deployment cooling down or at its own rpm: the contract's 429 with retry-after and x-ratelimit-*", async () => {
-    const s = await failingAndSpare(1);
+    const s = await failingAndSpare(0);
     try {
       const first = await s.chat();
       await first.text();

@@ -123,11 +123,11 @@ describe('Redis counters across a restart and a stall', { timeout: 30_000 }, () 
     const stall = await counters(url);
     void stall.redis.call('DEBUG', 'SLEEP', '0.4');
     await new Promise((r) => setTimeout(r, 20));
-    const refused = await slow.admit(who, 'm', undefined, body, Date.now());
+    const refused = await slow.admit(who, undefined, body, Date.now());
     assert.equal(refused.ok, false);
     assert.equal(refused.ok ? '' : refused.code, 'store_unavailable');
     await new Promise((r) => setTimeout(r, 600)); // Redis awake: the late admission ran, then the release
-    const next = await slow.admit(who, 'm', undefined, body, Date.now());
+    const next = await slow.admit(who, undefined, body, Date.now());
     assert.equal(next.ok, true, 'the one parallel slot is free');
   });
 });

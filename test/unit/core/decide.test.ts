@@ -485,8 +485,24 @@ table('decide: policy', [
 
 table('decide: no healthy deployment', [
   {
-    name: 'every deployment of the alias cooling down → no_healthy_deployment',
+    name: 'every deployment of the alias cooling down → its fallback serves (a deployment of qwen)',
     rules: { health: cooling({ 'llama-a': NOW + 1000, 'llama-b': NOW + 1000 }) },
+    expect: { allow: true, model: 'llama', deployment: 'qwen-a' },
+  },
+  {
+    name: 'the alias and its fallbacks all cooling down → no_healthy_deployment',
+    rules: { health: cooling({ 'llama-a': NOW + 1000, 'llama-b': NOW + 1000, 'qwen-a': NOW + 1000 }) },
+    expect: { allow: false, code: 'no_healthy_deployment' },
+  },
+  {
+    name: 'every deployment cooling down and the fallback not allowed to the key → no_healthy_deployment',
+    input: { key: key({ models: ['llama'] }) },
+    rules: { health: cooling({ 'llama-a': NOW + 1000, 'llama-b': NOW + 1000 }) },
+    expect: { allow: false, code: 'no_healthy_deployment' },
+  },
+  {
+    name: 'an alias without fallbacks, every deployment cooling down → no_healthy_deployment',
+    rules: { health: cooling({ 'llama-a': NOW + 1000, 'llama-b': NOW + 1000 }), fallbacks: new Map() },
     expect: { allow: false, code: 'no_healthy_deployment' },
   },
   {

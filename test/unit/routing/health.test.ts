@@ -163,10 +163,10 @@ describe('DeploymentTracker.pick: usage-based-routing', () => {
 });
 
 describe('DeploymentTracker cooldowns', () => {
-  test('allowed_fails failures within a minute cool the deployment down for cooldown_time', () => {
-    const t = tracker(2, 30);
+  test('a failure past allowed_fails within a minute cools the deployment down for cooldown_time, as LiteLLM counts', () => {
+    const t = tracker(1, 30);
     const g = group(dep('a', { weight: 1000 }), dep('b', { weight: 1 }));
-    assert.equal(t.failed('a', T), false, 'one failure of two allowed');
+    assert.equal(t.failed('a', T), false, 'the one failure allowed');
     assert.equal(t.isAvailable('a', T), true);
     assert.equal(pickId(t, g, 'simple-shuffle', T, 0), 'a');
     assert.equal(t.failed('a', T + 1000), true, 'the second failure within the minute');
@@ -187,15 +187,20 @@ describe('DeploymentTracker cooldowns', () => {
     assert.equal(t.isAvailable('a', cooled + 31_000), true);
   });
 
-  test('allowed_fails: 1 cools down at the first failure', () => {
-    const t = tracker(1, 30);
+  test('allowed_fails: 0 cools down at the first failure; 3 at the fourth', () => {
+    const t = tracker(0, 30);
     assert.equal(t.failed('a', T), true);
     assert.equal(t.isAvailable('a', T), false);
     assert.equal(t.isAvailable('b', T), true, 'other deployments are unaffected');
+    const three = tracker(3, 30);
+    assert.deepEqual(
+      [1, 2, 3, 4].map(() => three.failed('c', T)),
+      [false, false, false, true],
+    );
   });
 
   test('failures in different minutes do not add up', () => {
-    const t = tracker(2, 30);
+    const t = tracker(1, 30);
     const first = 1000 * MIN + 10_000;
     assert.equal(t.failed('a', first), false);
     // 65 s later: a new minute (and more than a minute after the first failure).
@@ -213,7 +218,7 @@ describe('DeploymentTracker cooldowns', () => {
   });
 
   test('every deployment cooling: pick gives undefined', () => {
-    const t = tracker(1, 30);
+    const t = tracker(0, 30);
     const g = group(dep('a'), dep('b'));
     t.failed('a', T);
     t.failed('b', T);
