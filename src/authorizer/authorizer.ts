@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { decide, type Decision, type DecisionRules, type TeamRecord } from '../core/decide.js';
 import { classifyRoute, normalizePath, type RouteKind } from '../core/route.js';
 import type { ContextClaims, ContextSigner } from '../identity/context-token.js';
-import { CONTEXT_TTL_MS } from '../identity/context-token.js';
+import { bodyDigest, CONTEXT_TTL_MS } from '../identity/context-token.js';
 import type { JwtResult, JwtVerifier } from '../identity/jwt.js';
 import { bearerKey, sha256Hex, type KeyDirectory, type KeyRecord } from '../identity/keys.js';
 import type { Admitted, Lease, Limiter } from '../store/limiter.js';
@@ -217,6 +217,7 @@ export class Authorizer {
       rt: lease?.reservedTokens,
       r: requestId,
       p: `${facts.method} ${path}`,
+      b: bodyDigest(facts.body),
       x: nowMs + CONTEXT_TTL_MS,
     };
     return { decision, route, requestId, context: this.#d.signer.sign(claims), lease, headers };

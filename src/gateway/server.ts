@@ -10,10 +10,10 @@ import { UNCLEAR_PATH, type Authorizer, type RequestFacts } from '../authorizer/
 import type { TeamRecord } from '../core/decide.js';
 import { allows, isOwnKeyInfo, keyAllows } from '../core/decide.js';
 import { modelEndpoint, normalizePath } from '../core/route.js';
-import type { ContextClaims, ContextSigner } from '../identity/context-token.js';
+import { bodyDigest, type ContextClaims, type ContextSigner } from '../identity/context-token.js';
 import type { KeyDirectory, KeyRecord } from '../identity/keys.js';
 import type { ModelCatalog } from '../routing/deployments.js';
-import type { Lease } from '../store/limiter.js';
+import type { ClaimResult, Lease } from '../store/limiter.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { RequestLog } from '../telemetry/request-log.js';
 import { statusLabel, type Metrics } from '../telemetry/metrics.js';
@@ -37,7 +37,14 @@ export interface GatewayDeps {
   /** Why the gateway is not ready, or undefined when it is. */
   readonly notReady: () => string | undefined;
   /** Told of each admitted request that starts here, so its lease is renewed until it is recorded. */
-  readonly leases?: { begin(lease: Lease): void; end(lease: Lease): void } | undefined;
+  readonly leases?:
+    | {
+        begin(lease: Lease): void;
+        end(lease: Lease): void;
+        /** Takes a signed context's lease, once: a context sent again is refused (Limiter.claim). */
+        claim(lease: Lease, untilMs: number): ClaimResult | Promise<ClaimResult>;
+      }
+    | undefined;
   /** The admin API (absent without a records database). */
   readonly admin?: AdminApi | undefined;
   /** Prometheus metrics (`GET /metrics`, and the HTTP request counters). */
@@ -127,8 +134,9 @@ async function handle(deps: GatewayDeps, req: HttpRequest, res: HttpResponse): P
   // The server read the body whole (null: over max_request_size_mb, dropped as it came).
   const body = method === 'POST' || method === 'PUT' || method === 'PATCH' ? req.body : undefined;
   if (body === null) return sendError(res, 'request_too_large', undefined, '-');
-  // Parsed once: the context binding and the forwarder both use it (and the forwarder edits the text).
-  const text = endpoint === undefined || body === undefined ? undefined : body.toString('utf8');
+  // Parsed once: the context binding and the forwarder both use it (and the forwarder edits the text). A
+  // leading byte order mark is dropped, as Check's decoder drops it (TextDecoder), so both read one body.
+  const text = endpoint === undefined || body === undefined ? undefined : withoutBom(body.toString('utf8'));
   const parsed = text === undefined ? undefined : parseObject(text);
   const id = identify(deps, req, method, path, body, parsed);
   const request = { method, path, url: req.url, endpoint, body, text, parsed, client };
@@ -251,12 +259,37 @@ function identify(
   const ctx = req.headers['x-tollgate-context'];
   if (ctx !== undefined) {
     const checked = deps.signer.verify(ctx, now);
-    if (checked.ok && bound(checked.claims, method, path, parsed)) return fromClaims(deps, checked.claims);
-    deps.logger.warn(
-      { reason: checked.ok ? 'not bound to this request' : checked.reason },
-      'x-tollgate-context refused; authorizing the request here',
-    );
+    // Digested as received, whatever the method: Check saw the same bytes.
+    if (checked.ok && bound(checked.claims, method, path, req.body ?? undefined, parsed)) {
+      const id = fromClaims(deps, checked.claims);
+      const claim = id.lease === undefined ? undefined : deps.leases?.claim(id.lease, checked.claims.x);
+      if (claim === undefined || claim === 'claimed') return id;
+      const claimed = (c: ClaimResult): IdentifyResult | Promise<IdentifyResult> => {
+        if (c === 'claimed') return id;
+        if (c === 'store') return { error: 'store_unavailable', message: undefined, requestId: id.caller.requestId, headers: undefined };
+        refused(deps, 'sent before');
+        return authorizeHere(deps, req, method, body, parsed, now);
+      };
+      return claim instanceof Promise ? claim.then(claimed) : claimed(claim);
+    }
+    refused(deps, checked.ok ? 'not bound to this request' : checked.reason);
   }
+  return authorizeHere(deps, req, method, body, parsed, now);
+}
+
+function refused(deps: GatewayDeps, reason: string): void {
+  deps.logger.warn({ reason }, 'x-tollgate-context refused; authorizing the request here');
+}
+
+/** The decision pipeline run here: standalone, or a request whose context could not be trusted. */
+function authorizeHere(
+  deps: GatewayDeps,
+  req: HttpRequest,
+  method: string,
+  body: Buffer | undefined,
+  parsed: Record<string, unknown> | undefined,
+  now: number,
+): IdentifyResult | Promise<IdentifyResult> {
   const facts: RequestFacts = {
     method,
     path: req.url,
@@ -293,9 +326,20 @@ function identify(
   return result instanceof Promise ? result.then(finish) : finish(result);
 }
 
-/** The context must have been issued for this method and path, and, on model routes, this model. */
-function bound(claims: ContextClaims, method: string, path: string, parsed: Record<string, unknown> | undefined): boolean {
+function withoutBom(text: string): string {
+  return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+}
+
+/** The context must have been issued for this method, path and body, and, on model routes, this model. */
+function bound(
+  claims: ContextClaims,
+  method: string,
+  path: string,
+  body: Buffer | undefined,
+  parsed: Record<string, unknown> | undefined,
+): boolean {
   if (claims.p !== `${method} ${path}`) return false;
+  if (claims.b !== bodyDigest(body)) return false;
   if (claims.m === undefined) return modelEndpoint(method, path) === undefined;
   return parsed !== undefined && parsed['model'] === claims.m;
 }

@@ -1,11 +1,12 @@
 /**
  * `x-tollgate-context`: a short-lived token, HMAC-SHA256 signed with a secret every replica shares, that
- * binds the identity authz established to one request (model, deployment, request id, method and path).
- * The gateway trusts `x-tollgate-*` identity only through it.
+ * binds the identity authz established to one request (method, path, the body's digest, model, deployment,
+ * request id). The gateway trusts `x-tollgate-*` identity only through it, and takes a token that carries a
+ * limits lease once (Limiter.claim): a token sent again — another body, or the same one — counts nothing.
  *
  * Format: `tgc1.<base64url(JSON claims)>.<base64url(HMAC-SHA256(secret, "tgc1." + claims))>`.
  */
-import { createHmac, createSecretKey, hkdfSync, timingSafeEqual, type KeyObject } from 'node:crypto';
+import { createHmac, createSecretKey, hash, hkdfSync, timingSafeEqual, type KeyObject } from 'node:crypto';
 
 export interface ContextClaims {
   /** Key id (16 hex), absent without a key. */
@@ -33,6 +34,8 @@ export interface ContextClaims {
   readonly r: string;
   /** Method and path (without query) the token was issued for. */
   readonly p: string;
+  /** The body's digest (bodyDigest), absent for a request without one. */
+  readonly b?: string | undefined;
   /** Admin route authorized (master key or admin group). */
   readonly adm?: 1 | undefined;
   /** Expiry, epoch milliseconds. */
@@ -51,6 +54,15 @@ export function contextSecret(contextSigningKey: string | undefined, masterKey: 
   if (contextSigningKey !== undefined) return Buffer.from(contextSigningKey, 'utf8');
   if (masterKey === undefined) return undefined;
   return Buffer.from(hkdfSync('sha256', masterKey, 'tollgate', 'x-tollgate-context v1', 32));
+}
+
+/**
+ * SHA-256 of a request body as Envoy sent it to Check (raw_body) and the gateway received it, 128 bits in
+ * base64url; undefined for none. A string is its UTF-8 bytes, as Envoy's `body` field carries them.
+ */
+export function bodyDigest(body: string | Uint8Array | undefined): string | undefined {
+  if (body === undefined || body.length === 0) return undefined;
+  return hash('sha256', body, 'base64url').slice(0, 22);
 }
 
 export class ContextSigner {

@@ -1,11 +1,10 @@
 /** Composition root of the HTTP gateway: forwarder, deployment tracking, spend recording, the server. */
 import type { Config } from '../config/schema.js';
 import type { HttpServer } from '../gateway/http-server.js';
-import { createGateway } from '../gateway/server.js';
+import { createGateway, type GatewayDeps } from '../gateway/server.js';
 import { Forwarder, type DeploymentGate } from '../gateway/forward.js';
 import { ContextSigner } from '../identity/context-token.js';
 import { DeploymentTracker } from '../routing/health.js';
-import type { Lease } from '../store/limiter.js';
 import type { SpendRecorder } from '../store/spend.js';
 import type { Logger } from '../telemetry/logger.js';
 import { RequestLog } from '../telemetry/request-log.js';
@@ -32,7 +31,7 @@ export async function startGateway(
     logger: Logger;
     spend: SpendRecorder;
     /** Renews the leases of admitted requests in flight (the store's accounting). */
-    leases?: { begin(lease: Lease): void; end(lease: Lease): void };
+    leases?: GatewayDeps['leases'];
     /** Counts retries and fallbacks on deployments with rpm/tpm of their own (the store's limiter). */
     gate?: DeploymentGate;
     /** The stores answer (readiness). */

@@ -21,7 +21,7 @@ import {
 import type { BudgetCalendar } from './calendar.js';
 import type { Db, Queryable } from './db.js';
 import type { RedisCounters } from './redis-counters.js';
-import type { Lease, Limiter } from './limiter.js';
+import type { ClaimResult, Lease, Limiter } from './limiter.js';
 import type { SpendEntry, SpendRecorder } from './spend.js';
 import type { SpendLog } from './spend-log.js';
 import type { Limits } from '../identity/keys.js';
@@ -65,6 +65,11 @@ export class Accounting implements SpendRecorder {
   /** A request with a lease started being served here: keep its lease alive until it is recorded. */
   begin(lease: Lease): void {
     this.#inFlight.add(lease);
+  }
+
+  /** Takes the lease a signed context carries, once (Limiter.claim); without limits there is none to take. */
+  claim(lease: Lease, untilMs: number): ClaimResult | Promise<ClaimResult> {
+    return this.#limiter === undefined ? 'claimed' : this.#limiter.claim(lease.id, untilMs, Date.now());
   }
 
   /** The request is over, recorded or not (a fault): stop renewing its lease. */

@@ -93,6 +93,11 @@ export interface Counters {
    * counters' generation (Redis: changed whenever it is seeded after a restart), undefined in process.
    */
   settle(req: SettleRequest): Promise<string | undefined>;
+  /**
+   * Takes a lease for the one request it was admitted for: true the first time, false ever after (until
+   * `untilMs`, when the context that carries it has expired anyway). A context sent again is refused.
+   */
+  claim(leaseId: string, untilMs: number, now: number): Promise<boolean>;
   /** Keeps the leases of requests still in flight alive. */
   renew(leases: readonly { readonly requestId: string; readonly subjects: readonly LimitSubject[] }[], now: number): Promise<void>;
   /** Adds spend that settled while the counters could not be reached (replayed from the spend log). */

@@ -236,6 +236,20 @@ export class Limiter {
     });
   }
 
+  /**
+   * The gateway takes the lease a signed context carries before it serves the request: 'claimed' the first
+   * time; 'taken' when the context was sent before (a replay would pass every limit again: the lease was
+   * counted once); 'store' when the counters cannot say and failure_mode is closed (open: claimed).
+   */
+  claim(leaseId: string, untilMs: number, now: number): ClaimResult | Promise<ClaimResult> {
+    const counters = this.counters;
+    if (counters instanceof MemoryCounters) return counters.claimNow(leaseId, untilMs, now) ? 'claimed' : 'taken';
+    return counters.claim(leaseId, untilMs, now).then(
+      (first) => (first ? 'claimed' : 'taken'),
+      (err: unknown) => (this.#fault(err, undefined, 'claim').ok ? 'claimed' : 'store'),
+    );
+  }
+
   /** Keeps the leases of requests in flight alive (a replica that dies stops renewing, and its leases expire). */
   async renew(leases: Iterable<Lease>, now: number): Promise<void> {
     const catalog = this.#dirs.catalog();
@@ -246,8 +260,8 @@ export class Limiter {
     if (list.length > 0) await this.counters.renew(list, now);
   }
 
-  #fault(err: unknown, deployment: Deployment | undefined): Admitted {
-    this.#onError?.('redis', 'admit');
+  #fault(err: unknown, deployment: Deployment | undefined, op = 'admit'): Admitted {
+    this.#onError?.('redis', op);
     const t = Date.now();
     if (t - this.#lastFaultLog > 5_000) {
       this.#lastFaultLog = t;
@@ -267,6 +281,8 @@ export class Limiter {
     };
   }
 }
+
+export type ClaimResult = 'claimed' | 'taken' | 'store';
 
 function push(out: LimitSubject[], s: LimitSubject): void {
   if (hasLimits(s)) out.push(s);

@@ -70,6 +70,24 @@ export class MemoryCounters implements Counters {
     return Promise.resolve(this.admitNow(req));
   }
 
+  /** Lease ids claimed (Counters.claim), with when each claim may be forgotten; swept as it grows. */
+  readonly #claims = new Map<string, number>();
+  #claimsSwept = 1024;
+
+  claim(leaseId: string, untilMs: number, now: number): Promise<boolean> {
+    return Promise.resolve(this.claimNow(leaseId, untilMs, now));
+  }
+
+  claimNow(leaseId: string, untilMs: number, now: number): boolean {
+    if (this.#claims.has(leaseId)) return false;
+    if (this.#claims.size >= this.#claimsSwept) {
+      for (const [id, until] of this.#claims) if (until < now) this.#claims.delete(id);
+      this.#claimsSwept = Math.max(1024, 2 * this.#claims.size);
+    }
+    this.#claims.set(leaseId, untilMs + 1_000);
+    return true;
+  }
+
   /** Synchronous admission (the in-process store needs no promise). */
   admitNow(req: AdmitRequest): Admission {
     const { now } = req;

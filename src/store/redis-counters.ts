@@ -334,6 +334,12 @@ export class RedisCounters implements Counters {
     return String(await this.redis.tgSettle(keys.length, ...keys, ...args));
   }
 
+  async claim(leaseId: string, untilMs: number, now: number): Promise<boolean> {
+    // A second past the context's expiry: a clock a little behind this one's still finds the claim.
+    const ttl = Math.max(1, untilMs - now) + 1_000;
+    return (await this.redis.set(`${this.#prefix}claimed:${leaseId}`, '1', 'PX', ttl, 'NX')) === 'OK';
+  }
+
   #settledKey(leaseId: string): string {
     return `${this.#prefix}settled:${leaseId}`;
   }

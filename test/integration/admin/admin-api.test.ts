@@ -10,7 +10,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ContextSigner, contextSecret, type ContextClaims } from '../../../src/identity/context-token.js';
+import { bodyDigest, ContextSigner, contextSecret, type ContextClaims } from '../../../src/identity/context-token.js';
 import { openDb } from '../../../src/store/db.js';
 import { startFakeVllm, type FakeVllm } from '../../support/fake-vllm.js';
 import { children, startTollgate, type Running } from '../../support/process.js';
@@ -665,7 +665,7 @@ keys:
 
   test('a signed context without the admin claim never opens an admin endpoint', async () => {
     const signer = new ContextSigner(contextSecret(undefined, MASTER) as Buffer);
-    const claims: ContextClaims = { r: 'forged-admin', p: 'POST /key/generate', x: Date.now() + 20_000 };
+    const claims: ContextClaims = { r: 'forged-admin', p: 'POST /key/generate', b: bodyDigest('{}'), x: Date.now() + 20_000 };
     const ctx = signer.sign(claims);
     const res = await fetch(`http://127.0.0.1:${a}/key/generate`, {
       method: 'POST',

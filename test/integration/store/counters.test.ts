@@ -60,6 +60,15 @@ for (const [kind, make] of kinds) {
     const admit = (c: Counters, subjects: LimitSubject[], now: number, tokens = 0, cost = 0) =>
       c.admit({ requestId: `r${++seq}`, subjects, tokens, cost, now });
 
+    test('a lease is claimed once: the first claim wins, every later one is refused', async () => {
+      const c = await make();
+      const id = `claim-${randomUUID()}`;
+      const claims = await Promise.all([0, 1, 2, 3].map(() => c.claim(id, T0 + 30_000, T0)));
+      assert.deepEqual(claims.filter(Boolean).length, 1, 'one of four concurrent claims');
+      assert.equal(await c.claim(id, T0 + 30_000, T0 + 1), false);
+      assert.equal(await c.claim(`${id}-other`, T0 + 30_000, T0), true, 'another lease is its own');
+    });
+
     test('rpm N: exactly N of a burst are admitted, the next is told the real wait', async () => {
       const c = await make();
       const s = [subject('key:a', { rpm: 5 })];

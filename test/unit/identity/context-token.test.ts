@@ -1,8 +1,8 @@
 /** x-tollgate-context: HMAC-signed, short-lived; verification with an injected now. */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHmac } from 'node:crypto';
-import { CONTEXT_TTL_MS, ContextSigner, contextSecret, type ContextClaims } from '../../../src/identity/context-token.js';
+import { createHash, createHmac } from 'node:crypto';
+import { bodyDigest, CONTEXT_TTL_MS, ContextSigner, contextSecret, type ContextClaims } from '../../../src/identity/context-token.js';
 
 const NOW = Date.UTC(2026, 0, 15, 12, 0, 0);
 const SECRET = Buffer.from('0123456789abcdef0123456789abcdef', 'utf8');
@@ -160,5 +160,17 @@ describe('contextSecret', () => {
     const other = contextSecret(undefined, `${MASTER}x`);
     assert.ok(other);
     assert.deepEqual(new ContextSigner(other).verify(t, NOW), { ok: false, reason: 'bad_signature' });
+  });
+});
+
+describe('bodyDigest', () => {
+  test('the same bytes as a string or as bytes; none for an empty body; 128 bits of SHA-256', () => {
+    const text = '{"model":"llama","messages":[{"role":"user","content":"héllo"}]}';
+    assert.equal(bodyDigest(text), bodyDigest(new TextEncoder().encode(text)));
+    assert.equal(bodyDigest(text), createHash('sha256').update(text).digest('base64url').slice(0, 22));
+    assert.notEqual(bodyDigest(text), bodyDigest(`${text} `));
+    assert.equal(bodyDigest(undefined), undefined);
+    assert.equal(bodyDigest(''), undefined);
+    assert.equal(bodyDigest(new Uint8Array(0)), undefined);
   });
 });
