@@ -194,7 +194,8 @@ export class AdminApi {
       'cache-control': 'no-store',
       'x-tollgate-request-id': caller.requestId,
     };
-    if (reply.ignored !== undefined && reply.ignored.length > 0) headers['x-tollgate-ignored-fields'] = reply.ignored.join(', ');
+    if (reply.ignored !== undefined && reply.ignored.length > 0)
+      headers['x-tollgate-ignored-fields'] = headerSafe(reply.ignored.join(', '));
     // LiteLLM's header for a spend-log list cut at its limit, so a script can tell it got only the newest rows.
     if (reply.truncated === true) headers['x-litellm-spend-logs-truncated'] = 'true';
     res.writeHead(reply.status, headers);
@@ -1110,4 +1111,12 @@ function teamView(t: TeamRecord, now: number, cal: BudgetCalendar): Record<strin
     metadata: t.metadata,
     ...limitsView(t.limits, now, cal),
   };
+}
+
+/**
+ * A header value of names the client chose (fields it sent): what a header may not hold (a control character,
+ * a line break, anything past ASCII) escaped as `\uXXXX`, so the reply of a write that succeeded is sent.
+ */
+function headerSafe(v: string): string {
+  return v.replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }

@@ -850,6 +850,19 @@ keys:
     assert.equal((await chat(a, tk)).status, 200, 'the refused update changed nothing');
   });
 
+  test('a field name no header may hold is named escaped, and the write that succeeded is answered 200', async () => {
+    const added = await call(a, 'POST', '/model/new', {
+      model_name: 'odd-fields',
+      litellm_params: { model: `openai/${BACKEND}`, api_base: vllm.apiBase },
+      model_info: { id: 'odd-1', 'base_model\r\nx-evil: 1': 1, 'prix_€': 2 },
+    });
+    assert.equal(added.status, 200, added.text);
+    const named = added.headers.get('x-tollgate-ignored-fields') ?? '';
+    assert.equal(named, 'model_info.base_model\\u000d\\u000ax-evil: 1, model_info.prix_\\u20ac');
+    assert.equal(added.headers.get('x-evil'), null);
+    assert.equal((await call(a, 'POST', '/model/delete', { id: 'odd-1' })).status, 200);
+  });
+
   test("/model/new takes LiteLLM's litellm_params and model_info keys as the config file does", async () => {
     const added = await call(a, 'POST', '/model/new', {
       model_name: 'compat-model',
