@@ -33,7 +33,11 @@ export const duration = z
     { error: 'too long: at most 100 years' },
   );
 
-const httpUrl = z.url({ protocol: /^https?$/, error: 'not a URL: write an http:// or https:// URL' });
+const httpUrl = z.url({
+  protocol: /^https?$/,
+  error: (issue) =>
+    issue.input === undefined ? 'missing: write an http:// or https:// URL' : 'not a URL: write an http:// or https:// URL',
+});
 
 /**
  * Providers whose servers speak the OpenAI API: vLLM, Ray Serve LLM, any OpenAI-compatible server

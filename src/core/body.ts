@@ -11,15 +11,25 @@ export interface ModelBody {
 }
 
 export type BodyResult =
-  ModelBody | { readonly ok: false; readonly code: 'invalid_body' | 'missing_model'; readonly message?: string | undefined };
+  | ModelBody
+  | {
+      readonly ok: false;
+      readonly code: 'invalid_body' | 'missing_model';
+      readonly message?: string | undefined;
+    };
 
 const INVALID: BodyResult = { ok: false, code: 'invalid_body' };
 const MISSING_MODEL: BodyResult = { ok: false, code: 'missing_model' };
-const BAD_MAX_TOKENS: BodyResult = {
+const BAD_MODEL: BodyResult = {
   ok: false,
   code: 'invalid_body',
-  message: 'max_tokens and max_completion_tokens must be positive integers.',
+  message: 'model must be a string of at most 256 characters: the name of a model (GET /v1/models lists them).',
 };
+const badMaxTokens = (param: string): BodyResult => ({
+  ok: false,
+  code: 'invalid_body',
+  message: `${param} must be a positive integer.`,
+});
 const BAD_N: BodyResult = { ok: false, code: 'invalid_body', message: 'n must be an integer from 1 to 128.' };
 const BAD_STREAM: BodyResult = { ok: false, code: 'invalid_body', message: 'stream must be true or false.' };
 const decoder = new TextDecoder('utf-8', { fatal: true });
@@ -47,10 +57,12 @@ export function modelBodyOf(value: unknown): BodyResult {
   const o = value as Record<string, unknown>;
   const model = o['model'];
   if (model === undefined || model === null || model === '') return MISSING_MODEL;
-  if (typeof model !== 'string' || model.length > 256) return INVALID;
+  if (typeof model !== 'string' || model.length > 256) return BAD_MODEL;
   // Token reservations trust these, and vLLM would coerce "32000" or 1e5: only positive integers pass.
-  const mt = o['max_completion_tokens'] ?? o['max_tokens'];
-  if (mt !== undefined && mt !== null && !(typeof mt === 'number' && Number.isInteger(mt) && mt > 0)) return BAD_MAX_TOKENS;
+  const mct = o['max_completion_tokens'];
+  const mt = mct ?? o['max_tokens'];
+  if (mt !== undefined && mt !== null && !(typeof mt === 'number' && Number.isInteger(mt) && mt > 0))
+    return badMaxTokens(mct === undefined || mct === null ? 'max_tokens' : 'max_completion_tokens');
   const n = o['n'];
   if (n !== undefined && n !== null && !(typeof n === 'number' && Number.isInteger(n) && n >= 1 && n <= 128)) return BAD_N;
   // vLLM (pydantic, lax) reads "true" or 1 as a stream: passed on, the reply would be SSE where JSON was awaited.

@@ -26,6 +26,8 @@ export type ErrorCode =
   | 'no_healthy_deployment'
   // The gateway's own (contract extension): what a backend did, rendered in the same shape.
   | 'not_found'
+  /** An OpenAI endpoint asked with another method than its own (GET /v1/chat/completions). */
+  | 'method_not_allowed'
   /** The admin API: the record exists already, or is declared in the config file (read-only). */
   | 'conflict'
   | 'upstream_invalid_request'
@@ -62,7 +64,7 @@ export const GrpcCode = {
 export type GrpcCodeValue = (typeof GrpcCode)[keyof typeof GrpcCode];
 
 export interface ErrorSpec {
-  readonly status: 400 | 401 | 403 | 404 | 409 | 413 | 429 | 502 | 503 | 504;
+  readonly status: 400 | 401 | 403 | 404 | 405 | 409 | 413 | 429 | 502 | 503 | 504;
   readonly type: OpenAiErrorType;
   readonly grpc: GrpcCodeValue;
   /** Default message; a denial may carry a more specific one (still never echoing a secret). */
@@ -180,7 +182,14 @@ export const ERRORS: Readonly<Record<ErrorCode, ErrorSpec>> = {
     status: 404,
     type: 'invalid_request_error',
     grpc: GrpcCode.NOT_FOUND,
-    message: 'No such endpoint: tollgate serves the OpenAI API under /v1 (chat/completions, completions, embeddings, models).',
+    message:
+      "No such endpoint: tollgate serves the OpenAI API under /v1 (chat/completions, completions, embeddings, models) and LiteLLM's admin routes that its README lists.",
+  },
+  method_not_allowed: {
+    status: 405,
+    type: 'invalid_request_error',
+    grpc: GrpcCode.INVALID_ARGUMENT,
+    message: 'This endpoint takes POST.',
   },
   conflict: {
     status: 409,

@@ -234,6 +234,9 @@ function serve(deps: GatewayDeps, res: HttpResponse, r: Incoming, id: IdentifyRe
     const q = r.url.indexOf('?');
     return deps.admin.handle(res, method, path, q < 0 ? '' : r.url.slice(q + 1), r.body, { ...id.caller, admin: id.admin, key: own });
   }
+  // An OpenAI endpoint asked with GET (a browser, a health check pointed at it): say which method it takes.
+  if (modelEndpoint('POST', path) !== undefined)
+    return sendError(res, 'method_not_allowed', `${path} takes POST.`, id.caller.requestId, undefined, [['allow', 'POST']]);
   return sendError(res, 'not_found', undefined, id.caller.requestId);
 }
 

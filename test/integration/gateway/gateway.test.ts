@@ -265,6 +265,25 @@ describe('gateway', () => {
     assert.deepEqual(await code(await post('{"model":"gpt-9"}')), [404, 'model_not_found']);
     assert.deepEqual(await code(await post('{"model":"qwen"}', LLAMA_ONLY)), [403, 'model_not_allowed']);
     assert.deepEqual(await code(await fetch(`${base}/v1/models`)), [401, 'missing_api_key']);
+    // The message names the field at fault (the contract keeps `param` null), and a model that is not a string
+    // is not called "not an object".
+    for (const [body, message] of [
+      ['{"model":5}', /model must be a string/],
+      ['{"model":"llama","n":0}', /n must be an integer/],
+      ['{"model":"llama","stream":"yes"}', /stream must be true or false/],
+      ['{"model":"llama","max_tokens":-1}', /max_tokens must be a positive integer/],
+    ] as const) {
+      const r = await post(body);
+      assert.equal(r.status, 400, body);
+      const err = ((await r.json()) as { error: { param: unknown; message: string } }).error;
+      assert.equal(err.param, null, body);
+      assert.match(err.message, message, body);
+    }
+    // An OpenAI endpoint asked with GET: 405, naming the method it takes.
+    const get = await fetch(`${base}/v1/chat/completions`, { headers: { authorization: `Bearer ${KEY}` } });
+    assert.equal(get.status, 405);
+    assert.equal(get.headers.get('allow'), 'POST');
+    assert.equal(((await get.json()) as { error: { code: string } }).error.code, 'method_not_allowed');
   });
 
   test('GET /v1/models lists only the aliases the caller may use', async () => {

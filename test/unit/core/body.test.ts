@@ -11,10 +11,20 @@ const ok = (model: string, maxTokens: number | undefined = undefined, stream = f
   choices,
   stream,
 });
-const BAD_MAX: BodyResult = { ok: false, code: 'invalid_body', message: 'max_tokens and max_completion_tokens must be positive integers.' };
+const BAD_MAX: BodyResult = { ok: false, code: 'invalid_body', message: 'max_tokens must be a positive integer.' };
+const BAD_MCT: BodyResult = {
+  ok: false,
+  code: 'invalid_body',
+  message: 'max_completion_tokens must be a positive integer.',
+};
 const BAD_N: BodyResult = { ok: false, code: 'invalid_body', message: 'n must be an integer from 1 to 128.' };
 const BAD_STREAM: BodyResult = { ok: false, code: 'invalid_body', message: 'stream must be true or false.' };
 const INVALID: BodyResult = { ok: false, code: 'invalid_body' };
+const BAD_MODEL: BodyResult = {
+  ok: false,
+  code: 'invalid_body',
+  message: 'model must be a string of at most 256 characters: the name of a model (GET /v1/models lists them).',
+};
 const MISSING: BodyResult = { ok: false, code: 'missing_model' };
 
 const cases: Array<[name: string, body: string | Uint8Array, expected: BodyResult]> = [
@@ -33,10 +43,10 @@ const cases: Array<[name: string, body: string | Uint8Array, expected: BodyResul
   ['JSON null', 'null', INVALID],
   ['JSON number', '42', INVALID],
   ['JSON string', '"llama"', INVALID],
-  ['model a number', '{"model":42}', INVALID],
-  ['model an object', '{"model":{"name":"llama"}}', INVALID],
-  ['model true', '{"model":true}', INVALID],
-  ['model longer than 256 characters', JSON.stringify({ model: 'm'.repeat(257) }), INVALID],
+  ['model a number', '{"model":42}', BAD_MODEL],
+  ['model an object', '{"model":{"name":"llama"}}', BAD_MODEL],
+  ['model true', '{"model":true}', BAD_MODEL],
+  ['model longer than 256 characters', JSON.stringify({ model: 'm'.repeat(257) }), BAD_MODEL],
   ['model of exactly 256 characters', JSON.stringify({ model: 'm'.repeat(256) }), ok('m'.repeat(256))],
   ['no model', '{"messages":[]}', MISSING],
   ['empty object', '{}', MISSING],
@@ -55,7 +65,7 @@ const cases: Array<[name: string, body: string | Uint8Array, expected: BodyResul
   ['max_tokens negative refused', '{"model":"llama","max_tokens":-5}', BAD_MAX],
   ['max_tokens fractional refused', '{"model":"llama","max_tokens":1.5}', BAD_MAX],
   ['max_tokens a string refused', '{"model":"llama","max_tokens":"100"}', BAD_MAX],
-  ['max_completion_tokens a string refused', '{"model":"llama","max_completion_tokens":"100"}', BAD_MAX],
+  ['max_completion_tokens a string refused', '{"model":"llama","max_completion_tokens":"100"}', BAD_MCT],
   ['n counts the completions a reservation covers', '{"model":"llama","n":3,"max_tokens":10}', ok('llama', 10, false, 3)],
   ['n 0 refused', '{"model":"llama","n":0}', BAD_N],
   ['n a string refused', '{"model":"llama","n":"2"}', BAD_N],

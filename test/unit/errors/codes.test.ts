@@ -29,6 +29,7 @@ const CONTRACT: Record<ErrorCode, [status: number, type: string, grpc: number]> 
   no_healthy_deployment: [503, 'service_unavailable', GrpcCode.UNAVAILABLE],
   // The gateway's extension of the table (backend outcomes), in the same shape.
   not_found: [404, 'invalid_request_error', GrpcCode.NOT_FOUND],
+  method_not_allowed: [405, 'invalid_request_error', GrpcCode.INVALID_ARGUMENT],
   conflict: [409, 'invalid_request_error', GrpcCode.ALREADY_EXISTS],
   upstream_invalid_request: [400, 'invalid_request_error', GrpcCode.INVALID_ARGUMENT],
   upstream_error: [502, 'api_error', GrpcCode.INTERNAL],
