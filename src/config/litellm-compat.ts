@@ -112,9 +112,39 @@ const SECURITY_SETTINGS = new Set([
   'litellm_jwtauth',
   'custom_auth',
   'custom_auth_settings',
+  'enforce_rbac',
 ]);
 const SECURITY_MESSAGE =
   'a LiteLLM access-control setting that tollgate does not implement: write it as policy.rules or in Envoy, and remove it';
+
+const PER_SECOND =
+  'tollgate prices by token (input_cost_per_token, output_cost_per_token): priced by the second, spend would stay 0 and no budget would bite; then remove this';
+
+/**
+ * LiteLLM callbacks that guard requests (guardrails: PII masking, secret and prompt-injection detection,
+ * moderation). tollgate runs none; a migrated config that names one believed its prompts were checked.
+ */
+const GUARD_CALLBACKS = new Set([
+  'aim',
+  'aporia',
+  'aporia_prompt_injection',
+  'azure_content_safety',
+  'bedrock_guardrails',
+  'detect_prompt_injection',
+  'google_text_moderation',
+  'guardrails_ai',
+  'hide_secrets',
+  'lakera',
+  'lakera_prompt_injection',
+  'lasso',
+  'llamaguard_moderations',
+  'llmguard_moderations',
+  'openai_moderations',
+  'pangea',
+  'presidio',
+  'secret_detection',
+]);
+const CALLBACK_KEYS = new Set(['callbacks', 'success_callback', 'failure_callback', 'input_callback', 'service_callback']);
 
 /**
  * LiteLLM limits, budgets and denials tollgate does not enforce. Accepting them with a warning would let a
@@ -128,10 +158,14 @@ const LIMIT_SETTINGS: Readonly<Record<'general' | 'settings' | 'params' | 'info'
       "tollgate has no proxy-wide cap on parallel requests: use Envoy's circuit breaker (max_requests) or max_parallel_requests on keys[], teams[] and users[]; then remove this",
     max_in_flight_requests_per_worker:
       "tollgate has no cap on requests in flight: use Envoy's circuit breaker (max_requests) or max_parallel_requests on keys[], teams[] and users[]; then remove this",
-    enforced_params:
-      'tollgate does not require request parameters: write a policy rule that denies requests without them (e.g. when: "!has(request.user)"); then remove this',
   },
   settings: {
+    default_key_generate_params:
+      'tollgate gives keys made by /key/generate no defaults: send max_budget, models and the limits in each call (or declare the keys under keys[]); then remove this',
+    default_internal_user_params:
+      'tollgate gives users made by /user/new no defaults: send max_budget and the limits in each call (or declare them under users[]); then remove this',
+    guardrails:
+      'tollgate runs no guardrails (PII masking, prompt-injection checks): run them in front of it (an Envoy ext_proc filter) or at the model server; then remove this',
     max_budget: 'tollgate has no proxy-wide budget: set max_budget (and budget_duration) on keys[], teams[] or users[]; then remove this',
     budget_duration:
       'tollgate has no proxy-wide budget: set budget_duration (with max_budget) on keys[], teams[] or users[]; then remove this',
@@ -149,11 +183,15 @@ const LIMIT_SETTINGS: Readonly<Record<'general' | 'settings' | 'params' | 'info'
       'tollgate does not cap what /key/generate may set: only the master key and auth.admin_groups may generate keys; then remove this',
   },
   params: {
+    input_cost_per_second: PER_SECOND,
+    output_cost_per_second: PER_SECOND,
     max_parallel_requests:
       'tollgate does not cap parallel requests per deployment: cap them at the backend (vLLM --max-num-seqs), or use rpm / tpm here, or max_parallel_requests on keys[], teams[] or users[]; then remove this',
     max_budget: 'tollgate has no per-deployment budget: set max_budget on keys[], teams[] or users[], or rpm / tpm here; then remove this',
   },
   info: {
+    input_cost_per_second: PER_SECOND,
+    output_cost_per_second: PER_SECOND,
     access_groups:
       'tollgate has no model access groups: list the model aliases in keys[].models or teams[].models (or write a policy rule over `model`); then remove this',
   },
@@ -293,6 +331,8 @@ export function setAsideLiteLlmKeys(raw: Record<string, unknown>): CompatResult 
     if (k.startsWith('x-')) continue;
     if (k === 'environment_variables' && isObject(v)) {
       environmentVariables = Object.fromEntries(Object.entries(v).map(([name, val]) => [name, String(val)]));
+    } else if (k === 'guardrails' && v !== null && !(Array.isArray(v) && v.length === 0)) {
+      errors.push({ path: [k], message: LIMIT_SETTINGS.settings['guardrails'] as string });
     } else if (!OURS.top.has(k) && LITELLM_TOP_LEVEL.has(k)) {
       ignored([k]);
     } else {
@@ -321,6 +361,14 @@ export function setAsideLiteLlmKeys(raw: Record<string, unknown>): CompatResult 
         delete rest[k];
       }
     }
+    if (rest['enable_tag_filtering'] === true) {
+      errors.push({
+        path: ['router_settings', 'enable_tag_filtering'],
+        message:
+          'tollgate does not route by tags, so no deployment would be kept from a request: give tagged deployments an alias of their own and allow it per key or team (models), or write a policy rule; then remove this',
+      });
+      delete rest['enable_tag_filtering'];
+    }
     config['router_settings'] = rest;
   }
   config['router_settings'] = strip(config['router_settings'], ['router_settings'], LITELLM_ROUTER_SETTINGS, OURS.router, ignored);
@@ -344,6 +392,11 @@ export function setAsideLiteLlmKeys(raw: Record<string, unknown>): CompatResult 
         }
       } else if (limit !== undefined) {
         errors.push({ path: ['litellm_settings', k], message: limit });
+      } else if (CALLBACK_KEYS.has(k) && guards(v).length > 0) {
+        errors.push({
+          path: ['litellm_settings', k],
+          message: `${guards(v).join(', ')}: LiteLLM guardrails that tollgate does not run; run them in front of it (an Envoy ext_proc filter) or at the model server, and remove them here (other callbacks may stay: they are ignored)`,
+        });
       } else if (k === 'cache_params' && isObject(v) && namesRedis(v)) {
         cacheRedis = ['litellm_settings', k];
       } else if (LITELLM_SETTINGS.has(k)) {
@@ -366,7 +419,7 @@ export function setAsideLiteLlmKeys(raw: Record<string, unknown>): CompatResult 
       if (isObject(params)) {
         const rest: Record<string, unknown> = {};
         for (const [k, v] of Object.entries(params)) {
-          const limit = own(LIMIT_SETTINGS.params, k);
+          const limit = zeroPrice(k, v) ? undefined : own(LIMIT_SETTINGS.params, k);
           if (OURS.params.has(k)) rest[k] = v;
           else if (limit !== undefined) errors.push({ path: at('litellm_params', k), message: limit });
           else if (k === 'max_tokens')
@@ -396,7 +449,7 @@ export function setAsideLiteLlmKeys(raw: Record<string, unknown>): CompatResult 
       if (isObject(info)) {
         const rest: Record<string, unknown> = {};
         for (const [k, v] of Object.entries(info)) {
-          const limit = own(LIMIT_SETTINGS.info, k);
+          const limit = zeroPrice(k, v) ? undefined : own(LIMIT_SETTINGS.info, k);
           if (OURS.info.has(k)) rest[k] = v;
           else if (limit !== undefined) errors.push({ path: at('model_info', k), message: limit });
           else if (behaviouralModelInfo(k)) ignored(at('model_info', k));
@@ -469,6 +522,17 @@ function strip(
 }
 
 /** `rec[k]` for an own key only: a config key named `constructor` is not Object.prototype's. */
+/** A price by the second of 0: no cost to miss (the chart's schema, which cannot see values, refuses them all). */
+function zeroPrice(k: string, v: unknown): boolean {
+  return k.endsWith('_cost_per_second') && v === 0;
+}
+
+/** The guardrail callbacks a callbacks list names (a list, or one name as a string). */
+function guards(v: unknown): string[] {
+  const names = Array.isArray(v) ? v : [v];
+  return names.filter((n): n is string => typeof n === 'string' && GUARD_CALLBACKS.has(n));
+}
+
 function own(rec: Readonly<Record<string, string>>, k: string): string | undefined {
   return Object.hasOwn(rec, k) ? rec[k] : undefined;
 }

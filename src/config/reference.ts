@@ -116,6 +116,10 @@ export const DESCRIPTIONS: Readonly<Record<string, string>> = {
   'general_settings.context_signing_key':
     'secret (≥ 32 characters) that signs `x-tollgate-context` and seals backend keys, the same on every replica; absent: derived from `master_key`',
   'general_settings.log_level': 'log level; `LOG_LEVEL` in the environment wins',
+  'general_settings.enforce_user_param':
+    "LiteLLM's: every model request must carry a `user` field, else 400 `invalid_body` (as `enforced_params: [user]`)",
+  'general_settings.enforced_params':
+    "LiteLLM's: body fields every model request must carry (`metadata.generation_name` for a nested one), else 400 `invalid_body` naming it",
   'auth.jwt.header': 'header carrying the JWT (raw or `Bearer <JWT>`)',
   'auth.jwt.issuer': "the IdP's issuer; `<issuer>/.well-known/openid-configuration` is read for the JWKS",
   'auth.jwt.audience': 'accepted `aud` value(s)',

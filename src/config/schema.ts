@@ -178,6 +178,12 @@ export const generalSettings = z
      * Absent: derived from master_key.
      */
     context_signing_key: z.string().min(32, { error: 'too short: use at least 32 random characters' }).optional(),
+    /** LiteLLM's: every model request must carry a `user` field (400 invalid_body without it). */
+    enforce_user_param: z.boolean().default(false),
+    /** LiteLLM's: body fields every model request must carry (`metadata.generation_name`: a nested field). */
+    enforced_params: z
+      .array(z.string().regex(/^[^.\s]+(\.[^.\s]+)*$/, { error: 'not a field name: write e.g. user or metadata.generation_name' }))
+      .default([]),
     /** tollgate's own: the log level (the LOG_LEVEL environment variable wins). */
     log_level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).optional(),
   })

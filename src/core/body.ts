@@ -8,6 +8,8 @@ export interface ModelBody {
   /** `n`: completions generated, each up to maxTokens (1 when absent). */
   readonly choices: number;
   readonly stream: boolean;
+  /** The body itself, parsed (fields a config requires are looked up in it). */
+  readonly json: Readonly<Record<string, unknown>>;
 }
 
 export type BodyResult =
@@ -74,5 +76,6 @@ export function modelBodyOf(value: unknown): BodyResult {
     maxTokens: typeof mt === 'number' ? mt : undefined,
     choices: typeof n === 'number' ? n : 1,
     stream: stream === true,
+    json: o,
   };
 }

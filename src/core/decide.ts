@@ -49,6 +49,8 @@ export interface DecisionRules {
   readonly health: DeploymentHealth;
   /** router_settings.fallbacks: alias → aliases tried when its group is exhausted. */
   readonly fallbacks: ReadonlyMap<string, readonly string[]>;
+  /** Body fields every model request must carry (general_settings.enforce_user_param, enforced_params). */
+  readonly requiredParams: readonly string[];
 }
 
 /** Who the caller is, as the allowed request will carry it. */
@@ -159,6 +161,10 @@ export function decide(input: DecisionInput, rules: DecisionRules, nowMs: number
     if (!parsed.ok) return deny(parsed.code, parsed.message);
     body = parsed;
     model = parsed.model;
+    for (const field of rules.requiredParams) {
+      if (!present(parsed.json, field))
+        return deny('invalid_body', `This proxy requires ${field} in every request body: send it (general_settings of its config).`);
+    }
     if (record !== undefined && !keyAllows(record.models, model, team)) return deny('model_not_allowed');
     if (team !== undefined && !allows(team.models, model))
       return deny('model_not_allowed', "This key's team may not use the requested model.");
@@ -219,6 +225,16 @@ export function decide(input: DecisionInput, rules: DecisionRules, nowMs: number
 }
 
 const NONE: readonly string[] = Object.freeze([]);
+
+/** Whether `field` (dotted for a nested one: metadata.generation_name) is in `body`, not null and not "". */
+function present(body: Readonly<Record<string, unknown>>, field: string): boolean {
+  let v: unknown = body;
+  for (const part of field.split('.')) {
+    if (typeof v !== 'object' || v === null || Array.isArray(v) || !Object.hasOwn(v, part)) return false;
+    v = (v as Record<string, unknown>)[part];
+  }
+  return v !== undefined && v !== null && v !== '';
+}
 
 function allow(principal: Principal, body: ModelBody | undefined, deployment: Deployment | undefined): Decision {
   return { allow: true, principal, body, deployment, fallbacks: NONE, hidden: NONE };

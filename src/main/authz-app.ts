@@ -49,6 +49,7 @@ export function buildAuthorizer(
       catalog: opts.catalog ?? ModelCatalog.fromConfig(config.model_list),
       health: ALWAYS_HEALTHY,
       fallbacks: new Map(config.router_settings.fallbacks.flatMap((f) => Object.entries(f))),
+      requiredParams: requiredParams(config),
     },
     keys,
     teams,
@@ -61,6 +62,12 @@ export function buildAuthorizer(
     limiter: opts.limiter,
   });
   return { authorizer, keys, teams, verifier, jwtHeader, maxBodyBytes };
+}
+
+/** general_settings.enforce_user_param and enforced_params, as one list of body fields. */
+export function requiredParams(config: Config): readonly string[] {
+  const gs = config.general_settings;
+  return [...new Set([...(gs.enforce_user_param ? ['user'] : []), ...gs.enforced_params])];
 }
 
 export function teamsFromConfig(config: Config): Map<string, TeamRecord> {

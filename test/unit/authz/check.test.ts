@@ -158,7 +158,7 @@ function allowed(p: Principal = principal(), model: string | null = 'llama', con
   const decision: Decision = {
     allow: true,
     principal: p,
-    body: model === null ? undefined : { ok: true, model, maxTokens: undefined, choices: 1, stream: false },
+    body: model === null ? undefined : { ok: true, model, maxTokens: undefined, choices: 1, stream: false, json: { model } },
     deployment: model === null ? undefined : DEPLOYMENT,
     fallbacks: [],
     hidden: [],

@@ -367,7 +367,6 @@ litellm_settings:
 general_settings:
   global_max_parallel_requests: 100
   max_parallel_requests: 10
-  enforced_params: [user]
 `;
     const r = failed(text);
     const expected: Record<string, RegExp> = {
@@ -380,7 +379,6 @@ general_settings:
       'litellm_settings.upperbound_key_generate_params': /admin_groups/,
       'general_settings.global_max_parallel_requests': /Envoy/,
       'general_settings.max_parallel_requests': /vLLM --max-num-seqs/,
-      'general_settings.enforced_params': /policy rule/,
     };
     assert.deepEqual(r.issues.map((i) => i.path).sort(), Object.keys(expected).sort());
     for (const [p, m] of Object.entries(expected)) {
@@ -389,6 +387,50 @@ general_settings:
       assert.match(i.message, /remove this/);
       assert.equal(typeof i.line, 'number');
     }
+  });
+});
+
+describe('LiteLLM guardrails, key defaults, tag routing and prices by the second are refused, not ignored', () => {
+  test('each is an error saying what to do instead; the harmless ones stay warnings', () => {
+    const text = `${MINIMAL}guardrails:
+  - guardrail_name: pii
+    litellm_params: { guardrail: presidio, mode: pre_call }
+router_settings:
+  enable_tag_filtering: true
+litellm_settings:
+  callbacks: [prometheus, presidio, hide_secrets]
+  success_callback: [langfuse]
+  default_key_generate_params: { max_budget: 10 }
+  default_internal_user_params: { max_budget: 1 }
+general_settings:
+  enforce_rbac: true
+`;
+    const r = failed(text);
+    const expected: Record<string, RegExp> = {
+      guardrails: /runs no guardrails/,
+      'router_settings.enable_tag_filtering': /does not route by tags/,
+      'litellm_settings.callbacks': /^presidio, hide_secrets: LiteLLM guardrails/,
+      'litellm_settings.default_key_generate_params': /no defaults/,
+      'litellm_settings.default_internal_user_params': /no defaults/,
+      'general_settings.enforce_rbac': /access-control/,
+    };
+    assert.deepEqual(r.issues.map((i) => i.path).sort(), Object.keys(expected).sort());
+    for (const [p, m] of Object.entries(expected)) assert.match(at(r.issues, p).message, m, p);
+  });
+
+  test('a price by the second is refused unless it is 0; enforce_user_param and enforced_params are taken', () => {
+    const priced = failed(`model_list:
+  - model_name: x
+    litellm_params: { model: hosted_vllm/foo, api_base: "http://v:8000/v1", input_cost_per_second: 0.001, output_cost_per_second: 0 }
+    model_info: { output_cost_per_second: 0.002, input_cost_per_second: 0 }
+`);
+    assert.deepEqual(priced.issues.map((i) => i.path).sort(), [
+      'model_list[0].litellm_params.input_cost_per_second',
+      'model_list[0].model_info.output_cost_per_second',
+    ]);
+    const c = loaded(`${MINIMAL}general_settings:\n  enforce_user_param: true\n  enforced_params: [metadata.generation_name]\n`).config;
+    assert.equal(c.general_settings.enforce_user_param, true);
+    assert.deepEqual(c.general_settings.enforced_params, ['metadata.generation_name']);
   });
 });
 

@@ -4,30 +4,31 @@ import assert from 'node:assert/strict';
 import { parseModelBody, type BodyResult } from '../../../src/core/body.js';
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
-const ok = (model: string, maxTokens: number | undefined = undefined, stream = false, choices = 1): BodyResult => ({
+type Expected = Exclude<BodyResult, { ok: true }> | Omit<Extract<BodyResult, { ok: true }>, 'json'>;
+const ok = (model: string, maxTokens: number | undefined = undefined, stream = false, choices = 1): Expected => ({
   ok: true,
   model,
   maxTokens,
   choices,
   stream,
 });
-const BAD_MAX: BodyResult = { ok: false, code: 'invalid_body', message: 'max_tokens must be a positive integer.' };
-const BAD_MCT: BodyResult = {
+const BAD_MAX: Expected = { ok: false, code: 'invalid_body', message: 'max_tokens must be a positive integer.' };
+const BAD_MCT: Expected = {
   ok: false,
   code: 'invalid_body',
   message: 'max_completion_tokens must be a positive integer.',
 };
-const BAD_N: BodyResult = { ok: false, code: 'invalid_body', message: 'n must be an integer from 1 to 128.' };
-const BAD_STREAM: BodyResult = { ok: false, code: 'invalid_body', message: 'stream must be true or false.' };
-const INVALID: BodyResult = { ok: false, code: 'invalid_body' };
-const BAD_MODEL: BodyResult = {
+const BAD_N: Expected = { ok: false, code: 'invalid_body', message: 'n must be an integer from 1 to 128.' };
+const BAD_STREAM: Expected = { ok: false, code: 'invalid_body', message: 'stream must be true or false.' };
+const INVALID: Expected = { ok: false, code: 'invalid_body' };
+const BAD_MODEL: Expected = {
   ok: false,
   code: 'invalid_body',
   message: 'model must be a string of at most 256 characters: the name of a model (GET /v1/models lists them).',
 };
-const MISSING: BodyResult = { ok: false, code: 'missing_model' };
+const MISSING: Expected = { ok: false, code: 'missing_model' };
 
-const cases: Array<[name: string, body: string | Uint8Array, expected: BodyResult]> = [
+const cases: Array<[name: string, body: string | Uint8Array, expected: Expected]> = [
   ['string body', '{"model":"llama","messages":[]}', ok('llama')],
   ['byte body', enc('{"model":"llama"}'), ok('llama')],
   ['UTF-8 multi-byte model in bytes', enc('{"model":"modèle-日本"}'), ok('modèle-日本')],
@@ -80,7 +81,13 @@ const cases: Array<[name: string, body: string | Uint8Array, expected: BodyResul
 
 describe('parseModelBody', () => {
   for (const [name, body, expected] of cases) {
-    test(name, () => assert.deepEqual(parseModelBody(body), expected));
+    test(name, () => {
+      const r = parseModelBody(body);
+      if (!r.ok) return assert.deepEqual(r, expected);
+      const { json, ...rest } = r;
+      assert.equal(json['model'], r.model, 'the parsed body is kept');
+      assert.deepEqual(rest, expected);
+    });
   }
   test('never throws on hostile input', () => {
     for (const body of ['{"model":"a"'.repeat(1000), '\u0000', '{"__proto__":{"model":"x"}}', new Uint8Array([0xc0, 0x80])]) {

@@ -107,6 +107,7 @@ const RULES: DecisionRules = {
   catalog: CATALOG,
   health: HEALTHY,
   fallbacks: new Map([['llama', ['qwen']]]),
+  requiredParams: [],
 };
 
 const MODEL_INPUT: DecisionInput = {
@@ -333,6 +334,45 @@ table('decide: the body', [
     name: 'UTF-8 bytes body → allowed',
     input: { body: new TextEncoder().encode('{"model":"qwen","max_tokens":10}') },
     expect: { allow: true, model: 'qwen', deployment: 'qwen-a' },
+  },
+  {
+    name: 'enforce_user_param: no user → invalid_body naming it',
+    rules: { requiredParams: ['user'] },
+    expect: {
+      allow: false,
+      code: 'invalid_body',
+      message: 'This proxy requires user in every request body: send it (general_settings of its config).',
+    },
+  },
+  {
+    name: 'enforce_user_param: user "" → invalid_body',
+    input: { body: '{"model":"llama","user":""}' },
+    rules: { requiredParams: ['user'] },
+    expect: { allow: false, code: 'invalid_body' },
+  },
+  {
+    name: 'enforce_user_param: a user → allowed',
+    input: { body: '{"model":"llama","user":"u-1"}' },
+    rules: { requiredParams: ['user'] },
+    expect: { allow: true },
+  },
+  {
+    name: 'enforced_params: a nested field present → allowed',
+    input: { body: '{"model":"llama","metadata":{"generation_name":"g"}}' },
+    rules: { requiredParams: ['metadata.generation_name'] },
+    expect: { allow: true },
+  },
+  {
+    name: 'enforced_params: a nested field absent (or its parent not an object) → invalid_body',
+    input: { body: '{"model":"llama","metadata":"generation_name"}' },
+    rules: { requiredParams: ['metadata.generation_name'] },
+    expect: { allow: false, code: 'invalid_body' },
+  },
+  {
+    name: 'enforced_params: an inherited name is not a field',
+    input: { body: '{"model":"llama","metadata":{}}' },
+    rules: { requiredParams: ['metadata.constructor'] },
+    expect: { allow: false, code: 'invalid_body' },
   },
 ]);
 
