@@ -44,9 +44,16 @@ const httpUrl = z.url({
  * (LiteLLM's `text-completion-openai/` is one too, used for base models served on /v1/completions).
  */
 export const SUPPORTED_PROVIDERS = ['openai', 'hosted_vllm', 'text-completion-openai'] as const;
-const providerModel = z.string().refine((m) => SUPPORTED_PROVIDERS.some((p) => m.startsWith(`${p}/`) && m.length > p.length + 1), {
-  error: `not a supported model: write openai/<backend model id> (or hosted_vllm/<id>, text-completion-openai/<id>); tollgate forwards to OpenAI-compatible servers such as vLLM and Ray Serve`,
-});
+/** LiteLLM's wildcard routes (`model_name: "*"`, `openai/*`): every alias a caller may use is listed here. */
+const WILDCARD =
+  'a wildcard route, which tollgate does not serve (every model a key may use is named, listed and priced): list each model the server serves as a model_list entry of its own (GET <api_base>/models names them)';
+
+const providerModel = z
+  .string()
+  .refine((m) => SUPPORTED_PROVIDERS.some((p) => m.startsWith(`${p}/`) && m.length > p.length + 1), {
+    error: `not a supported model: write openai/<backend model id> (or hosted_vllm/<id>, text-completion-openai/<id>); tollgate forwards to OpenAI-compatible servers such as vLLM and Ray Serve`,
+  })
+  .refine((m) => !m.endsWith('*'), { error: WILDCARD });
 
 /** LiteLLM's model_info.mode values; tollgate serves chat, completion and embedding (the loader warns for the rest). */
 export const MODEL_MODES = [
@@ -116,7 +123,10 @@ export const modelInfo = z
 
 export const modelEntry = z
   .object({
-    model_name: z.string().min(1),
+    model_name: z
+      .string()
+      .min(1)
+      .refine((m) => !m.includes('*'), { error: WILDCARD }),
     litellm_params: litellmParams,
     model_info: modelInfo.default({}),
   })

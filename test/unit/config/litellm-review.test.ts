@@ -434,6 +434,24 @@ general_settings:
   });
 });
 
+describe("LiteLLM's wildcard routes", () => {
+  test('model_name "*" and a provider model ending in * are errors saying to list each model', () => {
+    const r = failed(`model_list:
+  - model_name: "*"
+    litellm_params: { model: "hosted_vllm/*", api_base: "http://v:8000/v1" }
+  - model_name: "llama/*"
+    litellm_params: { model: "openai/meta-llama/*", api_base: "http://v:8000/v1" }
+`);
+    assert.deepEqual(r.issues.map((i) => i.path).sort(), [
+      'model_list[0].litellm_params.model',
+      'model_list[0].model_name',
+      'model_list[1].litellm_params.model',
+      'model_list[1].model_name',
+    ]);
+    for (const i of r.issues) assert.match(i.message, /wildcard route.*list each model/);
+  });
+});
+
 describe("LiteLLM's response cache in Redis", () => {
   const CACHE = `${MINIMAL}litellm_settings:
   cache: true
