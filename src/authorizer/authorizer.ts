@@ -113,7 +113,10 @@ export class Authorizer {
     nowMs: number,
   ): Authorization | Promise<Authorization> {
     const key = this.#lookupKey(facts.headers['authorization']);
-    if (key === 'unknown') {
+    // The records are asked only when the answer can matter: not for a probe, nor when the token already
+    // decides the denial (unauthenticated traffic must not fill the database's read slots).
+    const tokenDenies = jwt !== undefined && !jwt.ok && (jwt.failure !== 'missing' || this.#rules.jwtRequired);
+    if (key === 'unknown' && route !== 'probe' && !tokenDenies) {
       // Perhaps made on another replica a moment ago, its broadcast still on the way: the records know it.
       const late = this.#d.keys.lookupMissing?.(sha256Hex(bearerKey(facts.headers['authorization']) as string));
       if (late !== undefined) return late.then((k) => this.#decide(facts, path, route, requestId, jwt, k ?? 'unknown', nowMs));
