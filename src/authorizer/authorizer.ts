@@ -214,7 +214,8 @@ export class Authorizer {
       m: decision.body?.model,
       d: decision.deployment?.id,
       f: decision.fallbacks.length > 0 ? decision.fallbacks : undefined,
-      h: decision.hidden.length > 0 ? decision.hidden : undefined,
+      // The shorter of the two lists, so a policy that hides most of a long catalog still fits a header.
+      ...this.#listing(decision.hidden),
       adm: p.admin ? 1 : undefined,
       l: lease?.id,
       rt: lease?.reservedTokens,
@@ -224,6 +225,14 @@ export class Authorizer {
       x: nowMs + CONTEXT_TTL_MS,
     };
     return { decision, route, requestId, context: this.#d.signer.sign(claims), lease, headers };
+  }
+
+  #listing(hidden: readonly string[]): { h?: readonly string[]; v?: readonly string[] } {
+    if (hidden.length === 0) return {};
+    const aliases = [...this.#rules.catalog.aliases()];
+    if (2 * hidden.length <= aliases.length) return { h: hidden };
+    const gone = new Set(hidden);
+    return { v: aliases.filter((a) => !gone.has(a)) };
   }
 
   #lookupKey(header: string | undefined): KeyRecord | 'missing' | 'malformed' | 'unknown' | 'master' {

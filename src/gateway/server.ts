@@ -58,6 +58,8 @@ interface Identity {
   readonly fallbacks: readonly string[];
   /** Model listing routes: aliases the policy denies this caller. */
   readonly hidden: readonly string[];
+  /** Model listing routes, when Check signed these instead: the only aliases the policy leaves this caller. */
+  readonly visible?: readonly string[] | undefined;
   /** The caller's key; 'gone' when the context names a key the directory no longer has. */
   readonly key: KeyRecord | undefined | 'gone';
   readonly teamId: string | undefined;
@@ -354,6 +356,7 @@ function fromClaims(deps: GatewayDeps, c: ContextClaims): Identity {
     deployment: c.d,
     fallbacks: Array.isArray(c.f) ? c.f : [],
     hidden: Array.isArray(c.h) ? c.h : [],
+    visible: Array.isArray(c.v) ? c.v : undefined,
     key: c.k === undefined ? undefined : (deps.keys.byId(c.k) ?? 'gone'),
     teamId: c.t,
     lease:
@@ -368,6 +371,7 @@ function fromClaims(deps: GatewayDeps, c: ContextClaims): Identity {
 /** Whether this caller may use `alias` (key and team allow-lists, and policy), as `GET /v1/models` lists them. */
 function mayUse(deps: GatewayDeps, id: Identity, alias: string): boolean {
   if (id.hidden.length > 0 && id.hidden.includes(alias)) return false;
+  if (id.visible !== undefined && !id.visible.includes(alias)) return false;
   // A key removed since authz signed the context may use nothing.
   const key = id.key;
   const team = id.teamId === undefined ? undefined : deps.teams.get(id.teamId);

@@ -27,6 +27,8 @@ export interface ContextClaims {
   readonly f?: readonly string[] | undefined;
   /** Model listing routes: aliases the policy denies this caller. */
   readonly h?: readonly string[] | undefined;
+  /** Model listing routes, instead of `h` when shorter: the only aliases the policy leaves this caller. */
+  readonly v?: readonly string[] | undefined;
   /** Lease id of the limits admission, and the tokens it reserved (settled by the gateway). */
   readonly l?: string | undefined;
   readonly rt?: number | undefined;

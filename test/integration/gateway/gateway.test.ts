@@ -369,6 +369,12 @@ describe('gateway', () => {
         const headers: Record<string, string> = {};
         for (const [k, v] of fwd) if (!k.startsWith(':')) headers[k] = v.join(',');
         assert.equal(headers['authorization'], undefined, 'the key was removed');
+        // Three of four aliases hidden: the context names the one left instead, the shorter list.
+        const claims = JSON.parse(Buffer.from(String(headers['x-tollgate-context']).split('.')[1] ?? '', 'base64url').toString('utf8')) as {
+          h?: unknown;
+          v?: unknown;
+        };
+        assert.deepEqual([claims.h, claims.v], [undefined, ['llama']]);
         const r = await fetch(`${base}${path}`, { headers });
         if (typeof expected === 'number') assert.equal(r.status, expected);
         else
