@@ -218,6 +218,7 @@ export class Authorizer {
       ...this.#listing(decision.hidden),
       adm: p.admin ? 1 : undefined,
       l: lease?.id,
+      n: lease === undefined ? randomUUID() : undefined,
       rt: lease?.reservedTokens,
       r: requestId,
       p: `${facts.method} ${path}`,

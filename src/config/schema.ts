@@ -121,12 +121,15 @@ export const modelInfo = z
   })
   .strict();
 
+/** An alias clients send as `model`; never a wildcard. */
+export const modelName = z
+  .string()
+  .min(1)
+  .refine((m) => !m.includes('*'), { error: WILDCARD });
+
 export const modelEntry = z
   .object({
-    model_name: z
-      .string()
-      .min(1)
-      .refine((m) => !m.includes('*'), { error: WILDCARD }),
+    model_name: modelName,
     litellm_params: litellmParams,
     model_info: modelInfo.default({}),
   })

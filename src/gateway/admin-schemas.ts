@@ -6,7 +6,7 @@
  * LiteLLM's). Text the records database cannot store (U+0000, a lone surrogate) is refused up front.
  */
 import { z } from 'zod';
-import { duration, limitFields, litellmParams, modelInfo } from '../config/schema.js';
+import { duration, limitFields, litellmParams, modelInfo, modelName } from '../config/schema.js';
 import { formatPath } from '../config/issues.js';
 import { afterDuration } from '../store/counters.js';
 
@@ -199,7 +199,7 @@ export const userDelete = z.object({ user_ids: z.array(id).min(1).max(100) }).st
 
 export const modelNew = z
   .object({
-    model_name: z.string().min(1).max(200),
+    model_name: modelName.max(200),
     litellm_params: litellmParams,
     model_info: modelInfo.nullish().transform((v) => v ?? {}),
   })

@@ -41,8 +41,10 @@ export interface GatewayDeps {
     | {
         begin(lease: Lease): void;
         end(lease: Lease): void;
-        /** Takes a signed context's lease, once: a context sent again is refused (Limiter.claim). */
-        claim(lease: Lease, untilMs: number): ClaimResult | Promise<ClaimResult>;
+        /** Takes a signed context's one use: a context sent again is refused (Limiter.claim). */
+        claim(id: string, untilMs: number, strict: boolean): ClaimResult | Promise<ClaimResult>;
+        /** Gives back a lease taken at Check whose request is not served (its context could not be claimed). */
+        release(lease: Lease): void;
       }
     | undefined;
   /** The admin API (absent without a records database). */
@@ -266,12 +268,20 @@ function identify(
     const checked = deps.signer.verify(ctx, now);
     // Digested as received, whatever the method: Check saw the same bytes.
     if (checked.ok && bound(checked.claims, method, path, req.body ?? undefined, parsed)) {
-      const id = fromClaims(deps, checked.claims);
-      const claim = id.lease === undefined ? undefined : deps.leases?.claim(id.lease, checked.claims.x);
+      const claims = checked.claims;
+      const id = fromClaims(deps, claims);
+      // Its one use: by the lease id, or by a nonce when nothing was leased (an admin call, a key without
+      // limits). A context with neither (signed by a version before this one) is taken as it is.
+      const once = claims.l ?? claims.n;
+      const claim = once === undefined ? undefined : deps.leases?.claim(once, claims.x, claims.adm === 1);
       if (claim === undefined || claim === 'claimed') return id;
       const claimed = (c: ClaimResult): IdentifyResult | Promise<IdentifyResult> => {
         if (c === 'claimed') return id;
-        if (c === 'store') return { error: 'store_unavailable', message: undefined, requestId: id.caller.requestId, headers: undefined };
+        if (c === 'store') {
+          // Not served: the lease Check took must not hold its slot until it expires.
+          if (id.lease !== undefined) deps.leases?.release(id.lease);
+          return { error: 'store_unavailable', message: undefined, requestId: id.caller.requestId, headers: undefined };
+        }
         refused(deps, 'sent before');
         return authorizeHere(deps, req, method, body, parsed, now);
       };

@@ -31,6 +31,8 @@ export interface ContextClaims {
   readonly v?: readonly string[] | undefined;
   /** Lease id of the limits admission, and the tokens it reserved (settled by the gateway). */
   readonly l?: string | undefined;
+  /** Without a lease: a nonce, so the gateway can take this context's one use all the same (Limiter.claim). */
+  readonly n?: string | undefined;
   readonly rt?: number | undefined;
   /** Request id. */
   readonly r: string;

@@ -67,9 +67,14 @@ export class Accounting implements SpendRecorder {
     this.#inFlight.add(lease);
   }
 
-  /** Takes the lease a signed context carries, once (Limiter.claim); without limits there is none to take. */
-  claim(lease: Lease, untilMs: number): ClaimResult | Promise<ClaimResult> {
-    return this.#limiter === undefined ? 'claimed' : this.#limiter.claim(lease.id, untilMs, Date.now());
+  /** Takes a signed context's one use (Limiter.claim); `strict` for the admin API. */
+  claim(id: string, untilMs: number, strict: boolean): ClaimResult | Promise<ClaimResult> {
+    return this.#limiter === undefined ? 'claimed' : this.#limiter.claim(id, untilMs, Date.now(), strict);
+  }
+
+  /** A lease taken at Check whose request will not be served here: released at once (Limiter.release). */
+  release(lease: Lease): void {
+    this.#limiter?.release(lease, Date.now());
   }
 
   /** The request is over, recorded or not (a fault): stop renewing its lease. */

@@ -21,6 +21,8 @@ import type { BudgetCalendar, BudgetPeriod } from './calendar.js';
 export const WINDOW_MS = 60_000;
 /** A lease not renewed for this long belongs to a replica that died. */
 export const LEASE_TTL_MS = 30_000;
+/** How long a context's claim (Counters.claim) is kept past the context's expiry: clocks between replicas differ. */
+export const CLAIM_MARGIN_MS = 60_000;
 /** How often the replica holding a request renews its leases. */
 export const LEASE_RENEW_MS = 10_000;
 
@@ -94,10 +96,11 @@ export interface Counters {
    */
   settle(req: SettleRequest): Promise<string | undefined>;
   /**
-   * Takes a lease for the one request it was admitted for: true the first time, false ever after (until
-   * `untilMs`, when the context that carries it has expired anyway). A context sent again is refused.
+   * Takes a signed context's one use (its lease id, or its nonce): true the first time, false ever after —
+   * kept a minute past `untilMs`, when the context has expired anyway, so a replica whose clock runs behind
+   * still finds it. A context sent again is refused.
    */
-  claim(leaseId: string, untilMs: number, now: number): Promise<boolean>;
+  claim(id: string, untilMs: number, now: number): Promise<boolean>;
   /** Keeps the leases of requests still in flight alive. */
   renew(leases: readonly { readonly requestId: string; readonly subjects: readonly LimitSubject[] }[], now: number): Promise<void>;
   /** Adds spend that settled while the counters could not be reached (replayed from the spend log). */

@@ -237,17 +237,23 @@ export class Limiter {
   }
 
   /**
-   * The gateway takes the lease a signed context carries before it serves the request: 'claimed' the first
-   * time; 'taken' when the context was sent before (a replay would pass every limit again: the lease was
-   * counted once); 'store' when the counters cannot say and failure_mode is closed (open: claimed).
+   * The gateway takes a signed context's one use (its lease id, or its nonce) before it serves the request:
+   * 'claimed' the first time; 'taken' when the context was sent before (a replay would pass every limit, and
+   * repeat an admin write); 'store' when the counters cannot say and failure_mode is closed — or `strict`
+   * (the admin API: a repeated write is worse than a refused one). Open: claimed.
    */
-  claim(leaseId: string, untilMs: number, now: number): ClaimResult | Promise<ClaimResult> {
+  claim(id: string, untilMs: number, now: number, strict: boolean): ClaimResult | Promise<ClaimResult> {
     const counters = this.counters;
-    if (counters instanceof MemoryCounters) return counters.claimNow(leaseId, untilMs, now) ? 'claimed' : 'taken';
-    return counters.claim(leaseId, untilMs, now).then(
+    if (counters instanceof MemoryCounters) return counters.claimNow(id, untilMs, now) ? 'claimed' : 'taken';
+    return counters.claim(id, untilMs, now).then(
       (first) => (first ? 'claimed' : 'taken'),
-      (err: unknown) => (this.#fault(err, undefined, 'claim').ok ? 'claimed' : 'store'),
+      (err: unknown) => (this.#fault(err, undefined, 'claim').ok && !strict ? 'claimed' : 'store'),
     );
+  }
+
+  /** A lease whose request will not be served (its context could not be claimed): its slot and reservations back. */
+  release(lease: Lease, now: number): void {
+    this.settle(lease, 0, 0, now)?.catch(() => undefined); // unreleased, it expires with LEASE_TTL_MS
   }
 
   /** Keeps the leases of requests in flight alive (a replica that dies stops renewing, and its leases expire). */

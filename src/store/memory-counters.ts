@@ -3,6 +3,7 @@
  * (redis-counters.ts), over plain maps and arrays. Exact for one replica; said at startup.
  */
 import {
+  CLAIM_MARGIN_MS,
   LEASE_TTL_MS,
   WINDOW_MS,
   tighter,
@@ -70,21 +71,21 @@ export class MemoryCounters implements Counters {
     return Promise.resolve(this.admitNow(req));
   }
 
-  /** Lease ids claimed (Counters.claim), with when each claim may be forgotten; swept as it grows. */
+  /** Contexts claimed (Counters.claim), with when each claim may be forgotten; swept as it grows. */
   readonly #claims = new Map<string, number>();
   #claimsSwept = 1024;
 
-  claim(leaseId: string, untilMs: number, now: number): Promise<boolean> {
-    return Promise.resolve(this.claimNow(leaseId, untilMs, now));
+  claim(id: string, untilMs: number, now: number): Promise<boolean> {
+    return Promise.resolve(this.claimNow(id, untilMs, now));
   }
 
-  claimNow(leaseId: string, untilMs: number, now: number): boolean {
-    if (this.#claims.has(leaseId)) return false;
+  claimNow(id: string, untilMs: number, now: number): boolean {
+    if (this.#claims.has(id)) return false;
     if (this.#claims.size >= this.#claimsSwept) {
       for (const [id, until] of this.#claims) if (until < now) this.#claims.delete(id);
       this.#claimsSwept = Math.max(1024, 2 * this.#claims.size);
     }
-    this.#claims.set(leaseId, untilMs + 1_000);
+    this.#claims.set(id, untilMs + CLAIM_MARGIN_MS);
     return true;
   }
 

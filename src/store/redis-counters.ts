@@ -17,6 +17,7 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import {
+  CLAIM_MARGIN_MS,
   LEASE_TTL_MS,
   WINDOW_MS,
   type Admission,
@@ -334,10 +335,9 @@ export class RedisCounters implements Counters {
     return String(await this.redis.tgSettle(keys.length, ...keys, ...args));
   }
 
-  async claim(leaseId: string, untilMs: number, now: number): Promise<boolean> {
-    // A second past the context's expiry: a clock a little behind this one's still finds the claim.
-    const ttl = Math.max(1, untilMs - now) + 1_000;
-    return (await this.redis.set(`${this.#prefix}claimed:${leaseId}`, '1', 'PX', ttl, 'NX')) === 'OK';
+  async claim(id: string, untilMs: number, now: number): Promise<boolean> {
+    const ttl = Math.max(1, untilMs - now) + CLAIM_MARGIN_MS;
+    return (await this.redis.set(`${this.#prefix}claimed:${id}`, '1', 'PX', ttl, 'NX')) === 'OK';
   }
 
   #settledKey(leaseId: string): string {

@@ -689,6 +689,16 @@ keys:
     await within(2_000, async () => (await ownInfo()).status === 403, 'a key blocked since Check signed reads nothing');
   });
 
+  test('/model/new refuses a wildcard alias, as the config file does', async () => {
+    const r = await call(a, 'POST', '/model/new', {
+      model_name: '*',
+      litellm_params: { model: `openai/${BACKEND}`, api_base: vllm.apiBase },
+    });
+    assert.equal(r.status, 400);
+    assert.equal(errorOf(r).param, 'model_name');
+    assert.match(String(errorOf(r).message), /wildcard/);
+  });
+
   test('/model/new is refused for a host outside allowed_api_bases (SSRF guard)', async () => {
     for (const apiBase of ['http://169.254.169.254/v1', 'http://internal.example:8000/v1', 'http://user:pw@127.0.0.1:9/v1']) {
       const r = await call(a, 'POST', '/model/new', { model_name: 'evil', litellm_params: { model: 'openai/x', api_base: apiBase } });

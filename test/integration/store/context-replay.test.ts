@@ -20,6 +20,11 @@ import { applyOkResponse, EnvoyCheckClient } from '../../support/envoy.js';
 const REDIS = process.env['TEST_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 const MODEL = 'meta-llama/Llama-3.1-8B-Instruct';
 const KEY = 'sk-context-replay-key-0001';
+/** No limits: nothing is leased at Check, and its context is still used once. */
+const FREE = 'sk-context-replay-free-001';
+/** One request at a time: a lease not given back holds the key's only slot. */
+const ONE = 'sk-context-replay-one-0001';
+const MASTER = 'sk-context-replay-master-0123456789';
 const SIGNING_KEY = 'context-replay-test-key-0123456789abcdef';
 const sha = (s: string): string => createHash('sha256').update(s).digest('hex');
 const body = (content: string): string => JSON.stringify({ model: 'llama', messages: [{ role: 'user', content }], max_tokens: 5 });
@@ -42,9 +47,13 @@ model_list:
     litellm_params: { model: openai/${MODEL}, api_base: "${vllm.apiBase}" }
 general_settings:
   context_signing_key: ${SIGNING_KEY}
+  master_key: ${MASTER}
 ${redis}keys:
   - key: sha256:${sha(KEY)}
     rpm_limit: 3
+  - key: sha256:${sha(FREE)}
+  - key: sha256:${sha(ONE)}
+    max_parallel_requests: 1
 `,
         'replay.yaml',
         {},
@@ -74,9 +83,9 @@ ${redis}keys:
     });
 
     /** Check for `text`, as Envoy sends it; the headers Envoy forwards. */
-    async function checked(text: string): Promise<Record<string, string>> {
-      const reqHeaders = { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' };
-      const check = await envoy.check({ headers: reqHeaders, body: text });
+    async function checked(text: string, key = KEY, path = '/v1/chat/completions'): Promise<Record<string, string>> {
+      const reqHeaders = { authorization: `Bearer ${key}`, 'content-type': 'application/json' };
+      const check = await envoy.check({ headers: reqHeaders, body: text, path });
       assert.equal(check.status?.code, 0, 'Check allows');
       const headers: Record<string, string> = {};
       for (const [k, v] of applyOkResponse(reqHeaders, check.ok_response as NonNullable<typeof check.ok_response>))
@@ -124,5 +133,58 @@ ${redis}keys:
       const check = await envoy.check({ headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' }, body: text });
       assert.notEqual(check.status?.code, 0, 'Check too sees the limit reached');
     });
+
+    test('a context without a lease (a key without limits, the admin API) is used once too', async () => {
+      vllm.received.length = 0;
+      const text = body('free');
+      const headers = await checked(text, FREE);
+      assert.equal((await send(g0(), headers, text)).status, 200);
+      assert.equal((await send(g1(), headers, text)).status, 401, 'sent again: authorized here, without the key');
+      assert.equal(vllm.received.length, 1);
+      // An admin call: the first use reaches the admin API (here without its database: 503), the second nothing.
+      const admin = JSON.stringify({ models: ['llama'] });
+      const adm = await checked(admin, MASTER, '/key/generate');
+      const post = (gw: GatewayApp): Promise<Response> =>
+        fetch(`http://127.0.0.1:${gw.port}/key/generate`, {
+          method: 'POST',
+          headers: adm,
+          body: admin,
+          signal: AbortSignal.timeout(10_000),
+        });
+      const first = await post(g0());
+      assert.equal(((await first.json()) as { error: { code: string } }).error.code, 'store_unavailable', 'the admin API was reached');
+      const again = await post(g1());
+      assert.equal(again.status, 401);
+    });
+
+    test('a context the store cannot claim (failure_mode closed) is 503, and the lease Check took is given back at once', async () => {
+      const counters = store.limiter.counters;
+      const claim = counters.claim.bind(counters);
+      const text = body('one');
+      const headers = await checked(text, ONE);
+      if (counters.kind === 'redis') counters.claim = () => Promise.reject(new Error('command timed out'));
+      try {
+        const r = await send(g0(), headers, text);
+        if (counters.kind === 'redis') {
+          assert.equal(r.status, 503);
+          assert.equal(((await r.json()) as { error: { code: string } }).error.code, 'store_unavailable');
+        } else assert.equal(r.status, 200, 'in process, the claim cannot fail');
+      } finally {
+        counters.claim = claim;
+      }
+      // The key's one slot is free again: the next Check is admitted at once, not after the lease's 30 s.
+      await within(2_000, async () => {
+        const check = await envoy.check({ headers: { authorization: `Bearer ${ONE}`, 'content-type': 'application/json' }, body: text });
+        return check.status?.code === 0;
+      });
+    });
   });
+}
+
+async function within(ms: number, ok: () => Promise<boolean>): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await ok())) {
+    assert.ok(Date.now() < end, `not within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
