@@ -13,6 +13,7 @@ import type { JwtResult, JwtVerifier } from '../identity/jwt.js';
 import { bearerKey, sha256Hex, type KeyDirectory, type KeyRecord } from '../identity/keys.js';
 import type { Admitted, Lease, Limiter } from '../store/limiter.js';
 import { timingSafeEqual } from 'node:crypto';
+import { aliasBitmap } from '../routing/deployments.js';
 
 /** The request as a door received it. Header names are lower-case. */
 export interface RequestFacts {
@@ -228,12 +229,17 @@ export class Authorizer {
     return { decision, route, requestId, context: this.#d.signer.sign(claims), lease, headers };
   }
 
-  #listing(hidden: readonly string[]): { h?: readonly string[]; v?: readonly string[] } {
+  #listing(hidden: readonly string[]): { h?: readonly string[]; v?: readonly string[]; hb?: string; hc?: string } {
     if (hidden.length === 0) return {};
-    const aliases = [...this.#rules.catalog.aliases()];
-    if (2 * hidden.length <= aliases.length) return { h: hidden };
+    const catalog = this.#rules.catalog;
+    const aliases = [...catalog.aliases()];
     const gone = new Set(hidden);
-    return { v: aliases.filter((a) => !gone.has(a)) };
+    const list = 2 * hidden.length <= aliases.length ? { h: hidden } : { v: aliases.filter((a) => !gone.has(a)) };
+    const names = list.h ?? list.v;
+    // Long lists as a bitmap: a header holds 8 KiB of context (a catalog of thousands of aliases, in 1 KiB).
+    if (names.reduce((n, a) => n + a.length + 3, 0) <= LISTING_INLINE_CHARS) return list;
+    const index = catalog.listing;
+    return { hb: aliasBitmap(index, gone), hc: index.digest };
   }
 
   #lookupKey(header: string | undefined): KeyRecord | 'missing' | 'malformed' | 'unknown' | 'master' {
@@ -247,6 +253,9 @@ export class Authorizer {
     return this.#d.keys.get(hash) ?? 'unknown';
   }
 }
+
+/** The longest alias list a context carries as names; past it, a bitmap. */
+const LISTING_INLINE_CHARS = 2048;
 
 /** Envoy's own `x-request-id` when it is sane, so logs line up; else a fresh one. */
 function validRequestId(v: string | undefined): string | undefined {

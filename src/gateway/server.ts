@@ -12,7 +12,7 @@ import { allows, isOwnKeyInfo, keyAllows } from '../core/decide.js';
 import { modelEndpoint, normalizePath } from '../core/route.js';
 import { bodyDigest, type ContextClaims, type ContextSigner } from '../identity/context-token.js';
 import type { KeyDirectory, KeyRecord } from '../identity/keys.js';
-import type { ModelCatalog } from '../routing/deployments.js';
+import { aliasesOfBitmap, type ModelCatalog } from '../routing/deployments.js';
 import type { ClaimResult, Lease } from '../store/limiter.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { RequestLog } from '../telemetry/request-log.js';
@@ -360,13 +360,16 @@ function bound(
 }
 
 function fromClaims(deps: GatewayDeps, c: ContextClaims): Identity {
+  const bitmapHidden =
+    typeof c.hb === 'string' && typeof c.hc === 'string' ? aliasesOfBitmap(deps.catalog().listing, c.hc, c.hb) : undefined;
   return {
     caller: { requestId: c.r, keyId: c.k, userId: c.u, teamId: c.t },
     model: c.m,
     deployment: c.d,
     fallbacks: Array.isArray(c.f) ? c.f : [],
-    hidden: Array.isArray(c.h) ? c.h : [],
-    visible: Array.isArray(c.v) ? c.v : undefined,
+    hidden: bitmapHidden ?? (Array.isArray(c.h) ? c.h : []),
+    // A bitmap over a catalog that changed since Check: which aliases it named is unknown, so none is listed.
+    visible: Array.isArray(c.v) ? c.v : typeof c.hb === 'string' && bitmapHidden === undefined ? [] : undefined,
     key: c.k === undefined ? undefined : (deps.keys.byId(c.k) ?? 'gone'),
     teamId: c.t,
     lease:

@@ -29,6 +29,12 @@ export interface ContextClaims {
   readonly h?: readonly string[] | undefined;
   /** Model listing routes, instead of `h` when shorter: the only aliases the policy leaves this caller. */
   readonly v?: readonly string[] | undefined;
+  /**
+   * Model listing routes, instead of both when even the shorter is long: the hidden aliases as a bitmap over
+   * the catalog's sorted aliases (`hb`), and that list's digest (`hc`).
+   */
+  readonly hb?: string | undefined;
+  readonly hc?: string | undefined;
   /** Lease id of the limits admission, and the tokens it reserved (settled by the gateway). */
   readonly l?: string | undefined;
   /** Without a lease: a nonce, so the gateway can take this context's one use all the same (Limiter.claim). */

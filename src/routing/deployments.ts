@@ -85,6 +85,28 @@ export interface DeploymentHealth {
   isAvailable(deploymentId: string, nowMs: number): boolean;
 }
 
+export interface AliasIndex {
+  readonly sorted: readonly string[];
+  readonly digest: string;
+}
+
+/** `subset` of `index.sorted` as a bitmap (bit i: the i-th alias), base64url. */
+export function aliasBitmap(index: AliasIndex, subset: ReadonlySet<string>): string {
+  const bits = new Uint8Array(Math.ceil(index.sorted.length / 8));
+  index.sorted.forEach((a, i) => {
+    if (subset.has(a)) bits[i >> 3] = (bits[i >> 3] as number) | (1 << (i & 7));
+  });
+  return Buffer.from(bits).toString('base64url');
+}
+
+/** The aliases a bitmap (aliasBitmap) names, or undefined when it was made over another list. */
+export function aliasesOfBitmap(index: AliasIndex, digest: string, bitmap: string): string[] | undefined {
+  if (digest !== index.digest) return undefined;
+  const bits = Buffer.from(bitmap, 'base64url');
+  if (bits.length !== Math.ceil(index.sorted.length / 8)) return undefined;
+  return index.sorted.filter((_, i) => ((bits[i >> 3] as number) & (1 << (i & 7))) !== 0);
+}
+
 export const ALWAYS_HEALTHY: DeploymentHealth = { isAvailable: () => true };
 
 export class ModelCatalog {
@@ -128,6 +150,18 @@ export class ModelCatalog {
 
   aliases(): IterableIterator<string> {
     return this.#groups.keys();
+  }
+
+  #listing: AliasIndex | undefined;
+
+  /** The aliases sorted, and a digest naming that list: a set of them travels as a bitmap over it. */
+  get listing(): AliasIndex {
+    if (this.#listing === undefined) {
+      const sorted = [...this.#groups.keys()].sort();
+      const digest = createHash('sha256').update(sorted.join('\n')).digest('base64url').slice(0, 11);
+      this.#listing = { sorted, digest };
+    }
+    return this.#listing;
   }
 
   get size(): number {
