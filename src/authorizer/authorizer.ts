@@ -5,6 +5,7 @@
  * the doors turn into errors, never into an allow.
  */
 import { randomUUID } from 'node:crypto';
+import { parseModelBody } from '../core/body.js';
 import { decide, type Decision, type DecisionRules, type TeamRecord } from '../core/decide.js';
 import { classifyRoute, normalizePath, type RouteKind } from '../core/route.js';
 import type { ContextClaims, ContextSigner } from '../identity/context-token.js';
@@ -12,6 +13,7 @@ import { bodyDigest, CONTEXT_TTL_MS } from '../identity/context-token.js';
 import type { JwtResult, JwtVerifier } from '../identity/jwt.js';
 import { bearerKey, sha256Hex, type KeyDirectory, type KeyRecord } from '../identity/keys.js';
 import type { Admitted, Lease, Limiter } from '../store/limiter.js';
+import type { DeniedCaller } from '../store/spend.js';
 import { timingSafeEqual } from 'node:crypto';
 import { aliasBitmap } from '../routing/deployments.js';
 
@@ -41,6 +43,11 @@ export interface Authorization {
   readonly lease?: Lease | undefined;
   /** For the client's response: `x-ratelimit-*` when allowed; `retry-after` and the rest with a limit denial. */
   readonly headers?: readonly (readonly [string, string])[];
+  /**
+   * A denial of a known key (or of the master key): who it was, for its spend-log row. Requests without a
+   * valid key leave none (a flood of them must not become database writes).
+   */
+  readonly denied?: DeniedCaller | undefined;
 }
 
 export interface AuthorizerDeps {
@@ -154,7 +161,15 @@ export class Authorizer {
       nowMs,
       d.random(),
     );
-    if (!decision.allow) return { decision, route, requestId, context: undefined };
+    if (!decision.allow) {
+      const denied: DeniedCaller | undefined =
+        typeof key === 'object'
+          ? { keyId: key.id, userId: key.userId, teamId: key.teamId, model: modelOf(facts) }
+          : key === 'master'
+            ? { keyId: undefined, userId: undefined, teamId: undefined, model: modelOf(facts) }
+            : undefined;
+      return { decision, route, requestId, context: undefined, denied };
+    }
     const limiter = d.limiter;
     if (limiter === undefined || decision.body === undefined)
       return this.#allowed(facts, path, route, requestId, decision, undefined, nowMs);
@@ -180,12 +195,14 @@ export class Authorizer {
     nowMs: number,
   ): Authorization {
     if (!a.ok) {
+      const p = decision.principal;
       return {
         decision: { allow: false, code: a.code, message: a.message, detail: undefined },
         route,
         requestId,
         context: undefined,
         headers: a.headers,
+        denied: { keyId: p.keyId, userId: p.userId, teamId: p.teamId, model: decision.body?.model },
       };
     }
     const admittedDecision = a.deployment === decision.deployment ? decision : { ...decision, deployment: a.deployment };
@@ -252,6 +269,19 @@ export class Authorizer {
     if (master !== undefined && timingSafeEqual(Buffer.from(hash, 'hex'), master)) return 'master';
     return this.#d.keys.get(hash) ?? 'unknown';
   }
+}
+
+/** The `model` a denied request's body names, for its spend-log row (a short, parsed body only). */
+function modelOf(facts: RequestFacts): string | undefined {
+  const json = facts.json;
+  if (json !== undefined) {
+    const model: unknown = typeof json === 'object' && json !== null ? (json as Record<string, unknown>)['model'] : undefined;
+    return typeof model === 'string' ? model.slice(0, 256) : undefined;
+  }
+  const body = facts.body;
+  if (body === undefined || body.length > 64 * 1024) return undefined;
+  const r = parseModelBody(body);
+  return r.ok ? r.model : undefined;
 }
 
 /** The longest alias list a context carries as names; past it, a bitmap. */

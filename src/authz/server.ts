@@ -5,6 +5,8 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import type { Authorization, Authorizer, RequestFacts } from '../authorizer/authorizer.js';
+import { ERRORS } from '../errors/codes.js';
+import type { DenialRecorder } from '../store/spend.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { CheckDecisionLabel, Metrics } from '../telemetry/metrics.js';
 import { checkResponse, factsFromCheckRequest } from './check.js';
@@ -29,6 +31,8 @@ export interface AuthzServerDeps {
   readonly now?: () => number;
   /** The stores answer (readiness): health mirrors the gateway's /health/readiness. */
   readonly ready?: () => boolean;
+  /** Denials of known keys, each a spend-log row (the records database's log, when this process has one). */
+  readonly denials?: DenialRecorder | undefined;
 }
 
 /** How often a change of store readiness is pushed to Health/Watch streams. */
@@ -199,6 +203,8 @@ export class AuthzServer {
     d.metrics.checkDecisions.at('ext_authz', label).inc();
     d.metrics.checkDuration.at(label).observe((performance.now() - started) / 1000);
     if (!decision.allow) {
+      if (auth.denied !== undefined)
+        d.denials?.denied(auth.requestId, auth.denied, ERRORS[decision.code].status, performance.now() - started);
       if (decision.failedRule !== undefined) d.metrics.policyErrors.inc({ rule: decision.failedRule });
       d.logger.info(
         { request_id: auth.requestId, route: auth.route, method: facts.method, decision: decision.code, detail: decision.detail },

@@ -10,10 +10,12 @@ import { UNCLEAR_PATH, type Authorizer, type RequestFacts } from '../authorizer/
 import type { TeamRecord } from '../core/decide.js';
 import { allows, isOwnKeyInfo, keyAllows } from '../core/decide.js';
 import { modelEndpoint, normalizePath } from '../core/route.js';
+import { ERRORS } from '../errors/codes.js';
 import { bodyDigest, type ContextClaims, type ContextSigner } from '../identity/context-token.js';
 import type { KeyDirectory, KeyRecord } from '../identity/keys.js';
 import { aliasesOfBitmap, type ModelCatalog } from '../routing/deployments.js';
 import type { ClaimResult, Lease } from '../store/limiter.js';
+import type { DeniedCaller, DenialRecorder } from '../store/spend.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { RequestLog } from '../telemetry/request-log.js';
 import { statusLabel, type Metrics } from '../telemetry/metrics.js';
@@ -49,6 +51,8 @@ export interface GatewayDeps {
     | undefined;
   /** The admin API (absent without a records database). */
   readonly admin?: AdminApi | undefined;
+  /** Denials of known keys decided here, each a spend-log row. */
+  readonly denials?: DenialRecorder | undefined;
   /** Prometheus metrics (`GET /metrics`, and the HTTP request counters). */
   readonly metrics?: Metrics | undefined;
 }
@@ -143,7 +147,7 @@ async function handle(deps: GatewayDeps, req: HttpRequest, res: HttpResponse): P
   const text = endpoint === undefined || body === undefined ? undefined : withoutBom(body.toString('utf8'));
   const parsed = text === undefined ? undefined : parseObject(text);
   const id = identify(deps, req, method, path, body, parsed);
-  const request = { method, path, url: req.url, endpoint, body, text, parsed, client };
+  const request = { method, path, url: req.url, endpoint, body, text, parsed, client, started };
   if (id instanceof Promise) return serve(deps, res, request, await id);
   return serve(deps, res, request, id);
 }
@@ -159,6 +163,8 @@ interface Incoming {
   readonly text: string | undefined;
   readonly parsed: Record<string, unknown> | undefined;
   readonly client: ClientLink;
+  /** performance.now() when the request arrived. */
+  readonly started: number;
 }
 
 /** `GET /v1/models/{model}`, normalised; a model id may hold `/` (`meta-llama/Llama-3.1-8B-Instruct`). */
@@ -185,7 +191,10 @@ function parseObject(text: string): Record<string, unknown> | undefined {
 
 function serve(deps: GatewayDeps, res: HttpResponse, r: Incoming, id: IdentifyResult): Promise<void> | void {
   const { method, path, endpoint, parsed, text } = r;
-  if ('error' in id) return sendError(res, id.error, id.message, id.requestId, undefined, id.headers);
+  if ('error' in id) {
+    if (id.denied !== undefined) deps.denials?.denied(id.requestId, id.denied, ERRORS[id.error].status, performance.now() - r.started);
+    return sendError(res, id.error, id.message, id.requestId, undefined, id.headers);
+  }
   if (endpoint !== undefined) {
     if (parsed === undefined || text === undefined) return sendError(res, 'invalid_body', undefined, id.caller.requestId);
     const alias = id.model ?? (typeof parsed['model'] === 'string' ? parsed['model'] : undefined);
@@ -251,6 +260,8 @@ type IdentifyResult =
       message: string | undefined;
       requestId: string;
       headers: readonly (readonly [string, string])[] | undefined;
+      /** A known key's denial: its spend-log row. */
+      denied?: DeniedCaller | undefined;
     };
 
 /** A valid signed context, or the decision pipeline run here (standalone). */
@@ -322,7 +333,7 @@ function authorizeHere(
     m?.checkDecisions.at('gateway', d.allow ? 'allowed' : d.code).inc();
     if (!d.allow) {
       if (d.failedRule !== undefined) m?.policyErrors.inc({ rule: d.failedRule });
-      return { error: d.code, message: d.message, requestId: auth.requestId, headers: auth.headers };
+      return { error: d.code, message: d.message, requestId: auth.requestId, headers: auth.headers, denied: auth.denied };
     }
     const p = d.principal;
     return {

@@ -15,6 +15,7 @@ import type { Limiter } from '../store/limiter.js';
 import { ALWAYS_HEALTHY, ModelCatalog } from '../routing/deployments.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { Metrics } from '../telemetry/metrics.js';
+import type { DenialRecorder } from '../store/spend.js';
 
 export interface AuthzParts {
   readonly authorizer: Authorizer;
@@ -127,7 +128,15 @@ export async function loadIdentityKeys(parts: AuthzParts, logger: Logger, onLoad
  */
 export async function startAuthz(
   parts: AuthzParts,
-  opts: { host: string; port: number; logger: Logger; metrics: Metrics; ready?: () => boolean },
+  opts: {
+    host: string;
+    port: number;
+    logger: Logger;
+    metrics: Metrics;
+    ready?: () => boolean;
+    /** Where denials of known keys leave their spend-log rows (the store's accounting). */
+    denials?: DenialRecorder | undefined;
+  },
 ): Promise<AuthzApp> {
   // The gRPC side (grpc-js, protobufjs, Envoy's protos) loads only here: `tollgate gateway` never holds it.
   const [{ AuthzServer }, { loadProtos }] = await Promise.all([import('../authz/server.js'), import('../authz/protos.js')]);
@@ -140,6 +149,7 @@ export async function startAuthz(
     metrics: opts.metrics,
     maxMessageBytes: parts.maxBodyBytes * 2 + 1024 * 1024,
     ready: opts.ready,
+    denials: opts.denials,
   });
   const port = await server.listen(opts.host, opts.port);
   const keys = await loadIdentityKeys(parts, opts.logger, () => server.setServing(true));

@@ -385,7 +385,14 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
     await routeGrpcLogs(logger);
     let app: AuthzApp;
     try {
-      app = await startAuthz(parts, { host: opts.host, port: opts.grpcPort, logger, metrics, ready: () => store.ready() });
+      app = await startAuthz(parts, {
+        host: opts.host,
+        port: opts.grpcPort,
+        logger,
+        metrics,
+        ready: () => store.ready(),
+        denials: store.accounting,
+      });
     } catch (err) {
       await store.close(0);
       io.err(`tollgate ${command}: cannot listen on ${opts.host}:${opts.grpcPort} (gRPC): ${bindReason(err)}`);

@@ -32,6 +32,8 @@ export async function startGateway(
     spend: SpendRecorder;
     /** Renews the leases of admitted requests in flight (the store's accounting). */
     leases?: GatewayDeps['leases'];
+    /** Where denials of known keys leave their spend-log rows. */
+    denials?: GatewayDeps['denials'];
     /** Counts retries and fallbacks on deployments with rpm/tpm of their own (the store's limiter). */
     gate?: DeploymentGate;
     /** The stores answer (readiness). */
@@ -95,6 +97,7 @@ export async function startGateway(
       return undefined;
     },
     leases: opts.leases,
+    denials: opts.denials,
     metrics,
     admin: opts.admin,
   });

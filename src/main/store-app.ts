@@ -242,12 +242,14 @@ function nonEmpty(v: string | undefined): string | undefined {
 export function gatewayStoreOptions(store: StoreApp): {
   spend: Accounting;
   leases: Accounting;
+  denials: Accounting;
   gate: DeploymentGate;
   storeReady: () => boolean;
 } {
   return {
     spend: store.accounting,
     leases: store.accounting,
+    denials: store.accounting,
     gate: { admit: (d, tokens, now) => store.limiter.admitDeployment(d, tokens, now) },
     storeReady: () => store.ready(),
   };

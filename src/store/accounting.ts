@@ -22,7 +22,7 @@ import type { BudgetCalendar } from './calendar.js';
 import type { Db, Queryable } from './db.js';
 import type { RedisCounters } from './redis-counters.js';
 import type { ClaimResult, Lease, Limiter } from './limiter.js';
-import type { SpendEntry, SpendRecorder } from './spend.js';
+import type { DeniedCaller, DenialRecorder, SpendEntry, SpendRecorder } from './spend.js';
 import type { SpendLog } from './spend-log.js';
 import type { Limits } from '../identity/keys.js';
 
@@ -36,7 +36,7 @@ export interface BudgetSubject {
 const REPLAY_MS = 2_000;
 const COLUMN: Record<string, string> = { key: 'key_id', user: 'user_id', team: 'team_id' };
 
-export class Accounting implements SpendRecorder {
+export class Accounting implements SpendRecorder, DenialRecorder {
   readonly #limiter: Limiter | undefined;
   readonly #log: SpendLog | undefined;
   readonly #mirror: SpendRecorder | undefined;
@@ -80,6 +80,27 @@ export class Accounting implements SpendRecorder {
   /** The request is over, recorded or not (a fault): stop renewing its lease. */
   end(lease: Lease): void {
     this.#inFlight.delete(lease);
+  }
+
+  /** A request denied before it was served (at Check, or by the gateway's own decision): a row of no cost. */
+  denied(requestId: string, who: DeniedCaller, status: number, latencyMs: number): void {
+    const entry: SpendEntry = {
+      requestId,
+      keyId: who.keyId,
+      userId: who.userId,
+      teamId: who.teamId,
+      model: who.model ?? '',
+      deployment: undefined,
+      promptTokens: 0,
+      completionTokens: 0,
+      cost: 0,
+      status,
+      latencyMs,
+      estimated: false,
+      at: Date.now(),
+    };
+    this.#mirror?.record(entry);
+    this.#log?.add(entry, `denied:${randomUUID()}`, true);
   }
 
   record(entry: SpendEntry): void {

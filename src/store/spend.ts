@@ -37,6 +37,20 @@ export interface SpendRecorder {
   record(entry: SpendEntry): void;
 }
 
+/** Who a denied request came from (a known key, or the master key), for its spend-log row. */
+export interface DeniedCaller {
+  readonly keyId: string | undefined;
+  readonly userId: string | undefined;
+  readonly teamId: string | undefined;
+  /** The alias asked for, when the body named one. */
+  readonly model: string | undefined;
+}
+
+/** Where the rows of denied requests go (Accounting): no cost, nothing to settle. */
+export interface DenialRecorder {
+  denied(requestId: string, who: DeniedCaller, status: number, latencyMs: number): void;
+}
+
 /** Keeps the last `max` rows in memory and totals per key. */
 export class InMemorySpendLog implements SpendRecorder {
   readonly rows: SpendEntry[] = [];

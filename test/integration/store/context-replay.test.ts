@@ -12,6 +12,7 @@ import { buildAuthorizer, startAuthz, type AuthzApp } from '../../../src/main/au
 import { startGateway, type GatewayApp } from '../../../src/main/gateway-app.js';
 import { gatewayStoreOptions, openStore, type StoreApp } from '../../../src/main/store-app.js';
 import { contextSecret } from '../../../src/identity/context-token.js';
+import { InMemorySpendLog } from '../../../src/store/spend.js';
 import { createLogger } from '../../../src/telemetry/logger.js';
 import { createMetrics } from '../../../src/telemetry/metrics.js';
 import { startFakeVllm, type FakeVllm } from '../../support/fake-vllm.js';
@@ -36,6 +37,7 @@ for (const counters of ['in process', 'Redis'] as const) {
     let authz: AuthzApp;
     let gateways: GatewayApp[];
     let envoy: EnvoyCheckClient;
+    const rows = new InMemorySpendLog();
 
     before(async () => {
       vllm = await startFakeVllm({ models: [MODEL], name: 'replay' });
@@ -60,13 +62,19 @@ ${redis}keys:
       );
       const secret = contextSecret(SIGNING_KEY, undefined) as Buffer;
       const logger = createLogger('silent');
-      store = await openStore(prepared.config, { logger, withDb: false, catalog: () => parts.authorizer.rules.catalog });
+      store = await openStore(prepared.config, { logger, withDb: false, catalog: () => parts.authorizer.rules.catalog, mirror: rows });
       const parts = buildAuthorizer(prepared.config, prepared.policy, secret, {
         keys: store.keys,
         teams: store.teams,
         limiter: store.limiter,
       });
-      authz = await startAuthz(parts, { host: '127.0.0.1', port: 0, logger, metrics: createMetrics({ defaultMetrics: false }) });
+      authz = await startAuthz(parts, {
+        host: '127.0.0.1',
+        port: 0,
+        logger,
+        metrics: createMetrics({ defaultMetrics: false }),
+        denials: store.accounting,
+      });
       // Two gateway replicas on the same counters: a context refused at one is refused at the other.
       gateways = [
         await startGateway(prepared.config, parts, secret, { host: '127.0.0.1', port: 0, logger, ...gatewayStoreOptions(store) }),
@@ -177,6 +185,30 @@ ${redis}keys:
         const check = await envoy.check({ headers: { authorization: `Bearer ${ONE}`, 'content-type': 'application/json' }, body: text });
         return check.status?.code === 0;
       });
+    });
+
+    test('a denial of a known key leaves a spend-log row of no cost, at Check and at the gateway; an unknown key none', async () => {
+      const before = rows.rows.length;
+      const nope = JSON.stringify({ model: 'nope', messages: [] });
+      const denied = async (key: string): Promise<number | undefined> =>
+        (await envoy.check({ headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: nope })).status?.code;
+      assert.notEqual(await denied('sk-context-replay-unknown-1'), 0);
+      assert.equal(rows.rows.length, before, 'an unknown key leaves no row');
+      assert.notEqual(await denied(FREE), 0);
+      const direct = await fetch(`http://127.0.0.1:${g0().port}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${FREE}`, 'content-type': 'application/json' },
+        body: nope,
+      });
+      assert.equal(direct.status, 404);
+      const mine = rows.rows.slice(before);
+      assert.equal(mine.length, 2, 'one row at Check, one at the gateway');
+      for (const r of mine) {
+        assert.deepEqual(
+          [r.keyId, r.model, r.status, r.cost, r.promptTokens + r.completionTokens],
+          [sha(FREE).slice(0, 16), 'nope', 404, 0, 0],
+        );
+      }
     });
   });
 }
