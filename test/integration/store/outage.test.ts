@@ -147,9 +147,10 @@ keys:
       body: JSON.stringify({ model: 'llama', messages: [{ role: 'user', content: 'hi' }] }),
     });
 
+  /** The rows of served requests (each Check denied while Redis is down leaves a row of its own: `denials`). */
   const rows = async (): Promise<{ n: number; cost: number; uncounted: number }> => {
     const r = await db.query<{ n: string; cost: number | null; uncounted: string }>(
-      `SELECT count(*) AS n, sum(cost) AS cost, count(*) FILTER (WHERE NOT counted) AS uncounted FROM ${SCHEMA}.spend_logs WHERE key_id = $1`,
+      `SELECT count(*) AS n, sum(cost) AS cost, count(*) FILTER (WHERE NOT counted) AS uncounted FROM ${SCHEMA}.spend_logs WHERE key_id = $1 AND status < 400`,
       [KEY_ID],
     );
     const row = r.rows[0];
@@ -175,6 +176,13 @@ keys:
     }
     // failure_mode: open serves through the outage by choice, so its readiness does not take it out of service.
     assert.equal(await readiness(), 200, 'open: still ready while Redis is down');
+    await until('the denial at Check in the log: its status, no cost', 5000, async () => {
+      const r = await db.query<{ n: string }>(
+        `SELECT count(*) AS n FROM ${SCHEMA}.spend_logs WHERE key_id = $1 AND status = 503 AND cost = 0 AND counted`,
+        [KEY_ID],
+      );
+      return Number(r.rows[0]?.n ?? 0) >= 1 ? true : undefined;
+    });
     const during = await until('six spend rows, three not counted', 5000, async () => {
       const r = await rows();
       return r.n === 6 && r.uncounted === 3 ? r : undefined;
