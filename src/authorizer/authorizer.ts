@@ -162,11 +162,13 @@ export class Authorizer {
       d.random(),
     );
     if (!decision.allow) {
+      // Who, as a served request's row names them: the token's user when it holds one, else the key's owner.
+      const user = jwt?.ok === true && jwt.identity.user !== '' ? jwt.identity.user : undefined;
       const denied: DeniedCaller | undefined =
         typeof key === 'object'
-          ? { keyId: key.id, userId: key.userId, teamId: key.teamId, model: modelOf(facts) }
+          ? { keyId: key.id, userId: user ?? key.userId, teamId: key.teamId, model: this.#modelOf(facts) }
           : key === 'master'
-            ? { keyId: undefined, userId: undefined, teamId: undefined, model: modelOf(facts) }
+            ? { keyId: undefined, userId: user, teamId: undefined, model: this.#modelOf(facts) }
             : undefined;
       return { decision, route, requestId, context: undefined, denied };
     }
@@ -246,6 +248,13 @@ export class Authorizer {
     return { decision, route, requestId, context: this.#d.signer.sign(claims), lease, headers };
   }
 
+  /** The alias a denied request asked for, for its spend-log row: one of the catalog's, or none (a name the
+   * client made up would spread through the per-model views). */
+  #modelOf(facts: RequestFacts): string | undefined {
+    const model = modelOf(facts);
+    return model !== undefined && this.#rules.catalog.group(model) !== undefined ? model : undefined;
+  }
+
   #listing(hidden: readonly string[]): { h?: readonly string[]; v?: readonly string[]; hb?: string; hc?: string } {
     if (hidden.length === 0) return {};
     const catalog = this.#rules.catalog;
@@ -256,7 +265,8 @@ export class Authorizer {
     // Long lists as a bitmap: a header holds 8 KiB of context (a catalog of thousands of aliases, in 1 KiB).
     if (names.reduce((n, a) => n + a.length + 3, 0) <= LISTING_INLINE_CHARS) return list;
     const index = catalog.listing;
-    return { hb: aliasBitmap(index, gone), hc: index.digest };
+    // `v: []` beside the bitmap: a gateway of a version before it reads that, and lists nothing, not all.
+    return { hb: aliasBitmap(index, gone), hc: index.digest, v: [] };
   }
 
   #lookupKey(header: string | undefined): KeyRecord | 'missing' | 'malformed' | 'unknown' | 'master' {
@@ -271,7 +281,7 @@ export class Authorizer {
   }
 }
 
-/** The `model` a denied request's body names, for its spend-log row (a short, parsed body only). */
+/** The `model` a denied request's body names (a short, parsed body only). */
 function modelOf(facts: RequestFacts): string | undefined {
   const json = facts.json;
   if (json !== undefined) {

@@ -379,8 +379,9 @@ function fromClaims(deps: GatewayDeps, c: ContextClaims): Identity {
     deployment: c.d,
     fallbacks: Array.isArray(c.f) ? c.f : [],
     hidden: bitmapHidden ?? (Array.isArray(c.h) ? c.h : []),
-    // A bitmap over a catalog that changed since Check: which aliases it named is unknown, so none is listed.
-    visible: Array.isArray(c.v) ? c.v : typeof c.hb === 'string' && bitmapHidden === undefined ? [] : undefined,
+    // The bitmap first (its `v: []` is for gateways before it); made over a catalog that changed since Check,
+    // which aliases it named is unknown, so none is listed.
+    visible: typeof c.hb === 'string' ? (bitmapHidden === undefined ? [] : undefined) : Array.isArray(c.v) ? c.v : undefined,
     key: c.k === undefined ? undefined : (deps.keys.byId(c.k) ?? 'gone'),
     teamId: c.t,
     lease:

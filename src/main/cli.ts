@@ -312,6 +312,10 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
     io.err(`tollgate ${command}: ${(err as Error).message.split('\n')[0] ?? ''}`);
     return 1;
   }
+  if (command === 'authz' && store.db === undefined)
+    logger.warn(
+      'this authz has no records database (database_url): the requests it denies leave no spend-log row; give it the database the gateway writes to',
+    );
   const parts = buildAuthorizer(prepared.config, prepared.policy, secret, {
     keys: store.keys,
     teams: store.teams,

@@ -36,6 +36,11 @@ export interface BudgetSubject {
 const REPLAY_MS = 2_000;
 const COLUMN: Record<string, string> = { key: 'key_id', user: 'user_id', team: 'team_id' };
 
+/** Denial rows a caller leaves in a minute (per process); the rest are counted in one warning line. */
+const DENIED_ROWS_PER_MINUTE = 60;
+/** Rows waiting for the database past which denials leave none: the rows that carry spend come first. */
+const DENIED_MAX_PENDING = 10_000;
+
 export class Accounting implements SpendRecorder, DenialRecorder {
   readonly #limiter: Limiter | undefined;
   readonly #log: SpendLog | undefined;
@@ -82,8 +87,32 @@ export class Accounting implements SpendRecorder, DenialRecorder {
     this.#inFlight.delete(lease);
   }
 
-  /** A request denied before it was served (at Check, or by the gateway's own decision): a row of no cost. */
+  /** Denial rows written per caller this minute (a key id, or the master key): DENIED_ROWS_PER_MINUTE each. */
+  #deniedMinute = 0;
+  readonly #deniedRows = new Map<string, number>();
+  #deniedSkipped = 0;
+
+  /**
+   * A request denied before it was served (at Check, or by the gateway's own decision): a row of no cost —
+   * up to DENIED_ROWS_PER_MINUTE a caller, and only while the log is not backed up, so a blocked key sending
+   * on, or a database that is slow, never turns denials into a write load nor pushes out rows that carry spend.
+   */
   denied(requestId: string, who: DeniedCaller, status: number, latencyMs: number): void {
+    const minute = Math.floor(Date.now() / 60_000);
+    if (minute !== this.#deniedMinute) {
+      if (this.#deniedSkipped > 0)
+        this.#logger.warn({ skipped: this.#deniedSkipped }, 'denials past the per-caller cap left no spend-log row');
+      this.#deniedMinute = minute;
+      this.#deniedRows.clear();
+      this.#deniedSkipped = 0;
+    }
+    const caller = who.keyId ?? 'master';
+    const n = this.#deniedRows.get(caller) ?? 0;
+    if (n >= DENIED_ROWS_PER_MINUTE || (this.#log !== undefined && this.#log.pending >= DENIED_MAX_PENDING)) {
+      this.#deniedSkipped++;
+      return;
+    }
+    this.#deniedRows.set(caller, n + 1);
     const entry: SpendEntry = {
       requestId,
       keyId: who.keyId,

@@ -58,6 +58,9 @@ describe('the model listing of a long catalog behind Envoy', { timeout: 30_000 }
       if (!k.startsWith(':')) headers[k] = v.join(',');
     const context = String(headers['x-tollgate-context']);
     assert.ok(context.length < 1024, `context of ${context.length} characters`);
+    const claims = JSON.parse(Buffer.from(context.split('.')[1] ?? '', 'base64url').toString('utf8')) as Record<string, unknown>;
+    assert.equal(typeof claims['hb'], 'string');
+    assert.deepEqual(claims['v'], [], 'beside the bitmap, for a gateway that reads only names: nothing listed, not everything');
     const r = await fetch(`http://127.0.0.1:${gw.port}/v1/models`, { headers });
     assert.equal(r.status, 200);
     const ids = ((await r.json()) as { data: { id: string }[] }).data.map((m) => m.id).sort();

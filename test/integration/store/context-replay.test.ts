@@ -204,9 +204,10 @@ ${redis}keys:
       const mine = rows.rows.slice(before);
       assert.equal(mine.length, 2, 'one row at Check, one at the gateway');
       for (const r of mine) {
+        // A model the catalog does not have is not written: names a client makes up stay out of per-model views.
         assert.deepEqual(
           [r.keyId, r.model, r.status, r.cost, r.promptTokens + r.completionTokens],
-          [sha(FREE).slice(0, 16), 'nope', 404, 0, 0],
+          [sha(FREE).slice(0, 16), '', 404, 0, 0],
         );
       }
     });
