@@ -44,7 +44,7 @@ export interface ContextClaims {
   readonly r: string;
   /** Method and path (without query) the token was issued for. */
   readonly p: string;
-  /** The body's digest (bodyDigest), absent for a request without one. */
+  /** The body's digest (bodyDigest; '' for none). Absent only from a signer before it: the body is then unbound. */
   readonly b?: string | undefined;
   /** Admin route authorized (master key or admin group). */
   readonly adm?: 1 | undefined;
@@ -68,10 +68,10 @@ export function contextSecret(contextSigningKey: string | undefined, masterKey: 
 
 /**
  * SHA-256 of a request body as Envoy sent it to Check (raw_body) and the gateway received it, 128 bits in
- * base64url; undefined for none. A string is its UTF-8 bytes, as Envoy's `body` field carries them.
+ * base64url; '' for none. A string is its UTF-8 bytes, as Envoy's `body` field carries them.
  */
-export function bodyDigest(body: string | Uint8Array | undefined): string | undefined {
-  if (body === undefined || body.length === 0) return undefined;
+export function bodyDigest(body: string | Uint8Array | undefined): string {
+  if (body === undefined || body.length === 0) return '';
   return hash('sha256', body, 'base64url').slice(0, 22);
 }
 

@@ -11,7 +11,7 @@ import { prepareConfigText } from '../../../src/main/config-source.js';
 import { buildAuthorizer, startAuthz, type AuthzApp } from '../../../src/main/authz-app.js';
 import { startGateway, type GatewayApp } from '../../../src/main/gateway-app.js';
 import { gatewayStoreOptions, openStore, type StoreApp } from '../../../src/main/store-app.js';
-import { contextSecret } from '../../../src/identity/context-token.js';
+import { ContextSigner, contextSecret } from '../../../src/identity/context-token.js';
 import { InMemorySpendLog } from '../../../src/store/spend.js';
 import { createLogger } from '../../../src/telemetry/logger.js';
 import { createMetrics } from '../../../src/telemetry/metrics.js';
@@ -185,6 +185,24 @@ ${redis}keys:
         const check = await envoy.check({ headers: { authorization: `Bearer ${ONE}`, 'content-type': 'application/json' }, body: text });
         return check.status?.code === 0;
       });
+    });
+
+    test('a context from an authz of the version before (no body digest) is taken, for a rolling upgrade; one for no body is not taken with one', async () => {
+      vllm.received.length = 0;
+      const signer = new ContextSigner(contextSecret(SIGNING_KEY, undefined) as Buffer);
+      const text = body('old signer');
+      const claims = {
+        r: `old-${Date.now()}`,
+        p: 'POST /v1/chat/completions',
+        m: 'llama',
+        k: sha(FREE).slice(0, 16),
+        x: Date.now() + 20_000,
+      };
+      const old = { 'content-type': 'application/json', 'x-tollgate-context': signer.sign(claims) };
+      assert.equal((await send(g0(), old, text)).status, 200);
+      const empty = { 'content-type': 'application/json', 'x-tollgate-context': signer.sign({ ...claims, b: '', n: 'fresh-nonce' }) };
+      assert.equal((await send(g0(), empty, text)).status, 401, 'signed for a request without a body');
+      assert.equal(vllm.received.length, 1);
     });
 
     test('a denial of a known key leaves a spend-log row of no cost, at Check and at the gateway; an unknown key none', async () => {
