@@ -281,7 +281,7 @@ export class Authorizer {
   }
 }
 
-/** The `model` a denied request's body names (a short, parsed body only). */
+/** The `model` a denied request's body names (a body of 16 KiB at most: a denied request costs little). */
 function modelOf(facts: RequestFacts): string | undefined {
   const json = facts.json;
   if (json !== undefined) {
@@ -289,7 +289,7 @@ function modelOf(facts: RequestFacts): string | undefined {
     return typeof model === 'string' ? model.slice(0, 256) : undefined;
   }
   const body = facts.body;
-  if (body === undefined || body.length > 64 * 1024) return undefined;
+  if (body === undefined || body.length > 16 * 1024) return undefined;
   const r = parseModelBody(body);
   return r.ok ? r.model : undefined;
 }
