@@ -2,6 +2,7 @@
  * The counters of one process (no `redis_url`): the same algorithm as the Redis Lua scripts
  * (redis-counters.ts), over plain maps and arrays. Exact for one replica; said at startup.
  */
+import { hash } from 'node:crypto';
 import {
   CLAIM_MARGIN_MS,
   LEASE_TTL_MS,
@@ -71,21 +72,34 @@ export class MemoryCounters implements Counters {
     return Promise.resolve(this.admitNow(req));
   }
 
-  /** Contexts claimed (Counters.claim), with when each claim may be forgotten; swept as it grows. */
-  readonly #claims = new Map<string, number>();
-  #claimsSwept = 1024;
+  /**
+   * Contexts claimed (Counters.claim), as 52-bit fingerprints in two generations of `#claimGeneration` ms:
+   * a claim is remembered at least one generation, and forgotten with the older one. Every request claims,
+   * so this is requests per second × up to two generations: numbers in a Set take 46 bytes each, where a
+   * Map of the ids took over 500 (8 MB for 175 000 claims, against 94).
+   */
+  #claimsNow = new Set<number>();
+  #claimsBefore = new Set<number>();
+  #claimsSince = 0;
+  /** The longest time a context stays valid after it is claimed, and the margin: grown if a context asks more. */
+  #claimGeneration = CLAIM_MARGIN_MS;
 
   claim(id: string, untilMs: number, now: number): Promise<boolean> {
     return Promise.resolve(this.claimNow(id, untilMs, now));
   }
 
   claimNow(id: string, untilMs: number, now: number): boolean {
-    if (this.#claims.has(id)) return false;
-    if (this.#claims.size >= this.#claimsSwept) {
-      for (const [id, until] of this.#claims) if (until < now) this.#claims.delete(id);
-      this.#claimsSwept = Math.max(1024, 2 * this.#claims.size);
+    this.#claimGeneration = Math.max(this.#claimGeneration, untilMs - now + CLAIM_MARGIN_MS);
+    const age = now - this.#claimsSince;
+    if (age >= this.#claimGeneration) {
+      this.#claimsBefore = age >= 2 * this.#claimGeneration ? new Set() : this.#claimsNow;
+      this.#claimsNow = new Set();
+      this.#claimsSince = now;
     }
-    this.#claims.set(id, untilMs + CLAIM_MARGIN_MS);
+    // A fingerprint of 52 bits: two ids of the claims held share one with odds under 1 in 10^10.
+    const f = parseInt(hash('sha256', id, 'hex').slice(0, 13), 16);
+    if (this.#claimsNow.has(f) || this.#claimsBefore.has(f)) return false;
+    this.#claimsNow.add(f);
     return true;
   }
 
