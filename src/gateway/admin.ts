@@ -759,7 +759,8 @@ export class AdminApi {
           prompt_tokens: r.prompt_tokens,
           completion_tokens: r.completion_tokens,
           total_tokens: r.prompt_tokens + r.completion_tokens,
-          spend: r.cost,
+          // Twelve significant digits, as x-tollgate-response-cost: 0.000025, not 0.000024999999999999998.
+          spend: Number(r.cost.toPrecision(12)),
           status: r.status,
           estimated: r.estimated,
           startTime: new Date(end.getTime() - r.latency_ms).toISOString(),

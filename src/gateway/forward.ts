@@ -171,6 +171,11 @@ export class Forwarder {
         triedAny = true;
         lastTried = d;
         last = await this.#attempt(d, alias, req, res, started);
+        // The cap tollgate added did not fit what is left of the model's context after this prompt: vLLM
+        // refuses it (it generates to the context end without one). Asked again with what is left, the
+        // client gets what vLLM gives a request without max_tokens, not an error about a value it never sent.
+        const room = last.kind === 'client-error' && last.status === 400 ? this.#contextRoom(req, d, last.message) : undefined;
+        if (room !== undefined) last = await this.#attempt(d, alias, req, res, started, room);
         if (last.kind === 'done') return;
         if (last.kind === 'too-large') {
           // Another deployment would send as much: not a fault of this one, and not worth generating again.
@@ -217,7 +222,23 @@ export class Forwarder {
     this.#record(req, lastTried, req.alias, res.statusCode, started, 0, 0, 0, false);
   }
 
-  async #attempt(d: Deployment, alias: string, req: ForwardRequest, res: HttpResponse, started: number): Promise<Attempt> {
+  /**
+   * The tokens left for the completion when vLLM refused the max_tokens tollgate added (the client sent none)
+   * as more than the context has room for; undefined for any other refusal, or when the prompt alone fills it.
+   */
+  #contextRoom(req: ForwardRequest, d: Deployment, message: string | undefined): number | undefined {
+    if (message === undefined || !capAdded(req)) return undefined;
+    const m = CONTEXT_NEW.exec(message) ?? CONTEXT_OLD.exec(message);
+    if (m === null) return undefined;
+    const room = Number(m[1]) - Number(m[2]);
+    return room >= 1 && room < this.#cap(d) ? room : undefined;
+  }
+
+  #cap(d: Deployment): number {
+    return d.maxTokens === undefined ? this.#settings.defaultMaxTokens : Math.min(d.maxTokens, this.#settings.defaultMaxTokens);
+  }
+
+  async #attempt(d: Deployment, alias: string, req: ForwardRequest, res: HttpResponse, started: number, cap?: number): Promise<Attempt> {
     // The embeddings API has no stream: vLLM ignores the field and answers JSON, and so does the gateway.
     const stream = req.body['stream'] === true && req.endpoint !== 'embeddings';
     const clientWantsUsage = stream && (req.body['stream_options'] as { include_usage?: unknown } | undefined)?.include_usage === true;
@@ -253,7 +274,7 @@ export class Forwarder {
         path: `${d.basePath}/${req.endpoint}`,
         method: 'POST',
         headers,
-        body: this.#backendBody(req, d, stream && !clientWantsUsage),
+        body: this.#backendBody(req, d, stream && !clientWantsUsage, cap),
         headersTimeout: wait,
         bodyTimeout: wait,
       },
@@ -286,14 +307,12 @@ export class Forwarder {
    * fields moved into `structured_outputs` (guidedToStructured). Edited in the client's text when that is
    * safe (spliceJson), else serialized again.
    */
-  #backendBody(req: ForwardRequest, d: Deployment, addUsage: boolean): string {
+  #backendBody(req: ForwardRequest, d: Deployment, addUsage: boolean, cap: number | undefined): string {
     const body = req.endpoint === 'embeddings' ? req.body : (guidedToStructured(req.body) ?? req.body);
     const set: Record<string, unknown> = {};
     if (addUsage) set['stream_options'] = { ...(body['stream_options'] as object | undefined), include_usage: true };
-    const capped = req.endpoint !== 'embeddings' && body['max_tokens'] == null && body['max_completion_tokens'] == null;
-    if (capped)
-      set['max_tokens'] =
-        d.maxTokens === undefined ? this.#settings.defaultMaxTokens : Math.min(d.maxTokens, this.#settings.defaultMaxTokens);
+    const capped = capAdded(req);
+    if (capped) set['max_tokens'] = cap ?? this.#cap(d);
     // A max_completion_tokens: null goes (vLLM takes it over max_tokens): in the text it would stay.
     const spliced =
       body !== req.body || (capped && Object.hasOwn(body, 'max_completion_tokens'))
@@ -477,6 +496,21 @@ class SseRelay implements StreamSink {
     else if (!this.#client.gone) this.#res.end(this.sse.end(err !== undefined));
   }
 }
+
+/** Whether tollgate adds the `max_tokens` cap to this request (the client sent none; embeddings take none). */
+function capAdded(req: ForwardRequest): boolean {
+  return req.endpoint !== 'embeddings' && req.body['max_tokens'] == null && req.body['max_completion_tokens'] == null;
+}
+
+/**
+ * vLLM's refusal of a max_tokens past the context's room: since v0.10 "'max_tokens' or 'max_completion_tokens'
+ * is too large: 4096. This model's maximum context length is 8192 tokens and your request has 5112 input
+ * tokens (4096 > 8192 - 5112)"; before, "This model's maximum context length is 4096 tokens. However, you
+ * requested 4200 tokens (104 in the messages, 4096 in the completion)". Groups: the context, the prompt.
+ */
+const CONTEXT_NEW = /maximum context length is (\d+) tokens and your request has (\d+) input tokens/;
+const CONTEXT_OLD =
+  /maximum context length is (\d+) tokens\. However, you requested \d+ tokens \((\d+) in the messages, \d+ in the completion\)/;
 
 /**
  * A non-2xx reply: another deployment for faults (5xx, 408, 429, misconfiguration — a redirect or a 405 too,

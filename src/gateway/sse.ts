@@ -14,6 +14,13 @@ export interface StreamUsage {
 }
 
 const DONE = 'data: [DONE]\n\n';
+/** An event longer than this is collected in pieces (SseRewriter.#parts). */
+const LONG_EVENT = 64 * 1024;
+/**
+ * The longest event passed on: as large as the largest non-streamed reply (forward.ts): vLLM's first chunk of a
+ * completion with `echo` holds the whole prompt, and with logprobs more.
+ */
+const MAX_EVENT = 64 * 1024 * 1024;
 
 export class SseRewriter {
   readonly #keepUsage: boolean;
@@ -42,9 +49,28 @@ export class SseRewriter {
     return Math.max(this.contentChunks, Math.ceil(this.#contentQuarters / 4));
   }
 
+  /**
+   * An event longer than LONG_EVENT, in the pieces it came in until its end arrives: appended to one string and
+   * searched again on every chunk, a multi-megabyte event (vLLM's echo of a long prompt) would cost the square
+   * of its length.
+   */
+  #parts: string[] = [];
+  #partsLength = 0;
+
   /** Feeds backend bytes; returns the text to send to the client now ('' when nothing is complete yet). */
   push(chunk: Uint8Array): string {
-    this.#buffer += this.#decoder.write(chunk);
+    const text = this.#decoder.write(chunk);
+    if (this.#parts.length > 0) {
+      // Still inside the long event unless this text ends it (its end may straddle the seam).
+      if (eventEnd((this.#parts[this.#parts.length - 1] as string).slice(-3) + text) === undefined) {
+        this.#parts.push(text);
+        this.#partsLength += text.length;
+        return this.#partsLength > MAX_EVENT ? this.#malformed() : '';
+      }
+      this.#buffer = this.#parts.join('') + text;
+      this.#parts = [];
+      this.#partsLength = 0;
+    } else this.#buffer += text;
     let out = '';
     for (;;) {
       const end = eventEnd(this.#buffer);
@@ -53,13 +79,22 @@ export class SseRewriter {
       this.#buffer = this.#buffer.slice(end.at + end.length);
       out += this.#event(event);
     }
-    if (this.#buffer.length > 1024 * 1024) {
-      // One event larger than a megabyte is not an OpenAI stream.
+    if (this.#buffer.length > MAX_EVENT) return out + this.#malformed();
+    if (this.#buffer.length > LONG_EVENT) {
+      this.#parts = [this.#buffer];
+      this.#partsLength = this.#buffer.length;
       this.#buffer = '';
-      this.sawError = true;
-      out += errorEvent('The model server sent a malformed stream.');
     }
     return out;
+  }
+
+  /** One event larger than the largest reply tollgate forwards is not an OpenAI stream. */
+  #malformed(): string {
+    this.#buffer = '';
+    this.#parts = [];
+    this.#partsLength = 0;
+    this.sawError = true;
+    return errorEvent('The model server sent a malformed stream.');
   }
 
   /**
@@ -68,6 +103,11 @@ export class SseRewriter {
    * client would otherwise take a cut answer for a whole one.
    */
   end(cutShort: boolean): string {
+    if (this.#parts.length > 0) {
+      this.#buffer = this.#parts.join('');
+      this.#parts = [];
+      this.#partsLength = 0;
+    }
     let out = this.#buffer.trim() === '' ? '' : this.#event(this.#buffer);
     this.#buffer = '';
     if ((cutShort || !this.sawFinish) && !this.sawDone && !this.sawError) {
@@ -137,13 +177,13 @@ export class SseRewriter {
     if (Array.isArray(choices)) {
       if (choices.length === 0 && !this.#keepUsage) return '';
       for (const c of choices) {
-        const choice = c as { delta?: { content?: unknown } | null; text?: unknown; finish_reason?: unknown } | null;
+        const choice = c as { delta?: Delta | null; text?: unknown; finish_reason?: unknown } | null;
         // A delta that is not an object (null) carries no content.
         const delta = choice?.delta;
-        const text = delta === undefined ? choice?.text : delta?.content;
-        if (typeof text === 'string' && text !== '') {
+        const quarters = delta === undefined ? textQuarters(choice?.text) : delta === null ? 0 : deltaQuarters(delta);
+        if (quarters > 0) {
           this.contentChunks++;
-          this.#contentQuarters += quarterTokens(text);
+          this.#contentQuarters += quarters;
         }
         if (typeof choice?.finish_reason === 'string') this.sawFinish = true;
       }
@@ -268,7 +308,6 @@ function eventEnd(buf: string): { at: number; length: number } | undefined {
   return { at: lf, length: 2 };
 }
 
-/** An SSE event the OpenAI SDKs raise as an APIError. */
 /**
  * Tokens in `text`, estimated without a tokenizer (a stream cut before its usage report): about four ASCII
  * characters a token, two for the alphabets UTF-8 writes in two bytes (Cyrillic, Greek, Arabic, Hebrew),
@@ -280,6 +319,27 @@ export function estimateTokens(text: string): number {
   return Math.ceil(quarterTokens(text) / 4);
 }
 
+/** What a chat delta generated: its content, its reasoning (vLLM's `reasoning_content`, or `reasoning`) and its tool calls' arguments. */
+interface Delta {
+  content?: unknown;
+  reasoning_content?: unknown;
+  reasoning?: unknown;
+  tool_calls?: unknown;
+}
+
+/** The tokens a delta carries, in quarters (quarterTokens): every kind of generated text counts. */
+function deltaQuarters(d: Delta): number {
+  let q = textQuarters(d.content) + textQuarters(d.reasoning_content ?? d.reasoning);
+  if (Array.isArray(d.tool_calls))
+    for (const t of d.tool_calls as { function?: { name?: unknown; arguments?: unknown } | null }[])
+      q += textQuarters(t?.function?.name) + textQuarters(t?.function?.arguments);
+  return q;
+}
+
+function textQuarters(v: unknown): number {
+  return typeof v === 'string' ? quarterTokens(v) : 0;
+}
+
 function quarterTokens(text: string): number {
   let quarters = 0;
   for (let i = 0; i < text.length; i++) {
@@ -289,6 +349,7 @@ function quarterTokens(text: string): number {
   return quarters;
 }
 
+/** An SSE event the OpenAI SDKs raise as an APIError. */
 export function errorEvent(message: string): string {
   return `data: ${JSON.stringify({ error: { message, type: 'api_error', param: null, code: 'upstream_error' } })}\n\n`;
 }

@@ -13,7 +13,7 @@ import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { connect, createServer } from 'node:net';
 import OpenAI from 'openai';
-import { startFakeVllm, type FakeVllm } from '../../support/fake-vllm.js';
+import { startFakeVllm, type Fault, type FakeVllm } from '../../support/fake-vllm.js';
 import { prepareConfigText } from '../../../src/main/config-source.js';
 import { buildAuthorizer } from '../../../src/main/authz-app.js';
 import { startGateway, type GatewayApp } from '../../../src/main/gateway-app.js';
@@ -743,6 +743,47 @@ keys:
     const r = await stack.client.chat.completions.create({ model: 'solo', messages: HI });
     assert.equal(r.model, 'solo');
     assert.equal(ca.received.length, 4);
+  });
+
+  test("the max_tokens tollgate adds past the context's room is asked again with the room; a client's own is not", T, async () => {
+    const refusal = (message: string): Fault => ({
+      kind: 'status',
+      status: 400,
+      body: { error: { message, type: 'BadRequestError', param: null, code: 400 } },
+    });
+    const NEW =
+      "'max_tokens' or 'max_completion_tokens' is too large: 4096. This model's maximum context length is 8192 tokens and your request has 5112 input tokens (4096 > 8192 - 5112).";
+    const OLD =
+      "This model's maximum context length is 4096 tokens. However, you requested 4200 tokens (104 in the messages, 4096 in the completion). Please reduce the length of the messages or completion.";
+    for (const [message, room] of [
+      [NEW, 8192 - 5112],
+      [OLD, 4096 - 104],
+    ] as const) {
+      ca.received.length = 0;
+      ca.queueFaults(refusal(message));
+      const r = await stack.client.chat.completions.create({ model: 'solo', messages: HI });
+      assert.equal(r.model, 'solo');
+      assert.deepEqual(
+        ca.received.map((q) => (q.body as { max_tokens?: unknown }).max_tokens),
+        [4096, room],
+        'the default cap, then the room left',
+      );
+    }
+    // The client's own max_tokens, or a prompt that alone fills the context: vLLM's 400 as it is, asked once.
+    for (const [body, message] of [
+      [{ model: 'solo', messages: HI, max_tokens: 5000 }, NEW],
+      [
+        { model: 'solo', messages: HI },
+        "'max_tokens' or 'max_completion_tokens' is too large: 4096. This model's maximum context length is 8192 tokens and your request has 8192 input tokens (4096 > 8192 - 8192).",
+      ],
+    ] as const) {
+      ca.received.length = 0;
+      ca.queueFaults(refusal(message));
+      const res = await post(stack.base, '/v1/chat/completions', body);
+      const err = await expectError(res, 400, 'invalid_request_error', 'upstream_invalid_request');
+      assert.match(err.message, /maximum context length/);
+      assert.equal(ca.received.length, 1);
+    }
   });
 
   test('a body over max_request_size_mb (content-length): 413 request_too_large', T, async () => {

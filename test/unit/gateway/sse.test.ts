@@ -311,6 +311,20 @@ describe('SseRewriter', () => {
     assert.equal(rw.usage, undefined);
   });
 
+  test('a stream cut short is estimated from its reasoning and its tool calls too, not from its content alone', () => {
+    const reasoning = ev(chat({ reasoning_content: 'Let me think' })) + ev(chat({ reasoning: ' about it' }));
+    const tool = ev(
+      chat({ tool_calls: [{ index: 0, id: 'call_1', type: 'function', function: { name: 'get_weather', arguments: '{"city":' } }] }),
+    );
+    const more = ev(chat({ tool_calls: [{ index: 0, function: { arguments: ' "Paris"}' } }] }));
+    const { rw } = run(reasoning + tool + more, [], { cutShort: true });
+    assert.equal(rw.contentChunks, 4);
+    assert.equal(
+      rw.completionEstimate,
+      Math.ceil(('Let me think'.length + ' about it'.length + 'get_weather{"city":'.length + ' "Paris"}'.length) / 4),
+    );
+  });
+
   test('a stream cut short whose chunks carry several tokens each is estimated from its text', () => {
     const { rw } = run(ev(chat({ content: 'The quick brown fox jumps over' })) + ev(chat({ content: ' 敏捷的棕色狐狸' })), [], {
       cutShort: true,
@@ -475,4 +489,44 @@ test('estimateTokens: four ASCII characters a token, two Cyrillic, one CJK chara
   assert.equal(estimateTokens('привет'), 3);
   assert.equal(estimateTokens('你好世界'), 4, 'each Han character a token, not a quarter of one');
   assert.equal(estimateTokens('日本語 text'), 3 + 2);
+});
+
+describe('SseRewriter: long events', () => {
+  /** `input` in pieces of `size` bytes, and one cut at `at` besides; the rewriter's output and state. */
+  const inPieces = (input: string, size: number, at: number): Run => {
+    const bytes = enc.encode(input);
+    const rw = new SseRewriter({ keepUsage: false, model: 'llama' });
+    let out = '';
+    let from = 0;
+    while (from < bytes.length) {
+      const next = from < at && from + size > at ? at : Math.min(from + size, bytes.length);
+      out += rw.push(bytes.subarray(from, next));
+      from = next;
+    }
+    out += rw.end(false);
+    return { out, rw };
+  };
+
+  test("an echo's 3 MB first chunk passes whole, its end split across two pieces", () => {
+    const prompt = 'x'.repeat(3 * 1024 * 1024);
+    const input =
+      ev(text(prompt)) + ev({ ...text(''), choices: [{ index: 0, text: '', logprobs: null, finish_reason: 'stop' }] }) + ev('[DONE]');
+    // A cut between the two line feeds that end the first event.
+    const { out, rw } = inPieces(input, 64 * 1024, input.indexOf('\n\n') + 1);
+    const chunks = parsed(out);
+    assert.equal(((chunks[0] as Obj)['choices'] as { text: string }[])[0]?.text, prompt);
+    assert.equal((chunks[0] as Obj)['model'], 'llama');
+    assert.equal(chunks.length, 3);
+    assert.equal(chunks.at(-1), '[DONE]');
+    assert.equal(rw.sawError, false);
+  });
+
+  test('an event past 64 MiB is a malformed stream, not unbounded memory', () => {
+    const rw = new SseRewriter({ keepUsage: false, model: 'llama' });
+    const piece = enc.encode('x'.repeat(1024 * 1024));
+    let out = rw.push(enc.encode('data: {"x":"'));
+    for (let i = 0; i < 65 && !rw.sawError; i++) out += rw.push(piece);
+    assert.equal(rw.sawError, true);
+    assertErrorEvent(parsed(out)[0], /malformed stream/);
+  });
 });
