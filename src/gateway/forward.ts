@@ -174,8 +174,15 @@ export class Forwarder {
         // The cap tollgate added did not fit what is left of the model's context after this prompt: vLLM
         // refuses it (it generates to the context end without one). Asked again with what is left, the
         // client gets what vLLM gives a request without max_tokens, not an error about a value it never sent.
-        const room = last.kind === 'client-error' && last.status === 400 ? this.#contextRoom(req, d, last.message) : undefined;
-        if (room !== undefined) last = await this.#attempt(d, alias, req, res, started, room);
+        // A batch of prompts is refused at its first one too long for the cap: asked again, at the next; the
+        // room only shrinks, so a few rounds settle it.
+        let cap = this.#cap(d);
+        for (let round = 0; round < 4 && last.kind === 'client-error' && last.status === 400; round++) {
+          const room = this.#contextRoom(req, last.message, cap);
+          if (room === undefined) break;
+          cap = room;
+          last = await this.#attempt(d, alias, req, res, started, room);
+        }
         if (last.kind === 'done') return;
         if (last.kind === 'too-large') {
           // Another deployment would send as much: not a fault of this one, and not worth generating again.
@@ -224,14 +231,15 @@ export class Forwarder {
 
   /**
    * The tokens left for the completion when vLLM refused the max_tokens tollgate added (the client sent none)
-   * as more than the context has room for; undefined for any other refusal, or when the prompt alone fills it.
+   * (`cap`) as more than the context has room for; undefined for any other refusal, when the prompt alone
+   * fills the context, or when the room is not less than `cap` (nothing to gain by asking again).
    */
-  #contextRoom(req: ForwardRequest, d: Deployment, message: string | undefined): number | undefined {
+  #contextRoom(req: ForwardRequest, message: string | undefined, cap: number): number | undefined {
     if (message === undefined || !capAdded(req)) return undefined;
     const m = CONTEXT_NEW.exec(message) ?? CONTEXT_OLD.exec(message);
     if (m === null) return undefined;
     const room = Number(m[1]) - Number(m[2]);
-    return room >= 1 && room < this.#cap(d) ? room : undefined;
+    return room >= 1 && room < cap ? room : undefined;
   }
 
   #cap(d: Deployment): number {

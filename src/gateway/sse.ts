@@ -56,15 +56,19 @@ export class SseRewriter {
    */
   #parts: string[] = [];
   #partsLength = 0;
+  /** The long event's last three characters: its end may straddle pieces of a character or two each. */
+  #tail = '';
 
   /** Feeds backend bytes; returns the text to send to the client now ('' when nothing is complete yet). */
   push(chunk: Uint8Array): string {
     const text = this.#decoder.write(chunk);
     if (this.#parts.length > 0) {
       // Still inside the long event unless this text ends it (its end may straddle the seam).
-      if (eventEnd((this.#parts[this.#parts.length - 1] as string).slice(-3) + text) === undefined) {
+      const seam = this.#tail + text;
+      if (eventEnd(seam) === undefined) {
         this.#parts.push(text);
         this.#partsLength += text.length;
+        this.#tail = seam.slice(-3);
         return this.#partsLength > MAX_EVENT ? this.#malformed() : '';
       }
       this.#buffer = this.#parts.join('') + text;
@@ -83,6 +87,7 @@ export class SseRewriter {
     if (this.#buffer.length > LONG_EVENT) {
       this.#parts = [this.#buffer];
       this.#partsLength = this.#buffer.length;
+      this.#tail = this.#buffer.slice(-3);
       this.#buffer = '';
     }
     return out;

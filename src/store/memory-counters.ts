@@ -45,6 +45,9 @@ type Window = { limit: number; remaining: number; resetMs: number };
 /** Retry-after when a lease or an in-flight reservation is in the way: nothing says when it ends. */
 const BUSY_RETRY_MS = 1_000;
 
+/** The longest a claimed context is taken to stay valid (they are signed for 30 s). */
+const MAX_CLAIM_MS = 5 * 60_000;
+
 export class MemoryCounters implements Counters {
   readonly kind = 'memory';
   readonly #subjects = new Map<string, SubjectState>();
@@ -89,7 +92,10 @@ export class MemoryCounters implements Counters {
   }
 
   claimNow(id: string, untilMs: number, now: number): boolean {
-    this.#claimGeneration = Math.max(this.#claimGeneration, untilMs - now + CLAIM_MARGIN_MS);
+    // Bounded: a context is valid for seconds; a clock far ahead, or a value that is not a time, must not stop
+    // the generations from turning.
+    const valid = Number.isFinite(untilMs - now) ? Math.min(Math.max(untilMs - now, 0), MAX_CLAIM_MS) : MAX_CLAIM_MS;
+    this.#claimGeneration = Math.max(this.#claimGeneration, valid + CLAIM_MARGIN_MS);
     const age = now - this.#claimsSince;
     if (age >= this.#claimGeneration) {
       this.#claimsBefore = age >= 2 * this.#claimGeneration ? new Set() : this.#claimsNow;

@@ -769,6 +769,15 @@ keys:
         'the default cap, then the room left',
       );
     }
+    // A batch of prompts, refused at each too long for the cap in turn: asked again until the room fits them all.
+    ca.received.length = 0;
+    ca.queueFaults(refusal(NEW), refusal(NEW.replace('5112 input tokens (4096 > 8192 - 5112)', '6000 input tokens (3080 > 8192 - 6000)')));
+    const batch = await stack.client.completions.create({ model: 'solo', prompt: ['a long one', 'a longer one'] });
+    assert.equal(batch.model, 'solo');
+    assert.deepEqual(
+      ca.received.map((q) => (q.body as { max_tokens?: unknown }).max_tokens),
+      [4096, 8192 - 5112, 8192 - 6000],
+    );
     // The client's own max_tokens, or a prompt that alone fills the context: vLLM's 400 as it is, asked once.
     for (const [body, message] of [
       [{ model: 'solo', messages: HI, max_tokens: 5000 }, NEW],

@@ -521,6 +521,23 @@ describe('SseRewriter: long events', () => {
     assert.equal(rw.sawError, false);
   });
 
+  test("a long event's end split into pieces of a character, or of none, is still its end", () => {
+    const big = ev(text(`${'y'.repeat(100_000)}€`), '\r\n\r\n');
+    const end = enc.encode(big).length;
+    // The last event has no blank line after it: the stream stops there.
+    const bytes = enc.encode(`${big}data: [DONE]`);
+    const rw = new SseRewriter({ keepUsage: false, model: 'llama' });
+    let out = rw.push(bytes.subarray(0, end - 6));
+    // The closing bytes one at a time, an empty piece between each (a piece of a split character decodes to none).
+    for (let at = end - 6; at < bytes.length; at++) out += rw.push(bytes.subarray(at, at + 1)) + rw.push(new Uint8Array(0));
+    out += rw.end(false);
+    assert.equal(rw.sawError, false, out.slice(-300));
+    const chunks = parsed(out);
+    assert.equal(chunks.length, 2);
+    assert.ok((((chunks[0] as Obj)['choices'] as { text: string }[])[0]?.text ?? '').endsWith('€'));
+    assert.equal(chunks[1], '[DONE]');
+  });
+
   test('an event past 64 MiB is a malformed stream, not unbounded memory', () => {
     const rw = new SseRewriter({ keepUsage: false, model: 'llama' });
     const piece = enc.encode('x'.repeat(1024 * 1024));

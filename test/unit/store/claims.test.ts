@@ -24,3 +24,14 @@ test('many distinct claims are all taken, none mistaken for another', () => {
   for (let i = 0; i < 50_000; i++) if (c.claimNow(randomUUID(), T + i + TTL, T + i)) taken++;
   assert.equal(taken, 50_000);
 });
+
+test('a context valid for ever (a clock far ahead, or not a time) does not stop the generations from turning', () => {
+  const c = new MemoryCounters();
+  assert.equal(c.claimNow(randomUUID(), Infinity, T), true);
+  const id = randomUUID();
+  assert.equal(c.claimNow(id, T + TTL, T), true);
+  assert.equal(c.claimNow(id, T + TTL, T + 1000), false);
+  // Retention is bounded (5 min + margin): half an hour later the id is forgotten.
+  c.claimNow(randomUUID(), T + 900_000 + TTL, T + 900_000);
+  assert.equal(c.claimNow(id, T + 1_800_000 + TTL, T + 1_800_000), true);
+});
