@@ -464,12 +464,20 @@ class SseRelay implements StreamSink {
     queueMicrotask(this.#flushHead);
   }
 
+  /** The backend's stream was cut off here (SseRewriter.malformed). */
+  #cutOff = false;
+
   readonly #flushHead = (): void => {
     if (!this.#wrote && !this.#res.writableEnded && !this.#res.destroyed) this.#res.flushHeaders();
   };
 
   data(chunk: Buffer): boolean {
     const out = this.sse.push(chunk);
+    // Past the largest event there is: the client has its error event, and the backend stops generating.
+    if (this.sse.malformed && !this.#cutOff) {
+      this.#cutOff = true;
+      queueMicrotask(() => this.#exchange?.abort(codedError('REPLY_TOO_LARGE', 'a stream event past the largest reply')));
+    }
     if (out === '') return true;
     this.#wrote = true;
     if (this.#onFirstToken !== undefined) {

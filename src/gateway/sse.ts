@@ -59,8 +59,12 @@ export class SseRewriter {
   /** The long event's last three characters: its end may straddle pieces of a character or two each. */
   #tail = '';
 
+  /** The backend sent what no OpenAI stream holds (an event past MAX_EVENT): the rest is not read. */
+  malformed = false;
+
   /** Feeds backend bytes; returns the text to send to the client now ('' when nothing is complete yet). */
   push(chunk: Uint8Array): string {
+    if (this.malformed) return '';
     const text = this.#decoder.write(chunk);
     if (this.#parts.length > 0) {
       // Still inside the long event unless this text ends it (its end may straddle the seam).
@@ -95,6 +99,7 @@ export class SseRewriter {
 
   /** One event larger than the largest reply tollgate forwards is not an OpenAI stream. */
   #malformed(): string {
+    this.malformed = true;
     this.#buffer = '';
     this.#parts = [];
     this.#partsLength = 0;

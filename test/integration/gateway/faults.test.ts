@@ -11,6 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
+import http from 'node:http';
 import { connect, createServer } from 'node:net';
 import OpenAI from 'openai';
 import { startFakeVllm, type Fault, type FakeVllm } from '../../support/fake-vllm.js';
@@ -901,5 +902,56 @@ keys:
     await expectError(await post(stack.base, '/v1/chat/completions', { model: 'lone', messages: HI }), 502, 'api_error', 'upstream_error');
     const res = await post(stack.base, '/v1/chat/completions', { model: 'lone', messages: HI });
     await expectError(res, 503, 'service_unavailable', 'no_healthy_deployment');
+  });
+});
+
+describe('a stream event past the largest reply', () => {
+  test('the client gets an error event and [DONE], and the backend request is cut off', T, async () => {
+    let closedEarly = false;
+    let sentMiB = 0;
+    const backend = http.createServer((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"');
+      const piece = 'x'.repeat(1024 * 1024);
+      const more = (): void => {
+        // Up to 100 MiB of one event, never ended: only a cut-off stops it early.
+        while (sentMiB < 100 && !res.destroyed) {
+          sentMiB++;
+          if (!res.write(piece)) return void res.once('drain', more);
+        }
+        if (!res.destroyed) res.end('"}}]}\n\n');
+      };
+      res.on('close', () => {
+        if (!res.writableFinished) closedEarly = true;
+      });
+      more();
+    });
+    await new Promise<void>((resolve) => backend.listen(0, '127.0.0.1', resolve));
+    const port = (backend.address() as { port: number }).port;
+    const stack = await startStack(`
+model_list:
+  - model_name: huge
+    litellm_params: { model: openai/m, api_base: "http://127.0.0.1:${port}/v1", timeout: 10 }
+general_settings:
+  context_signing_key: ${SECRET}
+keys:
+  - key: sha256:${sha(KEY)}
+`);
+    try {
+      const res = await post(stack.base, '/v1/chat/completions', { model: 'huge', messages: HI, stream: true });
+      assert.equal(res.status, 200);
+      const text = await res.text();
+      assert.match(text, /malformed stream/);
+      assert.ok(text.endsWith('data: [DONE]\n\n'));
+      assert.ok(text.length < 1024 * 1024, 'none of the oversized event reached the client');
+      await new Promise((r) => setTimeout(r, 100));
+      assert.equal(closedEarly, true, `the backend was cut off (it sent ${sentMiB} MiB)`);
+      assert.ok(sentMiB < 100);
+    } finally {
+      await stack.gw.close(500);
+      backend.closeAllConnections();
+      await new Promise<void>((resolve) => backend.close(() => resolve()));
+    }
   });
 });
