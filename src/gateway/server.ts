@@ -291,7 +291,9 @@ function identify(
         if (c === 'store') {
           // Not served: the lease Check took must not hold its slot until it expires.
           if (id.lease !== undefined) deps.leases?.release(id.lease);
-          return { error: 'store_unavailable', message: undefined, requestId: id.caller.requestId, headers: undefined };
+          // A denial of the caller Check named: its spend-log row, as any other (the admin's carries no key).
+          const denied = { keyId: claims.k, userId: claims.u, teamId: claims.t, model: claims.m };
+          return { error: 'store_unavailable', message: undefined, requestId: id.caller.requestId, headers: undefined, denied };
         }
         refused(deps, 'sent before');
         return authorizeHere(deps, req, method, body, parsed, now);

@@ -176,6 +176,8 @@ ${redis}keys:
         if (counters.kind === 'redis') {
           assert.equal(r.status, 503);
           assert.equal(((await r.json()) as { error: { code: string } }).error.code, 'store_unavailable');
+          const row = rows.rows.at(-1);
+          assert.deepEqual([row?.keyId, row?.status, row?.cost, row?.model], [sha(ONE).slice(0, 16), 503, 0, 'llama'], 'its denial row');
         } else assert.equal(r.status, 200, 'in process, the claim cannot fail');
       } finally {
         counters.claim = claim;
