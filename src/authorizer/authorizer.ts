@@ -257,14 +257,13 @@ export class Authorizer {
 
   #listing(hidden: readonly string[]): { h?: readonly string[]; v?: readonly string[]; hb?: string; hc?: string } {
     if (hidden.length === 0) return {};
-    const catalog = this.#rules.catalog;
-    const aliases = [...catalog.aliases()];
+    // The catalog's sorted aliases, made once per catalog (not a copy per listing).
+    const index = this.#rules.catalog.listing;
     const gone = new Set(hidden);
-    const list = 2 * hidden.length <= aliases.length ? { h: hidden } : { v: aliases.filter((a) => !gone.has(a)) };
+    const list = 2 * hidden.length <= index.sorted.length ? { h: hidden } : { v: index.sorted.filter((a) => !gone.has(a)) };
     const names = list.h ?? list.v;
     // Long lists as a bitmap: a header holds 8 KiB of context (a catalog of thousands of aliases, in 1 KiB).
     if (names.reduce((n, a) => n + a.length + 3, 0) <= LISTING_INLINE_CHARS) return list;
-    const index = catalog.listing;
     // `v: []` beside the bitmap: a gateway of a version before it reads that, and lists nothing, not all.
     return { hb: aliasBitmap(index, gone), hc: index.digest, v: [] };
   }
