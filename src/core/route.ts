@@ -53,10 +53,12 @@ export function classifyRoute(method: string, path: string): RouteKind {
 
 /**
  * The path tollgate routes on, so a spelling variant cannot turn a model route into a "plain" one (which
- * skips the model allow-lists): query and fragment dropped, lower-cased, repeated slashes merged, trailing
- * slash dropped. A path that hides its shape — percent-encoded `/`, `\` or `.`, a backslash, or a `.`/`..`
- * segment — is refused (null) rather than decoded, since a proxy in front may route it differently
- * (Envoy: `normalize_path`, `merge_slashes`, `path_with_escaped_slashes_action: REJECT_REQUEST`).
+ * skips the model allow-lists): query and fragment dropped, percent-escapes decoded (an encoded `/` is a `/`,
+ * as Envoy's `path_with_escaped_slashes_action: UNESCAPE_AND_FORWARD` makes it before routing and Check),
+ * lower-cased, repeated slashes merged, trailing slash dropped. A path that hides its shape — a backslash
+ * (or `%5C`), or a `.`/`..` segment, decoded or not — is refused (null) rather than resolved, since a proxy
+ * in front may resolve it otherwise. Decoding `/` only ever splits a segment in two, so a route prefix a proxy
+ * matched on the path as sent still starts the decoded path, and no `..` can climb out of it.
  * The gateway dispatches on the same normalised path.
  */
 export function normalizePath(rawPath: string): string | null {
@@ -67,7 +69,7 @@ export function normalizePath(rawPath: string): string | null {
   if (h >= 0 && h < end) end = h;
   const p = end === rawPath.length ? rawPath : rawPath.slice(0, end);
   if (FAST_PATH.test(p)) return p;
-  if (p.includes('\\') || /%(2f|5c|2e)/i.test(p)) return null;
+  if (p.includes('\\') || /%5c/i.test(p)) return null;
   let decoded = p;
   if (p.includes('%')) {
     try {

@@ -433,19 +433,20 @@ function retrieveModel(deps: GatewayDeps, res: HttpResponse, id: Identity, alias
 
 /**
  * The model id of `GET /v1/models/{model}` (or `/models/{model}`): taken from the path as sent, since the
- * normalised one is lower-cased and aliases are not. normalizePath has refused encoded slashes and dots.
+ * normalised one is lower-cased and aliases are not; decoded and split as normalizePath does, so the SDKs'
+ * `models.retrieve('org/model')` (sent as `org%2Fmodel`) names the alias `org/model`, as its plain spelling does.
  */
 function modelIdOf(path: string, url: string): string | undefined {
   if (!ONE_MODEL.test(path)) return undefined;
   const q = url.search(/[?#]/);
-  // The segments after `models` (and `v1`), as sent: normalizePath merged repeated slashes the same way.
-  const segments = (q < 0 ? url : url.slice(0, q)).split('/').filter((s) => s !== '');
-  const id = segments.slice(path.startsWith('/v1/') ? 2 : 1).join('/');
+  let decoded: string;
   try {
-    return decodeURIComponent(id);
+    decoded = decodeURIComponent(q < 0 ? url : url.slice(0, q));
   } catch {
     return undefined;
   }
+  const segments = decoded.split('/').filter((s) => s !== '');
+  return segments.slice(path.startsWith('/v1/') ? 2 : 1).join('/');
 }
 
 function json(res: HttpResponse, status: number, value: unknown, requestId?: string): void {

@@ -321,7 +321,7 @@ describe('gateway', () => {
     assert.equal((await fetch(`${base}/v1/models/llama`)).status, 401);
   });
 
-  test('an alias with a / (a vLLM model id as alias) is retrieved by its path as written; the encoded form is refused', async () => {
+  test('an alias with a / (a vLLM model id as alias) is retrieved as the SDKs send it (encoded) and as written', async () => {
     const auth = { authorization: `Bearer ${KEY}` };
     for (const path of ['/v1/models/org/slashed', '/models/org/slashed']) {
       const r = await fetch(`${base}${path}`, { headers: auth });
@@ -332,9 +332,12 @@ describe('gateway', () => {
     const ids: string[] = [];
     for await (const m of all.models.list()) ids.push(m.id);
     assert.ok(ids.includes('org/slashed'));
-    // The SDKs encode the / (%2F), which Envoy's path_with_escaped_slashes_action: REJECT_REQUEST refuses too.
+    // The SDK encodes the / (org%2Fslashed), which Envoy's UNESCAPE_AND_FORWARD decodes before routing too.
+    assert.equal((await all.models.retrieve('org/slashed')).id, 'org/slashed');
     const encoded = await fetch(`${base}/v1/models/org%2Fslashed`, { headers: auth });
-    assert.equal(encoded.status, 404);
+    assert.equal(encoded.status, 200);
+    const climbing = await fetch(`${base}/v1/models/org%2F..%2F..%2Fkey%2Fgenerate`, { headers: auth });
+    assert.equal(climbing.status, 404);
     const missing = await fetch(`${base}/v1/models/org/other`, { headers: auth });
     assert.equal(((await missing.json()) as { error: { code: string } }).error.code, 'model_not_found');
   });

@@ -65,9 +65,16 @@ const paths: Array<[raw: string, path: string | null]> = [
   ['//v1//chat/completions', '/v1/chat/completions'],
   ['/V1/Chat/Completions', '/v1/chat/completions'],
   ['/v1/%63hat/completions', '/v1/chat/completions'],
-  // Paths that hide their shape are refused, not decoded: a proxy in front may route them otherwise.
-  ['/v1/chat%2Fcompletions', null],
-  ['/v1/chat%2fcompletions', null],
+  // An encoded slash is a slash, as Envoy's UNESCAPE_AND_FORWARD makes it: the SDKs encode an alias's /.
+  ['/v1/chat%2Fcompletions', '/v1/chat/completions'],
+  ['/v1/chat%2fcompletions', '/v1/chat/completions'],
+  ['/v1/models/meta-llama%2FLlama-3.1-8B', '/v1/models/meta-llama/llama-3.1-8b'],
+  ['/v1/models/a%2F%2Fb', '/v1/models/a/b'],
+  ['/v1/models/a%252Fb', '/v1/models/a%2fb'],
+  // Paths that hide their shape are refused, not resolved: a proxy in front may resolve them otherwise.
+  ['/v1/models%2F..%2Fkey%2Fgenerate', null],
+  ['/v1/%2E%2E/key/generate', null],
+  ['/v1/.%2e/key/generate', null],
   ['/v1/chat%5Ccompletions', null],
   ['/v1/chat\\completions', null],
   ['/v1/%2e%2e/health/liveliness', null],
