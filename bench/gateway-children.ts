@@ -3,6 +3,7 @@
  * process's CPU time, the chat body every request sends, and tollgate's bench config.
  */
 import { fork, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { ToChild, ToParent } from './servers/ipc.js';
 
@@ -96,16 +97,24 @@ export function chatBody(model: string, stream: boolean): string {
   });
 }
 
-/** tollgate's config for the gateway benches: one alias on the fake vLLM, one declared key, the spend log in `databaseUrl` (none: no records database). */
-export function gatewayBenchConfig(apiBase: string, keyHash: string, databaseUrl: string | undefined): string {
+/** The bench config's x-tollgate-context secret: the Envoy-path rows sign contexts as Check would. */
+export const CONTEXT_SIGNING_KEY = 'bench-context-signing-key-0123456789abcdef';
+
+/**
+ * tollgate's config for the gateway benches: one alias on the fake vLLM, one declared key, the spend log in
+ * `databaseUrl` (none: no records database), the counters in Redis at `redisUrl` under a prefix of their own
+ * (none: in process).
+ */
+export function gatewayBenchConfig(apiBase: string, keyHash: string, databaseUrl: string | undefined, redisUrl?: string): string {
   return `
 model_list:
   - model_name: ${ALIAS}
     litellm_params: { model: hosted_vllm/${BACKEND_MODEL}, api_base: "${apiBase}" }
     model_info: { id: fake-vllm-a }
 general_settings:
-  context_signing_key: bench-context-signing-key-0123456789abcdef
+  context_signing_key: ${CONTEXT_SIGNING_KEY}
 ${databaseUrl === undefined ? '' : `  database_url: ${databaseUrl}`}
+${redisUrl === undefined ? '' : `  redis_url: ${redisUrl}\n  redis_key_prefix: "tollgate-bench-${randomBytes(6).toString('hex')}:"`}
 keys:
   - key: "${keyHash}"
     key_alias: bench

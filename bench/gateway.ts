@@ -9,11 +9,19 @@
  *                                              profiled, and where its time goes
  *   node dist/bench/gateway.js --quick         only direct, tollgate and the bare proxy at 32 clients: the
  *                                              throughput ratios in a fifth of the time, while working on them
+ *   node dist/bench/gateway.js --envoy-path    only direct, tollgate and its Envoy path at 32 clients
+ *   … --redis [url]                            the Envoy path with Redis counters too (another tollgate child)
  *
  * Each server runs in its own child process (the fake vLLM, tollgate, Portkey); the load generator here
  * keeps N requests in flight over N keep-alive connections (undici Pool), warms up, then measures for a
  * fixed time — in slices, each row's interleaved with the other rows of its table (ROUNDS). Every answer
  * must be 2xx.
+ *
+ * The Envoy path: behind Envoy the gateway does not authorize a request itself; it checks the signed context
+ * Check set (x-tollgate-context: HMAC, body digest, expiry) and takes its one use (in process, or a Redis SET
+ * with `--redis`). Its rows ("ctx mem", "ctx redis", in the 32-client table) send the standalone row's
+ * requests, each with a fresh context signed here as Check signs it (minted before each slice, so signing
+ * costs the load generator nothing measured). The Redis row's CPU column adds Redis's own CPU.
  *
  * Two floors run beside them on every row: a bare Node HTTP proxy (servers/bare-proxy.ts, node:http and
  * undici moving bytes) and a TCP relay (servers/tcp-relay.ts, no HTTP at all). Each target is printed with
@@ -21,17 +29,19 @@
  * two cores, a target below the TCP relay's figure is out of reach for any proxy process.
  */
 import { fork } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
+import { bodyDigest, ContextSigner } from '../src/identity/context-token.js';
 import { summarizeCpuProfile } from './cpu-profile.js';
 import {
   ALIAS,
   BACKEND_MODEL,
+  CONTEXT_SIGNING_KEY,
   chatBody,
   cpuMicros,
   gatewayBenchConfig,
@@ -67,6 +77,12 @@ const quick = process.argv.includes('--quick');
  */
 /** `--no-spend-log`: no records database at all (spend only settles the in-process counters), to see what the log costs. */
 const noSpendLog = process.argv.includes('--no-spend-log');
+const envoyOnly = process.argv.includes('--envoy-path');
+const redisAt = process.argv.indexOf('--redis');
+const redisUrl =
+  redisAt < 0 ? undefined : process.argv[redisAt + 1]?.startsWith('redis') ? process.argv[redisAt + 1] : 'redis://127.0.0.1:6379';
+/** Contexts signed before each Envoy-path slice: more than a slice sends at the fastest rate seen here (~30 000/s). */
+const CONTEXTS_PER_SLICE = 100_000;
 const BENCH_DATABASE_URL = `${process.env['TEST_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test'}?schema=tollgate_bench_${randomBytes(4).toString('hex')}`;
 
 // ---------------------------------------------------------------------------------------------------
@@ -127,6 +143,21 @@ function freePort(): Promise<number> {
   });
 }
 
+/** The Redis server's pid (INFO server), so the Envoy path's Redis row is charged its CPU; undefined when it is not on this machine. */
+async function redisPid(url: string): Promise<number | undefined> {
+  const { Redis } = await import('ioredis');
+  const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await r.connect();
+    const pid = Number(/^process_id:(\d+)/m.exec(await r.info('server'))?.[1]);
+    return Number.isInteger(pid) && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('redis') ? pid : undefined;
+  } catch {
+    return undefined;
+  } finally {
+    r.disconnect();
+  }
+}
+
 /** Resident set size of a process in bytes (Linux /proc); NaN elsewhere. */
 function rssBytes(pid: number | undefined): number {
   try {
@@ -148,6 +179,10 @@ interface Target {
   readonly model: string;
   /** The process whose CPU is charged to this path (the gateway); undefined for direct. */
   readonly pid: number | undefined;
+  /** Another process whose CPU is charged to it too (Redis, on the Envoy path with Redis counters). */
+  readonly alsoPid?: number | undefined;
+  /** Envoy path: a fresh signed x-tollgate-context per request, as Check would set it for this body. */
+  readonly contexts?: ((body: string, count: number) => string[]) | undefined;
 }
 
 const JSON_HEADERS = { 'content-type': 'application/json', accept: 'application/json', 'user-agent': 'OpenAI/Python 1.54.4' };
@@ -158,9 +193,17 @@ type Op = (pool: Pool) => Promise<number | string>;
 function nonStreamed(target: Target): Op {
   const body = chatBody(target.model, false);
   const headers = { ...target.headers, 'content-length': String(Buffer.byteLength(body)) };
+  const contexts = target.contexts?.(body, CONTEXTS_PER_SLICE);
+  let next = 0;
   return async (pool) => {
+    let h: Record<string, string> = headers;
+    if (contexts !== undefined) {
+      const context = contexts[next++];
+      if (context === undefined) return `more than ${CONTEXTS_PER_SLICE} requests in a slice: raise CONTEXTS_PER_SLICE`;
+      h = { ...headers, 'x-tollgate-context': context };
+    }
     const t0 = performance.now();
-    const r = await pool.request({ path: target.path, method: 'POST', headers, body });
+    const r = await pool.request({ path: target.path, method: 'POST', headers: h, body });
     const text = await r.body.text();
     if (r.statusCode < 200 || r.statusCode >= 300) return `HTTP ${r.statusCode}: ${text.slice(0, 300)}`;
     return performance.now() - t0;
@@ -265,7 +308,7 @@ async function drive(
   const workers = Array.from({ length: clients }, () => worker());
   await sleep(WARMUP_MS);
   phase = 'measure';
-  const cpu0 = cpuMicros(target.pid);
+  const cpu0 = cpuMicros(target.pid) + (target.alsoPid === undefined ? 0 : cpuMicros(target.alsoPid));
   const backend0 = cpuMicros(backendPid);
   const bench0 = benchPids.reduce((sum, pid) => sum + cpuMicros(pid), 0);
   const machine0 = machineBusyMicros();
@@ -274,7 +317,7 @@ async function drive(
   const seconds = (performance.now() - t0) / 1000;
   const count = n;
   phase = 'done';
-  const cpuUs = cpuMicros(target.pid) - cpu0;
+  const cpuUs = cpuMicros(target.pid) + (target.alsoPid === undefined ? 0 : cpuMicros(target.alsoPid)) - cpu0;
   const backendUs = cpuMicros(backendPid) - backend0;
   const otherUs = machineBusyMicros() - machine0 - (benchPids.reduce((sum, pid) => sum + cpuMicros(pid), 0) - bench0);
   const rss = rssBytes(target.pid);
@@ -348,7 +391,9 @@ async function verify(target: Target): Promise<void> {
   const pool = new Pool(target.origin, { connections: 1 });
   try {
     const body = chatBody(target.model, false);
-    const r = await pool.request({ path: target.path, method: 'POST', headers: target.headers, body });
+    const context = target.contexts?.(body, 1)[0];
+    const headers = context === undefined ? target.headers : { ...target.headers, 'x-tollgate-context': context };
+    const r = await pool.request({ path: target.path, method: 'POST', headers, body });
     const text = await r.body.text();
     const content = (JSON.parse(text) as { choices?: Array<{ message?: { content?: unknown } }> }).choices?.[0]?.message?.content;
     if (r.statusCode !== 200 || typeof content !== 'string' || content === '') {
@@ -380,7 +425,8 @@ async function main(): Promise<void> {
     const backend = await startChild('fake-vllm', './servers/fake-vllm.js', {});
     servers.push(backend);
     const apiBase = `http://127.0.0.1:${backend.port}/v1`;
-    const [tollgate, portkey, bare, relay] = await Promise.all([
+    const withEnvoyPath = envoyOnly || !(quick || cpuProf);
+    const [tollgate, tollgateRedis, portkey, bare, relay] = await Promise.all([
       startChild('tollgate', './servers/tollgate-gateway.js', {
         env: {
           TOLLGATE_BENCH_CONFIG: gatewayBenchConfig(apiBase, keyHash, noSpendLog ? undefined : BENCH_DATABASE_URL),
@@ -388,15 +434,24 @@ async function main(): Promise<void> {
         },
         execArgv: profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir],
       }),
-      cpuProf || quick ? undefined : startPortkey(),
-      cpuProf
+      withEnvoyPath && redisUrl !== undefined
+        ? startChild('tollgate-redis', './servers/tollgate-gateway.js', {
+            env: {
+              TOLLGATE_BENCH_CONFIG: gatewayBenchConfig(apiBase, keyHash, noSpendLog ? undefined : BENCH_DATABASE_URL, redisUrl),
+              TOLLGATE_BENCH_LOG: path.join(logDir, 'tollgate-redis.log'),
+            },
+          })
+        : undefined,
+      cpuProf || quick || envoyOnly ? undefined : startPortkey(),
+      cpuProf || envoyOnly
         ? undefined
         : startChild('bare-proxy', './servers/bare-proxy.js', { env: { BARE_PROXY_BACKEND: `http://127.0.0.1:${backend.port}` } }),
-      cpuProf || quick
+      cpuProf || quick || envoyOnly
         ? undefined
         : startChild('tcp-relay', './servers/tcp-relay.js', { env: { TCP_RELAY_BACKEND: `http://127.0.0.1:${backend.port}` } }),
     ]);
     servers.push(tollgate);
+    if (tollgateRedis !== undefined) servers.push(tollgateRedis);
     if (portkey !== undefined) servers.push(portkey);
     if (bare !== undefined) servers.push(bare);
     if (relay !== undefined) servers.push(relay);
@@ -438,11 +493,45 @@ async function main(): Promise<void> {
     // Both take the backend's own requests, as direct does.
     const floor = (name: string, server: ServerChild | undefined): Target | undefined =>
       server === undefined ? undefined : { ...direct, name, origin: `http://127.0.0.1:${server.port}`, pid: server.child.pid };
+    // The Envoy path: what Envoy forwards after Check — no credentials, a context Check signed for this body.
+    const signer = new ContextSigner(Buffer.from(CONTEXT_SIGNING_KEY, 'utf8'));
+    const keyId = keyHash.slice('sha256:'.length, 'sha256:'.length + 16);
+    const contexts = (body: string, count: number): string[] => {
+      const b = bodyDigest(body);
+      const x = Date.now() + 240_000;
+      return Array.from({ length: count }, () =>
+        signer.sign({
+          k: keyId,
+          a: 'bench',
+          u: 'alice',
+          m: ALIAS,
+          d: 'fake-vllm-a',
+          n: randomUUID(),
+          r: randomUUID(),
+          p: 'POST /v1/chat/completions',
+          b,
+          x,
+        }),
+      );
+    };
+    const envoyTargets: Target[] = [];
+    if (withEnvoyPath) envoyTargets.push({ ...viaTollgate, name: 'ctx mem', headers: JSON_HEADERS, contexts });
+    if (tollgateRedis !== undefined && redisUrl !== undefined) {
+      envoyTargets.push({
+        ...viaTollgate,
+        name: 'ctx redis',
+        origin: `http://127.0.0.1:${tollgateRedis.port}`,
+        headers: JSON_HEADERS,
+        pid: tollgateRedis.child.pid,
+        alsoPid: await redisPid(redisUrl),
+        contexts,
+      });
+    }
     const viaBare = floor('bare', bare);
     const viaRelay = floor('tcp relay', relay);
-    const benchPids = [process.pid, ...servers.map((s) => s.child.pid ?? -1)];
+    const benchPids = [process.pid, ...servers.map((s) => s.child.pid ?? -1), ...envoyTargets.flatMap((t) => t.alsoPid ?? [])];
     const chatTargets = [direct, viaTollgate, ...(viaPortkey === undefined ? [] : [viaPortkey])];
-    for (const t of chatTargets) await verify(t);
+    for (const t of [...chatTargets, ...envoyTargets]) await verify(t);
     const idleRss = rssBytes(tollgate.child.pid);
     console.log(
       `fake vLLM (chunkDelayMs 0) on ${apiBase}; ${chatTargets.map((t) => t.name).join(', ')} answer 200; ` +
@@ -477,12 +566,14 @@ async function main(): Promise<void> {
 
     if (quick) {
       await measure([direct, viaTollgate, ...(viaBare === undefined ? [] : [viaBare])], 'chat', HIGH);
+    } else if (envoyOnly) {
+      await measure([direct, viaTollgate, ...envoyTargets], 'chat', HIGH);
     } else if (!cpuProf) {
       // The floors are measured beside every figure: what a proxy doing no work adds on this machine.
       const floors = [viaBare, viaRelay].filter((t): t is Target => t !== undefined);
       for (const t of floors) await verify(t);
       await measure([...chatTargets, ...floors], 'chat', LOW);
-      await measure([...chatTargets, ...floors], 'chat', HIGH);
+      await measure([...chatTargets, ...floors, ...envoyTargets], 'chat', HIGH);
       await measure([direct, viaTollgate, ...floors], 'stream', LOW);
     } else {
       await measure([direct, viaTollgate], 'chat', HIGH);
@@ -515,7 +606,17 @@ async function main(): Promise<void> {
 
     const tHigh = find('tollgate', 'chat', HIGH);
     const dHigh = find('direct', 'chat', HIGH);
-    if (!cpuProf && !quick) {
+    if (envoyTargets.length > 0) {
+      const of = (name: string): string => {
+        const r = find(name, 'chat', HIGH);
+        return `${name} ${((r?.throughput ?? NaN) / (dHigh?.throughput ?? NaN)).toFixed(2)}× direct, ${(r?.cpuPerReq ?? NaN).toFixed(0)} µs/req`;
+      };
+      console.log(
+        `Envoy path at ${HIGH} clients (a signed context per request; the gateway's CPU${redisUrl === undefined ? '' : ', with Redis’s on the Redis row'}): ` +
+          `${envoyTargets.map((t) => of(t.name)).join('; ')}; standalone: ${of('tollgate')}`,
+      );
+    }
+    if (!cpuProf && !quick && !envoyOnly) {
       const addedP50 = (name: string, kind: Run['kind']): number =>
         (find(name, kind, LOW)?.p50 ?? NaN) - (find('direct', kind, LOW)?.p50 ?? NaN);
       const vsPortkey = (name: string): number =>
