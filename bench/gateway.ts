@@ -11,6 +11,7 @@
  *                                              throughput ratios in a fifth of the time, while working on them
  *   node dist/bench/gateway.js --envoy-path    only direct, tollgate and its Envoy path at 32 clients
  *   … --redis [url]                            the Envoy path with Redis counters too (another tollgate child)
+ *   … --cpu-prof --envoy-path                  the Envoy path profiled (in-process claims)
  *
  * Each server runs in its own child process (the fake vLLM, tollgate, Portkey); the load generator here
  * keeps N requests in flight over N keep-alive connections (undici Pool), warms up, then measures for a
@@ -566,7 +567,7 @@ async function main(): Promise<void> {
 
     if (quick) {
       await measure([direct, viaTollgate, ...(viaBare === undefined ? [] : [viaBare])], 'chat', HIGH);
-    } else if (envoyOnly) {
+    } else if (envoyOnly && !cpuProf) {
       await measure([direct, viaTollgate, ...envoyTargets], 'chat', HIGH);
     } else if (!cpuProf) {
       // The floors are measured beside every figure: what a proxy doing no work adds on this machine.
@@ -576,7 +577,8 @@ async function main(): Promise<void> {
       await measure([...chatTargets, ...floors, ...envoyTargets], 'chat', HIGH);
       await measure([direct, viaTollgate, ...floors], 'stream', LOW);
     } else {
-      await measure([direct, viaTollgate], 'chat', HIGH);
+      // With --envoy-path, the Envoy path is profiled instead of standalone.
+      await measure([direct, (envoyOnly ? envoyTargets[0] : undefined) ?? viaTollgate], 'chat', HIGH);
     }
 
     await Promise.all(servers.map((s) => s.stop()));
