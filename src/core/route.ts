@@ -53,12 +53,13 @@ export function classifyRoute(method: string, path: string): RouteKind {
 
 /**
  * The path tollgate routes on, so a spelling variant cannot turn a model route into a "plain" one (which
- * skips the model allow-lists): query and fragment dropped, percent-escapes decoded (an encoded `/` is a `/`,
- * as Envoy's `path_with_escaped_slashes_action: UNESCAPE_AND_FORWARD` makes it before routing and Check),
- * lower-cased, repeated slashes merged, trailing slash dropped. A path that hides its shape — a backslash
- * (or `%5C`), or a `.`/`..` segment, decoded or not — is refused (null) rather than resolved, since a proxy
- * in front may resolve it otherwise. Decoding `/` only ever splits a segment in two, so a route prefix a proxy
- * matched on the path as sent still starts the decoded path, and no `..` can climb out of it.
+ * skips the model allow-lists): query and fragment dropped, percent-escapes decoded (an encoded `/` is a `/`:
+ * the SDKs' `models.retrieve('org/model')` sends `org%2Fmodel`), lower-cased, repeated slashes merged,
+ * trailing slash dropped. A path that hides its shape — a backslash (or `%5C`), or a `.`/`..` segment, plain or
+ * encoded — is refused (null) rather than resolved, since a proxy in front may resolve it otherwise. Decoding
+ * `/` only splits a segment, and no dot segment is resolved, so a route prefix a proxy matched on the path as
+ * sent still starts the normalised path. (Envoy must keep encoded slashes as sent, KEEP_UNCHANGED: its
+ * UNESCAPE_AND_FORWARD decodes them before it resolves dot segments, and `x%2F..%2F..` would climb.)
  * The gateway dispatches on the same normalised path.
  */
 export function normalizePath(rawPath: string): string | null {

@@ -143,6 +143,11 @@ export function assertTollgateEnvoyConfig(
   const manager = hcm(client);
   assert.notEqual(manager['codec_type'], 'HTTP3');
   assert.equal(manager['generate_request_id'], true, 'Envoy generates x-request-id');
+  // One spelling per path for Envoy and tollgate (src/core/route.ts normalizePath); encoded slashes kept as
+  // sent, since UNESCAPE_AND_FORWARD decodes them before dot segments are resolved (x%2F..%2F.. climbs).
+  assert.equal(manager['normalize_path'], true, 'normalize_path');
+  assert.equal(manager['merge_slashes'], true, 'merge_slashes');
+  assert.equal(manager['path_with_escaped_slashes_action'], 'KEEP_UNCHANGED', 'encoded slashes kept as sent');
 
   // Filter order: strip x-tollgate-* → ext_authz → router (last).
   const filters = list(manager, 'http_filters').map((f) => obj(f, 'typed_config'));

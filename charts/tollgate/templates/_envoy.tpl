@@ -57,7 +57,7 @@ static_resources:
                 always_set_request_id_in_response: true
                 normalize_path: true
                 merge_slashes: true
-                path_with_escaped_slashes_action: UNESCAPE_AND_FORWARD
+                path_with_escaped_slashes_action: KEEP_UNCHANGED
                 stream_idle_timeout: {{ .Values.envoy.streamIdleTimeout }}
                 request_timeout: 120s
                 request_headers_timeout: 10s

@@ -332,7 +332,7 @@ describe('gateway', () => {
     const ids: string[] = [];
     for await (const m of all.models.list()) ids.push(m.id);
     assert.ok(ids.includes('org/slashed'));
-    // The SDK encodes the / (org%2Fslashed), which Envoy's UNESCAPE_AND_FORWARD decodes before routing too.
+    // The SDK encodes the / (org%2Fslashed): decoded here; Envoy keeps it as sent (KEEP_UNCHANGED).
     assert.equal((await all.models.retrieve('org/slashed')).id, 'org/slashed');
     const encoded = await fetch(`${base}/v1/models/org%2Fslashed`, { headers: auth });
     assert.equal(encoded.status, 200);

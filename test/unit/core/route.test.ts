@@ -2,6 +2,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { classifyRoute, normalizePath, type RouteKind } from '../../../src/core/route.js';
+import { canonicalPath, envoyPath, unescapeSlashes } from '../../support/envoy-path.js';
 
 const routes: Array<[method: string, path: string, kind: RouteKind]> = [
   ['POST', '/v1/chat/completions', 'model'],
@@ -65,7 +66,7 @@ const paths: Array<[raw: string, path: string | null]> = [
   ['//v1//chat/completions', '/v1/chat/completions'],
   ['/V1/Chat/Completions', '/v1/chat/completions'],
   ['/v1/%63hat/completions', '/v1/chat/completions'],
-  // An encoded slash is a slash, as Envoy's UNESCAPE_AND_FORWARD makes it: the SDKs encode an alias's /.
+  // An encoded slash is a slash: the SDKs encode an alias's /.
   ['/v1/chat%2Fcompletions', '/v1/chat/completions'],
   ['/v1/chat%2fcompletions', '/v1/chat/completions'],
   ['/v1/models/meta-llama%2FLlama-3.1-8B', '/v1/models/meta-llama/llama-3.1-8b'],
@@ -101,5 +102,48 @@ describe('normalizePath', () => {
   test('a query does not change the route kind', () => {
     assert.equal(classifyRoute('POST', normalizePath('/v1/chat/completions?stream=true') ?? ''), 'model');
     assert.equal(classifyRoute('GET', normalizePath('/health/readiness?full=1') ?? ''), 'probe');
+  });
+});
+
+describe("normalizePath behind Envoy's path normalisation (test/support/envoy-path.ts)", () => {
+  test("the model follows Envoy's own vectors (test/common/http/path_utility_test.cc)", () => {
+    const vectors: Array<[string, string]> = [
+      ['/a/b/../c', '/a/c'],
+      ['/a/b/./c', '/a/b/c'],
+      ['/a/b/../../../../c', '/c'],
+      ['/a/..\\c', '/c'],
+      ['/%5c%25', '/%5c%25'],
+      ['/a/b/%2E%2E/c', '/a/c'],
+      ['/xyz/..;foo=bar/abc', '/abc'],
+      ['/a/%2F%2f/c', '/a/%2F%2f/c'],
+    ];
+    for (const [raw, out] of vectors) assert.equal(canonicalPath(raw), out, raw);
+    assert.equal(unescapeSlashes('/x/%2E%2e/z%2f%2Fabc%5C../def').path, '/x/%2E%2e/z//abc\\../def');
+  });
+
+  // Encoded spellings a client could send to climb out of /v1/models/ (a prefix an ingress in front may allow).
+  const climbing = [
+    '/v1/models/x%2F..%2F..%2F..%2Fmetrics',
+    '/v1/models/x%2f..%2f..%2f..%2fkey%2fgenerate',
+    '/v1/models/x%5C..%5C..%5C..%5Cmetrics',
+    '/v1/models/x%2F%2e%2e%2F%2e%2e%2F%2e%2e%2Fmetrics',
+    '/v1/models/x%2F..;a%2F..;b%2F..;c%2Fmetrics',
+    '/v1/models/x%252F..%252F..%252Fmetrics',
+  ];
+
+  test('with KEEP_UNCHANGED (the shipped config), no encoded spelling leaves /v1/models/, behind Envoy or not', () => {
+    for (const raw of climbing) {
+      for (const path of [envoyPath(raw, 'KEEP_UNCHANGED'), raw]) {
+        const normal = path === null ? null : normalizePath(path);
+        assert.ok(normal === null || normal.startsWith('/v1/models/'), `${raw} → ${String(normal)}`);
+      }
+    }
+    // What the SDKs send for an alias with a / still names it.
+    assert.equal(normalizePath(envoyPath('/v1/models/org%2Fmodel', 'KEEP_UNCHANGED') ?? ''), '/v1/models/org/model');
+  });
+
+  test('UNESCAPE_AND_FORWARD would let them climb: it decodes %2F and %5C before it resolves dot segments', () => {
+    assert.equal(envoyPath('/v1/models/x%2F..%2F..%2F..%2Fmetrics', 'UNESCAPE_AND_FORWARD'), '/metrics');
+    assert.equal(envoyPath('/v1/models/x%5C..%5C..%5C..%5Cmetrics', 'UNESCAPE_AND_FORWARD'), '/metrics');
   });
 });
