@@ -68,7 +68,7 @@ export interface AuthorizerDeps {
 const EMPTY_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
 
 /** Shown for a path with encoded slashes or dots, or dot segments. */
-export const UNCLEAR_PATH = 'The path contains encoded slashes or dots, or "." / ".." segments: send the plain endpoint path.';
+export const UNCLEAR_PATH = 'The path contains a backslash or a "." / ".." segment (plain or encoded): send the plain endpoint path.';
 
 export class Authorizer {
   readonly #d: AuthorizerDeps;
@@ -92,7 +92,7 @@ export class Authorizer {
     const path = normalizePath(facts.path);
     if (path === null) {
       return {
-        decision: { allow: false, code: 'not_found', message: UNCLEAR_PATH, detail: 'encoded or dot-segment path' },
+        decision: { allow: false, code: 'not_found', message: UNCLEAR_PATH, detail: 'backslash or dot-segment path' },
         route: 'plain',
         requestId,
         context: undefined,
@@ -119,8 +119,12 @@ export class Authorizer {
     requestId: string,
     jwt: JwtResult | undefined,
     nowMs: number,
+    settled = false,
   ): Authorization | Promise<Authorization> {
     const key = this.#lookupKey(facts.headers['authorization']);
+    // A change to this key (or its team, its user) is being read in: decided on the new record, not the old.
+    const settling = typeof key === 'object' && !settled ? this.#d.keys.settling?.(key) : undefined;
+    if (settling !== undefined) return settling.then(() => this.#finish(facts, path, route, requestId, jwt, nowMs, true));
     // The records are asked only when the answer can matter: not for a probe, nor when the token already
     // decides the denial (unauthenticated traffic must not fill the database's read slots).
     const tokenDenies = jwt !== undefined && !jwt.ok && (jwt.failure !== 'missing' || this.#rules.jwtRequired);

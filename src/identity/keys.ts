@@ -50,6 +50,12 @@ export interface KeyDirectory {
    * in flight, or the same hash missed a moment ago).
    */
   lookupMissing?(hash: string): Promise<KeyRecord | undefined> | undefined;
+  /**
+   * A change to this key, its team or its user that arrived and is being read (a block, a delete, a lowered
+   * limit made on another replica): resolves when the new records are in (or after a bound). Undefined when
+   * none is in flight, which is nearly always.
+   */
+  settling?(key: KeyRecord): Promise<void> | undefined;
 }
 
 /** One-shot `crypto.hash`: less than half the cost of createHash on the per-request key lookup. */

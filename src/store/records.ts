@@ -562,6 +562,26 @@ export class RecordCache implements KeyDirectory {
     return bounded(lookup, MISS_WAIT_MS);
   }
 
+  /**
+   * The reloads in flight of this key's record, its team's and its user's. A change broadcast by another
+   * replica is read from the database before it replaces the cached record; meanwhile the old record would
+   * still decide — a deleted or blocked key admitted for a few milliseconds after the admin call returned.
+   * Check waits for these reads instead (bounded as a lookup is).
+   */
+  settling(key: KeyRecord): Promise<void> | undefined {
+    if (this.#chains.size === 0) return undefined;
+    const waits: Promise<void>[] = [];
+    const add = (k: string): void => {
+      const chain = this.#chains.get(k);
+      if (chain !== undefined) waits.push(chain);
+    };
+    add(`key:${key.hash}`);
+    if (key.teamId !== undefined) add(`team:${key.teamId}`);
+    if (key.userId !== undefined) add(`user:${key.userId}`);
+    if (waits.length === 0) return undefined;
+    return bounded(Promise.all(waits), MISS_WAIT_MS).then(() => undefined);
+  }
+
   /** A reloaded config file's keys, teams and users (SIGHUP), swapped in one synchronous step. */
   setConfig(keys: KeyDirectory, teams: ReadonlyMap<string, TeamRecord>, users: ReadonlyMap<string, Limits>): Promise<void> {
     for (const id of this.#configTeams.keys()) if (!teams.has(id)) this.teams.delete(id);

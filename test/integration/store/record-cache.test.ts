@@ -115,6 +115,70 @@ describe('record cache', { timeout: 30_000 }, () => {
     cache.stop();
   });
 
+  test('a change another replica made decides the next request here once its broadcast arrived, though its read is slow', async () => {
+    const db = await freshDb();
+    // This replica reads single records 300 ms late, as a busy pool connection may.
+    let slow = false;
+    const lagging: Queryable = {
+      async query<T>(sql: string, params?: readonly unknown[]): Promise<T[]> {
+        const rows = await db.query<T>(sql, params);
+        if (slow && /WHERE (key_hash|team_id) = \$1/.test(sql)) await new Promise((r) => setTimeout(r, 300));
+        return rows;
+      },
+      exec: (sql) => db.exec(sql),
+    };
+    const bus = new LocalChangeBus();
+    const cache = newCache(lagging, false);
+    await cache.start(bus);
+    const other = new RecordStore(db, bus); // another replica: its changes reach this cache by the broadcast only
+    const limits = {
+      maxBudget: undefined,
+      budgetDuration: undefined,
+      rpmLimit: undefined,
+      tpmLimit: undefined,
+      maxParallelRequests: undefined,
+    };
+    await other.putTeam({ teamId: 'lagging-team', alias: undefined, models: [], blocked: false, limits, metadata: {} }, true);
+    const key = `sk-lagging-${randomUUID()}`;
+    const teamKey = `sk-lagging-team-${randomUUID()}`;
+    await other.createKey(record(key), 'sk-...test');
+    await other.createKey(record(teamKey, { teamId: 'lagging-team', alias: 'lagging-team-key' }), 'sk-...test');
+    await until('keys seen', 2_000, () => cache.get(record(key).hash) !== undefined && cache.get(record(teamKey).hash) !== undefined);
+    const prepared = prepareConfigText(
+      'general_settings: { context_signing_key: record-cache-context-key-0123456789abcdef }\n',
+      'c.yaml',
+      {},
+    );
+    const parts = buildAuthorizer(prepared.config, prepared.policy, Buffer.alloc(32, 1), { keys: cache, teams: cache.teams });
+    const decide = async (bearer: string): Promise<string> => {
+      const a = await parts.authorizer.authorize(
+        {
+          method: 'POST',
+          path: '/v1/chat/completions',
+          headers: { authorization: `Bearer ${bearer}` },
+          body: JSON.stringify({ model: 'm1', messages: [] }),
+          json: undefined,
+          partialBody: false,
+          contextExtensions: {},
+          signContext: false,
+        },
+        Date.now(),
+      );
+      return a.decision.allow ? 'allowed' : a.decision.code;
+    };
+    slow = true;
+    assert.equal(await other.setKeyBlocked(record(key).hash, true), true);
+    assert.equal(await decide(key), 'key_blocked', 'the block decides the very next request');
+    assert.equal(
+      await other.putTeam({ teamId: 'lagging-team', alias: undefined, models: [], blocked: true, limits, metadata: {} }, false),
+      true,
+    );
+    assert.notEqual(await decide(teamKey), 'allowed', "the team's block too");
+    assert.equal(await other.deleteKey(record(key).hash), true);
+    assert.equal(await decide(key), 'invalid_api_key', 'and a delete');
+    cache.stop();
+  });
+
   test('a change made through this replica is in its cache when the call returns, before any broadcast comes back', async () => {
     const db = await freshDb();
     // A broker that delivers nothing, not even to the replica that published: only the writer's own refresh applies.
