@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import { parseModelBody } from '../core/body.js';
 import { decide, type Decision, type DecisionRules, type TeamRecord } from '../core/decide.js';
-import { classifyRoute, normalizePath, type RouteKind } from '../core/route.js';
+import { classifyRoute, modelEndpoint, normalizePath, type RouteKind } from '../core/route.js';
 import type { ContextClaims, ContextSigner } from '../identity/context-token.js';
 import { bodyDigest, CONTEXT_TTL_MS } from '../identity/context-token.js';
 import type { JwtResult, JwtVerifier } from '../identity/jwt.js';
@@ -181,12 +181,9 @@ export class Authorizer {
       return this.#allowed(facts, path, route, requestId, decision, undefined, nowMs);
     const p = decision.principal;
     const bytes = facts.body === undefined ? 0 : typeof facts.body === 'string' ? facts.body.length : facts.body.byteLength;
-    const admitted = limiter.admit(
-      p,
-      decision.deployment,
-      { maxTokens: decision.body.maxTokens, choices: decision.body.choices, bytes },
-      nowMs,
-    );
+    // An embedding generates nothing: it reserves its input only, not the default completion cap.
+    const maxTokens = modelEndpoint(facts.method, path) === 'embeddings' ? 0 : decision.body.maxTokens;
+    const admitted = limiter.admit(p, decision.deployment, { maxTokens, choices: decision.body.choices, bytes }, nowMs);
     if (admitted instanceof Promise) return admitted.then((a) => this.#admitted(facts, path, route, requestId, decision, a, nowMs));
     return this.#admitted(facts, path, route, requestId, decision, admitted, nowMs);
   }

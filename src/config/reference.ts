@@ -62,7 +62,8 @@ const LIMIT_DESCRIPTIONS: Readonly<Record<string, string>> = {
   budget_duration:
     'budget period, as LiteLLM resets it (at midnight, or `budget_reset_time`, in `litellm_settings.timezone`, UTC by default): `1d` or `24h` daily, `1w` or `7d` on Monday, `1mo` or `30d` on the 1st of the month; `Nh` within the day, `Nm` within the hour; `10d`, `2w`, `48h` run on from 1970',
   rpm_limit: 'requests per minute (sliding 60 s window, exact across replicas with Redis)',
-  tpm_limit: 'tokens per minute: `max_tokens` (or the default) × `n` plus the prompt is reserved at admission, settled with real usage',
+  tpm_limit:
+    'tokens per minute: `max_tokens` (or the default) × `n` plus the prompt is reserved at admission (an embedding: its input only), settled with real usage',
   max_parallel_requests: 'requests in flight at once',
   metadata: 'free-form, visible to policy rules as `key.metadata` / `team.metadata`',
   models: 'model aliases allowed; empty: all',

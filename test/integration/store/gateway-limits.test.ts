@@ -18,6 +18,7 @@ const MODEL = 'meta-llama/Llama-3.1-8B-Instruct';
 const RPM_KEY = 'sk-gateway-limits-rpm-01';
 const TPM_KEY = 'sk-gateway-limits-tpm-01';
 const BUDGET_KEY = 'sk-gateway-limits-bud-01';
+const EMBED_KEY = 'sk-gateway-limits-emb-01';
 const sha = (s: string): string => createHash('sha256').update(s).digest('hex');
 
 /**
@@ -139,6 +140,8 @@ keys:
     rpm_limit: 2
   - key: sha256:${sha(TPM_KEY)}
     tpm_limit: 400
+  - key: sha256:${sha(EMBED_KEY)}
+    tpm_limit: 400
   - key: sha256:${sha(BUDGET_KEY)}
     max_budget: 0.5
     budget_duration: 1d
@@ -211,6 +214,19 @@ litellm_settings:
     const burst = await Promise.all(Array.from({ length: 6 }, () => chat(TPM_KEY, 150)));
     const statuses = await Promise.all(burst.map(async (r) => (await r.text(), r.status)));
     assert.ok(statuses.includes(429), `a concurrent burst past the tpm is refused: ${statuses.join(',')}`);
+  });
+
+  test('tpm: an embedding reserves its input only, not the default completion cap (4096, past this tpm alone)', async () => {
+    const embed = (): Promise<Response> =>
+      fetch(`http://127.0.0.1:${gw.port}/v1/embeddings`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${EMBED_KEY}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'llama', input: 'the sea' }),
+        signal: AbortSignal.timeout(10_000),
+      });
+    const burst = await Promise.all(Array.from({ length: 6 }, embed));
+    const statuses = await Promise.all(burst.map(async (r) => (await r.text(), r.status)));
+    assert.deepEqual(statuses, [200, 200, 200, 200, 200, 200]);
   });
 
   test('budget: spend of each reply counts; past the budget, 429 insufficient_quota with x-should-retry: false', async () => {
