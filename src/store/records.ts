@@ -19,6 +19,12 @@ const MISS_MEMORY_MS = 1_000;
 const MISS_MEMORY_MAX = 10_000;
 /** How long a request waits for such a lookup (a slow database): then it is answered as before, 401. */
 const MISS_WAIT_MS = 500;
+/**
+ * How long Check waits for a changed record being read (RecordCache.settling): a read takes a millisecond
+ * or two; past this the cached record decides, well within Envoy's Check timeout (1 s shipped) even if a
+ * lookup of an unknown key follows.
+ */
+const SETTLE_WAIT_MS = 200;
 
 /** How often replicas on PostgreSQL read the change log, and how far back each read looks. */
 const POLL_MS = 500;
@@ -566,7 +572,7 @@ export class RecordCache implements KeyDirectory {
    * The reloads in flight of this key's record, its team's and its user's. A change broadcast by another
    * replica is read from the database before it replaces the cached record; meanwhile the old record would
    * still decide — a deleted or blocked key admitted for a few milliseconds after the admin call returned.
-   * Check waits for these reads instead (bounded as a lookup is).
+   * Check waits for these reads instead (bounded: SETTLE_WAIT_MS).
    */
   settling(key: KeyRecord): Promise<void> | undefined {
     if (this.#chains.size === 0) return undefined;
@@ -579,7 +585,7 @@ export class RecordCache implements KeyDirectory {
     if (key.teamId !== undefined) add(`team:${key.teamId}`);
     if (key.userId !== undefined) add(`user:${key.userId}`);
     if (waits.length === 0) return undefined;
-    return bounded(Promise.all(waits), MISS_WAIT_MS).then(() => undefined);
+    return bounded(Promise.all(waits), SETTLE_WAIT_MS).then(() => undefined);
   }
 
   /** A reloaded config file's keys, teams and users (SIGHUP), swapped in one synchronous step. */
