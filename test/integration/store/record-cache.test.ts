@@ -117,12 +117,12 @@ describe('record cache', { timeout: 30_000 }, () => {
 
   test('a change another replica made decides the next request here once its broadcast arrived, though its read is slow', async () => {
     const db = await freshDb();
-    // This replica reads single records 300 ms late, as a busy pool connection may.
+    // This replica reads single records 120 ms late (a busy pool connection), within the bound Check waits for it.
     let slow = false;
     const lagging: Queryable = {
       async query<T>(sql: string, params?: readonly unknown[]): Promise<T[]> {
         const rows = await db.query<T>(sql, params);
-        if (slow && /WHERE (key_hash|team_id) = \$1/.test(sql)) await new Promise((r) => setTimeout(r, 300));
+        if (slow && /WHERE (key_hash|team_id) = \$1/.test(sql)) await new Promise((r) => setTimeout(r, 120));
         return rows;
       },
       exec: (sql) => db.exec(sql),
