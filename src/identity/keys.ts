@@ -37,6 +37,8 @@ export interface KeyRecord {
   readonly metadata: Readonly<Record<string, unknown>>;
   /** Keys from the config file are read-only through the admin API. */
   readonly source: 'config' | 'api';
+  /** The ids this key had before /key/regenerate gave it new secrets, oldest first. */
+  readonly previousIds?: readonly string[] | undefined;
 }
 
 /** Where Check finds keys: synchronous, since the hot path never waits on a database. */
@@ -56,6 +58,11 @@ export interface KeyDirectory {
    * none is in flight, which is nearly always.
    */
   settling?(key: KeyRecord): Promise<void> | undefined;
+  /**
+   * The key with this id now: its record, or the record of the key it was regenerated into (a request
+   * admitted under the old id that ends after the regenerate is charged there).
+   */
+  current?(id: string): KeyRecord | undefined;
 }
 
 /** One-shot `crypto.hash`: less than half the cost of createHash on the per-request key lookup. */

@@ -240,14 +240,22 @@ function nonEmpty(v: string | undefined): string | undefined {
 
 /** What the gateway takes from the store: spend recording, lease renewal, the deployment gate, readiness. */
 export function gatewayStoreOptions(store: StoreApp): {
-  spend: Accounting;
+  spend: SpendRecorder;
   leases: Accounting;
   denials: Accounting;
   gate: DeploymentGate;
   storeReady: () => boolean;
 } {
+  const keys = store.keys;
   return {
-    spend: store.accounting,
+    // A request that ends after its key was regenerated leaves its row under the key's new id, so the
+    // key's spend (/key/info, budgets seeded from the log) keeps it; the regenerate moved the older rows.
+    spend: {
+      record: (e) => {
+        const now = e.keyId === undefined ? undefined : keys.current?.(e.keyId)?.id;
+        store.accounting.record(now === undefined || now === e.keyId ? e : { ...e, keyId: now });
+      },
+    },
     leases: store.accounting,
     denials: store.accounting,
     gate: { admit: (d, tokens, now) => store.limiter.admitDeployment(d, tokens, now) },

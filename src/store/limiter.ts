@@ -103,7 +103,9 @@ export class Limiter {
   /** The subjects with limits that a request of `who` on `deployment` counts against. */
   subjects(who: Who, deployment: Deployment | undefined, now: number): LimitSubject[] {
     const out: LimitSubject[] = [];
-    const key = who.keyId === undefined ? undefined : this.#dirs.keys.byId(who.keyId);
+    // A request admitted under a key regenerated since (a settlement) counts for the key it became.
+    const keys = this.#dirs.keys;
+    const key = who.keyId === undefined ? undefined : (keys.current?.(who.keyId) ?? keys.byId(who.keyId));
     const cal = this.calendar;
     if (key !== undefined) push(out, subjectOf(`key:${key.id}`, key.limits, now, cal));
     const user = who.userId === undefined ? undefined : this.#dirs.users.get(who.userId);

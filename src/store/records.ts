@@ -20,6 +20,14 @@ const MISS_MEMORY_MAX = 10_000;
 /** How long a request waits for such a lookup (a slow database): then it is answered as before, 401. */
 const MISS_WAIT_MS = 500;
 /**
+ * When the rows of a regenerated key are moved to its new id a second time: rows of requests that ended on
+ * another replica before it heard of the regenerate, still in its spend-log buffer then (flushed within a
+ * second, or retried), land under the old id after the regenerate's own move.
+ */
+const REGENERATE_SWEEP_MS = 5_000;
+/** Ids a key keeps of its past secrets (KeyRecord.previousIds). */
+const PREVIOUS_IDS_KEPT = 20;
+/**
  * How long Check waits for a changed record being read (RecordCache.settling): a read takes a millisecond
  * or two; past this the cached record decides, well within Envoy's Check timeout (1 s shipped) even if a
  * lookup of an unknown key follows.
@@ -52,6 +60,8 @@ export interface KeyRow extends LimitColumns {
   metadata: unknown;
   /** When this record's spend starts counting (migrations/005); null for keys made before it. */
   spend_from: Date | string | null;
+  /** Ids before /key/regenerate (migrations/007). */
+  previous_key_ids: unknown;
 }
 
 export interface TeamRow extends LimitColumns {
@@ -113,7 +123,7 @@ function userParams(u: StoredUser): unknown[] {
 }
 
 export const KEY_COLUMNS =
-  'key_hash, key_alias, models, user_id, team_id, blocked, expires_at, metadata, max_budget, budget_duration, rpm_limit, tpm_limit, max_parallel_requests, spend_from';
+  'key_hash, key_alias, models, user_id, team_id, blocked, expires_at, metadata, max_budget, budget_duration, rpm_limit, tpm_limit, max_parallel_requests, spend_from, previous_key_ids';
 export const TEAM_COLUMNS =
   'team_id, team_alias, models, blocked, metadata, max_budget, budget_duration, rpm_limit, tpm_limit, max_parallel_requests';
 const USER_COLUMNS = 'user_id, max_budget, budget_duration, rpm_limit, tpm_limit, max_parallel_requests';
@@ -145,6 +155,7 @@ export function keyFromRow(r: KeyRow): KeyRecord {
     limits: r.spend_from === null ? limitsFrom(r) : { ...limitsFrom(r), budgetFrom: new Date(r.spend_from).getTime() },
     metadata: object(r.metadata),
     source: 'api',
+    previousIds: strings(r.previous_key_ids),
   };
 }
 
@@ -274,8 +285,9 @@ export class RecordStore {
     change: (stored: KeyRecord) => KeyRecord,
     keyName: string,
   ): Promise<KeyRecord | 'missing' | 'taken' | 'alias-taken'> {
+    let next: KeyRecord | 'missing' | 'alias-taken';
     try {
-      return await this.#keyWrite(
+      next = await this.#keyWrite(
         // The old hash first: every replica refuses the old key before the new one works anywhere.
         [
           { kind: 'key', id: oldHash },
@@ -284,7 +296,10 @@ export class RecordStore {
         async (tx): Promise<KeyRecord | 'missing'> => {
           const [gone] = await tx.query<KeyRow>('DELETE FROM keys WHERE key_hash = $1 RETURNING *', [oldHash]);
           if (gone === undefined) return 'missing';
-          const next = { ...change(keyFromRow(gone)), hash: newHash, id: keyId(newHash) };
+          const before = keyFromRow(gone);
+          // The last ids kept: enough for the requests in flight at any regenerate of the last while.
+          const previousIds = [...(before.previousIds ?? []), before.id].slice(-PREVIOUS_IDS_KEPT);
+          const next = { ...change(before), hash: newHash, id: keyId(newHash), previousIds };
           if (next.alias !== undefined && next.alias !== gone.key_alias) await claimKeyAlias(tx, next.alias, next.hash);
           // A new secret chosen by the caller may be another key's: nothing changes then (the throw rolls back).
           if ((await upsertKey(tx, next, keyName, true)).length === 0) throw new KeyTaken();
@@ -296,6 +311,18 @@ export class RecordStore {
       if (err instanceof KeyTaken) return 'taken';
       throw err;
     }
+    if (typeof next === 'object') {
+      const [from, to] = [keyId(oldHash), next.id];
+      setTimeout(() => {
+        this.#db.query('UPDATE spend_logs SET key_id = $2 WHERE key_id = $1', [from, to]).catch((err: unknown) => {
+          this.#logger?.warn(
+            { err: (err as Error).message, key_id: to },
+            "could not move a regenerated key's last spend-log rows to its new id",
+          );
+        });
+      }, REGENERATE_SWEEP_MS).unref();
+    }
+    return next;
   }
 
   /** Inserts a team (`create`: false when it exists) or updates it. */
@@ -425,8 +452,9 @@ function upsertKey(tx: Queryable, k: KeyRecord, keyName: string | undefined, cre
   const l = k.limits;
   return tx.query(
     `INSERT INTO keys (key_hash, key_id, key_alias, models, user_id, team_id, blocked, expires_at, metadata,
-                       max_budget, budget_duration, rpm_limit, tpm_limit, max_parallel_requests, key_name, spend_from)
-     VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14, $15, $16)
+                       max_budget, budget_duration, rpm_limit, tpm_limit, max_parallel_requests, key_name, spend_from,
+                       previous_key_ids)
+     VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14, $15, $16, $17::jsonb)
      ON CONFLICT (key_hash) DO ${
        create
          ? 'NOTHING'
@@ -452,6 +480,7 @@ function upsertKey(tx: Queryable, k: KeyRecord, keyName: string | undefined, cre
       l.maxParallelRequests ?? null,
       keyName ?? null,
       l.budgetFrom === undefined ? null : new Date(l.budgetFrom).toISOString(),
+      JSON.stringify(k.previousIds ?? []),
     ],
   );
 }
@@ -468,6 +497,8 @@ export class RecordCache implements KeyDirectory {
   #configUsers: ReadonlyMap<string, Limits>;
   #byHash = new Map<string, KeyRecord>();
   #byId = new Map<string, KeyRecord>();
+  /** A regenerated key's past ids → its current record (KeyRecord.previousIds). */
+  #byPreviousId = new Map<string, KeyRecord>();
   /** Models added through the admin API, in the order they were added. */
   #models: readonly StoredModel[] = [];
   #modelsJson = '[]';
@@ -521,6 +552,10 @@ export class RecordCache implements KeyDirectory {
 
   byId(id: string): KeyRecord | undefined {
     return this.#configKeys.byId(id) ?? this.#byId.get(id);
+  }
+
+  current(id: string): KeyRecord | undefined {
+    return this.byId(id) ?? this.#byPreviousId.get(id);
   }
 
   /**
@@ -724,22 +759,21 @@ export class RecordCache implements KeyDirectory {
       const changed = (kind: RecordChange['kind'], id: string): boolean => during.some((c) => c.kind === kind && c.id === id);
       const byHash = new Map<string, KeyRecord>();
       const byId = new Map<string, KeyRecord>();
-      for (const r of keys) {
-        if (changed('key', r.key_hash)) continue;
-        const k = keyFromRow(r);
+      const byPreviousId = new Map<string, KeyRecord>();
+      const add = (k: KeyRecord): void => {
         byHash.set(k.hash, k);
         byId.set(k.id, k);
-      }
+        for (const id of k.previousIds ?? []) byPreviousId.set(id, k);
+      };
+      for (const r of keys) if (!changed('key', r.key_hash)) add(keyFromRow(r));
       for (const c of during) {
         const current = c.kind === 'key' ? this.#byHash.get(c.id) : undefined;
-        if (current !== undefined) {
-          byHash.set(current.hash, current);
-          byId.set(current.id, current);
-        }
+        if (current !== undefined) add(current);
       }
       // Swapped whole, so a Check never sees half a reload.
       this.#byHash = byHash;
       this.#byId = byId;
+      this.#byPreviousId = byPreviousId;
       const seenTeams = new Set(teams.map((r) => r.team_id));
       for (const r of teams)
         if (!this.#configTeams.has(r.team_id) && !changed('team', r.team_id)) this.teams.set(r.team_id, teamFromRow(r));
@@ -797,13 +831,17 @@ export class RecordCache implements KeyDirectory {
       const rows = await db.query<KeyRow>(`SELECT ${KEY_COLUMNS} FROM keys WHERE key_hash = $1`, [c.id]);
       // Changed in place: one synchronous step, so a Check sees the old record or the new one.
       const old = this.#byHash.get(c.id);
-      if (old !== undefined) this.#byId.delete(old.id);
+      if (old !== undefined) {
+        this.#byId.delete(old.id);
+        for (const id of old.previousIds ?? []) if (this.#byPreviousId.get(id) === old) this.#byPreviousId.delete(id);
+      }
       this.#byHash.delete(c.id);
       const row = rows[0];
       if (row !== undefined) {
         const k = keyFromRow(row);
         this.#byHash.set(k.hash, k);
         this.#byId.set(k.id, k);
+        for (const id of k.previousIds ?? []) this.#byPreviousId.set(id, k);
       }
     } else if (c.kind === 'team' && !this.#configTeams.has(c.id)) {
       const row = (await db.query<TeamRow>(`SELECT ${TEAM_COLUMNS} FROM teams WHERE team_id = $1`, [c.id]))[0];

@@ -290,6 +290,41 @@ keys:
     await within(1_000, async () => (await chat(b, fresh)).status === 200, 'new key works on the other replica');
   });
 
+  test('regenerate while requests are in flight on the other replica: their spend counts for the new secret', async () => {
+    const old = String(
+      (await call(a, 'POST', '/key/generate', { key_alias: 'rotate-busy', max_budget: 0.04, budget_duration: '1d' })).body['key'],
+    );
+    secrets.add(old);
+    const arrived = vllm.received.length;
+    vllm.setFault({ kind: 'delay-headers', ms: 800 });
+    let inflight: Promise<Reply>[];
+    try {
+      inflight = [chat(b, old), chat(b, old)];
+      await within(2_000, () => Promise.resolve(vllm.received.length >= arrived + 2), 'both requests at the backend');
+    } finally {
+      vllm.setFault(undefined);
+    }
+    const regen = await call(a, 'POST', '/key/regenerate', { key: old });
+    assert.equal(regen.status, 200, regen.text);
+    const fresh = String(regen.body['key']);
+    secrets.add(fresh);
+    assert.deepEqual(
+      (await Promise.all(inflight)).map((r) => r.status),
+      [200, 200],
+    );
+    // 16 tokens at 0.001 each: 0.032 spent by the two, all of it after the regenerate's carry-over.
+    await within(
+      3_000,
+      async () => Math.abs(Number(((await call(a, 'GET', `/key/info?key=${sha(fresh)}`)).body['info'] as Json)['spend']) - 0.032) < 1e-9,
+      "the in-flight requests' spend on the new secret's record",
+    );
+    // The budget counted them too: one more request (0.048, past 0.04) is served, the next refused.
+    assert.equal((await chat(a, fresh)).status, 200);
+    const refused = await chat(b, fresh);
+    assert.equal(refused.status, 429, refused.text);
+    assert.equal(errorOf(refused).code, 'budget_exceeded');
+  });
+
   test("a budget set on a key that has spent already counts this period's spend at once, as LiteLLM's would", async () => {
     const key = String((await call(a, 'POST', '/key/generate', { key_alias: 'budget-later' })).body['key']);
     secrets.add(key);
