@@ -520,26 +520,22 @@ export class AdminApi {
         message: 'team_id: this team is declared in the config file: change it there (the admin API cannot)',
       };
     }
-    const existing = await findTeam(this.#d.db, teamId);
-    if (create && existing !== undefined)
-      return { error: 'conflict', param: 'team_id', message: 'team_id: a team with this id exists already: use POST /team/update' };
-    if (!create && existing === undefined)
-      return { error: 'not_found', param: 'team_id', message: 'team_id: no such team: create it with POST /team/new' };
-    const base: TeamRecord =
-      existing === undefined
-        ? { teamId, alias: undefined, models: [], blocked: false, limits: NO_LIMITS, metadata: {} }
-        : teamFromRow(existing);
-    const team: TeamRecord = {
-      teamId,
-      alias: pick(b.team_alias, base.alias),
-      models: b.models === undefined ? base.models : (b.models ?? []),
-      blocked: b.blocked === undefined ? base.blocked : (b.blocked ?? false),
-      metadata: b.metadata === undefined ? base.metadata : (b.metadata ?? {}),
-      limits: applyLimits(base.limits, b),
-    };
-    if (!(await this.#d.records.putTeam(team, create)))
-      return { error: 'conflict', param: 'team_id', message: 'team_id: a team with this id exists already' };
-    await this.#d.budgetChanged?.(`team:${teamId}`, existing === undefined ? undefined : base.limits, team.limits);
+    // An update applies to the team as stored when the write runs: a block or budget set meanwhile is not undone.
+    let before: Limits | undefined;
+    let team: TeamRecord | undefined;
+    if (create) {
+      team = applyTeamFields({ teamId, alias: undefined, models: [], blocked: false, limits: NO_LIMITS, metadata: {} }, b);
+      if (!(await this.#d.records.createTeam(team)))
+        return { error: 'conflict', param: 'team_id', message: 'team_id: a team with this id exists already: use POST /team/update' };
+    } else {
+      team = await this.#d.records.updateTeam(teamId, (stored) => {
+        before = stored.limits;
+        return applyTeamFields(stored, b);
+      });
+      if (team === undefined)
+        return { error: 'not_found', param: 'team_id', message: 'team_id: no such team: create it with POST /team/new' };
+    }
+    await this.#d.budgetChanged?.(`team:${teamId}`, before, team.limits);
     this.#audit(caller, create ? 'team.new' : 'team.update', { team_id: teamId });
     const row = await findTeam(this.#d.db, teamId);
     const now = this.#now();
@@ -1022,6 +1018,18 @@ function applyKeyFields(k: KeyRecord, b: KeyFields, now: number): KeyRecord {
     blocked: b.blocked === undefined ? k.blocked : (b.blocked ?? false),
     metadata: b.metadata === undefined ? k.metadata : (b.metadata ?? {}),
     limits: applyLimits(k.limits, b),
+  };
+}
+
+/** The team after a /team/new or /team/update: a field absent keeps its value, `null` clears it (as for keys). */
+function applyTeamFields(t: TeamRecord, b: z.output<typeof S.teamNew>): TeamRecord {
+  return {
+    ...t,
+    alias: pick(b.team_alias, t.alias),
+    models: b.models === undefined ? t.models : (b.models ?? []),
+    blocked: b.blocked === undefined ? t.blocked : (b.blocked ?? false),
+    metadata: b.metadata === undefined ? t.metadata : (b.metadata ?? {}),
+    limits: applyLimits(t.limits, b),
   };
 }
 

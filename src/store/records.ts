@@ -106,6 +106,23 @@ function userParams(u: StoredUser): unknown[] {
   ];
 }
 
+/** A team's columns as query parameters $1–$10: id, alias, models, blocked, metadata, the five limits. */
+function teamParams(t: TeamRecord): unknown[] {
+  const l = t.limits;
+  return [
+    t.teamId,
+    t.alias ?? null,
+    JSON.stringify(t.models),
+    t.blocked,
+    JSON.stringify(t.metadata),
+    l.maxBudget ?? null,
+    l.budgetDuration ?? null,
+    l.rpmLimit ?? null,
+    l.tpmLimit ?? null,
+    l.maxParallelRequests ?? null,
+  ];
+}
+
 export const KEY_COLUMNS =
   'key_hash, key_alias, models, user_id, team_id, blocked, expires_at, metadata, max_budget, budget_duration, rpm_limit, tpm_limit, max_parallel_requests, spend_from';
 export const TEAM_COLUMNS =
@@ -292,36 +309,37 @@ export class RecordStore {
     }
   }
 
-  /** Inserts a team (`create`: false when it exists) or updates it. */
-  async putTeam(t: TeamRecord, create: boolean): Promise<boolean> {
-    const l = t.limits;
+  /** A new team; false, and nothing changed, when a team with its id exists already. */
+  async createTeam(t: TeamRecord): Promise<boolean> {
     const rows = await this.#write([{ kind: 'team', id: t.teamId }], (tx) =>
       tx.query(
         `INSERT INTO teams (team_id, team_alias, models, blocked, metadata, max_budget, budget_duration, rpm_limit, tpm_limit,
                             max_parallel_requests)
-         VALUES ($1, $2, $3::jsonb, $4, $5::jsonb, $6, $7, $8, $9, $10)
-         ON CONFLICT (team_id) DO ${
-           create
-             ? 'NOTHING'
-             : `UPDATE SET team_alias = $2, models = $3::jsonb, blocked = $4, metadata = $5::jsonb,
-           max_budget = $6, budget_duration = $7, rpm_limit = $8, tpm_limit = $9, max_parallel_requests = $10, updated_at = now()`
-         }
-         RETURNING team_id`,
-        [
-          t.teamId,
-          t.alias ?? null,
-          JSON.stringify(t.models),
-          t.blocked,
-          JSON.stringify(t.metadata),
-          l.maxBudget ?? null,
-          l.budgetDuration ?? null,
-          l.rpmLimit ?? null,
-          l.tpmLimit ?? null,
-          l.maxParallelRequests ?? null,
-        ],
+         VALUES ($1, $2, $3::jsonb, $4, $5::jsonb, $6, $7, $8, $9, $10) ON CONFLICT (team_id) DO NOTHING RETURNING team_id`,
+        teamParams(t),
       ),
     );
     return rows.length > 0;
+  }
+
+  /**
+   * Changes a team from its record as stored when the write runs (`change`), so a field another update set
+   * since the caller read it, a block above all, is not undone: the team as written, or undefined (nothing
+   * changed) when there is none.
+   */
+  async updateTeam(teamId: string, change: (stored: TeamRecord) => TeamRecord): Promise<TeamRecord | undefined> {
+    return this.#write([{ kind: 'team', id: teamId }], async (tx) => {
+      const [row] = await tx.query<TeamRow>(`SELECT ${TEAM_COLUMNS} FROM teams WHERE team_id = $1 FOR UPDATE`, [teamId]);
+      if (row === undefined) return undefined;
+      const t = { ...change(teamFromRow(row)), teamId };
+      await tx.query(
+        `UPDATE teams SET team_alias = $2, models = $3::jsonb, blocked = $4, metadata = $5::jsonb, max_budget = $6,
+           budget_duration = $7, rpm_limit = $8, tpm_limit = $9, max_parallel_requests = $10, updated_at = now()
+         WHERE team_id = $1`,
+        teamParams(t),
+      );
+      return t;
+    });
   }
 
   /** A new user (LiteLLM's /user/new); false, and nothing changed, when a user with its id exists already. */

@@ -349,6 +349,30 @@ keys:
     await within(1_000, async () => (await chat(a, key)).status === 200, 'raised budget applied');
   });
 
+  test("concurrent /team/update calls on both replicas keep each other's fields: a block is never undone", async () => {
+    for (let round = 0; round < 10; round++) {
+      const teamId = `concurrent-${round}`;
+      assert.equal((await call(a, 'POST', '/team/new', { team_id: teamId, max_budget: 10 })).status, 200);
+      const key = String((await call(a, 'POST', '/key/generate', { team_id: teamId })).body['key']);
+      secrets.add(key);
+      const updates = await Promise.all([
+        call(a, 'POST', '/team/update', { team_id: teamId, blocked: true }),
+        call(b, 'POST', '/team/update', { team_id: teamId, max_budget: 50 }),
+        call(a, 'POST', '/team/update', { team_id: teamId, rpm_limit: 100 }),
+        call(b, 'POST', '/team/update', { team_id: teamId, tpm_limit: 200 }),
+      ]);
+      for (const u of updates) assert.equal(u.status, 200, u.text);
+      const team = (await call(b, 'GET', `/team/info?team_id=${teamId}`)).body['team_info'] as Json;
+      assert.deepEqual(
+        { blocked: team['blocked'], max_budget: team['max_budget'], rpm_limit: team['rpm_limit'], tpm_limit: team['tpm_limit'] },
+        { blocked: true, max_budget: 50, rpm_limit: 100, tpm_limit: 200 },
+        `round ${round}`,
+      );
+      for (const port of [a, b])
+        await within(1_000, async () => errorOf(await chat(port, key)).code === 'key_blocked', `round ${round}: team blocked on ${port}`);
+    }
+  });
+
   test("LiteLLM's users: /user/new makes a user and its key; the user's budget holds on both replicas; /user/delete takes its keys along", async () => {
     const made = await call(a, 'POST', '/user/new', {
       user_id: 'ada@example.com',
