@@ -431,7 +431,9 @@ async function claimKeyAlias(tx: Queryable, alias: string, hash: string): Promis
 
 /**
  * Writes a key record; `create`: only when its hash is new (the rows returned say whether it was). Its
- * spend_from (limits.budgetFrom) is written when the row is inserted, never changed by an update.
+ * spend_from (limits.budgetFrom) is written when the row is inserted, never changed by an update. A create
+ * names no conflict target: two writers inserting one key at once may collide on key_id's unique index
+ * before key_hash's, and a target of key_hash alone would raise that as a unique violation.
  */
 function upsertKey(tx: Queryable, k: KeyRecord, keyName: string | undefined, create: boolean): Promise<unknown[]> {
   const l = k.limits;
@@ -439,10 +441,10 @@ function upsertKey(tx: Queryable, k: KeyRecord, keyName: string | undefined, cre
     `INSERT INTO keys (key_hash, key_id, key_alias, models, user_id, team_id, blocked, expires_at, metadata,
                        max_budget, budget_duration, rpm_limit, tpm_limit, max_parallel_requests, key_name, spend_from)
      VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14, $15, $16)
-     ON CONFLICT (key_hash) DO ${
+     ON CONFLICT ${
        create
-         ? 'NOTHING'
-         : `UPDATE SET key_alias = $3, models = $4::jsonb, user_id = $5, team_id = $6, blocked = $7,
+         ? 'DO NOTHING'
+         : `(key_hash) DO UPDATE SET key_alias = $3, models = $4::jsonb, user_id = $5, team_id = $6, blocked = $7,
        expires_at = $8, metadata = $9::jsonb, max_budget = $10, budget_duration = $11, rpm_limit = $12, tpm_limit = $13,
        max_parallel_requests = $14, key_name = COALESCE($15, keys.key_name), updated_at = now()`
      }

@@ -577,6 +577,39 @@ keys:
     );
   });
 
+  test('one chosen key value asked for at once, by generate or regenerate: one call makes it, the others are 409, never 503', async () => {
+    for (let round = 0; round < 5; round++) {
+      const value = `sk-raced-${randomUUID().replaceAll('-', '')}`;
+      secrets.add(value);
+      const made = await Promise.all([a, b, a, b, a, b, a, b].map((port) => call(port, 'POST', '/key/generate', { key: value })));
+      assert.deepEqual(
+        made.map((r) => r.status).sort(),
+        [200, 409, 409, 409, 409, 409, 409, 409],
+        `round ${round}: ${made.map((r) => errorOf(r).code ?? r.status).join(' ')}`,
+      );
+      for (const r of made.filter((m) => m.status === 409)) {
+        assert.equal(errorOf(r).param, 'key');
+        assert.ok(!r.text.includes(value), 'a refusal never echoes the key');
+      }
+
+      const renewed = `sk-raced-new-${randomUUID().replaceAll('-', '')}`;
+      secrets.add(renewed);
+      const olds = await Promise.all([a, b].map(async (port) => String((await call(port, 'POST', '/key/generate', {})).body['key'])));
+      for (const k of olds) secrets.add(k);
+      const regenerated = await Promise.all(
+        olds.map((k, i) => call(i === 0 ? a : b, 'POST', '/key/regenerate', { key: k, new_key: renewed })),
+      );
+      assert.deepEqual(
+        regenerated.map((r) => r.status).sort(),
+        [200, 409],
+        `round ${round}: ${regenerated.map((r) => errorOf(r).code ?? r.status).join(' ')}`,
+      );
+      const refused = regenerated.find((r) => r.status === 409);
+      assert.equal(refused === undefined ? undefined : errorOf(refused).param, 'new_key');
+      assert.ok(!(refused?.text ?? '').includes(renewed), 'a refusal never echoes the key');
+    }
+  });
+
   test('LiteLLM migration: keys keep their values, regenerate by token in the path, LiteLLM-only fields ignored or refused', async () => {
     // An operator moving a LiteLLM key over keeps its value.
     const kept = `sk-${randomUUID().replaceAll('-', '')}`;
