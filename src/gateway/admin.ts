@@ -27,6 +27,7 @@ import {
   topKeySpend,
   totalSpend,
   type AdminKeyRow,
+  type KeyFilter,
 } from '../store/admin-queries.js';
 import { afterDuration, budgetPeriod, budgetPeriodOf } from '../store/counters.js';
 import type { BudgetCalendar } from '../store/calendar.js';
@@ -46,6 +47,8 @@ export interface AdminDeps {
     get(hash: string): KeyRecord | undefined;
     byId(id: string): KeyRecord | undefined;
     isConfigKey(hash: string): boolean;
+    /** The keys declared in the config file, in the order declared. */
+    configKeys(): readonly KeyRecord[];
     isConfigTeam(id: string): boolean;
     isConfigUser(id: string): boolean;
     readonly users: ReadonlyMap<string, Limits>;
@@ -92,10 +95,14 @@ const TAKEN = (field: string): string => `${field}: this key exists already: cho
 /** The most (day, key, user, model) sums one summarized /spend/logs adds up. */
 const SUMMARY_ROWS = 100_000;
 /**
- * /team/info and /user/info list the newest this many keys, with `keys_total` counting them all (LiteLLM lists
- * every one; a team of thousands would make one answer of megabytes): /key/list?team_id= or ?user_id= pages.
+ * /team/info and /user/info list the first this many keys (config keys, then the newest), with `keys_total`
+ * counting them all (LiteLLM lists every one; a team of thousands would make one answer of megabytes):
+ * /key/list?team_id= or ?user_id= pages.
  */
 const INFO_KEYS = 100;
+
+/** A key in a listing: declared in the config file, or a row of the records database. */
+type ListedKey = { readonly config: KeyRecord } | { readonly row: AdminKeyRow };
 
 interface DaySpend {
   spend: number;
@@ -390,19 +397,15 @@ export class AdminApi {
   }
 
   async #keyList(q: z.output<typeof S.keyListQuery>): Promise<Reply> {
-    const { rows, total } = await listKeys(
-      this.#d.db,
+    const { keys, total } = await this.#listKeys(
       { userId: q.user_id, teamId: q.team_id, keyAlias: q.key_alias, keyHash: q.key_hash },
       q.page,
       q.size,
     );
-    const spend = q.return_full_object ? await this.#keySpend(rows.map(keyFromRow)) : new Map<string, number>();
     return {
       status: 200,
       body: {
-        keys: q.return_full_object
-          ? rows.map((r) => keyView(r, spend.get(keyId(r.key_hash)) ?? 0, this.#now(), this.#d.calendar))
-          : rows.map((r) => r.key_hash),
+        keys: q.return_full_object ? await this.#listedViews(keys) : keys.map((k) => listedRecord(k).hash),
         total_count: total,
         current_page: q.page,
         total_pages: Math.ceil(total / q.size),
@@ -448,15 +451,21 @@ export class AdminApi {
       hashes.push(found.hash);
     }
     for (const [i, a] of (b.key_aliases ?? []).entries()) {
-      const { rows } = await listKeys(this.#d.db, { keyAlias: a }, 1, 2);
-      if (rows.length === 0) return { error: 'not_found', param: `key_aliases[${i}]`, message: `key_aliases[${i}]: no key has this alias` };
-      if (rows.length > 1)
+      const { keys } = await this.#listKeys({ keyAlias: a }, 1, 2);
+      if (keys.length === 0) return { error: 'not_found', param: `key_aliases[${i}]`, message: `key_aliases[${i}]: no key has this alias` };
+      if (keys.some((k) => 'config' in k))
+        return {
+          error: 'conflict',
+          param: `key_aliases[${i}]`,
+          message: `key_aliases[${i}]: this key is declared in the config file: change it there (the admin API cannot)`,
+        };
+      if (keys.length > 1)
         return {
           error: 'invalid_body',
           param: `key_aliases[${i}]`,
           message: `key_aliases[${i}]: several keys have this alias: delete them by key (GET /key/list?key_alias=... lists their tokens)`,
         };
-      hashes.push(...rows.map((r) => r.key_hash));
+      hashes.push(...keys.map((k) => listedRecord(k).hash));
     }
     for (const hash of hashes) await this.#d.records.deleteKey(hash);
     this.#audit(caller, 'key.delete', { key_ids: hashes.map(keyId) });
@@ -510,6 +519,44 @@ export class AdminApi {
     );
   }
 
+  /**
+   * One page of the keys a filter matches, and how many match in all: the config file's first, in the order
+   * declared, then the database's, newest first (a database key with a config key's value is the config key,
+   * as Check sees it).
+   */
+  async #listKeys(f: KeyFilter, page: number, size: number): Promise<{ keys: ListedKey[]; total: number }> {
+    const declared = this.#d.cache.configKeys();
+    const matching = declared.filter(
+      (k) =>
+        (f.userId === undefined || k.userId === f.userId) &&
+        (f.teamId === undefined || k.teamId === f.teamId) &&
+        (f.keyAlias === undefined || k.alias === f.keyAlias) &&
+        (f.keyHash === undefined || k.hash === f.keyHash),
+    );
+    const start = (page - 1) * size;
+    const fromConfig = matching.slice(start, start + size);
+    const { rows, total } = await listKeys(
+      this.#d.db,
+      { ...f, notHashes: declared.map((k) => k.hash) },
+      Math.max(0, start - matching.length),
+      size - fromConfig.length,
+    );
+    return {
+      keys: [...fromConfig.map((config) => ({ config })), ...rows.map((row) => ({ row }))],
+      total: matching.length + total,
+    };
+  }
+
+  /** Listed keys as /key/list's full objects show them, each with its spend. */
+  async #listedViews(keys: readonly ListedKey[]): Promise<Record<string, unknown>[]> {
+    const now = this.#now();
+    const spend = await this.#keySpend(keys.map(listedRecord));
+    return keys.map((k) => {
+      const s = spend.get(listedRecord(k).id) ?? 0;
+      return 'row' in k ? keyView(k.row, s, now, this.#d.calendar) : configKeyView(k.config, s, now, this.#d.calendar);
+    });
+  }
+
   // ------------------------------------------------------------------------------------------- teams
 
   async #teamPut(teamId: string, b: z.output<typeof S.teamNew>, create: boolean, caller: AdminCaller): Promise<Reply> {
@@ -556,15 +603,14 @@ export class AdminApi {
     const now = this.#now();
     const [spend, keys] = await Promise.all([
       spendOf(this.#d.db, 'team_id', teamId, periodStart(team.limits, now, this.#d.calendar)),
-      listKeys(this.#d.db, { teamId }, 1, INFO_KEYS),
+      this.#listKeys({ teamId }, 1, INFO_KEYS),
     ]);
-    const keySpend = await this.#keySpend(keys.rows.map(keyFromRow));
     return {
       status: 200,
       body: {
         team_id: teamId,
         team_info: { ...teamView(team, now, this.#d.calendar), spend, source: configured === undefined ? 'api' : 'config' },
-        keys: keys.rows.map((r) => keyView(r, keySpend.get(keyId(r.key_hash)) ?? 0, now, this.#d.calendar)),
+        keys: await this.#listedViews(keys.keys),
         keys_total: keys.total,
       },
     };
@@ -659,15 +705,14 @@ export class AdminApi {
     if (user === undefined) return { error: 'not_found', param: 'user_id', message: 'user_id: no such user' };
     const [spend, keys] = await Promise.all([
       spendOf(this.#d.db, 'user_id', userId, periodStart(user.limits, now, this.#d.calendar)),
-      listKeys(this.#d.db, { userId }, 1, INFO_KEYS),
+      this.#listKeys({ userId }, 1, INFO_KEYS),
     ]);
-    const keySpend = await this.#keySpend(keys.rows.map(keyFromRow));
     return {
       status: 200,
       body: {
         user_id: userId,
         user_info: { ...userView(user, now, this.#d.calendar), spend, source: configured ? 'config' : 'api' },
-        keys: keys.rows.map((r) => keyView(r, keySpend.get(keyId(r.key_hash)) ?? 0, now, this.#d.calendar)),
+        keys: await this.#listedViews(keys.keys),
         keys_total: keys.total,
         teams: [],
       },
@@ -700,13 +745,20 @@ export class AdminApi {
     const rows = await topKeySpend(this.#d.db, limit);
     return {
       status: 200,
-      body: rows.map((r) => ({
-        token: r.token ?? this.#tokenOf(r.key_id),
-        key_id: r.key_id,
-        key_alias: r.key_alias,
-        spend: r.spend,
-        requests: r.requests,
-      })),
+      body: rows.map((r) => {
+        // A config key has no database row to join (or one its declaration shadows): the config names it.
+        const configured = this.#d.cache.byId(r.key_id);
+        return configured?.source === 'config'
+          ? {
+              token: configured.hash,
+              key_id: r.key_id,
+              key_alias: configured.alias ?? null,
+              spend: r.spend,
+              requests: r.requests,
+              source: 'config',
+            }
+          : { token: r.token ?? this.#tokenOf(r.key_id), key_id: r.key_id, key_alias: r.key_alias, spend: r.spend, requests: r.requests };
+      }),
     };
   }
 
@@ -1109,6 +1161,26 @@ function keyView(row: AdminKeyRow, spend: number, now: number, cal: BudgetCalend
     created_at: iso(row.created_at),
     updated_at: iso(row.updated_at),
   };
+}
+
+/**
+ * A config key in a listing: keyView's fields, marked `source: 'config'` as /key/info marks it; it has no
+ * key_name (the config holds only its sha256) nor database times.
+ */
+function configKeyView(k: KeyRecord, spend: number, now: number, cal: BudgetCalendar): Record<string, unknown> {
+  return {
+    token: k.hash,
+    key_name: null,
+    ...recordView(k, now, cal),
+    spend,
+    created_at: null,
+    updated_at: null,
+    source: 'config',
+  };
+}
+
+function listedRecord(k: ListedKey): KeyRecord {
+  return 'config' in k ? k.config : keyFromRow(k.row);
 }
 
 function teamView(t: TeamRecord, now: number, cal: BudgetCalendar): Record<string, unknown> {

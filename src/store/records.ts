@@ -6,7 +6,7 @@
  * are read-only.
  */
 import type { TeamRecord } from '../core/decide.js';
-import { keyId, type KeyDirectory, type KeyRecord, type Limits } from '../identity/keys.js';
+import { keyId, type KeyDirectory, type KeyRecord, type Limits, type StaticKeyDirectory } from '../identity/keys.js';
 import type { StoreErrorHook } from './counters.js';
 import type { Logger } from '../telemetry/logger.js';
 import { bounded, type ChangeBus, type RecordChange } from './change-bus.js';
@@ -477,7 +477,7 @@ function upsertKey(tx: Queryable, k: KeyRecord, keyName: string | undefined, cre
 export class RecordCache implements KeyDirectory {
   readonly teams = new Map<string, TeamRecord>();
   readonly users = new Map<string, Limits>();
-  #configKeys: KeyDirectory;
+  #configKeys: StaticKeyDirectory;
   #configTeams: ReadonlyMap<string, TeamRecord>;
   #configUsers: ReadonlyMap<string, Limits>;
   #byHash = new Map<string, KeyRecord>();
@@ -506,7 +506,7 @@ export class RecordCache implements KeyDirectory {
   readonly #absent = new Map<string, number>();
 
   constructor(opts: {
-    configKeys: KeyDirectory;
+    configKeys: StaticKeyDirectory;
     configTeams: ReadonlyMap<string, TeamRecord>;
     configUsers: ReadonlyMap<string, Limits>;
     db: Queryable | undefined;
@@ -583,7 +583,7 @@ export class RecordCache implements KeyDirectory {
   }
 
   /** A reloaded config file's keys, teams and users (SIGHUP), swapped in one synchronous step. */
-  setConfig(keys: KeyDirectory, teams: ReadonlyMap<string, TeamRecord>, users: ReadonlyMap<string, Limits>): Promise<void> {
+  setConfig(keys: StaticKeyDirectory, teams: ReadonlyMap<string, TeamRecord>, users: ReadonlyMap<string, Limits>): Promise<void> {
     for (const id of this.#configTeams.keys()) if (!teams.has(id)) this.teams.delete(id);
     for (const id of this.#configUsers.keys()) if (!users.has(id)) this.users.delete(id);
     this.#configKeys = keys;
@@ -598,6 +598,11 @@ export class RecordCache implements KeyDirectory {
   /** The record of a key declared in the config file (read-only through the admin API). */
   isConfigKey(hash: string): boolean {
     return this.#configKeys.get(hash) !== undefined;
+  }
+
+  /** The keys declared in the config file, in the order declared. */
+  configKeys(): readonly KeyRecord[] {
+    return this.#configKeys.records;
   }
 
   isConfigTeam(id: string): boolean {

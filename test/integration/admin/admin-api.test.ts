@@ -132,6 +132,7 @@ teams:
 keys:
   - key: sha256:${sha(CONFIG_KEY)}
     key_alias: from-config
+    team_id: config-team
 `,
     );
     for (let i = 0; i < 2; i++) {
@@ -780,6 +781,64 @@ keys:
     }
     const info = await call(a, 'GET', `/key/info?key=${encodeURIComponent(CONFIG_KEY)}`);
     assert.equal((info.body['info'] as Json)['source'], 'config');
+  });
+
+  test("config keys are listed beside the database's (/key/list, /team/info, /spend/keys), marked source: config", async () => {
+    const token = sha(CONFIG_KEY);
+    const byToken = await call(a, 'GET', `/key/list?key_hash=${token}&return_full_object=true`);
+    assert.equal(byToken.status, 200, byToken.text);
+    assert.equal(byToken.body['total_count'], 1);
+    const [listed] = byToken.body['keys'] as Json[];
+    assert.equal(listed?.['token'], token);
+    assert.equal(listed?.['key_alias'], 'from-config');
+    assert.equal(listed?.['team_id'], 'config-team');
+    assert.equal(listed?.['source'], 'config');
+    assert.deepEqual((await call(b, 'GET', '/key/list?key_alias=from-config')).body['keys'], [token]);
+
+    // Pages hold the config keys first, then the database's newest first: every key once, in one order.
+    const older = String((await call(a, 'POST', '/key/generate', { team_id: 'config-team' })).body['token']);
+    const newer = String((await call(b, 'POST', '/key/generate', { team_id: 'config-team' })).body['token']);
+    // A database row with the config key's value (made before the config declared it) is the config key.
+    const db = await openDb({ url: `${PG}?schema=${schema}` });
+    try {
+      await db.query("INSERT INTO keys (key_hash, key_id, team_id) VALUES ($1, $2, 'config-team')", [token, token.slice(0, 16)]);
+      const pages: unknown[] = [];
+      for (const page of [1, 2, 3, 4]) {
+        const r = await call(a, 'GET', `/key/list?team_id=config-team&size=1&page=${page}`);
+        assert.equal(r.body['total_count'], 3);
+        assert.equal(r.body['total_pages'], 3);
+        pages.push(...(r.body['keys'] as unknown[]));
+      }
+      assert.deepEqual(pages, [token, newer, older]);
+      const team = await call(b, 'GET', '/team/info?team_id=config-team');
+      assert.equal(team.body['keys_total'], 3);
+      const keys = team.body['keys'] as Json[];
+      assert.deepEqual(
+        keys.map((k) => [k['token'], k['source']]),
+        [
+          [token, 'config'],
+          [newer, undefined],
+          [older, undefined],
+        ],
+      );
+    } finally {
+      await db.query('DELETE FROM keys WHERE key_hash = $1', [token]);
+      await db.close();
+    }
+
+    assert.equal((await chat(a, CONFIG_KEY)).status, 200);
+    await within(
+      3_000,
+      async () => {
+        const spent = (await call(b, 'GET', '/spend/keys?limit=1000')).body as unknown as Json[];
+        const row = spent.find((k) => k['key_id'] === token.slice(0, 16));
+        return row?.['token'] === token && row['key_alias'] === 'from-config' && row['source'] === 'config';
+      },
+      "the config key's spend row names it",
+    );
+    const deleted = await call(a, 'POST', '/key/delete', { key_aliases: ['from-config'] });
+    assert.equal(deleted.status, 409, deleted.text);
+    assert.equal(errorOf(deleted).param, 'key_aliases[0]');
   });
 
   test('/key/update with null clears the field on both replicas (LiteLLM applies the fields set, exclude_unset)', async () => {
