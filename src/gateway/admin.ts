@@ -158,6 +158,18 @@ export function isAdminRoute(method: string, path: string): boolean {
   return ROUTES.has(`${method} ${path}`) || (method === 'POST' && REGENERATE_PATH.test(path));
 }
 
+/** Each admin path and the methods it takes (`GET`, `POST`), for the Allow header of a 405. */
+const METHODS = new Map<string, string>();
+for (const route of ROUTES) {
+  const [method = '', path = ''] = route.split(' ');
+  METHODS.set(path, METHODS.has(path) ? `${METHODS.get(path)}, ${method}` : method);
+}
+
+/** The methods an admin path takes (`GET`, `POST`, comma-separated as in Allow); undefined for a path that is none. */
+export function adminMethods(path: string): string | undefined {
+  return METHODS.get(path) ?? (REGENERATE_PATH.test(path) ? 'POST' : undefined);
+}
+
 export class AdminApi {
   readonly #d: Omit<AdminDeps, 'db'> & { readonly db: Queryable };
   constructor(deps: AdminDeps) {
@@ -467,9 +479,11 @@ export class AdminApi {
         };
       hashes.push(...keys.map((k) => listedRecord(k).hash));
     }
-    for (const hash of hashes) await this.#d.records.deleteKey(hash);
-    this.#audit(caller, 'key.delete', { key_ids: hashes.map(keyId) });
-    return { status: 200, body: { deleted_keys: hashes } };
+    // A key named twice (by two references, or by key and by alias) is deleted, and listed, once.
+    const deleted = [...new Set(hashes)];
+    for (const hash of deleted) await this.#d.records.deleteKey(hash);
+    this.#audit(caller, 'key.delete', { key_ids: deleted.map(keyId) });
+    return { status: 200, body: { deleted_keys: deleted } };
   }
 
   async #keyRegenerate(b: z.output<typeof S.keyRegenerate>, caller: AdminCaller): Promise<Reply> {

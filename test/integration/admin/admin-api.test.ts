@@ -175,6 +175,28 @@ keys:
     }
   });
 
+  test('an admin route asked with the other method is 405 naming the method it takes, as the OpenAI endpoints are', async () => {
+    for (const [method, route] of ROUTES) {
+      const other = method === 'GET' ? 'POST' : 'GET';
+      const r = await call(a, other, route, other === 'POST' ? {} : undefined);
+      assert.equal(r.status, 405, `${other} ${route}`);
+      assert.equal(errorOf(r).code, 'method_not_allowed');
+      assert.equal(r.headers.get('allow'), method, `${other} ${route}`);
+      assert.equal((await call(a, other, route, other === 'POST' ? {} : undefined, null)).status, 401, 'and still needs a key');
+    }
+    assert.equal((await call(a, 'GET', '/key/nothing-here')).status, 404, 'a path that is no admin route stays a 404');
+  });
+
+  test('/key/delete naming one key twice (by key, token and alias) deletes it and lists its token once', async () => {
+    const made = await call(a, 'POST', '/key/generate', { key_alias: 'named-twice' });
+    const key = String(made.body['key']);
+    secrets.add(key);
+    const token = String(made.body['token']);
+    const deleted = await call(b, 'POST', '/key/delete', { keys: [key, token], key_aliases: ['named-twice'] });
+    assert.equal(deleted.status, 200, deleted.text);
+    assert.deepEqual(deleted.body['deleted_keys'], [token]);
+  });
+
   test('a generated key works on both replicas at once, is shown once and never listed', async () => {
     const gen = await call(a, 'POST', '/key/generate', { key_alias: 'both', models: ['llama'], metadata: { owner: 'test' } });
     assert.equal(gen.status, 200);
