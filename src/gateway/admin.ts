@@ -27,6 +27,7 @@ import {
   topKeySpend,
   totalSpend,
   type AdminKeyRow,
+  type KeyFilter,
 } from '../store/admin-queries.js';
 import { afterDuration, budgetPeriod, budgetPeriodOf } from '../store/counters.js';
 import type { BudgetCalendar } from '../store/calendar.js';
@@ -46,6 +47,8 @@ export interface AdminDeps {
     get(hash: string): KeyRecord | undefined;
     byId(id: string): KeyRecord | undefined;
     isConfigKey(hash: string): boolean;
+    /** The keys declared in the config file, in the order declared. */
+    configKeys(): readonly KeyRecord[];
     isConfigTeam(id: string): boolean;
     isConfigUser(id: string): boolean;
     readonly users: ReadonlyMap<string, Limits>;
@@ -92,10 +95,14 @@ const TAKEN = (field: string): string => `${field}: this key exists already: cho
 /** The most (day, key, user, model) sums one summarized /spend/logs adds up. */
 const SUMMARY_ROWS = 100_000;
 /**
- * /team/info and /user/info list the newest this many keys, with `keys_total` counting them all (LiteLLM lists
- * every one; a team of thousands would make one answer of megabytes): /key/list?team_id= or ?user_id= pages.
+ * /team/info and /user/info list the first this many keys (config keys, then the newest), with `keys_total`
+ * counting them all (LiteLLM lists every one; a team of thousands would make one answer of megabytes):
+ * /key/list?team_id= or ?user_id= pages.
  */
 const INFO_KEYS = 100;
+
+/** A key in a listing: declared in the config file, or a row of the records database. */
+type ListedKey = { readonly config: KeyRecord } | { readonly row: AdminKeyRow };
 
 interface DaySpend {
   spend: number;
@@ -149,6 +156,18 @@ const REGENERATE_PATH = /^\/key\/([^/]+)\/regenerate$/;
 
 export function isAdminRoute(method: string, path: string): boolean {
   return ROUTES.has(`${method} ${path}`) || (method === 'POST' && REGENERATE_PATH.test(path));
+}
+
+/** Each admin path and the methods it takes (`GET`, `POST`), for the Allow header of a 405. */
+const METHODS = new Map<string, string>();
+for (const route of ROUTES) {
+  const [method = '', path = ''] = route.split(' ');
+  METHODS.set(path, METHODS.has(path) ? `${METHODS.get(path)}, ${method}` : method);
+}
+
+/** The methods an admin path takes (`GET`, `POST`, comma-separated as in Allow); undefined for a path that is none. */
+export function adminMethods(path: string): string | undefined {
+  return METHODS.get(path) ?? (REGENERATE_PATH.test(path) ? 'POST' : undefined);
 }
 
 export class AdminApi {
@@ -390,19 +409,15 @@ export class AdminApi {
   }
 
   async #keyList(q: z.output<typeof S.keyListQuery>): Promise<Reply> {
-    const { rows, total } = await listKeys(
-      this.#d.db,
+    const { keys, total } = await this.#listKeys(
       { userId: q.user_id, teamId: q.team_id, keyAlias: q.key_alias, keyHash: q.key_hash },
       q.page,
       q.size,
     );
-    const spend = q.return_full_object ? await this.#keySpend(rows.map(keyFromRow)) : new Map<string, number>();
     return {
       status: 200,
       body: {
-        keys: q.return_full_object
-          ? rows.map((r) => keyView(r, spend.get(keyId(r.key_hash)) ?? 0, this.#now(), this.#d.calendar))
-          : rows.map((r) => r.key_hash),
+        keys: q.return_full_object ? await this.#listedViews(keys) : keys.map((k) => listedRecord(k).hash),
         total_count: total,
         current_page: q.page,
         total_pages: Math.ceil(total / q.size),
@@ -448,19 +463,27 @@ export class AdminApi {
       hashes.push(found.hash);
     }
     for (const [i, a] of (b.key_aliases ?? []).entries()) {
-      const { rows } = await listKeys(this.#d.db, { keyAlias: a }, 1, 2);
-      if (rows.length === 0) return { error: 'not_found', param: `key_aliases[${i}]`, message: `key_aliases[${i}]: no key has this alias` };
-      if (rows.length > 1)
+      const { keys } = await this.#listKeys({ keyAlias: a }, 1, 2);
+      if (keys.length === 0) return { error: 'not_found', param: `key_aliases[${i}]`, message: `key_aliases[${i}]: no key has this alias` };
+      if (keys.some((k) => 'config' in k))
+        return {
+          error: 'conflict',
+          param: `key_aliases[${i}]`,
+          message: `key_aliases[${i}]: this key is declared in the config file: change it there (the admin API cannot)`,
+        };
+      if (keys.length > 1)
         return {
           error: 'invalid_body',
           param: `key_aliases[${i}]`,
           message: `key_aliases[${i}]: several keys have this alias: delete them by key (GET /key/list?key_alias=... lists their tokens)`,
         };
-      hashes.push(...rows.map((r) => r.key_hash));
+      hashes.push(...keys.map((k) => listedRecord(k).hash));
     }
-    for (const hash of hashes) await this.#d.records.deleteKey(hash);
-    this.#audit(caller, 'key.delete', { key_ids: hashes.map(keyId) });
-    return { status: 200, body: { deleted_keys: hashes } };
+    // A key named twice (by two references, or by key and by alias) is deleted, and listed, once.
+    const deleted = [...new Set(hashes)];
+    for (const hash of deleted) await this.#d.records.deleteKey(hash);
+    this.#audit(caller, 'key.delete', { key_ids: deleted.map(keyId) });
+    return { status: 200, body: { deleted_keys: deleted } };
   }
 
   async #keyRegenerate(b: z.output<typeof S.keyRegenerate>, caller: AdminCaller): Promise<Reply> {
@@ -510,6 +533,44 @@ export class AdminApi {
     );
   }
 
+  /**
+   * One page of the keys a filter matches, and how many match in all: the config file's first, in the order
+   * declared, then the database's, newest first (a database key with a config key's value is the config key,
+   * as Check sees it).
+   */
+  async #listKeys(f: KeyFilter, page: number, size: number): Promise<{ keys: ListedKey[]; total: number }> {
+    const declared = this.#d.cache.configKeys();
+    const matching = declared.filter(
+      (k) =>
+        (f.userId === undefined || k.userId === f.userId) &&
+        (f.teamId === undefined || k.teamId === f.teamId) &&
+        (f.keyAlias === undefined || k.alias === f.keyAlias) &&
+        (f.keyHash === undefined || k.hash === f.keyHash),
+    );
+    const start = (page - 1) * size;
+    const fromConfig = matching.slice(start, start + size);
+    const { rows, total } = await listKeys(
+      this.#d.db,
+      { ...f, notHashes: declared.map((k) => k.hash) },
+      Math.max(0, start - matching.length),
+      size - fromConfig.length,
+    );
+    return {
+      keys: [...fromConfig.map((config) => ({ config })), ...rows.map((row) => ({ row }))],
+      total: matching.length + total,
+    };
+  }
+
+  /** Listed keys as /key/list's full objects show them, each with its spend. */
+  async #listedViews(keys: readonly ListedKey[]): Promise<Record<string, unknown>[]> {
+    const now = this.#now();
+    const spend = await this.#keySpend(keys.map(listedRecord));
+    return keys.map((k) => {
+      const s = spend.get(listedRecord(k).id) ?? 0;
+      return 'row' in k ? keyView(k.row, s, now, this.#d.calendar) : configKeyView(k.config, s, now, this.#d.calendar);
+    });
+  }
+
   // ------------------------------------------------------------------------------------------- teams
 
   async #teamPut(teamId: string, b: z.output<typeof S.teamNew>, create: boolean, caller: AdminCaller): Promise<Reply> {
@@ -520,26 +581,22 @@ export class AdminApi {
         message: 'team_id: this team is declared in the config file: change it there (the admin API cannot)',
       };
     }
-    const existing = await findTeam(this.#d.db, teamId);
-    if (create && existing !== undefined)
-      return { error: 'conflict', param: 'team_id', message: 'team_id: a team with this id exists already: use POST /team/update' };
-    if (!create && existing === undefined)
-      return { error: 'not_found', param: 'team_id', message: 'team_id: no such team: create it with POST /team/new' };
-    const base: TeamRecord =
-      existing === undefined
-        ? { teamId, alias: undefined, models: [], blocked: false, limits: NO_LIMITS, metadata: {} }
-        : teamFromRow(existing);
-    const team: TeamRecord = {
-      teamId,
-      alias: pick(b.team_alias, base.alias),
-      models: b.models === undefined ? base.models : (b.models ?? []),
-      blocked: b.blocked === undefined ? base.blocked : (b.blocked ?? false),
-      metadata: b.metadata === undefined ? base.metadata : (b.metadata ?? {}),
-      limits: applyLimits(base.limits, b),
-    };
-    if (!(await this.#d.records.putTeam(team, create)))
-      return { error: 'conflict', param: 'team_id', message: 'team_id: a team with this id exists already' };
-    await this.#d.budgetChanged?.(`team:${teamId}`, existing === undefined ? undefined : base.limits, team.limits);
+    // An update applies to the team as stored when the write runs: a block or budget set meanwhile is not undone.
+    let before: Limits | undefined;
+    let team: TeamRecord | undefined;
+    if (create) {
+      team = applyTeamFields({ teamId, alias: undefined, models: [], blocked: false, limits: NO_LIMITS, metadata: {} }, b);
+      if (!(await this.#d.records.createTeam(team)))
+        return { error: 'conflict', param: 'team_id', message: 'team_id: a team with this id exists already: use POST /team/update' };
+    } else {
+      team = await this.#d.records.updateTeam(teamId, (stored) => {
+        before = stored.limits;
+        return applyTeamFields(stored, b);
+      });
+      if (team === undefined)
+        return { error: 'not_found', param: 'team_id', message: 'team_id: no such team: create it with POST /team/new' };
+    }
+    await this.#d.budgetChanged?.(`team:${teamId}`, before, team.limits);
     this.#audit(caller, create ? 'team.new' : 'team.update', { team_id: teamId });
     const row = await findTeam(this.#d.db, teamId);
     const now = this.#now();
@@ -560,15 +617,14 @@ export class AdminApi {
     const now = this.#now();
     const [spend, keys] = await Promise.all([
       spendOf(this.#d.db, 'team_id', teamId, periodStart(team.limits, now, this.#d.calendar)),
-      listKeys(this.#d.db, { teamId }, 1, INFO_KEYS),
+      this.#listKeys({ teamId }, 1, INFO_KEYS),
     ]);
-    const keySpend = await this.#keySpend(keys.rows.map(keyFromRow));
     return {
       status: 200,
       body: {
         team_id: teamId,
         team_info: { ...teamView(team, now, this.#d.calendar), spend, source: configured === undefined ? 'api' : 'config' },
-        keys: keys.rows.map((r) => keyView(r, keySpend.get(keyId(r.key_hash)) ?? 0, now, this.#d.calendar)),
+        keys: await this.#listedViews(keys.keys),
         keys_total: keys.total,
       },
     };
@@ -663,15 +719,14 @@ export class AdminApi {
     if (user === undefined) return { error: 'not_found', param: 'user_id', message: 'user_id: no such user' };
     const [spend, keys] = await Promise.all([
       spendOf(this.#d.db, 'user_id', userId, periodStart(user.limits, now, this.#d.calendar)),
-      listKeys(this.#d.db, { userId }, 1, INFO_KEYS),
+      this.#listKeys({ userId }, 1, INFO_KEYS),
     ]);
-    const keySpend = await this.#keySpend(keys.rows.map(keyFromRow));
     return {
       status: 200,
       body: {
         user_id: userId,
         user_info: { ...userView(user, now, this.#d.calendar), spend, source: configured ? 'config' : 'api' },
-        keys: keys.rows.map((r) => keyView(r, keySpend.get(keyId(r.key_hash)) ?? 0, now, this.#d.calendar)),
+        keys: await this.#listedViews(keys.keys),
         keys_total: keys.total,
         teams: [],
       },
@@ -704,13 +759,20 @@ export class AdminApi {
     const rows = await topKeySpend(this.#d.db, limit);
     return {
       status: 200,
-      body: rows.map((r) => ({
-        token: r.token ?? this.#tokenOf(r.key_id),
-        key_id: r.key_id,
-        key_alias: r.key_alias,
-        spend: r.spend,
-        requests: r.requests,
-      })),
+      body: rows.map((r) => {
+        // A config key has no database row to join (or one its declaration shadows): the config names it.
+        const configured = this.#d.cache.byId(r.key_id);
+        return configured?.source === 'config'
+          ? {
+              token: configured.hash,
+              key_id: r.key_id,
+              key_alias: configured.alias ?? null,
+              spend: r.spend,
+              requests: r.requests,
+              source: 'config',
+            }
+          : { token: r.token ?? this.#tokenOf(r.key_id), key_id: r.key_id, key_alias: r.key_alias, spend: r.spend, requests: r.requests };
+      }),
     };
   }
 
@@ -1025,6 +1087,18 @@ function applyKeyFields(k: KeyRecord, b: KeyFields, now: number): KeyRecord {
   };
 }
 
+/** The team after a /team/new or /team/update: a field absent keeps its value, `null` clears it (as for keys). */
+function applyTeamFields(t: TeamRecord, b: z.output<typeof S.teamNew>): TeamRecord {
+  return {
+    ...t,
+    alias: pick(b.team_alias, t.alias),
+    models: b.models === undefined ? t.models : (b.models ?? []),
+    blocked: b.blocked === undefined ? t.blocked : (b.blocked ?? false),
+    metadata: b.metadata === undefined ? t.metadata : (b.metadata ?? {}),
+    limits: applyLimits(t.limits, b),
+  };
+}
+
 /**
  * LiteLLM's `all-team-models` on a key means its team's models: a key without a team_id would be allowed
  * nothing by it (core/decide.ts, keyAllows), so such a write is refused, naming what to change.
@@ -1101,6 +1175,26 @@ function keyView(row: AdminKeyRow, spend: number, now: number, cal: BudgetCalend
     created_at: iso(row.created_at),
     updated_at: iso(row.updated_at),
   };
+}
+
+/**
+ * A config key in a listing: keyView's fields, marked `source: 'config'` as /key/info marks it; it has no
+ * key_name (the config holds only its sha256) nor database times.
+ */
+function configKeyView(k: KeyRecord, spend: number, now: number, cal: BudgetCalendar): Record<string, unknown> {
+  return {
+    token: k.hash,
+    key_name: null,
+    ...recordView(k, now, cal),
+    spend,
+    created_at: null,
+    updated_at: null,
+    source: 'config',
+  };
+}
+
+function listedRecord(k: ListedKey): KeyRecord {
+  return 'config' in k ? k.config : keyFromRow(k.row);
 }
 
 function teamView(t: TeamRecord, now: number, cal: BudgetCalendar): Record<string, unknown> {

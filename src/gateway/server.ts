@@ -19,7 +19,7 @@ import type { DeniedCaller, DenialRecorder } from '../store/spend.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { RequestLog } from '../telemetry/request-log.js';
 import { statusLabel, type Metrics } from '../telemetry/metrics.js';
-import { isAdminRoute, type AdminApi } from './admin.js';
+import { adminMethods, isAdminRoute, type AdminApi } from './admin.js';
 import { ClientLink } from './exchange.js';
 import { sendError, type Caller, type Forwarder, type ForwardRequest } from './forward.js';
 import type { HttpResponse } from './http-response.js';
@@ -250,6 +250,10 @@ function serve(deps: GatewayDeps, res: HttpResponse, r: Incoming, id: IdentifyRe
   // An OpenAI endpoint asked with GET (a browser, a health check pointed at it): say which method it takes.
   if (modelEndpoint('POST', path) !== undefined)
     return sendError(res, 'method_not_allowed', `${path} takes POST.`, id.caller.requestId, undefined, [['allow', 'POST']]);
+  // An admin route with the other method (`POST /key/list`): as for the OpenAI endpoints, say which it takes.
+  const allowed = adminMethods(path);
+  if (allowed !== undefined)
+    return sendError(res, 'method_not_allowed', `${path} takes ${allowed}.`, id.caller.requestId, undefined, [['allow', allowed]]);
   return sendError(res, 'not_found', undefined, id.caller.requestId);
 }
 

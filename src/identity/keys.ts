@@ -124,10 +124,13 @@ export function keyFromConfig(k: DeclaredKey): KeyRecord {
 
 /** The keys declared in config, by hash. Later layers (generated keys) wrap or replace it. */
 export class StaticKeyDirectory implements KeyDirectory {
+  /** Every key, in the order declared (the admin API lists them). */
+  readonly records: readonly KeyRecord[];
   readonly #byHash: ReadonlyMap<string, KeyRecord>;
   readonly #byId: ReadonlyMap<string, KeyRecord>;
   constructor(keys: readonly DeclaredKey[]) {
     const records = keys.map(keyFromConfig);
+    this.records = records;
     this.#byHash = new Map(records.map((r) => [r.hash, r] as const));
     this.#byId = new Map(records.map((r) => [r.id, r] as const));
   }

@@ -41,6 +41,8 @@ export interface KeyFilter {
   readonly keyAlias?: string | undefined;
   /** The key's token (sha256). */
   readonly keyHash?: string | undefined;
+  /** Tokens left out: the config file's keys, which shadow a database key with the same value. */
+  readonly notHashes?: readonly string[] | undefined;
 }
 
 export interface SpendLogFilter {
@@ -87,21 +89,31 @@ function where(conds: readonly (readonly [string, unknown])[], first = 1): { sql
 }
 
 function keyWhere(f: KeyFilter): { sql: string; params: unknown[] } {
-  return where([
+  const w = where([
     ['user_id =', f.userId],
     ['team_id =', f.teamId],
     ['key_alias =', f.keyAlias],
     ['key_hash =', f.keyHash],
   ]);
+  if (f.notHashes === undefined || f.notHashes.length === 0) return w;
+  return {
+    sql: `${w.sql === '' ? 'WHERE' : `${w.sql} AND`} NOT (key_hash = ANY($${w.params.length + 1}::text[]))`,
+    params: [...w.params, f.notHashes],
+  };
 }
 
-/** One page of keys (newest first) and how many match in all. */
-export async function listKeys(db: Queryable, f: KeyFilter, page: number, size: number): Promise<{ rows: AdminKeyRow[]; total: number }> {
+/** Keys newest first, `limit` of them from `offset`, and how many match in all. */
+export async function listKeys(
+  db: Queryable,
+  f: KeyFilter,
+  offset: number,
+  limit: number,
+): Promise<{ rows: AdminKeyRow[]; total: number }> {
   const w = keyWhere(f);
   const [rows, count] = await Promise.all([
     db.query<AdminKeyRow>(
       `SELECT ${ADMIN_KEY_COLUMNS} FROM keys ${w.sql} ORDER BY created_at DESC, key_hash LIMIT $${w.params.length + 1} OFFSET $${w.params.length + 2}`,
-      [...w.params, size, (page - 1) * size],
+      [...w.params, limit, offset],
     ),
     db.query<{ n: string | number }>(`SELECT count(*) AS n FROM keys ${w.sql}`, w.params),
   ]);

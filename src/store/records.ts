@@ -6,7 +6,7 @@
  * are read-only.
  */
 import type { TeamRecord } from '../core/decide.js';
-import { keyId, type KeyDirectory, type KeyRecord, type Limits } from '../identity/keys.js';
+import { keyId, type KeyDirectory, type KeyRecord, type Limits, type StaticKeyDirectory } from '../identity/keys.js';
 import type { StoreErrorHook } from './counters.js';
 import type { Logger } from '../telemetry/logger.js';
 import { bounded, type ChangeBus, type RecordChange } from './change-bus.js';
@@ -119,6 +119,23 @@ function userParams(u: StoredUser): unknown[] {
     l.tpmLimit ?? null,
     l.maxParallelRequests ?? null,
     JSON.stringify(u.metadata),
+  ];
+}
+
+/** A team's columns as query parameters $1–$10: id, alias, models, blocked, metadata, the five limits. */
+function teamParams(t: TeamRecord): unknown[] {
+  const l = t.limits;
+  return [
+    t.teamId,
+    t.alias ?? null,
+    JSON.stringify(t.models),
+    t.blocked,
+    JSON.stringify(t.metadata),
+    l.maxBudget ?? null,
+    l.budgetDuration ?? null,
+    l.rpmLimit ?? null,
+    l.tpmLimit ?? null,
+    l.maxParallelRequests ?? null,
   ];
 }
 
@@ -325,36 +342,37 @@ export class RecordStore {
     return next;
   }
 
-  /** Inserts a team (`create`: false when it exists) or updates it. */
-  async putTeam(t: TeamRecord, create: boolean): Promise<boolean> {
-    const l = t.limits;
+  /** A new team; false, and nothing changed, when a team with its id exists already. */
+  async createTeam(t: TeamRecord): Promise<boolean> {
     const rows = await this.#write([{ kind: 'team', id: t.teamId }], (tx) =>
       tx.query(
         `INSERT INTO teams (team_id, team_alias, models, blocked, metadata, max_budget, budget_duration, rpm_limit, tpm_limit,
                             max_parallel_requests)
-         VALUES ($1, $2, $3::jsonb, $4, $5::jsonb, $6, $7, $8, $9, $10)
-         ON CONFLICT (team_id) DO ${
-           create
-             ? 'NOTHING'
-             : `UPDATE SET team_alias = $2, models = $3::jsonb, blocked = $4, metadata = $5::jsonb,
-           max_budget = $6, budget_duration = $7, rpm_limit = $8, tpm_limit = $9, max_parallel_requests = $10, updated_at = now()`
-         }
-         RETURNING team_id`,
-        [
-          t.teamId,
-          t.alias ?? null,
-          JSON.stringify(t.models),
-          t.blocked,
-          JSON.stringify(t.metadata),
-          l.maxBudget ?? null,
-          l.budgetDuration ?? null,
-          l.rpmLimit ?? null,
-          l.tpmLimit ?? null,
-          l.maxParallelRequests ?? null,
-        ],
+         VALUES ($1, $2, $3::jsonb, $4, $5::jsonb, $6, $7, $8, $9, $10) ON CONFLICT (team_id) DO NOTHING RETURNING team_id`,
+        teamParams(t),
       ),
     );
     return rows.length > 0;
+  }
+
+  /**
+   * Changes a team from its record as stored when the write runs (`change`), so a field another update set
+   * since the caller read it, a block above all, is not undone: the team as written, or undefined (nothing
+   * changed) when there is none.
+   */
+  async updateTeam(teamId: string, change: (stored: TeamRecord) => TeamRecord): Promise<TeamRecord | undefined> {
+    return this.#write([{ kind: 'team', id: teamId }], async (tx) => {
+      const [row] = await tx.query<TeamRow>(`SELECT ${TEAM_COLUMNS} FROM teams WHERE team_id = $1 FOR UPDATE`, [teamId]);
+      if (row === undefined) return undefined;
+      const t = { ...change(teamFromRow(row)), teamId };
+      await tx.query(
+        `UPDATE teams SET team_alias = $2, models = $3::jsonb, blocked = $4, metadata = $5::jsonb, max_budget = $6,
+           budget_duration = $7, rpm_limit = $8, tpm_limit = $9, max_parallel_requests = $10, updated_at = now()
+         WHERE team_id = $1`,
+        teamParams(t),
+      );
+      return t;
+    });
   }
 
   /** A new user (LiteLLM's /user/new); false, and nothing changed, when a user with its id exists already. */
@@ -446,7 +464,9 @@ async function claimKeyAlias(tx: Queryable, alias: string, hash: string): Promis
 
 /**
  * Writes a key record; `create`: only when its hash is new (the rows returned say whether it was). Its
- * spend_from (limits.budgetFrom) is written when the row is inserted, never changed by an update.
+ * spend_from (limits.budgetFrom) is written when the row is inserted, never changed by an update. A create
+ * names no conflict target: two writers inserting one key at once may collide on key_id's unique index
+ * before key_hash's, and a target of key_hash alone would raise that as a unique violation.
  */
 function upsertKey(tx: Queryable, k: KeyRecord, keyName: string | undefined, create: boolean): Promise<unknown[]> {
   const l = k.limits;
@@ -455,10 +475,10 @@ function upsertKey(tx: Queryable, k: KeyRecord, keyName: string | undefined, cre
                        max_budget, budget_duration, rpm_limit, tpm_limit, max_parallel_requests, key_name, spend_from,
                        previous_key_ids)
      VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14, $15, $16, $17::jsonb)
-     ON CONFLICT (key_hash) DO ${
+     ON CONFLICT ${
        create
-         ? 'NOTHING'
-         : `UPDATE SET key_alias = $3, models = $4::jsonb, user_id = $5, team_id = $6, blocked = $7,
+         ? 'DO NOTHING'
+         : `(key_hash) DO UPDATE SET key_alias = $3, models = $4::jsonb, user_id = $5, team_id = $6, blocked = $7,
        expires_at = $8, metadata = $9::jsonb, max_budget = $10, budget_duration = $11, rpm_limit = $12, tpm_limit = $13,
        max_parallel_requests = $14, key_name = COALESCE($15, keys.key_name), updated_at = now()`
      }
@@ -492,7 +512,7 @@ function upsertKey(tx: Queryable, k: KeyRecord, keyName: string | undefined, cre
 export class RecordCache implements KeyDirectory {
   readonly teams = new Map<string, TeamRecord>();
   readonly users = new Map<string, Limits>();
-  #configKeys: KeyDirectory;
+  #configKeys: StaticKeyDirectory;
   #configTeams: ReadonlyMap<string, TeamRecord>;
   #configUsers: ReadonlyMap<string, Limits>;
   #byHash = new Map<string, KeyRecord>();
@@ -523,7 +543,7 @@ export class RecordCache implements KeyDirectory {
   readonly #absent = new Map<string, number>();
 
   constructor(opts: {
-    configKeys: KeyDirectory;
+    configKeys: StaticKeyDirectory;
     configTeams: ReadonlyMap<string, TeamRecord>;
     configUsers: ReadonlyMap<string, Limits>;
     db: Queryable | undefined;
@@ -624,7 +644,7 @@ export class RecordCache implements KeyDirectory {
   }
 
   /** A reloaded config file's keys, teams and users (SIGHUP), swapped in one synchronous step. */
-  setConfig(keys: KeyDirectory, teams: ReadonlyMap<string, TeamRecord>, users: ReadonlyMap<string, Limits>): Promise<void> {
+  setConfig(keys: StaticKeyDirectory, teams: ReadonlyMap<string, TeamRecord>, users: ReadonlyMap<string, Limits>): Promise<void> {
     for (const id of this.#configTeams.keys()) if (!teams.has(id)) this.teams.delete(id);
     for (const id of this.#configUsers.keys()) if (!users.has(id)) this.users.delete(id);
     this.#configKeys = keys;
@@ -639,6 +659,11 @@ export class RecordCache implements KeyDirectory {
   /** The record of a key declared in the config file (read-only through the admin API). */
   isConfigKey(hash: string): boolean {
     return this.#configKeys.get(hash) !== undefined;
+  }
+
+  /** The keys declared in the config file, in the order declared. */
+  configKeys(): readonly KeyRecord[] {
+    return this.#configKeys.records;
   }
 
   isConfigTeam(id: string): boolean {

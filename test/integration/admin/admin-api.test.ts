@@ -132,6 +132,7 @@ teams:
 keys:
   - key: sha256:${sha(CONFIG_KEY)}
     key_alias: from-config
+    team_id: config-team
 `,
     );
     for (let i = 0; i < 2; i++) {
@@ -172,6 +173,28 @@ keys:
       assert.equal(errorOf(user).type, 'permission_error');
       assert.ok(!wrong.text.includes('sk-wrong'), 'an error never echoes the key sent');
     }
+  });
+
+  test('an admin route asked with the other method is 405 naming the method it takes, as the OpenAI endpoints are', async () => {
+    for (const [method, route] of ROUTES) {
+      const other = method === 'GET' ? 'POST' : 'GET';
+      const r = await call(a, other, route, other === 'POST' ? {} : undefined);
+      assert.equal(r.status, 405, `${other} ${route}`);
+      assert.equal(errorOf(r).code, 'method_not_allowed');
+      assert.equal(r.headers.get('allow'), method, `${other} ${route}`);
+      assert.equal((await call(a, other, route, other === 'POST' ? {} : undefined, null)).status, 401, 'and still needs a key');
+    }
+    assert.equal((await call(a, 'GET', '/key/nothing-here')).status, 404, 'a path that is no admin route stays a 404');
+  });
+
+  test('/key/delete naming one key twice (by key, token and alias) deletes it and lists its token once', async () => {
+    const made = await call(a, 'POST', '/key/generate', { key_alias: 'named-twice' });
+    const key = String(made.body['key']);
+    secrets.add(key);
+    const token = String(made.body['token']);
+    const deleted = await call(b, 'POST', '/key/delete', { keys: [key, token], key_aliases: ['named-twice'] });
+    assert.equal(deleted.status, 200, deleted.text);
+    assert.deepEqual(deleted.body['deleted_keys'], [token]);
   });
 
   test('a generated key works on both replicas at once, is shown once and never listed', async () => {
@@ -384,6 +407,30 @@ keys:
     await within(1_000, async () => (await chat(a, key)).status === 200, 'raised budget applied');
   });
 
+  test("concurrent /team/update calls on both replicas keep each other's fields: a block is never undone", async () => {
+    for (let round = 0; round < 10; round++) {
+      const teamId = `concurrent-${round}`;
+      assert.equal((await call(a, 'POST', '/team/new', { team_id: teamId, max_budget: 10 })).status, 200);
+      const key = String((await call(a, 'POST', '/key/generate', { team_id: teamId })).body['key']);
+      secrets.add(key);
+      const updates = await Promise.all([
+        call(a, 'POST', '/team/update', { team_id: teamId, blocked: true }),
+        call(b, 'POST', '/team/update', { team_id: teamId, max_budget: 50 }),
+        call(a, 'POST', '/team/update', { team_id: teamId, rpm_limit: 100 }),
+        call(b, 'POST', '/team/update', { team_id: teamId, tpm_limit: 200 }),
+      ]);
+      for (const u of updates) assert.equal(u.status, 200, u.text);
+      const team = (await call(b, 'GET', `/team/info?team_id=${teamId}`)).body['team_info'] as Json;
+      assert.deepEqual(
+        { blocked: team['blocked'], max_budget: team['max_budget'], rpm_limit: team['rpm_limit'], tpm_limit: team['tpm_limit'] },
+        { blocked: true, max_budget: 50, rpm_limit: 100, tpm_limit: 200 },
+        `round ${round}`,
+      );
+      for (const port of [a, b])
+        await within(1_000, async () => errorOf(await chat(port, key)).code === 'key_blocked', `round ${round}: team blocked on ${port}`);
+    }
+  });
+
   test("LiteLLM's users: /user/new makes a user and its key; the user's budget holds on both replicas; /user/delete takes its keys along", async () => {
     const made = await call(a, 'POST', '/user/new', {
       user_id: 'ada@example.com',
@@ -588,6 +635,39 @@ keys:
     );
   });
 
+  test('one chosen key value asked for at once, by generate or regenerate: one call makes it, the others are 409, never 503', async () => {
+    for (let round = 0; round < 5; round++) {
+      const value = `sk-raced-${randomUUID().replaceAll('-', '')}`;
+      secrets.add(value);
+      const made = await Promise.all([a, b, a, b, a, b, a, b].map((port) => call(port, 'POST', '/key/generate', { key: value })));
+      assert.deepEqual(
+        made.map((r) => r.status).sort(),
+        [200, 409, 409, 409, 409, 409, 409, 409],
+        `round ${round}: ${made.map((r) => errorOf(r).code ?? r.status).join(' ')}`,
+      );
+      for (const r of made.filter((m) => m.status === 409)) {
+        assert.equal(errorOf(r).param, 'key');
+        assert.ok(!r.text.includes(value), 'a refusal never echoes the key');
+      }
+
+      const renewed = `sk-raced-new-${randomUUID().replaceAll('-', '')}`;
+      secrets.add(renewed);
+      const olds = await Promise.all([a, b].map(async (port) => String((await call(port, 'POST', '/key/generate', {})).body['key'])));
+      for (const k of olds) secrets.add(k);
+      const regenerated = await Promise.all(
+        olds.map((k, i) => call(i === 0 ? a : b, 'POST', '/key/regenerate', { key: k, new_key: renewed })),
+      );
+      assert.deepEqual(
+        regenerated.map((r) => r.status).sort(),
+        [200, 409],
+        `round ${round}: ${regenerated.map((r) => errorOf(r).code ?? r.status).join(' ')}`,
+      );
+      const refused = regenerated.find((r) => r.status === 409);
+      assert.equal(refused === undefined ? undefined : errorOf(refused).param, 'new_key');
+      assert.ok(!(refused?.text ?? '').includes(renewed), 'a refusal never echoes the key');
+    }
+  });
+
   test('LiteLLM migration: keys keep their values, regenerate by token in the path, LiteLLM-only fields ignored or refused', async () => {
     // An operator moving a LiteLLM key over keeps its value.
     const kept = `sk-${randomUUID().replaceAll('-', '')}`;
@@ -758,6 +838,64 @@ keys:
     }
     const info = await call(a, 'GET', `/key/info?key=${encodeURIComponent(CONFIG_KEY)}`);
     assert.equal((info.body['info'] as Json)['source'], 'config');
+  });
+
+  test("config keys are listed beside the database's (/key/list, /team/info, /spend/keys), marked source: config", async () => {
+    const token = sha(CONFIG_KEY);
+    const byToken = await call(a, 'GET', `/key/list?key_hash=${token}&return_full_object=true`);
+    assert.equal(byToken.status, 200, byToken.text);
+    assert.equal(byToken.body['total_count'], 1);
+    const [listed] = byToken.body['keys'] as Json[];
+    assert.equal(listed?.['token'], token);
+    assert.equal(listed?.['key_alias'], 'from-config');
+    assert.equal(listed?.['team_id'], 'config-team');
+    assert.equal(listed?.['source'], 'config');
+    assert.deepEqual((await call(b, 'GET', '/key/list?key_alias=from-config')).body['keys'], [token]);
+
+    // Pages hold the config keys first, then the database's newest first: every key once, in one order.
+    const older = String((await call(a, 'POST', '/key/generate', { team_id: 'config-team' })).body['token']);
+    const newer = String((await call(b, 'POST', '/key/generate', { team_id: 'config-team' })).body['token']);
+    // A database row with the config key's value (made before the config declared it) is the config key.
+    const db = await openDb({ url: `${PG}?schema=${schema}` });
+    try {
+      await db.query("INSERT INTO keys (key_hash, key_id, team_id) VALUES ($1, $2, 'config-team')", [token, token.slice(0, 16)]);
+      const pages: unknown[] = [];
+      for (const page of [1, 2, 3, 4]) {
+        const r = await call(a, 'GET', `/key/list?team_id=config-team&size=1&page=${page}`);
+        assert.equal(r.body['total_count'], 3);
+        assert.equal(r.body['total_pages'], 3);
+        pages.push(...(r.body['keys'] as unknown[]));
+      }
+      assert.deepEqual(pages, [token, newer, older]);
+      const team = await call(b, 'GET', '/team/info?team_id=config-team');
+      assert.equal(team.body['keys_total'], 3);
+      const keys = team.body['keys'] as Json[];
+      assert.deepEqual(
+        keys.map((k) => [k['token'], k['source']]),
+        [
+          [token, 'config'],
+          [newer, undefined],
+          [older, undefined],
+        ],
+      );
+    } finally {
+      await db.query('DELETE FROM keys WHERE key_hash = $1', [token]);
+      await db.close();
+    }
+
+    assert.equal((await chat(a, CONFIG_KEY)).status, 200);
+    await within(
+      3_000,
+      async () => {
+        const spent = (await call(b, 'GET', '/spend/keys?limit=1000')).body as unknown as Json[];
+        const row = spent.find((k) => k['key_id'] === token.slice(0, 16));
+        return row?.['token'] === token && row['key_alias'] === 'from-config' && row['source'] === 'config';
+      },
+      "the config key's spend row names it",
+    );
+    const deleted = await call(a, 'POST', '/key/delete', { key_aliases: ['from-config'] });
+    assert.equal(deleted.status, 409, deleted.text);
+    assert.equal(errorOf(deleted).param, 'key_aliases[0]');
   });
 
   test('/key/update with null clears the field on both replicas (LiteLLM applies the fields set, exclude_unset)', async () => {

@@ -270,7 +270,7 @@ describe('record cache', { timeout: 30_000 }, () => {
       tpmLimit: undefined,
       maxParallelRequests: undefined,
     };
-    await other.putTeam({ teamId: 'restricted', alias: undefined, models: ['m1'], blocked: false, limits, metadata: {} }, true);
+    await other.createTeam({ teamId: 'restricted', alias: undefined, models: ['m1'], blocked: false, limits, metadata: {} });
     const inTeam = `sk-in-team-${randomUUID()}`;
     assert.equal(await other.createKey(record(inTeam, { teamId: 'restricted', alias: 'in-team' }), 'sk-...test'), 'done');
     assert.equal(cache.teams.has('restricted'), false);
