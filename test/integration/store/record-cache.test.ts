@@ -138,7 +138,7 @@ describe('record cache', { timeout: 30_000 }, () => {
       tpmLimit: undefined,
       maxParallelRequests: undefined,
     };
-    await other.putTeam({ teamId: 'lagging-team', alias: undefined, models: [], blocked: false, limits, metadata: {} }, true);
+    await other.createTeam({ teamId: 'lagging-team', alias: undefined, models: [], blocked: false, limits, metadata: {} });
     const key = `sk-lagging-${randomUUID()}`;
     const teamKey = `sk-lagging-team-${randomUUID()}`;
     await other.createKey(record(key), 'sk-...test');
@@ -169,10 +169,7 @@ describe('record cache', { timeout: 30_000 }, () => {
     slow = true;
     assert.equal(await other.setKeyBlocked(record(key).hash, true), true);
     assert.equal(await decide(key), 'key_blocked', 'the block decides the very next request');
-    assert.equal(
-      await other.putTeam({ teamId: 'lagging-team', alias: undefined, models: [], blocked: true, limits, metadata: {} }, false),
-      true,
-    );
+    assert.equal((await other.updateTeam('lagging-team', (t) => ({ ...t, blocked: true })))?.blocked, true);
     assert.notEqual(await decide(teamKey), 'allowed', "the team's block too");
     assert.equal(await other.deleteKey(record(key).hash), true);
     assert.equal(await decide(key), 'invalid_api_key', 'and a delete');
