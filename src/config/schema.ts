@@ -25,6 +25,10 @@ export const DURATION_UNIT_MS: Readonly<Record<string, number>> = {
 export const duration = z
   .string()
   .regex(DURATION_PATTERN, { error: 'not a duration: write a number and a unit s, m, h, d, w or mo (e.g. 30d, 1w, 1mo)' })
+  // A zero length would end (or reset) at once: no unit rounds it up to something the writer did not ask for.
+  .refine((v) => Number(DURATION_PATTERN.exec(v)?.[1] ?? 1) > 0, {
+    error: 'zero: write at least 1 of a unit (e.g. 1d); leave the field out for no duration',
+  })
   .refine(
     (v) => {
       const m = DURATION_PATTERN.exec(v);

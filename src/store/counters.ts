@@ -153,7 +153,7 @@ export function budgetPeriodOf(
 /** `now` plus a duration (`30d`, `12h`, `1mo`: calendar months, UTC): when a key made for it expires. */
 export function afterDuration(duration: string, now: number): number {
   const m = DURATION_PATTERN.exec(duration);
-  const n = Math.max(1, Number(m?.[1] ?? 1));
+  const n = Number(m?.[1] ?? 1);
   const unit = m?.[2] ?? 'd';
   if (unit !== 'mo') return now + n * (DURATION_UNIT_MS[unit] ?? 86_400_000);
   const d = new Date(now);

@@ -899,6 +899,21 @@ teams:
     assertNoSecret(r, ['sk-clear-text-key-1']);
   });
 
+  test('a zero budget_duration is an error, not a period of one unit', () => {
+    const text = `${MINIMAL}teams:
+  - team_id: t
+    max_budget: 10
+    budget_duration: 0d
+keys:
+  - key: sha256:${sha256(DECLARED_KEY)}
+    max_budget: 1
+    budget_duration: 0m
+`;
+    const r = failed(text);
+    assertIssue(text, r.issues, 'teams[0].budget_duration', '0d', /zero/);
+    assertIssue(text, r.issues, 'keys[0].budget_duration', '0m', /zero/);
+  });
+
   test('several cross-reference errors are all reported in one result', () => {
     const text = `${MINIMAL}    model_info: { id: x }
   - model_name: b

@@ -49,3 +49,19 @@ test("budgets and limits written as strings are numbers, as LiteLLM's API takes 
   }
   assert.deepEqual(keyGenerate.parse({ max_budget: null }), { max_budget: null });
 });
+
+test('a zero duration or budget_duration is refused, naming the field, not rounded up to one unit', () => {
+  for (const [field, value] of [
+    ['duration', '0s'],
+    ['duration', '0mo'],
+    ['budget_duration', '0d'],
+    ['budget_duration', '00m'],
+  ] as const) {
+    const r = keyGenerate.safeParse({ [field]: value });
+    assert.ok(!r.success, `${field}: ${value}`);
+    const p = firstProblem(r.error);
+    assert.equal(p.field, field);
+    assert.match(p.message, /zero/);
+  }
+  assert.ok(keyGenerate.safeParse({ duration: '1s', budget_duration: 'mo' }).success);
+});
