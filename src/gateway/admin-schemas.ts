@@ -260,39 +260,51 @@ export const modelInfoQuery = z.object({ litellm_model_id: z.string().min(1).max
 const LONE_SURROGATE = /\p{Cs}/u;
 
 /**
- * The first string (or object key) in a request that PostgreSQL cannot store: U+0000, which neither text nor
- * jsonb holds, or a lone surrogate (not Unicode: jsonb refuses its escape). Its field and what is wrong, or
- * undefined. Checked before any schema, so every admin write and read names the field instead of failing
- * in the database.
+ * How deep a request may nest arrays and objects. Far past any LiteLLM body (LiteLLM's own JSON parser stops
+ * near 1000), and short of where serializing it again (JSON.stringify, the records database's jsonb) would
+ * run out of stack.
  */
-export function unstorableText(value: unknown, path: (string | number)[] = []): { field: string; message: string } | undefined {
+export const MAX_NESTING = 100;
+
+/**
+ * The first string (or object key) in a request that PostgreSQL cannot store: U+0000, which neither text nor
+ * jsonb holds, or a lone surrogate (not Unicode: jsonb refuses its escape); or a value nested deeper than
+ * MAX_NESTING. Its field and what is wrong, or undefined. Checked before any schema, so every admin write and
+ * read names the field instead of failing in the database. Walked with a stack of its own: a client's
+ * nesting must not decide how deep this call stack goes.
+ */
+export function unstorableText(value: unknown): { field: string; message: string } | undefined {
   const problem = (s: string): string | undefined =>
     s.includes('\u0000')
       ? 'contains the character U+0000 (NUL), which the records database cannot store: remove it'
       : !LONE_SURROGATE.test(s)
         ? undefined
         : 'contains a lone UTF-16 surrogate (not valid Unicode): send well-formed text';
-  const at = (p: (string | number)[], what: string): { field: string; message: string } => {
+  const at = (p: readonly (string | number)[], what: string): { field: string; message: string } => {
     const field = formatPath(p);
     return { field, message: field === '' ? `The request body ${what}` : `${field}: ${what}` };
   };
-  if (typeof value === 'string') {
-    const what = problem(value);
-    return what === undefined ? undefined : at(path, what);
-  }
-  if (Array.isArray(value)) {
-    for (const [i, v] of value.entries()) {
-      const found = unstorableText(v, [...path, i]);
-      if (found !== undefined) return found;
-    }
-    return undefined;
-  }
-  if (typeof value === 'object' && value !== null) {
-    for (const [k, v] of Object.entries(value)) {
-      const what = problem(k);
-      if (what !== undefined) return at([...path, k.replaceAll('\u0000', '\\u0000')], `a field name ${what}`);
-      const found = unstorableText(v, [...path, k]);
-      if (found !== undefined) return found;
+  // Depth first, in the order of the text, so the first problem in it is the one named. A field name is
+  // checked where it stands, before its value (`name` set: the entry is that name, at `path`).
+  type Entry = { readonly v: unknown; readonly path: readonly (string | number)[]; readonly name?: string };
+  const pending: Entry[] = [{ v: value, path: [] }];
+  for (let e = pending.pop(); e !== undefined; e = pending.pop()) {
+    const { v, path, name } = e;
+    if (name !== undefined) {
+      const what = problem(name);
+      if (what !== undefined) return at([...path.slice(0, -1), name.replaceAll('\u0000', '\\u0000')], `a field name ${what}`);
+    } else if (typeof v === 'string') {
+      const what = problem(v);
+      if (what !== undefined) return at(path, what);
+    } else if (typeof v === 'object' && v !== null) {
+      if (path.length >= MAX_NESTING) return at(path.slice(0, 1), `nested more than ${MAX_NESTING} levels deep: flatten it`);
+      const children: Entry[] = Array.isArray(v)
+        ? (v as unknown[]).map((x, i) => ({ v: x, path: [...path, i] }))
+        : Object.entries(v as Record<string, unknown>).flatMap(([k, x]) => [
+            { v: undefined, path: [...path, k], name: k },
+            { v: x, path: [...path, k] },
+          ]);
+      for (let i = children.length - 1; i >= 0; i--) pending.push(children[i] as Entry);
     }
   }
   return undefined;

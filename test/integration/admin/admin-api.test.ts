@@ -902,6 +902,9 @@ keys:
       ['POST', '/team/new', { team_alias: 'a\u0000b' }, 'team_alias'],
       ['POST', '/user/new', { user_id: 'u', metadata: { x: '\u0000' } }, 'metadata.x'],
       ['GET', '/key/list?key_alias=a%00b', undefined, 'key_alias'],
+      // Nested past the stack of a recursive walk (12 KB): named, not a 503 from a stack overflow.
+      ['POST', '/key/generate', `{"metadata":{"a":${'['.repeat(3000)}${']'.repeat(3000)}}}`, 'metadata'],
+      ['POST', '/team/new', `{"team_alias":"deep","metadata":${'{"a":'.repeat(150)}1${'}'.repeat(150)}}`, 'metadata'],
     ];
     for (const [method, route, body, field] of cases) {
       const r = await call(a, method, route, body);

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { firstProblem, keyGenerate, keyListQuery, keyRef } from '../../../src/gateway/admin-schemas.js';
+import { firstProblem, keyGenerate, keyListQuery, keyRef, MAX_NESTING, unstorableText } from '../../../src/gateway/admin-schemas.js';
 
 test('an unknown field is named, with what to do', () => {
   const r = keyGenerate.safeParse({ max_budjet: 1 });
@@ -64,4 +64,26 @@ test('a zero duration or budget_duration is refused, naming the field, not round
     assert.match(p.message, /zero/);
   }
   assert.ok(keyGenerate.safeParse({ duration: '1s', budget_duration: 'mo' }).success);
+});
+
+test('a body nested past MAX_NESTING is named at its field, however deep (no stack overflow)', () => {
+  const nest = (depth: number): unknown => {
+    let v: unknown = 'leaf';
+    for (let i = 0; i < depth; i++) v = [v];
+    return v;
+  };
+  // metadata is at depth 1: MAX_NESTING - 1 levels inside it still fit.
+  assert.equal(unstorableText({ metadata: nest(MAX_NESTING - 1) }), undefined);
+  for (const depth of [MAX_NESTING, 3000, 200_000]) {
+    const found = unstorableText({ key_alias: 'ok', metadata: nest(depth) });
+    assert.equal(found?.field, 'metadata', String(depth));
+    assert.match(found?.message ?? '', /^metadata: nested more than \d+ levels deep/);
+  }
+});
+
+test('unstorable text is named in the order of the body, field names before their values', () => {
+  assert.equal(unstorableText({ a: { b: ['ok', 'x\u0000'] }, c: '\u0000' })?.field, 'a.b[1]');
+  assert.equal(unstorableText({ a: 'ok', ['b\u0000']: '\u0000', c: '\u0000' })?.field, 'b\\u0000');
+  assert.equal(unstorableText({ a: { ['\ud800']: 1 }, b: '\u0000' })?.message.includes('field name'), true);
+  assert.equal(unstorableText({ a: [1, null, true, { b: 'fine' }] }), undefined);
 });
