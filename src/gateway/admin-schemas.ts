@@ -43,7 +43,8 @@ function numeric<T extends z.ZodType>(t: T): z.ZodPreprocess<T> {
 }
 /** Budgets and limits, as the config writes them; null clears one on /key/update and /team/update. */
 const limits = {
-  max_budget: numeric(limitFields.max_budget).nullable(),
+  // LiteLLM reads an empty max_budget as none (None); its UI sends one for a cleared budget field.
+  max_budget: z.preprocess((v) => (v === '' ? null : v), numeric(limitFields.max_budget).nullable()),
   budget_duration: limitFields.budget_duration.nullable(),
   rpm_limit: numeric(limitFields.rpm_limit).nullable(),
   tpm_limit: numeric(limitFields.tpm_limit).nullable(),
@@ -75,11 +76,12 @@ const chosenKey = z.string().regex(/^sk-[\x21-\x7e]{16,500}$/, {
  * LiteLLM's fields that tollgate does not implement. Those that only label or notify are accepted and
  * named in the reply's `x-tollgate-ignored-fields` header. Those that would restrict what a key or team may
  * do (per-model limits, route allow-lists, guardrails, organisations…) are refused: ignored, they would
- * leave it allowed more than asked.
+ * leave it allowed more than asked. Empty (`{}`, `[]`: LiteLLM's own defaults, GenerateRequestBase, which
+ * its exported rows carry) they restrict nothing, and are accepted and named in the header as well.
  */
 export const IGNORED_KEY_FIELDS = ['tags', 'soft_budget', 'send_invite_email', 'allowed_cache_controls'] as const;
 export const IGNORED_TEAM_FIELDS = ['tags', 'members_with_roles', 'members', 'admins', 'send_invite_email'] as const;
-const REFUSED_KEY_FIELDS = [
+export const REFUSED_KEY_FIELDS = [
   'allowed_routes',
   'allowed_passthrough_routes',
   'model_max_budget',
@@ -93,12 +95,11 @@ const REFUSED_KEY_FIELDS = [
   'budget_id',
   'aliases',
   'config',
-  'spend',
   'organization_id',
   'auto_rotate',
   'rotation_interval',
 ] as const;
-const REFUSED_TEAM_FIELDS = [
+export const REFUSED_TEAM_FIELDS = [
   'organization_id',
   'model_aliases',
   'guardrails',
@@ -113,9 +114,13 @@ const REFUSED_TEAM_FIELDS = [
   'allowed_routes',
 ] as const;
 
+/** Absent, null, `{}` or `[]`: a LiteLLM restriction that restricts nothing. */
+function isEmpty(v: unknown): boolean {
+  return v === undefined || v === null || (typeof v === 'object' && Object.keys(v).length === 0);
+}
 const notEnforced = z
   .unknown()
-  .refine((v) => v === undefined || v === null, {
+  .refine(isEmpty, {
     error:
       "LiteLLM's, not enforced by tollgate: without it this would be allowed more than you asked. Remove it, and restrict with models, the limits or policy rules",
   })
@@ -124,8 +129,32 @@ const ignored = z.unknown().optional();
 function litellmOnly(ignore: readonly string[], refuse: readonly string[]): Record<string, z.ZodType> {
   return Object.fromEntries([...ignore.map((f) => [f, ignored] as const), ...refuse.map((f) => [f, notEnforced] as const)]);
 }
+/** LiteLLM's running total (0 on a new row): tollgate counts spend from the requests themselves. */
+const spend = numeric(
+  z.literal(0, { error: 'counted by tollgate from the requests made: it cannot be set. Leave it out (or send 0)' }),
+).nullish();
+/** LiteLLM's fields tollgate has no counterpart for, with what to do instead; null is "not given". */
+function unsupported(instead: string) {
+  return z
+    .unknown()
+    .refine((v) => v === undefined || v === null, { error: `LiteLLM's, not supported by tollgate: ${instead}` })
+    .optional();
+}
+const LIMIT_TYPE = unsupported('its rpm_limit and tpm_limit are always hard limits (no guaranteed or best-effort throughput). Remove it');
+const TEMP_BUDGET = unsupported('raise max_budget with /key/update instead, and lower it again when the increase should end');
+const unsupportedKeyFields = {
+  rpm_limit_type: LIMIT_TYPE,
+  tpm_limit_type: LIMIT_TYPE,
+  temp_budget_increase: TEMP_BUDGET,
+  temp_budget_expiry: TEMP_BUDGET,
+  grace_period: unsupported(
+    "a regenerated key's old value stops working at once. To switch without downtime, generate a second key, move the clients to it, then delete the first",
+  ),
+};
 const litellmKeyFields = {
   ...litellmOnly(IGNORED_KEY_FIELDS, REFUSED_KEY_FIELDS),
+  ...unsupportedKeyFields,
+  spend,
   // LiteLLM's key types: an LLM key is the only kind tollgate makes (a read-only or management key would be narrower).
   key_type: z.enum(['llm_api', 'default'], { error: 'tollgate makes LLM API keys only: send "llm_api" or leave it out' }).nullish(),
 };
@@ -152,13 +181,17 @@ const teamFields = {
   blocked: z.boolean().nullish(),
   metadata: metadata.nullish(),
 };
-const litellmTeamFields = litellmOnly(IGNORED_TEAM_FIELDS, REFUSED_TEAM_FIELDS);
+const litellmTeamFields = {
+  ...litellmOnly(IGNORED_TEAM_FIELDS, REFUSED_TEAM_FIELDS),
+  rpm_limit_type: LIMIT_TYPE,
+  tpm_limit_type: LIMIT_TYPE,
+};
 export const teamNew = z.object({ team_id: id.optional(), ...teamFields, ...litellmTeamFields }).strict();
 export const teamUpdate = z.object({ team_id: id, ...teamFields, ...litellmTeamFields }).strict();
 
 /** LiteLLM's user fields tollgate only labels with, and those it would have to enforce (refused, as for keys). */
 export const IGNORED_USER_FIELDS = ['user_email', 'user_alias', 'send_invite_email', 'tags'] as const;
-const REFUSED_USER_FIELDS = [
+export const REFUSED_USER_FIELDS = [
   'teams',
   'organization_id',
   'model_max_budget',
@@ -169,7 +202,6 @@ const REFUSED_USER_FIELDS = [
   'object_permission',
   'prompts',
   'budget_id',
-  'spend',
 ] as const;
 const userFields = {
   ...limits,
@@ -181,6 +213,7 @@ const userFields = {
     })
     .nullish(),
   ...litellmOnly(IGNORED_USER_FIELDS, REFUSED_USER_FIELDS),
+  spend,
 };
 /** LiteLLM's /user/new: the user, and (auto_create_key, true by default as in LiteLLM) a key for it with these key fields. */
 export const userNew = z

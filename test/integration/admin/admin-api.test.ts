@@ -578,6 +578,23 @@ keys:
       assert.equal(refused.status, 400, `${field}: ${refused.text}`);
       assert.equal(errorOf(refused).param, field);
     }
+    // LiteLLM's empty defaults (a row exported from it carries them) restrict nothing: accepted, and named.
+    const exported = await call(a, 'POST', '/key/generate', {
+      key_alias: 'exported',
+      aliases: {},
+      config: {},
+      permissions: {},
+      model_max_budget: {},
+      allowed_routes: [],
+      spend: 0,
+      max_budget: '',
+    });
+    assert.equal(exported.status, 200, exported.text);
+    assert.equal(exported.body['max_budget'], null);
+    assert.equal(
+      exported.headers.get('x-tollgate-ignored-fields'),
+      'allowed_routes, model_max_budget, permissions, aliases, config, spend',
+    );
     assert.equal((await call(a, 'POST', '/team/new', { team_alias: 'x', organization_id: 'org-1' })).status, 400);
     const team = await call(a, 'POST', '/team/new', { team_alias: 'movers', members_with_roles: [{ role: 'admin', user_id: 'u1' }] });
     assert.equal(team.status, 200, team.text);

@@ -1,6 +1,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { firstProblem, keyGenerate, keyListQuery, keyRef, MAX_NESTING, unstorableText } from '../../../src/gateway/admin-schemas.js';
+import {
+  firstProblem,
+  keyGenerate,
+  keyListQuery,
+  keyRef,
+  keyUpdate,
+  MAX_NESTING,
+  teamNew,
+  unstorableText,
+  userUpdate,
+} from '../../../src/gateway/admin-schemas.js';
 
 test('an unknown field is named, with what to do', () => {
   const r = keyGenerate.safeParse({ max_budjet: 1 });
@@ -86,4 +96,58 @@ test('unstorable text is named in the order of the body, field names before thei
   assert.equal(unstorableText({ a: 'ok', ['b\u0000']: '\u0000', c: '\u0000' })?.field, 'b\\u0000');
   assert.equal(unstorableText({ a: { ['\ud800']: 1 }, b: '\u0000' })?.message.includes('field name'), true);
   assert.equal(unstorableText({ a: [1, null, true, { b: 'fine' }] }), undefined);
+});
+
+test("LiteLLM's empty defaults of the restrictions tollgate refuses are accepted: they restrict nothing", () => {
+  // GenerateRequestBase's defaults, as an exported LiteLLM key row carries them.
+  const exported = { aliases: {}, config: {}, permissions: {}, model_max_budget: {}, allowed_routes: [], spend: 0, guardrails: null };
+  assert.ok(keyGenerate.safeParse(exported).success);
+  assert.ok(keyGenerate.safeParse({ spend: '0' }).success);
+  assert.ok(teamNew.safeParse({ model_aliases: {}, team_member_budget: null }).success);
+  assert.ok(userUpdate.safeParse({ user_id: 'u', spend: 0, model_max_budget: {} }).success);
+  for (const [field, value] of [
+    ['aliases', { a: 'llama' }],
+    ['allowed_routes', ['/v1/embeddings']],
+    ['model_max_budget', { llama: 1 }],
+    ['permissions', { pii_masking: true }],
+  ] as const) {
+    const r = keyGenerate.safeParse({ [field]: value });
+    assert.ok(!r.success, field);
+    assert.match(firstProblem(r.error).message, /not enforced by tollgate/);
+  }
+});
+
+test('a spend other than 0 says spend is counted, not that the key would be allowed more', () => {
+  for (const schema of [keyGenerate, userUpdate]) {
+    const r = schema.safeParse({ user_id: 'u', spend: 5 });
+    assert.ok(!r.success);
+    const p = firstProblem(r.error);
+    assert.equal(p.field, 'spend');
+    assert.match(p.message, /^spend: counted by tollgate/);
+    assert.doesNotMatch(p.message, /allowed more/);
+  }
+});
+
+test('max_budget "" is no budget, as LiteLLM reads it', () => {
+  assert.deepEqual(keyGenerate.parse({ max_budget: '' }), { max_budget: null });
+  assert.deepEqual(keyUpdate.parse({ key: 'sk-abcdef', max_budget: '' }), { key: 'sk-abcdef', max_budget: null });
+});
+
+test("LiteLLM fields tollgate does not support say so and what to do instead, not 'check its spelling'", () => {
+  for (const [field, value, instead] of [
+    ['rpm_limit_type', 'guaranteed_throughput', /hard limits/],
+    ['tpm_limit_type', 'dynamic', /hard limits/],
+    ['temp_budget_increase', 10, /raise max_budget/],
+    ['temp_budget_expiry', '2027-01-01', /raise max_budget/],
+    ['grace_period', '1h', /generate a second key/],
+  ] as const) {
+    const r = keyGenerate.safeParse({ [field]: value });
+    assert.ok(!r.success, field);
+    const p = firstProblem(r.error);
+    assert.equal(p.field, field);
+    assert.match(p.message, /not supported by tollgate/);
+    assert.match(p.message, instead);
+    assert.ok(keyGenerate.safeParse({ [field]: null }).success, `${field}: null is not given`);
+  }
+  assert.match(firstProblem(teamNew.safeParse({ rpm_limit_type: 'dynamic' }).error!).message, /not supported by tollgate/);
 });
