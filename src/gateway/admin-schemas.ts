@@ -6,7 +6,18 @@
  * LiteLLM's). Text the records database cannot store (U+0000, a lone surrogate) is refused up front.
  */
 import { z } from 'zod';
-import { duration, limitFields, litellmParams, modelInfo, modelName } from '../config/schema.js';
+import {
+  duration,
+  isEmpty,
+  LIMIT_TYPE_INSTEAD,
+  limitFields,
+  litellmParams,
+  modelInfo,
+  modelName,
+  NOT_ENFORCED,
+  recordMetadata,
+  TEMP_BUDGET_INSTEAD,
+} from '../config/schema.js';
 import { formatPath } from '../config/issues.js';
 import { afterDuration } from '../store/counters.js';
 
@@ -17,7 +28,8 @@ const id = z
   .max(200)
   .refine((v) => ![...v].some((c) => c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f), { error: 'control characters are not allowed' });
 const alias = z.string().min(1).max(200);
-const metadata = z.record(z.string(), z.unknown());
+/** A user's: LiteLLM keeps no restrictions in it. */
+const userMetadata = z.record(z.string(), z.unknown());
 const models = z.array(z.string().min(1)).max(1000);
 /** The key to act on: the `sk-…` key itself, or its `token` (sha256 hex) as /key/generate and /key/list return it. */
 export const keyRef = z.string().regex(/^(sk-\S{1,510}|[0-9a-f]{64})$/, {
@@ -60,7 +72,7 @@ const keyFields = {
   duration: keyDuration.nullish(),
   user_id: id.nullish(),
   team_id: id.nullish(),
-  metadata: metadata.nullish(),
+  metadata: recordMetadata.nullish(),
   blocked: z.boolean().nullish(),
 };
 
@@ -114,17 +126,7 @@ export const REFUSED_TEAM_FIELDS = [
   'allowed_routes',
 ] as const;
 
-/** Absent, null, `{}` or `[]`: a LiteLLM restriction that restricts nothing. */
-function isEmpty(v: unknown): boolean {
-  return v === undefined || v === null || (typeof v === 'object' && Object.keys(v).length === 0);
-}
-const notEnforced = z
-  .unknown()
-  .refine(isEmpty, {
-    error:
-      "LiteLLM's, not enforced by tollgate: without it this would be allowed more than you asked. Remove it, and restrict with models, the limits or policy rules",
-  })
-  .optional();
+const notEnforced = z.unknown().refine(isEmpty, { error: NOT_ENFORCED }).optional();
 const ignored = z.unknown().optional();
 function litellmOnly(ignore: readonly string[], refuse: readonly string[]): Record<string, z.ZodType> {
   return Object.fromEntries([...ignore.map((f) => [f, ignored] as const), ...refuse.map((f) => [f, notEnforced] as const)]);
@@ -140,8 +142,8 @@ function unsupported(instead: string) {
     .refine((v) => v === undefined || v === null, { error: `LiteLLM's, not supported by tollgate: ${instead}` })
     .optional();
 }
-const LIMIT_TYPE = unsupported('its rpm_limit and tpm_limit are always hard limits (no guaranteed or best-effort throughput). Remove it');
-const TEMP_BUDGET = unsupported('raise max_budget with /key/update instead, and lower it again when the increase should end');
+const LIMIT_TYPE = unsupported(LIMIT_TYPE_INSTEAD);
+const TEMP_BUDGET = unsupported(TEMP_BUDGET_INSTEAD);
 const unsupportedKeyFields = {
   rpm_limit_type: LIMIT_TYPE,
   tpm_limit_type: LIMIT_TYPE,
@@ -179,7 +181,7 @@ const teamFields = {
   models: models.nullish(),
   ...limits,
   blocked: z.boolean().nullish(),
-  metadata: metadata.nullish(),
+  metadata: recordMetadata.nullish(),
 };
 const litellmTeamFields = {
   ...litellmOnly(IGNORED_TEAM_FIELDS, REFUSED_TEAM_FIELDS),
@@ -205,7 +207,7 @@ export const REFUSED_USER_FIELDS = [
 ] as const;
 const userFields = {
   ...limits,
-  metadata: metadata.nullish(),
+  metadata: userMetadata.nullish(),
   // LiteLLM's roles grant or narrow its own UI and routes; tollgate's admins are the master key and auth.admin_groups.
   user_role: z
     .enum(['internal_user'], {

@@ -596,6 +596,16 @@ keys:
       'allowed_routes, model_max_budget, permissions, aliases, config, spend',
     );
     assert.equal((await call(a, 'POST', '/team/new', { team_alias: 'x', organization_id: 'org-1' })).status, 400);
+    // The same restrictions inside metadata, where LiteLLM keeps and enforces them, are refused as well.
+    for (const [route, body] of [
+      ['/key/generate', { metadata: { model_rpm_limit: { llama: 1 } } }],
+      ['/key/update', { key: kept, metadata: { model_rpm_limit: { llama: 1 } } }],
+      ['/team/new', { metadata: { model_rpm_limit: { llama: 1 } } }],
+    ] as const) {
+      const refused = await call(a, 'POST', route, body);
+      assert.equal(refused.status, 400, `${route}: ${refused.text}`);
+      assert.equal(errorOf(refused).param, 'metadata.model_rpm_limit');
+    }
     const team = await call(a, 'POST', '/team/new', { team_alias: 'movers', members_with_roles: [{ role: 'admin', user_id: 'u1' }] });
     assert.equal(team.status, 200, team.text);
     assert.equal(team.headers.get('x-tollgate-ignored-fields'), 'members_with_roles');

@@ -151,3 +151,26 @@ test("LiteLLM fields tollgate does not support say so and what to do instead, no
   }
   assert.match(firstProblem(teamNew.safeParse({ rpm_limit_type: 'dynamic' }).error!).message, /not supported by tollgate/);
 });
+
+test("LiteLLM's restrictions inside metadata, where LiteLLM keeps and enforces them, are refused like the top-level fields", () => {
+  for (const schema of [keyGenerate, teamNew]) {
+    for (const [field, value, message] of [
+      ['model_rpm_limit', { llama: 1 }, /not enforced by tollgate/],
+      ['model_tpm_limit', { llama: 10 }, /not enforced by tollgate/],
+      ['enforced_params', ['user'], /not enforced by tollgate/],
+      ['guardrails', ['pii'], /not enforced by tollgate/],
+      ['allowed_passthrough_routes', ['/anthropic'], /not enforced by tollgate/],
+      ['tpm_limit_type', 'guaranteed_throughput', /not supported by tollgate/],
+      ['temp_budget_increase', 5, /not supported by tollgate/],
+    ] as const) {
+      const r = schema.safeParse({ metadata: { owner: 'x', [field]: value } });
+      assert.ok(!r.success, field);
+      const p = firstProblem(r.error);
+      assert.equal(p.field, `metadata.${field}`);
+      assert.match(p.message, message);
+    }
+  }
+  assert.ok(keyUpdate.safeParse({ key: 'sk-abcdef', metadata: { model_rpm_limit: { llama: 1 } } }).error);
+  // Labels, and LiteLLM's empty values, stay.
+  assert.ok(keyGenerate.safeParse({ metadata: { owner: 'x', tags: ['prod'], model_rpm_limit: {}, guardrails: [] } }).success);
+});
