@@ -65,7 +65,8 @@ const LIMIT_DESCRIPTIONS: Readonly<Record<string, string>> = {
   tpm_limit:
     'tokens per minute: `max_tokens` (or the default) × `n` plus the prompt is reserved at admission (an embedding: its input only), settled with real usage',
   max_parallel_requests: 'requests in flight at once',
-  metadata: 'free-form, visible to policy rules as `key.metadata` / `team.metadata`',
+  metadata:
+    "free-form, visible to policy rules as `key.metadata` / `team.metadata`; on keys and teams, LiteLLM's restrictions kept there (`model_rpm_limit`, `model_tpm_limit`, `guardrails`, `enforced_params`…) are refused, as tollgate does not enforce them",
   models: 'model aliases allowed; empty: all',
 };
 

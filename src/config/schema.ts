@@ -25,6 +25,10 @@ export const DURATION_UNIT_MS: Readonly<Record<string, number>> = {
 export const duration = z
   .string()
   .regex(DURATION_PATTERN, { error: 'not a duration: write a number and a unit s, m, h, d, w or mo (e.g. 30d, 1w, 1mo)' })
+  // A zero length would end (or reset) at once: no unit rounds it up to something the writer did not ask for.
+  .refine((v) => Number(DURATION_PATTERN.exec(v)?.[1] ?? 1) > 0, {
+    error: 'zero: write at least 1 of a unit (e.g. 1d); leave the field out for no duration',
+  })
   .refine(
     (v) => {
       const m = DURATION_PATTERN.exec(v);
@@ -262,6 +266,49 @@ export const limitFields = {
   max_parallel_requests: limitInt.optional(),
 };
 
+/** Absent, null, `{}` or `[]`: a LiteLLM restriction that restricts nothing (its own default, often). */
+export function isEmpty(v: unknown): boolean {
+  return v === undefined || v === null || (typeof v === 'object' && Object.keys(v).length === 0);
+}
+/** Why a LiteLLM restriction is refused rather than dropped. */
+export const NOT_ENFORCED =
+  "LiteLLM's, not enforced by tollgate: without it this would be allowed more than you asked. Remove it, and restrict with models, the limits or policy rules";
+/** What to do instead of LiteLLM's throughput types and temporary budgets, which tollgate has no counterpart for. */
+export const LIMIT_TYPE_INSTEAD = 'its rpm_limit and tpm_limit are always hard limits (no guaranteed or best-effort throughput). Remove it';
+export const TEMP_BUDGET_INSTEAD = 'raise max_budget instead, and lower it again when the increase should end';
+
+/**
+ * What LiteLLM keeps in a key's or team's metadata and enforces from there (its
+ * LiteLLM_ManagementEndpoint_MetadataFields and _Premium, litellm/proxy/_types.py; /key/generate moves the
+ * top-level fields in), with why each is refused: kept as a label, a row moved over from LiteLLM would lose
+ * the limit without a word. `tags` stays a label, as at the top level; `logging` and
+ * `secret_manager_settings` configure callbacks tollgate does not run.
+ */
+const LITELLM_METADATA_FIELDS: Readonly<Record<string, string>> = {
+  model_rpm_limit: NOT_ENFORCED,
+  model_tpm_limit: NOT_ENFORCED,
+  enforced_params: NOT_ENFORCED,
+  guardrails: NOT_ENFORCED,
+  policies: NOT_ENFORCED,
+  prompts: NOT_ENFORCED,
+  allowed_passthrough_routes: NOT_ENFORCED,
+  allowed_vector_store_indexes: NOT_ENFORCED,
+  enforced_batch_output_expires_after: NOT_ENFORCED,
+  enforced_file_expires_after: NOT_ENFORCED,
+  team_member_key_duration: NOT_ENFORCED,
+  rpm_limit_type: `LiteLLM's, not supported by tollgate: ${LIMIT_TYPE_INSTEAD}`,
+  tpm_limit_type: `LiteLLM's, not supported by tollgate: ${LIMIT_TYPE_INSTEAD}`,
+  temp_budget_increase: `LiteLLM's, not supported by tollgate: ${TEMP_BUDGET_INSTEAD}`,
+  temp_budget_expiry: `LiteLLM's, not supported by tollgate: ${TEMP_BUDGET_INSTEAD}`,
+};
+
+/** A key's or team's metadata: free-form, but for LiteLLM's restrictions kept in it (empty, they are no-ops). */
+export const recordMetadata = z.record(z.string(), z.unknown()).check((ctx) => {
+  for (const [field, message] of Object.entries(LITELLM_METADATA_FIELDS))
+    if (Object.hasOwn(ctx.value, field) && !isEmpty(ctx.value[field]))
+      ctx.issues.push({ code: 'custom', path: [field], message, input: ctx.value[field] });
+});
+
 /** `sha256:<64 hex>` after loading: the loader hashes keys that came from the environment. */
 export const KEY_HASH_PATTERN = /^sha256:[0-9a-f]{64}$/;
 
@@ -277,7 +324,7 @@ const declaredKey = z
     team_id: z.string().min(1).optional(),
     expires: z.iso.datetime({ offset: true, error: 'not a date-time: write e.g. 2027-01-01T00:00:00Z' }).optional(),
     blocked: z.boolean().default(false),
-    metadata: z.record(z.string(), z.unknown()).default({}),
+    metadata: recordMetadata.default({}),
   })
   .strict();
 
@@ -288,7 +335,7 @@ const team = z
     models: z.array(z.string().min(1)).default([]),
     ...limitFields,
     blocked: z.boolean().default(false),
-    metadata: z.record(z.string(), z.unknown()).default({}),
+    metadata: recordMetadata.default({}),
   })
   .strict();
 

@@ -6,7 +6,18 @@
  * LiteLLM's). Text the records database cannot store (U+0000, a lone surrogate) is refused up front.
  */
 import { z } from 'zod';
-import { duration, limitFields, litellmParams, modelInfo, modelName } from '../config/schema.js';
+import {
+  duration,
+  isEmpty,
+  LIMIT_TYPE_INSTEAD,
+  limitFields,
+  litellmParams,
+  modelInfo,
+  modelName,
+  NOT_ENFORCED,
+  recordMetadata,
+  TEMP_BUDGET_INSTEAD,
+} from '../config/schema.js';
 import { formatPath } from '../config/issues.js';
 import { afterDuration } from '../store/counters.js';
 
@@ -17,7 +28,8 @@ const id = z
   .max(200)
   .refine((v) => ![...v].some((c) => c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f), { error: 'control characters are not allowed' });
 const alias = z.string().min(1).max(200);
-const metadata = z.record(z.string(), z.unknown());
+/** A user's: LiteLLM keeps no restrictions in it. */
+const userMetadata = z.record(z.string(), z.unknown());
 const models = z.array(z.string().min(1)).max(1000);
 /** The key to act on: the `sk-…` key itself, or its `token` (sha256 hex) as /key/generate and /key/list return it. */
 export const keyRef = z.string().regex(/^(sk-\S{1,510}|[0-9a-f]{64})$/, {
@@ -43,7 +55,8 @@ function numeric<T extends z.ZodType>(t: T): z.ZodPreprocess<T> {
 }
 /** Budgets and limits, as the config writes them; null clears one on /key/update and /team/update. */
 const limits = {
-  max_budget: numeric(limitFields.max_budget).nullable(),
+  // LiteLLM reads an empty max_budget as none (None); its UI sends one for a cleared budget field.
+  max_budget: z.preprocess((v) => (v === '' ? null : v), numeric(limitFields.max_budget).nullable()),
   budget_duration: limitFields.budget_duration.nullable(),
   rpm_limit: numeric(limitFields.rpm_limit).nullable(),
   tpm_limit: numeric(limitFields.tpm_limit).nullable(),
@@ -59,7 +72,7 @@ const keyFields = {
   duration: keyDuration.nullish(),
   user_id: id.nullish(),
   team_id: id.nullish(),
-  metadata: metadata.nullish(),
+  metadata: recordMetadata.nullish(),
   blocked: z.boolean().nullish(),
 };
 
@@ -75,11 +88,12 @@ const chosenKey = z.string().regex(/^sk-[\x21-\x7e]{16,500}$/, {
  * LiteLLM's fields that tollgate does not implement. Those that only label or notify are accepted and
  * named in the reply's `x-tollgate-ignored-fields` header. Those that would restrict what a key or team may
  * do (per-model limits, route allow-lists, guardrails, organisations…) are refused: ignored, they would
- * leave it allowed more than asked.
+ * leave it allowed more than asked. Empty (`{}`, `[]`: LiteLLM's own defaults, GenerateRequestBase, which
+ * its exported rows carry) they restrict nothing, and are accepted and named in the header as well.
  */
 export const IGNORED_KEY_FIELDS = ['tags', 'soft_budget', 'send_invite_email', 'allowed_cache_controls'] as const;
 export const IGNORED_TEAM_FIELDS = ['tags', 'members_with_roles', 'members', 'admins', 'send_invite_email'] as const;
-const REFUSED_KEY_FIELDS = [
+export const REFUSED_KEY_FIELDS = [
   'allowed_routes',
   'allowed_passthrough_routes',
   'model_max_budget',
@@ -93,12 +107,11 @@ const REFUSED_KEY_FIELDS = [
   'budget_id',
   'aliases',
   'config',
-  'spend',
   'organization_id',
   'auto_rotate',
   'rotation_interval',
 ] as const;
-const REFUSED_TEAM_FIELDS = [
+export const REFUSED_TEAM_FIELDS = [
   'organization_id',
   'model_aliases',
   'guardrails',
@@ -113,19 +126,37 @@ const REFUSED_TEAM_FIELDS = [
   'allowed_routes',
 ] as const;
 
-const notEnforced = z
-  .unknown()
-  .refine((v) => v === undefined || v === null, {
-    error:
-      "LiteLLM's, not enforced by tollgate: without it this would be allowed more than you asked. Remove it, and restrict with models, the limits or policy rules",
-  })
-  .optional();
+const notEnforced = z.unknown().refine(isEmpty, { error: NOT_ENFORCED }).optional();
 const ignored = z.unknown().optional();
 function litellmOnly(ignore: readonly string[], refuse: readonly string[]): Record<string, z.ZodType> {
   return Object.fromEntries([...ignore.map((f) => [f, ignored] as const), ...refuse.map((f) => [f, notEnforced] as const)]);
 }
+/** LiteLLM's running total (0 on a new row): tollgate counts spend from the requests themselves. */
+const spend = numeric(
+  z.literal(0, { error: 'counted by tollgate from the requests made: it cannot be set. Leave it out (or send 0)' }),
+).nullish();
+/** LiteLLM's fields tollgate has no counterpart for, with what to do instead; null is "not given". */
+function unsupported(instead: string) {
+  return z
+    .unknown()
+    .refine((v) => v === undefined || v === null, { error: `LiteLLM's, not supported by tollgate: ${instead}` })
+    .optional();
+}
+const LIMIT_TYPE = unsupported(LIMIT_TYPE_INSTEAD);
+const TEMP_BUDGET = unsupported(TEMP_BUDGET_INSTEAD);
+const unsupportedKeyFields = {
+  rpm_limit_type: LIMIT_TYPE,
+  tpm_limit_type: LIMIT_TYPE,
+  temp_budget_increase: TEMP_BUDGET,
+  temp_budget_expiry: TEMP_BUDGET,
+  grace_period: unsupported(
+    "a regenerated key's old value stops working at once. To switch without downtime, generate a second key, move the clients to it, then delete the first",
+  ),
+};
 const litellmKeyFields = {
   ...litellmOnly(IGNORED_KEY_FIELDS, REFUSED_KEY_FIELDS),
+  ...unsupportedKeyFields,
+  spend,
   // LiteLLM's key types: an LLM key is the only kind tollgate makes (a read-only or management key would be narrower).
   key_type: z.enum(['llm_api', 'default'], { error: 'tollgate makes LLM API keys only: send "llm_api" or leave it out' }).nullish(),
 };
@@ -150,15 +181,19 @@ const teamFields = {
   models: models.nullish(),
   ...limits,
   blocked: z.boolean().nullish(),
-  metadata: metadata.nullish(),
+  metadata: recordMetadata.nullish(),
 };
-const litellmTeamFields = litellmOnly(IGNORED_TEAM_FIELDS, REFUSED_TEAM_FIELDS);
+const litellmTeamFields = {
+  ...litellmOnly(IGNORED_TEAM_FIELDS, REFUSED_TEAM_FIELDS),
+  rpm_limit_type: LIMIT_TYPE,
+  tpm_limit_type: LIMIT_TYPE,
+};
 export const teamNew = z.object({ team_id: id.optional(), ...teamFields, ...litellmTeamFields }).strict();
 export const teamUpdate = z.object({ team_id: id, ...teamFields, ...litellmTeamFields }).strict();
 
 /** LiteLLM's user fields tollgate only labels with, and those it would have to enforce (refused, as for keys). */
 export const IGNORED_USER_FIELDS = ['user_email', 'user_alias', 'send_invite_email', 'tags'] as const;
-const REFUSED_USER_FIELDS = [
+export const REFUSED_USER_FIELDS = [
   'teams',
   'organization_id',
   'model_max_budget',
@@ -169,11 +204,10 @@ const REFUSED_USER_FIELDS = [
   'object_permission',
   'prompts',
   'budget_id',
-  'spend',
 ] as const;
 const userFields = {
   ...limits,
-  metadata: metadata.nullish(),
+  metadata: userMetadata.nullish(),
   // LiteLLM's roles grant or narrow its own UI and routes; tollgate's admins are the master key and auth.admin_groups.
   user_role: z
     .enum(['internal_user'], {
@@ -181,6 +215,7 @@ const userFields = {
     })
     .nullish(),
   ...litellmOnly(IGNORED_USER_FIELDS, REFUSED_USER_FIELDS),
+  spend,
 };
 /** LiteLLM's /user/new: the user, and (auto_create_key, true by default as in LiteLLM) a key for it with these key fields. */
 export const userNew = z
@@ -260,39 +295,51 @@ export const modelInfoQuery = z.object({ litellm_model_id: z.string().min(1).max
 const LONE_SURROGATE = /\p{Cs}/u;
 
 /**
- * The first string (or object key) in a request that PostgreSQL cannot store: U+0000, which neither text nor
- * jsonb holds, or a lone surrogate (not Unicode: jsonb refuses its escape). Its field and what is wrong, or
- * undefined. Checked before any schema, so every admin write and read names the field instead of failing
- * in the database.
+ * How deep a request may nest arrays and objects. Far past any LiteLLM body (LiteLLM's own JSON parser stops
+ * near 1000), and short of where serializing it again (JSON.stringify, the records database's jsonb) would
+ * run out of stack.
  */
-export function unstorableText(value: unknown, path: (string | number)[] = []): { field: string; message: string } | undefined {
+export const MAX_NESTING = 100;
+
+/**
+ * The first string (or object key) in a request that PostgreSQL cannot store: U+0000, which neither text nor
+ * jsonb holds, or a lone surrogate (not Unicode: jsonb refuses its escape); or a value nested deeper than
+ * MAX_NESTING. Its field and what is wrong, or undefined. Checked before any schema, so every admin write and
+ * read names the field instead of failing in the database. Walked with a stack of its own: a client's
+ * nesting must not decide how deep this call stack goes.
+ */
+export function unstorableText(value: unknown): { field: string; message: string } | undefined {
   const problem = (s: string): string | undefined =>
     s.includes('\u0000')
       ? 'contains the character U+0000 (NUL), which the records database cannot store: remove it'
       : !LONE_SURROGATE.test(s)
         ? undefined
         : 'contains a lone UTF-16 surrogate (not valid Unicode): send well-formed text';
-  const at = (p: (string | number)[], what: string): { field: string; message: string } => {
+  const at = (p: readonly (string | number)[], what: string): { field: string; message: string } => {
     const field = formatPath(p);
     return { field, message: field === '' ? `The request body ${what}` : `${field}: ${what}` };
   };
-  if (typeof value === 'string') {
-    const what = problem(value);
-    return what === undefined ? undefined : at(path, what);
-  }
-  if (Array.isArray(value)) {
-    for (const [i, v] of value.entries()) {
-      const found = unstorableText(v, [...path, i]);
-      if (found !== undefined) return found;
-    }
-    return undefined;
-  }
-  if (typeof value === 'object' && value !== null) {
-    for (const [k, v] of Object.entries(value)) {
-      const what = problem(k);
-      if (what !== undefined) return at([...path, k.replaceAll('\u0000', '\\u0000')], `a field name ${what}`);
-      const found = unstorableText(v, [...path, k]);
-      if (found !== undefined) return found;
+  // Depth first, in the order of the text, so the first problem in it is the one named. A field name is
+  // checked where it stands, before its value (`name` set: the entry is that name, at `path`).
+  type Entry = { readonly v: unknown; readonly path: readonly (string | number)[]; readonly name?: string };
+  const pending: Entry[] = [{ v: value, path: [] }];
+  for (let e = pending.pop(); e !== undefined; e = pending.pop()) {
+    const { v, path, name } = e;
+    if (name !== undefined) {
+      const what = problem(name);
+      if (what !== undefined) return at([...path.slice(0, -1), name.replaceAll('\u0000', '\\u0000')], `a field name ${what}`);
+    } else if (typeof v === 'string') {
+      const what = problem(v);
+      if (what !== undefined) return at(path, what);
+    } else if (typeof v === 'object' && v !== null) {
+      if (path.length >= MAX_NESTING) return at(path.slice(0, 1), `nested more than ${MAX_NESTING} levels deep: flatten it`);
+      const children: Entry[] = Array.isArray(v)
+        ? (v as unknown[]).map((x, i) => ({ v: x, path: [...path, i] }))
+        : Object.entries(v as Record<string, unknown>).flatMap(([k, x]) => [
+            { v: undefined, path: [...path, k], name: k },
+            { v: x, path: [...path, k] },
+          ]);
+      for (let i = children.length - 1; i >= 0; i--) pending.push(children[i] as Entry);
     }
   }
   return undefined;

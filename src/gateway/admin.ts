@@ -118,11 +118,14 @@ const ALIAS_TAKEN: Reply = {
   message: 'key_alias: another key has this alias: choose another (aliases are unique across keys, as in LiteLLM)',
 };
 
-/** LiteLLM's label-only fields each family of POST routes accepts and names in x-tollgate-ignored-fields. */
+/**
+ * LiteLLM's fields each family of POST routes accepts and names in x-tollgate-ignored-fields: the label-only
+ * ones, and the restrictions and spend that got this far only empty (`{}`, `[]`, 0: no-ops).
+ */
 const IGNORED_FIELDS: readonly (readonly [string, readonly string[]])[] = [
-  ['POST /key/', S.IGNORED_KEY_FIELDS],
-  ['POST /team/', S.IGNORED_TEAM_FIELDS],
-  ['POST /user/', S.IGNORED_USER_FIELDS],
+  ['POST /key/', [...S.IGNORED_KEY_FIELDS, ...S.REFUSED_KEY_FIELDS, 'spend']],
+  ['POST /team/', [...S.IGNORED_TEAM_FIELDS, ...S.REFUSED_TEAM_FIELDS]],
+  ['POST /user/', [...S.IGNORED_USER_FIELDS, ...S.REFUSED_USER_FIELDS, 'spend']],
 ];
 
 /** The admin routes: `METHOD /path` → handler. */

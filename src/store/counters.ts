@@ -150,14 +150,22 @@ export function budgetPeriodOf(
   return from === undefined || from <= p.start || from >= p.end ? p : { start: from, end: p.end };
 }
 
-/** `now` plus a duration (`30d`, `12h`, `1mo`: calendar months, UTC): when a key made for it expires. */
+/**
+ * `now` plus a duration (`30d`, `12h`, `1mo`: calendar months, UTC): when a key made for it expires. A month
+ * from a day the target month lacks (the 31st, the 30th into February) ends on that month's last day, as
+ * LiteLLM's duration_parser does, not days into the month after.
+ */
 export function afterDuration(duration: string, now: number): number {
   const m = DURATION_PATTERN.exec(duration);
-  const n = Math.max(1, Number(m?.[1] ?? 1));
+  const n = Number(m?.[1] ?? 1);
   const unit = m?.[2] ?? 'd';
   if (unit !== 'mo') return now + n * (DURATION_UNIT_MS[unit] ?? 86_400_000);
   const d = new Date(now);
+  const day = d.getUTCDate();
+  d.setUTCDate(1);
   d.setUTCMonth(d.getUTCMonth() + n);
+  const lastDay = new Date(Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 0)).getUTCDate();
+  d.setUTCDate(Math.min(day, lastDay));
   return d.getTime();
 }
 

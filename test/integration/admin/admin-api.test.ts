@@ -693,7 +693,34 @@ keys:
       assert.equal(refused.status, 400, `${field}: ${refused.text}`);
       assert.equal(errorOf(refused).param, field);
     }
+    // LiteLLM's empty defaults (a row exported from it carries them) restrict nothing: accepted, and named.
+    const exported = await call(a, 'POST', '/key/generate', {
+      key_alias: 'exported',
+      aliases: {},
+      config: {},
+      permissions: {},
+      model_max_budget: {},
+      allowed_routes: [],
+      spend: 0,
+      max_budget: '',
+    });
+    assert.equal(exported.status, 200, exported.text);
+    assert.equal(exported.body['max_budget'], null);
+    assert.equal(
+      exported.headers.get('x-tollgate-ignored-fields'),
+      'allowed_routes, model_max_budget, permissions, aliases, config, spend',
+    );
     assert.equal((await call(a, 'POST', '/team/new', { team_alias: 'x', organization_id: 'org-1' })).status, 400);
+    // The same restrictions inside metadata, where LiteLLM keeps and enforces them, are refused as well.
+    for (const [route, body] of [
+      ['/key/generate', { metadata: { model_rpm_limit: { llama: 1 } } }],
+      ['/key/update', { key: kept, metadata: { model_rpm_limit: { llama: 1 } } }],
+      ['/team/new', { metadata: { model_rpm_limit: { llama: 1 } } }],
+    ] as const) {
+      const refused = await call(a, 'POST', route, body);
+      assert.equal(refused.status, 400, `${route}: ${refused.text}`);
+      assert.equal(errorOf(refused).param, 'metadata.model_rpm_limit');
+    }
     const team = await call(a, 'POST', '/team/new', { team_alias: 'movers', members_with_roles: [{ role: 'admin', user_id: 'u1' }] });
     assert.equal(team.status, 200, team.text);
     assert.equal(team.headers.get('x-tollgate-ignored-fields'), 'members_with_roles');
@@ -1075,6 +1102,9 @@ keys:
       ['POST', '/team/new', { team_alias: 'a\u0000b' }, 'team_alias'],
       ['POST', '/user/new', { user_id: 'u', metadata: { x: '\u0000' } }, 'metadata.x'],
       ['GET', '/key/list?key_alias=a%00b', undefined, 'key_alias'],
+      // Nested past the stack of a recursive walk (12 KB): named, not a 503 from a stack overflow.
+      ['POST', '/key/generate', `{"metadata":{"a":${'['.repeat(3000)}${']'.repeat(3000)}}}`, 'metadata'],
+      ['POST', '/team/new', `{"team_alias":"deep","metadata":${'{"a":'.repeat(150)}1${'}'.repeat(150)}}`, 'metadata'],
     ];
     for (const [method, route, body, field] of cases) {
       const r = await call(a, method, route, body);

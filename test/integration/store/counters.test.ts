@@ -250,6 +250,15 @@ describe('budget periods and headers', () => {
     assert.deepEqual(budgetPeriod(undefined, FIXED, UTC_CALENDAR), { start: 0, end: Number.MAX_SAFE_INTEGER });
   });
 
+  test("a key's month from the 31st ends on the next month's last day, as LiteLLM's, not days into the month after", () => {
+    assert.equal(afterDuration('1mo', Date.UTC(2027, 0, 31, 12)), Date.UTC(2027, 1, 28, 12));
+    assert.equal(afterDuration('1mo', Date.UTC(2028, 0, 31, 12)), Date.UTC(2028, 1, 29, 12));
+    assert.equal(afterDuration('1mo', Date.UTC(2027, 2, 31, 12)), Date.UTC(2027, 3, 30, 12));
+    assert.equal(afterDuration('2mo', Date.UTC(2026, 11, 31, 12)), Date.UTC(2027, 1, 28, 12));
+    assert.equal(afterDuration('mo', Date.UTC(2026, 11, 31, 12)), Date.UTC(2027, 0, 31, 12));
+    assert.equal(afterDuration('13mo', Date.UTC(2027, 0, 15)), Date.UTC(2028, 1, 15));
+  });
+
   test('x-ratelimit headers in OpenAI names', () => {
     assert.deepEqual(
       rateHeaders({ requests: { limit: 60, remaining: 59, resetMs: 1500 }, tokens: { limit: 1000, remaining: -5, resetMs: 60000 } }),

@@ -899,6 +899,37 @@ teams:
     assertNoSecret(r, ['sk-clear-text-key-1']);
   });
 
+  test('a zero budget_duration is an error, not a period of one unit', () => {
+    const text = `${MINIMAL}teams:
+  - team_id: t
+    max_budget: 10
+    budget_duration: 0d
+keys:
+  - key: sha256:${sha256(DECLARED_KEY)}
+    max_budget: 1
+    budget_duration: 0m
+`;
+    const r = failed(text);
+    assertIssue(text, r.issues, 'teams[0].budget_duration', '0d', /zero/);
+    assertIssue(text, r.issues, 'keys[0].budget_duration', '0m', /zero/);
+  });
+
+  test("LiteLLM's restrictions in keys[].metadata and teams[].metadata are errors, not labels", () => {
+    const text = `${MINIMAL}teams:
+  - team_id: t
+    metadata: { owner: platform, model_tpm_limit: { llama: 10 } }
+keys:
+  - key: sha256:${sha256(DECLARED_KEY)}
+    metadata:
+      tags: [prod]
+      model_rpm_limit: { llama: 1 }
+`;
+    const r = failed(text);
+    assertIssue(text, r.issues, 'teams[0].metadata.model_tpm_limit', 'model_tpm_limit', /not enforced by tollgate/);
+    assertIssue(text, r.issues, 'keys[0].metadata.model_rpm_limit', 'model_rpm_limit', /not enforced by tollgate/);
+    assert.equal(r.issues.length, 2, JSON.stringify(r.issues));
+  });
+
   test('several cross-reference errors are all reported in one result', () => {
     const text = `${MINIMAL}    model_info: { id: x }
   - model_name: b
