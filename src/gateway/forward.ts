@@ -375,7 +375,7 @@ export class Forwarder {
    */
   #streamed(d: Deployment, alias: string, req: ForwardRequest, relay: SseRelay, started: number, err: Error | undefined): void {
     const usage = relay.sse.usage;
-    const prompt = usage?.promptTokens ?? estimatePromptTokens(req.body);
+    const prompt = usage?.promptTokens ?? estimatePromptTokens(req);
     const completion = usage?.completionTokens ?? relay.sse.completionEstimate;
     const cost = prompt * d.inputCostPerToken + completion * d.outputCostPerToken;
     this.#tracker.addTokens(d.id, prompt + completion);
@@ -624,6 +624,12 @@ function count(v: unknown): number {
 }
 
 /** Without a usage report: the tokens of the messages or prompt, estimated from their JSON text. */
-function estimatePromptTokens(body: Record<string, unknown>): number {
-  return estimateTokens(JSON.stringify(body['messages'] ?? body['prompt'] ?? body['input'] ?? ''));
+function estimatePromptTokens(req: ForwardRequest): number {
+  const b = req.body;
+  try {
+    return estimateTokens(JSON.stringify(b['messages'] ?? b['prompt'] ?? b['input'] ?? ''));
+  } catch {
+    // Nested too deep to serialise again (JSON.parse took it; the stack does not): the whole body's text.
+    return estimateTokens(req.text);
+  }
 }

@@ -233,6 +233,25 @@ describe('gateway', () => {
     assert.equal(row.status, 200, 'the client had its 200; the break is an error event in the stream');
   });
 
+  test('a cut stream whose messages nest too deep to serialise again is still charged (estimated from the body text)', async () => {
+    reset();
+    a.setFault({ kind: 'close-mid-stream', afterChunks: 2 });
+    b.setFault({ kind: 'close-mid-stream', afterChunks: 2 });
+    const before = spend.rows.length;
+    const deep = `${'['.repeat(50_000)}${']'.repeat(50_000)}`;
+    const r = await fetch(`${base}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
+      body: `{"model":"llama","stream":true,"messages":[{"role":"user","content":"x","deep":${deep}}]}`,
+    });
+    assert.equal(r.status, 200);
+    assert.match(await r.text(), /"error"/);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const row = spend.rows[before];
+    assert.ok(row, 'the request left its row');
+    assert.ok(row.promptTokens >= 25_000, `prompt estimated from the text: ${row.promptTokens}`);
+  });
+
   test('a client that disconnects aborts the backend request', async () => {
     reset();
     a.setFault({ kind: 'delay-headers', ms: 3000 });
