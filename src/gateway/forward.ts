@@ -59,6 +59,8 @@ export interface ForwardRequest {
   readonly client: ClientLink;
   /** Filled in while forwarding: time spent on backends, and to the first streamed token (metrics). */
   readonly timing: Timing;
+  /** Filled in while forwarding: what each attempt that failed met (`<deployment>: <why>`), for the log line. */
+  readonly upstream: string[];
 }
 
 export interface Timing {
@@ -161,6 +163,7 @@ export class Forwarder {
         if (gate !== undefined && d.id !== req.lease?.deploymentId && (d.rpm !== undefined || d.tpm !== undefined) && !gated.has(d.id)) {
           const admitted = await gate.admit(d, req.lease?.reservedTokens ?? 0, Date.now());
           if (admitted !== undefined && 'refused' in admitted) {
+            failed(req, d, admitted.refused === 'store' ? 'limits store unreachable' : 'at its rpm/tpm');
             // A store outage says more than a full deployment: it holds for every other one too.
             if (refused?.refused !== 'store') refused = admitted;
             continue; // another deployment, or the next alias
@@ -171,6 +174,7 @@ export class Forwarder {
         triedAny = true;
         lastTried = d;
         last = await this.#attempt(d, alias, req, res, started);
+        if (last.kind !== 'done') failed(req, d, why(last));
         // The cap tollgate added did not fit what is left of the model's context after this prompt: vLLM
         // refuses it (it generates to the context end without one). Asked again with what is left, the
         // client gets what vLLM gives a request without max_tokens, not an error about a value it never sent.
@@ -182,6 +186,7 @@ export class Forwarder {
           if (room === undefined) break;
           cap = room;
           last = await this.#attempt(d, alias, req, res, started, room);
+          if (last.kind !== 'done') failed(req, d, why(last));
         }
         if (last.kind === 'done') return;
         if (last.kind === 'too-large') {
@@ -381,6 +386,7 @@ export class Forwarder {
     this.#tracker.addTokens(d.id, prompt + completion);
     const code = (err as { code?: unknown } | undefined)?.code;
     const status = code === 'CLIENT_GONE' || code === 'CLIENT_STALLED' ? 499 : 200;
+    if (err !== undefined && status === 200) failed(req, d, `stream broke off: ${errCode(err)}`);
     this.#record(req, d, alias, status, started, prompt, completion, cost, usage === undefined);
   }
 
@@ -415,6 +421,7 @@ export class Forwarder {
       ttftMs: req.timing.ttftMs,
       lease: req.lease,
       extraLeases: req.extraLeases.length === 0 ? undefined : req.extraLeases,
+      upstream: req.upstream.length === 0 ? undefined : req.upstream.join('; '),
     });
   }
 }
@@ -612,6 +619,25 @@ function isTimeout(err: unknown): boolean {
     code === 'UND_ERR_CONNECT_TIMEOUT' ||
     (err as { name?: unknown }).name === 'TimeoutError'
   );
+}
+
+/** At most this many failed attempts are named in a request's log line. */
+const UPSTREAM_NOTED = 8;
+
+/** Notes what an attempt on `d` met, for the request's log line: an operator tells a wrong api_key from a timeout. */
+function failed(req: ForwardRequest, d: Deployment, reason: string): void {
+  if (req.upstream.length < UPSTREAM_NOTED) req.upstream.push(`${d.id}: ${reason}`);
+}
+
+function why(a: Exclude<Attempt, { kind: 'done' }>): string {
+  switch (a.kind) {
+    case 'retry':
+      return a.detail;
+    case 'client-error':
+      return `HTTP ${a.status}`;
+    case 'too-large':
+      return 'reply too large';
+  }
 }
 
 function errCode(err: unknown): string {

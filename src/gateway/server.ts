@@ -216,6 +216,7 @@ function serve(deps: GatewayDeps, res: HttpResponse, r: Incoming, id: IdentifyRe
         extraLeases: [],
         client: r.client,
         timing: { backendMs: 0, ttftMs: undefined },
+        upstream: [],
       },
       res,
     );

@@ -62,6 +62,7 @@ export class RequestLog {
       `,"status":${num(e.status)},"latency_ms":${num(Math.round(e.latencyMs * 100) / 100)}` +
       `,"prompt_tokens":${num(e.promptTokens)},"completion_tokens":${num(e.completionTokens)},"cost":${num(e.cost)}`;
     if (e.estimated) s += ',"estimated":true';
+    if (e.upstream !== undefined) s += `,"upstream":${JSON.stringify(e.upstream)}`;
     this.#out.write(`${s},"msg":"request"}\n`);
   }
 

@@ -212,6 +212,9 @@ describe('gateway', () => {
     const r2 = await client.chat.completions.create({ model: 'llama', messages: [{ role: 'user', content: 'x' }] });
     assert.equal(r2.model, 'qwen', 'the fallback alias answered');
     assert.equal(q.received.length, 1);
+    // The log line says what each failed attempt met, so an operator tells a wrong api_key from a timeout.
+    const upstream = new Set((spend.rows.at(-1)?.upstream ?? '').split('; '));
+    assert.deepEqual([...upstream].sort(), ['llama-a: HTTP 500', 'llama-b: HTTP 503']);
   });
 
   test('no retry after the first byte: a stream cut mid-way ends with an error event, and is charged for what was streamed', async () => {

@@ -133,3 +133,11 @@ test('the line goes to the destination of tollgate’s own logger, bindings incl
   assert.match(String(o['time']), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
   assert.equal(o['msg'], 'request');
 });
+
+test('a request whose attempts failed names what each met', () => {
+  const { logger, lines } = capture();
+  new RequestLog(logger).forwarded({ ...entry, status: 502, upstream: 'vllm-a: HTTP 401; vllm-b: UND_ERR_CONNECT_TIMEOUT' });
+  const line = JSON.parse(lines[0] ?? '{}') as { status?: number; upstream?: string };
+  assert.equal(line.status, 502);
+  assert.equal(line.upstream, 'vllm-a: HTTP 401; vllm-b: UND_ERR_CONNECT_TIMEOUT');
+});
