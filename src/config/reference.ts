@@ -141,7 +141,8 @@ export const DESCRIPTIONS: Readonly<Record<string, string>> = {
   'keys[].key': '`sha256:<hex>` (`tollgate keys hash`) or `os.environ/NAME` holding the `sk-` key',
   'keys[].key_alias': 'a name for the key (logs, `x-tollgate-key-alias`)',
   'keys[].user_id': 'the user the key belongs to (user limits)',
-  'keys[].team_id': 'the team the key belongs to (team models, limits and budget)',
+  'keys[].team_id':
+    'the team the key belongs to (team models, limits and budget); a key whose team exists nowhere (removed, misspelt) is refused, 403 `key_blocked`',
   'keys[].expires': 'ISO 8601 date-time after which the key is refused (401 `expired_api_key`)',
   'keys[].blocked': 'refused with 403 `key_blocked`',
   'teams[].team_id': 'the team id keys refer to',

@@ -150,6 +150,10 @@ export function decide(input: DecisionInput, rules: DecisionRules, nowMs: number
   if (key === 'missing' && rules.keysRequired) return deny('missing_api_key');
   const team = input.team;
   if (team?.blocked === true) return deny('key_blocked', "This key's team is blocked: ask your platform team.");
+  // A team removed (from the config file, say) takes its models and limits with it: its keys must not run on
+  // without them. Refused as a blocked team is, until the team is back or the key is moved.
+  if (team === undefined && record?.teamId !== undefined)
+    return deny('key_blocked', "This key's team no longer exists: ask your platform team to restore it or to move the key.");
 
   // 4. The model, from the body.
   let body: ModelBody | undefined;

@@ -407,12 +407,12 @@ table('decide: model allow-lists', [
   },
   {
     name: 'unknown model, key allowed all, no team → model_not_found',
-    input: { team: undefined, body: '{"model":"gpt-4"}' },
+    input: { key: key({ teamId: undefined }), team: undefined, body: '{"model":"gpt-4"}' },
     expect: { allow: false, code: 'model_not_found' },
   },
   {
     name: "unknown model, key ['*'] → model_not_found",
-    input: { key: key({ models: ['*'] }), team: undefined, body: '{"model":"gpt-4"}' },
+    input: { key: key({ models: ['*'], teamId: undefined }), team: undefined, body: '{"model":"gpt-4"}' },
     expect: { allow: false, code: 'model_not_found' },
   },
   {
@@ -427,7 +427,7 @@ table('decide: model allow-lists', [
   },
   {
     name: 'unknown model, restricted key → model_not_allowed (no catalogue probing)',
-    input: { key: key({ models: ['llama'] }), team: undefined, body: '{"model":"gpt-4"}' },
+    input: { key: key({ models: ['llama'], teamId: undefined }), team: undefined, body: '{"model":"gpt-4"}' },
     expect: { allow: false, code: 'model_not_allowed' },
   },
   {
@@ -720,9 +720,9 @@ table('decide: the principal', [
     expect: { allow: true, principal: { email: undefined } },
   },
   {
-    name: "no team record → the key's team_id",
+    name: 'a team_id naming no team (removed from the config, a typo) → refused, not run without its limits',
     input: { team: undefined, key: key({ teamId: 'ml' }) },
-    expect: { allow: true, principal: { teamId: 'ml' } },
+    expect: { allow: false, code: 'key_blocked' },
   },
   {
     name: 'key without user or team, no JWT → both undefined',
@@ -795,7 +795,7 @@ describe('fallbacks are filtered like the model itself', () => {
     headers: {},
     contextExtensions: {},
     body,
-    team: undefined,
+    team: team({ models: [] }),
   };
   test('a key allowed both models keeps the fallback', () => {
     const d = decide({ ...base, jwt: jwtOk(), key: key({ models: [] }) }, RULES, NOW, 0.1);
