@@ -517,6 +517,8 @@ export class RecordCache implements KeyDirectory {
   #configUsers: ReadonlyMap<string, Limits>;
   #byHash = new Map<string, KeyRecord>();
   #byId = new Map<string, KeyRecord>();
+  /** Config keys and teams that hide a stored record (#noteShadowed), and who they are for the log. */
+  #shadowed = new Map<string, Record<string, string>>();
   /** A regenerated key's past ids → its current record (KeyRecord.previousIds). */
   #byPreviousId = new Map<string, KeyRecord>();
   /** Models added through the admin API, in the order they were added. */
@@ -808,11 +810,37 @@ export class RecordCache implements KeyDirectory {
       for (const r of users) if (!this.#configUsers.has(r.user_id) && !changed('user', r.user_id)) this.users.set(r.user_id, limitsFrom(r));
       for (const id of [...this.users.keys()])
         if (!this.#configUsers.has(id) && !seenUsers.has(id) && !changed('user', id)) this.users.delete(id);
+      this.#noteShadowed(byHash.values(), seenTeams);
     } finally {
       this.#during.delete(during);
     }
     for (const c of during) await this.#reload(c);
     await this.#reloadModels(db);
+  }
+
+  /**
+   * A key or team the config file declares with the id of one stored in the database: the config record
+   * decides, and the stored one — its own models and limits — decides again once the config entry goes.
+   * Neither is what an operator expects silently: each overlap is logged when it appears, and when a
+   * config entry that hid a stored record is removed.
+   */
+  #noteShadowed(stored: Iterable<KeyRecord>, storedTeams: ReadonlySet<string>): void {
+    const now = new Map<string, Record<string, string>>();
+    for (const k of stored) if (this.#configKeys.get(k.hash) !== undefined) now.set(`key:${k.hash}`, { key_id: k.id });
+    for (const id of storedTeams) if (this.#configTeams.has(id)) now.set(`team:${id}`, { team_id: id });
+    for (const [k, who] of now) {
+      if (this.#shadowed.has(k)) continue;
+      this.#logger.warn(
+        who,
+        'declared in the config file and also stored in the database: the config entry decides; the stored record applies again if the entry is removed (delete it through the admin API then, or keep the two the same)',
+      );
+    }
+    for (const [k, who] of this.#shadowed) {
+      const stillStored = k.startsWith('key:') ? this.#byHash.has(k.slice(4)) : this.teams.has(k.slice(5));
+      if (!now.has(k) && stillStored)
+        this.#logger.warn(who, 'no longer declared in the config file: its record stored in the database applies again');
+    }
+    this.#shadowed = now;
   }
 
   /** Models are few: any change reloads them all, and the catalog is rebuilt only when they differ. */

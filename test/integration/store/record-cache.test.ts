@@ -176,6 +176,62 @@ describe('record cache', { timeout: 30_000 }, () => {
     cache.stop();
   });
 
+  test('a config key or team with the id of a stored one is logged, and again when the config entry goes', async () => {
+    const db = await freshDb();
+    const store = new RecordStore(db, new LocalChangeBus());
+    const key = `sk-shadowed-${randomUUID()}`;
+    const stored = record(key);
+    await store.createKey(stored, 'sk-...test');
+    const limits = {
+      maxBudget: undefined,
+      budgetDuration: undefined,
+      rpmLimit: undefined,
+      tpmLimit: undefined,
+      maxParallelRequests: undefined,
+    };
+    await store.createTeam({ teamId: 'shadowed-team', alias: undefined, models: ['m1'], blocked: false, limits, metadata: {} });
+    const prepared = prepareConfigText(
+      `keys:\n  - key: sha256:${stored.hash}\n    key_alias: from-config\nteams:\n  - team_id: shadowed-team\n`,
+      'c.yaml',
+      {},
+    );
+    const lines: string[] = [];
+    const capture = createLogger('info', { write: (s: string) => void lines.push(s) });
+    const cache = new RecordCache({
+      configKeys: new StaticKeyDirectory(prepared.config.keys),
+      configTeams: new Map([
+        ['shadowed-team', { teamId: 'shadowed-team', alias: undefined, models: [], blocked: false, limits, metadata: {} }],
+      ]),
+      configUsers: new Map(),
+      db,
+      logger: capture,
+    });
+    await cache.start(undefined);
+    const warned = (): Array<Record<string, unknown>> =>
+      lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l['level'] === 40);
+    assert.deepEqual(
+      warned().map((l) => [l['key_id'] ?? l['team_id'], /the config entry decides/.test(String(l['msg']))]),
+      [
+        [stored.id, true],
+        ['shadowed-team', true],
+      ],
+    );
+    assert.ok(!lines.join('').includes(key), 'never the key');
+    await cache.reloadAll();
+    assert.equal(warned().length, 2, 'said once, not on every reload');
+    await cache.setConfig(new StaticKeyDirectory([]), new Map(), new Map());
+    assert.deepEqual(
+      warned()
+        .slice(2)
+        .map((l) => [l['key_id'] ?? l['team_id'], /applies again/.test(String(l['msg']))]),
+      [
+        [stored.id, true],
+        ['shadowed-team', true],
+      ],
+    );
+    cache.stop();
+  });
+
   test('a change made through this replica is in its cache when the call returns, before any broadcast comes back', async () => {
     const db = await freshDb();
     // A broker that delivers nothing, not even to the replica that published: only the writer's own refresh applies.
