@@ -207,7 +207,14 @@ export class AuthzServer {
         d.denials?.denied(auth.requestId, auth.denied, ERRORS[decision.code].status, performance.now() - started);
       if (decision.failedRule !== undefined) d.metrics.policyErrors.inc({ rule: decision.failedRule });
       d.logger.info(
-        { request_id: auth.requestId, route: auth.route, method: facts.method, decision: decision.code, detail: decision.detail },
+        {
+          request_id: auth.requestId,
+          route: auth.route,
+          method: facts.method,
+          decision: decision.code,
+          detail: decision.detail,
+          key_id: auth.denied?.keyId,
+        },
         'check denied',
       );
     }

@@ -600,6 +600,7 @@ export function sendError(
     return;
   }
   const body = errorBody(code, message, param);
+  res.errorCode = code;
   const head = ['content-type', 'application/json', 'content-length', String(Buffer.byteLength(body)), 'x-tollgate-request-id', requestId];
   const table = ERRORS[code].headers;
   if (table !== undefined) for (const [k, v] of Object.entries(table)) head.push(k, v);

@@ -60,6 +60,8 @@ export class HttpResponse {
   onclose: (() => void) | undefined;
   /** Called when the socket can take more after write() returned false. */
   ondrain: (() => void) | undefined;
+  /** The contract's error code this response carries (sendError), for the request's log line. */
+  errorCode: string | undefined;
   readonly #conn: ResponseConnection;
   /** No body goes out: a HEAD request, or (once the status is known) 1xx, 204, 304 (RFC 9110 §6.4.1). */
   #bodyless: boolean;

@@ -120,7 +120,14 @@ async function handle(deps: GatewayDeps, req: HttpRequest, res: HttpResponse): P
     if (client.forwarded) return;
     const id = res.getHeader('x-tollgate-request-id');
     deps.requestLog.answered(
-      { requestId: typeof id === 'string' ? id : undefined, method, route, status: res.statusCode, latencyMs: performance.now() - started },
+      {
+        requestId: typeof id === 'string' ? id : undefined,
+        method,
+        route,
+        status: res.statusCode,
+        latencyMs: performance.now() - started,
+        code: res.errorCode,
+      },
       route === 'probe' || route === 'metrics',
     );
   };

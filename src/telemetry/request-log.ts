@@ -24,6 +24,8 @@ export interface AnsweredRequest {
   readonly route: string;
   readonly status: number;
   readonly latencyMs: number;
+  /** The contract's error code of a denial or failure (`invalid_api_key`, `model_not_allowed`, …). */
+  readonly code?: string | undefined;
 }
 
 interface PinoInternals {
@@ -70,9 +72,10 @@ export class RequestLog {
   answered(r: AnsweredRequest, quiet: boolean): void {
     const level = quiet ? DEBUG : INFO;
     if (this.#logger.levelVal > level) return;
-    const s =
+    let s =
       `${this.#head(level, r.requestId)},"method":${JSON.stringify(r.method)},"route":${JSON.stringify(r.route)}` +
       `,"status":${num(r.status)},"latency_ms":${num(Math.round(r.latencyMs * 100) / 100)}`;
+    if (r.code !== undefined) s += `,"code":${JSON.stringify(r.code)}`;
     this.#out.write(`${s},"msg":"request"}\n`);
   }
 

@@ -141,3 +141,13 @@ test('a request whose attempts failed names what each met', () => {
   assert.equal(line.status, 502);
   assert.equal(line.upstream, 'vllm-a: HTTP 401; vllm-b: UND_ERR_CONNECT_TIMEOUT');
 });
+
+test("a request answered with an error names the contract's code", () => {
+  const { logger, lines } = capture();
+  new RequestLog(logger).answered(
+    { requestId: 'r1', method: 'POST', route: 'chat', status: 401, latencyMs: 0.5, code: 'invalid_api_key' },
+    false,
+  );
+  const line = JSON.parse(lines[0] ?? '{}') as { status?: number; code?: string };
+  assert.deepEqual([line.status, line.code], [401, 'invalid_api_key']);
+});
