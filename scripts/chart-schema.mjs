@@ -277,7 +277,10 @@ export function valuesSchema(configSchema) {
       terminationGracePeriodSeconds: int(1),
       podSecurityContext: k8sObject,
       securityContext: k8sObject,
-      dataDir: obj({ sizeLimit: quantity }),
+      dataDir: obj({
+        sizeLimit: quantity,
+        persistence: obj({ enabled: bool, existingClaim: str, storageClassName: str, size: quantity }),
+      }),
       service: obj({
         type: { enum: ['ClusterIP', 'NodePort', 'LoadBalancer'] },
         port: { type: 'integer', minimum: 1, maximum: 65535 },

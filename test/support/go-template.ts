@@ -570,6 +570,10 @@ const FUNCS = new Map<string, Fn>(
     indent: { params: ['int', 'string'], call: ([n, s]) => indent(int(n), str(s)) },
     nindent: { params: ['int', 'string'], call: ([n, s]) => `\n${indent(int(n), str(s))}` },
     trim: { params: ['string'], call: ([s]) => str(s).trim() },
+    trimPrefix: {
+      params: ['string', 'string'],
+      call: ([prefix, s]) => (str(s).startsWith(str(prefix)) ? str(s).slice(str(prefix).length) : str(s)),
+    },
     trimSuffix: {
       params: ['string', 'string'],
       call: ([suffix, s]) => (str(s).endsWith(str(suffix)) ? str(s).slice(0, -str(suffix).length || undefined) : str(s)),
@@ -584,6 +588,7 @@ const FUNCS = new Map<string, Fn>(
       },
     },
     contains: { params: ['string', 'string'], call: ([sub, s]) => str(s).includes(str(sub)) },
+    lower: { params: ['string'], call: ([s]) => str(s).toLowerCase() },
     // sprig's kindIs: reflect's kind names for what values hold.
     kindIs: { params: ['string', 'any'], call: ([kind, v]) => str(kind) === kindName(v) },
     hasSuffix: { params: ['string', 'string'], call: ([suffix, s]) => str(s).endsWith(str(suffix)) },

@@ -33,6 +33,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (include "tollgate.fullname" .) .Values.secret.name -}}
 {{- end -}}
 
+{{/* The PersistentVolumeClaim of the data directory (dataDir.persistence). */}}
+{{- define "tollgate.dataClaimName" -}}
+{{- default (printf "%s-data" (include "tollgate.fullname" .)) .Values.dataDir.persistence.existingClaim -}}
+{{- end -}}
+
 {{- define "tollgate.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "tollgate.fullname" .) .Values.serviceAccount.name -}}
@@ -64,6 +69,55 @@ tollgate honours DATABASE_URL and REDIS_URL from the environment when the config
 {{- $name := .name -}}
 {{- range concat (default (list) .root.Values.secretEnv) (default (list) .root.Values.extraEnv) -}}
 {{- if eq .name $name -}}true{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when extraEnv sets the environment variable .name as a plain value (no valueFrom), else "". */}}
+{{- define "tollgate.hasPlainEnv" -}}
+{{- $name := .name -}}
+{{- range default (list) .root.Values.extraEnv -}}
+{{- if and (eq .name $name) (not .valueFrom) -}}true{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Walks the config value .value at .path (.secret: it lies under a field that holds a secret) and refuses what
+would break the README's promise that no secret lands in the ConfigMap or Helm's release history, or keep the
+pods from starting:
+  - a literal in a field that holds a secret: tollgate's (master_key, context_signing_key, database_url,
+    redis_url, api_key, keys[].key unless a sha256: hash), a LiteLLM field named like a credential
+    (redis_password, cache_params.password, aws_secret_access_key, ...; the names chart-schema.mjs refuses
+    too), everything under one, and a URL with a password in it;
+  - os.environ/NAME with no NAME in the tollgate container: tollgate refuses to start on it;
+  - os.environ/NAME in a secret field with NAME a plain extraEnv value, written into the Deployment.
+*/}}
+{{- define "tollgate.validateConfigValue" -}}
+{{- $value := .value -}}
+{{- if kindIs "map" $value -}}
+{{- range $k, $v := $value -}}
+{{- $secret := or $.secret (regexMatch `^(key|master_key|context_signing_key|database_url|redis_url|vertex_credentials)$|(^|_)(api_key|secret|secret_key|secret_access_key|password|session_token|identity_token|ad_token|license)$` (lower $k)) -}}
+{{- include "tollgate.validateConfigValue" (dict "root" $.root "path" (printf "%s.%s" $.path $k) "secret" $secret "value" $v) -}}
+{{- end -}}
+{{- else if kindIs "slice" $value -}}
+{{- range $i, $v := $value -}}
+{{- include "tollgate.validateConfigValue" (dict "root" $.root "path" (printf "%s[%d]" $.path $i) "secret" $.secret "value" $v) -}}
+{{- end -}}
+{{- else if and (kindIs "string" $value) (regexMatch `^os\.environ/` $value) -}}
+{{- $name := trimPrefix "os.environ/" $value -}}
+{{- if not (include "tollgate.hasEnv" (dict "root" .root "name" $name)) -}}
+{{- $where := "secretEnv (from a Secret), or under extraEnv when it is not secret" -}}
+{{- if .secret -}}{{- $where = "secretEnv (from a Secret)" -}}{{- end -}}
+{{- fail (printf "%s is os.environ/%s, but the tollgate container gets no %s and tollgate would not start: list it under %s" .path $name $name $where) -}}
+{{- end -}}
+{{- if and .secret (include "tollgate.hasPlainEnv" (dict "root" .root "name" $name)) -}}
+{{- fail (printf "%s holds a secret, but extraEnv sets %s as a plain value, written into the Deployment and Helm's release history: take it from a Secret (secretEnv, or valueFrom.secretKeyRef in extraEnv)" .path $name) -}}
+{{- end -}}
+{{- else if and (kindIs "string" $value) (regexMatch `^[A-Za-z][A-Za-z0-9+.-]*://[^/@]*:[^/@]*@` $value) -}}
+{{- fail (printf "%s is a URL with a password, which would land in the ConfigMap and Helm's release history: write os.environ/NAME and provide NAME through secretEnv (from a Secret)" .path) -}}
+{{- else if and (kindIs "string" $value) (regexMatch `^sha256:[0-9a-f]{64}$` $value) -}}
+{{- /* A key's hash (keys[].key): what the config holds instead of the key. */ -}}
+{{- else if and .secret (or (kindIs "string" $value) (kindIs "float64" $value) (kindIs "int64" $value) (kindIs "int" $value)) -}}
+{{- fail (printf "%s holds a secret in clear text, which would land in the ConfigMap and Helm's release history: write os.environ/NAME and provide NAME through secretEnv (from a Secret)" .path) -}}
 {{- end -}}
 {{- end -}}
 
@@ -113,6 +167,16 @@ Deployment, so `helm template` and `helm install` both stop on it.
 {{- define "tollgate.validate" -}}
 {{- $gs := .Values.config.general_settings | default dict -}}
 {{- $rs := .Values.config.router_settings | default dict -}}
+{{- if .Values.config.environment_variables -}}
+{{- fail "config.environment_variables would put its values in the ConfigMap and Helm's release history: provide each variable through secretEnv (from a Secret), or through extraEnv when it is not secret" -}}
+{{- end -}}
+{{- /* tollgate reads these from the environment as secrets (a URL carries its password). */ -}}
+{{- range list "DATABASE_URL" "REDIS_URL" "LITELLM_MASTER_KEY" -}}
+{{- if include "tollgate.hasPlainEnv" (dict "root" $ "name" .) -}}
+{{- fail (printf "extraEnv %s is a secret tollgate reads, and a plain value is written into the Deployment and Helm's release history: provide it through secretEnv (or valueFrom.secretKeyRef in extraEnv)" .) -}}
+{{- end -}}
+{{- end -}}
+{{- include "tollgate.validateConfigValue" (dict "root" . "path" "config" "secret" false "value" .Values.config) -}}
 {{- if or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1) -}}
 {{- $db := include "tollgate.hasDatabase" . -}}
 {{- /* LiteLLM's router Redis (router_settings.redis_host or redis_url) is tollgate's redis_url too. */ -}}
@@ -122,6 +186,9 @@ Deployment, so `helm template` and `helm install` both stop on it.
 {{- end -}}
 {{- if not (or $gs.master_key $gs.context_signing_key) -}}
 {{- fail "several replicas need one shared secret (it signs x-tollgate-context and seals backend api keys added by API): set config.general_settings.master_key or context_signing_key" -}}
+{{- end -}}
+{{- if .Values.dataDir.persistence.enabled -}}
+{{- fail "dataDir.persistence is one replica's embedded PGlite on a ReadWriteOnce claim, which one PGlite process at a time may open: several replicas keep records in PostgreSQL, so turn it off" -}}
 {{- end -}}
 {{- end -}}
 {{- if .Values.autoscaling.enabled -}}
@@ -144,6 +211,14 @@ Deployment, so `helm template` and `helm install` both stop on it.
 {{- fail (printf "secretEnv %s: secret.create is true but secret.values has no %s" .name (default .name .key)) -}}
 {{- end -}}
 {{- end -}}
+{{- end -}}
+{{- /*
+A Check of a key tollgate has not cached waits up to 0.5 s on the database (MISS_WAIT_MS, src/store/records.ts),
+after up to 0.2 s for a record being changed (SETTLE_WAIT_MS): a shorter timeout turns such a Check into
+Envoy's 503 although tollgate would have answered.
+*/ -}}
+{{- if lt (float64 (trimSuffix "s" .Values.envoy.authzTimeout)) 1.0 -}}
+{{- fail (printf "envoy.authzTimeout %s must be at least 1s: tollgate's Check may wait up to 0.5 s on the database for a key it has not cached, plus 0.2 s for a record being changed, and Envoy answers 503 when its timeout passes first" .Values.envoy.authzTimeout) -}}
 {{- end -}}
 {{- /*
 Envoy's idle timeout against tollgate's backend timeouts. A non-streamed completion sends Envoy nothing until

@@ -92,7 +92,7 @@ describe('go-template: Helm and sprig functions', () => {
     assert.equal(render('{{ toYaml .e }}', { e: {} }), '{}');
   });
 
-  it('quote, default, required, printf, trunc, trimSuffix, contains, dict, index, hasKey, len, mulf', () => {
+  it('quote, default, required, printf, trunc, trimPrefix, trimSuffix, contains, lower, dict, index, hasKey, len, mulf', () => {
     assert.equal(render('{{ quote "a\\"b" }} {{ .n | quote }}', { n: 1e6 }), '"a\\"b" "1e+06"');
     assert.equal(render('{{ default "d" .v }}|{{ default "d" .e }}|{{ .v | default "d" }}', { v: 'x', e: '' }), 'x|d|x');
     assert.throws(() => render('{{ required "set image.repository" .Values.image }}', { Values: {} }), /set image\.repository/);
@@ -100,6 +100,8 @@ describe('go-template: Helm and sprig functions', () => {
     assert.equal(render('{{ printf "%d" .f }}', { f: 3 }), '%!d(float64=3)');
     assert.equal(render('{{ "abcdef-" | trunc 6 | trimSuffix "-" }}|{{ "abc-" | trimSuffix "-" }}'), 'abcdef|abc');
     assert.equal(render('{{ contains "gate" "tollgate" }}'), 'true');
+    assert.equal(render('{{ "os.environ/X" | trimPrefix "os.environ/" }}|{{ "x" | trimPrefix "os.environ/" }}'), 'X|x');
+    assert.equal(render('{{ lower "Redis_Password" }}'), 'redis_password');
     assert.equal(render('{{ $d := dict "a" 1 "b" "x" }}{{ index $d "b" }}{{ hasKey $d "a" }}{{ len $d }}'), 'xtrue2');
     assert.equal(render('{{ int (mulf 4 1048576) }} {{ int (mulf 0.5 1048576) }}'), '4194304 524288');
   });

@@ -57,12 +57,18 @@ interface PodSpec {
   automountServiceAccountToken?: boolean;
   serviceAccountName: string;
   terminationGracePeriodSeconds: number;
-  volumes: Array<{ name: string; configMap?: { name: string; items: Array<{ key: string; path: string }> }; emptyDir?: object }>;
+  volumes: Array<{
+    name: string;
+    configMap?: { name: string; items: Array<{ key: string; path: string }> };
+    emptyDir?: object;
+    persistentVolumeClaim?: { claimName: string };
+  }>;
 }
 interface Deployment {
   metadata: { name: string };
   spec: {
     replicas?: number;
+    strategy?: { type: string };
     selector: { matchLabels: Record<string, string> };
     template: { metadata: { labels: Record<string, string>; annotations: Record<string, string> }; spec: PodSpec };
   };
@@ -280,6 +286,32 @@ describe('charts/tollgate', () => {
     }
   });
 
+  it('keeps embedded PGlite on a PersistentVolumeClaim when asked, rolled out by Recreate (never two PGlites on it)', () => {
+    const pvc = (r: RenderedChart): K8sObject[] => byKind(r, 'PersistentVolumeClaim');
+    const data = (r: RenderedChart): PodSpec['volumes'][number] | undefined =>
+      one<Deployment>(r, 'Deployment').spec.template.spec.volumes.find((v) => v.name === 'data');
+    assert.deepEqual(pvc(defaults), []);
+    assert.deepEqual(data(defaults)?.emptyDir, { sizeLimit: '4Gi' });
+    assert.equal(one<Deployment>(defaults, 'Deployment').spec.strategy, undefined);
+
+    const persistent = renderChart({ dataDir: { persistence: { enabled: true, storageClassName: 'fast', size: '20Gi' } } });
+    const claim = one(persistent, 'PersistentVolumeClaim');
+    assert.equal(claim.metadata.name, 'tollgate-data');
+    assert.deepEqual(claim.spec, {
+      accessModes: ['ReadWriteOnce'],
+      storageClassName: 'fast',
+      resources: { requests: { storage: '20Gi' } },
+    });
+    assert.deepEqual(data(persistent), { name: 'data', persistentVolumeClaim: { claimName: 'tollgate-data' } });
+    assert.deepEqual(one<Deployment>(persistent, 'Deployment').spec.strategy, { type: 'Recreate' });
+    assert.match(persistent.notes, /kept by embedded PGlite under\n\/var\/lib\/tollgate, on the PersistentVolumeClaim tollgate-data/);
+    assert.doesNotMatch(persistent.notes, /LOST/);
+
+    const existing = renderChart({ dataDir: { persistence: { enabled: true, existingClaim: 'tollgate-records' } } });
+    assert.deepEqual(pvc(existing), []);
+    assert.deepEqual(data(existing), { name: 'data', persistentVolumeClaim: { claimName: 'tollgate-records' } });
+  });
+
   it('sets requests and limits on every container (the HPA needs CPU requests on both)', () => {
     for (const r of [defaults, full]) {
       for (const c of one<Deployment>(r, 'Deployment').spec.template.spec.containers) {
@@ -442,7 +474,7 @@ describe('charts/tollgate', () => {
     assert.ok(fullEnvoy !== undefined);
     const ingress = listener(fullEnvoy, 10000);
     const hcm = at(ingress, 'filter_chains', 0, 'filters', 0, 'typed_config');
-    assert.equal(at(hcm, 'http_filters', 1, 'typed_config', 'grpc_service', 'timeout'), '0.5s');
+    assert.equal(at(hcm, 'http_filters', 1, 'typed_config', 'grpc_service', 'timeout'), '1.5s');
     assert.equal(at(hcm, 'route_config', 'virtual_hosts', 0, 'routes', 0, 'route', 'idle_timeout'), '900s');
     assert.equal(at(hcm, 'stream_idle_timeout'), '900s');
   });
@@ -620,26 +652,133 @@ describe('charts/tollgate', () => {
     it('several replicas without PostgreSQL and Redis', () => {
       refused({ replicaCount: 2 }, /share keys, budgets and rate limits only through PostgreSQL and Redis/);
       refused({ autoscaling: { enabled: true } }, /set config\.general_settings\.database_url and redis_url/);
-      const config = { general_settings: { database_url: 'os.environ/DATABASE_URL' } };
-      refused({ replicaCount: 2, config }, /database_url and redis_url/);
-      const shared = { general_settings: { master_key: null, database_url: 'os.environ/DATABASE_URL', redis_url: 'os.environ/REDIS_URL' } };
-      refused({ replicaCount: 2, config: shared }, /several replicas need one shared secret/);
       // DATABASE_URL and REDIS_URL from Secrets are enough: tollgate honours them when the config sets no URL.
       const fromEnv = (names: string[]): GoMap => ({
         replicaCount: 2,
         secretEnv: ['TOLLGATE_MASTER_KEY', ...names].map((name) => ({ name })),
       });
+      const config = { general_settings: { database_url: 'os.environ/DATABASE_URL' } };
+      refused({ ...fromEnv(['DATABASE_URL']), config }, /database_url and redis_url/);
+      const shared = { general_settings: { master_key: null, database_url: 'os.environ/DATABASE_URL', redis_url: 'os.environ/REDIS_URL' } };
+      refused({ ...fromEnv(['DATABASE_URL', 'REDIS_URL']), config: shared }, /several replicas need one shared secret/);
       refused(fromEnv(['DATABASE_URL']), /or provide DATABASE_URL and REDIS_URL through secretEnv/);
       refused(fromEnv(['REDIS_URL']), /or provide DATABASE_URL and REDIS_URL through secretEnv/);
       const env = renderChart(fromEnv(['DATABASE_URL', 'REDIS_URL']));
       assert.equal(one<Deployment>(env, 'Deployment').spec.replicas, 2);
-      const mixed = renderChart({ ...fromEnv(['REDIS_URL']), config });
+      const mixed = renderChart({ ...fromEnv(['DATABASE_URL', 'REDIS_URL']), config });
       assert.equal(one<Deployment>(mixed, 'Deployment').spec.replicas, 2);
       // A LiteLLM config's router Redis is tollgate's Redis too.
-      for (const router of [{ redis_host: 'valkey', redis_password: 'os.environ/REDIS_PASSWORD' }, { redis_url: 'os.environ/REDIS_URL' }]) {
-        const litellm = renderChart({ ...fromEnv(['DATABASE_URL']), config: { router_settings: router } });
+      for (const [router, name] of [
+        [{ redis_host: 'valkey', redis_password: 'os.environ/REDIS_PASSWORD' }, 'REDIS_PASSWORD'],
+        [{ redis_url: 'os.environ/ROUTER_REDIS_URL' }, 'ROUTER_REDIS_URL'],
+      ] as const) {
+        const litellm = renderChart({ ...fromEnv(['DATABASE_URL', name]), config: { router_settings: router } });
         assert.equal(one<Deployment>(litellm, 'Deployment').spec.replicas, 2, JSON.stringify(router));
       }
+      // Plain extraEnv URLs (their passwords in the Deployment) are refused, not taken for a database and a Redis.
+      const plain = { ...fromEnv([]), extraEnv: [{ name: 'DATABASE_URL', value: 'postgres://tollgate:pw@db:5432/tollgate' }] };
+      refused(plain, /extraEnv DATABASE_URL is a secret tollgate reads, and a plain value is written into the Deployment/);
+      const fromSecrets = {
+        ...fromEnv([]),
+        extraEnv: ['DATABASE_URL', 'REDIS_URL'].map((name) => ({ name, valueFrom: { secretKeyRef: { name: 'stores', key: name } } })),
+      };
+      assert.equal(one<Deployment>(renderChart(fromSecrets), 'Deployment').spec.replicas, 2);
+    });
+
+    it('a secret the ConfigMap would hold: environment_variables, a literal in a secret field or under one, a URL with a password', () => {
+      // LiteLLM sets environment_variables in the process: here they would be the ConfigMap's text.
+      refused(
+        {
+          config: {
+            general_settings: { master_key: 'os.environ/TOLLGATE_MASTER_KEY' },
+            environment_variables: { TOLLGATE_MASTER_KEY: 'sk-master-in-configmap-0123456789' },
+          },
+        },
+        /config\.environment_variables would put its values in the ConfigMap and Helm's release history: provide each variable through secretEnv/,
+      );
+      // LiteLLM-only keys tollgate ignores are free-form: a credential's name inside them still marks a secret.
+      const cache = (params: GoMap): GoMap => ({
+        config: { litellm_settings: { cache_params: { type: 'redis', host: 'valkey', ...params } } },
+      });
+      refused(
+        cache({ password: 'hunter2' }),
+        /config\.litellm_settings\.cache_params\.password holds a secret in clear text, which would land in the ConfigMap and Helm's release history: write os\.environ\/NAME and provide NAME through secretEnv/,
+      );
+      for (const name of [
+        'redis_password',
+        's3_aws_secret_access_key',
+        'aws_session_token',
+        'langfuse_secret',
+        'api_key',
+        'master_key',
+        'license',
+      ])
+        refused(cache({ [name]: 'literal' }), new RegExp(`cache_params\\.${name} holds a secret in clear text`));
+      refused(cache({ redis_password: 12345 }), /cache_params\.redis_password holds a secret in clear text/);
+      // Everything under a credential's name is the credential.
+      refused(
+        cache({ vertex_credentials: { private_key: 'x' } }),
+        /cache_params\.vertex_credentials\.private_key holds a secret in clear text/,
+      );
+      refused(cache({ url: 'redis://:pw@valkey:6379/0' }), /config\.litellm_settings\.cache_params\.url is a URL with a password/);
+      const model = { model_name: 'm', litellm_params: { model: 'openai/m', api_base: 'http://tollgate:pw@vllm:8000/v1' } };
+      refused({ config: { model_list: [model] } }, /config\.model_list\[0\]\.litellm_params\.api_base is a URL with a password/);
+      // As references to a Secret they render, and the ConfigMap holds only the references.
+      const ok = renderChart({
+        ...cache({ password: 'os.environ/CACHE_PASSWORD', url: 'redis://valkey:6379/0' }),
+        secretEnv: [{ name: 'TOLLGATE_MASTER_KEY' }, { name: 'CACHE_PASSWORD' }],
+      });
+      assert.match(configMapFile(ok, 'config.yaml'), /password: os\.environ\/CACHE_PASSWORD/);
+    });
+
+    it('an os.environ/NAME the tollgate container does not get, or a secret one set as a plain extraEnv value', () => {
+      refused(
+        {
+          replicaCount: 2,
+          config: { general_settings: { database_url: 'os.environ/DATABASE_URL', redis_url: 'os.environ/REDIS_URL' } },
+          secretEnv: [{ name: 'TOLLGATE_MASTER_KEY' }, { name: 'REDIS_URL' }],
+        },
+        /config\.general_settings\.database_url is os\.environ\/DATABASE_URL, but the tollgate container gets no DATABASE_URL and tollgate would not start: list it under secretEnv \(from a Secret\)$/,
+      );
+      const failureMode = { config: { general_settings: { failure_mode: 'os.environ/FAILURE_MODE' } } };
+      refused(
+        failureMode,
+        /failure_mode is os\.environ\/FAILURE_MODE, but .* secretEnv \(from a Secret\), or under extraEnv when it is not secret/,
+      );
+      assert.doesNotThrow(() => renderChart({ ...failureMode, extraEnv: [{ name: 'FAILURE_MODE', value: 'closed' }] }));
+      const model = {
+        model_name: 'm',
+        litellm_params: { model: 'openai/m', api_base: 'http://vllm:8000/v1', api_key: 'os.environ/VLLM_KEY' },
+      };
+      refused(
+        { config: { model_list: [model] }, extraEnv: [{ name: 'VLLM_KEY', value: 'vllm-secret' }] },
+        /config\.model_list\[0\]\.litellm_params\.api_key holds a secret, but extraEnv sets VLLM_KEY as a plain value/,
+      );
+      // A key declared in the config from the environment is an sk- key in clear.
+      refused(
+        { config: { keys: [{ key: 'os.environ/CI_BOT_KEY' }] }, extraEnv: [{ name: 'CI_BOT_KEY', value: 'sk-ci-bot-0123456789abcdef' }] },
+        /config\.keys\[0\]\.key holds a secret, but extraEnv sets CI_BOT_KEY as a plain value/,
+      );
+      const fromSecret = { name: 'VLLM_KEY', valueFrom: { secretKeyRef: { name: 'vllm', key: 'token' } } };
+      assert.doesNotThrow(() => renderChart({ config: { model_list: [model] }, extraEnv: [fromSecret] }));
+    });
+
+    it("a Check timeout under 1 s (tollgate may wait 0.7 s on the store; Envoy's 503 would come first)", () => {
+      refused({ envoy: { authzTimeout: '0.5s' } }, /envoy\.authzTimeout 0\.5s must be at least 1s/);
+      refused({ envoy: { authzTimeout: '0.999s' } }, /envoy\.authzTimeout 0\.999s must be at least 1s/);
+      assert.doesNotThrow(() => renderChart({ envoy: { authzTimeout: '1s' } }));
+    });
+
+    it('a data-directory claim with several replicas (one PGlite process may open it)', () => {
+      const stores = {
+        config: { general_settings: { database_url: 'os.environ/DATABASE_URL', redis_url: 'os.environ/REDIS_URL' } },
+        secretEnv: ['TOLLGATE_MASTER_KEY', 'DATABASE_URL', 'REDIS_URL'].map((name) => ({ name })),
+      };
+      refused(
+        { ...stores, replicaCount: 2, dataDir: { persistence: { enabled: true } } },
+        /dataDir\.persistence is one replica's embedded PGlite/,
+      );
+      assert.doesNotThrow(() => renderChart({ ...stores, replicaCount: 2 }));
     });
 
     it('an Envoy idle timeout at or below a backend timeout (Envoy would answer 408 while tollgate waits)', () => {
@@ -734,7 +873,11 @@ describe('charts/tollgate', () => {
       assert.match(issues({ image: { tag: 1.2 } }).join('\n'), /image\.tag: expected string/);
       // os.environ/NAME stands in for any string of the config, as tollgate resolves it before validating.
       assert.doesNotThrow(() =>
-        renderChart({ config: { general_settings: { master_key: 'os.environ/OTHER_KEY', failure_mode: 'os.environ/FAILURE_MODE' } } }),
+        renderChart({
+          config: { general_settings: { master_key: 'os.environ/OTHER_KEY', failure_mode: 'os.environ/FAILURE_MODE' } },
+          secretEnv: [{ name: 'OTHER_KEY' }],
+          extraEnv: [{ name: 'FAILURE_MODE', value: 'closed' }],
+        }),
       );
     });
   });
