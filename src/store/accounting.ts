@@ -18,6 +18,7 @@ import {
   type SpendItem,
   type StoreErrorHook,
 } from './counters.js';
+import { bounded } from './change-bus.js';
 import type { BudgetCalendar } from './calendar.js';
 import type { Db, Queryable } from './db.js';
 import type { RedisCounters } from './redis-counters.js';
@@ -185,11 +186,12 @@ export class Accounting implements SpendRecorder, DenialRecorder {
     }
   }
 
-  /** Shutdown: waits for settlements, then flushes the spend log. Returns rows that could not be written. */
+  /** Shutdown: waits for settlements, then flushes the spend log, both within `deadlineMs`. Returns rows that could not be written. */
   async close(deadlineMs: number): Promise<number> {
+    const until = Date.now() + deadlineMs;
     clearInterval(this.#renewTimer);
-    await Promise.race([Promise.all(this.#settling), new Promise((r) => setTimeout(r, deadlineMs).unref())]);
-    return this.#log === undefined ? 0 : this.#log.close(deadlineMs);
+    await bounded(Promise.all(this.#settling), deadlineMs);
+    return this.#log === undefined ? 0 : this.#log.close(Math.max(0, until - Date.now()));
   }
 }
 
