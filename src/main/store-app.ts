@@ -60,6 +60,9 @@ export interface StoreOptions {
 }
 
 const REDIS_READY_MS = 3_000;
+/** How long start-up waits for an unreachable PostgreSQL, and how often it tries meanwhile. */
+const DB_START_WAIT_MS = 60_000;
+const DB_START_RETRY_MS = 2_000;
 
 export async function openStore(config: Config, opts: StoreOptions): Promise<StoreApp> {
   const env = opts.env ?? {};
@@ -80,10 +83,19 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
 
   let db: Db | undefined;
   if (opts.withDb) {
-    try {
-      db = await openDb({ url: gs.database_url, dataDir: gs.data_dir === undefined ? undefined : `${gs.data_dir}/pglite` });
-    } catch (err) {
-      throw new Error(`cannot open the database: ${(err as Error).message}`, { cause: err });
+    const started = Date.now();
+    for (;;) {
+      try {
+        db = await openDb({ url: gs.database_url, dataDir: gs.data_dir === undefined ? undefined : `${gs.data_dir}/pglite` });
+        break;
+      } catch (err) {
+        // A database not reachable yet (a blip during a rollout) is waited for, not turned into a crash loop;
+        // a refusal (password, missing database) or a bad URL will not change by waiting.
+        if (gs.database_url === undefined || !unreachable(err) || Date.now() - started >= DB_START_WAIT_MS)
+          throw new Error(`cannot open the database: ${(err as Error).message}`, { cause: err });
+        logger.error({ err: (err as Error).message }, 'the database is not reachable yet; retrying (not ready meanwhile)');
+        await new Promise((r) => setTimeout(r, DB_START_RETRY_MS));
+      }
     }
     try {
       const applied = await migrate(db);
@@ -226,6 +238,13 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
       return (await bounded(closed(), Math.max(0, until - Date.now()))) === true;
     },
   };
+}
+
+/** A connection that could not be made or was lost (no answer from PostgreSQL), as opposed to one it refused. */
+function unreachable(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string') return /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN|57P03)$/.test(code);
+  return /timeout|Connection terminated/i.test((err as Error).message);
 }
 
 function nonEmpty(v: string | undefined): string | undefined {

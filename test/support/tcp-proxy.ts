@@ -14,7 +14,8 @@ export interface TcpProxy {
   close(): Promise<void>;
 }
 
-export async function startTcpProxy(target: number): Promise<TcpProxy> {
+/** `port`: the proxy's own (default: any free one). */
+export async function startTcpProxy(target: number, port = 0): Promise<TcpProxy> {
   let frozen = false;
   const sockets = new Set<Socket>();
   const dead = new WeakSet<Socket>();
@@ -42,7 +43,7 @@ export async function startTcpProxy(target: number): Promise<TcpProxy> {
     client.on('close', () => upstream.destroy());
     upstream.on('close', () => client.destroy());
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
   return {
     port: (server.address() as { port: number }).port,
     freeze() {

@@ -17,7 +17,7 @@ import { openDb } from '../../../src/store/db.js';
 import { SpendLog } from '../../../src/store/spend-log.js';
 import { createLogger } from '../../../src/telemetry/logger.js';
 import { startFakeVllm } from '../../support/fake-vllm.js';
-import { children, startTollgate } from '../../support/process.js';
+import { children, freePort, startTollgate } from '../../support/process.js';
 import { startTcpProxy } from '../../support/tcp-proxy.js';
 
 const PG = process.env['TEST_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -197,5 +197,46 @@ general_settings:
       await store.close(1_000);
       await proxy.close();
     }
+  },
+);
+
+test(
+  'PostgreSQL unreachable at start: start-up waits for it (and says so) instead of exiting; a missing database still exits 1',
+  { timeout: 60_000 },
+  async () => {
+    const port = await freePort();
+    const dir = mkdtempSync(path.join(tmpdir(), 'tollgate-pgstart-'));
+    const write = (name: string, url: string): string => {
+      const file = path.join(dir, name);
+      writeFileSync(
+        file,
+        `
+model_list:
+  - model_name: m
+    litellm_params: { model: openai/x, api_base: "http://127.0.0.1:9/v1" }
+general_settings:
+  master_key: ${MASTER}
+  database_url: ${url}
+`,
+      );
+      return file;
+    };
+    const args = (config: string): string[] => ['serve', '--config', config, '--host', '127.0.0.1', '--http-port', '0', '--grpc-port', '0'];
+    const later = startTollgate(args(write('later.yaml', `postgres://postgres@127.0.0.1:${port}/test?schema=${schemaName()}`)));
+    await later.waitForLog('the database is not reachable yet; retrying (not ready meanwhile)');
+    const proxy = await startTcpProxy(5432, port);
+    try {
+      await later.waitForLog('serve listening', 20_000);
+      later.proc.kill('SIGTERM');
+      assert.equal((await later.waitExit()).code, 0);
+    } finally {
+      await proxy.close();
+    }
+    const missing = startTollgate(
+      args(write('missing.yaml', `postgres://postgres@127.0.0.1:5432/tg_no_such_db_${randomUUID().slice(0, 8)}`)),
+    );
+    const exit = await missing.waitExit(10_000);
+    assert.equal(exit.code, 1);
+    assert.match(exit.stderr, /cannot open the database: .*does not exist/);
   },
 );
