@@ -269,9 +269,10 @@ const PING_MS = 1_000;
 /**
  * Pings in a row unanswered on an open connection before it is dropped and made again. A peer that went away
  * without a reset (a partition, a node lost) leaves the socket open: ioredis would wait on it for ever, every
- * command timing out, and never reconnect.
+ * command timing out, and never reconnect. Five, so that a Redis answering late for a few seconds (a slow
+ * command, a fork for a snapshot) keeps its connection and the answers on their way.
  */
-const DEAD_AFTER_PINGS = 3;
+const DEAD_AFTER_PINGS = 5;
 
 export class RedisCounters implements Counters {
   readonly kind = 'redis';

@@ -189,7 +189,7 @@ general_settings:
       proxy.freeze();
       await until('not ready', 5_000, async () => store.notReady() !== undefined);
       assert.match(String(store.notReady()), /Redis/);
-      await new Promise((r) => setTimeout(r, 4_000)); // the hung connection is given up meanwhile
+      await new Promise((r) => setTimeout(r, 6_500)); // the hung connection is given up meanwhile
       proxy.pass();
       await until('commands answered again', 10_000, answers);
       await until('ready again', 5_000, async () => store.notReady() === undefined);
