@@ -36,8 +36,8 @@ export async function startGateway(
     denials?: GatewayDeps['denials'];
     /** Counts retries and fallbacks on deployments with rpm/tpm of their own (the store's limiter). */
     gate?: DeploymentGate;
-    /** The stores answer (readiness). */
-    storeReady?: () => boolean;
+    /** Why the stores keep this replica from serving, if they do (readiness). */
+    storeNotReady?: () => string | undefined;
     /** Prometheus metrics: `/metrics`, and what the gateway counts. */
     metrics?: Metrics;
     /** The admin API (needs the records database). */
@@ -93,8 +93,7 @@ export async function startGateway(
     requestLog,
     notReady: () => {
       if (parts.verifier !== undefined && parts.verifier.keyCount === 0) return 'identity provider keys not loaded';
-      if (opts.storeReady?.() === false) return 'a store is unreachable (Redis, or the database taking the spend log)';
-      return undefined;
+      return opts.storeNotReady?.();
     },
     leases: opts.leases,
     denials: opts.denials,

@@ -35,9 +35,10 @@ export interface StoreApp {
   readonly accounting: Accounting;
   /** When budget periods reset (litellm_settings.timezone and budget_reset_time). */
   readonly calendar: BudgetCalendar;
-  /** The stores answer: Redis connected (or in-process counters), the database taking the spend log. */
-  ready(): boolean;
-  close(graceMs: number): Promise<void>;
+  /** Why this replica cannot serve now (readiness), or undefined: the counters store answers, the spend log has room. */
+  notReady(): string | undefined;
+  /** Settles, flushes the spend log and closes the connections, all within `graceMs`; false if some did not close by then. */
+  close(graceMs: number): Promise<boolean>;
 }
 
 export interface StoreOptions {
@@ -59,9 +60,9 @@ export interface StoreOptions {
 }
 
 const REDIS_READY_MS = 3_000;
-/** How often readiness asks PostgreSQL, and how long it waits for the answer. */
-const DB_PROBE_MS = 5_000;
-const DB_PROBE_WAIT_MS = 2_000;
+/** How long start-up waits for an unreachable PostgreSQL, and how often it tries meanwhile. */
+const DB_START_WAIT_MS = 60_000;
+const DB_START_RETRY_MS = 2_000;
 
 export async function openStore(config: Config, opts: StoreOptions): Promise<StoreApp> {
   const env = opts.env ?? {};
@@ -82,10 +83,19 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
 
   let db: Db | undefined;
   if (opts.withDb) {
-    try {
-      db = await openDb({ url: gs.database_url, dataDir: gs.data_dir === undefined ? undefined : `${gs.data_dir}/pglite` });
-    } catch (err) {
-      throw new Error(`cannot open the database: ${(err as Error).message}`, { cause: err });
+    const started = Date.now();
+    for (;;) {
+      try {
+        db = await openDb({ url: gs.database_url, dataDir: gs.data_dir === undefined ? undefined : `${gs.data_dir}/pglite` });
+        break;
+      } catch (err) {
+        // A database not reachable yet (a blip during a rollout) is waited for, not turned into a crash loop;
+        // a refusal (password, missing database) or a bad URL will not change by waiting.
+        if (gs.database_url === undefined || !unreachable(err) || Date.now() - started >= DB_START_WAIT_MS)
+          throw new Error(`cannot open the database: ${(err as Error).message}`, { cause: err });
+        logger.error({ err: (err as Error).message }, 'the database is not reachable yet; retrying (not ready meanwhile)');
+        await new Promise((r) => setTimeout(r, DB_START_RETRY_MS));
+      }
     }
     try {
       const applied = await migrate(db);
@@ -155,30 +165,14 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
   };
 
   const cleanups: (() => void)[] = [() => cache.stop()];
-  // PostgreSQL is asked every few seconds whether it answers: an idle replica writes no spend to notice it by.
-  let dbAnswers = true;
-  if (db?.kind === 'postgres') {
-    const probed = db;
-    let asking = false;
-    const probe = (): void => {
-      if (asking) return;
-      asking = true;
-      void bounded(probed.query('SELECT 1'), DB_PROBE_WAIT_MS).then((rows) => {
-        dbAnswers = rows !== undefined;
-        asking = false;
-      });
-    };
-    const timer = setInterval(probe, DB_PROBE_MS).unref();
-    cleanups.push(() => clearInterval(timer));
-  }
   let counters: Counters;
-  /** Whether Redis is connected; absent with in-process counters. */
-  let redisReady: (() => boolean) | undefined;
+  /** Whether Redis answers; absent with in-process counters. */
+  let redisAnswers: (() => boolean) | undefined;
   if (gs.redis_url !== undefined) {
     const { RedisCounters } = await import('../store/redis-counters.js');
     const redis = new RedisCounters({ url: gs.redis_url, prefix: gs.redis_key_prefix });
     counters = redis;
-    redisReady = () => redis.redis.status === 'ready';
+    redisAnswers = () => redis.answering;
     if (!(await redis.ready(REDIS_READY_MS))) {
       logger.error({ failure_mode: gs.failure_mode }, 'Redis is not reachable yet; retrying in the background');
     }
@@ -220,18 +214,37 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
     cache,
     limiter,
     accounting,
-    // Readiness: Redis connected, PostgreSQL answering its probe, and the spend log's last write reached the
-    // database. With failure_mode: open a Redis outage is a state the operator chose to serve through, so it
-    // does not take every replica out.
-    ready: () => (redisReady === undefined || gs.failure_mode === 'open' || redisReady()) && dbAnswers && (log?.healthy ?? true),
+    // Readiness is whether this replica can serve. Without Redis, failure_mode: closed refuses every request
+    // (open serves through the outage, by the operator's choice). Without PostgreSQL requests are served and
+    // their rows wait in memory: every replica shares the database, so taking them all out would serve
+    // nothing — a replica steps out only when its buffer is about to drop rows.
+    notReady: () => {
+      if (redisAnswers !== undefined && gs.failure_mode === 'closed' && !redisAnswers())
+        return 'Redis (the counters store) does not answer';
+      if (log?.nearlyFull === true) return `the spend log is nearly full: PostgreSQL has not taken its ${log.pending} rows`;
+      return undefined;
+    },
     async close(graceMs: number) {
+      const until = Date.now() + graceMs;
       for (const c of cleanups) c();
       await accounting.close(graceMs);
-      await counters.close();
-      await bus?.close();
-      await db?.close();
+      // A store that does not answer would hold its connection's close for ever: it gets what is left of the bound.
+      const closed = async (): Promise<true> => {
+        await counters.close();
+        await bus?.close();
+        await db?.close();
+        return true;
+      };
+      return (await bounded(closed(), Math.max(0, until - Date.now()))) === true;
     },
   };
+}
+
+/** A connection that could not be made or was lost (no answer from PostgreSQL), as opposed to one it refused. */
+function unreachable(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string') return /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN|57P03)$/.test(code);
+  return /timeout|Connection terminated/i.test((err as Error).message);
 }
 
 function nonEmpty(v: string | undefined): string | undefined {
@@ -244,7 +257,7 @@ export function gatewayStoreOptions(store: StoreApp): {
   leases: Accounting;
   denials: Accounting;
   gate: DeploymentGate;
-  storeReady: () => boolean;
+  storeNotReady: () => string | undefined;
 } {
   const keys = store.keys;
   return {
@@ -259,6 +272,6 @@ export function gatewayStoreOptions(store: StoreApp): {
     leases: store.accounting,
     denials: store.accounting,
     gate: { admit: (d, tokens, now) => store.limiter.admitDeployment(d, tokens, now) },
-    storeReady: () => store.ready(),
+    storeNotReady: () => store.notReady(),
   };
 }

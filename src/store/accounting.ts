@@ -18,6 +18,7 @@ import {
   type SpendItem,
   type StoreErrorHook,
 } from './counters.js';
+import { bounded } from './change-bus.js';
 import type { BudgetCalendar } from './calendar.js';
 import type { Db, Queryable } from './db.js';
 import type { RedisCounters } from './redis-counters.js';
@@ -36,6 +37,14 @@ export interface BudgetSubject {
 const REPLAY_MS = 2_000;
 const COLUMN: Record<string, string> = { key: 'key_id', user: 'user_id', team: 'team_id' };
 
+/**
+ * Leases whose settlement failed (Redis unreachable) are released again this often until Redis takes it:
+ * meanwhile they hold their parallel slots and token reservations on every replica. At most
+ * MAX_UNRELEASED are kept; past that, a lease just expires (LEASE_TTL_MS).
+ */
+const RELEASE_RETRY_MS = 1_000;
+const MAX_UNRELEASED = 10_000;
+
 /** Denial rows a caller leaves in a minute (per process); the rest are counted in one warning line. */
 const DENIED_ROWS_PER_MINUTE = 60;
 /** Rows waiting for the database past which denials leave none: the rows that carry spend come first. */
@@ -51,6 +60,10 @@ export class Accounting implements SpendRecorder, DenialRecorder {
   readonly #renewTimer: NodeJS.Timeout;
   /** Settlements still running (shutdown waits for them, so their rows reach the log). */
   readonly #settling = new Set<Promise<void>>();
+  /** Leases a failed settlement left held: the tokens they used, and the deployment that served them. */
+  readonly #unreleased = new Set<{ readonly lease: Lease; readonly tokens: number; readonly servedBy: string | undefined }>();
+  readonly #releaseTimer: NodeJS.Timeout;
+  #releasing = false;
 
   constructor(opts: {
     limiter: Limiter | undefined;
@@ -65,6 +78,7 @@ export class Accounting implements SpendRecorder, DenialRecorder {
     this.#mirror = opts.mirror;
     this.#logger = opts.logger;
     this.#renewTimer = setInterval(() => void this.#renew(), LEASE_RENEW_MS).unref();
+    this.#releaseTimer = setInterval(() => void this.#releaseAgain(), RELEASE_RETRY_MS).unref();
   }
 
   /** A request with a lease started being served here: keep its lease alive until it is recorded. */
@@ -79,7 +93,7 @@ export class Accounting implements SpendRecorder, DenialRecorder {
 
   /** A lease taken at Check whose request will not be served here: released at once (Limiter.release). */
   release(lease: Lease): void {
-    this.#limiter?.release(lease, Date.now());
+    this.#limiter?.settle(lease, 0, 0, Date.now())?.catch((err: unknown) => this.#keepUnreleased(lease, 0, undefined, err));
   }
 
   /** The request is over, recorded or not (a fault): stop renewing its lease. */
@@ -152,9 +166,10 @@ export class Accounting implements SpendRecorder, DenialRecorder {
     // Deployments tried on the way: the one that answered is charged the tokens, the others only the attempt.
     for (const extra of entry.extraLeases ?? []) {
       const used = extra.deploymentId === entry.deployment ? entry.promptTokens + entry.completionTokens : 0;
-      this.#limiter.settle(extra, used, 0, Date.now())?.catch(() => undefined); // unsettled, it ages out of the window
+      this.#limiter.settle(extra, used, 0, Date.now())?.catch((err: unknown) => this.#keepUnreleased(extra, used, undefined, err));
     }
-    const settled = this.#limiter.settle(lease, entry.promptTokens + entry.completionTokens, entry.cost, Date.now(), entry.deployment);
+    const tokens = entry.promptTokens + entry.completionTokens;
+    const settled = this.#limiter.settle(lease, tokens, entry.cost, Date.now(), entry.deployment);
     if (settled === undefined) {
       this.#log?.add(entry, lease.id, true);
       return;
@@ -169,10 +184,40 @@ export class Accounting implements SpendRecorder, DenialRecorder {
             'counters unreachable: spend kept in the log for replay',
           );
           this.#log?.add(entry, lease.id, false);
+          this.#keepUnreleased(lease, tokens, entry.deployment, err);
         },
       )
       .finally(() => this.#settling.delete(p));
     this.#settling.add(p);
+  }
+
+  /** A settlement failed: its lease is released again later (its cost comes back through the spend log's replay). */
+  #keepUnreleased(lease: Lease, tokens: number, servedBy: string | undefined, err: unknown): void {
+    // A Redis not seeded yet refuses the cost but releases the lease all the same (SETTLE).
+    if (/UNSEEDED/.test((err as Error).message) || this.#unreleased.size >= MAX_UNRELEASED) return;
+    this.#unreleased.add({ lease, tokens, servedBy });
+  }
+
+  /**
+   * Settles the leases kept by #keepUnreleased again with no cost: SETTLE's release and token correction set
+   * values, so one that did run (its answer lost) changes nothing. Stops at the first failure: Redis is still away.
+   */
+  async #releaseAgain(): Promise<void> {
+    const limiter = this.#limiter;
+    if (limiter === undefined || this.#unreleased.size === 0 || this.#releasing) return;
+    this.#releasing = true;
+    try {
+      for (const held of this.#unreleased) {
+        try {
+          await limiter.settle(held.lease, held.tokens, 0, Date.now(), held.servedBy);
+        } catch (err) {
+          if (!/UNSEEDED/.test((err as Error).message)) return;
+        }
+        this.#unreleased.delete(held);
+      }
+    } finally {
+      this.#releasing = false;
+    }
   }
 
   async #renew(): Promise<void> {
@@ -185,11 +230,13 @@ export class Accounting implements SpendRecorder, DenialRecorder {
     }
   }
 
-  /** Shutdown: waits for settlements, then flushes the spend log. Returns rows that could not be written. */
+  /** Shutdown: waits for settlements, then flushes the spend log, both within `deadlineMs`. Returns rows that could not be written. */
   async close(deadlineMs: number): Promise<number> {
+    const until = Date.now() + deadlineMs;
     clearInterval(this.#renewTimer);
-    await Promise.race([Promise.all(this.#settling), new Promise((r) => setTimeout(r, deadlineMs).unref())]);
-    return this.#log === undefined ? 0 : this.#log.close(deadlineMs);
+    clearInterval(this.#releaseTimer);
+    await bounded(Promise.all(this.#settling), deadlineMs);
+    return this.#log === undefined ? 0 : this.#log.close(Math.max(0, until - Date.now()));
   }
 }
 

@@ -23,7 +23,8 @@ export interface Db extends Queryable {
   readonly schema: string;
   /** PostgreSQL: the URL connections are made with (sslmode resolved as libpq reads it; pgConnectionUrl). */
   readonly connectionUrl?: string | undefined;
-  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
+  /** `timeoutMs`: how long each statement may go unanswered, when not QUERY_TIMEOUT_MS (PostgreSQL: migrations). */
+  transaction<T>(fn: (tx: Queryable) => Promise<T>, timeoutMs?: number): Promise<T>;
   /**
    * In one transaction: the statements `before` (no parameters), then `copy` (`COPY table (columns)`) fed
    * `data`, rows in COPY's text format. PostgreSQL's bulk path: a batch of rows costs the server about half
@@ -44,7 +45,18 @@ export interface DbOptions {
   readonly dataDir?: string | undefined;
   /** Overrides the URL's schema (tests: one schema each). */
   readonly schema?: string | undefined;
+  /** PostgreSQL: how long a statement may go unanswered (QUERY_TIMEOUT_MS; tests shorten it). */
+  readonly queryTimeoutMs?: number | undefined;
 }
+
+/**
+ * A statement PostgreSQL has not answered in this long is taken for a connection lost (a network path that
+ * drops packets resets nothing, and TCP would retransmit for minutes): it fails, and its connection is
+ * dropped rather than given back, so the spend log retries on a new one and shutdown is not held up.
+ */
+export const QUERY_TIMEOUT_MS = 30_000;
+/** Migrations may build an index on a large table, or wait for another replica's: bounded only loosely. */
+export const MIGRATION_TIMEOUT_MS = 60 * 60_000;
 
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
 
@@ -73,7 +85,7 @@ async function releaseInitMemory(): Promise<void> {
 }
 
 export async function openDb(opts: DbOptions): Promise<Db> {
-  if (opts.url !== undefined) return openPostgres(opts.url, opts.schema);
+  if (opts.url !== undefined) return openPostgres(opts.url, opts.schema, opts.queryTimeoutMs ?? QUERY_TIMEOUT_MS);
   // initdb runs in memory, and in a data directory that holds no database yet.
   const initdb = opts.dataDir === undefined || !existsSync(path.join(opts.dataDir, 'PG_VERSION'));
   // One process at a time: a second one on the same files would overwrite the first's writes.
@@ -240,7 +252,7 @@ function isRunning(pid: number): boolean {
   }
 }
 
-async function openPostgres(url: string, schemaOverride: string | undefined): Promise<Db> {
+async function openPostgres(url: string, schemaOverride: string | undefined, queryTimeoutMs: number): Promise<Db> {
   const schema = schemaOverride ?? new URL(url).searchParams.get('schema') ?? 'public';
   if (!SCHEMA_NAME.test(schema)) throw new Error(`database_url: schema "${schema}" is not a plain PostgreSQL name (a-z, 0-9, _)`);
   const connectionUrl = await pgConnectionUrl(url);
@@ -249,6 +261,10 @@ async function openPostgres(url: string, schemaOverride: string | undefined): Pr
     max: 8,
     connectionTimeoutMillis: 5_000,
     idleTimeoutMillis: 30_000,
+    query_timeout: queryTimeoutMs,
+    // An idle connection to a server that went away unseen is found and dropped before a statement is sent on it.
+    keepAlive: true,
+    keepAliveInitialDelayMillis: 10_000,
     // Every connection works in the configured schema.
     options: `-c search_path=${schema}`,
   });
@@ -260,12 +276,12 @@ async function openPostgres(url: string, schemaOverride: string | undefined): Pr
       if ((err as { code?: unknown }).code !== '23505') throw err;
     });
   }
-  const wrap = (c: pg.Pool | pg.PoolClient): Queryable => ({
+  const wrap = (c: pg.Pool | pg.PoolClient, timeoutMs = queryTimeoutMs): Queryable => ({
     async query<T>(sql: string, params?: readonly unknown[]): Promise<T[]> {
-      return (await c.query(sql, params as unknown[] | undefined)).rows as T[];
+      return (await c.query(timed(sql, timeoutMs, params))).rows as T[];
     },
     async exec(sql: string): Promise<void> {
-      await c.query(sql);
+      await c.query(timed(sql, timeoutMs));
     },
   });
   return {
@@ -273,13 +289,13 @@ async function openPostgres(url: string, schemaOverride: string | undefined): Pr
     schema,
     connectionUrl,
     ...wrap(pool),
-    async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
+    async transaction<T>(fn: (tx: Queryable) => Promise<T>, timeoutMs = queryTimeoutMs): Promise<T> {
       return held(pool, async (client, opened) => {
         // Explicit, whatever the server's default: a statement after a lock must see what committed meanwhile
         // (records.ts claimKeyAlias, the accounting's table lock).
         await client.query('BEGIN ISOLATION LEVEL READ COMMITTED');
         opened();
-        const out = await fn(wrap(client));
+        const out = await fn(wrap(client, timeoutMs));
         await client.query('COMMIT');
         return out;
       });
@@ -316,6 +332,12 @@ async function openPostgres(url: string, schemaOverride: string | undefined): Pr
       await pool.end();
     },
   };
+}
+
+/** A statement with its own read timeout (pg reads `query_timeout` off the config; its types omit it). */
+function timed(text: string, timeoutMs: number, values?: readonly unknown[]): pg.QueryConfig {
+  const config: pg.QueryConfig & { query_timeout: number } = { text, values: values as unknown[] | undefined, query_timeout: timeoutMs };
+  return config;
 }
 
 /**

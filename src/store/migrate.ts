@@ -5,7 +5,7 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import type { Db } from './db.js';
+import { MIGRATION_TIMEOUT_MS, type Db } from './db.js';
 
 /** The repository's migrations/ (dist/src/store → ../../../migrations). */
 export const MIGRATIONS_DIR = fileURLToPath(new URL('../../../migrations/', import.meta.url));
@@ -42,5 +42,5 @@ export async function migrate(db: Db, migrations = readMigrations()): Promise<st
       applied.push(m.name);
     }
     return applied;
-  });
+  }, MIGRATION_TIMEOUT_MS);
 }

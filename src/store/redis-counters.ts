@@ -12,7 +12,8 @@
  * supported (one Redis or Valkey, with replicas for failover).
  *
  * Faults: every call has a short timeout and there is no offline queue, so a Redis that is down fails the
- * call at once (the caller applies `failure_mode`); ioredis reconnects in the background.
+ * call at once (the caller applies `failure_mode`); ioredis reconnects in the background, and a connection
+ * whose pings go unanswered is dropped so that it does.
  */
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
@@ -263,10 +264,24 @@ export function connectRedis(url: string, commandTimeoutMs: number): Redis {
   });
 }
 
+/** How often Redis is pinged: readiness, and a connection that stopped answering found without traffic. */
+const PING_MS = 1_000;
+/**
+ * Pings in a row unanswered on an open connection before it is dropped and made again. A peer that went away
+ * without a reset (a partition, a node lost) leaves the socket open: ioredis would wait on it for ever, every
+ * command timing out, and never reconnect. Five, so that a Redis answering late for a few seconds (a slow
+ * command, a fork for a snapshot) keeps its connection and the answers on their way.
+ */
+const DEAD_AFTER_PINGS = 5;
+
 export class RedisCounters implements Counters {
   readonly kind = 'redis';
   readonly redis: CountersRedis;
   readonly #prefix: string;
+  readonly #pinger: NodeJS.Timeout;
+  #pinging = false;
+  #answered = false;
+  #missed = 0;
 
   constructor(opts: RedisCountersOptions) {
     this.#prefix = opts.prefix;
@@ -277,7 +292,37 @@ export class RedisCounters implements Counters {
     redis.defineCommand('tgRenew', { lua: RENEW });
     // Errors surface on the calls; the connection's own error events are expected while Redis is down.
     redis.on('error', () => undefined);
+    redis.on('ready', () => {
+      this.#answered = true;
+      this.#missed = 0;
+    });
     this.redis = redis as CountersRedis;
+    this.#pinger = setInterval(() => void this.#ping(), PING_MS).unref();
+  }
+
+  /** Connected, and the last ping answered (readiness). */
+  get answering(): boolean {
+    return this.redis.status === 'ready' && this.#answered;
+  }
+
+  async #ping(): Promise<void> {
+    if (this.#pinging) return;
+    this.#pinging = true;
+    try {
+      await this.redis.ping();
+      this.#answered = true;
+      this.#missed = 0;
+    } catch {
+      this.#answered = false;
+      // Connected (or stuck in the handshake) yet unanswered: the socket is dropped; ioredis makes a new one.
+      const open = this.redis.status === 'ready' || this.redis.status === 'connect';
+      if (open && ++this.#missed >= DEAD_AFTER_PINGS) {
+        this.#missed = 0;
+        this.redis.disconnect(true);
+      }
+    } finally {
+      this.#pinging = false;
+    }
   }
 
   /** Resolves once connected (boot waits for it, so the first Check does not fail for nothing). */
@@ -434,6 +479,7 @@ export class RedisCounters implements Counters {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.#pinger);
     try {
       await this.redis.quit();
     } catch {

@@ -4,6 +4,7 @@
  * tried again, so a database outage delays rows without losing them while the process runs.
  */
 import { randomUUID } from 'node:crypto';
+import { bounded } from './change-bus.js';
 import type { StoreErrorHook } from './counters.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { Db } from './db.js';
@@ -23,7 +24,7 @@ interface SpendRow {
 const FLUSH_MS = 500;
 const MAX_BATCH = 500;
 /**
- * Rows kept in memory while the database does not take them (readiness already reports the outage). Past
+ * Rows kept in memory while the database does not take them (readiness turns 503 at nine tenths). Past
  * this, new rows are dropped and counted rather than growing the process until it is killed, which would
  * lose every buffered row at once. About 60 MB at most (a row's line is under 300 bytes).
  */
@@ -70,9 +71,14 @@ export class SpendLog {
     return this.#dropped;
   }
 
-  /** The last write reached the database (readiness). */
+  /** The last write reached the database. */
   get healthy(): boolean {
     return this.#failures === 0;
+  }
+
+  /** Nine tenths of the rows it keeps are waiting: it is about to drop new ones (readiness). */
+  get nearlyFull(): boolean {
+    return this.pending >= this.#maxPending * 0.9;
   }
 
   /** Rows waiting to be written. */
@@ -183,13 +189,16 @@ export class SpendLog {
     }
   }
 
-  /** Shutdown: flush until empty or `deadlineMs` passes; returns the rows that could not be written. */
+  /**
+   * Shutdown: flush until empty or `deadlineMs` passes — a write the database does not answer is given up at
+   * the deadline, not awaited. Returns the rows that could not be written (logged with their count).
+   */
   async close(deadlineMs: number): Promise<number> {
     const until = Date.now() + deadlineMs;
-    for (;;) {
-      await this.flush();
-      if (this.pending === 0 || Date.now() >= until) break;
-      await new Promise((r) => setTimeout(r, 200));
+    for (let left = deadlineMs; left > 0; left = until - Date.now()) {
+      await bounded(this.flush(), left);
+      if (this.pending === 0) break;
+      await new Promise((r) => setTimeout(r, Math.min(200, Math.max(0, until - Date.now()))));
     }
     clearTimeout(this.#timer);
     this.#timer = undefined;

@@ -240,8 +240,9 @@ tollgate is still waiting on (Envoy answers 408).
 {{- end -}}
 {{- /*
 Shutdown order (values.yaml, "Shutdown"): tollgate serves for preStopSleepSeconds after asking Envoy to drain,
-then drains for up to drainSeconds, flushes spend and exits; Envoy, which exits at once on SIGTERM, must
-outlive all of that, and the kubelet must wait for both.
+then drains for up to drainSeconds, and flushes spend and exits within 5 s more (one deadline in the code,
+whatever the stores do); Envoy, which exits at once on SIGTERM, must outlive the drain, and the kubelet must
+wait for both.
 */ -}}
 {{- $tollgateDone := add .Values.preStopSleepSeconds .Values.drainSeconds -}}
 {{- $envoySleep := int .Values.envoy.preStopSleepSeconds -}}
@@ -249,7 +250,7 @@ outlive all of that, and the kubelet must wait for both.
 {{- if lt $envoySleep (add $tollgateDone 5) -}}
 {{- fail (printf "envoy.preStopSleepSeconds (%d) must be at least preStopSleepSeconds + drainSeconds + 5 (%d): Envoy exits at once on SIGTERM, so it must carry tollgate's draining requests and streams to the end" $envoySleep (add $tollgateDone 5)) -}}
 {{- end -}}
-{{- /* With the check above this also leaves tollgate preStopSleepSeconds + drainSeconds + 10 s to drain and flush spend. */ -}}
+{{- /* With the check above this also leaves tollgate preStopSleepSeconds + drainSeconds + 10 s, of which it takes at most + 5. */ -}}
 {{- if lt $grace (add $envoySleep 5) -}}
 {{- fail (printf "terminationGracePeriodSeconds (%d) must be at least envoy.preStopSleepSeconds + 5 (%d): the kubelet kills both containers when it runs out, Envoy mid-drain and tollgate before it has flushed spend" $grace (add $envoySleep 5)) -}}
 {{- end -}}

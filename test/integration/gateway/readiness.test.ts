@@ -1,6 +1,6 @@
 /**
  * Readiness: the gateway while its identity provider cannot be reached (not ready, and 503 rather than a 500
- * or an allow), and while PostgreSQL does not answer.
+ * or an allow), and while PostgreSQL does not answer (ready: the spend log buffers).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -105,7 +105,7 @@ async function cuttableRelay(port: number): Promise<{ port: number; cut(): Promi
 }
 
 test(
-  'readiness follows PostgreSQL, idle or not: 503 soon after it stops answering, 200 once it answers again',
+  'PostgreSQL down alone keeps the replica ready (requests are served, rows wait in memory): every replica shares it',
   { timeout: 60_000 },
   async () => {
     const relay = await cuttableRelay(5432);
@@ -129,20 +129,13 @@ general_settings:
     });
     const gw = await startGateway(prepared.config, parts, secret, { host: '127.0.0.1', port: 0, logger, ...gatewayStoreOptions(store) });
     const ready = async (): Promise<number> => (await fetch(`http://127.0.0.1:${gw.port}/health/readiness`)).status;
-    const until = async (status: number, ms: number): Promise<number> => {
-      const t0 = Date.now();
-      while ((await ready()) !== status) {
-        if (Date.now() - t0 > ms) assert.fail(`readiness not ${status} within ${ms} ms`);
-        await new Promise((r) => setTimeout(r, 200));
-      }
-      return Date.now() - t0;
-    };
     try {
       assert.equal(await ready(), 200);
-      await relay.cut(); // no request comes: only the probe can notice
-      await until(503, 10_000);
-      await relay.restore();
-      await until(200, 10_000);
+      await relay.cut();
+      // Taking a replica out for a database every replica shares would take them all out: nothing served.
+      for (const t0 = Date.now(); Date.now() - t0 < 8_000; await new Promise((r) => setTimeout(r, 500))) {
+        assert.equal(await ready(), 200, 'ready while PostgreSQL is down');
+      }
     } finally {
       await gw.close(500);
       await relay.restore();

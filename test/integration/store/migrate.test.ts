@@ -225,7 +225,7 @@ describe('migrations and the spend log', { timeout: 60_000 }, () => {
     });
   }
 
-  test('a database down for long: the buffer stops at its cap, each dropped row is counted, and writing resumes after', async () => {
+  test('a database down for long: nearly full is said first, the buffer stops at its cap, each dropped row is counted, and writing resumes after', async () => {
     const db = await openDb({});
     try {
       await migrate(db);
@@ -240,7 +240,12 @@ describe('migrations and the spend log', { timeout: 60_000 }, () => {
       const errors: string[] = [];
       const log = new SpendLog(outage, createLogger('silent'), (store, op) => errors.push(`${store}:${op}`), { maxPending: 10 });
       const entry = spendEntry('cafe000000000000', 0.5);
-      for (let i = 0; i < 15; i++) log.add({ ...entry, requestId: `r${i}` }, `lease-${i}`, true);
+      const add = (i: number): void => log.add({ ...entry, requestId: `r${i}` }, `lease-${i}`, true);
+      for (let i = 0; i < 8; i++) add(i);
+      assert.equal(log.nearlyFull, false);
+      add(8);
+      assert.equal(log.nearlyFull, true, 'nine tenths full: readiness takes the replica out before rows are dropped');
+      for (let i = 9; i < 15; i++) add(i);
       assert.equal(log.pending, 10);
       assert.equal(log.dropped, 5);
       assert.equal(errors.filter((e) => e === 'database:spend_log_dropped').length, 5);
