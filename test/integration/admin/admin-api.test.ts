@@ -348,7 +348,9 @@ keys:
     assert.equal((await chat(a, fresh)).status, 200);
     const refused = await chat(b, fresh);
     assert.equal(refused.status, 429, refused.text);
-    assert.equal(errorOf(refused).code, 'budget_exceeded');
+    // budget_exceeded once the last request settled; rate_limit_exceeded ("retry shortly") while its
+    // reservation still holds the rest of the budget.
+    assert.ok(['budget_exceeded', 'rate_limit_exceeded'].includes(String(errorOf(refused).code)), refused.text);
   });
 
   test("a budget set on a key that has spent already counts this period's spend at once, as LiteLLM's would", async () => {
