@@ -18,20 +18,33 @@ import type { Dispatcher } from 'undici';
  */
 export class ClientLink {
   gone = false;
+  /** The gateway's drain ran out while this request was served: it is cut off, the client told why. */
+  shuttingDown = false;
   /** Handed to the forwarder, which logs the request itself when it records it. */
   forwarded = false;
-  #onGone: (() => void) | undefined;
+  #onGone: ((err: Error) => void) | undefined;
 
   leave(): void {
     if (this.gone) return;
     this.gone = true;
+    this.#stop(codedError('CLIENT_GONE', 'the client closed its connection'));
+  }
+
+  /** The drain's end: the exchange in flight is aborted, and the client gets an error (event) saying so. */
+  shutdown(): void {
+    if (this.gone || this.shuttingDown) return;
+    this.shuttingDown = true;
+    this.#stop(codedError('SHUTTING_DOWN', 'tollgate is shutting down'));
+  }
+
+  #stop(err: Error): void {
     const hook = this.#onGone;
     this.#onGone = undefined;
-    hook?.();
+    hook?.(err);
   }
 
   /** One watcher at a time: the exchange in flight. */
-  watch(hook: (() => void) | undefined): void {
+  watch(hook: ((err: Error) => void) | undefined): void {
     this.#onGone = hook;
   }
 }
@@ -59,7 +72,7 @@ export type ExchangeResult =
 
 /** Errors this module raises, with stable codes like undici's. */
 export function codedError(
-  code: 'CLIENT_GONE' | 'REPLY_TOO_LARGE' | 'CLIENT_STALLED' | 'QUEUE_TIMEOUT' | 'REQUEST_TIMEOUT',
+  code: 'CLIENT_GONE' | 'REPLY_TOO_LARGE' | 'CLIENT_STALLED' | 'QUEUE_TIMEOUT' | 'REQUEST_TIMEOUT' | 'SHUTTING_DOWN',
   message: string,
 ): Error {
   return Object.assign(new Error(message), { code });
@@ -95,7 +108,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.done = new Promise((resolve) => {
       this.#resolve = resolve;
     });
-    this.#client.watch(() => this.abort(codedError('CLIENT_GONE', 'the client closed its connection')));
+    this.#client.watch((err) => this.abort(err));
   }
 
   /**
@@ -106,8 +119,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
    * the connection wait is the shorter.
    */
   send(dispatcher: Dispatcher, opts: Dispatcher.DispatchOptions, queueMs: number, wholeMs: number): Promise<ExchangeResult> {
-    if (this.#client.gone) {
-      this.#settle({ kind: 'failed', err: codedError('CLIENT_GONE', 'the client closed its connection') });
+    if (this.#client.gone || this.#client.shuttingDown) {
+      const err = this.#client.gone
+        ? codedError('CLIENT_GONE', 'the client closed its connection')
+        : codedError('SHUTTING_DOWN', 'tollgate is shutting down');
+      this.#settle({ kind: 'failed', err });
       return this.done;
     }
     this.#wholeMs = wholeMs;

@@ -16,7 +16,7 @@ import type { SpendRecorder } from '../store/spend.js';
 import type { GateVerdict, Lease } from '../store/limiter.js';
 import { codedError, Exchange, type ClientLink, type StreamSink } from './exchange.js';
 import type { HttpResponse } from './http-response.js';
-import { backendMessage, estimateTokens, spliceJson, SseRewriter, withModel } from './sse.js';
+import { backendMessage, errorEvent, estimateTokens, spliceJson, SseRewriter, withModel } from './sse.js';
 
 /** Admits an attempt on a deployment against its own rpm/tpm: a lease to settle, undefined (nothing to count), or refused. */
 export interface DeploymentGate {
@@ -121,8 +121,29 @@ export class Forwarder {
     return pool;
   }
 
+  /** The clients of the requests being forwarded: cut off (told why) when the drain runs out (shutdown). */
+  readonly #inFlight = new Set<ClientLink>();
+
+  /**
+   * The drain ran out: every request still forwarded is cut off — its backend request aborted, a stream
+   * ended with an error event and [DONE], a request not answered yet given a 503 — so its client reads why
+   * (and the SDKs retry) instead of a reset connection, and its row records what it got.
+   */
+  shutdown(): void {
+    for (const c of this.#inFlight) c.shutdown();
+  }
+
   /** Serves the request to `res`, through retries and fallbacks; never throws for backend faults. */
   async forward(req: ForwardRequest, res: HttpResponse): Promise<void> {
+    this.#inFlight.add(req.client);
+    try {
+      await this.#forward(req, res);
+    } finally {
+      this.#inFlight.delete(req.client);
+    }
+  }
+
+  async #forward(req: ForwardRequest, res: HttpResponse): Promise<void> {
     const started = performance.now();
     const gate = this.#gate;
     const aliases = [req.alias, ...req.fallbacks];
@@ -201,17 +222,22 @@ export class Forwarder {
           this.#record(req, d, alias, last.status, started, 0, 0, 0, false);
           return;
         }
-        // A client that went away says nothing about the deployment.
-        if (req.client.gone) break;
+        // A client that went away (or a drain that ran out) says nothing about the deployment.
+        if (req.client.gone || req.client.shuttingDown) break;
         // The only deployment of its alias is never cooled down (as LiteLLM does): there is nothing else to
         // send to, and a cooldown would fail every request for cooldown_time where each could try it again.
         if (group.deployments.length > 1) this.#tracker.failed(d.id, Date.now());
       }
-      if (req.client.gone) break;
+      if (req.client.gone || req.client.shuttingDown) break;
     }
     if (req.client.gone) {
       // Every request leaves one spend row; 499 is the de-facto "client closed request" status.
       this.#record(req, lastTried, req.alias, 499, started, 0, 0, 0, false);
+      return;
+    }
+    if (req.client.shuttingDown) {
+      sendError(res, 'gateway_unavailable', SHUTTING_DOWN, req.caller.requestId);
+      this.#record(req, lastTried, req.alias, res.statusCode, started, 0, 0, 0, false);
       return;
     }
     if (!triedAny && refused !== undefined) {
@@ -386,7 +412,8 @@ export class Forwarder {
     this.#tracker.addTokens(d.id, prompt + completion);
     const code = (err as { code?: unknown } | undefined)?.code;
     const status = code === 'CLIENT_GONE' || code === 'CLIENT_STALLED' ? 499 : 200;
-    if (err !== undefined && status === 200) failed(req, d, `stream broke off: ${errCode(err)}`);
+    if (err !== undefined && status === 200)
+      failed(req, d, code === 'SHUTTING_DOWN' ? 'cut off: tollgate shutting down' : `stream broke off: ${errCode(err)}`);
     this.#record(req, d, alias, status, started, prompt, completion, cost, usage === undefined);
   }
 
@@ -515,7 +542,10 @@ class SseRelay implements StreamSink {
     this.#stall = undefined;
     this.#res.ondrain = undefined;
     // A client that stopped reading gets no more: its connection is dropped rather than buffered into.
-    if ((err as { code?: unknown } | undefined)?.code === 'CLIENT_STALLED') this.#res.destroy();
+    const code = (err as { code?: unknown } | undefined)?.code;
+    if (code === 'CLIENT_STALLED') this.#res.destroy();
+    else if (code === 'SHUTTING_DOWN' && !this.#client.gone)
+      this.#res.end(this.sse.end(true, errorEvent(SHUTTING_DOWN, 'gateway_unavailable')));
     else if (!this.#client.gone) this.#res.end(this.sse.end(err !== undefined));
   }
 }
@@ -621,6 +651,9 @@ function isTimeout(err: unknown): boolean {
     (err as { name?: unknown }).name === 'TimeoutError'
   );
 }
+
+/** What a request cut off by the end of the drain is told: another replica will take it. */
+const SHUTTING_DOWN = 'This tollgate replica is shutting down and cut the request off: send it again.';
 
 /** At most this many failed attempts are named in a request's log line. */
 const UPSTREAM_NOTED = 8;

@@ -7,6 +7,7 @@
  * - counts content chunks, so a stream cut short is charged for what was streamed.
  */
 import { StringDecoder } from 'node:string_decoder';
+import { ERRORS, type ErrorCode } from '../errors/codes.js';
 
 export interface StreamUsage {
   promptTokens: number;
@@ -112,7 +113,7 @@ export class SseRewriter {
    * that broke off, or ended without [DONE] before any choice finished, gets an error event first: the
    * client would otherwise take a cut answer for a whole one.
    */
-  end(cutShort: boolean): string {
+  end(cutShort: boolean, cutEvent?: string): string {
     if (this.#parts.length > 0) {
       this.#buffer = this.#parts.join('');
       this.#parts = [];
@@ -122,7 +123,7 @@ export class SseRewriter {
     this.#buffer = '';
     if ((cutShort || !this.sawFinish) && !this.sawDone && !this.sawError) {
       this.sawError = true;
-      out += errorEvent('The model server closed the stream before it finished.');
+      out += cutEvent ?? errorEvent('The model server closed the stream before it finished.');
     }
     if (!this.sawDone) out += DONE;
     return out;
@@ -360,8 +361,9 @@ function quarterTokens(text: string): number {
 }
 
 /** An SSE event the OpenAI SDKs raise as an APIError. */
-export function errorEvent(message: string): string {
-  return `data: ${JSON.stringify({ error: { message, type: 'api_error', param: null, code: 'upstream_error' } })}\n\n`;
+/** An SSE event holding the contract's error (`upstream_error` unless another code is named). */
+export function errorEvent(message: string, code: ErrorCode = 'upstream_error'): string {
+  return `data: ${JSON.stringify({ error: { message, type: ERRORS[code].type, param: null, code } })}\n\n`;
 }
 
 /** vLLM's nested `{"error": {"message"}}` or its older flat `{"object": "error", "message"}`. */

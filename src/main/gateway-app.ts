@@ -106,23 +106,31 @@ export async function startGateway(
     port,
     forwarder,
     async close(graceMs: number) {
-      // Idle connections close now, busy ones after their response; past the grace, every one is cut.
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([
-        server.close(),
-        new Promise<void>((resolve) => {
-          timer = setTimeout(() => {
-            server.closeAllConnections();
-            resolve();
-          }, graceMs);
-          timer.unref();
-        }),
-      ]);
-      clearTimeout(timer);
+      // Idle connections close now, busy ones after their response. Past the grace, the requests still
+      // forwarded are cut off with an answer (a stream's error event and [DONE], else a 503) and their
+      // connections close once that is written; past CUT_OFF_MS more, every connection is cut.
+      const closed = server.close();
+      const within = (ms: number): Promise<boolean> => {
+        let timer: NodeJS.Timeout | undefined;
+        return Promise.race([
+          closed.then(() => true),
+          new Promise<boolean>((resolve) => {
+            timer = setTimeout(() => resolve(false), ms);
+            timer.unref();
+          }),
+        ]).finally(() => clearTimeout(timer));
+      };
+      if (!(await within(graceMs))) {
+        forwarder.shutdown();
+        if (!(await within(CUT_OFF_MS))) server.closeAllConnections();
+      }
       await forwarder.close();
     },
   };
 }
+
+/** How long the requests cut off at the drain's end have to write their last bytes before connections are cut. */
+const CUT_OFF_MS = 1_000;
 
 function allDeployments(catalog: ModelCatalog): Deployment[] {
   return [...catalog.aliases()].flatMap((a) => catalog.group(a)?.deployments ?? []);
