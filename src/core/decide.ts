@@ -5,7 +5,7 @@
 import type { ErrorCode } from '../errors/codes.js';
 import type { JwtIdentity, JwtResult } from '../identity/jwt.js';
 import type { KeyRecord, Limits } from '../identity/keys.js';
-import type { Policy, PolicyInput } from '../policy/rules.js';
+import { NO_JWT, NO_KEY, NO_TEAM, type KeyView, type Policy, type PolicyInput, type TeamView } from '../policy/rules.js';
 import { weightedPick, type Deployment, type DeploymentHealth, type ModelCatalog } from '../routing/deployments.js';
 import { modelBodyOf, parseModelBody, type ModelBody } from './body.js';
 import { isModelListRoute, type RouteKind } from './route.js';
@@ -106,8 +106,6 @@ function denyAdmin(rules: DecisionRules, key: DecisionInput['key']): Decision {
     return deny('missing_api_key', 'The admin API needs "Authorization: Bearer <master key>" or a token in an admin group.');
   return deny('policy_denied', 'The admin API needs the master key or a token in an admin group.');
 }
-
-const EMPTY: Readonly<Record<string, never>> = Object.freeze({});
 
 export function decide(input: DecisionInput, rules: DecisionRules, nowMs: number, random: number): Decision {
   // Probes need no credentials, and credentials sent to them are not judged.
@@ -277,10 +275,10 @@ function principalOf(
 }
 
 /** What rules see of a key or a team, built once per record (records are immutable; a change makes a new one). */
-const keyViews = new WeakMap<KeyRecord, Readonly<Record<string, unknown>>>();
-const teamViews = new WeakMap<TeamRecord, Readonly<Record<string, unknown>>>();
+const keyViews = new WeakMap<KeyRecord, KeyView>();
+const teamViews = new WeakMap<TeamRecord, TeamView>();
 
-function keyView(key: KeyRecord): Readonly<Record<string, unknown>> {
+function keyView(key: KeyRecord): KeyView {
   let v = keyViews.get(key);
   if (v === undefined) {
     v = Object.freeze({
@@ -296,7 +294,7 @@ function keyView(key: KeyRecord): Readonly<Record<string, unknown>> {
   return v;
 }
 
-function teamView(team: TeamRecord): Readonly<Record<string, unknown>> {
+function teamView(team: TeamRecord): TeamView {
   let v = teamViews.get(team);
   if (v === undefined) {
     v = Object.freeze({ team_id: team.teamId, alias: team.alias ?? '', models: team.models, metadata: team.metadata });
@@ -313,9 +311,9 @@ function policyInput(
   model: string,
 ): PolicyInput {
   return {
-    jwt: identity === undefined ? EMPTY : identity.policyView,
-    key: key === undefined ? EMPTY : keyView(key),
-    team: team === undefined ? EMPTY : teamView(team),
+    jwt: identity === undefined ? NO_JWT : identity.policyView,
+    key: key === undefined ? NO_KEY : keyView(key),
+    team: team === undefined ? NO_TEAM : teamView(team),
     model,
     request: { method: input.method, path: input.path, headers: input.headers, context_extensions: input.contextExtensions },
   };

@@ -985,6 +985,18 @@ describe('prepareConfigText: CEL policy rules', () => {
     assert.match(issueAt(issues, 'policy.rules[1].when').message, /numeric.*int/);
   });
 
+  test('a misspelt field of request, key or team is refused at its line', () => {
+    const text = `policy:\n  rules:\n    - name: typo\n      when: "request.hedaers['x'] == 'y'"\n      deny: never\n`;
+    const issue = issueAt(prepareIssues(text), 'policy.rules[0].when');
+    assert.match(issue.message, /typo.*hedaers/);
+    assert.equal(issue.line, lineOf(text, 'hedaers'));
+  });
+
+  test('a rule that is a metadata value, not a comparison, is refused', () => {
+    const issues = prepareIssues(`policy:\n  rules:\n    - name: bare\n      when: "key.metadata.owner"\n      deny: never\n`);
+    assert.match(issueAt(issues, 'policy.rules[0].when').message, /bare.*true or false.*dyn/);
+  });
+
   test('a rule over an unknown variable is refused', () => {
     const issues = prepareIssues(`policy:\n  rules:\n    - name: typo\n      when: "jtw.groups.size() > 0"\n      deny: never\n`);
     assert.match(issueAt(issues, 'policy.rules[0].when').message, /typo/);

@@ -98,6 +98,8 @@ const POLICY = compile([
   { name: 'tier-limit', when: 'has(jwt.tier) && int(jwt.tier) > 5', deny: 'tier too high' },
 ]);
 
+const INTERNS = "team.team_id == 'interns' && request.path.endsWith('/embeddings')";
+
 const RULES: DecisionRules = {
   jwtRequired: true,
   keysRequired: true,
@@ -509,10 +511,34 @@ table('decide: policy', [
     expect: { allow: false, code: 'policy_denied', message: 'no' },
   },
   {
-    name: 'a rule over jwt.groups without a JWT fails closed (jwt is an empty map)',
+    name: 'a rule over jwt.groups without a JWT is false, as for a token without groups (not an error that denies)',
     input: { jwt: undefined },
-    rules: { policy: compile([{ name: 'g', when: "'guests' in jwt.groups", deny: 'no guests' }]) },
-    expect: { allow: false, code: 'policy_denied', message: 'no guests', failedRule: 'g' },
+    rules: { jwtRequired: false, policy: compile([{ name: 'g', when: "'guests' in jwt.groups", deny: 'no guests' }]) },
+    expect: { allow: true },
+  },
+  {
+    name: "the README's team rule lets a key without a team through",
+    input: { key: key({ teamId: undefined }), team: undefined, path: '/v1/embeddings' },
+    rules: { policy: compile([{ name: 'interns', when: INTERNS, deny: 'no' }]) },
+    expect: { allow: true },
+  },
+  {
+    name: "the README's team rule lets the master key through",
+    input: { key: 'master', team: undefined, path: '/v1/embeddings' },
+    rules: { policy: compile([{ name: 'interns', when: INTERNS, deny: 'no' }]) },
+    expect: { allow: true },
+  },
+  {
+    name: "the README's team rule still denies the interns' key",
+    input: { team: team({ teamId: 'interns' }), path: '/v1/embeddings' },
+    rules: { policy: compile([{ name: 'interns', when: INTERNS, deny: 'no' }]) },
+    expect: { allow: false, code: 'policy_denied', detail: 'rule interns' },
+  },
+  {
+    name: 'a rule over key.metadata without a key, unguarded, still fails closed',
+    input: { key: 'master', team: undefined },
+    rules: { policy: compile([{ name: 'owner', when: "key.metadata.owner == 'ml'", deny: 'no' }]) },
+    expect: { allow: false, code: 'policy_denied', failedRule: 'owner' },
   },
   {
     name: 'the policy is not consulted on admin routes for the master key',
