@@ -31,6 +31,8 @@ export interface RequestFacts {
   /** Envoy said the body was cut to its max_request_bytes (`x-envoy-auth-partial-body: true`). */
   readonly partialBody: boolean;
   readonly contextExtensions: Readonly<Record<string, string>>;
+  /** The peer's IP address: Envoy's downstream peer on Check, the socket's on the gateway. */
+  readonly source?: string | undefined;
 }
 
 export interface Authorization {
@@ -155,6 +157,7 @@ export class Authorizer {
         path,
         headers: rules.policy.size > 0 ? policyHeaders(facts.headers, d.jwtHeader) : EMPTY_HEADERS,
         contextExtensions: facts.contextExtensions,
+        source: peerAddress(facts.source),
         body: facts.body,
         json: facts.json,
         jwt,
@@ -308,6 +311,12 @@ function tooLarge(facts: RequestFacts, max: number): boolean {
   if (size > max) return true;
   const declared = facts.headers['content-length'];
   return declared !== undefined && Number(declared) > max;
+}
+
+/** An IPv4 peer on a dual-stack socket is written `::ffff:a.b.c.d`: rules see the `a.b.c.d` they were written for. */
+function peerAddress(address: string | undefined): string {
+  if (address === undefined) return '';
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
 }
 
 /** Headers the policy may read: everything but the credentials. */

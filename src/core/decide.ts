@@ -28,6 +28,8 @@ export interface DecisionInput {
   /** Lower-case names; credentials are removed before the policy sees them. */
   readonly headers: Readonly<Record<string, string>>;
   readonly contextExtensions: Readonly<Record<string, string>>;
+  /** The peer's IP address ('' when the door does not know it). */
+  readonly source: string;
   readonly body: string | Uint8Array | undefined;
   /** The body already parsed as JSON by the door (undefined: parse `body` here). */
   readonly json?: unknown;
@@ -315,6 +317,12 @@ function policyInput(
     key: key === undefined ? NO_KEY : keyView(key),
     team: team === undefined ? NO_TEAM : teamView(team),
     model,
-    request: { method: input.method, path: input.path, headers: input.headers, context_extensions: input.contextExtensions },
+    request: {
+      method: input.method,
+      path: input.path,
+      source: input.source,
+      headers: input.headers,
+      context_extensions: input.contextExtensions,
+    },
   };
 }

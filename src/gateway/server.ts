@@ -338,6 +338,7 @@ function authorizeHere(
     json: parsed,
     partialBody: false,
     contextExtensions: {},
+    source: req.remoteAddress,
     signContext: false,
   };
   const result = deps.authorizer.authorize(facts, now);

@@ -30,6 +30,8 @@ export interface TeamView {
 export interface RequestView {
   readonly method: string;
   readonly path: string;
+  /** The peer's IP address as the door saw it (Envoy's downstream peer, or the gateway's socket); '' if unknown. */
+  readonly source: string;
   /** Lower-case names; credentials, pseudo-headers and `x-tollgate-*` removed (the same on both doors). */
   readonly headers: Readonly<Record<string, string>>;
   readonly context_extensions: Readonly<Record<string, string>>;
@@ -82,6 +84,7 @@ function environment(): Environment {
       fields: {
         method: 'string',
         path: 'string',
+        source: 'string',
         headers: 'map<string, string>',
         context_extensions: 'map<string, string>',
       },

@@ -141,7 +141,7 @@ test('the policy examples compile, and deny what their names say', () => {
       key: NO_KEY,
       team: NO_TEAM,
       model: 'llama-3.1-8b',
-      request: { method: 'POST', path: '/v1/chat/completions', headers: {}, context_extensions: {} },
+      request: { method: 'POST', path: '/v1/chat/completions', source: '', headers: {}, context_extensions: {} },
       ...facts,
     });
     return v.allowed ? undefined : v.rule;
@@ -150,10 +150,12 @@ test('the policy examples compile, and deny what their names say', () => {
   assert.equal(verdict({ jwt: { email: 'a@example.com', groups: ['guests'] }, model: 'qwen3-8b' }), 'guests-small-models-only');
   assert.equal(verdict({ jwt: { email: 'a@gmail.com', groups: [] } }), 'company-accounts-only');
   assert.equal(
-    verdict({ request: { method: 'POST', path: '/v1/chat/completions', headers: { 'x-environment': 'prod' }, context_extensions: {} } }),
+    verdict({
+      request: { method: 'POST', path: '/v1/chat/completions', source: '', headers: { 'x-environment': 'prod' }, context_extensions: {} },
+    }),
     'prod-needs-prod-group',
   );
-  const embeddings = { method: 'POST', path: '/v1/embeddings', headers: {}, context_extensions: { route: 'batch' } };
+  const embeddings = { method: 'POST', path: '/v1/embeddings', source: '', headers: {}, context_extensions: { route: 'batch' } };
   // A key without a team (or the master key) is not an intern: the rule is false for it, not an error.
   assert.equal(verdict({ request: embeddings }), undefined);
   assert.equal(

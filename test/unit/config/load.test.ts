@@ -9,6 +9,7 @@ import { loadConfigText, type LoadResult } from '../../../src/config/load.js';
 import { ConfigError, type ConfigIssue } from '../../../src/config/issues.js';
 import type { Config } from '../../../src/config/schema.js';
 import { prepareConfigText } from '../../../src/main/config-source.js';
+import { Policy } from '../../../src/policy/rules.js';
 
 const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
 
@@ -1042,9 +1043,14 @@ describe('review findings', () => {
   test('LiteLLM access-control settings are refused, not ignored', () => {
     const r = failed(`general_settings:\n  allowed_ips: [10.0.0.1]\n  alerting: [slack]\n`);
     assert.ok(
-      r.issues.some((i) => i.path === 'general_settings.allowed_ips' && /policy/.test(i.message)),
+      r.issues.some((i) => i.path === 'general_settings.allowed_ips' && /policy rule over .*request\.source/.test(i.message)),
       JSON.stringify(r.issues),
     );
     assert.ok(!r.issues.some((i) => i.path === 'general_settings.alerting'));
+    // The rule it suggests for allowed_ips compiles as written.
+    const message = r.issues.find((i) => i.path === 'general_settings.allowed_ips')?.message ?? '';
+    const when = /when: "(.*)"/.exec(message)?.[1];
+    assert.ok(when !== undefined, message);
+    assert.ok(Policy.compile([{ name: 'ips', when, deny: 'x' }]).policy);
   });
 });

@@ -118,6 +118,7 @@ const MODEL_INPUT: DecisionInput = {
   path: '/v1/chat/completions',
   headers: {},
   contextExtensions: {},
+  source: '10.1.2.3',
   body: '{"model":"llama"}',
   jwt: jwtOk(),
   key: key(),
@@ -503,6 +504,11 @@ table('decide: policy', [
     expect: { allow: false, code: 'policy_denied', message: 'ml keys stay out of prod', detail: 'rule ml-not-prod' },
   },
   {
+    name: 'policy sees request.source, the peer address',
+    rules: { policy: compile([{ name: 'office', when: "!request.source.startsWith('192.168.')", deny: 'from the office only' }]) },
+    expect: { allow: false, code: 'policy_denied', message: 'from the office only', detail: 'rule office' },
+  },
+  {
     name: 'policy sees team.models and request.context_extensions',
     input: { contextExtensions: { listener: 'internal' } },
     rules: {
@@ -820,6 +826,7 @@ describe('fallbacks are filtered like the model itself', () => {
     path: '/v1/chat/completions',
     headers: {},
     contextExtensions: {},
+    source: '',
     body,
     team: team({ models: [] }),
   };

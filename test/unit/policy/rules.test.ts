@@ -26,6 +26,7 @@ const INPUT: PolicyInput = {
   request: {
     method: 'POST',
     path: '/v1/chat/completions',
+    source: '10.0.0.7',
     headers: { 'x-env': 'prod', 'user-agent': 'sdk/1' },
     context_extensions: { listener: 'internal' },
   },
@@ -35,7 +36,7 @@ const EMPTY_INPUT: PolicyInput = {
   key: NO_KEY,
   team: NO_TEAM,
   model: '',
-  request: { method: 'GET', path: '/v1/models', headers: {}, context_extensions: {} },
+  request: { method: 'GET', path: '/v1/models', source: '', headers: {}, context_extensions: {} },
 };
 
 describe('Policy.compile: errors name the YAML path and the rule', () => {
@@ -117,6 +118,7 @@ describe('Policy.evaluate: rules over every variable', () => {
     ['model mismatch', "model == 'llama'", INPUT, 'allow'],
     ['request.headers', "request.headers['x-env'] == 'prod'", INPUT, 'deny'],
     ['request.method and path', "request.method == 'POST' && request.path.startsWith('/v1/')", INPUT, 'deny'],
+    ['request.source, the peer address', "request.source.startsWith('10.0.0.')", INPUT, 'deny'],
     ['request.context_extensions', "request.context_extensions.listener == 'internal'", INPUT, 'deny'],
     ['has() guard on a present claim', "has(jwt.dept) && jwt.dept == 'research'", INPUT, 'deny'],
     ['has() guard on an absent claim', 'has(jwt.contractor) && jwt.contractor == true', INPUT, 'allow'],
