@@ -78,6 +78,8 @@ export type Decision =
       readonly fallbacks: readonly string[];
       /** On the model listing routes: the aliases the policy denies this caller (listed as if absent). */
       readonly hidden: readonly string[];
+      /** On the model listing routes: the rules that failed while judging an alias (each hid it, failing closed). */
+      readonly failedRules?: readonly string[];
     }
   | {
       readonly allow: false;
@@ -180,20 +182,34 @@ export function decide(input: DecisionInput, rules: DecisionRules, nowMs: number
   const principal = principalOf(identity, record, team, false);
   if (input.route === 'plain' && isModelListRoute(input.method, input.path)) {
     if (rules.policy.size === 0) return allow(principal, undefined, undefined);
-    const hidden = [...rules.catalog.aliases()].filter(
-      (alias) => !rules.policy.evaluate(policyInput(input, identity, record, team, alias)).allowed,
-    );
-    return { allow: true, principal, body: undefined, deployment: undefined, fallbacks: NONE, hidden: hidden.length > 0 ? hidden : NONE };
+    const hidden: string[] = [];
+    const failed = new Set<string>();
+    for (const alias of rules.catalog.aliases()) {
+      const verdict = rules.policy.evaluate(policyInput(input, identity, record, team, alias));
+      if (verdict.allowed) continue;
+      hidden.push(alias);
+      if (verdict.error !== undefined) failed.add(verdict.rule);
+    }
+    const listed = {
+      allow: true,
+      principal,
+      body: undefined,
+      deployment: undefined,
+      fallbacks: NONE,
+      hidden: hidden.length > 0 ? hidden : NONE,
+    } as const;
+    return failed.size > 0 ? { ...listed, failedRules: [...failed] } : listed;
   }
   if (rules.policy.size > 0) {
     const verdict = rules.policy.evaluate(policyInput(input, identity, record, team, model));
     if (!verdict.allowed) {
       if (verdict.error === undefined) return deny('policy_denied', verdict.message, `rule ${verdict.rule}`);
+      // Not the CEL error: its text can quote the value it choked on (a claim, a header), and this goes to logs.
       return {
         allow: false,
         code: 'policy_denied',
         message: verdict.message,
-        detail: `rule ${verdict.rule} failed: ${verdict.error}`,
+        detail: `rule ${verdict.rule} failed while evaluating`,
         failedRule: verdict.rule,
       };
     }

@@ -456,7 +456,14 @@ table('decide: policy', [
   {
     name: 'a rule that throws at run time → policy_denied, failedRule set (fail closed)',
     input: { jwt: jwtOk({ claims: { sub: 'alice', tier: 'abc' } }) },
-    expect: { allow: false, code: 'policy_denied', message: 'tier too high', failedRule: 'tier-limit' },
+    expect: {
+      allow: false,
+      code: 'policy_denied',
+      message: 'tier too high',
+      failedRule: 'tier-limit',
+      // Not the CEL error, which can quote the claim it choked on.
+      detail: 'rule tier-limit failed while evaluating',
+    },
   },
   {
     name: 'the same rule evaluating false → allowed',
@@ -815,6 +822,21 @@ describe('decide: determinism', () => {
   });
   test('the same input, rules, now and random give the same decision', () => {
     assert.deepEqual(run({ name: 'a', random: 0.3, expect: { allow: true } }), run({ name: 'b', random: 0.3, expect: { allow: true } }));
+  });
+});
+
+describe('decide: the model listing counts a rule that fails', () => {
+  test('a rule failing on every alias hides them all and is named once in failedRules', () => {
+    const d = decide({ ...PLAIN_INPUT, jwt: jwtOk({ claims: { sub: 'alice', tier: 'abc' } }) }, RULES, NOW, 0.1);
+    assert.ok(d.allow);
+    assert.deepEqual(d.hidden, ['llama', 'qwen']);
+    assert.deepEqual(d.failedRules, ['tier-limit']);
+  });
+  test('a rule that only matches hides without a failure', () => {
+    const d = decide({ ...PLAIN_INPUT, jwt: jwtOk({ groups: ['guests'] }) }, RULES, NOW, 0.1);
+    assert.ok(d.allow);
+    assert.deepEqual(d.hidden, ['qwen']);
+    assert.equal(d.failedRules, undefined);
   });
 });
 
