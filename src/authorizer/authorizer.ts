@@ -319,11 +319,20 @@ function peerAddress(address: string | undefined): string {
   return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
 }
 
-/** Headers the policy may read: everything but the credentials. */
+/**
+ * Headers the policy may read, the same through either door: not the credentials; not `x-tollgate-*` (Envoy
+ * strips a client's before Check, the gateway has them only from a client), the pseudo-headers (only Check
+ * has them) nor `x-request-id` (Envoy's own on Check, dropped standalone). The authority is `host` on both
+ * (Envoy sends `:authority` and no `host`).
+ */
 function policyHeaders(headers: Readonly<Record<string, string>>, jwtHeader: string): Record<string, string> {
   const out: Record<string, string> = {};
   for (const name in headers) {
-    if (name !== 'authorization' && name !== jwtHeader) out[name] = headers[name] as string;
+    if (name === 'authorization' || name === jwtHeader || name === 'x-request-id') continue;
+    if (name.startsWith(':') || name.startsWith('x-tollgate-')) continue;
+    out[name] = headers[name] as string;
   }
+  const authority = headers[':authority'];
+  if (authority !== undefined) out['host'] = authority;
   return out;
 }

@@ -20,6 +20,7 @@ const SECRET = 'policy-doors-context-key-0123456789abcdef';
 const GUEST = 'sk-policy-doors-guest-0001';
 const FRAGILE = 'sk-policy-doors-fragile-02';
 const SOURCE = 'sk-policy-doors-source-003';
+const HEADERS = 'sk-policy-doors-headers-04';
 const sha = (s: string): string => createHash('sha256').update(s).digest('hex');
 
 const CONFIG = `
@@ -38,6 +39,8 @@ keys:
     metadata: { tier: abc }
   - key: sha256:${sha(SOURCE)}
     key_alias: source
+  - key: sha256:${sha(HEADERS)}
+    key_alias: headers
 policy:
   rules:
     - name: no-guests
@@ -46,6 +49,9 @@ policy:
     - name: tier-limit
       when: "key.alias == 'fragile' && int(key.metadata.tier) > 1"
       deny: tier too high
+    - name: headers-differ
+      when: "key.alias == 'headers' && (request.headers.exists(h, h.startsWith(':') || h.startsWith('x-tollgate-') || h == 'x-request-id') || request.headers.host != request.headers['x-expect-host'])"
+      deny: the policy saw another view of the headers
     - name: source-seen
       when: "key.alias == 'source' && request.source == request.headers['x-expect-source']"
       deny: the rule saw the peer
@@ -133,5 +139,19 @@ describe('policy on both doors', () => {
     });
     assert.notEqual(check.status?.code, 0);
     assert.match(check.denied_response?.body ?? '', /the rule saw the peer/);
+  });
+
+  test('request.headers is the same view on both doors: host, no pseudo-headers, x-tollgate-* or x-request-id', async () => {
+    const sent = { 'x-tollgate-user': 'root', 'x-request-id': 'client-chosen' };
+    // Allowed, the request goes on to a backend that is not there (502); the rule would have made it 403.
+    const res = await chat(HEADERS, { 'x-expect-host': `127.0.0.1:${gw.port}`, ...sent });
+    const body = await res.text();
+    assert.notEqual(res.status, 403, body);
+    // Envoy's CheckRequest carries :authority (tollgate.example.com), :path, :method, :scheme and x-request-id.
+    const check = await envoy.check({
+      headers: { authorization: `Bearer ${HEADERS}`, 'x-expect-host': 'tollgate.example.com', ...sent },
+      body: '{"model":"llama"}',
+    });
+    assert.equal(check.status?.code, 0, check.denied_response?.body);
   });
 });

@@ -43,3 +43,18 @@ test('request.source: the peer address, an IPv4-mapped IPv6 one as IPv4, empty w
   assert.equal(await setup("request.source == ''")({}), 'rule seen');
   assert.equal(await setup("request.source == '2001:db8::1'")({ source: '2001:db8::1' }), 'rule seen');
 });
+
+test('request.headers: no pseudo-headers, x-tollgate-* or x-request-id; the authority as host', async () => {
+  const names = "request.headers.exists(h, h.startsWith(':') || h.startsWith('x-tollgate-') || h == 'x-request-id')";
+  const check = { ':authority': 'api.example.com', ':path': '/v1/chat/completions', ':method': 'POST', ':scheme': 'https' };
+  const doors: Record<string, string>[] = [
+    { ...check, 'x-request-id': 'r-1', 'x-tollgate-user': 'root' },
+    { host: 'api.example.com', 'x-request-id': 'r-1', 'x-tollgate-user': 'root' },
+  ];
+  for (const headers of doors) {
+    assert.equal(await setup(names)({ headers }), undefined, JSON.stringify(headers));
+    assert.equal(await setup("request.headers.host == 'api.example.com'")({ headers }), 'rule seen', JSON.stringify(headers));
+  }
+  assert.equal(await setup("'x-env' in request.headers")({ headers: { 'x-env': 'prod' } }), 'rule seen');
+  assert.equal(await setup("'authorization' in request.headers")({}), undefined);
+});
