@@ -31,6 +31,8 @@ export interface RequestFacts {
   /** Envoy said the body was cut to its max_request_bytes (`x-envoy-auth-partial-body: true`). */
   readonly partialBody: boolean;
   readonly contextExtensions: Readonly<Record<string, string>>;
+  /** The peer's IP address: Envoy's downstream peer on Check, the socket's on the gateway. */
+  readonly source?: string | undefined;
 }
 
 export interface Authorization {
@@ -155,6 +157,7 @@ export class Authorizer {
         path,
         headers: rules.policy.size > 0 ? policyHeaders(facts.headers, d.jwtHeader) : EMPTY_HEADERS,
         contextExtensions: facts.contextExtensions,
+        source: peerAddress(facts.source),
         body: facts.body,
         json: facts.json,
         jwt,
@@ -310,11 +313,26 @@ function tooLarge(facts: RequestFacts, max: number): boolean {
   return declared !== undefined && Number(declared) > max;
 }
 
-/** Headers the policy may read: everything but the credentials. */
+/** An IPv4 peer on a dual-stack socket is written `::ffff:a.b.c.d`: rules see the `a.b.c.d` they were written for. */
+function peerAddress(address: string | undefined): string {
+  if (address === undefined) return '';
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+}
+
+/**
+ * Headers the policy may read, the same through either door: not the credentials; not `x-tollgate-*` (Envoy
+ * strips a client's before Check, the gateway has them only from a client), the pseudo-headers (only Check
+ * has them) nor `x-request-id` (Envoy's own on Check, dropped standalone). The authority is `host` on both
+ * (Envoy sends `:authority` and no `host`).
+ */
 function policyHeaders(headers: Readonly<Record<string, string>>, jwtHeader: string): Record<string, string> {
   const out: Record<string, string> = {};
   for (const name in headers) {
-    if (name !== 'authorization' && name !== jwtHeader) out[name] = headers[name] as string;
+    if (name === 'authorization' || name === jwtHeader || name === 'x-request-id') continue;
+    if (name.startsWith(':') || name.startsWith('x-tollgate-')) continue;
+    out[name] = headers[name] as string;
   }
+  const authority = headers[':authority'];
+  if (authority !== undefined) out['host'] = authority;
   return out;
 }

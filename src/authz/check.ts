@@ -17,6 +17,7 @@ const OVERWRITE_IF_EXISTS_OR_ADD = 2;
 /** The decoded shape of our trimmed CheckRequest (protobufjs, keepCase). */
 interface DecodedCheckRequest {
   attributes?: {
+    source?: { address?: { socket_address?: { address?: string } } };
     request?: {
       http?: {
         id?: string;
@@ -69,6 +70,8 @@ export function factsFromCheckRequest(message: unknown): RequestFacts {
     body,
     partialBody: headers['x-envoy-auth-partial-body'] === 'true',
     contextExtensions: (message as DecodedCheckRequest).attributes?.context_extensions ?? EMPTY,
+    // What Envoy saw as the downstream peer (the client, or the address it trusts in x-forwarded-for).
+    source: (message as DecodedCheckRequest).attributes?.source?.address?.socket_address?.address,
   };
 }
 

@@ -1,7 +1,7 @@
 /**
  * The checked-in protos (protos/), loaded once at boot with protobufjs. Check uses protobufjs's
  * generated decoders directly as grpc-js (de)serializers: no proto-loader object conversion on the hot
- * path, and fields Envoy sends that tollgate never reads (peers, TLS, metadata) are skipped unparsed.
+ * path, and fields Envoy sends that tollgate never reads (the destination peer, TLS, metadata) are skipped unparsed.
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';

@@ -202,7 +202,10 @@ export class AuthzServer {
     const label: CheckDecisionLabel = decision.allow ? 'allowed' : decision.code;
     d.metrics.checkDecisions.at('ext_authz', label).inc();
     d.metrics.checkDuration.at(label).observe((performance.now() - started) / 1000);
-    if (!decision.allow) {
+    if (decision.allow) {
+      // A rule that failed while judging an alias of the model listing hid it: counted as a failed denial is.
+      if (decision.failedRules !== undefined) for (const rule of decision.failedRules) d.metrics.policyErrors.inc({ rule });
+    } else {
       if (auth.denied !== undefined)
         d.denials?.denied(auth.requestId, auth.denied, ERRORS[decision.code].status, performance.now() - started);
       if (decision.failedRule !== undefined) d.metrics.policyErrors.inc({ rule: decision.failedRule });

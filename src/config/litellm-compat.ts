@@ -117,6 +117,10 @@ const SECURITY_SETTINGS = new Set([
 const SECURITY_MESSAGE =
   'a LiteLLM access-control setting that tollgate does not implement: write it as policy.rules or in Envoy, and remove it';
 
+const ALLOWED_IPS_MESSAGE =
+  "a LiteLLM access-control setting that tollgate does not implement: write it as a policy rule over the client's address, as " +
+  `when: "!(request.source == '10.0.0.5' || request.source.startsWith('192.168.1.'))", or in Envoy (RBAC), and remove it`;
+
 const PER_SECOND =
   'tollgate prices by token (input_cost_per_token, output_cost_per_token): priced by the second, spend would stay 0 and no budget would bite; then remove this';
 
@@ -344,7 +348,8 @@ export function setAsideLiteLlmKeys(raw: Record<string, unknown>): CompatResult 
     const rest: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(general)) {
       const limit = own(LIMIT_SETTINGS.general, k);
-      if (SECURITY_SETTINGS.has(k)) errors.push({ path: ['general_settings', k], message: SECURITY_MESSAGE });
+      if (k === 'allowed_ips') errors.push({ path: ['general_settings', k], message: ALLOWED_IPS_MESSAGE });
+      else if (SECURITY_SETTINGS.has(k)) errors.push({ path: ['general_settings', k], message: SECURITY_MESSAGE });
       else if (limit !== undefined) errors.push({ path: ['general_settings', k], message: limit });
       else if (!OURS.general.has(k) && LITELLM_GENERAL_SETTINGS.has(k)) ignored(['general_settings', k]);
       else rest[k] = v;

@@ -5,7 +5,7 @@
 import type { ErrorCode } from '../errors/codes.js';
 import type { JwtIdentity, JwtResult } from '../identity/jwt.js';
 import type { KeyRecord, Limits } from '../identity/keys.js';
-import type { Policy, PolicyInput } from '../policy/rules.js';
+import { NO_JWT, NO_KEY, NO_TEAM, type KeyView, type Policy, type PolicyInput, type TeamView } from '../policy/rules.js';
 import { weightedPick, type Deployment, type DeploymentHealth, type ModelCatalog } from '../routing/deployments.js';
 import { modelBodyOf, parseModelBody, type ModelBody } from './body.js';
 import { isModelListRoute, type RouteKind } from './route.js';
@@ -28,6 +28,8 @@ export interface DecisionInput {
   /** Lower-case names; credentials are removed before the policy sees them. */
   readonly headers: Readonly<Record<string, string>>;
   readonly contextExtensions: Readonly<Record<string, string>>;
+  /** The peer's IP address ('' when the door does not know it). */
+  readonly source: string;
   readonly body: string | Uint8Array | undefined;
   /** The body already parsed as JSON by the door (undefined: parse `body` here). */
   readonly json?: unknown;
@@ -76,6 +78,8 @@ export type Decision =
       readonly fallbacks: readonly string[];
       /** On the model listing routes: the aliases the policy denies this caller (listed as if absent). */
       readonly hidden: readonly string[];
+      /** On the model listing routes: the rules that failed while judging an alias (each hid it, failing closed). */
+      readonly failedRules?: readonly string[];
     }
   | {
       readonly allow: false;
@@ -106,8 +110,6 @@ function denyAdmin(rules: DecisionRules, key: DecisionInput['key']): Decision {
     return deny('missing_api_key', 'The admin API needs "Authorization: Bearer <master key>" or a token in an admin group.');
   return deny('policy_denied', 'The admin API needs the master key or a token in an admin group.');
 }
-
-const EMPTY: Readonly<Record<string, never>> = Object.freeze({});
 
 export function decide(input: DecisionInput, rules: DecisionRules, nowMs: number, random: number): Decision {
   // Probes need no credentials, and credentials sent to them are not judged.
@@ -180,20 +182,34 @@ export function decide(input: DecisionInput, rules: DecisionRules, nowMs: number
   const principal = principalOf(identity, record, team, false);
   if (input.route === 'plain' && isModelListRoute(input.method, input.path)) {
     if (rules.policy.size === 0) return allow(principal, undefined, undefined);
-    const hidden = [...rules.catalog.aliases()].filter(
-      (alias) => !rules.policy.evaluate(policyInput(input, identity, record, team, alias)).allowed,
-    );
-    return { allow: true, principal, body: undefined, deployment: undefined, fallbacks: NONE, hidden: hidden.length > 0 ? hidden : NONE };
+    const hidden: string[] = [];
+    const failed = new Set<string>();
+    for (const alias of rules.catalog.aliases()) {
+      const verdict = rules.policy.evaluate(policyInput(input, identity, record, team, alias));
+      if (verdict.allowed) continue;
+      hidden.push(alias);
+      if (verdict.error !== undefined) failed.add(verdict.rule);
+    }
+    const listed = {
+      allow: true,
+      principal,
+      body: undefined,
+      deployment: undefined,
+      fallbacks: NONE,
+      hidden: hidden.length > 0 ? hidden : NONE,
+    } as const;
+    return failed.size > 0 ? { ...listed, failedRules: [...failed] } : listed;
   }
   if (rules.policy.size > 0) {
     const verdict = rules.policy.evaluate(policyInput(input, identity, record, team, model));
     if (!verdict.allowed) {
       if (verdict.error === undefined) return deny('policy_denied', verdict.message, `rule ${verdict.rule}`);
+      // Not the CEL error: its text can quote the value it choked on (a claim, a header), and this goes to logs.
       return {
         allow: false,
         code: 'policy_denied',
         message: verdict.message,
-        detail: `rule ${verdict.rule} failed: ${verdict.error}`,
+        detail: `rule ${verdict.rule} failed while evaluating`,
         failedRule: verdict.rule,
       };
     }
@@ -277,10 +293,10 @@ function principalOf(
 }
 
 /** What rules see of a key or a team, built once per record (records are immutable; a change makes a new one). */
-const keyViews = new WeakMap<KeyRecord, Readonly<Record<string, unknown>>>();
-const teamViews = new WeakMap<TeamRecord, Readonly<Record<string, unknown>>>();
+const keyViews = new WeakMap<KeyRecord, KeyView>();
+const teamViews = new WeakMap<TeamRecord, TeamView>();
 
-function keyView(key: KeyRecord): Readonly<Record<string, unknown>> {
+function keyView(key: KeyRecord): KeyView {
   let v = keyViews.get(key);
   if (v === undefined) {
     v = Object.freeze({
@@ -296,7 +312,7 @@ function keyView(key: KeyRecord): Readonly<Record<string, unknown>> {
   return v;
 }
 
-function teamView(team: TeamRecord): Readonly<Record<string, unknown>> {
+function teamView(team: TeamRecord): TeamView {
   let v = teamViews.get(team);
   if (v === undefined) {
     v = Object.freeze({ team_id: team.teamId, alias: team.alias ?? '', models: team.models, metadata: team.metadata });
@@ -313,10 +329,16 @@ function policyInput(
   model: string,
 ): PolicyInput {
   return {
-    jwt: identity === undefined ? EMPTY : identity.policyView,
-    key: key === undefined ? EMPTY : keyView(key),
-    team: team === undefined ? EMPTY : teamView(team),
+    jwt: identity === undefined ? NO_JWT : identity.policyView,
+    key: key === undefined ? NO_KEY : keyView(key),
+    team: team === undefined ? NO_TEAM : teamView(team),
     model,
-    request: { method: input.method, path: input.path, headers: input.headers, context_extensions: input.contextExtensions },
+    request: {
+      method: input.method,
+      path: input.path,
+      source: input.source,
+      headers: input.headers,
+      context_extensions: input.contextExtensions,
+    },
   };
 }

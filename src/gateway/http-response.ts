@@ -62,6 +62,8 @@ export class HttpResponse {
   ondrain: (() => void) | undefined;
   /** The contract's error code this response carries (sendError), for the request's log line. */
   errorCode: string | undefined;
+  /** Why the decision denied (the policy rule), for the request's log line only. */
+  errorDetail: string | undefined;
   readonly #conn: ResponseConnection;
   /** No body goes out: a HEAD request, or (once the status is known) 1xx, 204, 304 (RFC 9110 §6.4.1). */
   #bodyless: boolean;

@@ -53,11 +53,14 @@ export class HttpRequest {
    * fields node:http keeps once. A repeated Host or Content-Length is refused.
    */
   readonly headers: Readonly<Record<string, string>>;
+  /** The connection's peer address, as node's socket reports it (undefined once the socket is gone). */
+  readonly remoteAddress: string | undefined;
 
-  constructor(method: string, url: string, headers: Readonly<Record<string, string>>) {
+  constructor(method: string, url: string, headers: Readonly<Record<string, string>>, remoteAddress: string | undefined) {
     this.method = method;
     this.url = url;
     this.headers = headers;
+    this.remoteAddress = remoteAddress;
   }
 }
 
@@ -261,7 +264,7 @@ class Connection implements ResponseConnection {
     }
     this.minor = head.minor;
     this.keepAlive = head.keepAlive;
-    const req = new HttpRequest(head.method, head.url, head.headers);
+    const req = new HttpRequest(head.method, head.url, head.headers, this.socket.remoteAddress);
     this.#req = req;
     this.#res = new HttpResponse(this, head.method === 'HEAD');
     this.#responded = false;

@@ -127,6 +127,7 @@ async function handle(deps: GatewayDeps, req: HttpRequest, res: HttpResponse): P
         status: res.statusCode,
         latencyMs: performance.now() - started,
         code: res.errorCode,
+        detail: res.errorDetail,
       },
       route === 'probe' || route === 'metrics',
     );
@@ -200,6 +201,7 @@ function serve(deps: GatewayDeps, res: HttpResponse, r: Incoming, id: IdentifyRe
   const { method, path, endpoint, parsed, text } = r;
   if ('error' in id) {
     if (id.denied !== undefined) deps.denials?.denied(id.requestId, id.denied, ERRORS[id.error].status, performance.now() - r.started);
+    res.errorDetail = id.detail;
     return sendError(res, id.error, id.message, id.requestId, undefined, id.headers);
   }
   if (endpoint !== undefined) {
@@ -270,6 +272,8 @@ type IdentifyResult =
   | {
       error: Parameters<typeof sendError>[1];
       message: string | undefined;
+      /** For the log line only: the policy rule, or why a token failed. */
+      detail?: string | undefined;
       requestId: string;
       headers: readonly (readonly [string, string])[] | undefined;
       /** A known key's denial: its spend-log row. */
@@ -338,6 +342,7 @@ function authorizeHere(
     json: parsed,
     partialBody: false,
     contextExtensions: {},
+    source: req.remoteAddress,
     signContext: false,
   };
   const result = deps.authorizer.authorize(facts, now);
@@ -347,8 +352,17 @@ function authorizeHere(
     m?.checkDecisions.at('gateway', d.allow ? 'allowed' : d.code).inc();
     if (!d.allow) {
       if (d.failedRule !== undefined) m?.policyErrors.inc({ rule: d.failedRule });
-      return { error: d.code, message: d.message, requestId: auth.requestId, headers: auth.headers, denied: auth.denied };
+      return {
+        error: d.code,
+        message: d.message,
+        detail: d.detail,
+        requestId: auth.requestId,
+        headers: auth.headers,
+        denied: auth.denied,
+      };
     }
+    // A rule that failed while judging an alias of the model listing hid it: counted as a failed denial is.
+    if (d.failedRules !== undefined) for (const rule of d.failedRules) m?.policyErrors.inc({ rule });
     const p = d.principal;
     return {
       caller: { requestId: auth.requestId, keyId: p.keyId, userId: p.userId, teamId: p.teamId },

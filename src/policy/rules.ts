@@ -1,26 +1,64 @@
 /**
  * The security team's policy: CEL rules compiled and type-checked at boot, evaluated in order over
  * `jwt`, `key`, `team`, `model` and `request`; the first rule whose `when` is true denies with its
- * `deny` message. A rule that fails at run time (a missing claim, a non-bool result) also denies:
- * fail closed, with the rule named in the log. Guard optional claims with `has(jwt.claim)`.
+ * `deny` message. `key`, `team` and `request` are typed objects, so a misspelt field fails the boot;
+ * `jwt` is a map of whatever the token carries. A rule that fails at run time (a missing claim)
+ * also denies: fail closed, with the rule named in the log. Guard optional claims with `has(jwt.claim)`.
  */
 import { Environment } from '@marcbachmann/cel-js';
 import type { PolicyRule } from '../config/schema.js';
 import type { PathIssue } from '../config/issues.js';
 
-/** The variables a rule sees. Maps are plain objects; absent parts are empty maps, never undefined. */
+/** What a rule sees of the virtual key; absent values are `''`, `[]`, `{}`. */
+export interface KeyView {
+  readonly id: string;
+  readonly alias: string;
+  readonly user_id: string;
+  readonly team_id: string;
+  readonly models: readonly string[];
+  readonly metadata: Readonly<Record<string, unknown>>;
+}
+
+/** What a rule sees of the key's team. */
+export interface TeamView {
+  readonly team_id: string;
+  readonly alias: string;
+  readonly models: readonly string[];
+  readonly metadata: Readonly<Record<string, unknown>>;
+}
+
+export interface RequestView {
+  readonly method: string;
+  readonly path: string;
+  /** The peer's IP address as the door saw it (Envoy's downstream peer, or the gateway's socket); '' if unknown. */
+  readonly source: string;
+  /** Lower-case names; credentials, pseudo-headers and `x-tollgate-*` removed (the same on both doors). */
+  readonly headers: Readonly<Record<string, string>>;
+  readonly context_extensions: Readonly<Record<string, string>>;
+}
+
+/** The variables a rule sees; a caller without a key, a team or a JWT gets their empty views, never undefined. */
 export interface PolicyInput {
-  /** Raw claims, plus the mapped `user`, `email` and `groups`. Empty map when no JWT is configured. */
+  /** Raw claims, plus the mapped `user`, `email` and `groups` (NO_JWT without a token). */
   readonly jwt: Readonly<Record<string, unknown>>;
-  /** `id`, `alias`, `user_id`, `team_id`, `models`, `metadata`; empty map without a key. */
-  readonly key: Readonly<Record<string, unknown>>;
-  /** `team_id`, `models`, `metadata`; empty map without a team. */
-  readonly team: Readonly<Record<string, unknown>>;
+  readonly key: KeyView;
+  readonly team: TeamView;
   /** The model alias; empty string on routes without a model. */
   readonly model: string;
-  /** `method`, `path`, `headers` (lower-case names, credentials removed), `context_extensions`. */
-  readonly request: Readonly<Record<string, unknown>>;
+  readonly request: RequestView;
 }
+
+const NOTHING: readonly string[] = Object.freeze([]);
+const NO_METADATA: Readonly<Record<string, unknown>> = Object.freeze({});
+
+/**
+ * A caller without a key (a JWT alone, the master key), without a team or without a token sees every
+ * documented field, empty: a rule such as `team.team_id == 'interns'` is then false for it, as it is for a
+ * token without `groups` (mapped to []), rather than an error that denies everyone it does not name.
+ */
+export const NO_KEY: KeyView = Object.freeze({ id: '', alias: '', user_id: '', team_id: '', models: NOTHING, metadata: NO_METADATA });
+export const NO_TEAM: TeamView = Object.freeze({ team_id: '', alias: '', models: NOTHING, metadata: NO_METADATA });
+export const NO_JWT: Readonly<Record<string, unknown>> = Object.freeze({ user: '', email: '', groups: NOTHING });
 
 export type PolicyVerdict =
   | { readonly allowed: true }
@@ -34,13 +72,28 @@ interface CompiledRule {
 
 const ALLOWED: PolicyVerdict = { allowed: true };
 
+// Fixed fields are typed, so `request.hedaers` or `key.alais` fail the check at boot; metadata and claims are
+// whatever their owners wrote, so they stay dyn (checked when evaluated).
 function environment(): Environment {
   return new Environment()
+    .registerType('Key', {
+      fields: { id: 'string', alias: 'string', user_id: 'string', team_id: 'string', models: 'list<string>', metadata: 'map<string, dyn>' },
+    })
+    .registerType('Team', { fields: { team_id: 'string', alias: 'string', models: 'list<string>', metadata: 'map<string, dyn>' } })
+    .registerType('Request', {
+      fields: {
+        method: 'string',
+        path: 'string',
+        source: 'string',
+        headers: 'map<string, string>',
+        context_extensions: 'map<string, string>',
+      },
+    })
     .registerVariable('jwt', 'map')
-    .registerVariable('key', 'map')
-    .registerVariable('team', 'map')
+    .registerVariable('key', 'Key')
+    .registerVariable('team', 'Team')
     .registerVariable('model', 'string')
-    .registerVariable('request', 'map');
+    .registerVariable('request', 'Request');
 }
 
 export class Policy {
@@ -62,8 +115,15 @@ export class Policy {
         issues.push({ path, segments, message: `rule "${rule.name}" does not compile: ${celMessage(checked.error)}` });
         return;
       }
-      if (checked.type !== 'bool' && checked.type !== 'dyn') {
-        issues.push({ path, segments, message: `rule "${rule.name}" must be true or false, but its type is ${checked.type ?? 'unknown'}` });
+      // A dyn result (a claim or a metadata value used as the condition) is refused too: the checker cannot
+      // prove it is a bool, and one that is not would deny every request.
+      if (checked.type !== 'bool') {
+        const hint = checked.type === 'dyn' ? ' (a claim or metadata value: compare it, as jwt.admin == true)' : '';
+        issues.push({
+          path,
+          segments,
+          message: `rule "${rule.name}" must be true or false, but its type is ${checked.type ?? 'unknown'}${hint}`,
+        });
         return;
       }
       const parsed = env.parse(rule.when);

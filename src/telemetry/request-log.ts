@@ -26,6 +26,8 @@ export interface AnsweredRequest {
   readonly latencyMs: number;
   /** The contract's error code of a denial or failure (`invalid_api_key`, `model_not_allowed`, …). */
   readonly code?: string | undefined;
+  /** Why, for on-call (the policy rule that denied), as Check's `check denied` line says it; never a secret. */
+  readonly detail?: string | undefined;
 }
 
 interface PinoInternals {
@@ -76,6 +78,7 @@ export class RequestLog {
       `${this.#head(level, r.requestId)},"method":${JSON.stringify(r.method)},"route":${JSON.stringify(r.route)}` +
       `,"status":${num(r.status)},"latency_ms":${num(Math.round(r.latencyMs * 100) / 100)}`;
     if (r.code !== undefined) s += `,"code":${JSON.stringify(r.code)}`;
+    if (r.detail !== undefined) s += `,"detail":${JSON.stringify(r.detail)}`;
     this.#out.write(`${s},"msg":"request"}\n`);
   }
 

@@ -45,6 +45,8 @@ export interface CheckInput {
   /** encode_raw_headers: send headers in header_map with raw_value instead of the headers map. */
   rawHeaders?: boolean;
   contextExtensions?: Record<string, string>;
+  /** The downstream peer's address (attributes.source); 10.0.0.7 when unset. */
+  source?: string;
 }
 
 type CheckFn = (req: unknown, cb: (err: grpc.ServiceError | null, res: EnvoyCheckResponse) => void) => void;
@@ -113,7 +115,7 @@ export function checkRequest(input: CheckInput): object {
   else if (input.body !== undefined) http['body'] = input.body;
   return {
     attributes: {
-      source: { address: { socket_address: { address: '10.0.0.7', port_value: 51234 } }, principal: '' },
+      source: { address: { socket_address: { address: input.source ?? '10.0.0.7', port_value: 51234 } }, principal: '' },
       destination: { address: { socket_address: { address: '10.0.0.1', port_value: 10000 } } },
       request: { time: { seconds: String(Math.floor(Date.now() / 1000)), nanos: 0 }, http },
       context_extensions: input.contextExtensions ?? {},

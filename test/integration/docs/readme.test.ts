@@ -14,6 +14,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { referenceMarkdown, undescribed } from '../../../src/config/reference.js';
 import { prepareConfigText } from '../../../src/main/config-source.js';
+import { NO_KEY, NO_TEAM } from '../../../src/policy/rules.js';
 import { startEnvoyProxy, type EnvoyProxy } from '../../support/envoy-proxy.js';
 import { startFakeVllm, type FakeVllm } from '../../support/fake-vllm.js';
 import { startIdp, type TestIdp } from '../../support/idp.js';
@@ -137,10 +138,10 @@ test('the policy examples compile, and deny what their names say', () => {
   const verdict = (facts: Partial<Parameters<typeof prepared.policy.evaluate>[0]>): string | undefined => {
     const v = prepared.policy.evaluate({
       jwt: { email: 'a@example.com', groups: [] },
-      key: { metadata: {} },
-      team: {},
+      key: NO_KEY,
+      team: NO_TEAM,
       model: 'llama-3.1-8b',
-      request: { method: 'POST', path: '/v1/chat/completions', headers: {}, context_extensions: {} },
+      request: { method: 'POST', path: '/v1/chat/completions', source: '', headers: {}, context_extensions: {} },
       ...facts,
     });
     return v.allowed ? undefined : v.rule;
@@ -149,8 +150,17 @@ test('the policy examples compile, and deny what their names say', () => {
   assert.equal(verdict({ jwt: { email: 'a@example.com', groups: ['guests'] }, model: 'qwen3-8b' }), 'guests-small-models-only');
   assert.equal(verdict({ jwt: { email: 'a@gmail.com', groups: [] } }), 'company-accounts-only');
   assert.equal(
-    verdict({ request: { method: 'POST', path: '/v1/chat/completions', headers: { 'x-environment': 'prod' }, context_extensions: {} } }),
+    verdict({
+      request: { method: 'POST', path: '/v1/chat/completions', source: '', headers: { 'x-environment': 'prod' }, context_extensions: {} },
+    }),
     'prod-needs-prod-group',
+  );
+  const embeddings = { method: 'POST', path: '/v1/embeddings', source: '', headers: {}, context_extensions: { route: 'batch' } };
+  // A key without a team (or the master key) is not an intern: the rule is false for it, not an error.
+  assert.equal(verdict({ request: embeddings }), undefined);
+  assert.equal(
+    verdict({ request: embeddings, team: { team_id: 'interns', alias: '', models: [], metadata: {} } }),
+    'interns-no-embeddings',
   );
 });
 

@@ -109,6 +109,12 @@ describe('factsFromCheckRequest', () => {
       { partialBody: true },
     ],
     [
+      'the source peer address (attributes.source.address.socket_address.address)',
+      { attributes: { source: { address: { socket_address: { address: '10.0.0.7', port_value: 51234 } } }, request: { http: {} } } },
+      { source: '10.0.0.7' },
+    ],
+    ['no source peer → undefined', request({}), { source: undefined }],
+    [
       'context extensions',
       request({}, { listener: 'internal', tier: 'gold' }),
       { contextExtensions: { listener: 'internal', tier: 'gold' } },

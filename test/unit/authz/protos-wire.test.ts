@@ -353,7 +353,11 @@ void describe('round trips between Envoy’s protos and ours', () => {
       ],
     });
     assert.deepEqual((decodedOurs['attributes'] as Record<string, unknown>)['context_extensions'], { route: 'chat', tenant: 'acme' });
-    assert.deepEqual(Object.keys(decodedOurs['attributes'] as object).sort(), ['context_extensions', 'request']);
+    // Of the peers, only the source's IP address (request.source for the policy).
+    assert.deepEqual((decodedOurs['attributes'] as Record<string, unknown>)['source'], {
+      address: { socket_address: { address: '10.0.0.7' } },
+    });
+    assert.deepEqual(Object.keys(decodedOurs['attributes'] as object).sort(), ['context_extensions', 'request', 'source']);
   });
 
   const OurCheckResponse = ours.lookupType('envoy.service.auth.v3.CheckResponse');

@@ -9,6 +9,7 @@ import { loadConfigText, type LoadResult } from '../../../src/config/load.js';
 import { ConfigError, type ConfigIssue } from '../../../src/config/issues.js';
 import type { Config } from '../../../src/config/schema.js';
 import { prepareConfigText } from '../../../src/main/config-source.js';
+import { Policy } from '../../../src/policy/rules.js';
 
 const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
 
@@ -985,6 +986,18 @@ describe('prepareConfigText: CEL policy rules', () => {
     assert.match(issueAt(issues, 'policy.rules[1].when').message, /numeric.*int/);
   });
 
+  test('a misspelt field of request, key or team is refused at its line', () => {
+    const text = `policy:\n  rules:\n    - name: typo\n      when: "request.hedaers['x'] == 'y'"\n      deny: never\n`;
+    const issue = issueAt(prepareIssues(text), 'policy.rules[0].when');
+    assert.match(issue.message, /typo.*hedaers/);
+    assert.equal(issue.line, lineOf(text, 'hedaers'));
+  });
+
+  test('a rule that is a metadata value, not a comparison, is refused', () => {
+    const issues = prepareIssues(`policy:\n  rules:\n    - name: bare\n      when: "key.metadata.owner"\n      deny: never\n`);
+    assert.match(issueAt(issues, 'policy.rules[0].when').message, /bare.*true or false.*dyn/);
+  });
+
   test('a rule over an unknown variable is refused', () => {
     const issues = prepareIssues(`policy:\n  rules:\n    - name: typo\n      when: "jtw.groups.size() > 0"\n      deny: never\n`);
     assert.match(issueAt(issues, 'policy.rules[0].when').message, /typo/);
@@ -1030,9 +1043,14 @@ describe('review findings', () => {
   test('LiteLLM access-control settings are refused, not ignored', () => {
     const r = failed(`general_settings:\n  allowed_ips: [10.0.0.1]\n  alerting: [slack]\n`);
     assert.ok(
-      r.issues.some((i) => i.path === 'general_settings.allowed_ips' && /policy/.test(i.message)),
+      r.issues.some((i) => i.path === 'general_settings.allowed_ips' && /policy rule over .*request\.source/.test(i.message)),
       JSON.stringify(r.issues),
     );
     assert.ok(!r.issues.some((i) => i.path === 'general_settings.alerting'));
+    // The rule it suggests for allowed_ips compiles as written.
+    const message = r.issues.find((i) => i.path === 'general_settings.allowed_ips')?.message ?? '';
+    const when = /when: "(.*)"/.exec(message)?.[1];
+    assert.ok(when !== undefined, message);
+    assert.ok(Policy.compile([{ name: 'ips', when, deny: 'x' }]).policy);
   });
 });

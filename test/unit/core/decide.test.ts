@@ -98,6 +98,8 @@ const POLICY = compile([
   { name: 'tier-limit', when: 'has(jwt.tier) && int(jwt.tier) > 5', deny: 'tier too high' },
 ]);
 
+const INTERNS = "team.team_id == 'interns' && request.path.endsWith('/embeddings')";
+
 const RULES: DecisionRules = {
   jwtRequired: true,
   keysRequired: true,
@@ -116,6 +118,7 @@ const MODEL_INPUT: DecisionInput = {
   path: '/v1/chat/completions',
   headers: {},
   contextExtensions: {},
+  source: '10.1.2.3',
   body: '{"model":"llama"}',
   jwt: jwtOk(),
   key: key(),
@@ -453,7 +456,14 @@ table('decide: policy', [
   {
     name: 'a rule that throws at run time → policy_denied, failedRule set (fail closed)',
     input: { jwt: jwtOk({ claims: { sub: 'alice', tier: 'abc' } }) },
-    expect: { allow: false, code: 'policy_denied', message: 'tier too high', failedRule: 'tier-limit' },
+    expect: {
+      allow: false,
+      code: 'policy_denied',
+      message: 'tier too high',
+      failedRule: 'tier-limit',
+      // Not the CEL error, which can quote the claim it choked on.
+      detail: 'rule tier-limit failed while evaluating',
+    },
   },
   {
     name: 'the same rule evaluating false → allowed',
@@ -501,6 +511,11 @@ table('decide: policy', [
     expect: { allow: false, code: 'policy_denied', message: 'ml keys stay out of prod', detail: 'rule ml-not-prod' },
   },
   {
+    name: 'policy sees request.source, the peer address',
+    rules: { policy: compile([{ name: 'office', when: "!request.source.startsWith('192.168.')", deny: 'from the office only' }]) },
+    expect: { allow: false, code: 'policy_denied', message: 'from the office only', detail: 'rule office' },
+  },
+  {
     name: 'policy sees team.models and request.context_extensions',
     input: { contextExtensions: { listener: 'internal' } },
     rules: {
@@ -509,10 +524,34 @@ table('decide: policy', [
     expect: { allow: false, code: 'policy_denied', message: 'no' },
   },
   {
-    name: 'a rule over jwt.groups without a JWT fails closed (jwt is an empty map)',
+    name: 'a rule over jwt.groups without a JWT is false, as for a token without groups (not an error that denies)',
     input: { jwt: undefined },
-    rules: { policy: compile([{ name: 'g', when: "'guests' in jwt.groups", deny: 'no guests' }]) },
-    expect: { allow: false, code: 'policy_denied', message: 'no guests', failedRule: 'g' },
+    rules: { jwtRequired: false, policy: compile([{ name: 'g', when: "'guests' in jwt.groups", deny: 'no guests' }]) },
+    expect: { allow: true },
+  },
+  {
+    name: "the README's team rule lets a key without a team through",
+    input: { key: key({ teamId: undefined }), team: undefined, path: '/v1/embeddings' },
+    rules: { policy: compile([{ name: 'interns', when: INTERNS, deny: 'no' }]) },
+    expect: { allow: true },
+  },
+  {
+    name: "the README's team rule lets the master key through",
+    input: { key: 'master', team: undefined, path: '/v1/embeddings' },
+    rules: { policy: compile([{ name: 'interns', when: INTERNS, deny: 'no' }]) },
+    expect: { allow: true },
+  },
+  {
+    name: "the README's team rule still denies the interns' key",
+    input: { team: team({ teamId: 'interns' }), path: '/v1/embeddings' },
+    rules: { policy: compile([{ name: 'interns', when: INTERNS, deny: 'no' }]) },
+    expect: { allow: false, code: 'policy_denied', detail: 'rule interns' },
+  },
+  {
+    name: 'a rule over key.metadata without a key, unguarded, still fails closed',
+    input: { key: 'master', team: undefined },
+    rules: { policy: compile([{ name: 'owner', when: "key.metadata.owner == 'ml'", deny: 'no' }]) },
+    expect: { allow: false, code: 'policy_denied', failedRule: 'owner' },
   },
   {
     name: 'the policy is not consulted on admin routes for the master key',
@@ -786,6 +825,21 @@ describe('decide: determinism', () => {
   });
 });
 
+describe('decide: the model listing counts a rule that fails', () => {
+  test('a rule failing on every alias hides them all and is named once in failedRules', () => {
+    const d = decide({ ...PLAIN_INPUT, jwt: jwtOk({ claims: { sub: 'alice', tier: 'abc' } }) }, RULES, NOW, 0.1);
+    assert.ok(d.allow);
+    assert.deepEqual(d.hidden, ['llama', 'qwen']);
+    assert.deepEqual(d.failedRules, ['tier-limit']);
+  });
+  test('a rule that only matches hides without a failure', () => {
+    const d = decide({ ...PLAIN_INPUT, jwt: jwtOk({ groups: ['guests'] }) }, RULES, NOW, 0.1);
+    assert.ok(d.allow);
+    assert.deepEqual(d.hidden, ['qwen']);
+    assert.equal(d.failedRules, undefined);
+  });
+});
+
 describe('fallbacks are filtered like the model itself', () => {
   const body = JSON.stringify({ model: 'llama' });
   const base = {
@@ -794,6 +848,7 @@ describe('fallbacks are filtered like the model itself', () => {
     path: '/v1/chat/completions',
     headers: {},
     contextExtensions: {},
+    source: '',
     body,
     team: team({ models: [] }),
   };

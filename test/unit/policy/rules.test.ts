@@ -1,7 +1,7 @@
 /** Policy: CEL rules compiled at boot (errors with their YAML path), evaluated first-match, failing closed. */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Policy, type PolicyInput, type PolicyVerdict } from '../../../src/policy/rules.js';
+import { NO_JWT, NO_KEY, NO_TEAM, Policy, type PolicyInput, type PolicyVerdict } from '../../../src/policy/rules.js';
 
 type Rule = { name: string; when: string; deny: string };
 
@@ -26,16 +26,17 @@ const INPUT: PolicyInput = {
   request: {
     method: 'POST',
     path: '/v1/chat/completions',
+    source: '10.0.0.7',
     headers: { 'x-env': 'prod', 'user-agent': 'sdk/1' },
     context_extensions: { listener: 'internal' },
   },
 };
 const EMPTY_INPUT: PolicyInput = {
   jwt: {},
-  key: {},
-  team: {},
+  key: NO_KEY,
+  team: NO_TEAM,
   model: '',
-  request: { method: 'GET', path: '/v1/models', headers: {}, context_extensions: {} },
+  request: { method: 'GET', path: '/v1/models', source: '', headers: {}, context_extensions: {} },
 };
 
 describe('Policy.compile: errors name the YAML path and the rule', () => {
@@ -46,6 +47,12 @@ describe('Policy.compile: errors name the YAML path and the rule', () => {
     ['unknown variable', "user == 'x'", /does not compile/],
     ['string result', 'model', /must be true or false, but its type is string/],
     ['int result', 'model.size()', /must be true or false, but its type is int/],
+    ['misspelt request field', "request.hedaers['x'] == 'y'", /does not compile: .*hedaers/],
+    ['misspelt key field', "key.alais == 'ci'", /does not compile: .*alais/],
+    ['misspelt team field', "team.teamid == 'interns'", /does not compile: .*teamid/],
+    ['a typed field compared to another type', 'key.models == 1', /does not compile/],
+    ['a metadata value as the condition', 'key.metadata.owner', /must be true or false, but its type is dyn.*compare it/],
+    ['a claim as the condition', 'jwt.admin', /must be true or false, but its type is dyn/],
   ];
   for (const [what, when, message] of cases) {
     test(what, () => {
@@ -77,8 +84,11 @@ describe('Policy.compile: errors name the YAML path and the rule', () => {
     assert.match(r.issues[0]?.message ?? '', /rule "a"/);
     assert.match(r.issues[1]?.message ?? '', /rule "c"/);
   });
-  test('dyn results (a claim used as a condition) compile, and are checked at run time', () => {
-    const r = Policy.compile([{ name: 'dyn', when: 'jwt.admin', deny: 'x' }]);
+  test('a claim or metadata value compared to a value compiles (its result is a bool)', () => {
+    const r = Policy.compile([
+      { name: 'claim', when: 'jwt.admin == true', deny: 'x' },
+      { name: 'meta', when: "has(key.metadata.owner) && key.metadata.owner == 'ml'", deny: 'x' },
+    ]);
     assert.ok(r.policy);
     assert.deepEqual(r.issues, []);
   });
@@ -108,6 +118,7 @@ describe('Policy.evaluate: rules over every variable', () => {
     ['model mismatch', "model == 'llama'", INPUT, 'allow'],
     ['request.headers', "request.headers['x-env'] == 'prod'", INPUT, 'deny'],
     ['request.method and path', "request.method == 'POST' && request.path.startsWith('/v1/')", INPUT, 'deny'],
+    ['request.source, the peer address', "request.source.startsWith('10.0.0.')", INPUT, 'deny'],
     ['request.context_extensions', "request.context_extensions.listener == 'internal'", INPUT, 'deny'],
     ['has() guard on a present claim', "has(jwt.dept) && jwt.dept == 'research'", INPUT, 'deny'],
     ['has() guard on an absent claim', 'has(jwt.contractor) && jwt.contractor == true', INPUT, 'allow'],
@@ -120,6 +131,25 @@ describe('Policy.evaluate: rules over every variable', () => {
     test(name, () => {
       const p = compile([{ name: 'r', when, deny: 'denied' }]);
       assert.deepEqual(p.evaluate(input), expected === 'deny' ? deny('r', 'denied') : ALLOWED);
+    });
+  }
+});
+
+describe('Policy.evaluate: a caller without a key, a team or a JWT sees their empty views', () => {
+  const NOBODY: PolicyInput = { ...EMPTY_INPUT, jwt: NO_JWT };
+  const cases: Array<[name: string, when: string, expected: 'deny' | 'allow']> = [
+    ["the README's team rule, for a key without a team", "team.team_id == 'interns' && request.path.endsWith('/models')", 'allow'],
+    ['team.models and team.alias', "'qwen' in team.models || team.alias == 'x'", 'allow'],
+    ['key fields', "key.id == 'x' || key.alias == 'x' || key.user_id == 'x' || key.team_id == 'x' || 'x' in key.models", 'allow'],
+    ['key.metadata guarded', 'has(key.metadata.owner)', 'allow'],
+    ['jwt.groups without a JWT, as for a token without groups', "'guests' in jwt.groups", 'allow'],
+    ['jwt.email and jwt.user without a JWT', "jwt.email.endsWith('@example.com') || jwt.user != ''", 'allow'],
+    ['a rule that names the absence', "key.id == '' && jwt.user == ''", 'deny'],
+  ];
+  for (const [name, when, expected] of cases) {
+    test(name, () => {
+      const p = compile([{ name: 'r', when, deny: 'denied' }]);
+      assert.deepEqual(p.evaluate(NOBODY), expected === 'deny' ? deny('r', 'denied') : ALLOWED);
     });
   }
 });
@@ -154,7 +184,7 @@ describe('Policy.evaluate: a rule that fails at run time denies (fail closed)', 
     ['jwt.groups over an empty jwt (no JWT configured)', "'guests' in jwt.groups", EMPTY_INPUT, /groups/],
     ['missing header', "request.headers['x-absent'] == 'a'", INPUT, /x-absent/],
     ['bad conversion', 'int(jwt.tier) > 1', INPUT, /int/],
-    ['dyn result not a bool', 'jwt.tier', INPUT, /did not evaluate to true or false/],
+    ['absent metadata without has()', "key.metadata.owner == 'ml'", EMPTY_INPUT, /owner/],
   ];
   for (const [name, when, input, error] of cases) {
     test(name, () => {

@@ -151,3 +151,13 @@ test("a request answered with an error names the contract's code", () => {
   const line = JSON.parse(lines[0] ?? '{}') as { status?: number; code?: string };
   assert.deepEqual([line.status, line.code], [401, 'invalid_api_key']);
 });
+
+test('a policy denial names the rule in detail, as Check\'s "check denied" line does', () => {
+  const { logger, lines } = capture();
+  new RequestLog(logger).answered(
+    { requestId: 'r1', method: 'POST', route: 'chat', status: 403, latencyMs: 0.5, code: 'policy_denied', detail: 'rule no-guests' },
+    false,
+  );
+  const line = JSON.parse(lines[0] ?? '{}') as { code?: string; detail?: string };
+  assert.deepEqual([line.code, line.detail], ['policy_denied', 'rule no-guests']);
+});
