@@ -53,9 +53,9 @@ export function classifyRoute(method: string, path: string): RouteKind {
 
 /**
  * The path tollgate routes on, so a spelling variant cannot turn a model route into a "plain" one (which
- * skips the model allow-lists): query and fragment dropped, percent-escapes decoded (an encoded `/` is a `/`:
- * the SDKs' `models.retrieve('org/model')` sends `org%2Fmodel`), lower-cased, repeated slashes merged,
- * trailing slash dropped. A path that hides its shape — a backslash (or `%5C`), or a `.`/`..` segment, plain or
+ * skips the model allow-lists): query and fragment dropped, percent-escapes decoded (an encoded `/` only in a
+ * model id, where it is a `/`: the SDKs' `models.retrieve('org/model')` sends `org%2Fmodel`; anywhere else it
+ * is refused), lower-cased, repeated slashes merged, trailing slash dropped. A path that hides its shape — a backslash (or `%5C`), or a `.`/`..` segment, plain or
  * encoded — is refused (null) rather than resolved, since a proxy in front may resolve it otherwise. Decoding
  * `/` only splits a segment, and no dot segment is resolved, so a route prefix a proxy matched on the path as
  * sent still starts the normalised path. (Envoy must keep encoded slashes as sent, KEEP_UNCHANGED: its
@@ -71,6 +71,10 @@ export function normalizePath(rawPath: string): string | null {
   const p = end === rawPath.length ? rawPath : rawPath.slice(0, end);
   if (FAST_PATH.test(p)) return p;
   if (p.includes('\\') || /%5c/i.test(p)) return null;
+  // An encoded slash only in a model id (GET /v1/models/{id}: the SDKs encode an alias's `/`). Anywhere else
+  // a proxy in front routes on the path as sent (`/key%2Fgenerate` is no admin route to it) while tollgate
+  // would decide on the decoded one: refused, so a rule in front cannot be walked around.
+  if (/%2f/i.test(p) && !MODEL_ID_PREFIX.test(p)) return null;
   let decoded = p;
   if (p.includes('%')) {
     try {
@@ -87,6 +91,9 @@ export function normalizePath(rawPath: string): string | null {
   }
   return `/${out.join('/')}`;
 }
+
+/** `/v1/models/` or `/models/` as sent (any case, repeated slashes): what follows is a model id. */
+const MODEL_ID_PREFIX = /^\/+(v1\/+)?models\/+/i;
 
 /** Already normal: lower-case segments, single slashes, no dots or escapes, no trailing slash. */
 const FAST_PATH = /^(\/[a-z0-9_-][a-z0-9_.-]*)+$/;

@@ -66,9 +66,13 @@ const paths: Array<[raw: string, path: string | null]> = [
   ['//v1//chat/completions', '/v1/chat/completions'],
   ['/V1/Chat/Completions', '/v1/chat/completions'],
   ['/v1/%63hat/completions', '/v1/chat/completions'],
-  // An encoded slash is a slash: the SDKs encode an alias's /.
-  ['/v1/chat%2Fcompletions', '/v1/chat/completions'],
-  ['/v1/chat%2fcompletions', '/v1/chat/completions'],
+  // An encoded slash is a slash in a model id (the SDKs encode an alias's /), refused anywhere else: a proxy
+  // in front routes on the path as sent, and /key%2Fgenerate is no admin route to it.
+  ['/v1/chat%2Fcompletions', null],
+  ['/v1/chat%2fcompletions', null],
+  ['/key%2Fgenerate', null],
+  ['/v1%2Fmodels/a', null],
+  ['/V1//Models/a%2Fb', '/v1/models/a/b'],
   ['/v1/models/meta-llama%2FLlama-3.1-8B', '/v1/models/meta-llama/llama-3.1-8b'],
   ['/v1/models/a%2F%2Fb', '/v1/models/a/b'],
   ['/v1/models/a%252Fb', '/v1/models/a%2fb'],
