@@ -182,7 +182,7 @@ export class Forwarder {
         // A deployment other than the one admitted at Check counts this request against its own rpm/tpm
         // first, once per request however often it is retried.
         if (gate !== undefined && d.id !== req.lease?.deploymentId && (d.rpm !== undefined || d.tpm !== undefined) && !gated.has(d.id)) {
-          const admitted = await gate.admit(d, req.lease?.reservedTokens ?? 0, Date.now());
+          const admitted = await gate.admit(d, req.lease?.reservedTokens ?? this.#reservation(req, d), Date.now());
           if (admitted !== undefined && 'refused' in admitted) {
             failed(req, d, admitted.refused === 'store' ? 'limits store unreachable' : 'at its rpm/tpm');
             // A store outage says more than a full deployment: it holds for every other one too.
@@ -271,6 +271,19 @@ export class Forwarder {
     if (m === null) return undefined;
     const room = Number(m[1]) - Number(m[2]);
     return room >= 1 && room < cap ? room : undefined;
+  }
+
+  /**
+   * The tokens a request reserves against a deployment's tpm when Check reserved none (nothing else limits
+   * the caller): as Limiter.admit counts them — the prompt at four bytes a token, and max_tokens (or the
+   * cap tollgate adds) for each of `n` completions; an embedding its input only.
+   */
+  #reservation(req: ForwardRequest, d: Deployment): number {
+    const prompt = Math.ceil(Buffer.byteLength(req.text) / 4);
+    if (req.endpoint === 'embeddings') return prompt;
+    const n = req.body['n'];
+    const mt = req.body['max_completion_tokens'] ?? req.body['max_tokens'];
+    return prompt + (typeof n === 'number' ? n : 1) * (typeof mt === 'number' ? mt : this.#cap(d));
   }
 
   #cap(d: Deployment): number {

@@ -25,12 +25,17 @@ const sha = (s: string): string => createHash('sha256').update(s).digest('hex');
  * A gateway over a failing deployment and a spare one with `rpm: 1` (nearly no weight: the failing one is
  * tried first), its store in process; `chat()` sends one request and gives its reply.
  */
-async function failingAndSpare(allowedFails: number): Promise<{
+async function failingAndSpare(
+  allowedFails: number,
+  spareLimit = 'rpm: 1',
+  keyLimits = 'rpm_limit: 100',
+): Promise<{
   failing: FakeVllm;
   spare: FakeVllm;
   chat(): Promise<Response>;
   close(): Promise<void>;
 }> {
+  const maxTokens = spareLimit.startsWith('tpm') ? 90 : 5;
   const failing = await startFakeVllm({ models: [MODEL], name: 'failing' });
   failing.setFault({ kind: 'status', status: 500 });
   const spare = await startFakeVllm({ models: [MODEL], name: 'spare' });
@@ -41,14 +46,14 @@ model_list:
     litellm_params: { model: openai/${MODEL}, api_base: "${failing.apiBase}" }
     model_info: { id: failing }
   - model_name: llama
-    litellm_params: { model: openai/${MODEL}, api_base: "${spare.apiBase}", rpm: 1, weight: 1.0e-9 }
+    litellm_params: { model: openai/${MODEL}, api_base: "${spare.apiBase}", ${spareLimit}, weight: 1.0e-9 }
     model_info: { id: spare }
 router_settings: { num_retries: 1, allowed_fails: ${allowedFails}, cooldown_time: 60 }
 general_settings:
   context_signing_key: gateway-limits-context-key-0123456789abcdef
 keys:
   - key: sha256:${sha(RPM_KEY)}
-    rpm_limit: 100
+    ${keyLimits}
 `,
     'retries.yaml',
     {},
@@ -69,7 +74,7 @@ keys:
       fetch(`http://127.0.0.1:${gw.port}/v1/chat/completions`, {
         method: 'POST',
         headers: { authorization: `Bearer ${RPM_KEY}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ model: 'llama', messages: [{ role: 'user', content: 'hi' }], max_tokens: 5 }),
+        body: JSON.stringify({ model: 'llama', messages: [{ role: 'user', content: 'hi' }], max_tokens: maxTokens }),
         signal: AbortSignal.timeout(10_000),
       }),
     async close() {
@@ -92,6 +97,17 @@ describe('deployment limits on retries', { timeout: 30_000 }, () => {
       assert.equal(await status(), 200, 'the retry lands on the spare deployment');
       assert.equal(await status(), 502, 'the first deployment fails again, and the spare has used its one request per minute');
       assert.equal(s.spare.received.filter((r) => r.path === '/v1/chat/completions').length, 1);
+    } finally {
+      await s.close();
+    }
+  });
+
+  test("a retry counts its max_tokens against the other deployment's tpm, though nothing limits the key", async () => {
+    // The key has no limits (Check reserves nothing); the spare's tpm of 100 holds one request of 90 tokens.
+    const s = await failingAndSpare(100, 'tpm: 100', 'key_alias: unlimited');
+    try {
+      const statuses = await Promise.all(Array.from({ length: 10 }, async () => (await s.chat()).status));
+      assert.equal(statuses.filter((x) => x === 200).length, 1, statuses.join(','));
     } finally {
       await s.close();
     }
