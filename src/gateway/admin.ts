@@ -46,6 +46,8 @@ export interface AdminDeps {
   readonly cache: {
     get(hash: string): KeyRecord | undefined;
     byId(id: string): KeyRecord | undefined;
+    /** By id, or the key a regenerate gave that id's spend (KeyRecord.previousIds). */
+    current(id: string): KeyRecord | undefined;
     isConfigKey(hash: string): boolean;
     /** The keys declared in the config file, in the order declared. */
     configKeys(): readonly KeyRecord[];
@@ -334,10 +336,13 @@ export class AdminApi {
 
   /**
    * A chosen key value that is a config key's or one of tollgate's own secrets (the master key above all: as
-   * a virtual key it would no longer open the admin API). Answered as a taken value, saying no more.
+   * a virtual key it would no longer open the admin API), or a secret a key had before a regenerate (its id
+   * still names that key's spend: A → B → A would count it twice). Answered as a taken value, saying no more.
    */
   #taken(key: string): boolean {
-    return this.#d.cache.isConfigKey(sha256Hex(key)) || this.#d.ownSecret?.(key) === true;
+    const hash = sha256Hex(key);
+    const holder = this.#d.cache.current(keyId(hash));
+    return this.#d.cache.isConfigKey(hash) || this.#d.ownSecret?.(key) === true || (holder !== undefined && holder.hash !== hash);
   }
 
   /** The key a reference names: database (or config) record, by hash. */

@@ -832,7 +832,7 @@ export class RecordCache implements KeyDirectory {
       if (this.#shadowed.has(k)) continue;
       this.#logger.warn(
         who,
-        'declared in the config file and also stored in the database: the config entry decides; the stored record applies again if the entry is removed (delete it through the admin API then, or keep the two the same)',
+        'declared in the config file and also stored in the database: the config entry decides, and the stored record applies again if the entry is removed; to retire the key or team, keep its entry with blocked: true',
       );
     }
     for (const [k, who] of this.#shadowed) {

@@ -353,6 +353,22 @@ keys:
     assert.ok(['budget_exceeded', 'rate_limit_exceeded'].includes(String(errorOf(refused).code)), refused.text);
   });
 
+  test('a key is not regenerated back to a secret it had before (its spend would be carried twice)', async () => {
+    const first = `sk-back-and-forth-${randomUUID()}`;
+    secrets.add(first);
+    assert.equal((await call(a, 'POST', '/key/generate', { key: first, key_alias: 'back-and-forth' })).status, 200);
+    const regen = await call(a, 'POST', '/key/regenerate', { key: first });
+    assert.equal(regen.status, 200, regen.text);
+    const second = String(regen.body['key']);
+    secrets.add(second);
+    const back = await call(a, 'POST', '/key/regenerate', { key: second, new_key: first });
+    assert.equal(back.status, 409, back.text);
+    assert.equal(errorOf(back).param, 'new_key');
+    assert.ok(!back.text.includes(first), 'the refusal never echoes the key');
+    assert.equal((await call(a, 'POST', '/key/generate', { key: first })).status, 409, 'nor made again as another key');
+    assert.equal((await chat(a, second)).status, 200, 'the key is unchanged');
+  });
+
   test("a budget set on a key that has spent already counts this period's spend at once, as LiteLLM's would", async () => {
     const key = String((await call(a, 'POST', '/key/generate', { key_alias: 'budget-later' })).body['key']);
     secrets.add(key);
