@@ -424,9 +424,13 @@ export class Forwarder {
     const cost = prompt * d.inputCostPerToken + completion * d.outputCostPerToken;
     this.#tracker.addTokens(d.id, prompt + completion);
     const code = (err as { code?: unknown } | undefined)?.code;
-    const status = code === 'CLIENT_GONE' || code === 'CLIENT_STALLED' ? 499 : 200;
-    if (err !== undefined && status === 200)
-      failed(req, d, code === 'SHUTTING_DOWN' ? 'cut off: tollgate shutting down' : `stream broke off: ${errCode(err)}`);
+    // A client that leaves once it read an error event (the SDKs throw on it and close) left a failed
+    // stream, not a good one it walked out of: it had its 200 and the error, as a stream that broke off.
+    const left = (code === 'CLIENT_GONE' && !relay.sse.sawError) || code === 'CLIENT_STALLED';
+    const status = left ? 499 : 200;
+    if (code === 'SHUTTING_DOWN') failed(req, d, 'cut off: tollgate shutting down');
+    else if (err !== undefined && code !== 'CLIENT_GONE' && code !== 'CLIENT_STALLED') failed(req, d, `stream broke off: ${errCode(err)}`);
+    else if (relay.sse.sawError) failed(req, d, 'error event in the stream');
     this.#record(req, d, alias, status, started, prompt, completion, cost, usage === undefined);
   }
 

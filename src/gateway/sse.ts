@@ -370,8 +370,30 @@ export function errorEvent(message: string, code: ErrorCode = 'upstream_error'):
 export function backendMessage(o: Record<string, unknown>): string | undefined {
   const err = o['error'];
   const msg =
-    typeof err === 'object' && err !== null ? (err as Record<string, unknown>)['message'] : typeof err === 'string' ? err : o['message'];
+    typeof err === 'object' && err !== null
+      ? (err as Record<string, unknown>)['message']
+      : typeof err === 'string'
+        ? err
+        : (o['message'] ?? fastApiDetail(o['detail']));
   return typeof msg === 'string' && msg !== '' ? withoutEchoes(msg.slice(0, 1000)) : undefined;
+}
+
+/**
+ * FastAPI's own error body (a 422 before vLLM's handlers, older vLLM's 415): `{"detail": "…"}`, or a list of
+ * `{loc, msg, input}` — where and what, never its `input` (the request's own values).
+ */
+function fastApiDetail(detail: unknown): string | undefined {
+  if (typeof detail === 'string') return detail;
+  if (!Array.isArray(detail)) return undefined;
+  const parts: string[] = [];
+  for (const d of detail.slice(0, 5) as unknown[]) {
+    if (typeof d !== 'object' || d === null) continue;
+    const { loc, msg } = d as { loc?: unknown; msg?: unknown };
+    if (typeof msg !== 'string') continue;
+    const where = Array.isArray(loc) ? loc.filter((x) => typeof x === 'string' || typeof x === 'number').join('.') : '';
+    parts.push(where === '' ? msg : `${where}: ${msg}`);
+  }
+  return parts.length === 0 ? undefined : parts.join('; ');
 }
 
 /**

@@ -503,6 +503,12 @@ keys:
     );
     assert.match(text, /Hello from [ab]/, 'what came before the error was delivered');
     assert.equal(a.received.length + b.received.length, 1, 'no retry after the first byte');
+    // The SDK closes once it read the error: the row says the stream failed (200 and its error), not 499.
+    const rows = stack.spend.rows.length;
+    for (let i = 0; i < 100 && stack.spend.rows.length === rows; i++) await new Promise((r) => setTimeout(r, 10));
+    const row = stack.spend.rows.at(-1);
+    assert.equal(row?.status, 200, JSON.stringify(row));
+    assert.match(row.upstream ?? '', /error event in the stream|stream broke off/);
 
     // On the wire: the error in OpenAI's shape, then exactly one [DONE] — with or without vLLM's own [DONE].
     for (const done of [true, false]) {

@@ -456,6 +456,18 @@ describe("backendMessage: the backend's message, without the request values it q
     assert.doesNotMatch(two, /merger|the plan/);
   });
 
+  test("FastAPI's own {detail} bodies: the message and where, never the input", () => {
+    assert.equal(backendMessage({ detail: 'Unsupported Media Type' }), 'Unsupported Media Type');
+    const out = backendMessage({
+      detail: [
+        { type: 'missing', loc: ['body', 'messages'], msg: 'Field required', input: { secret: 'the merger' } },
+        { type: 'int_parsing', loc: ['body', 'n'], msg: 'Input should be a valid integer', input: 'the plan' },
+      ],
+    });
+    assert.equal(out, 'body.messages: Field required; body.n: Input should be a valid integer');
+    assert.equal(backendMessage({ detail: [{ input: 'x' }] }), undefined);
+  });
+
   test("vLLM's VLLMValidationError (parameter=…, value=…) keeps the parameter, not the value", () => {
     const out = backendMessage({ error: { message: 'Invalid prompt (parameter=prompt, value=tell me the launch codes)', code: 400 } });
     assert.equal(out, 'Invalid prompt (parameter=prompt, value=…)');
