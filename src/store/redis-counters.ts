@@ -261,6 +261,10 @@ export function connectRedis(url: string, commandTimeoutMs: number): Redis {
     // Keep trying, at most every 2 s; a Redis that comes back is used again without a restart.
     retryStrategy: (n: number) => Math.min(100 * n, 2000),
     lazyConnect: false,
+    // The commands of one event-loop turn go out in one write (a claim and a settlement per request, from
+    // many requests at once): bench/gateway.ts --envoy-path --redis, the Redis row less the in-process one,
+    // 37 and 29 µs a request before, 23 and 17 after; bench/check.ts --redis unchanged (0.58 against 0.59).
+    enableAutoPipelining: true,
   });
 }
 
