@@ -427,7 +427,7 @@ async function main(): Promise<void> {
     servers.push(backend);
     const apiBase = `http://127.0.0.1:${backend.port}/v1`;
     const withEnvoyPath = envoyOnly || !(quick || cpuProf);
-    const [tollgate, tollgateRedis, portkey, bare, relay] = await Promise.all([
+    const [tollgate, tollgateCtx, tollgateRedis, portkey, bare, relay] = await Promise.all([
       startChild('tollgate', './servers/tollgate-gateway.js', {
         env: {
           TOLLGATE_BENCH_CONFIG: gatewayBenchConfig(apiBase, keyHash, noSpendLog ? undefined : BENCH_DATABASE_URL),
@@ -435,6 +435,15 @@ async function main(): Promise<void> {
         },
         execArgv: profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir],
       }),
+      // The Envoy path in a process of its own, so the standalone row's memory is its own (profiled, the one child).
+      withEnvoyPath && !cpuProf
+        ? startChild('tollgate-ctx', './servers/tollgate-gateway.js', {
+            env: {
+              TOLLGATE_BENCH_CONFIG: gatewayBenchConfig(apiBase, keyHash, noSpendLog ? undefined : BENCH_DATABASE_URL),
+              TOLLGATE_BENCH_LOG: path.join(logDir, 'tollgate-ctx.log'),
+            },
+          })
+        : undefined,
       withEnvoyPath && redisUrl !== undefined
         ? startChild('tollgate-redis', './servers/tollgate-gateway.js', {
             env: {
@@ -452,6 +461,7 @@ async function main(): Promise<void> {
         : startChild('tcp-relay', './servers/tcp-relay.js', { env: { TCP_RELAY_BACKEND: `http://127.0.0.1:${backend.port}` } }),
     ]);
     servers.push(tollgate);
+    if (tollgateCtx !== undefined) servers.push(tollgateCtx);
     if (tollgateRedis !== undefined) servers.push(tollgateRedis);
     if (portkey !== undefined) servers.push(portkey);
     if (bare !== undefined) servers.push(bare);
@@ -516,7 +526,10 @@ async function main(): Promise<void> {
       );
     };
     const envoyTargets: Target[] = [];
-    if (withEnvoyPath) envoyTargets.push({ ...viaTollgate, name: 'ctx mem', headers: JSON_HEADERS, contexts });
+    if (withEnvoyPath) {
+      const own = tollgateCtx === undefined ? {} : { origin: `http://127.0.0.1:${tollgateCtx.port}`, pid: tollgateCtx.child.pid };
+      envoyTargets.push({ ...viaTollgate, ...own, name: 'ctx mem', headers: JSON_HEADERS, contexts });
+    }
     if (tollgateRedis !== undefined && redisUrl !== undefined) {
       envoyTargets.push({
         ...viaTollgate,
