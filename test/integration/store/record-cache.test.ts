@@ -52,6 +52,19 @@ function newCache(db: Queryable, pollChanges: boolean): RecordCache {
   });
 }
 
+/** `db`, each read answered `delayMs(sql)` ms late (0: at once), as a busy pool connection may. */
+function lagging(db: Queryable, delayMs: (sql: string) => number): Queryable {
+  return {
+    async query<T>(sql: string, params?: readonly unknown[]): Promise<T[]> {
+      const rows = await db.query<T>(sql, params);
+      const ms = delayMs(sql);
+      if (ms > 0) await new Promise((r) => setTimeout(r, ms));
+      return rows;
+    },
+    exec: (sql) => db.exec(sql),
+  };
+}
+
 async function until(what: string, ms: number, probe: () => boolean): Promise<number> {
   const started = Date.now();
   while (!probe()) {
@@ -90,19 +103,13 @@ describe('record cache', { timeout: 30_000 }, () => {
 
   test('a slow read of an older state never lands after the delete that followed it', async () => {
     const db = await freshDb();
-    // The first single-key read returns what it read 300 ms late, as a busy pool connection may.
+    // The first single-key read returns what it read 300 ms late.
     let delayed = false;
-    const slow: Queryable = {
-      async query<T>(sql: string, params?: readonly unknown[]): Promise<T[]> {
-        const rows = await db.query<T>(sql, params);
-        if (!delayed && sql.includes('WHERE key_hash = $1')) {
-          delayed = true;
-          await new Promise((r) => setTimeout(r, 300));
-        }
-        return rows;
-      },
-      exec: (sql) => db.exec(sql),
-    };
+    const slow = lagging(db, (sql) => {
+      if (delayed || !sql.includes('WHERE key_hash = $1')) return 0;
+      delayed = true;
+      return 300;
+    });
     const bus = new LocalChangeBus();
     const cache = newCache(slow, false);
     await cache.start(bus);
@@ -119,16 +126,9 @@ describe('record cache', { timeout: 30_000 }, () => {
     const db = await freshDb();
     // This replica reads single records 120 ms late (a busy pool connection), within the bound Check waits for it.
     let slow = false;
-    const lagging: Queryable = {
-      async query<T>(sql: string, params?: readonly unknown[]): Promise<T[]> {
-        const rows = await db.query<T>(sql, params);
-        if (slow && /WHERE (key_hash|team_id) = \$1/.test(sql)) await new Promise((r) => setTimeout(r, 120));
-        return rows;
-      },
-      exec: (sql) => db.exec(sql),
-    };
+    const late = lagging(db, (sql) => (slow && /WHERE (key_hash|team_id) = \$1/.test(sql) ? 120 : 0));
     const bus = new LocalChangeBus();
-    const cache = newCache(lagging, false);
+    const cache = newCache(late, false);
     await cache.start(bus);
     const other = new RecordStore(db, bus); // another replica: its changes reach this cache by the broadcast only
     const limits = {
