@@ -13,7 +13,7 @@ import { ERRORS, errorBody, type ErrorCode } from '../errors/codes.js';
 import type { Deployment, ModelCatalog } from '../routing/deployments.js';
 import type { DeploymentTracker, RoutingStrategy } from '../routing/health.js';
 import type { SpendRecorder } from '../store/spend.js';
-import type { GateVerdict, Lease } from '../store/limiter.js';
+import { reservation, type GateVerdict, type Lease } from '../store/limiter.js';
 import { codedError, Exchange, type ClientLink, type StreamSink } from './exchange.js';
 import type { HttpResponse } from './http-response.js';
 import { backendMessage, errorEvent, estimateTokens, spliceJson, SseRewriter, withModel } from './sse.js';
@@ -273,17 +273,18 @@ export class Forwarder {
     return room >= 1 && room < cap ? room : undefined;
   }
 
-  /**
-   * The tokens a request reserves against a deployment's tpm when Check reserved none (nothing else limits
-   * the caller): as Limiter.admit counts them — the prompt at four bytes a token, and max_tokens (or the
-   * cap tollgate adds) for each of `n` completions; an embedding its input only.
-   */
+  /** The tokens a request reserves against a deployment's tpm when Check reserved none (nothing else limits the caller). */
   #reservation(req: ForwardRequest, d: Deployment): number {
-    const prompt = Math.ceil(Buffer.byteLength(req.text) / 4);
-    if (req.endpoint === 'embeddings') return prompt;
     const n = req.body['n'];
     const mt = req.body['max_completion_tokens'] ?? req.body['max_tokens'];
-    return prompt + (typeof n === 'number' ? n : 1) * (typeof mt === 'number' ? mt : this.#cap(d));
+    const body = {
+      // An embedding generates nothing: its input only.
+      maxTokens: req.endpoint === 'embeddings' ? 0 : typeof mt === 'number' ? mt : undefined,
+      choices: typeof n === 'number' ? n : 1,
+      bytes: req.text.length,
+    };
+    const r = reservation(body, d, this.#settings.defaultMaxTokens);
+    return r.prompt + r.completion;
   }
 
   #cap(d: Deployment): number {

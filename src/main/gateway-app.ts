@@ -5,6 +5,7 @@ import { createGateway, type GatewayDeps } from '../gateway/server.js';
 import { Forwarder, type DeploymentGate } from '../gateway/forward.js';
 import { ContextSigner } from '../identity/context-token.js';
 import { DeploymentTracker } from '../routing/health.js';
+import { bounded } from '../store/change-bus.js';
 import type { SpendRecorder } from '../store/spend.js';
 import type { Logger } from '../telemetry/logger.js';
 import { RequestLog } from '../telemetry/request-log.js';
@@ -109,17 +110,8 @@ export async function startGateway(
       // Idle connections close now, busy ones after their response. Past the grace, the requests still
       // forwarded are cut off with an answer (a stream's error event and [DONE], else a 503) and their
       // connections close once that is written; past CUT_OFF_MS more, every connection is cut.
-      const closed = server.close();
-      const within = (ms: number): Promise<boolean> => {
-        let timer: NodeJS.Timeout | undefined;
-        return Promise.race([
-          closed.then(() => true),
-          new Promise<boolean>((resolve) => {
-            timer = setTimeout(() => resolve(false), ms);
-            timer.unref();
-          }),
-        ]).finally(() => clearTimeout(timer));
-      };
+      const closed = server.close().then(() => true);
+      const within = async (ms: number): Promise<boolean> => (await bounded(closed, ms)) === true;
       if (!(await within(graceMs))) {
         forwarder.shutdown();
         if (!(await within(CUT_OFF_MS))) server.closeAllConnections();

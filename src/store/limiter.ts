@@ -130,10 +130,7 @@ export class Limiter {
   ): Admitted | Promise<Admitted> {
     const subjects = this.subjects(who, deployment, now);
     if (subjects.length === 0) return { ok: true, lease: undefined, deployment, headers: NO_HEADERS };
-    // `n` completions may each reach max_tokens.
-    const maxTokens = body.choices * (body.maxTokens ?? Math.min(deployment?.maxTokens ?? Infinity, this.#defaultMaxTokens));
-    // About four bytes a token; the JSON around the messages makes this an overestimate, as a reservation should be.
-    const prompt = Math.ceil(body.bytes / 4);
+    const { prompt, completion: maxTokens } = reservation(body, deployment, this.#defaultMaxTokens);
     const tokens = prompt + maxTokens;
     const cost = deployment === undefined ? 0 : prompt * deployment.inputCostPerToken + maxTokens * deployment.outputCostPerToken;
     const id = randomUUID();
@@ -291,6 +288,20 @@ export class Limiter {
 }
 
 export type ClaimResult = 'claimed' | 'taken' | 'store';
+
+/**
+ * The tokens a model request reserves at admission (Check's, or the gateway's on a retry's deployment): the
+ * prompt at about four bytes a token (the JSON around the messages makes it an overestimate, as a reservation
+ * should be), and `max_tokens` — or the cap tollgate adds — for each of `n` completions (0 for an embedding).
+ */
+export function reservation(
+  body: { maxTokens: number | undefined; choices: number; bytes: number },
+  deployment: Deployment | undefined,
+  defaultMaxTokens: number,
+): { prompt: number; completion: number } {
+  const cap = body.maxTokens ?? Math.min(deployment?.maxTokens ?? Infinity, defaultMaxTokens);
+  return { prompt: Math.ceil(body.bytes / 4), completion: body.choices * cap };
+}
 
 function push(out: LimitSubject[], s: LimitSubject): void {
   if (hasLimits(s)) out.push(s);
