@@ -79,6 +79,8 @@ export class Accounting implements SpendRecorder, DenialRecorder {
     this.#logger = opts.logger;
     this.#renewTimer = setInterval(() => void this.#renew(), LEASE_RENEW_MS).unref();
     this.#releaseTimer = setInterval(() => void this.#releaseAgain(), RELEASE_RETRY_MS).unref();
+    // An admission whose answer was lost in an outage: its late release failed too.
+    opts.limiter?.onUnreleased((lease, err) => this.#keepUnreleased(lease, 0, undefined, err));
   }
 
   /** A request with a lease started being served here: keep its lease alive until it is recorded. */

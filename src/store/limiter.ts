@@ -153,7 +153,7 @@ export class Limiter {
     };
     if (this.counters instanceof MemoryCounters) return done(this.counters.admitNow(req));
     return this.counters.admit(req).then(done, (err: unknown) => {
-      this.#releaseLate(req);
+      this.#releaseLate(req, { id, reservedTokens: tokens, ...who, deploymentId: deployment?.id });
       return this.#fault(err, deployment);
     });
   }
@@ -161,12 +161,21 @@ export class Limiter {
   /**
    * An admission that failed on this side (its answer timed out) may still run in Redis later and take a
    * lease nothing would settle: holding a parallel slot and reservations until it expired. A release sent
-   * now runs after it on the same connection (or finds nothing to release).
+   * now runs after it on the same connection (or finds nothing to release); if that fails too (Redis down),
+   * the lease goes to whoever asked to hear of unreleased ones (onUnreleased: Accounting releases it again
+   * once Redis answers).
    */
-  #releaseLate(req: { requestId: string; subjects: LimitSubject[]; tokens: number; now: number }): void {
+  #releaseLate(req: { requestId: string; subjects: LimitSubject[]; tokens: number; now: number }, lease: Lease): void {
     this.counters
       .settle({ requestId: req.requestId, subjects: req.subjects, reservedTokens: req.tokens, tokens: 0, cost: 0, now: req.now })
-      .catch(() => undefined);
+      .catch((err: unknown) => this.#unreleased?.(lease, err));
+  }
+
+  #unreleased: ((lease: Lease, err: unknown) => void) | undefined;
+
+  /** Told of a lease whose release failed here (Redis unreachable), to release it again later. */
+  onUnreleased(hook: (lease: Lease, err: unknown) => void): void {
+    this.#unreleased = hook;
   }
 
   /**
@@ -230,7 +239,7 @@ export class Limiter {
     };
     if (this.counters instanceof MemoryCounters) return done(this.counters.admitNow(req));
     return this.counters.admit(req).then(done, (err: unknown) => {
-      this.#releaseLate(req);
+      this.#releaseLate(req, lease);
       return this.#fault(err, d).ok ? undefined : STORE_DOWN;
     });
   }

@@ -16,7 +16,11 @@ test('a lease whose settlement failed is released again, without cost, once Redi
       calls.push({ id: lease.id, tokens, cost, servedBy });
       return down ? Promise.reject(new Error('Command timed out')) : Promise.resolve('g1');
     },
+    onUnreleased(hook: (lease: Lease, err: unknown) => void): void {
+      lost = hook;
+    },
   } as unknown as Limiter;
+  let lost: ((lease: Lease, err: unknown) => void) | undefined;
   const accounting = new Accounting({ limiter, log: undefined, logger: createLogger('silent') });
   const lease: Lease = { id: 'lease-1', reservedTokens: 100, keyId: 'k', userId: undefined, teamId: undefined, deploymentId: 'd1' };
   const unused: Lease = { ...lease, id: 'lease-2' };
@@ -38,6 +42,10 @@ test('a lease whose settlement failed is released again, without cost, once Redi
       lease,
     });
     accounting.release(unused);
+    // An admission whose answer was lost, and whose late release failed too (Limiter.#releaseLate), after
+    // the two failures above were heard of (the retries go in that order).
+    await new Promise((r) => setImmediate(r));
+    lost?.({ ...lease, id: 'lease-3', deploymentId: undefined }, new Error('Command timed out'));
     await new Promise((r) => setTimeout(r, 1_500)); // Redis still down: tried again, still held
     assert.ok(calls.filter((c) => c.id === 'lease-1').length >= 2, JSON.stringify(calls));
     down = false;
@@ -45,6 +53,7 @@ test('a lease whose settlement failed is released again, without cost, once Redi
     const last = (id: string) => calls.filter((c) => c.id === id).at(-1);
     assert.deepEqual(last('lease-1'), { id: 'lease-1', tokens: 7, cost: 0, servedBy: 'd1' }, 'the real tokens, no cost again');
     assert.deepEqual(last('lease-2'), { id: 'lease-2', tokens: 0, cost: 0, servedBy: undefined });
+    assert.deepEqual(last('lease-3'), { id: 'lease-3', tokens: 0, cost: 0, servedBy: undefined });
     const n = calls.length;
     await new Promise((r) => setTimeout(r, 1_200));
     assert.equal(calls.length, n, 'released once Redis took it: not sent again');
