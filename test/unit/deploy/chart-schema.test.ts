@@ -256,3 +256,39 @@ describe('charts/tollgate/values.schema.json', () => {
     });
   });
 });
+
+describe("the chart's two lists of secret field names agree", () => {
+  it('the render check (_helpers.tpl) and the values schema (scripts/chart-schema.mjs) take the same names for secrets', async () => {
+    const { SECRET_FIELDS, LITELLM_SECRET_NAME } = (await import(SCRIPT)) as {
+      SECRET_FIELDS: string[][];
+      LITELLM_SECRET_NAME: RegExp;
+    };
+    const helpers = readFileSync(new URL('charts/tollgate/templates/_helpers.tpl', ROOT), 'utf8');
+    const source = /\$secret := or \$\.secret \(regexMatch `([^`]+)`/.exec(helpers)?.[1];
+    assert.ok(source !== undefined, 'the render check names secrets by a regexMatch');
+    const template = new RegExp(source);
+    const ownSecrets = new Set(SECRET_FIELDS.map((p) => p.at(-1) ?? ''));
+    const schemaSays = (name: string): boolean => ownSecrets.has(name) || LITELLM_SECRET_NAME.test(name);
+    const names = [
+      ...ownSecrets,
+      'api_key',
+      'aws_secret_access_key',
+      'aws_session_token',
+      'langfuse_secret',
+      'langfuse_secret_key',
+      'password',
+      'redis_password',
+      'azure_ad_token',
+      'vertex_credentials',
+      'license',
+      'model',
+      'api_base',
+      'key_alias',
+      'timeout',
+      'secret_manager_settings',
+      'password_hint',
+    ];
+    // `key` is the render check's own: keys[].key must be a sha256: hash or os.environ/ (the schema's pattern).
+    for (const name of names) assert.equal(template.test(name), schemaSays(name), name);
+  });
+});
