@@ -13,7 +13,7 @@ import { openDb, type Db, type Queryable } from '../../../src/store/db.js';
 import { migrate } from '../../../src/store/migrate.js';
 import { RecordCache, RecordStore } from '../../../src/store/records.js';
 import { createLogger } from '../../../src/telemetry/logger.js';
-import { apiKeyRecord } from '../../support/records.js';
+import { apiKeyRecord, NO_LIMITS } from '../../support/records.js';
 import type { RequestFacts } from '../../../src/authorizer/authorizer.js';
 import { buildAuthorizer } from '../../../src/main/authz-app.js';
 import { prepareConfigText } from '../../../src/main/config-source.js';
@@ -131,13 +131,7 @@ describe('record cache', { timeout: 30_000 }, () => {
     const cache = newCache(late, false);
     await cache.start(bus);
     const other = new RecordStore(db, bus); // another replica: its changes reach this cache by the broadcast only
-    const limits = {
-      maxBudget: undefined,
-      budgetDuration: undefined,
-      rpmLimit: undefined,
-      tpmLimit: undefined,
-      maxParallelRequests: undefined,
-    };
+    const limits = NO_LIMITS;
     await other.createTeam({ teamId: 'lagging-team', alias: undefined, models: [], blocked: false, limits, metadata: {} });
     const key = `sk-lagging-${randomUUID()}`;
     const teamKey = `sk-lagging-team-${randomUUID()}`;
@@ -184,13 +178,7 @@ describe('record cache', { timeout: 30_000 }, () => {
     const key = `sk-shadowed-${randomUUID()}`;
     const stored = record(key);
     await store.createKey(stored, 'sk-...test');
-    const limits = {
-      maxBudget: undefined,
-      budgetDuration: undefined,
-      rpmLimit: undefined,
-      tpmLimit: undefined,
-      maxParallelRequests: undefined,
-    };
+    const limits = NO_LIMITS;
     await store.createTeam({ teamId: 'shadowed-team', alias: undefined, models: ['m1'], blocked: false, limits, metadata: {} });
     const prepared = prepareConfigText(
       `keys:\n  - key: sha256:${stored.hash}\n    key_alias: from-config\nteams:\n  - team_id: shadowed-team\n`,
@@ -318,13 +306,7 @@ describe('record cache', { timeout: 30_000 }, () => {
     assert.equal(cache.get(k.hash)?.id, k.id, 'and kept in the cache');
 
     // A key in a team made on the other replica just before it: the team's allow-list holds from the first request.
-    const limits = {
-      maxBudget: undefined,
-      budgetDuration: undefined,
-      rpmLimit: undefined,
-      tpmLimit: undefined,
-      maxParallelRequests: undefined,
-    };
+    const limits = NO_LIMITS;
     await other.createTeam({ teamId: 'restricted', alias: undefined, models: ['m1'], blocked: false, limits, metadata: {} });
     const inTeam = `sk-in-team-${randomUUID()}`;
     assert.equal(await other.createKey(record(inTeam, { teamId: 'restricted', alias: 'in-team' }), 'sk-...test'), 'done');
