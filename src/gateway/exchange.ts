@@ -17,27 +17,34 @@ import type { Dispatcher } from 'undici';
  * more than this object).
  */
 export class ClientLink {
-  gone = false;
-  /** The gateway's drain ran out while this request was served: it is cut off, the client told why. */
-  shuttingDown = false;
+  /**
+   * Why serving stopped early, undefined until it does: the client left (CLIENT_GONE), or the gateway's drain
+   * ran out (SHUTTING_DOWN: cut off, the client told why). A client that leaves after the cut-off is gone.
+   */
+  stopped: Error | undefined;
   /** Handed to the forwarder, which logs the request itself when it records it. */
   forwarded = false;
   #onGone: ((err: Error) => void) | undefined;
 
+  get gone(): boolean {
+    return (this.stopped as { code?: unknown } | undefined)?.code === 'CLIENT_GONE';
+  }
+
+  get shuttingDown(): boolean {
+    return (this.stopped as { code?: unknown } | undefined)?.code === 'SHUTTING_DOWN';
+  }
+
   leave(): void {
-    if (this.gone) return;
-    this.gone = true;
-    this.#stop(codedError('CLIENT_GONE', 'the client closed its connection'));
+    if (!this.gone) this.#stop(codedError('CLIENT_GONE', 'the client closed its connection'));
   }
 
   /** The drain's end: the exchange in flight is aborted, and the client gets an error (event) saying so. */
   shutdown(): void {
-    if (this.gone || this.shuttingDown) return;
-    this.shuttingDown = true;
-    this.#stop(codedError('SHUTTING_DOWN', 'tollgate is shutting down'));
+    if (this.stopped === undefined) this.#stop(codedError('SHUTTING_DOWN', 'tollgate is shutting down'));
   }
 
   #stop(err: Error): void {
+    this.stopped = err;
     const hook = this.#onGone;
     this.#onGone = undefined;
     hook?.(err);
@@ -119,11 +126,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
    * the connection wait is the shorter.
    */
   send(dispatcher: Dispatcher, opts: Dispatcher.DispatchOptions, queueMs: number, wholeMs: number): Promise<ExchangeResult> {
-    if (this.#client.gone || this.#client.shuttingDown) {
-      const err = this.#client.gone
-        ? codedError('CLIENT_GONE', 'the client closed its connection')
-        : codedError('SHUTTING_DOWN', 'tollgate is shutting down');
-      this.#settle({ kind: 'failed', err });
+    const stopped = this.#client.stopped;
+    if (stopped !== undefined) {
+      this.#settle({ kind: 'failed', err: stopped });
       return this.done;
     }
     this.#wholeMs = wholeMs;

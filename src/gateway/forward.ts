@@ -223,12 +223,12 @@ export class Forwarder {
           return;
         }
         // A client that went away (or a drain that ran out) says nothing about the deployment.
-        if (req.client.gone || req.client.shuttingDown) break;
+        if (req.client.stopped !== undefined) break;
         // The only deployment of its alias is never cooled down (as LiteLLM does): there is nothing else to
         // send to, and a cooldown would fail every request for cooldown_time where each could try it again.
         if (group.deployments.length > 1) this.#tracker.failed(d.id, Date.now());
       }
-      if (req.client.gone || req.client.shuttingDown) break;
+      if (req.client.stopped !== undefined) break;
     }
     if (req.client.gone) {
       // Every request leaves one spend row; 499 is the de-facto "client closed request" status.
