@@ -1,15 +1,14 @@
 /**
- * One request to a backend over undici's `dispatch` handler API, and the client's side of it.
+ * One request to a backend, as a handler of the gateway's HTTP client (upstream.ts), and the client's side
+ * of it.
  *
- * The gateway used undici's `request()` with an AbortSignal: per request that built an AbortController,
- * an EventTarget listener, a body Readable and its promise plumbing — a fifth of the gateway's CPU in a
- * profile (bench/gateway.ts --cpu-prof). A handler object gets the same bytes with none of that: the
- * reply is collected in place (or handed to a stream sink as it arrives), a client that leaves aborts the
- * exchange through the controller, and backpressure is the controller's pause/resume. undici's own
- * timers (`headersTimeout`, `bodyTimeout`) still bound every wait; one timer of the exchange bounds the wait
- * for a connection and the whole exchange.
+ * A handler object gets the reply's bytes with no promise or stream plumbing per request: the reply is
+ * collected in place (or handed to a stream sink as it arrives), a client that leaves aborts the exchange
+ * through the controller, and backpressure is the controller's pause/resume. The connection's timers
+ * (`headersTimeout`, `bodyTimeout`) bound every wait; one timer of the exchange bounds the wait for a
+ * connection and the whole exchange.
  */
-import type { Dispatcher } from 'undici';
+import type { Upstream, UpstreamController, UpstreamHandler, UpstreamRequest } from './upstream.js';
 
 /**
  * The client's side of one request: gone once its connection closed before the reply finished. The
@@ -77,7 +76,7 @@ export type ExchangeResult =
   /** A 2xx handed to the sink; `err` when it broke off before its end. */
   | { readonly kind: 'streamed'; readonly err: Error | undefined };
 
-/** Errors this module raises, with stable codes like undici's. */
+/** Errors this module raises, with stable codes. */
 export function codedError(
   code: 'CLIENT_GONE' | 'REPLY_TOO_LARGE' | 'CLIENT_STALLED' | 'QUEUE_TIMEOUT' | 'REQUEST_TIMEOUT' | 'SHUTTING_DOWN',
   message: string,
@@ -85,13 +84,13 @@ export function codedError(
   return Object.assign(new Error(message), { code });
 }
 
-export class Exchange implements Dispatcher.DispatchHandler {
+export class Exchange implements UpstreamHandler {
   readonly done: Promise<ExchangeResult>;
   /** ms from dispatch to the reply's head; undefined until then. */
   headMs: number | undefined;
   #resolve!: (r: ExchangeResult) => void;
   #settled = false;
-  #controller: Dispatcher.DispatchController | undefined;
+  #controller: UpstreamController | undefined;
   readonly #client: ClientLink;
   readonly #sink: StreamSink | undefined;
   readonly #replyCap: number;
@@ -119,13 +118,13 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 
   /**
-   * Sends `opts` on `dispatcher` with this exchange as its handler. undici's headersTimeout starts only once
-   * the request is on a socket; `queueMs` bounds the wait for one (every pooled connection busy on streams).
-   * `wholeMs` bounds the whole exchange, from now to the reply's last byte (undici's timers bound each wait
-   * within it, and reset on every chunk). One timer serves both: it is re-armed at the connection only when
+   * Sends `req` on `upstream` with this exchange as its handler. The connection's headersTimeout starts only
+   * once the request is on a socket; `queueMs` bounds the wait for one (every pooled connection busy on
+   * streams). `wholeMs` bounds the whole exchange, from now to the reply's last byte (the connection's timers
+   * bound each wait within it, and reset on every chunk). One timer serves both: it is re-armed at the connection only when
    * the connection wait is the shorter.
    */
-  send(dispatcher: Dispatcher, opts: Dispatcher.DispatchOptions, queueMs: number, wholeMs: number): Promise<ExchangeResult> {
+  send(upstream: Upstream, req: UpstreamRequest, queueMs: number, wholeMs: number): Promise<ExchangeResult> {
     const stopped = this.#client.stopped;
     if (stopped !== undefined) {
       this.#settle({ kind: 'failed', err: stopped });
@@ -134,7 +133,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#wholeMs = wholeMs;
     this.#rearm = queueMs < wholeMs;
     this.#timer = setTimeout(this.#expire, Math.min(queueMs, wholeMs));
-    dispatcher.dispatch(opts, this);
+    upstream.dispatch(req, this);
     return this.done;
   }
 
@@ -157,7 +156,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#controller?.resume();
   }
 
-  onRequestStart(controller: Dispatcher.DispatchController): void {
+  onRequestStart(controller: UpstreamController): void {
     if (this.#rearm && !this.#settled) {
       clearTimeout(this.#timer);
       this.#timer = setTimeout(this.#expire, Math.max(0, this.#wholeMs - (performance.now() - this.#t0)));
@@ -166,7 +165,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (this.#settled) controller.abort(codedError('CLIENT_GONE', 'the client closed its connection'));
   }
 
-  onResponseStart(_controller: Dispatcher.DispatchController, status: number, headers: Record<string, unknown>): void {
+  onResponseStart(_controller: UpstreamController, status: number, headers: Readonly<Record<string, string>>): void {
     if (status < 200) return; // 1xx informational heads come before the real one
     this.#status = status;
     this.headMs = performance.now() - this.#t0;
@@ -180,7 +179,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#cap = ok ? this.#replyCap : this.#errorCap;
   }
 
-  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+  onResponseData(controller: UpstreamController, chunk: Buffer): void {
     if (this.#settled) return;
     if (this.#streaming) {
       if (!(this.#sink as StreamSink).data(chunk)) controller.pause();
@@ -201,7 +200,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#settle({ kind: 'reply', status: this.#status, body });
   }
 
-  onResponseError(_controller: Dispatcher.DispatchController | undefined, err: Error): void {
+  onResponseError(_controller: UpstreamController | undefined, err: Error): void {
     this.#broken(err);
   }
 
@@ -224,6 +223,6 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 }
 
-function isEventStream(contentType: unknown): boolean {
-  return typeof contentType === 'string' && contentType.toLowerCase().includes('text/event-stream');
+function isEventStream(contentType: string | undefined): boolean {
+  return contentType !== undefined && contentType.toLowerCase().includes('text/event-stream');
 }

@@ -1,13 +1,12 @@
 /**
- * Forwards one OpenAI request to a deployment and streams the answer back: one undici Pool per backend
- * origin (keep-alive), each request sent through undici's dispatch handler API (exchange.ts), explicit
+ * Forwards one OpenAI request to a deployment and streams the answer back: one connection pool per backend
+ * origin (keep-alive, upstream.ts), each request an exchange (exchange.ts) with explicit
  * timeouts (`stream_timeout` or `timeout` for the head and for each silence in the body, `timeout` for the
  * whole attempt), a fresh X-Request-Id per attempt, the deployment's own `api_key` as Bearer — never the
  * client's credentials. Retries (connect errors, 408, 429, 5xx, a misconfigured deployment's 3xx, 401, 403,
  * 404 or 405) happen only before the first byte went to the client; then fallbacks to other aliases.
  */
 import { randomUUID } from 'node:crypto';
-import { Pool } from 'undici';
 import type { ModelEndpoint } from '../core/route.js';
 import { ERRORS, errorBody, type ErrorCode } from '../errors/codes.js';
 import type { Deployment, ModelCatalog } from '../routing/deployments.js';
@@ -17,6 +16,7 @@ import { reservation, type GateVerdict, type Lease } from '../store/limiter.js';
 import { codedError, Exchange, type ClientLink, type StreamSink } from './exchange.js';
 import type { HttpResponse } from './http-response.js';
 import { backendMessage, errorEvent, estimateTokens, spliceJson, SseRewriter, withModel } from './sse.js';
+import { UpstreamPool } from './upstream.js';
 
 /** Admits an attempt on a deployment against its own rpm/tpm: a lease to settle, undefined (nothing to count), or refused. */
 export interface DeploymentGate {
@@ -75,12 +75,17 @@ type Attempt =
   | { readonly kind: 'too-large' };
 
 const MAX_ERROR_BODY = 64 * 1024;
+/**
+ * An idle backend connection is closed after 4 s: before uvicorn's default keep-alive of 5 s (vLLM's and
+ * Ray Serve's HTTP servers) closes it from the other side while a request is being written to it.
+ */
+const KEEP_ALIVE_MS = 4_000;
 const MAX_REPLY_BODY = 64 * 1024 * 1024;
 /** 4xx statuses that mean "this deployment, not this request": try another. 408 is Ray Serve's request timeout. */
 const RETRYABLE = new Set([401, 403, 404, 405, 408, 429]);
 
 export class Forwarder {
-  readonly #pools = new Map<string, Pool>();
+  readonly #pools = new Map<string, UpstreamPool>();
   readonly #catalog: () => ModelCatalog;
   readonly #tracker: DeploymentTracker;
   readonly #settings: RouterSettings;
@@ -111,11 +116,11 @@ export class Forwarder {
     await Promise.all([...this.#pools.values()].map((p) => p.close()));
   }
 
-  #pool(d: Deployment): Pool {
+  #pool(d: Deployment): UpstreamPool {
     const origin = d.origin;
     let pool = this.#pools.get(origin);
     if (pool === undefined) {
-      pool = new Pool(origin, { connections: 128, keepAliveTimeout: 30_000, connectTimeout: 5_000, pipelining: 1 });
+      pool = new UpstreamPool(origin, { connections: 128, keepAliveTimeout: KEEP_ALIVE_MS, connectTimeout: 5_000 });
       this.#pools.set(origin, pool);
     }
     return pool;
@@ -657,15 +662,15 @@ export function sendError(
   res.end(body);
 }
 
-/** undici errors by their stable `code`. */
+/** The exchange's and the connection's errors by their stable `code` (exchange.ts, upstream.ts). */
 function isTimeout(err: unknown): boolean {
   const code = (err as { code?: unknown; name?: unknown }).code;
   return (
     code === 'QUEUE_TIMEOUT' ||
     code === 'REQUEST_TIMEOUT' ||
-    code === 'UND_ERR_HEADERS_TIMEOUT' ||
-    code === 'UND_ERR_BODY_TIMEOUT' ||
-    code === 'UND_ERR_CONNECT_TIMEOUT' ||
+    code === 'HEADERS_TIMEOUT' ||
+    code === 'BODY_TIMEOUT' ||
+    code === 'CONNECT_TIMEOUT' ||
     (err as { name?: unknown }).name === 'TimeoutError'
   );
 }

@@ -1,40 +1,42 @@
 /**
- * The wait for a backend connection (QUEUE_TIMEOUT): undici's headersTimeout starts only once a request is on
- * a socket, so the exchange bounds the wait before that itself. A dispatcher stands in for undici's Pool:
- * one that never starts the request (every connection busy), and ones that start it.
+ * The wait for a backend connection (QUEUE_TIMEOUT): the connection's headersTimeout starts only once a
+ * request is on a socket, so the exchange bounds the wait before that itself. A stand-in for the connection
+ * pool (upstream.ts): one that never starts the request (every connection busy), and ones that start it.
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Dispatcher } from 'undici';
 import { ClientLink, Exchange } from '../../../src/gateway/exchange.js';
+import type { Upstream, UpstreamController, UpstreamHandler, UpstreamRequest } from '../../../src/gateway/upstream.js';
 
-const OPTS: Dispatcher.DispatchOptions = { path: '/v1/chat/completions', method: 'POST' };
+const OPTS: UpstreamRequest = {
+  path: '/v1/chat/completions',
+  method: 'POST',
+  headers: {},
+  body: '{}',
+  headersTimeout: 60_000,
+  bodyTimeout: 60_000,
+};
 
 function exchange(): Exchange {
   return new Exchange({ client: new ClientLink(), sink: undefined, replyCap: 1024, errorCap: 1024 });
 }
 
 /** Never gives the request a connection (every one busy). */
-const busy = { dispatch: () => true } as unknown as Dispatcher;
+const busy: Upstream = { dispatch: () => undefined };
 
 /** Starts the request at once and answers 200 with `body` and `headers`. */
-function answer(body: string, headers: Record<string, string> = {}): Dispatcher {
+function answer(body: string, headers: Record<string, string> = {}): Upstream {
   return {
-    dispatch(_opts: Dispatcher.DispatchOptions, h: Dispatcher.DispatchHandler): boolean {
-      const controller = {
-        abort: () => undefined,
-        pause: () => undefined,
-        resume: () => undefined,
-      } as unknown as Dispatcher.DispatchController;
+    dispatch(_req: UpstreamRequest, h: UpstreamHandler): void {
+      const controller: UpstreamController = { abort: () => undefined, pause: () => undefined, resume: () => undefined };
       setImmediate(() => {
-        h.onRequestStart?.(controller, {});
-        h.onResponseStart?.(controller, 200, headers, 'OK');
-        h.onResponseData?.(controller, Buffer.from(body));
-        h.onResponseEnd?.(controller, {});
+        h.onRequestStart(controller);
+        h.onResponseStart(controller, 200, headers);
+        h.onResponseData(controller, Buffer.from(body));
+        h.onResponseEnd(controller);
       });
-      return true;
     },
-  } as unknown as Dispatcher;
+  };
 }
 const answering = answer('ok');
 
@@ -57,33 +59,35 @@ describe('Exchange: the wait for a connection', () => {
     const slow = exchange();
     let settled = false;
     const controller = { abort: () => (settled = true), pause: () => undefined, resume: () => undefined };
-    let handler: Dispatcher.DispatchHandler | undefined;
-    const started = {
-      dispatch: (_o: unknown, h: Dispatcher.DispatchHandler) => ((handler = h), h.onRequestStart?.(controller as never, {}), true),
+    let handler: UpstreamHandler | undefined;
+    const started: Upstream = {
+      dispatch: (_r, h) => {
+        handler = h;
+        h.onRequestStart(controller);
+      },
     };
-    const done = slow.send(started as unknown as Dispatcher, OPTS, 100, 60_000);
+    const done = slow.send(started, OPTS, 100, 60_000);
     await new Promise((resolve) => setTimeout(resolve, 600));
     assert.equal(settled, false, 'not aborted after its connection came');
-    handler?.onResponseStart?.(controller as never, 200, {}, 'OK');
-    handler?.onResponseEnd?.(controller as never, {});
+    handler?.onResponseStart(controller, 200, {});
+    handler?.onResponseEnd(controller);
     assert.equal((await done).kind, 'reply');
   });
 });
 
 describe('Exchange: the bound on the whole exchange (timeout)', () => {
-  /** Starts the request and sends a 200 head, then a byte every 50 ms, never ending: undici's per-wait timers would never fire. */
-  const trickling = (aborted: { err?: Error }) => ({
-    dispatch(_o: unknown, h: Dispatcher.DispatchHandler): boolean {
+  /** Starts the request and sends a 200 head, then a byte every 50 ms, never ending: the connection's per-wait timers would never fire. */
+  const trickling = (aborted: { err?: Error }): Upstream => ({
+    dispatch(_r: UpstreamRequest, h: UpstreamHandler): void {
       const trickle: { timer?: NodeJS.Timeout } = {};
       const controller = {
         abort: (err: Error) => ((aborted.err = err), clearInterval(trickle.timer)),
         pause: () => undefined,
         resume: () => undefined,
-      } as unknown as Dispatcher.DispatchController;
-      h.onRequestStart?.(controller, {});
-      h.onResponseStart?.(controller, 200, { 'content-type': 'application/json' }, 'OK');
-      trickle.timer = setInterval(() => h.onResponseData?.(controller, Buffer.from(' ')), 50);
-      return true;
+      };
+      h.onRequestStart(controller);
+      h.onResponseStart(controller, 200, { 'content-type': 'application/json' });
+      trickle.timer = setInterval(() => h.onResponseData(controller, Buffer.from(' ')), 50);
     },
   });
 
@@ -94,7 +98,7 @@ describe('Exchange: the bound on the whole exchange (timeout)', () => {
     test(`a reply still coming after the bound is aborted with REQUEST_TIMEOUT (${label})`, async () => {
       const aborted: { err?: Error } = {};
       const t0 = performance.now();
-      const r = await exchange().send(trickling(aborted) as unknown as Dispatcher, OPTS, queueMs, 300);
+      const r = await exchange().send(trickling(aborted), OPTS, queueMs, 300);
       const took = performance.now() - t0;
       assert.equal(r.kind, 'failed');
       assert.equal((r as { err: { code?: string } }).err.code, 'REQUEST_TIMEOUT');

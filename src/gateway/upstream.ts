@@ -1,0 +1,571 @@
+/**
+ * The gateway's HTTP/1.1 client for its backends: one pool of keep-alive connections per origin, each
+ * request written in one syscall, each reply parsed as it arrives and handed to a handler (exchange.ts).
+ *
+ * It replaced undici's Pool here (bench/gateway.ts: undici was a quarter of the gateway's CPU per request,
+ * in its request object, its deferred write and its wasm parser's callbacks). It does only what the
+ * forwarder needs — POST a body, read one reply at a time per connection (no pipelining) — and is strict
+ * about what it reads: a reply it cannot frame exactly is an error (BAD_REPLY) and its connection is closed,
+ * never reused.
+ *
+ * Each wait is bounded: the connection (CONNECT_TIMEOUT), the reply's head from the request's last byte
+ * (HEADERS_TIMEOUT), each silence within its body while the handler takes it (BODY_TIMEOUT: a reply held
+ * back for a slow client is the client's wait, bounded by the caller). A connection that closes before its
+ * reply's end fails the request (SOCKET_CLOSED), and the request is not sent again: it is a POST, and the
+ * forwarder decides where a failed attempt goes next. Idle connections close before the server's keep-alive
+ * ends, so a request is rarely written to a connection the server is closing.
+ */
+import { connect as connectTcp, isIP, type Socket } from 'node:net';
+import { connect as connectTls } from 'node:tls';
+
+/** What the handler uses to steer its exchange: give up on it, or hold the reply back while the client is slow. */
+export interface UpstreamController {
+  abort(err: Error): void;
+  pause(): void;
+  resume(): void;
+}
+
+/** Gets one exchange's events, in this order: start, head, data…, then end or error (error alone if it never started). */
+export interface UpstreamHandler {
+  /** The request has a connection and is being written. */
+  onRequestStart(controller: UpstreamController): void;
+  /** The reply's head (header names in lower case; a repeated header's values joined with ", "). */
+  onResponseStart(controller: UpstreamController, status: number, headers: Readonly<Record<string, string>>): void;
+  onResponseData(controller: UpstreamController, chunk: Buffer): void;
+  onResponseEnd(controller: UpstreamController): void;
+  onResponseError(controller: UpstreamController | undefined, err: Error): void;
+}
+
+export interface UpstreamRequest {
+  readonly path: string;
+  readonly method: 'POST' | 'GET';
+  readonly headers: Readonly<Record<string, string>>;
+  readonly body: string | Buffer;
+  /** From the request's last byte to the reply's head. */
+  readonly headersTimeout: number;
+  /** Each silence within the reply's body. */
+  readonly bodyTimeout: number;
+}
+
+/** Where a request is sent: a pool, or a stand-in for one in tests. */
+export interface Upstream {
+  dispatch(req: UpstreamRequest, handler: UpstreamHandler): void;
+}
+
+export type UpstreamErrorCode =
+  'CONNECT_TIMEOUT' | 'HEADERS_TIMEOUT' | 'BODY_TIMEOUT' | 'SOCKET_CLOSED' | 'BAD_REPLY' | 'BAD_REQUEST_HEADER' | 'POOL_CLOSED';
+
+export function upstreamError(code: UpstreamErrorCode, message: string): Error {
+  return Object.assign(new Error(message), { code });
+}
+
+export interface UpstreamPoolOptions {
+  /** At most this many connections to the origin; requests beyond them wait for one in order. */
+  readonly connections: number;
+  readonly connectTimeout: number;
+  /**
+   * An idle connection is closed after this long, or after the server's own `Keep-Alive: timeout=N` less a
+   * second when that is shorter: tollgate closes it before the server does, so a request is rarely written to
+   * a connection the server is closing.
+   */
+  readonly keepAliveTimeout: number;
+}
+
+/** A reply's head larger than this is refused (BAD_REPLY): no backend sends one. */
+const MAX_HEAD = 64 * 1024;
+/** A chunk-size line (with extensions) longer than this is refused. */
+const MAX_CHUNK_LINE = 4 * 1024;
+const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: [^\r\n]*)?$/;
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const CONTENT_LENGTH = /^\d{1,15}$/;
+/** Characters a header value may not hold (CR, LF, NUL): they would split the request's head. */
+const UNSAFE_VALUE = /[\r\n\0]/;
+
+interface Pending {
+  readonly req: UpstreamRequest;
+  readonly handler: UpstreamHandler;
+}
+
+export class UpstreamPool implements Upstream {
+  readonly #url: URL;
+  readonly #hostHeader: string;
+  readonly #opts: UpstreamPoolOptions;
+  /** Idle connections, the most recently used last (reused first: it is the warmest). */
+  readonly #idle: Connection[] = [];
+  readonly #all = new Set<Connection>();
+  readonly #queue: Pending[] = [];
+  #queueHead = 0;
+  #closed = false;
+  #onDrained: (() => void) | undefined;
+
+  constructor(origin: string, opts: UpstreamPoolOptions) {
+    this.#url = new URL(origin);
+    if (this.#url.protocol !== 'http:' && this.#url.protocol !== 'https:')
+      throw new Error(`unsupported backend protocol ${this.#url.protocol}`);
+    this.#hostHeader = this.#url.host;
+    this.#opts = opts;
+  }
+
+  get connections(): number {
+    return this.#all.size;
+  }
+
+  dispatch(req: UpstreamRequest, handler: UpstreamHandler): void {
+    this.#dispatch({ req, handler });
+  }
+
+  #dispatch(p: Pending): void {
+    if (this.#closed) {
+      queueMicrotask(() => p.handler.onResponseError(undefined, upstreamError('POOL_CLOSED', 'the backend connection pool is closed')));
+      return;
+    }
+    const conn = this.#idle.pop();
+    if (conn !== undefined) conn.send(p);
+    else if (this.#all.size < this.#opts.connections) this.#open().send(p);
+    else this.#queue.push(p);
+  }
+
+  #open(): Connection {
+    const conn = new Connection(this, this.#url, this.#hostHeader, this.#opts);
+    this.#all.add(conn);
+    return conn;
+  }
+
+  /** `conn` finished a reply and can take another: the next waiting request, else it idles. */
+  released(conn: Connection): void {
+    const next = this.#next();
+    if (next !== undefined) conn.send(next);
+    else if (this.#closed) conn.destroy();
+    else this.#idle.push(conn);
+  }
+
+  /** `conn` is gone: a waiting request gets a new connection in its place. */
+  removed(conn: Connection): void {
+    this.#all.delete(conn);
+    const i = this.#idle.lastIndexOf(conn);
+    if (i >= 0) this.#idle.splice(i, 1);
+    const next = this.#next();
+    if (next !== undefined) this.#open().send(next);
+    if (this.#all.size === 0) this.#onDrained?.();
+  }
+
+  #next(): Pending | undefined {
+    if (this.#queueHead >= this.#queue.length) return undefined;
+    const p = this.#queue[this.#queueHead];
+    this.#queue[this.#queueHead++] = undefined as unknown as Pending;
+    if (this.#queueHead > 1024 && this.#queueHead * 2 > this.#queue.length) {
+      this.#queue.splice(0, this.#queueHead);
+      this.#queueHead = 0;
+    }
+    return p;
+  }
+
+  /** Refuses new requests, closes idle connections, and resolves once the requests in flight or waiting are over. */
+  close(): Promise<void> {
+    this.#closed = true;
+    for (const conn of this.#idle.splice(0)) conn.destroy();
+    if (this.#all.size === 0 && this.#queueHead >= this.#queue.length) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.#onDrained = resolve;
+    });
+  }
+}
+
+type ReadState = 'head' | 'length' | 'chunk-size' | 'chunk-data' | 'chunk-crlf' | 'trailers' | 'until-close';
+
+/** One connection to the origin, carrying one request at a time. */
+class Connection implements UpstreamController {
+  readonly #pool: UpstreamPool;
+  readonly #socket: Socket;
+  readonly #hostHeader: string;
+  readonly #opts: UpstreamPoolOptions;
+  #connected = false;
+  #current: Pending | undefined;
+  #gone = false;
+  #timer: NodeJS.Timeout | undefined;
+  #timerMs = -1;
+  #timerCode: UpstreamErrorCode = 'HEADERS_TIMEOUT';
+  #idleMs: number;
+  // The reply being read.
+  #state: ReadState = 'head';
+  #buffered: Buffer | undefined;
+  #remaining = 0;
+  #keepAlive = true;
+  #started = false;
+  #sawBytes = false;
+  /** Set by #end within a read, for #onData to release the connection once the read is consumed. */
+  #ended = false;
+  #timerIdle = false;
+  /** The handler paused the reply: no body timer until it resumes. */
+  #paused = false;
+
+  constructor(pool: UpstreamPool, url: URL, hostHeader: string, opts: UpstreamPoolOptions) {
+    this.#pool = pool;
+    this.#hostHeader = hostHeader;
+    this.#opts = opts;
+    this.#idleMs = opts.keepAliveTimeout;
+    const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
+    const tls = url.protocol === 'https:';
+    const port = Number(url.port || (tls ? 443 : 80));
+    const socket = tls
+      ? connectTls({ host, port, servername: isIP(host) === 0 ? host : undefined, ALPNProtocols: ['http/1.1'] })
+      : connectTcp({ host, port });
+    this.#socket = socket;
+    socket.setNoDelay(true);
+    socket.on(tls ? 'secureConnect' : 'connect', this.#onConnect);
+    socket.on('data', this.#onData);
+    socket.on('end', this.#onEnd);
+    socket.on('error', this.#onError);
+    socket.on('close', this.#onClose);
+    this.#arm(opts.connectTimeout, 'CONNECT_TIMEOUT');
+  }
+
+  send(p: Pending): void {
+    this.#current = p;
+    this.#socket.ref();
+    this.#disarm();
+    if (this.#connected) this.#write(p);
+    else this.#arm(this.#opts.connectTimeout, 'CONNECT_TIMEOUT');
+  }
+
+  destroy(): void {
+    this.#gone = true;
+    this.#socket.destroy();
+  }
+
+  // UpstreamController, for the request in flight.
+  abort(err: Error): void {
+    const p = this.#current;
+    if (p === undefined) return;
+    this.#current = undefined;
+    // Before its first byte went out (aborted from onRequestStart) the connection is clean: reuse it.
+    if (this.#connected && !this.#started && !this.#gone) this.#idle();
+    else this.destroy();
+    p.handler.onResponseError(this, err);
+  }
+
+  /** Holds the reply back; its body's silence is not timed meanwhile (the wait is the client's). */
+  pause(): void {
+    this.#socket.pause();
+    if (this.#current !== undefined && this.#state !== 'head') {
+      this.#paused = true;
+      this.#disarm();
+    }
+  }
+
+  resume(): void {
+    this.#socket.resume();
+    const p = this.#current;
+    if (this.#paused && p !== undefined) this.#arm(p.req.bodyTimeout, 'BODY_TIMEOUT');
+    this.#paused = false;
+  }
+
+  readonly #onConnect = (): void => {
+    this.#connected = true;
+    this.#disarm();
+    const p = this.#current;
+    if (p !== undefined) this.#write(p);
+    else this.#pool.released(this);
+  };
+
+  #write(p: Pending): void {
+    const { req, handler } = p;
+    this.#state = 'head';
+    this.#buffered = undefined;
+    this.#keepAlive = true;
+    this.#started = false;
+    this.#paused = false;
+    this.#sawBytes = false;
+    handler.onRequestStart(this);
+    if (this.#current !== p) return; // aborted as it started
+    let head = `${req.method} ${req.path} HTTP/1.1\r\nhost: ${this.#hostHeader}\r\n`;
+    for (const name in req.headers) {
+      const value = req.headers[name] as string;
+      if (UNSAFE_VALUE.test(value)) {
+        this.abort(upstreamError('BAD_REQUEST_HEADER', `the backend request header ${name} holds a line break or NUL`));
+        return;
+      }
+      head += `${name}: ${value}\r\n`;
+    }
+    const body = req.body;
+    this.#started = true;
+    if (typeof body === 'string') {
+      this.#socket.write(`${head}content-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+    } else {
+      this.#socket.cork();
+      this.#socket.write(`${head}content-length: ${body.length}\r\n\r\n`, 'latin1');
+      if (body.length > 0) this.#socket.write(body);
+      this.#socket.uncork();
+    }
+    this.#arm(req.headersTimeout, 'HEADERS_TIMEOUT');
+  }
+
+  readonly #onData = (chunk: Buffer): void => {
+    const p = this.#current;
+    if (p === undefined) {
+      // Bytes with no request in flight: the server is not speaking HTTP/1.1 as asked. Never reuse it.
+      this.destroy();
+      return;
+    }
+    this.#sawBytes = true;
+    if (this.#state !== 'head' && !this.#paused) this.#timer?.refresh();
+    let buf = chunk;
+    if (this.#buffered !== undefined) {
+      buf = Buffer.concat([this.#buffered, chunk]);
+      this.#buffered = undefined;
+    }
+    let at = 0;
+    // Each step consumes from `at` and returns the new offset, or -1 when it needs more bytes (kept).
+    while (at < buf.length && this.#current === p) {
+      const next = this.#step(p, buf, at);
+      if (next < 0) {
+        if (this.#current === p) this.#buffered = at === 0 ? buf : buf.subarray(at);
+        return;
+      }
+      at = next;
+    }
+    if (!this.#ended) return;
+    this.#ended = false;
+    // Bytes past the reply's end: nothing was pipelined, so the connection is out of step. Never reuse it.
+    if (at < buf.length || !this.#keepAlive || this.#gone) this.destroy();
+    else this.#idle();
+  };
+
+  /** Between requests: counted as idle for the keep-alive time, and not holding the process open. */
+  #idle(): void {
+    this.#state = 'head';
+    this.#socket.unref();
+    this.#arm(this.#idleMs, undefined);
+    this.#pool.released(this);
+  }
+
+  #step(p: Pending, buf: Buffer, at: number): number {
+    switch (this.#state) {
+      case 'head':
+        return this.#head(p, buf, at);
+      case 'length': {
+        const n = Math.min(this.#remaining, buf.length - at);
+        this.#remaining -= n;
+        this.#data(p, buf.subarray(at, at + n));
+        if (this.#remaining === 0 && this.#current === p) this.#end(p);
+        return at + n;
+      }
+      case 'until-close':
+        this.#data(p, at === 0 ? buf : buf.subarray(at));
+        return buf.length;
+      case 'chunk-size': {
+        const eol = buf.indexOf('\r\n', at, 'latin1');
+        if (eol < 0) {
+          if (buf.length - at > MAX_CHUNK_LINE) return this.#bad(p, 'a chunk-size line is too long');
+          return -1;
+        }
+        const line = buf.toString('latin1', at, eol);
+        const semi = line.indexOf(';');
+        const hex = (semi < 0 ? line : line.slice(0, semi)).trim();
+        if (!/^[0-9a-fA-F]{1,12}$/.test(hex)) return this.#bad(p, 'a chunk size is not hexadecimal');
+        const size = parseInt(hex, 16);
+        this.#remaining = size;
+        this.#state = size === 0 ? 'trailers' : 'chunk-data';
+        return eol + 2;
+      }
+      case 'chunk-data': {
+        const n = Math.min(this.#remaining, buf.length - at);
+        this.#remaining -= n;
+        if (this.#remaining === 0) this.#state = 'chunk-crlf';
+        this.#data(p, buf.subarray(at, at + n));
+        return at + n;
+      }
+      case 'chunk-crlf': {
+        if (buf.length - at < 2) return -1;
+        if (buf[at] !== 13 || buf[at + 1] !== 10) return this.#bad(p, 'a chunk does not end with CRLF');
+        this.#state = 'chunk-size';
+        return at + 2;
+      }
+      case 'trailers': {
+        const eol = buf.indexOf('\r\n', at, 'latin1');
+        if (eol < 0) {
+          if (buf.length - at > MAX_HEAD) return this.#bad(p, 'the trailers are too long');
+          return -1;
+        }
+        // Trailer fields are read past and dropped; the empty line ends the reply.
+        if (eol === at) {
+          this.#end(p);
+          return at + 2;
+        }
+        return eol + 2;
+      }
+    }
+  }
+
+  #head(p: Pending, buf: Buffer, at: number): number {
+    const end = buf.indexOf('\r\n\r\n', at, 'latin1');
+    if (end < 0 ? buf.length - at > MAX_HEAD : end - at > MAX_HEAD) return this.#bad(p, 'the reply head is larger than 64 KiB');
+    if (end < 0) return -1;
+    const text = buf.toString('latin1', at, end);
+    const lines = text.split('\r\n');
+    const m = STATUS_LINE.exec(lines[0] as string);
+    if (m === null) return this.#bad(p, 'the reply does not start with an HTTP/1.x status line');
+    const minor = m[1];
+    const status = Number(m[2]);
+    const headers: Record<string, string> = {};
+    for (let i = 1; i < lines.length; i++) {
+      const line = lines[i] as string;
+      const colon = line.indexOf(':');
+      const name = colon > 0 ? line.slice(0, colon) : '';
+      // No obsolete line folding, no space before the colon, no empty or odd names.
+      if (!TOKEN.test(name)) return this.#bad(p, 'a reply header line is malformed');
+      const value = line.slice(colon + 1).trim();
+      const key = name.toLowerCase();
+      const prior = headers[key];
+      headers[key] = prior === undefined ? value : `${prior}, ${value}`;
+    }
+    const next = end + 4;
+    if (status < 200) {
+      if (status === 101) return this.#bad(p, 'the backend switched protocols');
+      return next; // 100 Continue, 103 Early Hints: the real head follows
+    }
+    const connection = headers['connection']?.toLowerCase();
+    this.#keepAlive = minor === '1' ? !/\bclose\b/.test(connection ?? '') : /\bkeep-alive\b/.test(connection ?? '');
+    const hint = headers['keep-alive'];
+    if (hint !== undefined) {
+      const t = /\btimeout=(\d+)/i.exec(hint);
+      if (t !== null) this.#idleMs = Math.min(this.#opts.keepAliveTimeout, Math.max(0, Number(t[1]) * 1000 - 1000));
+    }
+    const te = headers['transfer-encoding'];
+    const cl = headers['content-length'];
+    if (te !== undefined) {
+      // Chunked last: framed by chunks (a Content-Length beside it is ignored, and the connection not reused).
+      if (!/(?:^|,)\s*chunked\s*$/i.test(te)) {
+        this.#state = 'until-close';
+        this.#keepAlive = false;
+      } else this.#state = 'chunk-size';
+      if (cl !== undefined) this.#keepAlive = false;
+    } else if (status === 204 || status === 304) {
+      this.#state = 'length';
+      this.#remaining = 0;
+    } else if (cl !== undefined) {
+      // A repeated Content-Length arrives joined ("12, 12"): equal values are one length, unequal ones no framing.
+      const values = cl.split(',').map((v) => v.trim());
+      const first = values[0] as string;
+      if (!CONTENT_LENGTH.test(first) || values.some((v) => v !== first)) return this.#bad(p, 'the reply has an invalid Content-Length');
+      this.#state = 'length';
+      this.#remaining = Number(first);
+    } else {
+      this.#state = 'until-close';
+      this.#keepAlive = false;
+    }
+    this.#arm(p.req.bodyTimeout, 'BODY_TIMEOUT');
+    p.handler.onResponseStart(this, status, headers);
+    if (this.#current === p && this.#state === 'length' && this.#remaining === 0) this.#end(p);
+    return next;
+  }
+
+  #data(p: Pending, chunk: Buffer): void {
+    if (chunk.length === 0) return;
+    p.handler.onResponseData(this, chunk);
+  }
+
+  /** The reply is whole. The connection is released (or closed) by the read that ended it (#onData), after this. */
+  #end(p: Pending): void {
+    this.#current = undefined;
+    this.#ended = true;
+    this.#disarm();
+    this.#socket.resume();
+    p.handler.onResponseEnd(this);
+  }
+
+  #bad(p: Pending, why: string): number {
+    this.#fail(p, upstreamError('BAD_REPLY', `the backend's reply is not valid HTTP/1.1: ${why}`));
+    return -1;
+  }
+
+  #fail(p: Pending, err: Error): void {
+    if (this.#current !== p) return;
+    this.#current = undefined;
+    this.destroy();
+    p.handler.onResponseError(this, err);
+  }
+
+  readonly #onEnd = (): void => {
+    const p = this.#current;
+    if (p !== undefined && this.#state === 'until-close') {
+      this.#end(p);
+      this.#ended = false;
+      this.destroy();
+      return;
+    }
+    this.#closed(undefined);
+  };
+
+  readonly #onError = (err: Error): void => {
+    this.#closed(err);
+  };
+
+  readonly #onClose = (): void => {
+    this.#closed(undefined);
+    this.#disarm();
+    this.#pool.removed(this);
+  };
+
+  /** The socket ended or failed: the request in flight (if any) fails. */
+  #closed(err: Error | undefined): void {
+    const p = this.#current;
+    this.#gone = true;
+    if (p === undefined) {
+      this.#socket.destroy();
+      return;
+    }
+    this.#current = undefined;
+    this.#socket.destroy();
+    p.handler.onResponseError(
+      this,
+      err ??
+        upstreamError(
+          'SOCKET_CLOSED',
+          `the backend closed the connection ${this.#sawBytes ? "before the reply's end" : 'without a reply'}`,
+        ),
+    );
+  }
+
+  /** One timer per connection: the connect, head or body wait while a request is in flight, else the idle time. */
+  #arm(ms: number, code: UpstreamErrorCode | undefined): void {
+    this.#timerCode = code ?? 'HEADERS_TIMEOUT';
+    const idle = code === undefined;
+    if (this.#timer !== undefined && this.#timerMs === ms) {
+      this.#timer.refresh();
+    } else {
+      clearTimeout(this.#timer);
+      this.#timerMs = ms;
+      this.#timer = setTimeout(this.#expired, ms);
+      // The socket holds the process open while a request is in flight; the timer never needs to.
+      this.#timer.unref();
+    }
+    this.#timerIdle = idle;
+  }
+
+  #disarm(): void {
+    if (this.#timer !== undefined) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+      this.#timerMs = -1;
+    }
+  }
+
+  readonly #expired = (): void => {
+    this.#timer = undefined;
+    this.#timerMs = -1;
+    const p = this.#current;
+    if (this.#timerIdle || p === undefined) {
+      this.destroy();
+      return;
+    }
+    const code = this.#timerCode;
+    const what =
+      code === 'CONNECT_TIMEOUT'
+        ? `no connection to the backend within ${this.#opts.connectTimeout} ms`
+        : code === 'HEADERS_TIMEOUT'
+          ? `no reply head within ${p.req.headersTimeout} ms`
+          : `no reply bytes for ${p.req.bodyTimeout} ms`;
+    this.#fail(p, upstreamError(code, what));
+  };
+}
