@@ -71,8 +71,11 @@ export interface StreamSink {
 export type ExchangeResult =
   /** No reply: connect error, a timeout, an abort, a reply larger than allowed. */
   | { readonly kind: 'failed'; readonly err: Error }
-  /** A whole reply (any non-2xx, a 2xx without a sink, or a 2xx that is not an event stream). */
-  | { readonly kind: 'reply'; readonly status: number; readonly body: Buffer }
+  /**
+   * A whole reply (any non-2xx, a 2xx without a sink, or a 2xx that is not an event stream); `retryAfter`: a
+   * non-2xx's `retry-after` header as sent (a 429's is passed on to the client).
+   */
+  | { readonly kind: 'reply'; readonly status: number; readonly body: Buffer; readonly retryAfter?: string | undefined }
   /** A 2xx handed to the sink; `err` when it broke off before its end. */
   | { readonly kind: 'streamed'; readonly err: Error | undefined };
 
@@ -97,6 +100,7 @@ export class Exchange implements UpstreamHandler {
   readonly #errorCap: number;
   readonly #t0 = performance.now();
   #status = 0;
+  #retryAfter: string | undefined;
   #streaming = false;
   #chunks: Buffer[] = [];
   #size = 0;
@@ -177,6 +181,10 @@ export class Exchange implements UpstreamHandler {
       this.#sink.start(this);
     }
     this.#cap = ok ? this.#replyCap : this.#errorCap;
+    if (!ok) {
+      const ra = headers['retry-after'];
+      if (typeof ra === 'string') this.#retryAfter = ra;
+    }
   }
 
   onResponseData(controller: UpstreamController, chunk: Buffer): void {
@@ -197,7 +205,7 @@ export class Exchange implements UpstreamHandler {
   onResponseEnd(): void {
     if (this.#streaming) return this.#settle({ kind: 'streamed', err: undefined });
     const body = this.#chunks.length === 1 ? (this.#chunks[0] as Buffer) : Buffer.concat(this.#chunks, this.#size);
-    this.#settle({ kind: 'reply', status: this.#status, body });
+    this.#settle({ kind: 'reply', status: this.#status, body, retryAfter: this.#retryAfter });
   }
 
   onResponseError(_controller: UpstreamController | undefined, err: Error): void {

@@ -15,7 +15,7 @@ import type { SpendRecorder } from '../store/spend.js';
 import { reservation, type GateVerdict, type Lease } from '../store/limiter.js';
 import { codedError, Exchange, type ClientLink, type StreamSink } from './exchange.js';
 import type { HttpResponse } from './http-response.js';
-import { backendMessage, errorEvent, estimateTokens, spliceJson, SseRewriter, withModel } from './sse.js';
+import { backendMessage, backendParam, errorEvent, estimateTokens, spliceJson, SseRewriter, withModel } from './sse.js';
 import { UpstreamPool } from './upstream.js';
 
 /** Admits an attempt on a deployment against its own rpm/tpm: a lease to settle, undefined (nothing to count), or refused. */
@@ -70,8 +70,18 @@ export interface Timing {
 
 type Attempt =
   | { readonly kind: 'done' }
-  | { readonly kind: 'retry'; readonly timeout: boolean; readonly detail: string }
-  | { readonly kind: 'client-error'; readonly status: number; readonly message: string | undefined }
+  | {
+      readonly kind: 'retry';
+      readonly timeout: boolean;
+      readonly detail: string;
+      /** The backend's status, when it answered one. */
+      readonly status?: number;
+      /** A 429's `retry-after`, when valid (passed on to the client when this attempt was the last). */
+      readonly retryAfter?: string | undefined;
+      /** What the client is told when this attempt was the last (a misconfigured deployment), instead of the generic message. */
+      readonly message?: string;
+    }
+  | { readonly kind: 'client-error'; readonly status: number; readonly message: string | undefined; readonly param: string | undefined }
   | { readonly kind: 'too-large' };
 
 const MAX_ERROR_BODY = 64 * 1024;
@@ -223,7 +233,7 @@ export class Forwarder {
         }
         if (last.kind === 'client-error') {
           // The backend refused this request itself (400, 413, 422): another deployment would too.
-          sendError(res, 'upstream_invalid_request', last.message, req.caller.requestId, last.status);
+          sendError(res, 'upstream_invalid_request', last.message, req.caller.requestId, last.status, undefined, last.param);
           this.#record(req, d, alias, last.status, started, 0, 0, 0, false);
           return;
         }
@@ -259,9 +269,23 @@ export class Forwarder {
       this.#record(req, undefined, req.alias, res.statusCode, started, 0, 0, 0, false);
       return;
     }
-    let code: ErrorCode = 'no_healthy_deployment';
-    if (triedAny) code = last?.kind === 'retry' && last.timeout ? 'upstream_timeout' : 'upstream_error';
-    sendError(res, code, undefined, req.caller.requestId);
+    if (last?.kind === 'retry' && last.status === 429) {
+      // The last deployment asked is overloaded: the client gets the 429 its SDK waits out and retries (it
+      // honours retry-after: FIELD-NOTES, OpenAI SDKs), with the backend's own retry-after when it sent one.
+      const after = last.retryAfter;
+      sendError(
+        res,
+        'rate_limit_exceeded',
+        after === undefined ? BUSY : BUSY_AFTER,
+        req.caller.requestId,
+        undefined,
+        after === undefined ? undefined : [['retry-after', after]],
+      );
+    } else {
+      let code: ErrorCode = 'no_healthy_deployment';
+      if (triedAny) code = last?.kind === 'retry' && last.timeout ? 'upstream_timeout' : 'upstream_error';
+      sendError(res, code, last?.kind === 'retry' ? last.message : undefined, req.caller.requestId);
+    }
     this.#record(req, lastTried, req.alias, res.statusCode, started, 0, 0, 0, false);
   }
 
@@ -348,7 +372,7 @@ export class Forwarder {
         if ((result.err as { code?: unknown }).code === 'REPLY_TOO_LARGE') return { kind: 'too-large' };
         return { kind: 'retry', timeout: isTimeout(result.err), detail: errCode(result.err) };
       case 'reply':
-        if (result.status < 200 || result.status >= 300) return failure(result.status, result.body);
+        if (result.status < 200 || result.status >= 300) return failure(result, d);
         // A stream was asked for and the deployment answered something else: it does not speak the API.
         if (stream) return { kind: 'retry', timeout: false, detail: 'a 2xx reply to a stream that is not an event stream' };
         return this.#whole(d, alias, req, res, result.body, started);
@@ -590,19 +614,84 @@ const CONTEXT_OLD =
 
 /**
  * A non-2xx reply: another deployment for faults (5xx, 408, 429, misconfiguration — a redirect or a 405 too,
- * which no OpenAI-compatible server answers a good request with), the client's own fault otherwise.
+ * which no OpenAI-compatible server answers a good request with), the client's own fault otherwise: then
+ * the backend's message and `param` go to the client (backendMessage, backendParam), without what they
+ * quote of the request or of the deployment.
  */
-function failure(status: number, body: Buffer): Attempt {
-  if (status >= 500 || status < 400 || RETRYABLE.has(status))
-    return { kind: 'retry', timeout: status === 408 || status === 504, detail: `HTTP ${status}` };
-  let message: string | undefined;
-  try {
-    message = backendMessage(JSON.parse(body.toString('utf8')) as Record<string, unknown>);
-  } catch {
-    message = undefined;
+function failure(
+  reply: { readonly status: number; readonly body: Buffer; readonly retryAfter?: string | undefined },
+  d: Deployment,
+): Attempt {
+  const { status, body } = reply;
+  if (status >= 500 || status < 400 || RETRYABLE.has(status)) {
+    const detail = `HTTP ${status}`;
+    const timeout = status === 408 || status === 504;
+    if (status === 429) return { kind: 'retry', timeout, detail, status, retryAfter: retryAfter(reply.retryAfter) };
+    // The deployment's own fault, which a retry will not mend: the client is told so, and whom to tell. The
+    // backend's message is not passed: it names the backend's model id (not the alias the client sent).
+    if (status === 404)
+      return { kind: 'retry', timeout, detail, status, message: servesModel(parseObject(body)) ? NO_SUCH_MODEL : NO_SUCH_ROUTE };
+    if (status === 401 || status === 403) return { kind: 'retry', timeout, detail, status, message: REFUSED_KEY };
+    return { kind: 'retry', timeout, detail, status };
   }
-  return { kind: 'client-error', status, message };
+  const o = parseObject(body);
+  if (o === undefined) return { kind: 'client-error', status, message: undefined, param: undefined };
+  const message = backendMessage(o);
+  return {
+    kind: 'client-error',
+    status,
+    message: message === undefined ? undefined : withoutDeployment(message, d),
+    param: backendParam(o),
+  };
 }
+
+function parseObject(body: Buffer): Record<string, unknown> | undefined {
+  try {
+    const v: unknown = JSON.parse(body.toString('utf8'));
+    return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A 404 about the model rather than the path: vLLM's `_check_model` (vllm/entrypoints/openai serving)
+ * answers NotFoundError "The model `<id>` does not exist." with param "model" (without it before v0.10.1);
+ * a path it has not (an api_base without /v1) is FastAPI's `{"detail": "Not Found"}`.
+ */
+function servesModel(o: Record<string, unknown> | undefined): boolean {
+  if (o === undefined) return false;
+  if (backendParam(o) === 'model') return true;
+  const m = backendMessage(o);
+  return m !== undefined && /\bmodel\b/i.test(m) && /does not exist|not found/i.test(m);
+}
+
+/**
+ * RFC 9110 §10.2.3: `Retry-After = HTTP-date / delay-seconds`; anything else (or nothing) is not passed on.
+ * The OpenAI SDKs read both forms.
+ */
+function retryAfter(v: string | undefined): string | undefined {
+  if (v === undefined) return undefined;
+  const t = v.trim();
+  if (/^\d{1,10}$/.test(t)) return t;
+  return /^[A-Za-z]{3}, \d{2} [A-Za-z]{3} \d{4} \d{2}:\d{2}:\d{2} GMT$/.test(t) && !Number.isNaN(Date.parse(t)) ? t : undefined;
+}
+
+/** A backend message without the deployment's own address or api_key, should it quote them (a proxy in front of vLLM may). */
+function withoutDeployment(message: string, d: Deployment): string {
+  let out = message;
+  const { host, hostname } = new URL(d.origin);
+  for (const s of [d.apiKey, host, hostname]) if (s !== undefined && s.length >= 4) out = out.split(s).join('…');
+  return out;
+}
+
+/** What the client of a request that failed everywhere is told when the last deployment asked answered 429. */
+const BUSY = 'The model server is overloaded: retry shortly.';
+const BUSY_AFTER = 'The model server is overloaded: retry after the time given in the retry-after header.';
+/** The last deployment asked is misconfigured (its answer a 404, 401 or 403). */
+const NO_SUCH_MODEL = 'The model server does not serve this model: its deployment is misconfigured; tell your platform team.';
+const NO_SUCH_ROUTE = 'The model server does not serve this endpoint: its deployment is misconfigured; tell your platform team.';
+const REFUSED_KEY = "The model server refused tollgate's credentials: its deployment is misconfigured; tell your platform team.";
 
 /**
  * vLLM's structured-output fields before v0.12 (`guided_json`, …), which it now ignores without an error

@@ -375,8 +375,33 @@ export function backendMessage(o: Record<string, unknown>): string | undefined {
       : typeof err === 'string'
         ? err
         : (o['message'] ?? fastApiDetail(o['detail']));
-  return typeof msg === 'string' && msg !== '' ? withoutEchoes(msg.slice(0, 1000)) : undefined;
+  return typeof msg === 'string' && msg !== '' ? withoutUrls(withoutEchoes(msg.slice(0, 1000))) : undefined;
 }
+
+/**
+ * The request field a backend's error names (`param` of vLLM's nested or flat error, OpenAI's own field):
+ * a field name such as `max_tokens` or `messages.0.content`, passed on only when it looks like one, so no
+ * value of the request (or anything else the backend put there) reaches the client.
+ */
+export function backendParam(o: Record<string, unknown>): string | undefined {
+  const err = o['error'];
+  const param = typeof err === 'object' && err !== null ? (err as Record<string, unknown>)['param'] : o['param'];
+  return typeof param === 'string' && PARAM.test(param) ? param : undefined;
+}
+
+/** A request field's name or path: `max_tokens`, `messages.0.content`, `tools[0].function`. */
+const PARAM = /^[A-Za-z_][\w.[\]-]{0,63}$/;
+
+/**
+ * A message without the URLs it holds: the client's own (an image vLLM could not fetch, quoted back) or the
+ * backend's and its neighbours' (internal addresses), neither of which the client is told.
+ */
+function withoutUrls(msg: string): string {
+  return msg.includes('://') ? msg.replace(URL_IN_TEXT, '…') : msg;
+}
+
+/** A scheme, `://`, and what follows up to a space, quote or bracket, without the punctuation ending a sentence. */
+const URL_IN_TEXT = /\b[A-Za-z][A-Za-z0-9+.-]*:\/\/(?:[^\s'"`<>()[\]{}]*[^\s'"`<>()[\]{}.,;:!?])?/g;
 
 /**
  * FastAPI's own error body (a 422 before vLLM's handlers, older vLLM's 415): `{"detail": "…"}`, or a list of

@@ -14,7 +14,7 @@ import { once } from 'node:events';
 import http from 'node:http';
 import { connect, createServer } from 'node:net';
 import OpenAI from 'openai';
-import { startFakeVllm, type Fault, type FakeVllm } from '../../support/fake-vllm.js';
+import { startFakeVllm, vllmErrorBody, type Fault, type FakeVllm } from '../../support/fake-vllm.js';
 import { prepareConfigText } from '../../../src/main/config-source.js';
 import { buildAuthorizer } from '../../../src/main/authz-app.js';
 import { startGateway, type GatewayApp } from '../../../src/main/gateway-app.js';
@@ -27,6 +27,10 @@ const SECRET = 'faults-test-context-key-0123456789abcdef';
 const MODEL = 'meta-llama/Llama-3.1-8B-Instruct';
 /** Ray Serve LLM's LoRA model id: `base_model:adapter_name`. */
 const ADAPTER = `${MODEL}:my-adapter`;
+/** A backend model id no fake serves: a deployment misconfigured (vLLM answers 404, param "model"). */
+const UNSERVED = 'org/not-served-here';
+/** The deployments' own api_key (the fakes do not check it): a message quoting it must not reach the client. */
+const BACKEND_KEY = 'backend-key-0123456789';
 const sha = (s: string): string => createHash('sha256').update(s).digest('hex');
 /** Every test is bounded: a hang fails the test instead of the run. */
 const T = { timeout: 15_000 };
@@ -97,8 +101,11 @@ function post(base: string, path: string, body: unknown, headers: Record<string,
   });
 }
 
-/** The contract's error: status, `content-type: application/json`, `{"error": {"message", "type", "param", "code"}}`. */
-async function expectError(res: Response, status: number, type: string, code: string): Promise<OpenAiError> {
+/**
+ * The contract's error: status, `content-type: application/json`, `{"error": {"message", "type", "param", "code"}}`;
+ * `param` null unless the backend named the field at fault.
+ */
+async function expectError(res: Response, status: number, type: string, code: string, param: string | null = null): Promise<OpenAiError> {
   const text = await res.text();
   assert.equal(res.status, status, text);
   assert.match(res.headers.get('content-type') ?? '', /^application\/json/);
@@ -107,7 +114,7 @@ async function expectError(res: Response, status: number, type: string, code: st
   assert.deepEqual(Object.keys(body.error).sort(), ['code', 'message', 'param', 'type']);
   assert.equal(body.error.type, type);
   assert.equal(body.error.code, code);
-  assert.equal(body.error.param, null);
+  assert.equal(body.error.param, param);
   assert.equal(typeof body.error.message, 'string');
   assert.ok(body.error.message.length > 0);
   return body.error;
@@ -158,11 +165,17 @@ describe('gateway faults', () => {
     stack = await startStack(`
 model_list:
   - model_name: pair
-    litellm_params: { model: openai/${MODEL}, api_base: "${a.apiBase}", timeout: 5 }
+    litellm_params: { model: openai/${MODEL}, api_base: "${a.apiBase}", api_key: ${BACKEND_KEY}, timeout: 5 }
     model_info: { id: pair-a }
   - model_name: pair
-    litellm_params: { model: openai/${MODEL}, api_base: "${b.apiBase}", timeout: 5, weight: 1.0e-9 }
+    litellm_params: { model: openai/${MODEL}, api_base: "${b.apiBase}", api_key: ${BACKEND_KEY}, timeout: 5, weight: 1.0e-9 }
     model_info: { id: pair-b }
+  - model_name: unserved
+    litellm_params: { model: openai/${UNSERVED}, api_base: "${a.apiBase}", timeout: 5 }
+    model_info: { id: unserved-a }
+  - model_name: unserved
+    litellm_params: { model: openai/${UNSERVED}, api_base: "${b.apiBase}", timeout: 5 }
+    model_info: { id: unserved-b }
   - model_name: dead-first
     litellm_params: { model: openai/${MODEL}, api_base: "http://127.0.0.1:${dead1}/v1", timeout: 5 }
     model_info: { id: dead-first-down }
@@ -293,6 +306,144 @@ keys:
     assert.equal(a.received.length + b.received.length, 3);
     await stillServing();
   });
+
+  test(
+    'every deployment answers 429 with retry-after: the client gets 429 rate_limit_exceeded and that retry-after, streams too',
+    T,
+    async () => {
+      reset();
+      const busy: Fault = { kind: 'status', status: 429, headers: { 'retry-after': '7' } };
+      a.setFault(busy);
+      b.setFault(busy);
+      const res = await within(PROMPT_MS, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI }));
+      assert.equal(res.headers.get('retry-after'), '7');
+      const err = await expectError(res, 429, 'rate_limit_error', 'rate_limit_exceeded');
+      assert.match(err.message, /overloaded/);
+      assert.doesNotMatch(err.message, /Injected|from [ab]\b/, "the backend's own message is not passed");
+      assert.equal(a.received.length + b.received.length, 3, 'retried on the other deployment first');
+      assert.equal(stack.spend.rows.at(-1)?.status, 429);
+      // Before a stream's first byte, the same.
+      const streamed = await within(PROMPT_MS, () =>
+        post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI, stream: true }),
+      );
+      assert.equal(streamed.headers.get('retry-after'), '7');
+      await expectError(streamed, 429, 'rate_limit_error', 'rate_limit_exceeded');
+      // The SDK's RateLimitError, with the header its own retries wait on.
+      await assert.rejects(stack.client.chat.completions.create({ model: 'pair', messages: HI }), (e: unknown) => {
+        assert.ok(e instanceof OpenAI.RateLimitError);
+        assert.equal(e.code, 'rate_limit_exceeded');
+        assert.equal(e.headers.get('retry-after'), '7');
+        return true;
+      });
+      // An HTTP-date passes as it is; no retry-after, or one that is neither form, is not made up.
+      for (const [sent, passed] of [
+        ['Wed, 21 Oct 2099 07:28:00 GMT', 'Wed, 21 Oct 2099 07:28:00 GMT'],
+        [undefined, null],
+        ['soon, http://10.0.0.7:8000', null],
+      ] as const) {
+        const fault: Fault = { kind: 'status', status: 429, ...(sent === undefined ? {} : { headers: { 'retry-after': sent } }) };
+        a.setFault(fault);
+        b.setFault(fault);
+        const r = await within(PROMPT_MS, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI }));
+        assert.equal(r.headers.get('retry-after'), passed, String(sent));
+        const e = await expectError(r, 429, 'rate_limit_error', 'rate_limit_exceeded');
+        assert.match(e.message, passed === null ? /retry shortly/ : /retry-after/);
+      }
+      await stillServing();
+    },
+  );
+
+  test("the last attempt's failure decides: a 429 after a 500 is a 429, a 500 after a 429 a 502", T, async () => {
+    reset();
+    // Attempts go a (by weight), b (the retry excludes a), then a again.
+    a.queueFaults({ kind: 'status', status: 500 }, { kind: 'status', status: 429, headers: { 'retry-after': '3' } });
+    b.queueFaults({ kind: 'status', status: 500 });
+    const busy = await within(PROMPT_MS, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI }));
+    assert.equal(busy.headers.get('retry-after'), '3');
+    await expectError(busy, 429, 'rate_limit_error', 'rate_limit_exceeded');
+    a.queueFaults({ kind: 'status', status: 429, headers: { 'retry-after': '3' } }, { kind: 'status', status: 500 });
+    b.queueFaults({ kind: 'status', status: 429, headers: { 'retry-after': '3' } });
+    const failed = await within(PROMPT_MS, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI }));
+    assert.equal(failed.headers.get('retry-after'), null);
+    const err = await expectError(failed, 502, 'api_error', 'upstream_error');
+    assert.match(err.message, /failed to answer/);
+    assert.equal(a.received.length + b.received.length, 6);
+    await stillServing();
+  });
+
+  test("backend 400 naming its param: the client gets vLLM's message and param (nested and flat bodies, streams too)", T, async () => {
+    reset();
+    const message = 'max_tokens must be at least 1, got 0.';
+    for (const flat of [false, true]) {
+      const fault: Fault = { kind: 'status', status: 400, body: vllmErrorBody(400, message, { param: 'max_tokens', flat }) };
+      a.setFault(fault);
+      b.setFault(fault);
+      for (const stream of [false, true]) {
+        const res = await within(PROMPT_MS, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI, stream }));
+        const err = await expectError(res, 400, 'invalid_request_error', 'upstream_invalid_request', 'max_tokens');
+        assert.equal(err.message, message);
+      }
+    }
+    await assert.rejects(stack.client.chat.completions.create({ model: 'pair', messages: HI }), (e: unknown) => {
+      assert.ok(e instanceof OpenAI.BadRequestError);
+      assert.equal(e.param, 'max_tokens');
+      assert.equal(e.code, 'upstream_invalid_request');
+      return true;
+    });
+    // A param that is not a field's name (here the prompt itself) is not passed.
+    const odd: Fault = { kind: 'status', status: 400, body: vllmErrorBody(400, 'Invalid prompt', { param: 'tell me the launch codes' }) };
+    a.setFault(odd);
+    b.setFault(odd);
+    const res = await within(PROMPT_MS, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI }));
+    await expectError(res, 400, 'invalid_request_error', 'upstream_invalid_request', null);
+    await stillServing();
+  });
+
+  test("a backend's 4xx message quoting URLs, the deployment's address or its api_key reaches the client without them", T, async () => {
+    reset();
+    const host = new URL(a.url).host;
+    const message =
+      `Failed to fetch image from https://private.example/scan.png?sig=abc via http://10.0.3.4:8000/v1, ` +
+      `upstream ${host} with Bearer ${BACKEND_KEY}: check the image URL.`;
+    const fault: Fault = { kind: 'status', status: 400, body: vllmErrorBody(400, message, { param: 'messages' }) };
+    a.setFault(fault);
+    b.setFault(fault);
+    const res = await within(PROMPT_MS, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI }));
+    const err = await expectError(res, 400, 'invalid_request_error', 'upstream_invalid_request', 'messages');
+    assert.doesNotMatch(err.message, /private\.example|10\.0\.3\.4|127\.0\.0\.1|backend-key|sig=/, err.message);
+    assert.match(err.message, /^Failed to fetch image from … via …, upstream … with Bearer …: check the image URL\.$/);
+    await stillServing();
+  });
+
+  test(
+    'a deployment whose backend does not serve its model (404): 502 saying so, naming neither host nor backend model id; streams too',
+    T,
+    async () => {
+      reset();
+      for (const stream of [false, true]) {
+        const res = await within(PROMPT_MS, () => post(stack.base, '/v1/chat/completions', { model: 'unserved', messages: HI, stream }));
+        const err = await expectError(res, 502, 'api_error', 'upstream_error');
+        assert.match(err.message, /does not serve this model/);
+        assert.doesNotMatch(err.message, /not-served-here|127\.0\.0\.1|localhost/);
+        assert.equal(a.received.length + b.received.length, 3, 'retried: another deployment may serve it');
+        assert.equal(stack.spend.rows.at(-1)?.status, 502);
+        reset();
+      }
+      // A path the backend has not (an api_base without /v1: FastAPI's {"detail": "Not Found"}) and a backend that
+      // refuses the deployment's api_key: the deployment is misconfigured too.
+      for (const [fault, said] of [
+        [{ kind: 'status', status: 404, body: { detail: 'Not Found' } }, /does not serve this endpoint/],
+        [{ kind: 'status', status: 401, body: { error: 'Unauthorized' } }, /refused tollgate's credentials/],
+      ] as const) {
+        a.setFault(fault);
+        b.setFault(fault);
+        const res = await within(PROMPT_MS, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI }));
+        const err = await expectError(res, 502, 'api_error', 'upstream_error');
+        assert.match(err.message, said);
+      }
+      await stillServing();
+    },
+  );
 
   test('a backend slower than stream_timeout (streaming) or timeout: 504 upstream_timeout, promptly', T, async () => {
     reset();

@@ -6,7 +6,15 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { backendMessage, estimateTokens, SseRewriter, spliceJson, withModel, withoutEchoes } from '../../../src/gateway/sse.js';
+import {
+  backendMessage,
+  backendParam,
+  estimateTokens,
+  SseRewriter,
+  spliceJson,
+  withModel,
+  withoutEchoes,
+} from '../../../src/gateway/sse.js';
 
 type Obj = Record<string, unknown>;
 const enc = new TextEncoder();
@@ -486,6 +494,27 @@ describe("backendMessage: the backend's message, without the request values it q
     // backendMessage cuts a message to 1,000 characters before it looks for values (one pass over them).
     const hostile = 'input_value= (value='.repeat(40_000);
     assert.ok((backendMessage({ message: hostile }) ?? '').length <= 1_000);
+  });
+
+  test("URLs in a message (the client's own, or internal addresses) are cut, the sentence around them kept", () => {
+    assert.equal(
+      backendMessage({ error: { message: 'Failed to fetch https://img.example/a.png?sig=x, or http://10.0.0.7:8000/v1.', code: 400 } }),
+      'Failed to fetch …, or ….',
+    );
+    assert.equal(backendMessage({ message: 'Could not reach redis://cache.internal:6379 (timeout)' }), 'Could not reach … (timeout)');
+    // In a stream's error event too.
+    const sse = new SseRewriter({ keepUsage: false, model: 'm' });
+    const out = sse.push(Buffer.from('data: {"error": {"message": "image http://cam.internal/x.jpg unreadable", "code": 400}}\n\n'));
+    assert.match(out, /"message":"image … unreadable"/);
+  });
+
+  test("backendParam: a field's name from vLLM's nested or flat error, nothing else", () => {
+    assert.equal(backendParam({ error: { message: 'm', param: 'max_tokens' } }), 'max_tokens');
+    assert.equal(backendParam({ object: 'error', message: 'm', param: 'messages.0.content' }), 'messages.0.content');
+    assert.equal(backendParam({ error: { message: 'm', param: 'tools[0].function' } }), 'tools[0].function');
+    for (const param of [null, 3, '', 'tell me the launch codes', 'x'.repeat(65), '{"a":1}', 'a=b'])
+      assert.equal(backendParam({ error: { message: 'm', param } }), undefined, String(param));
+    assert.equal(backendParam({ detail: 'Not Found' }), undefined);
   });
 
   test('a message without quoted values is passed as it is', () => {
