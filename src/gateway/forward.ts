@@ -15,7 +15,7 @@ import type { SpendRecorder } from '../store/spend.js';
 import { reservation, type GateVerdict, type Lease } from '../store/limiter.js';
 import { codedError, Exchange, type ClientLink, type StreamSink } from './exchange.js';
 import type { HttpResponse } from './http-response.js';
-import { backendMessage, backendParam, errorEvent, estimateTokens, spliceJson, SseRewriter, withModel } from './sse.js';
+import { backendMessage, backendParam, errorEvent, estimateTokens, PING, spliceJson, SseRewriter, withModel } from './sse.js';
 import { UpstreamPool } from './upstream.js';
 
 /** Admits an attempt on a deployment against its own rpm/tpm: a lease to settle, undefined (nothing to count), or refused. */
@@ -561,7 +561,7 @@ class SseRelay implements StreamSink {
     }
     if (out === '') return true;
     this.#wrote = true;
-    if (this.#onFirstToken !== undefined) {
+    if (this.#onFirstToken !== undefined && out !== PING) {
       this.#onFirstToken();
       this.#onFirstToken = undefined;
     }

@@ -15,6 +15,8 @@ export interface StreamUsage {
 }
 
 const DONE = 'data: [DONE]\n\n';
+/** What a backend's SSE comment (a keep-alive) is passed on as: the client's SDK ignores it, its proxies see bytes. */
+export const PING = ': ping\n\n';
 /** An event longer than this is collected in pieces (SseRewriter.#parts). */
 const LONG_EVENT = 64 * 1024;
 /**
@@ -152,16 +154,21 @@ export class SseRewriter {
 
   #event(raw: string): string {
     let data = '';
+    let comment = false;
     // The usual event is one `data:` line (vLLM, OpenAI): taken as it is, without splitting.
     if (!raw.includes('\n')) {
       if (raw.startsWith('data:')) data = raw.slice(raw[5] === ' ' ? 6 : 5);
+      else comment = raw.startsWith(':');
     } else {
       for (const line of raw.split(/\r?\n/)) {
         if (line.startsWith('data:')) data += line.slice(line[5] === ' ' ? 6 : 5);
-        // Comments (`:`), `event:`, `id:` and `retry:` lines are not used by OpenAI streams.
+        else if (line.startsWith(':')) comment = true;
+        // `event:`, `id:` and `retry:` lines are not used by OpenAI streams.
       }
     }
-    if (data === '') return '';
+    // A keep-alive comment (sse-starlette's `: ping - <time>` under Ray Serve, every 15 s) keeps the
+    // client's proxies from timing out a long prefill: passed on, as tollgate's own fixed text.
+    if (data === '') return comment ? PING : '';
     if (data === '[DONE]') {
       this.sawDone = true;
       return DONE;

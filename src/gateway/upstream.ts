@@ -78,6 +78,8 @@ const MAX_CHUNK_LINE = 4 * 1024;
 const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: [^\r\n]*)?$/;
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const CONTENT_LENGTH = /^\d{1,15}$/;
+/** A line break that is not CRLF, or a NUL, in a reply's head: parsers differ on them, so none is trusted. */
+const BARE_CR_LF_NUL = /\0|\r(?!\n)|(?<!\r)\n/;
 /** Characters a header value may not hold (CR, LF, NUL): they would split the request's head. */
 const UNSAFE_VALUE = /[\r\n\0]/;
 
@@ -402,6 +404,7 @@ class Connection implements UpstreamController {
     if (end < 0 ? buf.length - at > MAX_HEAD : end - at > MAX_HEAD) return this.#bad(p, 'the reply head is larger than 64 KiB');
     if (end < 0) return -1;
     const text = buf.toString('latin1', at, end);
+    if (BARE_CR_LF_NUL.test(text)) return this.#bad(p, 'the reply head holds a bare CR or LF, or a NUL');
     const lines = text.split('\r\n');
     const m = STATUS_LINE.exec(lines[0] as string);
     if (m === null) return this.#bad(p, 'the reply does not start with an HTTP/1.x status line');

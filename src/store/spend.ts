@@ -31,7 +31,7 @@ export interface SpendEntry {
   readonly endpoint?: string | undefined;
   readonly backendMs?: number | undefined;
   readonly ttftMs?: number | undefined;
-  /** For the log line: what the attempts that failed met (`<deployment>: HTTP 401; <deployment>: UND_ERR_CONNECT_TIMEOUT`). */
+  /** For the log line: what the attempts that failed met (`<deployment>: HTTP 401; <deployment>: CONNECT_TIMEOUT`). */
   readonly upstream?: string | undefined;
 }
 

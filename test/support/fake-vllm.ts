@@ -21,8 +21,11 @@ export type Fault =
   /** `done: false` omits the `data: [DONE]` that vLLM sends after the error event. */
   | { kind: 'stream-error'; afterChunks: number; message?: string; done?: boolean }
   | { kind: 'garbage' }
-  /** A stream's head is sent at once, its first event only once `release` resolves (a model slow to its first token). */
-  | { kind: 'hold-first-event'; release: Promise<void> }
+  /**
+   * A stream's head is sent at once, its first event only once `release` resolves (a model slow to its first
+   * token); `ping`: a keep-alive comment meanwhile, as sse-starlette (Ray Serve) sends one.
+   */
+  | { kind: 'hold-first-event'; release: Promise<void>; ping?: boolean }
   /** `ms`: wait before answering (default 0); `timeoutS`: the request_timeout_s quoted in the message. */
   | { kind: 'ray-timeout'; ms?: number; timeoutS?: number }
   /** A 200 JSON head at once, then one space every `everyMs`, never ending: no silence long enough for a per-wait timeout. */
@@ -161,6 +164,7 @@ export async function startFakeVllm(opts: FakeVllmOptions = {}): Promise<FakeVll
     }
     if (fault?.kind === 'hold-first-event') {
       res.flushHeaders();
+      if (fault.ping === true) res.write(`: ping - ${new Date().toISOString()}\r\n\r\n`);
       await fault.release;
       if (ctx.gone()) return;
     }

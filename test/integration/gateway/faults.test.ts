@@ -251,6 +251,30 @@ keys:
     await stillServing();
   });
 
+  test(
+    "a backend's keep-alive comment before the first token reaches the client as ': ping'; the SDK reads the stream as usual",
+    T,
+    async () => {
+      reset();
+      let release!: () => void;
+      a.setFault({ kind: 'hold-first-event', release: new Promise<void>((resolve) => (release = resolve)), ping: true });
+      b.setFault({ kind: 'hold-first-event', release: new Promise<void>(() => undefined), ping: true });
+      const res = await within(PROMPT_MS, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI, stream: true }));
+      const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+      const first = await within(PROMPT_MS, () => reader.read());
+      assert.equal(Buffer.from(first.value ?? []).toString('utf8'), ': ping\n\n', "tollgate's own comment, not the backend's text");
+      release();
+      await reader.cancel();
+      a.setFault({ kind: 'hold-first-event', release: Promise.resolve(), ping: true });
+      b.setFault({ kind: 'hold-first-event', release: Promise.resolve(), ping: true });
+      let text = '';
+      const stream = await within(PROMPT_MS, () => stack.client.chat.completions.create({ model: 'pair', messages: HI, stream: true }));
+      for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? '';
+      assert.match(text, /Hello from/);
+      await stillServing();
+    },
+  );
+
   test('backend down (closed port): the retry lands on the healthy deployment', T, async () => {
     reset();
     for (let i = 0; i < 3; i++) {

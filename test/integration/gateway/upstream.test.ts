@@ -259,6 +259,8 @@ describe('upstream: framing the reply', () => {
     ['two different Content-Lengths', 'HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n{}'],
     ['a chunk size that is not hex', 'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n'],
     ['a chunk without its CRLF', 'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}XX0\r\n\r\n'],
+    ['a bare LF inside a header line', 'HTTP/1.1 200 OK\r\nx-a: 1\ncontent-length: 5\r\ncontent-length: 2\r\n\r\n{}'],
+    ['a NUL in a header value', 'HTTP/1.1 200 OK\r\nx-a: 1\0\r\ncontent-length: 2\r\n\r\n{}'],
     ['101 Switching Protocols', 'HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n'],
   ];
   for (const [what, bytes] of malformed) {

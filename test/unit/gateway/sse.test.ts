@@ -235,9 +235,14 @@ describe('SseRewriter', () => {
     assert.equal(count(out, 'data: [DONE]'), 1);
   });
 
-  test('comments, event:, id: and retry: lines produce nothing', () => {
-    const { out } = run(': keep-alive\n\nevent: ping\n\nid: 7\nretry: 1000\n\n' + ev(chat({ content: 'a' })) + ev('[DONE]'));
-    const chunks = parsed(out);
+  test('event:, id: and retry: lines produce nothing; a comment (keep-alive) is passed on as tollgate\'s own ": ping"', () => {
+    const { out } = run(
+      ': ping - 2026-12-07 19:30:00.123456+00:00\n\nevent: ping\n\nid: 7\nretry: 1000\n\n' + ev(chat({ content: 'a' })) + ev('[DONE]'),
+    );
+    assert.ok(out.startsWith(': ping\n\n'), out);
+    assert.doesNotMatch(out, /2026/, "the backend's comment text is not passed");
+    assert.doesNotMatch(out, /event:|id:|retry:/);
+    const chunks = parsed(out.slice(': ping\n\n'.length));
     assert.equal(chunks.length, 2);
   });
 

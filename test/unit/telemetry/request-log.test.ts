@@ -136,10 +136,10 @@ test('the line goes to the destination of tollgate’s own logger, bindings incl
 
 test('a request whose attempts failed names what each met', () => {
   const { logger, lines } = capture();
-  new RequestLog(logger).forwarded({ ...entry, status: 502, upstream: 'vllm-a: HTTP 401; vllm-b: UND_ERR_CONNECT_TIMEOUT' });
+  new RequestLog(logger).forwarded({ ...entry, status: 502, upstream: 'vllm-a: HTTP 401; vllm-b: CONNECT_TIMEOUT' });
   const line = JSON.parse(lines[0] ?? '{}') as { status?: number; upstream?: string };
   assert.equal(line.status, 502);
-  assert.equal(line.upstream, 'vllm-a: HTTP 401; vllm-b: UND_ERR_CONNECT_TIMEOUT');
+  assert.equal(line.upstream, 'vllm-a: HTTP 401; vllm-b: CONNECT_TIMEOUT');
 });
 
 test("a request answered with an error names the contract's code", () => {
