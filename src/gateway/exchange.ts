@@ -94,6 +94,8 @@ export class Exchange implements UpstreamHandler {
   #resolve!: (r: ExchangeResult) => void;
   #settled = false;
   #controller: UpstreamController | undefined;
+  /** The request has a connection (onRequestStart): the wait for one is over. */
+  #onConnection = false;
   readonly #client: ClientLink;
   readonly #sink: StreamSink | undefined;
   readonly #replyCap: number;
@@ -137,30 +139,33 @@ export class Exchange implements UpstreamHandler {
     this.#wholeMs = wholeMs;
     this.#rearm = queueMs < wholeMs;
     this.#timer = setTimeout(this.#expire, Math.min(queueMs, wholeMs));
-    upstream.dispatch(req, this);
+    const controller = upstream.dispatch(req, this);
+    this.#controller ??= controller;
     return this.done;
   }
 
   readonly #expire = (): void => {
     const waited = Math.round(performance.now() - this.#t0);
     this.abort(
-      this.#controller === undefined
+      !this.#onConnection
         ? codedError('QUEUE_TIMEOUT', `no connection to the backend within ${waited} ms`)
         : codedError('REQUEST_TIMEOUT', `no whole reply within ${this.#wholeMs} ms`),
     );
   };
 
+  /** Ends the exchange (a waiting request leaves the pool's queue); nothing once it has settled. */
   abort(err: Error): void {
-    // Before the request reached a connection there is no controller yet: onRequestStart aborts it.
+    if (this.#settled) return;
     this.#controller?.abort(err);
     this.#broken(err);
   }
 
   resume(): void {
-    this.#controller?.resume();
+    if (!this.#settled) this.#controller?.resume();
   }
 
   onRequestStart(controller: UpstreamController): void {
+    this.#onConnection = true;
     if (this.#rearm && !this.#settled) {
       clearTimeout(this.#timer);
       this.#timer = setTimeout(this.#expire, Math.max(0, this.#wholeMs - (performance.now() - this.#t0)));

@@ -49,7 +49,8 @@ export interface UpstreamRequest {
 
 /** Where a request is sent: a pool, or a stand-in for one in tests. */
 export interface Upstream {
-  dispatch(req: UpstreamRequest, handler: UpstreamHandler): void;
+  /** Returns the request's controller at once: an abort before it has a connection takes it out of the queue. */
+  dispatch(req: UpstreamRequest, handler: UpstreamHandler): UpstreamController;
 }
 
 export type UpstreamErrorCode =
@@ -78,15 +79,55 @@ const MAX_CHUNK_LINE = 4 * 1024;
 const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: [^\r\n]*)?$/;
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const CONTENT_LENGTH = /^\d{1,15}$/;
+/** A chunk-size line: hex digits, then optional whitespace before extensions (RFC 9112 §7.1.1), nothing else. */
+const CHUNK_SIZE = /^([0-9A-Fa-f]{1,12})[ \t]*(?:;.*)?$/;
 /** A line break that is not CRLF, or a NUL, in a reply's head: parsers differ on them, so none is trusted. */
 const BARE_CR_LF_NUL = /\0|\r(?!\n)|(?<!\r)\n/;
 /** Characters a header value may not hold (CR, LF, NUL): they would split the request's head. */
 const UNSAFE_VALUE = /[\r\n\0]/;
 
-interface Pending {
+/**
+ * One request, from dispatch to its end: its own controller, so an abort, pause or resume that comes late (after
+ * its reply ended and its connection took the next request) reaches nothing but it.
+ */
+class Pending implements UpstreamController {
   readonly req: UpstreamRequest;
   readonly handler: UpstreamHandler;
+  readonly #pool: UpstreamPool;
+  /** The connection carrying it, once it has one. */
+  conn: Connection | undefined;
+  /** Over: ended, failed or aborted. */
+  done = false;
+
+  constructor(pool: UpstreamPool, req: UpstreamRequest, handler: UpstreamHandler) {
+    this.#pool = pool;
+    this.req = req;
+    this.handler = handler;
+  }
+
+  abort(err: Error): void {
+    if (this.done) return;
+    if (this.conn !== undefined) {
+      this.conn.abortRequest(this, err);
+      return;
+    }
+    // Still waiting for a connection: it is skipped when its turn comes.
+    this.done = true;
+    this.#pool.cancelled();
+    this.handler.onResponseError(this, err);
+  }
+
+  pause(): void {
+    if (!this.done) this.conn?.pauseReply(this);
+  }
+
+  resume(): void {
+    if (!this.done) this.conn?.resumeReply(this);
+  }
 }
+
+/** How often idle connections are checked against their keep-alive time (unref'd; only while some are idle). */
+const SWEEP_MS = 250;
 
 export class UpstreamPool implements Upstream {
   readonly #url: URL;
@@ -97,8 +138,14 @@ export class UpstreamPool implements Upstream {
   readonly #all = new Set<Connection>();
   readonly #queue: Pending[] = [];
   #queueHead = 0;
+  /** Requests in the queue that were aborted while waiting (skipped; the queue is compacted when they pile up). */
+  #cancelled = 0;
   #closed = false;
+  #drained: Promise<void> | undefined;
   #onDrained: (() => void) | undefined;
+  #sweeper: NodeJS.Timeout | undefined;
+  /** The last TLS session, offered by the next connection (no full handshake each time). */
+  tlsSession: Buffer | undefined;
 
   constructor(origin: string, opts: UpstreamPoolOptions) {
     this.#url = new URL(origin);
@@ -112,19 +159,24 @@ export class UpstreamPool implements Upstream {
     return this.#all.size;
   }
 
-  dispatch(req: UpstreamRequest, handler: UpstreamHandler): void {
-    this.#dispatch({ req, handler });
-  }
-
-  #dispatch(p: Pending): void {
+  /** Sends `req`; returns its controller at once (an abort before it has a connection takes it out of the queue). */
+  dispatch(req: UpstreamRequest, handler: UpstreamHandler): UpstreamController {
+    const p = new Pending(this, req, handler);
     if (this.#closed) {
-      queueMicrotask(() => p.handler.onResponseError(undefined, upstreamError('POOL_CLOSED', 'the backend connection pool is closed')));
-      return;
+      p.done = true;
+      queueMicrotask(() => handler.onResponseError(undefined, upstreamError('POOL_CLOSED', 'the backend connection pool is closed')));
+      return p;
     }
-    const conn = this.#idle.pop();
-    if (conn !== undefined) conn.send(p);
-    else if (this.#all.size < this.#opts.connections) this.#open().send(p);
+    for (;;) {
+      const conn = this.#idle.pop();
+      if (conn === undefined) break;
+      if (conn.gone) continue; // closed since it idled; its 'close' removes it
+      if (!conn.send(p)) this.#idle.push(conn); // aborted as it started: the connection is still clean
+      return p;
+    }
+    if (this.#all.size < this.#opts.connections) this.#open().send(p);
     else this.#queue.push(p);
+    return p;
   }
 
   #open(): Connection {
@@ -133,12 +185,23 @@ export class UpstreamPool implements Upstream {
     return conn;
   }
 
-  /** `conn` finished a reply and can take another: the next waiting request, else it idles. */
+  /**
+   * `conn` finished a reply and can take another: the next waiting request, else it idles. A loop, not a
+   * recursion: each waiter aborted as it starts leaves the connection clean for the next.
+   */
   released(conn: Connection): void {
-    const next = this.#next();
-    if (next !== undefined) conn.send(next);
-    else if (this.#closed) conn.destroy();
-    else this.#idle.push(conn);
+    for (;;) {
+      const next = this.#next();
+      if (next === undefined) break;
+      if (conn.send(next)) return;
+    }
+    if (this.#closed) {
+      conn.destroy();
+      return;
+    }
+    conn.idle();
+    this.#idle.push(conn);
+    this.#sweeper ??= setInterval(this.#sweep, SWEEP_MS).unref();
   }
 
   /** `conn` is gone: a waiting request gets a new connection in its place. */
@@ -151,43 +214,86 @@ export class UpstreamPool implements Upstream {
     if (this.#all.size === 0) this.#onDrained?.();
   }
 
-  #next(): Pending | undefined {
-    if (this.#queueHead >= this.#queue.length) return undefined;
-    const p = this.#queue[this.#queueHead];
-    this.#queue[this.#queueHead++] = undefined as unknown as Pending;
-    if (this.#queueHead > 1024 && this.#queueHead * 2 > this.#queue.length) {
-      this.#queue.splice(0, this.#queueHead);
+  cancelled(): void {
+    this.#cancelled++;
+    // Aborted waiters hold their bodies until their turn: drop them once they are half the queue.
+    if (this.#cancelled > 64 && this.#cancelled * 2 > this.#queue.length - this.#queueHead) {
+      const live = this.#queue.slice(this.#queueHead).filter((p) => !p.done);
+      this.#queue.length = 0;
+      this.#queue.push(...live);
       this.#queueHead = 0;
+      this.#cancelled = 0;
     }
-    return p;
   }
+
+  #next(): Pending | undefined {
+    while (this.#queueHead < this.#queue.length) {
+      const p = this.#queue[this.#queueHead] as Pending;
+      this.#queue[this.#queueHead++] = undefined as unknown as Pending;
+      if (this.#queueHead > 1024 && this.#queueHead * 2 > this.#queue.length) {
+        this.#queue.splice(0, this.#queueHead);
+        this.#queueHead = 0;
+      }
+      if (!p.done) return p;
+      this.#cancelled = Math.max(0, this.#cancelled - 1);
+    }
+    return undefined;
+  }
+
+  /** Closes the connections idle past their keep-alive time. */
+  readonly #sweep = (): void => {
+    const now = performance.now();
+    for (let i = this.#idle.length - 1; i >= 0; i--) {
+      const conn = this.#idle[i] as Connection;
+      if (conn.idleExpired(now)) {
+        this.#idle.splice(i, 1);
+        conn.destroy();
+      }
+    }
+    if (this.#idle.length === 0) {
+      clearInterval(this.#sweeper);
+      this.#sweeper = undefined;
+    }
+  };
 
   /** Refuses new requests, closes idle connections, and resolves once the requests in flight or waiting are over. */
   close(): Promise<void> {
+    if (this.#drained !== undefined) return this.#drained;
     this.#closed = true;
+    clearInterval(this.#sweeper);
+    this.#sweeper = undefined;
     for (const conn of this.#idle.splice(0)) conn.destroy();
-    if (this.#all.size === 0 && this.#queueHead >= this.#queue.length) return Promise.resolve();
-    return new Promise((resolve) => {
-      this.#onDrained = resolve;
-    });
+    this.#drained =
+      this.#all.size === 0
+        ? Promise.resolve()
+        : new Promise((resolve) => {
+            this.#onDrained = resolve;
+          });
+    return this.#drained;
   }
 }
 
 type ReadState = 'head' | 'length' | 'chunk-size' | 'chunk-data' | 'chunk-crlf' | 'trailers' | 'until-close';
 
 /** One connection to the origin, carrying one request at a time. */
-class Connection implements UpstreamController {
+class Connection {
   readonly #pool: UpstreamPool;
   readonly #socket: Socket;
   readonly #hostHeader: string;
   readonly #opts: UpstreamPoolOptions;
   #connected = false;
   #current: Pending | undefined;
-  #gone = false;
+  gone = false;
+  /**
+   * One timer per connection: the connect wait, then each request's head and body waits. Requests of one
+   * deployment wait alike, so the timer is refreshed, not made again, per request; left running after a
+   * reply (nothing to time out then), it fires once and is dropped.
+   */
   #timer: NodeJS.Timeout | undefined;
   #timerMs = -1;
-  #timerCode: UpstreamErrorCode = 'HEADERS_TIMEOUT';
+  #timerCode: UpstreamErrorCode = 'CONNECT_TIMEOUT';
   #idleMs: number;
+  #idleSince = 0;
   // The reply being read.
   #state: ReadState = 'head';
   #buffered: Buffer | undefined;
@@ -197,8 +303,7 @@ class Connection implements UpstreamController {
   #sawBytes = false;
   /** Set by #end within a read, for #onData to release the connection once the read is consumed. */
   #ended = false;
-  #timerIdle = false;
-  /** The handler paused the reply: no body timer until it resumes. */
+  /** The handler paused the reply: its silence is not timed until it resumes. */
   #paused = false;
 
   constructor(pool: UpstreamPool, url: URL, hostHeader: string, opts: UpstreamPoolOptions) {
@@ -210,10 +315,19 @@ class Connection implements UpstreamController {
     const tls = url.protocol === 'https:';
     const port = Number(url.port || (tls ? 443 : 80));
     const socket = tls
-      ? connectTls({ host, port, servername: isIP(host) === 0 ? host : undefined, ALPNProtocols: ['http/1.1'] })
+      ? connectTls({
+          host,
+          port,
+          servername: isIP(host) === 0 ? host : undefined,
+          ALPNProtocols: ['http/1.1'],
+          session: pool.tlsSession,
+        })
       : connectTcp({ host, port });
     this.#socket = socket;
     socket.setNoDelay(true);
+    // A backend host that vanishes without a FIN is noticed between requests too, not only by a request's timeout.
+    socket.setKeepAlive(true, 60_000);
+    if (tls) socket.on('session', (session: Buffer) => (pool.tlsSession = session));
     socket.on(tls ? 'secureConnect' : 'connect', this.#onConnect);
     socket.on('data', this.#onData);
     socket.on('end', this.#onEnd);
@@ -222,55 +336,64 @@ class Connection implements UpstreamController {
     this.#arm(opts.connectTimeout, 'CONNECT_TIMEOUT');
   }
 
-  send(p: Pending): void {
+  /** Takes `p`; false when it was aborted as it started (nothing written: the connection is free for another). */
+  send(p: Pending): boolean {
     this.#current = p;
+    p.conn = this;
     this.#socket.ref();
-    this.#disarm();
-    if (this.#connected) this.#write(p);
-    else this.#arm(this.#opts.connectTimeout, 'CONNECT_TIMEOUT');
+    return this.#connected ? this.#write(p) : true;
+  }
+
+  /** Between requests: counted as idle for the keep-alive time, and not holding the process open. */
+  idle(): void {
+    this.#idleSince = performance.now();
+    this.#socket.unref();
+  }
+
+  idleExpired(now: number): boolean {
+    return now - this.#idleSince >= this.#idleMs;
   }
 
   destroy(): void {
-    this.#gone = true;
+    this.gone = true;
     this.#socket.destroy();
   }
 
-  // UpstreamController, for the request in flight.
-  abort(err: Error): void {
-    const p = this.#current;
-    if (p === undefined) return;
+  abortRequest(p: Pending, err: Error): void {
+    if (this.#current !== p) return;
     this.#current = undefined;
-    // Before its first byte went out (aborted from onRequestStart) the connection is clean: reuse it.
-    if (this.#connected && !this.#started && !this.#gone) this.#idle();
-    else this.destroy();
-    p.handler.onResponseError(this, err);
+    p.done = true;
+    // Aborted from onRequestStart, before a byte went out: the connection is clean, and #write's caller
+    // gives it the next request. Otherwise what is on the wire cannot be taken back.
+    if (!(this.#connected && !this.#started && !this.gone)) this.destroy();
+    p.handler.onResponseError(p, err);
   }
 
-  /** Holds the reply back; its body's silence is not timed meanwhile (the wait is the client's). */
-  pause(): void {
+  /** Holds the reply back; its silence is not timed meanwhile (the wait is the client's, bounded by the caller). */
+  pauseReply(p: Pending): void {
+    if (this.#current !== p) return;
     this.#socket.pause();
-    if (this.#current !== undefined && this.#state !== 'head') {
-      this.#paused = true;
-      this.#disarm();
-    }
+    this.#paused = true;
   }
 
-  resume(): void {
-    this.#socket.resume();
-    const p = this.#current;
-    if (this.#paused && p !== undefined) this.#arm(p.req.bodyTimeout, 'BODY_TIMEOUT');
+  resumeReply(p: Pending): void {
+    if (this.#current !== p || !this.#paused) return;
     this.#paused = false;
+    this.#socket.resume();
+    if (this.#state !== 'head') this.#arm(p.req.bodyTimeout, 'BODY_TIMEOUT');
   }
 
   readonly #onConnect = (): void => {
     this.#connected = true;
-    this.#disarm();
     const p = this.#current;
-    if (p !== undefined) this.#write(p);
-    else this.#pool.released(this);
+    try {
+      if (p === undefined || !this.#write(p)) this.#pool.released(this);
+    } catch (err) {
+      this.#thrown(err);
+    }
   };
 
-  #write(p: Pending): void {
+  #write(p: Pending): boolean {
     const { req, handler } = p;
     this.#state = 'head';
     this.#buffered = undefined;
@@ -278,14 +401,14 @@ class Connection implements UpstreamController {
     this.#started = false;
     this.#paused = false;
     this.#sawBytes = false;
-    handler.onRequestStart(this);
-    if (this.#current !== p) return; // aborted as it started
+    handler.onRequestStart(p);
+    if (this.#current !== p) return false; // aborted as it started
     let head = `${req.method} ${req.path} HTTP/1.1\r\nhost: ${this.#hostHeader}\r\n`;
     for (const name in req.headers) {
       const value = req.headers[name] as string;
       if (UNSAFE_VALUE.test(value)) {
-        this.abort(upstreamError('BAD_REQUEST_HEADER', `the backend request header ${name} holds a line break or NUL`));
-        return;
+        this.abortRequest(p, upstreamError('BAD_REQUEST_HEADER', `the backend request header ${name} holds a line break or NUL`));
+        return false;
       }
       head += `${name}: ${value}\r\n`;
     }
@@ -300,9 +423,18 @@ class Connection implements UpstreamController {
       this.#socket.uncork();
     }
     this.#arm(req.headersTimeout, 'HEADERS_TIMEOUT');
+    return true;
   }
 
   readonly #onData = (chunk: Buffer): void => {
+    try {
+      this.#read(chunk);
+    } catch (err) {
+      this.#thrown(err);
+    }
+  };
+
+  #read(chunk: Buffer): void {
     const p = this.#current;
     if (p === undefined) {
       // Bytes with no request in flight: the server is not speaking HTTP/1.1 as asked. Never reuse it.
@@ -329,16 +461,33 @@ class Connection implements UpstreamController {
     if (!this.#ended) return;
     this.#ended = false;
     // Bytes past the reply's end: nothing was pipelined, so the connection is out of step. Never reuse it.
-    if (at < buf.length || !this.#keepAlive || this.#gone) this.destroy();
-    else this.#idle();
-  };
+    if (at < buf.length || !this.#keepAlive || this.gone) this.destroy();
+    else this.#free();
+  }
 
-  /** Between requests: counted as idle for the keep-alive time, and not holding the process open. */
-  #idle(): void {
+  #free(): void {
     this.#state = 'head';
-    this.#socket.unref();
-    this.#arm(this.#idleMs, undefined);
+    if (this.#paused) {
+      this.#paused = false;
+      this.#socket.resume();
+    }
     this.#pool.released(this);
+  }
+
+  /** A handler threw (a bug): its request fails and the connection, in an unknown state, is closed. */
+  #thrown(err: unknown): void {
+    const p = this.#current;
+    this.#ended = false;
+    this.destroy();
+    if (p !== undefined) {
+      this.#current = undefined;
+      p.done = true;
+      try {
+        p.handler.onResponseError(p, err instanceof Error ? err : new Error(String(err)));
+      } catch {
+        // Nothing more to tell it.
+      }
+    }
   }
 
   #step(p: Pending, buf: Buffer, at: number): number {
@@ -361,11 +510,9 @@ class Connection implements UpstreamController {
           if (buf.length - at > MAX_CHUNK_LINE) return this.#bad(p, 'a chunk-size line is too long');
           return -1;
         }
-        const line = buf.toString('latin1', at, eol);
-        const semi = line.indexOf(';');
-        const hex = (semi < 0 ? line : line.slice(0, semi)).trim();
-        if (!/^[0-9a-fA-F]{1,12}$/.test(hex)) return this.#bad(p, 'a chunk size is not hexadecimal');
-        const size = parseInt(hex, 16);
+        const m = CHUNK_SIZE.exec(buf.toString('latin1', at, eol));
+        if (m === null) return this.#bad(p, 'a chunk size is not hexadecimal');
+        const size = parseInt(m[1] as string, 16);
         this.#remaining = size;
         this.#state = size === 0 ? 'trailers' : 'chunk-data';
         return eol + 2;
@@ -402,7 +549,11 @@ class Connection implements UpstreamController {
   #head(p: Pending, buf: Buffer, at: number): number {
     const end = buf.indexOf('\r\n\r\n', at, 'latin1');
     if (end < 0 ? buf.length - at > MAX_HEAD : end - at > MAX_HEAD) return this.#bad(p, 'the reply head is larger than 64 KiB');
-    if (end < 0) return -1;
+    if (end < 0) {
+      // A head ended by bare LFs would otherwise wait out the head's timeout.
+      if (buf.indexOf('\n\n', at, 'latin1') >= 0) return this.#bad(p, 'the reply head does not end with CRLF CRLF');
+      return -1;
+    }
     const text = buf.toString('latin1', at, end);
     if (BARE_CR_LF_NUL.test(text)) return this.#bad(p, 'the reply head holds a bare CR or LF, or a NUL');
     const lines = text.split('\r\n');
@@ -427,8 +578,11 @@ class Connection implements UpstreamController {
       if (status === 101) return this.#bad(p, 'the backend switched protocols');
       return next; // 100 Continue, 103 Early Hints: the real head follows
     }
-    const connection = headers['connection']?.toLowerCase();
-    this.#keepAlive = minor === '1' ? !/\bclose\b/.test(connection ?? '') : /\bkeep-alive\b/.test(connection ?? '');
+    const connection = headers['connection'];
+    this.#keepAlive =
+      minor === '1'
+        ? connection === undefined || !/\bclose\b/i.test(connection)
+        : connection !== undefined && /\bkeep-alive\b/i.test(connection);
     const hint = headers['keep-alive'];
     if (hint !== undefined) {
       const t = /\btimeout=(\d+)/i.exec(hint);
@@ -436,45 +590,50 @@ class Connection implements UpstreamController {
     }
     const te = headers['transfer-encoding'];
     const cl = headers['content-length'];
-    if (te !== undefined) {
-      // Chunked last: framed by chunks (a Content-Length beside it is ignored, and the connection not reused).
+    // RFC 9112 §6.3: a 204 or 304 has no body, whatever its head says.
+    if (status === 204 || status === 304) {
+      this.#state = 'length';
+      this.#remaining = 0;
+    } else if (te !== undefined) {
+      // Chunked last: framed by chunks. A Content-Length beside it, or Transfer-Encoding in an HTTP/1.0
+      // reply, is faulty framing (§6.1, §6.3): read, then the connection is not reused.
       if (!/(?:^|,)\s*chunked\s*$/i.test(te)) {
         this.#state = 'until-close';
         this.#keepAlive = false;
       } else this.#state = 'chunk-size';
-      if (cl !== undefined) this.#keepAlive = false;
-    } else if (status === 204 || status === 304) {
-      this.#state = 'length';
-      this.#remaining = 0;
+      if (cl !== undefined || minor === '0') this.#keepAlive = false;
     } else if (cl !== undefined) {
       // A repeated Content-Length arrives joined ("12, 12"): equal values are one length, unequal ones no framing.
-      const values = cl.split(',').map((v) => v.trim());
-      const first = values[0] as string;
-      if (!CONTENT_LENGTH.test(first) || values.some((v) => v !== first)) return this.#bad(p, 'the reply has an invalid Content-Length');
+      let length = cl;
+      if (!CONTENT_LENGTH.test(cl)) {
+        const values = cl.split(',').map((v) => v.trim());
+        length = values[0] as string;
+        if (!CONTENT_LENGTH.test(length) || values.some((v) => v !== length))
+          return this.#bad(p, 'the reply has an invalid Content-Length');
+      }
       this.#state = 'length';
-      this.#remaining = Number(first);
+      this.#remaining = Number(length);
     } else {
       this.#state = 'until-close';
       this.#keepAlive = false;
     }
-    this.#arm(p.req.bodyTimeout, 'BODY_TIMEOUT');
-    p.handler.onResponseStart(this, status, headers);
+    if (!this.#paused) this.#arm(p.req.bodyTimeout, 'BODY_TIMEOUT');
+    else this.#timerCode = 'BODY_TIMEOUT';
+    p.handler.onResponseStart(p, status, headers);
     if (this.#current === p && this.#state === 'length' && this.#remaining === 0) this.#end(p);
     return next;
   }
 
   #data(p: Pending, chunk: Buffer): void {
-    if (chunk.length === 0) return;
-    p.handler.onResponseData(this, chunk);
+    if (chunk.length > 0) p.handler.onResponseData(p, chunk);
   }
 
-  /** The reply is whole. The connection is released (or closed) by the read that ended it (#onData), after this. */
+  /** The reply is whole. The connection is released (or closed) by the read that ended it (#read), after this. */
   #end(p: Pending): void {
     this.#current = undefined;
+    p.done = true;
     this.#ended = true;
-    this.#disarm();
-    this.#socket.resume();
-    p.handler.onResponseEnd(this);
+    p.handler.onResponseEnd(p);
   }
 
   #bad(p: Pending, why: string): number {
@@ -485,14 +644,19 @@ class Connection implements UpstreamController {
   #fail(p: Pending, err: Error): void {
     if (this.#current !== p) return;
     this.#current = undefined;
+    p.done = true;
     this.destroy();
-    p.handler.onResponseError(this, err);
+    p.handler.onResponseError(p, err);
   }
 
   readonly #onEnd = (): void => {
     const p = this.#current;
     if (p !== undefined && this.#state === 'until-close') {
-      this.#end(p);
+      try {
+        this.#end(p);
+      } catch (err) {
+        this.#thrown(err);
+      }
       this.#ended = false;
       this.destroy();
       return;
@@ -506,60 +670,53 @@ class Connection implements UpstreamController {
 
   readonly #onClose = (): void => {
     this.#closed(undefined);
-    this.#disarm();
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
     this.#pool.removed(this);
   };
 
   /** The socket ended or failed: the request in flight (if any) fails. */
   #closed(err: Error | undefined): void {
     const p = this.#current;
-    this.#gone = true;
-    if (p === undefined) {
-      this.#socket.destroy();
-      return;
-    }
-    this.#current = undefined;
+    this.gone = true;
     this.#socket.destroy();
-    p.handler.onResponseError(
-      this,
-      err ??
-        upstreamError(
-          'SOCKET_CLOSED',
-          `the backend closed the connection ${this.#sawBytes ? "before the reply's end" : 'without a reply'}`,
-        ),
-    );
+    if (p === undefined) return;
+    this.#current = undefined;
+    p.done = true;
+    try {
+      p.handler.onResponseError(
+        p,
+        err ??
+          upstreamError(
+            'SOCKET_CLOSED',
+            `the backend closed the connection ${this.#sawBytes ? "before the reply's end" : 'without a reply'}`,
+          ),
+      );
+    } catch {
+      // A handler that throws here has nothing more to be told.
+    }
   }
 
-  /** One timer per connection: the connect, head or body wait while a request is in flight, else the idle time. */
-  #arm(ms: number, code: UpstreamErrorCode | undefined): void {
-    this.#timerCode = code ?? 'HEADERS_TIMEOUT';
-    const idle = code === undefined;
+  #arm(ms: number, code: UpstreamErrorCode): void {
+    this.#timerCode = code;
     if (this.#timer !== undefined && this.#timerMs === ms) {
       this.#timer.refresh();
-    } else {
-      clearTimeout(this.#timer);
-      this.#timerMs = ms;
-      this.#timer = setTimeout(this.#expired, ms);
-      // The socket holds the process open while a request is in flight; the timer never needs to.
-      this.#timer.unref();
+      return;
     }
-    this.#timerIdle = idle;
-  }
-
-  #disarm(): void {
-    if (this.#timer !== undefined) {
-      clearTimeout(this.#timer);
-      this.#timer = undefined;
-      this.#timerMs = -1;
-    }
+    clearTimeout(this.#timer);
+    this.#timerMs = ms;
+    this.#timer = setTimeout(this.#expired, ms);
+    // The socket holds the process open while a request is in flight; the timer never needs to.
+    this.#timer.unref();
   }
 
   readonly #expired = (): void => {
     this.#timer = undefined;
     this.#timerMs = -1;
     const p = this.#current;
-    if (this.#timerIdle || p === undefined) {
-      this.destroy();
+    // Nothing in flight (the timer outlived its reply), or a reply held back by its handler: not a timeout.
+    if (p === undefined || (this.#paused && this.#state !== 'head')) {
+      if (!this.#connected) this.destroy();
       return;
     }
     const code = this.#timerCode;
@@ -569,6 +726,10 @@ class Connection implements UpstreamController {
         : code === 'HEADERS_TIMEOUT'
           ? `no reply head within ${p.req.headersTimeout} ms`
           : `no reply bytes for ${p.req.bodyTimeout} ms`;
-    this.#fail(p, upstreamError(code, what));
+    try {
+      this.#fail(p, upstreamError(code, what));
+    } catch {
+      // A handler that throws here has nothing more to be told.
+    }
   };
 }

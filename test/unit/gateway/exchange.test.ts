@@ -22,19 +22,20 @@ function exchange(): Exchange {
 }
 
 /** Never gives the request a connection (every one busy). */
-const busy: Upstream = { dispatch: () => undefined };
+const NOOP: UpstreamController = { abort: () => undefined, pause: () => undefined, resume: () => undefined };
+const busy: Upstream = { dispatch: () => NOOP };
 
 /** Starts the request at once and answers 200 with `body` and `headers`. */
 function answer(body: string, headers: Record<string, string> = {}): Upstream {
   return {
-    dispatch(_req: UpstreamRequest, h: UpstreamHandler): void {
-      const controller: UpstreamController = { abort: () => undefined, pause: () => undefined, resume: () => undefined };
+    dispatch(_req: UpstreamRequest, h: UpstreamHandler): UpstreamController {
       setImmediate(() => {
-        h.onRequestStart(controller);
-        h.onResponseStart(controller, 200, headers);
-        h.onResponseData(controller, Buffer.from(body));
-        h.onResponseEnd(controller);
+        h.onRequestStart(NOOP);
+        h.onResponseStart(NOOP, 200, headers);
+        h.onResponseData(NOOP, Buffer.from(body));
+        h.onResponseEnd(NOOP);
       });
+      return NOOP;
     },
   };
 }
@@ -64,6 +65,7 @@ describe('Exchange: the wait for a connection', () => {
       dispatch: (_r, h) => {
         handler = h;
         h.onRequestStart(controller);
+        return controller;
       },
     };
     const done = slow.send(started, OPTS, 100, 60_000);
@@ -78,7 +80,7 @@ describe('Exchange: the wait for a connection', () => {
 describe('Exchange: the bound on the whole exchange (timeout)', () => {
   /** Starts the request and sends a 200 head, then a byte every 50 ms, never ending: the connection's per-wait timers would never fire. */
   const trickling = (aborted: { err?: Error }): Upstream => ({
-    dispatch(_r: UpstreamRequest, h: UpstreamHandler): void {
+    dispatch(_r: UpstreamRequest, h: UpstreamHandler): UpstreamController {
       const trickle: { timer?: NodeJS.Timeout } = {};
       const controller = {
         abort: (err: Error) => ((aborted.err = err), clearInterval(trickle.timer)),
@@ -88,6 +90,7 @@ describe('Exchange: the bound on the whole exchange (timeout)', () => {
       h.onRequestStart(controller);
       h.onResponseStart(controller, 200, { 'content-type': 'application/json' });
       trickle.timer = setInterval(() => h.onResponseData(controller, Buffer.from(' ')), 50);
+      return controller;
     },
   });
 
