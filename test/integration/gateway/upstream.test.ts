@@ -492,6 +492,7 @@ describe('upstream: abort and close', () => {
     });
     reply(await send(pool));
     // A request dispatched right after the client read the server's FIN, before the socket's close event.
+    // eslint-disable-next-line @typescript-eslint/unbound-method -- restored as it was, and called with apply
     const emit = Socket.prototype.emit;
     const next = new Promise<Outcome>((resolve) => {
       Socket.prototype.emit = function (this: Socket, event: string | symbol, ...args: unknown[]): boolean {
