@@ -67,7 +67,8 @@ for i = 0, n - 1 do
     redis.call('ZREMRANGEBYSCORE', KEYS[k + 1], '-inf', now - W)
     local c = redis.call('ZCARD', KEYS[k + 1])
     local reset = W
-    if c > 0 then reset = tonumber(redis.call('ZRANGE', KEYS[k + 1], 0, 0, 'WITHSCORES')[2]) + W - now end
+    -- At most W: another replica's clock may have stamped the oldest entry a moment after this one's now.
+    if c > 0 then reset = math.min(W, tonumber(redis.call('ZRANGE', KEYS[k + 1], 0, 0, 'WITHSCORES')[2]) + W - now) end
     if c + 1 > rpm then
       if rq[1] < 0 or 0 < rq[2] then rq = {rpm, 0, reset} end
       return deny('rpm', i, reset)
@@ -91,13 +92,13 @@ for i = 0, n - 1 do
     local need = math.min(tokens, tpm)
     local first = redis.call('ZRANGE', KEYS[k + 2], 0, 0, 'WITHSCORES')
     local reset = W
-    if #first > 0 then reset = tonumber(first[2]) + W - now end
+    if #first > 0 then reset = math.min(W, tonumber(first[2]) + W - now) end
     if total + need > tpm then
       local retry = W; local freed = 0
       local log = redis.call('ZRANGE', KEYS[k + 2], 0, 999, 'WITHSCORES')
       for j = 1, #log, 2 do
         freed = freed + (tonumber(redis.call('HGET', KEYS[k + 3], log[j])) or 0)
-        if total - freed + need <= tpm then retry = tonumber(log[j + 1]) + W - now; break end
+        if total - freed + need <= tpm then retry = math.min(W, tonumber(log[j + 1]) + W - now); break end
       end
       if tk[1] < 0 or 0 < tk[2] then tk = {tpm, 0, reset} end
       return deny('tpm', i, retry)
