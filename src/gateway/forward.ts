@@ -15,7 +15,7 @@ import type { SpendRecorder } from '../store/spend.js';
 import { reservation, type GateVerdict, type Lease } from '../store/limiter.js';
 import { codedError, Exchange, type ClientLink, type StreamSink } from './exchange.js';
 import type { HttpResponse } from './http-response.js';
-import { backendMessage, backendParam, errorEvent, estimateTokens, PING, spliceJson, SseRewriter, withModel } from './sse.js';
+import { backendMessage, backendParam, errorEvent, estimateTokens, parseObject, PING, spliceJson, SseRewriter, withModel } from './sse.js';
 import { UpstreamPool } from './upstream.js';
 
 /** Admits an attempt on a deployment against its own rpm/tpm: a lease to settle, undefined (nothing to count), or refused. */
@@ -408,14 +408,8 @@ export class Forwarder {
 
   #whole(d: Deployment, alias: string, req: ForwardRequest, res: HttpResponse, raw: Buffer, started: number): Attempt {
     const text = raw.toString('utf8');
-    let parsed: Record<string, unknown>;
-    try {
-      const v: unknown = JSON.parse(text);
-      if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('not an object');
-      parsed = v as Record<string, unknown>;
-    } catch {
-      return { kind: 'retry', timeout: false, detail: 'malformed reply' };
-    }
+    const parsed = parseObject(text);
+    if (parsed === undefined) return { kind: 'retry', timeout: false, detail: 'malformed reply' };
     if (parsed['object'] === 'error' || parsed['error'] !== undefined)
       return { kind: 'retry', timeout: false, detail: 'error body with 2xx' };
     const usage = (parsed['usage'] ?? {}) as Record<string, unknown>;
@@ -630,11 +624,17 @@ function failure(
     // The deployment's own fault, which a retry will not mend: the client is told so, and whom to tell. The
     // backend's message is not passed: it names the backend's model id (not the alias the client sent).
     if (status === 404)
-      return { kind: 'retry', timeout, detail, status, message: servesModel(parseObject(body)) ? NO_SUCH_MODEL : NO_SUCH_ROUTE };
+      return {
+        kind: 'retry',
+        timeout,
+        detail,
+        status,
+        message: servesModel(parseObject(body.toString('utf8'))) ? NO_SUCH_MODEL : NO_SUCH_ROUTE,
+      };
     if (status === 401 || status === 403) return { kind: 'retry', timeout, detail, status, message: REFUSED_KEY };
     return { kind: 'retry', timeout, detail, status };
   }
-  const o = parseObject(body);
+  const o = parseObject(body.toString('utf8'));
   if (o === undefined) return { kind: 'client-error', status, message: undefined, param: undefined };
   const message = backendMessage(o);
   return {
@@ -643,15 +643,6 @@ function failure(
     message: message === undefined ? undefined : withoutDeployment(message, d),
     param: backendParam(o),
   };
-}
-
-function parseObject(body: Buffer): Record<string, unknown> | undefined {
-  try {
-    const v: unknown = JSON.parse(body.toString('utf8'));
-    return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /**

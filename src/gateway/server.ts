@@ -24,6 +24,7 @@ import { ClientLink } from './exchange.js';
 import { sendError, type Caller, type Forwarder, type ForwardRequest } from './forward.js';
 import type { HttpResponse } from './http-response.js';
 import { HttpServer, type HttpRequest } from './http-server.js';
+import { parseObject } from './sse.js';
 
 export interface GatewayDeps {
   readonly authorizer: Authorizer;
@@ -186,15 +187,6 @@ function routeLabel(endpoint: ForwardRequest['endpoint'] | undefined, method: st
   if (path === '/metrics') return 'metrics';
   if (isAdminRoute(method, path)) return 'admin';
   return 'other';
-}
-
-function parseObject(text: string): Record<string, unknown> | undefined {
-  try {
-    const v: unknown = JSON.parse(text);
-    return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 function serve(deps: GatewayDeps, res: HttpResponse, r: Incoming, id: IdentifyResult): Promise<void> | void {

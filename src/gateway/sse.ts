@@ -243,6 +243,16 @@ function modelSpan(json: string, parsed: Record<string, unknown>): { at: number;
   return { at, end: at + needle.length };
 }
 
+/** A JSON object's text parsed; undefined when it is not JSON or not an object (an array, a string, null). */
+export function parseObject(text: string): Record<string, unknown> | undefined {
+  try {
+    const v: unknown = JSON.parse(text);
+    return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * `json` (the object text `parsed` was parsed from) with its top-level model set to `model` (withModel) and
  * the members of `add` appended, edited in the text: undefined when that cannot be done safely — withModel

@@ -371,7 +371,8 @@ class Connection {
 
   /** Holds the reply back; its silence is not timed meanwhile (the wait is the client's, bounded by the caller). */
   pauseReply(p: Pending): void {
-    if (this.#current !== p) return;
+    // Only a reply can be held back: the wait for its head is the backend's, and stays timed.
+    if (this.#current !== p || this.#state === 'head') return;
     this.#socket.pause();
     this.#paused = true;
   }
@@ -380,7 +381,7 @@ class Connection {
     if (this.#current !== p || !this.#paused) return;
     this.#paused = false;
     this.#socket.resume();
-    if (this.#state !== 'head') this.#arm(p.req.bodyTimeout, 'BODY_TIMEOUT');
+    this.#arm(p.req.bodyTimeout, 'BODY_TIMEOUT');
   }
 
   readonly #onConnect = (): void => {
@@ -617,8 +618,7 @@ class Connection {
       this.#state = 'until-close';
       this.#keepAlive = false;
     }
-    if (!this.#paused) this.#arm(p.req.bodyTimeout, 'BODY_TIMEOUT');
-    else this.#timerCode = 'BODY_TIMEOUT';
+    this.#arm(p.req.bodyTimeout, 'BODY_TIMEOUT');
     p.handler.onResponseStart(p, status, headers);
     if (this.#current === p && this.#state === 'length' && this.#remaining === 0) this.#end(p);
     return next;
@@ -715,7 +715,7 @@ class Connection {
     this.#timerMs = -1;
     const p = this.#current;
     // Nothing in flight (the timer outlived its reply), or a reply held back by its handler: not a timeout.
-    if (p === undefined || (this.#paused && this.#state !== 'head')) {
+    if (p === undefined || this.#paused) {
       if (!this.#connected) this.destroy();
       return;
     }
