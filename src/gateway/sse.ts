@@ -392,7 +392,7 @@ export function backendMessage(o: Record<string, unknown>): string | undefined {
       : typeof err === 'string'
         ? err
         : (o['message'] ?? fastApiDetail(o['detail']));
-  return typeof msg === 'string' && msg !== '' ? withoutUrls(withoutEchoes(msg.slice(0, 1000))) : undefined;
+  return typeof msg === 'string' && msg !== '' ? withoutAddresses(withoutUrls(withoutEchoes(msg.slice(0, 1000)))) : undefined;
 }
 
 /**
@@ -419,6 +419,36 @@ function withoutUrls(msg: string): string {
 
 /** A scheme, `://`, and what follows up to a space, quote or bracket, without the punctuation ending a sentence. */
 const URL_IN_TEXT = /\b[A-Za-z][A-Za-z0-9+.-]*:\/\/(?:[^\s'"`<>()[\]{}]*[^\s'"`<>()[\]{}.,;:!?])?/g;
+
+/**
+ * A message without the network addresses it names outside a URL: a Ray Serve or proxy error quoting a
+ * replica's `10.0.3.7:8000`, `[fd00::7]:8000`, `llama-b.models.svc.cluster.local` or `localhost:8000` tells
+ * the client the cluster's layout. IPv4 needs four octets of at most 255 (a version such as `0.10.2` stays);
+ * IPv6 needs `::` or all eight groups, and a digit outside brackets (a time such as `12:30:45` and C++'s
+ * `A::B` stay); a name is cut when it ends in a cluster-internal suffix or carries a port.
+ */
+function withoutAddresses(msg: string): string {
+  return /\d|::|local|internal/.test(msg) ? msg.replace(ADDRESS_IN_TEXT, '…') : msg;
+}
+
+const OCTET = String.raw`(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)`;
+const HEX = '[0-9A-Fa-f]{1,4}';
+const GROUPS = `${HEX}(?::${HEX})*`;
+/** All eight groups, or `::` with a group on at least one side. */
+const IPV6 = `(?:(?:${HEX}:){7}${HEX}|${GROUPS}::(?:${GROUPS})?|::${GROUPS})`;
+const PORT = String.raw`(?::\d{1,5})?`;
+const LABEL = '[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?';
+const ADDRESS_IN_TEXT = new RegExp(
+  [
+    String.raw`(?<![\w.:])${OCTET}(?:\.${OCTET}){3}${PORT}(?!\w|\.\d)`,
+    String.raw`\[${IPV6}(?:%[\w.-]+)?\]${PORT}`,
+    String.raw`(?<![\w:])(?=[0-9A-Fa-f:]*\d)${IPV6}(?:%[\w.-]+)?(?![\w:])`,
+    String.raw`(?<![\w.-])(?:${LABEL}\.)+(?:local|internal|svc|localdomain|lan)\b${PORT}`,
+    String.raw`(?<![\w.-])localhost:\d{1,5}\b`,
+    String.raw`(?<![\w.-])(?:${LABEL}\.)+${LABEL}:\d{2,5}\b`,
+  ].join('|'),
+  'g',
+);
 
 /**
  * FastAPI's own error body (a 422 before vLLM's handlers, older vLLM's 415): `{"detail": "…"}`, or a list of

@@ -513,6 +513,25 @@ describe("backendMessage: the backend's message, without the request values it q
     assert.match(out, /"message":"image … unreadable"/);
   });
 
+  test('network addresses outside URLs (a replica, a neighbour, a cluster name) are cut; versions, times and field paths stay', () => {
+    const cut: [string, string][] = [
+      ['Failed to connect to replica at 10.0.3.7:8000 after 3 tries', 'Failed to connect to replica at … after 3 tries'],
+      ['upstream [fd00::7]:8000 refused; also fe80::1%eth0 and ::1', 'upstream … refused; also … and …'],
+      ['2001:db8:0:0:0:0:0:1 down, 10.0.0.255 too', '… down, … too'],
+      ['replica llama-b.models.svc.cluster.local:8000 died', 'replica … died'],
+      ['cannot reach localhost:8000, or ray-head.internal', 'cannot reach …, or …'],
+      ['proxy api.example.com:443 timed out', 'proxy … timed out'],
+    ];
+    for (const [message, want] of cut) assert.equal(backendMessage({ error: { message, code: 400 } }), want);
+    for (const kept of [
+      'vLLM 0.10.2 needs temperature in 0.0..2.0, at 12:30:45',
+      'got 1.2.3.4.5 and 256.1.1.1',
+      'model qwen2.5:72b not found; messages.0.content: field required',
+      'A::B type error in std::vector',
+    ])
+      assert.equal(backendMessage({ message: kept }), kept);
+  });
+
   test("backendParam: a field's name from vLLM's nested or flat error, nothing else", () => {
     assert.equal(backendParam({ error: { message: 'm', param: 'max_tokens' } }), 'max_tokens');
     assert.equal(backendParam({ object: 'error', message: 'm', param: 'messages.0.content' }), 'messages.0.content');
