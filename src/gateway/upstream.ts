@@ -664,8 +664,23 @@ class Connection {
     this.#closed(undefined);
   };
 
+  /**
+   * A connect error keeps its own code (ECONNREFUSED, ENOTFOUND …: what an operator looks for); a reset or
+   * broken pipe on a connection that was up is the backend closing it, SOCKET_CLOSED like a FIN.
+   */
   readonly #onError = (err: Error): void => {
-    this.#closed(err);
+    if (!this.#connected) return this.#closed(err);
+    const code = (err as { code?: unknown }).code;
+    const why = typeof code === 'string' ? ` (${code})` : '';
+    this.#closed(
+      Object.assign(
+        upstreamError(
+          'SOCKET_CLOSED',
+          `the backend reset the connection${why} ${this.#sawBytes ? "before the reply's end" : 'without a reply'}`,
+        ),
+        { cause: err },
+      ),
+    );
   };
 
   readonly #onClose = (): void => {

@@ -257,6 +257,8 @@ describe('upstream: framing the reply', () => {
     ['obsolete line folding', 'HTTP/1.1 200 OK\r\nx-a: 1\r\n  folded\r\ncontent-length: 2\r\n\r\n{}'],
     ['a Content-Length that is not a number', 'HTTP/1.1 200 OK\r\ncontent-length: 2x\r\n\r\n{}'],
     ['two different Content-Lengths', 'HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n{}'],
+    ['an empty Content-Length in a list', 'HTTP/1.1 200 OK\r\ncontent-length: 2,,2\r\n\r\n{}'],
+    ['an empty Content-Length', 'HTTP/1.1 200 OK\r\ncontent-length: \r\n\r\n{}'],
     ['a chunk size that is not hex', 'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n'],
     ['a chunk without its CRLF', 'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}XX0\r\n\r\n'],
     ['a bare LF inside a header line', 'HTTP/1.1 200 OK\r\nx-a: 1\ncontent-length: 5\r\ncontent-length: 2\r\n\r\n{}'],
@@ -382,6 +384,12 @@ describe('upstream: connections', () => {
       socket.end('HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{"partial":');
     });
     failure(await send(pool), 'SOCKET_CLOSED');
+  });
+
+  test('a connection reset (RST) once up is SOCKET_CLOSED, naming the socket error', async () => {
+    const { pool } = await serve((_r, _n, socket) => void socket.resetAndDestroy());
+    const err = failure(await send(pool), 'SOCKET_CLOSED');
+    assert.match(err.message, /reset the connection \(ECONNRESET\) without a reply/);
   });
 
   test('a refused connection fails with the socket error, and is not kept', async () => {
