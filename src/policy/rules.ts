@@ -5,7 +5,7 @@
  * `jwt` is a map of whatever the token carries. A rule that fails at run time (a missing claim)
  * also denies: fail closed, with the rule named in the log. Guard optional claims with `has(jwt.claim)`.
  */
-import { Environment } from '@marcbachmann/cel-js';
+import { Environment, serialize, type ASTNode } from '@marcbachmann/cel-js';
 import type { PolicyRule } from '../config/schema.js';
 import type { PathIssue } from '../config/issues.js';
 
@@ -127,6 +127,15 @@ export class Policy {
         return;
       }
       const parsed = env.parse(rule.when);
+      const broken = failingConstant(env, parsed.ast, rule.when);
+      if (broken !== undefined) {
+        issues.push({
+          path,
+          segments,
+          message: `rule "${rule.name}" can never be evaluated: \`${broken.text}\` fails on every request (${broken.error})`,
+        });
+        return;
+      }
       compiled.push({ name: rule.name, deny: rule.deny, evaluate: (ctx): unknown => parsed(ctx) });
     });
     return issues.length > 0 ? { policy: undefined, issues } : { policy: new Policy(compiled), issues: [] };
@@ -150,6 +159,52 @@ export class Policy {
     }
     return ALLOWED;
   }
+}
+
+/**
+ * The first part of a rule without variables that fails to evaluate (`1 / 0`, `int('x')`, an overflow): it
+ * fails the same way on every request, so the rule would deny them all. Each largest part without a
+ * variable is evaluated once, at compile time (`true || 1 / 0` is such a part, and true, as CEL's `||` absorbs
+ * the error); a part under a macro's bound variable holds an `id` and is left alone.
+ */
+function failingConstant(env: Environment, root: ASTNode, source: string): { text: string; error: string } | undefined {
+  const constant = new Map<ASTNode, boolean>();
+  const isConstant = (node: ASTNode): boolean => {
+    let c = constant.get(node);
+    if (c === undefined) {
+      c = node.op !== 'id' && children(node).every(isConstant);
+      constant.set(node, c);
+    }
+    return c;
+  };
+  const visit = (node: ASTNode): { text: string; error: string } | undefined => {
+    if (isConstant(node)) {
+      if (node.op === 'value') return undefined;
+      try {
+        env.evaluate(serialize(node));
+        return undefined;
+      } catch (err) {
+        return { text: source.slice(node.start, node.end), error: celMessage(err) };
+      }
+    }
+    for (const child of children(node)) {
+      const found = visit(child);
+      if (found !== undefined) return found;
+    }
+    return undefined;
+  };
+  return visit(root);
+}
+
+/** A node's operands, whatever its operator's argument shape (see ASTNodeArgsMap). */
+function children(node: ASTNode): ASTNode[] {
+  const out: ASTNode[] = [];
+  const collect = (v: unknown): void => {
+    if (Array.isArray(v)) for (const x of v) collect(x);
+    else if (typeof v === 'object' && v !== null && 'op' in v) out.push(v as ASTNode);
+  };
+  if (node.op !== 'value') collect(node.args);
+  return out;
 }
 
 /** The first line of a CEL error, without the source excerpt. */

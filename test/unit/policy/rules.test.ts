@@ -53,6 +53,11 @@ describe('Policy.compile: errors name the YAML path and the rule', () => {
     ['a typed field compared to another type', 'key.models == 1', /does not compile/],
     ['a metadata value as the condition', 'key.metadata.owner', /must be true or false, but its type is dyn.*compare it/],
     ['a claim as the condition', 'jwt.admin', /must be true or false, but its type is dyn/],
+    ['division by zero', '1 / 0 == 1', /can never be evaluated: `1 \/ 0 == 1` fails on every request \(division by zero\)/],
+    ['a failing part beside a variable', 'jwt.x == 1 || 1 % 0 == 0', /`1 % 0 == 0` fails on every request \(modulo by zero\)/],
+    ['a conversion that cannot succeed', "int('x') == 1 && model == 'a'", /`int\('x'\) == 1` fails on every request/],
+    ['an overflow', '9223372036854775807 + 1 > 0', /fails on every request \(integer overflow/],
+    ['an index out of a literal list', '[1, 2][5] == 1', /fails on every request/],
   ];
   for (const [what, when, message] of cases) {
     test(what, () => {
@@ -70,6 +75,16 @@ describe('Policy.compile: errors name the YAML path and the rule', () => {
       assert.doesNotMatch(issue.message, /\n/, 'one line, no source excerpt');
     });
   }
+  test("a part without variables that evaluates, or whose error CEL's || and && absorb, compiles", () => {
+    for (const when of [
+      'true || 1 / 0 == 1',
+      "false && int('x') == 1",
+      "'abc'.size() == 3 && model == 'a'",
+      "model in ['a', 'b']",
+      'double(1) / 0.0 > 1.0',
+    ])
+      assert.deepEqual(Policy.compile([{ name: 'r', when, deny: 'x' }]).issues, [], when);
+  });
   test('every failing rule is reported, each at its own index', () => {
     const r = Policy.compile([
       { name: 'a', when: '(', deny: 'x' },
