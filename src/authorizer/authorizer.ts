@@ -16,6 +16,7 @@ import type { Admitted, Lease, Limiter } from '../store/limiter.js';
 import type { DeniedCaller } from '../store/spend.js';
 import { timingSafeEqual } from 'node:crypto';
 import { aliasBitmap } from '../routing/deployments.js';
+import { retryAfterHeaders } from '../errors/codes.js';
 
 /** The request as a door received it. Header names are lower-case. */
 export interface RequestFacts {
@@ -177,7 +178,9 @@ export class Authorizer {
           : key === 'master'
             ? { keyId: undefined, userId: user, teamId: undefined, model: this.#modelOf(facts) }
             : undefined;
-      return { decision, route, requestId, context: undefined, denied };
+      // Every deployment cooling down: when the first comes back, for either door to send.
+      const headers = decision.retryAfterMs === undefined ? undefined : retryAfterHeaders(decision.retryAfterMs);
+      return { decision, route, requestId, context: undefined, denied, headers };
     }
     const limiter = d.limiter;
     if (limiter === undefined || decision.body === undefined)

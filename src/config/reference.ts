@@ -98,7 +98,8 @@ export const DESCRIPTIONS: Readonly<Record<string, string>> = {
   'router_settings.num_retries': 'further deployments tried after a failure (connect error, 5xx, 408, 429, timeout)',
   'router_settings.fallbacks': '`[{alias: [other aliases]}]`: tried when every deployment of an alias failed',
   'router_settings.allowed_fails': "failures tolerated within a minute; the next one puts the deployment in cooldown (LiteLLM's count)",
-  'router_settings.cooldown_time': 'seconds a deployment is skipped after `allowed_fails`',
+  'router_settings.cooldown_time':
+    "seconds a deployment is skipped after `allowed_fails` (longer when a backend's 429 asked for longer, up to 5 minutes; `0`: never)",
   'router_settings.timeout':
     "the `timeout` of every deployment that sets none (LiteLLM's `litellm_settings.request_timeout` when this is absent); absent: 600",
   'router_settings.stream_timeout': 'the `stream_timeout` of every deployment that sets none; absent: `timeout` bounds streams too',

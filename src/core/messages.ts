@@ -1,5 +1,7 @@
 /** Specific messages for a refused identity token: what is wrong and what to do, never the token. */
+import type { ErrorCode } from '../errors/codes.js';
 import type { JwtFailure } from '../identity/jwt.js';
+import type { Cooldown } from '../routing/deployments.js';
 
 const JWT_MESSAGES: Readonly<Record<JwtFailure, string>> = {
   missing: 'No identity token: send an OAuth 2.0 access token in the X-Cake-Authorization header.',
@@ -21,3 +23,22 @@ const JWT_MESSAGES: Readonly<Record<JwtFailure, string>> = {
 export function jwtFailureMessage(failure: JwtFailure): string {
   return JWT_MESSAGES[failure];
 }
+
+/**
+ * The answer when every deployment a request could go to is cooling down (`back`: the cooldown that ends
+ * first): when to come back, and why they are out — 429 rate_limit_exceeded when a 429 of its backend put it
+ * there (the backends are rate limiting: the SDKs wait that long and retry, as for a backend's own 429), else
+ * 503 no_healthy_deployment. Both doors (Check, the gateway's own authorization) and the forwarder answer so.
+ */
+export function coolingAnswer(
+  back: Cooldown,
+  nowMs: number,
+): { readonly code: ErrorCode; readonly message: string; readonly retryAfterMs: number } {
+  return back.rateLimited
+    ? { code: 'rate_limit_exceeded', message: EVERY_RATE_LIMITED, retryAfterMs: back.untilMs - nowMs }
+    : { code: 'no_healthy_deployment', message: EVERY_COOLING, retryAfterMs: back.untilMs - nowMs };
+}
+
+const EVERY_RATE_LIMITED =
+  'Every deployment of this model is being rate limited by its model server: retry after the time given in the retry-after header.';
+const EVERY_COOLING = 'No deployment of the requested model is available right now: retry after the time given in the retry-after header.';

@@ -237,3 +237,16 @@ export function errorBody(code: ErrorCode, message?: string, param?: string): st
     error: { message: message ?? spec.message, type: spec.type, param: param ?? null, code },
   });
 }
+
+/**
+ * How long to wait before sending again, for the client: `retry-after` in whole seconds rounded up (RFC 9110
+ * §10.2.3 delay-seconds), and `retry-after-ms`, which the OpenAI SDKs read first (FIELD-NOTES) — the same
+ * wait, so whichever a client reads, it does not come back early.
+ */
+export function retryAfterHeaders(waitMs: number): [string, string][] {
+  const ms = Math.max(0, Math.ceil(waitMs));
+  return [
+    ['retry-after', String(Math.ceil(ms / 1000))],
+    ['retry-after-ms', String(ms)],
+  ];
+}

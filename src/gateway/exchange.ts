@@ -72,10 +72,17 @@ export type ExchangeResult =
   /** No reply: connect error, a timeout, an abort, a reply larger than allowed. */
   | { readonly kind: 'failed'; readonly err: Error }
   /**
-   * A whole reply (any non-2xx, a 2xx without a sink, or a 2xx that is not an event stream); `retryAfter`: a
-   * non-2xx's `retry-after` header as sent (a 429's is passed on to the client).
+   * A whole reply (any non-2xx, a 2xx without a sink, or a 2xx that is not an event stream); `retryAfter`,
+   * `retryAfterMs`: a non-2xx's `retry-after` and `retry-after-ms` headers as sent (a 429's are passed on to
+   * the client when valid).
    */
-  | { readonly kind: 'reply'; readonly status: number; readonly body: Buffer; readonly retryAfter?: string | undefined }
+  | {
+      readonly kind: 'reply';
+      readonly status: number;
+      readonly body: Buffer;
+      readonly retryAfter?: string | undefined;
+      readonly retryAfterMs?: string | undefined;
+    }
   /** A 2xx handed to the sink; `err` when it broke off before its end. */
   | { readonly kind: 'streamed'; readonly err: Error | undefined };
 
@@ -103,6 +110,7 @@ export class Exchange implements UpstreamHandler {
   readonly #t0 = performance.now();
   #status = 0;
   #retryAfter: string | undefined;
+  #retryAfterMs: string | undefined;
   #streaming = false;
   #chunks: Buffer[] = [];
   #size = 0;
@@ -189,6 +197,8 @@ export class Exchange implements UpstreamHandler {
     if (!ok) {
       const ra = headers['retry-after'];
       if (typeof ra === 'string') this.#retryAfter = ra;
+      const ms = headers['retry-after-ms'];
+      if (typeof ms === 'string') this.#retryAfterMs = ms;
     }
   }
 
@@ -210,7 +220,7 @@ export class Exchange implements UpstreamHandler {
   onResponseEnd(): void {
     if (this.#streaming) return this.#settle({ kind: 'streamed', err: undefined });
     const body = this.#chunks.length === 1 ? (this.#chunks[0] as Buffer) : Buffer.concat(this.#chunks, this.#size);
-    this.#settle({ kind: 'reply', status: this.#status, body, retryAfter: this.#retryAfter });
+    this.#settle({ kind: 'reply', status: this.#status, body, retryAfter: this.#retryAfter, retryAfterMs: this.#retryAfterMs });
   }
 
   onResponseError(_controller: UpstreamController | undefined, err: Error): void {

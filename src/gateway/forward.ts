@@ -7,10 +7,11 @@
  * 404 or 405) happen only before the first byte went to the client; then fallbacks to other aliases.
  */
 import { randomUUID } from 'node:crypto';
+import { coolingAnswer } from '../core/messages.js';
 import type { ModelEndpoint } from '../core/route.js';
-import { ERRORS, errorBody, type ErrorCode } from '../errors/codes.js';
-import type { Deployment, ModelCatalog } from '../routing/deployments.js';
-import type { DeploymentTracker, RoutingStrategy } from '../routing/health.js';
+import { ERRORS, errorBody, retryAfterHeaders, type ErrorCode } from '../errors/codes.js';
+import { firstBack, type Deployment, type ModelCatalog, type ModelGroup } from '../routing/deployments.js';
+import type { DeploymentTracker, Failure, RoutingStrategy } from '../routing/health.js';
 import type { SpendRecorder } from '../store/spend.js';
 import { reservation, type GateVerdict, type Lease } from '../store/limiter.js';
 import { codedError, Exchange, type ClientLink, type StreamSink } from './exchange.js';
@@ -76,8 +77,8 @@ type Attempt =
       readonly detail: string;
       /** The backend's status, when it answered one. */
       readonly status?: number;
-      /** A 429's `retry-after`, when valid (passed on to the client when this attempt was the last). */
-      readonly retryAfter?: string | undefined;
+      /** A 429's valid `retry-after-ms` or `retry-after` (passed on to the client when this attempt was the last). */
+      readonly wait?: Wait | undefined;
       /** What the client is told when this attempt was the last (a misconfigured deployment), instead of the generic message. */
       readonly message?: string;
     }
@@ -241,7 +242,14 @@ export class Forwarder {
         if (req.client.stopped !== undefined) break;
         // The only deployment of its alias is never cooled down (as LiteLLM does): there is nothing else to
         // send to, and a cooldown would fail every request for cooldown_time where each could try it again.
-        if (group.deployments.length > 1) this.#tracker.failed(d.id, Date.now());
+        if (group.deployments.length > 1) {
+          const t = Date.now();
+          const rateLimited: Failure | undefined =
+            last.kind === 'retry' && last.status === 429
+              ? { rateLimited: true, waitMs: last.wait === undefined ? undefined : last.wait.untilMs - t }
+              : undefined;
+          this.#tracker.failed(d.id, t, rateLimited);
+        }
       }
       if (req.client.stopped !== undefined) break;
     }
@@ -255,6 +263,9 @@ export class Forwarder {
       this.#record(req, lastTried, req.alias, res.statusCode, started, 0, 0, 0, false);
       return;
     }
+    const now = Date.now();
+    // Every deployment the request could go to is cooling down now: when the first one is back, and why it is out.
+    const back = firstBack(this.#groups(aliases), this.#tracker, now);
     if (!triedAny && refused !== undefined) {
       if (refused.refused === 'store') sendError(res, 'store_unavailable', undefined, req.caller.requestId);
       else
@@ -271,22 +282,37 @@ export class Forwarder {
     }
     if (last?.kind === 'retry' && last.status === 429) {
       // The last deployment asked is overloaded: the client gets the 429 its SDK waits out and retries (it
-      // honours retry-after: FIELD-NOTES, OpenAI SDKs), with the backend's own retry-after when it sent one.
-      const after = last.retryAfter;
-      sendError(
-        res,
-        'rate_limit_exceeded',
-        after === undefined ? BUSY : BUSY_AFTER,
-        req.caller.requestId,
-        undefined,
-        after === undefined ? undefined : [['retry-after', after]],
-      );
+      // honours retry-after-ms and retry-after: FIELD-NOTES, OpenAI SDKs), with the backend's own wait when it
+      // sent a valid one — or until the first deployment is back, when every one is cooling down past that:
+      // sooner, the request would only be refused.
+      const wait = last.wait;
+      const headers =
+        back !== undefined && (wait === undefined || back.untilMs > wait.untilMs) ? retryAfterHeaders(back.untilMs - now) : wait?.headers;
+      sendError(res, 'rate_limit_exceeded', headers === undefined ? BUSY : BUSY_AFTER, req.caller.requestId, undefined, headers);
+    } else if (!triedAny && back !== undefined) {
+      // None was there to ask (behind Envoy, Check does not know the gateway's cooldowns): as the gateway's
+      // own authorization answers it (coolingAnswer), a 429 when 429s cooled them down, with when to come back.
+      const answer = coolingAnswer(back, now);
+      sendError(res, answer.code, answer.message, req.caller.requestId, undefined, retryAfterHeaders(answer.retryAfterMs));
     } else {
       let code: ErrorCode = 'no_healthy_deployment';
       if (triedAny) code = last?.kind === 'retry' && last.timeout ? 'upstream_timeout' : 'upstream_error';
-      sendError(res, code, last?.kind === 'retry' ? last.message : undefined, req.caller.requestId);
+      // Its attempts left every deployment cooling down: the client is told when the first is back.
+      const after = back === undefined ? undefined : retryAfterHeaders(back.untilMs - now);
+      sendError(res, code, last?.kind === 'retry' ? last.message : undefined, req.caller.requestId, undefined, after);
     }
     this.#record(req, lastTried, req.alias, res.statusCode, started, 0, 0, 0, false);
+  }
+
+  /** The groups of `aliases` that the catalog has. */
+  #groups(aliases: readonly string[]): ModelGroup[] {
+    const catalog = this.#catalog();
+    const out: ModelGroup[] = [];
+    for (const alias of aliases) {
+      const g = catalog.group(alias);
+      if (g !== undefined) out.push(g);
+    }
+    return out;
   }
 
   /**
@@ -613,14 +639,20 @@ const CONTEXT_OLD =
  * quote of the request or of the deployment.
  */
 function failure(
-  reply: { readonly status: number; readonly body: Buffer; readonly retryAfter?: string | undefined },
+  reply: {
+    readonly status: number;
+    readonly body: Buffer;
+    readonly retryAfter?: string | undefined;
+    readonly retryAfterMs?: string | undefined;
+  },
   d: Deployment,
 ): Attempt {
   const { status, body } = reply;
   if (status >= 500 || status < 400 || RETRYABLE.has(status)) {
     const detail = `HTTP ${status}`;
     const timeout = status === 408 || status === 504;
-    if (status === 429) return { kind: 'retry', timeout, detail, status, retryAfter: retryAfter(reply.retryAfter) };
+    if (status === 429)
+      return { kind: 'retry', timeout, detail, status, wait: backendWait(reply.retryAfter, reply.retryAfterMs, Date.now()) };
     // The deployment's own fault, which a retry will not mend: the client is told so, and whom to tell. The
     // backend's message is not passed: it names the backend's model id (not the alias the client sent).
     if (status === 404)
@@ -657,15 +689,51 @@ function servesModel(o: Record<string, unknown> | undefined): boolean {
   return m !== undefined && /\bmodel\b/i.test(m) && /does not exist|not found/i.test(m);
 }
 
+/** A 429's wait: when it ends (epoch ms), and the headers that tell the client. */
+interface Wait {
+  readonly untilMs: number;
+  readonly headers: readonly (readonly [string, string])[];
+}
+
+/**
+ * The wait a backend's 429 asked for. `retry-after-ms` first, as the OpenAI SDKs read it: when valid, the
+ * client gets it and a `retry-after` saying the same wait (retryAfterHeaders) — whatever the backend's own
+ * `retry-after` said, so the two never disagree. Else a valid `retry-after`, passed as it came. Neither: no
+ * wait (none is made up).
+ */
+function backendWait(retryAfter: string | undefined, retryAfterMs: string | undefined, nowMs: number): Wait | undefined {
+  const ms = validRetryAfterMs(retryAfterMs);
+  if (ms !== undefined) return { untilMs: nowMs + ms, headers: retryAfterHeaders(ms) };
+  const t = validRetryAfter(retryAfter);
+  if (t === undefined) return undefined;
+  return { untilMs: /^\d+$/.test(t) ? nowMs + Number(t) * 1000 : Date.parse(t), headers: [['retry-after', t]] };
+}
+
 /**
  * RFC 9110 §10.2.3: `Retry-After = HTTP-date / delay-seconds`; anything else (or nothing) is not passed on.
  * The OpenAI SDKs read both forms.
  */
-function retryAfter(v: string | undefined): string | undefined {
+function validRetryAfter(v: string | undefined): string | undefined {
   if (v === undefined) return undefined;
   const t = v.trim();
   if (/^\d{1,10}$/.test(t)) return t;
   return /^[A-Za-z]{3}, \d{2} [A-Za-z]{3} \d{4} \d{2}:\d{2}:\d{2} GMT$/.test(t) && !Number.isNaN(Date.parse(t)) ? t : undefined;
+}
+
+/** The longest `retry-after-ms` passed on: a day. */
+const MAX_RETRY_AFTER_MS = 86_400_000;
+
+/**
+ * `retry-after-ms` (OpenAI's own header, no RFC; its SDKs parseFloat it): a plain non-negative decimal number
+ * of milliseconds, at most MAX_RETRY_AFTER_MS. A sign, an exponent, `Infinity`, a list (the header sent twice)
+ * or anything else is not a wait: not passed on.
+ */
+function validRetryAfterMs(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const t = v.trim();
+  if (!/^\d{1,9}(\.\d{1,6})?$/.test(t)) return undefined;
+  const ms = Number(t);
+  return ms <= MAX_RETRY_AFTER_MS ? ms : undefined;
 }
 
 /** A backend message without the deployment's own address or api_key, should it quote them (a proxy in front of vLLM may). */

@@ -80,9 +80,34 @@ export interface ModelGroup {
   readonly cumulativeWeights: readonly number[];
 }
 
+/** A deployment's cooldown: when it ends, and whether a 429 of its backend (rate limiting) put it there. */
+export interface Cooldown {
+  readonly untilMs: number;
+  readonly rateLimited: boolean;
+}
+
 /** Which deployments may take traffic now (cooldowns arrive with the gateway's health tracking). */
 export interface DeploymentHealth {
   isAvailable(deploymentId: string, nowMs: number): boolean;
+  /** The deployment's cooldown, while it is cooling down; absent: this view does not know cooldowns. */
+  cooldown?(deploymentId: string, nowMs: number): Cooldown | undefined;
+}
+
+/**
+ * When every deployment of `groups` is cooling down, the cooldown that ends first (a tie goes to one a 429
+ * caused): when the client may come back, and why it is out. Undefined when one of them is available, or
+ * when `health` does not know cooldowns (it cannot say when they end).
+ */
+export function firstBack(groups: Iterable<ModelGroup>, health: DeploymentHealth, nowMs: number): Cooldown | undefined {
+  let first: Cooldown | undefined;
+  for (const g of groups) {
+    for (const d of g.deployments) {
+      const c = health.cooldown?.(d.id, nowMs);
+      if (c === undefined) return undefined;
+      if (first === undefined || c.untilMs < first.untilMs || (c.untilMs === first.untilMs && c.rateLimited)) first = c;
+    }
+  }
+  return first;
 }
 
 export interface AliasIndex {

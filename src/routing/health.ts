@@ -4,7 +4,7 @@
  * failures leading to a cooldown (one more than `allowed_fails` within a minute → out for `cooldown_time`), as
  * LiteLLM's Router does. One replica's view; shared limits live in the store.
  */
-import type { Deployment, DeploymentHealth, ModelGroup } from './deployments.js';
+import type { Cooldown, Deployment, DeploymentHealth, ModelGroup } from './deployments.js';
 
 interface State {
   inFlight: number;
@@ -15,7 +15,21 @@ interface State {
   failMinute: number;
   fails: number;
   coolUntil: number;
+  /** A 429 put the deployment in its cooldown (its backend is rate limiting), not a fault. */
+  coolRateLimited: boolean;
 }
+
+/** A failed attempt: a fault (connect error, 5xx, timeout, …), or a 429 with the wait its valid retry-after asked for. */
+export type Failure = { readonly rateLimited: false } | { readonly rateLimited: true; readonly waitMs: number | undefined };
+
+const FAULT: Failure = { rateLimited: false };
+
+/**
+ * The longest a 429's retry-after stretches a cooldown past `cooldown_time` (when that is shorter): one
+ * backend's header, bogus or not, cannot take a deployment out for longer; after it, the deployment is
+ * asked again, and a 429 then cools it again.
+ */
+export const MAX_RETRY_AFTER_COOLDOWN_MS = 5 * 60_000;
 
 export type RoutingStrategy = 'simple-shuffle' | 'least-busy' | 'latency-based-routing' | 'usage-based-routing' | 'usage-based-routing-v2';
 
@@ -36,7 +50,17 @@ export class DeploymentTracker implements DeploymentHealth {
   #state(id: string): State {
     let s = this.#states.get(id);
     if (s === undefined) {
-      s = { inFlight: 0, latencyMs: undefined, minute: 0, requests: 0, tokens: 0, failMinute: 0, fails: 0, coolUntil: 0 };
+      s = {
+        inFlight: 0,
+        latencyMs: undefined,
+        minute: 0,
+        requests: 0,
+        tokens: 0,
+        failMinute: 0,
+        fails: 0,
+        coolUntil: 0,
+        coolRateLimited: false,
+      };
       this.#states.set(id, s);
     }
     return s;
@@ -49,6 +73,11 @@ export class DeploymentTracker implements DeploymentHealth {
 
   cooling(id: string, nowMs: number): boolean {
     return !this.isAvailable(id, nowMs);
+  }
+
+  cooldown(id: string, nowMs: number): Cooldown | undefined {
+    const s = this.#states.get(id);
+    return s === undefined || s.coolUntil <= nowMs ? undefined : { untilMs: s.coolUntil, rateLimited: s.coolRateLimited };
   }
 
   inFlight(id: string): number {
@@ -83,8 +112,15 @@ export class DeploymentTracker implements DeploymentHealth {
     this.#state(id).tokens += tokens;
   }
 
-  /** A failed attempt (connect error, 429, 5xx, timeout). Returns true when this put the deployment in cooldown. */
-  failed(id: string, nowMs: number): boolean {
+  /**
+   * A failed attempt (connect error, 429, 5xx, timeout). Returns true when this put the deployment in cooldown.
+   * A 429 counts as any failure does: LiteLLM's count when `allowed_fails` is set (router_utils/
+   * cooldown_handlers.py, should_cooldown_based_on_allowed_fails_policy; only without it does its failure-rate
+   * logic cool a deployment at its first 429), and tollgate always has one (default 3). When a 429 tips the
+   * count, its retry-after, if longer than `cooldown_time`, is how long the deployment stays out (bounded by
+   * MAX_RETRY_AFTER_COOLDOWN_MS): its backend said it refuses until then, so back sooner it is refused again.
+   */
+  failed(id: string, nowMs: number, failure: Failure = FAULT): boolean {
     const s = this.#state(id);
     const minute = Math.floor(nowMs / 60_000);
     if (s.failMinute !== minute) {
@@ -94,7 +130,13 @@ export class DeploymentTracker implements DeploymentHealth {
     s.fails++;
     // LiteLLM's count: `allowed_fails` failures are tolerated, the next one cools the deployment down.
     if (s.fails > this.#allowedFails && this.#cooldownMs > 0) {
-      s.coolUntil = nowMs + this.#cooldownMs;
+      const wait = failure.rateLimited ? failure.waitMs : undefined;
+      const ms =
+        wait !== undefined && wait > this.#cooldownMs
+          ? Math.min(wait, Math.max(this.#cooldownMs, MAX_RETRY_AFTER_COOLDOWN_MS))
+          : this.#cooldownMs;
+      s.coolUntil = nowMs + ms;
+      s.coolRateLimited = failure.rateLimited;
       s.fails = 0;
       this.onCooldown?.(id);
       return true;

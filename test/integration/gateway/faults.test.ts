@@ -16,11 +16,13 @@ import { connect, createServer } from 'node:net';
 import OpenAI from 'openai';
 import { startFakeVllm, vllmErrorBody, type Fault, type FakeVllm } from '../../support/fake-vllm.js';
 import { prepareConfigText } from '../../../src/main/config-source.js';
-import { buildAuthorizer } from '../../../src/main/authz-app.js';
+import { buildAuthorizer, startAuthz, type AuthzApp, type AuthzParts } from '../../../src/main/authz-app.js';
 import { startGateway, type GatewayApp } from '../../../src/main/gateway-app.js';
 import { contextSecret } from '../../../src/identity/context-token.js';
 import { InMemorySpendLog } from '../../../src/store/spend.js';
 import { createLogger } from '../../../src/telemetry/logger.js';
+import { createMetrics } from '../../../src/telemetry/metrics.js';
+import { applyOkResponse, deniedHeaders, EnvoyCheckClient } from '../../support/envoy.js';
 
 const KEY = 'sk-faults-test-key-000001';
 const SECRET = 'faults-test-context-key-0123456789abcdef';
@@ -49,6 +51,8 @@ interface Stack {
   readonly base: string;
   readonly client: OpenAI;
   readonly spend: InMemorySpendLog;
+  /** The gateway's authorizer (`tollgate serve` shares it with Check). */
+  readonly parts: AuthzParts;
 }
 
 async function startStack(yaml: string): Promise<Stack> {
@@ -59,7 +63,7 @@ async function startStack(yaml: string): Promise<Stack> {
   const gw = await startGateway(prepared.config, parts, secret, { host: '127.0.0.1', port: 0, logger: createLogger('silent'), spend });
   const base = `http://127.0.0.1:${gw.port}`;
   const client = new OpenAI({ apiKey: KEY, baseURL: `${base}/v1`, maxRetries: 0, timeout: 10_000 });
-  return { gw, base, client, spend };
+  return { gw, base, client, spend, parts };
 }
 
 /**
@@ -376,6 +380,55 @@ keys:
       await stillServing();
     },
   );
+
+  test("a backend 429's valid retry-after-ms is passed on with a retry-after saying the same wait; an invalid one never", T, async () => {
+    reset();
+    const answer = async (headers: Record<string, string>): Promise<[string | null, string | null, string]> => {
+      const fault: Fault = { kind: 'status', status: 429, headers };
+      a.setFault(fault);
+      b.setFault(fault);
+      const r = await within(PROMPT_MS, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI }));
+      const e = await expectError(r, 429, 'rate_limit_error', 'rate_limit_exceeded');
+      return [r.headers.get('retry-after-ms'), r.headers.get('retry-after'), e.message];
+    };
+    // Valid: passed on, and retry-after is that wait in whole seconds rounded up — the backend's own
+    // retry-after too, should it disagree (the SDKs read retry-after-ms first: both say what they would wait).
+    for (const [sent, expected] of [
+      [{ 'retry-after-ms': '1500', 'retry-after': '2' }, ['1500', '2']],
+      [{ 'retry-after-ms': '1500' }, ['1500', '2']],
+      [{ 'retry-after-ms': '250', 'retry-after': '30' }, ['250', '1']],
+      [{ 'retry-after-ms': '2500.25' }, ['2501', '3']],
+      [{ 'retry-after-ms': ' 0 ' }, ['0', '0']],
+      [{ 'retry-after-ms': '86400000' }, ['86400000', '86400']],
+    ] as const) {
+      const [ms, secs, message] = await answer(sent);
+      assert.deepEqual([ms, secs], expected, JSON.stringify(sent));
+      assert.match(message, /retry-after/);
+    }
+    // Invalid (a sign, an exponent, not a number, past a day, the header sent twice, empty): dropped; a valid
+    // retry-after beside it passes as it came, and without one nothing is made up.
+    for (const bad of ['-1', '1e3', 'Infinity', 'NaN', '0x10', '1.5.2', '86400001', '1500, 1500', '', 'soon']) {
+      const [ms, secs] = await answer({ 'retry-after-ms': bad, 'retry-after': '7' });
+      assert.deepEqual([ms, secs], [null, '7'], `retry-after-ms: ${JSON.stringify(bad)}`);
+      const [alone, none, message] = await answer({ 'retry-after-ms': bad });
+      assert.deepEqual([alone, none], [null, null], `retry-after-ms: ${JSON.stringify(bad)} alone`);
+      assert.match(message, /retry shortly/);
+    }
+    // Before a stream's first byte, the same; and the SDK's RateLimitError carries both headers its retries read.
+    const fault: Fault = { kind: 'status', status: 429, headers: { 'retry-after-ms': '1200' } };
+    a.setFault(fault);
+    b.setFault(fault);
+    const streamed = await within(PROMPT_MS, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI, stream: true }));
+    assert.deepEqual([streamed.headers.get('retry-after-ms'), streamed.headers.get('retry-after')], ['1200', '2']);
+    await expectError(streamed, 429, 'rate_limit_error', 'rate_limit_exceeded');
+    await assert.rejects(stack.client.chat.completions.create({ model: 'pair', messages: HI }), (e: unknown) => {
+      assert.ok(e instanceof OpenAI.RateLimitError);
+      assert.equal(e.headers.get('retry-after-ms'), '1200');
+      assert.equal(e.headers.get('retry-after'), '2');
+      return true;
+    });
+    await stillServing();
+  });
 
   test("the last attempt's failure decides: a 429 after a 500 is a 429, a 500 after a 429 a 502", T, async () => {
     reset();
@@ -1083,6 +1136,198 @@ keys:
     await expectError(await post(stack.base, '/v1/chat/completions', { model: 'lone', messages: HI }), 502, 'api_error', 'upstream_error');
     const res = await post(stack.base, '/v1/chat/completions', { model: 'lone', messages: HI });
     await expectError(res, 503, 'service_unavailable', 'no_healthy_deployment');
+  });
+});
+
+describe('backend 429s and cooldowns: when every deployment is cooling down, the client is told when to come back', () => {
+  let ra: FakeVllm;
+  let rb: FakeVllm;
+  let stack: Stack;
+  /** Check on its own authorizer, which does not know the gateway's cooldowns (as in `tollgate authz` behind Envoy). */
+  let authz: AuthzApp;
+  let envoy: EnvoyCheckClient;
+  /** Check on the gateway's authorizer, which does (as in `tollgate serve`). */
+  let serveAuthz: AuthzApp;
+  let serveEnvoy: EnvoyCheckClient;
+
+  before(async () => {
+    [ra, rb] = await Promise.all([startFakeVllm({ models: [MODEL], name: 'ra' }), startFakeVllm({ models: [MODEL], name: 'rb' })]);
+    // Each test has its aliases (cooldowns are per deployment, and last 30 s or more); `a` carries the weight,
+    // so the first attempt goes to ra and the retry (num_retries: 1) to rb.
+    const pair = (alias: string): string => `
+  - model_name: ${alias}
+    litellm_params: { model: openai/${MODEL}, api_base: "${ra.apiBase}", timeout: 5 }
+    model_info: { id: ${alias}-a }
+  - model_name: ${alias}
+    litellm_params: { model: openai/${MODEL}, api_base: "${rb.apiBase}", timeout: 5, weight: 1.0e-9 }
+    model_info: { id: ${alias}-b }`;
+    const yaml = `
+model_list:${['busy', 'broken', 'long', 'long-ms', 'envoy-busy', 'envoy-broken'].map(pair).join('')}
+  - model_name: solo
+    litellm_params: { model: openai/${MODEL}, api_base: "${ra.apiBase}", timeout: 5 }
+    model_info: { id: solo-a }
+router_settings:
+  num_retries: 1
+  allowed_fails: 0
+  cooldown_time: 30
+general_settings:
+  context_signing_key: ${SECRET}
+keys:
+  - key: sha256:${sha(KEY)}
+`;
+    stack = await startStack(yaml);
+    const prepared = prepareConfigText(yaml, 'faults.yaml', {});
+    authz = await startAuthz(buildAuthorizer(prepared.config, prepared.policy, contextSecret(SECRET, undefined) as Buffer), {
+      host: '127.0.0.1',
+      port: 0,
+      logger: createLogger('silent'),
+      metrics: createMetrics({ defaultMetrics: false }),
+    });
+    envoy = new EnvoyCheckClient(authz.port);
+    serveAuthz = await startAuthz(stack.parts, {
+      host: '127.0.0.1',
+      port: 0,
+      logger: createLogger('silent'),
+      metrics: createMetrics({ defaultMetrics: false }),
+    });
+    serveEnvoy = new EnvoyCheckClient(serveAuthz.port);
+  });
+  after(async () => {
+    envoy.close();
+    serveEnvoy.close();
+    await authz.close(500);
+    await serveAuthz.close(500);
+    await stack.gw.close(500);
+    await Promise.all([ra.close(), rb.close()]);
+  });
+
+  const busy = (headers: Record<string, string> = {}): Fault => ({ kind: 'status', status: 429, headers });
+  const sent = (): number => ra.received.length + rb.received.length;
+  const ask = (model: string, stream = false): Promise<Response> =>
+    within(PROMPT_MS, () => post(stack.base, '/v1/chat/completions', { model, messages: HI, ...(stream ? { stream: true } : {}) }));
+  /** The reply's retry-after is in [lo, hi] whole seconds, and its retry-after-ms says the same wait. */
+  const waits = (res: Response | Headers, lo: number, hi: number): void => {
+    const h = res instanceof Headers ? res : res.headers;
+    const secs = Number(h.get('retry-after'));
+    const ms = Number(h.get('retry-after-ms'));
+    assert.ok(Number.isInteger(secs) && secs >= lo && secs <= hi, `retry-after ${h.get('retry-after')}, expected ${lo}..${hi}`);
+    assert.ok(
+      Number.isInteger(ms) && ms > (secs - 1) * 1000 && ms <= secs * 1000,
+      `retry-after-ms ${h.get('retry-after-ms')} vs ${secs} s`,
+    );
+  };
+
+  test(
+    'every deployment cooled down by 429s: 429 rate_limit_exceeded with a retry-after until the first is back, not a 503',
+    T,
+    async () => {
+      ra.queueFaults(busy());
+      rb.queueFaults(busy({ 'retry-after': '7' }));
+      const first = await ask('busy');
+      // The request whose 429s cooled both down (allowed_fails: 0): told to come back when the first is back
+      // (cooldown_time 30 s), not after the backend's 7 s, when it would be refused again.
+      waits(first, 29, 30);
+      await expectError(first, 429, 'rate_limit_error', 'rate_limit_exceeded');
+      assert.equal(sent(), 2);
+      // A client that comes back meanwhile: a 429 again, with the time left; nothing reaches the backends.
+      const again = await ask('busy');
+      waits(again, 25, 30);
+      const err = await expectError(again, 429, 'rate_limit_error', 'rate_limit_exceeded');
+      assert.match(err.message, /rate limited by its model server: retry after the time given in the retry-after header/);
+      assert.equal(stack.spend.rows.at(-1)?.status, 429);
+      const streamed = await ask('busy', true);
+      waits(streamed, 25, 30);
+      await expectError(streamed, 429, 'rate_limit_error', 'rate_limit_exceeded');
+      // The OpenAI SDK's RateLimitError (which its retries wait out by these headers), not an InternalServerError.
+      await assert.rejects(stack.client.chat.completions.create({ model: 'busy', messages: HI }), (e: unknown) => {
+        assert.ok(e instanceof OpenAI.RateLimitError, String(e));
+        assert.equal(e.code, 'rate_limit_exceeded');
+        waits(e.headers, 25, 30);
+        return true;
+      });
+      assert.equal(sent(), 2, 'nothing sent to a deployment cooling down');
+    },
+  );
+
+  test('every deployment cooled down by 5xx: 503 no_healthy_deployment, with a retry-after until the first is back', T, async () => {
+    ra.received.length = 0;
+    rb.received.length = 0;
+    ra.queueFaults({ kind: 'status', status: 500 });
+    rb.queueFaults({ kind: 'status', status: 503 });
+    const first = await ask('broken');
+    // The request that cooled them down keeps its own answer (the last attempt's), and says when to come back.
+    waits(first, 29, 30);
+    await expectError(first, 502, 'api_error', 'upstream_error');
+    const again = await ask('broken');
+    waits(again, 25, 30);
+    const err = await expectError(again, 503, 'service_unavailable', 'no_healthy_deployment');
+    assert.match(err.message, /retry after the time given in the retry-after header/);
+    assert.equal(sent(), 2, 'nothing sent to a deployment cooling down');
+  });
+
+  test("a 429's retry-after longer than cooldown_time keeps the deployment out until then", T, async () => {
+    ra.queueFaults(busy({ 'retry-after': '90' }));
+    rb.queueFaults(busy({ 'retry-after': '90' }));
+    const first = await ask('long');
+    // The backend's own retry-after, as it came: no deployment is back sooner.
+    assert.deepEqual([first.headers.get('retry-after'), first.headers.get('retry-after-ms')], ['90', null]);
+    await expectError(first, 429, 'rate_limit_error', 'rate_limit_exceeded');
+    // Past cooldown_time's 30 s: out for the 90 s the backends asked for.
+    waits(await ask('long'), 85, 90);
+    // retry-after-ms the same way, and passed on.
+    ra.queueFaults(busy({ 'retry-after-ms': '45000' }));
+    rb.queueFaults(busy({ 'retry-after-ms': '45000' }));
+    const ms = await ask('long-ms');
+    assert.deepEqual([ms.headers.get('retry-after-ms'), ms.headers.get('retry-after')], ['45000', '45']);
+    await expectError(ms, 429, 'rate_limit_error', 'rate_limit_exceeded');
+    waits(await ask('long-ms'), 40, 45);
+  });
+
+  test('the only deployment of an alias is never cooled down, not even by a 429 asking for a long wait', T, async () => {
+    ra.received.length = 0;
+    ra.queueFaults(busy({ 'retry-after': '90' }), busy({ 'retry-after': '90' }));
+    const res = await ask('solo');
+    assert.equal(res.headers.get('retry-after'), '90');
+    await expectError(res, 429, 'rate_limit_error', 'rate_limit_exceeded');
+    assert.equal(ra.received.length, 2, 'retried on the one deployment');
+    const r = await stack.client.chat.completions.create({ model: 'solo', messages: HI });
+    assert.equal(r.model, 'solo');
+    assert.equal(ra.received.length, 3);
+  });
+
+  test('behind Envoy: Check answers so where it knows the cooldowns (serve), else the gateway does; nothing is sent', T, async () => {
+    ra.queueFaults(busy(), { kind: 'status', status: 500 });
+    rb.queueFaults(busy(), { kind: 'status', status: 500 });
+    await expectError(await ask('envoy-busy'), 429, 'rate_limit_error', 'rate_limit_exceeded');
+    await expectError(await ask('envoy-broken'), 502, 'api_error', 'upstream_error');
+    const before = sent();
+    for (const [model, status, type, code, envoyStatus] of [
+      ['envoy-busy', 429, 'rate_limit_error', 'rate_limit_exceeded', 'TooManyRequests'],
+      ['envoy-broken', 503, 'service_unavailable', 'no_healthy_deployment', 'ServiceUnavailable'],
+    ] as const) {
+      const body = JSON.stringify({ model, messages: HI });
+      const reqHeaders = { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' };
+      // `tollgate serve`: Check shares the gateway's cooldowns and denies, with the same headers and body.
+      const denial = await serveEnvoy.check({ headers: reqHeaders, body });
+      assert.notEqual(denial.status?.code, 0, `Check denies ${model}`);
+      const d = denial.denied_response;
+      assert.ok(d);
+      assert.equal(d.status?.code, envoyStatus);
+      assert.equal((JSON.parse(d.body) as { error: { code: string } }).error.code, code);
+      waits(new Headers(deniedHeaders(d)), 25, 30);
+      // `tollgate authz` apart: Check allows, and the gateway answers it.
+      const check = await envoy.check({ headers: reqHeaders, body });
+      assert.equal(check.status?.code, 0, 'Check allows it, with a deployment that is cooling down in the gateway');
+      const headers: Record<string, string> = {};
+      for (const [k, v] of applyOkResponse(reqHeaders, check.ok_response as NonNullable<typeof check.ok_response>))
+        if (!k.startsWith(':')) headers[k] = v.join(',');
+      const res = await within(PROMPT_MS, () =>
+        fetch(`${stack.base}/v1/chat/completions`, { method: 'POST', headers, body, signal: AbortSignal.timeout(10_000) }),
+      );
+      waits(res, 25, 30);
+      await expectError(res, status, type, code);
+    }
+    assert.equal(sent(), before, 'nothing sent to a deployment cooling down');
   });
 });
 

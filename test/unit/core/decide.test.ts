@@ -16,7 +16,7 @@ import { jwtFailureMessage } from '../../../src/core/messages.js';
 import type { JwtFailure, JwtIdentity, JwtResult } from '../../../src/identity/jwt.js';
 import type { KeyRecord } from '../../../src/identity/keys.js';
 import { Policy } from '../../../src/policy/rules.js';
-import { ModelCatalog, type Deployment, type DeploymentHealth } from '../../../src/routing/deployments.js';
+import { ModelCatalog, type Cooldown, type Deployment, type DeploymentHealth } from '../../../src/routing/deployments.js';
 
 const NOW = Date.UTC(2026, 0, 15, 12, 0, 0);
 
@@ -49,6 +49,20 @@ function cooling(until: Readonly<Record<string, number>>): DeploymentHealth {
   return { isAvailable: (id, nowMs) => nowMs >= (until[id] ?? -Infinity) };
 }
 const HEALTHY = cooling({});
+
+/** What the client is told when every deployment is cooling down: by 429s, or not. */
+const RATE_LIMITED =
+  'Every deployment of this model is being rate limited by its model server: retry after the time given in the retry-after header.';
+const COOLING = 'No deployment of the requested model is available right now: retry after the time given in the retry-after header.';
+
+/** Deployments cooling down until the given epoch ms, each because of a 429 (`rateLimited`) or a fault: a view that says when and why. */
+function cooled(until: Readonly<Record<string, readonly [number, 'rate-limited' | 'fault']>>): DeploymentHealth {
+  const cooldown = (id: string, nowMs: number): Cooldown | undefined => {
+    const c = until[id];
+    return c === undefined || nowMs >= c[0] ? undefined : { untilMs: c[0], rateLimited: c[1] === 'rate-limited' };
+  };
+  return { isAvailable: (id, nowMs) => cooldown(id, nowMs) === undefined, cooldown };
+}
 
 function key(over: Partial<KeyRecord> = {}): KeyRecord {
   return {
@@ -129,7 +143,14 @@ const PLAIN_INPUT: DecisionInput = { ...MODEL_INPUT, route: 'plain', method: 'GE
 const PROBE_INPUT: DecisionInput = { ...MODEL_INPUT, route: 'probe', method: 'GET', path: '/health/readiness', body: undefined };
 
 type Expect =
-  | { allow: false; code: string; message?: string | undefined; detail?: string | undefined; failedRule?: string | undefined }
+  | {
+      allow: false;
+      code: string;
+      message?: string | undefined;
+      detail?: string | undefined;
+      failedRule?: string | undefined;
+      retryAfterMs?: number | undefined;
+    }
   | { allow: true; model?: string | undefined; deployment?: string | undefined; principal?: Partial<Principal>; hidden?: string[] };
 
 interface Case {
@@ -156,6 +177,7 @@ function check(c: Case): void {
     if ('message' in e) assert.equal(d.message, e.message);
     if ('detail' in e) assert.equal(d.detail, e.detail);
     assert.equal(d.failedRule, e.failedRule);
+    assert.equal(d.retryAfterMs, e.retryAfterMs, 'retryAfterMs');
     return;
   }
   assert.equal(d.allow, true, `expected an allow, got ${JSON.stringify(d)}`);
@@ -583,6 +605,40 @@ table('decide: no healthy deployment', [
     name: 'an alias without fallbacks, every deployment cooling down → no_healthy_deployment',
     rules: { health: cooling({ 'llama-a': NOW + 1000, 'llama-b': NOW + 1000 }), fallbacks: new Map() },
     expect: { allow: false, code: 'no_healthy_deployment' },
+  },
+  {
+    name: 'all cooling down, the first back (a fallback) put out by a 429 → 429 rate_limit_exceeded, retry-after until it is back',
+    rules: {
+      health: cooled({ 'llama-a': [NOW + 5000, 'rate-limited'], 'llama-b': [NOW + 6000, 'fault'], 'qwen-a': [NOW + 2500, 'rate-limited'] }),
+    },
+    expect: { allow: false, code: 'rate_limit_exceeded', message: RATE_LIMITED, retryAfterMs: 2500 },
+  },
+  {
+    name: 'all cooling down, the first back put out by a fault (5xx, timeout) → 503 no_healthy_deployment, with its retry-after',
+    rules: {
+      health: cooled({ 'llama-a': [NOW + 5000, 'rate-limited'], 'llama-b': [NOW + 3000, 'fault'], 'qwen-a': [NOW + 8000, 'rate-limited'] }),
+    },
+    expect: { allow: false, code: 'no_healthy_deployment', message: COOLING, retryAfterMs: 3000 },
+  },
+  {
+    name: 'two back at the same time, one put out by a 429 → 429',
+    rules: {
+      health: cooled({ 'llama-a': [NOW + 4000, 'fault'], 'llama-b': [NOW + 4000, 'rate-limited'], 'qwen-a': [NOW + 4000, 'fault'] }),
+    },
+    expect: { allow: false, code: 'rate_limit_exceeded', retryAfterMs: 4000 },
+  },
+  {
+    name: 'a fallback the key may not use does not count: its cooldown is not when this client may come back',
+    input: { key: key({ models: ['llama'] }) },
+    rules: {
+      health: cooled({ 'llama-a': [NOW + 5000, 'rate-limited'], 'llama-b': [NOW + 7000, 'rate-limited'], 'qwen-a': [NOW + 1000, 'fault'] }),
+    },
+    expect: { allow: false, code: 'rate_limit_exceeded', retryAfterMs: 5000 },
+  },
+  {
+    name: 'the fallback available while the alias cools down → it serves (no denial, whatever the cooldowns)',
+    rules: { health: cooled({ 'llama-a': [NOW + 5000, 'rate-limited'], 'llama-b': [NOW + 7000, 'rate-limited'] }) },
+    expect: { allow: true, deployment: 'qwen-a' },
   },
   {
     name: 'the cooldown has passed at the injected now → allowed',

@@ -1,7 +1,7 @@
 /** The error table against ../shared/CONTRACT.md, "Denials": status, OpenAI type, gRPC code, body shape. */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ERRORS, errorBody, GrpcCode, type ErrorCode } from '../../../src/errors/codes.js';
+import { ERRORS, errorBody, GrpcCode, retryAfterHeaders, type ErrorCode } from '../../../src/errors/codes.js';
 
 /**
  * The contract's Denials table. The contract does not fix gRPC codes; these follow the usual HTTP ↔ gRPC
@@ -83,4 +83,27 @@ describe('errorBody', () => {
       assert.deepEqual(JSON.parse(text), { error: { message: expected, type: 'permission_error', param: null, code: 'policy_denied' } });
     });
   }
+});
+
+describe('retryAfterHeaders', () => {
+  test('retry-after in whole seconds rounded up, retry-after-ms in whole ms rounded up: the same wait', () => {
+    for (const [ms, seconds, millis] of [
+      [29_999.2, '30', '30000'],
+      [30_000, '30', '30000'],
+      [30_001, '31', '30001'],
+      [1, '1', '1'],
+      [0, '0', '0'],
+      // A cooldown that ended while the answer was being made: no negative wait.
+      [-5, '0', '0'],
+    ] as const) {
+      assert.deepEqual(
+        retryAfterHeaders(ms),
+        [
+          ['retry-after', seconds],
+          ['retry-after-ms', millis],
+        ],
+        String(ms),
+      );
+    }
+  });
 });

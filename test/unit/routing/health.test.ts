@@ -4,8 +4,8 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ModelCatalog, type Deployment, type ModelGroup } from '../../../src/routing/deployments.js';
-import { DeploymentTracker, type RoutingStrategy } from '../../../src/routing/health.js';
+import { firstBack, ModelCatalog, type Deployment, type ModelGroup } from '../../../src/routing/deployments.js';
+import { DeploymentTracker, MAX_RETRY_AFTER_COOLDOWN_MS, type RoutingStrategy } from '../../../src/routing/health.js';
 
 const MIN = 60_000;
 /** An instant well inside minute 1000, far from its edges. */
@@ -227,8 +227,94 @@ describe('DeploymentTracker cooldowns', () => {
     assert.equal(pickId(t, g, 'simple-shuffle', T + 30_000, 0), 'a');
   });
 
+  test('cooldown(): when it ends and whether a 429 caused it; undefined while available', () => {
+    const t = tracker(0, 30);
+    assert.equal(t.cooldown('a', T), undefined);
+    t.failed('a', T);
+    assert.deepEqual(t.cooldown('a', T + 1), { untilMs: T + 30_000, rateLimited: false });
+    t.failed('b', T, { rateLimited: true, waitMs: undefined });
+    assert.deepEqual(t.cooldown('b', T + 1), { untilMs: T + 30_000, rateLimited: true });
+    assert.equal(t.cooldown('b', T + 30_000), undefined, 'over at its end');
+    // A fault that cools it down again is a fault's cooldown, whatever the one before was.
+    t.failed('b', T + 31_000);
+    assert.deepEqual(t.cooldown('b', T + 31_000), { untilMs: T + 61_000, rateLimited: false });
+  });
+
+  test('a 429 counts towards allowed_fails as any failure does: the first ones cool nothing, whatever their retry-after', () => {
+    const t = tracker(2, 30);
+    const busy = { rateLimited: true, waitMs: 90_000 } as const;
+    assert.equal(t.failed('a', T, busy), false);
+    assert.equal(t.failed('a', T, busy), false);
+    assert.equal(t.isAvailable('a', T), true);
+    assert.equal(t.failed('a', T, busy), true);
+    assert.deepEqual(t.cooldown('a', T), { untilMs: T + 90_000, rateLimited: true });
+  });
+
+  test("a 429's retry-after longer than cooldown_time keeps the deployment out until then; a shorter one, for cooldown_time", () => {
+    const t = tracker(0, 30);
+    t.failed('long', T, { rateLimited: true, waitMs: 90_000 });
+    assert.equal(t.isAvailable('long', T + 89_999), false);
+    assert.equal(t.isAvailable('long', T + 90_000), true);
+    t.failed('short', T, { rateLimited: true, waitMs: 5_000 });
+    assert.equal(t.isAvailable('short', T + 29_999), false, 'never shorter than cooldown_time');
+    assert.equal(t.isAvailable('short', T + 30_000), true);
+    // A fault's cooldown is cooldown_time, however it is described.
+    t.failed('fault', T, { rateLimited: false });
+    assert.deepEqual(t.cooldown('fault', T), { untilMs: T + 30_000, rateLimited: false });
+  });
+
+  test('a retry-after past MAX_RETRY_AFTER_COOLDOWN_MS stretches the cooldown that far only; a cooldown_time longer than that stays', () => {
+    const t = tracker(0, 30);
+    t.failed('a', T, { rateLimited: true, waitMs: 86_400_000 });
+    assert.equal(MAX_RETRY_AFTER_COOLDOWN_MS, 300_000);
+    assert.deepEqual(t.cooldown('a', T), { untilMs: T + MAX_RETRY_AFTER_COOLDOWN_MS, rateLimited: true });
+    const long = tracker(0, 600);
+    long.failed('a', T, { rateLimited: true, waitMs: 86_400_000 });
+    assert.deepEqual(long.cooldown('a', T), { untilMs: T + 600_000, rateLimited: true });
+  });
+
+  test('cooldown_time 0 never cools a deployment down, not even for a 429 asking for a long wait', () => {
+    const t = tracker(0, 0);
+    assert.equal(t.failed('a', T, { rateLimited: true, waitMs: 90_000 }), false);
+    assert.equal(t.isAvailable('a', T), true);
+  });
+
   test('an unknown deployment is available', () => {
     assert.equal(tracker().isAvailable('never-seen', T), true);
     assert.equal(tracker().inFlight('never-seen'), 0);
+  });
+});
+
+describe('firstBack: when a client may come back to a model whose every deployment is cooling down', () => {
+  const llama = group(dep('a'), dep('b'));
+  const qwen = new ModelCatalog([dep('q', { alias: 'qwen' })]).group('qwen') as ModelGroup;
+
+  test('the cooldown that ends first, over the groups given (the model and its fallbacks)', () => {
+    const t = tracker(0, 30);
+    t.failed('a', T, { rateLimited: true, waitMs: 90_000 });
+    t.failed('b', T + 1000);
+    t.failed('q', T + 2000, { rateLimited: true, waitMs: undefined });
+    assert.deepEqual(firstBack([llama, qwen], t, T + 3000), { untilMs: T + 31_000, rateLimited: false });
+    assert.deepEqual(firstBack([llama], t, T + 3000), { untilMs: T + 31_000, rateLimited: false });
+    // Once b is back, one is available: nothing to wait for.
+    assert.equal(firstBack([llama, qwen], t, T + 31_000), undefined);
+  });
+
+  test('a tie goes to the cooldown a 429 caused', () => {
+    const t = tracker(0, 30);
+    t.failed('a', T);
+    t.failed('b', T, { rateLimited: true, waitMs: undefined });
+    assert.deepEqual(firstBack([llama], t, T), { untilMs: T + 30_000, rateLimited: true });
+  });
+
+  test('one deployment available, or no groups at all: undefined', () => {
+    const t = tracker(0, 30);
+    t.failed('a', T);
+    assert.equal(firstBack([llama], t, T), undefined);
+    assert.equal(firstBack([], t, T), undefined);
+  });
+
+  test("a health view that does not know cooldowns (Check's): undefined, whatever it says is unavailable", () => {
+    assert.equal(firstBack([llama], { isAvailable: () => false }, T), undefined);
   });
 });
