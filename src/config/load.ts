@@ -4,7 +4,7 @@
  * `tollgate config check` can print them all. Secrets from the environment never enter an issue.
  */
 import type { z } from 'zod';
-import { configSchema, KEY_HASH_PATTERN, type Config } from './schema.js';
+import { configSchema, KEY_HASH_PATTERN, type Config, type PolicyRule } from './schema.js';
 import { formatPath, type ConfigIssue, type PathSegment } from './issues.js';
 import { litellmRedisUrl, setAsideLiteLlmKeys } from './litellm-compat.js';
 import { crossCheck } from './cross-check.js';
@@ -79,12 +79,31 @@ export function loadConfigText(text: string, env: Env, opts: IncludeOptions = {}
       if (!reported.has(where(i))) issues.push(i);
     }
   }
-  if (!parsed.success || issues.length > 0) return none(issues, warnings);
+  if (!parsed.success || issues.length > 0) {
+    // The policy's rules are compiled all the same, where their shape is right, so one run lists their
+    // errors too (not only once every other error is fixed).
+    for (const issue of Policy.compile(wellFormedRules(resolved)).issues) issues.push(locate(issue, issue.segments));
+    return none(issues, warnings);
+  }
   for (const issue of crossCheck(parsed.data)) issues.push(locate(issue, issue.segments));
   const compiled = Policy.compile(parsed.data.policy.rules);
   for (const issue of compiled.issues) issues.push(locate(issue, issue.segments));
   if (issues.length > 0 || compiled.policy === undefined) return none(issues, warnings);
   return { config: deepFreeze(parsed.data), policy: compiled.policy, issues, warnings, included };
+}
+
+/**
+ * The `policy.rules` of a config that failed validation, each at its own index, with a string `name` and
+ * `when` (one without them is reported by the schema already): what Policy.compile can check. Entries of
+ * another shape become rules that always compile (`false`), so the others keep their YAML paths.
+ */
+function wellFormedRules(resolved: unknown): PolicyRule[] {
+  const rules = (resolved as { policy?: { rules?: unknown } } | null)?.policy?.rules;
+  if (!Array.isArray(rules)) return [];
+  return rules.map((r: unknown): PolicyRule => {
+    const { name, when } = (typeof r === 'object' && r !== null ? r : {}) as { name?: unknown; when?: unknown };
+    return typeof name === 'string' && typeof when === 'string' ? { name, when, deny: '' } : { name: '', when: 'false', deny: '' };
+  });
 }
 
 /**

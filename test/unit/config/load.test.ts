@@ -970,6 +970,26 @@ describe('prepareConfigText: CEL policy rules', () => {
     assert.equal(issue.line, lineOf(text, 'jwt.groups ++ 1'));
   });
 
+  test("a rule's error is listed beside the other errors of the file, not only once they are fixed", () => {
+    const text = `${MINIMAL}router_settings:
+  num_retries: -1
+policy:
+  rules:
+    - name: no-name-here
+    - name: broken-rule
+      when: "jwt.groups ++ 1"
+      deny: never
+`;
+    const issues = prepareIssues(text);
+    assert.ok(
+      issues.some((i) => i.path.startsWith('router_settings.num_retries')),
+      JSON.stringify(issues),
+    );
+    const issue = issueAt(issues, 'policy.rules[1].when');
+    assert.match(issue.message, /broken-rule.*compile/);
+    assert.equal(issue.line, lineOf(text, 'jwt.groups ++ 1'));
+  });
+
   test('a rule whose type is not bool is refused', () => {
     const text = `policy:
   rules:
