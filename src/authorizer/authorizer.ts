@@ -6,6 +6,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { parseModelBody } from '../core/body.js';
+import { adminAccessMessage } from '../core/messages.js';
 import { decide, type Decision, type DecisionRules, type TeamRecord } from '../core/decide.js';
 import { classifyRoute, modelEndpoint, normalizePath, type RouteKind } from '../core/route.js';
 import type { ContextClaims, ContextSigner } from '../identity/context-token.js';
@@ -83,6 +84,11 @@ export class Authorizer {
 
   get rules(): DecisionRules {
     return this.#rules;
+  }
+
+  /** What opens the admin API here, for a refusal the gateway words itself: decide's words for it. */
+  get adminAccess(): string {
+    return adminAccessMessage(this.#rules.adminGroups.length > 0 && this.#d.jwt !== undefined);
   }
 
   /** Swaps rules atomically (models discovered later, a reloaded config); in-flight calls keep the old ones. */

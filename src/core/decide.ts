@@ -16,7 +16,7 @@ import {
 } from '../routing/deployments.js';
 import { modelBodyOf, parseModelBody, type ModelBody } from './body.js';
 import { isModelListRoute, type RouteKind } from './route.js';
-import { coolingAnswer, jwtFailureMessage } from './messages.js';
+import { ADMIN_DISABLED, adminAccessMessage, coolingAnswer, jwtFailureMessage } from './messages.js';
 
 export interface TeamRecord {
   readonly teamId: string;
@@ -111,13 +111,27 @@ export function isOwnKeyInfo(method: string, path: string): boolean {
 }
 
 /** Why the admin API is closed to this caller, saying what would open it. */
-function denyAdmin(rules: DecisionRules, key: DecisionInput['key']): Decision {
-  if (!rules.masterKeySet && rules.adminGroups.length === 0) {
-    return deny('policy_denied', 'The admin API is disabled: configure general_settings.master_key or auth.admin_groups.');
-  }
-  if (key === 'missing')
-    return deny('missing_api_key', 'The admin API needs "Authorization: Bearer <master key>" or a token in an admin group.');
-  return deny('policy_denied', 'The admin API needs the master key or a token in an admin group.');
+function denyAdmin(rules: DecisionRules, input: DecisionInput): Decision {
+  if (!rules.masterKeySet && rules.adminGroups.length === 0) return deny('policy_denied', ADMIN_DISABLED);
+  const message = adminAccessMessage(tokenOpensAdmin(rules, input));
+  return input.key === 'missing' ? deny('missing_api_key', message) : deny('policy_denied', message);
+}
+
+/**
+ * An admin route without the token a JWT-required config asks for, and without the master key (which opens it
+ * alone): still 401 missing_jwt, but saying what opens these routes, which is not (only) a token: a LiteLLM
+ * operator sends the master key. A virtual key reading its own record (GET /key/info) needs the token, as on
+ * any route of that key.
+ */
+function denyAdminWithoutToken(rules: DecisionRules, input: DecisionInput): Decision {
+  if (typeof input.key === 'object' && isOwnKeyInfo(input.method, input.path)) return deny('missing_jwt');
+  if (!rules.masterKeySet && rules.adminGroups.length === 0) return deny('missing_jwt', ADMIN_DISABLED);
+  return deny('missing_jwt', adminAccessMessage(tokenOpensAdmin(rules, input), input.key === 'missing'));
+}
+
+/** A token opens the admin API: admin groups are configured, and tokens are (the door validated one or found none). */
+function tokenOpensAdmin(rules: DecisionRules, input: DecisionInput): boolean {
+  return rules.adminGroups.length > 0 && input.jwt !== undefined;
 }
 
 export function decide(input: DecisionInput, rules: DecisionRules, nowMs: number, random: number): Decision {
@@ -130,7 +144,8 @@ export function decide(input: DecisionInput, rules: DecisionRules, nowMs: number
     if (input.jwt.ok) identity = input.jwt.identity;
     else if (input.jwt.failure !== 'missing') return deny('invalid_jwt', jwtFailureMessage(input.jwt.failure), input.jwt.failure);
     // The master key alone opens the admin API, as in LiteLLM (the contract: master key or an admin group).
-    else if (rules.jwtRequired && !(input.key === 'master' && input.route === 'admin')) return deny('missing_jwt');
+    else if (rules.jwtRequired && !(input.key === 'master' && input.route === 'admin'))
+      return input.route === 'admin' ? denyAdminWithoutToken(rules, input) : deny('missing_jwt');
   }
 
   // 2. The virtual key (or the master key, which LiteLLM also accepts on every route).
@@ -155,7 +170,7 @@ export function decide(input: DecisionInput, rules: DecisionRules, nowMs: number
   if (input.route === 'admin') {
     const inAdminGroup = identity !== undefined && identity.groups.some((g) => rules.adminGroups.includes(g));
     if (master || inAdminGroup) return allow(principalOf(identity, undefined, undefined, true), undefined, undefined);
-    if (record === undefined || !isOwnKeyInfo(input.method, input.path)) return denyAdmin(rules, key);
+    if (record === undefined || !isOwnKeyInfo(input.method, input.path)) return denyAdmin(rules, input);
   }
 
   if (key === 'missing' && rules.keysRequired) return deny('missing_api_key');

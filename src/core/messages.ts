@@ -24,6 +24,24 @@ export function jwtFailureMessage(failure: JwtFailure): string {
   return JWT_MESSAGES[failure];
 }
 
+const BY_MASTER_KEY = 'the master key, sent as "Authorization: Bearer <master key>"';
+const OR_TOKEN = ', or an OAuth 2.0 access token of a member of an admin group (auth.admin_groups) in the X-Cake-Authorization header';
+
+/**
+ * What opens the admin API, for a caller it refused: the master key as a Bearer key (what LiteLLM's admin calls
+ * send), and a token of an admin group where `auth.admin_groups` (and a token) is configured. Whether a master
+ * key is configured is not said: the README documents that it opens these routes, and that an admin API with
+ * neither a master key nor an admin group says it is disabled (ADMIN_DISABLED), nothing more.
+ * `sentNothing`: the request carried no credentials at all.
+ */
+export function adminAccessMessage(tokenOpens: boolean, sentNothing = false): string {
+  const needs = `${BY_MASTER_KEY}${tokenOpens ? OR_TOKEN : ''}.`;
+  return sentNothing ? `No credentials: the admin API needs ${needs}` : `The admin API needs ${needs}`;
+}
+
+/** The admin API with neither a master key nor an admin group configured. */
+export const ADMIN_DISABLED = 'The admin API is disabled: configure general_settings.master_key or auth.admin_groups.';
+
 /**
  * The answer when every deployment a request could go to is cooling down (`back`: the cooldown that ends
  * first): when to come back, and why they are out — 429 rate_limit_exceeded when a 429 of its backend put it

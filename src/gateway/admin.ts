@@ -68,6 +68,11 @@ export interface AdminDeps {
   readonly calendar: BudgetCalendar;
   /** True for a value tollgate holds as its own secret: never accepted as a backend api_key reference. */
   readonly ownSecret?: ((value: string) => boolean) | undefined;
+  /**
+   * Writes this replica's spend rows of requests that have ended (their settlements, then the spend log), so
+   * a regenerate moves them with the key in its transaction rather than finding them under the old id later.
+   */
+  readonly flushSpend?: (() => Promise<void>) | undefined;
   /** Moves the budget spend counted this period from one key id to another (regenerate). */
   readonly carrySpend?: ((fromKeyId: string, toKeyId: string, limits: Limits) => Promise<void>) | undefined;
   /**
@@ -509,6 +514,9 @@ export class AdminApi {
     // One transaction: the old secret stops working everywhere as the new one starts, with the record's
     // fields (as stored then) and its spend carried over; the budget already counted this period follows
     // the new key id.
+    // This replica's requests of the key that ended a moment ago are in the log before the move (another
+    // replica's land under the old id within a second: #keySpend counts them there).
+    await this.#d.flushSpend?.();
     const now = this.#now();
     const next = await this.#d.records.regenerateKey(found.hash, hash, (stored) => applyKeyFields(stored, fields, now), keyName(key));
     if (next === 'missing') return { error: 'not_found', param: 'key', message: 'key: no such key' };
@@ -531,13 +539,14 @@ export class AdminApi {
 
   /**
    * Each key's spend as LiteLLM reports it: in its current budget period when it has a budget_duration
-   * (LiteLLM resets spend when the period ends), else all of it.
+   * (LiteLLM resets spend when the period ends), else all of it; what it spent under the ids it had before a
+   * regenerate included.
    */
   #keySpend(keys: readonly KeyRecord[]): Promise<Map<string, number>> {
     const now = this.#now();
     return spendOfKeys(
       this.#d.db,
-      keys.map((k) => ({ id: k.id, since: periodStart(k.limits, now, this.#d.calendar) })),
+      keys.map((k) => ({ id: k.id, since: periodStart(k.limits, now, this.#d.calendar), previousIds: k.previousIds })),
     );
   }
 

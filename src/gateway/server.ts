@@ -236,8 +236,7 @@ function serve(deps: GatewayDeps, res: HttpResponse, r: Incoming, id: IdentifyRe
       typeof key === 'object' && isOwnKeyInfo(method, path) && !key.blocked && (key.expiresAt === undefined || Date.now() < key.expiresAt)
         ? key
         : undefined;
-    if (!id.admin && own === undefined)
-      return sendError(res, 'policy_denied', 'The admin API needs the master key or a token in an admin group.', id.caller.requestId);
+    if (!id.admin && own === undefined) return sendError(res, 'policy_denied', deps.authorizer.adminAccess, id.caller.requestId);
     if (deps.admin === undefined) {
       return sendError(
         res,

@@ -58,6 +58,11 @@ const DEFAULT_DRAIN_S = 10;
  * SIGTERM ends within TOLLGATE_DRAIN_SECONDS + 5 s however the stores behave (the Helm chart counts on it).
  */
 const FLUSH_MS = 5_000;
+/**
+ * How long a regenerate waits for this replica's spend rows of requests that ended to be written, so they
+ * move with the key: a store slower than this leaves them to land under the old id (still counted for it).
+ */
+const REGENERATE_FLUSH_MS = 1_000;
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 
 export interface Io {
@@ -368,6 +373,7 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
               logger.warn({ err: (err as Error).message, subject }, "could not count the period's spend so far into the changed budget");
             }
           },
+          flushSpend: () => store.accounting.flush(REGENERATE_FLUSH_MS),
           carrySpend: async (from, to, limits) => {
             if (limits.maxBudget === undefined) return;
             const period = budgetPeriodOf(limits, Date.now(), store.calendar);

@@ -232,6 +232,16 @@ export class Accounting implements SpendRecorder, DenialRecorder {
     }
   }
 
+  /**
+   * Writes the rows of requests that have ended: waits for their settlements, then flushes the spend log,
+   * within `deadlineMs` (a store that does not answer keeps them buffered, as before). Never rejects.
+   */
+  async flush(deadlineMs: number): Promise<void> {
+    const until = Date.now() + deadlineMs;
+    await bounded(Promise.all(this.#settling), deadlineMs);
+    if (this.#log !== undefined) await bounded(this.#log.flush(), Math.max(0, until - Date.now()));
+  }
+
   /** Shutdown: waits for settlements, then flushes the spend log, both within `deadlineMs`. Returns rows that could not be written. */
   async close(deadlineMs: number): Promise<number> {
     const until = Date.now() + deadlineMs;

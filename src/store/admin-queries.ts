@@ -124,20 +124,37 @@ export async function findTeam(db: Queryable, id: string): Promise<AdminTeamRow 
   return (await db.query<AdminTeamRow>(`SELECT ${TEAM_COLUMNS}, created_at, updated_at FROM teams WHERE team_id = $1`, [id]))[0];
 }
 
-/** Spend of each key id since its `since` (ms: the start of its budget period, or 0 for all time), from the spend log. */
+/**
+ * Spend of each key since its `since` (ms: the start of its budget period, or 0 for all time), from the spend
+ * log: the rows under its id and under the ids it had before a regenerate (`previousIds`). A request that ended
+ * on a replica still buffering its row when the key was regenerated lands under the old id (the regenerate's
+ * own move is done by then, and its later sweep moves it seconds after): counted from the moment it lands,
+ * not from the sweep. Keyed by the key's current id.
+ */
 export async function spendOfKeys(
   db: Queryable,
-  keys: readonly { readonly id: string; readonly since: number }[],
+  keys: readonly { readonly id: string; readonly since: number; readonly previousIds?: readonly string[] | undefined }[],
 ): Promise<Map<string, number>> {
   if (keys.length === 0) return new Map();
-  const rows = await db.query<{ key_id: string; spend: number }>(
-    `SELECT k.key_id, sum(s.cost) AS spend
-     FROM unnest($1::text[], $2::timestamptz[]) AS k(key_id, since)
+  const owners: string[] = [];
+  const ids: string[] = [];
+  const since: string[] = [];
+  for (const k of keys) {
+    const from = new Date(k.since).toISOString();
+    for (const id of [k.id, ...(k.previousIds ?? [])]) {
+      owners.push(k.id);
+      ids.push(id);
+      since.push(from);
+    }
+  }
+  const rows = await db.query<{ owner: string; spend: number }>(
+    `SELECT k.owner, sum(s.cost) AS spend
+     FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS k(owner, key_id, since)
      JOIN spend_logs s ON s.key_id = k.key_id AND s.created_at >= k.since
-     GROUP BY k.key_id`,
-    [keys.map((k) => k.id), keys.map((k) => new Date(k.since).toISOString())],
+     GROUP BY k.owner`,
+    [owners, ids, since],
   );
-  return new Map(rows.map((r) => [r.key_id, Number(r.spend)]));
+  return new Map(rows.map((r) => [r.owner, Number(r.spend)]));
 }
 
 /** Spend of a team or user since `since` (ms; 0: all time). */
@@ -149,15 +166,28 @@ export async function spendOf(db: Queryable, column: 'team_id' | 'user_id', id: 
   return Number(rows[0]?.spend ?? 0);
 }
 
-/** Keys by total spend, highest first (LiteLLM's /spend/keys). */
+/**
+ * Keys by total spend, highest first (LiteLLM's /spend/keys). Rows under an id a key had before a regenerate
+ * count for that key (as spendOfKeys), so a key does not show less, and its past id as a key of its own, until
+ * the regenerate's sweep has moved them.
+ */
 export async function topKeySpend(
   db: Queryable,
   limit: number,
 ): Promise<{ key_id: string; token: string | null; key_alias: string | null; spend: number; requests: number }[]> {
   const rows = await db.query<{ key_id: string; token: string | null; key_alias: string | null; spend: number; requests: string | number }>(
-    `SELECT s.key_id, k.key_hash AS token, k.key_alias, s.spend, s.requests
-     FROM (SELECT key_id, sum(cost) AS spend, count(*) AS requests FROM spend_logs WHERE key_id IS NOT NULL
-           GROUP BY key_id ORDER BY spend DESC, key_id LIMIT $1) s
+    `WITH per_id AS (
+       SELECT key_id, sum(cost) AS spend, count(*) AS requests FROM spend_logs WHERE key_id IS NOT NULL GROUP BY key_id
+     ), past AS (
+       SELECT DISTINCT ON (p.old_id) p.old_id, k.key_id
+       FROM keys k CROSS JOIN LATERAL jsonb_array_elements_text(k.previous_key_ids) AS p(old_id)
+       WHERE k.previous_key_ids <> '[]'::jsonb
+       ORDER BY p.old_id, k.updated_at DESC
+     )
+     SELECT s.key_id, k.key_hash AS token, k.key_alias, s.spend, s.requests
+     FROM (SELECT coalesce(past.key_id, per_id.key_id) AS key_id, sum(per_id.spend) AS spend, sum(per_id.requests) AS requests
+           FROM per_id LEFT JOIN past ON past.old_id = per_id.key_id
+           GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $1) s
      LEFT JOIN keys k ON k.key_id = s.key_id
      ORDER BY s.spend DESC, s.key_id`,
     [limit],

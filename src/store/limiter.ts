@@ -61,6 +61,16 @@ const NO_HEADERS: readonly [string, string][] = Object.freeze([]);
 /** Longer than any budget_duration period (decades): the budget has none. */
 const MAX_RESET_MS = 100 * 365 * 86_400_000;
 const WHAT: Record<string, string> = { key: 'this key', user: 'this user', team: "this key's team", deployment: 'the model deployment' };
+/**
+ * What to do about a budget spent for good (no budget_duration), by whose it is: an admin raises its
+ * max_budget through the admin API (or the config file, for a record declared there: the API refuses to
+ * change those), or the caller uses another key.
+ */
+const SPENT_FOR_GOOD: Record<string, string> = {
+  key: 'an admin can raise its max_budget (POST /key/update, or keys[].max_budget for a key in the config file), or use another key.',
+  team: "an admin can raise the team's max_budget (POST /team/update, or teams[].max_budget for a team in the config file), or use a key of another team.",
+  user: "an admin can raise the user's max_budget (POST /user/update, or users[].max_budget for a user in the config file).",
+};
 
 /** A deployment's own admission (admitDeployment): a lease, nothing to count, or refused. */
 export type GateVerdict =
@@ -320,8 +330,14 @@ function denial(a: Exclude<Admission, { ok: true }>): Extract<Admitted, { ok: fa
   const secs = Math.max(1, Math.ceil(a.retryAfterMs / 1000));
   const what = WHAT[subjectParts(a.subject).kind] ?? 'this caller';
   if (a.code === 'budget_exceeded' && a.retryAfterMs > MAX_RESET_MS) {
-    // A budget without budget_duration never resets: there is no retry-after to give.
-    return { ok: false, code: 'budget_exceeded', message: `The budget of ${what} is spent.`, headers: rateHeaders(a.rate) };
+    // A budget without budget_duration never resets: there is no retry-after to give, only what to do instead.
+    const kind = subjectParts(a.subject).kind;
+    return {
+      ok: false,
+      code: 'budget_exceeded',
+      message: `The budget of ${what} is spent and does not reset (it has no budget_duration): ${SPENT_FOR_GOOD[kind] ?? SPENT_FOR_GOOD['key']}`,
+      headers: rateHeaders(a.rate),
+    };
   }
   const headers: [string, string][] = [
     ['retry-after', String(secs)],

@@ -353,6 +353,60 @@ keys:
     assert.ok(['budget_exceeded', 'rate_limit_exceeded'].includes(String(errorOf(refused).code)), refused.text);
   });
 
+  test("regression: right after a regenerate, /key/info, /key/list and /spend/keys show the key's spend (not 0 until the 5 s sweep)", async () => {
+    // An all-time budget one request (0.016) spends: the new secret is refused at once, and its info must agree.
+    const old = String((await call(a, 'POST', '/key/generate', { key_alias: 'rotate-spent', max_budget: 0.01 })).body['key']);
+    secrets.add(old);
+    assert.equal((await chat(a, old)).status, 200);
+    // At once, as an operator would: the request's spend-log row is not written yet.
+    const regen = await call(a, 'POST', '/key/regenerate', { key: old });
+    assert.equal(regen.status, 200, regen.text);
+    const fresh = String(regen.body['key']);
+    secrets.add(fresh);
+    const [newToken, newId, oldId] = [sha(fresh), sha(fresh).slice(0, 16), sha(old).slice(0, 16)];
+    const near = (x: unknown, want: number): boolean => Math.abs(Number(x) - want) < 1e-9;
+    const shown = async (replica: number): Promise<{ info: unknown; listed: unknown; top: unknown; topOld: boolean }> => {
+      const info = ((await call(replica, 'GET', `/key/info?key=${newToken}`)).body['info'] as Json)['spend'];
+      const list = (await call(replica, 'GET', `/key/list?key_hash=${newToken}&return_full_object=true`)).body['keys'] as Json[];
+      const top = (await call(replica, 'GET', '/spend/keys?limit=1000')).body as unknown as Json[];
+      return {
+        info,
+        listed: list[0]?.['spend'],
+        top: top.find((k) => k['key_id'] === newId)?.['spend'],
+        topOld: top.some((k) => k['key_id'] === oldId),
+      };
+    };
+    const asked = Date.now();
+    const got = await shown(a);
+    assert.ok(near(regen.body['spend'], 0.016), `the regenerate's own answer: ${String(regen.body['spend'])}`);
+    assert.ok(near(got.info, 0.016), `/key/info: ${String(got.info)}`);
+    assert.ok(near(got.listed, 0.016), `/key/list: ${String(got.listed)}`);
+    assert.ok(near(got.top, 0.016), `/spend/keys: ${String(got.top)}`);
+    assert.equal(got.topOld, false, '/spend/keys lists no past id as a key of its own');
+    assert.equal(errorOf(await chat(a, fresh)).code, 'budget_exceeded', 'what the budget counts');
+    // The other replica reads the same database.
+    assert.ok(near((await shown(b)).info, 0.016));
+
+    // A row that lands under the old id after the regenerate (a replica that still held it in its spend log)
+    // counts for the key as soon as it is written, not when the sweep moves it.
+    const db = await openDb({ url: `${PG}?schema=${schema}` });
+    try {
+      await db.query(
+        `INSERT INTO spend_logs (lease_id, request_id, key_id, model, prompt_tokens, completion_tokens, cost, status, latency_ms, created_at)
+         VALUES ($1, $1, $2, 'llama', 1, 1, 0.5, 200, 1, now())`,
+        [randomUUID(), oldId],
+      );
+    } finally {
+      await db.close();
+    }
+    const late = await shown(b);
+    assert.ok(Date.now() - asked < 4_000, 'asked before the sweep (5 s after the regenerate) could have moved the row');
+    assert.ok(near(late.info, 0.516), `/key/info: ${String(late.info)}`);
+    assert.ok(near(late.listed, 0.516), `/key/list: ${String(late.listed)}`);
+    assert.ok(near(late.top, 0.516), `/spend/keys: ${String(late.top)}`);
+    assert.equal(late.topOld, false);
+  });
+
   test('a key is not regenerated back to a secret it had before (its spend would be carried twice)', async () => {
     const first = `sk-back-and-forth-${randomUUID()}`;
     secrets.add(first);

@@ -19,6 +19,8 @@ const RPM_KEY = 'sk-gateway-limits-rpm-01';
 const TPM_KEY = 'sk-gateway-limits-tpm-01';
 const BUDGET_KEY = 'sk-gateway-limits-bud-01';
 const EMBED_KEY = 'sk-gateway-limits-emb-01';
+const ALL_TIME_KEY = 'sk-gateway-limits-all-01';
+const TEAM_KEY = 'sk-gateway-limits-team-01';
 const sha = (s: string): string => createHash('sha256').update(s).digest('hex');
 
 /**
@@ -161,6 +163,13 @@ keys:
   - key: sha256:${sha(BUDGET_KEY)}
     max_budget: 0.5
     budget_duration: 1d
+  - key: sha256:${sha(ALL_TIME_KEY)}
+    max_budget: 0.3
+  - key: sha256:${sha(TEAM_KEY)}
+    team_id: capped
+teams:
+  - team_id: capped
+    max_budget: 0.3
 litellm_settings:
   timezone: Asia/Tokyo
 `,
@@ -258,8 +267,9 @@ litellm_settings:
         const tokyoMidnight = Date.now() - ((Date.now() - 15 * 3_600_000) % day) + day;
         const retry = Number(r.headers.get('retry-after'));
         assert.ok(Math.abs(retry - (tokyoMidnight - Date.now()) / 1000) <= 2, `retry-after ${retry} s: until midnight in Tokyo`);
-        const body = (await r.json()) as { error: { type: string; code: string } };
+        const body = (await r.json()) as { error: { type: string; code: string; message: string } };
         assert.deepEqual([body.error.type, body.error.code], ['insufficient_quota', 'budget_exceeded']);
+        assert.match(body.error.message, /^The budget of this key is spent for this period; it resets in \d+ s\.$/);
       } else {
         assert.equal(r.headers.get('x-tollgate-response-cost'), '0.21');
         await r.text();
@@ -269,4 +279,39 @@ litellm_settings:
     }
     assert.deepEqual(statuses, [200, 200, 200, 429]);
   });
+
+  // An all-time budget (no budget_duration) never resets: no retry-after, and the message says what to do.
+  for (const [key, whose, what] of [
+    [
+      ALL_TIME_KEY,
+      'this key',
+      /an admin can raise its max_budget \(POST \/key\/update, or keys\[\]\.max_budget .*\), or use another key\.$/,
+    ],
+    [
+      TEAM_KEY,
+      "this key's team",
+      /an admin can raise the team's max_budget \(POST \/team\/update, or teams\[\]\.max_budget .*\), or use a key of another team\.$/,
+    ],
+  ] as const) {
+    test(`regression: an all-time budget of ${whose} spent: 429 budget_exceeded saying what to do, not only that it is spent`, async () => {
+      // 0.21 a reply: the second crosses 0.3 and the third is refused.
+      const statuses: number[] = [];
+      for (let i = 0; i < 3; i++) {
+        const r = await chat(key, 5);
+        statuses.push(r.status);
+        if (r.status === 200) await r.text();
+        else {
+          assert.equal(r.headers.get('x-should-retry'), 'false');
+          assert.equal(r.headers.get('retry-after'), null, 'it never resets: no time to come back at');
+          const body = (await r.json()) as { error: { type: string; code: string; message: string } };
+          assert.deepEqual([body.error.type, body.error.code], ['insufficient_quota', 'budget_exceeded']);
+          assert.ok(body.error.message.startsWith(`The budget of ${whose} is spent and does not reset`), body.error.message);
+          assert.match(body.error.message, what);
+          assert.ok(!body.error.message.includes(key));
+        }
+        await new Promise((res) => setTimeout(res, 20));
+      }
+      assert.deepEqual(statuses, [200, 200, 429]);
+    });
+  }
 });

@@ -20,6 +20,15 @@ import { ModelCatalog, type Cooldown, type Deployment, type DeploymentHealth } f
 
 const NOW = Date.UTC(2026, 0, 15, 12, 0, 0);
 
+/** What opens the admin API, as a refusal says it: the master key, and a token where admin groups are set. */
+const BY_MASTER_KEY = 'The admin API needs the master key, sent as "Authorization: Bearer <master key>".';
+const BY_KEY_OR_TOKEN =
+  'The admin API needs the master key, sent as "Authorization: Bearer <master key>", or an OAuth 2.0 access token of a member of an admin group (auth.admin_groups) in the X-Cake-Authorization header.';
+const NONE_BY_MASTER_KEY = 'No credentials: the admin API needs the master key, sent as "Authorization: Bearer <master key>".';
+const NONE_BY_KEY_OR_TOKEN =
+  'No credentials: the admin API needs the master key, sent as "Authorization: Bearer <master key>", or an OAuth 2.0 access token of a member of an admin group (auth.admin_groups) in the X-Cake-Authorization header.';
+const DISABLED = 'The admin API is disabled: configure general_settings.master_key or auth.admin_groups.';
+
 function dep(id: string, alias: string, weight: number): Deployment {
   return {
     id,
@@ -336,10 +345,56 @@ table('decide: required credentials', [
     expect: { allow: true, principal: { admin: true } },
   },
   {
-    name: 'a virtual key alone on an admin route, JWT required → missing_jwt',
+    // Its own record, as any route of that key: the token is what it lacks.
+    name: 'a virtual key alone reading its own info, JWT required → missing_jwt asking for the token',
     base: ADMIN_INPUT,
     input: { jwt: jwtFail('missing') },
-    expect: { allow: false, code: 'missing_jwt' },
+    expect: { allow: false, code: 'missing_jwt', message: undefined },
+  },
+  // A LiteLLM operator calls the admin API with the master key alone: a refusal there says so, not only "send a token".
+  {
+    name: 'regression: no credentials on an admin route, JWT required → missing_jwt naming the master key and the admin groups',
+    base: ADMIN_INPUT,
+    input: { path: '/key/list', key: 'missing', team: undefined, jwt: jwtFail('missing') },
+    expect: { allow: false, code: 'missing_jwt', message: NONE_BY_KEY_OR_TOKEN },
+  },
+  {
+    name: 'no credentials on an admin route, JWT required, no admin groups → missing_jwt naming the master key only',
+    base: ADMIN_INPUT,
+    input: { path: '/health', key: 'missing', team: undefined, jwt: jwtFail('missing') },
+    rules: { adminGroups: [] },
+    expect: { allow: false, code: 'missing_jwt', message: NONE_BY_MASTER_KEY },
+  },
+  {
+    name: 'no credentials on an admin route, JWT required, only admin groups → the same words as with a master key too',
+    base: ADMIN_INPUT,
+    input: { path: '/spend/logs', key: 'missing', team: undefined, jwt: jwtFail('missing') },
+    rules: { masterKeySet: false },
+    expect: { allow: false, code: 'missing_jwt', message: NONE_BY_KEY_OR_TOKEN },
+  },
+  {
+    name: 'no credentials on an admin route, JWT required, admin API disabled → missing_jwt saying it is disabled',
+    base: ADMIN_INPUT,
+    input: { path: '/key/list', key: 'missing', team: undefined, jwt: jwtFail('missing') },
+    rules: { masterKeySet: false, adminGroups: [] },
+    expect: { allow: false, code: 'missing_jwt', message: DISABLED },
+  },
+  {
+    name: 'a virtual key alone on another admin route, JWT required → missing_jwt saying what opens it',
+    base: ADMIN_INPUT,
+    input: { path: '/key/list', jwt: jwtFail('missing') },
+    expect: { allow: false, code: 'missing_jwt', message: BY_KEY_OR_TOKEN },
+  },
+  {
+    name: 'a wrong key alone on an admin route, JWT required → missing_jwt saying what opens it',
+    base: ADMIN_INPUT,
+    input: { path: '/key/list', key: 'unknown', team: undefined, jwt: jwtFail('missing') },
+    expect: { allow: false, code: 'missing_jwt', message: BY_KEY_OR_TOKEN },
+  },
+  {
+    name: 'no credentials on a model route, JWT required → missing_jwt asking for the token (unchanged)',
+    input: { key: 'missing', team: undefined, jwt: jwtFail('missing') },
+    expect: { allow: false, code: 'missing_jwt', message: undefined },
   },
 ]);
 
@@ -678,7 +733,7 @@ table('decide: probe, admin and plain routes', [
     name: 'admin: ordinary key → policy_denied',
     base: ADMIN_INPUT,
     input: { path: '/key/list' },
-    expect: { allow: false, code: 'policy_denied', message: 'The admin API needs the master key or a token in an admin group.' },
+    expect: { allow: false, code: 'policy_denied', message: BY_KEY_OR_TOKEN },
   },
   {
     name: "admin: an ordinary key reading its own info (LiteLLM's GET /key/info) → allowed, not as admin",
@@ -707,50 +762,48 @@ table('decide: probe, admin and plain routes', [
     name: 'admin: JWT outside the admin groups, no key → missing_api_key (send the master key)',
     base: ADMIN_INPUT,
     input: { key: 'missing', team: undefined },
-    expect: {
-      allow: false,
-      code: 'missing_api_key',
-      message: 'The admin API needs "Authorization: Bearer <master key>" or a token in an admin group.',
-    },
+    expect: { allow: false, code: 'missing_api_key', message: BY_KEY_OR_TOKEN },
   },
   {
     name: 'admin: neither master key nor admin groups configured → disabled',
     base: ADMIN_INPUT,
     input: { path: '/key/list' },
     rules: { masterKeySet: false, adminGroups: [] },
-    expect: {
-      allow: false,
-      code: 'policy_denied',
-      message: 'The admin API is disabled: configure general_settings.master_key or auth.admin_groups.',
-    },
+    expect: { allow: false, code: 'policy_denied', message: DISABLED },
   },
   {
     name: 'admin: disabled even with no credentials at all',
     base: ADMIN_INPUT,
     input: { key: 'missing', jwt: undefined, team: undefined },
     rules: { masterKeySet: false, adminGroups: [] },
-    expect: {
-      allow: false,
-      code: 'policy_denied',
-      message: 'The admin API is disabled: configure general_settings.master_key or auth.admin_groups.',
-    },
+    expect: { allow: false, code: 'policy_denied', message: DISABLED },
   },
   {
-    name: 'admin: no credentials at all → missing_api_key',
+    name: 'admin: no credentials at all, no token configured → missing_api_key naming the master key only',
     base: ADMIN_INPUT,
     input: { key: 'missing', jwt: undefined, team: undefined },
-    expect: {
-      allow: false,
-      code: 'missing_api_key',
-      message: 'The admin API needs "Authorization: Bearer <master key>" or a token in an admin group.',
-    },
+    expect: { allow: false, code: 'missing_api_key', message: BY_MASTER_KEY },
   },
   {
-    name: 'admin: only admin groups configured, ordinary key → policy_denied',
+    name: 'admin: no credentials, a token not required → missing_api_key naming the master key and the admin groups',
+    base: ADMIN_INPUT,
+    input: { key: 'missing', jwt: jwtFail('missing'), team: undefined },
+    rules: { jwtRequired: false },
+    expect: { allow: false, code: 'missing_api_key', message: BY_KEY_OR_TOKEN },
+  },
+  {
+    name: 'admin: only admin groups configured, ordinary key → policy_denied (saying no more of the master key)',
     base: ADMIN_INPUT,
     input: { path: '/team/info' },
     rules: { masterKeySet: false },
-    expect: { allow: false, code: 'policy_denied', message: 'The admin API needs the master key or a token in an admin group.' },
+    expect: { allow: false, code: 'policy_denied', message: BY_KEY_OR_TOKEN },
+  },
+  {
+    name: 'admin: only the master key configured, ordinary key → policy_denied naming the master key only',
+    base: ADMIN_INPUT,
+    input: { path: '/team/info' },
+    rules: { adminGroups: [] },
+    expect: { allow: false, code: 'policy_denied', message: BY_MASTER_KEY },
   },
   {
     name: 'admin: unknown key → invalid_api_key',
