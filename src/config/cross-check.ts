@@ -68,6 +68,60 @@ export function crossCheck(config: Config): PathIssue[] {
   return issues;
 }
 
+/**
+ * Settings that load but cannot do what they say: reported as warnings (`config check` prints them on
+ * stderr and still exits 0; boot and reload log them), so a first config is not refused for them.
+ */
+export function crossWarnings(config: Config): PathIssue[] {
+  const warnings: PathIssue[] = [];
+  const add = (segments: PathSegment[], message: string): void => {
+    warnings.push({ path: formatPath(segments), message, segments });
+  };
+
+  // A budget counts spend, and spend is tokens × the deployment's prices: with no price anywhere every
+  // request costs 0, and the budget never runs out. (A budget of 0 still refuses everything: not reported.)
+  const priced = config.model_list.some((m) =>
+    [
+      m.model_info.input_cost_per_token,
+      m.model_info.output_cost_per_token,
+      m.litellm_params.input_cost_per_token,
+      m.litellm_params.output_cost_per_token,
+    ].some((p) => p !== undefined && p > 0),
+  );
+  const budgets: PathSegment[][] = [];
+  for (const kind of ['keys', 'teams', 'users'] as const)
+    config[kind].forEach((entry, i) => {
+      if (entry.max_budget !== undefined && entry.max_budget > 0) budgets.push([kind, i, 'max_budget']);
+    });
+  const [first] = budgets;
+  if (!priced && first !== undefined) {
+    const others =
+      budgets.length > 1
+        ? ` (and ${budgets.length - 1} more: ${budgets.slice(1, 4).map(formatPath).join(', ')}${budgets.length > 4 ? ', …' : ''})`
+        : '';
+    add(
+      first,
+      `a budget${others}, but no deployment in model_list has a price: every request costs 0, so spend stays 0 and the budget ` +
+        'never runs out. Set model_info.input_cost_per_token and output_cost_per_token (USD per token) on the deployments ' +
+        '(models added with POST /model/new and prices are charged too)',
+    );
+  }
+
+  // Nothing opens anything: every model request needs a key, none is declared, and with no master key or
+  // admin group no key can be made either.
+  const auth = config.auth;
+  const adminByJwt = auth.jwt !== undefined && auth.admin_groups.length > 0;
+  if (auth.keys.required && config.keys.length === 0 && config.general_settings.master_key === undefined && !adminByJwt) {
+    add(
+      [],
+      'nothing can be authorized: no general_settings.master_key, no keys, and no auth.admin_groups with auth.jwt, so every ' +
+        'model request is refused (401) and the admin API is disabled (only keys already in the records database work). ' +
+        'Set general_settings.master_key (os.environ/NAME), declare keys, or set auth.jwt with auth.admin_groups',
+    );
+  }
+  return warnings;
+}
+
 /** By the parsed scheme: `HTTP://` is as insecure as `http://`. */
 function isHttp(url: string): boolean {
   try {

@@ -7,7 +7,7 @@ import type { z } from 'zod';
 import { configSchema, KEY_HASH_PATTERN, type Config, type PolicyRule } from './schema.js';
 import { formatPath, type ConfigIssue, type PathSegment } from './issues.js';
 import { litellmRedisUrl, setAsideLiteLlmKeys } from './litellm-compat.js';
-import { crossCheck } from './cross-check.js';
+import { crossCheck, crossWarnings } from './cross-check.js';
 import { composeIncludes, type IncludeOptions } from './include.js';
 import { parseYamlSource, type Locate } from './yaml-source.js';
 import { Policy } from '../policy/rules.js';
@@ -89,6 +89,7 @@ export function loadConfigText(text: string, env: Env, opts: IncludeOptions = {}
   const compiled = Policy.compile(parsed.data.policy.rules);
   for (const issue of compiled.issues) issues.push(locate(issue, issue.segments));
   if (issues.length > 0 || compiled.policy === undefined) return none(issues, warnings);
+  for (const w of crossWarnings(parsed.data)) warnings.push(locate({ path: w.path, message: w.message }, w.segments));
   return { config: deepFreeze(parsed.data), policy: compiled.policy, issues, warnings, included };
 }
 

@@ -16,7 +16,7 @@ import {
 } from '../routing/deployments.js';
 import { modelBodyOf, parseModelBody, type ModelBody } from './body.js';
 import { isModelListRoute, type RouteKind } from './route.js';
-import { ADMIN_DISABLED, adminAccessMessage, coolingAnswer, jwtFailureMessage } from './messages.js';
+import { ADMIN_DISABLED, adminAccessMessage, coolingAnswer, jwtFailureMessage, NO_MODELS_MESSAGE } from './messages.js';
 
 export interface TeamRecord {
   readonly teamId: string;
@@ -198,7 +198,7 @@ export function decide(input: DecisionInput, rules: DecisionRules, nowMs: number
     if (record !== undefined && !keyAllows(record.models, model, team)) return deny('model_not_allowed');
     if (team !== undefined && !allows(team.models, model))
       return deny('model_not_allowed', "This key's team may not use the requested model.");
-    if (rules.catalog.group(model) === undefined) return deny('model_not_found');
+    if (rules.catalog.group(model) === undefined) return deny('model_not_found', rules.catalog.size === 0 ? NO_MODELS_MESSAGE : undefined);
   }
 
   // 5. The security team's rules. The model listing is judged alias by alias, as a request for each model

@@ -43,6 +43,15 @@ export function adminAccessMessage(tokenOpens: boolean, sentNothing = false): st
 export const ADMIN_DISABLED = 'The admin API is disabled: configure general_settings.master_key or auth.admin_groups.';
 
 /**
+ * `model_not_found` when the proxy has no model at all (none configured, or the embedded default's model
+ * server has not answered discovery): the models list it points at is empty, so say so. No address: the
+ * client is not told where the backend is; the server's log names it.
+ */
+export const NO_MODELS_MESSAGE =
+  'This proxy serves no models at the moment (none are configured, or its model server has not answered yet): ' +
+  'ask its operator; the server log says why.';
+
+/**
  * The answer when every deployment a request could go to is cooling down (`back`: the cooldown that ends
  * first): when to come back, and why they are out — 429 rate_limit_exceeded when a 429 of its backend put it
  * there (the backends are rate limiting: the SDKs wait that long and retry, as for a backend's own 429), else

@@ -10,6 +10,7 @@ import { UNCLEAR_PATH, type Authorizer, type RequestFacts } from '../authorizer/
 import type { TeamRecord } from '../core/decide.js';
 import { allows, isOwnKeyInfo, keyAllows } from '../core/decide.js';
 import { modelEndpoint, normalizePath } from '../core/route.js';
+import { NO_MODELS_MESSAGE } from '../core/messages.js';
 import { ERRORS } from '../errors/codes.js';
 import { bodyDigest, type ContextClaims, type ContextSigner } from '../identity/context-token.js';
 import type { KeyDirectory, KeyRecord } from '../identity/keys.js';
@@ -443,8 +444,9 @@ function listModels(deps: GatewayDeps, res: HttpResponse, id: Identity): void {
  * 404 whether or not it exists, so the answer reveals no alias the caller could not list.
  */
 function retrieveModel(deps: GatewayDeps, res: HttpResponse, id: Identity, alias: string): void {
-  if (deps.catalog().group(alias) === undefined || !mayUse(deps, id, alias))
-    return sendError(res, 'model_not_found', undefined, id.caller.requestId);
+  const catalog = deps.catalog();
+  if (catalog.group(alias) === undefined || !mayUse(deps, id, alias))
+    return sendError(res, 'model_not_found', catalog.size === 0 ? NO_MODELS_MESSAGE : undefined, id.caller.requestId);
   json(res, 200, modelObject(alias, Math.floor(Date.now() / 1000)), id.caller.requestId);
 }
 

@@ -5,7 +5,6 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import type { Authorizer } from '../authorizer/authorizer.js';
 import { ConfigError, formatIssue } from '../config/issues.js';
 import { configJsonSchema, generalSettings } from '../config/schema.js';
 import { contextSecret } from '../identity/context-token.js';
@@ -18,6 +17,7 @@ import { pruneDeploymentSeries } from '../telemetry/request-observer.js';
 import { buildAuthorizer, loadIdentityKeys, startAuthz, teamsFromConfig, type AuthzApp } from './authz-app.js';
 import { composeCatalog } from './catalog.js';
 import { budgetPeriodOf } from '../store/counters.js';
+import type { DataDirInUseError } from '../store/db.js';
 import { seedChangedBudget } from '../store/accounting.js';
 import { bounded } from '../store/change-bus.js';
 import { startReloader, type Reloader } from './reload.js';
@@ -27,11 +27,12 @@ import type { StoredModel } from '../store/records.js';
 import type { Config } from '../config/schema.js';
 import { startGateway, type GatewayApp } from './gateway-app.js';
 import { gatewayStoreOptions, openStore, type StoreApp } from './store-app.js';
-import { EMBEDDED, prepareConfigFile, type PreparedConfig } from './config-source.js';
+import { EMBEDDED, prepareConfigFile, type ConfigOrigin, type PreparedConfig } from './config-source.js';
 import {
   DEFAULT_DATA_DIR,
   DEFAULT_VLLM_BASE,
   discoverModels,
+  discoveryReporter,
   embeddedConfig,
   embeddedModels,
   ensureMasterKey,
@@ -63,6 +64,8 @@ const FLUSH_MS = 5_000;
  * move with the key: a store slower than this leaves them to land under the old id (still counted for it).
  */
 const REGENERATE_FLUSH_MS = 1_000;
+/** How often the embedded default asks vLLM for its models again. */
+const DISCOVERY_POLL_S = 10;
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 
 export interface Io {
@@ -120,7 +123,7 @@ function configCommand(args: readonly string[], io: Io, env: NodeJS.ProcessEnv):
     return 1;
   }
   try {
-    const prepared = prepareConfigFile(file, env);
+    const prepared = prepareConfigFile(file, env, 'check');
     for (const w of prepared.warnings) io.err(`warning: ${formatIssue(file, w)}`);
     const c = prepared.config;
     io.out(
@@ -142,16 +145,31 @@ function keysCommand(args: readonly string[], io: Io): number {
     return 1;
   }
   const value = key === '-' ? readFileSync(0, 'utf8').trim() : key;
-  if (!value.startsWith('sk-') || value.length < 8) {
-    io.err('tollgate keys hash: a virtual key starts with "sk-"');
+  const wrong = notAKey(value, key === '-');
+  if (wrong !== undefined) {
+    io.err(`tollgate keys hash: ${wrong}`);
     return 1;
   }
   io.out(`sha256:${sha256Hex(value)}`);
   return 0;
 }
 
+/**
+ * What is wrong with a key given to `keys hash`, or undefined; never echoes it. The bounds are the ones
+ * `Authorization: Bearer sk-…` is read with (identity/keys.ts), so a hash printed here can match.
+ */
+function notAKey(value: string, fromStdin: boolean): string | undefined {
+  if (value === '') return fromStdin ? 'nothing on stdin: pipe the sk- key in' : 'an empty key: give the sk- key';
+  if (!value.startsWith('sk-')) return 'not a virtual key: it must start with "sk-"';
+  if (value.length < 8)
+    return `too short for a virtual key: ${value.length} characters, and a key is "sk-" and at least 5 more (/key/generate makes "sk-" and 32)`;
+  return undefined;
+}
+
 interface ServeOptions {
   readonly config: string | undefined;
+  /** Where `config` came from: the flag or the environment. */
+  readonly configOrigin: ConfigOrigin;
   readonly host: string;
   readonly grpcPort: number;
   readonly httpPort: number;
@@ -176,6 +194,7 @@ function parseServeArgs(command: string, args: readonly string[], env: NodeJS.Pr
     throw new UsageError('tollgate gateway takes --http-port, not --grpc-port');
   return {
     config: values.config ?? (env['TOLLGATE_CONFIG'] || undefined),
+    configOrigin: values.config !== undefined ? '--config' : 'TOLLGATE_CONFIG',
     host: values.host ?? '0.0.0.0',
     grpcPort: port(values['grpc-port'], 9001, '--grpc-port'),
     httpPort: port(values['http-port'], 4000, '--http-port'),
@@ -213,9 +232,10 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
   }
   const logger = createLogger(level);
   let prepared: PreparedConfig;
+  let reportDiscovery: ReturnType<typeof discoveryReporter> | undefined;
   try {
     if (opts.config !== undefined) {
-      prepared = prepareConfigFile(opts.config, env);
+      prepared = prepareConfigFile(opts.config, env, opts.configOrigin);
     } else {
       if (command !== 'serve') {
         io.err(`tollgate ${command}: no config: pass --config F or set TOLLGATE_CONFIG (only "serve" has an embedded default)`);
@@ -236,12 +256,15 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
         if (master.generated) io.out(`tollgate: generated the master key ${master.key} (kept in ${master.file}; shown only now)`);
         masterKey = master.key;
       }
-      const ids = await discoverModels(DEFAULT_VLLM_BASE);
+      const found = await discoverModels(DEFAULT_VLLM_BASE);
+      const ids = 'ids' in found ? found.ids : [];
       const config = embeddedConfig(masterKey, ids, DEFAULT_VLLM_BASE);
       const compiled = Policy.compile([]);
       if (compiled.policy === undefined) throw new Error('the empty policy did not compile');
       prepared = { config, policy: compiled.policy, warnings: [], source: EMBEDDED, files: [] };
-      logger.info({ models: ids, data_dir: DEFAULT_DATA_DIR, vllm: DEFAULT_VLLM_BASE }, 'embedded default config');
+      logger.info({ models: ids, vllm: DEFAULT_VLLM_BASE }, 'embedded default config');
+      reportDiscovery = discoveryReporter(logger, DEFAULT_VLLM_BASE, DISCOVERY_POLL_S);
+      reportDiscovery(found, 0);
     }
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
@@ -320,7 +343,15 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
       onStoreError: (s, op) => metrics.storeErrors.inc({ store: s, op }),
     });
   } catch (err) {
-    io.err(`tollgate ${command}: ${(err as Error).message.split('\n')[0] ?? ''}`);
+    const held = prepared.source === EMBEDDED ? dataDirInUse(err) : undefined;
+    // The embedded default has no data_dir to change: say what this user can do instead.
+    const why =
+      held === undefined
+        ? ((err as Error).message.split('\n')[0] ?? '')
+        : `${DEFAULT_DATA_DIR} in this directory is in use by process ${held.pid} on ${held.host}, another tollgate on the ` +
+          'embedded default (its data takes one process at a time): stop that one, or start this one from another directory, ' +
+          'or write a config with general_settings.data_dir (or database_url) and pass it with --config';
+    io.err(`tollgate ${command}: ${why}`);
     return 1;
   }
   if (command === 'authz' && store.db === undefined)
@@ -460,7 +491,13 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
     };
   });
   logger.info({ ...listening, config: prepared.source, deployments: prepared.config.model_list.length }, `${command} listening`);
-  if (prepared.source === EMBEDDED) startModelDiscovery(parts.authorizer, setConfigModels, logger);
+  if (reportDiscovery !== undefined)
+    startModelDiscovery(
+      prepared.config.model_list.map((m) => m.model_name),
+      setConfigModels,
+      logger,
+      reportDiscovery,
+    );
   else if (opts.config !== undefined) {
     reloader = startReloader({
       file: opts.config,
@@ -509,17 +546,35 @@ async function routeGrpcLogs(logger: Logger): Promise<void> {
 }
 
 /** The embedded default keeps asking vLLM's default port, so a server started later is picked up. */
-function startModelDiscovery(authorizer: Authorizer, setModels: (entries: Config['model_list']) => void, logger: Logger): void {
-  let known = [...authorizer.rules.catalog.aliases()].sort().join('\n');
+function startModelDiscovery(
+  first: readonly string[],
+  setModels: (entries: Config['model_list']) => void,
+  logger: Logger,
+  report: ReturnType<typeof discoveryReporter>,
+): void {
+  let known = [...first].sort().join('\n');
+  let routed = first.length;
   const tick = async (): Promise<void> => {
-    const ids = (await discoverModels(DEFAULT_VLLM_BASE)).sort();
-    if (ids.length === 0 || ids.join('\n') === known) return;
+    const found = await discoverModels(DEFAULT_VLLM_BASE);
+    // A server that stopped answering keeps its models routed: its requests fail over as any backend's do.
+    report(found, routed);
+    if (!('ids' in found)) return;
+    const ids = [...found.ids].sort();
+    if (ids.join('\n') === known) return;
     known = ids.join('\n');
+    routed = ids.length;
     setModels(embeddedModels(ids, DEFAULT_VLLM_BASE));
     logger.info({ models: ids }, 'deployments discovered');
   };
-  const timer = setInterval(() => void tick(), 10_000);
+  const timer = setInterval(() => void tick(), DISCOVERY_POLL_S * 1000);
   timer.unref();
+}
+
+/** The data_dir lock's holder, when that is why the store did not open (the error or one it wraps). */
+function dataDirInUse(err: unknown): DataDirInUseError | undefined {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++)
+    if ((e as { code?: unknown }).code === 'TOLLGATE_DATA_DIR_IN_USE') return e as DataDirInUseError;
+  return undefined;
 }
 
 function bindReason(err: unknown): string {

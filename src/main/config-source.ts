@@ -20,8 +20,17 @@ export interface PreparedConfig {
 
 export const EMBEDDED = '(embedded default)';
 
+/** How the file was named, for the message when it cannot be read: `config check F`, `--config F`, or `TOLLGATE_CONFIG`. */
+export type ConfigOrigin = 'check' | '--config' | 'TOLLGATE_CONFIG';
+
+const FIX_UNREADABLE: Record<ConfigOrigin, string> = {
+  check: 'config check cannot read the file it was given; check its path and permissions',
+  '--config': 'the file --config names cannot be read; pass a readable YAML file',
+  TOLLGATE_CONFIG: 'the file TOLLGATE_CONFIG names cannot be read; set it to a readable YAML file',
+};
+
 /** Reads and validates a config file; throws ConfigError listing every issue. */
-export function prepareConfigFile(file: string, env: NodeJS.ProcessEnv): PreparedConfig {
+export function prepareConfigFile(file: string, env: NodeJS.ProcessEnv, origin: ConfigOrigin = '--config'): PreparedConfig {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -35,7 +44,7 @@ export function prepareConfigFile(file: string, env: NodeJS.ProcessEnv): Prepare
           : code === 'EISDIR'
             ? 'a directory, not a file'
             : 'cannot be read';
-    throw new ConfigError(file, [{ path: '', message: `${why}: pass a readable YAML file with --config or TOLLGATE_CONFIG` }]);
+    throw new ConfigError(file, [{ path: '', message: `${why}: ${FIX_UNREADABLE[origin]}` }]);
   }
   return prepareConfigText(text, file, env, (path) => readFileSync(path, 'utf8'));
 }

@@ -33,19 +33,84 @@ export function ensureMasterKey(dataDir: string): MasterKey {
   return { key, generated: true, file };
 }
 
-/** The served model ids of an OpenAI-compatible server (`GET <base>/models`); [] when it does not answer. */
-export async function discoverModels(apiBase: string, timeoutMs = 2_000): Promise<string[]> {
+/** What asking a server for its models gave: the served ids, or why there are none (no address in it). */
+export type Discovery = { readonly ids: readonly string[] } | { readonly failure: string };
+
+/** The served model ids of an OpenAI-compatible server (`GET <base>/models`), or why it gave none. */
+export async function discoverModels(apiBase: string, timeoutMs = 2_000): Promise<Discovery> {
   try {
     const res = await request(`${apiBase}/models`, { headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
     if (res.statusCode !== 200) {
       await res.body.dump();
-      return [];
+      return { failure: `HTTP ${res.statusCode}` };
     }
-    const body = (await res.body.json()) as { data?: Array<{ id?: unknown }> };
-    return (body.data ?? []).map((m) => m.id).filter((id): id is string => typeof id === 'string' && id !== '');
-  } catch {
-    return [];
+    let body: unknown;
+    try {
+      body = await res.body.json();
+    } catch {
+      return { failure: 'an answer that is not JSON (is it an OpenAI-compatible server?)' };
+    }
+    const data = (body as { data?: unknown } | null)?.data;
+    if (!Array.isArray(data)) return { failure: 'JSON without a "data" list of models (is it an OpenAI-compatible server?)' };
+    const ids = data
+      .map((m: unknown) => (m as { id?: unknown } | null)?.id)
+      .filter((id): id is string => typeof id === 'string' && id !== '');
+    return ids.length === 0 ? { failure: 'an empty list of models' } : { ids };
+  } catch (err) {
+    return { failure: failureOf(err, timeoutMs) };
   }
+}
+
+/** A connection error by its code (undici's own, or the socket's errno), in words. */
+function failureOf(err: unknown, timeoutMs: number): string {
+  const code = (err as { code?: unknown }).code ?? (err as { cause?: { code?: unknown } }).cause?.code;
+  switch (code) {
+    case 'ECONNREFUSED':
+      return 'connection refused (nothing listens there)';
+    case 'UND_ERR_CONNECT_TIMEOUT':
+    case 'UND_ERR_HEADERS_TIMEOUT':
+    case 'UND_ERR_BODY_TIMEOUT':
+      return `no answer within ${timeoutMs / 1000} s`;
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return 'its host name does not resolve';
+    case 'ECONNRESET':
+    case 'UND_ERR_SOCKET':
+      return 'the connection closed before an answer';
+    default:
+      return typeof code === 'string' ? `a connection error (${code})` : 'a connection error';
+  }
+}
+
+interface DiscoveryLogger {
+  warn(obj: object, msg: string): void;
+  info(obj: object, msg: string): void;
+}
+
+/**
+ * Logs the embedded default's discovery as it changes, not at every poll: a warning when it starts failing
+ * (at start-up too) naming the URL asked, what came back and what to do, and one line when it recovers.
+ */
+export function discoveryReporter(logger: DiscoveryLogger, apiBase: string, pollS: number): (d: Discovery, routed: number) => void {
+  let failing: boolean | undefined;
+  return (d, routed) => {
+    if ('ids' in d) {
+      if (failing === true) logger.info({ vllm: apiBase, models: d.ids }, `model discovery: ${apiBase}/models answers again`);
+      failing = false;
+      return;
+    }
+    if (failing === true) return;
+    failing = true;
+    const now =
+      routed === 0
+        ? 'tollgate serves no models until it does (every request gets 404 model_not_found)'
+        : `the ${routed} models it listed before stay routed`;
+    logger.warn(
+      { vllm: apiBase, failure: d.failure },
+      `model discovery: asked ${apiBase}/models and got ${d.failure}; ${now}. Start vLLM there (vllm serve <model> listens on ` +
+        `port 8000), or write a config with model_list naming your servers and pass it with --config. Asking again every ${pollS} s`,
+    );
+  };
 }
 
 export function embeddedConfig(masterKey: string, modelIds: readonly string[], apiBase: string): Config {

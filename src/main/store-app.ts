@@ -3,6 +3,7 @@
  * records database (PostgreSQL with `database_url`, else embedded PGlite) with its migrations, the spend
  * log, the limiter, and the background work that keeps them consistent (budget seeding, spend replay).
  */
+import path from 'node:path';
 import { calendarOf, type BudgetCalendar } from '../store/calendar.js';
 import { isUrl, type Config } from '../config/schema.js';
 import type { DeploymentGate } from '../gateway/forward.js';
@@ -77,6 +78,9 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
     throw new Error('DATABASE_URL is not a PostgreSQL URL (it does not parse): write postgres://user:password@host:5432/db');
   if (gs.redis_url !== undefined && (!/^rediss?:\/\//.test(gs.redis_url) || !isUrl(gs.redis_url)))
     throw new Error('REDIS_URL is not a Redis URL (it does not parse): write redis://[:password@]host:6379[/db]');
+  // Where the state lives, said once: DATABASE_URL and REDIS_URL left in a shell (LiteLLM's) are used silently otherwise.
+  const where = storeLocations(config, env, opts.withDb);
+  logger.info(where, `records: ${where.records}; counters: ${where.counters}`);
   const calendar = calendarOf(config.litellm_settings);
   const configKeys = new StaticKeyDirectory(config.keys);
   const configUsers = new Map<string, Limits>(config.users.map((u) => [u.user_id, limitsOf(u)]));
@@ -238,6 +242,46 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
       return (await bounded(closed(), Math.max(0, until - Date.now()))) === true;
     },
   };
+}
+
+/**
+ * Where records and counters live, for the start-up log: the URLs without their passwords (nor query
+ * parameters, which may carry one; `?schema=` is kept) and where each came from.
+ */
+export function storeLocations(
+  config: Config,
+  env: Readonly<Record<string, string | undefined>>,
+  withDb: boolean,
+): { records: string; counters: string } {
+  const gs = config.general_settings;
+  const fromEnv = (name: string): string | undefined => nonEmpty(env[name]);
+  const dbUrl = gs.database_url ?? fromEnv('DATABASE_URL');
+  const redisUrl = gs.redis_url ?? fromEnv('REDIS_URL');
+  const origin = (inConfig: string | undefined, name: string): string => (inConfig !== undefined ? 'config' : name);
+  const records = !withDb
+    ? 'none (no database_url)'
+    : dbUrl !== undefined
+      ? `PostgreSQL ${shownUrl(dbUrl)} (from ${origin(gs.database_url, 'DATABASE_URL')})`
+      : gs.data_dir !== undefined
+        ? `embedded PGlite in ${path.join(gs.data_dir, 'pglite')}`
+        : 'embedded PGlite in memory (lost at exit)';
+  const counters =
+    redisUrl !== undefined ? `Redis ${shownUrl(redisUrl)} (from ${origin(gs.redis_url, 'REDIS_URL')})` : 'this process (no redis_url)';
+  return { records, counters };
+}
+
+/** A database or Redis URL without its password or query (but `schema`). */
+function shownUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    u.password = '';
+    const schema = u.searchParams.get('schema');
+    u.search = '';
+    if (schema !== null) u.searchParams.set('schema', schema);
+    return u.toString();
+  } catch {
+    return '(a URL that does not parse)';
+  }
 }
 
 /** A connection that could not be made or was lost (no answer from PostgreSQL), as opposed to one it refused. */

@@ -168,6 +168,27 @@ export async function pgConnectionUrl(url: string): Promise<string> {
   }
 }
 
+/**
+ * A data_dir another live process holds. `code` lets the CLI say what to do in its own terms (the embedded
+ * default has no data_dir setting to change).
+ */
+export class DataDirInUseError extends Error {
+  readonly code = 'TOLLGATE_DATA_DIR_IN_USE';
+  readonly dataDir: string;
+  readonly pid: number;
+  readonly host: string;
+  constructor(dataDir: string, pid: number, host: string) {
+    super(
+      `data_dir ${dataDir} is in use by process ${pid} on ${host}: embedded PGlite takes one process at a ` +
+        'time (stop it, or give this one another data_dir, or set database_url to share PostgreSQL)',
+    );
+    this.name = 'DataDirInUseError';
+    this.dataDir = dataDir;
+    this.pid = pid;
+    this.host = host;
+  }
+}
+
 /** How often a data_dir lock's holder touches it, and how old a lock is when its holder is taken for gone. */
 const LOCK_BEAT_MS = 2_000;
 const LOCK_STALE_MS = 10_000;
@@ -210,12 +231,7 @@ export function lockDataDir(dir: string): () => void {
     const gone =
       Date.now() - holder.mtimeMs > LOCK_STALE_MS ||
       (holder.host === host && (holder.pid === process.pid || (holder.pid > 0 && !isRunning(holder.pid))));
-    if (!gone) {
-      throw new Error(
-        `data_dir ${path.dirname(dir)} is in use by process ${holder.pid} on ${holder.host}: embedded PGlite takes one process at a ` +
-          'time (stop it, or give this one another data_dir, or set database_url to share PostgreSQL)',
-      );
-    }
+    if (!gone) throw new DataDirInUseError(path.dirname(dir), holder.pid, holder.host);
     // Moved aside first: of several starters that found it stale, one moves it; all then race for link(2).
     const aside = `${lock}.stale.${randomBytes(4).toString('hex')}`;
     try {

@@ -59,6 +59,8 @@ export interface FakeVllm {
 
 export interface FakeVllmOptions {
   models?: string[];
+  /** the port on 127.0.0.1 (vLLM's own 8000, for the embedded default); default: any free one */
+  port?: number;
   /** LoRA adapters: adapter id → base model id; served as their own ids with `parent` set */
   loras?: Record<string, string>;
   name?: string;
@@ -356,7 +358,7 @@ export async function startFakeVllm(opts: FakeVllmOptions = {}): Promise<FakeVll
   const server = http.createServer((req, res) => void handle(req, res));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
+    server.listen(opts.port ?? 0, '127.0.0.1', () => resolve());
   });
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 

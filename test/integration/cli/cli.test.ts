@@ -64,6 +64,9 @@ const NO_SECRET = `model_list:
       api_base: http://127.0.0.1:9/v1
 `;
 
+/** Budgets on a key and a team, but no deployment has a price: they can never run out. */
+const UNPRICED = `${GOOD.replace('  - team_id: platform\n', '  - team_id: platform\n    max_budget: 500\n').replace('    key_alias: one\n', '    key_alias: one\n    max_budget: 10\n')}`;
+
 const LITELLM = `${GOOD.replace('  master_key:', '  alerting: [slack]\n  master_key:')}litellm_settings:
   drop_params: true
 `;
@@ -166,6 +169,7 @@ before(() => {
   writeFileSync(file('bad.yaml'), BAD);
   writeFileSync(file('no-secret.yaml'), NO_SECRET);
   writeFileSync(file('litellm.yaml'), LITELLM);
+  writeFileSync(file('unpriced.yaml'), UNPRICED);
 });
 
 after(() => {
@@ -222,6 +226,31 @@ describe('tollgate config check', () => {
     assert.equal(errors.length, 1, r.stderr);
     assert.ok(errors[0]?.includes(f), r.stderr);
     assert.match(errors[0] ?? '', /no such file/);
+    // The file was named to config check, not with --config or TOLLGATE_CONFIG.
+    assert.match(errors[0] ?? '', /config check cannot read the file it was given/);
+    assert.doesNotMatch(r.stderr, /--config|TOLLGATE_CONFIG/);
+  });
+
+  test('budgets but no prices: exit 0, ok, and a warning at the budget saying it can never run out', TEST_OPTS, async () => {
+    const f = file('unpriced.yaml');
+    const r = await run(['config', 'check', f]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(lines(r.stdout), [`${f}: ok (2 deployments, 1 keys, 1 teams, 1 policy rules)`]);
+    const warnings = lines(r.stderr);
+    assert.equal(warnings.length, 1, r.stderr);
+    assert.match(
+      warnings[0] ?? '',
+      /^warning: .*unpriced\.yaml:\d+:\d+ keys\[0\]\.max_budget: a budget \(and 1 more: teams\[0\]\.max_budget\), /,
+    );
+    assert.match(warnings[0] ?? '', /spend stays 0 and the budget never runs out/);
+  });
+
+  test('nothing can be authorized (no master key, no keys): exit 0 with a warning saying so', TEST_OPTS, async () => {
+    const r = await run(['config', 'check', file('no-secret.yaml')]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /: ok \(/);
+    assert.equal(lines(r.stderr).length, 1, r.stderr);
+    assert.match(r.stderr, /^warning: .*no-secret\.yaml.* nothing can be authorized: .*every model request is refused \(401\)/);
   });
 
   test('no file given: exit 1 with usage', TEST_OPTS, async () => {
@@ -260,8 +289,20 @@ describe('tollgate keys hash', () => {
     const r = await run(['keys', 'hash', 'notakey']);
     assert.equal(r.code, 1);
     assert.equal(r.stdout, '');
-    assert.match(r.stderr, /sk-/);
+    assert.match(r.stderr, /not a virtual key: it must start with "sk-"/);
     assert.ok(!r.stderr.includes('sha256:'));
+  });
+
+  test('an sk- key too short: exit 1, saying it is the length (not the prefix) and never echoing it', TEST_OPTS, async () => {
+    const r = await run(['keys', 'hash', 'sk-1']);
+    assert.equal(r.code, 1);
+    assert.equal(r.stdout, '');
+    assert.match(r.stderr, /too short for a virtual key: 4 characters/);
+    assert.doesNotMatch(r.stderr, /starts? with/);
+    assert.ok(!r.stderr.includes('sk-1 ') && !r.stderr.includes('"sk-1"'), r.stderr);
+    const empty = await run(['keys', 'hash', '-'], { input: '' });
+    assert.equal(empty.code, 1);
+    assert.match(empty.stderr, /nothing on stdin/);
   });
 });
 
@@ -462,7 +503,29 @@ describe('tollgate authz', () => {
     assert.equal(r.code, 1);
     assert.ok(!r.stdout.includes('authz listening'));
     assert.equal(lines(r.stderr).length, 1, r.stderr);
-    assert.match(r.stderr, /nope\.yaml.*no such file/);
+    assert.match(r.stderr, /nope\.yaml.*no such file: the file --config names cannot be read/);
+    const fromEnv = await start(['authz', '--host', '127.0.0.1', '--grpc-port', '0'], {
+      env: { TOLLGATE_CONFIG: file('nope.yaml') },
+    }).waitExit();
+    assert.equal(fromEnv.code, 1);
+    assert.match(fromEnv.stderr, /nope\.yaml.*no such file: the file TOLLGATE_CONFIG names cannot be read/);
+  });
+
+  test('a config with budgets but no prices starts, and its log warns that the budgets never run out', TEST_OPTS, async () => {
+    const a = start(['authz', '--config', file('unpriced.yaml'), '--host', '127.0.0.1', '--grpc-port', '0']);
+    try {
+      await a.waitForLog(LISTENING);
+      const warned = lines(a.stdout())
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
+        .find((rec) => rec['path'] === 'keys[0].max_budget');
+      assert.ok(warned, a.stdout());
+      assert.equal(warned['level'], 40);
+      assert.match(String(warned['msg']), /^config: a budget .*never runs out/);
+      assert.equal((await stop(a)).code, 0);
+    } finally {
+      a.proc.kill('SIGKILL');
+    }
   });
 
   test('no master_key nor context_signing_key: exit 1 with a clear line', TEST_OPTS, async () => {
@@ -503,11 +566,19 @@ describe('tollgate serve with no config', () => {
       let key: string;
       try {
         assert.equal(await health(portOf(await first.waitForLog('serve listening', PGLITE_START_MS))), 'SERVING');
+        const stores = await first.waitForLog('records: embedded PGlite in .tollgate/pglite; counters: this process (no redis_url)');
+        assert.equal(stores['level'], 30);
         // A second process on the same data_dir would overwrite the first's records: refused, one line.
         const twice = await start(serveArgs, { cwd }).waitExit();
         assert.equal(twice.code, 1);
         assert.equal(lines(twice.stderr).length, 1, twice.stderr);
         assert.match(twice.stderr, new RegExp(`in use by process ${first.proc.pid}`));
+        // The embedded default has no data_dir to give: what this user can do instead.
+        assert.match(
+          twice.stderr,
+          /stop that one, or start this one from another directory, or write a config with general_settings\.data_dir/,
+        );
+        assert.doesNotMatch(twice.stderr, /give this one another data_dir/);
         assert.equal(await health(portOf(await first.waitForLog('serve listening'))), 'SERVING', 'the first is untouched');
         const printed = [...first.stdout().matchAll(/sk-[A-Za-z0-9_-]{16,}/g)].map((m) => m[0]);
         assert.equal(printed.length, 1, `expected the key printed once:\n${first.stdout()}`);
@@ -539,6 +610,42 @@ describe('tollgate serve with no config', () => {
       assert.equal(readFileSync(keyFile, 'utf8').trim(), key, 'the key changed');
     } finally {
       rmSync(cwd, { recursive: true, force: true });
+    }
+  });
+
+  test('DATABASE_URL and REDIS_URL in the environment are used, and the start-up log says so without the password', TEST_OPTS, async () => {
+    const cwd = mkdtempSync(path.join(tmpdir(), 'tollgate-serve-env-'));
+    const schema = `tg_embedded_env_${process.pid}`;
+    const password = 'not-the-password-3c9f'; // this PostgreSQL trusts loopback: a password is sent only if asked
+    const s = start(['serve', '--host', '127.0.0.1', '--grpc-port', '0', '--http-port', '0'], {
+      cwd,
+      env: {
+        DATABASE_URL: `postgres://postgres:${password}@127.0.0.1:5432/test?schema=${schema}&application_name=x`,
+        REDIS_URL: 'redis://127.0.0.1:6379/15',
+      },
+    });
+    try {
+      await s.waitForLog('serve listening');
+      const rec = await s.waitForLog(
+        `records: PostgreSQL postgres://postgres@127.0.0.1:5432/test?schema=${schema} (from DATABASE_URL); ` +
+          'counters: Redis redis://127.0.0.1:6379/15 (from REDIS_URL)',
+      );
+      assert.equal(rec['records'], `PostgreSQL postgres://postgres@127.0.0.1:5432/test?schema=${schema} (from DATABASE_URL)`);
+      const done = await stop(s);
+      assert.equal(done.code, 0, done.stderr);
+      assert.ok(!done.stdout.includes(password) && !done.stderr.includes(password), 'the password is logged');
+      assert.ok(!existsSync(path.join(cwd, '.tollgate', 'pglite')), 'PGlite was opened too');
+    } finally {
+      s.proc.kill('SIGKILL');
+      rmSync(cwd, { recursive: true, force: true });
+      const { openDb } = await import('../../../src/store/db.js');
+      const admin = await openDb({ url: 'postgres://postgres@127.0.0.1:5432/test' });
+      await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+      await admin.close();
+      const { Redis } = await import('ioredis');
+      const redis = new Redis('redis://127.0.0.1:6379/15');
+      await redis.del('tollgate:seeded'); // the one key a start with nothing to count writes
+      redis.disconnect();
     }
   });
 });

@@ -8,7 +8,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -18,7 +19,7 @@ import { NO_KEY, NO_TEAM } from '../../../src/policy/rules.js';
 import { startEnvoyProxy, type EnvoyProxy } from '../../support/envoy-proxy.js';
 import { startFakeVllm, type FakeVllm } from '../../support/fake-vllm.js';
 import { startIdp, type TestIdp } from '../../support/idp.js';
-import { childEnv, children, PGLITE_START_MS, ROOT, startTollgate } from '../../support/process.js';
+import { childEnv, children, PGLITE_START_MS, ROOT, startTollgate, type Running } from '../../support/process.js';
 
 const run = promisify(execFile);
 const README = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
@@ -86,7 +87,14 @@ test('the configuration reference in the README is what the schema generates', (
 });
 
 test('every command in a sh block is run here or by a named test', () => {
-  const here = [/^TOKEN=\$\(curl /, /^KEY=\$\(curl /, /^curl /, /^tollgate (config check|keys hash) /];
+  const here = [
+    /^TOKEN=\$\(curl /,
+    /^KEY=\$\(curl /,
+    /^MODEL=\$\(curl /,
+    /^MASTER_KEY=\$\(cat \.tollgate\/master_key\)$/,
+    /^curl /,
+    /^tollgate (config check|keys hash) /,
+  ];
   for (const b of blocks(README).filter((x) => x.lang === 'sh')) {
     for (const cmd of commands(b.text)) {
       if (here.some((r) => r.test(cmd))) continue;
@@ -176,24 +184,20 @@ describe('the walk-through, as written, through an Envoy stand-in', { timeout: 2
     idp = await startIdp({ audience: 'https://tollgate.internal', clientId: CLIENT_ID, clientSecret: CLIENT_SECRET });
     vllm = await startFakeVllm({ models: ['meta-llama/Llama-3.1-8B-Instruct'] });
     const dir = mkdtempSync(path.join(tmpdir(), 'tollgate-walk-'));
-    const file = path.join(dir, 'config.yaml');
-    writeFileSync(
-      file,
-      `
-model_list:
-  - model_name: llama-3.1-8b
-    litellm_params: { model: openai/meta-llama/Llama-3.1-8B-Instruct, api_base: "${vllm.apiBase}" }
-    model_info: { input_cost_per_token: 1.0e-7, output_cost_per_token: 2.0e-7 }
-general_settings:
-  master_key: ${MASTER}
-auth:
-  jwt:
-    issuer: ${idp.issuer}
-    audience: https://tollgate.internal
-    allow_insecure_http: true
-`,
-    );
-    const p = startTollgate(['serve', '--config', file, '--host', '127.0.0.1', '--http-port', '0', '--grpc-port', '0']);
+    const file = path.join(dir, 'walkthrough.yaml');
+    // The config the README says the walk-through runs with, pointed at this fake vLLM; the test IdP is http://.
+    const shown = blocks(README).find((b) => b.lang === 'yaml' && b.section === 'A request, step by step (curl, through Envoy)');
+    assert.ok(shown !== undefined, 'the walk-through shows its config');
+    assert.match(shown.text, /master_key: os\.environ\/MASTER_KEY/);
+    assert.match(shown.text, /issuer: os\.environ\/IDP/);
+    const config = shown.text
+      .replace('http://127.0.0.1:8000/v1', vllm.apiBase)
+      .replace(/^(\s+)audience: (.*)$/m, '$1audience: $2\n$1allow_insecure_http: true');
+    assert.ok(config.includes(vllm.apiBase) && config.includes('allow_insecure_http'), config);
+    writeFileSync(file, config);
+    const p = startTollgate(['serve', '--config', file, '--host', '127.0.0.1', '--http-port', '0', '--grpc-port', '0'], {
+      env: { MASTER_KEY: MASTER, IDP: idp.issuer },
+    });
     const rec = await p.waitForLog('serve listening', PGLITE_START_MS); // no database_url: embedded PGlite
     envoy = await startEnvoyProxy({
       authzPort: Number(/:(\d+)$/.exec(String(rec['grpc']))?.[1]),
@@ -234,3 +238,101 @@ auth:
     assert.equal(got.trim(), shown);
   });
 });
+
+/**
+ * The first run, as a new user meets it: `tollgate serve` with no config in a fresh directory while no vLLM
+ * listens on 127.0.0.1:8000 (a warning names the URL; chats get a 404 that names none), then a vLLM there
+ * (this test's fake, on vLLM's own port): the README's curl commands, as written, get a chat completion.
+ */
+describe('the first run, as written, on the embedded default', { timeout: 3 * PGLITE_START_MS }, () => {
+  const VLLM_PORT = 8000;
+  const MODEL = 'meta-llama/Llama-3.1-8B-Instruct';
+  let cwd: string;
+  let vllm: FakeVllm | undefined;
+
+  before(() => {
+    cwd = mkdtempSync(path.join(tmpdir(), 'tollgate-first-run-'));
+  });
+
+  after(async () => {
+    for (const c of children) c.kill('SIGKILL');
+    await vllm?.close();
+    rmSync(cwd, { recursive: true, force: true });
+  });
+
+  /** The first stdout JSON log line that `match` accepts; fails after `ms`. */
+  async function logLine(p: Running, match: (rec: Record<string, unknown>) => boolean, ms: number): Promise<Record<string, unknown>> {
+    const until = Date.now() + ms;
+    for (;;) {
+      for (const line of p.stdout().split('\n')) {
+        if (!line.startsWith('{') || !line.endsWith('}')) continue; // a line still being written
+        const rec = JSON.parse(line) as Record<string, unknown>;
+        if (match(rec)) return rec;
+      }
+      if (Date.now() > until) assert.fail(`no such log line within ${ms} ms:\n${p.stdout()}\n${p.stderr()}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  test('no vLLM: a warning naming what was asked and what to do, and a 404 that names no address; then the README steps work', async () => {
+    assert.equal(await listening(VLLM_PORT), false, `something listens on 127.0.0.1:${VLLM_PORT}: this test plays vLLM there`);
+    const p = startTollgate(['serve', '--host', '127.0.0.1', '--http-port', '0', '--grpc-port', '0'], { cwd });
+    const http = String((await p.waitForLog('serve listening', PGLITE_START_MS))['http']);
+    const base = `http://${http}`;
+
+    const warned = await logLine(p, (r) => String(r['msg']).startsWith('model discovery:'), 1_000);
+    assert.equal(warned['level'], 40);
+    assert.equal(warned['failure'], 'connection refused (nothing listens there)');
+    assert.match(String(warned['msg']), /asked http:\/\/127\.0\.0\.1:8000\/v1\/models and got connection refused/);
+    assert.match(String(warned['msg']), /Start vLLM there .* or write a config with model_list/);
+
+    const master = readFileSync(path.join(cwd, '.tollgate', 'master_key'), 'utf8').trim();
+    const res = await fetch(`${base}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${master}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    assert.equal(res.status, 404);
+    const text = await res.text();
+    const denial = JSON.parse(text) as { error: { code: string; message: string } };
+    assert.equal(denial.error.code, 'model_not_found');
+    assert.match(denial.error.message, /serves no models at the moment/);
+    assert.doesNotMatch(text, /127\.0\.0\.1|:8000|http:/, 'the client is told no backend address');
+
+    vllm = await startFakeVllm({ models: [MODEL], port: VLLM_PORT });
+    // Discovery asks every 10 s: the next poll finds it, and says so once.
+    const back = await logLine(p, (r) => String(r['msg']).endsWith('answers again'), 15_000);
+    assert.equal(back['level'], 30);
+    await logLine(p, (r) => r['msg'] === 'deployments discovered', 2_000);
+    const warnings = p
+      .stdout()
+      .split('\n')
+      .filter((l) => l.includes('"msg":"model discovery: asked'));
+    assert.equal(warnings.length, 1, 'warned once, not at every poll');
+
+    const steps = blocks(README).find((b) => b.lang === 'sh' && b.section === 'First run: the embedded default');
+    assert.ok(steps !== undefined, 'the README has the first-run steps');
+    assert.ok(steps.text.includes('http://127.0.0.1:4000'));
+    const script = steps.text.replaceAll('http://127.0.0.1:4000', base);
+    const { stdout } = await run('bash', ['-c', `set -euo pipefail\n${script}`], { cwd, env: childEnv() });
+    const reply = JSON.parse(stdout) as { model?: string; choices?: { message?: { content?: string } }[] };
+    assert.equal(reply.model, MODEL);
+    assert.ok(typeof reply.choices?.[0]?.message?.content === 'string', stdout);
+    assert.ok(
+      vllm.received.some((r) => r.path === '/v1/chat/completions'),
+      'the chat reached vLLM',
+    );
+  });
+});
+
+/** Whether something accepts connections on 127.0.0.1:port. */
+async function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(port, '127.0.0.1');
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}

@@ -163,6 +163,11 @@ function prepareIssues(text: string, env: Record<string, string> = {}): readonly
   assert.fail('expected a ConfigError');
 }
 
+/** The warnings but the one every config without credentials gets (tested on its own below). */
+function besideNoCredentials(r: LoadResult): readonly ConfigIssue[] {
+  return r.warnings.filter((w) => !w.message.startsWith('nothing can be authorized'));
+}
+
 function assertDeepFrozen(v: unknown, path = 'config'): void {
   if (typeof v !== 'object' || v === null) return;
   assert.ok(Object.isFrozen(v), `${path} is not frozen`);
@@ -416,7 +421,9 @@ callback_settings: {}
     const r = loadConfigText(text, {});
     assert.deepEqual(r.issues, []);
     assert.ok(r.config);
-    const paths = r.warnings.map((w) => w.path).sort();
+    const paths = besideNoCredentials(r)
+      .map((w) => w.path)
+      .sort();
     assert.deepEqual(paths, [
       'callback_settings',
       'general_settings.alerting',
@@ -444,7 +451,7 @@ litellm_settings:
 `;
     const r = loadConfigText(text, {});
     assert.deepEqual(r.issues, []);
-    assert.deepEqual(r.warnings, []);
+    assert.deepEqual(besideNoCredentials(r), []);
     assert.equal(r.config?.router_settings.num_retries, 5);
     assert.deepEqual(r.config?.router_settings.fallbacks, [{ llama: ['other'] }]);
     assert.equal(r.config?.router_settings.timeout, 30);
@@ -470,7 +477,7 @@ litellm_settings:
 `;
     const r = loadConfigText(text, { REDIS_HOST: 'redis.cache.svc', REDIS_PORT: '6380', REDIS_PASSWORD: 'p@ss/w:rd' });
     assert.deepEqual(r.issues, []);
-    assert.deepEqual(r.warnings, []);
+    assert.deepEqual(besideNoCredentials(r), []);
     assert.equal(r.config?.general_settings.redis_url, 'redis://:p%40ss%2Fw%3Ard@redis.cache.svc:6380');
     // An empty password variable is no password; the port defaults to 6379; a database number is the path.
     const bare = loaded('router_settings:\n  redis_host: 10.0.0.7\n  redis_password: os.environ/REDIS_PASSWORD\n  redis_db: 2\n', {
@@ -494,7 +501,7 @@ litellm_settings:
     assert.deepEqual(r.issues, []);
     assert.equal(r.config?.general_settings.redis_url, 'redis://mine:6379');
     assert.deepEqual(
-      r.warnings.map((w) => w.path),
+      besideNoCredentials(r).map((w) => w.path),
       ['router_settings.redis_host', 'router_settings.redis_port'],
     );
     assertIssue(text, r.warnings, 'router_settings.redis_port', 'redis_port: 6380', /redis_url is set/);
@@ -1072,5 +1079,68 @@ describe('review findings', () => {
     const when = /when: "(.*)"/.exec(message)?.[1];
     assert.ok(when !== undefined, message);
     assert.ok(Policy.compile([{ name: 'ips', when, deny: 'x' }]).policy);
+  });
+});
+
+describe('loadConfigText: warnings for settings that load but cannot work', () => {
+  const MASTER = `general_settings:\n  master_key: ${MASTER_KEY}\n`;
+  const PRICED = `${MINIMAL}    model_info: { input_cost_per_token: 1.0e-7, output_cost_per_token: 2.0e-7 }\n`;
+  const KEY = `sha256:${sha256(DECLARED_KEY)}`;
+  const noPrice = (r: LoadResult): ConfigIssue | undefined =>
+    r.warnings.find((w) => /no deployment in model_list has a price/.test(w.message));
+  const noCredentials = (r: LoadResult): ConfigIssue | undefined => r.warnings.find((w) => /^nothing can be authorized/.test(w.message));
+
+  test('a budget with no price on any deployment: a warning at the budget, naming the prices to set; the config loads', () => {
+    const text = `${MINIMAL}${MASTER}keys:\n  - key: ${KEY}\n    max_budget: 10\nteams:\n  - team_id: platform\n    max_budget: 500\nusers:\n  - user_id: alice\n    max_budget: 5\n`;
+    const r = loadConfigText(text, {});
+    assert.deepEqual(r.issues, []);
+    assert.ok(r.config, 'a warning, not an error');
+    const w = assertIssue(text, r.warnings, 'keys[0].max_budget', 'max_budget: 10', /spend stays 0 and the budget never runs out/);
+    assert.match(w.message, /input_cost_per_token and output_cost_per_token/);
+    assert.match(w.message, /and 2 more: teams\[0\]\.max_budget, users\[0\]\.max_budget/);
+    assert.equal(r.warnings.filter((x) => x === noPrice(r)).length, 1, 'one warning for all the budgets');
+  });
+
+  test('no budget warning with a price (in model_info or litellm_params), a budget of 0, or no budget', () => {
+    const budget = `keys:\n  - key: ${KEY}\n    max_budget: 10\n`;
+    for (const text of [
+      `${PRICED}${MASTER}${budget}`,
+      `${MINIMAL}      output_cost_per_token: 2.0e-7\n${MASTER}${budget}`,
+      `${MINIMAL}${MASTER}keys:\n  - key: ${KEY}\n    max_budget: 0\n`,
+      `${MINIMAL}${MASTER}keys:\n  - key: ${KEY}\n    rpm_limit: 10\n`,
+    ]) {
+      const r = loadConfigText(text, {});
+      assert.deepEqual(r.issues, [], text);
+      assert.equal(noPrice(r), undefined, text);
+    }
+    // A price of 0 is no price: the budget still never runs out.
+    const free = loadConfigText(`${MINIMAL}    model_info: { input_cost_per_token: 0 }\n${MASTER}${budget}`, {});
+    assert.ok(noPrice(free));
+  });
+
+  test('nothing can be authorized (no master key, no keys, no admin group with a JWT): a warning saying what to set', () => {
+    const r = loadConfigText(MINIMAL, {});
+    assert.ok(r.config, 'a warning, not an error');
+    const w = noCredentials(r);
+    assert.ok(w, JSON.stringify(r.warnings));
+    assert.match(w.message, /every model request is refused \(401\) and the admin API is disabled/);
+    assert.match(w.message, /Set general_settings\.master_key .*declare keys, or set auth\.jwt with auth\.admin_groups/);
+    // Admin groups without a JWT to carry them open nothing either.
+    assert.ok(noCredentials(loadConfigText(`${MINIMAL}auth:\n  admin_groups: [admins]\n`, {})));
+  });
+
+  test('no such warning with a master key (the file or LITELLM_MASTER_KEY), a key, a JWT admin group, or keys not required', () => {
+    const jwt = 'auth:\n  jwt:\n    issuer: https://idp.example.com\n    audience: tollgate\n';
+    for (const [text, env] of [
+      [`${MINIMAL}${MASTER}`, {}],
+      [MINIMAL, { LITELLM_MASTER_KEY: MASTER_KEY }],
+      [`${MINIMAL}keys:\n  - key: ${KEY}\n`, {}],
+      [`${MINIMAL}${jwt}  admin_groups: [platform-admins]\n`, {}],
+      [`${MINIMAL}${jwt}  keys:\n    required: false\n`, {}],
+    ] as const) {
+      const r = loadConfigText(text, env);
+      assert.deepEqual(r.issues, [], text);
+      assert.equal(noCredentials(r), undefined, text);
+    }
   });
 });

@@ -12,7 +12,7 @@ import {
   type Principal,
   type TeamRecord,
 } from '../../../src/core/decide.js';
-import { jwtFailureMessage } from '../../../src/core/messages.js';
+import { jwtFailureMessage, NO_MODELS_MESSAGE } from '../../../src/core/messages.js';
 import type { JwtFailure, JwtIdentity, JwtResult } from '../../../src/identity/jwt.js';
 import type { KeyRecord } from '../../../src/identity/keys.js';
 import { Policy } from '../../../src/policy/rules.js';
@@ -503,7 +503,13 @@ table('decide: model allow-lists', [
   {
     name: 'unknown model, master key → model_not_found',
     input: { key: 'master', team: undefined, body: '{"model":"gpt-4"}' },
-    expect: { allow: false, code: 'model_not_found' },
+    expect: { allow: false, code: 'model_not_found', message: undefined },
+  },
+  {
+    name: 'no models at all (discovery has found none) → model_not_found saying the proxy serves none yet',
+    input: { key: 'master', team: undefined, body: '{"model":"gpt-4"}' },
+    rules: { catalog: new ModelCatalog([]) },
+    expect: { allow: false, code: 'model_not_found', message: NO_MODELS_MESSAGE },
   },
   {
     name: 'unknown model, restricted key → model_not_allowed (no catalogue probing)',
@@ -917,6 +923,12 @@ table('decide: weighted routing hint (llama-a weight 1, llama-b weight 3)', [
     expect: { allow: true, deployment: 'qwen-a' },
   },
 ]);
+
+test('the no-models message says why the list is empty and names no address of the backend', () => {
+  assert.match(NO_MODELS_MESSAGE, /serves no models at the moment/);
+  assert.match(NO_MODELS_MESSAGE, /has not answered yet/);
+  assert.doesNotMatch(NO_MODELS_MESSAGE, /https?:|127\.0\.0\.1|localhost|:8000/);
+});
 
 describe('decide: determinism', () => {
   test('weights are honoured over a sweep of random values (1:3)', () => {
