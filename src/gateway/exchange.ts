@@ -3,8 +3,9 @@
  * of it.
  *
  * A handler object gets the reply's bytes with no promise or stream plumbing per request: the reply is
- * collected in place (or handed to a stream sink as it arrives), a client that leaves aborts the exchange
- * through the controller, and backpressure is the controller's pause/resume. The connection's timers
+ * collected in place (or handed to a stream sink as it arrives, or to a relay once it outgrows what is
+ * held), a client that leaves aborts the exchange through the controller, and backpressure is the
+ * controller's pause/resume (ClientPacer). The connection's timers
  * (`headersTimeout`, `bodyTimeout`) bound every wait; one timer of the exchange bounds the wait for a
  * connection and the whole exchange.
  */
@@ -68,6 +69,22 @@ export interface StreamSink {
   end(err: Error | undefined): void;
 }
 
+/**
+ * Where a 2xx reply that is not an event stream goes once it outgrows `replyCap` (a non-streamed reply of
+ * many embeddings): the bytes held so far, then the rest as it arrives.
+ */
+export interface RelaySink {
+  /**
+   * The reply outgrew what is held: `held`, its bytes so far. False when the client is not taking more (the
+   * exchange pauses until `resume()`). A sink that will not relay the reply aborts the exchange.
+   */
+  start(exchange: Exchange, held: readonly Buffer[]): boolean;
+  /** The next bytes; false when the client is not taking more. */
+  data(chunk: Buffer): boolean;
+  /** The reply is over (`err`: it broke off, the client's leaving included). */
+  end(err: Error | undefined): void;
+}
+
 export type ExchangeResult =
   /** No reply: connect error, a timeout, an abort, a reply larger than allowed. */
   | { readonly kind: 'failed'; readonly err: Error }
@@ -84,11 +101,13 @@ export type ExchangeResult =
       readonly retryAfterMs?: string | undefined;
     }
   /** A 2xx handed to the sink; `err` when it broke off before its end. */
-  | { readonly kind: 'streamed'; readonly err: Error | undefined };
+  | { readonly kind: 'streamed'; readonly err: Error | undefined }
+  /** A 2xx past `replyCap` handed to the relay; `err` when it broke off (or the relay refused it) before its end. */
+  | { readonly kind: 'relayed'; readonly err: Error | undefined };
 
 /** Errors this module raises, with stable codes. */
 export function codedError(
-  code: 'CLIENT_GONE' | 'REPLY_TOO_LARGE' | 'CLIENT_STALLED' | 'QUEUE_TIMEOUT' | 'REQUEST_TIMEOUT' | 'SHUTTING_DOWN',
+  code: 'CLIENT_GONE' | 'REPLY_TOO_LARGE' | 'CLIENT_STALLED' | 'QUEUE_TIMEOUT' | 'REQUEST_TIMEOUT' | 'SHUTTING_DOWN' | 'MALFORMED_REPLY',
   message: string,
 ): Error {
   return Object.assign(new Error(message), { code });
@@ -105,6 +124,9 @@ export class Exchange implements UpstreamHandler {
   #onConnection = false;
   readonly #client: ClientLink;
   readonly #sink: StreamSink | undefined;
+  readonly #relay: (() => RelaySink) | undefined;
+  /** The relay the reply went to, once it outgrew replyCap. */
+  #relaying: RelaySink | undefined;
   readonly #replyCap: number;
   readonly #errorCap: number;
   readonly #t0 = performance.now();
@@ -120,9 +142,21 @@ export class Exchange implements UpstreamHandler {
   #wholeMs = 0;
   #rearm = false;
 
-  constructor(opts: { client: ClientLink; sink: StreamSink | undefined; replyCap: number; errorCap: number }) {
+  /**
+   * `sink`: where a 2xx event stream goes. `replyCap`: the most of any other 2xx held whole; past it the reply
+   * goes to the relay `relay` makes (made only then), or without one the exchange fails (REPLY_TOO_LARGE).
+   * `errorCap`: the most of a non-2xx held (past it, REPLY_TOO_LARGE).
+   */
+  constructor(opts: {
+    client: ClientLink;
+    sink: StreamSink | undefined;
+    relay?: (() => RelaySink) | undefined;
+    replyCap: number;
+    errorCap: number;
+  }) {
     this.#client = opts.client;
     this.#sink = opts.sink;
+    this.#relay = opts.relay;
     this.#replyCap = opts.replyCap;
     this.#errorCap = opts.errorCap;
     this.done = new Promise((resolve) => {
@@ -208,17 +242,26 @@ export class Exchange implements UpstreamHandler {
       if (!(this.#sink as StreamSink).data(chunk)) controller.pause();
       return;
     }
-    this.#size += chunk.length;
-    if (this.#size > this.#cap) {
-      this.#chunks = [];
-      this.abort(codedError('REPLY_TOO_LARGE', `the reply is larger than ${this.#cap} bytes`));
+    if (this.#relaying !== undefined) {
+      if (!this.#relaying.data(chunk)) controller.pause();
       return;
     }
+    this.#size += chunk.length;
     this.#chunks.push(chunk);
+    if (this.#size <= this.#cap) return;
+    const held = this.#chunks;
+    this.#chunks = [];
+    if (this.#status < 300 && this.#relay !== undefined) {
+      this.#relaying = this.#relay();
+      if (!this.#relaying.start(this, held)) controller.pause();
+      return;
+    }
+    this.abort(codedError('REPLY_TOO_LARGE', `the reply is larger than ${this.#cap} bytes`));
   }
 
   onResponseEnd(): void {
     if (this.#streaming) return this.#settle({ kind: 'streamed', err: undefined });
+    if (this.#relaying !== undefined) return this.#settle({ kind: 'relayed', err: undefined });
     const body = this.#chunks.length === 1 ? (this.#chunks[0] as Buffer) : Buffer.concat(this.#chunks, this.#size);
     this.#settle({ kind: 'reply', status: this.#status, body, retryAfter: this.#retryAfter, retryAfterMs: this.#retryAfterMs });
   }
@@ -228,7 +271,9 @@ export class Exchange implements UpstreamHandler {
   }
 
   #broken(err: Error): void {
-    this.#settle(this.#streaming ? { kind: 'streamed', err } : { kind: 'failed', err });
+    this.#settle(
+      this.#streaming ? { kind: 'streamed', err } : this.#relaying !== undefined ? { kind: 'relayed', err } : { kind: 'failed', err },
+    );
   }
 
   #settle(r: ExchangeResult): void {
@@ -239,10 +284,65 @@ export class Exchange implements UpstreamHandler {
     this.#client.watch(undefined);
     try {
       if (r.kind === 'streamed') (this.#sink as StreamSink).end(r.err);
+      else if (r.kind === 'relayed') this.#relaying?.end(r.err);
     } finally {
       // Whatever the sink does, the forwarder gets its result (and records the request).
       this.#resolve(r);
     }
+  }
+}
+
+/** What a pacer needs of the client's response (http-response.ts). */
+interface PacedResponse {
+  write(chunk: string | Buffer): boolean;
+  ondrain: (() => void) | undefined;
+}
+
+/**
+ * Writes a reply to a client at the pace it reads: a write the client's socket cannot take pauses the
+ * exchange (the backend's bytes wait in the kernel's buffers, not in memory) until the socket drains; a
+ * client that takes nothing for `stallMs` is cut off (CLIENT_STALLED).
+ */
+export class ClientPacer {
+  exchange: Exchange | undefined;
+  readonly #res: PacedResponse;
+  readonly #stallMs: number;
+  #stall: NodeJS.Timeout | undefined;
+
+  constructor(res: PacedResponse, stallMs: number) {
+    this.#res = res;
+    this.#stallMs = stallMs;
+  }
+
+  /** Writes `out`; false when the client's socket is full (the exchange is to pause). */
+  write(out: string | Buffer): boolean {
+    if (this.#res.write(out)) return true;
+    if (this.#stall === undefined) {
+      this.#res.ondrain = this.#drained;
+      this.#stall = setTimeout(
+        () => this.exchange?.abort(codedError('CLIENT_STALLED', `the client read nothing for ${this.#stallMs} ms`)),
+        this.#stallMs,
+      );
+    }
+    return false;
+  }
+
+  readonly #drained = (): void => {
+    this.#res.ondrain = undefined; // once: set again when a write finds the socket full
+    clearTimeout(this.#stall);
+    this.#stall = undefined;
+    this.exchange?.resume();
+  };
+
+  /** A write found the client's socket full, and it has not drained since. */
+  get waiting(): boolean {
+    return this.#stall !== undefined;
+  }
+
+  stop(): void {
+    clearTimeout(this.#stall);
+    this.#stall = undefined;
+    this.#res.ondrain = undefined;
   }
 }
 

@@ -14,7 +14,8 @@ import { firstBack, type Deployment, type ModelCatalog, type ModelGroup } from '
 import type { DeploymentTracker, Failure, RoutingStrategy } from '../routing/health.js';
 import type { SpendRecorder } from '../store/spend.js';
 import { reservation, type GateVerdict, type Lease } from '../store/limiter.js';
-import { codedError, Exchange, type ClientLink, type StreamSink } from './exchange.js';
+import { ClientPacer, codedError, Exchange, type ClientLink, type StreamSink } from './exchange.js';
+import { JsonRelay } from './json-relay.js';
 import type { HttpResponse } from './http-response.js';
 import { backendMessage, backendParam, errorEvent, estimateTokens, parseObject, PING, spliceJson, SseRewriter, withModel } from './sse.js';
 import { UpstreamPool } from './upstream.js';
@@ -91,7 +92,14 @@ const MAX_ERROR_BODY = 64 * 1024;
  * Ray Serve's HTTP servers) closes it from the other side while a request is being written to it.
  */
 const KEEP_ALIVE_MS = 4_000;
-const MAX_REPLY_BODY = 64 * 1024 * 1024;
+/**
+ * A non-streamed reply up to PARSED_REPLY is parsed whole (#whole), which costs several times its size in
+ * memory; a larger one is read as it arrives (json-relay.ts) and held, renamed, up to HELD_REPLY — about its
+ * size in memory — then answered whole, with its `content-length` and `x-tollgate-response-cost`. Past
+ * HELD_REPLY it is relayed as it arrives, without the cost (README, "Large replies").
+ */
+const PARSED_REPLY = 1024 * 1024;
+const HELD_REPLY = 16 * 1024 * 1024;
 /** 4xx statuses that mean "this deployment, not this request": try another. 408 is Ray Serve's request timeout. */
 const RETRYABLE = new Set([401, 403, 404, 405, 408, 429]);
 
@@ -373,7 +381,26 @@ export class Forwarder {
           },
         )
       : undefined;
-    const exchange = new Exchange({ client: req.client, sink: relay, replyCap: MAX_REPLY_BODY, errorCap: MAX_ERROR_BODY });
+    // A non-streamed reply past PARSED_REPLY goes to this relay: held up to HELD_REPLY, then relayed.
+    let big: JsonRelay | undefined;
+    const exchange = new Exchange({
+      client: req.client,
+      sink: relay,
+      relay: stream
+        ? undefined
+        : () =>
+            (big = new JsonRelay({
+              res,
+              client: req.client,
+              requestId: req.caller.requestId,
+              extra: req.responseHeaders,
+              alias,
+              stallMs: wait,
+              hold: HELD_REPLY,
+            })),
+      replyCap: PARSED_REPLY,
+      errorCap: MAX_ERROR_BODY,
+    });
     this.#tracker.started(d.id, Date.now());
     const sent = performance.now();
     const result = await exchange.send(
@@ -391,7 +418,10 @@ export class Forwarder {
     );
     timing.backendMs += performance.now() - sent;
     this.#tracker.finished(d.id);
-    if (exchange.headMs !== undefined && (result.kind === 'streamed' || (result.kind === 'reply' && result.status < 300)))
+    if (
+      exchange.headMs !== undefined &&
+      (result.kind === 'streamed' || result.kind === 'relayed' || (result.kind === 'reply' && result.status < 300))
+    )
       this.#tracker.latency(d.id, exchange.headMs);
     switch (result.kind) {
       case 'failed':
@@ -405,6 +435,23 @@ export class Forwarder {
       case 'streamed':
         this.#streamed(d, alias, req, relay as SseRelay, started, result.err);
         return { kind: 'done' };
+      case 'relayed': {
+        const r = big as JsonRelay;
+        if (r.sent) {
+          this.#relayed(d, alias, req, r, started, result.err);
+          return { kind: 'done' };
+        }
+        // Nothing reached the client: it broke off or was refused (not one JSON object) while held, or it
+        // ended within HELD_REPLY and is answered whole.
+        if (result.err !== undefined) return { kind: 'retry', timeout: isTimeout(result.err), detail: errCode(result.err) };
+        if (!r.json.complete) return { kind: 'retry', timeout: false, detail: 'malformed reply' };
+        if (r.json.errorBody) return { kind: 'retry', timeout: false, detail: 'error body with 2xx' };
+        const usage = r.json.usage;
+        const body = r.held;
+        r.held = [];
+        this.#answer(d, alias, req, res, body, r.heldBytes, usage?.promptTokens ?? 0, usage?.completionTokens ?? 0, started);
+        return { kind: 'done' };
+      }
     }
   }
 
@@ -439,15 +486,39 @@ export class Forwarder {
     if (parsed['object'] === 'error' || parsed['error'] !== undefined)
       return { kind: 'retry', timeout: false, detail: 'error body with 2xx' };
     const usage = (parsed['usage'] ?? {}) as Record<string, unknown>;
-    const prompt = count(usage['prompt_tokens']);
-    const completion = count(usage['completion_tokens']);
-    const cost = prompt * d.inputCostPerToken + completion * d.outputCostPerToken;
     const out = withModel(text, parsed, alias) ?? JSON.stringify({ ...parsed, model: alias });
+    this.#answer(
+      d,
+      alias,
+      req,
+      res,
+      out,
+      Buffer.byteLength(out),
+      count(usage['prompt_tokens']),
+      count(usage['completion_tokens']),
+      started,
+    );
+    return { kind: 'done' };
+  }
+
+  /** Answers a whole reply, `body` (`length` bytes) renamed, with its cost, and records it. */
+  #answer(
+    d: Deployment,
+    alias: string,
+    req: ForwardRequest,
+    res: HttpResponse,
+    body: string | readonly Buffer[],
+    length: number,
+    prompt: number,
+    completion: number,
+    started: number,
+  ): void {
+    const cost = prompt * d.inputCostPerToken + completion * d.outputCostPerToken;
     const head = [
       'content-type',
       'application/json',
       'content-length',
-      String(Buffer.byteLength(out)),
+      String(length),
       'x-tollgate-request-id',
       req.caller.requestId,
       'x-tollgate-response-cost',
@@ -456,10 +527,13 @@ export class Forwarder {
     ];
     if (req.responseHeaders !== undefined) for (const [k, v] of req.responseHeaders) head.push(k, v);
     res.writeHead(200, head);
-    res.end(out);
+    if (typeof body === 'string') res.end(body);
+    else {
+      for (const b of body) res.write(b);
+      res.end();
+    }
     this.#tracker.addTokens(d.id, prompt + completion);
     this.#record(req, d, alias, 200, started, prompt, completion, cost, false);
-    return { kind: 'done' };
   }
 
   /**
@@ -482,6 +556,28 @@ export class Forwarder {
     else if (err !== undefined && code !== 'CLIENT_GONE' && code !== 'CLIENT_STALLED') failed(req, d, `stream broke off: ${errCode(err)}`);
     else if (relay.sse.sawError) failed(req, d, 'error event in the stream');
     this.#record(req, d, alias, status, started, prompt, completion, cost, usage === undefined);
+  }
+
+  /**
+   * A reply past HELD_REPLY was relayed as it came (JsonRelay) and ended: charged for its usage, or, when it
+   * broke off before that, for its prompt (estimated) and the text it had generated so far. Recorded as 499
+   * when the client left or did not read it in time; 200 (the client's status) when the backend broke off.
+   */
+  #relayed(d: Deployment, alias: string, req: ForwardRequest, relay: JsonRelay, started: number, err: Error | undefined): void {
+    const json = relay.json;
+    const usage = json.usage;
+    const prompt = usage?.promptTokens ?? estimatePromptTokens(req);
+    const completion = usage?.completionTokens ?? json.completionEstimate;
+    const cost = prompt * d.inputCostPerToken + completion * d.outputCostPerToken;
+    this.#tracker.addTokens(d.id, prompt + completion);
+    const code = (err as { code?: unknown } | undefined)?.code;
+    // The whole attempt's `timeout` ran out while the client's socket was full: the client was too slow
+    // (a non-streamed reply's stall bound is that same `timeout`, which the attempt's reaches first).
+    const left = code === 'CLIENT_GONE' || code === 'CLIENT_STALLED' || (code === 'REQUEST_TIMEOUT' && relay.stalled);
+    if (code === 'SHUTTING_DOWN') failed(req, d, 'cut off: tollgate shutting down');
+    else if (err !== undefined && !left) failed(req, d, `reply broke off: ${errCode(err)}`);
+    else if (err === undefined && !json.complete) failed(req, d, 'reply broke off: not one JSON object');
+    this.#record(req, d, alias, left ? 499 : 200, started, prompt, completion, cost, usage === undefined);
   }
 
   #record(
@@ -530,9 +626,8 @@ class SseRelay implements StreamSink {
   readonly #client: ClientLink;
   readonly #requestId: string;
   readonly #extra: readonly (readonly [string, string])[] | undefined;
-  readonly #stallMs: number;
+  readonly #pacer: ClientPacer;
   #exchange: Exchange | undefined;
-  #stall: NodeJS.Timeout | undefined;
   #onFirstToken: (() => void) | undefined;
   /** Bytes went to the client after the head (which then left with them). */
   #wrote = false;
@@ -552,11 +647,12 @@ class SseRelay implements StreamSink {
     this.#requestId = requestId;
     this.#extra = extra;
     this.sse = sse;
-    this.#stallMs = stallMs;
+    this.#pacer = new ClientPacer(res, stallMs);
   }
 
   start(exchange: Exchange): void {
     this.#exchange = exchange;
+    this.#pacer.exchange = exchange;
     const head = ['content-type', 'text/event-stream', 'cache-control', 'no-cache', 'x-tollgate-request-id', this.#requestId];
     if (this.#extra !== undefined) for (const [k, v] of this.#extra) head.push(k, v);
     this.#res.writeHead(200, head);
@@ -577,7 +673,7 @@ class SseRelay implements StreamSink {
     // Past the largest event there is: the client has its error event, and the backend stops generating.
     if (this.sse.malformed && !this.#cutOff) {
       this.#cutOff = true;
-      queueMicrotask(() => this.#exchange?.abort(codedError('REPLY_TOO_LARGE', 'a stream event past the largest reply')));
+      queueMicrotask(() => this.#exchange?.abort(codedError('REPLY_TOO_LARGE', 'a stream event past the largest one held')));
     }
     if (out === '') return true;
     this.#wrote = true;
@@ -585,29 +681,12 @@ class SseRelay implements StreamSink {
       this.#onFirstToken();
       this.#onFirstToken = undefined;
     }
-    if (this.#res.write(out)) return true;
-    if (this.#stall === undefined) {
-      this.#res.ondrain = this.#drained;
-      this.#stall = setTimeout(
-        () => this.#exchange?.abort(codedError('CLIENT_STALLED', `the client read nothing for ${this.#stallMs} ms`)),
-        this.#stallMs,
-      );
-    }
-    return false;
+    return this.#pacer.write(out);
   }
-
-  readonly #drained = (): void => {
-    this.#res.ondrain = undefined; // once: set again when a write finds the socket full
-    clearTimeout(this.#stall);
-    this.#stall = undefined;
-    this.#exchange?.resume();
-  };
 
   /** Ends the client's stream well-formed (unless the client left); a client that stopped reading is dropped. */
   end(err: Error | undefined): void {
-    clearTimeout(this.#stall);
-    this.#stall = undefined;
-    this.#res.ondrain = undefined;
+    this.#pacer.stop();
     // A client that stopped reading gets no more: its connection is dropped rather than buffered into.
     const code = (err as { code?: unknown } | undefined)?.code;
     if (code === 'CLIENT_STALLED') this.#res.destroy();

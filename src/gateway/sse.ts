@@ -20,8 +20,8 @@ export const PING = ': ping\n\n';
 /** An event longer than this is collected in pieces (SseRewriter.#parts). */
 const LONG_EVENT = 64 * 1024;
 /**
- * The longest event passed on: as large as the largest non-streamed reply (forward.ts): vLLM's first chunk of a
- * completion with `echo` holds the whole prompt, and with logprobs more.
+ * The longest event passed on, each held whole until its end (it is parsed as one JSON object): vLLM's first
+ * chunk of a completion with `echo` holds the whole prompt, and with logprobs more.
  */
 const MAX_EVENT = 64 * 1024 * 1024;
 
@@ -100,7 +100,7 @@ export class SseRewriter {
     return out;
   }
 
-  /** One event larger than the largest reply tollgate forwards is not an OpenAI stream. */
+  /** One event larger than MAX_EVENT is not an OpenAI stream. */
   #malformed(): string {
     this.malformed = true;
     this.#buffer = '';

@@ -29,7 +29,14 @@ export type Fault =
   /** `ms`: wait before answering (default 0); `timeoutS`: the request_timeout_s quoted in the message. */
   | { kind: 'ray-timeout'; ms?: number; timeoutS?: number }
   /** A 200 JSON head at once, then one space every `everyMs`, never ending: no silence long enough for a per-wait timeout. */
-  | { kind: 'trickle'; everyMs: number };
+  | { kind: 'trickle'; everyMs: number }
+  /**
+   * A non-streamed 200 JSON reply (chat, completion, embeddings) sent but for its last `bytes` (default 64),
+   * which follow once `release` resolves: what a client has of the reply before then went on as it came.
+   */
+  | { kind: 'hold-reply-tail'; release: Promise<void>; bytes?: number }
+  /** A non-streamed 200 JSON reply, its head announcing the whole length, cut off (connection closed) after `afterBytes`. */
+  | { kind: 'cut-reply'; afterBytes: number };
 
 export interface ReceivedRequest {
   method: string;
@@ -42,6 +49,8 @@ export interface ReceivedRequest {
   raw: string;
   /** the client closed the connection before the response finished */
   aborted: boolean;
+  /** a 200 JSON reply's body as sent (whole, even when a fault cut it off on the wire) */
+  reply?: string;
 }
 
 export interface FakeVllm {
@@ -72,6 +81,12 @@ export interface FakeVllmOptions {
   completionTokens?: number;
   /** add `"usage": null` to every chunk when include_usage is set; current vLLM does NOT do this (exclude_unset) */
   usageNullInChunks?: boolean;
+  /**
+   * The embedding model's dimensions (default 8). An embedding of 4096 floats is about 80 KB of JSON: a
+   * thousand inputs make an 80 MB reply, as vLLM sends it (`encoding_format: "base64"`: float32 bytes in
+   * base64, about 22 KB each).
+   */
+  embeddingDims?: number;
 }
 
 type Obj = Record<string, unknown>;
@@ -86,6 +101,31 @@ export function vllmErrorBody(status: number, message: string, opts: { type?: st
   return opts.flat ? { object: 'error', ...info } : { error: info };
 }
 
+/**
+ * The fake's embedding of `input` in `dims` dimensions: deterministic (a hash of the input seeds it) and of
+ * unit length. Values are float32s, as a model's are, so the base64 form holds them exactly.
+ */
+export function embeddingVector(input: unknown, dims: number): number[] {
+  const h = createHash('sha256')
+    .update(JSON.stringify(input ?? null))
+    .digest();
+  let v: number[];
+  if (dims === 8) v = Array.from({ length: 8 }, (_, k) => h.readInt16BE(k * 2) / 32768);
+  else {
+    // xorshift32 from the hash: cheap enough for millions of values.
+    let x = h.readUInt32BE(0) || 1;
+    v = new Array<number>(dims);
+    for (let k = 0; k < dims; k++) {
+      x ^= x << 13;
+      x ^= x >>> 17;
+      x ^= x << 5;
+      v[k] = (x | 0) / 2 ** 31;
+    }
+  }
+  const norm = Math.sqrt(v.reduce((s, n) => s + n * n, 0)) || 1;
+  return Array.from(new Float32Array(v.map((n) => n / norm)));
+}
+
 export async function startFakeVllm(opts: FakeVllmOptions = {}): Promise<FakeVllm> {
   const loras = opts.loras ?? {};
   const baseModels = opts.models ?? ['meta-llama/Llama-3.1-8B-Instruct'];
@@ -94,6 +134,7 @@ export async function startFakeVllm(opts: FakeVllmOptions = {}): Promise<FakeVll
   const nChunks = opts.chunks ?? 5;
   const promptTokens = opts.promptTokens ?? 11;
   const completionTokens = opts.completionTokens ?? nChunks;
+  const dims = opts.embeddingDims ?? 8;
   const pieces = Array.from({ length: nChunks }, (_, i) => (i === 0 ? `Hello from ${name}.` : ` token${i}`));
   const text = pieces.join('');
   const created = Math.floor(Date.now() / 1000);
@@ -126,6 +167,7 @@ export async function startFakeVllm(opts: FakeVllmOptions = {}): Promise<FakeVll
 
   interface Ctx {
     res: http.ServerResponse;
+    rec: ReceivedRequest;
     /** close the connection ourselves (not a client abort); after headers, flush what was written first */
     kill(): void;
     gone(): boolean;
@@ -191,26 +233,47 @@ export async function startFakeVllm(opts: FakeVllmOptions = {}): Promise<FakeVll
     res.end();
   }
 
-  function embeddings(res: http.ServerResponse, body: Obj, model: string): void {
+  function embeddings(ctx: Ctx, body: Obj, model: string, fault: Fault | undefined): Promise<void> {
     const input = body['input'];
     const inputs: unknown[] = Array.isArray(input) && !input.every((x) => typeof x === 'number') ? input : [input];
+    const base64 = body['encoding_format'] === 'base64';
     const data = inputs.map((x, index) => {
-      const h = createHash('sha256')
-        .update(JSON.stringify(x ?? null))
-        .digest();
-      const v = Array.from({ length: 8 }, (_, k) => h.readInt16BE(k * 2) / 32768);
-      const norm = Math.hypot(...v) || 1;
-      return { index, object: 'embedding', embedding: v.map((n) => n / norm) };
+      const v = embeddingVector(x, dims);
+      // vLLM: base64 of the float32 values' bytes (little-endian), else the floats as JSON numbers.
+      const embedding = base64 ? Buffer.from(new Float32Array(v).buffer).toString('base64') : v;
+      return { index, object: 'embedding', embedding };
     });
     const tokens = promptTokens * inputs.length;
-    sendJson(res, 200, {
-      id: `embd-${hex()}`,
-      object: 'list',
-      created,
-      model,
-      data,
-      usage: { prompt_tokens: tokens, total_tokens: tokens, completion_tokens: 0, prompt_tokens_details: null },
-    });
+    return reply(
+      ctx,
+      {
+        id: `embd-${hex()}`,
+        object: 'list',
+        created,
+        model,
+        data,
+        usage: { prompt_tokens: tokens, total_tokens: tokens, completion_tokens: 0, prompt_tokens_details: null },
+      },
+      fault,
+    );
+  }
+
+  /** A 200 JSON reply, whole or as `fault` shapes it on the wire (hold-reply-tail, cut-reply). */
+  async function reply(ctx: Ctx, body: Obj, fault: Fault | undefined): Promise<void> {
+    const { res } = ctx;
+    const payload = JSON.stringify(body);
+    ctx.rec.reply = payload;
+    if (fault?.kind !== 'hold-reply-tail' && fault?.kind !== 'cut-reply') return sendJson(res, 200, payload);
+    const bytes = Buffer.from(payload);
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': bytes.length });
+    if (fault.kind === 'cut-reply') {
+      res.write(bytes.subarray(0, fault.afterBytes));
+      return ctx.kill();
+    }
+    const at = Math.max(0, bytes.length - (fault.bytes ?? 64));
+    res.write(bytes.subarray(0, at));
+    await fault.release;
+    if (!ctx.gone()) res.end(bytes.subarray(at));
   }
 
   async function inference(ctx: Ctx, route: string, body: unknown, fault: Fault | undefined): Promise<void> {
@@ -243,7 +306,7 @@ export async function startFakeVllm(opts: FakeVllmOptions = {}): Promise<FakeVll
     if (!served.includes(model)) {
       return sendJson(res, 404, vllmErrorBody(404, `The model \`${model}\` does not exist.`, { param: 'model' }));
     }
-    if (route === '/v1/embeddings') return embeddings(res, body, model);
+    if (route === '/v1/embeddings') return embeddings(ctx, body, model, fault);
     const kind = route === '/v1/chat/completions' ? 'chat' : 'text';
     if (body['stream'] === true) return stream(ctx, kind, body, model, fault);
     if (fault?.kind === 'garbage') return sendJson(res, 200, `<html><body>502 Bad Gateway from ${name}</body></html>`);
@@ -269,24 +332,32 @@ export async function startFakeVllm(opts: FakeVllmOptions = {}): Promise<FakeVll
         tool_calls: [],
         reasoning_content: null,
       };
-      return sendJson(res, 200, {
-        id: `chatcmpl-${hex()}`,
-        object: 'chat.completion',
-        ...common,
-        choices: [{ ...choice, message }],
-        usage: usage(true),
-        prompt_logprobs: null,
-        kv_transfer_params: null,
-      });
+      return reply(
+        ctx,
+        {
+          id: `chatcmpl-${hex()}`,
+          object: 'chat.completion',
+          ...common,
+          choices: [{ ...choice, message }],
+          usage: usage(true),
+          prompt_logprobs: null,
+          kv_transfer_params: null,
+        },
+        fault,
+      );
     }
-    return sendJson(res, 200, {
-      id: `cmpl-${hex()}`,
-      object: 'text_completion',
-      ...common,
-      choices: [{ ...choice, text, prompt_logprobs: null }],
-      usage: usage(true),
-      kv_transfer_params: null,
-    });
+    return reply(
+      ctx,
+      {
+        id: `cmpl-${hex()}`,
+        object: 'text_completion',
+        ...common,
+        choices: [{ ...choice, text, prompt_logprobs: null }],
+        usage: usage(true),
+        kv_transfer_params: null,
+      },
+      fault,
+    );
   }
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
@@ -324,6 +395,7 @@ export async function startFakeVllm(opts: FakeVllmOptions = {}): Promise<FakeVll
     });
     const ctx: Ctx = {
       res,
+      rec,
       kill: () => {
         selfClosed = true;
         if (res.headersSent) req.socket.end();

@@ -1332,7 +1332,7 @@ keys:
   });
 });
 
-describe('a stream event past the largest reply', () => {
+describe('a stream event past the largest one held (64 MiB)', () => {
   test('the client gets an error event and [DONE], and the backend request is cut off', T, async () => {
     let closedEarly = false;
     let sentMiB = 0;

@@ -4,7 +4,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Agent, request, type Dispatcher } from 'undici';
-import { startFakeVllm, type FakeVllm } from '../../support/fake-vllm.js';
+import { embeddingVector, startFakeVllm, type FakeVllm } from '../../support/fake-vllm.js';
 
 const MODEL = 'meta-llama/Llama-3.1-8B-Instruct';
 type Obj = Record<string, unknown>;
@@ -209,6 +209,55 @@ describe('fake vLLM', () => {
     const plain = await call('/v1/chat/completions', chat());
     assert.equal(plain.statusCode, 200);
     await assert.rejects(plain.body.text());
+  });
+
+  test('embeddingDims: unit vectors of that many float32s; base64 is their little-endian bytes, as vLLM encodes them', async () => {
+    const wide = await startFakeVllm({ models: [MODEL], embeddingDims: 4096 });
+    try {
+      const post = async (body: Obj): Promise<Obj> =>
+        (await (
+          await request(`${wide.url}/v1/embeddings`, { dispatcher: agent, method: 'POST', body: JSON.stringify(body) })
+        ).body.json()) as Obj;
+      const floats = (((await post({ model: MODEL, input: ['a', 'b'] }))['data'] as Obj[])[1] as Obj)['embedding'] as number[];
+      assert.equal(floats.length, 4096);
+      assert.deepEqual(floats, embeddingVector('b', 4096));
+      assert.ok(Math.abs(Math.hypot(...floats) - 1) < 1e-5);
+      assert.ok(
+        floats.every((v) => Math.fround(v) === v),
+        'float32 values',
+      );
+      const b64 = (((await post({ model: MODEL, input: ['a', 'b'], encoding_format: 'base64' }))['data'] as Obj[])[1] as Obj)['embedding'];
+      const bytes = Buffer.from(String(b64), 'base64');
+      assert.equal(bytes.length, 4096 * 4);
+      assert.deepEqual(
+        Array.from({ length: 4096 }, (_, i) => bytes.readFloatLE(i * 4)),
+        floats,
+      );
+      assert.ok((wide.received.at(-1)?.reply?.length ?? 0) > 2 * 4096 * 4, 'the reply as sent is kept');
+    } finally {
+      await wide.close();
+    }
+  });
+
+  test('hold-reply-tail: a JSON reply but for its last bytes, which follow on release; cut-reply: cut off after N bytes', async () => {
+    let release!: () => void;
+    fake.queueFaults({ kind: 'hold-reply-tail', release: new Promise<void>((resolve) => (release = resolve)), bytes: 10 });
+    const r = await call('/v1/embeddings', { model: MODEL, input: 'a' });
+    assert.equal(r.statusCode, 200);
+    const parts: Buffer[] = [];
+    r.body.on('data', (c: Buffer) => parts.push(c));
+    const sent = fake.received.at(-1)?.reply ?? '';
+    for (let i = 0; i < 100 && Buffer.concat(parts).length < sent.length - 10; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.equal(Buffer.concat(parts).toString(), sent.slice(0, -10), 'all but the last 10 bytes');
+    release();
+    await new Promise((resolve) => r.body.once('end', resolve));
+    assert.equal(Buffer.concat(parts).toString(), sent);
+    fake.queueFaults({ kind: 'cut-reply', afterBytes: 30 });
+    const cut = await call('/v1/chat/completions', chat());
+    assert.equal(cut.statusCode, 200);
+    assert.equal(Number(cut.headers['content-length']), Buffer.byteLength(fake.received.at(-1)?.reply ?? ''));
+    await assert.rejects(cut.body.text());
+    assert.equal(fake.received.at(-1)?.aborted, false, 'closed by the fake, not the client');
   });
 
   test("stream-error: after N chunks vLLM's in-stream error event, then [DONE]; status stays 200", async () => {

@@ -5,7 +5,7 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ClientLink, Exchange } from '../../../src/gateway/exchange.js';
+import { ClientLink, Exchange, type RelaySink } from '../../../src/gateway/exchange.js';
 import type { Upstream, UpstreamController, UpstreamHandler, UpstreamRequest } from '../../../src/gateway/upstream.js';
 
 const OPTS: UpstreamRequest = {
@@ -118,5 +118,102 @@ describe('Exchange: the bound on the whole exchange (timeout)', () => {
     assert.deepEqual(events, []);
     assert.equal(r.kind, 'reply');
     assert.equal((r as { body: Buffer }).body.toString(), '{"data":[]}');
+  });
+});
+
+describe('Exchange: a 2xx past what is held goes to the relay', () => {
+  /** Starts the request, answers `status` with `chunks` (then ends, or fails with `err`); records the controller's pause and resume. */
+  function chunked(status: number, chunks: string[], calls: string[], err?: Error): Upstream {
+    return {
+      dispatch(_req: UpstreamRequest, h: UpstreamHandler): UpstreamController {
+        const controller = {
+          abort: () => calls.push('abort'),
+          pause: () => calls.push('pause'),
+          resume: () => calls.push('resume'),
+        };
+        // Each step in a turn of its own, as a socket's reads come.
+        const steps = [
+          () => {
+            h.onRequestStart(controller);
+            h.onResponseStart(controller, status, { 'content-type': 'application/json' });
+          },
+          ...chunks.map((c) => () => h.onResponseData(controller, Buffer.from(c))),
+          () => (err === undefined ? h.onResponseEnd(controller) : h.onResponseError(controller, err)),
+        ];
+        const next = (): void => {
+          steps.shift()?.();
+          if (steps.length > 0) setImmediate(next);
+        };
+        setImmediate(next);
+        return controller;
+      },
+    };
+  }
+
+  /** A relay that records what it gets; `takes`: what data() answers (false: the client is not taking more). */
+  function recorder(calls: string[], takes = true): () => RelaySink {
+    return () => ({
+      start: (_ex, held) => (calls.push(`start ${held.map((b) => b.length).join('+')}`), takes),
+      data: (chunk) => (calls.push(`data ${chunk.length}`), takes),
+      end: (err) => void calls.push(`end ${(err as { code?: string } | undefined)?.code ?? 'ok'}`),
+    });
+  }
+
+  test('the bytes held so far, then the rest as it arrives, then its end; the result is relayed', async () => {
+    const calls: string[] = [];
+    const ex = new Exchange({ client: new ClientLink(), sink: undefined, relay: recorder(calls), replyCap: 1024, errorCap: 1024 });
+    const r = await ex.send(chunked(200, ['a'.repeat(600), 'b'.repeat(600), 'c'.repeat(100)], calls), OPTS, 1_000, 1_000);
+    assert.deepEqual(r, { kind: 'relayed', err: undefined });
+    assert.deepEqual(calls, ['start 600+600', 'data 100', 'end ok']);
+  });
+
+  test('a relay that is not taking more pauses the backend; resume() resumes it', async () => {
+    const calls: string[] = [];
+    const ex = new Exchange({ client: new ClientLink(), sink: undefined, relay: recorder(calls, false), replyCap: 1024, errorCap: 1024 });
+    const done = ex.send(chunked(200, ['a'.repeat(2000), 'b'], calls), OPTS, 1_000, 1_000);
+    while (!calls.includes('pause')) await new Promise((resolve) => setImmediate(resolve));
+    ex.resume();
+    await done;
+    assert.deepEqual(calls, ['start 2000', 'pause', 'resume', 'data 1', 'pause', 'end ok']);
+  });
+
+  test('a reply that breaks off while relayed ends the relay with its error', async () => {
+    const calls: string[] = [];
+    const ex = new Exchange({ client: new ClientLink(), sink: undefined, relay: recorder(calls), replyCap: 10, errorCap: 10 });
+    const cut = Object.assign(new Error('closed'), { code: 'SOCKET_CLOSED' });
+    const r = await ex.send(chunked(200, ['x'.repeat(20)], calls, cut), OPTS, 1_000, 1_000);
+    assert.equal(r.kind, 'relayed');
+    assert.equal((r as { err: Error }).err, cut);
+    assert.deepEqual(calls, ['start 20', 'end SOCKET_CLOSED']);
+  });
+
+  test('up to replyCap the reply is held whole; past it without a relay, or past errorCap for a non-2xx, it fails with REPLY_TOO_LARGE', async () => {
+    const calls: string[] = [];
+    const held = await new Exchange({
+      client: new ClientLink(),
+      sink: undefined,
+      relay: recorder(calls),
+      replyCap: 1024,
+      errorCap: 10,
+    }).send(chunked(200, ['a'.repeat(1024)], []), OPTS, 1_000, 1_000);
+    assert.equal(held.kind, 'reply');
+    const none = await new Exchange({ client: new ClientLink(), sink: undefined, replyCap: 1024, errorCap: 1024 }).send(
+      chunked(200, ['a'.repeat(1025)], []),
+      OPTS,
+      1_000,
+      1_000,
+    );
+    const error = await new Exchange({
+      client: new ClientLink(),
+      sink: undefined,
+      relay: recorder(calls),
+      replyCap: 1024,
+      errorCap: 10,
+    }).send(chunked(500, ['a'.repeat(11)], []), OPTS, 1_000, 1_000);
+    for (const r of [none, error]) {
+      assert.equal(r.kind, 'failed');
+      assert.equal((r as { err: { code?: string } }).err.code, 'REPLY_TOO_LARGE');
+    }
+    assert.deepEqual(calls, [], 'the relay was never made');
   });
 });
