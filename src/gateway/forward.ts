@@ -14,11 +14,13 @@ import { firstBack, type Deployment, type ModelCatalog, type ModelGroup } from '
 import type { DeploymentTracker, Failure, RoutingStrategy } from '../routing/health.js';
 import type { SpendRecorder } from '../store/spend.js';
 import { reservation, type GateVerdict, type Lease } from '../store/limiter.js';
-import { ClientPacer, codedError, Exchange, type ClientLink, type StreamSink } from './exchange.js';
+import { Exchange, type ClientLink } from './exchange.js';
 import { JsonRelay } from './json-relay.js';
 import type { HttpResponse } from './http-response.js';
-import { backendMessage, backendParam, errorEvent, estimateTokens, parseObject, PING, spliceJson, SseRewriter, withModel } from './sse.js';
+import { estimateTokens, parseObject, spliceJson, SseRewriter, withModel } from './sse.js';
 import { UpstreamPool } from './upstream.js';
+import { BUSY, BUSY_AFTER, failure, type Attempt } from './backend-failure.js';
+import { SHUTTING_DOWN, SseRelay } from './sse-relay.js';
 
 /** Admits an attempt on a deployment against its own rpm/tpm: a lease to settle, undefined (nothing to count), or refused. */
 export interface DeploymentGate {
@@ -70,22 +72,6 @@ export interface Timing {
   ttftMs: number | undefined;
 }
 
-type Attempt =
-  | { readonly kind: 'done' }
-  | {
-      readonly kind: 'retry';
-      readonly timeout: boolean;
-      readonly detail: string;
-      /** The backend's status, when it answered one. */
-      readonly status?: number;
-      /** A 429's valid `retry-after-ms` or `retry-after` (passed on to the client when this attempt was the last). */
-      readonly wait?: Wait | undefined;
-      /** What the client is told when this attempt was the last (a misconfigured deployment), instead of the generic message. */
-      readonly message?: string;
-    }
-  | { readonly kind: 'client-error'; readonly status: number; readonly message: string | undefined; readonly param: string | undefined }
-  | { readonly kind: 'too-large' };
-
 const MAX_ERROR_BODY = 64 * 1024;
 /**
  * An idle backend connection is closed after 4 s: before uvicorn's default keep-alive of 5 s (vLLM's and
@@ -100,8 +86,6 @@ const KEEP_ALIVE_MS = 4_000;
  */
 const PARSED_REPLY = 1024 * 1024;
 const HELD_REPLY = 16 * 1024 * 1024;
-/** 4xx statuses that mean "this deployment, not this request": try another. 408 is Ray Serve's request timeout. */
-const RETRYABLE = new Set([401, 403, 404, 405, 408, 429]);
 
 export class Forwarder {
   readonly #pools = new Map<string, UpstreamPool>();
@@ -616,86 +600,6 @@ export class Forwarder {
   }
 }
 
-/**
- * Relays a backend's SSE reply to the client event by event. When the client's socket is full, the backend
- * is paused until it drains; a client that takes nothing for `stallMs` is cut off.
- */
-class SseRelay implements StreamSink {
-  readonly sse: SseRewriter;
-  readonly #res: HttpResponse;
-  readonly #client: ClientLink;
-  readonly #requestId: string;
-  readonly #extra: readonly (readonly [string, string])[] | undefined;
-  readonly #pacer: ClientPacer;
-  #exchange: Exchange | undefined;
-  #onFirstToken: (() => void) | undefined;
-  /** Bytes went to the client after the head (which then left with them). */
-  #wrote = false;
-
-  constructor(
-    res: HttpResponse,
-    client: ClientLink,
-    requestId: string,
-    extra: readonly (readonly [string, string])[] | undefined,
-    sse: SseRewriter,
-    stallMs: number,
-    onFirstToken: () => void,
-  ) {
-    this.#onFirstToken = onFirstToken;
-    this.#res = res;
-    this.#client = client;
-    this.#requestId = requestId;
-    this.#extra = extra;
-    this.sse = sse;
-    this.#pacer = new ClientPacer(res, stallMs);
-  }
-
-  start(exchange: Exchange): void {
-    this.#exchange = exchange;
-    this.#pacer.exchange = exchange;
-    const head = ['content-type', 'text/event-stream', 'cache-control', 'no-cache', 'x-tollgate-request-id', this.#requestId];
-    if (this.#extra !== undefined) for (const [k, v] of this.#extra) head.push(k, v);
-    this.#res.writeHead(200, head);
-    // The head goes out now, so the client sees the stream begin however long the first token takes; when
-    // events came in with the backend's head (the usual case), it leaves in their write instead of its own.
-    queueMicrotask(this.#flushHead);
-  }
-
-  /** The backend's stream was cut off here (SseRewriter.malformed). */
-  #cutOff = false;
-
-  readonly #flushHead = (): void => {
-    if (!this.#wrote && !this.#res.writableEnded && !this.#res.destroyed) this.#res.flushHeaders();
-  };
-
-  data(chunk: Buffer): boolean {
-    const out = this.sse.push(chunk);
-    // Past the largest event there is: the client has its error event, and the backend stops generating.
-    if (this.sse.malformed && !this.#cutOff) {
-      this.#cutOff = true;
-      queueMicrotask(() => this.#exchange?.abort(codedError('REPLY_TOO_LARGE', 'a stream event past the largest one held')));
-    }
-    if (out === '') return true;
-    this.#wrote = true;
-    if (this.#onFirstToken !== undefined && out !== PING) {
-      this.#onFirstToken();
-      this.#onFirstToken = undefined;
-    }
-    return this.#pacer.write(out);
-  }
-
-  /** Ends the client's stream well-formed (unless the client left); a client that stopped reading is dropped. */
-  end(err: Error | undefined): void {
-    this.#pacer.stop();
-    // A client that stopped reading gets no more: its connection is dropped rather than buffered into.
-    const code = (err as { code?: unknown } | undefined)?.code;
-    if (code === 'CLIENT_STALLED') this.#res.destroy();
-    else if (code === 'SHUTTING_DOWN' && !this.#client.gone)
-      this.#res.end(this.sse.end(true, errorEvent(SHUTTING_DOWN, 'gateway_unavailable')));
-    else if (!this.#client.gone) this.#res.end(this.sse.end(err !== undefined));
-  }
-}
-
 /** Whether tollgate adds the `max_tokens` cap to this request (the client sent none; embeddings take none). */
 function capAdded(req: ForwardRequest): boolean {
   return req.endpoint !== 'embeddings' && req.body['max_tokens'] == null && req.body['max_completion_tokens'] == null;
@@ -710,126 +614,6 @@ function capAdded(req: ForwardRequest): boolean {
 const CONTEXT_NEW = /maximum context length is (\d+) tokens and your request has (\d+) input tokens/;
 const CONTEXT_OLD =
   /maximum context length is (\d+) tokens\. However, you requested \d+ tokens \((\d+) in the messages, \d+ in the completion\)/;
-
-/**
- * A non-2xx reply: another deployment for faults (5xx, 408, 429, misconfiguration — a redirect or a 405 too,
- * which no OpenAI-compatible server answers a good request with), the client's own fault otherwise: then
- * the backend's message and `param` go to the client (backendMessage, backendParam), without what they
- * quote of the request or of the deployment.
- */
-function failure(
-  reply: {
-    readonly status: number;
-    readonly body: Buffer;
-    readonly retryAfter?: string | undefined;
-    readonly retryAfterMs?: string | undefined;
-  },
-  d: Deployment,
-): Attempt {
-  const { status, body } = reply;
-  if (status >= 500 || status < 400 || RETRYABLE.has(status)) {
-    const detail = `HTTP ${status}`;
-    const timeout = status === 408 || status === 504;
-    if (status === 429)
-      return { kind: 'retry', timeout, detail, status, wait: backendWait(reply.retryAfter, reply.retryAfterMs, Date.now()) };
-    // The deployment's own fault, which a retry will not mend: the client is told so, and whom to tell. The
-    // backend's message is not passed: it names the backend's model id (not the alias the client sent).
-    if (status === 404)
-      return {
-        kind: 'retry',
-        timeout,
-        detail,
-        status,
-        message: servesModel(parseObject(body.toString('utf8'))) ? NO_SUCH_MODEL : NO_SUCH_ROUTE,
-      };
-    if (status === 401 || status === 403) return { kind: 'retry', timeout, detail, status, message: REFUSED_KEY };
-    return { kind: 'retry', timeout, detail, status };
-  }
-  const o = parseObject(body.toString('utf8'));
-  if (o === undefined) return { kind: 'client-error', status, message: undefined, param: undefined };
-  const message = backendMessage(o);
-  return {
-    kind: 'client-error',
-    status,
-    message: message === undefined ? undefined : withoutDeployment(message, d),
-    param: backendParam(o),
-  };
-}
-
-/**
- * A 404 about the model rather than the path: vLLM's `_check_model` (vllm/entrypoints/openai serving)
- * answers NotFoundError "The model `<id>` does not exist." with param "model" (without it before v0.10.1);
- * a path it has not (an api_base without /v1) is FastAPI's `{"detail": "Not Found"}`.
- */
-function servesModel(o: Record<string, unknown> | undefined): boolean {
-  if (o === undefined) return false;
-  if (backendParam(o) === 'model') return true;
-  const m = backendMessage(o);
-  return m !== undefined && /\bmodel\b/i.test(m) && /does not exist|not found/i.test(m);
-}
-
-/** A 429's wait: when it ends (epoch ms), and the headers that tell the client. */
-interface Wait {
-  readonly untilMs: number;
-  readonly headers: readonly (readonly [string, string])[];
-}
-
-/**
- * The wait a backend's 429 asked for. `retry-after-ms` first, as the OpenAI SDKs read it: when valid, the
- * client gets it and a `retry-after` saying the same wait (retryAfterHeaders) — whatever the backend's own
- * `retry-after` said, so the two never disagree. Else a valid `retry-after`, passed as it came. Neither: no
- * wait (none is made up).
- */
-function backendWait(retryAfter: string | undefined, retryAfterMs: string | undefined, nowMs: number): Wait | undefined {
-  const ms = validRetryAfterMs(retryAfterMs);
-  if (ms !== undefined) return { untilMs: nowMs + ms, headers: retryAfterHeaders(ms) };
-  const t = validRetryAfter(retryAfter);
-  if (t === undefined) return undefined;
-  return { untilMs: /^\d+$/.test(t) ? nowMs + Number(t) * 1000 : Date.parse(t), headers: [['retry-after', t]] };
-}
-
-/**
- * RFC 9110 §10.2.3: `Retry-After = HTTP-date / delay-seconds`; anything else (or nothing) is not passed on.
- * The OpenAI SDKs read both forms.
- */
-function validRetryAfter(v: string | undefined): string | undefined {
-  if (v === undefined) return undefined;
-  const t = v.trim();
-  if (/^\d{1,10}$/.test(t)) return t;
-  return /^[A-Za-z]{3}, \d{2} [A-Za-z]{3} \d{4} \d{2}:\d{2}:\d{2} GMT$/.test(t) && !Number.isNaN(Date.parse(t)) ? t : undefined;
-}
-
-/** The longest `retry-after-ms` passed on: a day. */
-const MAX_RETRY_AFTER_MS = 86_400_000;
-
-/**
- * `retry-after-ms` (OpenAI's own header, no RFC; its SDKs parseFloat it): a plain non-negative decimal number
- * of milliseconds, at most MAX_RETRY_AFTER_MS. A sign, an exponent, `Infinity`, a list (the header sent twice)
- * or anything else is not a wait: not passed on.
- */
-function validRetryAfterMs(v: string | undefined): number | undefined {
-  if (v === undefined) return undefined;
-  const t = v.trim();
-  if (!/^\d{1,9}(\.\d{1,6})?$/.test(t)) return undefined;
-  const ms = Number(t);
-  return ms <= MAX_RETRY_AFTER_MS ? ms : undefined;
-}
-
-/** A backend message without the deployment's own address or api_key, should it quote them (a proxy in front of vLLM may). */
-function withoutDeployment(message: string, d: Deployment): string {
-  let out = message;
-  const { host, hostname } = new URL(d.origin);
-  for (const s of [d.apiKey, host, hostname]) if (s !== undefined && s.length >= 4) out = out.split(s).join('…');
-  return out;
-}
-
-/** What the client of a request that failed everywhere is told when the last deployment asked answered 429. */
-const BUSY = 'The model server is overloaded: retry shortly.';
-const BUSY_AFTER = 'The model server is overloaded: retry after the time given in the retry-after header.';
-/** The last deployment asked is misconfigured (its answer a 404, 401 or 403). */
-const NO_SUCH_MODEL = 'The model server does not serve this model: its deployment is misconfigured; tell your platform team.';
-const NO_SUCH_ROUTE = 'The model server does not serve this endpoint: its deployment is misconfigured; tell your platform team.';
-const REFUSED_KEY = "The model server refused tollgate's credentials: its deployment is misconfigured; tell your platform team.";
 
 /**
  * vLLM's structured-output fields before v0.12 (`guided_json`, …), which it now ignores without an error
@@ -901,9 +685,6 @@ function isTimeout(err: unknown): boolean {
     (err as { name?: unknown }).name === 'TimeoutError'
   );
 }
-
-/** What a request cut off by the end of the drain is told: another replica will take it. */
-const SHUTTING_DOWN = 'This tollgate replica is shutting down and cut the request off: send it again.';
 
 /** At most this many failed attempts are named in a request's log line. */
 const UPSTREAM_NOTED = 8;
