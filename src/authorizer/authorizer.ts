@@ -88,7 +88,7 @@ export class Authorizer {
 
   /** What opens the admin API here, for a refusal the gateway words itself: decide's words for it. */
   get adminAccess(): string {
-    return adminAccessMessage(this.#rules.adminGroups.length > 0 && this.#d.jwt !== undefined);
+    return adminAccessMessage(this.#rules.adminGroups.length > 0 && this.#d.jwt !== undefined, false, this.#rules.jwtHeader);
   }
 
   /** Swaps rules atomically (models discovered later, a reloaded config); in-flight calls keep the old ones. */

@@ -53,6 +53,8 @@ export interface DecisionRules {
   readonly adminGroups: readonly string[];
   /** The master key is configured (so admin routes can be opened with it). */
   readonly masterKeySet: boolean;
+  /** `auth.jwt.header` (lower case), named in the messages about the token; absent: x-cake-authorization. */
+  readonly jwtHeader?: string;
   readonly policy: Policy;
   readonly catalog: ModelCatalog;
   readonly health: DeploymentHealth;
@@ -113,7 +115,7 @@ export function isOwnKeyInfo(method: string, path: string): boolean {
 /** Why the admin API is closed to this caller, saying what would open it. */
 function denyAdmin(rules: DecisionRules, input: DecisionInput): Decision {
   if (!rules.masterKeySet && rules.adminGroups.length === 0) return deny('policy_denied', ADMIN_DISABLED);
-  const message = adminAccessMessage(tokenOpensAdmin(rules, input));
+  const message = adminAccessMessage(tokenOpensAdmin(rules, input), false, rules.jwtHeader);
   return input.key === 'missing' ? deny('missing_api_key', message) : deny('policy_denied', message);
 }
 
@@ -124,9 +126,17 @@ function denyAdmin(rules: DecisionRules, input: DecisionInput): Decision {
  * any route of that key.
  */
 function denyAdminWithoutToken(rules: DecisionRules, input: DecisionInput): Decision {
-  if (typeof input.key === 'object' && isOwnKeyInfo(input.method, input.path)) return deny('missing_jwt');
+  if (typeof input.key === 'object' && isOwnKeyInfo(input.method, input.path)) return denyMissingJwt(rules);
   if (!rules.masterKeySet && rules.adminGroups.length === 0) return deny('missing_jwt', ADMIN_DISABLED);
-  return deny('missing_jwt', adminAccessMessage(tokenOpensAdmin(rules, input), input.key === 'missing'));
+  return deny('missing_jwt', adminAccessMessage(tokenOpensAdmin(rules, input), input.key === 'missing', rules.jwtHeader));
+}
+
+/** missing_jwt with the contract's message, naming the configured header when it is another. */
+function denyMissingJwt(rules: DecisionRules): Decision {
+  const header = rules.jwtHeader;
+  return header === undefined || header === 'x-cake-authorization'
+    ? deny('missing_jwt')
+    : deny('missing_jwt', jwtFailureMessage('missing', header));
 }
 
 /** A token opens the admin API: admin groups are configured, and tokens are (the door validated one or found none). */
@@ -142,10 +152,11 @@ export function decide(input: DecisionInput, rules: DecisionRules, nowMs: number
   let identity: JwtIdentity | undefined;
   if (input.jwt !== undefined) {
     if (input.jwt.ok) identity = input.jwt.identity;
-    else if (input.jwt.failure !== 'missing') return deny('invalid_jwt', jwtFailureMessage(input.jwt.failure), input.jwt.failure);
+    else if (input.jwt.failure !== 'missing')
+      return deny('invalid_jwt', jwtFailureMessage(input.jwt.failure, rules.jwtHeader), input.jwt.failure);
     // The master key alone opens the admin API, as in LiteLLM (the contract: master key or an admin group).
     else if (rules.jwtRequired && !(input.key === 'master' && input.route === 'admin'))
-      return input.route === 'admin' ? denyAdminWithoutToken(rules, input) : deny('missing_jwt');
+      return input.route === 'admin' ? denyAdminWithoutToken(rules, input) : denyMissingJwt(rules);
   }
 
   // 2. The virtual key (or the master key, which LiteLLM also accepts on every route).

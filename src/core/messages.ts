@@ -20,8 +20,18 @@ const JWT_MESSAGES: Readonly<Record<JwtFailure, string>> = {
     'The identity token in X-Cake-Authorization is not an access token (its typ header names another kind of JWT): send an OAuth 2.0 access token.',
 };
 
-export function jwtFailureMessage(failure: JwtFailure): string {
-  return JWT_MESSAGES[failure];
+/** `header`: the configured `auth.jwt.header` (lower case), named in the message as the client must send it. */
+export function jwtFailureMessage(failure: JwtFailure, header = DEFAULT_JWT_HEADER): string {
+  return inHeader(JWT_MESSAGES[failure], header);
+}
+
+const DEFAULT_JWT_HEADER = 'x-cake-authorization';
+
+/** A message naming X-Cake-Authorization, naming the configured header instead (`x-my-token` → X-My-Token). */
+function inHeader(message: string, header: string): string {
+  if (header === DEFAULT_JWT_HEADER) return message;
+  const name = header.replace(/(^|-)([a-z])/g, (_m, dash: string, c: string) => dash + c.toUpperCase());
+  return message.replaceAll('X-Cake-Authorization', name);
 }
 
 const BY_MASTER_KEY = 'the master key, sent as "Authorization: Bearer <master key>"';
@@ -32,10 +42,10 @@ const OR_TOKEN = ', or an OAuth 2.0 access token of a member of an admin group (
  * send), and a token of an admin group where `auth.admin_groups` (and a token) is configured. Whether a master
  * key is configured is not said: the README documents that it opens these routes, and that an admin API with
  * neither a master key nor an admin group says it is disabled (ADMIN_DISABLED), nothing more.
- * `sentNothing`: the request carried no credentials at all.
+ * `sentNothing`: the request carried no credentials at all; `header`: the configured `auth.jwt.header`.
  */
-export function adminAccessMessage(tokenOpens: boolean, sentNothing = false): string {
-  const needs = `${BY_MASTER_KEY}${tokenOpens ? OR_TOKEN : ''}.`;
+export function adminAccessMessage(tokenOpens: boolean, sentNothing = false, header = DEFAULT_JWT_HEADER): string {
+  const needs = `${BY_MASTER_KEY}${tokenOpens ? inHeader(OR_TOKEN, header) : ''}.`;
   return sentNothing ? `No credentials: the admin API needs ${needs}` : `The admin API needs ${needs}`;
 }
 

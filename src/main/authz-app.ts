@@ -46,6 +46,7 @@ export function buildAuthorizer(
       keysRequired: config.auth.keys.required,
       adminGroups: config.auth.admin_groups,
       masterKeySet: master !== undefined,
+      jwtHeader,
       policy,
       catalog: opts.catalog ?? ModelCatalog.fromConfig(config.model_list),
       health: ALWAYS_HEALTHY,

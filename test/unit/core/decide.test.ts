@@ -238,9 +238,32 @@ describe('decide: identity token', () => {
     });
   }
   test('each failure has a distinct message that names the header and never is empty', () => {
-    const messages = JWT_FAILURES.map(jwtFailureMessage);
+    const messages = JWT_FAILURES.map((f) => jwtFailureMessage(f));
     assert.equal(new Set(messages).size, messages.length);
     for (const m of messages) assert.match(m, /X-Cake-Authorization/);
+  });
+  test('with another auth.jwt.header, the messages name that header, on every route', () => {
+    for (const f of JWT_FAILURES) {
+      const m = jwtFailureMessage(f, 'x-id-token');
+      assert.match(m, /X-Id-Token/);
+      assert.doesNotMatch(m, /Cake/);
+    }
+    const rules = { jwtHeader: 'x-id-token', adminGroups: ['ops'] };
+    for (const [route, path] of [
+      ['model', '/v1/chat/completions'],
+      ['admin', '/key/list'],
+    ] as const) {
+      const input = route === 'admin' ? ADMIN_INPUT : MODEL_INPUT;
+      const d = decide({ ...input, path, jwt: jwtFail('missing'), key: 'missing' }, { ...RULES, ...rules }, 0, 0);
+      assert.equal(d.allow, false);
+      if (!d.allow) {
+        assert.equal(d.code, 'missing_jwt');
+        assert.match(d.message ?? '', /X-Id-Token/, route);
+        assert.doesNotMatch(d.message ?? '', /Cake/, route);
+      }
+    }
+    const bad = decide({ ...MODEL_INPUT, jwt: jwtFail('expired') }, { ...RULES, ...rules }, 0, 0);
+    assert.ok(!bad.allow && /X-Id-Token has expired/.test(bad.message ?? ''));
   });
 });
 
