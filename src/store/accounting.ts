@@ -260,8 +260,14 @@ async function loggedSpend(q: Queryable, b: BudgetSubject, period: BudgetPeriod)
   // A period without end (no budget_duration) has no upper bound: the latest date a JavaScript Date holds
   // (+275760) is past what PostgreSQL's timestamptz does, which refused it (22009) and failed the seed.
   const bounded = period.end < Number.MAX_SAFE_INTEGER;
+  // A key's rows under the ids it had before a regenerate count for it too: one that reached the log after
+  // the regenerate's move (another replica's buffer, a database outage) stays under the old id until the sweep.
+  const subject =
+    kind === 'key'
+      ? `(key_id = $1 OR key_id IN (SELECT jsonb_array_elements_text(previous_key_ids) FROM keys WHERE key_id = $1))`
+      : `${column} = $1`;
   const rows = await q.query<{ total: number | null }>(
-    `SELECT sum(cost) AS total FROM spend_logs WHERE ${column} = $1 AND created_at >= $2${bounded ? ' AND created_at < $3' : ''}`,
+    `SELECT sum(cost) AS total FROM spend_logs WHERE ${subject} AND created_at >= $2${bounded ? ' AND created_at < $3' : ''}`,
     [id, new Date(period.start).toISOString(), ...(bounded ? [new Date(period.end).toISOString()] : [])],
   );
   return Number(rows[0]?.total ?? 0);

@@ -136,6 +136,36 @@ describe('a key made again with the same value starts at zero spend', { timeout:
     });
   }
 
+  for (const kind of ['postgres', 'pglite'] as const) {
+    test(`a regenerated key's rows still under its past id count for it when counters are seeded (${kind})`, async () => {
+      let db: Db;
+      if (kind === 'postgres') db = await postgres();
+      else {
+        db = await openDb({});
+        dbs.push(db);
+        await migrate(db);
+      }
+      const past = 'eeeeffff00001111';
+      await db.query(`INSERT INTO keys (key_hash, key_id, previous_key_ids) VALUES ($1, $2, $3::jsonb)`, [
+        `${KEY_ID}${'0'.repeat(48)}`,
+        KEY_ID,
+        JSON.stringify([past]),
+      ]);
+      const log = new SpendLog(db, logger);
+      log.add(entry('now-1', 0.1, MADE + 1_000), `now-1-${randomUUID()}`, true);
+      // Landed under the past id after the regenerate's move (another replica's buffer), before the sweep.
+      log.add({ ...entry('late-1', 0.3, MADE + 2_000), keyId: past }, `late-1-${randomUUID()}`, true);
+      // Another key's row, which must not count.
+      log.add({ ...entry('other-1', 0.5, MADE + 2_000), keyId: '9999888877776666' }, `other-1-${randomUUID()}`, true);
+      await log.flush();
+      const counters = new MemoryCounters();
+      const subject: BudgetSubject = { subject: `key:${KEY_ID}`, limits: limits() };
+      await seedBudgets(db, counters, [subject], NOW, UTC_CALENDAR);
+      const spent = await counters.spend(subject.subject, budgetPeriodOf(subject.limits, NOW, UTC_CALENDAR));
+      assert.ok(Math.abs(spent - 0.4) < 1e-9, `seeded ${spent}, not the 0.4 of both ids`);
+    });
+  }
+
   test("a fresh Redis is seeded with the new record's spend only, and the replay adds none of the old rows", async () => {
     const db = await postgres();
     const redis = new RedisCounters({ url: REDIS, prefix: `tg-recreated-${randomUUID()}:` });
