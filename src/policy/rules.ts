@@ -5,7 +5,7 @@
  * `jwt` is a map of whatever the token carries. A rule that fails at run time (a missing claim)
  * also denies: fail closed, with the rule named in the log. Guard optional claims with `has(jwt.claim)`.
  */
-import { Environment, serialize, type ASTNode } from '@marcbachmann/cel-js';
+import { Environment, type ASTNode } from '@marcbachmann/cel-js';
 import type { PolicyRule } from '../config/schema.js';
 import type { PathIssue } from '../config/issues.js';
 
@@ -180,11 +180,20 @@ function failingConstant(env: Environment, root: ASTNode, source: string): { tex
   const visit = (node: ASTNode): { text: string; error: string } | undefined => {
     if (isConstant(node)) {
       if (node.op === 'value') return undefined;
+      // The part's own text, parsed again (cel-js's serialize loses exponents and surrogate pairs); text that
+      // does not parse alone (a range that is not a whole expression) says nothing either way.
+      const text = source.slice(node.start, node.end);
+      let evaluate: (ctx?: Record<string, unknown>) => unknown;
       try {
-        env.evaluate(serialize(node));
+        evaluate = env.parse(text);
+      } catch {
+        return undefined;
+      }
+      try {
+        evaluate();
         return undefined;
       } catch (err) {
-        return { text: source.slice(node.start, node.end), error: celMessage(err) };
+        return { text, error: celMessage(err) };
       }
     }
     for (const child of children(node)) {

@@ -135,9 +135,12 @@ export class DeploymentTracker implements DeploymentHealth {
         wait !== undefined && wait > this.#cooldownMs
           ? Math.min(wait, Math.max(this.#cooldownMs, MAX_RETRY_AFTER_COOLDOWN_MS))
           : this.#cooldownMs;
+      s.fails = 0;
+      // A failure of a request that was in flight when the cooldown began does not end it sooner (a 5xx
+      // after a 429's five minutes): the cooldown that ends later, and its cause, stand.
+      if (s.coolUntil > nowMs + ms) return false;
       s.coolUntil = nowMs + ms;
       s.coolRateLimited = failure.rateLimited;
-      s.fails = 0;
       this.onCooldown?.(id);
       return true;
     }

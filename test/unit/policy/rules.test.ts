@@ -82,6 +82,13 @@ describe('Policy.compile: errors name the YAML path and the rule', () => {
       "'abc'.size() == 3 && model == 'a'",
       "model in ['a', 'b']",
       'double(1) / 0.0 > 1.0',
+      // Parts whose own text is evaluated (a round trip through cel-js's serialize lost these).
+      'double(jwt.score) > -1e100',
+      'double(jwt.s) in [0.5, 1e-10]',
+      "model in ['a','b'] || 1.0 / 1e-10 > 0.0",
+      "request.headers['x-team'] in ['😀','a']",
+      "model == '😀' + 'a'",
+      "(((1 + 2))) == 3 && model == ('a')",
     ])
       assert.deepEqual(Policy.compile([{ name: 'r', when, deny: 'x' }]).issues, [], when);
   });

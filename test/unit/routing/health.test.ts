@@ -263,6 +263,17 @@ describe('DeploymentTracker cooldowns', () => {
     assert.deepEqual(t.cooldown('fault', T), { untilMs: T + 30_000, rateLimited: false });
   });
 
+  test('a failure during a cooldown (a request that was in flight) never ends it sooner nor changes its cause', () => {
+    const t = tracker(0, 30);
+    assert.equal(t.failed('a', T, { rateLimited: true, waitMs: 300_000 }), true);
+    assert.equal(t.failed('a', T + 1_000, { rateLimited: false }), false);
+    assert.deepEqual(t.cooldown('a', T + 1_000), { untilMs: T + 300_000, rateLimited: true });
+    // One that ends later does take over, with its cause.
+    t.failed('b', T, { rateLimited: false });
+    t.failed('b', T + 10_000, { rateLimited: true, waitMs: 60_000 });
+    assert.deepEqual(t.cooldown('b', T + 10_000), { untilMs: T + 70_000, rateLimited: true });
+  });
+
   test('a retry-after past MAX_RETRY_AFTER_COOLDOWN_MS stretches the cooldown that far only; a cooldown_time longer than that stays', () => {
     const t = tracker(0, 30);
     t.failed('a', T, { rateLimited: true, waitMs: 86_400_000 });
