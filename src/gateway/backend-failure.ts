@@ -133,7 +133,7 @@ function validRetryAfterMs(v: string | undefined): number | undefined {
 }
 
 /** A backend message without the deployment's own address or api_key, should it quote them (a proxy in front of vLLM may). */
-function withoutDeployment(message: string, d: Deployment): string {
+export function withoutDeployment(message: string, d: Deployment): string {
   let out = message;
   const { host, hostname } = new URL(d.origin);
   for (const s of [d.apiKey, host, hostname]) if (s !== undefined && s.length >= 4) out = out.split(s).join('…');

@@ -19,7 +19,7 @@ import { JsonRelay } from './json-relay.js';
 import type { HttpResponse } from './http-response.js';
 import { estimateTokens, parseObject, spliceJson, SseRewriter, withModel } from './sse.js';
 import { UpstreamPool } from './upstream.js';
-import { BUSY, BUSY_AFTER, failure, type Attempt } from './backend-failure.js';
+import { BUSY, BUSY_AFTER, failure, withoutDeployment, type Attempt } from './backend-failure.js';
 import { SHUTTING_DOWN, SseRelay } from './sse-relay.js';
 
 /** Admits an attempt on a deployment against its own rpm/tpm: a lease to settle, undefined (nothing to count), or refused. */
@@ -358,7 +358,7 @@ export class Forwarder {
           req.client,
           req.caller.requestId,
           req.responseHeaders,
-          new SseRewriter({ keepUsage: clientWantsUsage, model: alias }),
+          new SseRewriter({ keepUsage: clientWantsUsage, model: alias, scrub: (m) => withoutDeployment(m, d) }),
           wait,
           () => {
             if (timing.ttftMs === undefined) timing.ttftMs = performance.now() - started;

@@ -28,6 +28,7 @@ const MAX_EVENT = 64 * 1024 * 1024;
 export class SseRewriter {
   readonly #keepUsage: boolean;
   readonly #model: string;
+  readonly #scrub: ((message: string) => string) | undefined;
   #buffer = '';
   usage: StreamUsage | undefined;
   /** Chunks that carried text: about a token each, from a vLLM that sends every token as it comes. */
@@ -41,10 +42,15 @@ export class SseRewriter {
   /** Keeps a character split across chunks for the next one (Node's, a fraction of TextDecoder's cost here). */
   readonly #decoder = new StringDecoder('utf8');
 
-  /** `keepUsage`: the client asked for `include_usage`. `model`: the alias the client sent, put back in every chunk. */
-  constructor(opts: { keepUsage: boolean; model: string }) {
+  /**
+   * `keepUsage`: the client asked for `include_usage`. `model`: the alias the client sent, put back in every
+   * chunk. `scrub`: what else a backend's error message loses before the client reads it (the deployment's
+   * own host and api_key), as for a non-streamed error.
+   */
+  constructor(opts: { keepUsage: boolean; model: string; scrub?: (message: string) => string }) {
     this.#keepUsage = opts.keepUsage;
     this.#model = opts.model;
+    this.#scrub = opts.scrub;
   }
 
   /** The completion tokens streamed so far, estimated (no usage report came): a token a chunk at least. */
@@ -184,7 +190,8 @@ export class SseRewriter {
     const o = parsed as Record<string, unknown>;
     if (o['error'] !== undefined || o['object'] === 'error') {
       this.sawError = true;
-      return errorEvent(backendMessage(o) ?? 'The model server failed while generating.');
+      const message = backendMessage(o);
+      return errorEvent(message === undefined ? 'The model server failed while generating.' : (this.#scrub?.(message) ?? message));
     }
     const usage = o['usage'];
     if (typeof usage === 'object' && usage !== null) {
@@ -428,10 +435,11 @@ const URL_IN_TEXT = /\b[A-Za-z][A-Za-z0-9+.-]*:\/\/(?:[^\s'"`<>()[\]{}]*[^\s'"`<
  * `A::B` stay); a name is cut when it ends in a cluster-internal suffix or carries a port.
  */
 function withoutAddresses(msg: string): string {
-  return /\d|::|local|internal/.test(msg) ? msg.replace(ADDRESS_IN_TEXT, '…') : msg;
+  return /[\d:.]/.test(msg) ? msg.replace(ADDRESS_IN_TEXT, '…') : msg;
 }
 
 const OCTET = String.raw`(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)`;
+const IPV4 = String.raw`${OCTET}(?:\.${OCTET}){3}`;
 const HEX = '[0-9A-Fa-f]{1,4}';
 const GROUPS = `${HEX}(?::${HEX})*`;
 /** All eight groups, or `::` with a group on at least one side. */
@@ -440,14 +448,16 @@ const PORT = String.raw`(?::\d{1,5})?`;
 const LABEL = '[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?';
 const ADDRESS_IN_TEXT = new RegExp(
   [
-    String.raw`(?<![\w.:])${OCTET}(?:\.${OCTET}){3}${PORT}(?!\w|\.\d)`,
-    String.raw`\[${IPV6}(?:%[\w.-]+)?\]${PORT}`,
-    String.raw`(?<![\w:])(?=[0-9A-Fa-f:]*\d)${IPV6}(?:%[\w.-]+)?(?![\w:])`,
+    String.raw`(?<![\w.])${IPV4}${PORT}(?!\w|\.\d)`,
+    String.raw`\[${IPV6}(?::${IPV4})?(?:%[\w.-]+)?\]${PORT}`,
+    String.raw`(?<![\w:])(?=[0-9A-Fa-f:]*\d)${IPV6}(?::${IPV4})?(?:%[\w.-]+)?(?![\w:]|\.\d)`,
     String.raw`(?<![\w.-])(?:${LABEL}\.)+(?:local|internal|svc|localdomain|lan)\b${PORT}`,
     String.raw`(?<![\w.-])localhost:\d{1,5}\b`,
     String.raw`(?<![\w.-])(?:${LABEL}\.)+${LABEL}:\d{2,5}\b`,
+    // A Kubernetes service's short name with its port (`vllm-llama:8000`): one hyphenated label.
+    String.raw`(?<![\w.-])[A-Za-z][A-Za-z0-9]*-[A-Za-z0-9-]*[A-Za-z0-9]:\d{2,5}\b`,
   ].join('|'),
-  'g',
+  'gi',
 );
 
 /**

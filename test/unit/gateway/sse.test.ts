@@ -511,6 +511,9 @@ describe("backendMessage: the backend's message, without the request values it q
     const sse = new SseRewriter({ keepUsage: false, model: 'm' });
     const out = sse.push(Buffer.from('data: {"error": {"message": "image http://cam.internal/x.jpg unreadable", "code": 400}}\n\n'));
     assert.match(out, /"message":"image … unreadable"/);
+    // And what the deployment's own scrub removes (its short host name, its api_key).
+    const own = new SseRewriter({ keepUsage: false, model: 'm', scrub: (m) => m.split('vllm0').join('…') });
+    assert.match(own.push(Buffer.from('data: {"error": {"message": "vllm0 is draining", "code": 500}}\n\n')), /"message":"… is draining"/);
   });
 
   test('network addresses outside URLs (a replica, a neighbour, a cluster name) are cut; versions, times and field paths stay', () => {
@@ -521,6 +524,10 @@ describe("backendMessage: the backend's message, without the request values it q
       ['replica llama-b.models.svc.cluster.local:8000 died', 'replica … died'],
       ['cannot reach localhost:8000, or ray-head.internal', 'cannot reach …, or …'],
       ['proxy api.example.com:443 timed out', 'proxy … timed out'],
+      ['cannot reach vllm-llama.models.svc', 'cannot reach …'],
+      ['Cannot connect to host vllm-b:8000 ssl:default', 'Cannot connect to host … ssl:default'],
+      ['peer addr:10.0.3.7, LOCALHOST:8000', 'peer addr:…, …'],
+      ['mapped ::ffff:10.0.3.7 and [::ffff:10.0.3.7]:80', 'mapped … and …'],
     ];
     for (const [message, want] of cut) assert.equal(backendMessage({ error: { message, code: 400 } }), want);
     for (const kept of [
