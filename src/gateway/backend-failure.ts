@@ -102,7 +102,10 @@ function backendWait(retryAfter: string | undefined, retryAfterMs: string | unde
   if (ms !== undefined) return { untilMs: nowMs + ms, headers: retryAfterHeaders(ms) };
   const t = validRetryAfter(retryAfter);
   if (t === undefined) return undefined;
-  return { untilMs: /^\d+$/.test(t) ? nowMs + Number(t) * 1000 : Date.parse(t), headers: [['retry-after', t]] };
+  const untilMs = /^\d+$/.test(t) ? nowMs + Number(t) * 1000 : Date.parse(t);
+  // Past a day it is no wait a client should be told (317 years fit in ten digits): as retry-after-ms is bounded.
+  if (untilMs - nowMs > MAX_RETRY_AFTER_MS) return undefined;
+  return { untilMs, headers: [['retry-after', t]] };
 }
 
 /**
@@ -116,7 +119,7 @@ function validRetryAfter(v: string | undefined): string | undefined {
   return /^[A-Za-z]{3}, \d{2} [A-Za-z]{3} \d{4} \d{2}:\d{2}:\d{2} GMT$/.test(t) && !Number.isNaN(Date.parse(t)) ? t : undefined;
 }
 
-/** The longest `retry-after-ms` passed on: a day. */
+/** The longest wait passed on (`retry-after-ms`, `retry-after`): a day. */
 const MAX_RETRY_AFTER_MS = 86_400_000;
 
 /**

@@ -280,18 +280,25 @@ export class Forwarder {
       const wait = last.wait;
       const headers =
         back !== undefined && (wait === undefined || back.untilMs > wait.untilMs) ? retryAfterHeaders(back.untilMs - now) : wait?.headers;
-      sendError(res, 'rate_limit_exceeded', headers === undefined ? BUSY : BUSY_AFTER, req.caller.requestId, undefined, headers);
+      sendError(res, 'rate_limit_exceeded', headers === undefined ? BUSY : BUSY_AFTER, req.caller.requestId, undefined, [
+        ...(req.responseHeaders ?? []),
+        ...(headers ?? []),
+      ]);
     } else if (!triedAny && back !== undefined) {
       // None was there to ask (behind Envoy, Check does not know the gateway's cooldowns): as the gateway's
       // own authorization answers it (coolingAnswer), a 429 when 429s cooled them down, with when to come back.
       const answer = coolingAnswer(back, now);
-      sendError(res, answer.code, answer.message, req.caller.requestId, undefined, retryAfterHeaders(answer.retryAfterMs));
+      const limits = answer.code === 'rate_limit_exceeded' ? (req.responseHeaders ?? []) : [];
+      sendError(res, answer.code, answer.message, req.caller.requestId, undefined, [...limits, ...retryAfterHeaders(answer.retryAfterMs)]);
     } else {
       let code: ErrorCode = 'no_healthy_deployment';
       if (triedAny) code = last?.kind === 'retry' && last.timeout ? 'upstream_timeout' : 'upstream_error';
       // Its attempts left every deployment cooling down: the client is told when the first is back.
       const after = back === undefined ? undefined : retryAfterHeaders(back.untilMs - now);
-      sendError(res, code, last?.kind === 'retry' ? last.message : undefined, req.caller.requestId, undefined, after);
+      let message = last?.kind === 'retry' ? last.message : undefined;
+      if (after !== undefined && message === undefined && code !== 'upstream_timeout')
+        message = `${ERRORS[code].message.replace(/: retry shortly\.$/, '')}: retry after the time given in the retry-after header.`;
+      sendError(res, code, message, req.caller.requestId, undefined, after);
     }
     this.#record(req, lastTried, req.alias, res.statusCode, started, 0, 0, 0, false);
   }

@@ -363,11 +363,15 @@ keys:
         assert.equal(e.headers.get('retry-after'), '7');
         return true;
       });
-      // An HTTP-date passes as it is; no retry-after, or one that is neither form, is not made up.
+      // An HTTP-date passes as it is; no retry-after, one that is neither form, or a wait past a day is not
+      // passed (nor made up).
+      const inAnHour = new Date(Date.now() + 3_600_000).toUTCString();
       for (const [sent, passed] of [
-        ['Wed, 21 Oct 2099 07:28:00 GMT', 'Wed, 21 Oct 2099 07:28:00 GMT'],
+        [inAnHour, inAnHour],
         [undefined, null],
         ['soon, http://10.0.0.7:8000', null],
+        ['Wed, 21 Oct 2099 07:28:00 GMT', null],
+        ['9999999999', null],
       ] as const) {
         const fault: Fault = { kind: 'status', status: 429, ...(sent === undefined ? {} : { headers: { 'retry-after': sent } }) };
         a.setFault(fault);
@@ -1258,7 +1262,8 @@ keys:
     const first = await ask('broken');
     // The request that cooled them down keeps its own answer (the last attempt's), and says when to come back.
     waits(first, 29, 30);
-    await expectError(first, 502, 'api_error', 'upstream_error');
+    const firstErr = await expectError(first, 502, 'api_error', 'upstream_error');
+    assert.match(firstErr.message, /retry after the time given in the retry-after header/, 'not "retry shortly" beside a 30 s wait');
     const again = await ask('broken');
     waits(again, 25, 30);
     const err = await expectError(again, 503, 'service_unavailable', 'no_healthy_deployment');

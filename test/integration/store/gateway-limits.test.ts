@@ -136,6 +136,25 @@ describe('deployment limits on retries', { timeout: 30_000 }, () => {
       await s.close();
     }
   });
+
+  test("backends answering 429 after retries: the client's 429 carries the key's x-ratelimit-* beside the retry-after", async () => {
+    const s = await failingAndSpare(0, 'rpm: 100');
+    try {
+      s.failing.setFault({ kind: 'status', status: 429, headers: { 'retry-after': '3' } });
+      s.spare.setFault({ kind: 'status', status: 429, headers: { 'retry-after': '3' } });
+      for (const round of ['the request whose 429s cooled both']) {
+        const r = await s.chat();
+        const body = (await r.json()) as { error: { code: string } };
+        assert.equal(r.status, 429, round);
+        assert.equal(body.error.code, 'rate_limit_exceeded', round);
+        assert.ok(Number(r.headers.get('retry-after')) >= 1, round);
+        assert.equal(r.headers.get('x-ratelimit-limit-requests'), '100', round);
+        assert.ok(r.headers.get('x-ratelimit-remaining-requests') !== null, round);
+      }
+    } finally {
+      await s.close();
+    }
+  });
 });
 
 describe('limits at the standalone gateway', { timeout: 30_000 }, () => {
