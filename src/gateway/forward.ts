@@ -712,9 +712,12 @@ function why(a: Exclude<Attempt, { kind: 'done' }>): string {
   }
 }
 
+/** An error's code for the log line, with the socket error under it when there is one: `SOCKET_CLOSED (ECONNRESET)`. */
 function errCode(err: unknown): string {
   const code = (err as { code?: unknown }).code;
-  return typeof code === 'string' ? code : err instanceof Error ? err.name : 'error';
+  const own = typeof code === 'string' ? code : err instanceof Error ? err.name : 'error';
+  const cause = ((err as { cause?: { code?: unknown } }).cause as { code?: unknown } | undefined)?.code;
+  return typeof cause === 'string' ? `${own} (${cause})` : own;
 }
 
 function count(v: unknown): number {

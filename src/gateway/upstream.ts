@@ -676,7 +676,7 @@ class Connection {
       Object.assign(
         upstreamError(
           'SOCKET_CLOSED',
-          `the backend reset the connection${why} ${this.#sawBytes ? "before the reply's end" : 'without a reply'}`,
+          `the connection to the backend failed${why} ${this.#sawBytes ? "before the reply's end" : 'without a reply'}`,
         ),
         { cause: err },
       ),

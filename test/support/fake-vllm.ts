@@ -17,6 +17,8 @@ export type Fault =
   | { kind: 'status'; status: number; body?: unknown; flatError?: boolean; headers?: Record<string, string> }
   | { kind: 'delay-headers'; ms: number }
   | { kind: 'close-before-headers' }
+  /** The connection reset (RST) before any reply, as a crashed pod's kernel answers. */
+  | { kind: 'reset-before-headers' }
   | { kind: 'close-mid-stream'; afterChunks: number }
   /** `done: false` omits the `data: [DONE]` that vLLM sends after the error event. */
   | { kind: 'stream-error'; afterChunks: number; message?: string; done?: boolean }
@@ -169,7 +171,8 @@ export async function startFakeVllm(opts: FakeVllmOptions = {}): Promise<FakeVll
     res: http.ServerResponse;
     rec: ReceivedRequest;
     /** close the connection ourselves (not a client abort); after headers, flush what was written first */
-    kill(): void;
+    /** Closes the connection (a FIN; `reset`: an RST). */
+    kill(reset?: boolean): void;
     gone(): boolean;
   }
   const sendJson = (res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void => {
@@ -279,6 +282,10 @@ export async function startFakeVllm(opts: FakeVllmOptions = {}): Promise<FakeVll
   async function inference(ctx: Ctx, route: string, body: unknown, fault: Fault | undefined): Promise<void> {
     const { res } = ctx;
     if (fault?.kind === 'close-before-headers') return ctx.kill();
+    if (fault?.kind === 'reset-before-headers') {
+      ctx.kill(true);
+      return;
+    }
     if (fault?.kind === 'status') {
       const msg = `Injected error (${fault.status}) from ${name}`;
       return sendJson(res, fault.status, fault.body ?? vllmErrorBody(fault.status, msg, { flat: fault.flatError ?? false }), fault.headers);
@@ -396,9 +403,10 @@ export async function startFakeVllm(opts: FakeVllmOptions = {}): Promise<FakeVll
     const ctx: Ctx = {
       res,
       rec,
-      kill: () => {
+      kill: (reset = false) => {
         selfClosed = true;
-        if (res.headersSent) req.socket.end();
+        if (reset) req.socket.resetAndDestroy();
+        else if (res.headersSent) req.socket.end();
         else req.socket.destroy();
       },
       gone: () => closing || rec.aborted || res.destroyed,

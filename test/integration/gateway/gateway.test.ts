@@ -217,6 +217,16 @@ describe('gateway', () => {
     assert.deepEqual([...upstream].sort(), ['llama-a: HTTP 500', 'llama-b: HTTP 503']);
   });
 
+  test('connection resets are retried, then the fallback answers; the log line names the socket error', async () => {
+    reset();
+    a.setFault({ kind: 'reset-before-headers' });
+    b.setFault({ kind: 'reset-before-headers' });
+    const r = await client.chat.completions.create({ model: 'llama', messages: [{ role: 'user', content: 'x' }] });
+    assert.equal(r.model, 'qwen', 'the fallback alias answered');
+    const upstream = new Set((spend.rows.at(-1)?.upstream ?? '').split('; '));
+    assert.deepEqual([...upstream].sort(), ['llama-a: SOCKET_CLOSED (ECONNRESET)', 'llama-b: SOCKET_CLOSED (ECONNRESET)']);
+  });
+
   test('no retry after the first byte: a stream cut mid-way ends with an error event, and is charged for what was streamed', async () => {
     reset();
     a.setFault({ kind: 'close-mid-stream', afterChunks: 2 });

@@ -389,7 +389,7 @@ describe('upstream: connections', () => {
   test('a connection reset (RST) once up is SOCKET_CLOSED, naming the socket error', async () => {
     const { pool } = await serve((_r, _n, socket) => void socket.resetAndDestroy());
     const err = failure(await send(pool), 'SOCKET_CLOSED');
-    assert.match(err.message, /reset the connection \(ECONNRESET\) without a reply/);
+    assert.match(err.message, /connection to the backend failed \(ECONNRESET\) without a reply/);
   });
 
   test('a refused connection fails with the socket error, and is not kept', async () => {
