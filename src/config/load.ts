@@ -82,7 +82,9 @@ export function loadConfigText(text: string, env: Env, opts: IncludeOptions = {}
   if (!parsed.success || issues.length > 0) {
     // The policy's rules are compiled all the same, where their shape is right, so one run lists their
     // errors too (not only once every other error is fixed).
-    for (const issue of Policy.compile(wellFormedRules(resolved)).issues) issues.push(locate(issue, issue.segments));
+    const reported = new Set(issues.map((i) => i.path));
+    for (const issue of Policy.compile(wellFormedRules(resolved)).issues)
+      if (!reported.has(issue.path)) issues.push(locate(issue, issue.segments));
     return none(issues, warnings);
   }
   for (const issue of crossCheck(parsed.data)) issues.push(locate(issue, issue.segments));

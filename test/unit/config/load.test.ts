@@ -995,6 +995,9 @@ policy:
     const issue = issueAt(issues, 'policy.rules[1].when');
     assert.match(issue.message, /broken-rule.*compile/);
     assert.equal(issue.line, lineOf(text, 'jwt.groups ++ 1'));
+    // A `when` the schema refused already is not reported a second time by the compiler.
+    const empty = prepareIssues(`${MINIMAL}router_settings:\n  num_retries: -1\npolicy:\n  rules:\n    - { name: e, when: "", deny: x }\n`);
+    assert.equal(empty.filter((i) => i.path === 'policy.rules[0].when').length, 1, JSON.stringify(empty));
   });
 
   test('a rule whose type is not bool is refused', () => {
