@@ -163,6 +163,8 @@ function notAKey(value: string, fromStdin: boolean): string | undefined {
   if (!value.startsWith('sk-')) return 'not a virtual key: it must start with "sk-"';
   if (value.length < 8)
     return `too short for a virtual key: ${value.length} characters, and a key is "sk-" and at least 5 more (/key/generate makes "sk-" and 32)`;
+  if (value.length > 512) return `too long for a virtual key: ${value.length} characters, and a key is at most 512`;
+  if (/\s/.test(value)) return 'a virtual key holds no spaces or line breaks: give the key alone';
   return undefined;
 }
 

@@ -304,6 +304,17 @@ describe('tollgate keys hash', () => {
     assert.equal(empty.code, 1);
     assert.match(empty.stderr, /nothing on stdin/);
   });
+
+  test('a key no Authorization header can carry (past 512 characters, or with a space): exit 1, no hash', TEST_OPTS, async () => {
+    const long = await run(['keys', 'hash', `sk-${'a'.repeat(600)}`]);
+    assert.equal(long.code, 1);
+    assert.equal(long.stdout, '');
+    assert.match(long.stderr, /too long for a virtual key: 603 characters/);
+    const spaced = await run(['keys', 'hash', '-'], { input: 'sk-abcdef ghijkl\n' });
+    assert.equal(spaced.code, 1);
+    assert.match(spaced.stderr, /no spaces/);
+    assert.ok(!spaced.stderr.includes('ghijkl'));
+  });
 });
 
 describe('other commands', () => {
