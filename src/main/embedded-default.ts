@@ -39,7 +39,12 @@ export type Discovery = { readonly ids: readonly string[] } | { readonly failure
 /** The served model ids of an OpenAI-compatible server (`GET <base>/models`), or why it gave none. */
 export async function discoverModels(apiBase: string, timeoutMs = 2_000): Promise<Discovery> {
   try {
-    const res = await request(`${apiBase}/models`, { headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
+    // The signal bounds the connect too (undici's own connect timeout is 10 s).
+    const res = await request(`${apiBase}/models`, {
+      headersTimeout: timeoutMs,
+      bodyTimeout: timeoutMs,
+      signal: AbortSignal.timeout(timeoutMs),
+    });
     if (res.statusCode !== 200) {
       await res.body.dump();
       return { failure: `HTTP ${res.statusCode}` };
@@ -70,6 +75,8 @@ function failureOf(err: unknown, timeoutMs: number): string {
     case 'UND_ERR_CONNECT_TIMEOUT':
     case 'UND_ERR_HEADERS_TIMEOUT':
     case 'UND_ERR_BODY_TIMEOUT':
+    case 'UND_ERR_ABORTED':
+    case 23: // DOMException TIMEOUT_ERR, AbortSignal.timeout's
       return `no answer within ${timeoutMs / 1000} s`;
     case 'ENOTFOUND':
     case 'EAI_AGAIN':
