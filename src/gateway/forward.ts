@@ -716,7 +716,7 @@ function why(a: Exclude<Attempt, { kind: 'done' }>): string {
 function errCode(err: unknown): string {
   const code = (err as { code?: unknown }).code;
   const own = typeof code === 'string' ? code : err instanceof Error ? err.name : 'error';
-  const cause = ((err as { cause?: { code?: unknown } }).cause as { code?: unknown } | undefined)?.code;
+  const cause = (err as { cause?: { code?: unknown } }).cause?.code;
   return typeof cause === 'string' ? `${own} (${cause})` : own;
 }
 
