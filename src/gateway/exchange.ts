@@ -7,8 +7,10 @@
  * held), a client that leaves aborts the exchange through the controller, and backpressure is the
  * controller's pause/resume (ClientPacer). The connection's timers
  * (`headersTimeout`, `bodyTimeout`) bound every wait; one timer of the exchange bounds the wait for a
- * connection and the whole exchange.
+ * connection and the whole exchange — but for a relayed reply once its head went to the client
+ * (`headSent`), which the client's pace bounds from then on.
  */
+import { ByteList } from './byte-list.js';
 import type { Upstream, UpstreamController, UpstreamHandler, UpstreamRequest } from './upstream.js';
 
 /**
@@ -70,8 +72,9 @@ export interface StreamSink {
 }
 
 /**
- * Where a 2xx reply that is not an event stream goes once it outgrows `replyCap` (a non-streamed reply of
- * many embeddings): the bytes held so far, then the rest as it arrives.
+ * Where a non-streamed 2xx reply goes once it outgrows `replyCap` (a reply of many embeddings): the bytes
+ * held so far, then the rest as it arrives. Once it sends the reply's head to the client it calls the
+ * exchange's `headSent()`.
  */
 export interface RelaySink {
   /**
@@ -86,10 +89,13 @@ export interface RelaySink {
 }
 
 export type ExchangeResult =
-  /** No reply: connect error, a timeout, an abort, a reply larger than allowed. */
+  /**
+   * No reply: connect error, a timeout, an abort, a reply larger than allowed, a 2xx to a stream that is not
+   * an event stream (NOT_EVENT_STREAM).
+   */
   | { readonly kind: 'failed'; readonly err: Error }
   /**
-   * A whole reply (any non-2xx, a 2xx without a sink, or a 2xx that is not an event stream); `retryAfter`,
+   * A whole reply (any non-2xx, or a 2xx to a request without a stream sink); `retryAfter`,
    * `retryAfterMs`: a non-2xx's `retry-after` and `retry-after-ms` headers as sent (a 429's are passed on to
    * the client when valid).
    */
@@ -107,7 +113,15 @@ export type ExchangeResult =
 
 /** Errors this module raises, with stable codes. */
 export function codedError(
-  code: 'CLIENT_GONE' | 'REPLY_TOO_LARGE' | 'CLIENT_STALLED' | 'QUEUE_TIMEOUT' | 'REQUEST_TIMEOUT' | 'SHUTTING_DOWN' | 'MALFORMED_REPLY',
+  code:
+    | 'CLIENT_GONE'
+    | 'REPLY_TOO_LARGE'
+    | 'CLIENT_STALLED'
+    | 'QUEUE_TIMEOUT'
+    | 'REQUEST_TIMEOUT'
+    | 'SHUTTING_DOWN'
+    | 'MALFORMED_REPLY'
+    | 'NOT_EVENT_STREAM',
   message: string,
 ): Error {
   return Object.assign(new Error(message), { code });
@@ -134,8 +148,8 @@ export class Exchange implements UpstreamHandler {
   #retryAfter: string | undefined;
   #retryAfterMs: string | undefined;
   #streaming = false;
-  #chunks: Buffer[] = [];
-  #size = 0;
+  /** The reply while it is collected (coalesced: a chunk each would cost more than its bytes). */
+  readonly #chunks = new ByteList();
   #cap = 0;
   /** Bounds the wait for a connection, then (re-armed when a shorter wait ran out first) the whole exchange. */
   #timer: NodeJS.Timeout | undefined;
@@ -143,9 +157,10 @@ export class Exchange implements UpstreamHandler {
   #rearm = false;
 
   /**
-   * `sink`: where a 2xx event stream goes. `replyCap`: the most of any other 2xx held whole; past it the reply
-   * goes to the relay `relay` makes (made only then), or without one the exchange fails (REPLY_TOO_LARGE).
-   * `errorCap`: the most of a non-2xx held (past it, REPLY_TOO_LARGE).
+   * `sink`: where a 2xx event stream goes (a stream was asked for: any other 2xx fails the exchange at its
+   * head, NOT_EVENT_STREAM). `replyCap`: the most of a 2xx held whole; past it the reply goes to the relay
+   * `relay` makes (made only then), or without one the exchange fails (REPLY_TOO_LARGE). `errorCap`: the
+   * most of a non-2xx held (past it, REPLY_TOO_LARGE).
    */
   constructor(opts: {
     client: ClientLink;
@@ -169,8 +184,8 @@ export class Exchange implements UpstreamHandler {
    * Sends `req` on `upstream` with this exchange as its handler. The connection's headersTimeout starts only
    * once the request is on a socket; `queueMs` bounds the wait for one (every pooled connection busy on
    * streams). `wholeMs` bounds the whole exchange, from now to the reply's last byte (the connection's timers
-   * bound each wait within it, and reset on every chunk). One timer serves both: it is re-armed at the connection only when
-   * the connection wait is the shorter.
+   * bound each wait within it, and reset on every chunk), or to the relay's head (headSent). One timer serves
+   * both: it is re-armed at the connection only when the connection wait is the shorter.
    */
   send(upstream: Upstream, req: UpstreamRequest, queueMs: number, wholeMs: number): Promise<ExchangeResult> {
     const stopped = this.#client.stopped;
@@ -206,6 +221,19 @@ export class Exchange implements UpstreamHandler {
     if (!this.#settled) this.#controller?.resume();
   }
 
+  /**
+   * The relay sent the reply's head to the client: the whole exchange's bound ends here. From now on the
+   * reply goes at the pace the client reads (the backend is paused while the client's socket is full), so
+   * its end would count the client's download time: a client reading steadily would be cut off for the
+   * size of the reply. The client reading nothing (the relay's ClientPacer, CLIENT_STALLED) and the backend
+   * silent while not paused (the connection's bodyTimeout) still bound it.
+   */
+  headSent(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#rearm = false;
+  }
+
   onRequestStart(controller: UpstreamController): void {
     this.#onConnection = true;
     if (this.#rearm && !this.#settled) {
@@ -221,9 +249,14 @@ export class Exchange implements UpstreamHandler {
     this.#status = status;
     this.headMs = performance.now() - this.#t0;
     const ok = status < 300;
-    // A 2xx that is not an event stream (JSON where a stream was asked for) is collected whole, for the
-    // forwarder to judge: relayed as a stream it would reach the client as an empty one.
-    if (ok && this.#sink !== undefined && isEventStream(headers['content-type'])) {
+    if (ok && this.#sink !== undefined) {
+      // A 2xx that is not an event stream where a stream was asked for (JSON) is the deployment's fault
+      // whatever it holds — relayed as a stream it would reach the client as an empty one — and is known
+      // at its head: nothing of it is read (a large one would be held, or refused as too large).
+      if (!isEventStream(headers['content-type'])) {
+        this.abort(codedError('NOT_EVENT_STREAM', 'a 2xx reply to a stream that is not an event stream'));
+        return;
+      }
       this.#streaming = true;
       this.#sink.start(this);
     }
@@ -246,14 +279,14 @@ export class Exchange implements UpstreamHandler {
       if (!this.#relaying.data(chunk)) controller.pause();
       return;
     }
-    this.#size += chunk.length;
     this.#chunks.push(chunk);
-    if (this.#size <= this.#cap) return;
-    const held = this.#chunks;
-    this.#chunks = [];
+    if (this.#chunks.length <= this.#cap) return;
     if (this.#status < 300 && this.#relay !== undefined) {
+      const held = this.#chunks.list();
       this.#relaying = this.#relay();
-      if (!this.#relaying.start(this, held)) controller.pause();
+      const ok = this.#relaying.start(this, held);
+      this.#chunks.clear();
+      if (!ok) controller.pause();
       return;
     }
     this.abort(codedError('REPLY_TOO_LARGE', `the reply is larger than ${this.#cap} bytes`));
@@ -262,7 +295,7 @@ export class Exchange implements UpstreamHandler {
   onResponseEnd(): void {
     if (this.#streaming) return this.#settle({ kind: 'streamed', err: undefined });
     if (this.#relaying !== undefined) return this.#settle({ kind: 'relayed', err: undefined });
-    const body = this.#chunks.length === 1 ? (this.#chunks[0] as Buffer) : Buffer.concat(this.#chunks, this.#size);
+    const body = this.#chunks.concat();
     this.#settle({ kind: 'reply', status: this.#status, body, retryAfter: this.#retryAfter, retryAfterMs: this.#retryAfterMs });
   }
 
@@ -280,7 +313,7 @@ export class Exchange implements UpstreamHandler {
     if (this.#settled) return;
     this.#settled = true;
     clearTimeout(this.#timer);
-    this.#chunks = [];
+    this.#chunks.clear();
     this.#client.watch(undefined);
     try {
       if (r.kind === 'streamed') (this.#sink as StreamSink).end(r.err);
@@ -333,11 +366,6 @@ export class ClientPacer {
     this.#stall = undefined;
     this.exchange?.resume();
   };
-
-  /** A write found the client's socket full, and it has not drained since. */
-  get waiting(): boolean {
-    return this.#stall !== undefined;
-  }
 
   stop(): void {
     clearTimeout(this.#stall);

@@ -15,7 +15,7 @@ import type { DeploymentTracker, Failure, RoutingStrategy } from '../routing/hea
 import type { SpendRecorder } from '../store/spend.js';
 import { reservation, type GateVerdict, type Lease } from '../store/limiter.js';
 import { Exchange, type ClientLink } from './exchange.js';
-import { JsonRelay } from './json-relay.js';
+import { completionEstimate, JsonRelay, replyUsage } from './json-relay.js';
 import type { HttpResponse } from './http-response.js';
 import { estimateTokens, parseObject, spliceJson, SseRewriter, withModel } from './sse.js';
 import { UpstreamPool } from './upstream.js';
@@ -81,8 +81,9 @@ const KEEP_ALIVE_MS = 4_000;
 /**
  * A non-streamed reply up to PARSED_REPLY is parsed whole (#whole), which costs several times its size in
  * memory; a larger one is read as it arrives (json-relay.ts) and held, renamed, up to HELD_REPLY — about its
- * size in memory — then answered whole, with its `content-length` and `x-tollgate-response-cost`. Past
- * HELD_REPLY it is relayed as it arrives, without the cost (README, "Large replies").
+ * size in memory (byte-list.ts) — then answered whole, with its `content-length` and
+ * `x-tollgate-response-cost`. Past HELD_REPLY it is relayed as it arrives, without the cost, and the
+ * attempt's `timeout` no longer bounds it: the client's reading does (README, "Large replies").
  */
 const PARSED_REPLY = 1024 * 1024;
 const HELD_REPLY = 16 * 1024 * 1024;
@@ -415,13 +416,17 @@ export class Forwarder {
     )
       this.#tracker.latency(d.id, exchange.headMs);
     switch (result.kind) {
-      case 'failed':
-        if ((result.err as { code?: unknown }).code === 'REPLY_TOO_LARGE') return { kind: 'too-large' };
+      case 'failed': {
+        const code = (result.err as { code?: unknown }).code;
+        if (code === 'REPLY_TOO_LARGE') return { kind: 'too-large' };
+        // A stream was asked for and the deployment answered a 2xx that is not one, whatever its size (the
+        // exchange reads none of it): it does not speak the API, another deployment may.
+        if (code === 'NOT_EVENT_STREAM') return { kind: 'retry', timeout: false, detail: result.err.message };
         return { kind: 'retry', timeout: isTimeout(result.err), detail: errCode(result.err) };
+      }
       case 'reply':
+        // A 2xx here answers a non-streamed request (a stream's is streamed, or fails as NOT_EVENT_STREAM).
         if (result.status < 200 || result.status >= 300) return failure(result, d);
-        // A stream was asked for and the deployment answered something else: it does not speak the API.
-        if (stream) return { kind: 'retry', timeout: false, detail: 'a 2xx reply to a stream that is not an event stream' };
         return this.#whole(d, alias, req, res, result.body, started);
       case 'streamed':
         this.#streamed(d, alias, req, relay as SseRelay, started, result.err);
@@ -438,9 +443,10 @@ export class Forwarder {
         if (!r.json.complete) return { kind: 'retry', timeout: false, detail: 'malformed reply' };
         if (r.json.errorBody) return { kind: 'retry', timeout: false, detail: 'error body with 2xx' };
         const usage = r.json.usage;
-        const body = r.held;
-        r.held = [];
-        this.#answer(d, alias, req, res, body, r.heldBytes, usage?.promptTokens ?? 0, usage?.completionTokens ?? 0, started);
+        const prompt = usage?.promptTokens ?? estimatePromptTokens(req);
+        const completion = usage?.completionTokens ?? r.json.completionEstimate;
+        this.#answer(d, alias, req, res, r.held.list(), r.held.length, prompt, completion, usage === undefined, started);
+        r.held.clear();
         return { kind: 'done' };
       }
     }
@@ -476,23 +482,21 @@ export class Forwarder {
     if (parsed === undefined) return { kind: 'retry', timeout: false, detail: 'malformed reply' };
     if (parsed['object'] === 'error' || parsed['error'] !== undefined)
       return { kind: 'retry', timeout: false, detail: 'error body with 2xx' };
-    const usage = (parsed['usage'] ?? {}) as Record<string, unknown>;
+    // Without a usage (absent, null, not an object), as a held or relayed reply and a stream without its
+    // usage report: charged for its prompt and generated text, estimated — not for nothing.
+    const usage = replyUsage(parsed['usage']);
+    const prompt = usage?.promptTokens ?? estimatePromptTokens(req);
+    const completion = usage?.completionTokens ?? completionEstimate(raw);
     const out = withModel(text, parsed, alias) ?? JSON.stringify({ ...parsed, model: alias });
-    this.#answer(
-      d,
-      alias,
-      req,
-      res,
-      out,
-      Buffer.byteLength(out),
-      count(usage['prompt_tokens']),
-      count(usage['completion_tokens']),
-      started,
-    );
+    this.#answer(d, alias, req, res, out, Buffer.byteLength(out), prompt, completion, usage === undefined, started);
     return { kind: 'done' };
   }
 
-  /** Answers a whole reply, `body` (`length` bytes) renamed, with its cost, and records it. */
+  /**
+   * Answers a whole reply, `body` (`length` bytes) renamed, with its cost, and records it. `estimated`: the
+   * reply had no usage and its tokens are estimated; the header carries the cost charged all the same (the
+   * spend log says it is an estimate).
+   */
   #answer(
     d: Deployment,
     alias: string,
@@ -502,6 +506,7 @@ export class Forwarder {
     length: number,
     prompt: number,
     completion: number,
+    estimated: boolean,
     started: number,
   ): void {
     const cost = prompt * d.inputCostPerToken + completion * d.outputCostPerToken;
@@ -524,7 +529,7 @@ export class Forwarder {
       res.end();
     }
     this.#tracker.addTokens(d.id, prompt + completion);
-    this.#record(req, d, alias, 200, started, prompt, completion, cost, false);
+    this.#record(req, d, alias, 200, started, prompt, completion, cost, estimated);
   }
 
   /**
@@ -551,8 +556,9 @@ export class Forwarder {
 
   /**
    * A reply past HELD_REPLY was relayed as it came (JsonRelay) and ended: charged for its usage, or, when it
-   * broke off before that, for its prompt (estimated) and the text it had generated so far. Recorded as 499
-   * when the client left or did not read it in time; 200 (the client's status) when the backend broke off.
+   * broke off before that (or had none), for its prompt and the text it had generated, estimated. Recorded as
+   * 499 when the client left or read nothing for the stall bound; 200 (the client's status) when the backend
+   * broke off.
    */
   #relayed(d: Deployment, alias: string, req: ForwardRequest, relay: JsonRelay, started: number, err: Error | undefined): void {
     const json = relay.json;
@@ -562,9 +568,9 @@ export class Forwarder {
     const cost = prompt * d.inputCostPerToken + completion * d.outputCostPerToken;
     this.#tracker.addTokens(d.id, prompt + completion);
     const code = (err as { code?: unknown } | undefined)?.code;
-    // The whole attempt's `timeout` ran out while the client's socket was full: the client was too slow
-    // (a non-streamed reply's stall bound is that same `timeout`, which the attempt's reaches first).
-    const left = code === 'CLIENT_GONE' || code === 'CLIENT_STALLED' || (code === 'REQUEST_TIMEOUT' && relay.stalled);
+    // The attempt's whole `timeout` stopped at the relay's head (Exchange.headSent): a client too slow is
+    // one that read nothing for the stall bound.
+    const left = code === 'CLIENT_GONE' || code === 'CLIENT_STALLED';
     if (code === 'SHUTTING_DOWN') failed(req, d, 'cut off: tollgate shutting down');
     else if (err !== undefined && !left) failed(req, d, `reply broke off: ${errCode(err)}`);
     else if (err === undefined && !json.complete) failed(req, d, 'reply broke off: not one JSON object');
@@ -718,10 +724,6 @@ function errCode(err: unknown): string {
   const own = typeof code === 'string' ? code : err instanceof Error ? err.name : 'error';
   const cause = (err as { cause?: { code?: unknown } }).cause?.code;
   return typeof cause === 'string' ? `${own} (${cause})` : own;
-}
-
-function count(v: unknown): number {
-  return typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : 0;
 }
 
 /** Without a usage report: the tokens of the messages or prompt, estimated from their JSON text. */

@@ -10,6 +10,7 @@
  * own bytes. It checks that the reply is one object and nothing else; the values inside it are the
  * client's JSON parser's to judge.
  */
+import { ByteList } from './byte-list.js';
 import { ClientPacer, codedError, type ClientLink, type Exchange, type RelaySink } from './exchange.js';
 import type { HttpResponse } from './http-response.js';
 
@@ -24,8 +25,14 @@ const GENERATED = new Set(['content', 'text', 'reasoning_content', 'reasoning', 
 const MAX_DEPTH = 512;
 /** A key longer than this is none tollgate looks for: its bytes are not kept. */
 const MAX_KEY = 64;
-/** The most of a top-level member's value kept to be parsed: `usage`, `object`. */
-const CAPTURE: Readonly<Record<string, number>> = { usage: 64 * 1024, object: 64 };
+/**
+ * The most of a top-level member's value kept to be parsed: `usage`, `object`. A Map: the keys are the
+ * backend's, and a plain object's lookup of `constructor` or `__proto__` would find its prototype's.
+ */
+const CAPTURE: ReadonlyMap<string, number> = new Map([
+  ['usage', 64 * 1024],
+  ['object', 64],
+]);
 
 const OBJECT = 1;
 const ARRAY = 2;
@@ -166,11 +173,14 @@ export class JsonRewriter {
               from = -1;
               this.#skipping = true;
               this.#sawModel = true;
-            } else if (key !== undefined && CAPTURE[key] !== undefined) {
-              this.#capture = [];
-              this.#captureLength = 0;
-              this.#captureCap = CAPTURE[key];
-              captureFrom = i + 1;
+            } else {
+              const cap = key === undefined ? undefined : CAPTURE.get(key);
+              if (cap !== undefined) {
+                this.#capture = [];
+                this.#captureLength = 0;
+                this.#captureCap = cap;
+                captureFrom = i + 1;
+              }
             }
           }
           break;
@@ -260,9 +270,9 @@ export class JsonRewriter {
     }
     if (this.#topKey === 'object') {
       if (v === 'error') this.errorBody = true;
-    } else if (typeof v === 'object' && v !== null && !Array.isArray(v)) {
-      const u = v as Record<string, unknown>;
-      this.usage = { promptTokens: count(u['prompt_tokens']), completionTokens: count(u['completion_tokens']) };
+    } else {
+      const usage = replyUsage(v);
+      if (usage !== undefined) this.usage = usage;
     }
   }
 
@@ -302,23 +312,41 @@ function count(v: unknown): number {
 }
 
 /**
+ * A reply's `usage` member as tollgate reads it, whatever the reply's size: an object (its token counts, 0
+ * for one missing or not a count), or undefined — absent, `null`, or not an object — and then the reply is
+ * charged as a stream without a usage report is, estimated (forward.ts).
+ */
+export function replyUsage(v: unknown): ReplyUsage | undefined {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return undefined;
+  const u = v as Record<string, unknown>;
+  return { promptTokens: count(u['prompt_tokens']), completionTokens: count(u['completion_tokens']) };
+}
+
+/** The completion tokens of a whole reply's generated text, estimated as JsonRewriter reads them (a reply without usage). */
+export function completionEstimate(reply: Buffer): number {
+  const rw = new JsonRewriter('');
+  rw.push(reply);
+  return rw.completionEstimate;
+}
+
+/**
  * The exchange's relay for a non-streamed 2xx reply past what is parsed whole (exchange.ts, RelaySink). The
  * reply, renamed, is held until it ends or outgrows `hold` bytes: a reply that ends within them is answered
  * whole by the forwarder (`held`, with its length and its cost). Past them the head goes with the bytes
  * held, the rest as it arrives, at the pace the client reads (ClientPacer) — without `content-length` (the
- * body goes chunked) or `x-tollgate-response-cost` (the usage comes at the reply's end). A reply that breaks
- * off after its head went, or turns out not to be one JSON object, ends with the client's connection closed
- * before the body's end, which every HTTP client reports as an error.
+ * body goes chunked) or `x-tollgate-response-cost` (the usage comes at the reply's end) — and from then on
+ * the exchange's whole-attempt bound no longer applies (Exchange.headSent): a client that reads nothing for
+ * `stallMs` is cut off instead. A reply that breaks off after its head went, or turns out not to be one JSON
+ * object, ends with the client's connection closed before the body's end: an HTTP/1.1 client sees its
+ * chunked body end unfinished; an HTTP/1.0 one, whose body the connection's end delimits, only a JSON text
+ * cut short.
  */
 export class JsonRelay implements RelaySink {
   readonly json: JsonRewriter;
   /** The head went to the client: from here on, whatever happens, the client has this reply. */
   sent = false;
   /** The renamed reply, while it is held (not sent). */
-  held: Buffer[] = [];
-  heldBytes = 0;
-  /** The reply ended while the client's socket was full: a timeout then is the client's slowness. */
-  stalled = false;
+  readonly held = new ByteList();
   readonly #res: HttpResponse;
   readonly #client: ClientLink;
   readonly #head: string[];
@@ -357,20 +385,16 @@ export class JsonRelay implements RelaySink {
     const out = this.json.push(chunk);
     if (this.#refuse(this.json.malformed)) return true;
     if (this.sent) return out.length === 0 || this.#pacer.write(out);
-    if (out.length > 0) {
-      this.held.push(out);
-      this.heldBytes += out.length;
-    }
-    if (this.heldBytes <= this.#hold) return true;
+    this.held.push(out);
+    if (this.held.length <= this.#hold) return true;
     // An error body sent with a 2xx: nothing went to the client yet, so the forwarder may try elsewhere.
     if (this.#refuse(this.json.errorBody ? 'an error body with a 2xx status' : undefined)) return true;
     this.#res.writeHead(200, this.#head);
     this.sent = true;
-    const held = this.held;
-    this.held = [];
-    this.heldBytes = 0;
+    this.#exchange?.headSent();
     let ok = true;
-    for (const b of held) ok = this.#pacer.write(b);
+    for (const b of this.held.list()) ok = this.#pacer.write(b);
+    this.held.clear();
     return ok;
   }
 
@@ -379,7 +403,7 @@ export class JsonRelay implements RelaySink {
     if (why === undefined) return false;
     if (!this.#refused) {
       this.#refused = true;
-      this.held = [];
+      this.held.clear();
       queueMicrotask(() => this.#exchange?.abort(codedError('MALFORMED_REPLY', `the reply is ${why}`)));
     }
     return true;
@@ -387,10 +411,9 @@ export class JsonRelay implements RelaySink {
 
   /** Ends the client's reply once its head went: whole when the backend's was, else its connection closed. */
   end(err: Error | undefined): void {
-    this.stalled = this.#pacer.waiting;
     this.#pacer.stop();
     if (!this.sent) {
-      if (err !== undefined) this.held = [];
+      if (err !== undefined) this.held.clear();
       return;
     }
     if (this.#client.gone) return;

@@ -110,14 +110,32 @@ describe('Exchange: the bound on the whole exchange (timeout)', () => {
     });
   }
 
-  test('a 2xx that is not an event stream is collected whole even with a stream sink', async () => {
+  test('a 2xx to a stream that is not an event stream fails at its head (NOT_EVENT_STREAM), whatever its size, none of it read', async () => {
     const events: string[] = [];
     const sink = { start: () => events.push('start'), data: () => (events.push('data'), true), end: () => events.push('end') };
+    let aborted: Error | undefined;
+    const controller = { abort: (err: Error) => (aborted = err), pause: () => undefined, resume: () => undefined };
+    const upstream: Upstream = {
+      dispatch(_req, h) {
+        setImmediate(() => {
+          h.onRequestStart(controller);
+          h.onResponseStart(controller, 200, { 'content-type': 'application/json' });
+          // What a backend not told of the abort yet would send: past replyCap, refused as too large (502, no
+          // retry) before, when the exchange collected it for the forwarder to judge.
+          if (aborted === undefined) {
+            h.onResponseData(controller, Buffer.alloc(5000, 0x20));
+            h.onResponseEnd(controller);
+          }
+        });
+        return controller;
+      },
+    };
     const ex = new Exchange({ client: new ClientLink(), sink, replyCap: 1024, errorCap: 1024 });
-    const r = await ex.send(answer('{"data":[]}', { 'content-type': 'application/json' }), OPTS, 1_000, 1_000);
-    assert.deepEqual(events, []);
-    assert.equal(r.kind, 'reply');
-    assert.equal((r as { body: Buffer }).body.toString(), '{"data":[]}');
+    const r = await ex.send(upstream, OPTS, 1_000, 1_000);
+    assert.deepEqual(events, [], 'the stream was not started');
+    assert.equal(r.kind, 'failed');
+    assert.equal((r as { err: { code?: string } }).err.code, 'NOT_EVENT_STREAM');
+    assert.equal((aborted as { code?: string } | undefined)?.code, 'NOT_EVENT_STREAM', 'the backend request is closed');
   });
 });
 
@@ -175,6 +193,75 @@ describe('Exchange: a 2xx past what is held goes to the relay', () => {
     ex.resume();
     await done;
     assert.deepEqual(calls, ['start 2000', 'pause', 'resume', 'data 1', 'pause', 'end ok']);
+  });
+
+  test("once the relay sent the reply's head, the whole exchange's bound no longer cuts it (the client's download is not the backend's)", async () => {
+    // A reply that trickles a byte every 50 ms, past the exchange's bound of 300 ms (REQUEST_TIMEOUT without headSent: above).
+    const calls: string[] = [];
+    let handler: UpstreamHandler | undefined;
+    const controller = { abort: () => calls.push('abort'), pause: () => undefined, resume: () => undefined };
+    const upstream: Upstream = {
+      dispatch(_r, h) {
+        handler = h;
+        h.onRequestStart(controller);
+        h.onResponseStart(controller, 200, { 'content-type': 'application/json' });
+        return controller;
+      },
+    };
+    const relay = (): RelaySink => ({
+      start: (exchange) => (exchange.headSent(), true),
+      data: () => true,
+      end: (err) => void calls.push(`end ${(err as { code?: string } | undefined)?.code ?? 'ok'}`),
+    });
+    const ex = new Exchange({ client: new ClientLink(), sink: undefined, relay, replyCap: 10, errorCap: 10 });
+    const done = ex.send(upstream, OPTS, 300, 300);
+    handler?.onResponseData(controller, Buffer.alloc(20, 0x20));
+    const trickle = setInterval(() => handler?.onResponseData(controller, Buffer.from(' ')), 50);
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    clearInterval(trickle);
+    assert.deepEqual(calls, [], 'not aborted past the bound');
+    handler?.onResponseEnd(controller);
+    assert.deepEqual(await done, { kind: 'relayed', err: undefined });
+    assert.deepEqual(calls, ['end ok']);
+  });
+
+  test('a reply in many small chunks is held in few buffers (a Buffer a chunk cost ten times the bytes)', async () => {
+    const chunks = Array.from({ length: 3000 }, (_, i) => String(i % 10).repeat(16));
+    let held: readonly Buffer[] = [];
+    const relay = (): RelaySink => ({
+      start: (_ex, h) => ((held = [...h]), true),
+      data: () => true,
+      end: () => undefined,
+    });
+    const upstream: Upstream = {
+      dispatch(_req, h) {
+        setImmediate(() => {
+          h.onRequestStart(NOOP);
+          h.onResponseStart(NOOP, 200, { 'content-type': 'application/json' });
+          for (const c of chunks) h.onResponseData(NOOP, Buffer.from(c));
+          h.onResponseEnd(NOOP);
+        });
+        return NOOP;
+      },
+    };
+    const r = await new Exchange({ client: new ClientLink(), sink: undefined, relay, replyCap: 40_000, errorCap: 1024 }).send(
+      upstream,
+      OPTS,
+      1_000,
+      1_000,
+    );
+    assert.equal(r.kind, 'relayed');
+    assert.ok(held.length <= 4, `${held.length} buffers held`);
+    // Held until past replyCap: 2501 chunks.
+    assert.equal(Buffer.concat(held).toString(), chunks.join('').slice(0, 40_016));
+    // Collected whole (no relay): the same bytes, in order.
+    const whole = await new Exchange({ client: new ClientLink(), sink: undefined, replyCap: 100_000, errorCap: 1024 }).send(
+      upstream,
+      OPTS,
+      1_000,
+      1_000,
+    );
+    assert.equal((whole as { body: Buffer }).body.toString(), chunks.join(''));
   });
 
   test('a reply that breaks off while relayed ends the relay with its error', async () => {

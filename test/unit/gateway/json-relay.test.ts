@@ -7,7 +7,9 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { JsonRewriter } from '../../../src/gateway/json-relay.js';
+import { ClientLink, type Exchange } from '../../../src/gateway/exchange.js';
+import type { HttpResponse } from '../../../src/gateway/http-response.js';
+import { completionEstimate, JsonRelay, JsonRewriter, replyUsage } from '../../../src/gateway/json-relay.js';
 import { estimateTokens } from '../../../src/gateway/sse.js';
 
 const MODEL = 'BAAI/bge-large-en-v1.5';
@@ -219,5 +221,90 @@ describe('JsonRewriter: what is not one JSON object', () => {
     assert.equal(rw.malformed, undefined);
     rw.push(Buffer.from('}\r\n'));
     assert.equal(rw.complete, true);
+  });
+});
+
+describe('JsonRewriter: the keys it looks for are its own', () => {
+  test('a member named as an Object.prototype member is passed on, not captured; the usage is still read', () => {
+    const text =
+      '{"constructor":{"prompt_tokens":9},"__proto__":{"prompt_tokens":8},"toString":[1],"model":"m","usage":{"prompt_tokens":3}}';
+    everySplit(text, (rw, out) => {
+      assert.equal(out, text.replace('"model":"m"', `"model":"${ALIAS}"`));
+      assert.deepEqual(rw.usage, { promptTokens: 3, completionTokens: 0 });
+    });
+  });
+
+  test('a property an Object.prototype was given elsewhere does not make its key one to capture', () => {
+    // The capture table was a plain object: `CAPTURE[key]` found what the prototype held, so a polluted
+    // prototype (any dependency's bug) turned a member of that name into the reply's usage.
+    Object.defineProperty(Object.prototype, 'billing', { value: 64 * 1024, configurable: true, writable: true });
+    try {
+      const { rw } = rewrite('{"model":"m","billing":{"prompt_tokens":1000000,"completion_tokens":1000000}}');
+      assert.equal(rw.usage, undefined);
+    } finally {
+      delete (Object.prototype as Record<string, unknown>)['billing'];
+    }
+  });
+});
+
+describe('JsonRelay: a reply held until it outgrows the bound', () => {
+  /** A response that records what it is sent. */
+  const response = (): { res: HttpResponse; heads: number; wrote: Buffer[] } => {
+    const rec = { heads: 0, wrote: [] as Buffer[], res: undefined as unknown as HttpResponse };
+    rec.res = {
+      writeHead: () => (rec.heads++, rec.res),
+      write: (b: Buffer) => (rec.wrote.push(Buffer.from(b)), true),
+      end: () => undefined,
+      destroy: () => undefined,
+      ondrain: undefined,
+    } as unknown as HttpResponse;
+    return rec;
+  };
+  const relay = (res: HttpResponse, hold: number): JsonRelay =>
+    new JsonRelay({ res, client: new ClientLink(), requestId: 'r', extra: undefined, alias: ALIAS, stallMs: 1_000, hold });
+
+  test('a reply in 16-byte chunks is held in few buffers, renamed, byte for byte', () => {
+    const text = JSON.stringify({ model: MODEL, data: [{ embedding: 'A'.repeat(200_000) }], usage: { prompt_tokens: 2 } });
+    const { res, heads } = response();
+    const r = relay(res, 1024 * 1024);
+    const headSent: string[] = [];
+    r.start({ headSent: () => headSent.push('head') } as unknown as Exchange, []);
+    const bytes = Buffer.from(text);
+    for (let i = 0; i < bytes.length; i += 16) r.data(bytes.subarray(i, i + 16));
+    r.end(undefined);
+    assert.equal(heads, 0, 'held: nothing sent');
+    assert.deepEqual(headSent, []);
+    // One Buffer a chunk was 12 500 of them, ten times the reply's bytes in heap.
+    assert.ok(r.held.list().length <= 16, `${r.held.list().length} buffers`);
+    assert.equal(r.held.length, Buffer.byteLength(text) - MODEL.length + ALIAS.length);
+    assert.equal(r.held.concat().toString(), text.replace(MODEL, ALIAS));
+  });
+
+  test('past the bound the head goes with what was held, and the exchange is told (its whole bound ends there)', () => {
+    const text = JSON.stringify({ model: MODEL, data: [{ embedding: 'A'.repeat(5_000) }], usage: { prompt_tokens: 2 } });
+    const rec = response();
+    const r = relay(rec.res, 1_000);
+    const headSent: string[] = [];
+    r.start({ headSent: () => headSent.push('head') } as unknown as Exchange, []);
+    const bytes = Buffer.from(text);
+    for (let i = 0; i < bytes.length; i += 100) r.data(bytes.subarray(i, i + 100));
+    assert.equal(rec.heads, 1);
+    assert.deepEqual(headSent, ['head']);
+    assert.equal(r.held.length, 0);
+    assert.equal(Buffer.concat(rec.wrote).toString(), text.replace(MODEL, ALIAS));
+  });
+});
+
+describe('a whole reply read for what tollgate charges', () => {
+  test('replyUsage: an object gives its counts; absent, null, an array or a string gives none (estimated then)', () => {
+    assert.deepEqual(replyUsage({ prompt_tokens: 4, completion_tokens: 2 }), { promptTokens: 4, completionTokens: 2 });
+    assert.deepEqual(replyUsage({ prompt_tokens: -1 }), { promptTokens: 0, completionTokens: 0 });
+    for (const v of [undefined, null, [1, 2], 'usage', 7]) assert.equal(replyUsage(v), undefined, JSON.stringify(v));
+  });
+
+  test("completionEstimate: a whole reply's generated text, as the relay counts it", () => {
+    const reply = Buffer.from(JSON.stringify({ model: 'm', choices: [{ index: 0, text: 'abcdefgh'.repeat(10) }] }));
+    assert.equal(completionEstimate(reply), 20);
+    assert.equal(completionEstimate(Buffer.from(embeddings())), 0);
   });
 });
