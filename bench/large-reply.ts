@@ -1,9 +1,9 @@
 /**
  * The gateway's memory for large non-streamed replies: embeddings of many inputs of a 4096-dimension model
  * (a thousand make about 80 MB of JSON floats, 22 MB as base64), through a tollgate gateway child, read by a
- * fast client, by several at once, and by a slow one. Prints each reply's size, its time to first byte and
- * to its end, and the gateway's peak RSS above what it held before (Linux VmHWM, reset per row through
- * /proc/<pid>/clear_refs).
+ * fast client, by several at once, by a slow one, and from a backend writing in 16-byte chunks. Prints each
+ * reply's size, its time to first byte and to its end, and the gateway's peak RSS above what it held before
+ * (Linux VmHWM, reset per row through /proc/<pid>/clear_refs).
  *
  *   node dist/bench/large-reply.js [--inputs 1000] [--dims 4096]
  */
@@ -87,6 +87,8 @@ interface Row {
   readonly n: number;
   /** The client's reading speed, MB/s (undefined: as fast as it can). */
   readonly mbPerS?: number;
+  /** The backend writes the reply in chunks of this many bytes (undefined: whole). */
+  readonly chunk?: number;
 }
 
 async function main(): Promise<void> {
@@ -94,6 +96,12 @@ async function main(): Promise<void> {
   const keyHash = `sha256:${createHash('sha256').update(key).digest('hex')}`;
   const backend = await startChild('fake-vllm', './servers/fake-vllm.js', { env: { TOLLGATE_BENCH_EMBEDDING_DIMS: String(DIMS) } });
   const config = gatewayBenchConfig(`http://127.0.0.1:${backend.port}/v1`, keyHash, undefined);
+  // The same fake writing its replies in 16-byte chunks: what is held must cost its bytes, not a Buffer a chunk.
+  const CHUNK = 16;
+  const chunked = await startChild('fake-vllm chunked', './servers/fake-vllm.js', {
+    env: { TOLLGATE_BENCH_EMBEDDING_DIMS: String(DIMS), TOLLGATE_BENCH_REPLY_CHUNK: String(CHUNK) },
+  });
+  const chunkedConfig = gatewayBenchConfig(`http://127.0.0.1:${chunked.port}/v1`, keyHash, undefined);
   /** Inputs per MB of JSON floats, about (an embedding's floats take ~21 bytes each). */
   const perMb = 1e6 / (DIMS * 21.4);
   const rows: Row[] = [
@@ -104,13 +112,16 @@ async function main(): Promise<void> {
     { label: 'base64', inputs: INPUTS, format: 'base64', n: 1 },
     { label: 'floats', inputs: INPUTS, format: 'float', n: 4 },
     { label: 'floats, the client reading 20 MB/s', inputs: INPUTS, format: 'float', n: 1, mbPerS: 20 },
+    { label: `floats, the backend writing ${CHUNK}-byte chunks`, inputs: Math.floor(15 * perMb), format: 'float', n: 1, chunk: CHUNK },
   ];
   console.log(`embeddings of a ${DIMS}-dimension model through a fresh tollgate gateway each row`);
   console.log('| reply | inputs | MB | at once | first byte ms | whole ms | cost header | peak RSS added MB |');
   console.log('|---|---|---|---|---|---|---|---|');
   try {
     for (const row of rows) {
-      const tollgate = await startChild('tollgate', './servers/tollgate-gateway.js', { env: { TOLLGATE_BENCH_CONFIG: config } });
+      const tollgate = await startChild('tollgate', './servers/tollgate-gateway.js', {
+        env: { TOLLGATE_BENCH_CONFIG: row.chunk === undefined ? config : chunkedConfig },
+      });
       try {
         const pid = tollgate.child.pid;
         // Warm: code paths compiled, the pool's connections open.
@@ -134,6 +145,7 @@ async function main(): Promise<void> {
     }
   } finally {
     await backend.stop();
+    await chunked.stop();
   }
 }
 

@@ -89,6 +89,11 @@ export interface FakeVllmOptions {
    * base64, about 22 KB each).
    */
   embeddingDims?: number;
+  /**
+   * A 200 JSON reply is sent chunked (`transfer-encoding: chunked`) in chunks of this many bytes, as a server
+   * that writes it piece by piece; default: whole, with its `content-length`.
+   */
+  replyChunkBytes?: number;
 }
 
 type Obj = Record<string, unknown>;
@@ -266,6 +271,13 @@ export async function startFakeVllm(opts: FakeVllmOptions = {}): Promise<FakeVll
     const { res } = ctx;
     const payload = JSON.stringify(body);
     ctx.rec.reply = payload;
+    const piece = opts.replyChunkBytes;
+    if (fault === undefined && piece !== undefined) {
+      const bytes = Buffer.from(payload);
+      res.writeHead(200, { 'content-type': 'application/json' });
+      for (let at = 0; at < bytes.length; at += piece) res.write(bytes.subarray(at, at + piece));
+      return void res.end();
+    }
     if (fault?.kind !== 'hold-reply-tail' && fault?.kind !== 'cut-reply') return sendJson(res, 200, payload);
     const bytes = Buffer.from(payload);
     res.writeHead(200, { 'content-type': 'application/json', 'content-length': bytes.length });
