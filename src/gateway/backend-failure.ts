@@ -138,9 +138,17 @@ function validRetryAfterMs(v: string | undefined): number | undefined {
 /** A backend message without the deployment's own address or api_key, should it quote them (a proxy in front of vLLM may). */
 export function withoutDeployment(message: string, d: Deployment): string {
   let out = message;
+  // An api_key of a few characters (`none`, `EMPTY`) is a placeholder, not a secret, and a common word.
+  if (d.apiKey !== undefined && d.apiKey.length >= 8) out = out.split(d.apiKey).join('…');
   const { host, hostname } = new URL(d.origin);
-  for (const s of [d.apiKey, host, hostname]) if (s !== undefined && s.length >= 4) out = out.split(s).join('…');
+  // The host as a whole name only: a host `qwen` leaves the model `qwen-7b` alone.
+  for (const s of new Set([host, hostname]))
+    if (s.length >= 4) out = out.replace(new RegExp(`(?<![\\w.-])${escapeRegExp(s)}(?![\\w-]|\\.\\w)`, 'g'), '…');
   return out;
+}
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
 /** What the client of a request that failed everywhere is told when the last deployment asked answered 429. */

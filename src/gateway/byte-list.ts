@@ -4,9 +4,14 @@
  * writes; a Buffer object costs a hundred-odd bytes of heap beside its bytes, so kept one by one a 12 MiB reply
  * in 16-byte chunks took 150 MiB. A piece under COPY_BELOW is copied into a block that grows with what is
  * held (to MAX_BLOCK); a larger one, whose bytes outweigh its object, is kept as it is, and so is the first
- * (a reply in one read is never copied). What is held costs about its bytes, plus one block's free room.
+ * (and so are the first KEEP_FIRST: a small reply in a few reads is never copied). What is held costs about its bytes, plus one block's free room.
  */
 const COPY_BELOW = 8 * 1024;
+/**
+ * The first pieces are kept as they are, whatever their size: a small reply in two or three reads (the
+ * common case on a real network) costs no block and no copy; only a reply in many small pieces is packed.
+ */
+const KEEP_FIRST = 8;
 const MIN_BLOCK = 16 * 1024;
 const MAX_BLOCK = 1024 * 1024;
 
@@ -23,7 +28,7 @@ export class ByteList {
     const n = chunk.length;
     if (n === 0) return;
     this.length += n;
-    if (n >= COPY_BELOW || this.length === n) {
+    if (n >= COPY_BELOW || this.#parts.length < KEEP_FIRST) {
       this.#cut();
       this.#parts.push(chunk);
       return;

@@ -454,8 +454,9 @@ const ADDRESS_IN_TEXT = new RegExp(
     String.raw`(?<![\w.-])(?:${LABEL}\.)+(?:local|internal|svc|localdomain|lan)\b${PORT}`,
     String.raw`(?<![\w.-])localhost:\d{1,5}\b`,
     String.raw`(?<![\w.-])(?:${LABEL}\.)+${LABEL}:\d{2,5}\b`,
-    // A Kubernetes service's short name with its port (`vllm-llama:8000`): one hyphenated label.
-    String.raw`(?<![\w.-])[A-Za-z][A-Za-z0-9]*-[A-Za-z0-9-]*[A-Za-z0-9]:\d{2,5}\b`,
+    // A Kubernetes service's short name with a four-digit port (`vllm-llama:8000`): one hyphenated label. Not
+    // other digits, which are a LoRA adapter's (`base-model:12345`) or a client's string (`END-OF-TEXT:100`).
+    String.raw`(?<![\w.-])[A-Za-z][A-Za-z0-9]*-[A-Za-z0-9-]*[A-Za-z0-9]:[1-9]\d{3}\b`,
   ].join('|'),
   'gi',
 );

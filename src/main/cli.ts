@@ -165,6 +165,7 @@ function notAKey(value: string, fromStdin: boolean): string | undefined {
     return `too short for a virtual key: ${value.length} characters, and a key is "sk-" and at least 5 more (/key/generate makes "sk-" and 32)`;
   if (value.length > 512) return `too long for a virtual key: ${value.length} characters, and a key is at most 512`;
   if (/\s/.test(value)) return 'a virtual key holds no spaces or line breaks: give the key alone';
+  if (/[^\x21-\x7e]/.test(value)) return 'a virtual key is printable ASCII only (a header carries other characters as other bytes)';
   return undefined;
 }
 

@@ -182,11 +182,21 @@ function failingConstant(env: Environment, root: ASTNode, source: string): { tex
       if (node.op === 'value') return undefined;
       // The part's own text, parsed again (cel-js's serialize loses exponents and surrogate pairs); text that
       // does not parse alone (a range that is not a whole expression) says nothing either way.
-      const text = source.slice(node.start, node.end);
-      let evaluate: (ctx?: Record<string, unknown>) => unknown;
+      // A node's range leaves out the parentheses around it and can split a pair (`1 / 0) > 2` of
+      // `((1 / 0) > 2)`): closed again, the text is the part; where it still does not parse, its operands are
+      // looked at — unless CEL's `||`, `&&` or `?:` could absorb their error.
+      const text = balanced(source.slice(node.start, node.end));
+      let evaluate: ((ctx?: Record<string, unknown>) => unknown) | undefined;
       try {
         evaluate = env.parse(text);
       } catch {
+        if (node.op === '||' || node.op === '&&' || node.op === '?:') return undefined;
+      }
+      if (evaluate === undefined) {
+        for (const child of children(node)) {
+          const found = visit(child);
+          if (found !== undefined) return found;
+        }
         return undefined;
       }
       try {
@@ -203,6 +213,26 @@ function failingConstant(env: Environment, root: ASTNode, source: string): { tex
     return undefined;
   };
   return visit(root);
+}
+
+/** `text` with the parentheses it closes without opening, or opens without closing, added (outside string literals). */
+function balanced(text: string): string {
+  let open = 0;
+  let unopened = 0;
+  let quote: string | undefined;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (quote !== undefined) {
+      if (c === '\\') i++;
+      else if (c === quote) quote = undefined;
+    } else if (c === '"' || c === "'") quote = c;
+    else if (c === '(') open++;
+    else if (c === ')') {
+      if (open > 0) open--;
+      else unopened++;
+    }
+  }
+  return `${'('.repeat(unopened)}${text}${')'.repeat(open)}`;
 }
 
 /** A node's operands, whatever its operator's argument shape (see ASTNodeArgsMap). */

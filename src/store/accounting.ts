@@ -264,7 +264,8 @@ async function loggedSpend(q: Queryable, b: BudgetSubject, period: BudgetPeriod)
   // the regenerate's move (another replica's buffer, a database outage) stays under the old id until the sweep.
   const subject =
     kind === 'key'
-      ? `(key_id = $1 OR key_id IN (SELECT jsonb_array_elements_text(previous_key_ids) FROM keys WHERE key_id = $1))`
+      ? // One array, so the (key_id, created_at) index serves it: an OR with a subquery read the whole log.
+        `key_id = ANY (array_append(ARRAY(SELECT jsonb_array_elements_text(previous_key_ids) FROM keys WHERE key_id = $1), $1::text))`
       : `${column} = $1`;
   const rows = await q.query<{ total: number | null }>(
     `SELECT sum(cost) AS total FROM spend_logs WHERE ${subject} AND created_at >= $2${bounded ? ' AND created_at < $3' : ''}`,

@@ -314,6 +314,9 @@ describe('tollgate keys hash', () => {
     assert.equal(spaced.code, 1);
     assert.match(spaced.stderr, /no spaces/);
     assert.ok(!spaced.stderr.includes('ghijkl'));
+    const accented = await run(['keys', 'hash', 'sk-clé-secrète']);
+    assert.equal(accented.code, 1);
+    assert.match(accented.stderr, /printable ASCII/);
   });
 });
 

@@ -251,7 +251,8 @@ describe('Exchange: a 2xx past what is held goes to the relay', () => {
       1_000,
     );
     assert.equal(r.kind, 'relayed');
-    assert.ok(held.length <= 4, `${held.length} buffers held`);
+    // The first 8 pieces as they came (a small reply in a few reads is never copied), then a few blocks.
+    assert.ok(held.length <= 12, `${held.length} buffers held`);
     // Held until past replyCap: 2501 chunks.
     assert.equal(Buffer.concat(held).toString(), chunks.join('').slice(0, 40_016));
     // Collected whole (no relay): the same bytes, in order.

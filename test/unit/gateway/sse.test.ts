@@ -535,6 +535,8 @@ describe("backendMessage: the backend's message, without the request values it q
       'got 1.2.3.4.5 and 256.1.1.1',
       'model qwen2.5:72b not found; messages.0.content: field required',
       'A::B type error in std::vector',
+      'The model `base-model:12345` does not exist.',
+      "stop sequence 'END-OF-TEXT:100' is too long",
     ])
       assert.equal(backendMessage({ message: kept }), kept);
   });

@@ -58,6 +58,9 @@ describe('Policy.compile: errors name the YAML path and the rule', () => {
     ['a conversion that cannot succeed', "int('x') == 1 && model == 'a'", /`int\('x'\) == 1` fails on every request/],
     ['an overflow', '9223372036854775807 + 1 > 0', /fails on every request \(integer overflow/],
     ['an index out of a literal list', '[1, 2][5] == 1', /fails on every request/],
+    ['a failing part in parentheses', "model == 'a' && ((1 / 0) > 2)", /`\(?1 \/ 0\)? > 2` fails on every request \(division by zero\)/],
+    ['a negated failing part', "model == 'a' && !(1/0 == 1)", /fails on every request \(division by zero\)/],
+    ['a parenthesised conversion', "model == 'a' && (int('x')) == 1", /fails on every request/],
   ];
   for (const [what, when, message] of cases) {
     test(what, () => {
@@ -89,6 +92,8 @@ describe('Policy.compile: errors name the YAML path and the rule', () => {
       "request.headers['x-team'] in ['😀','a']",
       "model == '😀' + 'a'",
       "(((1 + 2))) == 3 && model == ('a')",
+      "model == 'a' && ((true) || (1 / 0 == 1))",
+      "model == ')(' && (('a') + ('b')) == 'ab'",
     ])
       assert.deepEqual(Policy.compile([{ name: 'r', when, deny: 'x' }]).issues, [], when);
   });
