@@ -7,8 +7,8 @@
  * held), a client that leaves aborts the exchange through the controller, and backpressure is the
  * controller's pause/resume (ClientPacer). The connection's timers
  * (`headersTimeout`, `bodyTimeout`) bound every wait; one timer of the exchange bounds the wait for a
- * connection and the whole exchange — but for a relayed reply once its head went to the client
- * (`headSent`), which the client's pace bounds from then on.
+ * connection and the whole exchange — for a relayed reply, once its head went to the client (`headSent`),
+ * counting only the time the backend is read, not the time the client takes.
  */
 import { ByteList } from './byte-list.js';
 import type { Upstream, UpstreamController, UpstreamHandler, UpstreamRequest } from './upstream.js';
@@ -155,6 +155,11 @@ export class Exchange implements UpstreamHandler {
   #timer: NodeJS.Timeout | undefined;
   #wholeMs = 0;
   #rearm = false;
+  /**
+   * From the relay's head on (headSent): what is left of `wholeMs`, counted only while the backend is read —
+   * not while it is paused for a client whose socket is full — and when the timer was last armed.
+   */
+  #paced: { leftMs: number; armedAt: number } | undefined;
 
   /**
    * `sink`: where a 2xx event stream goes (a stream was asked for: any other 2xx fails the exchange at its
@@ -206,7 +211,12 @@ export class Exchange implements UpstreamHandler {
     this.abort(
       !this.#onConnection
         ? codedError('QUEUE_TIMEOUT', `no connection to the backend within ${waited} ms`)
-        : codedError('REQUEST_TIMEOUT', `no whole reply within ${this.#wholeMs} ms`),
+        : this.#paced !== undefined
+          ? codedError(
+              'REQUEST_TIMEOUT',
+              `no whole reply within ${this.#wholeMs} ms of the backend's sending (the client's reading not counted)`,
+            )
+          : codedError('REQUEST_TIMEOUT', `no whole reply within ${this.#wholeMs} ms`),
     );
   };
 
@@ -218,20 +228,39 @@ export class Exchange implements UpstreamHandler {
   }
 
   resume(): void {
-    if (!this.#settled) this.#controller?.resume();
+    if (this.#settled) return;
+    const paced = this.#paced;
+    if (paced !== undefined && this.#timer === undefined) {
+      paced.armedAt = performance.now();
+      this.#timer = setTimeout(this.#expire, paced.leftMs);
+    }
+    this.#controller?.resume();
   }
 
   /**
-   * The relay sent the reply's head to the client: the whole exchange's bound ends here. From now on the
-   * reply goes at the pace the client reads (the backend is paused while the client's socket is full), so
-   * its end would count the client's download time: a client reading steadily would be cut off for the
-   * size of the reply. The client reading nothing (the relay's ClientPacer, CLIENT_STALLED) and the backend
-   * silent while not paused (the connection's bodyTimeout) still bound it.
+   * The relay sent the reply's head to the client. From now on the reply goes at the pace the client reads
+   * (the backend is paused while the client's socket is full): counted whole, the bound would count the
+   * client's download time, and a client reading steadily would be cut off for the size of the reply. So
+   * what is left of it counts only the time the backend is read (#pause stops it, resume() goes on), and a
+   * backend trickling its reply is still cut at `wholeMs`. The client reading nothing is the relay's own
+   * bound (ClientPacer, CLIENT_STALLED).
    */
   headSent(): void {
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
+    if (this.#settled || this.#paced !== undefined) return;
+    const now = performance.now();
+    this.#paced = { leftMs: Math.max(0, this.#wholeMs - (now - this.#t0)), armedAt: now };
     this.#rearm = false;
+  }
+
+  /** The backend paused for the client: a relay's bound stops counting until resume(). */
+  #pause(controller: UpstreamController): void {
+    const paced = this.#paced;
+    if (paced !== undefined && this.#timer !== undefined) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+      paced.leftMs = Math.max(0, paced.leftMs - (performance.now() - paced.armedAt));
+    }
+    controller.pause();
   }
 
   onRequestStart(controller: UpstreamController): void {
@@ -276,7 +305,7 @@ export class Exchange implements UpstreamHandler {
       return;
     }
     if (this.#relaying !== undefined) {
-      if (!this.#relaying.data(chunk)) controller.pause();
+      if (!this.#relaying.data(chunk)) this.#pause(controller);
       return;
     }
     this.#chunks.push(chunk);
@@ -286,7 +315,7 @@ export class Exchange implements UpstreamHandler {
       this.#relaying = this.#relay();
       const ok = this.#relaying.start(this, held);
       this.#chunks.clear();
-      if (!ok) controller.pause();
+      if (!ok) this.#pause(controller);
       return;
     }
     this.abort(codedError('REPLY_TOO_LARGE', `the reply is larger than ${this.#cap} bytes`));

@@ -568,8 +568,8 @@ export class Forwarder {
     const cost = prompt * d.inputCostPerToken + completion * d.outputCostPerToken;
     this.#tracker.addTokens(d.id, prompt + completion);
     const code = (err as { code?: unknown } | undefined)?.code;
-    // The attempt's whole `timeout` stopped at the relay's head (Exchange.headSent): a client too slow is
-    // one that read nothing for the stall bound.
+    // From the relay's head the attempt's `timeout` counts the backend's time only (Exchange.headSent): a
+    // client too slow is one that read nothing for the stall bound.
     const left = code === 'CLIENT_GONE' || code === 'CLIENT_STALLED';
     if (code === 'SHUTTING_DOWN') failed(req, d, 'cut off: tollgate shutting down');
     else if (err !== undefined && !left) failed(req, d, `reply broke off: ${errCode(err)}`);

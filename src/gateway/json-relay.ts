@@ -335,8 +335,8 @@ export function completionEstimate(reply: Buffer): number {
  * whole by the forwarder (`held`, with its length and its cost). Past them the head goes with the bytes
  * held, the rest as it arrives, at the pace the client reads (ClientPacer) — without `content-length` (the
  * body goes chunked) or `x-tollgate-response-cost` (the usage comes at the reply's end) — and from then on
- * the exchange's whole-attempt bound no longer applies (Exchange.headSent): a client that reads nothing for
- * `stallMs` is cut off instead. A reply that breaks off after its head went, or turns out not to be one JSON
+ * the exchange's whole-attempt bound counts only the time the backend is read (Exchange.headSent), and a
+ * client that reads nothing for `stallMs` is cut off. A reply that breaks off after its head went, or turns out not to be one JSON
  * object, ends with the client's connection closed before the body's end: an HTTP/1.1 client sees its
  * chunked body end unfinished; an HTTP/1.0 one, whose body the connection's end delimits, only a JSON text
  * cut short.

@@ -195,11 +195,16 @@ describe('Exchange: a 2xx past what is held goes to the relay', () => {
     assert.deepEqual(calls, ['start 2000', 'pause', 'resume', 'data 1', 'pause', 'end ok']);
   });
 
-  test("once the relay sent the reply's head, the whole exchange's bound no longer cuts it (the client's download is not the backend's)", async () => {
-    // A reply that trickles a byte every 50 ms, past the exchange's bound of 300 ms (REQUEST_TIMEOUT without headSent: above).
+  test("once the relay sent the reply's head, the whole exchange's bound counts only the time the backend is read, not the client's", async () => {
+    // The exchange's bound is 300 ms. The relay pauses the backend (a client whose socket is full) for 500 ms:
+    // not counted. Then a backend that trickles a byte every 50 ms: counted, and cut at the bound.
     const calls: string[] = [];
     let handler: UpstreamHandler | undefined;
-    const controller = { abort: () => calls.push('abort'), pause: () => undefined, resume: () => undefined };
+    const controller = {
+      abort: (err: Error) => void calls.push(`abort ${(err as { code?: string }).code}`),
+      pause: () => void calls.push('pause'),
+      resume: () => void calls.push('resume'),
+    };
     const upstream: Upstream = {
       dispatch(_r, h) {
         handler = h;
@@ -208,21 +213,29 @@ describe('Exchange: a 2xx past what is held goes to the relay', () => {
         return controller;
       },
     };
+    let taking = false;
     const relay = (): RelaySink => ({
-      start: (exchange) => (exchange.headSent(), true),
-      data: () => true,
+      start: (exchange) => (exchange.headSent(), taking),
+      data: () => taking,
       end: (err) => void calls.push(`end ${(err as { code?: string } | undefined)?.code ?? 'ok'}`),
     });
     const ex = new Exchange({ client: new ClientLink(), sink: undefined, relay, replyCap: 10, errorCap: 10 });
+    const started = performance.now();
     const done = ex.send(upstream, OPTS, 300, 300);
     handler?.onResponseData(controller, Buffer.alloc(20, 0x20));
+    assert.deepEqual(calls, ['pause']);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.deepEqual(calls, ['pause'], 'not cut while paused for the client, past the bound');
+    taking = true;
+    ex.resume();
     const trickle = setInterval(() => handler?.onResponseData(controller, Buffer.from(' ')), 50);
-    await new Promise((resolve) => setTimeout(resolve, 700));
+    const r = await done;
     clearInterval(trickle);
-    assert.deepEqual(calls, [], 'not aborted past the bound');
-    handler?.onResponseEnd(controller);
-    assert.deepEqual(await done, { kind: 'relayed', err: undefined });
-    assert.deepEqual(calls, ['end ok']);
+    const took = performance.now() - started;
+    assert.equal(r.kind, 'relayed');
+    assert.equal((r as { err?: { code?: string } }).err?.code, 'REQUEST_TIMEOUT');
+    assert.ok(took >= 750, `cut after ${Math.round(took)} ms: the 500 ms paused are not counted`);
+    assert.deepEqual(calls.slice(0, 3), ['pause', 'resume', 'abort REQUEST_TIMEOUT']);
   });
 
   test('a reply in many small chunks is held in few buffers (a Buffer a chunk cost ten times the bytes)', async () => {
