@@ -38,6 +38,33 @@ const sha = (s: string): string => createHash('sha256').update(s).digest('hex');
 /** `n` distinct inputs. */
 const inputs = (n: number): string[] => Array.from({ length: n }, (_, i) => `passage ${i}: the quick brown fox`);
 
+/**
+ * A gateway over `apiBase` with two aliases: `<alias>` (timeout 20 s, priced) and `<alias>-<short>s` (timeout
+ * `short` s, input priced only); deployment ids `<alias>-1` and `<alias>-<short>s-1`.
+ */
+async function gatewayOver(apiBase: string, alias: string, short: number, spend: InMemorySpendLog): Promise<GatewayApp> {
+  const yaml = `
+model_list:
+  - model_name: ${alias}
+    litellm_params: { model: openai/${MODEL}, api_base: "${apiBase}", timeout: 20 }
+    model_info: { id: ${alias}-1, input_cost_per_token: ${INPUT_COST}, output_cost_per_token: ${OUTPUT_COST} }
+  - model_name: ${alias}-${short}s
+    litellm_params: { model: openai/${MODEL}, api_base: "${apiBase}", timeout: ${short} }
+    model_info: { id: ${alias}-${short}s-1, input_cost_per_token: ${INPUT_COST} }
+router_settings:
+  num_retries: 1
+general_settings:
+  context_signing_key: ${SECRET}
+keys:
+  - key: sha256:${sha(KEY)}
+    user_id: ci
+`;
+  const prepared = prepareConfigText(yaml, 'large-replies.yaml', {});
+  const secret = contextSecret(SECRET, undefined) as Buffer;
+  const parts = buildAuthorizer(prepared.config, prepared.policy, secret);
+  return startGateway(prepared.config, parts, secret, { host: '127.0.0.1', port: 0, logger: createLogger('silent'), spend });
+}
+
 describe('large non-streamed replies', () => {
   let fake: FakeVllm;
   let gw: GatewayApp;
@@ -47,26 +74,7 @@ describe('large non-streamed replies', () => {
 
   before(async () => {
     fake = await startFakeVllm({ models: [MODEL], name: 'embedder', embeddingDims: 4096, promptTokens: TOKENS_PER_INPUT });
-    const yaml = `
-model_list:
-  - model_name: embed
-    litellm_params: { model: openai/${MODEL}, api_base: "${fake.apiBase}", timeout: 20 }
-    model_info: { id: embed-1, input_cost_per_token: ${INPUT_COST}, output_cost_per_token: ${OUTPUT_COST} }
-  - model_name: embed-3s
-    litellm_params: { model: openai/${MODEL}, api_base: "${fake.apiBase}", timeout: 3 }
-    model_info: { id: embed-3s-1, input_cost_per_token: ${INPUT_COST} }
-router_settings:
-  num_retries: 1
-general_settings:
-  context_signing_key: ${SECRET}
-keys:
-  - key: sha256:${sha(KEY)}
-    user_id: ci
-`;
-    const prepared = prepareConfigText(yaml, 'large-replies.yaml', {});
-    const secret = contextSecret(SECRET, undefined) as Buffer;
-    const parts = buildAuthorizer(prepared.config, prepared.policy, secret);
-    gw = await startGateway(prepared.config, parts, secret, { host: '127.0.0.1', port: 0, logger: createLogger('silent'), spend });
+    gw = await gatewayOver(fake.apiBase, 'embed', 3, spend);
     base = `http://127.0.0.1:${gw.port}`;
     client = new OpenAI({ apiKey: KEY, baseURL: `${base}/v1`, maxRetries: 0, timeout: 20_000 });
   });
@@ -343,26 +351,7 @@ describe('large replies: timing, charging and memory', () => {
     backend.listen(0, '127.0.0.1');
     await once(backend, 'listening');
     const url = `http://127.0.0.1:${(backend.address() as AddressInfo).port}/v1`;
-    const yaml = `
-model_list:
-  - model_name: m
-    litellm_params: { model: openai/${MODEL}, api_base: "${url}", timeout: 20 }
-    model_info: { id: m-1, input_cost_per_token: ${INPUT_COST}, output_cost_per_token: ${OUTPUT_COST} }
-  - model_name: m-1s
-    litellm_params: { model: openai/${MODEL}, api_base: "${url}", timeout: 1 }
-    model_info: { id: m-1s-1, input_cost_per_token: ${INPUT_COST} }
-router_settings:
-  num_retries: 1
-general_settings:
-  context_signing_key: ${SECRET}
-keys:
-  - key: sha256:${sha(KEY)}
-    user_id: ci
-`;
-    const prepared = prepareConfigText(yaml, 'large-replies-own.yaml', {});
-    const secret = contextSecret(SECRET, undefined) as Buffer;
-    const parts = buildAuthorizer(prepared.config, prepared.policy, secret);
-    gw = await startGateway(prepared.config, parts, secret, { host: '127.0.0.1', port: 0, logger: createLogger('silent'), spend });
+    gw = await gatewayOver(url, 'm', 1, spend);
     base = `http://127.0.0.1:${gw.port}`;
   });
   after(async () => {

@@ -88,6 +88,15 @@ describe('a key made again with the same value starts at zero spend', { timeout:
     return db;
   }
 
+  /** A migrated database of this test's own: a PostgreSQL schema, or an embedded PGlite. */
+  async function database(kind: 'postgres' | 'pglite'): Promise<Db> {
+    if (kind === 'postgres') return postgres();
+    const db = await openDb({});
+    dbs.push(db);
+    await migrate(db);
+    return db;
+  }
+
   test('the budget period of a key starts no earlier than its record (the counter is a new one)', () => {
     const day = budgetPeriod('1d', NOW, UTC_CALENDAR);
     assert.deepEqual(
@@ -109,13 +118,7 @@ describe('a key made again with the same value starts at zero spend', { timeout:
 
   for (const kind of ['postgres', 'pglite'] as const) {
     test(`a restart seeds in-process counters with the new record's spend only (${kind})`, async () => {
-      let db: Db;
-      if (kind === 'postgres') db = await postgres();
-      else {
-        db = await openDb({});
-        dbs.push(db);
-        await migrate(db);
-      }
+      const db = await database(kind);
       await logSpend(db, true);
       const counters = new MemoryCounters();
       const subject: BudgetSubject = { subject: `key:${KEY_ID}`, limits: limits() };
@@ -138,13 +141,7 @@ describe('a key made again with the same value starts at zero spend', { timeout:
 
   for (const kind of ['postgres', 'pglite'] as const) {
     test(`a regenerated key's rows still under its past id count for it when counters are seeded (${kind})`, async () => {
-      let db: Db;
-      if (kind === 'postgres') db = await postgres();
-      else {
-        db = await openDb({});
-        dbs.push(db);
-        await migrate(db);
-      }
+      const db = await database(kind);
       const past = 'eeeeffff00001111';
       await db.query(`INSERT INTO keys (key_hash, key_id, previous_key_ids) VALUES ($1, $2, $3::jsonb)`, [
         `${KEY_ID}${'0'.repeat(48)}`,
