@@ -15,9 +15,9 @@ import type { DeploymentTracker, Failure, RoutingStrategy } from '../routing/hea
 import type { SpendRecorder } from '../store/spend.js';
 import { reservation, type GateVerdict, type Lease } from '../store/limiter.js';
 import { Exchange, type ClientLink } from './exchange.js';
-import { completionEstimate, JsonRelay, replyUsage } from './json-relay.js';
+import { completionEstimate, JsonRelay } from './json-relay.js';
 import type { HttpResponse } from './http-response.js';
-import { estimateTokens, parseObject, spliceJson, SseRewriter, withModel } from './sse.js';
+import { estimateTokens, parseObject, replyUsage, spliceJson, SseRewriter, withModel, type Usage } from './sse.js';
 import { UpstreamPool } from './upstream.js';
 import { BUSY, BUSY_AFTER, failure, withoutDeployment, type Attempt } from './backend-failure.js';
 import { SHUTTING_DOWN, SseRelay } from './sse-relay.js';
@@ -222,13 +222,13 @@ export class Forwarder {
         if (last.kind === 'too-large') {
           // Another deployment would send as much: not a fault of this one, and not worth generating again.
           sendError(res, 'upstream_error', "The model server's reply is larger than tollgate forwards.", req.caller.requestId, 502);
-          this.#record(req, d, alias, 502, started, 0, 0, 0, false);
+          this.#record(req, d, alias, 502, started, NOTHING);
           return;
         }
         if (last.kind === 'client-error') {
           // The backend refused this request itself (400, 413, 422): another deployment would too.
           sendError(res, 'upstream_invalid_request', last.message, req.caller.requestId, last.status, undefined, last.param);
-          this.#record(req, d, alias, last.status, started, 0, 0, 0, false);
+          this.#record(req, d, alias, last.status, started, NOTHING);
           return;
         }
         // A client that went away (or a drain that ran out) says nothing about the deployment.
@@ -248,12 +248,12 @@ export class Forwarder {
     }
     if (req.client.gone) {
       // Every request leaves one spend row; 499 is the de-facto "client closed request" status.
-      this.#record(req, lastTried, req.alias, 499, started, 0, 0, 0, false);
+      this.#record(req, lastTried, req.alias, 499, started, NOTHING);
       return;
     }
     if (req.client.shuttingDown) {
       sendError(res, 'gateway_unavailable', SHUTTING_DOWN, req.caller.requestId);
-      this.#record(req, lastTried, req.alias, res.statusCode, started, 0, 0, 0, false);
+      this.#record(req, lastTried, req.alias, res.statusCode, started, NOTHING);
       return;
     }
     const now = Date.now();
@@ -270,7 +270,7 @@ export class Forwarder {
           undefined,
           refused.headers,
         );
-      this.#record(req, undefined, req.alias, res.statusCode, started, 0, 0, 0, false);
+      this.#record(req, undefined, req.alias, res.statusCode, started, NOTHING);
       return;
     }
     if (last?.kind === 'retry' && last.status === 429) {
@@ -301,7 +301,7 @@ export class Forwarder {
         message = `${ERRORS[code].message.replace(/: retry shortly\.$/, '')}: retry after the time given in the retry-after header.`;
       sendError(res, code, message, req.caller.requestId, undefined, after);
     }
-    this.#record(req, lastTried, req.alias, res.statusCode, started, 0, 0, 0, false);
+    this.#record(req, lastTried, req.alias, res.statusCode, started, NOTHING);
   }
 
   /** The groups of `aliases` that the catalog has. */
@@ -442,10 +442,8 @@ export class Forwarder {
         if (result.err !== undefined) return { kind: 'retry', timeout: isTimeout(result.err), detail: errCode(result.err) };
         if (!r.json.complete) return { kind: 'retry', timeout: false, detail: 'malformed reply' };
         if (r.json.errorBody) return { kind: 'retry', timeout: false, detail: 'error body with 2xx' };
-        const usage = r.json.usage;
-        const prompt = usage?.promptTokens ?? estimatePromptTokens(req);
-        const completion = usage?.completionTokens ?? r.json.completionEstimate;
-        this.#answer(d, alias, req, res, r.held.list(), r.held.length, prompt, completion, usage === undefined, started);
+        const charge = this.#charge(d, req, r.json.usage, () => r.json.completionEstimate);
+        this.#answer(d, alias, req, res, r.held.list(), r.held.length, charge, started);
         r.held.clear();
         return { kind: 'done' };
       }
@@ -484,18 +482,32 @@ export class Forwarder {
       return { kind: 'retry', timeout: false, detail: 'error body with 2xx' };
     // Without a usage (absent, null, not an object), as a held or relayed reply and a stream without its
     // usage report: charged for its prompt and generated text, estimated — not for nothing.
-    const usage = replyUsage(parsed['usage']);
-    const prompt = usage?.promptTokens ?? estimatePromptTokens(req);
-    const completion = usage?.completionTokens ?? completionEstimate(raw);
+    const charge = this.#charge(d, req, replyUsage(parsed['usage']), () => completionEstimate(raw));
     const out = withModel(text, parsed, alias) ?? JSON.stringify({ ...parsed, model: alias });
-    this.#answer(d, alias, req, res, out, Buffer.byteLength(out), prompt, completion, usage === undefined, started);
+    this.#answer(d, alias, req, res, out, Buffer.byteLength(out), charge, started);
     return { kind: 'done' };
   }
 
   /**
-   * Answers a whole reply, `body` (`length` bytes) renamed, with its cost, and records it. `estimated`: the
-   * reply had no usage and its tokens are estimated; the header carries the cost charged all the same (the
-   * spend log says it is an estimate).
+   * What a reply is charged, streamed or not, whole or cut short: its usage, or without one its prompt and
+   * the text it generated, estimated (`completionEstimate`, asked only then); the deployment's tokens are
+   * counted for usage-based routing.
+   */
+  #charge(d: Deployment, req: ForwardRequest, usage: Usage | undefined, completionEstimate: () => number): Charge {
+    const prompt = usage?.promptTokens ?? estimatePromptTokens(req);
+    const completion = usage?.completionTokens ?? completionEstimate();
+    this.#tracker.addTokens(d.id, prompt + completion);
+    return {
+      prompt,
+      completion,
+      cost: prompt * d.inputCostPerToken + completion * d.outputCostPerToken,
+      estimated: usage === undefined,
+    };
+  }
+
+  /**
+   * Answers a whole reply, `body` (`length` bytes) renamed, with its cost, and records it. An estimated
+   * charge (the reply had no usage) is in the header all the same (the spend log says it is an estimate).
    */
   #answer(
     d: Deployment,
@@ -504,12 +516,9 @@ export class Forwarder {
     res: HttpResponse,
     body: string | readonly Buffer[],
     length: number,
-    prompt: number,
-    completion: number,
-    estimated: boolean,
+    charge: Charge,
     started: number,
   ): void {
-    const cost = prompt * d.inputCostPerToken + completion * d.outputCostPerToken;
     const head = [
       'content-type',
       'application/json',
@@ -519,7 +528,7 @@ export class Forwarder {
       req.caller.requestId,
       'x-tollgate-response-cost',
       // Twelve significant digits: 0.21, not 0.21000000000000002.
-      String(Number(cost.toPrecision(12))),
+      String(Number(charge.cost.toPrecision(12))),
     ];
     if (req.responseHeaders !== undefined) for (const [k, v] of req.responseHeaders) head.push(k, v);
     res.writeHead(200, head);
@@ -528,8 +537,7 @@ export class Forwarder {
       for (const b of body) res.write(b);
       res.end();
     }
-    this.#tracker.addTokens(d.id, prompt + completion);
-    this.#record(req, d, alias, 200, started, prompt, completion, cost, estimated);
+    this.#record(req, d, alias, 200, started, charge);
   }
 
   /**
@@ -538,11 +546,7 @@ export class Forwarder {
    * that broke off still gave the client its 200 (with an error event at the end).
    */
   #streamed(d: Deployment, alias: string, req: ForwardRequest, relay: SseRelay, started: number, err: Error | undefined): void {
-    const usage = relay.sse.usage;
-    const prompt = usage?.promptTokens ?? estimatePromptTokens(req);
-    const completion = usage?.completionTokens ?? relay.sse.completionEstimate;
-    const cost = prompt * d.inputCostPerToken + completion * d.outputCostPerToken;
-    this.#tracker.addTokens(d.id, prompt + completion);
+    const charge = this.#charge(d, req, relay.sse.usage, () => relay.sse.completionEstimate);
     const code = (err as { code?: unknown } | undefined)?.code;
     // A client that leaves once it read an error event (the SDKs throw on it and close) left a failed
     // stream, not a good one it walked out of: it had its 200 and the error, as a stream that broke off.
@@ -551,7 +555,7 @@ export class Forwarder {
     if (code === 'SHUTTING_DOWN') failed(req, d, 'cut off: tollgate shutting down');
     else if (err !== undefined && code !== 'CLIENT_GONE' && code !== 'CLIENT_STALLED') failed(req, d, `stream broke off: ${errCode(err)}`);
     else if (relay.sse.sawError) failed(req, d, 'error event in the stream');
-    this.#record(req, d, alias, status, started, prompt, completion, cost, usage === undefined);
+    this.#record(req, d, alias, status, started, charge);
   }
 
   /**
@@ -562,11 +566,7 @@ export class Forwarder {
    */
   #relayed(d: Deployment, alias: string, req: ForwardRequest, relay: JsonRelay, started: number, err: Error | undefined): void {
     const json = relay.json;
-    const usage = json.usage;
-    const prompt = usage?.promptTokens ?? estimatePromptTokens(req);
-    const completion = usage?.completionTokens ?? json.completionEstimate;
-    const cost = prompt * d.inputCostPerToken + completion * d.outputCostPerToken;
-    this.#tracker.addTokens(d.id, prompt + completion);
+    const charge = this.#charge(d, req, json.usage, () => json.completionEstimate);
     const code = (err as { code?: unknown } | undefined)?.code;
     // From the relay's head the attempt's `timeout` counts the backend's time only (Exchange.headSent): a
     // client too slow is one that read nothing for the stall bound.
@@ -574,20 +574,10 @@ export class Forwarder {
     if (code === 'SHUTTING_DOWN') failed(req, d, 'cut off: tollgate shutting down');
     else if (err !== undefined && !left) failed(req, d, `reply broke off: ${errCode(err)}`);
     else if (err === undefined && !json.complete) failed(req, d, 'reply broke off: not one JSON object');
-    this.#record(req, d, alias, left ? 499 : 200, started, prompt, completion, cost, usage === undefined);
+    this.#record(req, d, alias, left ? 499 : 200, started, charge);
   }
 
-  #record(
-    req: ForwardRequest,
-    d: Deployment | undefined,
-    alias: string,
-    status: number,
-    started: number,
-    prompt: number,
-    completion: number,
-    cost: number,
-    estimated: boolean,
-  ): void {
+  #record(req: ForwardRequest, d: Deployment | undefined, alias: string, status: number, started: number, charge: Charge): void {
     const c = req.caller;
     this.#spend.record({
       requestId: c.requestId,
@@ -596,12 +586,12 @@ export class Forwarder {
       teamId: c.teamId,
       model: alias,
       deployment: d?.id,
-      promptTokens: prompt,
-      completionTokens: completion,
-      cost,
+      promptTokens: charge.prompt,
+      completionTokens: charge.completion,
+      cost: charge.cost,
       status,
       latencyMs: performance.now() - started,
-      estimated,
+      estimated: charge.estimated,
       at: Date.now(),
       endpoint: req.endpoint,
       backendMs: req.timing.backendMs,
@@ -612,6 +602,17 @@ export class Forwarder {
     });
   }
 }
+
+/** What a request is charged (Forwarder.#charge): tokens, cost, and whether they are an estimate. */
+interface Charge {
+  readonly prompt: number;
+  readonly completion: number;
+  readonly cost: number;
+  readonly estimated: boolean;
+}
+
+/** A request that got no reply of a deployment: nothing charged. */
+const NOTHING: Charge = { prompt: 0, completion: 0, cost: 0, estimated: false };
 
 /** Whether tollgate adds the `max_tokens` cap to this request (the client sent none; embeddings take none). */
 function capAdded(req: ForwardRequest): boolean {

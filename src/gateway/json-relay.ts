@@ -13,11 +13,7 @@
 import { ByteList } from './byte-list.js';
 import { ClientPacer, codedError, type ClientLink, type Exchange, type RelaySink } from './exchange.js';
 import type { HttpResponse } from './http-response.js';
-
-export interface ReplyUsage {
-  readonly promptTokens: number;
-  readonly completionTokens: number;
-}
+import { replyUsage, type Usage } from './sse.js';
 
 /** The keys whose string values inside `choices` are generated text (a message's, a completion's, a tool call's). */
 const GENERATED = new Set(['content', 'text', 'reasoning_content', 'reasoning', 'arguments', 'name']);
@@ -45,7 +41,7 @@ export class JsonRewriter {
   /** The reply is not one JSON object (why): nothing more is read or passed on. */
   malformed: string | undefined;
   /** The reply's last top-level `usage` so far. */
-  usage: ReplyUsage | undefined;
+  usage: Usage | undefined;
   /** A top-level `error` member, or `object` set to "error": an error body sent with a 2xx. */
   errorBody = false;
   readonly #alias: Buffer;
@@ -305,21 +301,6 @@ function quarters(chunk: Buffer, from: number, to: number): number {
     q += b < 0x80 ? 1 : b < 0xc0 ? 0 : b < 0xe0 ? 2 : b < 0xf0 ? 4 : 8;
   }
   return q;
-}
-
-function count(v: unknown): number {
-  return typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : 0;
-}
-
-/**
- * A reply's `usage` member as tollgate reads it, whatever the reply's size: an object (its token counts, 0
- * for one missing or not a count), or undefined — absent, `null`, or not an object — and then the reply is
- * charged as a stream without a usage report is, estimated (forward.ts).
- */
-export function replyUsage(v: unknown): ReplyUsage | undefined {
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) return undefined;
-  const u = v as Record<string, unknown>;
-  return { promptTokens: count(u['prompt_tokens']), completionTokens: count(u['completion_tokens']) };
 }
 
 /** The completion tokens of a whole reply's generated text, estimated as JsonRewriter reads them (a reply without usage). */

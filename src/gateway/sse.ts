@@ -9,9 +9,21 @@
 import { StringDecoder } from 'node:string_decoder';
 import { ERRORS, type ErrorCode } from '../errors/codes.js';
 
-export interface StreamUsage {
-  promptTokens: number;
-  completionTokens: number;
+/** The tokens a reply reports in its `usage`, streamed or not. */
+export interface Usage {
+  readonly promptTokens: number;
+  readonly completionTokens: number;
+}
+
+/**
+ * A reply's `usage` member as tollgate reads it, streamed or not and whatever the reply's size: an object
+ * (its token counts, 0 for one missing or not a count), or undefined — absent, `null`, or not an object —
+ * and then the reply is charged for its prompt and generated text, estimated (forward.ts).
+ */
+export function replyUsage(v: unknown): Usage | undefined {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return undefined;
+  const u = v as Record<string, unknown>;
+  return { promptTokens: num(u['prompt_tokens']), completionTokens: num(u['completion_tokens']) };
 }
 
 const DONE = 'data: [DONE]\n\n';
@@ -30,7 +42,7 @@ export class SseRewriter {
   readonly #model: string;
   readonly #scrub: ((message: string) => string) | undefined;
   #buffer = '';
-  usage: StreamUsage | undefined;
+  usage: Usage | undefined;
   /** Chunks that carried text: about a token each, from a vLLM that sends every token as it comes. */
   contentChunks = 0;
   /** The streamed text's tokens in quarters (estimateTokens), for chunks that carry several tokens each. */
@@ -193,11 +205,8 @@ export class SseRewriter {
       const message = backendMessage(o);
       return errorEvent(message === undefined ? 'The model server failed while generating.' : (this.#scrub?.(message) ?? message));
     }
-    const usage = o['usage'];
-    if (typeof usage === 'object' && usage !== null) {
-      const u = usage as Record<string, unknown>;
-      this.usage = { promptTokens: num(u['prompt_tokens']), completionTokens: num(u['completion_tokens']) };
-    }
+    const usage = replyUsage(o['usage']);
+    if (usage !== undefined) this.usage = usage;
     const choices = o['choices'];
     if (Array.isArray(choices)) {
       if (choices.length === 0 && !this.#keepUsage) return '';

@@ -9,7 +9,8 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ClientLink, type Exchange } from '../../../src/gateway/exchange.js';
 import type { HttpResponse } from '../../../src/gateway/http-response.js';
-import { completionEstimate, JsonRelay, JsonRewriter, replyUsage } from '../../../src/gateway/json-relay.js';
+import { completionEstimate, JsonRelay, JsonRewriter } from '../../../src/gateway/json-relay.js';
+import { replyUsage } from '../../../src/gateway/sse.js';
 import { estimateTokens } from '../../../src/gateway/sse.js';
 
 const MODEL = 'BAAI/bge-large-en-v1.5';
