@@ -26,7 +26,7 @@ import { SecretBox } from '../identity/secret-box.js';
 import type { StoredModel } from '../store/records.js';
 import type { Config } from '../config/schema.js';
 import { startGateway, type GatewayApp } from './gateway-app.js';
-import { gatewayStoreOptions, openStore, type StoreApp } from './store-app.js';
+import { gatewayStoreOptions, openStore, storeUrls, type StoreApp } from './store-app.js';
 import { EMBEDDED, prepareConfigFile, type ConfigOrigin, type PreparedConfig } from './config-source.js';
 import {
   DEFAULT_DATA_DIR,
@@ -338,7 +338,7 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
   try {
     store = await openStore(prepared.config, {
       logger,
-      withDb: command !== 'authz' || (gs.database_url ?? process.env['DATABASE_URL'] ?? '') !== '',
+      withDb: command !== 'authz' || storeUrls(prepared.config, process.env).database_url !== undefined,
       env: process.env,
       split: command !== 'serve',
       catalog: () => parts.authorizer.rules.catalog,

@@ -67,11 +67,7 @@ const DB_START_RETRY_MS = 2_000;
 
 export async function openStore(config: Config, opts: StoreOptions): Promise<StoreApp> {
   const env = opts.env ?? {};
-  const gs = {
-    ...config.general_settings,
-    database_url: config.general_settings.database_url ?? nonEmpty(env['DATABASE_URL']),
-    redis_url: config.general_settings.redis_url ?? nonEmpty(env['REDIS_URL']),
-  };
+  const gs = { ...config.general_settings, ...storeUrls(config, env) };
   const { logger } = opts;
   // DATABASE_URL and REDIS_URL from the environment have not been through the config's checks.
   if (gs.database_url !== undefined && !isUrl(gs.database_url))
@@ -244,6 +240,15 @@ export async function openStore(config: Config, opts: StoreOptions): Promise<Sto
   };
 }
 
+/** The records database's and Redis's URLs: the config's, else DATABASE_URL and REDIS_URL (not empty) from the environment. */
+export function storeUrls(
+  config: Config,
+  env: Readonly<Record<string, string | undefined>>,
+): { database_url: string | undefined; redis_url: string | undefined } {
+  const gs = config.general_settings;
+  return { database_url: gs.database_url ?? nonEmpty(env['DATABASE_URL']), redis_url: gs.redis_url ?? nonEmpty(env['REDIS_URL']) };
+}
+
 /**
  * Where records and counters live, for the start-up log: the URLs without their passwords (nor query
  * parameters, which may carry one; `?schema=` is kept) and where each came from.
@@ -254,9 +259,7 @@ export function storeLocations(
   withDb: boolean,
 ): { records: string; counters: string } {
   const gs = config.general_settings;
-  const fromEnv = (name: string): string | undefined => nonEmpty(env[name]);
-  const dbUrl = gs.database_url ?? fromEnv('DATABASE_URL');
-  const redisUrl = gs.redis_url ?? fromEnv('REDIS_URL');
+  const { database_url: dbUrl, redis_url: redisUrl } = storeUrls(config, env);
   const origin = (inConfig: string | undefined, name: string): string => (inConfig !== undefined ? 'config' : name);
   const records = !withDb
     ? 'none (no database_url)'
