@@ -6,14 +6,7 @@ import type { ErrorCode } from '../errors/codes.js';
 import type { JwtIdentity, JwtResult } from '../identity/jwt.js';
 import type { KeyRecord, Limits } from '../identity/keys.js';
 import { NO_JWT, NO_KEY, NO_TEAM, type KeyView, type Policy, type PolicyInput, type TeamView } from '../policy/rules.js';
-import {
-  firstBack,
-  weightedPick,
-  type Deployment,
-  type DeploymentHealth,
-  type ModelCatalog,
-  type ModelGroup,
-} from '../routing/deployments.js';
+import { firstBack, weightedPick, type Deployment, type DeploymentHealth, type ModelCatalog } from '../routing/deployments.js';
 import { modelBodyOf, parseModelBody, type ModelBody } from './body.js';
 import { isModelListRoute, type RouteKind } from './route.js';
 import { ADMIN_DISABLED, adminAccessMessage, coolingAnswer, jwtFailureMessage, NO_MODELS_MESSAGE } from './messages.js';
@@ -273,7 +266,7 @@ export function decide(input: DecisionInput, rules: DecisionRules, nowMs: number
       const g = rules.catalog.group(fallbacks[i] as string);
       if (g !== undefined) deployment = weightedPick(g, rules.health, nowMs, random);
     }
-    if (deployment === undefined) return everyCooling(rules, group, fallbacks, nowMs);
+    if (deployment === undefined) return everyCooling(rules, [model, ...fallbacks], nowMs);
     if (fallbacks.length > 0) return { allow: true, principal, body, deployment, fallbacks, hidden: NONE };
   }
   return allow(principal, body, deployment);
@@ -285,13 +278,8 @@ const NONE: readonly string[] = Object.freeze([]);
  * Every deployment of the model and of the fallbacks this caller may use is cooling down: when to come back,
  * and why (coolingAnswer). Without cooldowns to go by (a health view that does not know them): the 503 alone.
  */
-function everyCooling(rules: DecisionRules, group: ModelGroup | undefined, fallbacks: readonly string[], nowMs: number): Decision {
-  const groups: ModelGroup[] = group === undefined ? [] : [group];
-  for (const alias of fallbacks) {
-    const g = rules.catalog.group(alias);
-    if (g !== undefined) groups.push(g);
-  }
-  const back = firstBack(groups, rules.health, nowMs);
+function everyCooling(rules: DecisionRules, aliases: readonly string[], nowMs: number): Decision {
+  const back = firstBack(rules.catalog.groups(aliases), rules.health, nowMs);
   return back === undefined ? deny('no_healthy_deployment') : { allow: false, ...coolingAnswer(back, nowMs), detail: undefined };
 }
 

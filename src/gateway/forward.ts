@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { coolingAnswer } from '../core/messages.js';
 import type { ModelEndpoint } from '../core/route.js';
 import { ERRORS, errorBody, retryAfterHeaders, type ErrorCode } from '../errors/codes.js';
-import { firstBack, type Deployment, type ModelCatalog, type ModelGroup } from '../routing/deployments.js';
+import { firstBack, type Deployment, type ModelCatalog } from '../routing/deployments.js';
 import type { DeploymentTracker, Failure, RoutingStrategy } from '../routing/health.js';
 import type { SpendRecorder } from '../store/spend.js';
 import { reservation, type GateVerdict, type Lease } from '../store/limiter.js';
@@ -258,7 +258,7 @@ export class Forwarder {
     }
     const now = Date.now();
     // Every deployment the request could go to is cooling down now: when the first one is back, and why it is out.
-    const back = firstBack(this.#groups(aliases), this.#tracker, now);
+    const back = firstBack(this.#catalog().groups(aliases), this.#tracker, now);
     if (!triedAny && refused !== undefined) {
       if (refused.refused === 'store') sendError(res, 'store_unavailable', undefined, req.caller.requestId);
       else
@@ -302,17 +302,6 @@ export class Forwarder {
       sendError(res, code, message, req.caller.requestId, undefined, after);
     }
     this.#record(req, lastTried, req.alias, res.statusCode, started, NOTHING);
-  }
-
-  /** The groups of `aliases` that the catalog has. */
-  #groups(aliases: readonly string[]): ModelGroup[] {
-    const catalog = this.#catalog();
-    const out: ModelGroup[] = [];
-    for (const alias of aliases) {
-      const g = catalog.group(alias);
-      if (g !== undefined) out.push(g);
-    }
-    return out;
   }
 
   /**

@@ -169,6 +169,16 @@ export class ModelCatalog {
     return this.#groups.get(alias);
   }
 
+  /** The groups of `aliases` that the catalog has, in their order. */
+  groups(aliases: Iterable<string>): ModelGroup[] {
+    const out: ModelGroup[] = [];
+    for (const alias of aliases) {
+      const g = this.#groups.get(alias);
+      if (g !== undefined) out.push(g);
+    }
+    return out;
+  }
+
   deployment(id: string): Deployment | undefined {
     return this.#byId.get(id);
   }
