@@ -7,7 +7,7 @@
  *   npm run bench:gateway                      (or: node dist/bench/gateway.js)
  *   node dist/bench/gateway.js --cpu-prof      only direct and tollgate at 32 clients, tollgate's child
  *                                              profiled, and where its time goes
- *   node dist/bench/gateway.js --quick         only direct, tollgate and the bare proxy at 32 clients: the
+ *   node dist/bench/gateway.js --quick         only direct, tollgate, the bare proxy and the stack at 32 clients: the
  *                                              throughput ratios in a fifth of the time, while working on them
  *   node dist/bench/gateway.js --envoy-path    only direct, tollgate and its Envoy path at 32 clients
  *   … --redis [url]                            the Envoy path with Redis counters too (another tollgate child)
@@ -24,10 +24,12 @@
  * requests, each with a fresh context signed here as Check signs it (minted before each slice, so signing
  * costs the load generator nothing measured). The Redis row's CPU column adds Redis's own CPU.
  *
- * Two floors run beside them on every row: a bare Node HTTP proxy (servers/bare-proxy.ts, node:http and
- * undici moving bytes) and a TCP relay (servers/tcp-relay.ts, no HTTP at all). Each target is printed with
- * what they reached in the same run: on a machine where the load generator, the backend and the proxy share
- * two cores, a target below the TCP relay's figure is out of reach for any proxy process.
+ * Three floors run beside them on every row: a bare Node HTTP proxy (servers/bare-proxy.ts, node:http and
+ * undici moving bytes), tollgate's own HTTP stack moving bytes (servers/stack-proxy.ts: its server and
+ * backend client, nothing else) and a TCP relay (servers/tcp-relay.ts, no HTTP at all). Each target is
+ * printed with what they reached in the same run: on a machine where the load generator, the backend and the
+ * proxy share two cores, a target below the TCP relay's figure is out of reach for any proxy process, and
+ * the gap between tollgate and its stack is what tollgate's own work per request costs.
  */
 import { fork } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
@@ -427,7 +429,7 @@ async function main(): Promise<void> {
     servers.push(backend);
     const apiBase = `http://127.0.0.1:${backend.port}/v1`;
     const withEnvoyPath = envoyOnly || !(quick || cpuProf);
-    const [tollgate, tollgateCtx, tollgateRedis, portkey, bare, relay] = await Promise.all([
+    const [tollgate, tollgateCtx, tollgateRedis, portkey, bare, stack, relay] = await Promise.all([
       startChild('tollgate', './servers/tollgate-gateway.js', {
         env: {
           TOLLGATE_BENCH_CONFIG: gatewayBenchConfig(apiBase, keyHash, noSpendLog ? undefined : BENCH_DATABASE_URL),
@@ -456,6 +458,9 @@ async function main(): Promise<void> {
       cpuProf || envoyOnly
         ? undefined
         : startChild('bare-proxy', './servers/bare-proxy.js', { env: { BARE_PROXY_BACKEND: `http://127.0.0.1:${backend.port}` } }),
+      cpuProf || envoyOnly
+        ? undefined
+        : startChild('stack-proxy', './servers/stack-proxy.js', { env: { BARE_PROXY_BACKEND: `http://127.0.0.1:${backend.port}` } }),
       cpuProf || quick || envoyOnly
         ? undefined
         : startChild('tcp-relay', './servers/tcp-relay.js', { env: { TCP_RELAY_BACKEND: `http://127.0.0.1:${backend.port}` } }),
@@ -465,6 +470,7 @@ async function main(): Promise<void> {
     if (tollgateRedis !== undefined) servers.push(tollgateRedis);
     if (portkey !== undefined) servers.push(portkey);
     if (bare !== undefined) servers.push(bare);
+    if (stack !== undefined) servers.push(stack);
     if (relay !== undefined) servers.push(relay);
 
     const direct: Target = {
@@ -499,9 +505,10 @@ async function main(): Promise<void> {
             model: BACKEND_MODEL,
             pid: portkey.child.pid,
           };
-    // The floors: a Node HTTP proxy that only moves bytes (servers/bare-proxy.ts), and a TCP relay that does
-    // not even read HTTP (servers/tcp-relay.ts) — the least any proxy process can add on this machine.
-    // Both take the backend's own requests, as direct does.
+    // The floors: a Node HTTP proxy that only moves bytes (servers/bare-proxy.ts), tollgate's HTTP stack
+    // doing the same (servers/stack-proxy.ts), and a TCP relay that does not even read HTTP
+    // (servers/tcp-relay.ts) — the least any proxy process can add on this machine. They take the backend's
+    // own requests, as direct does.
     const floor = (name: string, server: ServerChild | undefined): Target | undefined =>
       server === undefined ? undefined : { ...direct, name, origin: `http://127.0.0.1:${server.port}`, pid: server.child.pid };
     // The Envoy path: what Envoy forwards after Check — no credentials, a context Check signed for this body.
@@ -542,6 +549,7 @@ async function main(): Promise<void> {
       });
     }
     const viaBare = floor('bare', bare);
+    const viaStack = floor('stack', stack);
     const viaRelay = floor('tcp relay', relay);
     const benchPids = [process.pid, ...servers.map((s) => s.child.pid ?? -1), ...envoyTargets.flatMap((t) => t.alsoPid ?? [])];
     const chatTargets = [direct, viaTollgate, ...(viaPortkey === undefined ? [] : [viaPortkey])];
@@ -579,12 +587,14 @@ async function main(): Promise<void> {
       runs.find((r) => r.target === name && r.kind === kind && r.clients === clients);
 
     if (quick) {
-      await measure([direct, viaTollgate, ...(viaBare === undefined ? [] : [viaBare])], 'chat', HIGH);
+      const floors = [viaBare, viaStack].filter((t): t is Target => t !== undefined);
+      for (const t of floors) await verify(t);
+      await measure([direct, viaTollgate, ...floors], 'chat', HIGH);
     } else if (envoyOnly && !cpuProf) {
       await measure([direct, viaTollgate, ...envoyTargets], 'chat', HIGH);
     } else if (!cpuProf) {
       // The floors are measured beside every figure: what a proxy doing no work adds on this machine.
-      const floors = [viaBare, viaRelay].filter((t): t is Target => t !== undefined);
+      const floors = [viaBare, viaStack, viaRelay].filter((t): t is Target => t !== undefined);
       for (const t of floors) await verify(t);
       await measure([...chatTargets, ...floors], 'chat', LOW);
       await measure([...chatTargets, ...floors, ...envoyTargets], 'chat', HIGH);
@@ -638,9 +648,10 @@ async function main(): Promise<void> {
         (find(name, 'chat', HIGH)?.throughput ?? NaN) / (find('portkey', 'chat', HIGH)?.throughput ?? NaN);
       const vsDirect = (name: string): number => (find(name, 'chat', HIGH)?.throughput ?? NaN) / (dHigh?.throughput ?? NaN);
       const rssMb = (tHigh?.rss ?? NaN) / 2 ** 20;
-      // Each target beside what the floors reached in this run: the bare Node HTTP proxy, the TCP relay.
+      // Each target beside what the floors reached in this run: the bare Node HTTP proxy, tollgate's HTTP
+      // stack alone, the TCP relay.
       const bare = (v: (name: string) => number, d: number): string =>
-        `; bare Node proxy: ${v('bare').toFixed(d)}, TCP relay: ${v('tcp relay').toFixed(d)}`;
+        `; bare Node proxy: ${v('bare').toFixed(d)}, tollgate's HTTP stack alone: ${v('stack').toFixed(d)}, TCP relay: ${v('tcp relay').toFixed(d)}`;
       const addedChat = (name: string): number => addedP50(name, 'chat');
       const addedStream = (name: string): number => addedP50(name, 'stream');
       console.log(
@@ -659,9 +670,9 @@ async function main(): Promise<void> {
       return;
     }
     const ratio = (tHigh?.throughput ?? NaN) / (dHigh?.throughput ?? NaN);
-    const bareRatio = (find('bare', 'chat', HIGH)?.throughput ?? NaN) / (dHigh?.throughput ?? NaN);
+    const floorRatio = (name: string): string => ((find(name, 'chat', HIGH)?.throughput ?? NaN) / (dHigh?.throughput ?? NaN)).toFixed(2);
     console.log(
-      `ratio tollgate/direct throughput at ${HIGH} clients: ${ratio.toFixed(2)} (target >= ${TARGET_RATIO_DIRECT.toFixed(2)}${quick ? `; bare Node proxy: ${bareRatio.toFixed(2)}` : ''})`,
+      `ratio tollgate/direct throughput at ${HIGH} clients: ${ratio.toFixed(2)} (target >= ${TARGET_RATIO_DIRECT.toFixed(2)}${quick ? `; bare Node proxy: ${floorRatio('bare')}, tollgate's HTTP stack alone: ${floorRatio('stack')}` : ''})`,
     );
   } finally {
     await Promise.all(servers.map((s) => s.stop()));
