@@ -167,6 +167,17 @@ export async function spendOf(db: Queryable, column: 'team_id' | 'user_id', id: 
 }
 
 /**
+ * `past (old_id, key_id)`: each id a key had before a regenerate, and the key it is now. Rows still under a
+ * past id (until the regenerate's sweep has moved them) are shown as the key's.
+ */
+const PAST_IDS = `past AS (
+       SELECT DISTINCT ON (p.old_id) p.old_id, k.key_id
+       FROM keys k CROSS JOIN LATERAL jsonb_array_elements_text(k.previous_key_ids) AS p(old_id)
+       WHERE k.previous_key_ids <> '[]'::jsonb
+       ORDER BY p.old_id, k.updated_at DESC
+     )`;
+
+/**
  * Keys by total spend, highest first (LiteLLM's /spend/keys). Rows under an id a key had before a regenerate
  * count for that key (as spendOfKeys), so a key does not show less, and its past id as a key of its own, until
  * the regenerate's sweep has moved them.
@@ -178,12 +189,7 @@ export async function topKeySpend(
   const rows = await db.query<{ key_id: string; token: string | null; key_alias: string | null; spend: number; requests: string | number }>(
     `WITH per_id AS (
        SELECT key_id, sum(cost) AS spend, count(*) AS requests FROM spend_logs WHERE key_id IS NOT NULL GROUP BY key_id
-     ), past AS (
-       SELECT DISTINCT ON (p.old_id) p.old_id, k.key_id
-       FROM keys k CROSS JOIN LATERAL jsonb_array_elements_text(k.previous_key_ids) AS p(old_id)
-       WHERE k.previous_key_ids <> '[]'::jsonb
-       ORDER BY p.old_id, k.updated_at DESC
-     )
+     ), ${PAST_IDS}
      SELECT s.key_id, k.key_hash AS token, k.key_alias, s.spend, s.requests
      FROM (SELECT coalesce(past.key_id, per_id.key_id) AS key_id, sum(per_id.spend) AS spend, sum(per_id.requests) AS requests
            FROM per_id LEFT JOIN past ON past.old_id = per_id.key_id
@@ -201,26 +207,39 @@ export async function topKeySpend(
   }));
 }
 
-/** The spend-log rows a filter names (its key, request, user, team and time range). */
+/**
+ * The spend-log rows a filter names (its key, request, user, team and time range). A key's rows include those
+ * still under an id it had before a regenerate (the key_id index serves the list of ids).
+ */
 function spendWhere(f: Omit<SpendLogFilter, 'limit'>): { sql: string; params: unknown[] } {
-  return where([
-    ['key_id =', f.keyId],
+  const w = where([
     ['request_id =', f.requestId],
     ['user_id =', f.userId],
     ['team_id =', f.teamId],
     ['created_at >=', f.start],
     ['created_at <', f.end],
   ]);
+  if (f.keyId === undefined) return w;
+  const n = w.params.length + 1;
+  return {
+    sql:
+      `${w.sql === '' ? 'WHERE' : `${w.sql} AND`} key_id = ANY (array_append(ARRAY(` +
+      `SELECT jsonb_array_elements_text(previous_key_ids) FROM keys WHERE key_id = $${n}), $${n}::text))`,
+    params: [...w.params, f.keyId],
+  };
 }
 
 export async function spendLogs(db: Queryable, f: SpendLogFilter): Promise<SpendLogRow[]> {
   const w = spendWhere(f);
   return db.query<SpendLogRow>(
-    `SELECT s.*, k.key_hash AS token
+    `WITH ${PAST_IDS}
+     SELECT s.request_id, coalesce(past.key_id, s.key_id) AS key_id, s.user_id, s.team_id, s.model, s.deployment,
+            s.prompt_tokens, s.completion_tokens, s.cost, s.status, s.latency_ms, s.estimated, s.created_at, k.key_hash AS token
      FROM (SELECT request_id, key_id, user_id, team_id, model, deployment, prompt_tokens, completion_tokens, cost, status,
                   latency_ms, estimated, created_at
            FROM spend_logs ${w.sql} ORDER BY created_at DESC LIMIT $${w.params.length + 1}) s
-     LEFT JOIN keys k ON k.key_id = s.key_id
+     LEFT JOIN past ON past.old_id = s.key_id
+     LEFT JOIN keys k ON k.key_id = coalesce(past.key_id, s.key_id)
      ORDER BY s.created_at DESC`,
     [...w.params, f.limit],
   );
@@ -241,9 +260,13 @@ export interface DailySpendRow {
 export async function dailySpend(db: Queryable, f: Omit<SpendLogFilter, 'limit'>, limit: number): Promise<DailySpendRow[]> {
   const w = spendWhere(f);
   const rows = await db.query<DailySpendRow>(
-    `SELECT s.day, s.key_id, k.key_hash AS token, s.user_id, s.model, s.spend
-     FROM (SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, key_id, user_id, model, sum(cost) AS spend
-           FROM spend_logs ${w.sql} GROUP BY 1, 2, 3, 4 ORDER BY 1 LIMIT $${w.params.length + 1}) s
+    `WITH ${PAST_IDS}
+     SELECT s.day, s.key_id, k.key_hash AS token, s.user_id, s.model, s.spend
+     FROM (SELECT d.day, coalesce(past.key_id, d.key_id) AS key_id, d.user_id, d.model, sum(d.spend) AS spend
+           FROM (SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, key_id, user_id, model, sum(cost) AS spend
+                 FROM spend_logs ${w.sql} GROUP BY 1, 2, 3, 4) d
+           LEFT JOIN past ON past.old_id = d.key_id
+           GROUP BY 1, 2, 3, 4 ORDER BY 1 LIMIT $${w.params.length + 1}) s
      LEFT JOIN keys k ON k.key_id = s.key_id
      ORDER BY s.day`,
     [...w.params, limit + 1],

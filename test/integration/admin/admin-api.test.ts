@@ -390,21 +390,41 @@ keys:
     // A row that lands under the old id after the regenerate (a replica that still held it in its spend log)
     // counts for the key as soon as it is written, not when the sweep moves it.
     const db = await openDb({ url: `${PG}?schema=${schema}` });
+    const lateRow = randomUUID();
     try {
       await db.query(
         `INSERT INTO spend_logs (lease_id, request_id, key_id, model, prompt_tokens, completion_tokens, cost, status, latency_ms, created_at)
          VALUES ($1, $1, $2, 'llama', 1, 1, 0.5, 200, 1, now())`,
-        [randomUUID(), oldId],
+        [lateRow, oldId],
       );
     } finally {
       await db.close();
     }
     const late = await shown(b);
+    // The key's spend rows, asked by its new secret, include those still under its past id, shown as its own.
+    const logs = (await call(b, 'GET', `/spend/logs?api_key=${newToken}`)).body as unknown as Json[];
+    const today = new Date().toISOString().slice(0, 10);
+    const tomorrow = new Date(Date.now() + 86_400_000).toISOString().slice(0, 10);
+    const days = (await call(b, 'GET', `/spend/logs?api_key=${newToken}&start_date=${today}&end_date=${tomorrow}`))
+      .body as unknown as Json[];
     assert.ok(Date.now() - asked < 4_000, 'asked before the sweep (5 s after the regenerate) could have moved the row');
     assert.ok(near(late.info, 0.516), `/key/info: ${String(late.info)}`);
     assert.ok(near(late.listed, 0.516), `/key/list: ${String(late.listed)}`);
     assert.ok(near(late.top, 0.516), `/spend/keys: ${String(late.top)}`);
     assert.equal(late.topOld, false);
+    const row = logs.find((r) => r['request_id'] === lateRow);
+    assert.ok(row !== undefined, `/spend/logs?api_key=<new secret> lists the row under the past id: ${JSON.stringify(logs)}`);
+    assert.equal(row['key_id'], newId);
+    assert.equal(row['api_key'], newToken);
+    assert.ok(
+      near(
+        logs.reduce((sum, r) => sum + Number(r['spend']), 0),
+        0.516,
+      ),
+      JSON.stringify(logs),
+    );
+    const day = days.find((d) => d['startTime'] === today);
+    assert.ok(day !== undefined && near(day[newToken], 0.516) && near(day['spend'], 0.516), `summarized: ${JSON.stringify(days)}`);
   });
 
   test('a key is not regenerated back to a secret it had before (its spend would be carried twice)', async () => {
