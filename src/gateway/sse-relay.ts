@@ -9,6 +9,21 @@ import { errorEvent, PING, type SseRewriter } from './sse.js';
 export const SHUTTING_DOWN = 'This tollgate replica is shutting down and cut the request off: send it again.';
 
 /**
+ * A stream tollgate itself cut off because a wait ran out is a timeout, not the model server closing it:
+ * the client (and on-call, reading the event) is told which limit, and what to do.
+ */
+const TIMED_OUT: ReadonlyMap<unknown, string> = new Map([
+  [
+    'REQUEST_TIMEOUT',
+    "The reply ran past this model's timeout and tollgate cut the stream off: ask for fewer tokens (max_tokens), or have the operator raise the deployment's timeout.",
+  ],
+  [
+    'BODY_TIMEOUT',
+    "The model server sent nothing for longer than this model's stream_timeout and tollgate cut the stream off: send the request again.",
+  ],
+]);
+
+/**
  * Relays a backend's SSE reply to the client event by event. When the client's socket is full, the backend
  * is paused until it drains; a client that takes nothing for `stallMs` is cut off.
  */
@@ -84,6 +99,9 @@ export class SseRelay implements StreamSink {
     if (code === 'CLIENT_STALLED') this.#res.destroy();
     else if (code === 'SHUTTING_DOWN' && !this.#client.gone)
       this.#res.end(this.sse.end(true, errorEvent(SHUTTING_DOWN, 'gateway_unavailable')));
-    else if (!this.#client.gone) this.#res.end(this.sse.end(err !== undefined));
+    else if (!this.#client.gone) {
+      const timedOut = TIMED_OUT.get(code);
+      this.#res.end(this.sse.end(err !== undefined, timedOut === undefined ? undefined : errorEvent(timedOut, 'upstream_timeout')));
+    }
   }
 }

@@ -1387,3 +1387,43 @@ keys:
     }
   });
 });
+
+describe('a stream tollgate cuts off at a timeout', () => {
+  test("says it was the deployment's timeout or stream_timeout (upstream_timeout), not the model server closing it", T, async () => {
+    // 30 chunks 150 ms apart: 4.5 s in all, past a timeout of 1 s; and a stream whose events are 600 ms apart,
+    // past a stream_timeout of 0.3 s, after its head went to the client.
+    const steady = await startFakeVllm({ models: [MODEL], name: 'steady', chunks: 30, chunkDelayMs: 150 });
+    const sparse = await startFakeVllm({ models: [MODEL], name: 'sparse', chunks: 5, chunkDelayMs: 600 });
+    const stack = await startStack(`
+model_list:
+  - model_name: long
+    litellm_params: { model: openai/${MODEL}, api_base: "${steady.apiBase}", timeout: 1 }
+  - model_name: sparse
+    litellm_params: { model: openai/${MODEL}, api_base: "${sparse.apiBase}", timeout: 10, stream_timeout: 0.3 }
+general_settings:
+  context_signing_key: ${SECRET}
+keys:
+  - key: sha256:${sha(KEY)}
+`);
+    try {
+      for (const [model, limit] of [
+        ['long', /timeout and tollgate cut the stream off/],
+        ['sparse', /stream_timeout and tollgate cut the stream off/],
+      ] as const) {
+        const res = await within(PROMPT_MS, () => post(stack.base, '/v1/chat/completions', { model, messages: HI, stream: true }));
+        assert.equal(res.status, 200);
+        const text = await res.text();
+        const events = text.split('\n\n').filter((e) => e.startsWith('data: {"error"'));
+        assert.equal(events.length, 1, text);
+        const err = (JSON.parse((events[0] as string).slice('data: '.length)) as { error: OpenAiError }).error;
+        assert.equal(err.code, 'upstream_timeout', text);
+        assert.equal(err.type, 'timeout');
+        assert.match(err.message, limit);
+        assert.ok(text.endsWith('data: [DONE]\n\n'));
+      }
+    } finally {
+      await stack.gw.close(500);
+      await Promise.all([steady.close(), sparse.close()]);
+    }
+  });
+});
