@@ -310,7 +310,7 @@ function modelOf(facts: RequestFacts): string | undefined {
 const LISTING_INLINE_CHARS = 2048;
 
 /** Envoy's own `x-request-id` when it is sane, so logs line up; else a fresh one. */
-function validRequestId(v: string | undefined): string | undefined {
+export function validRequestId(v: string | undefined): string | undefined {
   return v !== undefined && v.length > 0 && v.length <= 128 && /^[A-Za-z0-9._:-]+$/.test(v) ? v : undefined;
 }
 

@@ -6,7 +6,7 @@
  * is never an open door. Client-sent `x-tollgate-*` headers are never read otherwise.
  */
 import { randomUUID } from 'node:crypto';
-import { UNCLEAR_PATH, type Authorizer, type RequestFacts } from '../authorizer/authorizer.js';
+import { UNCLEAR_PATH, validRequestId, type Authorizer, type RequestFacts } from '../authorizer/authorizer.js';
 import type { TeamRecord } from '../core/decide.js';
 import { allows, isOwnKeyInfo, keyAllows } from '../core/decide.js';
 import { modelEndpoint, normalizePath } from '../core/route.js';
@@ -308,9 +308,34 @@ function identify(
       };
       return claim instanceof Promise ? claim.then(claimed) : claimed(claim);
     }
+    // Signed by authz but past its time (it waited in front of the gateway, in Envoy's queue): Envoy took the
+    // credentials off, so deciding here would answer 401 to a request that was allowed. It is sent again.
+    if (!checked.ok && checked.reason === 'expired' && !carriesCredentials(deps, req.headers)) {
+      deps.logger.warn(
+        { reason: 'expired' },
+        'x-tollgate-context expired before the request reached the gateway; answered 503 to be sent again',
+      );
+      return {
+        error: 'gateway_unavailable',
+        message: CONTEXT_EXPIRED,
+        detail: 'x-tollgate-context expired, no credentials',
+        requestId: validRequestId(req.headers['x-request-id']) ?? randomUUID(),
+        headers: [['retry-after', '1']],
+      };
+    }
     refused(deps, checked.ok ? 'not bound to this request' : checked.reason);
   }
   return authorizeHere(deps, req, method, body, parsed, now);
+}
+
+/** A request whose authorization expired before it reached the gateway (CONTEXT_TTL_MS). */
+export const CONTEXT_EXPIRED =
+  'The request waited in front of tollgate longer than its authorization holds and was not served: send it again.';
+
+/** The request has a virtual key or a token of its own (authorizing it here can succeed). */
+function carriesCredentials(deps: GatewayDeps, headers: Readonly<Record<string, string>>): boolean {
+  const jwtHeader = deps.authorizer.rules.jwtHeader;
+  return headers['authorization'] !== undefined || (jwtHeader !== undefined && headers[jwtHeader.toLowerCase()] !== undefined);
 }
 
 function refused(deps: GatewayDeps, reason: string): void {

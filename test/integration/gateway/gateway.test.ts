@@ -11,7 +11,7 @@ import { startFakeVllm, type FakeVllm } from '../../support/fake-vllm.js';
 import { prepareConfigText } from '../../../src/main/config-source.js';
 import { buildAuthorizer, startAuthz, type AuthzApp } from '../../../src/main/authz-app.js';
 import { startGateway, type GatewayApp } from '../../../src/main/gateway-app.js';
-import { contextSecret } from '../../../src/identity/context-token.js';
+import { ContextSigner, contextSecret } from '../../../src/identity/context-token.js';
 import { InMemorySpendLog } from '../../../src/store/spend.js';
 import { createLogger } from '../../../src/telemetry/logger.js';
 import { createMetrics } from '../../../src/telemetry/metrics.js';
@@ -458,6 +458,46 @@ describe('gateway', () => {
       assert.equal(await decided('ext_authz', 'allowed'), checkAllowed + 1);
       assert.equal(await decided('gateway', 'allowed'), gatewayAllowed);
       assert.equal(await decided('gateway', 'missing_api_key'), gatewayMissing + 2);
+    } finally {
+      envoy.close();
+    }
+  });
+
+  test('behind Envoy: a request whose context expired while it waited in front of the gateway is a retryable 503, not a 401', async () => {
+    reset();
+    const envoy = new EnvoyCheckClient(authz.port);
+    try {
+      const body = JSON.stringify({ model: 'llama', messages: [{ role: 'user', content: 'hi' }] });
+      const reqHeaders = { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' };
+      const check = await envoy.check({ headers: reqHeaders, body });
+      assert.equal(check.status?.code, 0);
+      const fwd = applyOkResponse(reqHeaders, check.ok_response as NonNullable<typeof check.ok_response>);
+      const headers: Record<string, string> = {};
+      for (const [k, v] of fwd) if (!k.startsWith(':')) headers[k] = v.join(',');
+      assert.equal(headers['authorization'], undefined, 'Envoy took the key off');
+      // The same context as Check signed it, its time run out (as after 30 s in Envoy's queue).
+      const claims = JSON.parse(
+        Buffer.from(String(headers['x-tollgate-context']).split('.')[1] ?? '', 'base64url').toString('utf8'),
+      ) as Record<string, unknown>;
+      const stale = new ContextSigner(contextSecret(SECRET, undefined) as Buffer).sign({ ...claims, x: Date.now() - 1_000 } as never);
+      const late = await fetch(`${base}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { ...headers, 'x-tollgate-context': stale },
+        body,
+      });
+      assert.equal(late.status, 503);
+      assert.equal(late.headers.get('retry-after'), '1');
+      const err = ((await late.json()) as { error: { code: string; message: string } }).error;
+      assert.equal(err.code, 'gateway_unavailable');
+      assert.match(err.message, /waited in front of tollgate longer than its authorization holds/);
+      assert.equal(a.received.length + b.received.length + q.received.length, 0, 'nothing reached a backend');
+      // Still carrying its key (an Envoy that does not take it off): authorized here, as any request without a context.
+      const keyed = await fetch(`${base}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { ...headers, authorization: `Bearer ${KEY}`, 'x-tollgate-context': stale },
+        body,
+      });
+      assert.equal(keyed.status, 200);
     } finally {
       envoy.close();
     }
