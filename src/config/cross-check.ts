@@ -107,6 +107,33 @@ export function crossWarnings(config: Config): PathIssue[] {
     );
   }
 
+  // A request sent without max_tokens reserves the cap tollgate adds against every tpm it counts toward, until
+  // it ends: under a tpm that small, such requests run one at a time (each holds the whole limit).
+  const cap = config.general_settings.default_max_tokens;
+  const small: PathSegment[][] = [];
+  for (const kind of ['keys', 'teams', 'users'] as const)
+    config[kind].forEach((entry, i) => {
+      if (entry.tpm_limit !== undefined && entry.tpm_limit < 2 * cap) small.push([kind, i, 'tpm_limit']);
+    });
+  config.model_list.forEach((m, i) => {
+    const tpm = m.litellm_params.tpm;
+    if (tpm !== undefined && tpm < 2 * Math.min(m.model_info.max_output_tokens ?? m.model_info.max_tokens ?? Infinity, cap))
+      small.push(['model_list', i, 'litellm_params', 'tpm']);
+  });
+  const [firstSmall] = small;
+  if (firstSmall !== undefined) {
+    const others =
+      small.length > 1
+        ? ` (and ${small.length - 1} more: ${small.slice(1, 4).map(formatPath).join(', ')}${small.length > 4 ? ', …' : ''})`
+        : '';
+    add(
+      firstSmall,
+      `a tokens-per-minute limit${others} under twice general_settings.default_max_tokens (${cap}): a request sent without ` +
+        `max_tokens holds ${cap} tokens of it (or the whole limit, when less) until it ends, so few such requests run at once ` +
+        '(the others get 429 and retry shortly). Lower default_max_tokens, have clients send max_tokens, or raise the limit',
+    );
+  }
+
   // Nothing opens anything: every model request needs a key, none is declared, and with no master key or
   // admin group no key can be made either.
   const auth = config.auth;

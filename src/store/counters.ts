@@ -74,6 +74,8 @@ export type Admission =
       readonly code: 'rate_limit_exceeded' | 'budget_exceeded';
       /** Which limit: `rpm`, `tpm`, `parallel` or `budget`, of which subject. */
       readonly limit: 'rpm' | 'tpm' | 'parallel' | 'budget';
+      /** The limit is not used up: requests in flight hold the rest (their reservations) until they end. */
+      readonly held: boolean;
       readonly subject: string;
       /** The real time until the request would fit (a slot ages out, a lease is released, the period ends). */
       readonly retryAfterMs: number;

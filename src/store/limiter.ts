@@ -356,7 +356,9 @@ function denial(a: Exclude<Admission, { ok: true }>): Extract<Admitted, { ok: fa
     a.limit === 'rpm'
       ? `Rate limit reached: ${what} may send no more requests per minute. Retry after ${secs} s.`
       : a.limit === 'tpm'
-        ? `Rate limit reached: ${what} may use no more tokens per minute. Retry after ${secs} s.`
+        ? a.held
+          ? `Requests in flight hold the rest of the tokens per minute of ${what} (each holds its prompt and max_tokens until it ends): retry when they finish, or send a smaller max_tokens.`
+          : `Rate limit reached: ${what} may use no more tokens per minute. Retry after ${secs} s.`
         : a.limit === 'parallel'
           ? `Too many requests in flight for ${what}: wait for one to finish.`
           : `Requests in flight may use the rest of the budget of ${what}: retry when they finish.`;

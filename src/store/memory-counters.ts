@@ -22,6 +22,8 @@ interface TokenEntry {
   readonly id: string;
   readonly at: number;
   tokens: number;
+  /** Still a reservation (its request in flight), not the tokens it used. */
+  open: boolean;
 }
 
 interface SubjectState {
@@ -32,6 +34,8 @@ interface SubjectState {
   tokenHead: number;
   tokenById: Map<string, TokenEntry>;
   tokenTotal: number;
+  /** Of tokenTotal, what open entries hold. */
+  tokenOpen: number;
   /** Lease id → expiry. */
   leases: Map<string, number>;
   /** Lease id → reserved cost and its expiry. */
@@ -62,6 +66,7 @@ export class MemoryCounters implements Counters {
         tokenHead: 0,
         tokenById: new Map(),
         tokenTotal: 0,
+        tokenOpen: 0,
         leases: new Map(),
         reserved: new Map(),
         spent: new Map(),
@@ -132,6 +137,12 @@ export class MemoryCounters implements Counters {
         const oldest = s.tokenLog[s.tokenHead];
         const reset = oldest !== undefined ? oldest.at + WINDOW_MS - now : WINDOW_MS;
         if (s.tokenTotal + need > sub.tpm) {
+          // Held by requests in flight (their reservations), not used: room comes back as they end.
+          if (s.tokenTotal - s.tokenOpen + need <= sub.tpm)
+            return denied('tpm-in-flight', sub, BUSY_RETRY_MS, {
+              requests,
+              tokens: tighter(tokens, { limit: sub.tpm, remaining: 0, resetMs: reset }),
+            });
           let freed = 0;
           let retry = WINDOW_MS;
           for (let i = s.tokenHead; i < s.tokenLog.length; i++) {
@@ -167,10 +178,11 @@ export class MemoryCounters implements Counters {
       const s = states[i] as SubjectState;
       if (sub.rpm !== undefined) s.requests.push(now);
       if (sub.tpm !== undefined) {
-        const e = { id: req.requestId, at: now, tokens: Math.min(req.tokens, sub.tpm) };
+        const e = { id: req.requestId, at: now, tokens: Math.min(req.tokens, sub.tpm), open: true };
         s.tokenLog.push(e);
         s.tokenById.set(e.id, e);
         s.tokenTotal += e.tokens;
+        s.tokenOpen += e.tokens;
       }
       if (sub.parallel !== undefined) s.leases.set(req.requestId, now + LEASE_TTL_MS);
       if (sub.budget !== undefined) s.reserved.set(req.requestId, { cost: req.cost, until: now + LEASE_TTL_MS });
@@ -188,6 +200,8 @@ export class MemoryCounters implements Counters {
       const s = this.#state(sub.id);
       const e = s.tokenById.get(req.requestId);
       if (e !== undefined) {
+        if (e.open) s.tokenOpen -= e.tokens;
+        e.open = false;
         s.tokenTotal += req.tokens - e.tokens;
         e.tokens = req.tokens;
       }
@@ -245,6 +259,7 @@ function pruneTokens(s: SubjectState, now: number): void {
     const e = s.tokenLog[s.tokenHead] as TokenEntry;
     if (e.at > edge) break;
     s.tokenTotal -= e.tokens;
+    if (e.open) s.tokenOpen -= e.tokens;
     s.tokenById.delete(e.id);
     s.tokenHead++;
   }
@@ -254,19 +269,18 @@ function pruneTokens(s: SubjectState, now: number): void {
   }
 }
 
-function denied(
-  limit: 'rpm' | 'tpm' | 'parallel' | 'budget' | 'budget-in-flight',
-  sub: LimitSubject,
-  retryAfterMs: number,
-  rate: RateView,
-): Admission {
+/** What denied an admission: a limit, or (`-in-flight`) what requests in flight hold of it until they end. */
+export type DeniedLimit = 'rpm' | 'tpm' | 'tpm-in-flight' | 'parallel' | 'budget' | 'budget-in-flight';
+
+function denied(limit: DeniedLimit, sub: LimitSubject, retryAfterMs: number, rate: RateView): Admission {
   // Spend past the budget waits for the next period; cost reserved by requests in flight frees up when they end.
   // A parallel limit has no window: its x-ratelimit-*-requests say how many may be in flight, none left.
   const retry = Math.max(0, retryAfterMs);
   return {
     ok: false,
     code: limit === 'budget' ? 'budget_exceeded' : 'rate_limit_exceeded',
-    limit: limit === 'budget-in-flight' ? 'budget' : limit,
+    limit: limit === 'budget-in-flight' ? 'budget' : limit === 'tpm-in-flight' ? 'tpm' : limit,
+    held: limit === 'budget-in-flight' || limit === 'tpm-in-flight',
     subject: sub.id,
     retryAfterMs: retry,
     rate:

@@ -6,7 +6,8 @@
  * Keys, per subject `S` under the prefix `P`: `P{S}:rq` (zset: lease id → admission time, the request
  * window), `P{S}:tk` (zset: lease id → time) with `P{S}:tkr` (hash: lease id → tokens, `#total`),
  * `P{S}:pl` (zset: lease id → lease expiry), `P{S}:br` (hash: lease id → `cost:expiry`, cost in flight),
- * `P{S}:bg:<period start>` (spend in that budget period); `Psettled:<lease id>` marks, for SETTLED_TTL_MS,
+ * `P{S}:bg:<period start>` (spend in that budget period), `P{S}:tko` (set: the lease ids whose tokens are
+ * still a reservation, not settled); `Psettled:<lease id>` marks, for SETTLED_TTL_MS,
  * that a lease's cost reached the budgets. The subject is a hash tag, so one subject's
  * keys share a cluster slot; a script over several subjects still spans slots, so Redis Cluster is not
  * supported (one Redis or Valkey, with replicas for failover).
@@ -29,9 +30,9 @@ import {
   type SettleRequest,
   type SpendItem,
 } from './counters.js';
-import { admissionDenied } from './memory-counters.js';
+import { admissionDenied, type DeniedLimit } from './memory-counters.js';
 
-const KEYS_PER_SUBJECT = 6;
+const KEYS_PER_SUBJECT = 7;
 const ARGS_PER_SUBJECT = 5;
 /**
  * How long a lease's cost stays marked as added to the budgets. A settlement whose answer was lost (Redis
@@ -43,7 +44,7 @@ const ARGS_PER_SUBJECT = 5;
 export const SETTLED_TTL_MS = 10 * 60_000;
 
 /**
- * KEYS: six per subject, then the `seeded` marker. Returns {ok, limit, subject index, retry-after ms, req
+ * KEYS: seven per subject, then the `seeded` marker. Returns {ok, limit, subject index, retry-after ms, req
  * limit, req remaining, req reset, tok limit, tok remaining, tok reset}; -1 = none.
  */
 const ADMIT = `
@@ -84,6 +85,7 @@ for i = 0, n - 1 do
         local vals = redis.call('HMGET', KEYS[k + 3], unpack(chunk))
         for j = 1, #vals do gone = gone + (tonumber(vals[j]) or 0) end
         redis.call('HDEL', KEYS[k + 3], unpack(chunk))
+        redis.call('SREM', KEYS[k + 7], unpack(chunk))
       end
       if gone ~= 0 then redis.call('HINCRBY', KEYS[k + 3], '#total', -gone) end
       redis.call('ZREMRANGEBYSCORE', KEYS[k + 2], '-inf', now - W)
@@ -94,6 +96,16 @@ for i = 0, n - 1 do
     local reset = W
     if #first > 0 then reset = math.min(W, tonumber(first[2]) + W - now) end
     if total + need > tpm then
+      -- Held by requests in flight (their reservations), not used: room comes back as they end.
+      local open = redis.call('SMEMBERS', KEYS[k + 7]); local held = 0
+      for s = 1, #open, 500 do
+        local vals = redis.call('HMGET', KEYS[k + 3], unpack(open, s, math.min(s + 499, #open)))
+        for j = 1, #vals do held = held + (tonumber(vals[j]) or 0) end
+      end
+      if total - held + need <= tpm then
+        if tk[1] < 0 or 0 < tk[2] then tk = {tpm, 0, reset} end
+        return deny('tpm-in-flight', i, 1000)
+      end
       local retry = W; local freed = 0
       local log = redis.call('ZRANGE', KEYS[k + 2], 0, 999, 'WITHSCORES')
       for j = 1, #log, 2 do
@@ -131,8 +143,9 @@ for i = 0, n - 1 do
   if tpm >= 0 then
     local need = math.min(tokens, tpm)
     redis.call('ZADD', KEYS[k + 2], now, lid); redis.call('HSET', KEYS[k + 3], lid, need)
-    redis.call('HINCRBY', KEYS[k + 3], '#total', need)
+    redis.call('HINCRBY', KEYS[k + 3], '#total', need); redis.call('SADD', KEYS[k + 7], lid)
     redis.call('PEXPIRE', KEYS[k + 2], W + 60000); redis.call('PEXPIRE', KEYS[k + 3], W + 60000)
+    redis.call('PEXPIRE', KEYS[k + 7], W + 60000)
   end
   if tonumber(ARGV[a + 3]) >= 0 then
     redis.call('ZADD', KEYS[k + 4], now + ttl, lid); redis.call('PEXPIRE', KEYS[k + 4], ttl * 2)
@@ -145,7 +158,7 @@ return {1, '', -1, 0, rq[1], rq[2], rq[3], tk[1], tk[2], tk[3]}
 `;
 
 /**
- * KEYS: six per subject, then the lease's `settled` mark, then the `seeded` marker. ARGV: now, lease id,
+ * KEYS: seven per subject, then the lease's `settled` mark, then the `seeded` marker. ARGV: now, lease id,
  * real tokens, cost, then per subject: tpm on, parallel on, budget on, budget key expiry (ms, 0: none).
  * Returns the counters' generation (the `seeded` marker's value): the spend log compares it with the one
  * on record when the row is written (a Redis seeded again meanwhile did not get this cost).
@@ -173,6 +186,7 @@ end
 for i = 0, n - 1 do
   local k = i * ${KEYS_PER_SUBJECT}; local a = 4 + i * 4
   if ARGV[a + 1] == '1' then
+    redis.call('SREM', KEYS[k + 7], lid)
     local held = redis.call('HGET', KEYS[k + 3], lid)
     if held then
       redis.call('HSET', KEYS[k + 3], lid, tokens)
@@ -348,7 +362,7 @@ export class RedisCounters implements Counters {
 
   #keys(sub: LimitSubject, out: string[], periodStart: number): void {
     const base = `${this.#prefix}{${sub.id}}`;
-    out.push(`${base}:rq`, `${base}:tk`, `${base}:tkr`, `${base}:pl`, `${base}:br`, this.#budgetKey(sub.id, periodStart));
+    out.push(`${base}:rq`, `${base}:tk`, `${base}:tkr`, `${base}:pl`, `${base}:br`, this.#budgetKey(sub.id, periodStart), `${base}:tko`);
   }
 
   async admit(req: AdmitRequest): Promise<Admission> {
@@ -366,7 +380,7 @@ export class RedisCounters implements Counters {
     };
     if (r[0] === 1) return { ok: true, rate };
     const sub = req.subjects[r[2]] as LimitSubject;
-    return admissionDenied(r[1] as 'rpm' | 'tpm' | 'parallel' | 'budget' | 'budget-in-flight', sub, r[3], rate);
+    return admissionDenied(r[1] as DeniedLimit, sub, r[3], rate);
   }
 
   async settle(req: SettleRequest): Promise<string> {

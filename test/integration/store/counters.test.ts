@@ -108,7 +108,9 @@ for (const [kind, make] of kinds) {
       const third = await c.admit({ requestId: 'c', subjects: s, tokens: 400, cost: 0, now: T0 + 20 });
       assert.ok(!third.ok);
       assert.equal(third.limit, 'tpm');
-      assert.equal(third.retryAfterMs, WINDOW_MS - 20, 'the first reservation ages out then');
+      // Nothing is used yet: the two requests in flight hold the rest, and give it back when they end.
+      assert.equal(third.held, true);
+      assert.equal(third.retryAfterMs, 1000, 'held by requests in flight: try again shortly, not when the window turns');
       await c.settle({ requestId: 'a', subjects: s, reservedTokens: 400, tokens: 100, cost: 0, now: T0 + 30 });
       assert.equal((await c.admit({ requestId: 'd', subjects: s, tokens: 400, cost: 0, now: T0 + 40 })).ok, true);
       assert.equal(
@@ -121,6 +123,43 @@ for (const [kind, make] of kinds) {
       const big = [subject('key:c2', { tpm: 50 })];
       assert.equal((await c.admit({ requestId: 'g', subjects: big, tokens: 4096, cost: 0, now: T0 })).ok, true);
       assert.equal((await c.admit({ requestId: 'h', subjects: big, tokens: 1, cost: 0, now: T0 })).ok, false);
+      // Used, not held: the wait is until the window lets enough go.
+      await c.settle({ requestId: 'g', subjects: big, reservedTokens: 50, tokens: 50, cost: 0, now: T0 + 10 });
+      const used = await c.admit({ requestId: 'i', subjects: big, tokens: 1, cost: 0, now: T0 + 20 });
+      assert.ok(!used.ok);
+      assert.equal(used.held, false);
+      assert.equal(used.retryAfterMs, WINDOW_MS - 20, 'the used tokens age out then');
+    });
+
+    test('tpm: a denial tells apart tokens used (wait for the window) from tokens held by requests in flight (retry shortly)', async () => {
+      const c = await make();
+      const s = [subject('key:c3', { tpm: 1000 })];
+      // 600 used, then 300 held by a request in flight.
+      assert.equal((await c.admit({ requestId: 'u', subjects: s, tokens: 600, cost: 0, now: T0 })).ok, true);
+      await c.settle({ requestId: 'u', subjects: s, reservedTokens: 600, tokens: 600, cost: 0, now: T0 + 5 });
+      assert.equal((await c.admit({ requestId: 'v', subjects: s, tokens: 300, cost: 0, now: T0 + 10 })).ok, true);
+      // 200 more fits once the request in flight ends (600 + 200 <= 1000): held.
+      const soon = await c.admit({ requestId: 'w', subjects: s, tokens: 200, cost: 0, now: T0 + 20 });
+      assert.ok(!soon.ok);
+      assert.equal(soon.held, true);
+      assert.equal(soon.retryAfterMs, 1000);
+      // 500 more would not fit even then (600 + 500 > 1000): the window's wait.
+      const later = await c.admit({ requestId: 'x', subjects: s, tokens: 500, cost: 0, now: T0 + 20 });
+      assert.ok(!later.ok);
+      assert.equal(later.held, false);
+      assert.equal(later.retryAfterMs, WINDOW_MS - 20);
+      // The request in flight ends using 100: 200 fits now; and an entry that ages out while open frees its hold.
+      await c.settle({ requestId: 'v', subjects: s, reservedTokens: 300, tokens: 100, cost: 0, now: T0 + 30 });
+      assert.equal((await c.admit({ requestId: 'y', subjects: s, tokens: 200, cost: 0, now: T0 + 40 })).ok, true);
+      assert.equal((await c.admit({ requestId: 'z', subjects: s, tokens: 1000, cost: 0, now: T0 + WINDOW_MS + 50 })).ok, true);
+      const after = await c.admit({ requestId: 'z2', subjects: s, tokens: 1, cost: 0, now: T0 + WINDOW_MS + 60 });
+      assert.ok(!after.ok);
+      assert.equal(after.held, true, 'only the request in flight holds the window now');
+      // y aged out while still open: its hold went with it, so once z used its 1000 nothing is held.
+      await c.settle({ requestId: 'z', subjects: s, reservedTokens: 1000, tokens: 1000, cost: 0, now: T0 + WINDOW_MS + 70 });
+      const full = await c.admit({ requestId: 'z3', subjects: s, tokens: 1, cost: 0, now: T0 + WINDOW_MS + 80 });
+      assert.ok(!full.ok);
+      assert.equal(full.held, false);
     });
 
     test('parallel leases: released when the request ends, and expiring when nobody renews them', async () => {

@@ -258,6 +258,15 @@ litellm_settings:
     const burst = await Promise.all(Array.from({ length: 6 }, () => chat(TPM_KEY, 150)));
     const statuses = await Promise.all(burst.map(async (r) => (await r.text(), r.status)));
     assert.ok(statuses.includes(429), `a concurrent burst past the tpm is refused: ${statuses.join(',')}`);
+    // What stops them is held by the requests in flight, not used (160 used of 400): come back shortly, not in 60 s.
+    const held = await Promise.all(Array.from({ length: 6 }, () => chat(TPM_KEY, 150)));
+    const refused = held.find((r) => r.status === 429);
+    assert.ok(refused !== undefined, 'a second burst is refused too');
+    assert.equal(refused.headers.get('retry-after'), '1');
+    const body = (await refused.json()) as { error: { code: string; message: string } };
+    assert.equal(body.error.code, 'rate_limit_exceeded');
+    assert.match(body.error.message, /Requests in flight hold the rest of the tokens per minute of this key .*send a smaller max_tokens/);
+    await Promise.all(held.filter((r) => r !== refused).map((r) => r.text()));
   });
 
   test('tpm: an embedding reserves its input only, not the default completion cap (4096, past this tpm alone)', async () => {

@@ -1121,6 +1121,36 @@ describe('loadConfigText: warnings for settings that load but cannot work', () =
     assert.ok(noPrice(free));
   });
 
+  test('a tpm limit under twice default_max_tokens: one warning at the first, saying such requests run few at a time', () => {
+    const small = (r: LoadResult): ConfigIssue[] => r.warnings.filter((w) => /tokens-per-minute limit/.test(w.message));
+    const text =
+      `${MINIMAL}      tpm: 6000\n${MASTER}keys:\n  - key: ${KEY}\n    tpm_limit: 1000\n` +
+      `teams:\n  - team_id: platform\n    tpm_limit: 8192\n`;
+    const r = loadConfigText(text, {});
+    assert.deepEqual(r.issues, []);
+    assert.ok(r.config, 'a warning, not an error');
+    const w = assertIssue(
+      text,
+      r.warnings,
+      'keys[0].tpm_limit',
+      'tpm_limit: 1000',
+      /under twice general_settings\.default_max_tokens \(4096\)/,
+    );
+    assert.match(w.message, /and 1 more: model_list\[0\]\.litellm_params\.tpm/);
+    assert.match(w.message, /Lower default_max_tokens, have clients send max_tokens, or raise the limit/);
+    assert.equal(small(r).length, 1);
+    // At twice the cap or more, or with a cap lowered to fit (default_max_tokens, the deployment's max_tokens): none.
+    for (const t of [
+      `${MINIMAL}${MASTER}keys:\n  - key: ${KEY}\n    tpm_limit: 8192\n`,
+      `${MINIMAL}${MASTER}  default_max_tokens: 256\nkeys:\n  - key: ${KEY}\n    tpm_limit: 1000\n`,
+      `${MINIMAL}      tpm: 1000\n    model_info: { max_tokens: 300 }\n${MASTER}`,
+    ]) {
+      const q = loadConfigText(t, {});
+      assert.deepEqual(q.issues, [], t);
+      assert.deepEqual(small(q), [], t);
+    }
+  });
+
   test('nothing can be authorized (no master key, no keys, no admin group with a JWT): a warning saying what to set', () => {
     const r = loadConfigText(MINIMAL, {});
     assert.ok(r.config, 'a warning, not an error');
