@@ -231,6 +231,8 @@ export const userNew = z
   .strict();
 export const userUpdate = z.object({ user_id: id, ...userFields }).strict();
 export const userDelete = z.object({ user_ids: z.array(id).min(1).max(100) }).strict();
+/** LiteLLM's /team/delete: the teams, and the keys made for them. */
+export const teamDelete = z.object({ team_ids: z.array(id).min(1).max(100) }).strict();
 
 export const modelNew = z
   .object({
@@ -272,6 +274,34 @@ export const keyListQuery = z
   .strict();
 export const teamInfoQuery = z.object({ team_id: id }).strict();
 export const userInfoQuery = z.object({ user_id: id }).strict();
+/** A LiteLLM filter tollgate has nothing to match with: refused, saying why, rather than ignored (it would list more). */
+const unmatched = (why: string): z.ZodOptional<z.ZodString> =>
+  z
+    .string()
+    .refine(() => false, { error: why })
+    .optional();
+/** LiteLLM's /team/list. Its `organization_id=default_organization` means teams without one: every team here. */
+export const teamListQuery = z
+  .object({
+    user_id: unmatched("tollgate keeps no team members: a user's keys and their teams are in /key/list?user_id="),
+    organization_id: z.literal('default_organization', { error: 'tollgate has no organizations: leave organization_id out' }).optional(),
+  })
+  .strict();
+/** LiteLLM's /user/list. */
+export const userListQuery = z
+  .object({
+    page: page.default(1),
+    page_size: z.coerce.number().int().positive().max(100).default(25),
+    /** Comma-separated; one id matches the users whose id contains it (case aside), as in LiteLLM. */
+    user_ids: z.string().min(1).max(10_000).optional(),
+    /** Every user here is LiteLLM's `internal_user`: another role matches none. */
+    role: z.string().min(1).max(100).optional(),
+    team: unmatched("tollgate keeps no team members: a user's keys and their teams are in /key/list?user_id="),
+    user_email: unmatched('tollgate keeps no user emails: filter by user_ids'),
+    sso_user_ids: unmatched('tollgate keeps no SSO user ids: filter by user_ids'),
+    organization_ids: unmatched('tollgate has no organizations: leave organization_ids out'),
+  })
+  .strict();
 export const spendLogsQuery = z
   .object({
     api_key: spendKeyRef.optional(),

@@ -18,21 +18,27 @@ import {
   boundedReads,
   findKey,
   findTeam,
+  keyCounts,
+  keysOfTeams,
   listKeys,
+  listTeams,
+  listUsers,
   spendLogs,
   dailySpend,
   type DailySpendRow,
   spendOf,
+  spendOfEach,
   spendOfKeys,
   topKeySpend,
   totalSpend,
   type AdminKeyRow,
   type KeyFilter,
+  type UserFilter,
 } from '../store/admin-queries.js';
 import { afterDuration, budgetPeriod, budgetPeriodOf } from '../store/counters.js';
 import type { BudgetCalendar } from '../store/calendar.js';
 import type { Db, Queryable } from '../store/db.js';
-import { findUser, keyFromRow, teamFromRow, type RecordStore, type StoredModel, type StoredUser } from '../store/records.js';
+import { findUser, keyFromRow, teamFromRow, userFromRow, type RecordStore, type StoredModel, type StoredUser } from '../store/records.js';
 import type { Logger } from '../telemetry/logger.js';
 import { modelView, prepareModel, probeDeployments } from './admin-models.js';
 import * as S from './admin-schemas.js';
@@ -107,6 +113,10 @@ const SUMMARY_ROWS = 100_000;
  * /key/list?team_id= or ?user_id= pages.
  */
 const INFO_KEYS = 100;
+/** /team/list shows each team's first this many keys, with `keys_total` (/team/info and /key/list show the rest). */
+const LIST_KEYS = 10;
+/** The most teams /team/list reads from the database (every replica holds them all in memory besides). */
+const TEAM_LIST_MAX = 10_000;
 
 /** A key in a listing: declared in the config file, or a row of the records database. */
 type ListedKey = { readonly config: KeyRecord } | { readonly row: AdminKeyRow };
@@ -148,8 +158,11 @@ const ROUTES = new Set([
   'POST /team/new',
   'GET /team/info',
   'POST /team/update',
+  'POST /team/delete',
+  'GET /team/list',
   'POST /user/new',
   'GET /user/info',
+  'GET /user/list',
   'POST /user/update',
   'POST /user/delete',
   'GET /spend/keys',
@@ -243,6 +256,10 @@ export class AdminApi {
           return withQuery(S.keyListQuery, query, (q) => this.#keyList(q));
         case 'GET /team/info':
           return withQuery(S.teamInfoQuery, query, (q) => this.#teamInfo(q.team_id));
+        case 'GET /team/list':
+          return withQuery(S.teamListQuery, query, () => this.#teamList());
+        case 'GET /user/list':
+          return withQuery(S.userListQuery, query, (q) => this.#userList(q));
         case 'GET /user/info':
           return withQuery(S.userInfoQuery, query, (q) => this.#userInfo(q.user_id));
         case 'GET /spend/keys':
@@ -311,6 +328,8 @@ export class AdminApi {
         return withBody(S.teamNew, value, (b) => this.#teamPut(b.team_id ?? randomUUID(), b, true, caller));
       case 'POST /team/update':
         return withBody(S.teamUpdate, value, (b) => this.#teamPut(b.team_id, b, false, caller));
+      case 'POST /team/delete':
+        return withBody(S.teamDelete, value, (b) => this.#teamDelete(b.team_ids, caller));
       case 'POST /user/new':
         return withBody(S.userNew, value, (b) => this.#userNew(b, caller));
       case 'POST /user/update':
@@ -390,15 +409,17 @@ export class AdminApi {
 
   /**
    * One key's record and spend. Without `key`, the caller's own (LiteLLM's); a caller that is not an admin
-   * gets only its own.
+   * gets only its own. The master key, or an admin token sent without a virtual key, has no record: 404, as
+   * LiteLLM answers when the calling key is not in its database (key_management_endpoints.py, info_key_fn).
    */
   async #keyInfo(ref: string | undefined, caller: AdminCaller): Promise<Reply> {
     const hash = ref === undefined ? caller.key?.hash : hashOfRef(ref);
     if (hash === undefined)
       return {
-        error: 'invalid_body',
+        error: 'not_found',
         param: 'key',
-        message: 'key: name the key: ?key= and its token (64 hex characters, as /key/list returns it)',
+        message:
+          'key: the calling credential (the master key, or an admin token without a virtual key) is no virtual key and has no record: name the key with ?key= and the sk-... key or its token (64 hex characters, as /key/list returns it)',
       };
     if (!caller.admin && hash !== caller.key?.hash)
       return {
@@ -647,6 +668,116 @@ export class AdminApi {
     };
   }
 
+  /**
+   * LiteLLM's /team/delete: the teams and, as there, the keys made for them through the API (left behind, a
+   * key of a team that exists nowhere is refused anyway, core/decide.ts, and a new team with the same id would
+   * bring it back). All or nothing: a team declared in the config file, or one that does not exist, and
+   * nothing is deleted. A key declared in the config file with one of these team_ids stays, and is refused
+   * (403 key_blocked) until its team is back or the key is moved. Every replica refuses the team's keys as
+   * soon as this returns (RecordStore: applied here, then broadcast).
+   */
+  async #teamDelete(teamIds: readonly string[], caller: AdminCaller): Promise<Reply> {
+    const missing: string[] = [];
+    let firstMissing: number | undefined;
+    for (const [i, id] of teamIds.entries()) {
+      if (this.#d.cache.isConfigTeam(id))
+        return {
+          error: 'conflict',
+          param: `team_ids[${i}]`,
+          message: `team_ids[${i}]: team ${JSON.stringify(id)} is declared in the config file: remove it from teams: there and reload (the admin API cannot delete it); nothing was deleted`,
+        };
+      if ((await findTeam(this.#d.db, id)) === undefined) {
+        missing.push(JSON.stringify(id));
+        firstMissing ??= i;
+      }
+    }
+    if (firstMissing !== undefined)
+      return {
+        error: 'not_found',
+        param: `team_ids[${firstMissing}]`,
+        message: `team_ids[${firstMissing}]: no such team: ${missing.join(', ')}; nothing was deleted`,
+      };
+    const deletedTeams: string[] = [];
+    const deletedKeys: string[] = [];
+    for (const id of teamIds) {
+      const keys = await this.#d.records.deleteTeam(id);
+      if (keys === undefined) continue; // deleted meanwhile, or named twice
+      deletedTeams.push(id);
+      deletedKeys.push(...keys);
+    }
+    this.#audit(caller, 'team.delete', { team_ids: deletedTeams, key_ids: deletedKeys.map(keyId) });
+    return { status: 200, body: { deleted_teams: deletedTeams, deleted_keys: deletedKeys } };
+  }
+
+  /**
+   * LiteLLM's /team/list: every team, the config file's (`source: "config"`) and the database's (`"api"`),
+   * sorted by team_alias as LiteLLM sorts them, each with its spend and its first LIST_KEYS keys.
+   */
+  async #teamList(): Promise<Reply> {
+    const now = this.#now();
+    const cal = this.#d.calendar;
+    const cache = this.#d.cache;
+    const stored = (await listTeams(this.#d.db, TEAM_LIST_MAX)).filter((r) => !cache.isConfigTeam(r.team_id));
+    const teams = [
+      ...[...cache.teams.values()].filter((t) => cache.isConfigTeam(t.teamId)).map((team) => ({ team, row: undefined })),
+      ...stored.map((row) => ({ team: teamFromRow(row), row })),
+    ];
+    // LiteLLM's order: by team_alias (none sorts as ""), then by id.
+    teams.sort((x, y) => {
+      const [ax, ay] = [x.team.alias ?? '', y.team.alias ?? ''];
+      if (ax !== ay) return ax < ay ? -1 : 1;
+      return x.team.teamId < y.team.teamId ? -1 : x.team.teamId > y.team.teamId ? 1 : 0;
+    });
+    const declared = cache.configKeys();
+    const [spend, fromDb] = await Promise.all([
+      spendOfEach(
+        this.#d.db,
+        'team_id',
+        teams.map((t) => ({ id: t.team.teamId, since: periodStart(t.team.limits, now, cal) })),
+      ),
+      keysOfTeams(
+        this.#d.db,
+        teams.map((t) => t.team.teamId),
+        declared.map((k) => k.hash),
+        LIST_KEYS,
+      ),
+    ]);
+    // Each team's keys as /key/list orders them: the config file's as declared, then the database's newest first.
+    const keysOf = new Map<string, ListedKey[]>();
+    const totals = new Map(fromDb.totals);
+    const add = (teamId: string, k: ListedKey): void => {
+      const list = keysOf.get(teamId) ?? [];
+      if (list.length < LIST_KEYS) list.push(k);
+      keysOf.set(teamId, list);
+    };
+    for (const config of declared) {
+      if (config.teamId === undefined) continue;
+      add(config.teamId, { config });
+      totals.set(config.teamId, (totals.get(config.teamId) ?? 0) + 1);
+    }
+    for (const row of fromDb.rows) if (row.team_id !== null) add(row.team_id, { row });
+    const listed = teams.flatMap((t) => keysOf.get(t.team.teamId) ?? []);
+    const views = await this.#listedViews(listed);
+    let at = 0;
+    const body = teams.map(({ team, row }) => {
+      const n = keysOf.get(team.teamId)?.length ?? 0;
+      const keys = views.slice(at, at + n);
+      at += n;
+      return {
+        ...teamView(team, now, cal),
+        spend: spend.get(team.teamId) ?? 0,
+        source: row === undefined ? 'config' : 'api',
+        created_at: row === undefined ? null : iso(row.created_at),
+        updated_at: row === undefined ? null : iso(row.updated_at),
+        keys,
+        keys_total: totals.get(team.teamId) ?? 0,
+        // LiteLLM's; tollgate keeps no team members.
+        team_memberships: [],
+      };
+    });
+    return { status: 200, body };
+  }
+
   // ------------------------------------------------------------------------------------------- users
 
   #configUser(userId: string, field = 'user_id'): Reply | undefined {
@@ -746,6 +877,72 @@ export class AdminApi {
         keys: await this.#listedViews(keys.keys),
         keys_total: keys.total,
         teams: [],
+      },
+    };
+  }
+
+  /**
+   * LiteLLM's /user/list: a page of users, the config file's first (`source: "config"`), then the database's
+   * newest first, each with its spend (this budget period's) and key_count.
+   */
+  async #userList(q: z.output<typeof S.userListQuery>): Promise<Reply> {
+    const empty = { users: [], total: 0, page: q.page, page_size: q.page_size, total_pages: 0 };
+    // Every user here is LiteLLM's internal_user.
+    if (q.role !== undefined && q.role !== 'internal_user') return { status: 200, body: empty };
+    const ids = (q.user_ids ?? '')
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s !== '');
+    const filter: Omit<UserFilter, 'notIds'> = ids.length === 0 ? {} : ids.length === 1 ? { idContains: ids[0] } : { ids };
+    const cache = this.#d.cache;
+    const configIds = [...cache.users.keys()].filter((id) => cache.isConfigUser(id));
+    const needle = filter.idContains?.toLowerCase();
+    const matching = configIds.filter(
+      (id) => (needle === undefined || id.toLowerCase().includes(needle)) && (filter.ids === undefined || filter.ids.includes(id)),
+    );
+    const start = (q.page - 1) * q.page_size;
+    const fromConfig = matching.slice(start, start + q.page_size);
+    const { rows, total } = await listUsers(
+      this.#d.db,
+      { ...filter, notIds: configIds },
+      Math.max(0, start - matching.length),
+      q.page_size - fromConfig.length,
+    );
+    const users: { user: StoredUser; row: (typeof rows)[number] | undefined }[] = [
+      ...fromConfig.map((userId) => ({ user: { userId, limits: cache.users.get(userId) ?? NO_LIMITS, metadata: {} }, row: undefined })),
+      ...rows.map((row) => ({ user: userFromRow(row), row })),
+    ];
+    const now = this.#now();
+    const declared = cache.configKeys();
+    const userIds = users.map((u) => u.user.userId);
+    const [spend, counts] = await Promise.all([
+      spendOfEach(
+        this.#d.db,
+        'user_id',
+        users.map((u) => ({ id: u.user.userId, since: periodStart(u.user.limits, now, this.#d.calendar) })),
+      ),
+      keyCounts(
+        this.#d.db,
+        userIds,
+        declared.map((k) => k.hash),
+      ),
+    ]);
+    const all = matching.length + total;
+    return {
+      status: 200,
+      body: {
+        users: users.map(({ user, row }) => ({
+          ...userView(user, now, this.#d.calendar),
+          spend: spend.get(user.userId) ?? 0,
+          key_count: (counts.get(user.userId) ?? 0) + declared.filter((k) => k.userId === user.userId).length,
+          source: row === undefined ? 'config' : 'api',
+          created_at: row === undefined ? null : iso(row.created_at),
+          updated_at: row === undefined ? null : iso(row.updated_at),
+        })),
+        total: all,
+        page: q.page,
+        page_size: q.page_size,
+        total_pages: Math.ceil(all / q.page_size),
       },
     };
   }

@@ -3,7 +3,7 @@
  * and LiteLLM's `key_name`), teams, spend sums and spend-log rows. Reads go to the database, not the cache,
  * so an admin sees what was just written. SQL only with parameters; every list is bounded.
  */
-import { KEY_COLUMNS, TEAM_COLUMNS, type KeyRow, type TeamRow } from './records.js';
+import { KEY_COLUMNS, TEAM_COLUMNS, type KeyRow, type TeamRow, type UserRow } from './records.js';
 import type { Db, Queryable } from './db.js';
 
 /** The longest an admin read may take: a dashboard polling spend never holds the pool the spend log needs. */
@@ -164,6 +164,110 @@ export async function spendOf(db: Queryable, column: 'team_id' | 'user_id', id: 
     [id, new Date(since).toISOString()],
   );
   return Number(rows[0]?.spend ?? 0);
+}
+
+/**
+ * Spend of each team or user since its `since` (ms; 0: all time), in one pass over the spend log; keyed by id,
+ * absent when nothing was spent.
+ */
+export async function spendOfEach(
+  db: Queryable,
+  column: 'team_id' | 'user_id',
+  subjects: readonly { readonly id: string; readonly since: number }[],
+): Promise<Map<string, number>> {
+  if (subjects.length === 0) return new Map();
+  const rows = await db.query<{ id: string; spend: number }>(
+    `SELECT t.id, sum(s.cost) AS spend
+     FROM unnest($1::text[], $2::timestamptz[]) AS t(id, since)
+     JOIN spend_logs s ON s.${column} = t.id AND s.created_at >= t.since
+     GROUP BY t.id`,
+    [subjects.map((s) => s.id), subjects.map((s) => new Date(s.since).toISOString())],
+  );
+  return new Map(rows.map((r) => [r.id, Number(r.spend)]));
+}
+
+/** Every team of the records database, at most `limit`, by id. */
+export function listTeams(db: Queryable, limit: number): Promise<AdminTeamRow[]> {
+  return db.query<AdminTeamRow>(`SELECT ${TEAM_COLUMNS}, created_at, updated_at FROM teams ORDER BY team_id LIMIT $1`, [limit]);
+}
+
+/**
+ * The first `perTeam` database keys of each team (newest first, as listKeys orders them), but for the tokens
+ * in `notHashes` (config keys), and how many each team has in all.
+ */
+export async function keysOfTeams(
+  db: Queryable,
+  teamIds: readonly string[],
+  notHashes: readonly string[],
+  perTeam: number,
+): Promise<{ rows: AdminKeyRow[]; totals: Map<string, number> }> {
+  if (teamIds.length === 0) return { rows: [], totals: new Map() };
+  const rows = await db.query<AdminKeyRow & { n: string | number; total: string | number }>(
+    `SELECT * FROM (
+       SELECT ${ADMIN_KEY_COLUMNS},
+              row_number() OVER (PARTITION BY team_id ORDER BY created_at DESC, key_hash) AS n,
+              count(*) OVER (PARTITION BY team_id) AS total
+       FROM keys WHERE team_id = ANY($1::text[]) AND NOT (key_hash = ANY($2::text[]))
+     ) k WHERE n <= $3 ORDER BY team_id, n`,
+    [teamIds, notHashes, perTeam],
+  );
+  const totals = new Map<string, number>();
+  for (const r of rows) if (r.team_id !== null) totals.set(r.team_id, Number(r.total));
+  return { rows, totals };
+}
+
+export interface AdminUserRow extends UserRow {
+  metadata: unknown;
+  created_at: Date | string;
+  updated_at: Date | string;
+}
+
+export interface UserFilter {
+  /** LiteLLM's `user_ids` of one id: the users whose id contains it, case aside. */
+  readonly idContains?: string | undefined;
+  /** LiteLLM's `user_ids` of several: exactly these. */
+  readonly ids?: readonly string[] | undefined;
+  /** Users left out: those the config file declares, which shadow a database user with the same id. */
+  readonly notIds: readonly string[];
+}
+
+/** Database users newest first, `limit` of them from `offset`, and how many match in all. */
+export async function listUsers(
+  db: Queryable,
+  f: UserFilter,
+  offset: number,
+  limit: number,
+): Promise<{ rows: AdminUserRow[]; total: number }> {
+  const conds: string[] = ['NOT (user_id = ANY($1::text[]))'];
+  const params: unknown[] = [f.notIds];
+  if (f.idContains !== undefined) {
+    params.push(f.idContains.toLowerCase());
+    conds.push(`strpos(lower(user_id), $${params.length}) > 0`);
+  }
+  if (f.ids !== undefined) {
+    params.push(f.ids);
+    conds.push(`user_id = ANY($${params.length}::text[])`);
+  }
+  const w = `WHERE ${conds.join(' AND ')}`;
+  const [rows, count] = await Promise.all([
+    db.query<AdminUserRow>(
+      `SELECT user_id, max_budget, budget_duration, rpm_limit, tpm_limit, max_parallel_requests, metadata, created_at, updated_at
+       FROM users ${w} ORDER BY created_at DESC, user_id LIMIT $${params.length + 1} OFFSET $${params.length + 2}`,
+      [...params, limit, offset],
+    ),
+    db.query<{ n: string | number }>(`SELECT count(*) AS n FROM users ${w}`, params),
+  ]);
+  return { rows, total: Number(count[0]?.n ?? 0) };
+}
+
+/** How many database keys each user has (LiteLLM's key_count), but for the tokens in `notHashes`; absent: none. */
+export async function keyCounts(db: Queryable, userIds: readonly string[], notHashes: readonly string[]): Promise<Map<string, number>> {
+  if (userIds.length === 0) return new Map();
+  const rows = await db.query<{ user_id: string; n: string | number }>(
+    'SELECT user_id, count(*) AS n FROM keys WHERE user_id = ANY($1::text[]) AND NOT (key_hash = ANY($2::text[])) GROUP BY user_id',
+    [userIds, notHashes],
+  );
+  return new Map(rows.map((r) => [r.user_id, Number(r.n)]));
 }
 
 /**

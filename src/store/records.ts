@@ -87,7 +87,7 @@ interface ModelRow {
   model_info: unknown;
 }
 
-interface UserRow extends LimitColumns {
+export interface UserRow extends LimitColumns {
   user_id: string;
 }
 
@@ -104,7 +104,7 @@ export async function findUser(db: Queryable, userId: string): Promise<StoredUse
   return row === undefined ? undefined : userFromRow(row);
 }
 
-function userFromRow(row: UserRow & { metadata: unknown }): StoredUser {
+export function userFromRow(row: UserRow & { metadata: unknown }): StoredUser {
   return { userId: row.user_id, limits: limitsFrom(row), metadata: object(row.metadata) };
 }
 
@@ -372,6 +372,25 @@ export class RecordStore {
         teamParams(t),
       );
       return t;
+    });
+  }
+
+  /**
+   * Deletes a team and, in the same transaction, the keys made for it through the API, as LiteLLM's
+   * /team/delete does: a key left behind would be refused anyway (core/decide.ts: its team exists nowhere),
+   * and would come back to life with a new team of the same id. The team's change is applied and broadcast
+   * first, so every replica refuses its keys from that moment. The tokens of the keys deleted; undefined when
+   * there was no team.
+   */
+  async deleteTeam(teamId: string): Promise<string[] | undefined> {
+    const changes: RecordChange[] = [{ kind: 'team', id: teamId }];
+    return this.#write(changes, async (tx) => {
+      const gone = await tx.query('DELETE FROM teams WHERE team_id = $1 RETURNING team_id', [teamId]);
+      if (gone.length === 0) return undefined;
+      const keys = await tx.query<{ key_hash: string }>('DELETE FROM keys WHERE team_id = $1 RETURNING key_hash', [teamId]);
+      // Each key's change is logged and broadcast after the team's (#write reads the list after this).
+      for (const k of keys) changes.push({ kind: 'key', id: k.key_hash });
+      return keys.map((k) => k.key_hash);
     });
   }
 

@@ -87,8 +87,11 @@ const ROUTES: readonly (readonly [string, string])[] = [
   ['POST', '/team/new'],
   ['GET', '/team/info?team_id=x'],
   ['POST', '/team/update'],
+  ['POST', '/team/delete'],
+  ['GET', '/team/list'],
   ['POST', '/user/new'],
   ['GET', '/user/info?user_id=x'],
+  ['GET', '/user/list'],
   ['POST', '/user/update'],
   ['POST', '/user/delete'],
   ['GET', '/spend/keys'],
@@ -129,6 +132,9 @@ general_settings:
   allowed_api_bases: [127.0.0.1]
 teams:
   - team_id: config-team
+users:
+  - user_id: config-user
+    max_budget: 7
 keys:
   - key: sha256:${sha(CONFIG_KEY)}
     key_alias: from-config
@@ -258,10 +264,13 @@ keys:
     assert.equal(errorOf(theirs).type, 'permission_error');
     assert.equal(errorOf(theirs).param, 'key');
     assert.ok(!theirs.text.includes('someone-else'), 'nothing of the other key is shown');
-    // The master key has no record of its own: it names the key.
+    // The master key has no record of its own: 404, as LiteLLM answers for a calling key not in its database.
     const master = await call(b, 'GET', '/key/info');
-    assert.equal(master.status, 400);
+    assert.equal(master.status, 404, master.text);
+    assert.equal(errorOf(master).code, 'not_found');
     assert.equal(errorOf(master).param, 'key');
+    assert.match(String(errorOf(master).message), /\?key=/, 'it says how to name a key');
+    assert.ok(!master.text.includes(MASTER), 'the master key is never echoed');
     // Only the read: every other admin route stays closed to the key.
     assert.equal((await call(b, 'GET', '/key/list', undefined, mine)).status, 403);
     // A blocked key reads nothing.
@@ -286,6 +295,129 @@ keys:
     await within(1_000, async () => errorOf(await chat(a, key)).code === 'invalid_api_key', 'deleted on the other replica');
     assert.equal(errorOf(await chat(b, key)).code, 'invalid_api_key');
     assert.equal((await call(a, 'GET', `/key/info?key=${sha(key)}`)).status, 404);
+  });
+
+  test("/team/delete (LiteLLM's): the team and its keys go, refused on the other replica at once; config and unknown teams are refused whole", async () => {
+    const teamId = `doomed-${randomUUID()}`;
+    const other = `kept-${randomUUID()}`;
+    assert.equal((await call(a, 'POST', '/team/new', { team_id: teamId, team_alias: 'doomed' })).status, 200);
+    assert.equal((await call(a, 'POST', '/team/new', { team_id: other })).status, 200);
+    const made = await Promise.all([teamId, teamId, other].map((t) => call(a, 'POST', '/key/generate', { team_id: t })));
+    const [k1, k2, k3] = made.map((r) => String(r.body['key'])) as [string, string, string];
+    for (const k of [k1, k2, k3]) secrets.add(k);
+    for (const k of [k1, k2, k3]) assert.equal((await chat(b, k)).status, 200);
+
+    // Unknown ids: 404 naming them, and nothing deleted (the known team named beside them stays).
+    const unknown = await call(b, 'POST', '/team/delete', { team_ids: [teamId, 'no-such-team-1', 'no-such-team-2'] });
+    assert.equal(unknown.status, 404, unknown.text);
+    assert.equal(errorOf(unknown).param, 'team_ids[1]');
+    assert.match(String(errorOf(unknown).message), /"no-such-team-1", "no-such-team-2"; nothing was deleted/);
+    // A team of the config file: 409 saying to remove it there; nothing deleted.
+    const declared = await call(b, 'POST', '/team/delete', { team_ids: [teamId, 'config-team'] });
+    assert.equal(declared.status, 409, declared.text);
+    assert.equal(errorOf(declared).param, 'team_ids[1]');
+    assert.match(String(errorOf(declared).message), /declared in the config file: remove it from teams: there/);
+    assert.equal((await call(a, 'GET', `/team/info?team_id=${teamId}`)).status, 200);
+    assert.equal((await chat(b, k1)).status, 200);
+
+    const del = await call(a, 'POST', '/team/delete', { team_ids: [teamId] });
+    assert.equal(del.status, 200, del.text);
+    assert.deepEqual(del.body['deleted_teams'], [teamId]);
+    assert.deepEqual([...(del.body['deleted_keys'] as string[])].sort(), [sha(k1), sha(k2)].sort());
+    // Refused on the replica that did not make the change, at once (the broadcast, as /key/delete's).
+    await within(1_000, async () => errorOf(await chat(b, k1)).code === 'invalid_api_key', 'its keys refused on the other replica');
+    assert.equal(errorOf(await chat(b, k2)).code, 'invalid_api_key');
+    assert.equal(errorOf(await chat(a, k1)).code, 'invalid_api_key');
+    assert.equal((await chat(b, k3)).status, 200, "another team's key is untouched");
+    assert.equal((await call(b, 'GET', `/team/info?team_id=${teamId}`)).status, 404);
+    assert.equal((await call(b, 'GET', `/key/list?team_id=${teamId}`)).body['total_count'], 0);
+    assert.equal((await call(b, 'POST', '/key/generate', { team_id: teamId })).status, 400, 'no key can be made for it any more');
+    // A second delete of it is an unknown id.
+    assert.equal((await call(b, 'POST', '/team/delete', { team_ids: [teamId] })).status, 404);
+  });
+
+  test("/team/list (LiteLLM's): config and stored teams, saying which, sorted by alias, with spend and their first keys", async () => {
+    const id1 = `list-b-${randomUUID()}`;
+    const id2 = `list-a-${randomUUID()}`;
+    await call(a, 'POST', '/team/new', { team_id: id1, team_alias: 'zz-list-b', max_budget: 3 });
+    await call(a, 'POST', '/team/new', { team_id: id2, team_alias: 'zz-list-a' });
+    const key = String((await call(a, 'POST', '/key/generate', { team_id: id1, key_alias: 'listed-team-key' })).body['key']);
+    secrets.add(key);
+    assert.equal((await chat(b, key)).status, 200);
+    let teams: Json[] = [];
+    await within(
+      3_000,
+      async () => {
+        const r = await call(b, 'GET', '/team/list');
+        assert.equal(r.status, 200, r.text);
+        teams = r.body as unknown as Json[];
+        return Number(teams.find((t) => t['team_id'] === id1)?.['spend']) > 0;
+      },
+      "the team's spend",
+    );
+    assert.ok(Array.isArray(teams));
+    const ids = teams.map((t) => t['team_id']);
+    assert.ok(ids.indexOf(id2) >= 0 && ids.indexOf(id2) === ids.indexOf(id1) - 1, 'sorted by team_alias');
+    const aliases = teams.map((t) => (typeof t['team_alias'] === 'string' ? t['team_alias'] : ''));
+    assert.deepEqual(aliases, [...aliases].sort(), 'sorted by team_alias, as LiteLLM');
+    const mine = teams.find((t) => t['team_id'] === id1) ?? {};
+    assert.equal(mine['source'], 'api');
+    assert.equal(mine['max_budget'], 3);
+    assert.equal(mine['keys_total'], 1);
+    assert.deepEqual(
+      (mine['keys'] as Json[]).map((k) => [k['token'], k['key_alias']]),
+      [[sha(key), 'listed-team-key']],
+    );
+    assert.ok(typeof mine['created_at'] === 'string');
+    const configured = teams.find((t) => t['team_id'] === 'config-team') ?? {};
+    assert.equal(configured['source'], 'config');
+    assert.equal((configured['keys'] as Json[])[0]?.['token'], sha(CONFIG_KEY), "the config file's key first");
+    assert.ok(!JSON.stringify(teams).includes(key), 'never a key');
+  });
+
+  test("/user/list (LiteLLM's): a page of config and stored users, with spend and key_count, filtered by user_ids", async () => {
+    const tag = randomUUID().slice(0, 8);
+    const u1 = `lister-${tag}-1`;
+    const u2 = `lister-${tag}-2`;
+    const made = await call(a, 'POST', '/user/new', { user_id: u1, max_budget: 2 });
+    assert.equal(made.status, 200, made.text);
+    secrets.add(String(made.body['key']));
+    assert.equal((await call(a, 'POST', '/user/new', { user_id: u2, auto_create_key: false })).status, 200);
+
+    const all = await call(b, 'GET', '/user/list?page_size=100');
+    assert.equal(all.status, 200, all.text);
+    assert.deepEqual(Object.keys(all.body).sort(), ['page', 'page_size', 'total', 'total_pages', 'users']);
+    const users = all.body['users'] as Json[];
+    assert.equal(users[0]?.['user_id'], 'config-user', "the config file's users first");
+    assert.equal(users[0]?.['source'], 'config');
+    assert.equal(users[0]?.['max_budget'], 7);
+    const one = users.find((u) => u['user_id'] === u1) ?? {};
+    assert.equal(one['source'], 'api');
+    assert.equal(one['key_count'], 1);
+    assert.equal(one['max_budget'], 2);
+    assert.equal(one['user_role'], 'internal_user');
+    assert.equal(one['spend'], 0);
+
+    // One id: the users whose id contains it (LiteLLM's); several: exactly those.
+    const byPart = await call(b, 'GET', `/user/list?user_ids=LISTER-${tag}`);
+    assert.deepEqual(
+      (byPart.body['users'] as Json[]).map((u) => u['user_id']),
+      [u2, u1],
+      'newest first',
+    );
+    assert.equal(byPart.body['total'], 2);
+    const byIds = await call(b, 'GET', `/user/list?user_ids=${u1},config-user`);
+    assert.deepEqual(
+      (byIds.body['users'] as Json[]).map((u) => u['user_id']),
+      ['config-user', u1],
+    );
+    const paged = await call(b, 'GET', `/user/list?user_ids=lister-${tag}&page=2&page_size=1`);
+    assert.deepEqual(
+      (paged.body['users'] as Json[]).map((u) => u['user_id']),
+      [u1],
+    );
+    assert.equal(paged.body['total_pages'], 2);
+    assert.equal(((await call(b, 'GET', '/user/list?role=proxy_admin')).body['users'] as Json[]).length, 0);
   });
 
   test('regenerate: the old secret stops working everywhere, the new one works, the record and its spend are kept', async () => {
@@ -1252,7 +1384,11 @@ keys:
       ['GET', '/key/list?size=1000', undefined, 'size'],
       ['GET', '/key/list?pgae=2', undefined, 'pgae'],
       ['GET', '/spend/logs?start_date=yesterday', undefined, 'start_date'],
-      ['GET', '/key/info', undefined, 'key'],
+      ['POST', '/team/delete', { team_ids: [] }, 'team_ids'],
+      ['GET', '/team/list?user_id=u', undefined, 'user_id'],
+      ['GET', '/team/list?organization_id=org-1', undefined, 'organization_id'],
+      ['GET', '/user/list?page_size=101', undefined, 'page_size'],
+      ['GET', '/user/list?team=t', undefined, 'team'],
     ];
     for (const [method, route, body, field] of cases) {
       const r = await call(a, method, route, body);

@@ -259,6 +259,34 @@ describe('record cache', { timeout: 30_000 }, () => {
     cache.stop();
   });
 
+  test("a team deleted with a lost broadcast: the change log takes the team and its keys out of another replica's cache", async () => {
+    const db = await freshDb();
+    const silent: ChangeBus = {
+      publish: () => Promise.reject(new Error('Redis is down')),
+      subscribe: () => Promise.resolve(),
+      close: () => Promise.resolve(),
+    };
+    const cache = newCache(db, true);
+    await cache.start(silent);
+    const store = new RecordStore(db, silent, { logger });
+    const teamId = `gone-${randomUUID()}`;
+    assert.equal(await store.createTeam({ teamId, alias: undefined, models: [], blocked: false, limits: NO_LIMITS, metadata: {} }), true);
+    const member = record(`sk-member-${randomUUID()}`, { teamId, alias: 'member' });
+    const outsider = record(`sk-outsider-${randomUUID()}`, { alias: 'outsider' });
+    assert.equal(await store.createKey(member, 'sk-...test'), 'done');
+    assert.equal(await store.createKey(outsider, 'sk-...test'), 'done');
+    await until(
+      'team and keys seen',
+      1_000,
+      () => cache.teams.has(teamId) && cache.get(member.hash) !== undefined && cache.get(outsider.hash) !== undefined,
+    );
+    assert.deepEqual(await store.deleteTeam(teamId), [member.hash]);
+    await until('team and its key gone', 1_000, () => !cache.teams.has(teamId) && cache.get(member.hash) === undefined);
+    assert.equal(cache.get(outsider.hash)?.id, outsider.id, 'a key of no team stays');
+    assert.equal(await store.deleteTeam(teamId), undefined, 'a team deleted already');
+    cache.stop();
+  });
+
   test('a key another replica made a moment ago is read from the database on its first use, before its broadcast', async () => {
     const db = await freshDb();
     const deaf: ChangeBus = { publish: () => Promise.resolve(), subscribe: () => Promise.resolve(), close: () => Promise.resolve() };
