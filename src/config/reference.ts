@@ -80,6 +80,8 @@ export const DESCRIPTIONS: Readonly<Record<string, string>> = {
   'model_list[].litellm_params.rpm': 'requests per minute this deployment takes (retries and fallbacks are counted too)',
   'model_list[].litellm_params.tpm': 'tokens per minute this deployment takes',
   'model_list[].litellm_params.weight': 'share of traffic under `simple-shuffle`',
+  'model_list[].litellm_params.order':
+    'priority within the alias: the lowest `order` with a deployment available takes all the traffic, higher ones only while every lower one is cooling down or at its `rpm`/`tpm`; absent: after every ordered one (see **Deployment order**)',
   'model_list[].litellm_params.timeout':
     'seconds for the whole request (and for each silence in a stream); absent: `router_settings.timeout`, else 600',
   'model_list[].litellm_params.stream_timeout': 'seconds to the first byte of a stream',
@@ -94,6 +96,8 @@ export const DESCRIPTIONS: Readonly<Record<string, string>> = {
   'model_list[].model_info.mode':
     "informational (LiteLLM compatibility); tollgate serves `chat`, `completion` and `embedding`, and warns for LiteLLM's other modes",
   'model_list[].model_info.base_model': 'informational (LiteLLM compatibility)',
+  'model_list[].model_info.order':
+    '`litellm_params.order` written here, as LiteLLM keeps it for models added through its API (`litellm_params` wins)',
   'router_settings.routing_strategy': "how a deployment is picked among an alias's healthy ones",
   'router_settings.num_retries': 'further deployments tried after a failure (connect error, 5xx, 408, 429, timeout)',
   'router_settings.fallbacks': '`[{alias: [other aliases]}]`: tried when every deployment of an alias failed',

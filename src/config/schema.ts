@@ -92,6 +92,15 @@ export function isUrl(v: string): boolean {
   }
 }
 
+/**
+ * A deployment's priority in its alias (LiteLLM's `order`): 1 is asked first. Whole numbers from 1 only, so
+ * a typo (`0`, `1.5`, `"primary"`) is not silently a priority of its own.
+ */
+const order = z
+  .number({ error: 'not an order: write a whole number, 1 for the deployments used first, 2 for their backups, and so on' })
+  .int({ error: 'not an order: write a whole number (1, 2, …), 1 for the deployments used first' })
+  .min(1, { error: 'not an order: write 1 or more; 1 is used first, 2 only when every 1 is unavailable' });
+
 export const litellmParams = z
   .object({
     model: providerModel,
@@ -100,6 +109,7 @@ export const litellmParams = z
     rpm: positiveInt.optional(),
     tpm: positiveInt.optional(),
     weight: z.number().positive().finite().default(1),
+    order: order.optional(),
     /** Absent: router_settings.timeout, else DEFAULT_TIMEOUT_S (the loader and the catalog apply them). */
     timeout: z.number().positive().finite().optional(),
     stream_timeout: z.number().positive().finite().optional(),
@@ -122,6 +132,8 @@ export const modelInfo = z
     max_output_tokens: positiveInt.optional(),
     mode: z.enum(MODEL_MODES).optional(),
     base_model: z.string().optional(),
+    /** Where LiteLLM's models added through its API keep `order`; litellm_params.order wins. */
+    order: order.optional(),
   })
   .strict();
 

@@ -157,6 +157,8 @@ export function modelView(d: Deployment, fromDb: boolean): Record<string, unknow
       rpm: d.rpm ?? null,
       tpm: d.tpm ?? null,
       weight: d.weight,
+      // Where LiteLLM shows it (its litellm_params as written), and for model_info.order too: the one used.
+      order: d.order ?? null,
       timeout: d.timeoutMs / 1000,
       stream_timeout: d.streamTimeoutMs === undefined ? null : d.streamTimeoutMs / 1000,
     },

@@ -24,6 +24,11 @@ export interface Deployment {
   readonly rpm: number | undefined;
   readonly tpm: number | undefined;
   readonly weight: number;
+  /**
+   * LiteLLM's `order` (litellm_params, else model_info): the deployments of the lowest order that has one
+   * available take the traffic. Undefined: after every ordered one (orderRank).
+   */
+  readonly order: number | undefined;
   readonly timeoutMs: number;
   readonly streamTimeoutMs: number | undefined;
   readonly inputCostPerToken: number;
@@ -65,6 +70,8 @@ export function deploymentFromEntry(entry: ModelEntry, indexInAlias: number, def
     rpm: p.rpm,
     tpm: p.tpm,
     weight: p.weight,
+    // LiteLLM's _get_deployment_order (litellm/utils.py): litellm_params first, then model_info.
+    order: p.order ?? entry.model_info.order,
     timeoutMs: (p.timeout ?? defaults.timeoutS ?? DEFAULT_TIMEOUT_S) * 1000,
     streamTimeoutMs: streamS === undefined ? undefined : streamS * 1000,
     inputCostPerToken: entry.model_info.input_cost_per_token ?? p.input_cost_per_token ?? 0,
@@ -78,6 +85,46 @@ export interface ModelGroup {
   readonly alias: string;
   readonly deployments: readonly Deployment[];
   readonly cumulativeWeights: readonly number[];
+  /** Its deployments are not all of one order (orderRank): each pick keeps to the first order available. */
+  readonly ordered: boolean;
+}
+
+/**
+ * A deployment's place in its alias's priority: its `order`, and after every order when it has none.
+ * LiteLLM's _get_order_filtered_deployments (litellm/utils.py) keeps, among the deployments that may take
+ * the request, those of the lowest order; ones without an order only when none of those left has one.
+ */
+export function orderRank(d: Deployment): number {
+  return d.order ?? Infinity;
+}
+
+/** Those of `candidates` in the lowest order among them: `candidates` itself when they share one. */
+export function firstOrder(candidates: readonly Deployment[]): readonly Deployment[] {
+  let min = Infinity;
+  let max = -Infinity;
+  for (const d of candidates) {
+    const r = orderRank(d);
+    if (r < min) min = r;
+    if (r > max) max = r;
+  }
+  return min === max ? candidates : candidates.filter((d) => orderRank(d) === min);
+}
+
+/**
+ * The next deployment to ask when `from` cannot take a request (at its rpm/tpm): another of its order not in
+ * `skip`, in config order, else one of the next order up. A lower order is not gone back to: the pick passed
+ * it over as unavailable.
+ */
+export function nextInOrder(group: ModelGroup, from: Deployment, skip: ReadonlySet<string>): Deployment | undefined {
+  const rank = orderRank(from);
+  let next: Deployment | undefined;
+  for (const d of group.deployments) {
+    if (skip.has(d.id) || d.id === from.id) continue;
+    const r = orderRank(d);
+    if (r === rank) return d;
+    if (r > rank && (next === undefined || r < orderRank(next))) next = d;
+  }
+  return next;
 }
 
 /** A deployment's cooldown: when it ends, and whether a 429 of its backend (rate limiting) put it there. */
@@ -148,7 +195,9 @@ export class ModelCatalog {
     this.#groups = new Map(
       [...groups].map(([alias, ds]) => {
         let sum = 0;
-        return [alias, { alias, deployments: ds, cumulativeWeights: ds.map((d) => (sum += d.weight)) }] as const;
+        const cumulativeWeights = ds.map((d) => (sum += d.weight));
+        const ordered = ds.some((d) => orderRank(d) !== orderRank(ds[0] as Deployment));
+        return [alias, { alias, deployments: ds, cumulativeWeights, ordered }] as const;
       }),
     );
     this.#byId = new Map(deployments.map((d) => [d.id, d] as const));
@@ -205,11 +254,12 @@ export class ModelCatalog {
 }
 
 /**
- * LiteLLM's `simple-shuffle`: a random deployment, weighted by `weight`, among those available.
- * `random` is in [0, 1) (injected so the choice is testable).
+ * LiteLLM's `simple-shuffle`: a random deployment, weighted by `weight`, among those available — of the
+ * lowest order that has one (orderRank). `random` is in [0, 1) (injected so the choice is testable).
  */
 export function weightedPick(group: ModelGroup, health: DeploymentHealth, nowMs: number, random: number): Deployment | undefined {
   const { deployments, cumulativeWeights } = group;
+  if (group.ordered) return weighted(firstOrder(deployments.filter((d) => health.isAvailable(d.id, nowMs))), random);
   const total = cumulativeWeights[cumulativeWeights.length - 1] ?? 0;
   const target = random * total;
   let idx = cumulativeWeights.findIndex((w) => target < w);
@@ -217,13 +267,19 @@ export function weightedPick(group: ModelGroup, health: DeploymentHealth, nowMs:
   const first = deployments[idx];
   if (first !== undefined && health.isAvailable(first.id, nowMs)) return first;
   // The pick is cooling down: weighted choice among the rest that are available.
-  const rest = deployments.filter((d) => health.isAvailable(d.id, nowMs));
-  if (rest.length === 0) return undefined;
-  const sum = rest.reduce((s, d) => s + d.weight, 0);
-  let t = random * sum;
-  for (const d of rest) {
+  return weighted(
+    deployments.filter((d) => health.isAvailable(d.id, nowMs)),
+    random,
+  );
+}
+
+/** One of `list`, weighted by `weight`; `random` in [0, 1). Undefined for an empty list. */
+export function weighted(list: readonly Deployment[], random: number): Deployment | undefined {
+  const total = list.reduce((s, d) => s + d.weight, 0);
+  let t = random * total;
+  for (const d of list) {
     t -= d.weight;
     if (t < 0) return d;
   }
-  return rest[rest.length - 1];
+  return list[list.length - 1];
 }

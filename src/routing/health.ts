@@ -4,7 +4,7 @@
  * failures leading to a cooldown (one more than `allowed_fails` within a minute → out for `cooldown_time`), as
  * LiteLLM's Router does. One replica's view; shared limits live in the store.
  */
-import type { Cooldown, Deployment, DeploymentHealth, ModelGroup } from './deployments.js';
+import { firstOrder, weighted, type Cooldown, type Deployment, type DeploymentHealth, type ModelGroup } from './deployments.js';
 
 interface State {
   inFlight: number;
@@ -148,11 +148,22 @@ export class DeploymentTracker implements DeploymentHealth {
   }
 
   /**
-   * The deployment for an attempt: among available ones not yet tried, by strategy. `random` in [0, 1).
-   * `usage-based-routing` skips deployments past their rpm/tpm this minute and prefers the least used.
+   * The deployment for an attempt: among available ones not yet tried, those of the lowest `order` (LiteLLM
+   * filters by order before its strategy runs: orderRank), then by strategy. `random` in [0, 1).
+   * `usage-based-routing` skips deployments past their rpm/tpm this minute — which makes the next order the
+   * first available when all of one order are past theirs — and prefers the least used.
    */
   pick(group: ModelGroup, strategy: RoutingStrategy, exclude: ReadonlySet<string>, nowMs: number, random: number): Deployment | undefined {
-    const candidates = group.deployments.filter((d) => !exclude.has(d.id) && this.isAvailable(d.id, nowMs));
+    let open = group.deployments.filter((d) => !exclude.has(d.id) && this.isAvailable(d.id, nowMs));
+    const minute = Math.floor(nowMs / 60_000);
+    if ((strategy === 'usage-based-routing' || strategy === 'usage-based-routing-v2') && open.length > 1) {
+      const under = open.filter((d) => {
+        const u = this.#used(d.id, minute);
+        return (d.rpm === undefined || u.requests < d.rpm) && (d.tpm === undefined || u.tokens < d.tpm);
+      });
+      if (under.length > 0) open = under;
+    }
+    const candidates = group.ordered ? firstOrder(open) : open;
     if (candidates.length <= 1) return candidates[0];
     switch (strategy) {
       case 'least-busy':
@@ -161,23 +172,21 @@ export class DeploymentTracker implements DeploymentHealth {
         // Untried deployments first (latency unknown = 0), so each gets measured.
         return minBy(candidates, (d) => this.#states.get(d.id)?.latencyMs ?? 0, random);
       case 'usage-based-routing':
-      case 'usage-based-routing-v2': {
-        const minute = Math.floor(nowMs / 60_000);
-        const usage = (d: Deployment): { requests: number; tokens: number } => {
-          const s = this.#states.get(d.id);
-          return s === undefined || s.minute !== minute ? { requests: 0, tokens: 0 } : s;
-        };
-        const under = candidates.filter((d) => {
-          const u = usage(d);
-          return (d.rpm === undefined || u.requests < d.rpm) && (d.tpm === undefined || u.tokens < d.tpm);
-        });
-        return minBy(under.length > 0 ? under : candidates, (d) => usage(d).tokens, random);
-      }
+      case 'usage-based-routing-v2':
+        return minBy(candidates, (d) => this.#used(d.id, minute).tokens, random);
       case 'simple-shuffle':
         return weighted(candidates, random);
     }
   }
+
+  /** Requests and tokens of a deployment in `minute` (usage-based-routing). */
+  #used(id: string, minute: number): { requests: number; tokens: number } {
+    const s = this.#states.get(id);
+    return s === undefined || s.minute !== minute ? NO_USE : s;
+  }
 }
+
+const NO_USE = { requests: 0, tokens: 0 } as const;
 
 function minBy(list: readonly Deployment[], score: (d: Deployment) => number, random: number): Deployment | undefined {
   let best: Deployment[] = [];
@@ -192,14 +201,4 @@ function minBy(list: readonly Deployment[], score: (d: Deployment) => number, ra
     }
   }
   return best[Math.floor(random * best.length)] ?? best[0];
-}
-
-function weighted(list: readonly Deployment[], random: number): Deployment | undefined {
-  const total = list.reduce((s, d) => s + d.weight, 0);
-  let t = random * total;
-  for (const d of list) {
-    t -= d.weight;
-    if (t < 0) return d;
-  }
-  return list[list.length - 1];
 }

@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import type { TeamRecord } from '../core/decide.js';
 import type { ErrorCode } from '../errors/codes.js';
 import type { KeyDirectory, Limits } from '../identity/keys.js';
-import type { Deployment, ModelCatalog } from '../routing/deployments.js';
+import { nextInOrder, type Deployment, type ModelCatalog } from '../routing/deployments.js';
 import type { Logger } from '../telemetry/logger.js';
 import {
   hasLimits,
@@ -151,12 +151,11 @@ export class Limiter {
         return { ok: true, lease, deployment, headers: rateHeaders(a.rate) };
       }
       if (deployment !== undefined && a.subject === `deployment:${deployment.id}`) {
-        // That deployment is at its rpm/tpm: another of the group may have room.
+        // That deployment is at its rpm/tpm: another of the group may have room — of its order first, then
+        // of the next (a full one counts as unavailable for LiteLLM's `order`).
         const skip = new Set(tried).add(deployment.id);
-        const other = this.#dirs
-          .catalog()
-          .group(deployment.alias)
-          ?.deployments.find((d) => !skip.has(d.id));
+        const group = this.#dirs.catalog().group(deployment.alias);
+        const other = group === undefined ? undefined : nextInOrder(group, deployment, skip);
         if (other !== undefined) return this.admit(who, other, body, now, skip);
       }
       return denial(a);

@@ -313,6 +313,28 @@ describe('router settings from litellm_settings, and timeouts', () => {
     assert.equal(none.group('llama')?.deployments[0]?.timeoutMs, 600_000);
   });
 
+  test('GET /model/info shows litellm_params.order where LiteLLM does (null without one), also of a model added through the admin API', () => {
+    const { config } = loaded(`${MINIMAL}      order: 2\n`);
+    const catalog = composeCatalog(
+      config.model_list,
+      [
+        {
+          id: 'db-1',
+          modelName: 'llama',
+          litellmParams: { model: 'openai/db', api_base: 'http://127.0.0.1:9/v1', order: 1 },
+          modelInfo: {},
+        },
+        { id: 'db-2', modelName: 'llama', litellmParams: { model: 'openai/db', api_base: 'http://127.0.0.1:9/v1' }, modelInfo: {} },
+      ],
+      { box: undefined, env: {}, logger: createLogger('silent'), allowedApiBases: ['127.0.0.1'] },
+    );
+    const views = (catalog.group('llama')?.deployments ?? []).map((d) => modelView(d, false));
+    assert.deepEqual(
+      views.map((v) => (v['litellm_params'] as { order: number | null }).order),
+      [2, 1, null],
+    );
+  });
+
   test('litellm_settings allowed_fails and cooldown_time apply when router_settings sets none; else a warning says which wins', () => {
     const a = loaded(`litellm_settings:\n  allowed_fails: 7\n  cooldown_time: 60\n`).config;
     assert.equal(a.router_settings.allowed_fails, 7);

@@ -10,6 +10,7 @@ import { ConfigError, type ConfigIssue } from '../../../src/config/issues.js';
 import type { Config } from '../../../src/config/schema.js';
 import { prepareConfigText } from '../../../src/main/config-source.js';
 import { Policy } from '../../../src/policy/rules.js';
+import { ModelCatalog } from '../../../src/routing/deployments.js';
 
 const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
 
@@ -441,6 +442,34 @@ callback_settings: {}
     assert.equal(r.config.litellm_settings, undefined);
   });
 
+  test("litellm_params.order (and model_info.order, where LiteLLM's API keeps it) is read, not set aside with a warning", () => {
+    const text = `${MINIMAL}      order: 2
+  - model_name: llama
+    litellm_params: { model: openai/llama, api_base: "http://127.0.0.1:8001/v1" }
+    model_info: { order: 1 }
+  - model_name: llama
+    litellm_params: { model: openai/llama, api_base: "http://127.0.0.1:8002/v1", order: 3 }
+    model_info: { order: 1 }
+`;
+    const r = loadConfigText(text, {});
+    assert.deepEqual(r.issues, []);
+    assert.deepEqual(besideNoCredentials(r), []);
+    assert.deepEqual(
+      r.config?.model_list.map((m) => [m.litellm_params.order, m.model_info.order]),
+      [
+        [2, undefined],
+        [undefined, 1],
+        [3, 1],
+      ],
+    );
+    const catalog = ModelCatalog.fromConfig(r.config?.model_list ?? []);
+    assert.deepEqual(
+      catalog.group('llama')?.deployments.map((d) => d.order),
+      [2, 1, 3],
+      'litellm_params.order wins over model_info.order',
+    );
+  });
+
   test('litellm_settings.num_retries, fallbacks and request_timeout move to router_settings', () => {
     const text = `${MINIMAL}  - model_name: other
     litellm_params: { model: openai/other, api_base: 'http://127.0.0.1:8001/v1' }
@@ -604,6 +633,20 @@ const ERROR_CASES: readonly ErrorCase[] = [
     line: 'max_request_size_mb',
     message: /1024/,
   },
+  ...(
+    [
+      ['0', /1 or more/],
+      ['-1', /1 or more/],
+      ['1.5', /whole number/],
+      ['primary', /whole number/],
+    ] as const
+  ).map(([value, message]) => ({
+    name: `litellm_params.order: ${value} is not an order`,
+    text: `${MINIMAL}      order: ${value}\n`,
+    path: 'model_list[0].litellm_params.order',
+    line: 'order:',
+    message,
+  })),
   { name: 'unknown top-level key', text: `${MINIMAL}model_lists: []\n`, path: 'model_lists', line: 'model_lists', message: /unknown key/ },
   {
     name: 'bad URL',

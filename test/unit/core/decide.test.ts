@@ -47,6 +47,7 @@ function dep(id: string, alias: string, weight: number): Deployment {
     inputCostPerToken: 0,
     outputCostPerToken: 0,
     maxTokens: undefined,
+    order: undefined,
   };
 }
 
@@ -943,6 +944,41 @@ table('decide: weighted routing hint (llama-a weight 1, llama-b weight 3)', [
     name: 'single deployment alias, any random → qwen-a',
     random: 0.99,
     input: { body: '{"model":"qwen"}' },
+    expect: { allow: true, deployment: 'qwen-a' },
+  },
+]);
+
+/** llama: primary llama-a (order 1, weight 1), backup llama-b (order 2, weight 3); qwen-a as before. */
+const ORDERED = new ModelCatalog([
+  { ...dep('llama-a', 'llama', 1), order: 1 },
+  { ...dep('llama-b', 'llama', 3), order: 2 },
+  dep('qwen-a', 'qwen', 1),
+]);
+
+table('decide: routing hint by order (llama-a order 1, llama-b order 2 and three times its weight)', [
+  { name: 'random 0 → llama-a', random: 0, rules: { catalog: ORDERED }, expect: { allow: true, deployment: 'llama-a' } },
+  {
+    name: 'random 0.9999 (llama-b by weight alone) → llama-a, the first order',
+    random: 0.9999,
+    rules: { catalog: ORDERED },
+    expect: { allow: true, deployment: 'llama-a' },
+  },
+  {
+    name: 'llama-a cooling down → llama-b, the next order',
+    random: 0,
+    rules: { catalog: ORDERED, health: cooling({ 'llama-a': NOW + 5000 }) },
+    expect: { allow: true, deployment: 'llama-b' },
+  },
+  {
+    name: 'llama-a back from its cooldown → llama-a again',
+    random: 0.9999,
+    now: NOW + 5000,
+    rules: { catalog: ORDERED, health: cooling({ 'llama-a': NOW + 5000 }) },
+    expect: { allow: true, deployment: 'llama-a' },
+  },
+  {
+    name: 'both orders cooling down → the fallback (qwen-a)',
+    rules: { catalog: ORDERED, health: cooling({ 'llama-a': NOW + 5000, 'llama-b': NOW + 5000 }) },
     expect: { allow: true, deployment: 'qwen-a' },
   },
 ]);

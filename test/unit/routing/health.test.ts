@@ -4,7 +4,15 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { firstBack, ModelCatalog, type Deployment, type ModelGroup } from '../../../src/routing/deployments.js';
+import {
+  firstBack,
+  firstOrder,
+  ModelCatalog,
+  nextInOrder,
+  weightedPick,
+  type Deployment,
+  type ModelGroup,
+} from '../../../src/routing/deployments.js';
 import { DeploymentTracker, MAX_RETRY_AFTER_COOLDOWN_MS, type RoutingStrategy } from '../../../src/routing/health.js';
 
 const MIN = 60_000;
@@ -29,6 +37,7 @@ function dep(id: string, extra: Partial<Deployment> = {}): Deployment {
     inputCostPerToken: 0,
     outputCostPerToken: 0,
     maxTokens: undefined,
+    order: undefined,
     ...extra,
   };
 }
@@ -327,5 +336,114 @@ describe('firstBack: when a client may come back to a model whose every deployme
 
   test("a health view that does not know cooldowns (Check's): undefined, whatever it says is unavailable", () => {
     assert.equal(firstBack([llama], { isAvailable: () => false }, T), undefined);
+  });
+});
+
+/**
+ * LiteLLM's `order` (litellm/utils.py, _get_order_filtered_deployments): among the deployments that may take
+ * the request, those of the lowest order; ones without an order only when no ordered one is left.
+ */
+describe('deployment order: the lowest order available takes the traffic, under every strategy', () => {
+  const STRATEGIES: readonly RoutingStrategy[] = [
+    'simple-shuffle',
+    'least-busy',
+    'latency-based-routing',
+    'usage-based-routing',
+    'usage-based-routing-v2',
+  ];
+  /** primary p1, p2 (order 1); backup b (order 2, heavier: it would win most shuffles without order); spare s (none). */
+  const ordered = (): ModelGroup =>
+    group(dep('b', { order: 2, weight: 10 }), dep('s', { weight: 10 }), dep('p1', { order: 1 }), dep('p2', { order: 1 }));
+
+  for (const strategy of STRATEGIES) {
+    test(`${strategy}: order 1 only while one of it is available; then order 2; then those without an order; order 1 again once back`, () => {
+      const t = tracker(0, 30);
+      const g = ordered();
+      // Make the backup look best to every strategy: idle, fast, unused.
+      t.started('p1', T);
+      t.started('p2', T);
+      t.latency('p1', 900);
+      t.latency('p2', 900);
+      t.latency('b', 1);
+      t.latency('s', 1);
+      t.addTokens('p1', 500);
+      t.addTokens('p2', 500);
+      for (let i = 0; i < 100; i++) assert.match(pickId(t, g, strategy, T, i / 100) ?? '', /^p[12]$/, `random ${i / 100}`);
+      t.failed('p1', T);
+      assert.equal(pickId(t, g, strategy, T, 0.99), 'p2', 'the other of order 1 while p1 is cooling down');
+      t.failed('p2', T);
+      for (let i = 0; i < 10; i++) assert.equal(pickId(t, g, strategy, T, i / 10), 'b', 'every order-1 deployment cooling down');
+      t.failed('b', T);
+      assert.equal(pickId(t, g, strategy, T, 0), 's', 'no ordered one left: the one without an order');
+      assert.equal(pickId(t, g, strategy, T + 30_000, 0.99)?.startsWith('p'), true, 'order 1 back from its cooldown');
+    });
+  }
+
+  test('a retry (the tried excluded) goes to another of the same order first, then to the next order', () => {
+    const t = tracker();
+    const g = ordered();
+    assert.equal(pickId(t, g, 'simple-shuffle', T, 0, new Set(['p1'])), 'p2');
+    assert.equal(pickId(t, g, 'simple-shuffle', T, 0, new Set(['p2'])), 'p1');
+    assert.equal(pickId(t, g, 'simple-shuffle', T, 0.99, new Set(['p1', 'p2'])), 'b');
+    assert.equal(pickId(t, g, 'least-busy', T, 0.99, new Set(['p1', 'p2', 'b'])), 's');
+  });
+
+  test('weights share the traffic within an order, never across orders', () => {
+    const t = tracker();
+    const g = group(dep('p1', { order: 1, weight: 1 }), dep('p2', { order: 1, weight: 3 }), dep('b', { order: 2, weight: 100 }));
+    const counts: Record<string, number> = {};
+    for (let i = 0; i < 1000; i++) {
+      const id = pickId(t, g, 'simple-shuffle', T, i / 1000) ?? '';
+      counts[id] = (counts[id] ?? 0) + 1;
+    }
+    assert.deepEqual(counts, { p1: 250, p2: 750 });
+  });
+
+  for (const strategy of ['usage-based-routing', 'usage-based-routing-v2'] as const) {
+    test(`${strategy}: order 1 past its rpm this minute is passed over for order 2; the next minute it is back`, () => {
+      const t = tracker();
+      const g = group(dep('p', { order: 1, rpm: 2 }), dep('b', { order: 2 }));
+      t.started('p', T);
+      t.addTokens('p', 10);
+      t.finished('p');
+      assert.equal(pickId(t, g, strategy, T, 0), 'p', 'order 1, though b used fewer tokens');
+      t.started('p', T);
+      t.finished('p');
+      assert.equal(pickId(t, g, strategy, T + 1000, 0), 'b', 'p is at its rpm');
+      assert.equal(pickId(t, g, strategy, T + MIN, 0), 'p');
+    });
+  }
+
+  test("Check's pick (weightedPick): order 1 whatever the weights, order 2 when every order 1 is unavailable", () => {
+    const g = ordered();
+    const healthy = { isAvailable: () => true };
+    for (let i = 0; i < 100; i++) assert.match(weightedPick(g, healthy, T, i / 100)?.id ?? '', /^p[12]$/);
+    const down = (ids: string[]) => ({ isAvailable: (id: string) => !ids.includes(id) });
+    assert.equal(weightedPick(g, down(['p1']), T, 0.99)?.id, 'p2');
+    assert.equal(weightedPick(g, down(['p1', 'p2']), T, 0.99)?.id, 'b');
+    assert.equal(weightedPick(g, down(['p1', 'p2', 'b']), T, 0)?.id, 's');
+    assert.equal(weightedPick(g, down(['p1', 'p2', 'b', 's']), T, 0), undefined);
+  });
+
+  test('a group without orders, or all of one order, is not "ordered": its picks are unchanged', () => {
+    assert.equal(group(dep('a'), dep('b')).ordered, false);
+    assert.equal(group(dep('a', { order: 3 }), dep('b', { order: 3 })).ordered, false);
+    assert.equal(group(dep('a', { order: 1 }), dep('b')).ordered, true);
+    const same = [dep('a', { order: 2 }), dep('b', { order: 2 })];
+    assert.equal(firstOrder(same), same);
+    assert.deepEqual(
+      firstOrder([dep('x'), dep('c', { order: 3 }), dep('d', { order: 2 })]).map((d) => d.id),
+      ['d'],
+    );
+  });
+
+  test('nextInOrder (a deployment at its rpm/tpm at Check): another of its order, then the next order up, never a lower one', () => {
+    const g = ordered();
+    const at = (id: string): Deployment => g.deployments.find((d) => d.id === id) as Deployment;
+    assert.equal(nextInOrder(g, at('p1'), new Set(['p1']))?.id, 'p2');
+    assert.equal(nextInOrder(g, at('p2'), new Set(['p1', 'p2']))?.id, 'b');
+    assert.equal(nextInOrder(g, at('b'), new Set(['p1', 'p2', 'b']))?.id, 's');
+    assert.equal(nextInOrder(g, at('b'), new Set(['b']))?.id, 's', 'order 1 is not gone back to (it was passed over)');
+    assert.equal(nextInOrder(g, at('s'), new Set(['s'])), undefined);
   });
 });
