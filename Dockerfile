@@ -43,9 +43,13 @@ RUN mkdir -p /app/.tollgate /var/lib/tollgate \
   && chown node:node /app/.tollgate /var/lib/tollgate
 USER node
 EXPOSE 4000 9001
-# Node's fetch, as the slim image has no curl. (Kubernetes ignores this and uses the chart's probes.)
+# Probes what the container runs, read from tollgate's command line (/proc/1/cmdline): `serve` and `gateway`
+# GET /health/liveliness on the HTTP port, `serve` and `authz` grpc.health.v1.Health/Check on the gRPC port,
+# ports and host as given to them. So `docker run tollgate:0.1.0 authz` is healthy too, not failed for want of
+# the gateway's port 4000. Node only: the slim image has no curl. (Kubernetes ignores this and uses the
+# chart's probes.)
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-  CMD ["node", "-e", "fetch('http://127.0.0.1:4000/health/liveliness').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+  CMD ["node", "dist/src/main/healthcheck.js"]
 # Exec form, so node is PID 1 and receives SIGTERM itself: tollgate installs SIGTERM/SIGINT handlers
 # (src/main/cli.ts) that stop accepting, drain requests and streams, flush spend and exit 0. It starts no
 # child processes, so there is nothing for an init (tini) to reap.

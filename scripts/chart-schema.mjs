@@ -263,6 +263,11 @@ export function valuesSchema(configSchema) {
         logLevel: { enum: ['trace', 'debug', 'info', 'warning', 'warn', 'error', 'critical', 'off'] },
         authzTimeout: duration,
         streamIdleTimeout: duration,
+        // HttpConnectionManager.xff_num_trusted_hops: the proxies in front of Envoy that append to x-forwarded-for.
+        xffNumTrustedHops: { type: 'integer', minimum: 0, maximum: 10 },
+        // Envoy's --concurrency: worker threads (else one per hardware thread of the node).
+        concurrency: { type: 'integer', minimum: 1, maximum: 64 },
+        tls: obj({ secretName: str }),
         preStopSleepSeconds: int(0),
         overload: obj({
           heapPercentOfMemoryLimit: { type: 'integer', minimum: 1, maximum: 100 },
@@ -284,6 +289,8 @@ export function valuesSchema(configSchema) {
       service: obj({
         type: { enum: ['ClusterIP', 'NodePort', 'LoadBalancer'] },
         port: { type: 'integer', minimum: 1, maximum: 65535 },
+        // Local keeps the client's source address (NodePort and LoadBalancer only); Cluster SNATs it to a node's.
+        externalTrafficPolicy: { enum: ['Cluster', 'Local'] },
         annotations: stringMap,
       }),
       autoscaling: obj({

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import type { Json, JsonObject } from './envoy-bootstrap.js';
 import { localReplyMappers, mapLocalReply, type LocalReply } from './envoy-local-reply.js';
 import { ERRORS, errorBody, type ErrorCode } from '../../src/errors/codes.js';
+import { CONTEXT_TTL_MS } from '../../src/identity/context-token.js';
 
 export const HCM_TYPE = 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager';
 export const HEADER_MUTATION_TYPE = 'type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation';
@@ -209,6 +210,7 @@ export function assertTollgateEnvoyConfig(
   const gatewayChecks = list(gateway, 'health_checks');
   assert.equal(gatewayChecks.length, 1);
   assert.equal(at(gatewayChecks[0] ?? null, 'http_health_check', 'path'), '/health/readiness');
+  assertPendingBounded(gateway);
 
   // Memory: ext_authz buffers bodies before authentication, so the overload manager caps Envoy's heap and
   // stops accepting requests before the kernel OOM-kills Envoy; HTTP/2 clients get few streams each.
@@ -319,4 +321,31 @@ export function assertLocalReplies(manager: JsonObject): void {
   // A 500 that is not a Check's (a route's direct_response, say) is not taken for one.
   const other = { status: 500, flags: [], body: 'x', contentType: 'text/plain' };
   assert.deepEqual(mapLocalReply(mappers, other), other, 'only a failed Check is rewritten');
+}
+
+/**
+ * A request reaches the gateway while the x-tollgate-context authz signed for it is valid (CONTEXT_TTL_MS).
+ * Envoy has no timer on a cluster's pending queue, and its pool checks max_requests only as it attaches a request
+ * to a ready connection (conn_pool_base.cc attachStreamToClient): so max_connections must leave a connection
+ * for each pending request beyond max_requests, or a request queued behind busy connections waits for a stream
+ * to end. Each then waits for its own connect only, bounded by connect_timeout.
+ */
+export function assertPendingBounded(gateway: JsonObject): void {
+  const thresholds = list(gateway, 'circuit_breakers', 'thresholds').filter(
+    (t) => isObject(t) && (t['priority'] ?? 'DEFAULT') === 'DEFAULT',
+  );
+  assert.equal(thresholds.length, 1, 'circuit_breakers with DEFAULT thresholds on the gateway cluster, written out');
+  const limits = thresholds[0];
+  const limit = (name: string): number => {
+    const v = isObject(limits) ? limits[name] : undefined;
+    assert.ok(typeof v === 'number', `circuit_breakers ${name} written out (Envoy's default is 1024)`);
+    return v;
+  };
+  const [connections, pending, requests] = [limit('max_connections'), limit('max_pending_requests'), limit('max_requests')];
+  assert.ok(
+    connections >= requests + pending,
+    `max_connections ${connections} leaves a connection per pending request: at least max_requests + max_pending_requests (${requests + pending})`,
+  );
+  const connectMs = seconds(at(gateway, 'connect_timeout')) * 1000;
+  assert.ok(connectMs <= CONTEXT_TTL_MS / 10, `connect_timeout ${connectMs} ms well under the signed context's ${CONTEXT_TTL_MS} ms`);
 }

@@ -3,7 +3,9 @@ Envoy's bootstrap for the pod: envoy/envoy.yaml at the repository root, with the
 (that file explains every setting; test/unit/deploy/helm-chart.test.ts holds the two equal for the default
 values). tollgate runs in the same pod, so both tollgate clusters point at 127.0.0.1.
 max_request_bytes follows config.general_settings.max_request_size_mb (tollgate's own limit, 4 MiB by default);
-the overload manager's heap cap follows envoy.resources.limits.memory (tollgate.envoyMaxHeapBytes).
+the overload manager's heap cap follows envoy.resources.limits.memory (tollgate.envoyMaxHeapBytes);
+xff_num_trusted_hops is envoy.xffNumTrustedHops; envoy.tls.secretName adds a DownstreamTlsContext to the
+client listener, reading the Secret the Deployment mounts at /etc/envoy-tls.
 */}}
 {{- define "tollgate.envoyConfig" -}}
 {{- $gs := .Values.config.general_settings | default dict -}}
@@ -52,6 +54,7 @@ static_resources:
                 stat_prefix: ingress_http
                 codec_type: AUTO
                 use_remote_address: true
+                xff_num_trusted_hops: {{ int .Values.envoy.xffNumTrustedHops }}
                 generate_request_id: true
                 preserve_external_request_id: false
                 always_set_request_id_in_response: true
@@ -182,6 +185,21 @@ static_resources:
                             cluster: tollgate_gateway
                             timeout: 0s
                             idle_timeout: {{ .Values.envoy.streamIdleTimeout }}
+          {{- if .Values.envoy.tls.secretName }}
+          # envoy.tls.secretName: TLS from clients, TLS 1.2 at least; ALPN offers HTTP/2 (codec_type AUTO). The
+          # files are read at start: restart the pods after the certificate is renewed.
+          transport_socket:
+            name: envoy.transport_sockets.tls
+            typed_config:
+              '@type': type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+              common_tls_context:
+                tls_params:
+                  tls_minimum_protocol_version: TLSv1_2
+                alpn_protocols: [h2, http/1.1]
+                tls_certificates:
+                  - certificate_chain: { filename: /etc/envoy-tls/tls.crt }
+                    private_key: { filename: /etc/envoy-tls/tls.key }
+          {{- end }}
 
     - name: envoy_stats
       address:
@@ -247,11 +265,15 @@ static_resources:
             idle_timeout: 60s
           explicit_http_config:
             http_protocol_options: {}
+      # max_requests caps concurrent requests (an overflow is UO, a 503). Envoy has no timer on its pending
+      # queue, and a request queued behind busy connections would wait for a stream to end, past the 30 s
+      # x-tollgate-context that authz signed for it: so max_connections leaves room for a new connection per
+      # pending request, which then waits only for its connect (connect_timeout) and is answered or refused.
       circuit_breakers:
         thresholds:
           - priority: DEFAULT
-            max_connections: 1024
-            max_pending_requests: 1024
+            max_connections: 1280
+            max_pending_requests: 128
             max_requests: 1024
       load_assignment:
         cluster_name: tollgate_gateway

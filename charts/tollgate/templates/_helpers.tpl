@@ -221,22 +221,57 @@ Envoy's 503 although tollgate would have answered.
 {{- fail (printf "envoy.authzTimeout %s must be at least 1s: tollgate's Check may wait up to 0.5 s on the database for a key it has not cached, plus 0.2 s for a record being changed, and Envoy answers 503 when its timeout passes first" .Values.envoy.authzTimeout) -}}
 {{- end -}}
 {{- /*
-Envoy's idle timeout against tollgate's backend timeouts. A non-streamed completion sends Envoy nothing until
-the backend's whole reply is in, so a stream idle timeout at or below a backend timeout resets requests
-tollgate is still waiting on (Envoy answers 408).
+Envoy's idle timeout against tollgate's longest silence. A non-streamed completion sends Envoy nothing until the
+backend's whole reply is in, and an attempt that fails (timeout, 5xx, 429, ...) is retried on another deployment
+before anything is sent: up to router_settings.num_retries + 1 attempts (src/gateway/forward.ts), each up to the
+deployment's timeout (its litellm_params.timeout, else router_settings.timeout or litellm_settings.request_timeout,
+else 600 s; the last also for models added by API). An idle timeout at or below their product resets a request
+tollgate still works on (Envoy's 408, which local_reply_config turns into 504 upstream_timeout). Fallbacks to
+other models add as many attempts again per model; they are left to the README, not refused here.
 */ -}}
 {{- $idle := float64 (trimSuffix "s" .Values.envoy.streamIdleTimeout) -}}
-{{- range $i, $m := .Values.config.model_list -}}
-{{- $timeout := float64 (default 600 (index ($m.litellm_params | default dict) "timeout")) -}}
-{{- if le $idle $timeout -}}
-{{- fail (printf "envoy.streamIdleTimeout %s must be greater than config.model_list[%d].litellm_params.timeout (%v s; 600 when unset): tollgate's gateway answers a non-streamed request only once the backend's whole reply is in, and Envoy would reset it (408) before then" $.Values.envoy.streamIdleTimeout $i $timeout) -}}
-{{- end -}}
-{{- end -}}
 {{- $router := .Values.config.router_settings | default dict -}}
 {{- $settings := .Values.config.litellm_settings | default dict -}}
 {{- $routerTimeout := $router.timeout | default $settings.request_timeout -}}
-{{- if and $routerTimeout (le $idle (float64 $routerTimeout)) -}}
-{{- fail (printf "envoy.streamIdleTimeout %s must be greater than config.router_settings.timeout (%v s; or litellm_settings.request_timeout): Envoy would reset (408) a non-streamed request tollgate still waits on" .Values.envoy.streamIdleTimeout (float64 $routerTimeout)) -}}
+{{- $retries := 2.0 -}}
+{{- $retriesFrom := "router_settings.num_retries's default of 2 retries" -}}
+{{- if hasKey $settings "num_retries" -}}
+{{- $retries = float64 $settings.num_retries -}}
+{{- $retriesFrom = printf "litellm_settings.num_retries %v" $retries -}}
+{{- end -}}
+{{- if hasKey $router "num_retries" -}}
+{{- $retries = float64 $router.num_retries -}}
+{{- $retriesFrom = printf "router_settings.num_retries %v" $retries -}}
+{{- end -}}
+{{- $longest := 600.0 -}}
+{{- $longestFrom := "the default deployment timeout, 600 s when router_settings.timeout is unset" -}}
+{{- if $routerTimeout -}}
+{{- $longest = float64 $routerTimeout -}}
+{{- $longestFrom = "config.router_settings.timeout (or litellm_settings.request_timeout)" -}}
+{{- end -}}
+{{- range $i, $m := .Values.config.model_list -}}
+{{- $t := index ($m.litellm_params | default dict) "timeout" -}}
+{{- if and $t (gt (float64 $t) $longest) -}}
+{{- $longest = float64 $t -}}
+{{- $longestFrom = printf "config.model_list[%d].litellm_params.timeout" $i -}}
+{{- end -}}
+{{- end -}}
+{{- $silence := mulf $longest (add $retries 1) -}}
+{{- if le $idle $silence -}}
+{{- fail (printf "envoy.streamIdleTimeout %s must be greater than %v s: the longest deployment timeout, %v s (%s), times %v attempts (the first, and %s). tollgate sends nothing downstream while a non-streamed request waits on its backend or is retried, so Envoy would reset it (504 upstream_timeout) while tollgate still works on it. Raise envoy.streamIdleTimeout above %v s, or lower the timeout or num_retries" .Values.envoy.streamIdleTimeout $silence $longest $longestFrom (add $retries 1) $retriesFrom $silence) -}}
+{{- end -}}
+{{- /*
+ext_authz buffers a whole request body (up to max_request_bytes) before any credential is checked, inside
+Envoy's heap cap (overload manager): a limit near the cap lets one body push Envoy into stop_accepting_requests
+(503 to everyone) or, above it, an OOM kill. At most half the cap.
+*/ -}}
+{{- $maxRequestBytes := int (mulf (default 4 $gs.max_request_size_mb) 1048576) -}}
+{{- $heap := int (include "tollgate.envoyMaxHeapBytes" .) -}}
+{{- if gt (mulf $maxRequestBytes 2) (float64 $heap) -}}
+{{- fail (printf "config.general_settings.max_request_size_mb %v (Envoy buffers up to %d bytes of each request body before authorizing it) must be at most half of Envoy's heap cap, %d bytes (envoy.overload.heapPercentOfMemoryLimit of envoy.resources.limits.memory, or envoy.overload.maxHeapSizeBytes): one such body would take Envoy to its overload actions, answering 503 to every request, or past its memory limit. Raise envoy.resources.limits.memory (or envoy.overload.maxHeapSizeBytes) to hold at least two such bodies plus room for your concurrency, or lower max_request_size_mb" (default 4 $gs.max_request_size_mb) $maxRequestBytes $heap) -}}
+{{- end -}}
+{{- if and (eq .Values.service.type "ClusterIP") (eq (default "Cluster" .Values.service.externalTrafficPolicy) "Local") -}}
+{{- fail "service.externalTrafficPolicy Local applies to a NodePort or LoadBalancer Service only: with type ClusterIP clients reach Envoy through whatever proxies to the Service (an Ingress controller), whose address is request.source. Set service.type LoadBalancer (or NodePort), or leave externalTrafficPolicy at Cluster" -}}
 {{- end -}}
 {{- /*
 Shutdown order (values.yaml, "Shutdown"): tollgate serves for preStopSleepSeconds after asking Envoy to drain,

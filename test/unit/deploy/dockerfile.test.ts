@@ -75,8 +75,16 @@ function imageProblems(df: Dockerfile, ignore = parseDockerignore(DOCKERIGNORE))
   else {
     const probe = health.args.replace(/^CMD\s+/, '');
     if (/\b(curl|wget)\b/.test(probe)) problems.push('HEALTHCHECK needs curl or wget, which the slim image lacks');
-    if (!probe.includes('/health/liveliness') || !/^\["node"/.test(probe))
-      problems.push('HEALTHCHECK does not ask /health/liveliness with node');
+    // The probe that reads the command the container runs (serve, authz or gateway), compiled from src/.
+    let argv: unknown;
+    try {
+      argv = JSON.parse(probe);
+    } catch {
+      argv = undefined;
+    }
+    if (!Array.isArray(argv) || argv[0] !== 'node' || argv[1] !== 'dist/src/main/healthcheck.js' || argv.length !== 2)
+      problems.push('HEALTHCHECK does not run node dist/src/main/healthcheck.js');
+    else if (!existsSync(new URL('src/main/healthcheck.ts', ROOT))) problems.push('HEALTHCHECK runs a probe the build does not make');
   }
   const exposed = all(ins, 'EXPOSE').flatMap((e) => e.args.split(/\s+/));
   for (const port of ['4000', '9001']) if (!exposed.includes(port)) problems.push(`port ${port} not exposed`);
@@ -130,7 +138,17 @@ describe('Dockerfile', () => {
     );
     assert.deepEqual(
       broken((t) => t.replace(/HEALTHCHECK[^\n]*\\\n[^\n]*\n/, 'HEALTHCHECK CMD curl -f http://127.0.0.1:4000/health/liveliness\n')),
-      ['HEALTHCHECK needs curl or wget, which the slim image lacks', 'HEALTHCHECK does not ask /health/liveliness with node'],
+      ['HEALTHCHECK needs curl or wget, which the slim image lacks', 'HEALTHCHECK does not run node dist/src/main/healthcheck.js'],
+    );
+    // The probe it used to run: port 4000 only, so a container running `tollgate authz` was never healthy.
+    assert.deepEqual(
+      broken((t) =>
+        t.replace(
+          '["node", "dist/src/main/healthcheck.js"]',
+          `["node", "-e", "fetch('http://127.0.0.1:4000/health/liveliness').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]`,
+        ),
+      ),
+      ['HEALTHCHECK does not run node dist/src/main/healthcheck.js'],
     );
     assert.deepEqual(
       broken((t) => t.replace('COPY migrations ./migrations', 'COPY test ./test')),

@@ -11,6 +11,7 @@ import {
   assertHeapOverload,
   assertTollgateEnvoyConfig,
   at,
+  assertPendingBounded,
   cluster,
   hcm,
   listener,
@@ -19,7 +20,7 @@ import {
   seconds,
   EXT_AUTHZ_TYPE,
 } from '../../support/envoy-expectations.js';
-import { DEFAULT_TIMEOUT_S } from '../../../src/config/schema.js';
+import { configSchema, DEFAULT_TIMEOUT_S } from '../../../src/config/schema.js';
 
 const ENVOY_YAML = readFileSync(new URL('../../../../envoy/envoy.yaml', import.meta.url), 'utf8');
 
@@ -73,18 +74,57 @@ describe('envoy/envoy.yaml', () => {
     assertTollgateEnvoyConfig(json, { maxRequestBytes: 4 * 1024 * 1024, upstreamHost: '127.0.0.1' });
   });
 
-  it("outlasts tollgate's longest backend wait: the idle timeouts exceed the default deployment timeout", () => {
-    // A non-streamed completion sends Envoy nothing, not even headers, until the backend's whole reply is in.
+  it("outlasts tollgate's longest silence with the defaults: the deployment timeout times num_retries + 1", () => {
+    // A non-streamed completion sends Envoy nothing, not even headers, until the backend's whole reply is in,
+    // and a failed attempt is retried on another deployment before anything is sent (src/gateway/forward.ts).
     // litellm_params.timeout has no schema default (router_settings.timeout fills it): DEFAULT_TIMEOUT_S does.
     const backendTimeout = DEFAULT_TIMEOUT_S;
-    assert.equal(backendTimeout, 600);
+    const attempts = configSchema.parse({}).router_settings.num_retries + 1;
+    assert.deepEqual([backendTimeout, attempts], [600, 3]);
     const manager = hcm(listener(json, 10000));
     const route = at(manager, 'route_config', 'virtual_hosts', 0, 'routes', 0, 'route');
     assert.equal(at(route, 'timeout'), '0s');
     for (const idle of [at(route, 'idle_timeout'), at(manager, 'stream_idle_timeout')]) {
-      assert.ok(seconds(idle) > backendTimeout, `idle timeout ${JSON.stringify(idle)} above ${backendTimeout} s`);
-      assert.equal(idle, '660s');
+      assert.ok(seconds(idle) > backendTimeout * attempts, `idle timeout ${JSON.stringify(idle)} above ${backendTimeout * attempts} s`);
+      assert.equal(idle, '1860s');
     }
+  });
+
+  it('never lets a request wait for the gateway past its 30 s signed context: no queue behind busy connections', () => {
+    const gateway = cluster(json, 'tollgate_gateway');
+    assert.deepEqual(at(gateway, 'circuit_breakers', 'thresholds', 0), {
+      priority: 'DEFAULT',
+      max_connections: 1280,
+      max_pending_requests: 128,
+      max_requests: 1024,
+    });
+    assert.doesNotThrow(() => assertPendingBounded(gateway));
+    // Envoy's defaults (1024 of each, as this file used to state them): a request finding 1024 streams busy
+    // waits in a 1024-deep queue until one ends, minutes later, with its context long expired.
+    const defaults = edited((doc) => {
+      const limits = node(doc, 'static_resources', 'clusters', 1, 'circuit_breakers', 'thresholds', 0);
+      Object.assign(limits, { max_connections: 1024, max_pending_requests: 1024, max_requests: 1024 });
+    });
+    assert.deepEqual(defaults.issues, []);
+    assert.throws(
+      () => assertPendingBounded(cluster(defaults.json ?? {}, 'tollgate_gateway')),
+      /at least max_requests \+ max_pending_requests \(2048\)/,
+    );
+    // Left unstated, they are Envoy's defaults too.
+    const unstated = edited((doc) => {
+      delete node(doc, 'static_resources', 'clusters', 1)['circuit_breakers'];
+    });
+    assert.throws(() => assertPendingBounded(cluster(unstated.json ?? {}, 'tollgate_gateway')), /missing circuit_breakers/);
+    const slowConnect = edited((doc) => {
+      node(doc, 'static_resources', 'clusters', 1)['connect_timeout'] = '5s';
+    });
+    assert.throws(() => assertPendingBounded(cluster(slowConnect.json ?? {}, 'tollgate_gateway')), /connect_timeout 5000 ms/);
+  });
+
+  it('trusts no x-forwarded-for hop unless told: xff_num_trusted_hops 0, written out beside use_remote_address', () => {
+    const manager = hcm(listener(json, 10000));
+    assert.equal(at(manager, 'use_remote_address'), true);
+    assert.equal(at(manager, 'xff_num_trusted_hops'), 0);
   });
 
   it("caps Envoy's heap: fixed_heap monitor, shrink_heap at 95%, stop_accepting_requests at 98%, connections capped", () => {

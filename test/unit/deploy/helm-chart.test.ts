@@ -14,8 +14,16 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parse } from 'yaml';
 import { loadConfigText } from '../../../src/config/load.js';
-import { checkEnvoyBootstrap } from '../../support/envoy-bootstrap.js';
-import { assertHeapOverload, assertTollgateEnvoyConfig, at, listener, cluster, endpoints } from '../../support/envoy-expectations.js';
+import { checkEnvoyBootstrap, unpackAny, type JsonObject } from '../../support/envoy-bootstrap.js';
+import {
+  assertHeapOverload,
+  assertTollgateEnvoyConfig,
+  at,
+  isObject,
+  listener,
+  cluster,
+  endpoints,
+} from '../../support/envoy-expectations.js';
 import { CHART_DIR, ValuesSchemaError, readValues, renderChart, type RenderedChart } from '../../support/helm.js';
 import type { GoMap } from '../../support/go-template.js';
 
@@ -475,8 +483,9 @@ describe('charts/tollgate', () => {
     const ingress = listener(fullEnvoy, 10000);
     const hcm = at(ingress, 'filter_chains', 0, 'filters', 0, 'typed_config');
     assert.equal(at(hcm, 'http_filters', 1, 'typed_config', 'grpc_service', 'timeout'), '1.5s');
-    assert.equal(at(hcm, 'route_config', 'virtual_hosts', 0, 'routes', 0, 'route', 'idle_timeout'), '900s');
-    assert.equal(at(hcm, 'stream_idle_timeout'), '900s');
+    assert.equal(at(hcm, 'route_config', 'virtual_hosts', 0, 'routes', 0, 'route', 'idle_timeout'), '2580s');
+    assert.equal(at(hcm, 'stream_idle_timeout'), '2580s');
+    assert.equal(at(hcm, 'xff_num_trusted_hops'), 1);
   });
 
   it("sizes Envoy's heap cap from its memory limit (80% by default), or takes it as given", () => {
@@ -518,6 +527,112 @@ describe('charts/tollgate', () => {
       );
     }
     assert.equal((one(full, 'Service', 'tollgate').spec as { ports: Array<{ port: number }> }).ports[0]?.port, 8080);
+  });
+
+  it('keeps the client address where asked: externalTrafficPolicy on NodePort and LoadBalancer Services, xff_num_trusted_hops in Envoy', () => {
+    const spec = (r: RenderedChart): Record<string, unknown> => one(r, 'Service', 'tollgate').spec ?? {};
+    // ClusterIP (the default): the field is not Kubernetes' to take there.
+    assert.equal(spec(defaults)['externalTrafficPolicy'], undefined);
+    assert.equal(spec(renderChart({ service: { type: 'LoadBalancer' } }))['externalTrafficPolicy'], 'Cluster');
+    assert.equal(
+      spec(renderChart({ service: { type: 'LoadBalancer', externalTrafficPolicy: 'Local' } }))['externalTrafficPolicy'],
+      'Local',
+    );
+    assert.equal(spec(renderChart({ service: { type: 'NodePort', externalTrafficPolicy: 'Local' } }))['externalTrafficPolicy'], 'Local');
+    assert.throws(
+      () => renderChart({ service: { externalTrafficPolicy: 'Local' } }),
+      /service\.externalTrafficPolicy Local applies to a NodePort or LoadBalancer Service only/,
+    );
+    const hops = (r: RenderedChart): unknown => {
+      const envoy = checkEnvoyBootstrap(configMapFile(r, 'envoy.yaml')).json;
+      assert.ok(envoy !== undefined);
+      return at(listener(envoy, 10000), 'filter_chains', 0, 'filters', 0, 'typed_config', 'xff_num_trusted_hops');
+    };
+    assert.equal(hops(defaults), 0);
+    assert.equal(hops(renderChart({ envoy: { xffNumTrustedHops: 2 } })), 2);
+  });
+
+  it('starts Envoy with --concurrency (2 by default), not one worker per hardware thread of the node', () => {
+    const args = (r: RenderedChart): string[] => container(one<Deployment>(r, 'Deployment'), 'envoy').args ?? [];
+    for (const [r, workers] of [
+      [defaults, '2'],
+      [full, '4'],
+      [renderChart({ envoy: { concurrency: 1 } }), '1'],
+    ] as const) {
+      const a = args(r);
+      assert.equal(a[a.indexOf('--concurrency') + 1], workers);
+    }
+  });
+
+  it("serves TLS on Envoy's client port from a kubernetes.io/tls Secret only when asked, TLS 1.2 at least", () => {
+    const envoyJson = (r: RenderedChart): JsonObject => {
+      const check = checkEnvoyBootstrap(configMapFile(r, 'envoy.yaml'));
+      assert.deepEqual(check.issues, []);
+      assert.ok(check.json !== undefined && check.message !== undefined, 'decodes into envoy.config.bootstrap.v3.Bootstrap');
+      return check.json;
+    };
+    const d = (r: RenderedChart): Deployment => one<Deployment>(r, 'Deployment');
+    const chain = (r: RenderedChart, port: number): JsonObject => {
+      const c = at(listener(envoyJson(r), port), 'filter_chains', 0);
+      assert.ok(isObject(c));
+      return c;
+    };
+    // Off by default: a plaintext listener, no Secret mounted.
+    assert.equal(chain(defaults, 10000)['transport_socket'], undefined);
+    assert.equal(
+      d(defaults).spec.template.spec.volumes.find((v) => v.name === 'envoy-tls'),
+      undefined,
+    );
+
+    const tls = renderChart({ envoy: { tls: { secretName: 'tollgate-tls' } } });
+    const client = chain(tls, 10000);
+    assert.equal(at(client, 'transport_socket', 'name'), 'envoy.transport_sockets.tls');
+    const context = at(client, 'transport_socket', 'typed_config');
+    assert.ok(isObject(context));
+    assert.equal(context['@type'], 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext');
+    assert.equal(at(context, 'common_tls_context', 'tls_params', 'tls_minimum_protocol_version'), 'TLSv1_2');
+    assert.deepEqual(at(context, 'common_tls_context', 'alpn_protocols'), ['h2', 'http/1.1']);
+    const files = at(context, 'common_tls_context', 'tls_certificates', 0);
+    assert.deepEqual(
+      [at(files, 'certificate_chain', 'filename'), at(files, 'private_key', 'filename')],
+      ['/etc/envoy-tls/tls.crt', '/etc/envoy-tls/tls.key'],
+    );
+    // The same listener, as Envoy decodes it: the transport socket's Any unpacks into a DownstreamTlsContext.
+    const message = checkEnvoyBootstrap(configMapFile(tls, 'envoy.yaml')).message;
+    assert.ok(message !== undefined);
+    const plain = message.$type.toObject(message, { enums: String }) as {
+      static_resources: { listeners: Array<{ filter_chains: Array<{ transport_socket?: { typed_config: unknown } }> }> };
+    };
+    const socketAny = plain.static_resources.listeners[0]?.filter_chains[0]?.transport_socket?.typed_config;
+    assert.ok(socketAny !== undefined);
+    const downstream = unpackAny(socketAny);
+    assert.equal(downstream.typeName, 'envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext');
+    const decoded = downstream.message.$type.toObject(downstream.message, { enums: String }) as {
+      common_tls_context: {
+        tls_params: { tls_minimum_protocol_version: string };
+        tls_certificates: Array<{ certificate_chain: { filename: string } }>;
+      };
+    };
+    assert.equal(decoded.common_tls_context.tls_params.tls_minimum_protocol_version, 'TLSv1_2');
+    assert.equal(decoded.common_tls_context.tls_certificates[0]?.certificate_chain.filename, '/etc/envoy-tls/tls.crt');
+    // The files are the Secret's, mounted read-only where the listener reads them; the stats listener stays plaintext.
+    const pod = d(tls).spec.template.spec;
+    const volume = pod.volumes.find((v) => v.name === 'envoy-tls') as {
+      secret?: { secretName: string; items: Array<{ key: string; path: string }> };
+    };
+    assert.deepEqual(volume.secret, {
+      secretName: 'tollgate-tls',
+      items: [
+        { key: 'tls.crt', path: 'tls.crt' },
+        { key: 'tls.key', path: 'tls.key' },
+      ],
+    });
+    assert.deepEqual(
+      container(d(tls), 'envoy').volumeMounts?.find((m) => m.name === 'envoy-tls'),
+      { name: 'envoy-tls', mountPath: '/etc/envoy-tls', readOnly: true },
+    );
+    assert.equal(chain(tls, 9902)['transport_socket'], undefined);
+    assertTollgateEnvoyConfig(envoyJson(tls), { maxRequestBytes: 4 * 1024 * 1024, upstreamHost: '127.0.0.1' });
   });
 
   it('scales with an autoscaling/v2 HPA on CPU and memory only when asked, leaving replicas to it', () => {
@@ -781,32 +896,54 @@ describe('charts/tollgate', () => {
       assert.doesNotThrow(() => renderChart({ ...stores, replicaCount: 2 }));
     });
 
-    it('an Envoy idle timeout at or below a backend timeout (Envoy would answer 408 while tollgate waits)', () => {
-      const models = (timeouts: Array<number | undefined>): GoMap => ({
-        model_list: timeouts.map((timeout, i) => ({
-          model_name: `m${i}`,
-          litellm_params: { model: `openai/m${i}`, api_base: 'http://vllm:8000/v1', ...(timeout === undefined ? {} : { timeout }) },
-        })),
+    it("an Envoy idle timeout at or below tollgate's longest silence: the longest timeout times num_retries + 1", () => {
+      const models = (timeouts: Array<number | undefined>, router: GoMap = {}): GoMap => ({
+        config: {
+          model_list: timeouts.map((timeout, i) => ({
+            model_name: `m${i}`,
+            litellm_params: { model: `openai/m${i}`, api_base: 'http://vllm:8000/v1', ...(timeout === undefined ? {} : { timeout }) },
+          })),
+          router_settings: router,
+        },
       });
-      // The default idle timeout (660s) is above the default backend timeout (600 s).
-      assert.doesNotThrow(() => renderChart({ config: models([undefined, 600, 659.5]) }));
+      // The defaults: 600 s per attempt, 2 retries, so 1800 s of silence; the idle timeout is 1860s.
+      assert.doesNotThrow(() => renderChart(models([undefined, 600, 619.5])));
+      // The check the chart used to make (idle above one timeout) passed 660s; tollgate's retries outlast it.
       refused(
-        { config: models([undefined, 660]) },
-        /envoy\.streamIdleTimeout 660s must be greater than config\.model_list\[1\]\.litellm_params\.timeout \(660 s/,
+        { envoy: { streamIdleTimeout: '660s' } },
+        /envoy\.streamIdleTimeout 660s must be greater than 1800 s: the longest deployment timeout, 600 s \(the default deployment timeout, 600 s when router_settings\.timeout is unset\), times 3 attempts \(the first, and router_settings\.num_retries's default of 2 retries\)\. .*Envoy would reset it \(504 upstream_timeout\)/,
       );
-      refused({ config: models([900]), envoy: { streamIdleTimeout: '900s' } }, /model_list\[0\]\.litellm_params\.timeout \(900 s/);
-      assert.doesNotThrow(() => renderChart({ config: models([900]), envoy: { streamIdleTimeout: '900.5s' } }));
-      // Lowering the idle timeout under the default backend timeout is refused for a model that sets none.
       refused(
-        { config: models([undefined]), envoy: { streamIdleTimeout: '300s' } },
-        /model_list\[0\]\.litellm_params\.timeout \(600 s; 600 when unset\)/,
+        models([undefined, 620]),
+        /greater than 1860 s: the longest deployment timeout, 620 s \(config\.model_list\[1\]\.litellm_params\.timeout\), times 3 attempts/,
       );
-      refused({ config: { router_settings: { timeout: 700 } } }, /greater than config\.router_settings\.timeout \(700 s/);
+      // num_retries counts, from router_settings or LiteLLM's litellm_settings (router_settings wins), 0 included.
+      refused(models([], { num_retries: 3 }), /greater than 2400 s: .* times 4 attempts \(the first, and router_settings\.num_retries 3\)/);
+      refused({ config: { litellm_settings: { num_retries: 3 } } }, /times 4 attempts \(the first, and litellm_settings\.num_retries 3\)/);
+      assert.doesNotThrow(() => renderChart({ config: { litellm_settings: { num_retries: 3 }, router_settings: { num_retries: 2 } } }));
+      assert.doesNotThrow(() => renderChart({ ...models([900], { num_retries: 0 }), envoy: { streamIdleTimeout: '900.5s' } }));
+      refused({ ...models([900], { num_retries: 0 }), envoy: { streamIdleTimeout: '900s' } }, /greater than 900 s: .* times 1 attempts/);
+      // router_settings.timeout (or litellm_settings.request_timeout) is every other deployment's, and the API's.
       refused(
-        { config: { litellm_settings: { request_timeout: 660 } } },
-        /greater than config\.router_settings\.timeout \(660 s; or litellm_settings\.request_timeout\)/,
+        models([], { timeout: 700 }),
+        /greater than 2100 s: the longest deployment timeout, 700 s \(config\.router_settings\.timeout \(or litellm_settings\.request_timeout\)\)/,
       );
-      assert.doesNotThrow(() => renderChart({ config: { router_settings: { timeout: 659 } } }));
+      refused({ config: { litellm_settings: { request_timeout: 660 } } }, /greater than 1980 s: .*litellm_settings\.request_timeout/);
+      assert.doesNotThrow(() => renderChart({ ...models([300, 400], { timeout: 300 }), envoy: { streamIdleTimeout: '1201s' } }));
+      assert.doesNotThrow(() => renderChart(models([], { timeout: 619 })));
+    });
+
+    it("a request body limit above half Envoy's heap cap (one body would take Envoy to its overload actions)", () => {
+      const size = (mb: number, envoy: GoMap = {}): GoMap => ({ config: { general_settings: { max_request_size_mb: mb } }, envoy });
+      // 300 MiB against 80% of 256 MiB: max_request_bytes 314572800 above the whole cap, 214748364.
+      refused(
+        size(300),
+        /config\.general_settings\.max_request_size_mb 300 \(Envoy buffers up to 314572800 bytes of each request body before authorizing it\) must be at most half of Envoy's heap cap, 214748364 bytes .*Raise envoy\.resources\.limits\.memory \(or envoy\.overload\.maxHeapSizeBytes\)/,
+      );
+      refused(size(103), /max_request_size_mb 103 .* heap cap, 214748364 bytes/);
+      assert.doesNotThrow(() => renderChart(size(102)));
+      assert.doesNotThrow(() => renderChart(size(300, { resources: { limits: { memory: '1Gi' } } })));
+      assert.doesNotThrow(() => renderChart(size(300, { overload: { maxHeapSizeBytes: 700_000_000 } })));
     });
 
     it('a chart-made Secret missing a variable the pods read', () => {
@@ -870,6 +1007,11 @@ describe('charts/tollgate', () => {
       );
       assert.deepEqual(issues({ drainSeconds: 3601 }), ['drainSeconds: above 3600']);
       assert.deepEqual(issues({ envoy: { authzTimeout: '1 second' } }), ['envoy.authzTimeout: does not match ^\\d+(\\.\\d+)?s$']);
+      assert.match(issues({ envoy: { xffNumTrustedHops: -1 } }).join('\n'), /envoy\.xffNumTrustedHops: below 0/);
+      assert.match(issues({ envoy: { xffNumTrustedHops: 'one' } }).join('\n'), /envoy\.xffNumTrustedHops: expected integer/);
+      assert.match(issues({ envoy: { concurrency: 0 } }).join('\n'), /envoy\.concurrency: below 1/);
+      assert.deepEqual(issues({ envoy: { tls: { secret: 'x' } } }), ['envoy.tls.secret: unknown key']);
+      assert.match(issues({ service: { externalTrafficPolicy: 'local' } }).join('\n'), /service\.externalTrafficPolicy/);
       assert.match(issues({ image: { tag: 1.2 } }).join('\n'), /image\.tag: expected string/);
       // os.environ/NAME stands in for any string of the config, as tollgate resolves it before validating.
       assert.doesNotThrow(() =>
