@@ -23,7 +23,12 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { COMPLETION_DEFAULTS, LITELLM_REDIS_KEYS, setAsideLiteLlmKeys } from '../dist/src/config/litellm-compat.js';
+import {
+  COMPLETION_DEFAULTS,
+  EMPTY_ONLY_ROUTER_SETTINGS,
+  LITELLM_REDIS_KEYS,
+  setAsideLiteLlmKeys,
+} from '../dist/src/config/litellm-compat.js';
 import {
   LITELLM_GENERAL_SETTINGS,
   LITELLM_MODEL_INFO,
@@ -60,6 +65,7 @@ export const SECRET_FIELDS = [
   ['general_settings', 'database_url'],
   ['general_settings', 'redis_url'],
   ['model_list', '[]', 'litellm_params', 'api_key'],
+  ['credential_list', '[]', 'credential_values', 'api_key'],
 ];
 /** LiteLLM-only keys that carry credentials by their name (aws_secret_access_key, langfuse_secret, ...). */
 export const LITELLM_SECRET_NAME =
@@ -103,13 +109,16 @@ function schemaAt(root, path) {
  */
 function allowLiteLlmKeys(config) {
   const keys = (set, value = null) => Object.fromEntries([...set].map((k) => [k, value]));
+  const params = keys(new Set([...LITELLM_PARAMS, ...COMPLETION_DEFAULTS]));
   const probe = {
     // Not null: a section written empty is no section at all.
     ...keys(LITELLM_TOP_LEVEL, 0),
+    // A credential's values pass the litellm_params set-aside too.
+    credential_list: [{ credential_name: 'probe', credential_values: params }],
     general_settings: keys(LITELLM_GENERAL_SETTINGS),
     router_settings: keys(LITELLM_ROUTER_SETTINGS),
     litellm_settings: keys(LITELLM_SETTINGS),
-    model_list: [{ litellm_params: keys(new Set([...LITELLM_PARAMS, ...COMPLETION_DEFAULTS])), model_info: keys(LITELLM_MODEL_INFO) }],
+    model_list: [{ litellm_params: params, model_info: keys(LITELLM_MODEL_INFO) }],
   };
   const ignored = setAsideLiteLlmKeys(probe).warnings.map((w) => w.path);
   // Alone, as a router_settings key of the same meaning takes precedence over the moved one.
@@ -121,6 +130,7 @@ function allowLiteLlmKeys(config) {
     ['litellm_settings', schemaAt(config, ['litellm_settings'])],
     ['model_list.0.litellm_params', schemaAt(config, ['model_list', '[]', 'litellm_params'])],
     ['model_list.0.model_info', schemaAt(config, ['model_list', '[]', 'model_info'])],
+    ['credential_list.0.credential_values', schemaAt(config, ['credential_list', '[]', 'credential_values'])],
   ]);
   for (const path of ignored) {
     const name = String(path.at(-1));
@@ -152,6 +162,17 @@ function allowLiteLlmKeys(config) {
   };
   // The host, port and database also as os.environ/NAME (transform); the password and URL only so.
   for (const k of LITELLM_REDIS_KEYS) router.properties[k] ??= k === 'redis_password' || k === 'redis_url' ? redis[k] : transform(redis[k]);
+  // What the loader refuses unless it asks for nothing (null, {} or []), and disable_cooldowns, read as cooldown_time: 0.
+  const nothing = { anyOf: [{ type: 'null' }, { type: 'object', additionalProperties: false }, { type: 'array', maxItems: 0 }] };
+  for (const k of EMPTY_ONLY_ROUTER_SETTINGS)
+    router.properties[k] = {
+      description: `LiteLLM's ${k}: tollgate has no counterpart and refuses it (config check says what to use)`,
+      ...nothing,
+    };
+  router.properties['disable_cooldowns'] = {
+    description: "LiteLLM's disable_cooldowns: true is cooldown_time: 0",
+    type: ['boolean', 'null'],
+  };
   const settings = sections.get('litellm_settings');
   settings.properties ??= {};
   for (const [routerKey, settingsKey] of moved) {

@@ -1,10 +1,12 @@
 /**
  * A LiteLLM proxy config.yaml must keep loading. Keys that LiteLLM knows and tollgate does not use are set
  * aside here, each reported as a warning (never silently); keys neither knows stay in place so the strict
- * schema reports them as errors. A few litellm_settings have a tollgate equivalent and are moved there.
+ * schema reports them as errors. A few litellm_settings have a tollgate equivalent and are moved there; a
+ * deployment's rpm / tpm written where LiteLLM also reads them, and the credential_list values it names, are
+ * moved into its litellm_params; router_settings.disable_cooldowns becomes cooldown_time: 0.
  */
 import { isIPv6 } from 'node:net';
-import type { PathSegment } from './issues.js';
+import { formatPath, type PathSegment } from './issues.js';
 import {
   LITELLM_GENERAL_SETTINGS,
   LITELLM_MODEL_INFO,
@@ -13,7 +15,7 @@ import {
   LITELLM_SETTINGS,
   LITELLM_TOP_LEVEL,
 } from './litellm-keys.js';
-import { configSchema, generalSettings, litellmParams, MODEL_MODES, modelInfo, routerSettings } from './schema.js';
+import { configSchema, generalSettings, isEmpty, litellmParams, MODEL_MODES, modelInfo, routerSettings } from './schema.js';
 
 /** A key the compatibility pass set aside, and what to tell the operator about it. */
 export interface CompatNote {
@@ -33,6 +35,12 @@ export interface CompatResult {
   readonly errors: readonly CompatNote[];
   /** router_settings keys that came from litellm_settings: router key → litellm_settings key. */
   readonly moved: ReadonlyMap<string, string>;
+  /**
+   * Values moved within a model_list entry, by their new path (formatPath) → where the file has them: a
+   * deployment's `tpm` or `model_info.rpm` now in litellm_params, a credential's value merged in. Issues about
+   * the new place are reported at the file's.
+   */
+  readonly relocated: ReadonlyMap<string, readonly PathSegment[]>;
   /**
    * LiteLLM's Redis for its router (`router_settings.redis_url`, or `redis_host`, `redis_port`,
    * `redis_password`, `redis_db`), as written (`os.environ/` references unresolved): tollgate's limits
@@ -202,6 +210,64 @@ const LIMIT_SETTINGS: Readonly<Record<'general' | 'settings' | 'params' | 'info'
 };
 
 /**
+ * router_settings keys tollgate has no counterpart for and refuses unless they ask for nothing (null, {} or
+ * []): budgets per provider, and second names for model groups (scripts/chart-schema.mjs types them so).
+ */
+export const EMPTY_ONLY_ROUTER_SETTINGS = ['provider_budget_config', 'model_group_alias'] as const;
+
+/** general_settings.disable_reset_budget: true — LiteLLM's budgets then never reset; tollgate's would. */
+const NO_BUDGET_RESET =
+  'tollgate resets a budget at the end of each budget_duration, so spend past it would be allowed again: for a budget that never resets, leave budget_duration out of that key, team or user (keys[], teams[], users[]); then remove this';
+/** router_settings.provider_budget_config: LiteLLM stops routing to a provider past its budget. */
+const PROVIDER_BUDGETS =
+  'tollgate does not budget providers or deployments, so they would be used past these budgets: set max_budget (and budget_duration) on keys[], teams[] or users[], or rpm / tpm on the deployments; then remove this';
+
+/**
+ * router_settings.model_group_alias (`{gpt-4: llama}` or `{gpt-4: {model: llama, hidden: true}}`): LiteLLM
+ * routes a request for the alias to the group (Router._get_model_from_alias), checking keys' `models`
+ * against the name sent. tollgate has no second name for a group, and guessing one would widen or narrow
+ * what keys, teams and policy rules written for either name allow, so each alias is refused, saying how to
+ * serve it as a model of its own.
+ */
+function groupAliasErrors(aliases: unknown): CompatNote[] {
+  const path: PathSegment[] = ['router_settings', 'model_group_alias'];
+  const how = (alias: string, group: string): string =>
+    `tollgate has no model group aliases, so a client sending "${alias}" would get 404 model_not_found: to serve that name, add a model_list entry with model_name: ${alias} and the litellm_params of each ${group} deployment, and allow "${alias}" where keys[].models, teams[].models or policy rules should (it is listed by GET /v1/models, hidden or not); then remove this`;
+  if (!isObject(aliases)) return [{ path, message: how('<alias>', 'target') }];
+  return Object.entries(aliases).map(([alias, target]) => {
+    const group =
+      typeof target === 'string' ? target : isObject(target) && typeof target['model'] === 'string' ? target['model'] : undefined;
+    return { path: [...path, alias], message: how(alias, group === undefined ? 'target' : `"${group}"`) };
+  });
+}
+
+/**
+ * router_settings.disable_cooldowns: true is tollgate's cooldown_time: 0 (LiteLLM's cooldown handler returns
+ * before cooling anything down); false changes nothing. With a cooldown_time other than 0 beside it, which
+ * was meant is not for tollgate to guess.
+ */
+function cooldownsOff(config: Record<string, unknown>, disable: unknown, moved: ReadonlyMap<string, string>, errors: CompatNote[]): void {
+  if (disable === undefined || disable === null || disable === false) return;
+  const path: PathSegment[] = ['router_settings', 'disable_cooldowns'];
+  if (disable !== true) {
+    errors.push({ path, message: 'not true or false: write true (no deployment is ever cooled down, as cooldown_time: 0) or false' });
+    return;
+  }
+  const router = config['router_settings'] ?? {};
+  if (!isObject(router)) return; // the schema reports it
+  const time = router['cooldown_time'];
+  if (time === undefined || time === null || time === 0) {
+    config['router_settings'] = { ...router, cooldown_time: 0 };
+    return;
+  }
+  const from = moved.get('cooldown_time');
+  errors.push({
+    path,
+    message: `${from === undefined ? 'router_settings.cooldown_time' : `litellm_settings.${from}`} is set too and cools deployments down: keep one (disable_cooldowns: true is cooldown_time: 0)`,
+  });
+}
+
+/**
  * litellm_params LiteLLM sends to the backend as request parameters when the client sets none
  * (`LiteLLM_Params` is `extra="allow"`: every other key reaches `litellm.completion()`). Sources: OpenAI's
  * chat/completions parameters; vLLM's extra sampling parameters (docs.vllm.ai, "OpenAI-Compatible Server");
@@ -349,6 +415,7 @@ export function setAsideLiteLlmKeys(raw: Record<string, unknown>): CompatResult 
     for (const [k, v] of Object.entries(general)) {
       const limit = own(LIMIT_SETTINGS.general, k);
       if (k === 'allowed_ips') errors.push({ path: ['general_settings', k], message: ALLOWED_IPS_MESSAGE });
+      else if (k === 'disable_reset_budget' && v === true) errors.push({ path: ['general_settings', k], message: NO_BUDGET_RESET });
       else if (SECURITY_SETTINGS.has(k)) errors.push({ path: ['general_settings', k], message: SECURITY_MESSAGE });
       else if (limit !== undefined) errors.push({ path: ['general_settings', k], message: limit });
       else if (!OURS.general.has(k) && LITELLM_GENERAL_SETTINGS.has(k)) ignored(['general_settings', k]);
@@ -357,6 +424,7 @@ export function setAsideLiteLlmKeys(raw: Record<string, unknown>): CompatResult 
     config['general_settings'] = rest;
   }
   const redis: Record<string, unknown> = {};
+  let disableCooldowns: unknown;
   const routerSection = config['router_settings'];
   if (isObject(routerSection)) {
     const rest = { ...routerSection };
@@ -365,6 +433,17 @@ export function setAsideLiteLlmKeys(raw: Record<string, unknown>): CompatResult 
         redis[k] = rest[k];
         delete rest[k];
       }
+    }
+    for (const k of EMPTY_ONLY_ROUTER_SETTINGS) {
+      if (isEmpty(rest[k])) continue; // asks for nothing: ignored, with a warning
+      errors.push(
+        ...(k === 'model_group_alias' ? groupAliasErrors(rest[k]) : [{ path: ['router_settings', k], message: PROVIDER_BUDGETS }]),
+      );
+      delete rest[k];
+    }
+    if ('disable_cooldowns' in rest) {
+      disableCooldowns = rest['disable_cooldowns'];
+      delete rest['disable_cooldowns'];
     }
     if (rest['enable_tag_filtering'] === true) {
       errors.push({
@@ -414,6 +493,9 @@ export function setAsideLiteLlmKeys(raw: Record<string, unknown>): CompatResult 
     if (Object.keys(rest).length > 0) config['litellm_settings'] = rest;
     else delete config['litellm_settings'];
   }
+  cooldownsOff(config, disableCooldowns, moved, errors);
+  const relocated = new Map<string, readonly PathSegment[]>();
+  const credentials = readCredentials(config, errors, ignored);
   const list = config['model_list'];
   if (Array.isArray(list)) {
     config['model_list'] = list.map((entry: unknown, i) => {
@@ -422,31 +504,34 @@ export function setAsideLiteLlmKeys(raw: Record<string, unknown>): CompatResult 
       const params = entry['litellm_params'];
       let outParams: unknown = params;
       if (isObject(params)) {
-        const rest: Record<string, unknown> = {};
-        for (const [k, v] of Object.entries(params)) {
-          const limit = zeroPrice(k, v) ? undefined : own(LIMIT_SETTINGS.params, k);
-          if (OURS.params.has(k)) rest[k] = v;
-          else if (limit !== undefined) errors.push({ path: at('litellm_params', k), message: limit });
-          else if (k === 'max_tokens')
-            ignored(
-              at('litellm_params', k),
-              `${COMPLETION_DEFAULT_MESSAGE}; or set this deployment's model_info.max_output_tokens, the max_tokens tollgate sends when a request has none (up to general_settings.default_max_tokens)`,
-            );
-          else if (k === 'additional_drop_params')
-            ignored(
-              at('litellm_params', k),
-              'request parameters LiteLLM removes before calling this backend; tollgate forwards requests as the client sent them: drop them in the clients',
-            );
-          else if (COMPLETION_DEFAULTS.has(k)) ignored(at('litellm_params', k), COMPLETION_DEFAULT_MESSAGE);
-          else if (LITELLM_PARAMS.has(k)) ignored(at('litellm_params', k));
-          else rest[k] = v;
-        }
+        const rest = setAsideParams(params, (k) => at('litellm_params', k), errors, ignored);
         const model = rest['model'];
         if (typeof model === 'string' && model.startsWith('text-completion-openai/'))
           ignored(
             at('litellm_params', 'model'),
             'text-completion-openai/: an OpenAI-compatible server, as openai/; tollgate forwards each request to the API it came to (LiteLLM turns chat requests into /v1/completions prompts, tollgate does not)',
           );
+        const credential = rest['litellm_credential_name'];
+        delete rest['litellm_credential_name'];
+        // LiteLLM skips a credential name of None (`if credential_name and litellm.credential_list`).
+        if (credential !== undefined && credential !== null) {
+          const path = at('litellm_params', 'litellm_credential_name');
+          const found = typeof credential === 'string' ? credentials.get(credential) : undefined;
+          if (typeof credential !== 'string' || credential === '')
+            errors.push({ path, message: 'not a credential name: write the credential_name of a credential_list entry' });
+          else if (found === undefined)
+            errors.push({
+              path,
+              message: `no credential_list entry is named ${JSON.stringify(credential)}, so this deployment would reach its backend without its credentials: add one (credential_name: ${JSON.stringify(credential)}, credential_values: {api_key: os.environ/NAME, api_base: ...}) or correct the name`,
+            });
+          else
+            for (const [k, v] of Object.entries(found.values)) {
+              // The deployment's own value wins (LiteLLM's load_credentials_from_list: `if key not in kwargs`).
+              if (k === 'model' || !OURS.params.has(k) || Object.hasOwn(rest, k) || ownLimit(entry, k)) continue;
+              rest[k] = v;
+              relocated.set(formatPath(at('litellm_params', k)), ['credential_list', found.index, 'credential_values', k]);
+            }
+        }
         outParams = rest;
       }
       const info = entry['model_info'];
@@ -475,11 +560,129 @@ export function setAsideLiteLlmKeys(raw: Record<string, unknown>): CompatResult 
           );
         outInfo = rest;
       }
-      return { ...entry, litellm_params: outParams, model_info: outInfo };
+      const out: Record<string, unknown> = { ...entry, litellm_params: outParams, model_info: outInfo };
+      if (isObject(outParams) && isObject(outInfo)) deploymentLimits(out, outParams, outInfo, i, errors, relocated);
+      return out;
     });
   }
   for (const k of Object.keys(config)) if (config[k] === undefined) delete config[k];
-  return { config, warnings, errors, environmentVariables, moved, redis, cacheRedis };
+  return { config, warnings, errors, environmentVariables, moved, relocated, redis, cacheRedis };
+}
+
+/**
+ * The litellm_params keys tollgate reads, and the LiteLLM-only ones set aside (each with a warning) or refused
+ * (limits tollgate does not enforce); keys neither knows stay, for the strict schema to report. `at` names a
+ * key's path: a deployment's litellm_params, or a credential's values that one takes.
+ */
+function setAsideParams(
+  params: Record<string, unknown>,
+  at: (k: string) => PathSegment[],
+  errors: CompatNote[],
+  ignored: (path: PathSegment[], message?: string) => void,
+): Record<string, unknown> {
+  const rest: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(params)) {
+    const limit = zeroPrice(k, v) ? undefined : own(LIMIT_SETTINGS.params, k);
+    if (OURS.params.has(k)) rest[k] = v;
+    else if (limit !== undefined) errors.push({ path: at(k), message: limit });
+    else if (k === 'max_tokens')
+      ignored(
+        at(k),
+        `${COMPLETION_DEFAULT_MESSAGE}; or set this deployment's model_info.max_output_tokens, the max_tokens tollgate sends when a request has none (up to general_settings.default_max_tokens)`,
+      );
+    else if (k === 'additional_drop_params')
+      ignored(
+        at(k),
+        'request parameters LiteLLM removes before calling this backend; tollgate forwards requests as the client sent them: drop them in the clients',
+      );
+    else if (COMPLETION_DEFAULTS.has(k)) ignored(at(k), COMPLETION_DEFAULT_MESSAGE);
+    else if (LITELLM_PARAMS.has(k)) ignored(at(k));
+    else rest[k] = v;
+  }
+  return rest;
+}
+
+/** The entry sets its own rpm or tpm beside litellm_params (itself, or in model_info), which a credential's does not override. */
+function ownLimit(entry: Record<string, unknown>, k: string): boolean {
+  if (k !== 'rpm' && k !== 'tpm') return false;
+  const info = entry['model_info'];
+  return (entry[k] ?? (isObject(info) ? info[k] : undefined) ?? null) !== null;
+}
+
+/** A credential_list entry a deployment may name: where it is, and the values tollgate takes from it. */
+interface Credential {
+  readonly index: number;
+  readonly values: Readonly<Record<string, unknown>>;
+}
+
+/**
+ * LiteLLM's `credential_list` (docs.litellm.ai/docs/proxy/configs, "Centralized Credential Management"): each
+ * entry's credential_values pass through the litellm_params set-aside (LiteLLM-only values such as
+ * aws_access_key_id warn), and are kept for the schema to check where they are written. A name written twice
+ * is refused: LiteLLM's CredentialAccessor.find_credential would take the first without a word.
+ */
+function readCredentials(
+  config: Record<string, unknown>,
+  errors: CompatNote[],
+  ignored: (path: PathSegment[], message?: string) => void,
+): ReadonlyMap<string, Credential> {
+  const byName = new Map<string, Credential>();
+  const list = config['credential_list'];
+  if (!Array.isArray(list)) return byName; // absent, or not a list: the schema reports it
+  config['credential_list'] = list.map((entry: unknown, j) => {
+    if (!isObject(entry) || !isObject(entry['credential_values'])) return entry; // the schema reports it
+    const values = setAsideParams(entry['credential_values'], (k) => ['credential_list', j, 'credential_values', k], errors, ignored);
+    const name = entry['credential_name'];
+    if (typeof name === 'string' && name !== '') {
+      if (byName.has(name))
+        errors.push({
+          path: ['credential_list', j, 'credential_name'],
+          message: `a second credential named ${JSON.stringify(name)} (LiteLLM would take the first without a word): give each credential a name of its own`,
+        });
+      else byName.set(name, { index: j, values });
+    }
+    return { ...entry, credential_values: values };
+  });
+  return byName;
+}
+
+/**
+ * A deployment's rpm and tpm, which LiteLLM reads from the model_list entry itself, else litellm_params, else
+ * model_info (router_strategy/lowest_tpm_rpm_v2.py: `_deployment.get("tpm")`, then
+ * `litellm_params.get("tpm")`, then `model_info.get("tpm")`, each when the one before is None), all become
+ * litellm_params', where tollgate enforces them. Two places with different values are refused: which one the
+ * writer meant is not for tollgate to guess.
+ */
+function deploymentLimits(
+  entry: Record<string, unknown>,
+  params: Record<string, unknown>,
+  info: Record<string, unknown>,
+  i: number,
+  errors: CompatNote[],
+  relocated: Map<string, readonly PathSegment[]>,
+): void {
+  for (const k of ['rpm', 'tpm'] as const) {
+    const places: Array<{ path: PathSegment[]; value: unknown }> = [];
+    for (const [holder, path] of [
+      [entry, ['model_list', i, k]],
+      [params, ['model_list', i, 'litellm_params', k]],
+      [info, ['model_list', i, 'model_info', k]],
+    ] as const) {
+      const value = holder[k];
+      delete holder[k];
+      if (value !== undefined && value !== null) places.push({ path: [...path], value });
+    }
+    const [first, ...others] = places;
+    if (first === undefined) continue;
+    params[k] = first.value;
+    if (first.path[2] !== 'litellm_params') relocated.set(formatPath(['model_list', i, 'litellm_params', k]), first.path);
+    for (const o of others)
+      if (o.value !== first.value)
+        errors.push({
+          path: o.path,
+          message: `differs from ${formatPath(first.path)}, which LiteLLM reads first: write this deployment's ${k} in one place`,
+        });
+  }
 }
 
 /**

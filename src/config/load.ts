@@ -38,7 +38,8 @@ export function loadConfigText(text: string, env: Env, opts: IncludeOptions = {}
     config: undefined,
     policy: undefined,
     warnings,
-    issues,
+    // A credential's value merged into several deployments is reported once, where it is written.
+    issues: unique(issues),
     included,
   });
   const main = parseYamlSource(text, opts.file);
@@ -54,9 +55,11 @@ export function loadConfigText(text: string, env: Env, opts: IncludeOptions = {}
   const raw = composed.data;
   const locateNode = composed.locate;
   const compat = setAsideLiteLlmKeys(raw);
-  const locate = movedBack(locateNode, compat.moved);
-  for (const e of compat.errors) issues.push(locate({ path: formatPath(e.path), message: e.message }, e.path));
-  for (const w of compat.warnings) warnings.push(locate({ path: formatPath(w.path), message: w.message }, w.path));
+  const locateMoved = movedBack(locateNode, compat.moved);
+  // The compatibility pass names the places the file has; what comes after may name where it moved values.
+  for (const e of compat.errors) issues.push(locateMoved({ path: formatPath(e.path), message: e.message }, e.path));
+  for (const w of compat.warnings) warnings.push(locateMoved({ path: formatPath(w.path), message: w.message }, w.path));
+  const locate = relocate(locateMoved, compat.relocated);
   const mergedEnv: Env = { ...compat.environmentVariables, ...env };
 
   const resolved = resolveEnvRefs(compat.config, [], mergedEnv, issues, locate);
@@ -227,6 +230,34 @@ function useLitellmRedis(
     const path = ['router_settings', keys[0] ?? 'redis_host'];
     warnings.push(locate({ path: formatPath(path), message: "REDIS_URL is set too: this config's Redis is used instead" }, path));
   }
+}
+
+/**
+ * Issues about values the compatibility pass moved within a model_list entry (a deployment's tpm, a
+ * credential's api_key merged in) point back at where the file has them.
+ */
+function relocate(locate: Locate, relocated: ReadonlyMap<string, readonly PathSegment[]>): Locate {
+  if (relocated.size === 0) return locate;
+  return (issue, path) => {
+    for (let n = path.length; n > 0; n--) {
+      const origin = relocated.get(formatPath(path.slice(0, n)));
+      if (origin === undefined) continue;
+      const back = [...origin, ...path.slice(n)];
+      return locate({ ...issue, path: formatPath(back) }, back);
+    }
+    return locate(issue, path);
+  };
+}
+
+/** Issues without repeats (same file, path and message), in their order. */
+function unique(issues: readonly ConfigIssue[]): ConfigIssue[] {
+  const seen = new Set<string>();
+  return issues.filter((i) => {
+    const k = `${i.file ?? ''}\n${i.path}\n${i.message}`;
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  });
 }
 
 /**

@@ -87,6 +87,8 @@ export const DESCRIPTIONS: Readonly<Record<string, string>> = {
   'model_list[].litellm_params.stream_timeout': 'seconds to the first byte of a stream',
   'model_list[].litellm_params.input_cost_per_token': 'USD per prompt token (`model_info` wins when both are set)',
   'model_list[].litellm_params.output_cost_per_token': 'USD per completion token',
+  'model_list[].litellm_params.litellm_credential_name':
+    'the `credential_list` entry whose values this deployment takes where it sets none (its own win, as in LiteLLM); a name no entry has is an error',
   'model_list[].model_info.id': 'deployment id (metrics, logs, `x-tollgate-deployment`); derived from the entry when absent',
   'model_list[].model_info.input_cost_per_token': 'USD per prompt token',
   'model_list[].model_info.output_cost_per_token': 'USD per completion token',
@@ -98,6 +100,17 @@ export const DESCRIPTIONS: Readonly<Record<string, string>> = {
   'model_list[].model_info.base_model': 'informational (LiteLLM compatibility)',
   'model_list[].model_info.order':
     '`litellm_params.order` written here, as LiteLLM keeps it for models added through its API (`litellm_params` wins)',
+  'model_list[].model_info.rpm':
+    "LiteLLM's third place for the deployment's `rpm`, read as `litellm_params.rpm` when neither the entry nor `litellm_params` sets one",
+  'model_list[].model_info.tpm':
+    "LiteLLM's third place for the deployment's `tpm`, read as `litellm_params.tpm` when neither the entry nor `litellm_params` sets one",
+  'model_list[].rpm':
+    "LiteLLM's first place for the deployment's `rpm` (as in its load_balancer.yaml), read as `litellm_params.rpm`; a different value in `litellm_params` or `model_info` is an error",
+  'model_list[].tpm':
+    "LiteLLM's first place for the deployment's `tpm` (as in its load_balancer.yaml), read as `litellm_params.tpm`; a different value in `litellm_params` or `model_info` is an error",
+  'credential_list[].credential_name':
+    "the name deployments give as `litellm_params.litellm_credential_name` (LiteLLM's centralized credentials); unique",
+  'credential_list[].credential_info': 'free-form (a description, the provider); not read',
   'router_settings.routing_strategy': "how a deployment is picked among an alias's healthy ones",
   'router_settings.num_retries': 'further deployments tried after a failure (connect error, 5xx, 408, 429, timeout)',
   'router_settings.fallbacks': '`[{alias: [other aliases]}]`: tried when every deployment of an alias failed',
@@ -161,7 +174,15 @@ export const DESCRIPTIONS: Readonly<Record<string, string>> = {
     'time of day (`"HH:MM"`, 24-hour, quoted) daily, weekly and monthly budget periods start at, in `timezone` (LiteLLM\'s setting). Absent: midnight',
 };
 
+/** A credential's values are what a deployment's litellm_params take, given to each deployment naming it. */
+const CREDENTIAL_VALUES = 'credential_list[].credential_values.';
+
 function describe(path: string): string | undefined {
+  if (path.startsWith(CREDENTIAL_VALUES)) {
+    const k = path.slice(CREDENTIAL_VALUES.length);
+    const own = DESCRIPTIONS[`model_list[].litellm_params.${k}`];
+    return own === undefined ? undefined : `\`litellm_params.${k}\` of each deployment naming this credential that sets none: ${own}`;
+  }
   return DESCRIPTIONS[path] ?? LIMIT_DESCRIPTIONS[path.slice(path.lastIndexOf('.') + 1)];
 }
 

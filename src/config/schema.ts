@@ -115,6 +115,31 @@ export const litellmParams = z
     stream_timeout: z.number().positive().finite().optional(),
     input_cost_per_token: price.optional(),
     output_cost_per_token: price.optional(),
+    /**
+     * LiteLLM's centralized credentials: the credential_list entry whose values this deployment takes where
+     * it sets none. The loader merges them in and removes this (litellm-compat.ts); it never reaches a Config.
+     */
+    litellm_credential_name: z.string().min(1).optional(),
+  })
+  .strict();
+
+/**
+ * A credential_list entry's values: what a deployment's litellm_params takes (but `model`), given to each
+ * deployment naming it where it sets none (LiteLLM's `load_credentials_from_list`, litellm/utils.py).
+ */
+export const credentialValues = litellmParams
+  .omit({ model: true, weight: true, litellm_credential_name: true })
+  // No default here: a deployment naming the credential keeps its own weight (1 unless set).
+  .extend({ weight: z.number().positive().finite().optional() })
+  .partial()
+  .strict();
+
+/** LiteLLM's `credential_list` entry (docs.litellm.ai/docs/proxy/configs, "Centralized Credential Management"). */
+export const credentialEntry = z
+  .object({
+    credential_name: z.string().min(1),
+    credential_values: credentialValues,
+    credential_info: z.record(z.string(), z.unknown()).optional(),
   })
   .strict();
 
@@ -134,6 +159,9 @@ export const modelInfo = z
     base_model: z.string().optional(),
     /** Where LiteLLM's models added through its API keep `order`; litellm_params.order wins. */
     order: order.optional(),
+    /** LiteLLM reads a deployment's limits here too: the loader moves them to litellm_params (litellm-compat.ts). */
+    rpm: positiveInt.optional(),
+    tpm: positiveInt.optional(),
   })
   .strict();
 
@@ -148,6 +176,9 @@ export const modelEntry = z
     model_name: modelName,
     litellm_params: litellmParams,
     model_info: modelInfo.default({}),
+    /** LiteLLM reads a deployment's limits here first: the loader moves them to litellm_params (litellm-compat.ts). */
+    rpm: positiveInt.optional(),
+    tpm: positiveInt.optional(),
   })
   .strict();
 
@@ -364,6 +395,8 @@ const user = z
 export const configSchema = z
   .object({
     model_list: z.array(modelEntry).default([]),
+    /** LiteLLM's centralized credentials, merged into the deployments naming them by the loader. */
+    credential_list: z.array(credentialEntry).optional(),
     router_settings: routerSettings.default(() => routerSettings.parse({})),
     general_settings: generalSettings.default(() => generalSettings.parse({})),
     auth: authSettings.default(() => authSettings.parse({})),
@@ -415,5 +448,14 @@ export type PolicyRule = Config['policy']['rules'][number];
 
 /** The JSON Schema of the config file, for editors and the Helm chart's values.schema.json. */
 export function configJsonSchema(): unknown {
-  return z.toJSONSchema(configSchema, { io: 'input', unrepresentable: 'any' });
+  const schema = z.toJSONSchema(configSchema, { io: 'input', unrepresentable: 'any' });
+  // A deployment's api_base may come from the credential_list entry it names: the loader merges it in before
+  // this schema validates (litellm-compat.ts), so the file needs one or the other.
+  type Node = { properties?: Record<string, Node>; items?: Node; required?: string[]; anyOf?: Node[] };
+  const params = (schema as Node).properties?.['model_list']?.items?.properties?.['litellm_params'];
+  if (params?.required !== undefined) {
+    params.required = params.required.filter((k) => k !== 'api_base');
+    params.anyOf = [{ required: ['api_base'] }, { required: ['litellm_credential_name'] }];
+  }
+  return schema;
 }

@@ -44,7 +44,7 @@ Usage:
   tollgate serve   [--config F] [--host H] [--http-port 4000] [--grpc-port 9001] [--watch-config]
   tollgate authz   [--config F] [--host H] [--grpc-port 9001] [--watch-config]
   tollgate gateway [--config F] [--host H] [--http-port 4000] [--watch-config]
-  tollgate config check F       validate a config; every error with its YAML path; exit 1 on error
+  tollgate config check F       validate a config (F or --config F); every error with its YAML path; exit 1 on error
   tollgate config schema        print the config's JSON Schema
   tollgate keys hash sk-...     print sha256:<hex> for a key declared in config ("-" reads stdin)
 
@@ -113,13 +113,14 @@ function version(): string {
 }
 
 function configCommand(args: readonly string[], io: Io, env: NodeJS.ProcessEnv): number {
-  const [sub, file, ...extra] = args;
-  if (sub === 'schema' && file === undefined) {
+  const [sub, ...rest] = args;
+  if (sub === 'schema' && rest.length === 0) {
     io.out(JSON.stringify(configJsonSchema(), null, 2));
     return 0;
   }
-  if (sub !== 'check' || file === undefined || extra.length > 0) {
-    io.err('usage: tollgate config check FILE | tollgate config schema');
+  const file = sub === 'check' ? checkedFile(rest) : undefined;
+  if (file === undefined) {
+    io.err('usage: tollgate config check FILE (or --config FILE) | tollgate config schema');
     return 1;
   }
   try {
@@ -135,6 +136,22 @@ function configCommand(args: readonly string[], io: Io, env: NodeJS.ProcessEnv):
     for (const issue of err.issues) io.err(formatIssue(err.source, issue));
     io.err(`${file}: ${err.issues.length} error${err.issues.length === 1 ? '' : 's'}`);
     return 1;
+  }
+}
+
+/** The file `config check` is given: `config check F`, or `--config F` as every other command takes it. */
+function checkedFile(args: readonly string[]): string | undefined {
+  try {
+    const { values, positionals } = parseArgs({
+      args: [...args],
+      options: { config: { type: 'string' } },
+      strict: true,
+      allowPositionals: true,
+    });
+    const files = [...positionals, ...(values.config === undefined ? [] : [values.config])];
+    return files.length === 1 ? files[0] : undefined;
+  } catch {
+    return undefined; // an unknown flag, or --config without a file
   }
 }
 

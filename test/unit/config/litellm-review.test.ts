@@ -15,6 +15,7 @@ import { composeCatalog } from '../../../src/main/catalog.js';
 import { modelView } from '../../../src/gateway/admin-models.js';
 import { main, type Io } from '../../../src/main/cli.js';
 import { createLogger } from '../../../src/telemetry/logger.js';
+import { deploymentFromEntry } from '../../../src/routing/deployments.js';
 
 const MINIMAL = `model_list:
   - model_name: llama
@@ -511,5 +512,217 @@ describe('budget resets: litellm_settings.timezone and budget_reset_time', () =>
     const r = failed(`${MINIMAL}litellm_settings:\n  timezone: Mars/Olympus_Mons\n  budget_reset_time: 9am\n`);
     assert.match(at(r.issues, 'litellm_settings.timezone').message, /IANA zone name such as UTC, US\/Eastern/);
     assert.match(at(r.issues, 'litellm_settings.budget_reset_time').message, /24-hour "HH:MM"/);
+  });
+});
+
+describe("a deployment's rpm and tpm, read where LiteLLM reads them (lowest_tpm_rpm_v2.py)", () => {
+  const entry = (extra: string, params = '', info = ''): string => `model_list:
+  - model_name: llama
+${extra}    litellm_params:
+      model: openai/llama
+      api_base: http://vllm:8000/v1
+${params}    model_info:
+      id: a
+${info}`;
+
+  test('on the entry (load_balancer.yaml) and in model_info, they are the deployment limit, with no warning', () => {
+    const a = loaded(entry('    tpm: 240000\n    rpm: 1800\n'));
+    assert.deepEqual(a.warnings, []);
+    const da = deploymentFromEntry(a.config.model_list[0]!, 0);
+    assert.equal(da.tpm, 240000);
+    assert.equal(da.rpm, 1800);
+    const b = loaded(entry('', '', '      tpm: 50000\n      rpm: 60\n'));
+    assert.deepEqual(b.warnings, []);
+    const db = deploymentFromEntry(b.config.model_list[0]!, 0);
+    assert.equal(db.tpm, 50000);
+    assert.equal(db.rpm, 60);
+  });
+
+  test('the same value in two places is one limit; different values are an error naming both paths', () => {
+    const same = loaded(entry('    tpm: 1000\n', '      tpm: 1000\n', '      tpm: 1000\n      rpm: 7\n')).config.model_list[0]!;
+    assert.equal(deploymentFromEntry(same, 0).tpm, 1000);
+    assert.equal(deploymentFromEntry(same, 0).rpm, 7);
+    const text = entry('    tpm: 1000\n', '      tpm: 2000\n', '      rpm: 5\n      tpm: 3000\n');
+    const r = failed(text);
+    assert.deepEqual(r.issues.map((i) => i.path).sort(), ['model_list[0].litellm_params.tpm', 'model_list[0].model_info.tpm']);
+    for (const i of r.issues) assert.match(i.message, /differs from model_list\[0\]\.tpm, which LiteLLM reads first/);
+    assert.equal(at(r.issues, 'model_list[0].litellm_params.tpm').line, lineOf(text, 'tpm: 2000'));
+  });
+
+  test('a wrong value is reported where the file has it', () => {
+    const text = entry('    rpm: many\n');
+    const r = failed(text);
+    assert.equal(at(r.issues, 'model_list[0].rpm').line, lineOf(text, 'rpm: many'));
+    assert.equal(r.issues.length, 1);
+  });
+});
+
+describe('credential_list and litellm_credential_name (LiteLLM centralized credential management)', () => {
+  const CREDS = `credential_list:
+  - credential_name: vllm_creds
+    credential_values:
+      api_key: os.environ/VLLM_API_KEY
+      api_base: http://vllm:8000/v1
+    credential_info:
+      description: the vLLM pool
+model_list:
+  - model_name: llama
+    litellm_params:
+      model: openai/llama
+      litellm_credential_name: vllm_creds
+  - model_name: llama
+    litellm_params:
+      model: openai/llama
+      api_base: http://vllm-b:8000/v1
+      api_key: os.environ/OWN_KEY
+      litellm_credential_name: vllm_creds
+`;
+  const ENV = { VLLM_API_KEY: 'vllm-secret-0123456789', OWN_KEY: 'own-secret-0123456789' };
+
+  test("each deployment naming a credential takes its values, its own winning; the backend gets the credential's key", () => {
+    const { config, warnings } = loaded(CREDS, ENV);
+    assert.deepEqual(warnings, []);
+    const [a, b] = config.model_list.map((e, i) => deploymentFromEntry(e, i));
+    assert.equal(a?.apiKey, 'vllm-secret-0123456789');
+    assert.equal(a?.apiBase, 'http://vllm:8000/v1');
+    assert.equal(b?.apiKey, 'own-secret-0123456789');
+    assert.equal(b?.apiBase, 'http://vllm-b:8000/v1');
+    assert.equal(config.model_list[0]?.litellm_params.litellm_credential_name, undefined);
+  });
+
+  test('a name no credential has is an error naming it; so is a name given twice', () => {
+    const text = `${CREDS.replace('litellm_credential_name: vllm_creds\n  - model_name', 'litellm_credential_name: vllm_cred\n  - model_name')}`;
+    const r = failed(text, ENV);
+    const i = at(r.issues, 'model_list[0].litellm_params.litellm_credential_name');
+    assert.match(
+      i.message,
+      /no credential_list entry is named "vllm_cred", so this deployment would reach its backend without its credentials/,
+    );
+    // The first line naming it is model_list[0]'s, the one misspelt.
+    assert.equal(i.line, lineOf(text, 'litellm_credential_name: vllm_cred'));
+    const twice = failed(CREDS.replace('model_list:', '  - credential_name: vllm_creds\n    credential_values: {}\nmodel_list:'), ENV);
+    assert.match(at(twice.issues, 'credential_list[1].credential_name').message, /a second credential named "vllm_creds"/);
+  });
+
+  test('os.environ/ references resolve as elsewhere; an error is reported once, where the credential has it, never echoing a secret', () => {
+    const unset = failed(CREDS, { OWN_KEY: 'own-secret-0123456789' });
+    assert.deepEqual(
+      unset.issues.map((i) => [i.path, i.message]),
+      [['credential_list[0].credential_values.api_key', 'environment variable VLLM_API_KEY is not set']],
+    );
+    const text = CREDS.replace('api_base: http://vllm:8000/v1', 'api_base: vllm-secret-0123456789');
+    const bad = failed(text, ENV);
+    assert.deepEqual(
+      bad.issues.map((i) => i.path),
+      ['credential_list[0].credential_values.api_base'],
+    );
+    assert.equal(bad.issues[0]?.line, lineOf(text, 'api_base: vllm-secret'));
+    assert.ok(!JSON.stringify([...unset.issues, ...bad.issues]).includes('secret-0123456789'));
+  });
+
+  test('LiteLLM-only credential values warn; a key neither reads is an error at the credential', () => {
+    const { warnings } = loaded(
+      CREDS.replace('      api_base: http://vllm:8000/v1\n', '      api_base: http://vllm:8000/v1\n      api_version: "2024-06-01"\n'),
+      ENV,
+    );
+    assert.deepEqual(
+      warnings.map((w) => w.path),
+      ['credential_list[0].credential_values.api_version'],
+    );
+    const r = failed(
+      CREDS.replace('      api_base: http://vllm:8000/v1\n', '      api_base: http://vllm:8000/v1\n      api_kee: x\n'),
+      ENV,
+    );
+    assert.deepEqual(
+      r.issues.map((i) => i.path),
+      ['credential_list[0].credential_values.api_kee'],
+    );
+  });
+});
+
+describe('router settings with a consequence tollgate must keep', () => {
+  test('disable_cooldowns: true is cooldown_time: 0; false changes nothing; beside another cooldown_time it is an error', () => {
+    const on = loaded(`${MINIMAL}router_settings:\n  disable_cooldowns: true\n`);
+    assert.equal(on.config.router_settings.cooldown_time, 0);
+    assert.deepEqual(on.warnings, []);
+    const off = loaded(`${MINIMAL}router_settings:\n  disable_cooldowns: false\n  cooldown_time: 30\n`);
+    assert.equal(off.config.router_settings.cooldown_time, 30);
+    assert.deepEqual(off.warnings, []);
+    assert.equal(
+      loaded(`${MINIMAL}router_settings:\n  disable_cooldowns: true\n  cooldown_time: 0\n`).config.router_settings.cooldown_time,
+      0,
+    );
+    const both = failed(`${MINIMAL}router_settings:\n  disable_cooldowns: true\n  cooldown_time: 30\n`);
+    assert.match(at(both.issues, 'router_settings.disable_cooldowns').message, /router_settings\.cooldown_time is set too/);
+    const moved = failed(`${MINIMAL}litellm_settings:\n  cooldown_time: 30\nrouter_settings:\n  disable_cooldowns: true\n`);
+    assert.match(at(moved.issues, 'router_settings.disable_cooldowns').message, /litellm_settings\.cooldown_time is set too/);
+  });
+
+  test('provider_budget_config and disable_reset_budget: true are budgets tollgate does not enforce: errors saying what to use', () => {
+    const text = `${MINIMAL}router_settings:
+  provider_budget_config:
+    openai:
+      budget_limit: 100
+      time_period: 1d
+general_settings:
+  disable_reset_budget: true
+`;
+    const r = failed(text);
+    assert.deepEqual(r.issues.map((i) => i.path).sort(), [
+      'general_settings.disable_reset_budget',
+      'router_settings.provider_budget_config',
+    ]);
+    assert.match(
+      at(r.issues, 'router_settings.provider_budget_config').message,
+      /max_budget .* on keys\[\], teams\[\] or users\[\].*remove this/,
+    );
+    assert.match(at(r.issues, 'general_settings.disable_reset_budget').message, /leave budget_duration out.*remove this/);
+    assert.equal(at(r.issues, 'general_settings.disable_reset_budget').line, lineOf(text, 'disable_reset_budget'));
+    // Off, or empty, they ask for nothing.
+    loaded(`${MINIMAL}router_settings:\n  provider_budget_config: {}\ngeneral_settings:\n  disable_reset_budget: false\n`);
+  });
+
+  test('model_group_alias: each alias is an error saying clients would get 404 and how to serve the name', () => {
+    const text = `${MINIMAL}router_settings:
+  model_group_alias:
+    gpt-4: llama
+    gpt-4o: {model: llama, hidden: true}
+`;
+    const r = failed(text);
+    assert.deepEqual(
+      r.issues.map((i) => i.path),
+      ['router_settings.model_group_alias.gpt-4', 'router_settings.model_group_alias.gpt-4o'],
+    );
+    const i = at(r.issues, 'router_settings.model_group_alias.gpt-4o');
+    assert.match(i.message, /a client sending "gpt-4o" would get 404 model_not_found/);
+    assert.match(i.message, /model_list entry with model_name: gpt-4o and the litellm_params of each "llama" deployment/);
+    assert.match(i.message, /keys\[\]\.models, teams\[\]\.models or policy rules/);
+    assert.equal(i.line, lineOf(text, 'gpt-4o:'));
+  });
+});
+
+describe('config check --config F', () => {
+  test('takes the file as --config, as every other command does, and as an argument', async () => {
+    writeFileSync(file('flag.yaml'), `${MINIMAL}router_settings:\n  model_group_alias: {gpt-4: llama}\n`);
+    for (const args of [
+      ['config', 'check', '--config', file('flag.yaml')],
+      ['config', 'check', `--config=${file('flag.yaml')}`],
+      ['config', 'check', file('flag.yaml')],
+    ]) {
+      const out: string[] = [];
+      const io: Io = { out: (l) => out.push(l), err: (l) => out.push(l) };
+      assert.equal(await main(args, io, {}), 1, args.join(' '));
+      assert.match(out.join('\n'), /model_group_alias\.gpt-4: tollgate has no model group aliases/, args.join(' '));
+    }
+    for (const args of [
+      ['config', 'check', '--config'],
+      ['config', 'check', '--config', file('flag.yaml'), file('flag.yaml')],
+      ['config', 'check', '--conf', file('flag.yaml')],
+    ]) {
+      const out: string[] = [];
+      const io: Io = { out: (l) => out.push(l), err: (l) => out.push(l) };
+      assert.equal(await main(args, io, {}), 1, args.join(' '));
+      assert.match(out.join('\n'), /^usage: tollgate config check FILE \(or --config FILE\)/, args.join(' '));
+    }
   });
 });

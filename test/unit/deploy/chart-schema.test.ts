@@ -116,6 +116,7 @@ describe('charts/tollgate/values.schema.json', () => {
     const model = (litellmParams: Node): Node => ({
       model_list: [{ model_name: 'm', litellm_params: { model: 'openai/m', api_base: 'http://vllm:8000/v1', ...litellmParams } }],
     });
+    const credential = (values: Node): Node => ({ credential_list: [{ credential_name: 'c', credential_values: values }] });
 
     it('refuses a literal master_key, context_signing_key, database_url (with its password), redis_url and api_key', () => {
       const refused: Array<[Node, string]> = [
@@ -126,6 +127,12 @@ describe('charts/tollgate/values.schema.json', () => {
         [model({ api_key: 'vllm-secret-key' }), 'config.model_list[0].litellm_params.api_key'],
         // A LiteLLM-only credential tollgate ignores would still land in the ConfigMap.
         [model({ aws_secret_access_key: 'wJalrXUtnFEMI/K7MDENG' }), 'config.model_list[0].litellm_params.aws_secret_access_key'],
+        // A credential_list entry's values reach the deployments naming it: its api_key is as secret there.
+        [credential({ api_key: 'vllm-secret-key' }), 'config.credential_list[0].credential_values.api_key'],
+        [
+          credential({ aws_secret_access_key: 'wJalrXUtnFEMI/K7MDENG' }),
+          'config.credential_list[0].credential_values.aws_secret_access_key',
+        ],
       ];
       for (const [config, path] of refused) assert.deepEqual(issues(config), [`${path}: does not match ${ENV_REF}`], path);
     });
@@ -140,6 +147,7 @@ describe('charts/tollgate/values.schema.json', () => {
             redis_url: 'os.environ/REDIS_URL',
           },
           ...model({ api_key: 'os.environ/VLLM_API_KEY', aws_secret_access_key: 'os.environ/AWS_SECRET' }),
+          ...credential({ api_key: 'os.environ/VLLM_API_KEY', api_base: 'http://vllm:8000/v1', api_version: '2024-06-01' }),
         }),
         [],
       );
@@ -239,6 +247,27 @@ describe('charts/tollgate/values.schema.json', () => {
         }
       }
       assert.ok(checked > 500, `${checked} keys`);
+    });
+
+    it('takes what the loader reads from LiteLLM (credentials, deployment-level tpm, disable_cooldowns) and refuses what it refuses', () => {
+      const config: Node = {
+        general_settings: { master_key: 'os.environ/SECRET' },
+        credential_list: [{ credential_name: 'c', credential_values: { api_key: 'os.environ/SECRET', api_base: 'http://vllm:8000/v1' } }],
+        model_list: [
+          { model_name: 'm', tpm: 1000, litellm_params: { model: 'openai/m', litellm_credential_name: 'c' }, model_info: { rpm: 10 } },
+        ],
+        router_settings: { disable_cooldowns: true, model_group_alias: {} },
+      };
+      assert.deepEqual(issues(config), []);
+      assert.equal(load(config).issues, 0);
+      // Without a credential, api_base stays required.
+      const bare = { model_list: [{ model_name: 'm', litellm_params: { model: 'openai/m' } }] };
+      assert.match(issues(bare).join('\n'), /config\.model_list\[0\]\.litellm_params: matches none of anyOf/);
+      assert.ok(load(bare).issues > 0);
+      for (const router of [{ model_group_alias: { 'gpt-4': 'm' } }, { provider_budget_config: { openai: { budget_limit: 1 } } }]) {
+        assert.equal(issues({ router_settings: router }).length, 1, JSON.stringify(router));
+        assert.ok(load({ router_settings: router }).issues > 0, JSON.stringify(router));
+      }
     });
 
     it("takes LiteLLM's router Redis as the loader does; its password and URL only as os.environ/NAME", () => {
