@@ -129,8 +129,8 @@ export function crossWarnings(config: Config): PathIssue[] {
     add(
       firstSmall,
       `a tokens-per-minute limit${others} under twice general_settings.default_max_tokens (${cap}): a request sent without ` +
-        `max_tokens holds ${cap} tokens of it (or the whole limit, when less) until it ends, so few such requests run at once ` +
-        '(the others get 429 and retry shortly). Lower default_max_tokens, have clients send max_tokens, or raise the limit',
+        `max_tokens holds up to ${cap} tokens of it (all the room left, when less) until it ends, so few such requests run at ` +
+        'once (the others get 429 and retry shortly). Lower default_max_tokens, have clients send max_tokens, or raise the limit',
     );
   }
 

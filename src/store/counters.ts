@@ -45,6 +45,11 @@ export interface AdmitRequest {
   readonly subjects: readonly LimitSubject[];
   /** Tokens reserved for the tpm windows. */
   readonly tokens: number;
+  /**
+   * When set, a tpm window with less room than `tokens` takes the room it has, down to this (the request sent
+   * no max_tokens: the completion cap is tollgate's, and the request is admitted while it can start).
+   */
+  readonly leastTokens?: number | undefined;
   /** USD reserved against budgets until the request settles. */
   readonly cost: number;
   readonly now: number;

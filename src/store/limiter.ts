@@ -128,8 +128,9 @@ export class Limiter {
   }
 
   /**
-   * Admits a model request: reserves `max_tokens` (or the default cap) plus an estimate of the prompt, and
-   * their cost on `deployment`. When the deployment itself is full, the other deployments of its model are tried.
+   * Admits a model request: reserves `max_tokens` plus an estimate of the prompt, and their cost on
+   * `deployment`. Without `max_tokens`, the default cap is reserved where there is room for it, else the
+   * room a tpm window has left (at least the prompt and a token). When the deployment itself is full, the other deployments of its model are tried.
    */
   admit(
     who: Who,
@@ -144,7 +145,10 @@ export class Limiter {
     const tokens = prompt + maxTokens;
     const cost = deployment === undefined ? 0 : prompt * deployment.inputCostPerToken + maxTokens * deployment.outputCostPerToken;
     const id = randomUUID();
-    const req = { requestId: id, subjects, tokens, cost, now };
+    // Sent without max_tokens, the completion cap is tollgate's own: the request may start on whatever room
+    // a tpm window has left (its prompt and a token), instead of waiting for room for the whole cap.
+    const leastTokens = body.maxTokens === undefined && maxTokens > 0 ? prompt + 1 : undefined;
+    const req = { requestId: id, subjects, tokens, leastTokens, cost, now };
     const done = (a: Admission): Admitted | Promise<Admitted> => {
       if (a.ok) {
         const lease: Lease = { id, reservedTokens: tokens, ...who, deploymentId: deployment?.id };

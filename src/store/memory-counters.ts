@@ -120,6 +120,8 @@ export class MemoryCounters implements Counters {
     let requests: Window | undefined;
     let tokens: Window | undefined;
     const states: SubjectState[] = [];
+    /** Tokens each subject's tpm window takes (what it has room for, down to leastTokens). */
+    const needs: number[] = [];
     for (const sub of req.subjects) {
       const s = this.#state(sub.id);
       states.push(s);
@@ -133,7 +135,8 @@ export class MemoryCounters implements Counters {
       }
       if (sub.tpm !== undefined) {
         pruneTokens(s, now);
-        const need = Math.min(req.tokens, sub.tpm);
+        const full = Math.min(req.tokens, sub.tpm);
+        const need = req.leastTokens === undefined ? full : Math.min(req.leastTokens, full);
         const oldest = s.tokenLog[s.tokenHead];
         const reset = oldest !== undefined ? oldest.at + WINDOW_MS - now : WINDOW_MS;
         if (s.tokenTotal + need > sub.tpm) {
@@ -155,7 +158,9 @@ export class MemoryCounters implements Counters {
           }
           return denied('tpm', sub, retry, { requests, tokens: tighter(tokens, { limit: sub.tpm, remaining: 0, resetMs: reset }) });
         }
-        tokens = tighter(tokens, { limit: sub.tpm, remaining: sub.tpm - s.tokenTotal - need, resetMs: reset });
+        const take = Math.min(full, sub.tpm - s.tokenTotal);
+        needs[states.length - 1] = take;
+        tokens = tighter(tokens, { limit: sub.tpm, remaining: sub.tpm - s.tokenTotal - take, resetMs: reset });
       }
       if (sub.parallel !== undefined) {
         for (const [id, until] of s.leases) if (until <= now) s.leases.delete(id);
@@ -178,7 +183,7 @@ export class MemoryCounters implements Counters {
       const s = states[i] as SubjectState;
       if (sub.rpm !== undefined) s.requests.push(now);
       if (sub.tpm !== undefined) {
-        const e = { id: req.requestId, at: now, tokens: Math.min(req.tokens, sub.tpm), open: true };
+        const e = { id: req.requestId, at: now, tokens: needs[i] ?? Math.min(req.tokens, sub.tpm), open: true };
         s.tokenLog.push(e);
         s.tokenById.set(e.id, e);
         s.tokenTotal += e.tokens;

@@ -59,6 +59,8 @@ if redis.call('EXISTS', KEYS[#KEYS]) == 0 then
   end
 end
 local rq = {-1, -1, -1}; local tk = {-1, -1, -1}
+-- After the subjects' arguments: the least a tpm window may take (-1: all of tokens). needs: what each takes.
+local least = tonumber(ARGV[7 + n * ${ARGS_PER_SUBJECT}] or '-1'); local needs = {}
 local function deny(limit, i, retry) return {0, limit, i, retry, rq[1], rq[2], rq[3], tk[1], tk[2], tk[3]} end
 for i = 0, n - 1 do
   local k = i * ${KEYS_PER_SUBJECT}; local a = 6 + i * ${ARGS_PER_SUBJECT}
@@ -91,7 +93,9 @@ for i = 0, n - 1 do
       redis.call('ZREMRANGEBYSCORE', KEYS[k + 2], '-inf', now - W)
     end
     local total = tonumber(redis.call('HGET', KEYS[k + 3], '#total') or '0')
-    local need = math.min(tokens, tpm)
+    local full = math.min(tokens, tpm)
+    local need = full
+    if least >= 0 then need = math.min(least, full) end
     local first = redis.call('ZRANGE', KEYS[k + 2], 0, 0, 'WITHSCORES')
     local reset = W
     if #first > 0 then reset = math.min(W, tonumber(first[2]) + W - now) end
@@ -115,7 +119,9 @@ for i = 0, n - 1 do
       if tk[1] < 0 or 0 < tk[2] then tk = {tpm, 0, reset} end
       return deny('tpm', i, retry)
     end
-    if tk[1] < 0 or tpm - total - need < tk[2] then tk = {tpm, tpm - total - need, reset} end
+    local take = math.min(full, tpm - total)
+    needs[i] = take
+    if tk[1] < 0 or tpm - total - take < tk[2] then tk = {tpm, tpm - total - take, reset} end
   end
   if par >= 0 then
     redis.call('ZREMRANGEBYSCORE', KEYS[k + 4], '-inf', now)
@@ -141,7 +147,7 @@ for i = 0, n - 1 do
   end
   local tpm = tonumber(ARGV[a + 2])
   if tpm >= 0 then
-    local need = math.min(tokens, tpm)
+    local need = needs[i]
     redis.call('ZADD', KEYS[k + 2], now, lid); redis.call('HSET', KEYS[k + 3], lid, need)
     redis.call('HINCRBY', KEYS[k + 3], '#total', need); redis.call('SADD', KEYS[k + 7], lid)
     redis.call('PEXPIRE', KEYS[k + 2], W + 60000); redis.call('PEXPIRE', KEYS[k + 3], W + 60000)
@@ -372,6 +378,7 @@ export class RedisCounters implements Counters {
       this.#keys(sub, keys, sub.budget?.period.start ?? 0);
       args.push(sub.rpm ?? -1, sub.tpm ?? -1, sub.parallel ?? -1, sub.budget?.max ?? -1, sub.budget?.period.end ?? 0);
     }
+    args.push(req.leastTokens ?? -1);
     keys.push(`${this.#prefix}seeded`);
     const r = await this.redis.tgAdmit(keys.length, ...keys, ...args);
     const rate = {

@@ -162,6 +162,37 @@ for (const [kind, make] of kinds) {
       assert.equal(full.held, false);
     });
 
+    test('tpm: a request without max_tokens (leastTokens) takes the room left, down to its least, instead of waiting for its whole cap', async () => {
+      const c = await make();
+      const s = [subject('key:flex', { tpm: 1000 })];
+      assert.equal((await c.admit({ requestId: 'f1', subjects: s, tokens: 600, cost: 0, now: T0 })).ok, true);
+      await c.settle({ requestId: 'f1', subjects: s, reservedTokens: 600, tokens: 600, cost: 0, now: T0 + 1 });
+      // 4106 asked (a 4096 cap and its prompt), 11 at least: it takes the 400 left.
+      const flex = await c.admit({ requestId: 'f2', subjects: s, tokens: 4106, leastTokens: 11, cost: 0, now: T0 + 2 });
+      assert.ok(flex.ok);
+      assert.equal(flex.rate.tokens?.remaining, 0);
+      // The same without a least waits for room for all of it (cut to the limit): the window's wait.
+      const strict = await c.admit({ requestId: 'f3', subjects: s, tokens: 4106, cost: 0, now: T0 + 3 });
+      assert.ok(!strict.ok);
+      assert.equal(strict.held, false);
+      // Another flexible one finds the 400 held by the first, in flight: retry shortly.
+      const next = await c.admit({ requestId: 'f4', subjects: s, tokens: 4106, leastTokens: 11, cost: 0, now: T0 + 4 });
+      assert.ok(!next.ok);
+      assert.equal(next.held, true);
+      assert.equal(next.retryAfterMs, 1000);
+      // The first used 50 of its 400: the next takes the 350 left.
+      await c.settle({ requestId: 'f2', subjects: s, reservedTokens: 4106, tokens: 50, cost: 0, now: T0 + 5 });
+      const after = await c.admit({ requestId: 'f5', subjects: s, tokens: 4106, leastTokens: 11, cost: 0, now: T0 + 6 });
+      assert.ok(after.ok);
+      assert.equal(after.rate.tokens?.remaining, 0);
+      await c.settle({ requestId: 'f5', subjects: s, reservedTokens: 4106, tokens: 345, cost: 0, now: T0 + 7 });
+      // 995 used: less room than the least is the window's wait, whoever asks.
+      const none = await c.admit({ requestId: 'f6', subjects: s, tokens: 4106, leastTokens: 11, cost: 0, now: T0 + 8 });
+      assert.ok(!none.ok);
+      assert.equal(none.held, false);
+      assert.equal(none.retryAfterMs, WINDOW_MS - 8, 'the 600 used first age out at T0 + 60 s');
+    });
+
     test('parallel leases: released when the request ends, and expiring when nobody renews them', async () => {
       const c = await make();
       const s = [subject('key:d', { parallel: 2 })];

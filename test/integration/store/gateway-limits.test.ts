@@ -21,6 +21,7 @@ const BUDGET_KEY = 'sk-gateway-limits-bud-01';
 const EMBED_KEY = 'sk-gateway-limits-emb-01';
 const ALL_TIME_KEY = 'sk-gateway-limits-all-01';
 const TEAM_KEY = 'sk-gateway-limits-team-01';
+const NO_CAP_KEY = 'sk-gateway-limits-nocap-01';
 const sha = (s: string): string => createHash('sha256').update(s).digest('hex');
 
 /**
@@ -179,6 +180,8 @@ keys:
     tpm_limit: 400
   - key: sha256:${sha(EMBED_KEY)}
     tpm_limit: 400
+  - key: sha256:${sha(NO_CAP_KEY)}
+    tpm_limit: 3000
   - key: sha256:${sha(BUDGET_KEY)}
     max_budget: 0.5
     budget_duration: 1d
@@ -217,7 +220,8 @@ litellm_settings:
     await vllm.close();
   });
 
-  const chat = (key: string, maxTokens: number): Promise<Response> =>
+  /** `maxTokens` undefined: the request sends none (tollgate's default cap, 4096, applies). */
+  const chat = (key: string, maxTokens: number | undefined): Promise<Response> =>
     fetch(`http://127.0.0.1:${gw.port}/v1/chat/completions`, {
       method: 'POST',
       headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
@@ -267,6 +271,21 @@ litellm_settings:
     assert.equal(body.error.code, 'rate_limit_exceeded');
     assert.match(body.error.message, /Requests in flight hold the rest of the tokens per minute of this key .*send a smaller max_tokens/);
     await Promise.all(held.filter((r) => r !== refused).map((r) => r.text()));
+  });
+
+  test('tpm under the default cap: a request without max_tokens is served while the window has room, not refused for 60 s', async () => {
+    // 3000 a minute against a 4096 cap: before, such a request fitted only in an empty window.
+    for (const maxTokens of [100, 100, undefined, 100, undefined, undefined]) {
+      const r = await chat(NO_CAP_KEY, maxTokens);
+      assert.equal(r.status, 200, `max_tokens ${String(maxTokens)}: ${await r.text()}`);
+      assert.equal(Number(r.headers.get('x-ratelimit-limit-tokens')), 3000);
+    }
+    // At once, several without max_tokens: the first takes the room, the others are told it is held, briefly.
+    const burst = await Promise.all(Array.from({ length: 3 }, () => chat(NO_CAP_KEY, undefined)));
+    const refused = burst.filter((r) => r.status === 429);
+    assert.ok(burst.some((r) => r.status === 200));
+    for (const r of refused) assert.equal(r.headers.get('retry-after'), '1');
+    await Promise.all(burst.map((r) => r.text()));
   });
 
   test('tpm: an embedding reserves its input only, not the default completion cap (4096, past this tpm alone)', async () => {
