@@ -165,7 +165,7 @@ const CALLBACK_KEYS = new Set(['callbacks', 'success_callback', 'failure_callbac
 const LIMIT_SETTINGS: Readonly<Record<'general' | 'settings' | 'params' | 'info', Readonly<Record<string, string>>>> = {
   general: {
     max_parallel_requests:
-      'tollgate does not cap parallel requests per deployment: cap them at the backend (vLLM --max-num-seqs), or set max_parallel_requests on keys[], teams[] or users[]; then remove this',
+      'tollgate does not read max_parallel_requests here: cap the requests in flight to a deployment with its litellm_params.max_parallel_requests (or router_settings.default_max_parallel_requests for all), and those of a caller with max_parallel_requests on keys[], teams[] or users[]; then remove this',
     global_max_parallel_requests:
       "tollgate has no proxy-wide cap on parallel requests: use Envoy's circuit breaker (max_requests) or max_parallel_requests on keys[], teams[] and users[]; then remove this",
     max_in_flight_requests_per_worker:
@@ -197,8 +197,6 @@ const LIMIT_SETTINGS: Readonly<Record<'general' | 'settings' | 'params' | 'info'
   params: {
     input_cost_per_second: PER_SECOND,
     output_cost_per_second: PER_SECOND,
-    max_parallel_requests:
-      'tollgate does not cap parallel requests per deployment: cap them at the backend (vLLM --max-num-seqs), or use rpm / tpm here, or max_parallel_requests on keys[], teams[] or users[]; then remove this',
     max_budget: 'tollgate has no per-deployment budget: set max_budget on keys[], teams[] or users[], or rpm / tpm here; then remove this',
   },
   info: {

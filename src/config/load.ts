@@ -4,7 +4,7 @@
  * `tollgate config check` can print them all. Secrets from the environment never enter an issue.
  */
 import type { z } from 'zod';
-import { configSchema, KEY_HASH_PATTERN, type Config, type PolicyRule } from './schema.js';
+import { configSchema, KEY_HASH_PATTERN, litellmParams, type Config, type PolicyRule } from './schema.js';
 import { formatPath, type ConfigIssue, type PathSegment } from './issues.js';
 import { litellmRedisUrl, setAsideLiteLlmKeys } from './litellm-compat.js';
 import { crossCheck, crossWarnings } from './cross-check.js';
@@ -67,7 +67,7 @@ export function loadConfigText(text: string, env: Env, opts: IncludeOptions = {}
   useLitellmRedis(compat.redis, resolved, mergedEnv, issues, warnings, locate);
   checkCacheRedis(compat.cacheRedis, resolved, mergedEnv, issues, warnings, locate);
   const masterFromEnv = useLitellmMasterKey(resolved, mergedEnv);
-  applyRouterTimeout(resolved);
+  applyRouterDefaults(resolved);
 
   // Validate even after reference errors, so one run lists every problem; a path already reported
   // (an unset variable) is not reported again as "required".
@@ -165,23 +165,33 @@ function useLitellmMasterKey(resolved: unknown, env: Env): boolean {
  * A deployment's timeout is its litellm_params.timeout, else router_settings.timeout (which
  * litellm_settings.request_timeout fills when the router sets none), else tollgate's default of 600 s
  * (the Router's `timeout or litellm.request_timeout`, with the deployment's own winning; LiteLLM docs
- * proxy/timeout); its stream_timeout likewise from router_settings.stream_timeout. Written into each
+ * proxy/timeout); its stream_timeout likewise from router_settings.stream_timeout, and its
+ * max_parallel_requests from router_settings.default_max_parallel_requests (LiteLLM's Router takes the
+ * deployment's own first, then that default: router_utils/client_initalization_utils.py). Written into each
  * entry, so the config says what every deployment uses.
  */
-function applyRouterTimeout(resolved: unknown): void {
+function applyRouterDefaults(resolved: unknown): void {
   if (!isPlainObject(resolved)) return;
   const router = resolved['router_settings'];
   const list = resolved['model_list'];
   if (!isPlainObject(router) || !Array.isArray(list)) return;
-  for (const field of ['timeout', 'stream_timeout'] as const) {
-    const value = router[field];
-    if (typeof value !== 'number' || !(value > 0) || !Number.isFinite(value)) continue; // else the schema reports it
+  for (const [from, field] of ROUTER_DEFAULTS) {
+    const value = router[from];
+    // An invalid one is reported once, at router_settings, not again in every entry.
+    if (value === undefined || !litellmParams.shape[field].safeParse(value).success) continue;
     resolved['model_list'] = (resolved['model_list'] as unknown[]).map((entry: unknown) => {
       if (!isPlainObject(entry) || !isPlainObject(entry['litellm_params']) || entry['litellm_params'][field] !== undefined) return entry;
       return { ...entry, litellm_params: { ...entry['litellm_params'], [field]: value } };
     });
   }
 }
+
+/** router_settings keys that are the default of a litellm_params key. */
+const ROUTER_DEFAULTS = [
+  ['timeout', 'timeout'],
+  ['stream_timeout', 'stream_timeout'],
+  ['default_max_parallel_requests', 'max_parallel_requests'],
+] as const;
 
 /**
  * LiteLLM's router Redis (router_settings.redis_host, redis_port, redis_password, redis_db, or redis_url)

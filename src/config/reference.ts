@@ -83,8 +83,10 @@ export const DESCRIPTIONS: Readonly<Record<string, string>> = {
   'model_list[].litellm_params.order':
     'priority within the alias: the lowest `order` with a deployment available takes all the traffic, higher ones only while every lower one is cooling down or at its `rpm`/`tpm`; absent: after every ordered one (see **Deployment order**)',
   'model_list[].litellm_params.timeout':
-    'seconds for the whole request (and for each silence in a stream); absent: `router_settings.timeout`, else 600',
+    'seconds for each attempt whole, from when it has its connection (a wait for a free one past `max_parallel_requests` is not counted), and for each silence in a stream; absent: `router_settings.timeout`, else 600',
   'model_list[].litellm_params.stream_timeout': 'seconds to the first byte of a stream',
+  'model_list[].litellm_params.max_parallel_requests':
+    "requests in flight to this deployment from each replica, at most (LiteLLM's meaning; its own connections, not shared with other deployments of the same `api_base`); the rest wait for a connection — for `stream_timeout` (else `timeout`), not counted in it — then 503 `no_healthy_deployment`. Absent: `router_settings.default_max_parallel_requests`, else 1024",
   'model_list[].litellm_params.input_cost_per_token': 'USD per prompt token (`model_info` wins when both are set)',
   'model_list[].litellm_params.output_cost_per_token': 'USD per completion token',
   'model_list[].litellm_params.litellm_credential_name':
@@ -120,6 +122,7 @@ export const DESCRIPTIONS: Readonly<Record<string, string>> = {
   'router_settings.timeout':
     "the `timeout` of every deployment that sets none (LiteLLM's `litellm_settings.request_timeout` when this is absent); absent: 600",
   'router_settings.stream_timeout': 'the `stream_timeout` of every deployment that sets none; absent: `timeout` bounds streams too',
+  'router_settings.default_max_parallel_requests': 'the `max_parallel_requests` of every deployment that sets none; absent: 1024',
   'general_settings.master_key': 'admin credential (`sk-…`); also derives the context signing secret. Use `os.environ/NAME`',
   'general_settings.database_url':
     'PostgreSQL for records and the spend log (`DATABASE_URL` too); `?schema=` picks a schema. Absent: embedded PGlite',

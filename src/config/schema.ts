@@ -82,6 +82,16 @@ export const MODEL_MODES = [
 /** A deployment's timeout when neither its litellm_params nor router_settings set one. */
 export const DEFAULT_TIMEOUT_S = 600;
 
+/**
+ * A deployment's cap on requests in flight (connections) from one replica when neither its litellm_params
+ * nor router_settings set one: an `api_base` is often a Kubernetes Service in front of several vLLM pods,
+ * each batching hundreds of sequences (vLLM's --max-num-seqs), so a low cap would be a ceiling of its own.
+ */
+export const DEFAULT_MAX_PARALLEL_REQUESTS = 1024;
+
+/** More connections than this to one deployment from one replica is no cap (and would run out of file descriptors). */
+const maxParallelRequests = positiveInt.max(65_536, { error: 'too many: write at most 65536 (connections from one replica)' });
+
 /** Parses as a URL with a numeric port, if any (the value itself never goes into the error). */
 export function isUrl(v: string): boolean {
   try {
@@ -113,6 +123,8 @@ export const litellmParams = z
     /** Absent: router_settings.timeout, else DEFAULT_TIMEOUT_S (the loader and the catalog apply them). */
     timeout: z.number().positive().finite().optional(),
     stream_timeout: z.number().positive().finite().optional(),
+    /** LiteLLM's: at most this many requests in flight to this deployment from one replica; the rest wait their turn. */
+    max_parallel_requests: maxParallelRequests.optional(),
     input_cost_per_token: price.optional(),
     output_cost_per_token: price.optional(),
     /**
@@ -199,6 +211,8 @@ export const routerSettings = z
     cooldown_time: z.number().nonnegative().finite().default(5),
     timeout: z.number().positive().finite().optional(),
     stream_timeout: z.number().positive().finite().optional(),
+    /** LiteLLM's: the max_parallel_requests of every deployment that sets none; absent: DEFAULT_MAX_PARALLEL_REQUESTS. */
+    default_max_parallel_requests: maxParallelRequests.optional(),
   })
   .strict();
 

@@ -161,6 +161,7 @@ export function modelView(d: Deployment, fromDb: boolean): Record<string, unknow
       order: d.order ?? null,
       timeout: d.timeoutMs / 1000,
       stream_timeout: d.streamTimeoutMs === undefined ? null : d.streamTimeoutMs / 1000,
+      max_parallel_requests: d.maxParallelRequests,
     },
     model_info: {
       id: d.id,

@@ -14,6 +14,8 @@ export type Attempt =
   | {
       readonly kind: 'retry';
       readonly timeout: boolean;
+      /** It waited for a free connection past its bound and was never sent: tollgate's own limit, not the deployment's fault. */
+      readonly queued?: boolean;
       readonly detail: string;
       /** The backend's status, when it answered one. */
       readonly status?: number;

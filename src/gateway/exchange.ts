@@ -7,8 +7,10 @@
  * held), a client that leaves aborts the exchange through the controller, and backpressure is the
  * controller's pause/resume (ClientPacer). The connection's timers
  * (`headersTimeout`, `bodyTimeout`) bound every wait; one timer of the exchange bounds the wait for a
- * connection and the whole exchange — for a relayed reply, once its head went to the client (`headSent`),
- * counting only the time the backend is read, not the time the client takes.
+ * connection in the pool's queue (QUEUE_TIMEOUT: tollgate's own limit, the request never sent), then the
+ * whole exchange from the moment it has one (REQUEST_TIMEOUT: the backend's time) — for a relayed reply, once
+ * its head went to the client (`headSent`), counting only the time the backend is read, not the time the
+ * client takes.
  */
 import { ByteList } from './byte-list.js';
 import type { Upstream, UpstreamController, UpstreamHandler, UpstreamRequest } from './upstream.js';
@@ -134,7 +136,7 @@ export class Exchange implements UpstreamHandler {
   #resolve!: (r: ExchangeResult) => void;
   #settled = false;
   #controller: UpstreamController | undefined;
-  /** The request has a connection (onRequestStart): the wait for one is over. */
+  /** The request has a connection (onConnection, or onRequestStart): the wait for one is over. */
   #onConnection = false;
   readonly #client: ClientLink;
   readonly #sink: StreamSink | undefined;
@@ -151,10 +153,12 @@ export class Exchange implements UpstreamHandler {
   /** The reply while it is collected (coalesced: a chunk each would cost more than its bytes). */
   readonly #chunks = new ByteList();
   #cap = 0;
-  /** Bounds the wait for a connection, then (re-armed when a shorter wait ran out first) the whole exchange. */
+  /** Bounds the wait for a connection, then (armed again when it has one) the whole exchange. */
   #timer: NodeJS.Timeout | undefined;
   #wholeMs = 0;
-  #rearm = false;
+  #queueMs = 0;
+  /** When the request got its connection: the whole exchange's bound counts from there. */
+  #connectedAt = 0;
   /**
    * From the relay's head on (headSent): what is left of `wholeMs`, counted only while the backend is read —
    * not while it is paused for a client whose socket is full — and when the timer was last armed.
@@ -186,11 +190,11 @@ export class Exchange implements UpstreamHandler {
   }
 
   /**
-   * Sends `req` on `upstream` with this exchange as its handler. The connection's headersTimeout starts only
-   * once the request is on a socket; `queueMs` bounds the wait for one (every pooled connection busy on
-   * streams). `wholeMs` bounds the whole exchange, from now to the reply's last byte (the connection's timers
-   * bound each wait within it, and reset on every chunk), or to the relay's head (headSent). One timer serves
-   * both: it is re-armed at the connection only when the connection wait is the shorter.
+   * Sends `req` on `upstream` with this exchange as its handler. `queueMs` bounds the wait for a connection
+   * (every one the deployment may have busy): past it the request leaves the queue, never sent
+   * (QUEUE_TIMEOUT). `wholeMs` bounds the whole exchange from the moment it has its connection — the wait
+   * before that is tollgate's, not the backend's — to the reply's last byte (the connection's timers bound
+   * each wait within it, and reset on every chunk), or to the relay's head (headSent).
    */
   send(upstream: Upstream, req: UpstreamRequest, queueMs: number, wholeMs: number): Promise<ExchangeResult> {
     const stopped = this.#client.stopped;
@@ -199,18 +203,22 @@ export class Exchange implements UpstreamHandler {
       return this.done;
     }
     this.#wholeMs = wholeMs;
-    this.#rearm = queueMs < wholeMs;
-    this.#timer = setTimeout(this.#expire, Math.min(queueMs, wholeMs));
+    this.#queueMs = queueMs;
+    this.#timer = setTimeout(this.#expire, queueMs);
     const controller = upstream.dispatch(req, this);
     this.#controller ??= controller;
     return this.done;
   }
 
+  /** Whether the request waited in the pool's queue and never had a connection (so was never sent). */
+  get queued(): boolean {
+    return !this.#onConnection;
+  }
+
   readonly #expire = (): void => {
-    const waited = Math.round(performance.now() - this.#t0);
     this.abort(
       !this.#onConnection
-        ? codedError('QUEUE_TIMEOUT', `no connection to the backend within ${waited} ms`)
+        ? codedError('QUEUE_TIMEOUT', `no free connection to the backend within ${Math.round(performance.now() - this.#t0)} ms`)
         : this.#paced !== undefined
           ? codedError(
               'REQUEST_TIMEOUT',
@@ -219,6 +227,20 @@ export class Exchange implements UpstreamHandler {
           : codedError('REQUEST_TIMEOUT', `no whole reply within ${this.#wholeMs} ms`),
     );
   };
+
+  /** The request has its connection: the queue's bound is over, the whole exchange's starts. */
+  onConnection(): void {
+    if (this.#onConnection || this.#settled) return;
+    this.#onConnection = true;
+    this.#connectedAt = performance.now();
+    // The same bound for both (a request that is not a stream, or no stream_timeout): the timer starts over,
+    // not made again.
+    if (this.#timer !== undefined && this.#queueMs === this.#wholeMs) this.#timer.refresh();
+    else {
+      clearTimeout(this.#timer);
+      this.#timer = setTimeout(this.#expire, this.#wholeMs);
+    }
+  }
 
   /** Ends the exchange (a waiting request leaves the pool's queue); nothing once it has settled. */
   abort(err: Error): void {
@@ -248,8 +270,7 @@ export class Exchange implements UpstreamHandler {
   headSent(): void {
     if (this.#settled || this.#paced !== undefined) return;
     const now = performance.now();
-    this.#paced = { leftMs: Math.max(0, this.#wholeMs - (now - this.#t0)), armedAt: now };
-    this.#rearm = false;
+    this.#paced = { leftMs: Math.max(0, this.#wholeMs - (now - this.#connectedAt)), armedAt: now };
   }
 
   /** The backend paused for the client: a relay's bound stops counting until resume(). */
@@ -264,11 +285,8 @@ export class Exchange implements UpstreamHandler {
   }
 
   onRequestStart(controller: UpstreamController): void {
-    this.#onConnection = true;
-    if (this.#rearm && !this.#settled) {
-      clearTimeout(this.#timer);
-      this.#timer = setTimeout(this.#expire, Math.max(0, this.#wholeMs - (performance.now() - this.#t0)));
-    }
+    // A pool that does not say when the request got its connection (a stand-in) says it now.
+    this.onConnection();
     this.#controller = controller;
     if (this.#settled) controller.abort(codedError('CLIENT_GONE', 'the client closed its connection'));
   }

@@ -1,8 +1,9 @@
 /**
- * Forwards one OpenAI request to a deployment and streams the answer back: one connection pool per backend
- * origin (keep-alive, upstream.ts), each request an exchange (exchange.ts) with explicit
- * timeouts (`stream_timeout` or `timeout` for the head and for each silence in the body, `timeout` for the
- * whole attempt), a fresh X-Request-Id per attempt, the deployment's own `api_key` as Bearer — never the
+ * Forwards one OpenAI request to a deployment and streams the answer back: one connection pool per
+ * deployment (keep-alive, upstream.ts), of its `max_parallel_requests` connections, each request an exchange
+ * (exchange.ts) with explicit timeouts (`stream_timeout` or `timeout` for the wait for a free connection,
+ * for the head and for each silence in the body; `timeout` for the whole attempt, from its connection on),
+ * a fresh X-Request-Id per attempt, the deployment's own `api_key` as Bearer — never the
  * client's credentials. Retries (connect errors, 408, 429, 5xx, a misconfigured deployment's 3xx, 401, 403,
  * 404 or 405) happen only before the first byte went to the client; then fallbacks to other aliases.
  */
@@ -88,27 +89,43 @@ const KEEP_ALIVE_MS = 4_000;
 const PARSED_REPLY = 1024 * 1024;
 const HELD_REPLY = 16 * 1024 * 1024;
 
+/** A deployment's connection pool, and what it was made for (a changed deployment gets a new one). */
+interface HeldPool {
+  readonly pool: UpstreamPool;
+  readonly origin: string;
+  readonly connections: number;
+}
+
+/** What the client is told when its last attempt waited for a connection past its bound: tollgate's own limit, nothing sent. */
+const QUEUED =
+  "Every connection tollgate may open to this model's deployments (max_parallel_requests) stayed busy while the request waited: it was not sent. Retry shortly.";
+
 export class Forwarder {
-  readonly #pools = new Map<string, UpstreamPool>();
+  /** By deployment id: LiteLLM's max_parallel_requests caps one deployment, whatever api_base others share with it. */
+  readonly #pools = new Map<string, HeldPool>();
   readonly #catalog: () => ModelCatalog;
   readonly #tracker: DeploymentTracker;
   readonly #settings: RouterSettings;
   readonly #spend: SpendRecorder;
 
   readonly #gate: DeploymentGate | undefined;
+  readonly #onQueueTimeout: ((d: Deployment) => void) | undefined;
 
+  /** `onQueueTimeout`: an attempt waited for a free connection of `d` past its bound, and was not sent (metrics). */
   constructor(opts: {
     catalog: () => ModelCatalog;
     tracker: DeploymentTracker;
     settings: RouterSettings;
     spend: SpendRecorder;
     gate?: DeploymentGate | undefined;
+    onQueueTimeout?: ((d: Deployment) => void) | undefined;
   }) {
     this.#catalog = opts.catalog;
     this.#tracker = opts.tracker;
     this.#settings = opts.settings;
     this.#spend = opts.spend;
     this.#gate = opts.gate;
+    this.#onQueueTimeout = opts.onQueueTimeout;
   }
 
   /** Creates the pools of every deployment now, so the first request pays no setup. */
@@ -117,16 +134,32 @@ export class Forwarder {
   }
 
   async close(): Promise<void> {
-    await Promise.all([...this.#pools.values()].map((p) => p.close()));
+    await Promise.all([...this.#pools.values()].map((p) => p.pool.close()));
+  }
+
+  /** Requests waiting for a free connection of deployment `id` now (all its max_parallel_requests busy). */
+  queued(id: string): number {
+    return this.#pools.get(id)?.pool.queued ?? 0;
   }
 
   #pool(d: Deployment): UpstreamPool {
-    const origin = d.origin;
-    let pool = this.#pools.get(origin);
-    if (pool === undefined) {
-      pool = new UpstreamPool(origin, { connections: 128, keepAliveTimeout: KEEP_ALIVE_MS, connectTimeout: 5_000 });
-      this.#pools.set(origin, pool);
-    }
+    const held = this.#pools.get(d.id);
+    if (held !== undefined && held.origin === d.origin && held.connections === d.maxParallelRequests) return held.pool;
+    // A new deployment, or its api_base or max_parallel_requests changed (a reload, /model/new): a pool of
+    // its own. A pool left behind finishes the requests it carries; those of deployments gone are dropped.
+    if (held !== undefined) void held.pool.close();
+    const catalog = this.#catalog();
+    for (const [id, other] of this.#pools)
+      if (catalog.deployment(id) === undefined) {
+        void other.pool.close();
+        this.#pools.delete(id);
+      }
+    const pool = new UpstreamPool(d.origin, {
+      connections: d.maxParallelRequests,
+      keepAliveTimeout: KEEP_ALIVE_MS,
+      connectTimeout: 5_000,
+    });
+    this.#pools.set(d.id, { pool, origin: d.origin, connections: d.maxParallelRequests });
     return pool;
   }
 
@@ -164,6 +197,11 @@ export class Forwarder {
     /** Deployments admitted here (gate); `refused`: why one was not (at its limits, or the store down). */
     const gated = new Set<string>();
     let refused: Extract<GateVerdict, { refused: string }> | undefined;
+    /**
+     * Deployments whose connections stayed busy past the request's wait: not asked again by this request (it
+     * would queue at the back once more), but not failed either — nothing was sent.
+     */
+    const saturated = new Set<string>();
     for (const alias of aliases) {
       const group = this.#catalog().group(alias);
       if (group === undefined) continue;
@@ -182,8 +220,10 @@ export class Forwarder {
         }
         d ??= this.#tracker.pick(group, this.#settings.strategy, tried, now, Math.random());
         if (d === undefined && tried.size > 0) {
-          // Every deployment was tried once: a further retry may go to any of them again.
+          // Every deployment was tried once: a further retry may go to any of them again, but for those it
+          // waited for in vain.
           tried.clear();
+          for (const id of saturated) tried.add(id);
           d = this.#tracker.pick(group, this.#settings.strategy, tried, now, Math.random());
         }
         if (d === undefined) break;
@@ -233,6 +273,12 @@ export class Forwarder {
         }
         // A client that went away (or a drain that ran out) says nothing about the deployment.
         if (req.client.stopped !== undefined) break;
+        if (last.kind === 'retry' && last.queued === true) {
+          // It never reached the backend: tollgate's own connection limit, no word on the deployment's health.
+          saturated.add(d.id);
+          this.#onQueueTimeout?.(d);
+          continue;
+        }
         // The only deployment of its alias is never cooled down (as LiteLLM does): there is nothing else to
         // send to, and a cooldown would fail every request for cooldown_time where each could try it again.
         if (group.deployments.length > 1) {
@@ -293,7 +339,10 @@ export class Forwarder {
       sendError(res, answer.code, answer.message, req.caller.requestId, undefined, [...limits, ...retryAfterHeaders(answer.retryAfterMs)]);
     } else {
       let code: ErrorCode = 'no_healthy_deployment';
-      if (triedAny) code = last?.kind === 'retry' && last.timeout ? 'upstream_timeout' : 'upstream_error';
+      // Its last attempt waited for a connection in vain (QUEUED): 503, as tollgate is at its own limit — no
+      // backend was asked, so it is no backend's timeout (504) or failure (502).
+      if (triedAny && !(last?.kind === 'retry' && last.queued === true))
+        code = last?.kind === 'retry' && last.timeout ? 'upstream_timeout' : 'upstream_error';
       // Its attempts left every deployment cooling down: the client is told when the first is back.
       const after = back === undefined ? undefined : retryAfterHeaders(back.untilMs - now);
       let message = last?.kind === 'retry' ? last.message : undefined;
@@ -346,7 +395,9 @@ export class Forwarder {
     };
     if (d.apiKey !== undefined) headers['authorization'] = `Bearer ${d.apiKey}`;
     // The wait for the head is `stream_timeout` on streams, else `timeout`; the same bounds each silence in the
-    // body, and `timeout` the whole attempt (the exchange's own timer).
+    // body, and the wait for a free connection (all max_parallel_requests busy) before it. `timeout` bounds
+    // the whole attempt from its connection on (the exchange's own timer): the wait in the queue is tollgate's,
+    // not the backend's.
     const wait = stream && d.streamTimeoutMs !== undefined ? d.streamTimeoutMs : d.timeoutMs;
     const timing = req.timing;
     const relay = stream
@@ -408,6 +459,15 @@ export class Forwarder {
       case 'failed': {
         const code = (result.err as { code?: unknown }).code;
         if (code === 'REPLY_TOO_LARGE') return { kind: 'too-large' };
+        // Never sent: safe to send elsewhere, and no fault of the deployment's.
+        if (code === 'QUEUE_TIMEOUT' && exchange.queued)
+          return {
+            kind: 'retry',
+            timeout: false,
+            queued: true,
+            detail: `QUEUE_TIMEOUT (all ${d.maxParallelRequests} connections busy: max_parallel_requests)`,
+            message: QUEUED,
+          };
         // A stream was asked for and the deployment answered a 2xx that is not one, whatever its size (the
         // exchange reads none of it): it does not speak the API, another deployment may.
         if (code === 'NOT_EVENT_STREAM') return { kind: 'retry', timeout: false, detail: result.err.message };

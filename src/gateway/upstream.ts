@@ -1,6 +1,6 @@
 /**
- * The gateway's HTTP/1.1 client for its backends: one pool of keep-alive connections per origin, each
- * request written in one syscall, each reply parsed as it arrives and handed to a handler (exchange.ts).
+ * The gateway's HTTP/1.1 client for its backends: a pool of keep-alive connections to one origin (the
+ * forwarder keeps one per deployment, of its max_parallel_requests), each request written in one syscall, each reply parsed as it arrives and handed to a handler (exchange.ts).
  *
  * It replaced undici's Pool here (bench/gateway.ts: undici was a quarter of the gateway's CPU per request,
  * in its request object, its deferred write and its wasm parser's callbacks). It does only what the
@@ -25,8 +25,17 @@ export interface UpstreamController {
   resume(): void;
 }
 
-/** Gets one exchange's events, in this order: start, head, data…, then end or error (error alone if it never started). */
+/**
+ * Gets one exchange's events, in this order: connection, start, head, data…, then end or error (error alone
+ * if it never started).
+ */
 export interface UpstreamHandler {
+  /**
+   * The request has its connection (an idle one, or one being opened): its wait in the pool's queue is over,
+   * and what follows is the backend's time. Called within dispatch when a connection is free; a handler
+   * only takes note here (an abort waits for onRequestStart).
+   */
+  onConnection?(controller: UpstreamController): void;
   /** The request has a connection and is being written. */
   onRequestStart(controller: UpstreamController): void;
   /** The reply's head (header names in lower case; a repeated header's values joined with ", "). */
@@ -61,7 +70,7 @@ export function upstreamError(code: UpstreamErrorCode, message: string): Error {
 }
 
 export interface UpstreamPoolOptions {
-  /** At most this many connections to the origin; requests beyond them wait for one in order. */
+  /** At most this many connections to the origin; requests beyond them wait for one in order (`queued`). */
   readonly connections: number;
   readonly connectTimeout: number;
   /**
@@ -157,6 +166,11 @@ export class UpstreamPool implements Upstream {
 
   get connections(): number {
     return this.#all.size;
+  }
+
+  /** Requests waiting for a connection (every one of `connections` busy), aborted ones not counted. */
+  get queued(): number {
+    return this.#queue.length - this.#queueHead - this.#cancelled;
   }
 
   /** Sends `req`; returns its controller at once (an abort before it has a connection takes it out of the queue). */
@@ -340,6 +354,7 @@ class Connection {
   send(p: Pending): boolean {
     this.#current = p;
     p.conn = this;
+    p.handler.onConnection?.(p);
     this.#socket.ref();
     return this.#connected ? this.#write(p) : true;
   }

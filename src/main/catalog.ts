@@ -25,6 +25,8 @@ export function composeCatalog(
     defaultTimeoutS?: number | undefined;
     /** router_settings.stream_timeout, for the database's models (config entries have it written in). */
     defaultStreamTimeoutS?: number | undefined;
+    /** router_settings.default_max_parallel_requests, for the database's models (config entries have it written in). */
+    defaultMaxParallelRequests?: number | undefined;
   },
 ): ModelCatalog {
   const entries: ModelEntry[] = [...configModels];
@@ -63,5 +65,9 @@ export function composeCatalog(
     }
     entries.push(parsed.data);
   }
-  return ModelCatalog.fromConfig(entries, { timeoutS: opts.defaultTimeoutS, streamTimeoutS: opts.defaultStreamTimeoutS });
+  return ModelCatalog.fromConfig(entries, {
+    timeoutS: opts.defaultTimeoutS,
+    streamTimeoutS: opts.defaultStreamTimeoutS,
+    maxParallelRequests: opts.defaultMaxParallelRequests,
+  });
 }

@@ -319,6 +319,7 @@ async function serve(command: 'serve' | 'authz' | 'gateway', args: readonly stri
       allowedApiBases: current.config.general_settings.allowed_api_bases,
       defaultTimeoutS: current.config.router_settings.timeout,
       defaultStreamTimeoutS: current.config.router_settings.stream_timeout,
+      defaultMaxParallelRequests: current.config.router_settings.default_max_parallel_requests,
     });
   let onModels = (models: readonly StoredModel[]): void => {
     dbModels = models;

@@ -66,9 +66,6 @@ export async function startGateway(
       'deployment failing: cooled down',
     );
   };
-  if (metrics !== undefined) {
-    registerDeploymentGauges(metrics, () => allDeployments(catalog()), tracker);
-  }
   const forwarder = new Forwarder({
     catalog,
     tracker,
@@ -79,7 +76,16 @@ export async function startGateway(
       numRetries: rs.num_retries,
       defaultMaxTokens: config.general_settings.default_max_tokens,
     },
+    onQueueTimeout: (d) => metrics?.queueTimeouts.inc({ deployment: d.id }),
   });
+  if (metrics !== undefined) {
+    registerDeploymentGauges(
+      metrics,
+      () => allDeployments(catalog()),
+      tracker,
+      (id) => forwarder.queued(id),
+    );
+  }
   const cat = catalog();
   forwarder.warm(allDeployments(cat));
   const server = createGateway({

@@ -4,7 +4,7 @@
  * deployment the same way (authz picks one, the gateway routes to it).
  */
 import { createHash } from 'node:crypto';
-import { DEFAULT_TIMEOUT_S, type ModelEntry } from '../config/schema.js';
+import { DEFAULT_MAX_PARALLEL_REQUESTS, DEFAULT_TIMEOUT_S, type ModelEntry } from '../config/schema.js';
 
 export interface Deployment {
   readonly id: string;
@@ -16,7 +16,7 @@ export interface Deployment {
   readonly backendModel: string;
   /** Without a trailing slash, e.g. `http://vllm-llama:8000/v1`. */
   readonly apiBase: string;
-  /** `http://vllm-llama:8000`: one connection pool per origin. */
+  /** `http://vllm-llama:8000`: where its connections go. */
   readonly origin: string;
   /** `/v1`: the path requests are sent under. */
   readonly basePath: string;
@@ -31,6 +31,11 @@ export interface Deployment {
   readonly order: number | undefined;
   readonly timeoutMs: number;
   readonly streamTimeoutMs: number | undefined;
+  /**
+   * At most this many requests in flight to it from one replica (LiteLLM's max_parallel_requests): its
+   * connection pool's size. The rest wait for a connection, and that wait is not the backend's time.
+   */
+  readonly maxParallelRequests: number;
   readonly inputCostPerToken: number;
   readonly outputCostPerToken: number;
   readonly maxTokens: number | undefined;
@@ -42,11 +47,14 @@ export interface DeploymentDefaults {
   readonly timeoutS?: number | undefined;
   /** router_settings.stream_timeout; absent: the deployment's timeout bounds streams too. */
   readonly streamTimeoutS?: number | undefined;
+  /** router_settings.default_max_parallel_requests; absent: DEFAULT_MAX_PARALLEL_REQUESTS. */
+  readonly maxParallelRequests?: number | undefined;
 }
 
 /**
  * The deployment of a model_list entry. Its timeout: litellm_params.timeout, else the router's, else
- * DEFAULT_TIMEOUT_S — LiteLLM's order (a deployment's own timeout wins over the Router's).
+ * DEFAULT_TIMEOUT_S — LiteLLM's order (a deployment's own timeout wins over the Router's); its
+ * max_parallel_requests likewise (else DEFAULT_MAX_PARALLEL_REQUESTS).
  */
 export function deploymentFromEntry(entry: ModelEntry, indexInAlias: number, defaults: DeploymentDefaults = {}): Deployment {
   const p = entry.litellm_params;
@@ -74,6 +82,7 @@ export function deploymentFromEntry(entry: ModelEntry, indexInAlias: number, def
     order: p.order ?? entry.model_info.order,
     timeoutMs: (p.timeout ?? defaults.timeoutS ?? DEFAULT_TIMEOUT_S) * 1000,
     streamTimeoutMs: streamS === undefined ? undefined : streamS * 1000,
+    maxParallelRequests: p.max_parallel_requests ?? defaults.maxParallelRequests ?? DEFAULT_MAX_PARALLEL_REQUESTS,
     inputCostPerToken: entry.model_info.input_cost_per_token ?? p.input_cost_per_token ?? 0,
     outputCostPerToken: entry.model_info.output_cost_per_token ?? p.output_cost_per_token ?? 0,
     maxTokens: entry.model_info.max_output_tokens ?? entry.model_info.max_tokens,

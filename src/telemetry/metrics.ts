@@ -38,6 +38,11 @@ export interface Metrics {
   /** Times a deployment entered cooldown. */
   readonly cooldowns: CounterFamily<readonly ['deployment']>;
   /**
+   * Attempts that waited for a free connection of a deployment (all its max_parallel_requests busy) past
+   * their bound, and were not sent. The requests waiting now: `tollgate_deployment_queued` (registerDeploymentGauges).
+   */
+  readonly queueTimeouts: CounterFamily<readonly ['deployment']>;
+  /**
    * LiteLLM's names, as its Python client exposes them (a counter's name ends in `_total`), so dashboards
    * and alerts written for LiteLLM find them: forwarded requests, spend, tokens and latency, by model alias
    * (`litellm_deployment_state` is registerDeploymentGauges'). Only bounded labels: LiteLLM's per-key and
@@ -171,6 +176,12 @@ export function createMetrics(opts: { defaultMetrics: boolean }): Metrics {
     cooldowns: new CounterFamily({
       name: 'tollgate_deployment_cooldowns_total',
       help: 'Times a deployment entered cooldown (a failure past allowed_fails within a minute)',
+      labelNames: ['deployment'] as const,
+      registers: [registry],
+    }),
+    queueTimeouts: new CounterFamily({
+      name: 'tollgate_deployment_queue_timeouts_total',
+      help: 'Attempts that waited for a free connection of a deployment (all its max_parallel_requests busy) past stream_timeout or timeout, and were not sent',
       labelNames: ['deployment'] as const,
       registers: [registry],
     }),

@@ -63,13 +63,14 @@ export interface DeploymentView {
 
 /**
  * `tollgate_deployment_available` (1, or 0 while in cooldown), LiteLLM's `litellm_deployment_state` (0
- * healthy, 2 in cooldown — LiteLLM's outage) and `tollgate_deployment_in_flight`, read at scrape time from
- * the routing tracker.
+ * healthy, 2 in cooldown — LiteLLM's outage), `tollgate_deployment_in_flight`, read at scrape time from
+ * the routing tracker, and `tollgate_deployment_queued`, from the connection pools (`queued`).
  */
 export function registerDeploymentGauges(
   metrics: Metrics,
   deployments: () => Iterable<DeploymentView>,
   state: { isAvailable(id: string, nowMs: number): boolean; inFlight(id: string): number },
+  queued: (id: string) => number,
 ): void {
   new Gauge({
     name: 'tollgate_deployment_available',
@@ -107,6 +108,16 @@ export function registerDeploymentGauges(
       for (const d of deployments()) this.set({ model: d.alias, deployment: d.id }, state.inFlight(d.id));
     },
   });
+  new Gauge({
+    name: 'tollgate_deployment_queued',
+    help: 'Requests waiting in this replica for a free connection of each deployment (all its max_parallel_requests busy); the wait is not counted in its timeout',
+    labelNames: ['model', 'deployment'],
+    registers: [metrics.registry],
+    collect() {
+      this.reset();
+      for (const d of deployments()) this.set({ model: d.alias, deployment: d.id }, queued(d.id));
+    },
+  });
 }
 
 /**
@@ -118,5 +129,5 @@ export function pruneDeploymentSeries(m: Metrics, live: ReadonlySet<string>): vo
     const d = labels['deployment'];
     return d !== undefined && d !== 'none' && !live.has(d);
   };
-  for (const family of [m.modelRequests, m.backendDuration, m.ttft, m.cooldowns]) family.removeWhere(gone);
+  for (const family of [m.modelRequests, m.backendDuration, m.ttft, m.cooldowns, m.queueTimeouts]) family.removeWhere(gone);
 }

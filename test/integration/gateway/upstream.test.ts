@@ -372,6 +372,34 @@ describe('upstream: connections', () => {
     assert.equal(server.accepted, 2);
   });
 
+  test('`queued` counts the requests waiting for a connection (aborted ones not); onConnection says when one has it', async () => {
+    const sockets: Socket[] = [];
+    const { pool } = await serve((_r, _n, socket) => void sockets.push(socket), { connections: 1 });
+    const events: string[] = [];
+    const tracked = (name: string): { handler: UpstreamHandler; done: Promise<Outcome> } => {
+      const c = collect();
+      return { ...c, handler: { ...c.handler, onConnection: () => void events.push(`${name} connection`) } };
+    };
+    const [a, b, c] = [tracked('a'), tracked('b'), tracked('c')];
+    pool.dispatch(request(), a.handler);
+    const bc = pool.dispatch(request(), b.handler);
+    pool.dispatch(request(), c.handler);
+    // a has the one connection (being opened) at once; b and c wait for it.
+    assert.deepEqual(events, ['a connection']);
+    assert.equal(pool.queued, 2);
+    bc.abort(Object.assign(new Error('gave up'), { code: 'QUEUE_TIMEOUT' }));
+    assert.equal(pool.queued, 1, 'an aborted waiter is not counted');
+    assert.equal((await b.done).kind, 'error');
+    while (sockets.length === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+    (sockets[0] as Socket).write(OK);
+    reply(await a.done);
+    // The connection went to c (b left the queue): its wait is over.
+    assert.deepEqual(events, ['a connection', 'c connection']);
+    assert.equal(pool.queued, 0);
+    (sockets[0] as Socket).write(OK);
+    reply(await c.done);
+  });
+
   test('a connection closed before the reply is SOCKET_CLOSED, and the request is not sent again', async () => {
     const { server, pool } = await serve((_r, n, socket) => (n === 1 ? [OK] : void socket.destroy()));
     reply(await send(pool));

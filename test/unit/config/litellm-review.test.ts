@@ -381,7 +381,6 @@ describe('limits and denials tollgate does not enforce are errors, not warnings'
     litellm_params:
       model: openai/llama
       api_base: http://vllm:8000/v1
-      max_parallel_requests: 2
     model_info:
       access_groups: [beta]
 litellm_settings:
@@ -397,7 +396,6 @@ general_settings:
 `;
     const r = failed(text);
     const expected: Record<string, RegExp> = {
-      'model_list[0].litellm_params.max_parallel_requests': /max_parallel_requests on keys\[\]/,
       'model_list[0].model_info.access_groups': /keys\[\]\.models/,
       'litellm_settings.max_budget': /keys\[\], teams\[\] or users\[\]/,
       'litellm_settings.budget_duration': /keys\[\], teams\[\] or users\[\]/,
@@ -405,7 +403,7 @@ general_settings:
       'litellm_settings.blocked_user_list': /policy rule/,
       'litellm_settings.upperbound_key_generate_params': /admin_groups/,
       'general_settings.global_max_parallel_requests': /Envoy/,
-      'general_settings.max_parallel_requests': /vLLM --max-num-seqs/,
+      'general_settings.max_parallel_requests': /litellm_params\.max_parallel_requests/,
     };
     assert.deepEqual(r.issues.map((i) => i.path).sort(), Object.keys(expected).sort());
     for (const [p, m] of Object.entries(expected)) {

@@ -7,10 +7,13 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadConfigText, type LoadResult } from '../../../src/config/load.js';
 import { ConfigError, type ConfigIssue } from '../../../src/config/issues.js';
-import type { Config } from '../../../src/config/schema.js';
+import { DEFAULT_MAX_PARALLEL_REQUESTS, type Config } from '../../../src/config/schema.js';
+import { composeCatalog } from '../../../src/main/catalog.js';
+import { ModelCatalog } from '../../../src/routing/deployments.js';
+import type { StoredModel } from '../../../src/store/records.js';
+import { createLogger } from '../../../src/telemetry/logger.js';
 import { prepareConfigText } from '../../../src/main/config-source.js';
 import { Policy } from '../../../src/policy/rules.js';
-import { ModelCatalog } from '../../../src/routing/deployments.js';
 
 const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
 
@@ -1219,4 +1222,55 @@ describe('loadConfigText: warnings for settings that load but cannot work', () =
       assert.equal(noCredentials(r), undefined, text);
     }
   });
+});
+
+describe("max_parallel_requests: a deployment's cap on requests in flight (LiteLLM's litellm_params key)", () => {
+  const TWO = `model_list:
+  - model_name: llama
+    litellm_params: { model: openai/llama, api_base: 'http://vllm-a:8000/v1', max_parallel_requests: 16 }
+  - model_name: llama
+    litellm_params: { model: openai/llama, api_base: 'http://vllm-b:8000/v1' }
+`;
+  const caps = (c: Config): number[] =>
+    ModelCatalog.fromConfig(c.model_list)
+      .group('llama')
+      ?.deployments.map((d) => d.maxParallelRequests) ?? [];
+
+  test('its own, else router_settings.default_max_parallel_requests, else 1024; no warning', () => {
+    const r = loadConfigText(TWO, {});
+    assert.deepEqual(r.issues, []);
+    assert.deepEqual(besideNoCredentials(r), [], 'LiteLLM keys tollgate uses are not set aside');
+    assert.deepEqual(caps(r.config as Config), [16, DEFAULT_MAX_PARALLEL_REQUESTS]);
+    assert.equal(DEFAULT_MAX_PARALLEL_REQUESTS, 1024);
+    const withDefault = loadConfigText(`${TWO}router_settings:\n  default_max_parallel_requests: 256\n`, {});
+    assert.deepEqual(withDefault.issues, []);
+    assert.deepEqual(besideNoCredentials(withDefault), []);
+    assert.deepEqual(caps(withDefault.config as Config), [16, 256], "the deployment's own wins");
+    assert.equal(withDefault.config?.model_list[1]?.litellm_params.max_parallel_requests, 256, 'written into the entry');
+  });
+
+  test('the router default reaches the models added through the admin API', () => {
+    const stored: StoredModel[] = [
+      { id: 'db-1', modelName: 'db', litellmParams: { model: 'openai/db', api_base: 'http://vllm-db:8000/v1' }, modelInfo: {} },
+    ];
+    const opts = { box: undefined, env: {}, logger: createLogger('silent'), allowedApiBases: ['vllm-db'] };
+    const catalog = (extra: { defaultMaxParallelRequests?: number }): ModelCatalog => composeCatalog([], stored, { ...opts, ...extra });
+    assert.equal(catalog({}).deployment('db-1')?.maxParallelRequests, 1024);
+    assert.equal(catalog({ defaultMaxParallelRequests: 64 }).deployment('db-1')?.maxParallelRequests, 64);
+  });
+
+  for (const bad of ['0', '2.5', '100000', 'lots']) {
+    test(`${bad} is refused, once, where it was written`, () => {
+      const text = `${TWO}router_settings:\n  default_max_parallel_requests: ${bad}\n`;
+      const r = failed(text);
+      assert.deepEqual(
+        r.issues.map((i) => i.path),
+        ['router_settings.default_max_parallel_requests'],
+        'not again in every entry that takes it',
+      );
+      const own = `${MINIMAL}      max_parallel_requests: ${bad}\n`;
+      const issue = assertIssue(own, failed(own).issues, 'model_list[0].litellm_params.max_parallel_requests', 'max_parallel_requests');
+      if (bad === '100000') assert.match(issue.message, /at most 65536/);
+    });
+  }
 });

@@ -44,6 +44,7 @@ function dep(id: string, alias: string, weight: number): Deployment {
     weight,
     timeoutMs: 600_000,
     streamTimeoutMs: undefined,
+    maxParallelRequests: 1024,
     inputCostPerToken: 0,
     outputCostPerToken: 0,
     maxTokens: undefined,

@@ -1,6 +1,7 @@
 /**
  * The wait for a backend connection (QUEUE_TIMEOUT): the connection's headersTimeout starts only once a
- * request is on a socket, so the exchange bounds the wait before that itself. A stand-in for the connection
+ * request is on a socket, so the exchange bounds the wait before that itself; the whole exchange's bound
+ * (REQUEST_TIMEOUT) starts once it has its connection. A stand-in for the connection
  * pool (upstream.ts): one that never starts the request (every connection busy), and ones that start it.
  */
 import { describe, test } from 'node:test';
@@ -109,6 +110,50 @@ describe('Exchange: the bound on the whole exchange (timeout)', () => {
       assert.ok(took >= 290 && took < 1_000, `aborted after ${took} ms`);
     });
   }
+
+  for (const [event, label] of [
+    ['onConnection', 'the pool says when it has its connection'],
+    ['onRequestStart', 'a stand-in that says nothing before the start'],
+  ] as const) {
+    test(`the bound counts from the connection on: a wait in the queue is not the backend's time (${label})`, async () => {
+      // A request that waits 400 ms for a connection (the deployment's max_parallel_requests all busy), then
+      // gets a reply that trickles, never ending: cut at 300 ms from its connection, not from its dispatch.
+      const aborted: { err?: Error } = {};
+      const ex = exchange();
+      const upstream: Upstream = {
+        dispatch(_r, h) {
+          const trickle: { timer?: NodeJS.Timeout } = {};
+          const controller = {
+            abort: (err: Error) => ((aborted.err = err), clearInterval(trickle.timer)),
+            pause: () => undefined,
+            resume: () => undefined,
+          };
+          setTimeout(() => {
+            if (event === 'onConnection') h.onConnection?.(controller);
+            h.onRequestStart(controller);
+            h.onResponseStart(controller, 200, { 'content-type': 'application/json' });
+            trickle.timer = setInterval(() => h.onResponseData(controller, Buffer.from(' ')), 50);
+          }, 400);
+          return controller;
+        },
+      };
+      const t0 = performance.now();
+      const r = await ex.send(upstream, OPTS, 1_000, 300);
+      const took = performance.now() - t0;
+      assert.equal(r.kind, 'failed');
+      assert.equal((r as { err: { code?: string } }).err.code, 'REQUEST_TIMEOUT');
+      assert.equal(ex.queued, false, 'it had a connection');
+      assert.equal((aborted.err as { code?: string } | undefined)?.code, 'REQUEST_TIMEOUT');
+      assert.ok(took >= 690 && took < 1_500, `aborted after ${Math.round(took)} ms: 400 in the queue, then 300`);
+    });
+  }
+
+  test('a request that never had a connection says so (queued): it was never sent', async () => {
+    const ex = exchange();
+    const r = await ex.send(busy, OPTS, 100, 60_000);
+    assert.equal((r as { err: { code?: string } }).err.code, 'QUEUE_TIMEOUT');
+    assert.equal(ex.queued, true);
+  });
 
   test('a 2xx to a stream that is not an event stream fails at its head (NOT_EVENT_STREAM), whatever its size, none of it read', async () => {
     const events: string[] = [];

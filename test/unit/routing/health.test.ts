@@ -34,6 +34,7 @@ function dep(id: string, extra: Partial<Deployment> = {}): Deployment {
     weight: 1,
     timeoutMs: 600_000,
     streamTimeoutMs: undefined,
+    maxParallelRequests: 1024,
     inputCostPerToken: 0,
     outputCostPerToken: 0,
     maxTokens: undefined,

@@ -55,6 +55,7 @@ test('series of deployments that left the catalog are dropped, histograms includ
   o.record(entry('stays'));
   o.record(entry('goes'));
   m.cooldowns.inc({ deployment: 'goes' });
+  m.queueTimeouts.inc({ deployment: 'goes' });
   pruneDeploymentSeries(m, new Set(['stays']));
   const text = await m.registry.metrics();
   assert.ok(text.includes('deployment="stays"'));
@@ -73,7 +74,12 @@ test("LiteLLM's metric names: requests, tokens, spend and latency by alias; lite
     { id: 'a', alias: 'llama', provider: 'hosted_vllm', backendModel: 'meta-llama/Llama-3.1-8B-Instruct' },
     { id: 'b', alias: 'llama', provider: 'openai', backendModel: 'meta-llama/Llama-3.1-8B-Instruct' },
   ];
-  registerDeploymentGauges(m, () => deployments, { isAvailable: (id) => id === 'a', inFlight: () => 0 });
+  registerDeploymentGauges(
+    m,
+    () => deployments,
+    { isAvailable: (id) => id === 'a', inFlight: () => 0 },
+    (id) => (id === 'b' ? 3 : 0),
+  );
   const text = await m.registry.metrics();
   for (const line of [
     'litellm_proxy_total_requests_metric_total{requested_model="llama",status_code="200"} 1',
@@ -83,6 +89,9 @@ test("LiteLLM's metric names: requests, tokens, spend and latency by alias; lite
     'litellm_request_total_latency_metric_count{model="llama"} 2',
     'litellm_deployment_state{litellm_model_name="hosted_vllm/meta-llama/Llama-3.1-8B-Instruct",model_id="a",api_provider="hosted_vllm"} 0',
     'litellm_deployment_state{litellm_model_name="openai/meta-llama/Llama-3.1-8B-Instruct",model_id="b",api_provider="openai"} 2',
+    // The requests waiting for a free connection of each deployment.
+    'tollgate_deployment_queued{model="llama",deployment="a"} 0',
+    'tollgate_deployment_queued{model="llama",deployment="b"} 3',
   ])
     assert.ok(text.includes(line), `missing: ${line}`);
 });
