@@ -89,7 +89,12 @@ export function checkResponse(auth: Authorization, facts: RequestFacts, jwtHeade
   const decision = auth.decision;
   if (!decision.allow) {
     const spec = ERRORS[decision.code];
-    const headers = [set('content-type', 'application/json'), set('x-tollgate-request-id', auth.requestId)];
+    // x-request-id too: the OpenAI SDKs read it as the request's id (`request_id` on their errors).
+    const headers = [
+      set('content-type', 'application/json'),
+      set('x-tollgate-request-id', auth.requestId),
+      set('x-request-id', auth.requestId),
+    ];
     if (spec.headers !== undefined) for (const [k, v] of Object.entries(spec.headers)) headers.push(set(k, v));
     if (auth.headers !== undefined) for (const [k, v] of auth.headers) headers.push(set(k, v));
     return {

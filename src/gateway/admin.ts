@@ -235,6 +235,7 @@ export class AdminApi {
       'content-length': Buffer.byteLength(text),
       'cache-control': 'no-store',
       'x-tollgate-request-id': caller.requestId,
+      'x-request-id': caller.requestId,
     };
     if (reply.ignored !== undefined && reply.ignored.length > 0)
       headers['x-tollgate-ignored-fields'] = headerSafe(reply.ignored.join(', '));

@@ -575,6 +575,8 @@ export class Forwarder {
       String(length),
       'x-tollgate-request-id',
       req.caller.requestId,
+      'x-request-id',
+      req.caller.requestId,
       'x-tollgate-response-cost',
       // Twelve significant digits: 0.21, not 0.21000000000000002.
       String(Number(charge.cost.toPrecision(12))),
@@ -728,7 +730,16 @@ export function sendError(
   }
   const body = errorBody(code, message, param);
   res.errorCode = code;
-  const head = ['content-type', 'application/json', 'content-length', String(Buffer.byteLength(body)), 'x-tollgate-request-id', requestId];
+  const head = [
+    'content-type',
+    'application/json',
+    'content-length',
+    String(Buffer.byteLength(body)),
+    'x-tollgate-request-id',
+    requestId,
+    'x-request-id',
+    requestId,
+  ];
   const table = ERRORS[code].headers;
   if (table !== undefined) for (const [k, v] of Object.entries(table)) head.push(k, v);
   if (extra !== undefined) for (const [k, v] of extra) head.push(k, v);

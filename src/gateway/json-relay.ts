@@ -350,7 +350,7 @@ export class JsonRelay implements RelaySink {
     this.#hold = opts.hold;
     this.json = new JsonRewriter(opts.alias);
     this.#pacer = new ClientPacer(opts.res, opts.stallMs);
-    this.#head = ['content-type', 'application/json', 'x-tollgate-request-id', opts.requestId];
+    this.#head = ['content-type', 'application/json', 'x-tollgate-request-id', opts.requestId, 'x-request-id', opts.requestId];
     if (opts.extra !== undefined) for (const [k, v] of opts.extra) this.#head.push(k, v);
   }
 

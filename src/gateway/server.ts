@@ -496,7 +496,7 @@ function modelIdOf(path: string, url: string): string | undefined {
 function json(res: HttpResponse, status: number, value: unknown, requestId?: string): void {
   const body = JSON.stringify(value);
   const headers: Record<string, string | number> = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
-  if (requestId !== undefined) headers['x-tollgate-request-id'] = requestId;
+  if (requestId !== undefined) headers['x-tollgate-request-id'] = headers['x-request-id'] = requestId;
   res.writeHead(status, headers);
   res.end(body);
 }

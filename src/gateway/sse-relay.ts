@@ -60,7 +60,8 @@ export class SseRelay implements StreamSink {
   start(exchange: Exchange): void {
     this.#exchange = exchange;
     this.#pacer.exchange = exchange;
-    const head = ['content-type', 'text/event-stream', 'cache-control', 'no-cache', 'x-tollgate-request-id', this.#requestId];
+    const id = this.#requestId;
+    const head = ['content-type', 'text/event-stream', 'cache-control', 'no-cache', 'x-tollgate-request-id', id, 'x-request-id', id];
     if (this.#extra !== undefined) for (const [k, v] of this.#extra) head.push(k, v);
     this.#res.writeHead(200, head);
     // The head goes out now, so the client sees the stream begin however long the first token takes; when

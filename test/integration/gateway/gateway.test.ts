@@ -135,6 +135,21 @@ describe('gateway', () => {
     assert.equal(res.response.headers.get('x-tollgate-response-cost'), String(Number(row.cost.toPrecision(12))));
     assert.ok(Math.abs(Number(res.response.headers.get('x-tollgate-response-cost')) - row.cost) < 1e-12);
     assert.equal(row.keyId, sha(KEY).slice(0, 16));
+    // The SDK's request id is tollgate's (x-request-id), on replies and on errors alike.
+    assert.equal(res.request_id, row.requestId);
+    assert.equal(res.response.headers.get('x-tollgate-request-id'), row.requestId);
+    const stream = await client.chat.completions
+      .create({ model: 'llama', messages: [{ role: 'user', content: 'hi' }], stream: true })
+      .withResponse();
+    for await (const _ of stream.data) {
+      /* read to the end */
+    }
+    assert.match(stream.response.headers.get('x-request-id') ?? '', /^[0-9a-f-]{36}$/);
+    const err = await client.chat.completions
+      .create({ model: 'nope', messages: [{ role: 'user', content: 'hi' }] })
+      .catch((e: unknown) => e);
+    assert.ok(err instanceof OpenAI.APIError, String(err));
+    assert.match(err.requestID ?? '', /^[0-9a-f-]{36}$/);
   });
 
   test("the backend gets the client's body with only the model, the cap and stream_options changed", async () => {
