@@ -6,7 +6,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { parseModelBody } from '../core/body.js';
-import { adminAccessMessage } from '../core/messages.js';
+import { adminAccessMessage, tooLargeMessage } from '../core/messages.js';
 import { decide, type Decision, type DecisionRules, type TeamRecord } from '../core/decide.js';
 import { classifyRoute, modelEndpoint, normalizePath, type RouteKind } from '../core/route.js';
 import type { ContextClaims, ContextSigner } from '../identity/context-token.js';
@@ -110,7 +110,7 @@ export class Authorizer {
     const route = classifyRoute(facts.method, path);
     if (tooLarge(facts, this.#d.maxBodyBytes)) {
       return {
-        decision: { allow: false, code: 'request_too_large', message: undefined, detail: undefined },
+        decision: { allow: false, code: 'request_too_large', message: tooLargeMessage(this.#d.maxBodyBytes), detail: undefined },
         route,
         requestId,
         context: undefined,

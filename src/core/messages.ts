@@ -79,3 +79,10 @@ export function coolingAnswer(
 const EVERY_RATE_LIMITED =
   'Every deployment of this model is being rate limited by its model server: retry after the time given in the retry-after header.';
 const EVERY_COOLING = 'No deployment of the requested model is available right now: retry after the time given in the retry-after header.';
+
+/** A body past `maxBodyBytes` (general_settings.max_request_size_mb): how large a body may be. */
+export function tooLargeMessage(maxBodyBytes: number): string {
+  const mib = maxBodyBytes / (1024 * 1024);
+  const size = mib >= 1 ? `${Number(mib.toFixed(2))} MiB` : `${Math.floor(maxBodyBytes / 1024)} KiB`;
+  return `The request body is larger than this gateway takes (${size}): send a smaller request (an image as a URL rather than inline data, fewer or shorter messages).`;
+}

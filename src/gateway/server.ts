@@ -10,7 +10,7 @@ import { UNCLEAR_PATH, validRequestId, type Authorizer, type RequestFacts } from
 import type { TeamRecord } from '../core/decide.js';
 import { allows, isOwnKeyInfo, keyAllows } from '../core/decide.js';
 import { modelEndpoint, normalizePath } from '../core/route.js';
-import { NO_MODELS_MESSAGE } from '../core/messages.js';
+import { NO_MODELS_MESSAGE, tooLargeMessage } from '../core/messages.js';
 import { ERRORS } from '../errors/codes.js';
 import { bodyDigest, type ContextClaims, type ContextSigner } from '../identity/context-token.js';
 import type { KeyDirectory, KeyRecord } from '../identity/keys.js';
@@ -151,7 +151,7 @@ async function handle(deps: GatewayDeps, req: HttpRequest, res: HttpResponse): P
 
   // The server read the body whole (null: over max_request_size_mb, dropped as it came).
   const body = method === 'POST' || method === 'PUT' || method === 'PATCH' ? req.body : undefined;
-  if (body === null) return sendError(res, 'request_too_large', undefined, '-');
+  if (body === null) return sendError(res, 'request_too_large', tooLargeMessage(deps.maxBodyBytes), '-');
   // Parsed once: the context binding and the forwarder both use it (and the forwarder edits the text). A
   // leading byte order mark is dropped, as Check's decoder drops it (TextDecoder), so both read one body.
   const text = endpoint === undefined || body === undefined ? undefined : withoutBom(body.toString('utf8'));

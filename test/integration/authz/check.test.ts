@@ -228,7 +228,9 @@ describe('ext_authz Check', () => {
     assert.equal(p.message, 'guests may only use the 8B model');
     assert.equal((await call({ headers: creds(KEY, guest), body: CHAT_BODY })).status?.code, 0, 'the guest may use the 8B model');
     const big = JSON.stringify({ model: 'llama-3.1-8b', messages: [{ role: 'user', content: 'x'.repeat(20_000) }] });
-    await denied({ headers: c, body: big }, 413, 'request_too_large');
+    const tooBig = await denied({ headers: c, body: big }, 413, 'request_too_large');
+    assert.match(tooBig.message, /larger than this gateway takes \(10 KiB\)/, 'max_request_size_mb: 0.01');
+    assert.equal(tooBig.headers['x-request-id'], tooBig.headers['x-tollgate-request-id'], "the SDKs' request id is tollgate's");
     await denied({ headers: { ...c, 'x-envoy-auth-partial-body': 'true' }, body: CHAT_BODY }, 413, 'request_too_large');
     // A path that hides its shape is refused, never decoded into a credential-free probe.
     await denied({ path: '/v1/chat/completions/..%2F..%2F..%2Fhealth%2Fliveliness', body: CHAT_BODY }, 404, 'not_found');

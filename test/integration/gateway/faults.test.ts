@@ -1039,7 +1039,9 @@ keys:
     const big = JSON.stringify({ model: 'cool', messages: [{ role: 'user', content: 'x'.repeat(100_000) }] });
     const forwarded = ca.received.length + cb.received.length;
     const res = await within(PROMPT_MS, () => post(stack.base, '/v1/chat/completions', big));
-    await expectError(res, 413, 'invalid_request_error', 'request_too_large');
+    const err = await expectError(res, 413, 'invalid_request_error', 'request_too_large');
+    // It says how large a body may be (max_request_size_mb: 0.05 is 51 KiB).
+    assert.match(err.message, /larger than this gateway takes \(51 KiB\): send a smaller request/);
     assert.equal(ca.received.length + cb.received.length, forwarded, 'nothing forwarded');
     await stillServing();
   });
