@@ -683,7 +683,8 @@ const CONTEXT_OLD =
 /**
  * vLLM's structured-output fields before v0.12 (`guided_json`, …), which it now ignores without an error
  * (FIELD-NOTES): moved into `structured_outputs` under their new names, beside what the client set there
- * itself (which wins); `guided_decoding_backend` is gone (a server flag now). Undefined when the body has none.
+ * itself (which wins; a constraint of its own replaces theirs); `guided_decoding_backend` is gone (a server
+ * flag now). Undefined when the body has none.
  */
 export function guidedToStructured(body: Record<string, unknown>): Record<string, unknown> | undefined {
   let out: Record<string, unknown> | undefined;
@@ -697,11 +698,18 @@ export function guidedToStructured(body: Record<string, unknown>): Record<string
   }
   if (out === undefined) return undefined;
   if (moved !== undefined) {
-    const own = body['structured_outputs'];
-    out['structured_outputs'] = { ...moved, ...(typeof own === 'object' && own !== null && !Array.isArray(own) ? own : {}) };
+    const raw = body['structured_outputs'];
+    const own = typeof raw === 'object' && raw !== null && !Array.isArray(raw) ? (raw as Record<string, unknown>) : {};
+    // One kind of constraint: the client's own, when it set one, as vLLM since v0.12 reads the request (it
+    // ignores guided_*); merged, two kinds would be refused ("only one kind of structured outputs").
+    if (CONSTRAINTS.some((k) => own[k] !== undefined && own[k] !== null)) for (const k of CONSTRAINTS) delete moved[k];
+    out['structured_outputs'] = { ...moved, ...own };
   }
   return out;
 }
+
+/** The kinds of constraint in vLLM's StructuredOutputsParams, of which a request may have one. */
+const CONSTRAINTS = ['json', 'regex', 'choice', 'grammar', 'json_object', 'structural_tag'] as const;
 
 /** vLLM's old request fields and their names in `structured_outputs` (undefined: dropped). */
 const GUIDED_FIELDS: readonly (readonly [string, string | undefined])[] = [

@@ -691,6 +691,18 @@ keys:
     const text = [...a.received, ...b.received][0]?.body as Record<string, unknown>;
     assert.deepEqual(text['structured_outputs'], { choice: ['yes', 'no'] });
     assert.equal(Object.hasOwn(text, 'guided_regex'), false);
+    // A constraint of the client's own in structured_outputs is the one kept (vLLM v0.12+ reads only it;
+    // two kinds merged would be refused); the old fields' options still move.
+    reset();
+    await post(stack.base, '/v1/completions', {
+      model: 'pair',
+      prompt: 'x',
+      guided_choice: ['yes', 'no'],
+      guided_whitespace_pattern: ' ',
+      structured_outputs: { regex: 'a+' },
+    });
+    const own = [...a.received, ...b.received][0]?.body as Record<string, unknown>;
+    assert.deepEqual(own['structured_outputs'], { regex: 'a+', whitespace_pattern: ' ' });
   });
 
   test('a garbage stream after the 200 reaches the SDK as an APIError, not a hang', T, async () => {
