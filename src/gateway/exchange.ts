@@ -58,6 +58,21 @@ export class ClientLink {
   watch(hook: ((err: Error) => void) | undefined): void {
     this.#onGone = hook;
   }
+
+  /** Waits `ms` between attempts (no exchange in flight), or less when serving stops meanwhile. */
+  pause(ms: number): Promise<void> {
+    if (this.stopped !== undefined) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.#onGone = undefined;
+        resolve();
+      }, ms);
+      this.#onGone = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
 }
 
 /** Where a 2xx streamed reply (`text/event-stream`) goes as it arrives. */

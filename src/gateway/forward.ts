@@ -206,6 +206,8 @@ export class Forwarder {
       const group = this.#catalog().group(alias);
       if (group === undefined) continue;
       const tried = new Set<string>();
+      /** Times this request went back to deployments it had tried (againAfter's backoff). */
+      let again = 0;
       for (let n = 0; n <= this.#settings.numRetries; n++) {
         if (req.client.gone) break;
         const now = Date.now();
@@ -221,10 +223,16 @@ export class Forwarder {
         d ??= this.#tracker.pick(group, this.#settings.strategy, tried, now, Math.random());
         if (d === undefined && tried.size > 0) {
           // Every deployment was tried once: a further retry may go to any of them again, but for those it
-          // waited for in vain.
+          // waited for in vain — after a pause, as LiteLLM's router pauses when no untried deployment is
+          // left: asked again at once, an overloaded backend gets the load it asked to be spared (a 429's own
+          // wait when it gave one; past AGAIN_MAX_MS the client gets the 429 and its SDK waits it out).
+          const pause = last === undefined ? 0 : againAfter(last, again++, Date.now());
+          if (pause === undefined) break;
+          if (pause > 0) await req.client.pause(pause);
+          if (req.client.stopped !== undefined) break;
           tried.clear();
           for (const id of saturated) tried.add(id);
-          d = this.#tracker.pick(group, this.#settings.strategy, tried, now, Math.random());
+          d = this.#tracker.pick(group, this.#settings.strategy, tried, Date.now(), Math.random());
         }
         if (d === undefined) break;
         tried.add(d.id);
@@ -706,6 +714,29 @@ export function guidedToStructured(body: Record<string, unknown>): Record<string
     out['structured_outputs'] = { ...moved, ...own };
   }
   return out;
+}
+
+/** The first pause before a deployment is asked again by the same request, doubled each time (LiteLLM's 0.5 s). */
+const AGAIN_BASE_MS = 500;
+/**
+ * The longest pause: a backend asking for a longer wait is not asked again by this request — the client gets
+ * the 429 with that wait, which its SDK waits out (a reply held back that long would look hung).
+ */
+const AGAIN_MAX_MS = 2_000;
+
+/**
+ * How long to pause before sending a request again to a deployment it already tried: the backend's own
+ * wait when its 429 gave one (undefined, do not, past AGAIN_MAX_MS), else a backoff doubling from
+ * AGAIN_BASE_MS, jittered so the retries of many requests do not land at once.
+ */
+export function againAfter(last: Attempt, repeat: number, now: number): number | undefined {
+  if (last.kind !== 'retry' || last.queued === true) return 0;
+  const wait = last.wait;
+  if (wait !== undefined) {
+    const ms = wait.untilMs - now;
+    return ms > AGAIN_MAX_MS ? undefined : Math.max(0, ms);
+  }
+  return Math.min(AGAIN_MAX_MS, AGAIN_BASE_MS * 2 ** repeat * (0.75 + Math.random() * 0.5));
 }
 
 /** The kinds of constraint in vLLM's StructuredOutputsParams, of which a request may have one. */

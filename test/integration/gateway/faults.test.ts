@@ -348,7 +348,8 @@ keys:
       const err = await expectError(res, 429, 'rate_limit_error', 'rate_limit_exceeded');
       assert.match(err.message, /overloaded/);
       assert.doesNotMatch(err.message, /Injected|from [ab]\b/, "the backend's own message is not passed");
-      assert.equal(a.received.length + b.received.length, 3, 'retried on the other deployment first');
+      // Retried on the other deployment, not on one asking for 7 s again (the client's SDK waits that out).
+      assert.equal(a.received.length + b.received.length, 2, 'retried on the other deployment, then answered');
       assert.equal(stack.spend.rows.at(-1)?.status, 429);
       // Before a stream's first byte, the same.
       const streamed = await within(PROMPT_MS, () =>
@@ -442,9 +443,12 @@ keys:
     const busy = await within(PROMPT_MS, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI }));
     assert.equal(busy.headers.get('retry-after'), '3');
     await expectError(busy, 429, 'rate_limit_error', 'rate_limit_exceeded');
-    a.queueFaults({ kind: 'status', status: 429, headers: { 'retry-after': '3' } }, { kind: 'status', status: 500 });
-    b.queueFaults({ kind: 'status', status: 429, headers: { 'retry-after': '3' } });
+    // A wait of a second is waited here before a is asked again (a longer one would be the client's 429).
+    a.queueFaults({ kind: 'status', status: 429, headers: { 'retry-after': '1' } }, { kind: 'status', status: 500 });
+    b.queueFaults({ kind: 'status', status: 429, headers: { 'retry-after': '1' } });
+    const asked = performance.now();
     const failed = await within(PROMPT_MS, () => post(stack.base, '/v1/chat/completions', { model: 'pair', messages: HI }));
+    assert.ok(performance.now() - asked >= 900, 'the backend was not asked again before its retry-after');
     assert.equal(failed.headers.get('retry-after'), null);
     const err = await expectError(failed, 502, 'api_error', 'upstream_error');
     assert.match(err.message, /failed to answer/);
@@ -989,9 +993,13 @@ keys:
   test("the only deployment of an alias is never cooled down: one request's failures do not fail the next", T, async () => {
     ca.received.length = 0;
     ca.queueFaults({ kind: 'status', status: 500 }, { kind: 'status', status: 500 }, { kind: 'status', status: 500 });
+    const asked = performance.now();
     const res = await post(stack.base, '/v1/chat/completions', { model: 'solo', messages: HI });
     await expectError(res, 502, 'api_error', 'upstream_error');
     assert.equal(ca.received.length, 3, 'retried on the one deployment');
+    // Not at once: after about 0.5 s, then about 1 s (LiteLLM's backoff when no other deployment is left).
+    const took = performance.now() - asked;
+    assert.ok(took >= 1_100 && took < 4_000, `retried after a backoff: ${Math.round(took)} ms`);
     const r = await stack.client.chat.completions.create({ model: 'solo', messages: HI });
     assert.equal(r.model, 'solo');
     assert.equal(ca.received.length, 4);
@@ -1305,14 +1313,15 @@ keys:
 
   test('the only deployment of an alias is never cooled down, not even by a 429 asking for a long wait', T, async () => {
     ra.received.length = 0;
-    ra.queueFaults(busy({ 'retry-after': '90' }), busy({ 'retry-after': '90' }));
+    ra.queueFaults(busy({ 'retry-after': '90' }));
     const res = await ask('solo');
     assert.equal(res.headers.get('retry-after'), '90');
     await expectError(res, 429, 'rate_limit_error', 'rate_limit_exceeded');
-    assert.equal(ra.received.length, 2, 'retried on the one deployment');
+    // Not asked again by this request: it asked for 90 s, which the client's SDK waits out.
+    assert.equal(ra.received.length, 1, 'not retried on the one deployment that asked for 90 s');
     const r = await stack.client.chat.completions.create({ model: 'solo', messages: HI });
     assert.equal(r.model, 'solo');
-    assert.equal(ra.received.length, 3);
+    assert.equal(ra.received.length, 2);
   });
 
   test('behind Envoy: Check answers so where it knows the cooldowns (serve), else the gateway does; nothing is sent', T, async () => {
