@@ -511,20 +511,24 @@ export class Forwarder {
    * The request as the deployment gets it: its model id, `stream_options.include_usage` on streams (so usage
    * is known), and a `max_tokens` cap when the client set none — vLLM generates to the end of the context
    * without one (FIELD-NOTES); `null` counts as none (the OpenAI SDKs may send it); vLLM's old `guided_*`
-   * fields moved into `structured_outputs` (guidedToStructured). Edited in the client's text when that is
-   * safe (spliceJson), else serialized again.
+   * fields moved into `structured_outputs` (guidedToStructured). Edited in the client's text (spliceJson:
+   * the rest keeps its bytes), else — a repeated member — serialized again.
    */
   #backendBody(req: ForwardRequest, d: Deployment, addUsage: boolean, cap: number | undefined): string {
     const body = req.endpoint === 'embeddings' ? req.body : (guidedToStructured(req.body) ?? req.body);
     const set: Record<string, unknown> = {};
+    const remove: string[] = [];
+    if (body !== req.body) {
+      // The guided_* moved: gone from the text, structured_outputs set.
+      for (const k of Object.keys(req.body)) if (!Object.hasOwn(body, k)) remove.push(k);
+      if (body['structured_outputs'] !== req.body['structured_outputs']) set['structured_outputs'] = body['structured_outputs'];
+    }
     if (addUsage) set['stream_options'] = { ...(body['stream_options'] as object | undefined), include_usage: true };
     const capped = capAdded(req);
     if (capped) set['max_tokens'] = cap ?? this.#cap(d);
-    // A max_completion_tokens: null goes (vLLM takes it over max_tokens): in the text it would stay.
-    const spliced =
-      body !== req.body || (capped && Object.hasOwn(body, 'max_completion_tokens'))
-        ? undefined
-        : spliceJson(req.text, body, d.backendModel, set);
+    // A max_completion_tokens: null goes (vLLM takes it over max_tokens).
+    if (capped && Object.hasOwn(body, 'max_completion_tokens')) remove.push('max_completion_tokens');
+    const spliced = spliceJson(req.text, req.body, d.backendModel, set, remove);
     if (spliced !== undefined) return spliced;
     const out: Record<string, unknown> = { ...body, model: d.backendModel, ...set };
     if (capped) delete out['max_completion_tokens'];

@@ -270,46 +270,109 @@ export function parseObject(text: string): Record<string, unknown> | undefined {
 }
 
 /**
- * `json` (the object text `parsed` was parsed from) with its top-level model set to `model` (withModel) and
- * the members of `add` appended, edited in the text: undefined when that cannot be done safely — withModel
- * cannot, a member of `add` is in `parsed` already (replacing it in the text would need its extent), or the
- * text repeats a member (JSON.parse kept the last, which the authorizer saw; a backend might take the first).
+ * `json` (the object text `parsed` was parsed from) with its top-level `model` set to `model`, the members of
+ * `set` set (replaced where they are, else appended) and those named in `remove` left out — edited in the
+ * text, so every other member keeps the client's bytes: a number past 2^53 (a 64-bit `seed`) reaches the
+ * backend as sent, where JSON.parse and JSON.stringify would round it. Undefined when the text repeats a
+ * member (JSON.parse kept the last, which the authorizer saw; a backend might take the first): then the
+ * caller serializes `parsed`, which holds what was decided on.
  */
 export function spliceJson(
   json: string,
   parsed: Record<string, unknown>,
   model: string,
-  add: Readonly<Record<string, unknown>>,
+  set: Readonly<Record<string, unknown>>,
+  remove: readonly string[] = [],
 ): string | undefined {
-  if (memberCount(json) !== Object.keys(parsed).length) return undefined;
-  const renamed = withModel(json, parsed, model);
-  if (renamed === undefined) return undefined;
-  let members = '';
-  for (const [k, v] of Object.entries(add)) {
-    if (Object.hasOwn(parsed, k)) return undefined;
-    members += `,${JSON.stringify(k)}:${JSON.stringify(v)}`;
+  const members = topLevelMembers(json);
+  if (members === undefined || members.length !== Object.keys(parsed).length) return undefined;
+  const parts: string[] = [];
+  let hasModel = false;
+  const setHere = new Set<string>();
+  for (const m of members) {
+    if (remove.includes(m.key)) continue;
+    let value: string | undefined;
+    if (m.key === 'model') {
+      hasModel = true;
+      value = JSON.stringify(model);
+    } else if (Object.hasOwn(set, m.key)) {
+      setHere.add(m.key);
+      value = JSON.stringify(set[m.key]);
+      if (value === undefined) continue;
+    }
+    parts.push(value === undefined ? json.slice(m.start, m.valueEnd) : json.slice(m.start, m.valueStart) + value);
   }
-  if (members === '') return renamed;
-  // withModel found a top-level "model" member, so the object is not empty: each addition follows a member.
-  const end = renamed.lastIndexOf('}');
-  return end < 0 ? undefined : `${renamed.slice(0, end)}${members}${renamed.slice(end)}`;
+  if (!hasModel) parts.unshift(`"model":${JSON.stringify(model)}`);
+  for (const [k, v] of Object.entries(set)) {
+    if (setHere.has(k) || remove.includes(k) || v === undefined) continue;
+    parts.push(`${JSON.stringify(k)}:${JSON.stringify(v)}`);
+  }
+  return `{${parts.join(',')}}`;
 }
 
-/** How many members the outermost object of a valid JSON object text has, as written (a repeated key counts twice). */
-function memberCount(json: string): number {
-  let depth = 0;
-  let commas = 0;
-  let empty = true;
-  for (let i = 0; i < json.length; i++) {
+/** A top-level member of a JSON object text: its key (decoded), where it starts, and its value's extent. */
+interface Member {
+  readonly key: string;
+  readonly start: number;
+  readonly valueStart: number;
+  readonly valueEnd: number;
+}
+
+/** The top-level members of a valid JSON object text, in order as written (a repeated key twice). */
+function topLevelMembers(json: string): Member[] | undefined {
+  let i = skipSpace(json, 0);
+  if (json.charCodeAt(i) !== 0x7b) return undefined;
+  i++;
+  const out: Member[] = [];
+  for (;;) {
+    i = skipSpace(json, i);
     const c = json.charCodeAt(i);
-    if (c === 0x22) {
-      if (depth === 1) empty = false; // a key (or a value) directly in the object: it has members
-      i = stringEnd(json, i);
-    } else if (c === 0x7b || c === 0x5b) depth++;
-    else if (c === 0x7d || c === 0x5d) depth--;
-    else if (c === 0x2c && depth === 1) commas++;
+    if (c === 0x7d) return out;
+    if (c === 0x2c) {
+      i++;
+      continue;
+    }
+    if (c !== 0x22) return undefined;
+    const keyEnd = stringEnd(json, i);
+    const raw = json.slice(i + 1, keyEnd);
+    const key = raw.includes('\\') ? (JSON.parse(json.slice(i, keyEnd + 1)) as string) : raw;
+    let j = skipSpace(json, keyEnd + 1);
+    if (json.charCodeAt(j) !== 0x3a) return undefined;
+    j = skipSpace(json, j + 1);
+    const valueEnd = valueEndAt(json, j);
+    out.push({ key, start: i, valueStart: j, valueEnd });
+    i = valueEnd;
   }
-  return empty ? 0 : commas + 1;
+}
+
+function skipSpace(json: string, i: number): number {
+  for (;;) {
+    const c = json.charCodeAt(i);
+    if (c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09) return i;
+    i++;
+  }
+}
+
+/** Where the JSON value starting at `at` ends (exclusive). */
+function valueEndAt(json: string, at: number): number {
+  const c = json.charCodeAt(at);
+  if (c === 0x22) return stringEnd(json, at) + 1;
+  if (c === 0x7b || c === 0x5b) {
+    let depth = 0;
+    for (let k = at; k < json.length; k++) {
+      const ch = json.charCodeAt(k);
+      if (ch === 0x22) k = stringEnd(json, k);
+      else if (ch === 0x7b || ch === 0x5b) depth++;
+      else if ((ch === 0x7d || ch === 0x5d) && --depth === 0) return k + 1;
+    }
+    return json.length;
+  }
+  let k = at;
+  for (; k < json.length; k++) {
+    const ch = json.charCodeAt(k);
+    if (ch === 0x2c || ch === 0x7d || ch === 0x5d || ch === 0x20 || ch === 0x0a || ch === 0x0d || ch === 0x09) break;
+  }
+  return k;
 }
 
 /** Whether position `at` of a JSON object text lies directly in its outermost object, outside any string. */

@@ -192,6 +192,14 @@ describe('gateway', () => {
       messages: [{ role: 'user', content: 'hi' }],
       max_completion_tokens: 9,
     });
+    // A 64-bit seed reaches the backend as written, though stream_options and guided_* are edited around it
+    // (JSON.parse would round it to 9223372036854776000, past what vLLM takes).
+    await send(
+      '{"model":"llama","messages":[{"role":"user","content":"hi"}],"seed":9223372036854775807,"stream":false,"guided_choice":["a","b"],"max_tokens":4}',
+    );
+    assert.match(raw, /"seed":9223372036854775807,/);
+    assert.match(raw, /"structured_outputs":\{"choice":\["a","b"\]\}/);
+    assert.doesNotMatch(raw, /guided_choice/);
   });
 
   test('streaming: chunks end with [DONE]; the usage chunk reaches only a client that asked for it', async () => {

@@ -403,7 +403,7 @@ describe("spliceJson: the request a deployment gets, edited in the client's text
     const out = splice(json, { max_tokens: 256, stream_options: { include_usage: true } });
     assert.equal(
       out,
-      '{"model":"meta/llama-8b","messages":[{"role":"user","content":"caf\\u00e9 }"}],"temperature":0.50,"max_tokens":256,"stream_options":{"include_usage":true}}\n',
+      '{"model":"meta/llama-8b","messages":[{"role":"user","content":"caf\\u00e9 }"}],"temperature":0.50,"max_tokens":256,"stream_options":{"include_usage":true}}',
     );
     assert.deepEqual(JSON.parse(out ?? 'null'), {
       model: 'meta/llama-8b',
@@ -427,18 +427,48 @@ describe("spliceJson: the request a deployment gets, edited in the client's text
     assert.equal(splice('{"model":"llama","max_tokens":5}'), '{"model":"meta/llama-8b","max_tokens":5}');
   });
 
-  test('left to a full re-serialization when a member to set is there already, or the model cannot be renamed in place', () => {
-    const cases: Record<string, [string, Obj]> = {
-      'max_tokens: null (replacing it would need its extent)': ['{"model":"llama","max_tokens":null}', { max_tokens: 9 }],
-      'stream_options without include_usage': ['{"model":"llama","stream_options":{}}', { stream_options: { include_usage: true } }],
-      'the member spelt with escapes': ['{"model":"llama","max\\u005ftokens":null}', { max_tokens: 9 }],
-      'a space after the colon (a Python client)': ['{"model": "llama"}', { max_tokens: 9 }],
-      'a nested model first': ['{"meta":{"model":"x"},"model":"llama"}', {}],
-      'a repeated member (the authorizer saw the last; a backend might take the first)': ['{"model":"llama","n":128,"n":1}', {}],
-      'a repeated member spelt with escapes': ['{"model":"llama","n":128,"\\u006e":1}', {}],
-      'a repeated stream_options': ['{"model":"llama","stream_options":{"include_usage":false},"stream_options":{}}', {}],
+  test('members there already are set in place, members removed; whatever the spacing or escapes', () => {
+    const cases: [string, Obj, string[], string][] = [
+      ['{"model":"llama","max_tokens":null}', { max_tokens: 9 }, [], '{"model":"meta/llama-8b","max_tokens":9}'],
+      [
+        '{"model":"llama","stream_options":{"include_usage":false},"n":2}',
+        { stream_options: { include_usage: true } },
+        [],
+        '{"model":"meta/llama-8b","stream_options":{"include_usage":true},"n":2}',
+      ],
+      ['{"model":"llama","max\\u005ftokens":null}', { max_tokens: 9 }, [], '{"model":"meta/llama-8b","max\\u005ftokens":9}'],
+      // A Python client's spacing: kept where the members are kept.
+      ['{ "model": "llama", "n": 1 }', { max_tokens: 9 }, [], '{"model": "meta/llama-8b","n": 1,"max_tokens":9}'],
+      ['{"meta":{"model":"x"},"model":"llama"}', {}, [], '{"meta":{"model":"x"},"model":"meta/llama-8b"}'],
+      [
+        '{"model":"llama","guided_json":{"type":"object"},"max_completion_tokens":null}',
+        { structured_outputs: { json: { type: 'object' } }, max_tokens: 9 },
+        ['guided_json', 'max_completion_tokens'],
+        '{"model":"meta/llama-8b","structured_outputs":{"json":{"type":"object"}},"max_tokens":9}',
+      ],
+    ];
+    for (const [json, set, remove, want] of cases) {
+      const out = spliceJson(json, JSON.parse(json) as Obj, 'meta/llama-8b', set, remove);
+      assert.equal(out, want, json);
+      assert.doesNotThrow(() => JSON.parse(out ?? ''), json);
+    }
+  });
+
+  test('a number past 2^53 (a 64-bit seed) reaches the backend as the client wrote it, whatever else is edited', () => {
+    const json =
+      '{"model":"llama","seed":9223372036854775807,"stream":true,"stream_options":{"include_usage":false},"guided_choice":["a"]}';
+    const out = spliceJson(json, JSON.parse(json) as Obj, 'meta/llama-8b', { stream_options: { include_usage: true } }, ['guided_choice']);
+    assert.equal(out, '{"model":"meta/llama-8b","seed":9223372036854775807,"stream":true,"stream_options":{"include_usage":true}}');
+  });
+
+  test('a repeated member is left to a full re-serialization of what was decided on (the authorizer saw the last)', () => {
+    const cases: Record<string, string> = {
+      'a repeated member': '{"model":"llama","n":128,"n":1}',
+      'a repeated member spelt with escapes': '{"model":"llama","n":128,"\\u006e":1}',
+      'a repeated stream_options': '{"model":"llama","stream_options":{"include_usage":false},"stream_options":{}}',
+      'a repeated model': '{"model":"a","model":"llama"}',
     };
-    for (const [why, [json, add]] of Object.entries(cases)) assert.equal(splice(json, add), undefined, why);
+    for (const [why, json] of Object.entries(cases)) assert.equal(splice(json, {}), undefined, why);
   });
 });
 
