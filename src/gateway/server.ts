@@ -315,6 +315,7 @@ function identify(
         { reason: 'expired' },
         'x-tollgate-context expired before the request reached the gateway; answered 503 to be sent again',
       );
+      giveBack(deps, checked.claims);
       return {
         error: 'gateway_unavailable',
         message: CONTEXT_EXPIRED,
@@ -326,6 +327,23 @@ function identify(
     refused(deps, checked.ok ? 'not bound to this request' : checked.reason);
   }
   return authorizeHere(deps, req, method, body, parsed, now);
+}
+
+/**
+ * The lease Check took for a request that is not served here (its context expired on the way): given back at
+ * once, or the request sent again would find its own slot and reservations still held. Taken as the context's
+ * one use first, so a context sent again gives back nothing more (a lease already served keeps its usage).
+ */
+function giveBack(deps: GatewayDeps, claims: ContextClaims): void {
+  const lease = fromClaims(deps, claims).lease;
+  const leases = deps.leases;
+  if (lease === undefined || leases === undefined) return;
+  const release = (c: ClaimResult): void => {
+    if (c === 'claimed') leases.release(lease);
+  };
+  const claim = leases.claim(lease.id, claims.x, false);
+  if (claim instanceof Promise) claim.then(release, () => undefined);
+  else release(claim);
 }
 
 /** A request whose authorization expired before it reached the gateway (CONTEXT_TTL_MS). */

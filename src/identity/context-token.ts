@@ -57,7 +57,9 @@ export const CONTEXT_TTL_MS = 30_000;
 
 export type ContextCheck =
   | { readonly ok: true; readonly claims: ContextClaims }
-  | { readonly ok: false; readonly reason: 'malformed' | 'bad_signature' | 'expired' };
+  | { readonly ok: false; readonly reason: 'malformed' | 'bad_signature' }
+  /** Signed by authz, past its time: its claims, for giving back what Check took for it (never to serve it). */
+  | { readonly ok: false; readonly reason: 'expired'; readonly claims: ContextClaims };
 
 /** The signing secret: `context_signing_key` when set, else derived from the master key (HKDF-SHA256). */
 export function contextSecret(contextSigningKey: string | undefined, masterKey: string | undefined): Buffer | undefined {
@@ -102,7 +104,8 @@ export class ContextSigner {
       return { ok: false, reason: 'malformed' };
     }
     if (typeof claims !== 'object' || claims === null || Array.isArray(claims)) return { ok: false, reason: 'malformed' };
-    if (typeof claims.x !== 'number' || nowMs > claims.x) return { ok: false, reason: 'expired' };
+    if (typeof claims.x !== 'number') return { ok: false, reason: 'malformed' };
+    if (nowMs > claims.x) return { ok: false, reason: 'expired', claims };
     return { ok: true, claims };
   }
 }

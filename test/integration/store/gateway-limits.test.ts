@@ -7,12 +7,14 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { prepareConfigText } from '../../../src/main/config-source.js';
-import { buildAuthorizer } from '../../../src/main/authz-app.js';
+import { buildAuthorizer, startAuthz } from '../../../src/main/authz-app.js';
 import { startGateway, type GatewayApp } from '../../../src/main/gateway-app.js';
 import { gatewayStoreOptions, openStore, type StoreApp } from '../../../src/main/store-app.js';
-import { contextSecret } from '../../../src/identity/context-token.js';
+import { ContextSigner, contextSecret, type ContextClaims } from '../../../src/identity/context-token.js';
 import { createLogger } from '../../../src/telemetry/logger.js';
+import { createMetrics } from '../../../src/telemetry/metrics.js';
 import { startFakeVllm, type FakeVllm } from '../../support/fake-vllm.js';
+import { applyOkResponse, EnvoyCheckClient } from '../../support/envoy.js';
 
 const MODEL = 'meta-llama/Llama-3.1-8B-Instruct';
 const RPM_KEY = 'sk-gateway-limits-rpm-01';
@@ -361,4 +363,69 @@ litellm_settings:
       assert.deepEqual(statuses, [200, 200, 429]);
     });
   }
+});
+
+describe('behind Envoy: a context that expired on its way to the gateway', { timeout: 30_000 }, () => {
+  test('gives back the lease Check took, once, so the request sent again is admitted', async () => {
+    const KEY = 'sk-gateway-limits-expired-01';
+    const vllm = await startFakeVllm({ models: [MODEL] });
+    const yaml = `
+model_list:
+  - model_name: llama
+    litellm_params: { model: openai/${MODEL}, api_base: "${vllm.apiBase}" }
+general_settings:
+  context_signing_key: gateway-limits-context-key-0123456789abcdef
+keys:
+  - key: sha256:${sha(KEY)}
+    max_parallel_requests: 1
+`;
+    const prepared = prepareConfigText(yaml, 'expired.yaml', {});
+    const secret = contextSecret(prepared.config.general_settings.context_signing_key, undefined) as Buffer;
+    const logger = createLogger('silent');
+    const store = await openStore(prepared.config, { logger, withDb: false, catalog: () => parts.authorizer.rules.catalog });
+    const parts = buildAuthorizer(prepared.config, prepared.policy, secret, {
+      keys: store.keys,
+      teams: store.teams,
+      limiter: store.limiter,
+    });
+    const authz = await startAuthz(parts, { host: '127.0.0.1', port: 0, logger, metrics: createMetrics({ defaultMetrics: false }) });
+    const gw = await startGateway(prepared.config, parts, secret, { host: '127.0.0.1', port: 0, logger, ...gatewayStoreOptions(store) });
+    const envoy = new EnvoyCheckClient(authz.port);
+    const signer = new ContextSigner(secret);
+    try {
+      const body = JSON.stringify({ model: 'llama', messages: [{ role: 'user', content: 'hi' }] });
+      const reqHeaders = { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' };
+      /** Check allows the request: the headers Envoy forwards, with its context expired as after 30 s in a queue. */
+      const checkedThenExpired = async (): Promise<Record<string, string>> => {
+        const check = await envoy.check({ headers: reqHeaders, body });
+        assert.equal(check.status?.code, 0, 'Check admits it (the one parallel slot is free)');
+        const headers: Record<string, string> = {};
+        for (const [k, v] of applyOkResponse(reqHeaders, check.ok_response as NonNullable<typeof check.ok_response>))
+          if (!k.startsWith(':')) headers[k] = v.join(',');
+        const claims = JSON.parse(
+          Buffer.from(String(headers['x-tollgate-context']).split('.')[1] ?? '', 'base64url').toString('utf8'),
+        ) as ContextClaims;
+        return { ...headers, 'x-tollgate-context': signer.sign({ ...claims, x: Date.now() - 1_000 }) };
+      };
+      const send = (headers: Record<string, string>): Promise<Response> =>
+        fetch(`http://127.0.0.1:${gw.port}/v1/chat/completions`, { method: 'POST', headers, body, signal: AbortSignal.timeout(10_000) });
+      const first = await checkedThenExpired();
+      const late = await send(first);
+      assert.equal(late.status, 503, await late.text());
+      // Sent again (as its SDK would), it gets the slot the first Check took: given back at once, not in 30 s.
+      await checkedThenExpired();
+      // The first context again gives back nothing more: the second Check's lease still holds the one slot.
+      assert.equal((await send(first)).status, 503);
+      await new Promise((r) => setTimeout(r, 50));
+      const third = await envoy.check({ headers: reqHeaders, body });
+      assert.notEqual(third.status?.code, 0, 'the second lease still holds the one parallel slot');
+      assert.equal(vllm.received.length, 0, 'nothing was served');
+    } finally {
+      envoy.close();
+      await gw.close(500);
+      await authz.close(500);
+      await store.close(500);
+      await vllm.close();
+    }
+  });
 });

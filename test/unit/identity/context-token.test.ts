@@ -63,16 +63,19 @@ describe('ContextSigner: expiry with an injected now', () => {
     ['an hour later', NOW + 3_600_000, false],
   ];
   for (const [name, now, ok] of cases) {
-    test(name, () => assert.deepEqual(signer.verify(token, now), ok ? { ok: true, claims: CLAIMS } : { ok: false, reason: 'expired' }));
+    // Expired, its claims come with the refusal: the gateway gives back what Check took for them.
+    test(name, () =>
+      assert.deepEqual(signer.verify(token, now), ok ? { ok: true, claims: CLAIMS } : { ok: false, reason: 'expired', claims: CLAIMS }),
+    );
   }
   test('CONTEXT_TTL_MS is short (≤ 60 s)', () => assert.ok(CONTEXT_TTL_MS > 0 && CONTEXT_TTL_MS <= 60_000));
   test('a signed payload without an expiry is refused', () => {
     const t = signRaw(Buffer.from(JSON.stringify({ r: 'r', p: 'GET /' })).toString('base64url'));
-    assert.deepEqual(signer.verify(t, NOW), { ok: false, reason: 'expired' });
+    assert.deepEqual(signer.verify(t, NOW), { ok: false, reason: 'malformed' });
   });
   test('a signed payload with a string expiry is refused', () => {
     const t = signRaw(Buffer.from(JSON.stringify({ r: 'r', p: 'GET /', x: String(NOW + 1000) })).toString('base64url'));
-    assert.deepEqual(signer.verify(t, NOW), { ok: false, reason: 'expired' });
+    assert.deepEqual(signer.verify(t, NOW), { ok: false, reason: 'malformed' });
   });
 });
 
