@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { prepareConfigText } from '../../../src/main/config-source.js';
-import { buildAuthorizer, startAuthz } from '../../../src/main/authz-app.js';
+import { buildAuthorizer, startAuthz, type AuthzParts } from '../../../src/main/authz-app.js';
 import { startGateway, type GatewayApp } from '../../../src/main/gateway-app.js';
 import { gatewayStoreOptions, openStore, type StoreApp } from '../../../src/main/store-app.js';
 import { ContextSigner, contextSecret, type ContextClaims } from '../../../src/identity/context-token.js';
@@ -25,6 +25,17 @@ const ALL_TIME_KEY = 'sk-gateway-limits-all-01';
 const TEAM_KEY = 'sk-gateway-limits-team-01';
 const NO_CAP_KEY = 'sk-gateway-limits-nocap-01';
 const sha = (s: string): string => createHash('sha256').update(s).digest('hex');
+
+/** tollgate's gateway over `yaml`, its store in process and its authorizer on that store's limiter and records. */
+async function limitsGateway(yaml: string, file: string): Promise<{ store: StoreApp; parts: AuthzParts; gw: GatewayApp; secret: Buffer }> {
+  const prepared = prepareConfigText(yaml, file, {});
+  const secret = contextSecret(prepared.config.general_settings.context_signing_key, undefined) as Buffer;
+  const logger = createLogger('silent');
+  const store = await openStore(prepared.config, { logger, withDb: false, catalog: () => parts.authorizer.rules.catalog });
+  const parts = buildAuthorizer(prepared.config, prepared.policy, secret, { keys: store.keys, teams: store.teams, limiter: store.limiter });
+  const gw = await startGateway(prepared.config, parts, secret, { host: '127.0.0.1', port: 0, logger, ...gatewayStoreOptions(store) });
+  return { store, parts, gw, secret };
+}
 
 /**
  * A gateway over a failing deployment and a spare one with `rpm: 1` (nearly no weight: the failing one is
@@ -44,7 +55,7 @@ async function failingAndSpare(
   const failing = await startFakeVllm({ models: [MODEL], name: 'failing' });
   failing.setFault({ kind: 'status', status: 500 });
   const spare = await startFakeVllm({ models: [MODEL], name: 'spare' });
-  const prepared = prepareConfigText(
+  const { store, gw } = await limitsGateway(
     `
 model_list:
   - model_name: llama
@@ -61,17 +72,7 @@ keys:
     ${keyLimits}
 `,
     'retries.yaml',
-    {},
   );
-  const secret = contextSecret(prepared.config.general_settings.context_signing_key, undefined) as Buffer;
-  const logger = createLogger('silent');
-  const store = await openStore(prepared.config, { logger, withDb: false, catalog: () => parts.authorizer.rules.catalog });
-  const parts = buildAuthorizer(prepared.config, prepared.policy, secret, {
-    keys: store.keys,
-    teams: store.teams,
-    limiter: store.limiter,
-  });
-  const gw = await startGateway(prepared.config, parts, secret, { host: '127.0.0.1', port: 0, logger, ...gatewayStoreOptions(store) });
   return {
     failing,
     spare,
@@ -168,7 +169,7 @@ describe('limits at the standalone gateway', { timeout: 30_000 }, () => {
   before(async () => {
     // 11 prompt + 5 completion tokens per reply.
     vllm = await startFakeVllm({ models: [MODEL] });
-    const prepared = prepareConfigText(
+    ({ store, gw } = await limitsGateway(
       `
 model_list:
   - model_name: llama
@@ -198,22 +199,7 @@ litellm_settings:
   timezone: Asia/Tokyo
 `,
       'limits.yaml',
-      {},
-    );
-    const secret = contextSecret(prepared.config.general_settings.context_signing_key, undefined) as Buffer;
-    const logger = createLogger('silent');
-    store = await openStore(prepared.config, { logger, withDb: false, catalog: () => parts.authorizer.rules.catalog });
-    const parts = buildAuthorizer(prepared.config, prepared.policy, secret, {
-      keys: store.keys,
-      teams: store.teams,
-      limiter: store.limiter,
-    });
-    gw = await startGateway(prepared.config, parts, secret, {
-      host: '127.0.0.1',
-      port: 0,
-      logger,
-      ...gatewayStoreOptions(store),
-    });
+    ));
   });
 
   after(async () => {
@@ -379,17 +365,13 @@ keys:
   - key: sha256:${sha(KEY)}
     max_parallel_requests: 1
 `;
-    const prepared = prepareConfigText(yaml, 'expired.yaml', {});
-    const secret = contextSecret(prepared.config.general_settings.context_signing_key, undefined) as Buffer;
-    const logger = createLogger('silent');
-    const store = await openStore(prepared.config, { logger, withDb: false, catalog: () => parts.authorizer.rules.catalog });
-    const parts = buildAuthorizer(prepared.config, prepared.policy, secret, {
-      keys: store.keys,
-      teams: store.teams,
-      limiter: store.limiter,
+    const { store, parts, gw, secret } = await limitsGateway(yaml, 'expired.yaml');
+    const authz = await startAuthz(parts, {
+      host: '127.0.0.1',
+      port: 0,
+      logger: createLogger('silent'),
+      metrics: createMetrics({ defaultMetrics: false }),
     });
-    const authz = await startAuthz(parts, { host: '127.0.0.1', port: 0, logger, metrics: createMetrics({ defaultMetrics: false }) });
-    const gw = await startGateway(prepared.config, parts, secret, { host: '127.0.0.1', port: 0, logger, ...gatewayStoreOptions(store) });
     const envoy = new EnvoyCheckClient(authz.port);
     const signer = new ContextSigner(secret);
     try {
