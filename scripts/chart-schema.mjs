@@ -175,6 +175,10 @@ function allowLiteLlmKeys(config) {
   };
   const settings = sections.get('litellm_settings');
   settings.properties ??= {};
+  settings.properties['model_alias_map'] = {
+    description: "LiteLLM's model_alias_map: tollgate has no second names for models and refuses it (config check says what to use)",
+    ...nothing,
+  };
   for (const [routerKey, settingsKey] of moved) {
     const { description: _d, default: _default, ...typed } = router.properties[routerKey];
     settings.properties[settingsKey] = {

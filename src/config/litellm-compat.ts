@@ -227,8 +227,7 @@ const PROVIDER_BUDGETS =
  * what keys, teams and policy rules written for either name allow, so each alias is refused, saying how to
  * serve it as a model of its own.
  */
-function groupAliasErrors(aliases: unknown): CompatNote[] {
-  const path: PathSegment[] = ['router_settings', 'model_group_alias'];
+function groupAliasErrors(aliases: unknown, path: PathSegment[] = ['router_settings', 'model_group_alias']): CompatNote[] {
   const how = (alias: string, group: string): string =>
     `tollgate has no model group aliases, so a client sending "${alias}" would get 404 model_not_found: to serve that name, add a model_list entry with model_name: ${alias} and the litellm_params of each ${group} deployment, and allow "${alias}" where keys[].models, teams[].models or policy rules should (it is listed by GET /v1/models, hidden or not); then remove this`;
   if (!isObject(aliases)) return [{ path, message: how('<alias>', 'target') }];
@@ -479,6 +478,10 @@ export function setAsideLiteLlmKeys(raw: Record<string, unknown>): CompatResult 
           path: ['litellm_settings', k],
           message: `${guards(v).join(', ')}: LiteLLM guardrails that tollgate does not run; run them in front of it (an Envoy ext_proc filter) or at the model server, and remove them here (other callbacks may stay: they are ignored)`,
         });
+      } else if (k === 'model_alias_map' && !isEmpty(v)) {
+        // litellm.model_alias_map: a model name sent, answered by another (`{gpt-3.5-turbo: llama}`): the same
+        // second name for a model as router_settings.model_group_alias, refused for the same reasons.
+        errors.push(...groupAliasErrors(v, ['litellm_settings', 'model_alias_map']));
       } else if (k === 'cache_params' && isObject(v) && namesRedis(v)) {
         cacheRedis = ['litellm_settings', k];
       } else if (LITELLM_SETTINGS.has(k)) {

@@ -697,6 +697,22 @@ general_settings:
     assert.match(i.message, /keys\[\]\.models, teams\[\]\.models or policy rules/);
     assert.equal(i.line, lineOf(text, 'gpt-4o:'));
   });
+
+  test('litellm_settings.model_alias_map: the same second names, refused the same way; empty, only ignored', () => {
+    const text = `${MINIMAL}litellm_settings:
+  model_alias_map:
+    gpt-3.5-turbo: llama
+`;
+    const r = failed(text);
+    assert.deepEqual(
+      r.issues.map((i) => i.path),
+      ['litellm_settings.model_alias_map.gpt-3.5-turbo'],
+    );
+    assert.match(at(r.issues, 'litellm_settings.model_alias_map.gpt-3.5-turbo').message, /"gpt-3\.5-turbo" would get 404 model_not_found/);
+    loaded(`${MINIMAL}litellm_settings:
+  model_alias_map: {}
+`);
+  });
 });
 
 describe('config check --config F', () => {
