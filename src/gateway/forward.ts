@@ -23,9 +23,12 @@ import { UpstreamPool } from './upstream.js';
 import { BUSY, BUSY_AFTER, failure, withoutDeployment, type Attempt } from './backend-failure.js';
 import { SHUTTING_DOWN, SseRelay } from './sse-relay.js';
 
-/** Admits an attempt on a deployment against its own rpm/tpm: a lease to settle, undefined (nothing to count), or refused. */
+/**
+ * Admits an attempt on a deployment against its own rpm/tpm: a lease to settle, undefined (nothing to count),
+ * or refused. `leastTokens`: the request sent no max_tokens, so its tpm may take the room left, down to this.
+ */
 export interface DeploymentGate {
-  admit(d: Deployment, tokens: number, now: number): GateVerdict | Promise<GateVerdict>;
+  admit(d: Deployment, tokens: number, now: number, leastTokens?: number): GateVerdict | Promise<GateVerdict>;
 }
 
 export interface RouterSettings {
@@ -239,7 +242,8 @@ export class Forwarder {
         // A deployment other than the one admitted at Check counts this request against its own rpm/tpm
         // first, once per request however often it is retried.
         if (gate !== undefined && d.id !== req.lease?.deploymentId && (d.rpm !== undefined || d.tpm !== undefined) && !gated.has(d.id)) {
-          const admitted = await gate.admit(d, req.lease?.reservedTokens ?? this.#reservation(req, d), Date.now());
+          const r = this.#reservation(req, d);
+          const admitted = await gate.admit(d, req.lease?.reservedTokens ?? r.tokens, Date.now(), r.leastTokens);
           if (admitted !== undefined && 'refused' in admitted) {
             failed(req, d, admitted.refused === 'store' ? 'limits store unreachable' : 'at its rpm/tpm');
             // A store outage says more than a full deployment: it holds for every other one too.
@@ -375,7 +379,7 @@ export class Forwarder {
   }
 
   /** The tokens a request reserves against a deployment's tpm when Check reserved none (nothing else limits the caller). */
-  #reservation(req: ForwardRequest, d: Deployment): number {
+  #reservation(req: ForwardRequest, d: Deployment): { tokens: number; leastTokens: number | undefined } {
     const n = req.body['n'];
     const mt = req.body['max_completion_tokens'] ?? req.body['max_tokens'];
     const body = {
@@ -385,7 +389,8 @@ export class Forwarder {
       bytes: req.text.length,
     };
     const r = reservation(body, d, this.#settings.defaultMaxTokens);
-    return r.prompt + r.completion;
+    // As at Check (Limiter.admit): without max_tokens, the room a tpm window has left will do.
+    return { tokens: r.prompt + r.completion, leastTokens: body.maxTokens === undefined && r.completion > 0 ? r.prompt + 1 : undefined };
   }
 
   #cap(d: Deployment): number {

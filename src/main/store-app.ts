@@ -318,7 +318,7 @@ export function gatewayStoreOptions(store: StoreApp): {
     },
     leases: store.accounting,
     denials: store.accounting,
-    gate: { admit: (d, tokens, now) => store.limiter.admitDeployment(d, tokens, now) },
+    gate: { admit: (d, tokens, now, leastTokens) => store.limiter.admitDeployment(d, tokens, now, leastTokens) },
     storeNotReady: () => store.notReady(),
   };
 }

@@ -240,11 +240,11 @@ export class Limiter {
    * rpm/tpm: a lease, undefined when nothing is counted, or why not — it is full (with the rate-limit
    * headers), or the store is down and failure_mode is closed.
    */
-  admitDeployment(d: Deployment, tokens: number, now: number): GateVerdict | Promise<GateVerdict> {
+  admitDeployment(d: Deployment, tokens: number, now: number, leastTokens?: number): GateVerdict | Promise<GateVerdict> {
     const subject = subjectOf(`deployment:${d.id}`, { rpm: d.rpm, tpm: d.tpm }, now, this.calendar);
     if (!hasLimits(subject)) return undefined;
     const id = randomUUID();
-    const req = { requestId: id, subjects: [subject], tokens, cost: 0, now };
+    const req = { requestId: id, subjects: [subject], tokens, leastTokens, cost: 0, now };
     const lease: Lease = { id, reservedTokens: tokens, keyId: undefined, userId: undefined, teamId: undefined, deploymentId: d.id };
     const done = (a: Admission): GateVerdict => {
       if (a.ok) return lease;

@@ -45,13 +45,15 @@ async function failingAndSpare(
   allowedFails: number,
   spareLimit = 'rpm: 1',
   keyLimits = 'rpm_limit: 100',
+  /** Each request's max_tokens; null: none sent (tollgate's default cap applies). */
+  sentMaxTokens: number | null = spareLimit.startsWith('tpm') ? 90 : 5,
 ): Promise<{
   failing: FakeVllm;
   spare: FakeVllm;
   chat(): Promise<Response>;
   close(): Promise<void>;
 }> {
-  const maxTokens = spareLimit.startsWith('tpm') ? 90 : 5;
+  const maxTokens = sentMaxTokens ?? undefined;
   const failing = await startFakeVllm({ models: [MODEL], name: 'failing' });
   failing.setFault({ kind: 'status', status: 500 });
   const spare = await startFakeVllm({ models: [MODEL], name: 'spare' });
@@ -114,6 +116,21 @@ describe('deployment limits on retries', { timeout: 30_000 }, () => {
     try {
       const statuses = await Promise.all(Array.from({ length: 10 }, async () => (await s.chat()).status));
       assert.equal(statuses.filter((x) => x === 200).length, 1, statuses.join(','));
+    } finally {
+      await s.close();
+    }
+  });
+
+  test("a retry without max_tokens takes the room the other deployment's tpm has left, as Check's admission does", async () => {
+    // The spare's tpm of 3000 is under the default cap (4096): a request without max_tokens fits it only on
+    // the room left, which it may take once the window holds the first request's usage.
+    const s = await failingAndSpare(100, 'tpm: 3000', 'key_alias: unlimited', null);
+    try {
+      for (let i = 0; i < 3; i++) {
+        const r = await s.chat();
+        assert.equal(r.status, 200, `request ${i}: ${await r.text()}`);
+      }
+      assert.equal(s.spare.received.length, 3);
     } finally {
       await s.close();
     }
