@@ -145,6 +145,17 @@ function allowLiteLlmKeys(config) {
       ? envOnly(`LiteLLM's ${name}, ignored by tollgate. ${SECRET_DESCRIPTION}`)
       : {};
   }
+  // Flags the loader refuses only when true (what they ask for tollgate does not do): false or absent passes.
+  for (const [section, name] of [
+    ['general_settings', 'disable_reset_budget'],
+    ['router_settings', 'enable_tag_filtering'],
+  ]) {
+    sections.get(section).properties[name] = {
+      description: `LiteLLM's ${name}: true is refused (config check says what to use instead); false changes nothing`,
+      // Anything but true (`not` is beyond the validators Helm charts can count on).
+      anyOf: [{ enum: [false, null] }, { type: ['string', 'number', 'object', 'array'] }],
+    };
+  }
   // model_info is free-form in LiteLLM (ModelInfo is extra="allow"): tollgate accepts any other key as information.
   // The keys tollgate refuses there (model_info.access_groups) stay refused.
   const info = sections.get('model_list.0.model_info');

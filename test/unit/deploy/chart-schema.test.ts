@@ -268,6 +268,19 @@ describe('charts/tollgate/values.schema.json', () => {
         assert.equal(issues({ router_settings: router }).length, 1, JSON.stringify(router));
         assert.ok(load({ router_settings: router }).issues > 0, JSON.stringify(router));
       }
+      // Flags refused only when true: the chart refuses what the loader refuses, and takes false as it does.
+      for (const [section, name] of [
+        ['general_settings', 'disable_reset_budget'],
+        ['router_settings', 'enable_tag_filtering'],
+      ] as const) {
+        for (const value of [true, false]) {
+          const c: Node = { [section]: { [name]: value } };
+          assert.equal(issues(c).length === 0, load(c).issues === 0, `${section}.${name}: ${String(value)}`);
+          assert.equal(issues(c).length === 0, !value, `${section}.${name}: ${String(value)}`);
+        }
+      }
+      assert.deepEqual(issues({ litellm_settings: { model_alias_map: {} } }), []);
+      assert.equal(issues({ litellm_settings: { model_alias_map: { 'gpt-3.5-turbo': 'm' } } }).length, 1);
     });
 
     it("takes LiteLLM's router Redis as the loader does; its password and URL only as os.environ/NAME", () => {
