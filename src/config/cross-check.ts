@@ -95,13 +95,9 @@ export function crossWarnings(config: Config): PathIssue[] {
     });
   const [first] = budgets;
   if (!priced && first !== undefined) {
-    const others =
-      budgets.length > 1
-        ? ` (and ${budgets.length - 1} more: ${budgets.slice(1, 4).map(formatPath).join(', ')}${budgets.length > 4 ? ', …' : ''})`
-        : '';
     add(
       first,
-      `a budget${others}, but no deployment in model_list has a price: every request costs 0, so spend stays 0 and the budget ` +
+      `a budget${andMore(budgets)}, but no deployment in model_list has a price: every request costs 0, so spend stays 0 and the budget ` +
         'never runs out. Set model_info.input_cost_per_token and output_cost_per_token (USD per token) on the deployments ' +
         '(models added with POST /model/new and prices are charged too)',
     );
@@ -122,13 +118,9 @@ export function crossWarnings(config: Config): PathIssue[] {
   });
   const [firstSmall] = small;
   if (firstSmall !== undefined) {
-    const others =
-      small.length > 1
-        ? ` (and ${small.length - 1} more: ${small.slice(1, 4).map(formatPath).join(', ')}${small.length > 4 ? ', …' : ''})`
-        : '';
     add(
       firstSmall,
-      `a tokens-per-minute limit${others} under twice general_settings.default_max_tokens (${cap}): a request sent without ` +
+      `a tokens-per-minute limit${andMore(small)} under twice general_settings.default_max_tokens (${cap}): a request sent without ` +
         `max_tokens holds up to ${cap} tokens of it (all the room left, when less) until it ends, so few such requests run at ` +
         'once (the others get 429 and retry shortly). Lower default_max_tokens, have clients send max_tokens, or raise the limit',
     );
@@ -147,6 +139,13 @@ export function crossWarnings(config: Config): PathIssue[] {
     );
   }
   return warnings;
+}
+
+/** One warning for many places, at the first: the others it also covers (up to three named), or nothing. */
+function andMore(paths: readonly PathSegment[][]): string {
+  if (paths.length < 2) return '';
+  const named = paths.slice(1, 4).map(formatPath).join(', ');
+  return ` (and ${paths.length - 1} more: ${named}${paths.length > 4 ? ', …' : ''})`;
 }
 
 /** By the parsed scheme: `HTTP://` is as insecure as `http://`. */

@@ -738,7 +738,7 @@ const AGAIN_MAX_MS = 2_000;
  * wait when its 429 gave one (undefined, do not, past AGAIN_MAX_MS), else a backoff doubling from
  * AGAIN_BASE_MS, jittered so the retries of many requests do not land at once.
  */
-export function againAfter(last: Attempt, repeat: number, now: number): number | undefined {
+function againAfter(last: Attempt, repeat: number, now: number): number | undefined {
   if (last.kind !== 'retry' || last.queued === true) return 0;
   const wait = last.wait;
   if (wait !== undefined) {

@@ -347,8 +347,7 @@ function giveBack(deps: GatewayDeps, claims: ContextClaims): void {
 }
 
 /** A request whose authorization expired before it reached the gateway (CONTEXT_TTL_MS). */
-export const CONTEXT_EXPIRED =
-  'The request waited in front of tollgate longer than its authorization holds and was not served: send it again.';
+const CONTEXT_EXPIRED = 'The request waited in front of tollgate longer than its authorization holds and was not served: send it again.';
 
 /** The request has a virtual key or a token of its own (authorizing it here can succeed). */
 function carriesCredentials(deps: GatewayDeps, headers: Readonly<Record<string, string>>): boolean {

@@ -72,17 +72,25 @@ export function registerDeploymentGauges(
   state: { isAvailable(id: string, nowMs: number): boolean; inFlight(id: string): number },
   queued: (id: string) => number,
 ): void {
-  new Gauge({
-    name: 'tollgate_deployment_available',
-    help: 'Whether a deployment takes traffic now (0 while in cooldown after allowed_fails failures)',
-    labelNames: ['model', 'deployment'],
-    registers: [metrics.registry],
-    collect() {
-      this.reset();
-      const now = Date.now();
-      for (const d of deployments()) this.set({ model: d.alias, deployment: d.id }, state.isAvailable(d.id, now) ? 1 : 0);
-    },
-  });
+  /** A gauge per deployment, labelled by its alias and id, read at scrape time. */
+  const perDeployment = (name: string, help: string, value: (id: string, now: number) => number): void => {
+    new Gauge({
+      name,
+      help,
+      labelNames: ['model', 'deployment'],
+      registers: [metrics.registry],
+      collect() {
+        this.reset();
+        const now = Date.now();
+        for (const d of deployments()) this.set({ model: d.alias, deployment: d.id }, value(d.id, now));
+      },
+    });
+  };
+  perDeployment(
+    'tollgate_deployment_available',
+    'Whether a deployment takes traffic now (0 while in cooldown after allowed_fails failures)',
+    (id, now) => (state.isAvailable(id, now) ? 1 : 0),
+  );
   new Gauge({
     name: 'litellm_deployment_state',
     help: "A deployment's state: 0 healthy, 2 in cooldown after allowed_fails failures (LiteLLM's name and values)",
@@ -98,26 +106,14 @@ export function registerDeploymentGauges(
         );
     },
   });
-  new Gauge({
-    name: 'tollgate_deployment_in_flight',
-    help: 'Requests in flight on each deployment (what least-busy routing reads)',
-    labelNames: ['model', 'deployment'],
-    registers: [metrics.registry],
-    collect() {
-      this.reset();
-      for (const d of deployments()) this.set({ model: d.alias, deployment: d.id }, state.inFlight(d.id));
-    },
-  });
-  new Gauge({
-    name: 'tollgate_deployment_queued',
-    help: 'Requests waiting in this replica for a free connection of each deployment (all its max_parallel_requests busy); the wait is not counted in its timeout',
-    labelNames: ['model', 'deployment'],
-    registers: [metrics.registry],
-    collect() {
-      this.reset();
-      for (const d of deployments()) this.set({ model: d.alias, deployment: d.id }, queued(d.id));
-    },
-  });
+  perDeployment('tollgate_deployment_in_flight', 'Requests in flight on each deployment (what least-busy routing reads)', (id) =>
+    state.inFlight(id),
+  );
+  perDeployment(
+    'tollgate_deployment_queued',
+    'Requests waiting in this replica for a free connection of each deployment (all its max_parallel_requests busy); the wait is not counted in its timeout',
+    (id) => queued(id),
+  );
 }
 
 /**
